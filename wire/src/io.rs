@@ -1,0 +1,118 @@
+//! Async framing over any `AsyncRead` / `AsyncWrite` (feature `std`), so TLS can wrap it later.
+
+use std::io;
+use std::boxed::Box;
+use std::vec;
+use std::vec::Vec;
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::WireError;
+use crate::frame::{self, Decoder};
+
+/// Errors of the async helpers: the transport's, or the protocol's.
+#[derive(Debug)]
+pub enum IoError {
+    /// The transport failed.
+    Io(io::Error),
+    /// The peer sent something invalid; close the connection with this reason.
+    Wire(WireError),
+}
+
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IoError::Io(e) => write!(f, "connection error: {e}"),
+            IoError::Wire(e) => write!(f, "protocol error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for IoError {}
+
+impl From<io::Error> for IoError {
+    fn from(e: io::Error) -> Self {
+        IoError::Io(e)
+    }
+}
+
+impl From<WireError> for IoError {
+    fn from(e: WireError) -> Self {
+        IoError::Wire(e)
+    }
+}
+
+/// Reads frames from a byte stream, buffering at most one frame body of `max` bytes plus a
+/// small read buffer.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    decoder: Decoder<Vec<u8>>,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Wraps `inner`, accepting bodies of at most `max` bytes.
+    pub fn new(inner: R, max: usize) -> Self {
+        FrameReader {
+            inner,
+            decoder: Decoder::new(Vec::new(), max),
+            buf: vec![0u8; 8 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Reads the next frame body. `Ok(None)` means the peer closed the stream cleanly between
+    /// frames; a close in the middle of a frame is [`WireError::Truncated`].
+    pub async fn next_frame(&mut self) -> Result<Option<Vec<u8>>, IoError> {
+        loop {
+            if self.start < self.end {
+                let (used, body) = self.decoder.feed(&self.buf[self.start..self.end])?;
+                self.start += used;
+                if let Some(body) = body {
+                    return Ok(Some(body.to_vec()));
+                }
+            }
+            let n = self.inner.read(&mut self.buf).await?;
+            if n == 0 {
+                return if self.decoder.at_boundary() {
+                    Ok(None)
+                } else {
+                    Err(IoError::Wire(WireError::Truncated))
+                };
+            }
+            self.start = 0;
+            self.end = n;
+        }
+    }
+
+    /// Reads and decodes the next message.
+    pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, IoError> {
+        match self.next_frame().await? {
+            Some(body) => Ok(Some(frame::decode(&body)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+}
+
+/// Encodes `msg` as one frame (refusing bodies over `max`) and writes it.
+pub async fn send<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+    max: usize,
+) -> Result<(), IoError> {
+    let bytes = frame::encode_vec(msg, max)?;
+    w.write_all(&bytes).await?;
+    w.flush().await?;
+    Ok(())
+}

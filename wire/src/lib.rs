@@ -1,0 +1,71 @@
+//! Bramble's wire protocol: the messages that the master, the workers, the `bramble` CLI and
+//! bare-metal devices exchange, and the size-bounded framing that carries them.
+//!
+//! The crate is `#![no_std]` and does no I/O of its own (the optional [`io`] module only adapts the
+//! pure [`frame`] decoder to `futures-lite`'s `AsyncRead`/`AsyncWrite`).
+//!
+//! # Layers
+//! - [`core_msg`]: the messages a microcontroller can speak without an allocator: the handshake
+//!   ([`Hello`] / [`Welcome`] / [`Reject`]), [`NodeInfo`], [`Heartbeat`] and a small pod status.
+//!   Built from `heapless` types: every field has a fixed upper bound.
+//! - [`objects`] and [`msg`] (feature `alloc`): the full protocol — pod specs, object lists, watch
+//!   events, log chunks — used by Linux peers.
+//! - [`frame`]: varint length prefix + postcard body for byte streams, COBS for serial links.
+//!   The maximum frame size is checked *before* a byte of the body is buffered.
+//!
+//! # Features
+//! - `alloc`: the full protocol. `std` (default): `alloc` + the async [`io`] helpers.
+//! - `defmt`: derive `defmt::Format` on the core messages.
+//!
+//! # Evolution rules
+//! 1. [`Hello`] is frozen: its first field is always the protocol version, so a peer of any
+//!    version can read it and answer [`Reject`] with [`RejectReason::UnsupportedVersion`].
+//! 2. Within one protocol version, encodings never change: golden tests pin the exact bytes of
+//!    every message. postcard is not self-describing, so a struct can never gain, lose or reorder
+//!    a field without a new protocol version.
+//! 3. Additive evolution: new message kinds and new enum cases are added **at the end** of their
+//!    enum (postcard encodes the case's position). An old peer that receives an unknown case gets
+//!    [`WireError::UnknownTag`] and closes the connection with that reason.
+//! 4. Changing a struct's fields means bumping [`PROTOCOL_VERSION`]; the master keeps accepting
+//!    [`MIN_PROTOCOL_VERSION`]`..=`[`PROTOCOL_VERSION`] and speaks the peer's version.
+//!
+//! # Example
+//! ```
+//! use bramble_wire::{frame, Heartbeat};
+//! let hb = Heartbeat { seq: 7, pods_running: 2, status_digest: 0xdead_beef, uptime_s: 60 };
+//! let mut buf = [0u8; 64];
+//! let n = frame::encode(&hb, &mut buf).unwrap().len();
+//! let mut dec = frame::Decoder::new(heapless::Vec::<u8, 64>::new(), 64);
+//! let (used, body) = dec.feed(&buf[..n]).unwrap();
+//! assert_eq!(used, n);
+//! let back: Heartbeat = frame::decode(body.unwrap()).unwrap();
+//! assert_eq!(back, hb);
+//! ```
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod core_msg;
+mod error;
+pub mod frame;
+#[cfg(feature = "std")]
+pub mod io;
+#[cfg(feature = "alloc")]
+pub mod msg;
+#[cfg(feature = "alloc")]
+pub mod objects;
+
+pub use core_msg::*;
+pub use error::WireError;
+
+/// The protocol version this build speaks (and the newest it accepts).
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The oldest protocol version this build still accepts.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+/// Default maximum frame body size: 64 KiB.
+pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;

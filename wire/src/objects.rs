@@ -1,0 +1,454 @@
+//! The cluster's objects (feature `alloc`): what `bramble apply` sends, what the store keeps and
+//! what workers are assigned. Validation of user input happens in the master; these are plain data.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+pub use crate::core_msg::{Arch, CgroupVersion, Controllers, ExitReason, NodeInfo, PodPhase};
+
+/// Labels: sorted key → value.
+pub type Labels = BTreeMap<String, String>;
+
+/// Kinds of object.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Cluster-scoped namespace.
+    Namespace,
+    /// Cluster-scoped node.
+    Node,
+    /// Namespaced pod.
+    Pod,
+}
+
+impl Kind {
+    /// Every kind, in tag order.
+    pub const ALL: [Kind; 3] = [Kind::Namespace, Kind::Node, Kind::Pod];
+
+    /// Singular lowercase name, as in manifests (`[[pod]]`) and the CLI.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespace",
+            Kind::Node => "node",
+            Kind::Pod => "pod",
+        }
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub const fn namespaced(self) -> bool {
+        matches!(self, Kind::Pod)
+    }
+
+    /// Parses singular, plural and short names (`pod`, `pods`, `po`, `no`, `ns`).
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "namespace" | "namespaces" | "ns" => Kind::Namespace,
+            "node" | "nodes" | "no" => Kind::Node,
+            "pod" | "pods" | "po" => Kind::Pod,
+            _ => return None,
+        })
+    }
+}
+
+/// Reference from an object to the object that owns it (for garbage collection).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OwnerRef {
+    /// Kind of the owner.
+    pub kind: Kind,
+    /// Name of the owner (same namespace).
+    pub name: String,
+    /// UID of the owner.
+    pub uid: String,
+}
+
+/// Metadata common to every object.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Meta {
+    /// DNS-1123 label.
+    pub name: String,
+    /// Namespace; empty for cluster-scoped kinds.
+    pub namespace: String,
+    /// Labels.
+    pub labels: Labels,
+    /// Unique id assigned by the master at creation.
+    pub uid: String,
+    /// Store revision of the object's last write (0 before it is stored). On apply, a non-zero
+    /// value is an expected revision: the write fails with a conflict if the object changed.
+    pub revision: u64,
+    /// Creation time, milliseconds since the Unix epoch, set by the master.
+    pub created_ms: u64,
+    /// Owners of this object.
+    pub owners: Vec<OwnerRef>,
+}
+
+/// CPU, memory and process limits or capacities. `None` means "not set".
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resources {
+    /// CPU in millicores (1000 = one core).
+    pub cpu_millis: Option<u32>,
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Maximum number of processes/threads.
+    pub pids: Option<u32>,
+}
+
+/// A port a process listens on.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Port {
+    /// Port inside the pod.
+    pub container_port: u16,
+    /// Port claimed on the node (host network), if any: the scheduler keeps these unique per node.
+    pub host_port: Option<u16>,
+}
+
+/// One process of a pod (Kubernetes' container).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcessSpec {
+    /// Name, unique within the pod.
+    pub name: String,
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Environment, in order.
+    pub env: Vec<(String, String)>,
+    /// Working directory (inside the rootfs).
+    pub workdir: Option<String>,
+    /// Numeric user id to run as.
+    pub user: Option<u32>,
+    /// Numeric group id to run as.
+    pub group: Option<u32>,
+    /// Limits for this process.
+    pub resources: Resources,
+    /// Ports.
+    pub ports: Vec<Port>,
+}
+
+/// When the processes of a pod are restarted.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    /// Always restart (services).
+    #[default]
+    Always,
+    /// Restart on non-zero exit (jobs that retry).
+    OnFailure,
+    /// Never restart.
+    Never,
+}
+
+/// Which network namespace a pod runs in.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// The node's network.
+    #[default]
+    Host,
+    /// A private network namespace with only loopback.
+    None,
+    /// A private network namespace (connected by the node; same as `None` until services).
+    Isolated,
+}
+
+/// Effect of a taint.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TaintEffect {
+    /// New pods without a matching toleration are not scheduled there.
+    NoSchedule,
+    /// Like `NoSchedule`, and pods already there without a toleration are evicted.
+    NoExecute,
+}
+
+/// A node taint.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Taint {
+    /// Key.
+    pub key: String,
+    /// Value (may be empty).
+    pub value: String,
+    /// Effect.
+    pub effect: TaintEffect,
+}
+
+/// A pod's toleration of taints.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Toleration {
+    /// Key to match; empty matches every key.
+    pub key: String,
+    /// Value to match; `None` matches any value (Kubernetes' `Exists`).
+    pub value: Option<String>,
+    /// Effect to match; `None` matches both.
+    pub effect: Option<TaintEffect>,
+}
+
+impl Toleration {
+    /// Whether this toleration tolerates `t`.
+    pub fn tolerates(&self, t: &Taint) -> bool {
+        (self.key.is_empty() || self.key == t.key)
+            && self.value.as_ref().is_none_or(|v| *v == t.value)
+            && self.effect.is_none_or(|e| e == t.effect)
+    }
+}
+
+/// A volume mounted into a pod.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// A directory of the node, bind-mounted.
+    HostPath {
+        /// Path on the node.
+        path: String,
+        /// Mount read-only.
+        read_only: bool,
+    },
+    /// A scratch directory that lives as long as the pod.
+    EmptyDir,
+}
+
+/// A named volume and where it is mounted.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// Name.
+    pub name: String,
+    /// Mount point inside the pod.
+    pub mount_path: String,
+    /// Source.
+    pub source: VolumeSource,
+}
+
+/// Desired state of a pod.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodSpec {
+    /// Processes, at least one.
+    pub processes: Vec<ProcessSpec>,
+    /// Restart policy.
+    pub restart_policy: RestartPolicy,
+    /// Node labels the pod requires.
+    pub node_selector: Labels,
+    /// Tolerations.
+    pub tolerations: Vec<Toleration>,
+    /// Required architecture, if any.
+    pub arch: Option<Arch>,
+    /// Root filesystem on the node (a directory or a tarball); `None` = the host's.
+    pub rootfs: Option<String>,
+    /// Network mode.
+    pub network: NetworkMode,
+    /// Volumes.
+    pub volumes: Vec<Volume>,
+    /// Grace period between SIGTERM and SIGKILL, in milliseconds.
+    pub termination_grace_ms: u32,
+    /// The node the pod is bound to (set by the scheduler, or by the user to pin it).
+    pub node_name: Option<String>,
+}
+
+impl PodSpec {
+    /// Sum of the processes' requests, per resource (`None` entries count as zero).
+    pub fn total_resources(&self) -> Resources {
+        let mut cpu = 0u32;
+        let mut mem = 0u64;
+        let mut pids = 0u32;
+        for p in &self.processes {
+            cpu = cpu.saturating_add(p.resources.cpu_millis.unwrap_or(0));
+            mem = mem.saturating_add(p.resources.memory_bytes.unwrap_or(0));
+            pids = pids.saturating_add(p.resources.pids.unwrap_or(0));
+        }
+        Resources { cpu_millis: Some(cpu), memory_bytes: Some(mem), pids: Some(pids) }
+    }
+}
+
+/// State of one process.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub enum ProcessState {
+    /// Not started yet, or waiting for a restart backoff.
+    #[default]
+    Waiting,
+    /// Running.
+    Running {
+        /// Host PID.
+        pid: u32,
+        /// Start time, milliseconds since the Unix epoch.
+        started_ms: u64,
+    },
+    /// Exited and not restarting (yet).
+    Terminated {
+        /// Why.
+        reason: ExitReason,
+        /// When, milliseconds since the Unix epoch.
+        finished_ms: u64,
+    },
+}
+
+/// Observed status of one process.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcessStatus {
+    /// Process name.
+    pub name: String,
+    /// Current state.
+    pub state: ProcessState,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// The last exit, if any.
+    pub last_exit: Option<ExitReason>,
+}
+
+/// Observed state of a pod, reported by its node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PodStatus {
+    /// Phase.
+    pub phase: PodPhase,
+    /// Per process.
+    pub processes: Vec<ProcessStatus>,
+    /// Human-readable detail (why Pending, why Failed).
+    pub message: String,
+    /// Last status change, milliseconds since the Unix epoch.
+    pub updated_ms: u64,
+}
+
+impl Default for PodStatus {
+    fn default() -> Self {
+        PodStatus {
+            phase: PodPhase::Pending,
+            processes: Vec::new(),
+            message: String::new(),
+            updated_ms: 0,
+        }
+    }
+}
+
+/// A pod.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pod {
+    /// Metadata.
+    pub meta: Meta,
+    /// Desired state.
+    pub spec: PodSpec,
+    /// Observed state.
+    pub status: PodStatus,
+}
+
+/// A node condition type.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConditionKind {
+    /// Heartbeats arrive.
+    Ready,
+    /// The memory cgroup controller is usable (false on a stock Raspberry Pi OS).
+    MemoryCgroup,
+    /// The state dir's disk is nearly full.
+    DiskPressure,
+}
+
+/// A node condition.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// Which condition.
+    pub kind: ConditionKind,
+    /// Whether it holds.
+    pub status: bool,
+    /// Why, with the fix when there is one.
+    pub message: String,
+    /// When the status last changed, milliseconds since the Unix epoch.
+    pub since_ms: u64,
+}
+
+/// Desired state of a node (set by admins).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeSpec {
+    /// Taints.
+    pub taints: Vec<Taint>,
+    /// Cordoned: nothing new is scheduled here.
+    pub unschedulable: bool,
+}
+
+/// Observed state of a node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeStatus {
+    /// What the node reported at registration; `None` before it ever connected.
+    pub info: Option<Box<NodeInfo>>,
+    /// What the node offers to pods.
+    pub allocatable: Resources,
+    /// Conditions.
+    pub conditions: Vec<Condition>,
+    /// Addresses the node connected from.
+    pub addresses: Vec<String>,
+    /// Last heartbeat, milliseconds since the Unix epoch (kept in memory by the master).
+    pub last_heartbeat_ms: u64,
+}
+
+impl NodeStatus {
+    /// The status of a condition, if reported.
+    pub fn condition(&self, kind: ConditionKind) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
+
+    /// Whether the node is Ready.
+    pub fn is_ready(&self) -> bool {
+        self.condition(ConditionKind::Ready).is_some_and(|c| c.status)
+    }
+}
+
+/// A node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Node {
+    /// Metadata.
+    pub meta: Meta,
+    /// Desired state.
+    pub spec: NodeSpec,
+    /// Observed state.
+    pub status: NodeStatus,
+}
+
+/// Phase of a namespace.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NamespacePhase {
+    /// In use.
+    #[default]
+    Active,
+    /// Being deleted with everything in it.
+    Terminating,
+}
+
+/// A namespace.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Namespace {
+    /// Metadata.
+    pub meta: Meta,
+    /// Phase.
+    pub phase: NamespacePhase,
+}
+
+/// Any object. New kinds are added at the end.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    /// A namespace.
+    Namespace(Namespace),
+    /// A node.
+    Node(Node),
+    /// A pod.
+    Pod(Pod),
+}
+
+impl Object {
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Namespace(_) => Kind::Namespace,
+            Object::Node(_) => Kind::Node,
+            Object::Pod(_) => Kind::Pod,
+        }
+    }
+
+    /// The object's metadata.
+    pub fn meta(&self) -> &Meta {
+        match self {
+            Object::Namespace(o) => &o.meta,
+            Object::Node(o) => &o.meta,
+            Object::Pod(o) => &o.meta,
+        }
+    }
+
+    /// The object's metadata, mutably.
+    pub fn meta_mut(&mut self) -> &mut Meta {
+        match self {
+            Object::Namespace(o) => &mut o.meta,
+            Object::Node(o) => &mut o.meta,
+            Object::Pod(o) => &mut o.meta,
+        }
+    }
+}

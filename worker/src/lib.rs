@@ -1,0 +1,6 @@
+//! The worker agent: runs pods as processes in Linux namespaces and cgroups.
+//!
+//! Invariant: only [`sys`] calls `nix`/`libc` or holds `unsafe`.
+
+pub mod runtime;
+pub mod sys;

@@ -1,0 +1,1 @@
+//! Every syscall of the worker, and every `unsafe` block, lives here.
