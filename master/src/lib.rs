@@ -2,5 +2,11 @@
 //!
 //! Invariants: only [`store`] knows SQL; [`sched`] never does I/O or reads the clock.
 
+pub mod api;
+pub mod cli;
+pub mod demo;
+pub mod manifest;
 pub mod sched;
+pub mod server;
 pub mod store;
+pub mod validate;

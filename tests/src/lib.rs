@@ -1,2 +1,187 @@
-//! Helpers for whole-cluster tests: start real `bramble` and `bramble-worker` processes.
+//! Helpers for whole-cluster tests: start real `bramble` and `bramble-worker` processes, drive
+//! the real CLI, and clean up by PID even when a test fails.
 #![forbid(unsafe_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A binary built by this workspace (`bramble`, `bramble-worker`), next to the test executable.
+/// Fails loudly when missing: run the tests through `cargo test --workspace`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/test-xxxx -> target/<profile>/
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing: build it first (`cargo test --workspace` or `cargo build -p bramble-master -p bramble-worker`)", p.display());
+    p
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process killed (SIGKILL, by PID) when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+    /// What it is, for messages.
+    pub what: String,
+}
+
+impl Proc {
+    /// The PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let t = Instant::now();
+        while t.elapsed() < grace {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill9();
+    }
+
+    /// Whether it still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A master process with its data dir.
+#[derive(Debug)]
+pub struct MasterProc {
+    /// The process.
+    pub proc: Proc,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Data dir.
+    pub data_dir: PathBuf,
+}
+
+impl MasterProc {
+    /// Starts `bramble master` on a free loopback port and waits until it accepts clients.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> MasterProc {
+        Self::start_on(data_dir, &format!("127.0.0.1:{}", free_port()), extra)
+    }
+
+    /// Starts `bramble master` on `addr`.
+    pub fn start_on(data_dir: &Path, addr: &str, extra: &[&str]) -> MasterProc {
+        let log = std::fs::File::create(data_dir.with_extension("master.log")).unwrap();
+        let child = Command::new(bin("bramble"))
+            .args(["master", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", addr])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn bramble master");
+        let m = MasterProc { proc: Proc { child, what: "master".into() }, addr: addr.to_string(), data_dir: data_dir.to_path_buf() };
+        m.wait_ready();
+        m
+    }
+
+    fn wait_ready(&self) {
+        let t = Instant::now();
+        loop {
+            if self.data_dir.join("admin.token").exists() && std::net::TcpStream::connect(&self.addr).is_ok() {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "master on {} did not come up; log: {}", self.addr, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The master's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("master.log")).unwrap_or_default()
+    }
+
+    /// Runs the real `bramble` CLI against this master.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("bramble"))
+            .args(args)
+            .env("BRAMBLE_SERVER", &self.addr)
+            .env("BRAMBLE_TOKEN_FILE", self.data_dir.join("admin.token"))
+            .output()
+            .expect("run bramble")
+    }
+
+    /// Runs the CLI and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(o.status.success(), "bramble {args:?} failed ({:?}): {}{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// An API client.
+    pub fn client(&self) -> bramble_master::cli::Client {
+        let token = std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap();
+        smol::block_on(bramble_master::cli::Client::connect(&self.addr, token.trim())).expect("connect")
+    }
+}
+
+/// Starts `bramble-worker` against `master`.
+pub fn start_worker(master: &MasterProc, name: &str, state_dir: &Path, extra: &[&str]) -> Proc {
+    std::fs::create_dir_all(state_dir).unwrap();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(state_dir.with_extension("worker.log")).unwrap();
+    let child = Command::new(bin("bramble-worker"))
+        .args(["--master", &master.addr, "--name", name, "--state-dir"])
+        .arg(state_dir)
+        .arg("--token-file")
+        .arg(master.data_dir.join("join.token"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn bramble-worker");
+    Proc { child, what: format!("worker {name}") }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Parses `bramble get ... -o json` output.
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Asserts that the test runs as root (namespace and cgroup tests need it); fails loudly.
+pub fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().next().unwrap_or("").to_string())))
+        .unwrap_or_default();
+    assert_eq!(uid, "0", "this test needs root (namespaces, cgroups): run the README's test command as root");
+}

@@ -2,5 +2,6 @@
 //!
 //! Invariant: only [`sys`] calls `nix`/`libc` or holds `unsafe`.
 
+pub mod agent;
 pub mod runtime;
 pub mod sys;

@@ -1,5 +1,82 @@
 //! `bramble-worker`: the agent on every board.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Bramble's node agent: runs the pods the master assigns, as processes in namespaces and
+/// cgroups, and keeps them running when the master is away.
+#[derive(Debug, Parser)]
+#[command(name = "bramble-worker", version, about)]
+struct Args {
+    /// Master address (host:port).
+    #[arg(long, env = "BRAMBLE_MASTER")]
+    master: String,
+    /// File holding the master's join token.
+    #[arg(long, env = "BRAMBLE_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// Node name (default: the hostname).
+    #[arg(long)]
+    name: Option<String>,
+    /// Where the assignment, pod state and logs live.
+    #[arg(long, default_value = "/var/lib/bramble-worker")]
+    state_dir: PathBuf,
+    /// Node labels, `k=v,k2=v2`.
+    #[arg(long, default_value = "")]
+    labels: String,
+    /// Board profile name, if the device tree does not tell.
+    #[arg(long)]
+    board: Option<String>,
+}
+
 fn main() {
-    println!("bramble-worker {}", env!("CARGO_PKG_VERSION"));
+    if let Some(code) = bramble_worker::runtime::maybe_run_init() {
+        std::process::exit(code);
+    }
+    let level = std::env::var("RUST_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).try_init();
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn hostname() -> String {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let n: String = h.trim().to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let n: String = n.trim_matches('-').chars().take(63).collect();
+    if n.is_empty() { "node".into() } else { n }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(&args.token_file)
+        .map_err(|e| anyhow::anyhow!("cannot read join token {}: {e}; copy the master's DATA_DIR/join.token here", args.token_file.display()))?
+        .trim()
+        .to_string();
+    let name = args.name.unwrap_or_else(hostname);
+    let mut labels = Vec::new();
+    for kv in args.labels.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow::anyhow!("--labels: {kv:?} is not k=v"))?;
+        labels.push((k.to_string(), v.to_string()));
+    }
+    std::fs::create_dir_all(&args.state_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create state dir {}: {e}", args.state_dir.display()))?;
+    let driver = bramble_worker::runtime::LinuxDriver::new(&args.state_dir)?;
+    let (version, controllers) = driver.cgroup_info();
+    for p in driver.problems() {
+        tracing::warn!("preflight: {p}");
+    }
+    let info = bramble_worker::agent::info::collect(&name, &labels, args.board.as_deref(), version, controllers);
+    tracing::info!(node = %name, arch = info.arch.as_str(), cgroup = ?version, "bramble-worker starting");
+    let cfg = bramble_worker::agent::Config {
+        master: args.master,
+        token,
+        name,
+        state_dir: args.state_dir,
+        info,
+        poll_interval: Duration::from_millis(100),
+    };
+    smol::block_on(bramble_worker::agent::run(cfg, driver))
 }

@@ -1,0 +1,282 @@
+//! The API server: the wire protocol over TCP. Clients (the CLI) and workers both dial in.
+//!
+//! Every connection is bounded: frame size, a handshake timeout, an idle read timeout and a
+//! global connection limit. Heartbeats and live node state stay in memory; the store is written
+//! only when something changes meaning (a node registers or changes, becomes NotReady, a pod's
+//! status changes).
+
+pub mod auth;
+mod client;
+mod dispatch;
+mod node;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_lock::{Mutex, Semaphore};
+use async_net::{TcpListener, TcpStream};
+use bramble_wire::io::{FrameReader, IoError, send};
+use bramble_wire::msg::{NodeDown, ResponseBody};
+use bramble_wire::{Handshake, Reject, RejectReason, Role, Welcome, WireError};
+use futures_lite::FutureExt;
+use tracing::{info, warn};
+
+use crate::store::Store;
+
+/// Master configuration (flags of `bramble master`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the database and tokens live.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: String,
+    /// Admin token file (default `DATA_DIR/admin.token`).
+    pub admin_token_file: Option<PathBuf>,
+    /// Join token file (default `DATA_DIR/join.token`).
+    pub join_token_file: Option<PathBuf>,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Largest frame accepted.
+    pub max_frame: usize,
+    /// Heartbeat interval asked of workers.
+    pub heartbeat_interval: Duration,
+    /// Missed-heartbeat time after which a node is NotReady.
+    pub node_grace: Duration,
+    /// Idle time after which a client connection is closed.
+    pub client_idle_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for a data dir and listen address.
+    pub fn new(data_dir: PathBuf, listen: String) -> Config {
+        Config {
+            data_dir,
+            listen,
+            admin_token_file: None,
+            join_token_file: None,
+            max_connections: 1024,
+            max_frame: bramble_wire::DEFAULT_MAX_FRAME,
+            heartbeat_interval: Duration::from_secs(5),
+            node_grace: Duration::from_secs(40),
+            client_idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What the master knows about a node that is not worth a disk write.
+#[derive(Debug, Default)]
+pub(crate) struct NodeLive {
+    /// Channel to the node's connection, if connected.
+    pub session: Option<(u64, async_channel::Sender<NodeDown>)>,
+    /// Last heartbeat or message, ms since the epoch.
+    pub last_seen_ms: u64,
+    /// Hash of the spec-level assignment last pushed.
+    pub pushed_hash: Option<u64>,
+}
+
+/// Shared state of a running master.
+#[derive(Debug)]
+pub struct Master {
+    pub(crate) store: Store,
+    pub(crate) cfg: Config,
+    admin_token: String,
+    join_token: String,
+    pub(crate) nodes: Mutex<HashMap<String, NodeLive>>,
+    pub(crate) log_routes: Mutex<HashMap<u32, async_channel::Sender<ResponseBody>>>,
+    pub(crate) next_id: std::sync::atomic::AtomicU64,
+    pub(crate) wake_sched: async_channel::Sender<()>,
+    wake_sched_rx: async_channel::Receiver<()>,
+    pub(crate) started_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Master {
+    /// Opens the store and the tokens.
+    pub async fn open(cfg: Config) -> anyhow::Result<Arc<Master>> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
+        let (admin_default, join_default) = auth::default_paths(&cfg.data_dir);
+        let admin_token = match &cfg.admin_token_file {
+            Some(p) => auth::read_token(p)?,
+            None => auth::load_or_create(&admin_default)?,
+        };
+        let join_token = match &cfg.join_token_file {
+            Some(p) => auth::read_token(p)?,
+            None => auth::load_or_create(&join_default)?,
+        };
+        let store = Store::open(&cfg.data_dir).await?;
+        let (wake_sched, wake_sched_rx) = async_channel::bounded(1);
+        let m = Arc::new(Master {
+            store,
+            cfg,
+            admin_token,
+            join_token,
+            nodes: Mutex::new(HashMap::new()),
+            log_routes: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            wake_sched,
+            wake_sched_rx,
+            started_ms: now_ms(),
+        });
+        client::ensure_default_namespace(&m).await?;
+        Ok(m)
+    }
+
+    /// A process-unique id.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Asks the scheduler loop to run soon.
+    pub(crate) fn poke_scheduler(&self) {
+        let _ = self.wake_sched.try_send(());
+    }
+
+    /// Serves until the listener fails. Spawns the scheduler, dispatcher and node-lifecycle loops.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        smol::spawn(dispatch::scheduler_loop(self.clone(), self.wake_sched_rx.clone())).detach();
+        smol::spawn(dispatch::assignment_loop(self.clone())).detach();
+        smol::spawn(node::lifecycle_loop(self.clone())).detach();
+        let limit = Arc::new(Semaphore::new(self.cfg.max_connections));
+        info!(addr = %listener.local_addr()?, "master listening");
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    smol::Timer::after(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let m = self.clone();
+            match limit.try_acquire_arc() {
+                Some(permit) => {
+                    smol::spawn(async move {
+                        if let Err(e) = m.handle(stream).await {
+                            tracing::debug!(%peer, "connection closed: {e}");
+                        }
+                        drop(permit);
+                    })
+                    .detach();
+                }
+                None => {
+                    smol::spawn(async move {
+                        let mut s = stream;
+                        let _ = reject(&mut s, RejectReason::Busy, "too many connections; retry later", m.cfg.max_frame).await;
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, stream: TcpStream) -> anyhow::Result<()> {
+        let peer = stream.peer_addr().ok();
+        let mut writer = stream.clone();
+        let mut reader = FrameReader::new(stream, self.cfg.max_frame);
+        let body = match with_timeout(Duration::from_secs(10), reader.next_frame()).await? {
+            Some(b) => b,
+            None => return Ok(()),
+        };
+        if let Err(e) = Handshake::check_hello_version(&body) {
+            let (reason, msg) = match e {
+                WireError::UnsupportedVersion { min, max, got } => (
+                    RejectReason::UnsupportedVersion { min, max },
+                    format!("protocol version {got} is not supported; this master speaks {min}..={max}: upgrade the older side"),
+                ),
+                other => (RejectReason::Malformed, format!("bad hello: {other}")),
+            };
+            reject(&mut writer, reason, &msg, self.cfg.max_frame).await?;
+            return Ok(());
+        }
+        let hello = match bramble_wire::frame::decode::<Handshake>(&body) {
+            Ok(Handshake::Hello(h)) => h,
+            Ok(_) | Err(_) => {
+                reject(&mut writer, RejectReason::Malformed, "expected a Hello", self.cfg.max_frame).await?;
+                return Ok(());
+            }
+        };
+        let identity = hello.identity.as_str().to_string();
+        match hello.role {
+            Role::Client => {
+                if !auth::token_eq(hello.credentials.as_str(), &self.admin_token) {
+                    reject(&mut writer, RejectReason::BadCredentials, "wrong admin token: use the master's DATA_DIR/admin.token (--token-file or BRAMBLE_TOKEN_FILE)", self.cfg.max_frame).await?;
+                    return Ok(());
+                }
+                self.welcome(&mut writer, &identity).await?;
+                client::serve(self, reader, writer).await
+            }
+            Role::Worker | Role::Device => {
+                if !auth::token_eq(hello.credentials.as_str(), &self.join_token) {
+                    reject(&mut writer, RejectReason::BadCredentials, "wrong join token: use the master's DATA_DIR/join.token", self.cfg.max_frame).await?;
+                    return Ok(());
+                }
+                if crate::validate::check_name("node name", &identity).is_err() {
+                    reject(&mut writer, RejectReason::BadIdentity, "node name must be a DNS-1123 label (lowercase letters, digits, '-'); pass --name", self.cfg.max_frame).await?;
+                    return Ok(());
+                }
+                self.welcome(&mut writer, &identity).await?;
+                node::serve(self, identity, peer, reader, writer).await
+            }
+        }
+    }
+
+    async fn welcome(&self, w: &mut TcpStream, identity: &str) -> Result<(), IoError> {
+        let welcome = Handshake::Welcome(Welcome {
+            protocol_version: bramble_wire::PROTOCOL_VERSION,
+            identity: heapless_str(identity),
+            heartbeat_interval_ms: self.cfg.heartbeat_interval.as_millis() as u32,
+            master_version: heapless_str(env!("CARGO_PKG_VERSION")),
+        });
+        send(w, &welcome, self.cfg.max_frame).await
+    }
+}
+
+/// `Store::get` with "not found" as `None`.
+pub(crate) async fn get_opt(
+    store: &Store,
+    kind: bramble_wire::objects::Kind,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<bramble_wire::objects::Object>, crate::store::StoreError> {
+    match store.get(kind, namespace, name).await {
+        Ok(o) => Ok(Some(o)),
+        Err(crate::store::StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies `s` into a bounded string, truncating at a char boundary.
+pub fn heapless_str<const N: usize>(s: &str) -> heapless::String<N> {
+    let mut out = heapless::String::new();
+    for c in s.chars() {
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+async fn reject(w: &mut TcpStream, reason: RejectReason, msg: &str, max: usize) -> Result<(), IoError> {
+    let r = Handshake::Reject(Reject { reason, message: heapless_str(msg) });
+    send(w, &r, max).await
+}
+
+/// Runs `fut` with a timeout, mapping expiry to an I/O timeout error.
+pub(crate) async fn with_timeout<T>(
+    d: Duration,
+    fut: impl std::future::Future<Output = Result<T, IoError>>,
+) -> Result<T, IoError> {
+    fut.or(async {
+        smol::Timer::after(d).await;
+        Err(IoError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out")))
+    })
+    .await
+}

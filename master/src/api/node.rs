@@ -1,0 +1,272 @@
+//! Worker connections: registration, heartbeats (memory only), status reports, log chunks;
+//! and the node-lifecycle loop that marks silent nodes NotReady.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_net::TcpStream;
+use bramble_wire::NodeInfo;
+use bramble_wire::io::{FrameReader, send};
+use bramble_wire::msg::{NodeDown, NodeUp, PodReport, ResponseBody};
+use bramble_wire::objects::{
+    Condition, ConditionKind, Controllers, Kind, Meta, Node, NodeStatus, Object, Resources,
+};
+
+use super::{Master, NodeLive, now_ms, with_timeout};
+use crate::store::StoreError;
+
+pub(crate) async fn serve(
+    m: Arc<Master>,
+    name: String,
+    peer: Option<SocketAddr>,
+    mut reader: FrameReader<TcpStream>,
+    writer: TcpStream,
+) -> anyhow::Result<()> {
+    let hb = m.cfg.heartbeat_interval;
+    let idle = hb * 3 + Duration::from_secs(5);
+    // The first message must be the registration.
+    let info = match with_timeout(Duration::from_secs(10), reader.recv::<NodeUp>()).await? {
+        Some(NodeUp::Register(info)) => info,
+        _ => anyhow::bail!("node {name}: expected Register after Welcome"),
+    };
+    anyhow::ensure!(info.name.as_str() == name, "node {name}: registered as {:?}", info.name.as_str());
+    let addr = peer.map(|p| p.ip().to_string());
+    register(&m, &name, &info, addr).await?;
+
+    let session_id = m.next_id();
+    let (tx, rx) = async_channel::bounded::<NodeDown>(64);
+    {
+        let mut nodes = m.nodes.lock().await;
+        let live = nodes.entry(name.clone()).or_insert_with(NodeLive::default);
+        live.session = Some((session_id, tx.clone()));
+        live.last_seen_ms = now_ms();
+        live.pushed_hash = None; // a new connection always gets a full assignment
+    }
+    tracing::info!(node = %name, "node connected");
+    let max = m.cfg.max_frame;
+    let writer_task = smol::spawn(async move {
+        let mut w = writer;
+        while let Ok(msg) = rx.recv().await {
+            if send(&mut w, &msg, max).await.is_err() {
+                break;
+            }
+        }
+    });
+    super::dispatch::push_assignment(&m, &name).await;
+    m.poke_scheduler();
+
+    let result: anyhow::Result<()> = async {
+        loop {
+            let msg = match with_timeout(idle, reader.recv::<NodeUp>()).await? {
+                Some(msg) => msg,
+                None => return Ok(()),
+            };
+            if let Some(l) = m.nodes.lock().await.get_mut(&name) {
+                l.last_seen_ms = now_ms();
+            }
+            match msg {
+                NodeUp::Heartbeat(_) => {}
+                NodeUp::Register(info) => register(&m, &name, &info, None).await?,
+                NodeUp::Status { full: _, applied_revision: _, pods } => {
+                    for r in pods {
+                        report_status(&m, &name, r).await?;
+                    }
+                }
+                NodeUp::Log(chunk) => {
+                    let route = m.log_routes.lock().await.get(&chunk.request).cloned();
+                    if let Some(r) = route {
+                        // A slow client must not stall the node: drop chunks it cannot take.
+                        let _ = r.try_send(ResponseBody::Log(chunk.data));
+                    }
+                }
+                NodeUp::LogEnd { request, error } => {
+                    let route = m.log_routes.lock().await.remove(&request);
+                    if let Some(r) = route {
+                        let body = match error {
+                            None => ResponseBody::End,
+                            Some(e) => ResponseBody::Error(bramble_wire::msg::ApiError {
+                                code: bramble_wire::msg::ErrorCode::Unavailable,
+                                message: e,
+                            }),
+                        };
+                        let _ = r.send(body).await;
+                    }
+                }
+            }
+        }
+    }
+    .await;
+    {
+        let mut nodes = m.nodes.lock().await;
+        if let Some(l) = nodes.get_mut(&name)
+            && l.session.as_ref().is_some_and(|(id, _)| *id == session_id)
+        {
+            l.session = None;
+        }
+    }
+    drop(tx);
+    writer_task.cancel().await;
+    tracing::info!(node = %name, "node disconnected");
+    result
+}
+
+/// Allocatable resources from what a node reports: all CPUs, memory minus a small reserve for
+/// the system, the pids limit.
+pub fn allocatable(info: &NodeInfo) -> Resources {
+    let reserve = (info.memory_bytes / 16).clamp(32 << 20, 256 << 20);
+    Resources {
+        cpu_millis: Some(u32::from(info.cpus) * 1000),
+        memory_bytes: Some(info.memory_bytes.saturating_sub(reserve)),
+        pids: Some(info.pids),
+    }
+}
+
+fn conditions(info: &NodeInfo, ready: bool, prev: &NodeStatus, now: u64) -> Vec<Condition> {
+    let mem = info.controllers.has(Controllers::MEMORY);
+    let mk = |kind, status, message: &str| {
+        let since_ms = match prev.condition(kind) {
+            Some(c) if c.status == status => c.since_ms,
+            _ => now,
+        };
+        Condition { kind, status, message: message.to_string(), since_ms }
+    };
+    vec![
+        mk(ConditionKind::Ready, ready, if ready { "agent is heartbeating" } else { "no heartbeat within the grace period" }),
+        mk(
+            ConditionKind::MemoryCgroup,
+            mem,
+            if mem {
+                "memory cgroup controller available"
+            } else {
+                "memory cgroup controller missing: pods run without memory limits; add `cgroup_enable=memory` to the kernel command line (cmdline.txt on a Raspberry Pi) and reboot"
+            },
+        ),
+    ]
+}
+
+async fn register(m: &Master, name: &str, info: &NodeInfo, addr: Option<String>) -> anyhow::Result<()> {
+    let now = now_ms();
+    for _ in 0..5 {
+        let existing = super::get_opt(&m.store, Kind::Node, "", name).await?;
+        let (mut node, expected) = match existing {
+            Some(Object::Node(n)) => {
+                let rev = n.meta.revision;
+                (n, Some(rev))
+            }
+            _ => (
+                Node {
+                    meta: Meta {
+                        name: name.to_string(),
+                        uid: super::auth::random_hex(8)?,
+                        created_ms: now,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                None,
+            ),
+        };
+        let before = node.clone();
+        let mut status = node.status.clone();
+        status.conditions = conditions(info, true, &node.status, now);
+        status.info = Some(Box::new(info.clone()));
+        status.allocatable = allocatable(info);
+        if let Some(a) = &addr {
+            status.addresses = vec![a.clone()];
+        }
+        // Built-in labels and the agent's labels.
+        node.meta.labels.insert("bramble.io/arch".into(), info.arch.as_str().into());
+        node.meta.labels.insert("bramble.io/hostname".into(), name.into());
+        for l in &info.labels {
+            node.meta.labels.insert(l.key.to_string(), l.value.to_string());
+        }
+        node.status = status;
+        if node == before && expected.is_some() {
+            return Ok(());
+        }
+        let res = match expected {
+            Some(rev) => m.store.update(Object::Node(node), Some(rev)).await,
+            None => m.store.create(Object::Node(node)).await,
+        };
+        match res {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) | Err(StoreError::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("node {name}: could not register after repeated conflicting writes")
+}
+
+/// Writes a pod's reported status when it changed meaning (timestamps alone do not count).
+async fn report_status(m: &Master, node: &str, r: PodReport) -> anyhow::Result<()> {
+    for _ in 0..5 {
+        let Some(Object::Pod(mut pod)) = super::get_opt(&m.store, Kind::Pod, &r.namespace, &r.name).await? else {
+            return Ok(()); // deleted meanwhile; the next assignment stops it
+        };
+        if pod.meta.uid != r.uid || pod.spec.node_name.as_deref() != Some(node) {
+            return Ok(()); // a stale report about a pod that is not this node's
+        }
+        let mut a = pod.status.clone();
+        let mut b = r.status.clone();
+        a.updated_ms = 0;
+        b.updated_ms = 0;
+        if a == b {
+            return Ok(());
+        }
+        let rev = pod.meta.revision;
+        pod.status = r.status.clone();
+        match m.store.update(Object::Pod(pod), Some(rev)).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Marks nodes NotReady when they miss heartbeats for `node_grace`, and Ready again when they
+/// return (the latter happens at registration). Writes only on transitions.
+pub(crate) async fn lifecycle_loop(m: Arc<Master>) {
+    let grace = m.cfg.node_grace.as_millis() as u64;
+    let tick = Duration::from_millis((grace / 4).clamp(100, 1000));
+    loop {
+        smol::Timer::after(tick).await;
+        let now = now_ms();
+        let nodes = match m.store.list(Kind::Node, None).await {
+            Ok((_, n)) => n,
+            Err(e) => {
+                tracing::warn!("node lifecycle: {e}");
+                continue;
+            }
+        };
+        for o in nodes {
+            let Object::Node(n) = o else { continue };
+            if !n.status.is_ready() {
+                continue;
+            }
+            let last = {
+                let live = m.nodes.lock().await;
+                live.get(&n.meta.name).map(|l| l.last_seen_ms).unwrap_or(m.started_ms)
+            };
+            if now.saturating_sub(last) < grace {
+                continue;
+            }
+            let mut updated = n.clone();
+            if let Some(c) = updated.status.conditions.iter_mut().find(|c| c.kind == ConditionKind::Ready) {
+                c.status = false;
+                c.message = format!("no heartbeat for {} s (grace {} s)", now.saturating_sub(last) / 1000, grace / 1000);
+                c.since_ms = now;
+            }
+            let rev = n.meta.revision;
+            match m.store.update(Object::Node(updated), Some(rev)).await {
+                Ok(_) => {
+                    tracing::warn!(node = %n.meta.name, "node NotReady: missed heartbeats");
+                    m.poke_scheduler();
+                }
+                Err(e) => tracing::debug!("node lifecycle: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The API client used by the CLI (and by tests).
+
+use std::time::Duration;
+
+use async_net::TcpStream;
+use bramble_wire::io::{FrameReader, IoError, send};
+use bramble_wire::msg::{ApiError, ErrorCode, Request, RequestBody, Response, ResponseBody};
+use bramble_wire::{Handshake, Hello, Role};
+
+use crate::api::heapless_str;
+
+/// Why a call failed; maps to the CLI's exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not reach or talk to the master.
+    #[error("cannot reach the master at {addr}: {detail}")]
+    Connect {
+        /// Address tried.
+        addr: String,
+        /// What happened.
+        detail: String,
+    },
+    /// The master refused the handshake.
+    #[error("the master refused the connection: {0}")]
+    Rejected(String),
+    /// The master answered with an error.
+    #[error("{}", .0.message)]
+    Api(ApiError),
+}
+
+impl ClientError {
+    /// The CLI exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::Connect { .. } => 5,
+            ClientError::Rejected(_) => 5,
+            ClientError::Api(e) => match e.code {
+                ErrorCode::NotFound => 3,
+                ErrorCode::Conflict => 4,
+                ErrorCode::Invalid => 6,
+                ErrorCode::Forbidden => 7,
+                _ => 1,
+            },
+        }
+    }
+}
+
+/// A connection to the master as an admin client.
+#[derive(Debug)]
+pub struct Client {
+    addr: String,
+    reader: FrameReader<TcpStream>,
+    writer: TcpStream,
+    next: u32,
+}
+
+impl Client {
+    /// Connects and authenticates with the admin token.
+    pub async fn connect(addr: &str, token: &str) -> Result<Client, ClientError> {
+        let conn_err = |detail: String| ClientError::Connect { addr: addr.to_string(), detail };
+        let stream = TcpStream::connect(addr)
+            .or(async {
+                smol::Timer::after(Duration::from_secs(5)).await;
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out after 5 s"))
+            })
+            .await
+            .map_err(|e| conn_err(format!("{e}; is `bramble master` running? set --server or BRAMBLE_SERVER")))?;
+        let _ = stream.set_nodelay(true);
+        let max = bramble_wire::DEFAULT_MAX_FRAME * 16;
+        let mut reader = FrameReader::new(stream.clone(), max);
+        let mut writer = stream;
+        let hello = Handshake::Hello(Hello {
+            protocol_version: bramble_wire::PROTOCOL_VERSION,
+            role: Role::Client,
+            identity: heapless_str("admin"),
+            credentials: heapless_str(token),
+            agent_version: heapless_str(env!("CARGO_PKG_VERSION")),
+        });
+        send(&mut writer, &hello, max).await.map_err(|e| conn_err(e.to_string()))?;
+        match reader.recv::<Handshake>().await {
+            Ok(Some(Handshake::Welcome(_))) => {}
+            Ok(Some(Handshake::Reject(r))) => return Err(ClientError::Rejected(r.message.to_string())),
+            Ok(_) => return Err(conn_err("the master closed the connection during the handshake".into())),
+            Err(e) => return Err(conn_err(e.to_string())),
+        }
+        Ok(Client { addr: addr.to_string(), reader, writer, next: 1 })
+    }
+
+    fn io(&self, e: IoError) -> ClientError {
+        ClientError::Connect { addr: self.addr.clone(), detail: e.to_string() }
+    }
+
+    /// Sends a request and returns its id.
+    pub async fn start(&mut self, body: RequestBody) -> Result<u32, ClientError> {
+        let id = self.next;
+        self.next += 1;
+        // Requests may carry many objects: allow large frames from the client side.
+        send(&mut self.writer, &Request { id, body }, bramble_wire::DEFAULT_MAX_FRAME * 16)
+            .await
+            .map_err(|e| self.io(e))?;
+        Ok(id)
+    }
+
+    /// Reads the next response (of any request).
+    pub async fn next(&mut self) -> Result<Response, ClientError> {
+        match self.reader.recv::<Response>().await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(ClientError::Connect { addr: self.addr.clone(), detail: "the master closed the connection".into() }),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    /// One request, one answer; API errors become `Err`.
+    pub async fn call(&mut self, body: RequestBody) -> Result<ResponseBody, ClientError> {
+        let id = self.start(body).await?;
+        loop {
+            let r = self.next().await?;
+            if r.id != id {
+                continue;
+            }
+            return match r.body {
+                ResponseBody::Error(e) => Err(ClientError::Api(e)),
+                b => Ok(b),
+            };
+        }
+    }
+}
+
+use futures_lite::FutureExt;

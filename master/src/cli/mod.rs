@@ -1,0 +1,322 @@
+//! The `bramble` command line: `master` and `up` run servers; the rest are API clients.
+
+pub mod client;
+mod table;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bramble_wire::msg::{ApplyOutcome, RequestBody, ResponseBody};
+use bramble_wire::objects::{Kind, Object};
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use client::{Client, ClientError};
+
+/// Default API port.
+pub const DEFAULT_PORT: u16 = 7470;
+/// Default data dir of the master.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/bramble";
+
+/// Bramble: a small orchestrator for clusters of small ARM boards.
+#[derive(Debug, Parser)]
+#[command(name = "bramble", version, about)]
+pub struct Cli {
+    /// Master address for client commands.
+    #[arg(long, global = true, env = "BRAMBLE_SERVER", default_value = "127.0.0.1:7470")]
+    pub server: String,
+    /// Admin token file for client commands (default: DATA_DIR/admin.token of a local master).
+    #[arg(long, global = true, env = "BRAMBLE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// More columns.
+    Wide,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the master: API server, scheduler and store.
+    Master(MasterArgs),
+    /// Run a single-node cluster here: a master and a local worker, with a demo pod.
+    Up(UpArgs),
+    /// Create or update the objects of a TOML manifest.
+    Apply {
+        /// Manifest file (`-` for stdin).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Namespace for objects that name none.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// List objects, or show one.
+    Get {
+        /// nodes, pods, namespaces (singular and short forms work too).
+        kind: String,
+        /// One object's name.
+        name: Option<String>,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// All namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Label selector, e.g. `app=web,tier!=db`.
+        #[arg(short = 'l', long, default_value = "")]
+        selector: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Show one object in detail.
+    Describe {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Delete an object.
+    Delete {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Print a process's log (kept on its node).
+    Logs {
+        /// Pod name.
+        pod: String,
+        /// Process name (default: the pod's first).
+        #[arg(short, long)]
+        process: Option<String>,
+        /// Keep streaming as the log grows.
+        #[arg(short, long)]
+        follow: bool,
+        /// Start this many bytes before the end.
+        #[arg(long)]
+        tail_bytes: Option<u64>,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+/// Flags of `bramble master`.
+#[derive(Debug, clap::Args)]
+pub struct MasterArgs {
+    /// Where the database and the tokens live.
+    #[arg(long, env = "BRAMBLE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:7470")]
+    pub listen: String,
+    /// Admin token file (default DATA_DIR/admin.token, created if absent).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Join token file (default DATA_DIR/join.token, created if absent).
+    #[arg(long)]
+    pub join_token_file: Option<PathBuf>,
+    /// How often workers heartbeat, e.g. `5s`.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Missed-heartbeat time before a node is NotReady, e.g. `40s`.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    pub node_grace: Duration,
+    /// Most simultaneous connections.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+}
+
+/// Flags of `bramble up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Where the master's database, tokens and the worker's state live.
+    #[arg(long, env = "BRAMBLE_DATA_DIR", default_value = "/var/tmp/bramble-up")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:7470")]
+    pub listen: String,
+    /// Do not apply the demo manifest.
+    #[arg(long)]
+    pub no_demo: bool,
+    /// Exit after the demo instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub exit_after_demo: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::manifest::parse_duration_ms(s).map(Duration::from_millis)
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    match cli.cmd {
+        Cmd::Master(a) => match crate::server::run_master(a) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+        Cmd::Up(a) => match crate::server::run_up(a, &cli.server) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+        cmd => {
+            let token = match token(&cli.token_file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 5;
+                }
+            };
+            match smol::block_on(client_cmd(&cli.server, &token, cmd)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    e.exit_code()
+                }
+            }
+        }
+    }
+}
+
+fn token(file: &Option<PathBuf>) -> Result<String, String> {
+    let path = match file {
+        Some(p) => p.clone(),
+        None => {
+            let dir = std::env::var_os("BRAMBLE_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+            dir.join("admin.token")
+        }
+    };
+    crate::api::auth::read_token(&path).map_err(|e| e.to_string())
+}
+
+fn parse_kind(s: &str) -> Result<Kind, ClientError> {
+    Kind::parse(s).ok_or_else(|| {
+        ClientError::Api(bramble_wire::msg::ApiError {
+            code: bramble_wire::msg::ErrorCode::Invalid,
+            message: format!("unknown kind {s:?}: use pods, nodes or namespaces"),
+        })
+    })
+}
+
+fn usage(msg: String) -> ClientError {
+    ClientError::Api(bramble_wire::msg::ApiError { code: bramble_wire::msg::ErrorCode::Invalid, message: msg })
+}
+
+async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientError> {
+    let mut c = Client::connect(server, token).await?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        Cmd::Apply { file, namespace } => {
+            let (text, origin) = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| usage(format!("stdin: {e}")))?;
+                (s, "<stdin>".to_string())
+            } else {
+                let t = std::fs::read_to_string(&file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+                (t, file.display().to_string())
+            };
+            let objs = crate::manifest::parse(&text, &origin, &namespace).map_err(usage)?;
+            let ResponseBody::Applied(res) = c.call(RequestBody::Apply(objs)).await? else {
+                return Err(usage("unexpected answer".into()));
+            };
+            for a in res {
+                let what = match a.outcome {
+                    ApplyOutcome::Created => "created",
+                    ApplyOutcome::Updated => "configured",
+                    ApplyOutcome::Unchanged => "unchanged",
+                };
+                let _ = writeln!(out, "{}/{} {what}", a.kind.as_str(), a.name);
+            }
+        }
+        Cmd::Get { kind, name, namespace, all_namespaces, selector, output } => {
+            let kind = parse_kind(&kind)?;
+            let items = match name {
+                Some(name) => match c.call(RequestBody::Get { kind, namespace, name }).await? {
+                    ResponseBody::Object(o) => vec![o],
+                    _ => vec![],
+                },
+                None => {
+                    let ns = if all_namespaces { None } else { Some(namespace) };
+                    match c.call(RequestBody::List { kind, namespace: ns, selector }).await? {
+                        ResponseBody::List { items, .. } => items,
+                        _ => vec![],
+                    }
+                }
+            };
+            match output {
+                Output::Json => {
+                    let v = if items.len() == 1 { serde_json::to_string_pretty(&items[0]) } else { serde_json::to_string_pretty(&items) };
+                    let _ = writeln!(out, "{}", v.unwrap_or_default());
+                }
+                _ => {
+                    if items.is_empty() {
+                        eprintln!("no {} found", kind.as_str());
+                    } else {
+                        let _ = write!(out, "{}", table::render(kind, &items, output == Output::Wide, all_namespaces, crate::api::now_ms()));
+                    }
+                }
+            }
+        }
+        Cmd::Describe { kind, name, namespace } => {
+            let kind = parse_kind(&kind)?;
+            if let ResponseBody::Object(o) = c.call(RequestBody::Get { kind, namespace, name }).await? {
+                let _ = write!(out, "{}", table::describe(&o, crate::api::now_ms()));
+            }
+        }
+        Cmd::Delete { kind, name, namespace } => {
+            let kind = parse_kind(&kind)?;
+            c.call(RequestBody::Delete { kind, namespace, name: name.clone(), expected_revision: None }).await?;
+            let _ = writeln!(out, "{}/{name} deleted", kind.as_str());
+        }
+        Cmd::Logs { pod, process, follow, tail_bytes, namespace } => {
+            let id = c.start(RequestBody::Logs { namespace, pod, process, follow, tail_bytes }).await?;
+            drop(out);
+            loop {
+                let r = c.next().await?;
+                if r.id != id {
+                    continue;
+                }
+                match r.body {
+                    ResponseBody::Log(data) => {
+                        let mut o = std::io::stdout().lock();
+                        let _ = o.write_all(&data);
+                        let _ = o.flush();
+                    }
+                    ResponseBody::End => break,
+                    ResponseBody::Error(e) => return Err(ClientError::Api(e)),
+                    _ => {}
+                }
+            }
+        }
+        Cmd::Master(_) | Cmd::Up(_) => {}
+    }
+    Ok(0)
+}
+
+/// Short display of an object's kind and name.
+pub fn object_ref(o: &Object) -> String {
+    format!("{}/{}", o.kind().as_str(), o.meta().name)
+}

@@ -1,0 +1,243 @@
+//! Tables and descriptions for people.
+
+use std::fmt::Write;
+
+use bramble_wire::objects::{ConditionKind, Kind, Object, Pod, ProcessState};
+
+use crate::validate::format_bytes;
+
+/// Renders rows as aligned columns.
+pub fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n).map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                let _ = write!(line, "{c:<w$}   ", w = widths[i]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Human age: `5s`, `3m`, `2h`, `4d`.
+pub fn age(now_ms: u64, then_ms: u64) -> String {
+    if then_ms == 0 {
+        return "-".into();
+    }
+    let s = now_ms.saturating_sub(then_ms) / 1000;
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+fn pod_ready(p: &Pod) -> String {
+    let running = p.status.processes.iter().filter(|s| matches!(s.state, ProcessState::Running { .. })).count();
+    format!("{running}/{}", p.spec.processes.len())
+}
+
+fn pod_status(p: &Pod) -> String {
+    // Like kubectl: the most telling reason wins over the phase.
+    for s in &p.status.processes {
+        if let (ProcessState::Waiting, Some(r)) = (&s.state, s.last_exit) {
+            return format!("BackOff({})", reason(r));
+        }
+    }
+    p.status.phase.as_str().to_string()
+}
+
+/// A process exit reason as shown in tables.
+pub fn reason(r: bramble_wire::ExitReason) -> String {
+    use bramble_wire::ExitReason::*;
+    match r {
+        Completed => "Completed".into(),
+        Error(c) => format!("Error({c})"),
+        Signaled(s) => format!("Signaled({s})"),
+        OOMKilled => "OOMKilled".into(),
+        StartFailed => "StartFailed".into(),
+    }
+}
+
+/// Renders a list of objects of one kind.
+pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64) -> String {
+    let mut rows = Vec::new();
+    match kind {
+        Kind::Pod => {
+            let mut h: Vec<String> = ["NAME", "READY", "STATUS", "RESTARTS", "NODE", "AGE"].map(String::from).to_vec();
+            if show_ns {
+                h.insert(0, "NAMESPACE".into());
+            }
+            if wide {
+                h.push("MESSAGE".into());
+            }
+            rows.push(h);
+            for o in items {
+                let Object::Pod(p) = o else { continue };
+                let restarts: u32 = p.status.processes.iter().map(|s| s.restarts).sum();
+                let mut r = vec![
+                    p.meta.name.clone(),
+                    pod_ready(p),
+                    pod_status(p),
+                    restarts.to_string(),
+                    p.spec.node_name.clone().unwrap_or_else(|| "<none>".into()),
+                    age(now, p.meta.created_ms),
+                ];
+                if show_ns {
+                    r.insert(0, p.meta.namespace.clone());
+                }
+                if wide {
+                    r.push(p.status.message.clone());
+                }
+                rows.push(r);
+            }
+        }
+        Kind::Node => {
+            let mut h: Vec<String> = ["NAME", "STATUS", "ARCH", "CPU", "MEMORY", "CGROUP", "AGE"].map(String::from).to_vec();
+            if wide {
+                h.extend(["KERNEL", "BOARD", "VERSION", "ADDRESS"].map(String::from));
+            }
+            rows.push(h);
+            for o in items {
+                let Object::Node(n) = o else { continue };
+                let mut status = if n.status.is_ready() { "Ready".to_string() } else { "NotReady".to_string() };
+                if n.spec.unschedulable {
+                    status.push_str(",SchedulingDisabled");
+                }
+                let info = n.status.info.as_deref();
+                let cg = info.map(|i| {
+                    let v = match i.cgroup {
+                        bramble_wire::CgroupVersion::V1 => "v1",
+                        bramble_wire::CgroupVersion::V2 => "v2",
+                        bramble_wire::CgroupVersion::None => "none",
+                    };
+                    let c: Vec<&str> = i.controllers.names().collect();
+                    format!("{v}({})", c.join(","))
+                });
+                let mut r = vec![
+                    n.meta.name.clone(),
+                    status,
+                    info.map(|i| i.arch.as_str().to_string()).unwrap_or_else(|| "-".into()),
+                    info.map(|i| i.cpus.to_string()).unwrap_or_else(|| "-".into()),
+                    info.map(|i| format_bytes(i.memory_bytes)).unwrap_or_else(|| "-".into()),
+                    cg.unwrap_or_else(|| "-".into()),
+                    age(now, n.meta.created_ms),
+                ];
+                if wide {
+                    r.push(info.map(|i| i.kernel.to_string()).unwrap_or_default());
+                    r.push(info.map(|i| i.board.to_string()).unwrap_or_default());
+                    r.push(info.map(|i| i.agent_version.to_string()).unwrap_or_default());
+                    r.push(n.status.addresses.join(","));
+                }
+                rows.push(r);
+            }
+        }
+        Kind::Namespace => {
+            rows.push(["NAME", "STATUS", "AGE"].map(String::from).to_vec());
+            for o in items {
+                let Object::Namespace(n) = o else { continue };
+                rows.push(vec![n.meta.name.clone(), format!("{:?}", n.phase), age(now, n.meta.created_ms)]);
+            }
+        }
+    }
+    columns(&rows)
+}
+
+/// A detailed, multi-line description.
+pub fn describe(o: &Object, now: u64) -> String {
+    let mut s = String::new();
+    let m = o.meta();
+    let _ = writeln!(s, "Kind:        {}", o.kind().as_str());
+    let _ = writeln!(s, "Name:        {}", m.name);
+    if !m.namespace.is_empty() {
+        let _ = writeln!(s, "Namespace:   {}", m.namespace);
+    }
+    let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(s, "Labels:      {}", if labels.is_empty() { "<none>".into() } else { labels.join(", ") });
+    let _ = writeln!(s, "UID:         {}", m.uid);
+    let _ = writeln!(s, "Revision:    {}", m.revision);
+    let _ = writeln!(s, "Age:         {}", age(now, m.created_ms));
+    match o {
+        Object::Pod(p) => {
+            let _ = writeln!(s, "Node:        {}", p.spec.node_name.as_deref().unwrap_or("<none>"));
+            let _ = writeln!(s, "Phase:       {}", p.status.phase.as_str());
+            let _ = writeln!(s, "Restart:     {:?}", p.spec.restart_policy);
+            let _ = writeln!(s, "Network:     {:?}", p.spec.network);
+            if let Some(a) = p.spec.arch {
+                let _ = writeln!(s, "Arch:        {}", a.as_str());
+            }
+            if !p.status.message.is_empty() {
+                let _ = writeln!(s, "Message:     {}", p.status.message);
+            }
+            let _ = writeln!(s, "Processes:");
+            for spec in &p.spec.processes {
+                let _ = writeln!(s, "  {}:", spec.name);
+                let _ = writeln!(s, "    Command:   {}", spec.command.join(" "));
+                let r = &spec.resources;
+                let _ = writeln!(
+                    s,
+                    "    Limits:    cpu={} memory={} pids={}",
+                    r.cpu_millis.map(|c| format!("{c}m")).unwrap_or_else(|| "-".into()),
+                    r.memory_bytes.map(format_bytes).unwrap_or_else(|| "-".into()),
+                    r.pids.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+                );
+                if let Some(st) = p.status.processes.iter().find(|x| x.name == spec.name) {
+                    let state = match &st.state {
+                        ProcessState::Waiting => "Waiting".to_string(),
+                        ProcessState::Running { pid, started_ms } => format!("Running (pid {pid}, {})", age(now, *started_ms)),
+                        ProcessState::Terminated { reason: r, .. } => format!("Terminated: {}", reason(*r)),
+                    };
+                    let _ = writeln!(s, "    State:     {state}");
+                    let _ = writeln!(s, "    Restarts:  {}", st.restarts);
+                    if let Some(l) = st.last_exit {
+                        let _ = writeln!(s, "    Last exit: {}", reason(l));
+                    }
+                }
+            }
+        }
+        Object::Node(n) => {
+            if let Some(i) = n.status.info.as_deref() {
+                let _ = writeln!(s, "Arch:        {}", i.arch.as_str());
+                let _ = writeln!(s, "OS:          {}", i.os);
+                let _ = writeln!(s, "Kernel:      {}", i.kernel);
+                let _ = writeln!(s, "Board:       {}", if i.board.is_empty() { "-" } else { i.board.as_str() });
+                let _ = writeln!(s, "Capacity:    cpu={} memory={} pids={}", i.cpus, format_bytes(i.memory_bytes), i.pids);
+                let c: Vec<&str> = i.controllers.names().collect();
+                let _ = writeln!(s, "Cgroup:      {:?} ({})", i.cgroup, c.join(","));
+                let _ = writeln!(s, "Agent:       {}", i.agent_version);
+            }
+            let a = &n.status.allocatable;
+            let _ = writeln!(
+                s,
+                "Allocatable: cpu={}m memory={} pids={}",
+                a.cpu_millis.unwrap_or(0),
+                format_bytes(a.memory_bytes.unwrap_or(0)),
+                a.pids.unwrap_or(0)
+            );
+            let _ = writeln!(s, "Addresses:   {}", n.status.addresses.join(", "));
+            let taints: Vec<String> = n.spec.taints.iter().map(|t| format!("{}={}:{:?}", t.key, t.value, t.effect)).collect();
+            let _ = writeln!(s, "Taints:      {}", if taints.is_empty() { "<none>".into() } else { taints.join(", ") });
+            let _ = writeln!(s, "Conditions:");
+            for c in &n.status.conditions {
+                let kind = match c.kind {
+                    ConditionKind::Ready => "Ready",
+                    ConditionKind::MemoryCgroup => "MemoryCgroup",
+                    ConditionKind::DiskPressure => "DiskPressure",
+                };
+                let _ = writeln!(s, "  {kind:<13} {:<5} {} ({})", c.status, c.message, age(now, c.since_ms));
+            }
+        }
+        Object::Namespace(n) => {
+            let _ = writeln!(s, "Phase:       {:?}", n.phase);
+        }
+    }
+    s
+}

@@ -1,0 +1,339 @@
+//! The agent: dials the master, registers, heartbeats, receives its pod set, drives the runtime
+//! and reports status deltas. One event loop owns the state; the connection and log streams are
+//! tasks that talk to it through channels.
+//!
+//! Offline autonomy: the assignment set is persisted (only when it changes) and the pods are
+//! started from it at boot, so a node with no master keeps running — and restarting — its pods.
+
+pub mod info;
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_net::TcpStream;
+use bramble_wire::io::{FrameReader, send};
+use bramble_wire::msg::{Assignment, LogChunk, NodeDown, NodeUp, PodReport};
+use bramble_wire::objects::Pod;
+use bramble_wire::{Handshake, Heartbeat, Hello, NodeInfo, Role};
+use futures_lite::{AsyncReadExt, AsyncSeekExt, FutureExt};
+
+/// What the agent needs from the pod runtime.
+pub trait Driver {
+    /// Makes the running pods match `desired` (by UID): starts new ones, stops removed ones.
+    fn sync(&mut self, desired: &[Pod]);
+    /// Advances restarts and returns the status of every pod the driver knows.
+    fn poll(&mut self) -> Vec<PodReport>;
+    /// The log file of a process (`None` = the pod's first process).
+    fn log_file(&self, namespace: &str, pod: &str, process: Option<&str>) -> Option<PathBuf>;
+}
+
+/// Agent settings (the worker's flags).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Master address.
+    pub master: String,
+    /// Join token.
+    pub token: String,
+    /// Node name.
+    pub name: String,
+    /// State dir (assignment, logs).
+    pub state_dir: PathBuf,
+    /// Node info reported at registration.
+    pub info: NodeInfo,
+    /// How often the driver is polled.
+    pub poll_interval: Duration,
+}
+
+enum Ev {
+    Connected { up: async_channel::Sender<NodeUp>, heartbeat: Duration },
+    Down(NodeDown),
+    Disconnected,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Runs the agent forever.
+pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
+    let mut state = state::StateFile::new(&cfg.state_dir);
+    let mut desired = state.load()?.unwrap_or(Assignment { revision: 0, pods: Vec::new() });
+    if !desired.pods.is_empty() {
+        tracing::info!(pods = desired.pods.len(), revision = desired.revision, "starting pods from local state");
+    }
+    driver.sync(&desired.pods);
+
+    let (ev_tx, ev_rx) = async_channel::bounded::<Ev>(64);
+    smol::spawn(connection_loop(cfg.clone(), ev_tx)).detach();
+
+    let started = Instant::now();
+    let mut up: Option<async_channel::Sender<NodeUp>> = None;
+    let mut hb_every = Duration::from_secs(5);
+    let mut next_hb = Instant::now();
+    let mut seq = 0u32;
+    let mut reported: HashMap<String, PodReport> = HashMap::new();
+    let mut streams: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
+    loop {
+        let ev = async { ev_rx.recv().await.ok() }
+            .or(async {
+                smol::Timer::after(cfg.poll_interval).await;
+                None
+            })
+            .await;
+        match ev {
+            Some(Ev::Connected { up: tx, heartbeat }) => {
+                hb_every = heartbeat;
+                next_hb = Instant::now() + hb_every;
+                // After a reconnect: the full state once, then deltas.
+                let pods = driver.poll();
+                reported = pods.iter().map(|r| (r.uid.clone(), r.clone())).collect();
+                let _ = tx.send(NodeUp::Status { full: true, applied_revision: desired.revision, pods }).await;
+                up = Some(tx);
+            }
+            Some(Ev::Disconnected) => {
+                up = None;
+                for (_, c) in streams.drain() {
+                    c.store(true, Ordering::Relaxed);
+                }
+            }
+            Some(Ev::Down(NodeDown::Assign(a))) => {
+                if let Err(e) = state.save(&a) {
+                    tracing::error!("cannot persist the assignment in {}: {e}", cfg.state_dir.display());
+                }
+                desired = a;
+                driver.sync(&desired.pods);
+            }
+            Some(Ev::Down(NodeDown::Resync)) => reported.clear(),
+            Some(Ev::Down(NodeDown::Logs { request, namespace, pod, process, follow, tail_bytes })) => {
+                if let Some(tx) = &up {
+                    let cancel = Arc::new(AtomicBool::new(false));
+                    streams.insert(request, cancel.clone());
+                    let file = driver.log_file(&namespace, &pod, process.as_deref());
+                    smol::spawn(stream_log(request, file, follow, tail_bytes, tx.clone(), cancel)).detach();
+                }
+            }
+            Some(Ev::Down(NodeDown::CancelLogs { request })) => {
+                if let Some(c) = streams.remove(&request) {
+                    c.store(true, Ordering::Relaxed);
+                }
+            }
+            None => {}
+        }
+        // Status deltas.
+        let now_pods = driver.poll();
+        if let Some(tx) = &up {
+            let mut delta = Vec::new();
+            for r in &now_pods {
+                let changed = match reported.get(&r.uid) {
+                    Some(old) => {
+                        let (mut a, mut b) = (old.status.clone(), r.status.clone());
+                        a.updated_ms = 0;
+                        b.updated_ms = 0;
+                        a != b
+                    }
+                    None => true,
+                };
+                if changed {
+                    delta.push(r.clone());
+                }
+            }
+            if !delta.is_empty() {
+                for r in &delta {
+                    reported.insert(r.uid.clone(), r.clone());
+                }
+                let _ = tx.send(NodeUp::Status { full: false, applied_revision: desired.revision, pods: delta }).await;
+            }
+            if Instant::now() >= next_hb {
+                next_hb = Instant::now() + hb_every;
+                seq = seq.wrapping_add(1);
+                let running = now_pods.iter().filter(|r| r.status.phase == bramble_wire::PodPhase::Running).count();
+                let hb = Heartbeat {
+                    seq,
+                    pods_running: running.min(u16::MAX as usize) as u16,
+                    status_digest: 0,
+                    uptime_s: started.elapsed().as_secs() as u32,
+                };
+                let _ = tx.send(NodeUp::Heartbeat(hb)).await;
+            }
+        }
+        streams.retain(|_, c| !c.load(Ordering::Relaxed) || false);
+    }
+}
+
+/// Dials the master forever with jittered exponential backoff.
+async fn connection_loop(cfg: Config, ev: async_channel::Sender<Ev>) {
+    let mut backoff = Duration::from_millis(250);
+    let mut rng = (now_ms() ^ u64::from(std::process::id()) << 32) | 1;
+    loop {
+        let t0 = Instant::now();
+        match session(&cfg, &ev).await {
+            Ok(()) => tracing::warn!("master closed the connection"),
+            Err(e) => tracing::warn!("master connection: {e:#}"),
+        }
+        if ev.send(Ev::Disconnected).await.is_err() {
+            return;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            backoff = Duration::from_millis(250);
+        }
+        // xorshift for jitter in [0.5, 1.5) × backoff.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let jitter = 0.5 + (rng % 1000) as f64 / 1000.0;
+        let wait = backoff.mul_f64(jitter);
+        tracing::info!("reconnecting in {} ms", wait.as_millis());
+        smol::Timer::after(wait).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn session(cfg: &Config, ev: &async_channel::Sender<Ev>) -> anyhow::Result<()> {
+    let max = bramble_wire::DEFAULT_MAX_FRAME * 16;
+    let stream = TcpStream::connect(&cfg.master)
+        .or(async {
+            smol::Timer::after(Duration::from_secs(10)).await;
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))
+        })
+        .await?;
+    let _ = stream.set_nodelay(true);
+    let mut reader = FrameReader::new(stream.clone(), max);
+    let mut writer = stream;
+    let hello = Handshake::Hello(Hello {
+        protocol_version: bramble_wire::PROTOCOL_VERSION,
+        role: Role::Worker,
+        identity: cfg.info.name.clone(),
+        credentials: info_str(&cfg.token),
+        agent_version: info_str(env!("CARGO_PKG_VERSION")),
+    });
+    send(&mut writer, &hello, max).await?;
+    let welcome = match reader.recv::<Handshake>().await? {
+        Some(Handshake::Welcome(w)) => w,
+        Some(Handshake::Reject(r)) => anyhow::bail!("master rejected us: {}", r.message),
+        _ => anyhow::bail!("master closed the connection during the handshake"),
+    };
+    tracing::info!(master = %cfg.master, "connected");
+    send(&mut writer, &NodeUp::Register(Box::new(cfg.info.clone())), max).await?;
+    let (up_tx, up_rx) = async_channel::bounded::<NodeUp>(256);
+    let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
+    ev.send(Ev::Connected { up: up_tx, heartbeat }).await?;
+    let writer_task = smol::spawn(async move {
+        while let Ok(m) = up_rx.recv().await {
+            if send(&mut writer, &m, max).await.is_err() {
+                break;
+            }
+        }
+    });
+    let idle = heartbeat * 6 + Duration::from_secs(10);
+    let result = loop {
+        let msg = reader
+            .recv::<NodeDown>()
+            .or(async {
+                smol::Timer::after(idle).await;
+                Err(bramble_wire::io::IoError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "master silent")))
+            })
+            .await;
+        match msg {
+            Ok(Some(m)) => {
+                if ev.send(Ev::Down(m)).await.is_err() {
+                    break Ok(());
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e.into()),
+        }
+    };
+    writer_task.cancel().await;
+    result
+}
+
+fn info_str<const N: usize>(s: &str) -> heapless::String<N> {
+    let mut out = heapless::String::new();
+    for c in s.chars() {
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+/// Streams a log file as chunks; follows it while `follow` until cancelled.
+async fn stream_log(
+    request: u32,
+    file: Option<PathBuf>,
+    follow: bool,
+    tail: Option<u64>,
+    up: async_channel::Sender<NodeUp>,
+    cancel: Arc<AtomicBool>,
+) {
+    let end = |error: Option<String>| NodeUp::LogEnd { request, error };
+    let Some(path) = file else {
+        let _ = up.send(end(Some("no such pod or process on this node".into()))).await;
+        return;
+    };
+    let mut f = match async_fs_open(&path).await {
+        Some(f) => f,
+        None if follow => loop {
+            // The process may not have written yet.
+            if cancel.load(Ordering::Relaxed) {
+                return;
+            }
+            smol::Timer::after(Duration::from_millis(200)).await;
+            if let Some(f) = async_fs_open(&path).await {
+                break f;
+            }
+        },
+        None => {
+            let _ = up.send(end(None)).await;
+            return;
+        }
+    };
+    if let Some(t) = tail {
+        let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(std::io::SeekFrom::Start(len.saturating_sub(t))).await;
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pos = f.stream_position().await.unwrap_or(0);
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return;
+        }
+        match f.read(&mut buf).await {
+            Ok(0) => {
+                if !follow {
+                    let _ = up.send(end(None)).await;
+                    return;
+                }
+                smol::Timer::after(Duration::from_millis(200)).await;
+                // Rotated (the ring moved on): reopen from the start of the new file.
+                let len = async_fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+                if len < pos
+                    && let Some(nf) = async_fs_open(&path).await
+                {
+                    f = nf;
+                    pos = 0;
+                }
+            }
+            Ok(n) => {
+                pos += n as u64;
+                if up.send(NodeUp::Log(LogChunk { request, data: buf[..n].to_vec() })).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = up.send(end(Some(format!("reading {}: {e}", path.display())))).await;
+                return;
+            }
+        }
+    }
+}
+
+use smol::fs as async_fs;
+
+async fn async_fs_open(p: &std::path::Path) -> Option<async_fs::File> {
+    async_fs::File::open(p).await.ok()
+}
