@@ -21,7 +21,8 @@ pub enum WireError {
         /// How many bytes were left.
         extra: u64,
     },
-    /// A message or enum case this build does not know (a newer peer, or garbage).
+    /// A message or enum case this build does not know (a newer peer, or garbage). Also reported
+    /// for a heapless string or list longer than its bound: postcard cannot tell the two apart.
     UnknownTag,
     /// The peer speaks a protocol version outside what this build accepts.
     UnsupportedVersion {
@@ -32,7 +33,7 @@ pub enum WireError {
         /// Newest accepted.
         max: u16,
     },
-    /// The body is not a valid encoding (bad UTF-8, bad bool, a string over its bound, ...).
+    /// The body is not a valid encoding (bad UTF-8, bad bool, bad option tag, bad varint, ...).
     Malformed,
     /// A COBS frame is not valid COBS.
     BadCobs,
@@ -75,6 +76,12 @@ impl From<postcard::Error> for WireError {
         match e {
             E::DeserializeUnexpectedEnd => WireError::Truncated,
             E::DeserializeBadEnum => WireError::UnknownTag,
+            // postcard reports an enum case index past the last known case only as a serde
+            // "custom" error (serde_derive's `invalid_value`), with the message dropped. The only
+            // other custom errors our types raise are heapless bound overflows (a string or list
+            // longer than its bound), which are garbage too; an unknown case is the one that
+            // matters (a newer peer), so it gets the precise reason.
+            E::SerdeDeCustom => WireError::UnknownTag,
             E::DeserializeBadVarint => WireError::Malformed,
             E::SerializeBufferFull => WireError::EncodeTooLarge,
             _ => WireError::Malformed,
