@@ -722,3 +722,18 @@ fn response_error_each_code() {
         );
     }
 }
+
+/// The frame sizes `cargo run -p bramble-wire --example sizes` prints (prefix + body).
+#[test]
+fn typical_frame_sizes() {
+    let len = |bytes: Vec<u8>| bytes.len();
+    assert_eq!(
+        len(frame::encode_vec(&NodeUp::Heartbeat(heartbeat()), usize::MAX).unwrap()),
+        11
+    );
+    let register = NodeUp::Register(Box::new(node_info()));
+    assert_eq!(len(frame::encode_vec(&register, usize::MAX).unwrap()), 105);
+    assert_eq!(len(frame::encode_vec(&pod(), usize::MAX).unwrap()), 152);
+    let assign = NodeDown::Assign(assignment(10));
+    assert_eq!(len(frame::encode_vec(&assign, usize::MAX).unwrap()), 1516);
+}
