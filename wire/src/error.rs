@@ -21,7 +21,8 @@ pub enum WireError {
         /// How many bytes were left.
         extra: u64,
     },
-    /// A message or enum case this build does not know (a newer peer, or garbage).
+    /// A message or enum case this build does not know (a newer peer, or garbage). Also reported
+    /// for a heapless string or list longer than its bound: postcard cannot tell the two apart.
     UnknownTag,
     /// The peer speaks a protocol version outside what this build accepts.
     UnsupportedVersion {
@@ -32,7 +33,7 @@ pub enum WireError {
         /// Newest accepted.
         max: u16,
     },
-    /// The body is not a valid encoding (bad UTF-8, bad bool, a string over its bound, ...).
+    /// The body is not a valid encoding (bad UTF-8, bad bool, bad option tag, bad varint, ...).
     Malformed,
     /// A COBS frame is not valid COBS.
     BadCobs,
@@ -51,14 +52,18 @@ impl fmt::Display for WireError {
             WireError::TrailingBytes { extra } => {
                 write!(f, "{extra} trailing bytes after the message in one frame")
             }
-            WireError::UnknownTag => write!(f, "unknown message or enum tag (newer peer or garbage)"),
+            WireError::UnknownTag => {
+                write!(f, "unknown message or enum tag (newer peer or garbage)")
+            }
             WireError::UnsupportedVersion { got, min, max } => write!(
                 f,
                 "protocol version {got} is not supported (this build speaks {min}..={max}); upgrade the older side"
             ),
             WireError::Malformed => write!(f, "malformed message body"),
             WireError::BadCobs => write!(f, "invalid COBS frame"),
-            WireError::EncodeTooLarge => write!(f, "message too large to encode within the frame limit"),
+            WireError::EncodeTooLarge => {
+                write!(f, "message too large to encode within the frame limit")
+            }
         }
     }
 }
@@ -71,6 +76,12 @@ impl From<postcard::Error> for WireError {
         match e {
             E::DeserializeUnexpectedEnd => WireError::Truncated,
             E::DeserializeBadEnum => WireError::UnknownTag,
+            // postcard reports an enum case index past the last known case only as a serde
+            // "custom" error (serde_derive's `invalid_value`), with the message dropped. The only
+            // other custom errors our types raise are heapless bound overflows (a string or list
+            // longer than its bound), which are garbage too; an unknown case is the one that
+            // matters (a newer peer), so it gets the precise reason.
+            E::SerdeDeCustom => WireError::UnknownTag,
             E::DeserializeBadVarint => WireError::Malformed,
             E::SerializeBufferFull => WireError::EncodeTooLarge,
             _ => WireError::Malformed,

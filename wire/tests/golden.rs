@@ -1,0 +1,739 @@
+//! Golden tests: the exact bytes of every message, pinned.
+//!
+//! postcard is not self-describing, so any change to these bytes is a protocol break (see the
+//! crate's evolution rules): a failing test here means "bump `PROTOCOL_VERSION`", not "update the
+//! literal". When adding a *new* message or enum case, run the test with an empty literal and
+//! paste the `actual` hex it prints, after checking it by hand.
+
+mod common;
+
+use std::fmt::Debug;
+
+use bramble_wire::frame::{self, Decoder, MAX_VARINT_LEN};
+use bramble_wire::msg::{
+    ApiError, Applied, ApplyOutcome, Assignment, ErrorCode, LogChunk, NodeDown, NodeUp, PodReport,
+    Request, RequestBody, Response, ResponseBody, WatchEvent,
+};
+use bramble_wire::objects::{
+    Condition, ConditionKind, Kind, Meta, Namespace, NamespacePhase, Node, NodeSpec, NodeStatus,
+    Object, OwnerRef, PodStatus, ProcessState, ProcessStatus, Resources, Taint, TaintEffect,
+};
+use bramble_wire::{
+    DeviceUp, ExitReason, Handshake, Hello, PodPhase, PodStatusSmall, Reject, RejectReason, Role,
+    Welcome,
+};
+use common::{VERSION, assignment, heartbeat, hello_pod, hs, labels, node_info};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Asserts that `value`'s frame body is exactly `expect` (hex; whitespace ignored), that the
+/// frame is the body behind its minimal varint length, that the no-alloc encoder agrees, and that
+/// the body decodes back to `value`.
+#[track_caller]
+fn check<T>(value: T, expect: &str)
+where
+    T: Serialize + DeserializeOwned + PartialEq + Debug,
+{
+    let framed = frame::encode_vec(&value, usize::MAX).expect("encodes");
+    let mut dec = Decoder::new(Vec::new(), usize::MAX);
+    let (used, body) = dec.feed(&framed).expect("own frame decodes");
+    assert_eq!(used, framed.len(), "one frame, nothing after it");
+    let body = body.expect("frame complete").to_vec();
+
+    let actual = hex(&body);
+    let expect: String = expect.split_whitespace().collect();
+    if actual != expect {
+        let wrapped: Vec<&str> = actual
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).expect("hex is ascii"))
+            .collect();
+        panic!(
+            "the encoding of {value:?} changed\nexpected: {expect}\nactual:   {actual}\n\
+             wrapped:\n{}\n(changing pinned bytes needs a new protocol version)",
+            wrapped.join("\n")
+        );
+    }
+
+    let mut prefix = [0u8; MAX_VARINT_LEN];
+    let n = frame::encode_varint(body.len() as u32, &mut prefix);
+    assert_eq!(&framed[..n], &prefix[..n], "length prefix");
+
+    let mut buf = vec![0u8; framed.len() + MAX_VARINT_LEN];
+    assert_eq!(
+        frame::encode(&value, &mut buf).expect("fits"),
+        &framed[..],
+        "no-alloc encoder"
+    );
+
+    let back: T = frame::decode(&body).expect("decodes");
+    assert_eq!(back, value, "decode(encode(x)) == x");
+}
+
+#[test]
+#[should_panic(expected = "changed")]
+fn check_catches_a_changed_encoding() {
+    check(common::heartbeat(), "0702effdb6f50d901d");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Core messages (no alloc).
+
+fn hello(role: Role) -> Handshake {
+    Handshake::Hello(Hello {
+        protocol_version: VERSION,
+        role,
+        identity: hs("pi4b-kitchen"),
+        credentials: hs("bjt-0123456789abcdef"),
+        agent_version: hs("0.1.0"),
+    })
+}
+
+#[test]
+fn handshake_hello() {
+    check(
+        hello(Role::Worker),
+        "00 01 00 0c 706934622d6b69746368656e 14 626a742d30313233343536373839616263646566
+         05 302e312e30",
+    );
+    check(
+        hello(Role::Client),
+        "00 01 01 0c 706934622d6b69746368656e 14 626a742d30313233343536373839616263646566
+         05 302e312e30",
+    );
+    check(
+        hello(Role::Device),
+        "00 01 02 0c 706934622d6b69746368656e 14 626a742d30313233343536373839616263646566
+         05 302e312e30",
+    );
+}
+
+#[test]
+fn handshake_welcome() {
+    check(
+        Handshake::Welcome(Welcome {
+            protocol_version: VERSION,
+            identity: hs("pi4b-kitchen"),
+            heartbeat_interval_ms: 5000,
+            master_version: hs("0.1.0"),
+        }),
+        "01010c706934622d6b69746368656e882705302e312e30",
+    );
+}
+
+fn reject(reason: RejectReason, message: &str) -> Handshake {
+    Handshake::Reject(Reject {
+        reason,
+        message: hs(message),
+    })
+}
+
+#[test]
+fn handshake_reject_each_reason() {
+    check(
+        reject(
+            RejectReason::UnsupportedVersion { min: 1, max: 1 },
+            "protocol 2 unsupported; upgrade the master",
+        ),
+        "020001012a70726f746f636f6c203220756e737570706f727465643b20757067
+         7261646520746865206d6173746572",
+    );
+    check(
+        reject(RejectReason::BadCredentials, "bad join token"),
+        "02010e626164206a6f696e20746f6b656e",
+    );
+    check(
+        reject(RejectReason::BadIdentity, "name taken"),
+        "02020a6e616d652074616b656e",
+    );
+    check(reject(RejectReason::Busy, "busy"), "02030462757379");
+    check(reject(RejectReason::Malformed, ""), "020400");
+}
+
+#[test]
+fn node_info_registration() {
+    check(
+        node_info(),
+        "0c706934622d6b69746368656e001e44656269616e20474e552f4c696e757820
+         31322028626f6f6b776f726d290e362e312e302d35302d61726d363404706934
+         620480808080108020020705302e312e300204726f6f6d076b69746368656e04
+         6469736b027364",
+    );
+}
+
+#[test]
+fn heartbeat_bytes() {
+    check(heartbeat(), "0702effdb6f50d901c");
+    // The extremes: a heartbeat stays within a few dozen bytes.
+    check(
+        bramble_wire::Heartbeat {
+            seq: u32::MAX,
+            pods_running: u16::MAX,
+            status_digest: u32::MAX,
+            uptime_s: u32::MAX,
+        },
+        "ffffffff0fffff03ffffffff0fffffffff0f",
+    );
+}
+
+fn status_small(phase: PodPhase, last_exit: Option<ExitReason>) -> PodStatusSmall {
+    PodStatusSmall {
+        namespace: hs("default"),
+        name: hs("sensor"),
+        phase,
+        restarts: 3,
+        last_exit,
+    }
+}
+
+#[test]
+fn pod_status_small_each_phase_and_exit() {
+    check(
+        status_small(PodPhase::Pending, None),
+        "0764656661756c740673656e736f72000300",
+    );
+    check(
+        status_small(PodPhase::Running, Some(ExitReason::Completed)),
+        "0764656661756c740673656e736f7201030100",
+    );
+    check(
+        status_small(PodPhase::Succeeded, Some(ExitReason::Error(1))),
+        "0764656661756c740673656e736f720203010102",
+    );
+    check(
+        status_small(PodPhase::Failed, Some(ExitReason::Error(-1))),
+        "0764656661756c740673656e736f720303010101",
+    );
+    check(
+        status_small(PodPhase::Unknown, Some(ExitReason::Signaled(9))),
+        "0764656661756c740673656e736f720403010212",
+    );
+    check(
+        status_small(PodPhase::Failed, Some(ExitReason::OOMKilled)),
+        "0764656661756c740673656e736f7203030103",
+    );
+    check(
+        status_small(PodPhase::Failed, Some(ExitReason::StartFailed)),
+        "0764656661756c740673656e736f7203030104",
+    );
+}
+
+#[test]
+fn device_up_each_case() {
+    check(
+        DeviceUp::Register(node_info()),
+        "000c706934622d6b69746368656e001e44656269616e20474e552f4c696e7578
+         2031322028626f6f6b776f726d290e362e312e302d35302d61726d3634047069
+         34620480808080108020020705302e312e300204726f6f6d076b69746368656e
+         046469736b027364",
+    );
+    check(DeviceUp::Heartbeat(heartbeat()), "010702effdb6f50d901c");
+    check(
+        DeviceUp::Status(status_small(PodPhase::Running, None)),
+        "020764656661756c740673656e736f72010300",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects (alloc).
+
+fn namespace() -> Object {
+    Object::Namespace(Namespace {
+        meta: Meta {
+            name: "default".into(),
+            uid: "ns-1".into(),
+            revision: 1,
+            created_ms: 1_700_000_000_000,
+            ..Meta::default()
+        },
+        phase: NamespacePhase::Active,
+    })
+}
+
+fn node() -> Object {
+    Object::Node(Node {
+        meta: Meta {
+            name: "pi4b-kitchen".into(),
+            labels: labels(&[("disk", "sd"), ("room", "kitchen")]),
+            uid: "node-1".into(),
+            revision: 7,
+            created_ms: 1_700_000_000_000,
+            ..Meta::default()
+        },
+        spec: NodeSpec {
+            taints: vec![Taint {
+                key: "dedicated".into(),
+                value: "sensors".into(),
+                effect: TaintEffect::NoSchedule,
+            }],
+            unschedulable: false,
+        },
+        status: NodeStatus {
+            info: Some(Box::new(node_info())),
+            allocatable: Resources {
+                cpu_millis: Some(4000),
+                memory_bytes: Some(3 * 1024 * 1024 * 1024),
+                pids: Some(4096),
+            },
+            conditions: vec![
+                Condition {
+                    kind: ConditionKind::Ready,
+                    status: true,
+                    message: String::new(),
+                    since_ms: 1_700_000_001_000,
+                },
+                Condition {
+                    kind: ConditionKind::MemoryCgroup,
+                    status: true,
+                    message: String::new(),
+                    since_ms: 1_700_000_001_000,
+                },
+            ],
+            addresses: vec!["192.168.1.20".into()],
+            last_heartbeat_ms: 1_700_000_005_000,
+        },
+    })
+}
+
+fn pod() -> Object {
+    Object::Pod(hello_pod("hello"))
+}
+
+#[test]
+fn object_namespace() {
+    check(
+        namespace(),
+        "000764656661756c740000046e732d310180d095ffbc310000",
+    );
+}
+
+#[test]
+fn object_node() {
+    check(
+        node(),
+        "010c706934622d6b69746368656e0002046469736b02736404726f6f6d076b69
+         746368656e066e6f64652d310780d095ffbc3100010964656469636174656407
+         73656e736f72730000010c706934622d6b69746368656e001e44656269616e20
+         474e552f4c696e75782031322028626f6f6b776f726d290e362e312e302d3530
+         2d61726d363404706934620480808080108020020705302e312e300204726f6f
+         6d076b69746368656e046469736b02736401a01f01808080800c018020020001
+         00e8d795ffbc31010100e8d795ffbc31010c3139322e3136382e312e323088f7
+         95ffbc31",
+    );
+}
+
+#[test]
+fn object_pod() {
+    check(
+        pod(),
+        "020568656c6c6f0764656661756c7401036170700568656c6c6f243062356337
+         6135322d366630652d346431662d396135312d3266316333653064386131312a
+         80d095ffbc310001046d61696e03072f62696e2f7368022d63136563686f2068
+         656c6c6f3b20736c65657020320000000001fa01018080801000000000000000
+         0000904e010c706934622d6b69746368656e00000000",
+    );
+}
+
+/// A pod that sets every optional field, so each nested type's encoding is pinned too.
+#[test]
+fn object_pod_every_field() {
+    use bramble_wire::objects::{
+        NetworkMode, Port, ProcessSpec, RestartPolicy, Toleration, Volume, VolumeSource,
+    };
+    let mut p = hello_pod("full");
+    p.meta.owners = vec![OwnerRef {
+        kind: Kind::Node,
+        name: "pi4b-kitchen".into(),
+        uid: "node-1".into(),
+    }];
+    p.spec.processes.push(ProcessSpec {
+        name: "web".into(),
+        command: vec!["/usr/bin/httpd".into()],
+        env: vec![("PORT".into(), "8080".into())],
+        workdir: Some("/srv".into()),
+        user: Some(1000),
+        group: Some(1000),
+        resources: Resources {
+            cpu_millis: None,
+            memory_bytes: None,
+            pids: Some(64),
+        },
+        ports: vec![Port {
+            container_port: 8080,
+            host_port: Some(80),
+        }],
+    });
+    p.spec.restart_policy = RestartPolicy::OnFailure;
+    p.spec.node_selector = labels(&[("room", "kitchen")]);
+    p.spec.tolerations = vec![
+        Toleration {
+            key: "dedicated".into(),
+            value: Some("sensors".into()),
+            effect: Some(TaintEffect::NoExecute),
+        },
+        Toleration {
+            key: String::new(),
+            value: None,
+            effect: None,
+        },
+    ];
+    p.spec.arch = Some(bramble_wire::Arch::Armv7);
+    p.spec.rootfs = Some("/var/lib/bramble/rootfs/alpine".into());
+    p.spec.network = NetworkMode::Isolated;
+    p.spec.volumes = vec![
+        Volume {
+            name: "data".into(),
+            mount_path: "/data".into(),
+            source: VolumeSource::HostPath {
+                path: "/mnt/usb".into(),
+                read_only: true,
+            },
+        },
+        Volume {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            source: VolumeSource::EmptyDir,
+        },
+    ];
+    p.status = PodStatus {
+        phase: PodPhase::Running,
+        processes: vec![
+            ProcessStatus {
+                name: "main".into(),
+                state: ProcessState::Running {
+                    pid: 4242,
+                    started_ms: 1_700_000_002_000,
+                },
+                restarts: 1,
+                last_exit: Some(ExitReason::OOMKilled),
+            },
+            ProcessStatus {
+                name: "web".into(),
+                state: ProcessState::Terminated {
+                    reason: ExitReason::Error(2),
+                    finished_ms: 1_700_000_003_000,
+                },
+                restarts: 0,
+                last_exit: None,
+            },
+            ProcessStatus {
+                name: "idle".into(),
+                ..ProcessStatus::default()
+            },
+        ],
+        message: "restarting web".into(),
+        updated_ms: 1_700_000_003_000,
+    };
+    check(
+        Object::Pod(p),
+        "020466756c6c0764656661756c7401036170700568656c6c6f24306235633761
+         35322d366630652d346431662d396135312d3266316333653064386131312a80
+         d095ffbc3101010c706934622d6b69746368656e066e6f64652d3102046d6169
+         6e03072f62696e2f7368022d63136563686f2068656c6c6f3b20736c65657020
+         320000000001fa010180808010000003776562010e2f7573722f62696e2f6874
+         7470640104504f5254043830383001042f73727601e80701e807000001400190
+         3f0150010104726f6f6d076b69746368656e0209646564696361746564010773
+         656e736f727301010000000101011e2f7661722f6c69622f6272616d626c652f
+         726f6f7466732f616c70696e6502020464617461052f6461746100082f6d6e74
+         2f7573620103746d70042f746d7001904e010c706934622d6b69746368656e01
+         03046d61696e019221d0df95ffbc3101010303776562020104b8e795ffbc3100
+         000469646c650000000e72657374617274696e6720776562b8e795ffbc31",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker ↔ master.
+
+fn report() -> PodReport {
+    let pod = hello_pod("hello");
+    PodReport {
+        namespace: pod.meta.namespace,
+        name: pod.meta.name,
+        uid: pod.meta.uid,
+        status: PodStatus {
+            phase: PodPhase::Running,
+            processes: vec![ProcessStatus {
+                name: "main".into(),
+                state: ProcessState::Running {
+                    pid: 4242,
+                    started_ms: 1_700_000_002_000,
+                },
+                restarts: 0,
+                last_exit: None,
+            }],
+            message: String::new(),
+            updated_ms: 1_700_000_002_000,
+        },
+    }
+}
+
+#[test]
+fn node_up_each_case() {
+    check(
+        NodeUp::Register(Box::new(node_info())),
+        "000c706934622d6b69746368656e001e44656269616e20474e552f4c696e7578
+         2031322028626f6f6b776f726d290e362e312e302d35302d61726d3634047069
+         34620480808080108020020705302e312e300204726f6f6d076b69746368656e
+         046469736b027364",
+    );
+    check(NodeUp::Heartbeat(heartbeat()), "010702effdb6f50d901c");
+    check(
+        NodeUp::Status {
+            full: true,
+            applied_revision: 1234,
+            pods: vec![report()],
+        },
+        "0201d209010764656661756c740568656c6c6f2430623563376135322d366630
+         652d346431662d396135312d3266316333653064386131310101046d61696e01
+         9221d0df95ffbc31000000d0df95ffbc31",
+    );
+    check(
+        NodeUp::Status {
+            full: false,
+            applied_revision: 0,
+            pods: Vec::new(),
+        },
+        "02000000",
+    );
+    check(
+        NodeUp::Log(LogChunk {
+            request: 9,
+            data: b"hello\n".to_vec(),
+        }),
+        "03090668656c6c6f0a",
+    );
+    check(
+        NodeUp::LogEnd {
+            request: 9,
+            error: None,
+        },
+        "040900",
+    );
+    check(
+        NodeUp::LogEnd {
+            request: 9,
+            error: Some("no such process".into()),
+        },
+        "0409010f6e6f20737563682070726f63657373",
+    );
+}
+
+#[test]
+fn node_down_each_case() {
+    check(
+        NodeDown::Assign(assignment(1)),
+        "00d209010768656c6c6f2d300764656661756c7401036170700568656c6c6f24
+         30623563376135322d366630652d346431662d396135312d3266316333653064
+         386131312a80d095ffbc310001046d61696e03072f62696e2f7368022d631365
+         63686f2068656c6c6f3b20736c65657020320000000001fa0101808080100000
+         00000000000000904e010c706934622d6b69746368656e00000000",
+    );
+    check(
+        NodeDown::Assign(Assignment {
+            revision: 0,
+            pods: Vec::new(),
+        }),
+        "000000",
+    );
+    check(
+        NodeDown::Logs {
+            request: 9,
+            namespace: "default".into(),
+            pod: "hello".into(),
+            process: Some("main".into()),
+            follow: true,
+            tail_bytes: Some(4096),
+        },
+        "01090764656661756c740568656c6c6f01046d61696e01018020",
+    );
+    check(
+        NodeDown::Logs {
+            request: 10,
+            namespace: "default".into(),
+            pod: "hello".into(),
+            process: None,
+            follow: false,
+            tail_bytes: None,
+        },
+        "010a0764656661756c740568656c6c6f000000",
+    );
+    check(NodeDown::CancelLogs { request: 9 }, "0209");
+    check(NodeDown::Resync, "03");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client ↔ master.
+
+fn request(body: RequestBody) -> Request {
+    Request { id: 300, body }
+}
+
+#[test]
+fn request_each_body() {
+    check(
+        request(RequestBody::Apply(vec![namespace(), pod()])),
+        "ac020002000764656661756c740000046e732d310180d095ffbc310000020568
+         656c6c6f0764656661756c7401036170700568656c6c6f243062356337613532
+         2d366630652d346431662d396135312d3266316333653064386131312a80d095
+         ffbc310001046d61696e03072f62696e2f7368022d63136563686f2068656c6c
+         6f3b20736c65657020320000000001fa01018080801000000000000000000090
+         4e010c706934622d6b69746368656e00000000",
+    );
+    check(
+        request(RequestBody::Get {
+            kind: Kind::Pod,
+            namespace: "default".into(),
+            name: "hello".into(),
+        }),
+        "ac0201020764656661756c740568656c6c6f",
+    );
+    check(
+        request(RequestBody::List {
+            kind: Kind::Node,
+            namespace: None,
+            selector: "room=kitchen".into(),
+        }),
+        "ac020201000c726f6f6d3d6b69746368656e",
+    );
+    check(
+        request(RequestBody::List {
+            kind: Kind::Pod,
+            namespace: Some("default".into()),
+            selector: String::new(),
+        }),
+        "ac020202010764656661756c7400",
+    );
+    check(
+        request(RequestBody::Watch {
+            kind: Kind::Pod,
+            namespace: Some("default".into()),
+            from_revision: 1234,
+        }),
+        "ac020302010764656661756c74d209",
+    );
+    check(
+        request(RequestBody::Delete {
+            kind: Kind::Namespace,
+            namespace: String::new(),
+            name: "default".into(),
+            expected_revision: Some(1),
+        }),
+        "ac020400000764656661756c740101",
+    );
+    check(
+        request(RequestBody::Logs {
+            namespace: "default".into(),
+            pod: "hello".into(),
+            process: None,
+            follow: true,
+            tail_bytes: Some(1024),
+        }),
+        "ac02050764656661756c740568656c6c6f0001018008",
+    );
+}
+
+fn response(body: ResponseBody) -> Response {
+    Response { id: 300, body }
+}
+
+#[test]
+fn response_each_body() {
+    check(
+        response(ResponseBody::Applied(vec![
+            Applied {
+                kind: Kind::Namespace,
+                namespace: String::new(),
+                name: "default".into(),
+                revision: 1,
+                outcome: ApplyOutcome::Unchanged,
+            },
+            Applied {
+                kind: Kind::Pod,
+                namespace: "default".into(),
+                name: "hello".into(),
+                revision: 43,
+                outcome: ApplyOutcome::Created,
+            },
+            Applied {
+                kind: Kind::Pod,
+                namespace: "default".into(),
+                name: "web".into(),
+                revision: 44,
+                outcome: ApplyOutcome::Updated,
+            },
+        ])),
+        "ac02000300000764656661756c740102020764656661756c740568656c6c6f2b
+         00020764656661756c74037765622c01",
+    );
+    check(
+        response(ResponseBody::Object(namespace())),
+        "ac0201000764656661756c740000046e732d310180d095ffbc310000",
+    );
+    check(
+        response(ResponseBody::List {
+            revision: 44,
+            items: vec![namespace()],
+        }),
+        "ac02022c01000764656661756c740000046e732d310180d095ffbc310000",
+    );
+    check(
+        response(ResponseBody::Event {
+            revision: 45,
+            event: WatchEvent::Put(namespace()),
+        }),
+        "ac02032d00000764656661756c740000046e732d310180d095ffbc310000",
+    );
+    check(
+        response(ResponseBody::Event {
+            revision: 46,
+            event: WatchEvent::Deleted(namespace()),
+        }),
+        "ac02032e01000764656661756c740000046e732d310180d095ffbc310000",
+    );
+    check(response(ResponseBody::Deleted { revision: 47 }), "ac02042f");
+    check(
+        response(ResponseBody::Log(b"hello\n".to_vec())),
+        "ac02050668656c6c6f0a",
+    );
+    check(response(ResponseBody::End), "ac0206");
+}
+
+#[test]
+fn response_error_each_code() {
+    for (code, expect) in [
+        (ErrorCode::Invalid, "ac020700026e6f"),
+        (ErrorCode::NotFound, "ac020701026e6f"),
+        (ErrorCode::Conflict, "ac020702026e6f"),
+        (ErrorCode::Forbidden, "ac020703026e6f"),
+        (ErrorCode::Compacted, "ac020704026e6f"),
+        (ErrorCode::Unavailable, "ac020705026e6f"),
+        (ErrorCode::Internal, "ac020706026e6f"),
+    ] {
+        check(
+            response(ResponseBody::Error(ApiError {
+                code,
+                message: "no".into(),
+            })),
+            expect,
+        );
+    }
+}
+
+/// The frame sizes `cargo run -p bramble-wire --example sizes` prints (prefix + body).
+#[test]
+fn typical_frame_sizes() {
+    let len = |bytes: Vec<u8>| bytes.len();
+    assert_eq!(
+        len(frame::encode_vec(&NodeUp::Heartbeat(heartbeat()), usize::MAX).unwrap()),
+        11
+    );
+    let register = NodeUp::Register(Box::new(node_info()));
+    assert_eq!(len(frame::encode_vec(&register, usize::MAX).unwrap()), 105);
+    assert_eq!(len(frame::encode_vec(&pod(), usize::MAX).unwrap()), 152);
+    let assign = NodeDown::Assign(assignment(10));
+    assert_eq!(len(frame::encode_vec(&assign, usize::MAX).unwrap()), 1516);
+}
