@@ -160,7 +160,8 @@ impl<B: FrameBuf> Decoder<B> {
                         });
                     }
                     self.buf.clear();
-                    self.buf.reserve_exact(len);
+                    // Grow with the bytes that actually arrive: a header alone costs nothing.
+                    self.buf.reserve_exact(len.min(4096));
                     if len == 0 {
                         self.state = State::Done;
                         return Ok((used, Some(self.buf.bytes())));

@@ -35,15 +35,6 @@ pub struct PodReport {
     pub status: PodStatus,
 }
 
-/// Which stream of a process.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    /// Standard output.
-    Stdout,
-    /// Standard error.
-    Stderr,
-}
-
 /// A piece of a process's log.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct LogChunk {
