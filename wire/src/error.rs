@@ -51,14 +51,18 @@ impl fmt::Display for WireError {
             WireError::TrailingBytes { extra } => {
                 write!(f, "{extra} trailing bytes after the message in one frame")
             }
-            WireError::UnknownTag => write!(f, "unknown message or enum tag (newer peer or garbage)"),
+            WireError::UnknownTag => {
+                write!(f, "unknown message or enum tag (newer peer or garbage)")
+            }
             WireError::UnsupportedVersion { got, min, max } => write!(
                 f,
                 "protocol version {got} is not supported (this build speaks {min}..={max}); upgrade the older side"
             ),
             WireError::Malformed => write!(f, "malformed message body"),
             WireError::BadCobs => write!(f, "invalid COBS frame"),
-            WireError::EncodeTooLarge => write!(f, "message too large to encode within the frame limit"),
+            WireError::EncodeTooLarge => {
+                write!(f, "message too large to encode within the frame limit")
+            }
         }
     }
 }

@@ -32,10 +32,11 @@ impl<const N: usize> FrameBuf for heapless::Vec<u8, N> {
         heapless::Vec::clear(self)
     }
     fn extend(&mut self, bytes: &[u8]) -> Result<(), WireError> {
-        self.extend_from_slice(bytes).map_err(|_| WireError::FrameTooLarge {
-            len: bytes.len() as u64,
-            max: N as u64,
-        })
+        self.extend_from_slice(bytes)
+            .map_err(|_| WireError::FrameTooLarge {
+                len: bytes.len() as u64,
+                max: N as u64,
+            })
     }
     fn bytes(&self) -> &[u8] {
         self.as_slice()
@@ -89,7 +90,11 @@ impl<B: FrameBuf> Decoder<B> {
     /// A decoder that accepts bodies of at most `max` bytes (and at most what `buf` can hold).
     pub fn new(buf: B, max: usize) -> Self {
         let max = max.min(buf.capacity_limit());
-        Decoder { buf, max, state: State::Header { value: 0, read: 0 } }
+        Decoder {
+            buf,
+            max,
+            state: State::Header { value: 0, read: 0 },
+        }
     }
 
     /// The maximum body size.
@@ -205,7 +210,9 @@ pub fn encode_varint(mut len: u32, out: &mut [u8; MAX_VARINT_LEN]) -> usize {
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
     let (msg, rest) = postcard::take_from_bytes::<T>(body)?;
     if !rest.is_empty() {
-        return Err(WireError::TrailingBytes { extra: rest.len() as u64 });
+        return Err(WireError::TrailingBytes {
+            extra: rest.len() as u64,
+        });
     }
     Ok(msg)
 }
@@ -240,7 +247,10 @@ pub fn encode_vec<T: Serialize>(msg: &T, max: usize) -> Result<alloc::vec::Vec<u
 }
 
 /// Encodes `msg` as a COBS frame terminated by a zero byte (for serial links).
-pub fn encode_cobs<'a, T: Serialize>(msg: &T, out: &'a mut [u8]) -> Result<&'a mut [u8], WireError> {
+pub fn encode_cobs<'a, T: Serialize>(
+    msg: &T,
+    out: &'a mut [u8],
+) -> Result<&'a mut [u8], WireError> {
     Ok(postcard::to_slice_cobs(msg, out)?)
 }
 
@@ -291,7 +301,10 @@ pub struct CobsDecoder<const N: usize> {
 
 impl<const N: usize> Default for CobsDecoder<N> {
     fn default() -> Self {
-        CobsDecoder { buf: heapless::Vec::new(), overflowed: false }
+        CobsDecoder {
+            buf: heapless::Vec::new(),
+            overflowed: false,
+        }
     }
 }
 
@@ -299,11 +312,17 @@ impl<const N: usize> CobsDecoder<N> {
     /// Feeds bytes; when a delimiter completes a frame, decodes it. Returns bytes used and the
     /// decoded message. An overlong frame is reported once at its delimiter and then skipped, so
     /// a serial link resynchronises on the next zero byte.
-    pub fn feed<T: DeserializeOwned>(&mut self, input: &[u8]) -> (usize, Option<Result<T, WireError>>) {
+    pub fn feed<T: DeserializeOwned>(
+        &mut self,
+        input: &[u8],
+    ) -> (usize, Option<Result<T, WireError>>) {
         for (i, &b) in input.iter().enumerate() {
             if b == 0 {
                 let result = if self.overflowed {
-                    Err(WireError::FrameTooLarge { len: N as u64 + 1, max: N as u64 })
+                    Err(WireError::FrameTooLarge {
+                        len: N as u64 + 1,
+                        max: N as u64,
+                    })
                 } else {
                     decode_cobs(&mut self.buf)
                 };

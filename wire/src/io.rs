@@ -1,7 +1,7 @@
 //! Async framing over any `AsyncRead` / `AsyncWrite` (feature `std`), so TLS can wrap it later.
 
-use std::io;
 use std::boxed::Box;
+use std::io;
 use std::vec;
 use std::vec::Vec;
 

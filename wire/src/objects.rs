@@ -249,7 +249,11 @@ impl PodSpec {
             mem = mem.saturating_add(p.resources.memory_bytes.unwrap_or(0));
             pids = pids.saturating_add(p.resources.pids.unwrap_or(0));
         }
-        Resources { cpu_millis: Some(cpu), memory_bytes: Some(mem), pids: Some(pids) }
+        Resources {
+            cpu_millis: Some(cpu),
+            memory_bytes: Some(mem),
+            pids: Some(pids),
+        }
     }
 }
 
@@ -379,7 +383,8 @@ impl NodeStatus {
 
     /// Whether the node is Ready.
     pub fn is_ready(&self) -> bool {
-        self.condition(ConditionKind::Ready).is_some_and(|c| c.status)
+        self.condition(ConditionKind::Ready)
+            .is_some_and(|c| c.status)
     }
 }
 
