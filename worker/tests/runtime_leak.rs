@@ -29,7 +29,7 @@ fn no_leaks_after_100_cycles() {
             pids: Some(8),
         };
         let mut h = env.start(&pod(&format!("cycle{i}"), vec![p], RestartPolicy::Always));
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             wait_for(&h, 10, "running", |s| s.phase == PodPhase::Running);
         }
         h.stop(Duration::from_secs(2)).unwrap();

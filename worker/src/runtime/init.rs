@@ -351,10 +351,10 @@ fn drain(p: &mut Proc, buf: &mut [u8]) {
             }
         }
     };
-    if let Some(fd) = &p.pipe {
-        if !keep(fd) {
-            p.pipe = None;
-        }
+    if let Some(fd) = &p.pipe
+        && !keep(fd)
+    {
+        p.pipe = None;
     }
     p.old_pipes.retain(|fd| keep(fd));
 }

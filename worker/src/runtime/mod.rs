@@ -385,7 +385,13 @@ impl LinuxRuntime {
             let s = |p: PathBuf| p.to_string_lossy().into_owned();
             processes.push(InitProcess {
                 spec: p.clone(),
-                cgroup_procs: cg.procs_files(&leaf).into_iter().map(s).collect(),
+                // Processes sharing the init's leaf inherit it through fork: joining it again
+                // would cost a cgroup migration (an RCU grace period on v1) per start.
+                cgroup_procs: if own {
+                    cg.procs_files(&leaf).into_iter().map(s).collect()
+                } else {
+                    Vec::new()
+                },
                 oom_file: cg.oom_file(&leaf).map(s),
             });
         }
@@ -692,10 +698,10 @@ impl PodHandle {
             .filter_map(|h| sysproc::ns_pids(h).and_then(|v| v.last().map(|&inner| (inner, h))))
             .collect();
         for p in &mut st.processes {
-            if let ProcessState::Running { pid, .. } = &mut p.state {
-                if let Some((_, h)) = map.iter().find(|(inner, _)| *inner == *pid as i32) {
-                    *pid = *h as u32;
-                }
+            if let ProcessState::Running { pid, .. } = &mut p.state
+                && let Some((_, h)) = map.iter().find(|(inner, _)| *inner == *pid as i32)
+            {
+                *pid = *h as u32;
             }
         }
     }

@@ -307,8 +307,10 @@ pub fn statfs_magic(path: &Path) -> Result<i64> {
 }
 
 /// `CGROUP2_SUPER_MAGIC`.
+#[allow(clippy::unnecessary_cast)] // c_long is i32 on 32-bit ARM
 pub const CGROUP2_MAGIC: i64 = libc::CGROUP2_SUPER_MAGIC as i64;
 /// `TMPFS_MAGIC` (the cgroup v1 root is a tmpfs of per-controller mounts).
+#[allow(clippy::unnecessary_cast)] // c_long is i32 on 32-bit ARM
 pub const TMPFS_MAGIC: i64 = libc::TMPFS_MAGIC as i64;
 
 /// Start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22): with the pid, it

@@ -110,7 +110,8 @@ impl Drop for Paused {
 }
 
 /// Clones a child into new PID, mount, UTS, IPC (and network) namespaces with `stdio` as its
-/// fds 0, 1, 2. The child waits for [`Paused::release`], then `execve`s `exec`.
+/// fds 0, 1, 2. The child waits for [`Paused::release`], then `execve`s `exec` with SIGTERM,
+/// SIGINT, SIGHUP and SIGCHLD blocked (pending until the init reads them from a signalfd).
 ///
 /// Each `stdio` fd must be either its own slot (0, 1, 2) or greater than 2.
 pub fn clone_paused(exec: &Exec, ns: Namespaces, stdio: [BorrowedFd<'_>; 3]) -> Result<Paused> {
@@ -165,8 +166,14 @@ unsafe fn clone_child(exec: &Exec, stdio: [RawFd; 3], sync_r: RawFd, sync_w: Raw
                 libc::_exit(126);
             }
         }
+        // The init's signals start blocked and stay blocked across execve: a SIGTERM sent
+        // before the init reads its signalfd stays pending instead of being dropped (PID 1 of a
+        // PID namespace discards unblocked signals it has no handler for).
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD] {
+            libc::sigaddset(&mut set, sig);
+        }
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         let mut byte = 0u8;
         loop {
