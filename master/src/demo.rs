@@ -13,33 +13,68 @@ pub async fn run(server: &str, token: &str, manifest: &str) -> anyhow::Result<()
     // Wait for the local node to register.
     let t0 = Instant::now();
     loop {
-        if let ResponseBody::List { items, .. } =
-            c.call(RequestBody::List { kind: Kind::Node, namespace: None, selector: String::new() }).await?
-            && items.iter().any(|o| matches!(o, Object::Node(n) if n.status.is_ready()))
+        if let ResponseBody::List { items, .. } = c
+            .call(RequestBody::List {
+                kind: Kind::Node,
+                namespace: None,
+                selector: String::new(),
+            })
+            .await?
+            && items
+                .iter()
+                .any(|o| matches!(o, Object::Node(n) if n.status.is_ready()))
         {
             break;
         }
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(30), "the local worker did not register within 30 s; see its log above");
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the local worker did not register within 30 s; see its log above"
+        );
         smol::Timer::after(Duration::from_millis(100)).await;
     }
-    println!("node:    registered and Ready after {} ms", t0.elapsed().as_millis());
-    let objs = crate::manifest::parse(manifest, "demo.toml", "default").map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "node:    registered and Ready after {} ms",
+        t0.elapsed().as_millis()
+    );
+    let objs =
+        crate::manifest::parse(manifest, "demo.toml", "default").map_err(|e| anyhow::anyhow!(e))?;
     let t1 = Instant::now();
     c.call(RequestBody::Apply(objs)).await?;
     println!("applied: pod/hello (32Mi memory, 250m cpu, 32 pids)");
     let pod = loop {
-        if let ResponseBody::Object(Object::Pod(p)) =
-            c.call(RequestBody::Get { kind: Kind::Pod, namespace: "default".into(), name: "hello".into() }).await?
+        if let ResponseBody::Object(Object::Pod(p)) = c
+            .call(RequestBody::Get {
+                kind: Kind::Pod,
+                namespace: "default".into(),
+                name: "hello".into(),
+            })
+            .await?
             && p.status.phase != PodPhase::Pending
         {
             break p;
         }
-        anyhow::ensure!(t1.elapsed() < Duration::from_secs(30), "pod/hello did not start within 30 s; try `bramble describe pod hello`");
+        anyhow::ensure!(
+            t1.elapsed() < Duration::from_secs(30),
+            "pod/hello did not start within 30 s; try `bramble describe pod hello`"
+        );
         smol::Timer::after(Duration::from_millis(20)).await;
     };
-    println!("pod:     hello is {} on {} ({} ms after apply)", pod.status.phase.as_str(), pod.spec.node_name.as_deref().unwrap_or("?"), t1.elapsed().as_millis());
+    println!(
+        "pod:     hello is {} on {} ({} ms after apply)",
+        pod.status.phase.as_str(),
+        pod.spec.node_name.as_deref().unwrap_or("?"),
+        t1.elapsed().as_millis()
+    );
     smol::Timer::after(Duration::from_millis(300)).await;
-    let id = c.start(RequestBody::Logs { namespace: "default".into(), pod: "hello".into(), process: None, follow: false, tail_bytes: None }).await?;
+    let id = c
+        .start(RequestBody::Logs {
+            namespace: "default".into(),
+            pod: "hello".into(),
+            process: None,
+            follow: false,
+            tail_bytes: None,
+        })
+        .await?;
     println!("logs:");
     loop {
         let r = c.next().await?;
@@ -47,7 +82,12 @@ pub async fn run(server: &str, token: &str, manifest: &str) -> anyhow::Result<()
             continue;
         }
         match r.body {
-            ResponseBody::Log(d) => print!("  | {}", String::from_utf8_lossy(&d).replace('\n', "\n  | ").trim_end_matches("  | ")),
+            ResponseBody::Log(d) => print!(
+                "  | {}",
+                String::from_utf8_lossy(&d)
+                    .replace('\n', "\n  | ")
+                    .trim_end_matches("  | ")
+            ),
             ResponseBody::End => break,
             ResponseBody::Error(e) => {
                 println!("  (logs unavailable: {})", e.message);

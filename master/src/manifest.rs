@@ -167,9 +167,13 @@ fn de_opt_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
 
 fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match StrOrNum::deserialize(d)? {
-        StrOrNum::S(s) => validate::parse_bytes(&s).map(Some).map_err(serde::de::Error::custom),
+        StrOrNum::S(s) => validate::parse_bytes(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
         StrOrNum::N(n) if n >= 0.0 && n.fract() == 0.0 => Ok(Some(n as u64)),
-        StrOrNum::N(n) => Err(serde::de::Error::custom(format!("{n} is not a size: write it like 64Mi"))),
+        StrOrNum::N(n) => Err(serde::de::Error::custom(format!(
+            "{n} is not a size: write it like 64Mi"
+        ))),
     }
 }
 
@@ -178,7 +182,9 @@ fn de_opt_cpu<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> 
         StrOrNum::S(s) => s,
         StrOrNum::N(n) => n.to_string(),
     };
-    validate::parse_cpu(&s).map(Some).map_err(serde::de::Error::custom)
+    validate::parse_cpu(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 fn de_arch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arch>, D::Error> {
@@ -214,7 +220,9 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
         let split = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         let (num, tail) = rest.split_at(split);
         let n: u64 = num.parse().map_err(|_| bad())?;
-        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
         let mul = match unit {
             "ms" => 1,
@@ -223,7 +231,9 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
             "h" => 3_600_000,
             _ => return Err(bad()),
         };
-        total = total.checked_add(n.checked_mul(mul).ok_or_else(bad)?).ok_or_else(bad)?;
+        total = total
+            .checked_add(n.checked_mul(mul).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
         rest = tail;
     }
     Ok(total)
@@ -232,7 +242,9 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
 fn de_opt_duration_ms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     let s = String::deserialize(d)?;
     let ms = parse_duration_ms(&s).map_err(serde::de::Error::custom)?;
-    u32::try_from(ms).map(Some).map_err(|_| serde::de::Error::custom("duration too long"))
+    u32::try_from(ms)
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom("duration too long"))
 }
 
 /// Default grace period between SIGTERM and SIGKILL.
@@ -248,13 +260,24 @@ impl Manifest {
     pub fn into_objects(self, default_ns: &str) -> Result<Vec<Object>, String> {
         let mut out = Vec::new();
         for n in self.namespace {
-            out.push(Object::Namespace(Namespace { meta: meta(n.name, String::new(), n.labels), ..Default::default() }));
+            out.push(Object::Namespace(Namespace {
+                meta: meta(n.name, String::new(), n.labels),
+                ..Default::default()
+            }));
         }
         for n in self.node {
             out.push(Object::Node(Node {
                 meta: meta(n.name, String::new(), n.labels),
                 spec: NodeSpec {
-                    taints: n.taints.into_iter().map(|t| Taint { key: t.key, value: t.value, effect: t.effect }).collect(),
+                    taints: n
+                        .taints
+                        .into_iter()
+                        .map(|t| Taint {
+                            key: t.key,
+                            value: t.value,
+                            effect: t.effect,
+                        })
+                        .collect(),
                     unschedulable: n.unschedulable,
                 },
                 status: Default::default(),
@@ -272,13 +295,26 @@ impl Manifest {
                     workdir: pr.workdir,
                     user: pr.user,
                     group: pr.group,
-                    resources: Resources { cpu_millis: pr.cpu, memory_bytes: pr.memory, pids: pr.pids },
+                    resources: Resources {
+                        cpu_millis: pr.cpu,
+                        memory_bytes: pr.memory,
+                        pids: pr.pids,
+                    },
                     ports: pr
                         .ports
                         .into_iter()
                         .map(|p| match p {
-                            PortM::Plain(c) => Port { container_port: c, host_port: None },
-                            PortM::Full { container_port, host_port } => Port { container_port, host_port },
+                            PortM::Plain(c) => Port {
+                                container_port: c,
+                                host_port: None,
+                            },
+                            PortM::Full {
+                                container_port,
+                                host_port,
+                            } => Port {
+                                container_port,
+                                host_port,
+                            },
                         })
                         .collect(),
                 })
@@ -286,7 +322,10 @@ impl Manifest {
             let mut volumes = Vec::new();
             for v in p.volume {
                 let source = match (v.host_path, v.empty_dir) {
-                    (Some(path), false) => VolumeSource::HostPath { path, read_only: v.read_only },
+                    (Some(path), false) => VolumeSource::HostPath {
+                        path,
+                        read_only: v.read_only,
+                    },
                     (None, true) => VolumeSource::EmptyDir,
                     _ => {
                         return Err(format!(
@@ -295,7 +334,11 @@ impl Manifest {
                         ));
                     }
                 };
-                volumes.push(Volume { name: v.name, mount_path: v.mount_path, source });
+                volumes.push(Volume {
+                    name: v.name,
+                    mount_path: v.mount_path,
+                    source,
+                });
             }
             out.push(Object::Pod(Pod {
                 meta: meta(p.name, ns, p.labels),
@@ -306,7 +349,11 @@ impl Manifest {
                     tolerations: p
                         .tolerations
                         .into_iter()
-                        .map(|t| Toleration { key: t.key, value: t.value, effect: t.effect })
+                        .map(|t| Toleration {
+                            key: t.key,
+                            value: t.value,
+                            effect: t.effect,
+                        })
                         .collect(),
                     arch: p.arch,
                     rootfs: p.rootfs,
@@ -326,14 +373,23 @@ impl Manifest {
 }
 
 fn meta(name: String, namespace: String, labels: Labels) -> Meta {
-    Meta { name, namespace, labels, ..Default::default() }
+    Meta {
+        name,
+        namespace,
+        labels,
+        ..Default::default()
+    }
 }
 
 /// Parses a manifest file's text into objects.
 pub fn parse(text: &str, origin: &str, default_ns: &str) -> Result<Vec<Object>, String> {
-    let objs = Manifest::parse(text, origin)?.into_objects(default_ns).map_err(|e| format!("{origin}: {e}"))?;
+    let objs = Manifest::parse(text, origin)?
+        .into_objects(default_ns)
+        .map_err(|e| format!("{origin}: {e}"))?;
     if objs.is_empty() {
-        return Err(format!("{origin}: no objects: write [[pod]], [[namespace]] or [[node]] tables"));
+        return Err(format!(
+            "{origin}: no objects: write [[pod]], [[namespace]] or [[node]] tables"
+        ));
     }
     Ok(objs)
 }
@@ -370,7 +426,9 @@ cpu = "250m"
 
     #[test]
     fn unknown_field_names_field_and_line() {
-        let e = err("[[pod]]\nname = \"a\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"x\"]\nmemroy = \"1Mi\"\n");
+        let e = err(
+            "[[pod]]\nname = \"a\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"x\"]\nmemroy = \"1Mi\"\n",
+        );
         assert!(e.contains("app.toml"), "{e}");
         assert!(e.contains("line 6"), "{e}");
         assert!(e.contains("memroy"), "{e}");
@@ -378,10 +436,15 @@ cpu = "250m"
 
     #[test]
     fn bad_values_name_the_line() {
-        let e = err("[[pod]]\nname = \"a\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"x\"]\nmemory = \"12XB\"\n");
+        let e = err(
+            "[[pod]]\nname = \"a\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"x\"]\nmemory = \"12XB\"\n",
+        );
         assert!(e.contains("line 6") && e.contains("unknown unit"), "{e}");
         let e = err("[[pod]]\nname = \"Bad_Name\"\n");
-        assert!(e.contains("line 2") && e.contains("not a valid name"), "{e}");
+        assert!(
+            e.contains("line 2") && e.contains("not a valid name"),
+            "{e}"
+        );
         let e = err("[[pod]]\nname = \"a\"\nnetwork = \"bridge\"\n");
         assert!(e.contains("unknown network"), "{e}");
         let e = err("[[pod]]\nname = \"a\"\n");

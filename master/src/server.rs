@@ -22,7 +22,12 @@ pub fn run_master(a: MasterArgs) -> anyhow::Result<()> {
     smol::block_on(async move {
         let listener = async_net::TcpListener::bind(&cfg.listen)
             .await
-            .with_context(|| format!("cannot listen on {}: is another master running? pick another --listen", cfg.listen))?;
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}: is another master running? pick another --listen",
+                    cfg.listen
+                )
+            })?;
         let m = Master::open(cfg).await?;
         m.serve(listener).await
     })
@@ -30,8 +35,12 @@ pub fn run_master(a: MasterArgs) -> anyhow::Result<()> {
 
 /// Sets up logging to stderr; `RUST_LOG` overrides the default level.
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// The worker binary next to this executable (how `bramble up` finds it).
@@ -39,7 +48,11 @@ pub fn worker_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let dir = me.parent().context("executable has no directory")?;
     let p = dir.join("bramble-worker");
-    anyhow::ensure!(p.exists(), "bramble-worker not found next to {}: build it with `cargo build -p bramble-worker`", me.display());
+    anyhow::ensure!(
+        p.exists(),
+        "bramble-worker not found next to {}: build it with `cargo build -p bramble-worker`",
+        me.display()
+    );
     Ok(p)
 }
 
@@ -51,7 +64,10 @@ struct KillOnDrop(Child);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         // SIGTERM first so the worker stops its pods cleanly.
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
         for _ in 0..50 {
             if let Ok(Some(_)) = self.0.try_wait() {
                 return;
@@ -76,7 +92,8 @@ pub fn run_up(a: UpArgs, _server: &str) -> anyhow::Result<()> {
             let listener = match async_net::TcpListener::bind(&cfg.listen).await {
                 Ok(l) => l,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen)));
+                    let _ =
+                        ready_tx.send(Err(anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen)));
                     return;
                 }
             };
@@ -95,7 +112,10 @@ pub fn run_up(a: UpArgs, _server: &str) -> anyhow::Result<()> {
     });
     ready_rx.recv().context("master thread died")??;
     let master_dir = data.join("master");
-    println!("master:  listening on {listen}, data in {}", master_dir.display());
+    println!(
+        "master:  listening on {listen}, data in {}",
+        master_dir.display()
+    );
     let worker = worker_binary()?;
     let child = Command::new(&worker)
         .arg("--master")
@@ -116,7 +136,10 @@ pub fn run_up(a: UpArgs, _server: &str) -> anyhow::Result<()> {
         smol::block_on(crate::demo::run(&listen, &token, DEMO))?;
     }
     println!();
-    println!("try:     export BRAMBLE_SERVER={listen} BRAMBLE_TOKEN_FILE={}", token_file.display());
+    println!(
+        "try:     export BRAMBLE_SERVER={listen} BRAMBLE_TOKEN_FILE={}",
+        token_file.display()
+    );
     println!("         bramble get nodes; bramble get pods; bramble logs hello");
     if a.exit_after_demo {
         return Ok(());
@@ -128,9 +151,18 @@ pub fn run_up(a: UpArgs, _server: &str) -> anyhow::Result<()> {
 
 fn local_node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let name: String = host.trim().to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let name: String = host
+        .trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
     let name = name.trim_matches('-').chars().take(63).collect::<String>();
-    if name.is_empty() { "local".into() } else { name }
+    if name.is_empty() {
+        "local".into()
+    } else {
+        name
+    }
 }
 
 fn wait_for_signal() {

@@ -21,14 +21,18 @@ pub struct Invalid {
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
-    Invalid { field: field.into(), message: message.into() }
+    Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// Checks a DNS-1123 label: 1–63 chars of `a-z0-9-`, starting and ending alphanumeric.
 pub fn check_name(field: &str, s: &str) -> Result<(), Invalid> {
     let ok = !s.is_empty()
         && s.len() <= MAX_NAME
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-');
     if ok {
@@ -47,7 +51,8 @@ pub fn check_name(field: &str, s: &str) -> Result<(), Invalid> {
 pub fn check_label(field: &str, key: &str, value: &str) -> Result<(), Invalid> {
     let good = |s: &str| {
         s.len() <= MAX_NAME
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
     };
     if key.is_empty() || !good(key) || !good(value) {
         return Err(invalid(
@@ -85,7 +90,8 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
             ));
         }
     };
-    n.checked_mul(mul).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// Parses CPU: millicores like `250m`, or cores like `1`, `0.5`, `2.25`.
@@ -99,14 +105,20 @@ pub fn parse_cpu(s: &str) -> Result<u32, String> {
         if int.is_empty() && frac.is_empty() || frac.len() > 3 {
             return Err(bad());
         }
-        let i: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
+        let i: u64 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad())?
+        };
         let f: u64 = if frac.is_empty() {
             0
         } else {
             let v: u64 = frac.parse().map_err(|_| bad())?;
             v * 10u64.pow(3 - frac.len() as u32)
         };
-        i.checked_mul(1000).and_then(|x| x.checked_add(f)).ok_or_else(bad)?
+        i.checked_mul(1000)
+            .and_then(|x| x.checked_add(f))
+            .ok_or_else(bad)?
     };
     if millis == 0 {
         return Err(format!("{s:?} is zero: leave cpu unset for no limit"));
@@ -116,7 +128,12 @@ pub fn parse_cpu(s: &str) -> Result<u32, String> {
 
 /// Formats bytes the way people write them (`32Mi`).
 pub fn format_bytes(b: u64) -> String {
-    for (unit, size) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+    for (unit, size) in [
+        ("Ti", 1u64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
         if b >= size && b % size == 0 {
             return format!("{}{unit}", b / size);
         }
@@ -133,10 +150,16 @@ pub fn check_object(obj: &Object) -> Result<(), Invalid> {
     let meta = obj.meta();
     check_name(&format!("{kind}.name"), &meta.name)?;
     if obj.kind().namespaced() {
-        check_name(&format!("{kind} {:?}: namespace", meta.name), &meta.namespace)?;
+        check_name(
+            &format!("{kind} {:?}: namespace", meta.name),
+            &meta.namespace,
+        )?;
     }
     if meta.labels.len() > MAX_LABELS {
-        return Err(invalid(format!("{kind} {:?}: labels", meta.name), format!("at most {MAX_LABELS} labels")));
+        return Err(invalid(
+            format!("{kind} {:?}: labels", meta.name),
+            format!("at most {MAX_LABELS} labels"),
+        ));
     }
     for (k, v) in &meta.labels {
         check_label(&format!("{kind} {:?}: labels", meta.name), k, v)?;
@@ -150,31 +173,59 @@ pub fn check_object(obj: &Object) -> Result<(), Invalid> {
 fn check_pod(p: &Pod) -> Result<(), Invalid> {
     let at = |f: &str| format!("pod {:?}: {f}", p.meta.name);
     if p.spec.processes.is_empty() {
-        return Err(invalid(at("process"), "a pod needs at least one [[pod.process]]"));
+        return Err(invalid(
+            at("process"),
+            "a pod needs at least one [[pod.process]]",
+        ));
     }
     if p.spec.processes.len() > MAX_PROCESSES {
-        return Err(invalid(at("process"), format!("at most {MAX_PROCESSES} processes per pod")));
+        return Err(invalid(
+            at("process"),
+            format!("at most {MAX_PROCESSES} processes per pod"),
+        ));
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, proc) in p.spec.processes.iter().enumerate() {
         check_name(&at(&format!("process[{i}].name")), &proc.name)?;
         if !seen.insert(proc.name.as_str()) {
-            return Err(invalid(at(&format!("process[{i}].name")), format!("{:?} is used twice; process names must be unique", proc.name)));
+            return Err(invalid(
+                at(&format!("process[{i}].name")),
+                format!(
+                    "{:?} is used twice; process names must be unique",
+                    proc.name
+                ),
+            ));
         }
         if proc.command.is_empty() || proc.command[0].is_empty() {
-            return Err(invalid(at(&format!("process[{i}].command")), "give the program and its arguments, e.g. [\"/bin/sh\", \"-c\", \"...\"]"));
+            return Err(invalid(
+                at(&format!("process[{i}].command")),
+                "give the program and its arguments, e.g. [\"/bin/sh\", \"-c\", \"...\"]",
+            ));
         }
-        if proc.command.iter().any(|a| a.contains('\0')) || proc.env.iter().any(|(k, v)| k.contains('\0') || v.contains('\0') || k.contains('=') || k.is_empty()) {
-            return Err(invalid(at(&format!("process[{i}]")), "command and env must not contain NUL bytes; env names must be non-empty and contain no '='"));
+        if proc.command.iter().any(|a| a.contains('\0'))
+            || proc.env.iter().any(|(k, v)| {
+                k.contains('\0') || v.contains('\0') || k.contains('=') || k.is_empty()
+            })
+        {
+            return Err(invalid(
+                at(&format!("process[{i}]")),
+                "command and env must not contain NUL bytes; env names must be non-empty and contain no '='",
+            ));
         }
         if let Some(m) = proc.resources.memory_bytes
             && m < 1 << 20
         {
-            return Err(invalid(at(&format!("process[{i}].memory")), "a memory limit under 1Mi cannot run a process; raise it"));
+            return Err(invalid(
+                at(&format!("process[{i}].memory")),
+                "a memory limit under 1Mi cannot run a process; raise it",
+            ));
         }
         for port in &proc.ports {
             if port.container_port == 0 || port.host_port == Some(0) {
-                return Err(invalid(at(&format!("process[{i}].ports")), "port 0 is not a port"));
+                return Err(invalid(
+                    at(&format!("process[{i}].ports")),
+                    "port 0 is not a port",
+                ));
             }
         }
     }
@@ -209,7 +260,9 @@ mod tests {
 
     #[test]
     fn sizes() {
-        let check = |s: &str, want: Result<u64, ()>| assert_eq!(parse_bytes(s).map_err(|_| ()), want, "{s}");
+        let check = |s: &str, want: Result<u64, ()>| {
+            assert_eq!(parse_bytes(s).map_err(|_| ()), want, "{s}")
+        };
         check("64Mi", Ok(64 << 20));
         check("1Gi", Ok(1 << 30));
         check("1000", Ok(1000));
@@ -223,7 +276,8 @@ mod tests {
 
     #[test]
     fn cpus() {
-        let check = |s: &str, want: Result<u32, ()>| assert_eq!(parse_cpu(s).map_err(|_| ()), want, "{s}");
+        let check =
+            |s: &str, want: Result<u32, ()>| assert_eq!(parse_cpu(s).map_err(|_| ()), want, "{s}");
         check("250m", Ok(250));
         check("1", Ok(1000));
         check("0.5", Ok(500));

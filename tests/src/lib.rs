@@ -14,13 +14,21 @@ pub fn bin(name: &str) -> PathBuf {
     // target/<profile>/deps/test-xxxx -> target/<profile>/
     let dir = exe.parent().and_then(Path::parent).expect("target dir");
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: build it first (`cargo test --workspace` or `cargo build -p bramble-master -p bramble-worker`)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (`cargo test --workspace` or `cargo build -p bramble-master -p bramble-worker`)",
+        p.display()
+    );
     p
 }
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A child process killed (SIGKILL, by PID) when dropped.
@@ -46,7 +54,10 @@ impl Proc {
 
     /// SIGTERM, then SIGKILL after `grace`.
     pub fn terminate(&mut self, grace: Duration) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
         let t = Instant::now();
         while t.elapsed() < grace {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -98,7 +109,14 @@ impl MasterProc {
             .stderr(log)
             .spawn()
             .expect("spawn bramble master");
-        let m = MasterProc { proc: Proc { child, what: "master".into() }, addr: addr.to_string(), data_dir: data_dir.to_path_buf() };
+        let m = MasterProc {
+            proc: Proc {
+                child,
+                what: "master".into(),
+            },
+            addr: addr.to_string(),
+            data_dir: data_dir.to_path_buf(),
+        };
         m.wait_ready();
         m
     }
@@ -106,10 +124,17 @@ impl MasterProc {
     fn wait_ready(&self) {
         let t = Instant::now();
         loop {
-            if self.data_dir.join("admin.token").exists() && std::net::TcpStream::connect(&self.addr).is_ok() {
+            if self.data_dir.join("admin.token").exists()
+                && std::net::TcpStream::connect(&self.addr).is_ok()
+            {
                 return;
             }
-            assert!(t.elapsed() < Duration::from_secs(20), "master on {} did not come up; log: {}", self.addr, self.log());
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "master on {} did not come up; log: {}",
+                self.addr,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -132,21 +157,35 @@ impl MasterProc {
     /// Runs the CLI and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.cli(args);
-        assert!(o.status.success(), "bramble {args:?} failed ({:?}): {}{}", o.status.code(), String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "bramble {args:?} failed ({:?}): {}{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// An API client.
     pub fn client(&self) -> bramble_master::cli::Client {
         let token = std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap();
-        smol::block_on(bramble_master::cli::Client::connect(&self.addr, token.trim())).expect("connect")
+        smol::block_on(bramble_master::cli::Client::connect(
+            &self.addr,
+            token.trim(),
+        ))
+        .expect("connect")
     }
 }
 
 /// Starts `bramble-worker` against `master`.
 pub fn start_worker(master: &MasterProc, name: &str, state_dir: &Path, extra: &[&str]) -> Proc {
     std::fs::create_dir_all(state_dir).unwrap();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(state_dir.with_extension("worker.log")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.with_extension("worker.log"))
+        .unwrap();
     let child = Command::new(bin("bramble-worker"))
         .args(["--master", &master.addr, "--name", name, "--state-dir"])
         .arg(state_dir)
@@ -157,7 +196,10 @@ pub fn start_worker(master: &MasterProc, name: &str, state_dir: &Path, extra: &[
         .stderr(log)
         .spawn()
         .expect("spawn bramble-worker");
-    Proc { child, what: format!("worker {name}") }
+    Proc {
+        child,
+        what: format!("worker {name}"),
+    }
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
@@ -167,7 +209,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(t.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            t.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -181,7 +226,15 @@ pub fn json(s: &str) -> serde_json::Value {
 pub fn require_root() {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|v| v.split_whitespace().next().unwrap_or("").to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Uid:")
+                    .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            })
+        })
         .unwrap_or_default();
-    assert_eq!(uid, "0", "this test needs root (namespaces, cgroups): run the README's test command as root");
+    assert_eq!(
+        uid, "0",
+        "this test needs root (namespaces, cgroups): run the README's test command as root"
+    );
 }

@@ -34,11 +34,17 @@ fn apply_get_describe_delete() {
     assert_eq!(m.ok(&["apply", "-f", &f]).trim(), "pod/hello unchanged");
     let table = m.ok(&["get", "pods"]);
     assert!(table.starts_with("NAME"), "{table}");
-    assert!(table.contains("hello") && table.contains("Pending") && table.contains("<none>"), "{table}");
+    assert!(
+        table.contains("hello") && table.contains("Pending") && table.contains("<none>"),
+        "{table}"
+    );
     // No nodes: the scheduler says why.
     let v = json(&m.ok(&["get", "pod", "hello", "-o", "json"]));
     assert_eq!(v["Pod"]["meta"]["name"], "hello");
-    let msg = v["Pod"]["status"]["message"].as_str().unwrap_or("").to_string();
+    let msg = v["Pod"]["status"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     assert!(msg.is_empty() || msg.contains("0/0 nodes"), "{msg}");
     let d = m.ok(&["describe", "pod", "hello"]);
     assert!(d.contains("memory=32Mi") && d.contains("cpu=250m"), "{d}");
@@ -49,7 +55,10 @@ fn apply_get_describe_delete() {
     assert!(!String::from_utf8_lossy(&o.stdout).contains("hello"));
     // Namespaces.
     assert!(m.ok(&["get", "namespaces"]).contains("default"));
-    assert_eq!(m.ok(&["delete", "pod", "hello"]).trim(), "pod/hello deleted");
+    assert_eq!(
+        m.ok(&["delete", "pod", "hello"]).trim(),
+        "pod/hello deleted"
+    );
     let o = m.cli(&["get", "pod", "hello"]);
     assert_eq!(o.status.code(), Some(3), "not found exits 3");
     assert!(String::from_utf8_lossy(&o.stderr).contains("pod \"hello\" not found"));
@@ -60,13 +69,24 @@ fn errors_name_the_problem_and_exit_codes_differ() {
     let tmp = tempfile::tempdir().unwrap();
     let m = MasterProc::start(&tmp.path().join("data"), &[]);
     // Unknown field: file, line and field.
-    let f = write(tmp.path(), "bad.toml", "[[pod]]\nname = \"x\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"/bin/true\"]\nmemroy = \"1Mi\"\n");
+    let f = write(
+        tmp.path(),
+        "bad.toml",
+        "[[pod]]\nname = \"x\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"/bin/true\"]\nmemroy = \"1Mi\"\n",
+    );
     let o = m.cli(&["apply", "-f", &f]);
     assert_eq!(o.status.code(), Some(6), "invalid exits 6");
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("bad.toml") && e.contains("line 6") && e.contains("memroy"), "{e}");
+    assert!(
+        e.contains("bad.toml") && e.contains("line 6") && e.contains("memroy"),
+        "{e}"
+    );
     // A pod in a namespace that does not exist.
-    let f = write(tmp.path(), "ns.toml", "[[pod]]\nname = \"x\"\nnamespace = \"nope\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"/bin/true\"]\n");
+    let f = write(
+        tmp.path(),
+        "ns.toml",
+        "[[pod]]\nname = \"x\"\nnamespace = \"nope\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"/bin/true\"]\n",
+    );
     let o = m.cli(&["apply", "-f", &f]);
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("namespace \"nope\" does not exist"));
@@ -100,7 +120,11 @@ fn restart_keeps_everything() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let mut m = MasterProc::start(&data, &[]);
-    let f = write(tmp.path(), "ns.toml", "[[namespace]]\nname = \"lab\"\n\n[[pod]]\nname = \"a\"\nnamespace = \"lab\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"/bin/true\"]\n");
+    let f = write(
+        tmp.path(),
+        "ns.toml",
+        "[[namespace]]\nname = \"lab\"\n\n[[pod]]\nname = \"a\"\nnamespace = \"lab\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"/bin/true\"]\n",
+    );
     m.ok(&["apply", "-f", &f]);
     let before = m.ok(&["get", "pod", "a", "-n", "lab", "-o", "json"]);
     let addr = m.addr.clone();
@@ -110,14 +134,25 @@ fn restart_keeps_everything() {
     assert_eq!(json(&before)["Pod"]["meta"], json(&after)["Pod"]["meta"]);
     // Deleting the namespace takes its pods along.
     m.ok(&["delete", "namespace", "lab"]);
-    assert_eq!(m.cli(&["get", "pod", "a", "-n", "lab"]).status.code(), Some(3));
+    assert_eq!(
+        m.cli(&["get", "pod", "a", "-n", "lab"]).status.code(),
+        Some(3)
+    );
 }
 
 fn pod(name: &str) -> Object {
     Object::Pod(Pod {
-        meta: Meta { name: name.into(), namespace: "default".into(), ..Default::default() },
+        meta: Meta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        },
         spec: PodSpec {
-            processes: vec![ProcessSpec { name: "m".into(), command: vec!["/bin/true".into()], ..Default::default() }],
+            processes: vec![ProcessSpec {
+                name: "m".into(),
+                command: vec!["/bin/true".into()],
+                ..Default::default()
+            }],
             ..Default::default()
         },
         ..Default::default()
@@ -139,12 +174,24 @@ fn kill9_during_writes_loses_no_acknowledged_write() {
         addr = Some(m.addr.clone());
         // Every write acknowledged so far is there after the previous kill.
         let mut c = m.client();
-        let listed = match smol::block_on(c.call(RequestBody::List { kind: Kind::Pod, namespace: None, selector: String::new() })).unwrap() {
-            ResponseBody::List { items, .. } => items.iter().map(|o| o.meta().name.clone()).collect::<std::collections::BTreeSet<_>>(),
+        let listed = match smol::block_on(c.call(RequestBody::List {
+            kind: Kind::Pod,
+            namespace: None,
+            selector: String::new(),
+        }))
+        .unwrap()
+        {
+            ResponseBody::List { items, .. } => items
+                .iter()
+                .map(|o| o.meta().name.clone())
+                .collect::<std::collections::BTreeSet<_>>(),
             _ => panic!(),
         };
         for a in &acked {
-            assert!(listed.contains(a), "round {round}: acknowledged pod {a} lost after kill -9");
+            assert!(
+                listed.contains(a),
+                "round {round}: acknowledged pod {a} lost after kill -9"
+            );
         }
         // Stream writes from a thread; kill -9 the master while they flow.
         let (tx, rx) = std::sync::mpsc::channel::<String>();
@@ -167,5 +214,9 @@ fn kill9_during_writes_loses_no_acknowledged_write() {
         writer.join().unwrap();
         acked.extend(rx.try_iter());
     }
-    assert!(acked.len() > 20, "too few writes were acknowledged to prove anything: {}", acked.len());
+    assert!(
+        acked.len() > 20,
+        "too few writes were acknowledged to prove anything: {}",
+        acked.len()
+    );
 }

@@ -18,7 +18,9 @@ cpu = "100m"
 
 fn pod_json(m: &MasterProc, name: &str) -> Option<serde_json::Value> {
     let o = m.cli(&["get", "pod", name, "-o", "json"]);
-    o.status.success().then(|| json(&String::from_utf8_lossy(&o.stdout)))
+    o.status
+        .success()
+        .then(|| json(&String::from_utf8_lossy(&o.stdout)))
 }
 
 fn running_pid(m: &MasterProc, name: &str) -> Option<u64> {
@@ -31,7 +33,9 @@ fn running_pid(m: &MasterProc, name: &str) -> Option<u64> {
 
 fn node_ready(m: &MasterProc, name: &str) -> bool {
     m.cli(&["get", "node", name, "-o", "json"]).status.success()
-        && m.ok(&["get", "nodes"]).lines().any(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some("Ready"))
+        && m.ok(&["get", "nodes"])
+            .lines()
+            .any(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some("Ready"))
 }
 
 #[test]
@@ -39,17 +43,27 @@ fn apply_run_logs_survive_master_and_worker_restarts_delete() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("master");
-    let mut m = MasterProc::start(&data, &["--heartbeat-interval", "500ms", "--node-grace", "3s"]);
+    let mut m = MasterProc::start(
+        &data,
+        &["--heartbeat-interval", "500ms", "--node-grace", "3s"],
+    );
     let state = tmp.path().join("n1");
     let mut w = start_worker(&m, "n1", &state, &[]);
-    wait_for(Duration::from_secs(20), "node n1 Ready", || node_ready(&m, "n1").then_some(()));
+    wait_for(Duration::from_secs(20), "node n1 Ready", || {
+        node_ready(&m, "n1").then_some(())
+    });
     let nodes = m.ok(&["get", "nodes"]);
-    assert!(nodes.contains("v1(") || nodes.contains("v2("), "cgroup version shown: {nodes}");
+    assert!(
+        nodes.contains("v1(") || nodes.contains("v2("),
+        "cgroup version shown: {nodes}"
+    );
 
     let f = tmp.path().join("sleeper.toml");
     std::fs::write(&f, SLEEPER).unwrap();
     m.ok(&["apply", "-f", f.to_str().unwrap()]);
-    let pid = wait_for(Duration::from_secs(20), "pod sleeper Running", || running_pid(&m, "sleeper"));
+    let pid = wait_for(Duration::from_secs(20), "pod sleeper Running", || {
+        running_pid(&m, "sleeper")
+    });
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     let logs = wait_for(Duration::from_secs(10), "logs", || {
         let l = m.ok(&["logs", "sleeper"]);
@@ -61,22 +75,48 @@ fn apply_run_logs_survive_master_and_worker_restarts_delete() {
     let addr = m.addr.clone();
     m.proc.kill9();
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "pod died with the master");
-    let m = MasterProc::start_on(&data, &addr, &["--heartbeat-interval", "500ms", "--node-grace", "3s"]);
-    wait_for(Duration::from_secs(30), "node n1 Ready again", || node_ready(&m, "n1").then_some(()));
-    assert_eq!(running_pid(&m, "sleeper"), Some(pid), "the pod was restarted across a master restart");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "pod died with the master"
+    );
+    let m = MasterProc::start_on(
+        &data,
+        &addr,
+        &["--heartbeat-interval", "500ms", "--node-grace", "3s"],
+    );
+    wait_for(Duration::from_secs(30), "node n1 Ready again", || {
+        node_ready(&m, "n1").then_some(())
+    });
+    assert_eq!(
+        running_pid(&m, "sleeper"),
+        Some(pid),
+        "the pod was restarted across a master restart"
+    );
 
     // Restart the worker (kill -9): the running pod is re-adopted, not restarted.
     w.kill9();
-    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists(), "pod died with the worker");
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "pod died with the worker"
+    );
     let _w2 = start_worker(&m, "n1", &state, &[]);
     std::thread::sleep(Duration::from_secs(2));
-    wait_for(Duration::from_secs(20), "node n1 Ready after worker restart", || node_ready(&m, "n1").then_some(()));
-    assert_eq!(running_pid(&m, "sleeper"), Some(pid), "the worker restarted the pod instead of adopting it");
+    wait_for(
+        Duration::from_secs(20),
+        "node n1 Ready after worker restart",
+        || node_ready(&m, "n1").then_some(()),
+    );
+    assert_eq!(
+        running_pid(&m, "sleeper"),
+        Some(pid),
+        "the worker restarted the pod instead of adopting it"
+    );
 
     // Delete: the process is gone.
     m.ok(&["delete", "pod", "sleeper"]);
-    wait_for(Duration::from_secs(20), "pod process gone", || (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(()));
+    wait_for(Duration::from_secs(20), "pod process gone", || {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    });
 }
 
 #[test]
@@ -85,12 +125,22 @@ fn bramble_up_runs_the_demo() {
     let tmp = tempfile::tempdir().unwrap();
     let port = bramble_tests::free_port();
     let out = std::process::Command::new(bramble_tests::bin("bramble"))
-        .args(["up", "--exit-after-demo", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "up",
+            "--exit-after-demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(tmp.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "bramble up failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bramble up failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("hello from hello"), "{stdout}");
     assert!(stdout.contains("memory limit: 33554432"), "{stdout}");
 }

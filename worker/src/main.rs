@@ -28,14 +28,26 @@ struct Args {
     /// Board profile name, if the device tree does not tell.
     #[arg(long)]
     board: Option<String>,
+    /// Runtime state of running pods (keep it on tmpfs: it changes with every process event).
+    #[arg(long, default_value = "/run/bramble")]
+    run_dir: PathBuf,
+    /// Parent cgroup of all pods of this agent.
+    #[arg(long, default_value = "bramble")]
+    cgroup_parent: String,
 }
 
 fn main() {
-    if let Some(code) = bramble_worker::runtime::maybe_run_init() {
+    if let Some(code) = bramble_worker::runtime::run_init_if_requested() {
         std::process::exit(code);
     }
-    let level = std::env::var("RUST_LOG").ok().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::INFO);
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).try_init();
+    let level = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
     let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("error: {e:#}");
@@ -45,30 +57,59 @@ fn main() {
 
 fn hostname() -> String {
     let h = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let n: String = h.trim().to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let n: String = h
+        .trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
     let n: String = n.trim_matches('-').chars().take(63).collect();
     if n.is_empty() { "node".into() } else { n }
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&args.token_file)
-        .map_err(|e| anyhow::anyhow!("cannot read join token {}: {e}; copy the master's DATA_DIR/join.token here", args.token_file.display()))?
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read join token {}: {e}; copy the master's DATA_DIR/join.token here",
+                args.token_file.display()
+            )
+        })?
         .trim()
         .to_string();
     let name = args.name.unwrap_or_else(hostname);
     let mut labels = Vec::new();
-    for kv in args.labels.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow::anyhow!("--labels: {kv:?} is not k=v"))?;
+    for kv in args
+        .labels
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--labels: {kv:?} is not k=v"))?;
         labels.push((k.to_string(), v.to_string()));
     }
-    std::fs::create_dir_all(&args.state_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create state dir {}: {e}", args.state_dir.display()))?;
-    let driver = bramble_worker::runtime::LinuxDriver::new(&args.state_dir)?;
+    std::fs::create_dir_all(&args.state_dir).map_err(|e| {
+        anyhow::anyhow!("cannot create state dir {}: {e}", args.state_dir.display())
+    })?;
+    let paths = bramble_worker::agent::driver::default_paths(
+        &args.state_dir,
+        &args.run_dir,
+        &args.cgroup_parent,
+    );
+    let driver = bramble_worker::agent::driver::LinuxDriver::new(&paths)?;
     let (version, controllers) = driver.cgroup_info();
     for p in driver.problems() {
         tracing::warn!("preflight: {p}");
     }
-    let info = bramble_worker::agent::info::collect(&name, &labels, args.board.as_deref(), version, controllers);
+    let info = bramble_worker::agent::info::collect(
+        &name,
+        &labels,
+        args.board.as_deref(),
+        version,
+        controllers,
+    );
     tracing::info!(node = %name, arch = info.arch.as_str(), cgroup = ?version, "bramble-worker starting");
     let cfg = bramble_worker::agent::Config {
         master: args.master,

@@ -22,13 +22,20 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
             if let Some(dir) = path.parent() {
                 fs::create_dir_all(dir)?;
             }
-            let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)?;
             writeln!(f, "{t}")?;
             f.sync_all()?;
             fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
             Ok(t)
         }
-        Err(e) => Err(anyhow::anyhow!("cannot read token file {}: {e}", path.display())),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot read token file {}: {e}",
+            path.display()
+        )),
     }
 }
 

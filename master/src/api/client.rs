@@ -6,7 +6,8 @@ use std::sync::Arc;
 use async_net::TcpStream;
 use bramble_wire::io::{FrameReader, send};
 use bramble_wire::msg::{
-    ApiError, Applied, ApplyOutcome, ErrorCode, NodeDown, Request, RequestBody, Response, ResponseBody,
+    ApiError, Applied, ApplyOutcome, ErrorCode, NodeDown, Request, RequestBody, Response,
+    ResponseBody,
 };
 use bramble_wire::objects::{Kind, Meta, Namespace, Object, PodPhase};
 
@@ -18,7 +19,10 @@ use crate::validate;
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 fn err(code: ErrorCode, message: impl Into<String>) -> ApiError {
-    ApiError { code, message: message.into() }
+    ApiError {
+        code,
+        message: message.into(),
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -28,7 +32,10 @@ impl From<StoreError> for ApiError {
 }
 
 pub(crate) async fn ensure_default_namespace(m: &Master) -> anyhow::Result<()> {
-    if super::get_opt(&m.store, Kind::Namespace, "", DEFAULT_NAMESPACE).await?.is_none() {
+    if super::get_opt(&m.store, Kind::Namespace, "", DEFAULT_NAMESPACE)
+        .await?
+        .is_none()
+    {
         let ns = Object::Namespace(Namespace {
             meta: Meta {
                 name: DEFAULT_NAMESPACE.into(),
@@ -43,7 +50,11 @@ pub(crate) async fn ensure_default_namespace(m: &Master) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn serve(m: Arc<Master>, mut reader: FrameReader<TcpStream>, writer: TcpStream) -> anyhow::Result<()> {
+pub(crate) async fn serve(
+    m: Arc<Master>,
+    mut reader: FrameReader<TcpStream>,
+    writer: TcpStream,
+) -> anyhow::Result<()> {
     // One writer task per connection; requests that stream (watch, logs) send through it.
     let (tx, rx) = async_channel::bounded::<Response>(256);
     let max = m.cfg.max_frame;
@@ -67,11 +78,37 @@ pub(crate) async fn serve(m: Arc<Master>, mut reader: FrameReader<TcpStream>, wr
         };
         let id = req.id;
         match req.body {
-            RequestBody::Watch { kind, namespace, from_revision } => {
-                streams.push(smol::spawn(watch(m.clone(), id, kind, namespace, from_revision, tx.clone())));
+            RequestBody::Watch {
+                kind,
+                namespace,
+                from_revision,
+            } => {
+                streams.push(smol::spawn(watch(
+                    m.clone(),
+                    id,
+                    kind,
+                    namespace,
+                    from_revision,
+                    tx.clone(),
+                )));
             }
-            RequestBody::Logs { namespace, pod, process, follow, tail_bytes } => {
-                streams.push(smol::spawn(logs(m.clone(), id, namespace, pod, process, follow, tail_bytes, tx.clone())));
+            RequestBody::Logs {
+                namespace,
+                pod,
+                process,
+                follow,
+                tail_bytes,
+            } => {
+                streams.push(smol::spawn(logs(
+                    m.clone(),
+                    id,
+                    namespace,
+                    pod,
+                    process,
+                    follow,
+                    tail_bytes,
+                    tx.clone(),
+                )));
             }
             body => {
                 let out = match handle(&m, body).await {
@@ -93,31 +130,51 @@ pub(crate) async fn serve(m: Arc<Master>, mut reader: FrameReader<TcpStream>, wr
 async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError> {
     match body {
         RequestBody::Apply(objs) => apply(m, objs).await.map(ResponseBody::Applied),
-        RequestBody::Get { kind, namespace, name } => {
+        RequestBody::Get {
+            kind,
+            namespace,
+            name,
+        } => {
             let ns = scope(kind, &namespace);
             match super::get_opt(&m.store, kind, &ns, &name).await? {
                 Some(o) => Ok(ResponseBody::Object(o)),
                 None => Err(not_found(kind, &ns, &name)),
             }
         }
-        RequestBody::List { kind, namespace, selector } => {
+        RequestBody::List {
+            kind,
+            namespace,
+            selector,
+        } => {
             let sel = Selector::parse(&selector).map_err(|e| err(ErrorCode::Invalid, e))?;
             let ns = if kind.namespaced() { namespace } else { None };
             let (revision, mut items) = m.store.list(kind, ns.as_deref()).await?;
             items.retain(|o| sel.matches(&o.meta().labels));
             Ok(ResponseBody::List { revision, items })
         }
-        RequestBody::Delete { kind, namespace, name, expected_revision } => {
+        RequestBody::Delete {
+            kind,
+            namespace,
+            name,
+            expected_revision,
+        } => {
             let ns = scope(kind, &namespace);
             if kind == Kind::Namespace && name == DEFAULT_NAMESPACE {
-                return Err(err(ErrorCode::Invalid, "the default namespace cannot be deleted"));
+                return Err(err(
+                    ErrorCode::Invalid,
+                    "the default namespace cannot be deleted",
+                ));
             }
             if kind == Kind::Namespace {
                 // Everything in the namespace goes with it.
                 let (_, pods) = m.store.list(Kind::Pod, Some(&name)).await?;
                 for p in pods {
                     let meta = p.meta();
-                    match m.store.delete(Kind::Pod, &meta.namespace, &meta.name, None).await {
+                    match m
+                        .store
+                        .delete(Kind::Pod, &meta.namespace, &meta.name, None)
+                        .await
+                    {
                         Ok(_) | Err(StoreError::NotFound { .. }) => {}
                         Err(e) => return Err(e.into()),
                     }
@@ -131,13 +188,19 @@ async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError>
             m.poke_scheduler();
             Ok(ResponseBody::Deleted { revision })
         }
-        RequestBody::Watch { .. } | RequestBody::Logs { .. } => Err(err(ErrorCode::Internal, "streaming call routed wrongly")),
+        RequestBody::Watch { .. } | RequestBody::Logs { .. } => {
+            Err(err(ErrorCode::Internal, "streaming call routed wrongly"))
+        }
     }
 }
 
 fn scope(kind: Kind, ns: &str) -> String {
     if kind.namespaced() {
-        if ns.is_empty() { DEFAULT_NAMESPACE.to_string() } else { ns.to_string() }
+        if ns.is_empty() {
+            DEFAULT_NAMESPACE.to_string()
+        } else {
+            ns.to_string()
+        }
     } else {
         String::new()
     }
@@ -150,9 +213,18 @@ fn not_found(kind: Kind, ns: &str, name: &str) -> ApiError {
         _ => format!("list them with `bramble get {}s -n {ns}`", kind.as_str()),
     };
     if ns.is_empty() {
-        err(ErrorCode::NotFound, format!("{} {name:?} not found; {hint}", kind.as_str()))
+        err(
+            ErrorCode::NotFound,
+            format!("{} {name:?} not found; {hint}", kind.as_str()),
+        )
     } else {
-        err(ErrorCode::NotFound, format!("{} {name:?} not found in namespace {ns:?}; {hint}", kind.as_str()))
+        err(
+            ErrorCode::NotFound,
+            format!(
+                "{} {name:?} not found in namespace {ns:?}; {hint}",
+                kind.as_str()
+            ),
+        )
     }
 }
 
@@ -161,7 +233,10 @@ async fn apply(m: &Master, objs: Vec<Object>) -> Result<Vec<Applied>, ApiError> 
     let mut prepared = Vec::with_capacity(objs.len());
     for mut o in objs {
         if !validate::client_may_apply(o.kind()) {
-            return Err(err(ErrorCode::Forbidden, format!("{} objects cannot be applied", o.kind().as_str())));
+            return Err(err(
+                ErrorCode::Forbidden,
+                format!("{} objects cannot be applied", o.kind().as_str()),
+            ));
         }
         if o.kind().namespaced() && o.meta().namespace.is_empty() {
             o.meta_mut().namespace = DEFAULT_NAMESPACE.into();
@@ -176,11 +251,21 @@ async fn apply(m: &Master, objs: Vec<Object>) -> Result<Vec<Applied>, ApiError> 
     for o in &prepared {
         if o.kind().namespaced() {
             let ns = &o.meta().namespace;
-            let in_apply = prepared.iter().any(|x| x.kind() == Kind::Namespace && &x.meta().name == ns);
-            if !in_apply && super::get_opt(&m.store, Kind::Namespace, "", ns).await?.is_none() {
+            let in_apply = prepared
+                .iter()
+                .any(|x| x.kind() == Kind::Namespace && &x.meta().name == ns);
+            if !in_apply
+                && super::get_opt(&m.store, Kind::Namespace, "", ns)
+                    .await?
+                    .is_none()
+            {
                 return Err(err(
                     ErrorCode::NotFound,
-                    format!("{} {:?}: namespace {ns:?} does not exist; add a [[namespace]] with name = {ns:?} to the manifest", o.kind().as_str(), o.meta().name),
+                    format!(
+                        "{} {:?}: namespace {ns:?} does not exist; add a [[namespace]] with name = {ns:?} to the manifest",
+                        o.kind().as_str(),
+                        o.meta().name
+                    ),
                 ));
             }
         }
@@ -202,11 +287,18 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         0 => None,
         r => Some(r),
     };
-    let applied = |revision, outcome| Applied { kind, namespace: ns.clone(), name: name.clone(), revision, outcome };
+    let applied = |revision, outcome| Applied {
+        kind,
+        namespace: ns.clone(),
+        name: name.clone(),
+        revision,
+        outcome,
+    };
     let existing = super::get_opt(&m.store, kind, &ns, &name).await?;
     let Some(cur) = existing else {
         let meta = o.meta_mut();
-        meta.uid = super::auth::random_hex(8).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+        meta.uid =
+            super::auth::random_hex(8).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
         meta.created_ms = now_ms();
         meta.revision = 0;
         let rev = m.store.create(o).await?;
@@ -217,7 +309,11 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
     {
         return Err(err(
             ErrorCode::Conflict,
-            format!("{} {name:?} changed since revision {e} (now {}); get it again and re-apply", kind.as_str(), cur.meta().revision),
+            format!(
+                "{} {name:?} changed since revision {e} (now {}); get it again and re-apply",
+                kind.as_str(),
+                cur.meta().revision
+            ),
         ));
     }
     // Merge: keep identity and status from the stored object; the user owns spec and labels.
@@ -236,17 +332,26 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
                 ));
             }
             n.spec = new_spec;
-            n.meta = Meta { labels: n.meta.labels, ..c.meta.clone() };
+            n.meta = Meta {
+                labels: n.meta.labels,
+                ..c.meta.clone()
+            };
             n.status = c.status;
             Object::Pod(n)
         }
         (Object::Node(c), Object::Node(mut n)) => {
-            n.meta = Meta { labels: n.meta.labels, ..c.meta.clone() };
+            n.meta = Meta {
+                labels: n.meta.labels,
+                ..c.meta.clone()
+            };
             n.status = c.status;
             Object::Node(n)
         }
         (Object::Namespace(c), Object::Namespace(mut n)) => {
-            n.meta = Meta { labels: n.meta.labels, ..c.meta.clone() };
+            n.meta = Meta {
+                labels: n.meta.labels,
+                ..c.meta.clone()
+            };
             n.phase = c.phase;
             Object::Namespace(n)
         }
@@ -268,23 +373,44 @@ async fn watch(
     tx: async_channel::Sender<Response>,
 ) {
     let ns = if kind.namespaced() { namespace } else { None };
-    let from = if from == 0 { m.store.current_revision() } else { from };
+    let from = if from == 0 {
+        m.store.current_revision()
+    } else {
+        from
+    };
     let mut w = match m.store.watch(Some(kind), ns, from).await {
         Ok(w) => w,
         Err(e) => {
-            let _ = tx.send(Response { id, body: ResponseBody::Error(e.into()) }).await;
+            let _ = tx
+                .send(Response {
+                    id,
+                    body: ResponseBody::Error(e.into()),
+                })
+                .await;
             return;
         }
     };
     loop {
         match w.next().await {
             Ok(crate::store::Event { revision, event }) => {
-                if tx.send(Response { id, body: ResponseBody::Event { revision, event } }).await.is_err() {
+                if tx
+                    .send(Response {
+                        id,
+                        body: ResponseBody::Event { revision, event },
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
             Err(e) => {
-                let _ = tx.send(Response { id, body: ResponseBody::Error(e.into()) }).await;
+                let _ = tx
+                    .send(Response {
+                        id,
+                        body: ResponseBody::Error(e.into()),
+                    })
+                    .await;
                 return;
             }
         }
@@ -341,7 +467,12 @@ async fn logs(
     }
     .await;
     if let Err(e) = result {
-        let _ = tx.send(Response { id, body: ResponseBody::Error(e) }).await;
+        let _ = tx
+            .send(Response {
+                id,
+                body: ResponseBody::Error(e),
+            })
+            .await;
     }
 }
 
@@ -402,7 +533,8 @@ impl Selector {
                 Op::Eq(v) | Op::Ne(v) => v.as_str(),
                 _ => "",
             };
-            validate::check_label("selector", k, v).map_err(|e| format!("bad selector term {term:?}: {}", e.message))?;
+            validate::check_label("selector", k, v)
+                .map_err(|e| format!("bad selector term {term:?}: {}", e.message))?;
             out.push((k.to_string(), op));
         }
         Ok(Selector(out))
@@ -425,8 +557,13 @@ mod tests {
 
     #[test]
     fn selectors() {
-        let l: BTreeMap<String, String> = [("app".to_string(), "web".to_string()), ("tier".into(), "fe".into())].into();
-        let check = |s: &str, want: bool| assert_eq!(Selector::parse(s).unwrap().matches(&l), want, "{s}");
+        let l: BTreeMap<String, String> = [
+            ("app".to_string(), "web".to_string()),
+            ("tier".into(), "fe".into()),
+        ]
+        .into();
+        let check =
+            |s: &str, want: bool| assert_eq!(Selector::parse(s).unwrap().matches(&l), want, "{s}");
         check("", true);
         check("app=web", true);
         check("app==web", true);

@@ -34,7 +34,9 @@ fn spec_hash(pods: &[Pod]) -> u64 {
         p.meta.namespace.hash(&mut h);
         p.meta.name.hash(&mut h);
         p.meta.uid.hash(&mut h);
-        postcard::to_allocvec(&p.spec).unwrap_or_default().hash(&mut h);
+        postcard::to_allocvec(&p.spec)
+            .unwrap_or_default()
+            .hash(&mut h);
     }
     h.finish()
 }
@@ -51,8 +53,12 @@ pub(crate) async fn push_assignment(m: &Master, node: &str) {
     let hash = spec_hash(&pods);
     let tx = {
         let mut nodes = m.nodes.lock().await;
-        let Some(live) = nodes.get_mut(node) else { return };
-        let Some((_, tx)) = live.session.clone() else { return };
+        let Some(live) = nodes.get_mut(node) else {
+            return;
+        };
+        let Some((_, tx)) = live.session.clone() else {
+            return;
+        };
         if live.pushed_hash == Some(hash) {
             return;
         }
@@ -60,7 +66,9 @@ pub(crate) async fn push_assignment(m: &Master, node: &str) {
         tx
     };
     tracing::debug!(%node, pods = pods.len(), revision, "pushing assignment");
-    let _ = tx.send(NodeDown::Assign(Assignment { revision, pods })).await;
+    let _ = tx
+        .send(NodeDown::Assign(Assignment { revision, pods }))
+        .await;
 }
 
 /// Follows pod changes and pushes the affected nodes their new sets.
@@ -131,7 +139,11 @@ pub(crate) async fn scheduler_loop(m: Arc<Master>, wake: async_channel::Receiver
     let mut seed: u64 = now_ms();
     let mut backlog = false;
     loop {
-        let wait = if backlog { Duration::from_secs(2) } else { Duration::from_secs(3600) };
+        let wait = if backlog {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(3600)
+        };
         let _ = async {
             let _ = wake.recv().await;
         }
@@ -139,7 +151,9 @@ pub(crate) async fn scheduler_loop(m: Arc<Master>, wake: async_channel::Receiver
             smol::Timer::after(wait).await;
         })
         .await;
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         match schedule_once(&m, seed).await {
             Ok(left) => backlog = left > 0,
             Err(e) => {
@@ -155,7 +169,13 @@ pub(crate) async fn schedule_once(m: &Master, seed: u64) -> Result<usize, StoreE
     let (_, pod_objs) = m.store.list(Kind::Pod, None).await?;
     let pods: Vec<Pod> = pod_objs
         .into_iter()
-        .filter_map(|o| if let Object::Pod(p) = o { Some(p) } else { None })
+        .filter_map(|o| {
+            if let Object::Pod(p) = o {
+                Some(p)
+            } else {
+                None
+            }
+        })
         .collect();
     let pending: Vec<&Pod> = pods
         .iter()
@@ -167,10 +187,19 @@ pub(crate) async fn schedule_once(m: &Master, seed: u64) -> Result<usize, StoreE
     let (_, node_objs) = m.store.list(Kind::Node, None).await?;
     let nodes: Vec<Node> = node_objs
         .into_iter()
-        .filter_map(|o| if let Object::Node(n) = o { Some(n) } else { None })
+        .filter_map(|o| {
+            if let Object::Node(n) = o {
+                Some(n)
+            } else {
+                None
+            }
+        })
         .collect();
     let snapshot = sched::Snapshot::from_objects(&nodes, &pods);
-    let want: Vec<sched::PendingPod> = pending.iter().map(|p| sched::PendingPod::from_pod(p)).collect();
+    let want: Vec<sched::PendingPod> = pending
+        .iter()
+        .map(|p| sched::PendingPod::from_pod(p))
+        .collect();
     let plan = sched::schedule(&snapshot, &want, now_ms(), seed);
     let mut outcomes: Vec<Result<String, String>> = vec![Err(String::new()); pending.len()];
     for b in &plan.bindings {

@@ -93,14 +93,18 @@ pub struct Master {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Master {
     /// Opens the store and the tokens.
     pub async fn open(cfg: Config) -> anyhow::Result<Arc<Master>> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", cfg.data_dir.display()))?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create data dir {}: {e}", cfg.data_dir.display())
+        })?;
         let (admin_default, join_default) = auth::default_paths(&cfg.data_dir);
         let admin_token = match &cfg.admin_token_file {
             Some(p) => auth::read_token(p)?,
@@ -130,7 +134,8 @@ impl Master {
 
     /// A process-unique id.
     pub(crate) fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Asks the scheduler loop to run soon.
@@ -140,7 +145,11 @@ impl Master {
 
     /// Serves until the listener fails. Spawns the scheduler, dispatcher and node-lifecycle loops.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
-        smol::spawn(dispatch::scheduler_loop(self.clone(), self.wake_sched_rx.clone())).detach();
+        smol::spawn(dispatch::scheduler_loop(
+            self.clone(),
+            self.wake_sched_rx.clone(),
+        ))
+        .detach();
         smol::spawn(dispatch::assignment_loop(self.clone())).detach();
         smol::spawn(node::lifecycle_loop(self.clone())).detach();
         let limit = Arc::new(Semaphore::new(self.cfg.max_connections));
@@ -169,7 +178,13 @@ impl Master {
                 None => {
                     smol::spawn(async move {
                         let mut s = stream;
-                        let _ = reject(&mut s, RejectReason::Busy, "too many connections; retry later", m.cfg.max_frame).await;
+                        let _ = reject(
+                            &mut s,
+                            RejectReason::Busy,
+                            "too many connections; retry later",
+                            m.cfg.max_frame,
+                        )
+                        .await;
                     })
                     .detach();
                 }
@@ -189,7 +204,9 @@ impl Master {
             let (reason, msg) = match e {
                 WireError::UnsupportedVersion { min, max, got } => (
                     RejectReason::UnsupportedVersion { min, max },
-                    format!("protocol version {got} is not supported; this master speaks {min}..={max}: upgrade the older side"),
+                    format!(
+                        "protocol version {got} is not supported; this master speaks {min}..={max}: upgrade the older side"
+                    ),
                 ),
                 other => (RejectReason::Malformed, format!("bad hello: {other}")),
             };
@@ -199,7 +216,13 @@ impl Master {
         let hello = match bramble_wire::frame::decode::<Handshake>(&body) {
             Ok(Handshake::Hello(h)) => h,
             Ok(_) | Err(_) => {
-                reject(&mut writer, RejectReason::Malformed, "expected a Hello", self.cfg.max_frame).await?;
+                reject(
+                    &mut writer,
+                    RejectReason::Malformed,
+                    "expected a Hello",
+                    self.cfg.max_frame,
+                )
+                .await?;
                 return Ok(());
             }
         };
@@ -215,7 +238,13 @@ impl Master {
             }
             Role::Worker | Role::Device => {
                 if !auth::token_eq(hello.credentials.as_str(), &self.join_token) {
-                    reject(&mut writer, RejectReason::BadCredentials, "wrong join token: use the master's DATA_DIR/join.token", self.cfg.max_frame).await?;
+                    reject(
+                        &mut writer,
+                        RejectReason::BadCredentials,
+                        "wrong join token: use the master's DATA_DIR/join.token",
+                        self.cfg.max_frame,
+                    )
+                    .await?;
                     return Ok(());
                 }
                 if crate::validate::check_name("node name", &identity).is_err() {
@@ -264,8 +293,16 @@ pub fn heapless_str<const N: usize>(s: &str) -> heapless::String<N> {
     out
 }
 
-async fn reject(w: &mut TcpStream, reason: RejectReason, msg: &str, max: usize) -> Result<(), IoError> {
-    let r = Handshake::Reject(Reject { reason, message: heapless_str(msg) });
+async fn reject(
+    w: &mut TcpStream,
+    reason: RejectReason,
+    msg: &str,
+    max: usize,
+) -> Result<(), IoError> {
+    let r = Handshake::Reject(Reject {
+        reason,
+        message: heapless_str(msg),
+    });
     send(w, &r, max).await
 }
 
@@ -276,7 +313,10 @@ pub(crate) async fn with_timeout<T>(
 ) -> Result<T, IoError> {
     fut.or(async {
         smol::Timer::after(d).await;
-        Err(IoError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "read timed out")))
+        Err(IoError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "read timed out",
+        )))
     })
     .await
 }

@@ -30,7 +30,11 @@ pub(crate) async fn serve(
         Some(NodeUp::Register(info)) => info,
         _ => anyhow::bail!("node {name}: expected Register after Welcome"),
     };
-    anyhow::ensure!(info.name.as_str() == name, "node {name}: registered as {:?}", info.name.as_str());
+    anyhow::ensure!(
+        info.name.as_str() == name,
+        "node {name}: registered as {:?}",
+        info.name.as_str()
+    );
     let addr = peer.map(|p| p.ip().to_string());
     register(&m, &name, &info, addr).await?;
 
@@ -68,7 +72,11 @@ pub(crate) async fn serve(
             match msg {
                 NodeUp::Heartbeat(_) => {}
                 NodeUp::Register(info) => register(&m, &name, &info, None).await?,
-                NodeUp::Status { full: _, applied_revision: _, pods } => {
+                NodeUp::Status {
+                    full: _,
+                    applied_revision: _,
+                    pods,
+                } => {
                     for r in pods {
                         report_status(&m, &name, r).await?;
                     }
@@ -129,10 +137,23 @@ fn conditions(info: &NodeInfo, ready: bool, prev: &NodeStatus, now: u64) -> Vec<
             Some(c) if c.status == status => c.since_ms,
             _ => now,
         };
-        Condition { kind, status, message: message.to_string(), since_ms }
+        Condition {
+            kind,
+            status,
+            message: message.to_string(),
+            since_ms,
+        }
     };
     vec![
-        mk(ConditionKind::Ready, ready, if ready { "agent is heartbeating" } else { "no heartbeat within the grace period" }),
+        mk(
+            ConditionKind::Ready,
+            ready,
+            if ready {
+                "agent is heartbeating"
+            } else {
+                "no heartbeat within the grace period"
+            },
+        ),
         mk(
             ConditionKind::MemoryCgroup,
             mem,
@@ -145,7 +166,12 @@ fn conditions(info: &NodeInfo, ready: bool, prev: &NodeStatus, now: u64) -> Vec<
     ]
 }
 
-async fn register(m: &Master, name: &str, info: &NodeInfo, addr: Option<String>) -> anyhow::Result<()> {
+async fn register(
+    m: &Master,
+    name: &str,
+    info: &NodeInfo,
+    addr: Option<String>,
+) -> anyhow::Result<()> {
     let now = now_ms();
     for _ in 0..5 {
         let existing = super::get_opt(&m.store, Kind::Node, "", name).await?;
@@ -176,10 +202,16 @@ async fn register(m: &Master, name: &str, info: &NodeInfo, addr: Option<String>)
             status.addresses = vec![a.clone()];
         }
         // Built-in labels and the agent's labels.
-        node.meta.labels.insert("bramble.io/arch".into(), info.arch.as_str().into());
-        node.meta.labels.insert("bramble.io/hostname".into(), name.into());
+        node.meta
+            .labels
+            .insert("bramble.io/arch".into(), info.arch.as_str().into());
+        node.meta
+            .labels
+            .insert("bramble.io/hostname".into(), name.into());
         for l in &info.labels {
-            node.meta.labels.insert(l.key.to_string(), l.value.to_string());
+            node.meta
+                .labels
+                .insert(l.key.to_string(), l.value.to_string());
         }
         node.status = status;
         if node == before && expected.is_some() {
@@ -201,7 +233,9 @@ async fn register(m: &Master, name: &str, info: &NodeInfo, addr: Option<String>)
 /// Writes a pod's reported status when it changed meaning (timestamps alone do not count).
 async fn report_status(m: &Master, node: &str, r: PodReport) -> anyhow::Result<()> {
     for _ in 0..5 {
-        let Some(Object::Pod(mut pod)) = super::get_opt(&m.store, Kind::Pod, &r.namespace, &r.name).await? else {
+        let Some(Object::Pod(mut pod)) =
+            super::get_opt(&m.store, Kind::Pod, &r.namespace, &r.name).await?
+        else {
             return Ok(()); // deleted meanwhile; the next assignment stops it
         };
         if pod.meta.uid != r.uid || pod.spec.node_name.as_deref() != Some(node) {
@@ -248,15 +282,26 @@ pub(crate) async fn lifecycle_loop(m: Arc<Master>) {
             }
             let last = {
                 let live = m.nodes.lock().await;
-                live.get(&n.meta.name).map(|l| l.last_seen_ms).unwrap_or(m.started_ms)
+                live.get(&n.meta.name)
+                    .map(|l| l.last_seen_ms)
+                    .unwrap_or(m.started_ms)
             };
             if now.saturating_sub(last) < grace {
                 continue;
             }
             let mut updated = n.clone();
-            if let Some(c) = updated.status.conditions.iter_mut().find(|c| c.kind == ConditionKind::Ready) {
+            if let Some(c) = updated
+                .status
+                .conditions
+                .iter_mut()
+                .find(|c| c.kind == ConditionKind::Ready)
+            {
                 c.status = false;
-                c.message = format!("no heartbeat for {} s (grace {} s)", now.saturating_sub(last) / 1000, grace / 1000);
+                c.message = format!(
+                    "no heartbeat for {} s (grace {} s)",
+                    now.saturating_sub(last) / 1000,
+                    grace / 1000
+                );
                 c.since_ms = now;
             }
             let rev = n.meta.revision;

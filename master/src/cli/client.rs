@@ -57,14 +57,24 @@ pub struct Client {
 impl Client {
     /// Connects and authenticates with the admin token.
     pub async fn connect(addr: &str, token: &str) -> Result<Client, ClientError> {
-        let conn_err = |detail: String| ClientError::Connect { addr: addr.to_string(), detail };
+        let conn_err = |detail: String| ClientError::Connect {
+            addr: addr.to_string(),
+            detail,
+        };
         let stream = TcpStream::connect(addr)
             .or(async {
                 smol::Timer::after(Duration::from_secs(5)).await;
-                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out after 5 s"))
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "timed out after 5 s",
+                ))
             })
             .await
-            .map_err(|e| conn_err(format!("{e}; is `bramble master` running? set --server or BRAMBLE_SERVER")))?;
+            .map_err(|e| {
+                conn_err(format!(
+                    "{e}; is `bramble master` running? set --server or BRAMBLE_SERVER"
+                ))
+            })?;
         let _ = stream.set_nodelay(true);
         let max = bramble_wire::DEFAULT_MAX_FRAME * 16;
         let mut reader = FrameReader::new(stream.clone(), max);
@@ -76,18 +86,34 @@ impl Client {
             credentials: heapless_str(token),
             agent_version: heapless_str(env!("CARGO_PKG_VERSION")),
         });
-        send(&mut writer, &hello, max).await.map_err(|e| conn_err(e.to_string()))?;
+        send(&mut writer, &hello, max)
+            .await
+            .map_err(|e| conn_err(e.to_string()))?;
         match reader.recv::<Handshake>().await {
             Ok(Some(Handshake::Welcome(_))) => {}
-            Ok(Some(Handshake::Reject(r))) => return Err(ClientError::Rejected(r.message.to_string())),
-            Ok(_) => return Err(conn_err("the master closed the connection during the handshake".into())),
+            Ok(Some(Handshake::Reject(r))) => {
+                return Err(ClientError::Rejected(r.message.to_string()));
+            }
+            Ok(_) => {
+                return Err(conn_err(
+                    "the master closed the connection during the handshake".into(),
+                ));
+            }
             Err(e) => return Err(conn_err(e.to_string())),
         }
-        Ok(Client { addr: addr.to_string(), reader, writer, next: 1 })
+        Ok(Client {
+            addr: addr.to_string(),
+            reader,
+            writer,
+            next: 1,
+        })
     }
 
     fn io(&self, e: IoError) -> ClientError {
-        ClientError::Connect { addr: self.addr.clone(), detail: e.to_string() }
+        ClientError::Connect {
+            addr: self.addr.clone(),
+            detail: e.to_string(),
+        }
     }
 
     /// Sends a request and returns its id.
@@ -95,9 +121,13 @@ impl Client {
         let id = self.next;
         self.next += 1;
         // Requests may carry many objects: allow large frames from the client side.
-        send(&mut self.writer, &Request { id, body }, bramble_wire::DEFAULT_MAX_FRAME * 16)
-            .await
-            .map_err(|e| self.io(e))?;
+        send(
+            &mut self.writer,
+            &Request { id, body },
+            bramble_wire::DEFAULT_MAX_FRAME * 16,
+        )
+        .await
+        .map_err(|e| self.io(e))?;
         Ok(id)
     }
 
@@ -105,7 +135,10 @@ impl Client {
     pub async fn next(&mut self) -> Result<Response, ClientError> {
         match self.reader.recv::<Response>().await {
             Ok(Some(r)) => Ok(r),
-            Ok(None) => Err(ClientError::Connect { addr: self.addr.clone(), detail: "the master closed the connection".into() }),
+            Ok(None) => Err(ClientError::Connect {
+                addr: self.addr.clone(),
+                detail: "the master closed the connection".into(),
+            }),
             Err(e) => Err(self.io(e)),
         }
     }

@@ -23,7 +23,12 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/bramble";
 #[command(name = "bramble", version, about)]
 pub struct Cli {
     /// Master address for client commands.
-    #[arg(long, global = true, env = "BRAMBLE_SERVER", default_value = "127.0.0.1:7470")]
+    #[arg(
+        long,
+        global = true,
+        env = "BRAMBLE_SERVER",
+        default_value = "127.0.0.1:7470"
+    )]
     pub server: String,
     /// Admin token file for client commands (default: DATA_DIR/admin.token of a local master).
     #[arg(long, global = true, env = "BRAMBLE_TOKEN_FILE")]
@@ -205,7 +210,9 @@ fn token(file: &Option<PathBuf>) -> Result<String, String> {
     let path = match file {
         Some(p) => p.clone(),
         None => {
-            let dir = std::env::var_os("BRAMBLE_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+            let dir = std::env::var_os("BRAMBLE_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
             dir.join("admin.token")
         }
     };
@@ -222,7 +229,10 @@ fn parse_kind(s: &str) -> Result<Kind, ClientError> {
 }
 
 fn usage(msg: String) -> ClientError {
-    ClientError::Api(bramble_wire::msg::ApiError { code: bramble_wire::msg::ErrorCode::Invalid, message: msg })
+    ClientError::Api(bramble_wire::msg::ApiError {
+        code: bramble_wire::msg::ErrorCode::Invalid,
+        message: msg,
+    })
 }
 
 async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientError> {
@@ -232,10 +242,12 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
         Cmd::Apply { file, namespace } => {
             let (text, origin) = if file.as_os_str() == "-" {
                 let mut s = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| usage(format!("stdin: {e}")))?;
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .map_err(|e| usage(format!("stdin: {e}")))?;
                 (s, "<stdin>".to_string())
             } else {
-                let t = std::fs::read_to_string(&file).map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+                let t = std::fs::read_to_string(&file)
+                    .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
                 (t, file.display().to_string())
             };
             let objs = crate::manifest::parse(&text, &origin, &namespace).map_err(usage)?;
@@ -251,16 +263,41 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                 let _ = writeln!(out, "{}/{} {what}", a.kind.as_str(), a.name);
             }
         }
-        Cmd::Get { kind, name, namespace, all_namespaces, selector, output } => {
+        Cmd::Get {
+            kind,
+            name,
+            namespace,
+            all_namespaces,
+            selector,
+            output,
+        } => {
             let kind = parse_kind(&kind)?;
             let items = match name {
-                Some(name) => match c.call(RequestBody::Get { kind, namespace, name }).await? {
+                Some(name) => match c
+                    .call(RequestBody::Get {
+                        kind,
+                        namespace,
+                        name,
+                    })
+                    .await?
+                {
                     ResponseBody::Object(o) => vec![o],
                     _ => vec![],
                 },
                 None => {
-                    let ns = if all_namespaces { None } else { Some(namespace) };
-                    match c.call(RequestBody::List { kind, namespace: ns, selector }).await? {
+                    let ns = if all_namespaces {
+                        None
+                    } else {
+                        Some(namespace)
+                    };
+                    match c
+                        .call(RequestBody::List {
+                            kind,
+                            namespace: ns,
+                            selector,
+                        })
+                        .await?
+                    {
                         ResponseBody::List { items, .. } => items,
                         _ => vec![],
                     }
@@ -268,31 +305,80 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             };
             match output {
                 Output::Json => {
-                    let v = if items.len() == 1 { serde_json::to_string_pretty(&items[0]) } else { serde_json::to_string_pretty(&items) };
+                    let v = if items.len() == 1 {
+                        serde_json::to_string_pretty(&items[0])
+                    } else {
+                        serde_json::to_string_pretty(&items)
+                    };
                     let _ = writeln!(out, "{}", v.unwrap_or_default());
                 }
                 _ => {
                     if items.is_empty() {
                         eprintln!("no {} found", kind.as_str());
                     } else {
-                        let _ = write!(out, "{}", table::render(kind, &items, output == Output::Wide, all_namespaces, crate::api::now_ms()));
+                        let _ = write!(
+                            out,
+                            "{}",
+                            table::render(
+                                kind,
+                                &items,
+                                output == Output::Wide,
+                                all_namespaces,
+                                crate::api::now_ms()
+                            )
+                        );
                     }
                 }
             }
         }
-        Cmd::Describe { kind, name, namespace } => {
+        Cmd::Describe {
+            kind,
+            name,
+            namespace,
+        } => {
             let kind = parse_kind(&kind)?;
-            if let ResponseBody::Object(o) = c.call(RequestBody::Get { kind, namespace, name }).await? {
+            if let ResponseBody::Object(o) = c
+                .call(RequestBody::Get {
+                    kind,
+                    namespace,
+                    name,
+                })
+                .await?
+            {
                 let _ = write!(out, "{}", table::describe(&o, crate::api::now_ms()));
             }
         }
-        Cmd::Delete { kind, name, namespace } => {
+        Cmd::Delete {
+            kind,
+            name,
+            namespace,
+        } => {
             let kind = parse_kind(&kind)?;
-            c.call(RequestBody::Delete { kind, namespace, name: name.clone(), expected_revision: None }).await?;
+            c.call(RequestBody::Delete {
+                kind,
+                namespace,
+                name: name.clone(),
+                expected_revision: None,
+            })
+            .await?;
             let _ = writeln!(out, "{}/{name} deleted", kind.as_str());
         }
-        Cmd::Logs { pod, process, follow, tail_bytes, namespace } => {
-            let id = c.start(RequestBody::Logs { namespace, pod, process, follow, tail_bytes }).await?;
+        Cmd::Logs {
+            pod,
+            process,
+            follow,
+            tail_bytes,
+            namespace,
+        } => {
+            let id = c
+                .start(RequestBody::Logs {
+                    namespace,
+                    pod,
+                    process,
+                    follow,
+                    tail_bytes,
+                })
+                .await?;
             drop(out);
             loop {
                 let r = c.next().await?;

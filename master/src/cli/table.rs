@@ -9,7 +9,14 @@ use crate::validate::format_bytes;
 /// Renders rows as aligned columns.
 pub fn columns(rows: &[Vec<String>]) -> String {
     let n = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..n).map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for r in rows {
         let mut line = String::new();
@@ -41,7 +48,12 @@ pub fn age(now_ms: u64, then_ms: u64) -> String {
 }
 
 fn pod_ready(p: &Pod) -> String {
-    let running = p.status.processes.iter().filter(|s| matches!(s.state, ProcessState::Running { .. })).count();
+    let running = p
+        .status
+        .processes
+        .iter()
+        .filter(|s| matches!(s.state, ProcessState::Running { .. }))
+        .count();
     format!("{running}/{}", p.spec.processes.len())
 }
 
@@ -72,7 +84,9 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
     let mut rows = Vec::new();
     match kind {
         Kind::Pod => {
-            let mut h: Vec<String> = ["NAME", "READY", "STATUS", "RESTARTS", "NODE", "AGE"].map(String::from).to_vec();
+            let mut h: Vec<String> = ["NAME", "READY", "STATUS", "RESTARTS", "NODE", "AGE"]
+                .map(String::from)
+                .to_vec();
             if show_ns {
                 h.insert(0, "NAMESPACE".into());
             }
@@ -101,14 +115,20 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
             }
         }
         Kind::Node => {
-            let mut h: Vec<String> = ["NAME", "STATUS", "ARCH", "CPU", "MEMORY", "CGROUP", "AGE"].map(String::from).to_vec();
+            let mut h: Vec<String> = ["NAME", "STATUS", "ARCH", "CPU", "MEMORY", "CGROUP", "AGE"]
+                .map(String::from)
+                .to_vec();
             if wide {
                 h.extend(["KERNEL", "BOARD", "VERSION", "ADDRESS"].map(String::from));
             }
             rows.push(h);
             for o in items {
                 let Object::Node(n) = o else { continue };
-                let mut status = if n.status.is_ready() { "Ready".to_string() } else { "NotReady".to_string() };
+                let mut status = if n.status.is_ready() {
+                    "Ready".to_string()
+                } else {
+                    "NotReady".to_string()
+                };
                 if n.spec.unschedulable {
                     status.push_str(",SchedulingDisabled");
                 }
@@ -125,16 +145,22 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                 let mut r = vec![
                     n.meta.name.clone(),
                     status,
-                    info.map(|i| i.arch.as_str().to_string()).unwrap_or_else(|| "-".into()),
-                    info.map(|i| i.cpus.to_string()).unwrap_or_else(|| "-".into()),
-                    info.map(|i| format_bytes(i.memory_bytes)).unwrap_or_else(|| "-".into()),
+                    info.map(|i| i.arch.as_str().to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    info.map(|i| i.cpus.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    info.map(|i| format_bytes(i.memory_bytes))
+                        .unwrap_or_else(|| "-".into()),
                     cg.unwrap_or_else(|| "-".into()),
                     age(now, n.meta.created_ms),
                 ];
                 if wide {
                     r.push(info.map(|i| i.kernel.to_string()).unwrap_or_default());
                     r.push(info.map(|i| i.board.to_string()).unwrap_or_default());
-                    r.push(info.map(|i| i.agent_version.to_string()).unwrap_or_default());
+                    r.push(
+                        info.map(|i| i.agent_version.to_string())
+                            .unwrap_or_default(),
+                    );
                     r.push(n.status.addresses.join(","));
                 }
                 rows.push(r);
@@ -144,7 +170,11 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
             rows.push(["NAME", "STATUS", "AGE"].map(String::from).to_vec());
             for o in items {
                 let Object::Namespace(n) = o else { continue };
-                rows.push(vec![n.meta.name.clone(), format!("{:?}", n.phase), age(now, n.meta.created_ms)]);
+                rows.push(vec![
+                    n.meta.name.clone(),
+                    format!("{:?}", n.phase),
+                    age(now, n.meta.created_ms),
+                ]);
             }
         }
     }
@@ -161,13 +191,25 @@ pub fn describe(o: &Object, now: u64) -> String {
         let _ = writeln!(s, "Namespace:   {}", m.namespace);
     }
     let labels: Vec<String> = m.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let _ = writeln!(s, "Labels:      {}", if labels.is_empty() { "<none>".into() } else { labels.join(", ") });
+    let _ = writeln!(
+        s,
+        "Labels:      {}",
+        if labels.is_empty() {
+            "<none>".into()
+        } else {
+            labels.join(", ")
+        }
+    );
     let _ = writeln!(s, "UID:         {}", m.uid);
     let _ = writeln!(s, "Revision:    {}", m.revision);
     let _ = writeln!(s, "Age:         {}", age(now, m.created_ms));
     match o {
         Object::Pod(p) => {
-            let _ = writeln!(s, "Node:        {}", p.spec.node_name.as_deref().unwrap_or("<none>"));
+            let _ = writeln!(
+                s,
+                "Node:        {}",
+                p.spec.node_name.as_deref().unwrap_or("<none>")
+            );
             let _ = writeln!(s, "Phase:       {}", p.status.phase.as_str());
             let _ = writeln!(s, "Restart:     {:?}", p.spec.restart_policy);
             let _ = writeln!(s, "Network:     {:?}", p.spec.network);
@@ -185,15 +227,23 @@ pub fn describe(o: &Object, now: u64) -> String {
                 let _ = writeln!(
                     s,
                     "    Limits:    cpu={} memory={} pids={}",
-                    r.cpu_millis.map(|c| format!("{c}m")).unwrap_or_else(|| "-".into()),
-                    r.memory_bytes.map(format_bytes).unwrap_or_else(|| "-".into()),
+                    r.cpu_millis
+                        .map(|c| format!("{c}m"))
+                        .unwrap_or_else(|| "-".into()),
+                    r.memory_bytes
+                        .map(format_bytes)
+                        .unwrap_or_else(|| "-".into()),
                     r.pids.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
                 );
                 if let Some(st) = p.status.processes.iter().find(|x| x.name == spec.name) {
                     let state = match &st.state {
                         ProcessState::Waiting => "Waiting".to_string(),
-                        ProcessState::Running { pid, started_ms } => format!("Running (pid {pid}, {})", age(now, *started_ms)),
-                        ProcessState::Terminated { reason: r, .. } => format!("Terminated: {}", reason(*r)),
+                        ProcessState::Running { pid, started_ms } => {
+                            format!("Running (pid {pid}, {})", age(now, *started_ms))
+                        }
+                        ProcessState::Terminated { reason: r, .. } => {
+                            format!("Terminated: {}", reason(*r))
+                        }
                     };
                     let _ = writeln!(s, "    State:     {state}");
                     let _ = writeln!(s, "    Restarts:  {}", st.restarts);
@@ -208,8 +258,22 @@ pub fn describe(o: &Object, now: u64) -> String {
                 let _ = writeln!(s, "Arch:        {}", i.arch.as_str());
                 let _ = writeln!(s, "OS:          {}", i.os);
                 let _ = writeln!(s, "Kernel:      {}", i.kernel);
-                let _ = writeln!(s, "Board:       {}", if i.board.is_empty() { "-" } else { i.board.as_str() });
-                let _ = writeln!(s, "Capacity:    cpu={} memory={} pids={}", i.cpus, format_bytes(i.memory_bytes), i.pids);
+                let _ = writeln!(
+                    s,
+                    "Board:       {}",
+                    if i.board.is_empty() {
+                        "-"
+                    } else {
+                        i.board.as_str()
+                    }
+                );
+                let _ = writeln!(
+                    s,
+                    "Capacity:    cpu={} memory={} pids={}",
+                    i.cpus,
+                    format_bytes(i.memory_bytes),
+                    i.pids
+                );
                 let c: Vec<&str> = i.controllers.names().collect();
                 let _ = writeln!(s, "Cgroup:      {:?} ({})", i.cgroup, c.join(","));
                 let _ = writeln!(s, "Agent:       {}", i.agent_version);
@@ -223,8 +287,21 @@ pub fn describe(o: &Object, now: u64) -> String {
                 a.pids.unwrap_or(0)
             );
             let _ = writeln!(s, "Addresses:   {}", n.status.addresses.join(", "));
-            let taints: Vec<String> = n.spec.taints.iter().map(|t| format!("{}={}:{:?}", t.key, t.value, t.effect)).collect();
-            let _ = writeln!(s, "Taints:      {}", if taints.is_empty() { "<none>".into() } else { taints.join(", ") });
+            let taints: Vec<String> = n
+                .spec
+                .taints
+                .iter()
+                .map(|t| format!("{}={}:{:?}", t.key, t.value, t.effect))
+                .collect();
+            let _ = writeln!(
+                s,
+                "Taints:      {}",
+                if taints.is_empty() {
+                    "<none>".into()
+                } else {
+                    taints.join(", ")
+                }
+            );
             let _ = writeln!(s, "Conditions:");
             for c in &n.status.conditions {
                 let kind = match c.kind {
@@ -232,7 +309,13 @@ pub fn describe(o: &Object, now: u64) -> String {
                     ConditionKind::MemoryCgroup => "MemoryCgroup",
                     ConditionKind::DiskPressure => "DiskPressure",
                 };
-                let _ = writeln!(s, "  {kind:<13} {:<5} {} ({})", c.status, c.message, age(now, c.since_ms));
+                let _ = writeln!(
+                    s,
+                    "  {kind:<13} {:<5} {} ({})",
+                    c.status,
+                    c.message,
+                    age(now, c.since_ms)
+                );
             }
         }
         Object::Namespace(n) => {

@@ -19,7 +19,11 @@ pub fn arch() -> Arch {
     match std::env::consts::ARCH {
         "aarch64" => Arch::Aarch64,
         "arm" => {
-            if cfg!(target_feature = "v7") { Arch::Armv7 } else { Arch::Armv6 }
+            if cfg!(target_feature = "v7") {
+                Arch::Armv7
+            } else {
+                Arch::Armv6
+            }
         }
         "riscv64" => Arch::Riscv64,
         _ => Arch::X86_64,
@@ -30,7 +34,10 @@ fn os_name() -> String {
     fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|t| {
-            t.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+            t.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
         })
         .unwrap_or_else(|| "Linux".into())
 }
@@ -40,7 +47,8 @@ fn mem_total() -> u64 {
         .ok()
         .and_then(|t| {
             t.lines().find_map(|l| {
-                l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                l.strip_prefix("MemTotal:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             })
         })
         .map(|kb| kb * 1024)
@@ -84,15 +92,25 @@ pub fn collect(
         .unwrap_or(32768);
     let mut ls = heapless::Vec::new();
     for (k, v) in labels.iter().take(16) {
-        let _ = ls.push(Label { key: bounded(k), value: bounded(v) });
+        let _ = ls.push(Label {
+            key: bounded(k),
+            value: bounded(v),
+        });
     }
     NodeInfo {
         name: bounded(name),
         arch: arch(),
         os: bounded(&os_name()),
         kernel: bounded(kernel.trim()),
-        board: bounded(board_override.map(str::to_string).unwrap_or_else(board).as_str()),
-        cpus: std::thread::available_parallelism().map(|n| n.get() as u16).unwrap_or(1),
+        board: bounded(
+            board_override
+                .map(str::to_string)
+                .unwrap_or_else(board)
+                .as_str(),
+        ),
+        cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u16)
+            .unwrap_or(1),
         memory_bytes: mem_total(),
         pids,
         cgroup,

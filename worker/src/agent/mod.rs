@@ -5,6 +5,7 @@
 //! Offline autonomy: the assignment set is persisted (only when it changes) and the pods are
 //! started from it at boot, so a node with no master keeps running — and restarting — its pods.
 
+pub mod driver;
 pub mod info;
 pub mod state;
 
@@ -49,21 +50,34 @@ pub struct Config {
 }
 
 enum Ev {
-    Connected { up: async_channel::Sender<NodeUp>, heartbeat: Duration },
+    Connected {
+        up: async_channel::Sender<NodeUp>,
+        heartbeat: Duration,
+    },
     Down(NodeDown),
     Disconnected,
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Runs the agent forever.
 pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
     let mut state = state::StateFile::new(&cfg.state_dir);
-    let mut desired = state.load()?.unwrap_or(Assignment { revision: 0, pods: Vec::new() });
+    let mut desired = state.load()?.unwrap_or(Assignment {
+        revision: 0,
+        pods: Vec::new(),
+    });
     if !desired.pods.is_empty() {
-        tracing::info!(pods = desired.pods.len(), revision = desired.revision, "starting pods from local state");
+        tracing::info!(
+            pods = desired.pods.len(),
+            revision = desired.revision,
+            "starting pods from local state"
+        );
     }
     driver.sync(&desired.pods);
 
@@ -91,7 +105,13 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                 // After a reconnect: the full state once, then deltas.
                 let pods = driver.poll();
                 reported = pods.iter().map(|r| (r.uid.clone(), r.clone())).collect();
-                let _ = tx.send(NodeUp::Status { full: true, applied_revision: desired.revision, pods }).await;
+                let _ = tx
+                    .send(NodeUp::Status {
+                        full: true,
+                        applied_revision: desired.revision,
+                        pods,
+                    })
+                    .await;
                 up = Some(tx);
             }
             Some(Ev::Disconnected) => {
@@ -102,18 +122,36 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
             }
             Some(Ev::Down(NodeDown::Assign(a))) => {
                 if let Err(e) = state.save(&a) {
-                    tracing::error!("cannot persist the assignment in {}: {e}", cfg.state_dir.display());
+                    tracing::error!(
+                        "cannot persist the assignment in {}: {e}",
+                        cfg.state_dir.display()
+                    );
                 }
                 desired = a;
                 driver.sync(&desired.pods);
             }
             Some(Ev::Down(NodeDown::Resync)) => reported.clear(),
-            Some(Ev::Down(NodeDown::Logs { request, namespace, pod, process, follow, tail_bytes })) => {
+            Some(Ev::Down(NodeDown::Logs {
+                request,
+                namespace,
+                pod,
+                process,
+                follow,
+                tail_bytes,
+            })) => {
                 if let Some(tx) = &up {
                     let cancel = Arc::new(AtomicBool::new(false));
                     streams.insert(request, cancel.clone());
                     let file = driver.log_file(&namespace, &pod, process.as_deref());
-                    smol::spawn(stream_log(request, file, follow, tail_bytes, tx.clone(), cancel)).detach();
+                    smol::spawn(stream_log(
+                        request,
+                        file,
+                        follow,
+                        tail_bytes,
+                        tx.clone(),
+                        cancel,
+                    ))
+                    .detach();
                 }
             }
             Some(Ev::Down(NodeDown::CancelLogs { request })) => {
@@ -145,12 +183,21 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                 for r in &delta {
                     reported.insert(r.uid.clone(), r.clone());
                 }
-                let _ = tx.send(NodeUp::Status { full: false, applied_revision: desired.revision, pods: delta }).await;
+                let _ = tx
+                    .send(NodeUp::Status {
+                        full: false,
+                        applied_revision: desired.revision,
+                        pods: delta,
+                    })
+                    .await;
             }
             if Instant::now() >= next_hb {
                 next_hb = Instant::now() + hb_every;
                 seq = seq.wrapping_add(1);
-                let running = now_pods.iter().filter(|r| r.status.phase == bramble_wire::PodPhase::Running).count();
+                let running = now_pods
+                    .iter()
+                    .filter(|r| r.status.phase == bramble_wire::PodPhase::Running)
+                    .count();
                 let hb = Heartbeat {
                     seq,
                     pods_running: running.min(u16::MAX as usize) as u16,
@@ -160,7 +207,7 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                 let _ = tx.send(NodeUp::Heartbeat(hb)).await;
             }
         }
-        streams.retain(|_, c| !c.load(Ordering::Relaxed) || false);
+        streams.retain(|_, c| !c.load(Ordering::Relaxed));
     }
 }
 
@@ -197,7 +244,10 @@ async fn session(cfg: &Config, ev: &async_channel::Sender<Ev>) -> anyhow::Result
     let stream = TcpStream::connect(&cfg.master)
         .or(async {
             smol::Timer::after(Duration::from_secs(10)).await;
-            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))
         })
         .await?;
     let _ = stream.set_nodelay(true);
@@ -217,10 +267,19 @@ async fn session(cfg: &Config, ev: &async_channel::Sender<Ev>) -> anyhow::Result
         _ => anyhow::bail!("master closed the connection during the handshake"),
     };
     tracing::info!(master = %cfg.master, "connected");
-    send(&mut writer, &NodeUp::Register(Box::new(cfg.info.clone())), max).await?;
+    send(
+        &mut writer,
+        &NodeUp::Register(Box::new(cfg.info.clone())),
+        max,
+    )
+    .await?;
     let (up_tx, up_rx) = async_channel::bounded::<NodeUp>(256);
     let heartbeat = Duration::from_millis(u64::from(welcome.heartbeat_interval_ms.max(100)));
-    ev.send(Ev::Connected { up: up_tx, heartbeat }).await?;
+    ev.send(Ev::Connected {
+        up: up_tx,
+        heartbeat,
+    })
+    .await?;
     let writer_task = smol::spawn(async move {
         while let Ok(m) = up_rx.recv().await {
             if send(&mut writer, &m, max).await.is_err() {
@@ -234,7 +293,10 @@ async fn session(cfg: &Config, ev: &async_channel::Sender<Ev>) -> anyhow::Result
             .recv::<NodeDown>()
             .or(async {
                 smol::Timer::after(idle).await;
-                Err(bramble_wire::io::IoError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "master silent")))
+                Err(bramble_wire::io::IoError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "master silent",
+                )))
             })
             .await;
         match msg {
@@ -272,7 +334,9 @@ async fn stream_log(
 ) {
     let end = |error: Option<String>| NodeUp::LogEnd { request, error };
     let Some(path) = file else {
-        let _ = up.send(end(Some("no such pod or process on this node".into()))).await;
+        let _ = up
+            .send(end(Some("no such pod or process on this node".into())))
+            .await;
         return;
     };
     let mut f = match async_fs_open(&path).await {
@@ -292,12 +356,15 @@ async fn stream_log(
             return;
         }
     };
+    let mut pos = 0;
     if let Some(t) = tail {
         let len = f.metadata().await.map(|m| m.len()).unwrap_or(0);
-        let _ = f.seek(std::io::SeekFrom::Start(len.saturating_sub(t))).await;
+        pos = f
+            .seek(std::io::SeekFrom::Start(len.saturating_sub(t)))
+            .await
+            .unwrap_or(0);
     }
     let mut buf = vec![0u8; 16 * 1024];
-    let mut pos = f.stream_position().await.unwrap_or(0);
     loop {
         if cancel.load(Ordering::Relaxed) {
             return;
@@ -310,7 +377,10 @@ async fn stream_log(
                 }
                 smol::Timer::after(Duration::from_millis(200)).await;
                 // Rotated (the ring moved on): reopen from the start of the new file.
-                let len = async_fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+                let len = async_fs::metadata(&path)
+                    .await
+                    .map(|m| m.len())
+                    .unwrap_or(0);
                 if len < pos
                     && let Some(nf) = async_fs_open(&path).await
                 {
@@ -320,12 +390,21 @@ async fn stream_log(
             }
             Ok(n) => {
                 pos += n as u64;
-                if up.send(NodeUp::Log(LogChunk { request, data: buf[..n].to_vec() })).await.is_err() {
+                if up
+                    .send(NodeUp::Log(LogChunk {
+                        request,
+                        data: buf[..n].to_vec(),
+                    }))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
             Err(e) => {
-                let _ = up.send(end(Some(format!("reading {}: {e}", path.display())))).await;
+                let _ = up
+                    .send(end(Some(format!("reading {}: {e}", path.display()))))
+                    .await;
                 return;
             }
         }

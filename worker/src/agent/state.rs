@@ -20,7 +20,10 @@ pub struct StateFile {
 impl StateFile {
     /// The state file in `dir`.
     pub fn new(dir: &Path) -> StateFile {
-        StateFile { path: dir.join(FILE), last: None }
+        StateFile {
+            path: dir.join(FILE),
+            last: None,
+        }
     }
 
     /// Loads the last assignment, if any. A corrupt file is renamed aside and reported.
@@ -79,9 +82,15 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let mut s = StateFile::new(&dir);
         assert!(s.load().unwrap().is_none());
-        let a = Assignment { revision: 3, pods: vec![] };
+        let a = Assignment {
+            revision: 3,
+            pods: vec![],
+        };
         assert!(s.save(&a).unwrap());
-        assert!(!s.save(&a).unwrap(), "unchanged state must not be rewritten");
+        assert!(
+            !s.save(&a).unwrap(),
+            "unchanged state must not be rewritten"
+        );
         let mut s2 = StateFile::new(&dir);
         assert_eq!(s2.load().unwrap(), Some(a));
         fs::write(dir.join(FILE), b"\xff\xff\xff").unwrap();

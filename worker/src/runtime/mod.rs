@@ -1,1 +1,767 @@
 //! The pod runtime: cgroups, namespaces, pod init, restarts; all syscalls go through `crate::sys`.
+//!
+//! # Design
+//! One **pod init** per pod ([`init`]) is PID 1 of the pod's PID namespace. It runs all the pod's
+//! processes, reaps zombies, forwards SIGTERM/SIGINT, writes their logs into size-capped ring
+//! files ([`log`]) and applies the restart policy with exponential backoff itself. It reports
+//! through the pod's *state directory* (`<state_dir>/<key>/`, meant to live on tmpfs such as
+//! `/run/bramble/pods`): `status` (postcard [`PodStatus`], replaced atomically), `events` (a fifo
+//! that gets a byte per change), `init` (init PID, start ticks, start time), `config` (what the
+//! init runs). Everything survives a worker restart: [`LinuxRuntime::adopt_existing`] finds the
+//! pods again from their cgroups and state directories without restarting them.
+//!
+//! Cgroups ([`cgroup`]): `<parent>/<key>` with the pod's limits (the sum of its processes' limits
+//! when every process sets one), the leaf `_init` for the init and the processes without limits of
+//! their own, and `p-<name>` leaves for processes with their own limits (multi-process pods).
+//!
+//! # Threading and async
+//! The API is **blocking, with short calls**: [`LinuxRuntime::start_pod`] takes a few
+//! milliseconds, [`PodHandle::status`] reads one small file. Only [`PodHandle::stop`] blocks for
+//! up to the grace period: an async caller runs it in `smol::unblock`. To learn about changes
+//! without polling, await [`PodHandle::changed`] (smol-compatible: it waits on the `events` fifo
+//! and the init's pidfd), or register [`PodHandle::events_fd`] and [`PodHandle::exit_fd`] with
+//! the event loop.
+//!
+//! # Example
+//! ```no_run
+//! use bramble_worker::runtime::{LinuxRuntime, RuntimeConfig};
+//! # fn pod() -> bramble_wire::objects::Pod { Default::default() }
+//! let rt = LinuxRuntime::new(RuntimeConfig::default())?;
+//! for problem in &rt.preflight().problems {
+//!     eprintln!("preflight: {problem}");
+//! }
+//! let mut handles = rt.adopt_existing()?; // pods that survived an agent restart
+//! let mut h = rt.start_pod(&pod(), "/var/log/bramble".as_ref())?;
+//! let status = h.status();
+//! let final_status = h.stop(std::time::Duration::from_secs(10))?;
+//! # Ok::<(), bramble_worker::runtime::RuntimeError>(())
+//! ```
+
+pub mod cgroup;
+pub mod init;
+pub mod log;
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bramble_wire::objects::{
+    ExitReason, NetworkMode, Pod, PodPhase, PodStatus, ProcessState, ProcessStatus, Resources,
+    VolumeSource,
+};
+
+use crate::sys::SysError;
+use crate::sys::process as sysproc;
+use crate::sys::spawn::{self, Exec, Namespaces};
+use cgroup::{AnyCgroupManager, CgroupBase, CgroupError, CgroupManager, Preflight};
+use init::{INIT_ARG, InitConfig, InitProcess};
+
+pub use init::run_if_requested as run_init_if_requested;
+
+/// `PATH` for processes that do not set one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Errors of the runtime: lowercase, with the path or the pod.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A syscall failed.
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    /// A cgroup operation failed.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// A file of the state or log directory.
+    #[error("{op} {path:?}: {err}")]
+    Io {
+        /// What was done.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The error.
+        err: std::io::Error,
+    },
+    /// The pod is invalid for this runtime.
+    #[error("invalid pod {pod}: {reason}")]
+    InvalidPod {
+        /// The pod.
+        pod: String,
+        /// Why.
+        reason: String,
+    },
+    /// The pod is already running here.
+    #[error("pod {0} is already running")]
+    AlreadyRunning(String),
+    /// Encoding the init configuration failed.
+    #[error("encoding the init config of {pod}: {err}")]
+    Encode {
+        /// The pod.
+        pod: String,
+        /// The error.
+        err: postcard::Error,
+    },
+    /// The pod init did not exit after SIGKILL.
+    #[error("pod {0}: init did not exit after its cgroup was killed")]
+    StuckInit(String),
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
+    move |err| RuntimeError::Io {
+        op,
+        path: path.to_owned(),
+        err,
+    }
+}
+
+/// Result of the runtime.
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// Restart backoff: `initial`, doubling, capped at `max`; a run of `reset_after` resets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Cap.
+    pub max: Duration,
+    /// A run at least this long resets the delay to `initial`.
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(10),
+            reset_after: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Configuration of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Per-pod state directories (tmpfs: `/run/bramble/pods`).
+    pub state_dir: PathBuf,
+    /// The binary that runs as pod init (`/proc/self/exe`: the worker itself).
+    pub init_exe: PathBuf,
+    /// Where the pods' cgroup parent sits.
+    pub cgroup_base: CgroupBase,
+    /// Name of the parent of all pod cgroups.
+    pub cgroup_parent: String,
+    /// Restart backoff.
+    pub backoff: Backoff,
+    /// Cap of each process log file (two files per process: `.log` and `.log.1`).
+    pub log_cap_bytes: u64,
+    /// Size of the `/tmp` tmpfs in pods with a rootfs.
+    pub tmp_size_bytes: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            state_dir: "/run/bramble/pods".into(),
+            init_exe: "/proc/self/exe".into(),
+            cgroup_base: CgroupBase::Root,
+            cgroup_parent: "bramble".into(),
+            backoff: Backoff::default(),
+            log_cap_bytes: 1 << 20,
+            tmp_size_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A pod's key on this node: `<namespace>_<name>_<uid prefix>`, the name of its cgroup, state
+/// directory and log directory. Names are DNS labels, so `_` separates unambiguously.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The first 8 characters of the pod's uid.
+    pub uid_prefix: String,
+}
+
+fn valid_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s != "."
+        && s != ".."
+}
+
+impl PodKey {
+    /// The key of `pod`, if its names are usable as path components.
+    pub fn of(pod: &Pod) -> Result<PodKey> {
+        let ns = if pod.meta.namespace.is_empty() {
+            "default"
+        } else {
+            &pod.meta.namespace
+        };
+        let uid: String = pod
+            .meta
+            .uid
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(8)
+            .collect();
+        let uid = if uid.is_empty() {
+            "0".to_owned()
+        } else {
+            uid.to_ascii_lowercase()
+        };
+        let key = PodKey {
+            namespace: ns.into(),
+            name: pod.meta.name.clone(),
+            uid_prefix: uid,
+        };
+        if !valid_part(&key.namespace) || !valid_part(&key.name) {
+            return Err(RuntimeError::InvalidPod {
+                pod: format!("{}/{}", key.namespace, key.name),
+                reason: "namespace and name must be DNS labels".into(),
+            });
+        }
+        Ok(key)
+    }
+
+    /// Parses `<namespace>_<name>_<uid prefix>`.
+    pub fn parse(s: &str) -> Option<PodKey> {
+        let mut it = s.split('_');
+        let (ns, name, uid) = (it.next()?, it.next()?, it.next()?);
+        (it.next().is_none() && valid_part(ns) && valid_part(name) && !uid.is_empty()).then(|| {
+            PodKey {
+                namespace: ns.into(),
+                name: name.into(),
+                uid_prefix: uid.into(),
+            }
+        })
+    }
+
+    /// `<namespace>_<name>`: the pod's log directory under the log root.
+    pub fn log_dir_name(&self) -> String {
+        format!("{}_{}", self.namespace, self.name)
+    }
+}
+
+impl fmt::Display for PodKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}_{}", self.namespace, self.name, self.uid_prefix)
+    }
+}
+
+/// The Linux runtime: namespaces + cgroups + the pod init.
+#[derive(Debug)]
+pub struct LinuxRuntime {
+    cfg: RuntimeConfig,
+    cgroups: Arc<AnyCgroupManager>,
+    preflight: Preflight,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Limits of the pod cgroup: per resource, the sum if every process sets it, else none.
+fn pod_limits(pod: &Pod) -> Resources {
+    let ps = &pod.spec.processes;
+    let all = |f: fn(&Resources) -> bool| !ps.is_empty() && ps.iter().all(|p| f(&p.resources));
+    let total = pod.spec.total_resources();
+    Resources {
+        cpu_millis: total.cpu_millis.filter(|_| all(|r| r.cpu_millis.is_some())),
+        memory_bytes: total
+            .memory_bytes
+            .filter(|_| all(|r| r.memory_bytes.is_some())),
+        pids: total.pids.filter(|_| all(|r| r.pids.is_some())),
+    }
+}
+
+/// Removes what a failed start created.
+struct StartGuard<'a> {
+    cgroups: &'a dyn CgroupManager,
+    rel: String,
+    state: PathBuf,
+    armed: bool,
+}
+
+impl Drop for StartGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.cgroups.kill_all(&self.rel);
+            let _ = self.cgroups.remove(&self.rel);
+            let _ = std::fs::remove_dir_all(&self.state);
+        }
+    }
+}
+
+impl LinuxRuntime {
+    /// Detects cgroups (preflight) and prepares the state directory.
+    pub fn new(cfg: RuntimeConfig) -> Result<LinuxRuntime> {
+        let (cgroups, preflight) = cgroup::detect(cfg.cgroup_base);
+        std::fs::create_dir_all(&cfg.state_dir).map_err(io("mkdir", &cfg.state_dir))?;
+        Ok(LinuxRuntime {
+            cfg,
+            cgroups: Arc::new(cgroups),
+            preflight,
+        })
+    }
+
+    /// What preflight found: version, controllers, problems with their fixes.
+    pub fn preflight(&self) -> &Preflight {
+        &self.preflight
+    }
+
+    /// The cgroup manager.
+    pub fn cgroups(&self) -> &dyn CgroupManager {
+        self.cgroups.as_dyn()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.cfg
+    }
+
+    fn rel(&self, key: &PodKey) -> String {
+        format!("{}/{}", self.cfg.cgroup_parent, key)
+    }
+
+    /// Starts `pod`: cgroups, state directory, the pod init in new namespaces (inside its cgroup
+    /// before it execs), which starts the processes. Logs go to `<log_dir>/<ns>_<name>/`.
+    pub fn start_pod(&self, pod: &Pod, log_dir: &Path) -> Result<PodHandle> {
+        let key = PodKey::of(pod)?;
+        let invalid = |reason: &str| RuntimeError::InvalidPod {
+            pod: key.to_string(),
+            reason: reason.into(),
+        };
+        if pod.spec.processes.is_empty() {
+            return Err(invalid("no processes"));
+        }
+        for p in &pod.spec.processes {
+            if !valid_part(&p.name)
+                || pod
+                    .spec
+                    .processes
+                    .iter()
+                    .filter(|q| q.name == p.name)
+                    .count()
+                    > 1
+            {
+                return Err(invalid("process names must be unique DNS labels"));
+            }
+        }
+        let state = self.cfg.state_dir.join(key.to_string());
+        if state.exists() {
+            return Err(RuntimeError::AlreadyRunning(key.to_string()));
+        }
+        let rel = self.rel(&key);
+        let cg = self.cgroups.as_dyn();
+        let mut guard = StartGuard {
+            cgroups: cg,
+            rel: rel.clone(),
+            state: state.clone(),
+            armed: true,
+        };
+        std::fs::create_dir_all(&state).map_err(io("mkdir", &state))?;
+        let pod_log = log_dir.join(key.log_dir_name());
+        std::fs::create_dir_all(&pod_log).map_err(io("mkdir", &pod_log))?;
+
+        cg.create(&rel, &pod_limits(pod))?;
+        let init_rel = format!("{rel}/_init");
+        cg.create(&init_rel, &Resources::default())?;
+        let mut processes = Vec::new();
+        for p in &pod.spec.processes {
+            let own = p.resources != Resources::default() && pod.spec.processes.len() > 1;
+            let leaf = if own {
+                format!("{rel}/p-{}", p.name)
+            } else {
+                init_rel.clone()
+            };
+            if own {
+                cg.create(&leaf, &p.resources)?;
+            }
+            let s = |p: PathBuf| p.to_string_lossy().into_owned();
+            processes.push(InitProcess {
+                spec: p.clone(),
+                // Processes sharing the init's leaf inherit it through fork: joining it again
+                // would cost a cgroup migration (an RCU grace period on v1) per start.
+                cgroup_procs: if own {
+                    cg.procs_files(&leaf).into_iter().map(s).collect()
+                } else {
+                    Vec::new()
+                },
+                oom_file: cg.oom_file(&leaf).map(s),
+            });
+        }
+        let empty_dirs = state.join("volumes");
+        for v in &pod.spec.volumes {
+            if !valid_part(&v.name) {
+                return Err(invalid("volume names must be DNS labels"));
+            }
+            if v.source == VolumeSource::EmptyDir {
+                let d = empty_dirs.join(&v.name);
+                std::fs::create_dir_all(&d).map_err(io("mkdir", &d))?;
+            }
+        }
+        let b = &self.cfg.backoff;
+        let icfg = InitConfig {
+            hostname: pod.meta.name.clone(),
+            processes,
+            restart_policy: pod.spec.restart_policy,
+            rootfs: pod.spec.rootfs.clone(),
+            private_network: pod.spec.network != NetworkMode::Host,
+            volumes: pod.spec.volumes.clone(),
+            empty_dir_base: empty_dirs.to_string_lossy().into_owned(),
+            backoff_initial_ms: b.initial.as_millis() as u64,
+            backoff_max_ms: b.max.as_millis() as u64,
+            backoff_reset_ms: b.reset_after.as_millis() as u64,
+            log_dir: pod_log.to_string_lossy().into_owned(),
+            log_cap: self.cfg.log_cap_bytes,
+            tmp_size: self.cfg.tmp_size_bytes,
+        };
+        let bytes = postcard::to_stdvec(&icfg).map_err(|err| RuntimeError::Encode {
+            pod: key.to_string(),
+            err,
+        })?;
+        let config_path = state.join("config");
+        std::fs::write(&config_path, bytes).map_err(io("write", &config_path))?;
+        sysproc::mkfifo(&state.join("events"))?;
+
+        let init_log_path = state.join("init.log");
+        let init_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&init_log_path)
+            .map_err(io("open", &init_log_path))?;
+        let devnull = sysproc::open_read(Path::new("/dev/null"))?;
+        let state_s = state.to_string_lossy().into_owned();
+        let exe = self.cfg.init_exe.to_string_lossy().into_owned();
+        let exec = Exec::new(&self.cfg.init_exe, &[exe.as_str(), INIT_ARG, &state_s], &[])?;
+        let ns = Namespaces {
+            net: pod.spec.network != NetworkMode::Host,
+        };
+        let paused = spawn::clone_paused(
+            &exec,
+            ns,
+            [devnull.as_fd(), init_log.as_fd(), init_log.as_fd()],
+        )?;
+        let pid = paused.pid();
+        cg.add_pid(&init_rel, pid)?;
+        let pidfd = sysproc::pidfd_open(pid)?;
+        let started_ms = now_ms();
+        let ticks = sysproc::start_ticks(pid).unwrap_or(0);
+        let init_path = state.join("init");
+        std::fs::write(&init_path, format!("{pid} {ticks} {started_ms}\n"))
+            .map_err(io("write", &init_path))?;
+        let events = sysproc::open_fifo_read(&state.join("events"))?;
+        paused.release()?;
+        guard.armed = false;
+        Ok(PodHandle {
+            key,
+            rel,
+            state,
+            init_pid: pid,
+            started_ms,
+            child: true,
+            pidfd: Some(pidfd),
+            events: Some(events),
+            cgroups: Arc::clone(&self.cgroups),
+            names: pod.spec.processes.iter().map(|p| p.name.clone()).collect(),
+        })
+    }
+
+    /// Finds the pods that are still here after an agent restart: every state directory (its
+    /// init still running, or finished with a final status) becomes a handle; cgroups under the
+    /// parent without a state directory are orphans: killed and removed.
+    pub fn adopt_existing(&self) -> Result<Vec<PodHandle>> {
+        let mut out = Vec::new();
+        let rd =
+            std::fs::read_dir(&self.cfg.state_dir).map_err(io("read dir", &self.cfg.state_dir))?;
+        for e in rd.flatten() {
+            let Some(key) = e.file_name().to_str().and_then(PodKey::parse) else {
+                continue;
+            };
+            let state = e.path();
+            let info = std::fs::read_to_string(state.join("init")).unwrap_or_default();
+            let mut f = info.split_whitespace().map(|x| x.parse::<u64>().ok());
+            let (pid, ticks, started_ms) = match (f.next(), f.next(), f.next()) {
+                (Some(Some(p)), Some(Some(t)), Some(Some(s))) => (p as i32, t, s),
+                _ => (0, 0, 0),
+            };
+            let alive = pid > 0 && sysproc::start_ticks(pid) == Some(ticks);
+            let pidfd = if alive {
+                sysproc::pidfd_open(pid).ok()
+            } else {
+                None
+            };
+            let events = sysproc::open_fifo_read(&state.join("events")).ok();
+            let names = std::fs::read(state.join("config"))
+                .ok()
+                .and_then(|b| postcard::from_bytes::<InitConfig>(&b).ok())
+                .map(|c| c.processes.into_iter().map(|p| p.spec.name).collect())
+                .unwrap_or_default();
+            out.push(PodHandle {
+                names,
+                rel: self.rel(&key),
+                key,
+                state,
+                init_pid: if alive { pid } else { 0 },
+                started_ms,
+                child: false,
+                pidfd,
+                events,
+                cgroups: Arc::clone(&self.cgroups),
+            });
+        }
+        let cg = self.cgroups.as_dyn();
+        for child in cg.children(&self.cfg.cgroup_parent) {
+            if !out.iter().any(|h| h.key.to_string() == child) {
+                let rel = format!("{}/{}", self.cfg.cgroup_parent, child);
+                tracing::warn!(cgroup = %rel, "removing orphaned pod cgroup");
+                cg.kill_all(&rel)?;
+                cg.remove(&rel)?;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
+/// A running (or finished, not yet cleaned up) pod.
+#[derive(Debug)]
+pub struct PodHandle {
+    key: PodKey,
+    rel: String,
+    state: PathBuf,
+    init_pid: i32,
+    started_ms: u64,
+    child: bool,
+    pidfd: Option<OwnedFd>,
+    events: Option<OwnedFd>,
+    cgroups: Arc<AnyCgroupManager>,
+    names: Vec<String>,
+}
+
+impl PodHandle {
+    /// The pod's key.
+    pub fn key(&self) -> &PodKey {
+        &self.key
+    }
+
+    /// Host PID of the pod init (0 if it is gone).
+    pub fn init_pid(&self) -> i32 {
+        self.init_pid
+    }
+
+    /// When the pod init started, ms since the Unix epoch.
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// The pod's cgroup, relative to the cgroup base.
+    pub fn cgroup(&self) -> &str {
+        &self.rel
+    }
+
+    /// CPU time used by the pod so far, ns (0 without cgroups).
+    pub fn cpu_usage_ns(&self) -> u64 {
+        self.cgroups.as_dyn().cpu_usage_ns(&self.rel).unwrap_or(0)
+    }
+
+    /// Whether the pod init has exited.
+    pub fn exited(&self) -> bool {
+        match &self.pidfd {
+            Some(fd) => {
+                sysproc::poll_readable(&[fd.as_fd()], Some(Duration::ZERO)).map_or(true, |r| r[0])
+            }
+            None => true,
+        }
+    }
+
+    /// Readable when the status changed (drain it with [`PodHandle::wait`] or `status`).
+    pub fn events_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.events.as_ref().map(|f| f.as_fd())
+    }
+
+    /// Readable once the pod init exited (a pidfd).
+    pub fn exit_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(|f| f.as_fd())
+    }
+
+    fn drain_events(&self) {
+        if let Some(fd) = &self.events {
+            let mut buf = [0u8; 256];
+            while let Ok(sysproc::ReadOutcome::Data(_)) =
+                sysproc::read_nonblocking(fd.as_fd(), &mut buf)
+            {}
+        }
+    }
+
+    /// Blocks until the status may have changed, the init exited, or `timeout` passed.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<()> {
+        let fds: Vec<BorrowedFd<'_>> = self
+            .events
+            .iter()
+            .chain(self.pidfd.iter())
+            .map(|f| f.as_fd())
+            .collect();
+        if fds.is_empty() {
+            std::thread::sleep(timeout.unwrap_or(Duration::from_millis(100)));
+            return Ok(());
+        }
+        sysproc::poll_readable(&fds, timeout)?;
+        self.drain_events();
+        Ok(())
+    }
+
+    /// Waits (async, any executor with `async-io`, e.g. smol) until the status may have changed.
+    pub async fn changed(&self) -> Result<()> {
+        let dup = |fd: &OwnedFd| sysproc::dup(fd.as_fd());
+        let ev = self.events.as_ref().map(dup).transpose()?;
+        let px = self.pidfd.as_ref().map(dup).transpose()?;
+        let wrap = |fd: Option<OwnedFd>| -> Result<Option<smol::Async<OwnedFd>>> {
+            fd.map(smol::Async::new)
+                .transpose()
+                .map_err(|err| RuntimeError::Io {
+                    op: "register",
+                    path: "fd".into(),
+                    err,
+                })
+        };
+        let (ev, px) = (wrap(ev)?, wrap(px)?);
+        let a = async {
+            match &ev {
+                Some(a) => a.readable().await,
+                None => std::future::pending().await,
+            }
+        };
+        let b = async {
+            match &px {
+                Some(a) => a.readable().await,
+                None => std::future::pending().await,
+            }
+        };
+        let _ = futures_lite::future::or(a, b).await;
+        self.drain_events();
+        Ok(())
+    }
+
+    /// The pod's status, from the init's status file. Running processes carry host PIDs. If the
+    /// init died unexpectedly, the processes it reported running are reported killed.
+    pub fn status(&self) -> PodStatus {
+        self.drain_events();
+        let exited = self.exited();
+        let mut st: PodStatus = std::fs::read(self.state.join("status"))
+            .ok()
+            .and_then(|b| postcard::from_bytes(&b).ok())
+            .unwrap_or_else(|| PodStatus {
+                processes: self
+                    .names
+                    .iter()
+                    .map(|n| ProcessStatus {
+                        name: n.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            });
+        if exited && matches!(st.phase, PodPhase::Running | PodPhase::Pending) {
+            for p in &mut st.processes {
+                if matches!(
+                    p.state,
+                    ProcessState::Running { .. } | ProcessState::Waiting
+                ) {
+                    let reason = ExitReason::Signaled(libc::SIGKILL);
+                    p.last_exit = Some(reason);
+                    p.state = ProcessState::Terminated {
+                        reason,
+                        finished_ms: now_ms(),
+                    };
+                }
+            }
+            st.phase = PodPhase::Failed;
+            st.message = "pod init exited".into();
+        }
+        if !exited {
+            self.translate_pids(&mut st);
+        }
+        st
+    }
+
+    /// Maps the pod-namespace PIDs the init reports to host PIDs.
+    fn translate_pids(&self, st: &mut PodStatus) {
+        let host = self.cgroups.as_dyn().pids(&self.rel).unwrap_or_default();
+        let map: Vec<(i32, i32)> = host
+            .into_iter()
+            .filter_map(|h| sysproc::ns_pids(h).and_then(|v| v.last().map(|&inner| (inner, h))))
+            .collect();
+        for p in &mut st.processes {
+            if let ProcessState::Running { pid, .. } = &mut p.state
+                && let Some((_, h)) = map.iter().find(|(inner, _)| *inner == *pid as i32)
+            {
+                *pid = *h as u32;
+            }
+        }
+    }
+
+    fn wait_exit(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.exited() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if let Some(fd) = &self.pidfd {
+                let _ = sysproc::poll_readable(&[fd.as_fd()], Some(left));
+            }
+        }
+    }
+
+    /// Stops the pod (SIGTERM to the init, which forwards it; after `grace`, SIGKILL to every
+    /// task of the cgroup), then removes its cgroups and state directory (logs stay). Also the
+    /// way to clean up a pod that ended by itself. Blocks up to `grace` plus a little.
+    pub fn stop(&mut self, grace: Duration) -> Result<PodStatus> {
+        if !self.exited() && self.init_pid > 0 {
+            sysproc::kill(self.init_pid, libc::SIGTERM)?;
+            self.wait_exit(grace);
+        }
+        let cg = self.cgroups.as_dyn();
+        if !self.exited() && self.init_pid > 0 {
+            // Killing the init kills its whole PID namespace; the cgroup kill gets the rest.
+            sysproc::kill(self.init_pid, libc::SIGKILL)?;
+        }
+        cg.kill_all(&self.rel)?;
+        if !self.wait_exit(Duration::from_secs(5)) {
+            return Err(RuntimeError::StuckInit(self.key.to_string()));
+        }
+        if self.child && self.init_pid > 0 {
+            let _ = sysproc::try_wait(self.init_pid);
+        }
+        let status = self.status();
+        cg.remove(&self.rel)?;
+        match std::fs::remove_dir_all(&self.state) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(RuntimeError::Io {
+                    op: "remove",
+                    path: self.state.clone(),
+                    err: e,
+                });
+            }
+        }
+        self.pidfd = None;
+        self.events = None;
+        self.init_pid = 0;
+        Ok(status)
+    }
+
+    /// Stops tracking the pod without stopping it (as when the agent exits): a later
+    /// [`LinuxRuntime::adopt_existing`] finds it again.
+    pub fn detach(self) {}
+}

@@ -1,1 +1,84 @@
-//! Every syscall of the worker, and every `unsafe` block, lives here.
+//! Every syscall of the worker, and every `unsafe` block, lives here (youki's model): the rest of
+//! the worker sees a narrow, safe API.
+//!
+//! - [`spawn`]: starting a pod's init with `clone` into new PID, mount, UTS, IPC (and network)
+//!   namespaces, and starting a pod's process from the (single-threaded) init with `fork`:
+//!   cgroup join, stdio, working directory, user/group drop with *raw* `setresuid`-family
+//!   syscalls, `PR_SET_NO_NEW_PRIVS`, `execve`. Nothing is allocated between `clone`/`fork` and
+//!   `execve`: every `CString` and pointer array is prepared before.
+//! - [`mount`]: the pod's mount namespace: private propagation, a fresh `/proc`, the optional
+//!   rootfs (read-only bind + writable tmpfs scratch) and `pivot_root`; hostname; loopback up.
+//! - [`process`]: signals, `waitpid`, `pidfd`, `poll`, `signalfd` and reading `/proc`.
+#![allow(unsafe_code)]
+
+pub mod mount;
+pub mod process;
+pub mod spawn;
+
+use std::path::PathBuf;
+
+/// Errors of the syscall layer. Messages are lowercase and name the path or the call.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    /// A syscall failed.
+    #[error("{call} failed: {err}")]
+    Call {
+        /// The syscall (and what it was for).
+        call: &'static str,
+        /// The error.
+        err: nix::Error,
+    },
+    /// A syscall on a path failed.
+    #[error("{call} {path:?} failed: {err}")]
+    Path {
+        /// The syscall.
+        call: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        err: nix::Error,
+    },
+    /// Reading or writing a file failed.
+    #[error("{op} {path:?}: {err}")]
+    Io {
+        /// What was done.
+        op: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        err: std::io::Error,
+    },
+    /// A string for `execve` contained a NUL byte.
+    #[error("argument contains a nul byte: {0:?}")]
+    Nul(String),
+    /// The child failed between `fork` and `execve`.
+    #[error("child setup failed at {step}: {err}")]
+    ChildSetup {
+        /// The step that failed.
+        step: &'static str,
+        /// The error.
+        err: nix::Error,
+    },
+}
+
+impl SysError {
+    pub(crate) fn call(call: &'static str, err: nix::Error) -> Self {
+        SysError::Call { call, err }
+    }
+
+    pub(crate) fn path(call: &'static str, path: impl Into<PathBuf>, err: nix::Error) -> Self {
+        SysError::Path {
+            call,
+            path: path.into(),
+            err,
+        }
+    }
+}
+
+/// Result of the syscall layer.
+pub type Result<T> = std::result::Result<T, SysError>;
+
+/// Returns the last `errno` as a nix error.
+fn errno() -> nix::Error {
+    nix::Error::last()
+}

@@ -1,0 +1,131 @@
+//! Workload start latency for a trivial workload (`/bin/true`), measured side by side in one run:
+//!
+//! - `fork+exec`: `std::process::Command::new("/bin/true")` — the floor;
+//! - `unshare`: `unshare --pid --fork --mount --uts --ipc /bin/true`;
+//! - `bramble`: `LinuxRuntime::start_pod` (cgroup with limits, clone into new PID/mount/UTS/IPC
+//!   namespaces, cgroup join before exec, the pod init re-executing the worker, fresh `/proc`,
+//!   hostname, fork+exec of `/bin/true`) until the pod init has exited;
+//! - `bramble+cleanup`: the same plus `PodHandle::stop` (cgroup kill + rmdir, state dir removal).
+//!
+//! Run as root: `cargo bench -p bramble-worker --bench start [-- ITERATIONS]`.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bramble_wire::objects::{Meta, Pod, PodPhase, PodSpec, ProcessSpec, Resources, RestartPolicy};
+use bramble_worker::runtime::cgroup::CgroupBase;
+use bramble_worker::runtime::{LinuxRuntime, RuntimeConfig};
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let iters: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200);
+    assert!(
+        bramble_worker::sys::process::is_root(),
+        "the start bench needs root"
+    );
+    let state = std::env::temp_dir().join(format!("bramble-bench-{}", std::process::id()));
+    let logs = state.join("logs");
+    let parent = format!("bramble-bench-{}", std::process::id());
+    // The worker binary is the pod init; cargo builds it for benches too.
+    let init_exe = PathBuf::from(env!("CARGO_BIN_EXE_bramble-worker"));
+    let rt = LinuxRuntime::new(RuntimeConfig {
+        state_dir: state.join("pods"),
+        init_exe,
+        cgroup_base: CgroupBase::Own,
+        cgroup_parent: parent.clone(),
+        ..Default::default()
+    })
+    .expect("runtime");
+    eprintln!(
+        "cgroups: {:?} {:?}",
+        rt.preflight().version,
+        rt.preflight().controllers
+    );
+
+    let pod = |i: usize| Pod {
+        meta: Meta {
+            name: format!("bench{i}"),
+            namespace: "default".into(),
+            uid: "feedface".into(),
+            ..Default::default()
+        },
+        spec: PodSpec {
+            processes: vec![ProcessSpec {
+                name: "true".into(),
+                command: vec!["/bin/true".into()],
+                resources: Resources {
+                    cpu_millis: Some(500),
+                    memory_bytes: Some(64 << 20),
+                    pids: Some(16),
+                },
+                ..Default::default()
+            }],
+            restart_policy: RestartPolicy::Never,
+            ..Default::default()
+        },
+        status: Default::default(),
+    };
+
+    let (mut plain, mut unshare, mut bramble, mut full) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..iters + 10 {
+        let warm = i < 10;
+        let t = Instant::now();
+        let s = Command::new("/bin/true").status().expect("/bin/true");
+        let d = t.elapsed();
+        assert!(s.success());
+        if !warm {
+            plain.push(d);
+        }
+
+        let t = Instant::now();
+        let s = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount", "--uts", "--ipc", "/bin/true"])
+            .status()
+            .expect("unshare");
+        let d = t.elapsed();
+        assert!(s.success());
+        if !warm {
+            unshare.push(d);
+        }
+
+        let t = Instant::now();
+        let mut h = rt.start_pod(&pod(i), &logs).expect("start_pod");
+        while !h.exited() {
+            h.wait(Some(Duration::from_secs(5))).expect("wait");
+        }
+        let d = t.elapsed();
+        let st = h.stop(Duration::from_secs(1)).expect("stop");
+        let df = t.elapsed();
+        assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}");
+        if !warm {
+            bramble.push(d);
+            full.push(df);
+        }
+    }
+    let _ = rt.cgroups().remove(&parent);
+    let _ = std::fs::remove_dir_all(&state);
+
+    let floor = median(plain.clone());
+    let row = |name: &str, v: Vec<Duration>| {
+        let m = median(v);
+        println!(
+            "{name:<16} median {:>8.3} ms   {:>5.2}x fork+exec",
+            m.as_secs_f64() * 1e3,
+            m.as_secs_f64() / floor.as_secs_f64()
+        );
+    };
+    println!("start latency of /bin/true, {iters} iterations each");
+    row("fork+exec", plain);
+    row("unshare", unshare);
+    row("bramble", bramble);
+    row("bramble+cleanup", full);
+}

@@ -1,0 +1,247 @@
+//! The agent's [`Driver`] over the Linux runtime: starts, adopts, stops and reports pods.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bramble_wire::msg::PodReport;
+use bramble_wire::objects::{Pod, PodPhase, PodStatus};
+use bramble_wire::{CgroupVersion, Controllers};
+
+use super::Driver;
+use crate::runtime::{LinuxRuntime, PodHandle, PodKey, RuntimeConfig};
+
+/// Where the driver keeps things.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Log root (persistent: the state dir): `<logs>/<ns>_<pod>/<process>.log`.
+    pub logs: PathBuf,
+    /// Per-pod runtime state (tmpfs: `/run/...`), what re-adoption reads.
+    pub run: PathBuf,
+    /// Parent cgroup of the pods.
+    pub cgroup_parent: String,
+}
+
+struct Entry {
+    pod: Pod,
+    handle: Option<PodHandle>,
+    /// Final or last known status (kept after the pod ended and was cleaned up).
+    last: PodStatus,
+}
+
+/// Runs pods with [`LinuxRuntime`].
+pub struct LinuxDriver {
+    rt: LinuxRuntime,
+    logs: PathBuf,
+    pods: HashMap<String, Entry>,
+    adopted: Option<HashMap<String, PodHandle>>,
+}
+
+impl std::fmt::Debug for LinuxDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LinuxDriver({} pods)", self.pods.len())
+    }
+}
+
+fn terminal(p: PodPhase) -> bool {
+    matches!(p, PodPhase::Succeeded | PodPhase::Failed)
+}
+
+impl LinuxDriver {
+    /// Detects cgroups and finds the pods left running by a previous agent.
+    pub fn new(paths: &Paths) -> anyhow::Result<LinuxDriver> {
+        let cfg = RuntimeConfig {
+            state_dir: paths.run.clone(),
+            cgroup_parent: paths.cgroup_parent.clone(),
+            ..Default::default()
+        };
+        let rt = LinuxRuntime::new(cfg)?;
+        std::fs::create_dir_all(&paths.logs)?;
+        let adopted = rt
+            .adopt_existing()?
+            .into_iter()
+            .map(|h| (h.key().to_string(), h))
+            .collect::<HashMap<_, _>>();
+        if !adopted.is_empty() {
+            tracing::info!(
+                pods = adopted.len(),
+                "found running pods from a previous agent"
+            );
+        }
+        Ok(LinuxDriver {
+            rt,
+            logs: paths.logs.clone(),
+            pods: HashMap::new(),
+            adopted: Some(adopted),
+        })
+    }
+
+    /// cgroup version and enforceable controllers.
+    pub fn cgroup_info(&self) -> (CgroupVersion, Controllers) {
+        let p = self.rt.preflight();
+        (p.version, p.controllers)
+    }
+
+    /// Preflight problems, each with its fix.
+    pub fn problems(&self) -> Vec<String> {
+        self.rt.preflight().problems.clone()
+    }
+
+    fn stop_in_background(mut h: PodHandle, grace: Duration) {
+        std::thread::spawn(move || {
+            let key = h.key().to_string();
+            if let Err(e) = h.stop(grace) {
+                tracing::warn!(pod = %key, "stop: {e}");
+            }
+        });
+    }
+}
+
+impl Driver for LinuxDriver {
+    fn sync(&mut self, desired: &[Pod]) {
+        let mut adopted = self.adopted.take().unwrap_or_default();
+        let want: HashMap<&str, &Pod> = desired.iter().map(|p| (p.meta.uid.as_str(), p)).collect();
+        // Stop what is no longer wanted.
+        let gone: Vec<String> = self
+            .pods
+            .keys()
+            .filter(|u| !want.contains_key(u.as_str()))
+            .cloned()
+            .collect();
+        for uid in gone {
+            if let Some(e) = self.pods.remove(&uid)
+                && let Some(h) = e.handle
+            {
+                tracing::info!(pod = %e.pod.meta.name, namespace = %e.pod.meta.namespace, "stopping");
+                Self::stop_in_background(
+                    h,
+                    Duration::from_millis(u64::from(e.pod.spec.termination_grace_ms)),
+                );
+            }
+        }
+        // Start (or adopt) what is new.
+        for p in desired {
+            if self.pods.contains_key(&p.meta.uid) {
+                continue;
+            }
+            let key = match PodKey::of(p) {
+                Ok(k) => k.to_string(),
+                Err(e) => {
+                    tracing::warn!(pod = %p.meta.name, "cannot run: {e}");
+                    continue;
+                }
+            };
+            if let Some(h) = adopted.remove(&key) {
+                tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, pid = h.init_pid(), "re-adopted running pod");
+                let last = h.status();
+                self.pods.insert(
+                    p.meta.uid.clone(),
+                    Entry {
+                        pod: p.clone(),
+                        handle: Some(h),
+                        last,
+                    },
+                );
+                continue;
+            }
+            if terminal(p.status.phase) {
+                // Already ran to completion (the master says so): do not run it again.
+                self.pods.insert(
+                    p.meta.uid.clone(),
+                    Entry {
+                        pod: p.clone(),
+                        handle: None,
+                        last: p.status.clone(),
+                    },
+                );
+                continue;
+            }
+            let last = match self.rt.start_pod(p, &self.logs) {
+                Ok(h) => {
+                    tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, pid = h.init_pid(), "started");
+                    let st = h.status();
+                    self.pods.insert(
+                        p.meta.uid.clone(),
+                        Entry {
+                            pod: p.clone(),
+                            handle: Some(h),
+                            last: st,
+                        },
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(pod = %p.meta.name, namespace = %p.meta.namespace, "start failed: {e}");
+                    PodStatus {
+                        phase: PodPhase::Failed,
+                        message: format!("start failed: {e}"),
+                        ..Default::default()
+                    }
+                }
+            };
+            self.pods.insert(
+                p.meta.uid.clone(),
+                Entry {
+                    pod: p.clone(),
+                    handle: None,
+                    last,
+                },
+            );
+        }
+        // Adopted pods that are not assigned any more (deleted while we were away).
+        for (key, h) in adopted {
+            tracing::info!(pod = %key, "stopping a pod that is no longer assigned");
+            Self::stop_in_background(h, Duration::from_secs(10));
+        }
+    }
+
+    fn poll(&mut self) -> Vec<PodReport> {
+        let mut out = Vec::with_capacity(self.pods.len());
+        for e in self.pods.values_mut() {
+            if let Some(h) = &mut e.handle {
+                e.last = h.status();
+                if h.exited() || terminal(e.last.phase) {
+                    // Ran to completion: clean up its cgroup, keep its final status and logs.
+                    if let Some(mut h) = e.handle.take() {
+                        if let Ok(st) = h.stop(Duration::from_millis(100)) {
+                            e.last = st;
+                        }
+                    }
+                }
+            }
+            out.push(PodReport {
+                namespace: e.pod.meta.namespace.clone(),
+                name: e.pod.meta.name.clone(),
+                uid: e.pod.meta.uid.clone(),
+                status: e.last.clone(),
+            });
+        }
+        out
+    }
+
+    fn log_file(&self, namespace: &str, pod: &str, process: Option<&str>) -> Option<PathBuf> {
+        let e = self
+            .pods
+            .values()
+            .find(|e| e.pod.meta.namespace == namespace && e.pod.meta.name == pod)?;
+        let proc_name = match process {
+            Some(p) => p.to_string(),
+            None => e.pod.spec.processes.first()?.name.clone(),
+        };
+        let key = PodKey::of(&e.pod).ok()?;
+        Some(
+            self.logs
+                .join(key.log_dir_name())
+                .join(format!("{proc_name}.log")),
+        )
+    }
+}
+
+/// The default paths for a node name: logs under the state dir, runtime state in `/run`.
+pub fn default_paths(state_dir: &Path, run_dir: &Path, cgroup_parent: &str) -> Paths {
+    Paths {
+        logs: state_dir.join("logs"),
+        run: run_dir.join("pods"),
+        cgroup_parent: cgroup_parent.to_string(),
+    }
+}

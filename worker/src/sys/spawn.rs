@@ -1,0 +1,395 @@
+//! Starting processes: the pod init (raw `clone` into new namespaces, paused until the worker has
+//! put it into its cgroup) and the pod's processes (`fork` from the single-threaded init).
+//!
+//! The worker is multi-threaded: after a raw `clone` only the calling thread exists in the child,
+//! and locks held by other threads (malloc's, glibc's setxid broadcast) stay locked forever. So the
+//! clone child does nothing but `close`, `dup2`, `sigprocmask`, `read` and `execve` on data
+//! prepared before the clone ([`Exec`]), and re-executes the worker binary as the pod init, which
+//! then does the namespace setup as an ordinary single-threaded process.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
+
+use nix::fcntl::OFlag;
+
+use super::{Result, SysError, errno};
+
+/// A program ready for `execve`: every string and pointer array is built before any fork.
+#[derive(Debug)]
+pub struct Exec {
+    path: CString,
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+}
+
+fn cstring(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| SysError::Nul(s.to_owned()))
+}
+
+impl Exec {
+    /// Prepares `path` with `argv` (including `argv[0]`) and the environment `env`.
+    pub fn new<A: AsRef<str>>(path: &Path, argv: &[A], env: &[(String, String)]) -> Result<Exec> {
+        let path_s = path
+            .to_str()
+            .ok_or_else(|| SysError::Nul(path.display().to_string()))?;
+        let path = cstring(path_s)?;
+        let argv = argv
+            .iter()
+            .map(|a| cstring(a.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        let envp = env
+            .iter()
+            .map(|(k, v)| cstring(&format!("{k}={v}")))
+            .collect::<Result<Vec<_>>>()?;
+        // The pointers point into the CStrings' heap buffers, which do not move when the Vecs
+        // (or the Exec) move.
+        let mut argv_ptrs: Vec<_> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut envp_ptrs: Vec<_> = envp.iter().map(|a| a.as_ptr()).collect();
+        envp_ptrs.push(std::ptr::null());
+        Ok(Exec {
+            path,
+            _argv: argv,
+            _envp: envp,
+            argv_ptrs,
+            envp_ptrs,
+        })
+    }
+
+    /// The program's path.
+    pub fn path(&self) -> &CStr {
+        &self.path
+    }
+}
+
+/// Namespaces of a new pod, beyond the always-new PID, mount, UTS and IPC namespaces.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Namespaces {
+    /// A new network namespace (only loopback).
+    pub net: bool,
+}
+
+/// A cloned pod init that waits, before `execve`, for [`Paused::release`]. Dropping it without
+/// releasing kills and reaps the child.
+#[derive(Debug)]
+pub struct Paused {
+    pid: i32,
+    sync: Option<OwnedFd>,
+}
+
+impl Paused {
+    /// The child's PID (in the worker's PID namespace).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Lets the child `execve`.
+    pub fn release(mut self) -> Result<i32> {
+        let Some(sync) = self.sync.take() else {
+            return Ok(self.pid);
+        };
+        match nix::unistd::write(&sync, &[1u8]) {
+            Ok(1) => Ok(self.pid),
+            Ok(_) => Err(SysError::call("write (release pod init)", nix::Error::EIO)),
+            Err(e) => Err(SysError::call("write (release pod init)", e)),
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if self.sync.take().is_some() {
+            // Not released: the child reads EOF and exits; make sure of it and reap it.
+            let _ = super::process::kill(self.pid, libc::SIGKILL);
+            let _ = super::process::wait_blocking(self.pid);
+        }
+    }
+}
+
+/// Clones a child into new PID, mount, UTS, IPC (and network) namespaces with `stdio` as its
+/// fds 0, 1, 2. The child waits for [`Paused::release`], then `execve`s `exec` with SIGTERM,
+/// SIGINT, SIGHUP and SIGCHLD blocked (pending until the init reads them from a signalfd).
+///
+/// Each `stdio` fd must be either its own slot (0, 1, 2) or greater than 2.
+pub fn clone_paused(exec: &Exec, ns: Namespaces, stdio: [BorrowedFd<'_>; 3]) -> Result<Paused> {
+    let (sync_r, sync_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SysError::call("pipe2", e))?;
+    let mut flags =
+        libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if ns.net {
+        flags |= libc::CLONE_NEWNET;
+    }
+    let flags = (flags | libc::SIGCHLD) as libc::c_long;
+    let stdio_raw = [
+        stdio[0].as_raw_fd(),
+        stdio[1].as_raw_fd(),
+        stdio[2].as_raw_fd(),
+    ];
+    let (sync_r_raw, sync_w_raw) = (sync_r.as_raw_fd(), sync_w.as_raw_fd());
+
+    // SAFETY: a raw clone without CLONE_VM and with a null stack behaves like fork: the child
+    // gets a copy-on-write copy of the address space and only this thread. The child branch
+    // below calls only async-signal-safe functions on data prepared before the clone, and never
+    // returns.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0 as libc::c_long, 0, 0, 0) };
+    if ret < 0 {
+        return Err(SysError::call("clone (pod init)", errno()));
+    }
+    if ret == 0 {
+        // SAFETY: we are the clone child; see `clone_child`.
+        unsafe { clone_child(exec, stdio_raw, sync_r_raw, sync_w_raw) }
+    }
+    drop(sync_r);
+    Ok(Paused {
+        pid: ret as i32,
+        sync: Some(sync_w),
+    })
+}
+
+/// The clone child: no allocation, no locks, only async-signal-safe calls.
+///
+/// # Safety
+/// Must only be called in the child of `clone_paused`, with `exec` prepared before the clone.
+unsafe fn clone_child(exec: &Exec, stdio: [RawFd; 3], sync_r: RawFd, sync_w: RawFd) -> ! {
+    // SAFETY: async-signal-safe libc calls on plain integers and on pointers into `exec`, whose
+    // buffers were allocated before the clone and stay valid; `_exit` never returns.
+    unsafe {
+        libc::close(sync_w);
+        for (slot, &fd) in stdio.iter().enumerate() {
+            let slot = slot as RawFd;
+            if fd == slot {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+            } else if libc::dup2(fd, slot) < 0 {
+                libc::_exit(126);
+            }
+        }
+        // The init's signals start blocked and stay blocked across execve: a SIGTERM sent
+        // before the init reads its signalfd stays pending instead of being dropped (PID 1 of a
+        // PID namespace discards unblocked signals it has no handler for).
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        let mut byte = 0u8;
+        loop {
+            let n = libc::read(sync_r, (&raw mut byte).cast(), 1);
+            if n == 1 {
+                break;
+            }
+            if n < 0 && nix::errno::Errno::last_raw() == libc::EINTR {
+                continue;
+            }
+            libc::_exit(1);
+        }
+        libc::execve(
+            exec.path.as_ptr(),
+            exec.argv_ptrs.as_ptr(),
+            exec.envp_ptrs.as_ptr(),
+        );
+        libc::_exit(127)
+    }
+}
+
+/// How to start one of the pod's processes from the pod init.
+#[derive(Debug)]
+pub struct ProcessSetup<'a> {
+    /// The program.
+    pub exec: &'a Exec,
+    /// `cgroup.procs` files (opened for writing) to join before `execve`.
+    pub cgroup_procs: &'a [BorrowedFd<'a>],
+    /// Standard input.
+    pub stdin: BorrowedFd<'a>,
+    /// Standard output and standard error.
+    pub output: BorrowedFd<'a>,
+    /// Working directory.
+    pub workdir: Option<&'a CStr>,
+    /// User to switch to.
+    pub uid: Option<u32>,
+    /// Group to switch to.
+    pub gid: Option<u32>,
+}
+
+const STEPS: [&str; 9] = [
+    "cgroup join",
+    "setsid",
+    "dup2",
+    "chdir",
+    "setgroups",
+    "setresgid",
+    "setresuid",
+    "prctl(no_new_privs)",
+    "execve",
+];
+
+#[cfg(target_arch = "arm")]
+mod ids {
+    pub const SETGROUPS: libc::c_long = libc::SYS_setgroups32;
+    pub const SETRESGID: libc::c_long = libc::SYS_setresgid32;
+    pub const SETRESUID: libc::c_long = libc::SYS_setresuid32;
+}
+#[cfg(not(target_arch = "arm"))]
+mod ids {
+    pub const SETGROUPS: libc::c_long = libc::SYS_setgroups;
+    pub const SETRESGID: libc::c_long = libc::SYS_setresgid;
+    pub const SETRESUID: libc::c_long = libc::SYS_setresuid;
+}
+
+/// Forks and execs one process of the pod. Returns its PID once `execve` succeeded; a failure
+/// before `execve` is reported as [`SysError::ChildSetup`] (the child is reaped).
+///
+/// In the child: default signal mask and dispositions, cgroup join, new session, stdio, working
+/// directory, `setgroups`/`setresgid`/`setresuid` (raw syscalls), `PR_SET_NO_NEW_PRIVS`, `execve`.
+pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
+    let (err_r, err_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SysError::call("pipe2", e))?;
+    let procs: [RawFd; 8] = {
+        let mut a = [-1; 8];
+        for (i, fd) in setup.cgroup_procs.iter().take(8).enumerate() {
+            a[i] = fd.as_raw_fd();
+        }
+        a
+    };
+    let workdir = setup.workdir.map_or(std::ptr::null(), |w| w.as_ptr());
+    let stdin = setup.stdin.as_raw_fd();
+    let output = setup.output.as_raw_fd();
+    let err_w_raw = err_w.as_raw_fd();
+    let (uid, gid) = (setup.uid, setup.gid);
+
+    // SAFETY: fork is called from the pod init, which is single-threaded; the child branch only
+    // makes async-signal-safe calls on data prepared above and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(SysError::call("fork", errno()));
+    }
+    if pid == 0 {
+        // SAFETY: we are the fork child.
+        unsafe {
+            process_child(
+                setup.exec, &procs, stdin, output, workdir, uid, gid, err_w_raw,
+            )
+        }
+    }
+    drop(err_w);
+    let mut buf = [0u8; 5];
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(&err_r, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(SysError::call("read (exec status)", e)),
+        }
+    }
+    if got == 0 {
+        return Ok(pid);
+    }
+    let _ = super::process::wait_blocking(pid);
+    let step = STEPS.get(buf[0] as usize).copied().unwrap_or("unknown");
+    let code = i32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    Err(SysError::ChildSetup {
+        step,
+        err: nix::Error::from_raw(code),
+    })
+}
+
+/// The fork child of [`fork_exec`].
+///
+/// # Safety
+/// Must only be called in the child of `fork_exec`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn process_child(
+    exec: &Exec,
+    procs: &[RawFd; 8],
+    stdin: RawFd,
+    output: RawFd,
+    workdir: *const libc::c_char,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    err_w: RawFd,
+) -> ! {
+    // SAFETY: async-signal-safe libc calls on integers, stack buffers and pointers prepared
+    // before the fork; every path ends in `execve` or `_exit`.
+    unsafe {
+        let fail = |step: u8| -> ! {
+            let e = nix::errno::Errno::last_raw();
+            let mut msg = [step, 0, 0, 0, 0];
+            msg[1..].copy_from_slice(&e.to_le_bytes());
+            libc::write(err_w, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127)
+        };
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for sig in [
+            libc::SIGPIPE,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGCHLD,
+            libc::SIGHUP,
+        ] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        for &fd in procs.iter().filter(|&&fd| fd >= 0) {
+            if libc::pwrite(fd, b"0".as_ptr().cast(), 1, 0) < 0 {
+                fail(0);
+            }
+        }
+        if libc::setsid() < 0 {
+            fail(1);
+        }
+        if libc::dup2(stdin, 0) < 0 || libc::dup2(output, 1) < 0 || libc::dup2(output, 2) < 0 {
+            fail(2);
+        }
+        if !workdir.is_null() && libc::chdir(workdir) < 0 {
+            fail(3);
+        }
+        if uid.is_some() || gid.is_some() {
+            let groups: [libc::gid_t; 1] = [gid.unwrap_or(0)];
+            let n: libc::c_long = if gid.is_some() { 1 } else { 0 };
+            if libc::syscall(ids::SETGROUPS, n, groups.as_ptr()) < 0 {
+                fail(4);
+            }
+        }
+        if let Some(g) = gid {
+            let g = g as libc::c_long;
+            if libc::syscall(ids::SETRESGID, g, g, g) < 0 {
+                fail(5);
+            }
+        }
+        if let Some(u) = uid {
+            let u = u as libc::c_long;
+            if libc::syscall(ids::SETRESUID, u, u, u) < 0 {
+                fail(6);
+            }
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) < 0 {
+            fail(7);
+        }
+        libc::execve(
+            exec.path.as_ptr(),
+            exec.argv_ptrs.as_ptr(),
+            exec.envp_ptrs.as_ptr(),
+        );
+        fail(8)
+    }
+}
+
+/// Opens `path` for writing (a `cgroup.procs` file) and returns the fd.
+pub fn open_write(path: &Path) -> Result<OwnedFd> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| SysError::path("open", path, e))
+}
+
+/// Borrows a list of owned fds.
+pub fn borrow_all(fds: &[OwnedFd]) -> Vec<BorrowedFd<'_>> {
+    fds.iter().map(|f| f.as_fd()).collect()
+}

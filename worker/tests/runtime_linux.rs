@@ -1,0 +1,285 @@
+//! The pod runtime for real: namespaces, cgroups (this host's v1, or v2), the pod init, restarts,
+//! graceful stop, re-adoption, leaks. Needs root and cgroups: fails loudly without them.
+//!
+//! Every test uses its own cgroup parent under the test process's own cgroup, and a guard removes
+//! it (killing what is left) also when the test fails.
+
+mod runtime_support;
+
+use std::time::{Duration, Instant};
+
+use bramble_wire::objects::{ExitReason, NetworkMode, PodPhase, ProcessState, RestartPolicy};
+use bramble_worker::runtime::LinuxRuntime;
+use runtime_support::*;
+
+#[test]
+fn oom_kill_is_reported_as_oomkilled() {
+    let env = Env::new("oom");
+    let mut p = process(
+        "hog",
+        "exec /usr/bin/python3 -c 'b = bytearray(200 * 1024 * 1024); print(len(b))'",
+    );
+    p.resources.memory_bytes = Some(32 << 20);
+    let mut h = env.start(&pod("oom", vec![p], RestartPolicy::Never));
+    let st = wait_for(&h, 30, "the OOM kill", finished);
+    assert_eq!(st.phase, PodPhase::Failed);
+    assert_eq!(
+        st.processes[0].last_exit,
+        Some(ExitReason::OOMKilled),
+        "{st:?}"
+    );
+    h.stop(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn sigkill_without_oom_is_signaled() {
+    let env = Env::new("kill9");
+    let mut p = process("victim", "kill -KILL $$");
+    p.resources.memory_bytes = Some(64 << 20);
+    let mut h = env.start(&pod("kill9", vec![p], RestartPolicy::Never));
+    let st = wait_for(&h, 10, "the exit", finished);
+    assert_eq!(
+        st.processes[0].last_exit,
+        Some(ExitReason::Signaled(9)),
+        "{st:?}"
+    );
+    h.stop(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn fork_bomb_stops_at_pids_max() {
+    let env = Env::new("bomb");
+    let mut p = process("bomb", "b() { b | b & }; b; sleep 30");
+    p.resources.pids = Some(20);
+    let mut h = env.start(&pod("bomb", vec![p], RestartPolicy::Never));
+    let mut max_seen = 0;
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        max_seen = max_seen.max(env.rt.cgroups().pids(h.cgroup()).unwrap().len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The pod cgroup holds at most pids.max tasks (the init included).
+    assert!(max_seen <= 20, "saw {max_seen} tasks in a pids=20 pod");
+    assert!(max_seen >= 2, "the bomb did not run ({max_seen} tasks)");
+    h.stop(Duration::from_millis(100)).unwrap();
+    assert!(!env.rt.cgroups().exists(h.cgroup()));
+}
+
+#[test]
+fn cpu_limit_holds() {
+    let env = Env::new("cpu");
+    let mut p = process("spin", "while :; do :; done");
+    p.resources.cpu_millis = Some(250);
+    let mut h = env.start(&pod("cpu", vec![p], RestartPolicy::Never));
+    wait_for(&h, 10, "running", |s| s.phase == PodPhase::Running);
+    std::thread::sleep(Duration::from_millis(300));
+    let (u0, t0) = (h.cpu_usage_ns(), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let (u1, t1) = (h.cpu_usage_ns(), Instant::now());
+    let share = (u1 - u0) as f64 / (t1 - t0).as_nanos() as f64;
+    eprintln!("cpu share of a 250m pod: {:.1}% of one core", share * 100.0);
+    assert!(
+        share < 0.5,
+        "a 250m pod used {:.0}% of a core",
+        share * 100.0
+    );
+    assert!(share > 0.02, "the spinner did not run ({share})");
+    h.stop(Duration::from_millis(100)).unwrap();
+}
+
+#[test]
+fn pod_sees_its_own_pid_namespace_and_hostname() {
+    let env = Env::new("ns");
+    let script = "echo pid=$$ ppid=$PPID; echo host=$(hostname); \
+                  echo procs=$(ls /proc | grep -c '^[0-9]'); ps -e -o pid=,comm=";
+    let mut h = env.start(&pod(
+        "nsview",
+        vec![process("look", script)],
+        RestartPolicy::Never,
+    ));
+    let st = wait_for(&h, 10, "completion", finished);
+    assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}");
+    let out = env.log("nsview", "look");
+    assert!(out.contains("pid=2 ppid=1"), "{out}");
+    assert!(out.contains("host=nsview"), "{out}");
+    // init, sh, ls, grep (and the subshell) at most: no host processes.
+    let n: usize = out
+        .split("procs=")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(n <= 6, "{n} processes visible: {out}");
+    assert!(out.lines().any(|l| l.trim() == "1 bramble-worker"), "{out}");
+    h.stop(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn user_drop_and_no_new_privs() {
+    let env = Env::new("user");
+    let mut p = process(
+        "who",
+        "id -u; id -g; id -G; grep NoNewPrivs /proc/self/status",
+    );
+    p.user = Some(65534);
+    p.group = Some(65534);
+    let mut h = env.start(&pod("user", vec![p], RestartPolicy::Never));
+    let st = wait_for(&h, 10, "completion", finished);
+    assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}");
+    let out = env.log("user", "who");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["65534", "65534", "65534"], "{out}");
+    assert!(lines[3].ends_with('1'), "{out}");
+    h.stop(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let env = Env::new("net");
+    let mut pd = pod(
+        "net",
+        vec![process("ip", "ip -o link; cat /proc/net/dev")],
+        RestartPolicy::Never,
+    );
+    pd.spec.network = NetworkMode::None;
+    let mut h = env.start(&pd);
+    let st = wait_for(&h, 10, "completion", finished);
+    assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}");
+    let out = env.log("net", "ip");
+    let links: Vec<&str> = out.lines().filter(|l| l.contains(": <")).collect();
+    assert_eq!(links.len(), 1, "{out}");
+    assert!(
+        links[0].starts_with("1: lo:") && links[0].contains("UP"),
+        "{out}"
+    );
+    h.stop(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn restart_policies_and_start_failure() {
+    let env = Env::new("restart");
+    let mut h = env.start(&pod(
+        "onfail",
+        vec![process("fail", "exit 3")],
+        RestartPolicy::OnFailure,
+    ));
+    let st = wait_for(&h, 10, "three restarts", |s| s.processes[0].restarts >= 3);
+    assert_eq!(st.phase, PodPhase::Running);
+    assert_eq!(st.processes[0].last_exit, Some(ExitReason::Error(3)));
+    h.stop(Duration::from_secs(1)).unwrap();
+
+    let mut h = env.start(&pod(
+        "never",
+        vec![process("fail", "exit 3")],
+        RestartPolicy::Never,
+    ));
+    let st = wait_for(&h, 10, "failure", finished);
+    assert_eq!(st.phase, PodPhase::Failed);
+    assert_eq!(st.processes[0].restarts, 0);
+    assert_eq!(st.processes[0].last_exit, Some(ExitReason::Error(3)));
+    h.stop(Duration::from_secs(1)).unwrap();
+
+    let mut h = env.start(&pod(
+        "ok",
+        vec![process("ok", "true")],
+        RestartPolicy::OnFailure,
+    ));
+    let st = wait_for(&h, 10, "success", finished);
+    assert_eq!(st.phase, PodPhase::Succeeded);
+    h.stop(Duration::from_secs(1)).unwrap();
+
+    let mut p = process("missing", "");
+    p.command = vec!["no-such-command-here".into()];
+    let mut h = env.start(&pod("missing", vec![p], RestartPolicy::Never));
+    let st = wait_for(&h, 10, "start failure", finished);
+    assert_eq!(
+        st.processes[0].last_exit,
+        Some(ExitReason::StartFailed),
+        "{st:?}"
+    );
+    assert!(env.log("missing", "missing").contains("command not found"));
+    h.stop(Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn graceful_stop_then_sigkill() {
+    let env = Env::new("stop");
+    let script = "trap 'echo got-term; exit 0' TERM; echo ready; while :; do sleep 0.05; done";
+    let mut h = env.start(&pod(
+        "polite",
+        vec![process("main", script)],
+        RestartPolicy::Always,
+    ));
+    wait_for(&h, 10, "ready", |_| {
+        env.log("polite", "main").contains("ready")
+    });
+    let st = h.stop(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        st.processes[0].last_exit,
+        Some(ExitReason::Completed),
+        "{st:?}"
+    );
+    assert!(env.log("polite", "main").contains("got-term"));
+
+    let script = "trap '' TERM; echo ready; while :; do sleep 0.05; done";
+    let mut h = env.start(&pod(
+        "stubborn",
+        vec![process("main", script)],
+        RestartPolicy::Always,
+    ));
+    wait_for(&h, 10, "ready", |_| {
+        env.log("stubborn", "main").contains("ready")
+    });
+    let t = Instant::now();
+    let st = h.stop(Duration::from_millis(300)).unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "stopped before the grace period"
+    );
+    assert_eq!(
+        st.processes[0].last_exit,
+        Some(ExitReason::Signaled(9)),
+        "{st:?}"
+    );
+    assert!(!env.rt.cgroups().exists(h.cgroup()));
+}
+
+#[test]
+fn readoption_keeps_the_same_processes() {
+    let env = Env::new("adopt");
+    let pd = pod(
+        "keep",
+        vec![process("main", "exec sleep 60")],
+        RestartPolicy::Always,
+    );
+    let h = env.start(&pd);
+    let st = wait_for(&h, 10, "running", |s| {
+        matches!(s.processes[0].state, ProcessState::Running { .. })
+    });
+    let ProcessState::Running { pid, .. } = st.processes[0].state else {
+        unreachable!()
+    };
+    let init = h.init_pid();
+    assert_ne!(pid as i32, init);
+    h.detach();
+
+    // A new runtime, as after an agent restart.
+    let rt2 = LinuxRuntime::new(config(env.state.path(), &env.parent)).unwrap();
+    let mut adopted = rt2.adopt_existing().unwrap();
+    assert_eq!(adopted.len(), 1);
+    let mut h = adopted.pop().unwrap();
+    assert_eq!(h.key().name, "keep");
+    assert_eq!(h.init_pid(), init);
+    let st = h.status();
+    assert!(
+        matches!(st.processes[0].state, ProcessState::Running { pid: p, .. } if p == pid),
+        "{st:?}"
+    );
+    assert_eq!(st.processes[0].restarts, 0);
+    h.stop(Duration::from_secs(2)).unwrap();
+    assert!(rt2.adopt_existing().unwrap().is_empty());
+}

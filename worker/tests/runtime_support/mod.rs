@@ -1,0 +1,135 @@
+//! Helpers of the runtime tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bramble_wire::objects::{CgroupVersion, Controllers};
+use bramble_wire::objects::{Meta, Pod, PodPhase, PodSpec, PodStatus, ProcessSpec, RestartPolicy};
+use bramble_worker::runtime::cgroup::CgroupBase;
+use bramble_worker::runtime::{Backoff, LinuxRuntime, PodHandle, RuntimeConfig, log};
+
+pub struct Env {
+    pub rt: LinuxRuntime,
+    pub state: tempfile::TempDir,
+    pub logs: tempfile::TempDir,
+    pub parent: String,
+}
+
+impl Env {
+    pub fn new(test: &str) -> Env {
+        assert!(
+            bramble_worker::sys::process::is_root(),
+            "runtime tests must run as root (namespaces, cgroups, mounts)"
+        );
+        let state = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let parent = format!("bramble-test-{}-{test}", std::process::id());
+        let rt = LinuxRuntime::new(config(state.path(), &parent)).unwrap();
+        let pf = rt.preflight();
+        assert_ne!(
+            pf.version,
+            CgroupVersion::None,
+            "no cgroups on this host: {:?}",
+            pf.problems
+        );
+        for c in [Controllers::CPU, Controllers::MEMORY, Controllers::PIDS] {
+            assert!(
+                pf.controllers.has(c),
+                "controller {c} missing: {:?}",
+                pf.problems
+            );
+        }
+        Env {
+            rt,
+            state,
+            logs,
+            parent,
+        }
+    }
+
+    pub fn log(&self, pod: &str, process: &str) -> String {
+        let dir = self.logs.path().join(format!("default_{pod}"));
+        String::from_utf8_lossy(&log::read_tail(&dir, process, 1 << 20).unwrap_or_default())
+            .into_owned()
+    }
+
+    pub fn start(&self, pod: &Pod) -> PodHandle {
+        self.rt.start_pod(pod, self.logs.path()).unwrap()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let cg = self.rt.cgroups();
+        let _ = cg.kill_all(&self.parent);
+        let _ = cg.remove(&self.parent);
+        let _ = &self.state;
+    }
+}
+
+pub fn config(state: &Path, parent: &str) -> RuntimeConfig {
+    RuntimeConfig {
+        state_dir: state.to_owned(),
+        init_exe: PathBuf::from(env!("CARGO_BIN_EXE_bramble-worker")),
+        cgroup_base: CgroupBase::Own,
+        cgroup_parent: parent.to_owned(),
+        backoff: Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+            reset_after: Duration::from_secs(600),
+        },
+        log_cap_bytes: 64 * 1024,
+        tmp_size_bytes: 8 << 20,
+    }
+}
+
+pub fn process(name: &str, script: &str) -> ProcessSpec {
+    ProcessSpec {
+        name: name.into(),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    }
+}
+
+pub fn pod(name: &str, processes: Vec<ProcessSpec>, policy: RestartPolicy) -> Pod {
+    Pod {
+        meta: Meta {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: "0123456789abcdef".into(),
+            ..Default::default()
+        },
+        spec: PodSpec {
+            processes,
+            restart_policy: policy,
+            ..Default::default()
+        },
+        status: Default::default(),
+    }
+}
+
+/// Waits until `pred(status)` holds, failing after `secs` seconds.
+pub fn wait_for(
+    h: &PodHandle,
+    secs: u64,
+    what: &str,
+    pred: impl Fn(&PodStatus) -> bool,
+) -> PodStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let st = h.status();
+        if pred(&st) {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last status {st:?}"
+        );
+        h.wait(Some(Duration::from_millis(100))).unwrap();
+    }
+}
+
+pub fn finished(st: &PodStatus) -> bool {
+    matches!(st.phase, PodPhase::Succeeded | PodPhase::Failed)
+}
