@@ -1,0 +1,622 @@
+//! Store tests on real SQLite files in temp dirs.
+
+use std::path::Path;
+
+use bramble_wire::msg::{ErrorCode, WatchEvent};
+use bramble_wire::objects::{Kind, Meta, Node, Object, Pod};
+
+use super::*;
+
+fn pod(ns: &str, name: &str) -> Object {
+    Object::Pod(Pod {
+        meta: Meta {
+            name: name.into(),
+            namespace: ns.into(),
+            uid: format!("uid-{name}"),
+            ..Meta::default()
+        },
+        ..Pod::default()
+    })
+}
+
+fn node(name: &str) -> Object {
+    Object::Node(Node {
+        meta: Meta {
+            name: name.into(),
+            ..Meta::default()
+        },
+        ..Node::default()
+    })
+}
+
+fn with_label(mut obj: Object, k: &str, v: &str) -> Object {
+    obj.meta_mut().labels.insert(k.into(), v.into());
+    obj
+}
+
+fn small(history: u64, compact_every: u64, watch_queue: usize) -> StoreConfig {
+    StoreConfig {
+        history,
+        compact_every,
+        watch_queue,
+        ..StoreConfig::default()
+    }
+}
+
+async fn open(dir: &Path) -> Store {
+    Store::open(dir).await.expect("open store")
+}
+
+#[test]
+fn create_get_update_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = open(dir.path()).await;
+        assert_eq!(s.current_revision(), 0);
+        let r1 = s.create(pod("default", "web")).await.unwrap();
+        assert_eq!(r1, 1);
+        let got = s.get(Kind::Pod, "default", "web").await.unwrap();
+        assert_eq!(got.meta().revision, 1);
+        assert_eq!(got.meta().uid, "uid-web");
+
+        let e = s.create(pod("default", "web")).await.unwrap_err();
+        assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
+        assert_eq!(e.code(), ErrorCode::Conflict);
+        assert!(e.to_string().contains("\"default/web\""), "{e}");
+
+        let e = s
+            .update(with_label(pod("default", "web"), "a", "b"), Some(7))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::Conflict {
+                    expected: 7,
+                    actual: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let r2 = s
+            .update(with_label(pod("default", "web"), "a", "b"), Some(1))
+            .await
+            .unwrap();
+        assert_eq!(r2, 2);
+        let r3 = s
+            .update(with_label(pod("default", "web"), "a", "c"), None)
+            .await
+            .unwrap();
+        assert_eq!(r3, 3);
+        let got = s.get(Kind::Pod, "default", "web").await.unwrap();
+        assert_eq!(got.meta().revision, 3);
+        assert_eq!(got.meta().labels["a"], "c");
+
+        let e = s.update(pod("default", "nope"), None).await.unwrap_err();
+        assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
+        assert_eq!(e.code(), ErrorCode::NotFound);
+
+        let e = s
+            .delete(Kind::Pod, "default", "web", Some(2))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::Conflict {
+                    expected: 2,
+                    actual: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(
+            s.delete(Kind::Pod, "default", "web", Some(3))
+                .await
+                .unwrap(),
+            4
+        );
+        let e = s.get(Kind::Pod, "default", "web").await.unwrap_err();
+        assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
+        let e = s
+            .delete(Kind::Pod, "default", "web", None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
+        // Re-creating a deleted object works and gets a new revision.
+        assert_eq!(s.create(pod("default", "web")).await.unwrap(), 5);
+        assert_eq!(s.current_revision(), 5);
+        s.close().await;
+    });
+}
+
+#[test]
+fn invalid_keys_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = open(dir.path()).await;
+        for obj in [
+            pod("", "web"),
+            pod("default", ""),
+            with_ns(node("n1"), "default"),
+        ] {
+            let e = s.create(obj).await.unwrap_err();
+            assert!(matches!(e, StoreError::Invalid { .. }), "{e}");
+            assert_eq!(e.code(), ErrorCode::Invalid);
+        }
+        assert_eq!(s.current_revision(), 0);
+        // Cluster-scoped kinds ignore the namespace on reads and deletes.
+        s.create(node("n1")).await.unwrap();
+        assert!(s.get(Kind::Node, "whatever", "n1").await.is_ok());
+        assert!(s.delete(Kind::Node, "whatever", "n1", None).await.is_ok());
+        s.close().await;
+    });
+
+    fn with_ns(mut obj: Object, ns: &str) -> Object {
+        obj.meta_mut().namespace = ns.into();
+        obj
+    }
+}
+
+#[test]
+fn list_filters_and_sorts() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = open(dir.path()).await;
+        for (ns, name) in [("b", "x"), ("a", "z"), ("a", "y")] {
+            s.create(pod(ns, name)).await.unwrap();
+        }
+        s.create(node("n1")).await.unwrap();
+        let (rev, pods) = s.list(Kind::Pod, None).await.unwrap();
+        assert_eq!(rev, 4);
+        let names: Vec<_> = pods
+            .iter()
+            .map(|p| format!("{}/{}", p.meta().namespace, p.meta().name))
+            .collect();
+        assert_eq!(names, ["a/y", "a/z", "b/x"]);
+        let (_, in_a) = s.list(Kind::Pod, Some("a")).await.unwrap();
+        assert_eq!(in_a.len(), 2);
+        let (_, nodes) = s.list(Kind::Node, None).await.unwrap();
+        assert_eq!(
+            nodes,
+            [{
+                let mut n = node("n1");
+                n.meta_mut().revision = 4;
+                n
+            }]
+        );
+        s.close().await;
+    });
+}
+
+#[test]
+fn reopen_keeps_everything_and_revision_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = open(dir.path()).await;
+        for i in 0..10 {
+            s.create(pod("default", &format!("p{i}"))).await.unwrap();
+        }
+        s.update(with_label(pod("default", "p3"), "v", "2"), Some(4))
+            .await
+            .unwrap();
+        s.delete(Kind::Pod, "default", "p9", None).await.unwrap();
+        let (rev, before) = s.list(Kind::Pod, None).await.unwrap();
+        assert_eq!(rev, 12);
+        s.close().await;
+
+        let s = open(dir.path()).await;
+        assert_eq!(s.current_revision(), 12);
+        let (rev2, after) = s.list(Kind::Pod, None).await.unwrap();
+        assert_eq!((rev2, &after), (rev, &before));
+        assert_eq!(s.create(pod("default", "p10")).await.unwrap(), 13);
+        // The history survived too.
+        let mut w = s.watch(None, None, 10).await.unwrap();
+        assert_eq!(w.next().await.unwrap().revision, 11);
+        let ev = w.next().await.unwrap();
+        assert_eq!(ev.revision, 12);
+        assert!(matches!(ev.event, WatchEvent::Deleted(ref o) if o.meta().name == "p9"));
+        assert_eq!(w.next().await.unwrap().revision, 13);
+        s.close().await;
+    });
+    // Dropping without close also leaves a consistent store.
+    smol::block_on(async {
+        let s = open(dir.path()).await;
+        s.create(pod("default", "p11")).await.unwrap();
+        drop(s);
+        let s = open(dir.path()).await;
+        assert_eq!(s.current_revision(), 14);
+        s.close().await;
+    });
+}
+
+#[test]
+fn concurrent_updates_with_the_same_expected_revision_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = open(dir.path()).await;
+        let mut rev = s.create(pod("default", "contended")).await.unwrap();
+        for round in 0..20 {
+            let tasks: Vec<_> = (0..8)
+                .map(|i| {
+                    let s = s.clone();
+                    let obj =
+                        with_label(pod("default", "contended"), "by", &format!("{round}-{i}"));
+                    smol::spawn(async move { s.update(obj, Some(rev)).await })
+                })
+                .collect();
+            let mut wins = Vec::new();
+            for t in tasks {
+                match t.await {
+                    Ok(r) => wins.push(r),
+                    Err(StoreError::Conflict {
+                        expected, actual, ..
+                    }) => {
+                        assert_eq!(expected, rev);
+                        assert!(actual > rev);
+                    }
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+            assert_eq!(wins.len(), 1, "round {round}: {wins:?}");
+            rev = wins[0];
+            assert_eq!(
+                s.get(Kind::Pod, "default", "contended")
+                    .await
+                    .unwrap()
+                    .meta()
+                    .revision,
+                rev
+            );
+        }
+        s.close().await;
+    });
+}
+
+#[test]
+fn concurrent_creates_get_distinct_revisions() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = open(dir.path()).await;
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let s = s.clone();
+                smol::spawn(async move { s.create(pod("default", &format!("p{i}"))).await })
+            })
+            .collect();
+        let mut revs = Vec::new();
+        for t in tasks {
+            revs.push(t.await.unwrap());
+        }
+        revs.sort_unstable();
+        assert_eq!(revs, (1..=200).collect::<Vec<u64>>());
+        // Same name, concurrently: exactly one create wins.
+        let tasks: Vec<_> = (0..5)
+            .map(|_| {
+                let s = s.clone();
+                smol::spawn(async move { s.create(pod("default", "dup")).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            match t.await {
+                Ok(_) => ok += 1,
+                Err(StoreError::AlreadyExists { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(ok, 1);
+        s.close().await;
+    });
+}
+
+#[test]
+fn watch_catches_up_then_follows_live() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = open(dir.path()).await;
+        s.create(pod("a", "p1")).await.unwrap(); // 1
+        s.create(node("n1")).await.unwrap(); // 2
+        s.create(pod("b", "p2")).await.unwrap(); // 3
+        s.update(with_label(pod("a", "p1"), "x", "y"), Some(1))
+            .await
+            .unwrap(); // 4
+
+        let mut all = s.watch(None, None, 1).await.unwrap();
+        let mut pods_a = s.watch(Some(Kind::Pod), Some("a".into()), 0).await.unwrap();
+        for want in [2, 3, 4] {
+            assert_eq!(all.next().await.unwrap().revision, want);
+        }
+        let ev = pods_a.next().await.unwrap();
+        assert_eq!(ev.revision, 1);
+        let ev = pods_a.next().await.unwrap();
+        assert_eq!(ev.revision, 4);
+        assert!(
+            matches!(ev.event, WatchEvent::Put(ref o) if o.meta().labels["x"] == "y" && o.meta().revision == 4)
+        );
+
+        // Live.
+        let s2 = s.clone();
+        let writer = smol::spawn(async move {
+            s2.create(pod("b", "p3")).await.unwrap(); // 5
+            s2.delete(Kind::Pod, "a", "p1", None).await.unwrap(); // 6
+        });
+        assert_eq!(all.next().await.unwrap().revision, 5);
+        let ev = all.next().await.unwrap();
+        assert_eq!(ev.revision, 6);
+        let ev2 = pods_a.next().await.unwrap();
+        assert_eq!(ev, ev2);
+        match ev.event {
+            WatchEvent::Deleted(o) => {
+                assert_eq!(o.meta().name, "p1");
+                assert_eq!(o.meta().revision, 6);
+                assert_eq!(o.meta().labels["x"], "y", "a delete carries the last state");
+            }
+            other => panic!("{other:?}"),
+        }
+        writer.await;
+
+        // A watch from the current revision sees only what comes next; one from the future
+        // skips until then.
+        let mut now = s.watch(None, None, s.current_revision()).await.unwrap();
+        let mut future = s.watch(None, None, 7).await.unwrap();
+        s.create(pod("c", "p4")).await.unwrap(); // 7
+        s.create(pod("c", "p5")).await.unwrap(); // 8
+        assert_eq!(now.next().await.unwrap().revision, 7);
+        assert_eq!(future.next().await.unwrap().revision, 8);
+
+        // Closing ends watchers.
+        s.close().await;
+        assert_eq!(now.next().await.unwrap().revision, 8);
+        assert!(matches!(now.next().await, Err(StoreError::Closed)));
+    });
+}
+
+#[test]
+fn watch_catch_up_spans_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = open(dir.path()).await;
+        for i in 0..600 {
+            s.create(pod(
+                if i % 2 == 0 { "even" } else { "odd" },
+                &format!("p{i}"),
+            ))
+            .await
+            .unwrap();
+        }
+        let mut w = s
+            .watch(Some(Kind::Pod), Some("odd".into()), 0)
+            .await
+            .unwrap();
+        for i in 0..300u64 {
+            assert_eq!(w.next().await.unwrap().revision, 2 * i + 2);
+        }
+        s.create(pod("odd", "last")).await.unwrap();
+        assert_eq!(w.next().await.unwrap().revision, 601);
+        s.close().await;
+    });
+}
+
+#[test]
+fn compaction_bounds_history_and_old_watches_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = Store::open_with(dir.path(), small(5, 5, 64)).await.unwrap();
+        s.create(pod("default", "keep")).await.unwrap(); // 1, never updated
+        for i in 0..30 {
+            s.create(pod("default", &format!("p{i}"))).await.unwrap();
+            if i % 3 == 0 {
+                s.delete(Kind::Pod, "default", &format!("p{i}"), None)
+                    .await
+                    .unwrap();
+            }
+        }
+        let compacted = s.compacted_revision();
+        let rev = s.current_revision();
+        assert!(
+            compacted > 0 && compacted + 5 <= rev && rev - compacted < 5 + 5,
+            "{compacted} {rev}"
+        );
+
+        let e = s.watch(None, None, 0).await.unwrap_err();
+        assert!(
+            matches!(e, StoreError::Compacted { requested: 0, oldest } if oldest == compacted),
+            "{e}"
+        );
+        assert_eq!(e.code(), ErrorCode::Compacted);
+        let e = s.watch(None, None, compacted - 1).await.unwrap_err();
+        assert!(matches!(e, StoreError::Compacted { .. }), "{e}");
+
+        // From the compaction point on, the history is complete.
+        let mut w = s.watch(None, None, compacted).await.unwrap();
+        for want in compacted + 1..=rev {
+            assert_eq!(w.next().await.unwrap().revision, want);
+        }
+        // Current state is never compacted.
+        let (_, items) = s.list(Kind::Pod, None).await.unwrap();
+        assert_eq!(items.len(), 1 + 30 - 10);
+        assert_eq!(
+            s.get(Kind::Pod, "default", "keep")
+                .await
+                .unwrap()
+                .meta()
+                .revision,
+            1
+        );
+        s.close().await;
+
+        // The compaction point is durable.
+        let s = Store::open_with(dir.path(), small(5, 5, 64)).await.unwrap();
+        assert_eq!(s.compacted_revision(), compacted);
+        assert!(matches!(
+            s.watch(None, None, 0).await,
+            Err(StoreError::Compacted { .. })
+        ));
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log")
+            .fetch_one(&s.shared.pool)
+            .await
+            .unwrap();
+        assert!(
+            rows as u64 <= 1 + 30 + (rev - compacted),
+            "{rows} log rows kept"
+        );
+        s.close().await;
+    });
+}
+
+#[test]
+fn compaction_overtaking_a_catch_up_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = Store::open_with(dir.path(), small(300, 1, 4096))
+            .await
+            .unwrap();
+        for i in 0..300 {
+            s.create(pod("default", &format!("p{i}"))).await.unwrap();
+        }
+        let mut w = s.watch(None, None, 0).await.unwrap();
+        assert_eq!(w.next().await.unwrap().revision, 1); // first page read
+        for i in 0..300 {
+            s.update(pod("default", &format!("p{i}")), None)
+                .await
+                .unwrap();
+        }
+        let mut result = Ok(());
+        for _ in 0..600 {
+            if let Err(e) = w.next().await {
+                result = Err(e);
+                break;
+            }
+        }
+        assert!(
+            matches!(result, Err(StoreError::Compacted { .. })),
+            "{result:?}"
+        );
+        s.close().await;
+    });
+}
+
+#[test]
+fn lagging_watcher_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = Store::open_with(dir.path(), small(1000, 100, 3))
+            .await
+            .unwrap();
+        let mut slow = s.watch(None, None, 0).await.unwrap();
+        let mut other_kind = s.watch(Some(Kind::Node), None, 0).await.unwrap();
+        for i in 0..10 {
+            s.create(pod("default", &format!("p{i}"))).await.unwrap();
+        }
+        let e = slow.next().await.unwrap_err();
+        assert!(matches!(e, StoreError::Lagged), "{e}");
+        assert_eq!(e.code(), ErrorCode::Compacted);
+        assert!(matches!(slow.next().await, Err(StoreError::Lagged)));
+        // Filtered-out events do not fill a queue.
+        s.create(node("n1")).await.unwrap();
+        assert_eq!(other_kind.next().await.unwrap().revision, 11);
+        // A fresh watch from a list works.
+        let (rev, _) = s.list(Kind::Pod, None).await.unwrap();
+        let mut again = s.watch(None, None, rev).await.unwrap();
+        s.create(pod("default", "after")).await.unwrap();
+        assert_eq!(again.next().await.unwrap().revision, 12);
+        s.close().await;
+    });
+}
+
+fn corrupt_check(dir: &Path, e: StoreError) {
+    let db = dir.join(DB_FILE);
+    match &e {
+        StoreError::Corrupt { path, moved_to, .. } => {
+            assert_eq!(path, &db);
+            assert!(!db.exists(), "the bad file must not stay in place");
+            assert!(moved_to.exists(), "{}", moved_to.display());
+            assert!(
+                moved_to
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("bramble.db.corrupt-")
+            );
+            let msg = e.to_string();
+            assert!(msg.contains(&db.display().to_string()), "{msg}");
+            assert!(msg.contains(&moved_to.display().to_string()), "{msg}");
+            assert!(msg.contains("restore a backup"), "{msg}");
+            assert_eq!(e.code(), ErrorCode::Unavailable);
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+}
+
+#[test]
+fn garbage_file_is_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DB_FILE);
+    std::fs::write(&db, vec![0x5a; 64 * 1024]).unwrap();
+    std::fs::write(dir.path().join("bramble.db-wal"), b"junk").unwrap();
+    smol::block_on(async {
+        let e = Store::open(dir.path()).await.unwrap_err();
+        corrupt_check(dir.path(), e);
+        assert!(!dir.path().join("bramble.db-wal").exists());
+        // Starting again creates an empty store next to the kept file.
+        let s = open(dir.path()).await;
+        assert_eq!(s.current_revision(), 0);
+        s.close().await;
+    });
+}
+
+#[test]
+fn damaged_pages_are_detected_by_quick_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DB_FILE);
+    smol::block_on(async {
+        let s = open(dir.path()).await;
+        for i in 0..300 {
+            let big = with_label(pod("default", &format!("p{i}")), "blob", &"x".repeat(500));
+            s.create(big).await.unwrap();
+        }
+        s.close().await;
+    });
+    assert!(
+        !dir.path().join("bramble.db-wal").exists(),
+        "close checkpoints the wal"
+    );
+    let mut bytes = std::fs::read(&db).unwrap();
+    assert!(bytes.len() > 16 * 4096);
+    // Keep the header page; scribble over every other page's b-tree header.
+    for page in (1..bytes.len() / 4096).step_by(2) {
+        let off = page * 4096;
+        bytes[off..off + 64].fill(0xa5);
+    }
+    std::fs::write(&db, bytes).unwrap();
+    smol::block_on(async {
+        let e = Store::open(dir.path()).await.unwrap_err();
+        corrupt_check(dir.path(), e);
+    });
+}
+
+#[test]
+fn idle_store_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = open(dir.path()).await;
+        s.create(pod("default", "p")).await.unwrap();
+        let _ = s.list(Kind::Pod, None).await.unwrap();
+        let _w = s.watch(None, None, 0).await.unwrap();
+        let snapshot = || {
+            ["bramble.db", "bramble.db-wal", "bramble.db-shm"].map(|f| {
+                std::fs::metadata(dir.path().join(f))
+                    .ok()
+                    .map(|m| (m.len(), m.modified().unwrap()))
+            })
+        };
+        let before = snapshot();
+        smol::Timer::after(std::time::Duration::from_millis(1500)).await;
+        assert_eq!(before, snapshot());
+        s.close().await;
+    });
+}

@@ -1,0 +1,300 @@
+//! The single writer: drains pending writes into one transaction per batch (group commit).
+//!
+//! Each write in a batch is validated against the state inside the batch's transaction, which
+//! includes the batch's earlier writes, so optimistic concurrency is exact: of two updates that
+//! expect the same revision, the first one applied wins and the second sees the new revision.
+//! Waiters get their result only after the commit returned, i.e. after the WAL was fsynced
+//! (`synchronous=FULL`).
+
+use std::sync::Arc;
+
+use bramble_wire::msg::WatchEvent;
+use bramble_wire::objects::{Kind, Object};
+use sqlx::sqlite::SqliteConnection;
+use sqlx::{Connection, Row, SqliteExecutor};
+
+use super::watch::{Event, Hub};
+use super::{StoreConfig, StoreError};
+
+/// A write request.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Create(Object),
+    Update {
+        obj: Object,
+        expected: Option<u64>,
+    },
+    Delete {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        expected: Option<u64>,
+    },
+}
+
+/// A write request and where its answer goes.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) op: Op,
+    pub(crate) reply: async_channel::Sender<Result<u64, StoreError>>,
+}
+
+/// The writer's state.
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub(crate) conn: SqliteConnection,
+    pub(crate) requests: async_channel::Receiver<Pending>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) config: StoreConfig,
+    /// Last committed revision.
+    pub(crate) revision: u64,
+    /// Compaction point.
+    pub(crate) compacted: u64,
+}
+
+impl Writer {
+    /// Runs until every sender is gone (or the channel is closed) and the queue is drained.
+    pub(crate) async fn run(mut self) {
+        let max_batch = self.config.max_batch.max(1);
+        while let Ok(first) = self.requests.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match self.requests.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch).await;
+        }
+        self.hub.close();
+        if let Err(e) = self.conn.close().await {
+            tracing::warn!(error = %e, "closing the store's write connection failed");
+        }
+    }
+
+    async fn commit_batch(&mut self, batch: Vec<Pending>) {
+        let n = batch.len();
+        match self.try_batch(&batch).await {
+            Ok((results, events, compacted)) => {
+                if let Some(last) = events.last() {
+                    self.revision = last.revision;
+                }
+                self.compacted = compacted;
+                // Publish before answering, so a writer that then watches from its own revision
+                // finds the event either in the log or on its queue.
+                self.hub.publish(self.revision, self.compacted, &events);
+                for (p, r) in batch.into_iter().zip(results) {
+                    let _ = p.reply.try_send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = n, "store batch failed to commit");
+                let msg = e.to_string();
+                let mut first = Some(e);
+                for p in batch {
+                    let err = first
+                        .take()
+                        .unwrap_or_else(|| StoreError::BatchFailed(msg.clone()));
+                    let _ = p.reply.try_send(Err(err));
+                }
+                // The transaction rolled back; nothing moved.
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction. The outer error means nothing was committed; inner
+    /// errors are per-write verdicts (nothing written for those).
+    #[allow(clippy::type_complexity)]
+    async fn try_batch(
+        &mut self,
+        batch: &[Pending],
+    ) -> Result<(Vec<Result<u64, StoreError>>, Vec<Event>, u64), StoreError> {
+        let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut revision = self.revision;
+        let mut results = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
+        for p in batch {
+            match apply(&mut tx, &p.op, revision + 1).await {
+                Ok(event) => {
+                    revision = event.revision;
+                    results.push(Ok(revision));
+                    events.push(event);
+                }
+                Err(e) if e.is_db() => return Err(e),
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        let mut compacted = self.compacted;
+        let (history, every) = (self.config.history.max(1), self.config.compact_every.max(1));
+        if !events.is_empty() && revision.saturating_sub(compacted) >= history + every {
+            compacted = revision - history;
+            let removed = sqlx::query(
+                "DELETE FROM log WHERE revision <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM current c WHERE c.revision = log.revision)",
+            )
+            .bind(compacted as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("UPDATE meta SET value = ?1 WHERE key = 'compacted'")
+                .bind(compacted as i64)
+                .execute(&mut *tx)
+                .await?;
+            tracing::debug!(compacted, removed, "store log compacted");
+        }
+        if events.is_empty() {
+            // Only failed verdicts: nothing to make durable.
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok((results, events, compacted))
+    }
+}
+
+/// Checks the key of a write: names are required, and namespaces go with namespaced kinds only.
+pub(crate) fn check_key(kind: Kind, namespace: &str, name: &str) -> Result<(), StoreError> {
+    let reason = if name.is_empty() {
+        "the name is empty"
+    } else if kind.namespaced() && namespace.is_empty() {
+        "the namespace is empty: set one (e.g. \"default\")"
+    } else if !kind.namespaced() && !namespace.is_empty() {
+        "this kind is cluster-scoped: remove the namespace"
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::Invalid {
+        kind,
+        namespace: namespace.into(),
+        name: name.into(),
+        reason,
+    })
+}
+
+/// The current revision of an object and, if asked, its value.
+async fn current(
+    ex: impl SqliteExecutor<'_>,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<(u64, String)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT c.revision, l.value FROM current c JOIN log l ON l.revision = c.revision
+         WHERE c.kind = ?1 AND c.namespace = ?2 AND c.name = ?3",
+    )
+    .bind(kind.as_str())
+    .bind(namespace)
+    .bind(name)
+    .fetch_optional(ex)
+    .await?;
+    match row {
+        None => Ok(None),
+        Some(row) => Ok(Some((row.try_get::<i64, _>(0)? as u64, row.try_get(1)?))),
+    }
+}
+
+/// Applies one write at `revision` inside the batch's transaction.
+async fn apply(conn: &mut SqliteConnection, op: &Op, revision: u64) -> Result<Event, StoreError> {
+    let (kind, namespace, name, expected) = match op {
+        Op::Create(obj) | Op::Update { obj, .. } => {
+            let m = obj.meta();
+            let expected = if let Op::Update { expected, .. } = op {
+                *expected
+            } else {
+                None
+            };
+            (obj.kind(), m.namespace.as_str(), m.name.as_str(), expected)
+        }
+        Op::Delete {
+            kind,
+            namespace,
+            name,
+            expected,
+        } => (*kind, namespace.as_str(), name.as_str(), *expected),
+    };
+    check_key(kind, namespace, name)?;
+    let existing = current(&mut *conn, kind, namespace, name).await?;
+    let not_found = || StoreError::NotFound {
+        kind,
+        namespace: namespace.into(),
+        name: name.into(),
+    };
+    let prev = match (op, &existing) {
+        (Op::Create(_), None) => 0,
+        (Op::Create(_), Some(_)) => {
+            return Err(StoreError::AlreadyExists {
+                kind,
+                namespace: namespace.into(),
+                name: name.into(),
+            });
+        }
+        (_, None) => return Err(not_found()),
+        (_, Some((actual, _))) => {
+            if let Some(expected) = expected
+                && expected != *actual
+            {
+                return Err(StoreError::Conflict {
+                    kind,
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    expected,
+                    actual: *actual,
+                });
+            }
+            *actual
+        }
+    };
+    let (deleted, event) = match op {
+        Op::Create(obj) | Op::Update { obj, .. } => {
+            let mut obj = obj.clone();
+            obj.meta_mut().revision = revision;
+            (false, WatchEvent::Put(obj))
+        }
+        Op::Delete { .. } => {
+            let value = existing.map(|(_, v)| v).unwrap_or_default();
+            let mut obj: Object =
+                serde_json::from_str(&value).map_err(|source| StoreError::Decode {
+                    revision: prev,
+                    source,
+                })?;
+            obj.meta_mut().revision = revision;
+            (true, WatchEvent::Deleted(obj))
+        }
+    };
+    let (WatchEvent::Put(obj) | WatchEvent::Deleted(obj)) = &event;
+    let value =
+        serde_json::to_string(obj).map_err(|source| StoreError::Decode { revision, source })?;
+    sqlx::query(
+        "INSERT INTO log (revision, kind, namespace, name, deleted, prev_revision, value)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(revision as i64)
+    .bind(kind.as_str())
+    .bind(namespace)
+    .bind(name)
+    .bind(deleted)
+    .bind(prev as i64)
+    .bind(value)
+    .execute(&mut *conn)
+    .await?;
+    if deleted {
+        sqlx::query("DELETE FROM current WHERE kind = ?1 AND namespace = ?2 AND name = ?3")
+            .bind(kind.as_str())
+            .bind(namespace)
+            .bind(name)
+            .execute(&mut *conn)
+            .await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO current (kind, namespace, name, revision) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind, namespace, name) DO UPDATE SET revision = excluded.revision",
+        )
+        .bind(kind.as_str())
+        .bind(namespace)
+        .bind(name)
+        .bind(revision as i64)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Event { revision, event })
+}
