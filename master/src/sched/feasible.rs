@@ -8,7 +8,7 @@
 
 use bramble_wire::objects::Arch;
 
-use super::snapshot::{Amounts, NodeStatic, NodeUsage};
+use super::snapshot::{Amounts, Limits, NodeStatic};
 
 /// Why a node cannot take a pod. The order is the order in which the checkers run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,13 +67,10 @@ impl Reason {
     }
 }
 
-/// A pending pod compiled against a snapshot: labels interned, tolerations resolved per taint.
-/// Borrowed scratch buffers, so building one allocates nothing.
+/// The static constraints of a pending pod compiled against a snapshot: labels interned,
+/// tolerations resolved per taint. Borrows scratch buffers, so building one allocates nothing.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PodReq<'a> {
-    pub(crate) requests: Amounts,
-    /// Sorted.
-    pub(crate) host_ports: &'a [u16],
     pub(crate) arch: Option<Arch>,
     /// (key id, value id) sorted by key id.
     pub(crate) selector: &'a [(u32, u32)],
@@ -81,7 +78,6 @@ pub(crate) struct PodReq<'a> {
     pub(crate) selector_impossible: bool,
     /// Indexed by taint id; missing entries are not tolerated.
     pub(crate) tolerated: &'a [bool],
-    pub(crate) owner: Option<u32>,
 }
 
 /// The node reports Ready.
@@ -160,34 +156,39 @@ fn fits(req: u64, used: u64, limit: u64) -> bool {
 
 /// CPU, memory and pids fit in what is left of the node's allocatable.
 #[inline]
-pub(crate) fn check_resources(p: &PodReq<'_>, n: &NodeStatic, u: &NodeUsage) -> Result<(), Reason> {
-    if !fits(p.requests.cpu_millis, u.used.cpu_millis, n.limits.cpu) {
+pub(crate) fn check_resources(
+    req: &Amounts,
+    limits: &Limits,
+    used: &Amounts,
+) -> Result<(), Reason> {
+    if !fits(req.cpu_millis, used.cpu_millis, limits.cpu) {
         return Err(Reason::InsufficientCpu);
     }
-    if !fits(p.requests.memory_bytes, u.used.memory_bytes, n.limits.mem) {
+    if !fits(req.memory_bytes, used.memory_bytes, limits.mem) {
         return Err(Reason::InsufficientMemory);
     }
-    if !fits(p.requests.pids, u.used.pids, n.limits.pids) {
+    if !fits(req.pids, used.pids, limits.pids) {
         return Err(Reason::InsufficientPids);
     }
     Ok(())
 }
 
-/// None of the pod's host ports is in use on the node.
+/// None of the pod's host ports (`wanted`) is in use on the node (`in_use`, sorted).
 #[inline]
-pub(crate) fn check_ports(p: &PodReq<'_>, u: &NodeUsage) -> Result<(), Reason> {
-    if u.host_ports.is_empty() {
+pub(crate) fn check_ports(wanted: &[u16], in_use: &[u16]) -> Result<(), Reason> {
+    if in_use.is_empty() {
         return Ok(());
     }
-    for port in p.host_ports {
-        if u.host_ports.binary_search(port).is_ok() {
+    for port in wanted {
+        if in_use.binary_search(port).is_ok() {
             return Err(Reason::HostPortConflict);
         }
     }
     Ok(())
 }
 
-/// The checkers that do not depend on what the batch placed so far.
+/// The checkers that do not depend on what the batch placed so far, in [`Reason`] order. The
+/// scheduler runs them once per pod *class* (pods with equal constraints) and node.
 #[inline]
 pub(crate) fn static_fit(p: &PodReq<'_>, n: &NodeStatic) -> Result<(), Reason> {
     check_ready(n)?;
@@ -197,16 +198,16 @@ pub(crate) fn static_fit(p: &PodReq<'_>, n: &NodeStatic) -> Result<(), Reason> {
     check_taints(p, n)
 }
 
-/// The checkers that do.
+/// The checkers that do, in [`Reason`] order; they run for every pod on the nodes its class
+/// passed.
 #[inline]
-pub(crate) fn dynamic_fit(p: &PodReq<'_>, n: &NodeStatic, u: &NodeUsage) -> Result<(), Reason> {
-    check_resources(p, n, u)?;
-    check_ports(p, u)
-}
-
-/// Every checker, in [`Reason`] order.
-#[inline]
-pub(crate) fn feasible(p: &PodReq<'_>, n: &NodeStatic, u: &NodeUsage) -> Result<(), Reason> {
-    static_fit(p, n)?;
-    dynamic_fit(p, n, u)
+pub(crate) fn dynamic_fit(
+    req: &Amounts,
+    host_ports: &[u16],
+    limits: &Limits,
+    used: &Amounts,
+    in_use: &[u16],
+) -> Result<(), Reason> {
+    check_resources(req, limits, used)?;
+    check_ports(host_ports, in_use)
 }

@@ -15,14 +15,22 @@
 //! placement updates a working copy of the node usage, so later pods of the same call see it and a
 //! batch never over-commits a node.
 //!
-//! # Sampling
-//! Like kube-scheduler's `percentageOfNodesToScore` (and Nomad's limit iterator), a pod does not
-//! score every node: nodes are visited in an order shuffled once per call, each pod starting where
-//! the previous one stopped, and the scan stops after [`Sample`] feasible candidates. The best of
-//! those wins. When fewer nodes are feasible the scan covers every node, so a pod is reported
-//! unschedulable only when **no** node fits, and its summary then counts every node. Sampling trades
-//! a little placement quality (the best node of a sample, not of the cluster) for speed on big
-//! clusters; [`Sample::All`] turns it off.
+//! # Performance
+//! - **Classes.** The static checkers (readiness, cordon, architecture, selector, taints) depend
+//!   only on the node and the pod's constraints, which replicas share. Pods are grouped into
+//!   classes by those constraints (interned); a class's passing nodes and its per-reason
+//!   rejections are computed once per call, and each pod then runs only the dynamic checkers
+//!   (resources, host ports) on its class's nodes.
+//! - **Layout.** The batch's working copy (usage, limits, ports) is laid out in visiting order, so
+//!   scans read memory sequentially; an owner's pods per node live in one dense array, refilled
+//!   only when the owner changes from one pod to the next. No string is touched in the scan.
+//! - **Sampling.** Like kube-scheduler's `percentageOfNodesToScore` (and Nomad's limit iterator),
+//!   a pod does not score every node: nodes are visited in an order shuffled once per call, each
+//!   pod of a class starting where the previous one stopped, and the scan stops after [`Sample`]
+//!   feasible candidates; the best of those wins. When fewer nodes are feasible the scan covers
+//!   every node, so a pod is reported unschedulable only when **no** node fits, and its summary
+//!   then counts every node. The default, [`Sample::Adaptive`], is kube-scheduler's formula (420
+//!   of 1,000 nodes, 500 of 5,000); [`Sample::All`] turns sampling off.
 //!
 //! # Invariants
 //! No I/O, no clock (`now_ms` is an input, stamped into the plan), no global state: the same
@@ -211,38 +219,21 @@ pub fn schedule_with(
         bindings: Vec::with_capacity(pending.len()),
         failures: Vec::new(),
     };
-    let mut usage = snapshot.usage.clone();
     let mut rng = SplitMix64::new(seed);
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    rng.shuffle(&mut order);
+    let mut w = Working::new(snapshot, &mut rng);
     let want = config.sample.candidates(n);
-    let mut cursor = 0usize;
+    let mut classes = Classes::default();
 
     // Owners of pending pods that nothing bound yet: fresh ids after the snapshot's.
     let mut new_owners: HashMap<&OwnerKey, u32> = HashMap::new();
     // Scratch, reused for every pod.
-    let mut selector: Vec<(u32, u32)> = Vec::new();
-    let mut tolerated_buf: Vec<bool> = vec![false; snapshot.taints.len()];
+    let mut key = ClassKey::default();
+    let mut tolerated: Vec<bool> = vec![false; snapshot.taints.len()];
 
     for (pi, pod) in pending.iter().enumerate() {
-        // Compile the pod against the snapshot.
-        selector.clear();
-        let mut selector_impossible = false;
-        for (k, v) in &pod.node_selector {
-            match (snapshot.strings.get(k), snapshot.strings.get(v)) {
-                (Some(k), Some(v)) => selector.push((k, v)),
-                _ => selector_impossible = true,
-            }
-        }
-        selector.sort_unstable();
-        let tolerated: &[bool] = if pod.tolerations.is_empty() {
-            &[]
-        } else {
-            for (slot, taint) in tolerated_buf.iter_mut().zip(&snapshot.taints) {
-                *slot = pod.tolerations.iter().any(|t| t.tolerates(taint));
-            }
-            &tolerated_buf
-        };
+        // Compile the pod's static constraints and find (or build) its class.
+        key.fill(snapshot, pod, &mut tolerated);
+        let class = classes.find_or_build(&key, snapshot, &w.order, &tolerated);
         let owner = pod.owner.as_ref().map(|o| match snapshot.owners.get(o) {
             Some(&id) => id,
             None => {
@@ -250,61 +241,65 @@ pub fn schedule_with(
                 *new_owners.entry(o).or_insert(next)
             }
         });
-        let req = PodReq {
-            requests: pod.requests,
-            host_ports: &pod.host_ports,
-            arch: pod.arch,
-            selector: &selector,
-            selector_impossible,
-            tolerated,
-            owner,
-        };
+        if let Some(o) = owner {
+            w.focus_owner(o);
+        }
 
-        // Filter and score, from the cursor on, until enough candidates or every node is seen.
-        let mut reasons = [0u32; Reason::COUNT];
+        // Dynamic checks and scores over the class's nodes, from its cursor on, until enough
+        // candidates or every node of the class is seen.
+        let members = &class.members;
+        let len = members.len();
+        let mut reasons = class.static_reasons;
         let mut best: Option<(usize, u64)> = None;
         let mut ties = 0u64;
         let mut found = 0usize;
         let mut visited = 0usize;
-        let mut at = cursor;
-        while visited < n && found < want {
-            let idx = order[at] as usize;
+        let mut at = class.cursor;
+        while visited < len && found < want {
+            let pos = members[at] as usize;
             at += 1;
-            if at == n {
+            if at == len {
                 at = 0;
             }
             visited += 1;
-            let (node, use_) = (&snapshot.nodes[idx], &usage[idx]);
-            match feasible::feasible(&req, node, use_) {
+            let h = &w.hot[pos];
+            match feasible::dynamic_fit(
+                &pod.requests,
+                &pod.host_ports,
+                &h.limits,
+                &h.used,
+                &h.ports,
+            ) {
                 Err(r) => reasons[r as usize] += 1,
                 Ok(()) => {
                     found += 1;
-                    let s = rank::score(&config.weights, &req, node, use_);
+                    let same = owner.map(|_| w.owner_here[pos]);
+                    let s = rank::score(&config.weights, &pod.requests, &h.limits, &h.used, same);
                     match best {
                         Some((_, b)) if s < b => {}
                         Some((_, b)) if s == b => {
                             // Reservoir sampling: each of the tied nodes wins with equal chance.
                             ties += 1;
                             if rng.below(ties) == 0 {
-                                best = Some((idx, s));
+                                best = Some((pos, s));
                             }
                         }
                         _ => {
-                            best = Some((idx, s));
+                            best = Some((pos, s));
                             ties = 1;
                         }
                     }
                 }
             }
         }
-        cursor = at;
+        class.cursor = at;
 
         match best {
-            Some((idx, s)) => {
-                usage[idx].add(&pod.requests, &pod.host_ports, owner);
+            Some((pos, s)) => {
+                w.place(pos, pod, owner);
                 plan.bindings.push(Binding {
                     pod: pi,
-                    node: idx,
+                    node: w.order[pos] as usize,
                     score: s,
                 });
             }
@@ -316,4 +311,200 @@ pub fn schedule_with(
         }
     }
     plan
+}
+
+/// What one placement changes on a node, laid out in visiting order so that scans read memory
+/// sequentially.
+#[derive(Debug, Clone)]
+struct Hot {
+    used: Amounts,
+    limits: snapshot::Limits,
+    /// Host ports in use, sorted.
+    ports: Vec<u16>,
+}
+
+/// The batch's working copy of the cluster. Nodes are addressed by *position*: their index in
+/// the order shuffled once per call.
+#[derive(Debug)]
+struct Working {
+    /// Position → node index.
+    order: Vec<u32>,
+    /// By position.
+    hot: Vec<Hot>,
+    /// Per owner id: (position, pods) entries, summed (an entry is pushed per placement).
+    owner_pos: Vec<Vec<(u32, u32)>>,
+    /// The focused owner's pods per position (zero elsewhere).
+    owner_here: Vec<u32>,
+    focused: Option<u32>,
+}
+
+impl Working {
+    fn new(snapshot: &Snapshot, rng: &mut SplitMix64) -> Working {
+        let n = snapshot.nodes.len();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        rng.shuffle(&mut order);
+        let mut owner_pos = vec![Vec::new(); snapshot.owners.len()];
+        let hot = order
+            .iter()
+            .enumerate()
+            .map(|(pos, &i)| {
+                let u = &snapshot.usage[i as usize];
+                for &(o, c) in &u.owners {
+                    owner_pos[o as usize].push((pos as u32, c));
+                }
+                Hot {
+                    used: u.used,
+                    limits: snapshot.nodes[i as usize].limits,
+                    ports: u.host_ports.clone(),
+                }
+            })
+            .collect();
+        Working {
+            order,
+            hot,
+            owner_pos,
+            owner_here: vec![0; n],
+            focused: None,
+        }
+    }
+
+    /// Makes `owner_here` count `owner`'s pods. Cheap when consecutive pods share an owner (the
+    /// replicas of one controller), and proportional to the owners' pods otherwise.
+    fn focus_owner(&mut self, owner: u32) {
+        if self.focused == Some(owner) {
+            return;
+        }
+        if let Some(old) = self.focused.and_then(|o| self.owner_pos.get(o as usize)) {
+            for &(pos, _) in old {
+                self.owner_here[pos as usize] = 0;
+            }
+        }
+        if let Some(new) = self.owner_pos.get(owner as usize) {
+            for &(pos, c) in new {
+                self.owner_here[pos as usize] += c;
+            }
+        }
+        self.focused = Some(owner);
+    }
+
+    /// Accounts `pod` on the node at `pos`. `owner` must be focused.
+    fn place(&mut self, pos: usize, pod: &PendingPod, owner: Option<u32>) {
+        let h = &mut self.hot[pos];
+        h.used.add(&pod.requests);
+        for &p in &pod.host_ports {
+            if let Err(i) = h.ports.binary_search(&p) {
+                h.ports.insert(i, p);
+            }
+        }
+        if let Some(o) = owner {
+            let o = o as usize;
+            if self.owner_pos.len() <= o {
+                self.owner_pos.resize_with(o + 1, Vec::new);
+            }
+            self.owner_pos[o].push((pos as u32, 1));
+            self.owner_here[pos] += 1;
+        }
+    }
+}
+
+/// A pod's static constraints, interned: pods with equal keys pass the static checkers on the
+/// same nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ClassKey {
+    arch: Option<bramble_wire::objects::Arch>,
+    selector_impossible: bool,
+    /// (key id, value id), sorted.
+    selector: Vec<(u32, u32)>,
+    /// Ids of the tolerated taints, sorted.
+    tolerated: Vec<u32>,
+}
+
+impl ClassKey {
+    /// Compiles `pod` into `self` and `tolerated` (by taint id), reusing their buffers.
+    fn fill(&mut self, snapshot: &Snapshot, pod: &PendingPod, tolerated: &mut [bool]) {
+        self.arch = pod.arch;
+        self.selector.clear();
+        self.selector_impossible = false;
+        for (k, v) in &pod.node_selector {
+            match (snapshot.strings.get(k), snapshot.strings.get(v)) {
+                (Some(k), Some(v)) => self.selector.push((k, v)),
+                _ => self.selector_impossible = true,
+            }
+        }
+        self.selector.sort_unstable();
+        self.tolerated.clear();
+        for (id, (slot, taint)) in tolerated.iter_mut().zip(&snapshot.taints).enumerate() {
+            *slot = pod.tolerations.iter().any(|t| t.tolerates(taint));
+            if *slot {
+                self.tolerated.push(id as u32);
+            }
+        }
+    }
+}
+
+/// The nodes (positions, ascending) that pass a class's static checkers, with the reasons of
+/// those that do not, and where the next pod of the class starts its scan.
+#[derive(Debug)]
+struct Class {
+    key: ClassKey,
+    members: Vec<u32>,
+    static_reasons: [u32; Reason::COUNT],
+    cursor: usize,
+}
+
+/// A small cache of classes. Bounded: when full it starts over (a class costs one pass of the
+/// static checkers over the nodes, the same as scanning them for one pod).
+#[derive(Debug, Default)]
+struct Classes {
+    list: Vec<Class>,
+    last: usize,
+}
+
+impl Classes {
+    const MAX: usize = 64;
+
+    fn find_or_build(
+        &mut self,
+        key: &ClassKey,
+        snapshot: &Snapshot,
+        order: &[u32],
+        tolerated: &[bool],
+    ) -> &mut Class {
+        let hit = if self.list.get(self.last).is_some_and(|c| c.key == *key) {
+            Some(self.last)
+        } else {
+            self.list.iter().position(|c| c.key == *key)
+        };
+        let idx = match hit {
+            Some(i) => i,
+            None => {
+                if self.list.len() == Self::MAX {
+                    self.list.clear();
+                }
+                let req = PodReq {
+                    arch: key.arch,
+                    selector: &key.selector,
+                    selector_impossible: key.selector_impossible,
+                    tolerated,
+                };
+                let mut members = Vec::new();
+                let mut static_reasons = [0u32; Reason::COUNT];
+                for (pos, &i) in order.iter().enumerate() {
+                    match feasible::static_fit(&req, &snapshot.nodes[i as usize]) {
+                        Ok(()) => members.push(pos as u32),
+                        Err(r) => static_reasons[r as usize] += 1,
+                    }
+                }
+                self.list.push(Class {
+                    key: key.clone(),
+                    members,
+                    static_reasons,
+                    cursor: 0,
+                });
+                self.list.len() - 1
+            }
+        };
+        self.last = idx;
+        &mut self.list[idx]
+    }
 }

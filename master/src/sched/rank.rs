@@ -1,8 +1,7 @@
 //! Ranking: scores for feasible nodes, higher is better (Nomad's `rank.go`, Kubernetes' score
 //! plugins). Each scorer returns `0..=MAX_SCORE`; [`score`] weighs and adds them.
 
-use super::feasible::PodReq;
-use super::snapshot::{NodeStatic, NodeUsage, UNLIMITED};
+use super::snapshot::{Amounts, Limits, UNLIMITED};
 
 /// The best score of a single scorer.
 pub const MAX_SCORE: u32 = 100;
@@ -27,18 +26,18 @@ fn free_percent(used: u64, req: u64, limit: u64) -> u32 {
 /// Least-allocated: the mean free fraction of CPU and memory once the pod is placed, in percent.
 /// Prefers emptier nodes, which spreads load and leaves room for big pods on small boards.
 #[inline]
-pub(crate) fn least_allocated(p: &PodReq<'_>, n: &NodeStatic, u: &NodeUsage) -> u32 {
-    let cpu = free_percent(u.used.cpu_millis, p.requests.cpu_millis, n.limits.cpu);
-    let mem = free_percent(u.used.memory_bytes, p.requests.memory_bytes, n.limits.mem);
+pub(crate) fn least_allocated(req: &Amounts, limits: &Limits, used: &Amounts) -> u32 {
+    let cpu = free_percent(used.cpu_millis, req.cpu_millis, limits.cpu);
+    let mem = free_percent(used.memory_bytes, req.memory_bytes, limits.mem);
     (cpu + mem) / 2
 }
 
 /// Spread: `MAX_SCORE / (1 + k)` where `k` is the number of pods of the same owner already on
 /// the node (100 for none, 50 for one, 33 for two...). Pods without an owner score 0 everywhere.
 #[inline]
-pub(crate) fn spread(p: &PodReq<'_>, u: &NodeUsage) -> u32 {
-    match p.owner {
-        Some(o) => MAX_SCORE / (1 + u.owner_count(o)),
+pub(crate) fn spread(same_owner: Option<u32>) -> u32 {
+    match same_owner {
+        Some(k) => MAX_SCORE / (1 + k),
         None => 0,
     }
 }
@@ -63,9 +62,16 @@ impl Default for Weights {
     }
 }
 
-/// The weighted sum of the scorers.
+/// The weighted sum of the scorers. `same_owner` is the number of pods of the pod's owner on the
+/// node, `None` for a pod without owner.
 #[inline]
-pub(crate) fn score(w: &Weights, p: &PodReq<'_>, n: &NodeStatic, u: &NodeUsage) -> u64 {
-    u64::from(w.least_allocated) * u64::from(least_allocated(p, n, u))
-        + u64::from(w.spread) * u64::from(spread(p, u))
+pub(crate) fn score(
+    w: &Weights,
+    req: &Amounts,
+    limits: &Limits,
+    used: &Amounts,
+    same_owner: Option<u32>,
+) -> u64 {
+    u64::from(w.least_allocated) * u64::from(least_allocated(req, limits, used))
+        + u64::from(w.spread) * u64::from(spread(same_owner))
 }

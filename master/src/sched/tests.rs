@@ -626,6 +626,24 @@ fn sampling_still_finds_the_only_feasible_node() {
 }
 
 #[test]
+fn more_classes_than_the_cache_holds() {
+    // 80 pod classes (one selector value each), twice over: the class cache starts over.
+    let nodes: Vec<SchedNode> = (0..80)
+        .map(|i| node(&format!("n{i}")).label("slot", &i.to_string()))
+        .collect();
+    let pods: Vec<PendingPod> = (0..160)
+        .map(|i| {
+            pod(&format!("p{i}"))
+                .sel("slot", &(i % 80).to_string())
+                .port(80 + (i / 80) as u16)
+        })
+        .collect();
+    let expect: Vec<String> = (0..160).map(|i| format!("n{}", i % 80)).collect();
+    let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
+    check(&nodes, &[], &pods, &expect);
+}
+
+#[test]
 fn now_is_only_stamped() {
     let snap = snapshot(&[node("a")], &[]);
     let a = schedule(&snap, &[pod("p")], 1, 9);
@@ -808,7 +826,7 @@ fn from_objects() {
     );
     check_objects(
         &snap,
-        &[p.clone()],
+        std::slice::from_ref(p),
         "0/2 nodes available: 1 not ready, 1 untolerated taint",
     );
 }
