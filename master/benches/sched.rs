@@ -5,6 +5,7 @@
 //! the pods a mix of sizes and constraints (selectors, arch, host ports, tolerations, replicas of
 //! one owner). Each configuration runs a few times with different seeds; the mean is printed.
 
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -173,8 +174,16 @@ fn run(label: &str, snap: &Snapshot, pending: &[PendingPod], config: &Config) {
     let per_s = pending.len() as f64 / mean.as_secs_f64();
     let mean_score = plan.bindings.iter().map(|b| b.score as f64).sum::<f64>()
         / plan.bindings.len().max(1) as f64;
+    // Spread quality: replicas of one owner sharing a node beyond the first.
+    let mut per_owner_node: HashMap<(&OwnerKey, usize), u32> = HashMap::new();
+    for b in &plan.bindings {
+        if let Some(o) = &pending[b.pod].owner {
+            *per_owner_node.entry((o, b.node)).or_default() += 1;
+        }
+    }
+    let doubled: u32 = per_owner_node.values().map(|c| c - 1).sum();
     println!(
-        "{label:<28} {per_s:>12.0} pods/s  {:>8.2} ms/run  bound {:>5}  unschedulable {:>5}  mean score {:>6.1}",
+        "{label:<28} {per_s:>9.0} pods/s {:>8.2} ms/run  bound {:>5}  unschedulable {:>4}  mean score {:>5.1}  co-located replicas {doubled}",
         mean.as_secs_f64() * 1e3,
         plan.bindings.len(),
         plan.failures.len(),

@@ -5,7 +5,9 @@
 //!    what is bound to each (summed requests, host ports, pods per owner). Built once per round,
 //!    from the store's objects ([`Snapshot::from_objects`]) or by hand ([`Snapshot::add_node`]).
 //! 2. **Feasibility** ([`feasible`]): small checkers in a fixed order — node Ready, not cordoned,
-//!    architecture, node selector, taints, CPU / memory / pids, host ports.
+//!    architecture, node selector, taints, CPU / memory / pids, host ports. A resource whose
+//!    allocatable is `None` is not advertised and so unlimited; `Some(0)` means none. A zero
+//!    request always fits (as in Kubernetes), even on an already over-committed node.
 //! 3. **Rank** ([`rank`]): least-allocated plus spread of an owner's replicas, weighted
 //!    ([`Weights`]); ties broken by a seeded PRNG.
 //! 4. **Plan** ([`Plan`]): bindings, and for every pod left unbound a Kubernetes-style summary
@@ -20,7 +22,8 @@
 //!   only on the node and the pod's constraints, which replicas share. Pods are grouped into
 //!   classes by those constraints (interned); a class's passing nodes and its per-reason
 //!   rejections are computed once per call, and each pod then runs only the dynamic checkers
-//!   (resources, host ports) on its class's nodes.
+//!   (resources, host ports) on its class's nodes. The cache holds 64 classes and starts over
+//!   when full: a new class costs one pass of the static checkers, what a single pod would.
 //! - **Layout.** The batch's working copy (usage, limits, ports) is laid out in visiting order, so
 //!   scans read memory sequentially; an owner's pods per node live in one dense array, refilled
 //!   only when the owner changes from one pod to the next. No string is touched in the scan.

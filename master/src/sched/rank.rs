@@ -1,5 +1,5 @@
 //! Ranking: scores for feasible nodes, higher is better (Nomad's `rank.go`, Kubernetes' score
-//! plugins). Each scorer returns `0..=MAX_SCORE`; [`score`] weighs and adds them.
+//! plugins). Each scorer returns `0..=MAX_SCORE`; a weighted sum ([`Weights`]) ranks the nodes.
 
 use super::snapshot::{Amounts, Limits, UNLIMITED};
 
@@ -45,9 +45,9 @@ pub(crate) fn spread(same_owner: Option<u32>) -> u32 {
 /// Weights of the scorers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Weights {
-    /// Weight of [least-allocated](least_allocated).
+    /// Weight of least-allocated (mean free percentage of CPU and memory after placement).
     pub least_allocated: u32,
-    /// Weight of [spread](spread).
+    /// Weight of spread (`100 / (1 + replicas of the pod's owner on the node)`).
     pub spread: u32,
 }
 
