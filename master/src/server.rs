@@ -1,6 +1,6 @@
 //! Running servers: `bramble master` and `bramble up`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::Duration;
@@ -126,6 +126,13 @@ pub fn run_up(a: UpArgs, _server: &str) -> anyhow::Result<()> {
         .arg(data.join("worker"))
         .arg("--name")
         .arg(local_node_name())
+        .arg("--run-dir")
+        .arg(data.join("run"))
+        .arg("--cgroup-parent")
+        .arg(format!(
+            "bramble-up-{}",
+            listen.rsplit(':').next().unwrap_or("0")
+        ))
         .spawn()
         .with_context(|| format!("cannot start {}", worker.display()))?;
     let _worker = KillOnDrop(child);
@@ -166,14 +173,8 @@ fn local_node_name() -> String {
 }
 
 fn wait_for_signal() {
-    // Block until SIGINT/SIGTERM: poll a pipe closed by the default handlers is overkill here;
-    // the process simply sleeps and Ctrl-C terminates it (the worker child gets SIGINT too).
+    // Ctrl-C (SIGINT) reaches the whole foreground process group: the worker stops with us.
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
-}
-
-/// Unused path helper kept for symmetry with the worker's state dir layout.
-pub fn state_dir(data: &Path) -> PathBuf {
-    data.join("worker")
 }

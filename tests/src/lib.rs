@@ -189,6 +189,13 @@ pub fn start_worker(master: &MasterProc, name: &str, state_dir: &Path, extra: &[
     let child = Command::new(bin("bramble-worker"))
         .args(["--master", &master.addr, "--name", name, "--state-dir"])
         .arg(state_dir)
+        // Tests run several agents on one host: each gets its own runtime dir and cgroup parent.
+        .arg("--run-dir")
+        .arg(state_dir.with_extension("run"))
+        .args([
+            "--cgroup-parent",
+            &format!("bramble-test-{}-{name}", std::process::id()),
+        ])
         .arg("--token-file")
         .arg(master.data_dir.join("join.token"))
         .args(extra)

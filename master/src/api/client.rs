@@ -9,7 +9,7 @@ use bramble_wire::msg::{
     ApiError, Applied, ApplyOutcome, ErrorCode, NodeDown, Request, RequestBody, Response,
     ResponseBody,
 };
-use bramble_wire::objects::{Kind, Meta, Namespace, Object, PodPhase};
+use bramble_wire::objects::{Kind, Meta, Namespace, Object};
 
 use super::{Master, now_ms, with_timeout};
 use crate::store::StoreError;

@@ -202,10 +202,10 @@ impl Driver for LinuxDriver {
                 e.last = h.status();
                 if h.exited() || terminal(e.last.phase) {
                     // Ran to completion: clean up its cgroup, keep its final status and logs.
-                    if let Some(mut h) = e.handle.take() {
-                        if let Ok(st) = h.stop(Duration::from_millis(100)) {
-                            e.last = st;
-                        }
+                    if let Some(mut h) = e.handle.take()
+                        && let Ok(st) = h.stop(Duration::from_millis(100))
+                    {
+                        e.last = st;
                     }
                 }
             }
