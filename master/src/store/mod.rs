@@ -29,6 +29,8 @@
 //! # });
 //! ```
 
+#![warn(missing_docs)]
+
 mod error;
 mod watch;
 mod writer;
@@ -169,6 +171,8 @@ impl Store {
         std::thread::Builder::new()
             .name("bramble-store-writer".into())
             .spawn(move || {
+                // Watchers end with `Closed` even if the writer panics.
+                let _close = CloseHubOnDrop(writer.hub.clone());
                 smol::block_on(writer.run());
                 drop(done_tx);
             })
@@ -326,6 +330,15 @@ impl Store {
         self.shared.writes.close();
         let _ = self.shared.writer_done.recv().await;
         self.shared.pool.close().await;
+    }
+}
+
+/// Closes the hub when the writer thread ends, however it ends.
+struct CloseHubOnDrop(Arc<Hub>);
+
+impl Drop for CloseHubOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 
