@@ -1,7 +1,7 @@
 //! Validation of user input at the edge: names, labels, quantities, whole objects.
 //! Every error names the field and the fix.
 
-use bramble_wire::objects::{Kind, Object, Pod};
+use bramble_wire::objects::{Kind, Labels, Meta, Object, Pod, PodTemplate, RestartPolicy};
 
 /// Longest label value or name (DNS-1123 label).
 pub const MAX_NAME: usize = 63;
@@ -166,8 +166,82 @@ pub fn check_object(obj: &Object) -> Result<(), Invalid> {
     }
     match obj {
         Object::Pod(p) => check_pod(p),
-        Object::Node(_) | Object::Namespace(_) => Ok(()),
+        Object::Deployment(d) => {
+            check_template(kind, &meta.name, &d.spec.selector, &d.spec.template)?;
+            if d.spec.max_surge == 0 && d.spec.max_unavailable == 0 && d.spec.replicas > 0 {
+                return Err(invalid(
+                    format!("deployment {:?}: max_surge", meta.name),
+                    "max_surge and max_unavailable cannot both be 0: a rollout could never make progress",
+                ));
+            }
+            Ok(())
+        }
+        Object::DaemonSet(d) => {
+            check_template(kind, &meta.name, &d.spec.selector, &d.spec.template)
+        }
+        Object::ReplicaSet(r) => {
+            check_template(kind, &meta.name, &r.spec.selector, &r.spec.template)
+        }
+        Object::Job(j) => {
+            check_template(kind, &meta.name, &Default::default(), &j.spec.template)?;
+            if j.spec.template.spec.restart_policy == RestartPolicy::Always {
+                return Err(invalid(
+                    format!("job {:?}: template.restart_policy", meta.name),
+                    "a job's pods must end: use \"Never\" or \"OnFailure\"",
+                ));
+            }
+            if j.spec.completions == 0 || j.spec.parallelism == 0 {
+                return Err(invalid(
+                    format!("job {:?}: completions", meta.name),
+                    "completions and parallelism must be at least 1",
+                ));
+            }
+            Ok(())
+        }
+        Object::Node(_) | Object::Namespace(_) | Object::Event(_) => Ok(()),
     }
+}
+
+/// Checks a controller's pod template: a valid pod, with labels its selector matches.
+fn check_template(
+    kind: &str,
+    name: &str,
+    selector: &Labels,
+    t: &PodTemplate,
+) -> Result<(), Invalid> {
+    let pod = Pod {
+        meta: Meta {
+            name: name.to_string(),
+            labels: t.labels.clone(),
+            ..Default::default()
+        },
+        spec: t.spec.clone(),
+        ..Default::default()
+    };
+    check_pod(&pod).map_err(|e| Invalid {
+        field: format!("{kind} {name:?}: template: {}", e.field),
+        message: e.message,
+    })?;
+    for (k, v) in &t.labels {
+        check_label(&format!("{kind} {name:?}: template.labels"), k, v)?;
+    }
+    if t.labels.is_empty() && selector.is_empty() {
+        return Err(invalid(
+            format!("{kind} {name:?}: template.labels"),
+            "give the template labels (e.g. labels = { app = \"web\" }) so its pods can be found",
+        ));
+    }
+    for (k, v) in selector {
+        if t.labels.get(k) != Some(v) {
+            return Err(invalid(
+                format!("{kind} {name:?}: selector"),
+                format!(
+                    "selector {k}={v} does not match the template's labels; the pods would never be found"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check_pod(p: &Pod) -> Result<(), Invalid> {
@@ -240,7 +314,7 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
 
 /// Whether `kind` may be written by clients through apply.
 pub fn client_may_apply(kind: Kind) -> bool {
-    matches!(kind, Kind::Pod | Kind::Namespace | Kind::Node)
+    !matches!(kind, Kind::ReplicaSet | Kind::Event)
 }
 
 #[cfg(test)]

@@ -21,11 +21,30 @@ pub enum Kind {
     Node,
     /// Namespaced pod.
     Pod,
+    /// Namespaced deployment (rolling updates over replica sets).
+    Deployment,
+    /// Namespaced replica set (owned by a deployment).
+    ReplicaSet,
+    /// Namespaced daemon set (one pod per matching node).
+    DaemonSet,
+    /// Namespaced job (run to completion).
+    Job,
+    /// Namespaced event (kept in the master's memory, not in the store).
+    Event,
 }
 
 impl Kind {
     /// Every kind, in tag order.
-    pub const ALL: [Kind; 3] = [Kind::Namespace, Kind::Node, Kind::Pod];
+    pub const ALL: [Kind; 8] = [
+        Kind::Namespace,
+        Kind::Node,
+        Kind::Pod,
+        Kind::Deployment,
+        Kind::ReplicaSet,
+        Kind::DaemonSet,
+        Kind::Job,
+        Kind::Event,
+    ];
 
     /// Singular lowercase name, as in manifests (`[[pod]]`) and the CLI.
     pub const fn as_str(self) -> &'static str {
@@ -33,12 +52,17 @@ impl Kind {
             Kind::Namespace => "namespace",
             Kind::Node => "node",
             Kind::Pod => "pod",
+            Kind::Deployment => "deployment",
+            Kind::ReplicaSet => "replicaset",
+            Kind::DaemonSet => "daemonset",
+            Kind::Job => "job",
+            Kind::Event => "event",
         }
     }
 
     /// Whether objects of this kind live in a namespace.
     pub const fn namespaced(self) -> bool {
-        matches!(self, Kind::Pod)
+        !matches!(self, Kind::Namespace | Kind::Node)
     }
 
     /// Parses singular, plural and short names (`pod`, `pods`, `po`, `no`, `ns`).
@@ -47,6 +71,11 @@ impl Kind {
             "namespace" | "namespaces" | "ns" => Kind::Namespace,
             "node" | "nodes" | "no" => Kind::Node,
             "pod" | "pods" | "po" => Kind::Pod,
+            "deployment" | "deployments" | "deploy" => Kind::Deployment,
+            "replicaset" | "replicasets" | "rs" => Kind::ReplicaSet,
+            "daemonset" | "daemonsets" | "ds" => Kind::DaemonSet,
+            "job" | "jobs" => Kind::Job,
+            "event" | "events" | "ev" => Kind::Event,
             _ => return None,
         })
     }
@@ -418,6 +447,206 @@ pub struct Namespace {
     pub phase: NamespacePhase,
 }
 
+/// A pod template: what controllers stamp out.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodTemplate {
+    /// Labels of the pods (must match the owner's selector).
+    pub labels: Labels,
+    /// Spec of the pods.
+    pub spec: PodSpec,
+}
+
+/// Desired state of a deployment.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeploymentSpec {
+    /// Pods wanted.
+    pub replicas: u32,
+    /// Labels that select the deployment's pods (defaults to the template's labels).
+    pub selector: Labels,
+    /// The pods.
+    pub template: PodTemplate,
+    /// Pods above `replicas` allowed during a rollout.
+    pub max_surge: u32,
+    /// Pods below `replicas` allowed unavailable during a rollout.
+    pub max_unavailable: u32,
+    /// A pod counts as available after running this long.
+    pub min_ready_ms: u32,
+    /// Old replica sets kept for `rollout undo`.
+    pub revision_history: u32,
+}
+
+/// Observed state of a deployment.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeploymentStatus {
+    /// Pods of all its replica sets.
+    pub replicas: u32,
+    /// Pods of the current template.
+    pub updated: u32,
+    /// Available pods.
+    pub available: u32,
+    /// Rollout revision of the current template.
+    pub revision: u64,
+    /// Progress or the reason it is stuck.
+    pub message: String,
+}
+
+/// A deployment.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Deployment {
+    /// Metadata.
+    pub meta: Meta,
+    /// Desired state.
+    pub spec: DeploymentSpec,
+    /// Observed state.
+    pub status: DeploymentStatus,
+}
+
+/// Desired state of a replica set.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplicaSetSpec {
+    /// Pods wanted.
+    pub replicas: u32,
+    /// Selector (the deployment's plus the template hash).
+    pub selector: Labels,
+    /// The pods.
+    pub template: PodTemplate,
+    /// Rollout revision (1, 2, ...).
+    pub revision: u64,
+    /// A pod counts as available after running this long.
+    pub min_ready_ms: u32,
+}
+
+/// Observed state of a replica set.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplicaSetStatus {
+    /// Pods.
+    pub replicas: u32,
+    /// Available pods.
+    pub available: u32,
+}
+
+/// A replica set.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplicaSet {
+    /// Metadata.
+    pub meta: Meta,
+    /// Desired state.
+    pub spec: ReplicaSetSpec,
+    /// Observed state.
+    pub status: ReplicaSetStatus,
+}
+
+/// Desired state of a daemon set.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct DaemonSetSpec {
+    /// Labels that select its pods (defaults to the template's labels).
+    pub selector: Labels,
+    /// The pods (node selector, tolerations and arch pick the nodes).
+    pub template: PodTemplate,
+    /// Nodes whose pod may be down at once during a rolling update.
+    pub max_unavailable: u32,
+}
+
+/// Observed state of a daemon set.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct DaemonSetStatus {
+    /// Nodes that should run a pod.
+    pub desired: u32,
+    /// Nodes that run one.
+    pub current: u32,
+    /// Nodes whose pod runs the current template.
+    pub updated: u32,
+    /// Nodes whose pod is available.
+    pub available: u32,
+}
+
+/// A daemon set.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct DaemonSet {
+    /// Metadata.
+    pub meta: Meta,
+    /// Desired state.
+    pub spec: DaemonSetSpec,
+    /// Observed state.
+    pub status: DaemonSetStatus,
+}
+
+/// Desired state of a job.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobSpec {
+    /// Successful pods needed.
+    pub completions: u32,
+    /// Pods running at once.
+    pub parallelism: u32,
+    /// Failed pods tolerated before the job fails.
+    pub backoff_limit: u32,
+    /// Wall-clock limit from the job's start, in milliseconds.
+    pub active_deadline_ms: Option<u64>,
+    /// The pods (restart policy `Never` or `OnFailure`).
+    pub template: PodTemplate,
+}
+
+/// Where a job stands.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JobPhase {
+    /// Pods are running or will be.
+    #[default]
+    Running,
+    /// `completions` pods succeeded.
+    Complete,
+    /// Backoff limit or deadline exceeded.
+    Failed,
+}
+
+/// Observed state of a job.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobStatus {
+    /// Phase.
+    pub phase: JobPhase,
+    /// Pods running or pending.
+    pub active: u32,
+    /// Pods that succeeded.
+    pub succeeded: u32,
+    /// Pods that failed.
+    pub failed: u32,
+    /// When the job started, ms since the epoch.
+    pub start_ms: u64,
+    /// When it finished, ms since the epoch.
+    pub completion_ms: Option<u64>,
+    /// Why it failed, if it did.
+    pub message: String,
+}
+
+/// A job.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Job {
+    /// Metadata.
+    pub meta: Meta,
+    /// Desired state.
+    pub spec: JobSpec,
+    /// Observed state.
+    pub status: JobStatus,
+}
+
+/// Something that happened to an object (scheduled, started, OOMKilled, rescheduled, scaled...).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Event {
+    /// Metadata (name generated; namespace of the object).
+    pub meta: Meta,
+    /// Kind of the object it is about.
+    pub object_kind: Option<Kind>,
+    /// Name of the object it is about.
+    pub object_name: String,
+    /// Short CamelCase reason, e.g. `Scheduled`.
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+    /// How many times it happened (repeats are folded).
+    pub count: u32,
+    /// Last time, ms since the epoch.
+    pub last_ms: u64,
+}
+
 /// Any object. New kinds are added at the end.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Object {
@@ -427,6 +656,31 @@ pub enum Object {
     Node(Node),
     /// A pod.
     Pod(Pod),
+    /// A deployment.
+    Deployment(Deployment),
+    /// A replica set.
+    ReplicaSet(ReplicaSet),
+    /// A daemon set.
+    DaemonSet(DaemonSet),
+    /// A job.
+    Job(Job),
+    /// An event.
+    Event(Event),
+}
+
+macro_rules! each_object {
+    ($o:expr, $x:ident => $body:expr) => {
+        match $o {
+            Object::Namespace($x) => $body,
+            Object::Node($x) => $body,
+            Object::Pod($x) => $body,
+            Object::Deployment($x) => $body,
+            Object::ReplicaSet($x) => $body,
+            Object::DaemonSet($x) => $body,
+            Object::Job($x) => $body,
+            Object::Event($x) => $body,
+        }
+    };
 }
 
 impl Object {
@@ -436,24 +690,21 @@ impl Object {
             Object::Namespace(_) => Kind::Namespace,
             Object::Node(_) => Kind::Node,
             Object::Pod(_) => Kind::Pod,
+            Object::Deployment(_) => Kind::Deployment,
+            Object::ReplicaSet(_) => Kind::ReplicaSet,
+            Object::DaemonSet(_) => Kind::DaemonSet,
+            Object::Job(_) => Kind::Job,
+            Object::Event(_) => Kind::Event,
         }
     }
 
     /// The object's metadata.
     pub fn meta(&self) -> &Meta {
-        match self {
-            Object::Namespace(o) => &o.meta,
-            Object::Node(o) => &o.meta,
-            Object::Pod(o) => &o.meta,
-        }
+        each_object!(self, o => &o.meta)
     }
 
     /// The object's metadata, mutably.
     pub fn meta_mut(&mut self) -> &mut Meta {
-        match self {
-            Object::Namespace(o) => &mut o.meta,
-            Object::Node(o) => &mut o.meta,
-            Object::Pod(o) => &mut o.meta,
-        }
+        each_object!(self, o => &mut o.meta)
     }
 }

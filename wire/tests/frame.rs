@@ -444,14 +444,14 @@ fn unknown_enum_tags() {
         frame::decode::<Handshake>(&body).unwrap_err(),
         WireError::UnknownTag
     );
-    // Nested: an Apply of an object of kind 3.
+    // Nested: an Apply of an object of kind 8 (one past the last).
     assert_eq!(
-        frame::decode::<Request>(&[1, 0, 1, 3]).unwrap_err(),
+        frame::decode::<Request>(&[1, 0, 1, 8]).unwrap_err(),
         WireError::UnknownTag
     );
-    // Nested: a Get of kind 3.
+    // Nested: a Get of kind 8 (one past the last).
     assert_eq!(
-        frame::decode::<Request>(&[1, 1, 3, 0, 0]).unwrap_err(),
+        frame::decode::<Request>(&[1, 1, 8, 0, 0]).unwrap_err(),
         WireError::UnknownTag
     );
     // Known tags still decode.

@@ -355,6 +355,38 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
             n.phase = c.phase;
             Object::Namespace(n)
         }
+        (Object::Deployment(c), Object::Deployment(mut n)) => {
+            n.meta = Meta {
+                labels: n.meta.labels,
+                ..c.meta.clone()
+            };
+            n.status = c.status;
+            Object::Deployment(n)
+        }
+        (Object::DaemonSet(c), Object::DaemonSet(mut n)) => {
+            n.meta = Meta {
+                labels: n.meta.labels,
+                ..c.meta.clone()
+            };
+            n.status = c.status;
+            Object::DaemonSet(n)
+        }
+        (Object::Job(c), Object::Job(mut n)) => {
+            if n.spec != c.spec {
+                return Err(err(
+                    ErrorCode::Conflict,
+                    format!(
+                        "job {name:?} in namespace {ns:?} exists with a different spec; a job cannot change: `bramble delete job {name} -n {ns}` and apply again"
+                    ),
+                ));
+            }
+            n.meta = Meta {
+                labels: n.meta.labels,
+                ..c.meta.clone()
+            };
+            n.status = c.status;
+            Object::Job(n)
+        }
         _ => return Err(err(ErrorCode::Internal, "kind mismatch")),
     };
     if merged == cur {

@@ -177,6 +177,122 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                 ]);
             }
         }
+        Kind::Deployment => {
+            rows.push(
+                [
+                    "NAME",
+                    "READY",
+                    "UP-TO-DATE",
+                    "AVAILABLE",
+                    "REVISION",
+                    "AGE",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            for o in items {
+                let Object::Deployment(d) = o else { continue };
+                rows.push(vec![
+                    d.meta.name.clone(),
+                    format!("{}/{}", d.status.available, d.spec.replicas),
+                    d.status.updated.to_string(),
+                    d.status.available.to_string(),
+                    d.status.revision.to_string(),
+                    age(now, d.meta.created_ms),
+                ]);
+            }
+        }
+        Kind::ReplicaSet => {
+            rows.push(
+                ["NAME", "DESIRED", "CURRENT", "AVAILABLE", "REVISION", "AGE"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            for o in items {
+                let Object::ReplicaSet(r) = o else { continue };
+                rows.push(vec![
+                    r.meta.name.clone(),
+                    r.spec.replicas.to_string(),
+                    r.status.replicas.to_string(),
+                    r.status.available.to_string(),
+                    r.spec.revision.to_string(),
+                    age(now, r.meta.created_ms),
+                ]);
+            }
+        }
+        Kind::DaemonSet => {
+            rows.push(
+                [
+                    "NAME",
+                    "DESIRED",
+                    "CURRENT",
+                    "UP-TO-DATE",
+                    "AVAILABLE",
+                    "AGE",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            for o in items {
+                let Object::DaemonSet(d) = o else { continue };
+                rows.push(vec![
+                    d.meta.name.clone(),
+                    d.status.desired.to_string(),
+                    d.status.current.to_string(),
+                    d.status.updated.to_string(),
+                    d.status.available.to_string(),
+                    age(now, d.meta.created_ms),
+                ]);
+            }
+        }
+        Kind::Job => {
+            rows.push(
+                [
+                    "NAME",
+                    "STATUS",
+                    "COMPLETIONS",
+                    "ACTIVE",
+                    "SUCCEEDED",
+                    "FAILED",
+                    "AGE",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            for o in items {
+                let Object::Job(j) = o else { continue };
+                rows.push(vec![
+                    j.meta.name.clone(),
+                    format!("{:?}", j.status.phase),
+                    format!("{}/{}", j.status.succeeded, j.spec.completions),
+                    j.status.active.to_string(),
+                    j.status.succeeded.to_string(),
+                    j.status.failed.to_string(),
+                    age(now, j.meta.created_ms),
+                ]);
+            }
+        }
+        Kind::Event => {
+            rows.push(
+                ["LAST SEEN", "OBJECT", "REASON", "COUNT", "MESSAGE"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            for o in items {
+                let Object::Event(e) = o else { continue };
+                let obj = match e.object_kind {
+                    Some(k) => format!("{}/{}", k.as_str(), e.object_name),
+                    None => e.object_name.clone(),
+                };
+                rows.push(vec![
+                    age(now, e.last_ms),
+                    obj,
+                    e.reason.clone(),
+                    e.count.to_string(),
+                    e.message.clone(),
+                ]);
+            }
+        }
     }
     columns(&rows)
 }
@@ -321,6 +437,82 @@ pub fn describe(o: &Object, now: u64) -> String {
         Object::Namespace(n) => {
             let _ = writeln!(s, "Phase:       {:?}", n.phase);
         }
+        Object::Deployment(d) => {
+            let _ = writeln!(
+                s,
+                "Replicas:    {} desired, {} updated, {} available, {} total",
+                d.spec.replicas, d.status.updated, d.status.available, d.status.replicas
+            );
+            let _ = writeln!(
+                s,
+                "Strategy:    rolling, max_surge={} max_unavailable={} min_ready={}ms",
+                d.spec.max_surge, d.spec.max_unavailable, d.spec.min_ready_ms
+            );
+            let _ = writeln!(s, "Revision:    {}", d.status.revision);
+            if !d.status.message.is_empty() {
+                let _ = writeln!(s, "Message:     {}", d.status.message);
+            }
+            template(&mut s, &d.spec.template);
+        }
+        Object::ReplicaSet(r) => {
+            let _ = writeln!(
+                s,
+                "Replicas:    {} desired, {} current, {} available",
+                r.spec.replicas, r.status.replicas, r.status.available
+            );
+            let _ = writeln!(s, "Revision:    {}", r.spec.revision);
+            template(&mut s, &r.spec.template);
+        }
+        Object::DaemonSet(d) => {
+            let _ = writeln!(
+                s,
+                "Nodes:       {} desired, {} current, {} updated, {} available",
+                d.status.desired, d.status.current, d.status.updated, d.status.available
+            );
+            template(&mut s, &d.spec.template);
+        }
+        Object::Job(j) => {
+            let _ = writeln!(s, "Status:      {:?}", j.status.phase);
+            let _ = writeln!(
+                s,
+                "Completions: {}/{} (parallelism {}, backoff limit {})",
+                j.status.succeeded, j.spec.completions, j.spec.parallelism, j.spec.backoff_limit
+            );
+            let _ = writeln!(
+                s,
+                "Pods:        {} active, {} succeeded, {} failed",
+                j.status.active, j.status.succeeded, j.status.failed
+            );
+            if !j.status.message.is_empty() {
+                let _ = writeln!(s, "Message:     {}", j.status.message);
+            }
+            template(&mut s, &j.spec.template);
+        }
+        Object::Event(e) => {
+            let _ = writeln!(s, "Reason:      {}", e.reason);
+            let _ = writeln!(s, "Message:     {}", e.message);
+            let _ = writeln!(s, "Count:       {}", e.count);
+        }
     }
     s
+}
+
+fn template(s: &mut String, t: &bramble_wire::objects::PodTemplate) {
+    let labels: Vec<String> = t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = writeln!(s, "Template:    labels {}", labels.join(", "));
+    for p in &t.spec.processes {
+        let r = &p.resources;
+        let _ = writeln!(
+            s,
+            "  {}: {} (cpu={} memory={})",
+            p.name,
+            p.command.join(" "),
+            r.cpu_millis
+                .map(|c| format!("{c}m"))
+                .unwrap_or_else(|| "-".into()),
+            r.memory_bytes
+                .map(format_bytes)
+                .unwrap_or_else(|| "-".into())
+        );
+    }
 }
