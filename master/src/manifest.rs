@@ -16,8 +16,9 @@
 use std::collections::BTreeMap;
 
 use bramble_wire::objects::{
-    Arch, Labels, Meta, Namespace, NetworkMode, Node, NodeSpec, Object, Pod, PodSpec, Port,
-    ProcessSpec, Resources, RestartPolicy, Taint, TaintEffect, Toleration, Volume, VolumeSource,
+    Arch, DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, Job, JobSpec, Labels, Meta,
+    Namespace, NetworkMode, Node, NodeSpec, Object, Pod, PodSpec, PodTemplate, Port, ProcessSpec,
+    Resources, RestartPolicy, Taint, TaintEffect, Toleration, Volume, VolumeSource,
 };
 use serde::{Deserialize, Deserializer};
 
@@ -33,6 +34,12 @@ pub struct Manifest {
     node: Vec<NodeM>,
     #[serde(default)]
     pod: Vec<PodM>,
+    #[serde(default)]
+    deployment: Vec<DeploymentM>,
+    #[serde(default)]
+    daemonset: Vec<DaemonSetM>,
+    #[serde(default)]
+    job: Vec<JobM>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +110,109 @@ struct PodM {
     process: Vec<ProcessM>,
     #[serde(default)]
     volume: Vec<VolumeM>,
+}
+
+/// A pod template (`[deployment.template]`, `[job.template]`, `[daemonset.template]`): a pod
+/// without name and namespace.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TemplateM {
+    #[serde(default)]
+    labels: Labels,
+    #[serde(default)]
+    restart_policy: RestartPolicy,
+    #[serde(default)]
+    node_selector: Labels,
+    #[serde(default)]
+    tolerations: Vec<TolerationM>,
+    #[serde(default, deserialize_with = "de_arch")]
+    arch: Option<Arch>,
+    rootfs: Option<String>,
+    #[serde(default, deserialize_with = "de_network")]
+    network: NetworkMode,
+    #[serde(default, deserialize_with = "de_opt_duration_ms")]
+    termination_grace: Option<u32>,
+    #[serde(default)]
+    process: Vec<ProcessM>,
+    #[serde(default)]
+    volume: Vec<VolumeM>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentM {
+    #[serde(deserialize_with = "de_name")]
+    name: String,
+    #[serde(default, deserialize_with = "de_opt_name")]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: Labels,
+    #[serde(default = "one")]
+    replicas: u32,
+    #[serde(default)]
+    selector: Labels,
+    #[serde(default = "one")]
+    max_surge: u32,
+    #[serde(default)]
+    max_unavailable: u32,
+    #[serde(default, deserialize_with = "de_opt_duration_ms")]
+    min_ready: Option<u32>,
+    #[serde(default = "ten")]
+    revision_history: u32,
+    template: TemplateM,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DaemonSetM {
+    #[serde(deserialize_with = "de_name")]
+    name: String,
+    #[serde(default, deserialize_with = "de_opt_name")]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: Labels,
+    #[serde(default)]
+    selector: Labels,
+    #[serde(default = "one")]
+    max_unavailable: u32,
+    template: TemplateM,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobM {
+    #[serde(deserialize_with = "de_name")]
+    name: String,
+    #[serde(default, deserialize_with = "de_opt_name")]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: Labels,
+    #[serde(default = "one")]
+    completions: u32,
+    #[serde(default = "one")]
+    parallelism: u32,
+    #[serde(default = "six")]
+    backoff_limit: u32,
+    #[serde(default, deserialize_with = "de_opt_duration_ms64")]
+    active_deadline: Option<u64>,
+    template: TemplateM,
+}
+
+fn one() -> u32 {
+    1
+}
+fn six() -> u32 {
+    6
+}
+fn ten() -> u32 {
+    10
+}
+
+fn de_opt_duration_ms64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration_ms(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,82 +395,85 @@ impl Manifest {
         }
         for p in self.pod {
             let ns = p.namespace.unwrap_or_else(|| default_ns.to_string());
-            let processes = p
-                .process
-                .into_iter()
-                .map(|pr| ProcessSpec {
-                    name: pr.name,
-                    command: pr.command,
-                    env: pr.env.into_iter().collect(),
-                    workdir: pr.workdir,
-                    user: pr.user,
-                    group: pr.group,
-                    resources: Resources {
-                        cpu_millis: pr.cpu,
-                        memory_bytes: pr.memory,
-                        pids: pr.pids,
-                    },
-                    ports: pr
-                        .ports
-                        .into_iter()
-                        .map(|p| match p {
-                            PortM::Plain(c) => Port {
-                                container_port: c,
-                                host_port: None,
-                            },
-                            PortM::Full {
-                                container_port,
-                                host_port,
-                            } => Port {
-                                container_port,
-                                host_port,
-                            },
-                        })
-                        .collect(),
-                })
-                .collect();
-            let mut volumes = Vec::new();
-            for v in p.volume {
-                let source = match (v.host_path, v.empty_dir) {
-                    (Some(path), false) => VolumeSource::HostPath {
-                        path,
-                        read_only: v.read_only,
-                    },
-                    (None, true) => VolumeSource::EmptyDir,
-                    _ => {
-                        return Err(format!(
-                            "pod {:?}: volume {:?}: give exactly one of host_path = \"/dir\" or empty_dir = true",
-                            p.name, v.name
-                        ));
-                    }
-                };
-                volumes.push(Volume {
-                    name: v.name,
-                    mount_path: v.mount_path,
-                    source,
-                });
-            }
+            let t = TemplateM {
+                labels: Labels::new(),
+                restart_policy: p.restart_policy,
+                node_selector: p.node_selector,
+                tolerations: p.tolerations,
+                arch: p.arch,
+                rootfs: p.rootfs,
+                network: p.network,
+                termination_grace: p.termination_grace,
+                process: p.process,
+                volume: p.volume,
+            };
+            let mut spec = pod_spec(t, &format!("pod {:?}", p.name))?;
+            spec.node_name = p.node;
             out.push(Object::Pod(Pod {
                 meta: meta(p.name, ns, p.labels),
-                spec: PodSpec {
-                    processes,
-                    restart_policy: p.restart_policy,
-                    node_selector: p.node_selector,
-                    tolerations: p
-                        .tolerations
-                        .into_iter()
-                        .map(|t| Toleration {
-                            key: t.key,
-                            value: t.value,
-                            effect: t.effect,
-                        })
-                        .collect(),
-                    arch: p.arch,
-                    rootfs: p.rootfs,
-                    network: p.network,
-                    volumes,
-                    termination_grace_ms: p.termination_grace.unwrap_or(DEFAULT_GRACE_MS),
-                    node_name: p.node,
+                spec,
+                status: Default::default(),
+            }));
+        }
+        for d in self.deployment {
+            let ns = d.namespace.unwrap_or_else(|| default_ns.to_string());
+            let labels = d.template.labels.clone();
+            let spec = pod_spec(d.template, &format!("deployment {:?}", d.name))?;
+            let selector = if d.selector.is_empty() {
+                labels.clone()
+            } else {
+                d.selector
+            };
+            out.push(Object::Deployment(Deployment {
+                meta: meta(d.name, ns, d.labels),
+                spec: DeploymentSpec {
+                    replicas: d.replicas,
+                    selector,
+                    template: PodTemplate { labels, spec },
+                    max_surge: d.max_surge,
+                    max_unavailable: d.max_unavailable,
+                    min_ready_ms: d.min_ready.unwrap_or(0),
+                    revision_history: d.revision_history,
+                },
+                status: Default::default(),
+            }));
+        }
+        for d in self.daemonset {
+            let ns = d.namespace.unwrap_or_else(|| default_ns.to_string());
+            let labels = d.template.labels.clone();
+            let spec = pod_spec(d.template, &format!("daemonset {:?}", d.name))?;
+            let selector = if d.selector.is_empty() {
+                labels.clone()
+            } else {
+                d.selector
+            };
+            out.push(Object::DaemonSet(DaemonSet {
+                meta: meta(d.name, ns, d.labels),
+                spec: DaemonSetSpec {
+                    selector,
+                    template: PodTemplate { labels, spec },
+                    max_unavailable: d.max_unavailable,
+                },
+                status: Default::default(),
+            }));
+        }
+        for j in self.job {
+            let ns = j.namespace.unwrap_or_else(|| default_ns.to_string());
+            let labels = j.template.labels.clone();
+            let mut t = j.template;
+            if t.restart_policy == RestartPolicy::Always {
+                // A job's pods end: Kubernetes requires Never or OnFailure; default to Never.
+                t.restart_policy = RestartPolicy::Never;
+            }
+            let spec = pod_spec(t, &format!("job {:?}", j.name))?;
+            out.push(Object::Job(Job {
+                meta: meta(j.name, ns, j.labels),
+                spec: JobSpec {
+                    completions: j.completions,
+                    parallelism: j.parallelism,
+                    backoff_limit: j.backoff_limit,
+                    active_deadline_ms: j.active_deadline,
+                    template: PodTemplate { labels, spec },
                 },
                 status: Default::default(),
             }));
@@ -370,6 +483,84 @@ impl Manifest {
         }
         Ok(out)
     }
+}
+
+fn pod_spec(t: TemplateM, what: &str) -> Result<PodSpec, String> {
+    let processes = t
+        .process
+        .into_iter()
+        .map(|pr| ProcessSpec {
+            name: pr.name,
+            command: pr.command,
+            env: pr.env.into_iter().collect(),
+            workdir: pr.workdir,
+            user: pr.user,
+            group: pr.group,
+            resources: Resources {
+                cpu_millis: pr.cpu,
+                memory_bytes: pr.memory,
+                pids: pr.pids,
+            },
+            ports: pr
+                .ports
+                .into_iter()
+                .map(|p| match p {
+                    PortM::Plain(c) => Port {
+                        container_port: c,
+                        host_port: None,
+                    },
+                    PortM::Full {
+                        container_port,
+                        host_port,
+                    } => Port {
+                        container_port,
+                        host_port,
+                    },
+                })
+                .collect(),
+        })
+        .collect();
+    let mut volumes = Vec::new();
+    for v in t.volume {
+        let source = match (v.host_path, v.empty_dir) {
+            (Some(path), false) => VolumeSource::HostPath {
+                path,
+                read_only: v.read_only,
+            },
+            (None, true) => VolumeSource::EmptyDir,
+            _ => {
+                return Err(format!(
+                    "{what}: volume {:?}: give exactly one of host_path = \"/dir\" or empty_dir = true",
+                    v.name
+                ));
+            }
+        };
+        volumes.push(Volume {
+            name: v.name,
+            mount_path: v.mount_path,
+            source,
+        });
+    }
+    Ok(PodSpec {
+        processes,
+        restart_policy: t.restart_policy,
+        node_selector: t.node_selector,
+        tolerations: t
+            .tolerations
+            .into_iter()
+            .map(|t| Toleration {
+                key: t.key,
+                value: t.value,
+                effect: t.effect,
+            })
+            .collect(),
+        arch: t.arch,
+        rootfs: t.rootfs,
+        network: t.network,
+        volumes,
+        termination_grace_ms: t.termination_grace.unwrap_or(DEFAULT_GRACE_MS),
+        node_name: None,
+    })
 }
 
 fn meta(name: String, namespace: String, labels: Labels) -> Meta {
@@ -388,7 +579,7 @@ pub fn parse(text: &str, origin: &str, default_ns: &str) -> Result<Vec<Object>, 
         .map_err(|e| format!("{origin}: {e}"))?;
     if objs.is_empty() {
         return Err(format!(
-            "{origin}: no objects: write [[pod]], [[namespace]] or [[node]] tables"
+            "{origin}: no objects: write [[pod]], [[deployment]], [[daemonset]], [[job]], [[namespace]] or [[node]] tables"
         ));
     }
     Ok(objs)
@@ -452,7 +643,62 @@ cpu = "250m"
         let e = err("");
         assert!(e.contains("no objects"), "{e}");
         let e = err("[[deployment]]\nname = \"a\"\n");
-        assert!(e.contains("deployment"), "{e}");
+        assert!(e.contains("template"), "{e}");
+        let e = err("[[replicaset]]\nname = \"a\"\n");
+        assert!(e.contains("replicaset"), "{e}");
+    }
+
+    const CONTROLLERS: &str = r#"
+[[deployment]]
+name = "web"
+replicas = 4
+max_surge = 1
+max_unavailable = 0
+[deployment.template]
+labels = { app = "web" }
+restart_policy = "Always"
+[[deployment.template.process]]
+name = "main"
+command = ["/srv/web", "--port", "8080"]
+memory = "16Mi"
+
+[[job]]
+name = "backup"
+completions = 2
+backoff_limit = 3
+[job.template]
+labels = { job = "backup" }
+restart_policy = "Never"
+[[job.template.process]]
+name = "main"
+command = ["/bin/sh", "-c", "run-backup"]
+
+[[daemonset]]
+name = "agent"
+[daemonset.template]
+labels = { app = "agent" }
+node_selector = { "bramble.io/arch" = "aarch64" }
+[[daemonset.template.process]]
+name = "main"
+command = ["/bin/sleep", "1000"]
+"#;
+
+    #[test]
+    fn controllers_parse() {
+        let objs = parse(CONTROLLERS, "c.toml", "default").unwrap();
+        let Object::Deployment(d) = &objs[0] else { panic!("{objs:?}") };
+        assert_eq!((d.spec.replicas, d.spec.max_surge, d.spec.max_unavailable), (4, 1, 0));
+        assert_eq!(d.spec.selector.get("app").map(String::as_str), Some("web"));
+        assert_eq!(d.spec.template.spec.processes[0].resources.memory_bytes, Some(16 << 20));
+        let Object::DaemonSet(ds) = &objs[1] else { panic!() };
+        assert_eq!(ds.spec.template.spec.node_selector.len(), 1);
+        let Object::Job(j) = &objs[2] else { panic!() };
+        assert_eq!((j.spec.completions, j.spec.parallelism, j.spec.backoff_limit), (2, 1, 3));
+        assert_eq!(j.spec.template.spec.restart_policy, RestartPolicy::Never);
+        let e = err("[[deployment]]\nname = \"d\"\nreplicas = 2\n[deployment.template]\nlabels = { app = \"x\" }\nselector = 3\n");
+        assert!(e.contains("selector"), "{e}");
+        let e = err("[[deployment]]\nname = \"d\"\n[deployment.template]\n[[deployment.template.process]]\nname = \"m\"\ncommand = [\"x\"]\n");
+        assert!(e.contains("labels"), "{e}");
     }
 
     #[test]

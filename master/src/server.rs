@@ -18,6 +18,7 @@ pub fn run_master(a: MasterArgs) -> anyhow::Result<()> {
     cfg.join_token_file = a.join_token_file;
     cfg.heartbeat_interval = a.heartbeat_interval;
     cfg.node_grace = a.node_grace;
+    cfg.eviction_timeout = a.eviction_timeout;
     cfg.max_connections = a.max_connections;
     smol::block_on(async move {
         let listener = async_net::TcpListener::bind(&cfg.listen)

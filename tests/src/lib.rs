@@ -38,6 +38,8 @@ pub struct Proc {
     pub child: Child,
     /// What it is, for messages.
     pub what: String,
+    /// For a worker: its pods' cgroup parent, emptied and removed when the test ends.
+    pub cgroup_parent: Option<String>,
 }
 
 impl Proc {
@@ -77,6 +79,55 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(parent) = &self.cgroup_parent {
+            remove_cgroup_tree(parent);
+        }
+    }
+}
+
+/// Kills every process under the cgroup `name` in every mounted hierarchy and removes the
+/// directories, deepest first: pods outlive a killed agent by design, tests must not leak them.
+pub fn remove_cgroup_tree(name: &str) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        if !post.starts_with("cgroup") {
+            continue;
+        }
+        let Some(mp) = pre.split(' ').nth(4) else { continue };
+        let root = Path::new(mp).join(name);
+        for _ in 0..100 {
+            let mut dirs = Vec::new();
+            collect_dirs(&root, &mut dirs);
+            if dirs.is_empty() {
+                break;
+            }
+            for d in &dirs {
+                if let Ok(procs) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                    for pid in procs.lines() {
+                        let _ = Command::new("kill").arg("-KILL").arg(pid.trim()).status();
+                    }
+                }
+            }
+            for d in dirs.iter().rev() {
+                let _ = std::fs::remove_dir(d);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    if !dir.is_dir() {
+        return;
+    }
+    out.push(dir.to_path_buf());
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_dirs(&e.path(), out);
+            }
+        }
     }
 }
 
@@ -181,6 +232,7 @@ impl MasterProc {
 /// Starts `bramble-worker` against `master`.
 pub fn start_worker(master: &MasterProc, name: &str, state_dir: &Path, extra: &[&str]) -> Proc {
     std::fs::create_dir_all(state_dir).unwrap();
+    let parent = format!("bramble-test-{}-{name}", std::process::id());
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

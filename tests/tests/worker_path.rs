@@ -135,6 +135,7 @@ fn bramble_up_runs_the_demo() {
         .arg(tmp.path())
         .output()
         .unwrap();
+    bramble_tests::remove_cgroup_tree(&format!("bramble-up-{port}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod client;
+pub mod control;
 mod dispatch;
 mod node;
 
@@ -46,6 +47,8 @@ pub struct Config {
     pub node_grace: Duration,
     /// Idle time after which a client connection is closed.
     pub client_idle_timeout: Duration,
+    /// NotReady time after which a node's pods are replaced elsewhere.
+    pub eviction_timeout: Duration,
 }
 
 impl Config {
@@ -61,6 +64,7 @@ impl Config {
             heartbeat_interval: Duration::from_secs(5),
             node_grace: Duration::from_secs(40),
             client_idle_timeout: Duration::from_secs(600),
+            eviction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -89,6 +93,7 @@ pub struct Master {
     pub(crate) wake_sched: async_channel::Sender<()>,
     wake_sched_rx: async_channel::Receiver<()>,
     pub(crate) started_ms: u64,
+    pub(crate) events: control::Events,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -127,6 +132,7 @@ impl Master {
             wake_sched,
             wake_sched_rx,
             started_ms: now_ms(),
+            events: control::Events::new(1000),
         });
         client::ensure_default_namespace(&m).await?;
         Ok(m)
@@ -152,6 +158,7 @@ impl Master {
         .detach();
         smol::spawn(dispatch::assignment_loop(self.clone())).detach();
         smol::spawn(node::lifecycle_loop(self.clone())).detach();
+        smol::spawn(control::controller_loop(self.clone())).detach();
         let limit = Arc::new(Semaphore::new(self.cfg.max_connections));
         info!(addr = %listener.local_addr()?, "master listening");
         loop {

@@ -249,6 +249,7 @@ async fn report_status(m: &Master, node: &str, r: PodReport) -> anyhow::Result<(
             return Ok(());
         }
         let rev = pod.meta.revision;
+        status_events(m, &pod, &r.status).await;
         pod.status = r.status.clone();
         match m.store.update(Object::Pod(pod), Some(rev)).await {
             Ok(_) => return Ok(()),
@@ -258,6 +259,37 @@ async fn report_status(m: &Master, node: &str, r: PodReport) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// Records what a status change means: started, OOMKilled, failed, restarted.
+async fn status_events(m: &Master, pod: &bramble_wire::objects::Pod, new: &bramble_wire::objects::PodStatus) {
+    use bramble_wire::ExitReason;
+    let (ns, name) = (&pod.meta.namespace, &pod.meta.name);
+    if new.phase != pod.status.phase {
+        let (reason, msg) = match new.phase {
+            bramble_wire::PodPhase::Running => ("Started", "pod is running".to_string()),
+            bramble_wire::PodPhase::Succeeded => ("Completed", "all processes exited successfully".to_string()),
+            bramble_wire::PodPhase::Failed => ("Failed", new.message.clone()),
+            _ => ("", String::new()),
+        };
+        if !reason.is_empty() {
+            m.events.record(Kind::Pod, ns, name, reason, &msg).await;
+        }
+    }
+    for p in &new.processes {
+        let old = pod.status.processes.iter().find(|o| o.name == p.name);
+        if old.map(|o| o.restarts) != Some(p.restarts) || old.and_then(|o| o.last_exit) != p.last_exit {
+            match p.last_exit {
+                Some(ExitReason::OOMKilled) => {
+                    m.events.record(Kind::Pod, ns, name, "OOMKilled", &format!("process {} was killed by the OOM killer at its memory limit", p.name)).await
+                }
+                Some(r) if p.restarts > 0 && old.map(|o| o.restarts) != Some(p.restarts) => {
+                    m.events.record(Kind::Pod, ns, name, "Restarted", &format!("process {} restarted ({} times; last exit {r:?})", p.name, p.restarts)).await
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// Marks nodes NotReady when they miss heartbeats for `node_grace`, and Ready again when they
@@ -308,6 +340,7 @@ pub(crate) async fn lifecycle_loop(m: Arc<Master>) {
             match m.store.update(Object::Node(updated), Some(rev)).await {
                 Ok(_) => {
                     tracing::warn!(node = %n.meta.name, "node NotReady: missed heartbeats");
+                    m.events.record(Kind::Node, "", &n.meta.name, "NodeNotReady", "missed heartbeats for the grace period").await;
                     m.poke_scheduler();
                 }
                 Err(e) => tracing::debug!("node lifecycle: {e}"),

@@ -1,6 +1,7 @@
 //! The `bramble` command line: `master` and `up` run servers; the rest are API clients.
 
 pub mod client;
+mod rollout;
 mod table;
 
 use std::io::Write;
@@ -104,6 +105,25 @@ pub enum Cmd {
         #[arg(short, long, default_value = "default")]
         namespace: String,
     },
+    /// Change a deployment's replica count.
+    Scale {
+        /// `deployment`.
+        kind: String,
+        /// Name.
+        name: String,
+        /// New replica count.
+        #[arg(long)]
+        replicas: u32,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Follow, list or undo a deployment's rollouts.
+    Rollout {
+        /// What to do.
+        #[command(subcommand)]
+        action: RolloutCmd,
+    },
     /// Print a process's log (kept on its node).
     Logs {
         /// Pod name.
@@ -117,6 +137,47 @@ pub enum Cmd {
         /// Start this many bytes before the end.
         #[arg(long)]
         tail_bytes: Option<u64>,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+/// `bramble rollout ...`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCmd {
+    /// Wait for the rollout to finish, showing progress.
+    Status {
+        /// `deployment`.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// List the revisions kept.
+    History {
+        /// `deployment`.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Go back to the previous revision (or `--to-revision N`).
+    Undo {
+        /// `deployment`.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Revision to restore (default: the one before the current).
+        #[arg(long)]
+        to_revision: Option<u64>,
         /// Namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
@@ -144,6 +205,9 @@ pub struct MasterArgs {
     /// Missed-heartbeat time before a node is NotReady, e.g. `40s`.
     #[arg(long, default_value = "40s", value_parser = parse_duration)]
     pub node_grace: Duration,
+    /// NotReady time after which a node's pods are replaced elsewhere, e.g. `60s`.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub eviction_timeout: Duration,
     /// Most simultaneous connections.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
@@ -228,7 +292,7 @@ fn parse_kind(s: &str) -> Result<Kind, ClientError> {
     })
 }
 
-fn usage(msg: String) -> ClientError {
+pub(crate) fn usage(msg: String) -> ClientError {
     ClientError::Api(bramble_wire::msg::ApiError {
         code: bramble_wire::msg::ErrorCode::Invalid,
         message: msg,
@@ -397,9 +461,32 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                 }
             }
         }
+        Cmd::Scale { kind, name, replicas, namespace } => {
+            want_deployment(&kind)?;
+            let mut d = get_deployment(&mut c, &namespace, &name).await?;
+            let from = d.spec.replicas;
+            d.spec.replicas = replicas;
+            c.call(RequestBody::Apply(vec![Object::Deployment(d)])).await?;
+            let _ = writeln!(out, "deployment/{name} scaled from {from} to {replicas}");
+        }
+        Cmd::Rollout { action } => rollout::run(&mut c, action, &mut out).await?,
         Cmd::Master(_) | Cmd::Up(_) => {}
     }
     Ok(0)
+}
+
+fn want_deployment(kind: &str) -> Result<(), ClientError> {
+    match Kind::parse(kind) {
+        Some(Kind::Deployment) => Ok(()),
+        _ => Err(usage(format!("{kind:?}: only deployments can be scaled and rolled out: use `deployment NAME`"))),
+    }
+}
+
+async fn get_deployment(c: &mut Client, namespace: &str, name: &str) -> Result<bramble_wire::objects::Deployment, ClientError> {
+    match c.call(RequestBody::Get { kind: Kind::Deployment, namespace: namespace.into(), name: name.into() }).await? {
+        ResponseBody::Object(Object::Deployment(d)) => Ok(d),
+        _ => Err(usage(format!("deployment {name:?} not found"))),
+    }
 }
 
 /// Short display of an object's kind and name.
