@@ -56,7 +56,7 @@ pub enum WorkerMode {
     Exec,
     /// Run it as a child of the /init shell, print `BRAMBLE-WORKER-EXITED status=N`, power off.
     Child,
-    /// Do not start it (the guest powers off after the checks) — for harness tests.
+    /// Do not start it: after the marker the guest idles (until killed) — for harness tests.
     None,
 }
 
@@ -79,10 +79,14 @@ pub struct GuestSpec {
     pub worker_args: Vec<String>,
     /// Environment for the worker (e.g. `RUST_LOG`).
     pub env: Vec<(String, String)>,
-    /// Debug step: before the worker, `echo hi from NAME | nc 192.0.2.100 PORT`.
+    /// Debug step: before the worker, `echo hi from NAME | nc 192.0.2.100 PORT`, then a second
+    /// connection `again from NAME` (proves the forward carries more than one connection).
     pub probe_master: bool,
     /// How the worker is started.
     pub worker_mode: WorkerMode,
+    /// Shell lines /init runs after the setup, before the ready marker (e.g. to seed the
+    /// state dir or start a helper); a failing line fails the boot.
+    pub pre_worker: Vec<String>,
     /// Extra files for the initramfs: (absolute guest path, contents, mode). Parents are created.
     pub files: Vec<(String, Vec<u8>, u32)>,
     /// Guest RAM in MiB (default: the board's `ram_mib`), e.g. smaller for OOM scenarios.
@@ -117,6 +121,7 @@ impl GuestSpec {
             env: vec![("RUST_LOG".into(), "info".into())],
             probe_master: false,
             worker_mode: WorkerMode::Exec,
+            pre_worker: Vec::new(),
             files: Vec::new(),
             memory_mib,
             smp,
@@ -143,7 +148,14 @@ impl GuestSpec {
         if self.probe_master {
             let _ = writeln!(
                 s,
-                "if echo \"hi from {name}\" | timeout 15 nc {MASTER_IP} {port}; then check probe=ok; else check probe=failed; fi"
+                "if echo \"hi from {name}\" | timeout 15 nc {MASTER_IP} {port} && echo \"again from {name}\" | timeout 15 nc {MASTER_IP} {port}; then check probe=ok; else check probe=failed; fi"
+            );
+        }
+        for line in &self.pre_worker {
+            let _ = writeln!(
+                s,
+                "{{ {line}\n}} || fail {}",
+                sh_quote(&format!("pre-worker step: {line}"))
             );
         }
         for (k, v) in &self.env {
@@ -171,7 +183,7 @@ impl GuestSpec {
                     "{cmd}\necho \"BRAMBLE-WORKER-EXITED status=$?\"\nsync\npoweroff -f"
                 );
             }
-            WorkerMode::None => s.push_str("sync\npoweroff -f\n"),
+            WorkerMode::None => s.push_str("while true; do sleep 3600; done\n"),
         }
         s
     }
@@ -663,10 +675,11 @@ fn build_initramfs(
     c.write_gz(out)
 }
 
-/// The relay program: explicit, `$BRAMBLE_RELAY`, or a `cross` executable next to (or one
-/// directory above) the running executable (covers `cargo run` and `cargo test`).
+/// The relay program: explicit, `$BRAMBLE_RELAY`, a `cross` executable next to (or one
+/// directory above) the running executable (covers `cargo run` and `cargo test`), else built
+/// now with `cargo build -p bramble-cross --bin cross`.
 pub fn find_relay(explicit: Option<&Path>) -> Result<PathBuf> {
-    let candidate = explicit
+    let found = explicit
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("BRAMBLE_RELAY").map(PathBuf::from))
         .or_else(|| {
@@ -675,9 +688,24 @@ pub fn find_relay(explicit: Option<&Path>) -> Result<PathBuf> {
                 return Some(exe);
             }
             let dir = exe.parent()?;
-            [dir.join("cross"), dir.parent()?.join("cross")].into_iter().find(|p| p.is_file())
-        })
-        .context("the `cross` relay executable was not found next to this program: run `cargo build -p bramble-cross` or set BRAMBLE_RELAY=/path/to/cross")?;
+            [dir.join("cross"), dir.parent()?.join("cross")]
+                .into_iter()
+                .find(|p| p.is_file())
+        });
+    let candidate = match found {
+        Some(c) => c,
+        None => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            run_ok(
+                Command::new(cargo)
+                    .current_dir(crate::util::workspace_root())
+                    .args(["build", "-q", "-p", "bramble-cross", "--bin", "cross"]),
+                Duration::from_secs(900),
+            )
+            .context("building the `cross` relay (or set BRAMBLE_RELAY=/path/to/cross)")?;
+            crate::util::target_dir().join("debug/cross")
+        }
+    };
     let s = candidate.display().to_string();
     if s.contains(',') || s.chars().any(char::is_whitespace) || s.contains('\'') || s.contains('"')
     {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bramble_boards::Board;
@@ -52,7 +52,7 @@ impl std::fmt::Display for Report {
         writeln!(f, "  cgroup2 controllers: {}", self.controllers)?;
         writeln!(
             f,
-            "  host listener got: {:?} via guestfwd",
+            "  host listener got (2 connections via guestfwd): {:?}",
             self.probe.trim_end()
         )?;
         writeln!(
@@ -90,13 +90,13 @@ pub fn run_with_relay(
     let stop2 = stop.clone();
     let acceptor = std::thread::spawn(move || {
         let mut held = Vec::new();
-        let mut first = true;
+        let mut probes = 0;
         while !stop2.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok((mut s, _)) => {
                     let _ = s.set_nonblocking(false);
-                    if first {
-                        first = false;
+                    if probes < 2 {
+                        probes += 1;
                         let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
                         let mut buf = Vec::new();
                         let _ = (&mut s).take(4096).read_to_end(&mut buf);
@@ -118,7 +118,6 @@ pub fn run_with_relay(
     let mut spec = GuestSpec::new(board, worker, port, "smoke-test-token", Some(&disk));
     spec.probe_master = true;
     spec.relay = relay;
-    let started = Instant::now();
     let mut guest = Guest::boot_spec(&spec)?;
     let result = check(&mut guest, &rx, board);
     stop.store(true, Ordering::Relaxed);
@@ -142,7 +141,6 @@ pub fn run_with_relay(
             )));
         }
     }
-    let _ = started;
     Ok(Report {
         board: board.name.clone(),
         kernel_package: kernel.package,
@@ -203,14 +201,18 @@ fn check(
         &|v| v == "ok",
         "the guest could not connect to the host listener",
     )?;
-    let probe = rx
-        .recv_timeout(Duration::from_secs(20))
-        .map_err(|_| guest.failure("the host listener received nothing from the guest"))?;
-    let want = format!("hi from {}", board.name);
-    if !probe.contains(&want) {
-        bail!(guest.failure(&format!(
-            "the host listener got {probe:?}, expected {want:?}"
-        )));
+    let mut probe = String::new();
+    for want in [
+        format!("hi from {}", board.name),
+        format!("again from {}", board.name),
+    ] {
+        let got = rx
+            .recv_timeout(Duration::from_secs(20))
+            .map_err(|_| guest.failure(&format!("the host listener did not receive {want:?}")))?;
+        if !got.contains(&want) {
+            bail!(guest.failure(&format!("the host listener got {got:?}, expected {want:?}")));
+        }
+        probe.push_str(&got);
     }
     // Give the worker a moment to start (and, if it can, to connect).
     std::thread::sleep(Duration::from_secs(3));
