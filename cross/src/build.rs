@@ -257,4 +257,31 @@ mod tests {
         }
         assert!(toolchain("riscv64gc-unknown-linux-gnu").is_err());
     }
+
+    #[test]
+    fn cargo_config_sets_a_linker_for_every_board_target() {
+        let path = crate::util::workspace_root().join(".cargo/config.toml");
+        let config = std::fs::read_to_string(&path).unwrap();
+        for b in bramble_boards::builtin() {
+            let (gcc, _, _) = toolchain(&b.target).unwrap();
+            let section = format!("[target.{}]", b.target);
+            let at = config.find(&section).unwrap_or_else(|| {
+                panic!(
+                    "{}: add {section} with linker = \"{gcc}\" (board {})",
+                    path.display(),
+                    b.name
+                )
+            });
+            let body = &config[at..];
+            let body = &body[..body[1..].find("\n[").map_or(body.len(), |e| e + 1)];
+            assert!(
+                body.contains(&format!("linker = \"{gcc}\"")),
+                "{section} needs linker = \"{gcc}\""
+            );
+            assert!(
+                body.contains("+crt-static"),
+                "{section}: binaries must be static"
+            );
+        }
+    }
 }

@@ -190,6 +190,11 @@ fn check(
         &|v| v == "ok",
         "`unshare -p -f -m true` failed in the guest",
     )?;
+    need(
+        "pivot_root",
+        &|v| v == "ok",
+        "pivot_root in a new mount namespace failed in the guest",
+    )?;
     need("eth0", &|v| v.starts_with("up"), "eth0 is not up")?;
     need(
         "state",
