@@ -169,6 +169,12 @@ pub fn build(board: &Board, release: bool, bins: &[Bin]) -> Result<Vec<Built>> {
             .with_context(|| format!("cargo did not report an executable for {}", b.bin_name()))?;
         let bytes = fs::read(&path).with_context(|| format!("read {}", path.display()))?;
         let elf = elf_info(&bytes).with_context(|| path.display().to_string())?;
+        if elf.dynamic {
+            bail!(
+                "{} is dynamically linked; boards need static binaries.\n  fix: unset RUSTFLAGS (it overrides the `+crt-static` rustflags in .cargo/config.toml)",
+                path.display()
+            );
+        }
         let stripped = out_dir.join(b.bin_name());
         strip(&board.target, &path, &stripped)?;
         built.push(Built {
