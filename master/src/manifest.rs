@@ -686,18 +686,35 @@ command = ["/bin/sleep", "1000"]
     #[test]
     fn controllers_parse() {
         let objs = parse(CONTROLLERS, "c.toml", "default").unwrap();
-        let Object::Deployment(d) = &objs[0] else { panic!("{objs:?}") };
-        assert_eq!((d.spec.replicas, d.spec.max_surge, d.spec.max_unavailable), (4, 1, 0));
+        let Object::Deployment(d) = &objs[0] else {
+            panic!("{objs:?}")
+        };
+        assert_eq!(
+            (d.spec.replicas, d.spec.max_surge, d.spec.max_unavailable),
+            (4, 1, 0)
+        );
         assert_eq!(d.spec.selector.get("app").map(String::as_str), Some("web"));
-        assert_eq!(d.spec.template.spec.processes[0].resources.memory_bytes, Some(16 << 20));
-        let Object::DaemonSet(ds) = &objs[1] else { panic!() };
+        assert_eq!(
+            d.spec.template.spec.processes[0].resources.memory_bytes,
+            Some(16 << 20)
+        );
+        let Object::DaemonSet(ds) = &objs[1] else {
+            panic!()
+        };
         assert_eq!(ds.spec.template.spec.node_selector.len(), 1);
         let Object::Job(j) = &objs[2] else { panic!() };
-        assert_eq!((j.spec.completions, j.spec.parallelism, j.spec.backoff_limit), (2, 1, 3));
+        assert_eq!(
+            (j.spec.completions, j.spec.parallelism, j.spec.backoff_limit),
+            (2, 1, 3)
+        );
         assert_eq!(j.spec.template.spec.restart_policy, RestartPolicy::Never);
-        let e = err("[[deployment]]\nname = \"d\"\nreplicas = 2\n[deployment.template]\nlabels = { app = \"x\" }\nselector = 3\n");
+        let e = err(
+            "[[deployment]]\nname = \"d\"\nreplicas = 2\n[deployment.template]\nlabels = { app = \"x\" }\nselector = 3\n",
+        );
         assert!(e.contains("selector"), "{e}");
-        let e = err("[[deployment]]\nname = \"d\"\n[deployment.template]\n[[deployment.template.process]]\nname = \"m\"\ncommand = [\"x\"]\n");
+        let e = err(
+            "[[deployment]]\nname = \"d\"\n[deployment.template]\n[[deployment.template.process]]\nname = \"m\"\ncommand = [\"x\"]\n",
+        );
         assert!(e.contains("labels"), "{e}");
     }
 

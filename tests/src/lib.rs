@@ -90,11 +90,15 @@ impl Drop for Proc {
 pub fn remove_cgroup_tree(name: &str) {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     for line in mounts.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else { continue };
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
         if !post.starts_with("cgroup") {
             continue;
         }
-        let Some(mp) = pre.split(' ').nth(4) else { continue };
+        let Some(mp) = pre.split(' ').nth(4) else {
+            continue;
+        };
         let root = Path::new(mp).join(name);
         for _ in 0..100 {
             let mut dirs = Vec::new();
@@ -164,6 +168,7 @@ impl MasterProc {
             proc: Proc {
                 child,
                 what: "master".into(),
+                cgroup_parent: None,
             },
             addr: addr.to_string(),
             data_dir: data_dir.to_path_buf(),
@@ -244,10 +249,7 @@ pub fn start_worker(master: &MasterProc, name: &str, state_dir: &Path, extra: &[
         // Tests run several agents on one host: each gets its own runtime dir and cgroup parent.
         .arg("--run-dir")
         .arg(state_dir.with_extension("run"))
-        .args([
-            "--cgroup-parent",
-            &format!("bramble-test-{}-{name}", std::process::id()),
-        ])
+        .args(["--cgroup-parent", &parent])
         .arg("--token-file")
         .arg(master.data_dir.join("join.token"))
         .args(extra)
@@ -258,6 +260,7 @@ pub fn start_worker(master: &MasterProc, name: &str, state_dir: &Path, extra: &[
     Proc {
         child,
         what: format!("worker {name}"),
+        cgroup_parent: Some(parent),
     }
 }
 

@@ -6,13 +6,35 @@ use std::time::{Duration, Instant};
 
 use bramble_tests::{MasterProc, Proc, json, require_root, start_worker, wait_for};
 
-const FAST: &[&str] = &["--heartbeat-interval", "300ms", "--node-grace", "2s", "--eviction-timeout", "2s"];
+const FAST: &[&str] = &[
+    "--heartbeat-interval",
+    "300ms",
+    "--node-grace",
+    "2s",
+    "--eviction-timeout",
+    "2s",
+];
 
 fn cluster(tmp: &std::path::Path, workers: &[&str]) -> (MasterProc, Vec<Proc>) {
     let m = MasterProc::start(&tmp.join("master"), FAST);
-    let ws: Vec<Proc> = workers.iter().map(|n| start_worker(&m, n, &tmp.join(n), &[])).collect();
+    let ws: Vec<Proc> = workers
+        .iter()
+        .map(|n| start_worker(&m, n, &tmp.join(n), &[]))
+        .collect();
+    let t0 = Instant::now();
     for n in workers {
-        wait_for(Duration::from_secs(20), &format!("node {n} Ready"), || ready_nodes(&m).contains(&n.to_string()).then_some(()));
+        while !ready_nodes(&m).contains(&n.to_string()) {
+            if t0.elapsed() > Duration::from_secs(30) {
+                let log = std::fs::read_to_string(tmp.join(n).with_extension("worker.log"))
+                    .unwrap_or_default();
+                panic!(
+                    "node {n} not Ready after 30 s; nodes:\n{}\nworker log:\n{log}\nmaster log:\n{}",
+                    m.ok(&["get", "nodes"]),
+                    m.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     (m, ws)
 }
@@ -38,7 +60,9 @@ fn pods(m: &MasterProc, selector: &str) -> Vec<(String, String, String, u64)> {
         .iter()
         .map(|o| {
             let p = &o["Pod"];
-            let since = p["status"]["processes"][0]["state"]["Running"]["started_ms"].as_u64().unwrap_or(0);
+            let since = p["status"]["processes"][0]["state"]["Running"]["started_ms"]
+                .as_u64()
+                .unwrap_or(0);
             (
                 p["meta"]["name"].as_str().unwrap_or("").to_string(),
                 p["status"]["phase"].as_str().unwrap_or("").to_string(),
@@ -50,7 +74,10 @@ fn pods(m: &MasterProc, selector: &str) -> Vec<(String, String, String, u64)> {
 }
 
 fn running(m: &MasterProc, selector: &str) -> usize {
-    pods(m, selector).iter().filter(|p| p.1 == "Running").count()
+    pods(m, selector)
+        .iter()
+        .filter(|p| p.1 == "Running")
+        .count()
 }
 
 fn apply(m: &MasterProc, dir: &std::path::Path, name: &str, text: &str) -> String {
@@ -82,57 +109,107 @@ fn deployment_survives_a_worker_kill_and_rolls_forward_and_back() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
     let (m, mut ws) = cluster(tmp.path(), &["n1", "n2", "n3"]);
-    apply(&m, tmp.path(), "v1.toml", &deployment("echo v1; exec sleep 1000"));
-    wait_for(Duration::from_secs(30), "6 running replicas", || (running(&m, "app=web") == 6).then_some(()));
-    let spread: BTreeMap<String, usize> = pods(&m, "app=web").into_iter().fold(BTreeMap::new(), |mut acc, p| {
-        *acc.entry(p.2).or_default() += 1;
-        acc
+    apply(
+        &m,
+        tmp.path(),
+        "v1.toml",
+        &deployment("echo v1; exec sleep 1000"),
+    );
+    wait_for(Duration::from_secs(30), "6 running replicas", || {
+        (running(&m, "app=web") == 6).then_some(())
     });
-    assert_eq!(spread.len(), 3, "replicas spread over the three nodes: {spread:?}");
+    let spread: BTreeMap<String, usize> =
+        pods(&m, "app=web")
+            .into_iter()
+            .fold(BTreeMap::new(), |mut acc, p| {
+                *acc.entry(p.2).or_default() += 1;
+                acc
+            });
+    assert_eq!(
+        spread.len(),
+        3,
+        "replicas spread over the three nodes: {spread:?}"
+    );
 
     // SIGKILL one worker: after grace + eviction its pods are replaced on the others.
     ws[2].kill9();
-    wait_for(Duration::from_secs(40), "6 running replicas on n1 and n2", || {
-        let ps = pods(&m, "app=web");
-        let ok = ps.iter().filter(|p| p.1 == "Running" && p.2 != "n3").count() == 6 && ps.iter().all(|p| p.2 != "n3");
-        ok.then_some(())
-    });
-    assert!(m.ok(&["get", "nodes"]).lines().any(|l| l.starts_with("n3") && l.contains("NotReady")));
+    wait_for(
+        Duration::from_secs(40),
+        "6 running replicas on n1 and n2",
+        || {
+            let ps = pods(&m, "app=web");
+            let ok = ps
+                .iter()
+                .filter(|p| p.1 == "Running" && p.2 != "n3")
+                .count()
+                == 6
+                && ps.iter().all(|p| p.2 != "n3");
+            ok.then_some(())
+        },
+    );
+    assert!(
+        m.ok(&["get", "nodes"])
+            .lines()
+            .any(|l| l.starts_with("n3") && l.contains("NotReady"))
+    );
 
     // Rolling update: never fewer than replicas - max_unavailable = 5 running pods.
-    apply(&m, tmp.path(), "v2.toml", &deployment("echo v2; exec sleep 1000"));
+    apply(
+        &m,
+        tmp.path(),
+        "v2.toml",
+        &deployment("echo v2; exec sleep 1000"),
+    );
     let t0 = Instant::now();
     let mut min_running = usize::MAX;
     loop {
         let st = json(&m.ok(&["get", "deployment", "web", "-o", "json"]));
         let s = &st["Deployment"]["status"];
-        let done = s["updated"] == 6 && s["available"] == 6 && s["replicas"] == 6 && s["revision"] == 2;
+        let done =
+            s["updated"] == 6 && s["available"] == 6 && s["replicas"] == 6 && s["revision"] == 2;
         min_running = min_running.min(running(&m, "app=web"));
         if done {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(90), "rollout did not finish: {st}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "rollout did not finish: {st}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(min_running >= 5, "availability dropped to {min_running} during the rollout");
+    assert!(
+        min_running >= 5,
+        "availability dropped to {min_running} during the rollout"
+    );
     let status = m.ok(&["rollout", "status", "deployment", "web"]);
     assert!(status.contains("successfully rolled out"), "{status}");
     let history = m.ok(&["rollout", "history", "deployment", "web"]);
-    assert!(history.contains("echo v1") && history.contains("echo v2"), "{history}");
+    assert!(
+        history.contains("echo v1") && history.contains("echo v2"),
+        "{history}"
+    );
 
     // Undo restores v1's template.
     m.ok(&["rollout", "undo", "deployment", "web"]);
     wait_for(Duration::from_secs(90), "rolled back to v1", || {
         let v = json(&m.ok(&["get", "deployment", "web", "-o", "json"]));
-        let cmd = v["Deployment"]["spec"]["template"]["spec"]["processes"][0]["command"][2].as_str().unwrap_or("").to_string();
+        let cmd = v["Deployment"]["spec"]["template"]["spec"]["processes"][0]["command"][2]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let s = &v["Deployment"]["status"];
-        (cmd.contains("echo v1") && s["updated"] == 6 && s["available"] == 6 && s["replicas"] == 6).then_some(())
+        (cmd.contains("echo v1") && s["updated"] == 6 && s["available"] == 6 && s["replicas"] == 6)
+            .then_some(())
     });
     // Scale down.
     m.ok(&["scale", "deployment", "web", "--replicas", "2"]);
-    wait_for(Duration::from_secs(30), "2 replicas", || (pods(&m, "app=web").len() == 2).then_some(()));
+    wait_for(Duration::from_secs(30), "2 replicas", || {
+        (pods(&m, "app=web").len() == 2).then_some(())
+    });
     m.ok(&["delete", "deployment", "web"]);
-    wait_for(Duration::from_secs(30), "pods collected", || pods(&m, "app=web").is_empty().then_some(()));
+    wait_for(Duration::from_secs(30), "pods collected", || {
+        pods(&m, "app=web").is_empty().then_some(())
+    });
     let events = m.ok(&["get", "events"]);
     assert!(events.contains("Scheduled"), "{events}");
 }
@@ -156,13 +233,17 @@ name = "main"
 command = ["/bin/sleep", "1000"]
 "#,
     );
-    wait_for(Duration::from_secs(30), "agent on d1 and d2", || (running(&m, "app=agent") == 2).then_some(()));
+    wait_for(Duration::from_secs(30), "agent on d1 and d2", || {
+        (running(&m, "app=agent") == 2).then_some(())
+    });
     ws.push(start_worker(&m, "d3", &tmp.path().join("d3"), &[]));
     wait_for(Duration::from_secs(30), "agent follows d3", || {
         let ps = pods(&m, "app=agent");
-        (ps.iter().filter(|p| p.1 == "Running").count() == 3 && ps.iter().any(|p| p.2 == "d3")).then_some(())
+        (ps.iter().filter(|p| p.1 == "Running").count() == 3 && ps.iter().any(|p| p.2 == "d3"))
+            .then_some(())
     });
-    let nodes: std::collections::BTreeSet<String> = pods(&m, "app=agent").into_iter().map(|p| p.2).collect();
+    let nodes: std::collections::BTreeSet<String> =
+        pods(&m, "app=agent").into_iter().map(|p| p.2).collect();
     assert_eq!(nodes.len(), 3, "one pod per node");
 
     // A job whose first attempt fails succeeds within its backoff limit.
@@ -195,5 +276,8 @@ command = ["/bin/sh", "-c", "if [ -e {m} ]; then echo second try; exit 0; fi; to
     assert_eq!(v["Job"]["status"]["succeeded"], 1);
     assert_eq!(v["Job"]["status"]["failed"], 1);
     let table = m.ok(&["get", "jobs"]);
-    assert!(table.contains("flaky") && table.contains("Complete"), "{table}");
+    assert!(
+        table.contains("flaky") && table.contains("Complete"),
+        "{table}"
+    );
 }

@@ -142,6 +142,14 @@ async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError>
             }
         }
         RequestBody::List {
+            kind: Kind::Event,
+            namespace,
+            ..
+        } => Ok(ResponseBody::List {
+            revision: m.store.current_revision(),
+            items: m.events.list(namespace.as_deref()).await,
+        }),
+        RequestBody::List {
             kind,
             namespace,
             selector,

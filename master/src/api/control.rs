@@ -7,7 +7,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bramble_wire::objects::{DaemonSet, Deployment, Event, Job, Kind, Meta, Namespace, Node, Object, Pod, ReplicaSet};
+use bramble_wire::objects::{
+    DaemonSet, Deployment, Event, Job, Kind, Meta, Namespace, Node, Object, Pod, ReplicaSet,
+};
 use futures_lite::FutureExt;
 
 use super::{Master, now_ms};
@@ -25,15 +27,30 @@ pub struct Events {
 impl Events {
     /// At most `cap` events; the oldest go first.
     pub fn new(cap: usize) -> Events {
-        Events { buf: async_lock::Mutex::new(VecDeque::new()), cap, seq: Default::default() }
+        Events {
+            buf: async_lock::Mutex::new(VecDeque::new()),
+            cap,
+            seq: Default::default(),
+        }
     }
 
     /// Records an event, folding a repeat of the last identical one into a count.
-    pub async fn record(&self, kind: Kind, namespace: &str, name: &str, reason: &str, message: &str) {
+    pub async fn record(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        reason: &str,
+        message: &str,
+    ) {
         let now = now_ms();
         let mut buf = self.buf.lock().await;
         if let Some(e) = buf.iter_mut().rev().take(32).find(|e| {
-            e.object_kind == Some(kind) && e.meta.namespace == namespace && e.object_name == name && e.reason == reason && e.message == message
+            e.object_kind == Some(kind)
+                && e.meta.namespace == namespace
+                && e.object_name == name
+                && e.reason == reason
+                && e.message == message
         }) {
             e.count += 1;
             e.last_ms = now;
@@ -44,7 +61,12 @@ impl Events {
             buf.pop_front();
         }
         buf.push_back(Event {
-            meta: Meta { name: format!("{name}.{n:x}"), namespace: namespace.to_string(), created_ms: now, ..Default::default() },
+            meta: Meta {
+                name: format!("{name}.{n:x}"),
+                namespace: namespace.to_string(),
+                created_ms: now,
+                ..Default::default()
+            },
             object_kind: Some(kind),
             object_name: name.to_string(),
             reason: reason.to_string(),
@@ -57,13 +79,26 @@ impl Events {
     /// Events of a namespace (or all), oldest first.
     pub async fn list(&self, namespace: Option<&str>) -> Vec<Object> {
         let buf = self.buf.lock().await;
-        buf.iter().filter(|e| namespace.is_none_or(|ns| e.meta.namespace == ns || e.meta.namespace.is_empty())).cloned().map(Object::Event).collect()
+        buf.iter()
+            .filter(|e| {
+                namespace.is_none_or(|ns| e.meta.namespace == ns || e.meta.namespace.is_empty())
+            })
+            .cloned()
+            .map(Object::Event)
+            .collect()
     }
 
     /// Events about one object.
     pub async fn about(&self, kind: Kind, namespace: &str, name: &str) -> Vec<Event> {
         let buf = self.buf.lock().await;
-        buf.iter().filter(|e| e.object_kind == Some(kind) && e.object_name == name && e.meta.namespace == namespace).cloned().collect()
+        buf.iter()
+            .filter(|e| {
+                e.object_kind == Some(kind)
+                    && e.object_name == name
+                    && e.meta.namespace == namespace
+            })
+            .cloned()
+            .collect()
     }
 }
 
@@ -85,13 +120,55 @@ struct Owned {
 async fn read(m: &Master) -> Result<Owned, StoreError> {
     let list = |k| m.store.list(k, None);
     Ok(Owned {
-        nodes: take(list(Kind::Node).await?.1, |o| if let Object::Node(x) = o { Some(x) } else { None }),
-        pods: take(list(Kind::Pod).await?.1, |o| if let Object::Pod(x) = o { Some(x) } else { None }),
-        deployments: take(list(Kind::Deployment).await?.1, |o| if let Object::Deployment(x) = o { Some(x) } else { None }),
-        replicasets: take(list(Kind::ReplicaSet).await?.1, |o| if let Object::ReplicaSet(x) = o { Some(x) } else { None }),
-        daemonsets: take(list(Kind::DaemonSet).await?.1, |o| if let Object::DaemonSet(x) = o { Some(x) } else { None }),
-        jobs: take(list(Kind::Job).await?.1, |o| if let Object::Job(x) = o { Some(x) } else { None }),
-        namespaces: take(list(Kind::Namespace).await?.1, |o| if let Object::Namespace(x) = o { Some(x) } else { None }),
+        nodes: take(list(Kind::Node).await?.1, |o| {
+            if let Object::Node(x) = o {
+                Some(x)
+            } else {
+                None
+            }
+        }),
+        pods: take(list(Kind::Pod).await?.1, |o| {
+            if let Object::Pod(x) = o {
+                Some(x)
+            } else {
+                None
+            }
+        }),
+        deployments: take(list(Kind::Deployment).await?.1, |o| {
+            if let Object::Deployment(x) = o {
+                Some(x)
+            } else {
+                None
+            }
+        }),
+        replicasets: take(list(Kind::ReplicaSet).await?.1, |o| {
+            if let Object::ReplicaSet(x) = o {
+                Some(x)
+            } else {
+                None
+            }
+        }),
+        daemonsets: take(list(Kind::DaemonSet).await?.1, |o| {
+            if let Object::DaemonSet(x) = o {
+                Some(x)
+            } else {
+                None
+            }
+        }),
+        jobs: take(list(Kind::Job).await?.1, |o| {
+            if let Object::Job(x) = o {
+                Some(x)
+            } else {
+                None
+            }
+        }),
+        namespaces: take(list(Kind::Namespace).await?.1, |o| {
+            if let Object::Namespace(x) = o {
+                Some(x)
+            } else {
+                None
+            }
+        }),
     })
 }
 
@@ -108,14 +185,17 @@ pub(crate) async fn reconcile_once(m: &Master) -> Result<usize, StoreError> {
         jobs: &o.jobs,
         namespaces: &o.namespaces,
     };
-    let timings = Timings { eviction_timeout_ms: m.cfg.eviction_timeout.as_millis() as u64 };
+    let timings = Timings {
+        eviction_timeout_ms: m.cfg.eviction_timeout.as_millis() as u64,
+    };
     let actions = controllers::reconcile(&snap, &timings);
     let mut applied = 0;
     for a in actions {
         let r = match a {
             Action::Create(mut obj) => {
                 let meta = obj.meta_mut();
-                meta.uid = super::auth::random_hex(8).map_err(|e| StoreError::BatchFailed(e.to_string()))?;
+                meta.uid = super::auth::random_hex(8)
+                    .map_err(|e| StoreError::BatchFailed(e.to_string()))?;
                 meta.created_ms = now_ms();
                 meta.revision = 0;
                 m.store.create(obj).await.map(|_| ())
@@ -124,19 +204,38 @@ pub(crate) async fn reconcile_once(m: &Master) -> Result<usize, StoreError> {
                 let rev = obj.meta().revision;
                 m.store.update(obj, Some(rev)).await.map(|_| ())
             }
-            Action::Delete { kind, namespace, name, revision } => {
-                m.store.delete(kind, &namespace, &name, Some(revision)).await.map(|_| ())
-            }
-            Action::Event { kind, namespace, name, reason, message } => {
+            Action::Delete {
+                kind,
+                namespace,
+                name,
+                revision,
+            } => m
+                .store
+                .delete(kind, &namespace, &name, Some(revision))
+                .await
+                .map(|_| ()),
+            Action::Event {
+                kind,
+                namespace,
+                name,
+                reason,
+                message,
+            } => {
                 tracing::info!(object = %format!("{}/{name}", kind.as_str()), %namespace, %reason, "{message}");
-                m.events.record(kind, &namespace, &name, &reason, &message).await;
+                m.events
+                    .record(kind, &namespace, &name, &reason, &message)
+                    .await;
                 continue;
             }
         };
         match r {
             Ok(()) => applied += 1,
             // Someone else wrote first: the next pass sees the newer state.
-            Err(StoreError::Conflict { .. } | StoreError::NotFound { .. } | StoreError::AlreadyExists { .. }) => applied += 1,
+            Err(
+                StoreError::Conflict { .. }
+                | StoreError::NotFound { .. }
+                | StoreError::AlreadyExists { .. },
+            ) => applied += 1,
             Err(e) => return Err(e),
         }
     }
@@ -162,14 +261,14 @@ pub(crate) async fn controller_loop(m: Arc<Master>) {
                 smol::Timer::after(Duration::from_millis(50)).await;
             } else {
                 // Wait for a change, or the tick.
-                let changed = async { w.next().await.map(|e| Some(e.revision)) }
+                let changed = async { w.next().await.map(|_| Some(())) }
                     .or(async {
                         smol::Timer::after(Duration::from_secs(1)).await;
                         Ok(None)
                     })
                     .await;
                 match changed {
-                    Ok(Some(rev)) => watch_from = rev,
+                    Ok(Some(_)) => {}
                     Ok(None) => {}
                     Err(_) => {
                         watch_from = m.store.current_revision();

@@ -217,14 +217,30 @@ pub(crate) async fn schedule_once(m: &Master, seed: u64) -> Result<usize, StoreE
                 p.spec.node_name = Some(node.to_string());
                 p.status.message = format!("scheduled to {node}");
                 tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, %node, "scheduled");
-                m.events.record(Kind::Pod, &p.meta.namespace, &p.meta.name, "Scheduled", &format!("assigned to node {node}")).await;
+                m.events
+                    .record(
+                        Kind::Pod,
+                        &p.meta.namespace,
+                        &p.meta.name,
+                        "Scheduled",
+                        &format!("assigned to node {node}"),
+                    )
+                    .await;
             }
             Err(reason) => {
                 left += 1;
                 if p.status.message == reason {
                     continue;
                 }
-                m.events.record(Kind::Pod, &p.meta.namespace, &p.meta.name, "FailedScheduling", &reason).await;
+                m.events
+                    .record(
+                        Kind::Pod,
+                        &p.meta.namespace,
+                        &p.meta.name,
+                        "FailedScheduling",
+                        &reason,
+                    )
+                    .await;
                 p.status.message = reason;
             }
         }

@@ -78,6 +78,8 @@ pub(crate) struct NodeLive {
     pub last_seen_ms: u64,
     /// Hash of the spec-level assignment last pushed.
     pub pushed_hash: Option<u64>,
+    /// Set when the lifecycle loop wrote NotReady; the next heartbeat writes Ready back.
+    pub marked_not_ready: bool,
 }
 
 /// Shared state of a running master.

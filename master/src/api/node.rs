@@ -26,7 +26,7 @@ pub(crate) async fn serve(
     let hb = m.cfg.heartbeat_interval;
     let idle = hb * 3 + Duration::from_secs(5);
     // The first message must be the registration.
-    let info = match with_timeout(Duration::from_secs(10), reader.recv::<NodeUp>()).await? {
+    let mut info = match with_timeout(Duration::from_secs(10), reader.recv::<NodeUp>()).await? {
         Some(NodeUp::Register(info)) => info,
         _ => anyhow::bail!("node {name}: expected Register after Welcome"),
     };
@@ -66,12 +66,25 @@ pub(crate) async fn serve(
                 Some(msg) => msg,
                 None => return Ok(()),
             };
-            if let Some(l) = m.nodes.lock().await.get_mut(&name) {
-                l.last_seen_ms = now_ms();
+            let came_back = match m.nodes.lock().await.get_mut(&name) {
+                Some(l) => {
+                    l.last_seen_ms = now_ms();
+                    std::mem::take(&mut l.marked_not_ready)
+                }
+                None => false,
+            };
+            if came_back {
+                // Heartbeats resumed after the node was marked NotReady: Ready again.
+                tracing::info!(node = %name, "node Ready again");
+                register(&m, &name, &info, None).await?;
+                m.poke_scheduler();
             }
             match msg {
                 NodeUp::Heartbeat(_) => {}
-                NodeUp::Register(info) => register(&m, &name, &info, None).await?,
+                NodeUp::Register(new_info) => {
+                    register(&m, &name, &new_info, None).await?;
+                    info = new_info;
+                }
                 NodeUp::Status {
                     full: _,
                     applied_revision: _,
@@ -262,13 +275,19 @@ async fn report_status(m: &Master, node: &str, r: PodReport) -> anyhow::Result<(
 }
 
 /// Records what a status change means: started, OOMKilled, failed, restarted.
-async fn status_events(m: &Master, pod: &bramble_wire::objects::Pod, new: &bramble_wire::objects::PodStatus) {
+async fn status_events(
+    m: &Master,
+    pod: &bramble_wire::objects::Pod,
+    new: &bramble_wire::objects::PodStatus,
+) {
     use bramble_wire::ExitReason;
     let (ns, name) = (&pod.meta.namespace, &pod.meta.name);
     if new.phase != pod.status.phase {
         let (reason, msg) = match new.phase {
             bramble_wire::PodPhase::Running => ("Started", "pod is running".to_string()),
-            bramble_wire::PodPhase::Succeeded => ("Completed", "all processes exited successfully".to_string()),
+            bramble_wire::PodPhase::Succeeded => {
+                ("Completed", "all processes exited successfully".to_string())
+            }
             bramble_wire::PodPhase::Failed => ("Failed", new.message.clone()),
             _ => ("", String::new()),
         };
@@ -278,13 +297,37 @@ async fn status_events(m: &Master, pod: &bramble_wire::objects::Pod, new: &bramb
     }
     for p in &new.processes {
         let old = pod.status.processes.iter().find(|o| o.name == p.name);
-        if old.map(|o| o.restarts) != Some(p.restarts) || old.and_then(|o| o.last_exit) != p.last_exit {
+        if old.map(|o| o.restarts) != Some(p.restarts)
+            || old.and_then(|o| o.last_exit) != p.last_exit
+        {
             match p.last_exit {
                 Some(ExitReason::OOMKilled) => {
-                    m.events.record(Kind::Pod, ns, name, "OOMKilled", &format!("process {} was killed by the OOM killer at its memory limit", p.name)).await
+                    m.events
+                        .record(
+                            Kind::Pod,
+                            ns,
+                            name,
+                            "OOMKilled",
+                            &format!(
+                                "process {} was killed by the OOM killer at its memory limit",
+                                p.name
+                            ),
+                        )
+                        .await
                 }
                 Some(r) if p.restarts > 0 && old.map(|o| o.restarts) != Some(p.restarts) => {
-                    m.events.record(Kind::Pod, ns, name, "Restarted", &format!("process {} restarted ({} times; last exit {r:?})", p.name, p.restarts)).await
+                    m.events
+                        .record(
+                            Kind::Pod,
+                            ns,
+                            name,
+                            "Restarted",
+                            &format!(
+                                "process {} restarted ({} times; last exit {r:?})",
+                                p.name, p.restarts
+                            ),
+                        )
+                        .await
                 }
                 _ => {}
             }
@@ -339,8 +382,19 @@ pub(crate) async fn lifecycle_loop(m: Arc<Master>) {
             let rev = n.meta.revision;
             match m.store.update(Object::Node(updated), Some(rev)).await {
                 Ok(_) => {
+                    if let Some(l) = m.nodes.lock().await.get_mut(&n.meta.name) {
+                        l.marked_not_ready = true;
+                    }
                     tracing::warn!(node = %n.meta.name, "node NotReady: missed heartbeats");
-                    m.events.record(Kind::Node, "", &n.meta.name, "NodeNotReady", "missed heartbeats for the grace period").await;
+                    m.events
+                        .record(
+                            Kind::Node,
+                            "",
+                            &n.meta.name,
+                            "NodeNotReady",
+                            "missed heartbeats for the grace period",
+                        )
+                        .await;
                     m.poke_scheduler();
                 }
                 Err(e) => tracing::debug!("node lifecycle: {e}"),

@@ -401,15 +401,31 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             namespace,
         } => {
             let kind = parse_kind(&kind)?;
-            if let ResponseBody::Object(o) = c
-                .call(RequestBody::Get {
-                    kind,
-                    namespace,
-                    name,
-                })
-                .await?
-            {
-                let _ = write!(out, "{}", table::describe(&o, crate::api::now_ms()));
+            let get = RequestBody::Get {
+                kind,
+                namespace: namespace.clone(),
+                name: name.clone(),
+            };
+            if let ResponseBody::Object(o) = c.call(get).await? {
+                let now = crate::api::now_ms();
+                let _ = write!(out, "{}", table::describe(&o, now));
+                let list = RequestBody::List {
+                    kind: Kind::Event,
+                    namespace: Some(namespace),
+                    selector: String::new(),
+                };
+                if let ResponseBody::List { items, .. } = c.call(list).await? {
+                    let mine: Vec<Object> = items
+                        .into_iter()
+                        .filter(|e| matches!(e, Object::Event(e) if e.object_kind == Some(kind) && e.object_name == name))
+                        .collect();
+                    if !mine.is_empty() {
+                        let _ = writeln!(out, "Events:");
+                        for line in table::render(Kind::Event, &mine, false, false, now).lines() {
+                            let _ = writeln!(out, "  {line}");
+                        }
+                    }
+                }
             }
         }
         Cmd::Delete {
@@ -461,12 +477,32 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                 }
             }
         }
-        Cmd::Scale { kind, name, replicas, namespace } => {
+        Cmd::Scale {
+            kind,
+            name,
+            replicas,
+            namespace,
+        } => {
             want_deployment(&kind)?;
-            let mut d = get_deployment(&mut c, &namespace, &name).await?;
-            let from = d.spec.replicas;
-            d.spec.replicas = replicas;
-            c.call(RequestBody::Apply(vec![Object::Deployment(d)])).await?;
+            // The controllers write the deployment's status too: retry on a revision conflict.
+            let mut tries = 0;
+            let from = loop {
+                let mut d = get_deployment(&mut c, &namespace, &name).await?;
+                let from = d.spec.replicas;
+                d.spec.replicas = replicas;
+                match c
+                    .call(RequestBody::Apply(vec![Object::Deployment(d)]))
+                    .await
+                {
+                    Ok(_) => break from,
+                    Err(ClientError::Api(e))
+                        if e.code == bramble_wire::msg::ErrorCode::Conflict && tries < 10 =>
+                    {
+                        tries += 1
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
             let _ = writeln!(out, "deployment/{name} scaled from {from} to {replicas}");
         }
         Cmd::Rollout { action } => rollout::run(&mut c, action, &mut out).await?,
@@ -478,12 +514,25 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
 fn want_deployment(kind: &str) -> Result<(), ClientError> {
     match Kind::parse(kind) {
         Some(Kind::Deployment) => Ok(()),
-        _ => Err(usage(format!("{kind:?}: only deployments can be scaled and rolled out: use `deployment NAME`"))),
+        _ => Err(usage(format!(
+            "{kind:?}: only deployments can be scaled and rolled out: use `deployment NAME`"
+        ))),
     }
 }
 
-async fn get_deployment(c: &mut Client, namespace: &str, name: &str) -> Result<bramble_wire::objects::Deployment, ClientError> {
-    match c.call(RequestBody::Get { kind: Kind::Deployment, namespace: namespace.into(), name: name.into() }).await? {
+async fn get_deployment(
+    c: &mut Client,
+    namespace: &str,
+    name: &str,
+) -> Result<bramble_wire::objects::Deployment, ClientError> {
+    match c
+        .call(RequestBody::Get {
+            kind: Kind::Deployment,
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+        .await?
+    {
         ResponseBody::Object(Object::Deployment(d)) => Ok(d),
         _ => Err(usage(format!("deployment {name:?} not found"))),
     }
