@@ -228,3 +228,38 @@ fn kill9_during_writes_loses_no_acknowledged_write() {
         acked.len()
     );
 }
+
+/// Hostile bytes close that connection with a reason and leave the master serving others.
+#[test]
+fn hostile_connections_do_not_hurt_the_master() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(&tmp.path().join("data"), &["--max-connections", "8"]);
+    let attacks: [&[u8]; 4] = [
+        &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff], // overlong varint
+        &[0x80, 0x80, 0x80, 0x80, 0x04],       // a 1 GiB frame header
+        &[0x03, 0x07, 0x07, 0x07],             // a Hello-sized frame of garbage
+        &[0x02, 0x00],                         // truncated, then the peer goes away
+    ];
+    for bytes in attacks {
+        let mut s = std::net::TcpStream::connect(&m.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.write_all(bytes).unwrap();
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut buf = Vec::new();
+        // The master answers with a Reject or just closes; either way the read ends.
+        let _ = s.read_to_end(&mut buf);
+        assert!(
+            buf.len() < 512,
+            "the master answered garbage with {} bytes",
+            buf.len()
+        );
+    }
+    // More idle connections than the limit: the extra ones are refused, the master lives on.
+    let idle: Vec<_> = (0..10)
+        .map(|_| std::net::TcpStream::connect(&m.addr).unwrap())
+        .collect();
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(m.ok(&["get", "namespaces"]).contains("default"));
+}
