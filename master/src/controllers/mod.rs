@@ -127,11 +127,28 @@ pub enum Action {
 pub fn reconcile(snap: &Snapshot, timings: &Timings) -> Vec<Action> {
     let mut ctx = Ctx::new(snap);
     let mut out = node::reconcile(snap, timings);
-    out.extend(gc::reconcile_in(&ctx));
+    let collected = gc::reconcile_in(&ctx);
+    // Replica sets being collected are not reconciled (no pods created for them).
+    let mut rs_deleted: HashSet<(&str, &str)> = HashSet::new();
+    for a in &collected {
+        if let Action::Delete {
+            kind: Kind::ReplicaSet,
+            namespace,
+            name,
+            ..
+        } = a
+            && let Some(orig) = snap
+                .replicasets
+                .iter()
+                .find(|r| r.meta.namespace == *namespace && r.meta.name == *name)
+        {
+            rs_deleted.insert((&orig.meta.namespace, &orig.meta.name));
+        }
+    }
+    out.extend(collected);
 
     // Deployments first; their replica set writes are folded into the replica set pass.
     let mut rs_changed: HashMap<(&str, &str), ReplicaSet> = HashMap::new();
-    let mut rs_deleted: HashSet<(&str, &str)> = HashSet::new();
     for d in snap.deployments {
         for a in deployment::reconcile_in(&mut ctx, d) {
             match a {
