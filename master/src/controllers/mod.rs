@@ -14,6 +14,12 @@
 //! - [`node`]: the `node.bramble.io/not-ready` taint, and eviction after a timeout.
 //! - [`gc`]: deletes pods and replica sets whose owners are gone.
 //!
+//! # Cost
+//! [`reconcile`] indexes the snapshot once (pods and replica sets by owner uid, pod names) and
+//! shares the index between controllers: about 7 ms for 1,000 nodes and 10,000 pods (see
+//! `benches/controllers.rs`). The per-controller entry points (`replicaset::reconcile`...) build
+//! that index on every call, so loops should call [`reconcile`] rather than each of them per owner.
+//!
 //! # Ownership
 //! An object belongs to an owner when its `meta.owners` holds the owner's uid; selectors are for
 //! display. Objects created by a controller carry exactly one owner reference.
