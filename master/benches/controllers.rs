@@ -26,11 +26,13 @@ const NOW: u64 = 10_000_000;
 
 fn node(i: usize) -> Node {
     let name = format!("node-{i:04}");
-    let mut n = Node::default();
-    n.meta = Meta {
-        name: name.clone(),
-        uid: format!("node-uid-{i}"),
-        revision: 1,
+    let mut n = Node {
+        meta: Meta {
+            name: name.clone(),
+            uid: format!("node-uid-{i}"),
+            revision: 1,
+            ..Default::default()
+        },
         ..Default::default()
     };
     n.status.info = Some(Box::new(NodeInfo {

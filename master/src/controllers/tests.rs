@@ -64,11 +64,13 @@ fn node(name: &str, ready: bool) -> Node {
         agent_version: Default::default(),
         labels: Default::default(),
     };
-    let mut n = Node::default();
-    n.meta = Meta {
-        name: name.into(),
-        uid: format!("uid-node-{name}"),
-        revision: 1,
+    let mut n = Node {
+        meta: Meta {
+            name: name.into(),
+            uid: format!("uid-node-{name}"),
+            revision: 1,
+            ..Default::default()
+        },
         ..Default::default()
     };
     n.status.info = Some(Box::new(info));
@@ -1198,6 +1200,7 @@ fn check_rollout(
         assert_eq!(st.revision, r as u64 + 1);
         assert!(w.reconcile().is_empty());
     }
+    assert_eq!(w.conflicts, 0, "two writes to one object in a pass");
 }
 
 proptest! {
@@ -1311,6 +1314,7 @@ proptest! {
             prop_assert!(st.failed > backoff);
         }
         prop_assert!(w.reconcile().is_empty());
+        prop_assert_eq!(w.conflicts, 0);
     }
 
     #[test]
@@ -1346,6 +1350,7 @@ proptest! {
         w.converge(5);
         prop_assert!(w.nodes[dead].spec.taints.is_empty());
         prop_assert_eq!(w.deployment_pods("web").len() as u32, replicas);
+        prop_assert_eq!(w.conflicts, 0);
     }
 }
 
@@ -1365,4 +1370,21 @@ fn generated_names_unique_across_owners() {
         *names.entry(o.meta().name.clone()).or_default() += 1;
     }
     assert_eq!(names.len(), 200);
+}
+
+#[test]
+fn deleting_a_deployment_collects_everything() {
+    let mut w = dep_world(3);
+    w.converge(10);
+    w.deployments[0].spec.template = template("v2");
+    w.converge(20);
+    assert_eq!(w.replicasets.len(), 2);
+    w.deployments.clear();
+    let a = w.step();
+    // The replica sets go first; nothing is created for them.
+    assert!(creates(&a).is_empty(), "{a:?}");
+    assert_eq!(deletes(&a).len(), 2);
+    w.converge(5);
+    assert!(w.replicasets.is_empty() && w.pods.is_empty());
+    assert_eq!(w.conflicts, 0);
 }
