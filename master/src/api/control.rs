@@ -173,7 +173,7 @@ async fn read(m: &Master) -> Result<Owned, StoreError> {
 }
 
 /// One pass: returns how many actions were applied.
-pub(crate) async fn reconcile_once(m: &Master) -> Result<usize, StoreError> {
+pub(crate) async fn reconcile_once(m: &Master) -> Result<(usize, Option<u64>), StoreError> {
     let o = read(m).await?;
     let snap = Snapshot {
         now_ms: now_ms(),
@@ -189,6 +189,7 @@ pub(crate) async fn reconcile_once(m: &Master) -> Result<usize, StoreError> {
         eviction_timeout_ms: m.cfg.eviction_timeout.as_millis() as u64,
     };
     let actions = controllers::reconcile(&snap, &timings);
+    let deadline = controllers::next_deadline(&snap, &timings);
     let mut applied = 0;
     for a in actions {
         let r = match a {
@@ -239,46 +240,52 @@ pub(crate) async fn reconcile_once(m: &Master) -> Result<usize, StoreError> {
             Err(e) => return Err(e),
         }
     }
-    Ok(applied)
+    Ok((applied, deadline))
 }
 
-/// Runs the controllers on every store change, after their own writes, and on a slow tick for
-/// time-based conditions (readiness after `min_ready`, eviction timeouts, job deadlines). Reads
-/// only at idle.
+/// Runs the controllers on every store change (coalesced), after their own writes, and when a
+/// time-based condition comes due (`min_ready`, eviction timeouts, job deadlines: the pure
+/// `next_deadline`). Only reads at idle, every 30 s at most.
 pub(crate) async fn controller_loop(m: Arc<Master>) {
-    let mut watch_from = m.store.current_revision();
     loop {
-        let mut w = match m.store.watch(None, None, watch_from).await {
+        let mut w = match m.store.watch(None, None, m.store.current_revision()).await {
             Ok(w) => w,
-            Err(_) => {
-                watch_from = m.store.current_revision();
+            Err(e) => {
+                tracing::warn!("controllers: watch: {e}");
+                smol::Timer::after(Duration::from_secs(1)).await;
                 continue;
             }
         };
         let mut busy = true;
-        loop {
+        let mut wake_at: Option<u64> = None;
+        'watch: loop {
             if busy {
                 smol::Timer::after(Duration::from_millis(50)).await;
             } else {
-                // Wait for a change, or the tick.
-                let changed = async { w.next().await.map(|_| Some(())) }
+                let wait_ms = wake_at
+                    .map(|t| t.saturating_sub(now_ms()))
+                    .unwrap_or(30_000)
+                    .clamp(10, 30_000);
+                let changed = async { w.next().await.map(|_| ()) }
                     .or(async {
-                        smol::Timer::after(Duration::from_secs(1)).await;
-                        Ok(None)
+                        smol::Timer::after(Duration::from_millis(wait_ms)).await;
+                        Ok(())
                     })
                     .await;
-                match changed {
-                    Ok(Some(_)) => {}
-                    Ok(None) => {}
-                    Err(_) => {
-                        watch_from = m.store.current_revision();
-                        break;
-                    }
+                if changed.is_err() {
+                    break 'watch; // lagged: watch again from now (the pass below re-reads all)
+                }
+            }
+            // Coalesce a burst of changes into one pass.
+            while let Some(r) = futures_lite::future::poll_once(w.next()).await {
+                if r.is_err() {
+                    break 'watch;
                 }
             }
             match reconcile_once(&m).await {
-                Ok(n) => {
+                Ok((n, deadline)) => {
                     busy = n > 0;
+                    wake_at = deadline;
                     if busy {
                         m.poke_scheduler();
                     }
@@ -286,6 +293,7 @@ pub(crate) async fn controller_loop(m: Arc<Master>) {
                 Err(e) => {
                     tracing::warn!("controllers: {e}");
                     busy = false;
+                    wake_at = Some(now_ms() + 1000);
                 }
             }
         }
