@@ -99,6 +99,9 @@ pub enum NodeDown {
     },
     /// Send a full status report (the master lost track).
     Resync,
+    /// Keepalive: the master sends it when it had nothing else to say for a few heartbeat
+    /// intervals, so a worker can tell a quiet master from a dead connection.
+    Ping,
 }
 
 /// A client request.

@@ -117,7 +117,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         name,
         state_dir: args.state_dir,
         info,
-        poll_interval: Duration::from_millis(100),
+        poll_interval: Duration::from_secs(1),
     };
     smol::block_on(bramble_worker::agent::run(cfg, driver))
 }

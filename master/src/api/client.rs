@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_net::TcpStream;
-use bramble_wire::io::{FrameReader, send};
+use bramble_wire::WireError;
+use bramble_wire::io::{FrameReader, IoError, send};
 use bramble_wire::msg::{
     ApiError, Applied, ApplyOutcome, ErrorCode, NodeDown, Request, RequestBody, Response,
     ResponseBody,
@@ -14,6 +15,9 @@ use bramble_wire::objects::{Kind, Meta, Namespace, Object};
 use super::{Master, now_ms, with_timeout};
 use crate::store::StoreError;
 use crate::validate;
+
+/// Largest answer frame to a client (a list of thousands of nodes fits).
+pub const CLIENT_RESPONSE_MAX: usize = 16 << 20;
 
 /// The namespace every cluster has.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -57,14 +61,34 @@ pub(crate) async fn serve(
 ) -> anyhow::Result<()> {
     // One writer task per connection; requests that stream (watch, logs) send through it.
     let (tx, rx) = async_channel::bounded::<Response>(256);
-    let max = m.cfg.max_frame;
+    // Answers (lists) may be large; requests stay bounded by the reader's `max_frame`.
+    let max = CLIENT_RESPONSE_MAX;
     let writer_task = smol::spawn(async move {
         let mut w = writer;
         while let Ok(r) = rx.recv().await {
-            if send(&mut w, &r, max).await.is_err() {
-                break;
+            let id = r.id;
+            match send(&mut w, &r, max).await {
+                Ok(()) => {}
+                Err(IoError::Wire(WireError::EncodeTooLarge)) => {
+                    // Too big for one frame: say so instead of going silent.
+                    let e = Response {
+                        id,
+                        body: ResponseBody::Error(err(
+                            ErrorCode::Invalid,
+                            format!(
+                                "the answer is larger than {} MiB: narrow it with -n NAMESPACE or -l SELECTOR",
+                                max >> 20
+                            ),
+                        )),
+                    };
+                    if send(&mut w, &e, max).await.is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
             }
         }
+        let _ = w.shutdown(std::net::Shutdown::Both);
     });
     let mut streams = Vec::new();
     loop {

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod client;
+pub use client::CLIENT_RESPONSE_MAX;
 pub mod control;
 mod dispatch;
 mod node;

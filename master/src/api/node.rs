@@ -13,6 +13,8 @@ use bramble_wire::objects::{
     Condition, ConditionKind, Controllers, Kind, Meta, Node, NodeStatus, Object, Resources,
 };
 
+use futures_lite::FutureExt;
+
 use super::{Master, NodeLive, now_ms, with_timeout};
 use crate::store::StoreError;
 
@@ -51,7 +53,16 @@ pub(crate) async fn serve(
     let max = m.cfg.max_frame;
     let writer_task = smol::spawn(async move {
         let mut w = writer;
-        while let Ok(msg) = rx.recv().await {
+        // A quiet master still pings every 3 heartbeat intervals (the worker's idle timeout is 6).
+        let keepalive = hb * 3;
+        loop {
+            let msg = async { rx.recv().await.ok() }
+                .or(async {
+                    smol::Timer::after(keepalive).await;
+                    Some(NodeDown::Ping)
+                })
+                .await;
+            let Some(msg) = msg else { break };
             if send(&mut w, &msg, max).await.is_err() {
                 break;
             }

@@ -76,7 +76,7 @@ impl Client {
                 ))
             })?;
         let _ = stream.set_nodelay(true);
-        let max = bramble_wire::DEFAULT_MAX_FRAME * 16;
+        let max = crate::api::CLIENT_RESPONSE_MAX;
         let mut reader = FrameReader::new(stream.clone(), max);
         let mut writer = stream;
         let hello = Handshake::Hello(Hello {

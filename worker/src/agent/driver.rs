@@ -1,7 +1,9 @@
 //! The agent's [`Driver`] over the Linux runtime: starts, adopts, stops and reports pods.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use bramble_wire::msg::PodReport;
@@ -217,6 +219,33 @@ impl Driver for LinuxDriver {
             });
         }
         out
+    }
+
+    fn changed(&self) -> Pin<Box<dyn Future<Output = ()> + '_>> {
+        let mut futs: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = self
+            .pods
+            .values()
+            .filter_map(|e| e.handle.as_ref())
+            .map(|h| {
+                Box::pin(async move {
+                    if h.changed().await.is_err() {
+                        // Cannot watch this pod: fall back to the tick.
+                        std::future::pending::<()>().await;
+                    }
+                }) as Pin<Box<dyn Future<Output = ()> + '_>>
+            })
+            .collect();
+        if futs.is_empty() {
+            return Box::pin(std::future::pending());
+        }
+        Box::pin(std::future::poll_fn(move |cx| {
+            for f in futs.iter_mut() {
+                if f.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(());
+                }
+            }
+            std::task::Poll::Pending
+        }))
     }
 
     fn log_file(&self, namespace: &str, pod: &str, process: Option<&str>) -> Option<PathBuf> {

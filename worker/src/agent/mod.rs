@@ -30,6 +30,8 @@ pub trait Driver {
     fn poll(&mut self) -> Vec<PodReport>;
     /// The log file of a process (`None` = the pod's first process).
     fn log_file(&self, namespace: &str, pod: &str, process: Option<&str>) -> Option<PathBuf>;
+    /// Resolves when a pod's status may have changed (never, if nothing runs).
+    fn changed(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
 }
 
 /// Agent settings (the worker's flags).
@@ -92,9 +94,22 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
     let mut reported: HashMap<String, PodReport> = HashMap::new();
     let mut streams: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
     loop {
+        // Wake on a message, a pod status change, or the tick (heartbeats, restarts' bookkeeping).
         let ev = async { ev_rx.recv().await.ok() }
             .or(async {
-                smol::Timer::after(cfg.poll_interval).await;
+                driver.changed().await;
+                // Rate-limit status wakeups: a burst of process events is one report.
+                smol::Timer::after(Duration::from_millis(5)).await;
+                None
+            })
+            .or(async {
+                let until_hb = next_hb.saturating_duration_since(Instant::now());
+                let tick = if up.is_some() {
+                    cfg.poll_interval.min(until_hb)
+                } else {
+                    cfg.poll_interval
+                };
+                smol::Timer::after(tick).await;
                 None
             })
             .await;
@@ -131,6 +146,7 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                 driver.sync(&desired.pods);
             }
             Some(Ev::Down(NodeDown::Resync)) => reported.clear(),
+            Some(Ev::Down(NodeDown::Ping)) => {}
             Some(Ev::Down(NodeDown::Logs {
                 request,
                 namespace,
@@ -216,15 +232,16 @@ async fn connection_loop(cfg: Config, ev: async_channel::Sender<Ev>) {
     let mut backoff = Duration::from_millis(250);
     let mut rng = (now_ms() ^ u64::from(std::process::id()) << 32) | 1;
     loop {
-        let t0 = Instant::now();
-        match session(&cfg, &ev).await {
+        let registered = AtomicBool::new(false);
+        match session(&cfg, &ev, &registered).await {
             Ok(()) => tracing::warn!("master closed the connection"),
             Err(e) => tracing::warn!("master connection: {e:#}"),
         }
         if ev.send(Ev::Disconnected).await.is_err() {
             return;
         }
-        if t0.elapsed() > Duration::from_secs(30) {
+        if registered.load(Ordering::Relaxed) {
+            // The master took us: a later drop starts the backoff over.
             backoff = Duration::from_millis(250);
         }
         // xorshift for jitter in [0.5, 1.5) × backoff.
@@ -239,7 +256,11 @@ async fn connection_loop(cfg: Config, ev: async_channel::Sender<Ev>) {
     }
 }
 
-async fn session(cfg: &Config, ev: &async_channel::Sender<Ev>) -> anyhow::Result<()> {
+async fn session(
+    cfg: &Config,
+    ev: &async_channel::Sender<Ev>,
+    registered: &AtomicBool,
+) -> anyhow::Result<()> {
     let max = bramble_wire::DEFAULT_MAX_FRAME * 16;
     let stream = TcpStream::connect(&cfg.master)
         .or(async {
@@ -280,6 +301,7 @@ async fn session(cfg: &Config, ev: &async_channel::Sender<Ev>) -> anyhow::Result
         heartbeat,
     })
     .await?;
+    registered.store(true, Ordering::Relaxed);
     let writer_task = smol::spawn(async move {
         while let Ok(m) = up_rx.recv().await {
             if send(&mut writer, &m, max).await.is_err() {
