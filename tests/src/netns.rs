@@ -404,9 +404,7 @@ pub fn processes_under(parents: &[String], comm: &str) -> Vec<PodProcess> {
             parents.iter().find_map(|p| {
                 let (_, rest) = path.split_once(&format!("/{p}/"))?;
                 let dir = rest.split('/').next()?;
-                let mut parts = dir.splitn(2, '_');
-                let _ns = parts.next()?;
-                let name_uid = parts.next()?;
+                let (_ns, name_uid) = dir.split_once('_')?;
                 let name = name_uid.rsplit_once('_').map_or(name_uid, |(n, _)| n);
                 Some((p.clone(), name.to_string()))
             })
@@ -428,6 +426,25 @@ pub fn pid_alive(pid: u32) -> bool {
                 .and_then(|(_, r)| r.split_whitespace().next().map(|st| st != "Z"))
         })
         .unwrap_or(false)
+}
+
+/// The local ports of `pid`'s established TCP connections to `ip:port`, read from
+/// `/proc/PID/net/tcp`, which shows the process's own network namespace.
+pub fn tcp_connections_to(pid: u32, ip: [u8; 4], port: u16) -> Vec<u16> {
+    let remote = format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip));
+    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // sl local_address rem_address st ...; 01 = ESTABLISHED.
+            (f.len() > 3 && f[2] == remote && f[3] == "01")
+                .then(|| f[1].rsplit_once(':'))
+                .flatten()
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+        })
+        .collect()
 }
 
 #[cfg(test)]

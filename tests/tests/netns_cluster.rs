@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bramble_tests::netns::{
-    NetMaster, Topology, cgroup_parent, pid_alive, processes_under, start_worker,
+    MASTER_PORT, NetMaster, Topology, cgroup_parent, pid_alive, processes_under, start_worker,
+    tcp_connections_to,
 };
 use bramble_tests::{Proc, json};
 
@@ -449,4 +450,52 @@ fn partitions_heal_without_duplicates_or_churn() {
         panic!("after the long partition:\n{e}{}", c.diag());
     }
     println!("test time {} ms", t_test.elapsed().as_millis());
+}
+
+#[test]
+fn quiet_workers_keep_their_connections() {
+    let c = Cluster::start();
+    // Each worker's one session to the master, by its local port on the worker's host.
+    let conns = || -> Vec<Vec<u16>> {
+        c.workers
+            .iter()
+            .map(|w| tcp_connections_to(w.pid(), [192, 0, 2, 1], MASTER_PORT))
+            .collect()
+    };
+    let first = c.wait(Duration::from_secs(5), "one connection per worker", || {
+        let v = conns();
+        v.iter().all(|p| p.len() == 1).then_some(v)
+    });
+    // Longer than the worker's silence timeout (6 heartbeats + 10 s = 13 s here): a quiet
+    // cluster (no assignment changes, so the master has nothing to send) must stay connected.
+    let quiet = HEARTBEAT * 6 + Duration::from_secs(10) + Duration::from_secs(3);
+    let t = Instant::now();
+    while t.elapsed() < quiet {
+        let now = conns();
+        assert!(
+            now == first,
+            "BUG (worker/master): a worker re-dialled the master in a quiet, healthy cluster after \
+             {} ms: its connections (local ports, per worker w1..w3) went from {first:?} to {now:?}. \
+             The worker ends a session after heartbeat x 6 + 10 s without a message from the master \
+             (worker/src/agent/mod.rs, session(): `idle`, \"master silent\"), but the master sends a \
+             worker nothing unless its assignment changes (master/src/api/dispatch.rs \
+             push_assignment is the only regular NodeDown sender) and the worker's heartbeats are \
+             never answered. So every quiet worker reconnects every 13 s here (40 s with the 5 s \
+             default heartbeat); sessions that short never reset the reconnect backoff (reset only \
+             after 30 s), so the delay doubles up to 30 s x jitter and the node eventually goes \
+             NotReady, and its pods get evicted, in a healthy cluster.{}",
+            t.elapsed().as_millis(),
+            c.diag()
+        );
+        assert!(
+            c.all_ready(),
+            "a node went NotReady in a quiet cluster{}",
+            c.diag()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    println!(
+        "workers kept their connections for {} ms: {first:?}",
+        t.elapsed().as_millis()
+    );
 }
