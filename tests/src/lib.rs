@@ -2,6 +2,8 @@
 //! the real CLI, and clean up by PID even when a test fails.
 #![forbid(unsafe_code)]
 
+pub mod netns;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,464 @@
+//! Multi-host clusters on one machine: a bridge in a network namespace of its own and one
+//! namespace per host (master, workers), each joined to the bridge by a veth pair, all on
+//! 192.0.2.0/24 (TEST-NET-1). The real `bramble` and `bramble-worker` run inside their host's
+//! namespace through `nsenter --net`, which switches only the network namespace: `ip netns exec`
+//! would also remount `/sys`, hiding `/sys/fs/cgroup` from the worker.
+//!
+//! Names are `<role>-<pid>-<n>` (`br`, `bm`, `bw1`...), unique per test process and counter, at
+//! most 15 characters. Every link lives inside these namespaces, never in the root namespace, so
+//! deleting the namespaces removes everything; [`Topology`] does that on drop, and
+//! [`Topology::create`] first removes leftovers of test processes that no longer exist.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{Proc, bin};
+
+/// The master's address inside the test network.
+pub const MASTER_IP: &str = "192.0.2.1";
+/// The master's API port inside its namespace.
+pub const MASTER_PORT: u16 = 7470;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Fails loudly unless the namespace tools the tests need are present and work.
+pub fn require_tools() {
+    crate::require_root();
+    for (tool, arg) in [("ip", "-V"), ("nsenter", "--version")] {
+        let out = Command::new(tool).arg(arg).output();
+        assert!(
+            out.as_ref().is_ok_and(|o| o.status.success()),
+            "`{tool} {arg}` failed ({out:?}): the netns tests need iproute2 and util-linux's nsenter"
+        );
+    }
+}
+
+/// Runs `ip ARGS` and panics with its stderr on failure.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "`ip {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `program` as a command that runs in network namespace `ns` (and nothing else changed).
+pub fn in_netns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{ns}")).arg(program);
+    c
+}
+
+/// One host: a namespace with `lo` and `eth0` (its address), cabled to bridge port `port`.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The namespace's name (`bm-...`, `bw1-...`).
+    pub ns: String,
+    /// Its address (without prefix length).
+    pub addr: String,
+    /// The bridge-side end of its veth pair (in the bridge namespace).
+    pub port: String,
+}
+
+/// The namespaces of one test network; deleted on drop.
+#[derive(Debug)]
+pub struct Topology {
+    /// `<pid>-<n>`.
+    pub id: String,
+    /// The namespace holding bridge `br0`.
+    pub bridge_ns: String,
+    /// The master's host.
+    pub master: Host,
+    /// The workers' hosts, `bw1-...` first.
+    pub workers: Vec<Host>,
+}
+
+fn list_netns() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+/// The PID a namespace name of ours carries (`bw1-1234-0` -> 1234).
+fn owner_pid(name: &str) -> Option<u32> {
+    let (role, rest) = name.split_once('-')?;
+    let known = role == "br"
+        || role == "bm"
+        || role
+            .strip_prefix("bw")
+            .is_some_and(|n| n.parse::<u8>().is_ok());
+    if !known {
+        return None;
+    }
+    let (pid, n) = rest.split_once('-')?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
+/// Deletes the namespaces of test processes that are gone (a crashed or killed earlier run).
+pub fn remove_stale() {
+    for name in list_netns() {
+        if let Some(pid) = owner_pid(&name)
+            && (pid == std::process::id() || !Path::new(&format!("/proc/{pid}")).exists())
+            && !live_ids().contains(&name)
+        {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        }
+    }
+}
+
+/// Names of this process's topologies that are in use (not stale).
+fn live_ids() -> Vec<String> {
+    LIVE.lock().map(|v| v.clone()).unwrap_or_default()
+}
+
+static LIVE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl Topology {
+    /// Creates the bridge namespace, the master's host (192.0.2.1) and `workers` worker hosts
+    /// (192.0.2.11, .12, ...), all cabled and up.
+    pub fn create(workers: usize) -> Topology {
+        assert!((1..=9).contains(&workers), "1 to 9 workers");
+        require_tools();
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let mk = |role: &str, addr: String, port: String| Host {
+            ns: format!("{role}-{id}"),
+            addr,
+            port,
+        };
+        let t = Topology {
+            bridge_ns: format!("br-{id}"),
+            master: mk("bm", MASTER_IP.into(), "pm".into()),
+            workers: (1..=workers)
+                .map(|i| {
+                    mk(
+                        &format!("bw{i}"),
+                        format!("192.0.2.{}", 10 + i),
+                        format!("pw{i}"),
+                    )
+                })
+                .collect(),
+            id,
+        };
+        for h in t.all_ns() {
+            assert!(h.len() <= 15, "netns name {h} longer than 15 characters");
+        }
+        {
+            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+            live.extend(t.all_ns());
+        }
+        remove_stale();
+        let b = t.bridge_ns.as_str();
+        ip(&["netns", "add", b]);
+        ip(&["-n", b, "link", "set", "lo", "up"]);
+        ip(&["-n", b, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", b, "link", "set", "br0", "up"]);
+        for h in std::iter::once(&t.master).chain(&t.workers) {
+            ip(&["netns", "add", &h.ns]);
+            ip(&[
+                "-n", b, "link", "add", &h.port, "type", "veth", "peer", "name", "eth0", "netns",
+                &h.ns,
+            ]);
+            ip(&["-n", b, "link", "set", &h.port, "master", "br0"]);
+            ip(&["-n", b, "link", "set", &h.port, "up"]);
+            ip(&["-n", &h.ns, "link", "set", "lo", "up"]);
+            ip(&[
+                "-n",
+                &h.ns,
+                "addr",
+                "add",
+                &format!("{}/24", h.addr),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &h.ns, "link", "set", "eth0", "up"]);
+        }
+        t
+    }
+
+    /// Every namespace name, bridge first.
+    pub fn all_ns(&self) -> Vec<String> {
+        std::iter::once(self.bridge_ns.clone())
+            .chain(std::iter::once(self.master.ns.clone()))
+            .chain(self.workers.iter().map(|w| w.ns.clone()))
+            .collect()
+    }
+
+    /// Cuts `h`'s cable: its bridge port goes down (neither end's process is told).
+    pub fn cut(&self, h: &Host) {
+        ip(&["-n", &self.bridge_ns, "link", "set", &h.port, "down"]);
+    }
+
+    /// Reconnects `h`'s cable.
+    pub fn heal(&self, h: &Host) {
+        ip(&["-n", &self.bridge_ns, "link", "set", &h.port, "up"]);
+    }
+
+    /// `master:port` as the workers and the CLI dial it.
+    pub fn master_addr(&self) -> String {
+        format!("{MASTER_IP}:{MASTER_PORT}")
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // Deleting a namespace destroys its veth ends, and a veth pair dies with either end.
+        for ns in self.all_ns().iter().rev() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Ok(mut live) = LIVE.lock() {
+            let mine = self.all_ns();
+            live.retain(|n| !mine.contains(n));
+        }
+    }
+}
+
+/// A master running in its host's namespace.
+#[derive(Debug)]
+pub struct NetMaster {
+    /// The process (the master itself: nsenter execs it).
+    pub proc: Proc,
+    /// Its namespace, where the CLI runs too.
+    pub ns: String,
+    /// `192.0.2.1:7470`.
+    pub addr: String,
+    /// Data dir.
+    pub data_dir: PathBuf,
+}
+
+impl NetMaster {
+    /// Starts `bramble master --listen 192.0.2.1:7470` in the master's namespace and waits until
+    /// the CLI (in the same namespace) gets an answer.
+    pub fn start(topo: &Topology, data_dir: &Path, extra: &[&str]) -> NetMaster {
+        let addr = topo.master_addr();
+        let log = std::fs::File::create(data_dir.with_extension("master.log")).unwrap();
+        let child = in_netns(&topo.master.ns, bin("bramble"))
+            .args(["master", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", &addr])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn nsenter bramble master");
+        let mut m = NetMaster {
+            proc: Proc {
+                child,
+                what: "master".into(),
+                cgroup_parent: None,
+            },
+            ns: topo.master.ns.clone(),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        };
+        let t = Instant::now();
+        loop {
+            if m.data_dir.join("admin.token").exists() && m.cli(&["get", "nodes"]).status.success()
+            {
+                return m;
+            }
+            assert!(
+                m.proc.alive() && t.elapsed() < Duration::from_secs(20),
+                "master in {} on {} did not come up; log: {}",
+                m.ns,
+                m.addr,
+                m.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The master's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("master.log")).unwrap_or_default()
+    }
+
+    /// Runs the real CLI in the master's namespace against `192.0.2.1:7470`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        in_netns(&self.ns, bin("bramble"))
+            .args(args)
+            .env("BRAMBLE_SERVER", &self.addr)
+            .env("BRAMBLE_TOKEN_FILE", self.data_dir.join("admin.token"))
+            .output()
+            .expect("run nsenter bramble")
+    }
+
+    /// Runs the CLI and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cli(args);
+        assert!(
+            o.status.success(),
+            "bramble {args:?} failed ({:?}): {}{}",
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Node name -> status column of `bramble get nodes` (`Ready`, `NotReady`, ...).
+    pub fn node_status(&self) -> BTreeMap<String, String> {
+        self.ok(&["get", "nodes"])
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                Some((f.next()?.to_string(), f.next()?.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// The cgroup parent of worker `name` in topology `topo` (host-global, so unique per run).
+pub fn cgroup_parent(topo: &Topology, name: &str) -> String {
+    format!("bramble-netns-{}-{name}", topo.id)
+}
+
+/// Starts `bramble-worker --name NAME --master 192.0.2.1:7470` in `host`'s namespace with its
+/// own state dir, run dir and cgroup parent (emptied and removed when the `Proc` drops).
+pub fn start_worker(
+    topo: &Topology,
+    host: &Host,
+    master: &NetMaster,
+    name: &str,
+    state_dir: &Path,
+    extra: &[&str],
+) -> Proc {
+    std::fs::create_dir_all(state_dir).unwrap();
+    let parent = cgroup_parent(topo, name);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.with_extension("worker.log"))
+        .unwrap();
+    let child = in_netns(&host.ns, bin("bramble-worker"))
+        .args(["--master", &master.addr, "--name", name, "--state-dir"])
+        .arg(state_dir)
+        .arg("--run-dir")
+        .arg(state_dir.with_extension("run"))
+        .args(["--cgroup-parent", &parent])
+        .arg("--token-file")
+        .arg(master.data_dir.join("join.token"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn nsenter bramble-worker");
+    Proc {
+        child,
+        what: format!("worker {name} in {}", host.ns),
+        cgroup_parent: Some(parent),
+    }
+}
+
+/// A process found under a worker's cgroup parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodProcess {
+    /// Host PID.
+    pub pid: u32,
+    /// The cgroup parent it lives under.
+    pub parent: String,
+    /// The pod's name, from its cgroup (`<parent>/<namespace>_<name>_<uid prefix>`).
+    pub pod: String,
+}
+
+/// Every process named `comm` whose cgroup (in any hierarchy) is under one of `parents`, from
+/// the host's `/proc`: what really runs, whatever the master or the agents believe.
+pub fn processes_under(parents: &[String], comm: &str) -> Vec<PodProcess> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(c) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        if c.trim_end() != comm {
+            continue;
+        }
+        let Ok(cg) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+            continue;
+        };
+        let found = cg.lines().find_map(|l| {
+            let path = l.splitn(3, ':').nth(2)?;
+            parents.iter().find_map(|p| {
+                let (_, rest) = path.split_once(&format!("/{p}/"))?;
+                let dir = rest.split('/').next()?;
+                let (_ns, name_uid) = dir.split_once('_')?;
+                let name = name_uid.rsplit_once('_').map_or(name_uid, |(n, _)| n);
+                Some((p.clone(), name.to_string()))
+            })
+        });
+        if let Some((parent, pod)) = found {
+            out.push(PodProcess { pid, parent, pod });
+        }
+    }
+    out.sort_by_key(|p| p.pid);
+    out
+}
+
+/// Whether PID `pid` exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next().map(|st| st != "Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// The local ports of `pid`'s established TCP connections to `ip:port`, read from
+/// `/proc/PID/net/tcp`, which shows the process's own network namespace.
+pub fn tcp_connections_to(pid: u32, ip: [u8; 4], port: u16) -> Vec<u16> {
+    let remote = format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip));
+    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // sl local_address rem_address st ...; 01 = ESTABLISHED.
+            (f.len() > 3 && f[2] == remote && f[3] == "01")
+                .then(|| f[1].rsplit_once(':'))
+                .flatten()
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_pid;
+
+    #[test]
+    fn names_of_ours_carry_the_pid() {
+        assert_eq!(owner_pid("bw1-1234-0"), Some(1234));
+        assert_eq!(owner_pid("br-99-12"), Some(99));
+        assert_eq!(owner_pid("bm-7-1"), Some(7));
+        assert_eq!(owner_pid("bw-7-1"), None);
+        assert_eq!(owner_pid("br-lan"), None);
+        assert_eq!(owner_pid("docker-1-2"), None);
+        assert_eq!(owner_pid("bm-7-x"), None);
+    }
+}
