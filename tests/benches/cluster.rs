@@ -1,0 +1,1244 @@
+//! Cluster benchmark: resource use and latency of the real `bramble` master and `bramble-worker`
+//! on loopback, against the targets of the design card.
+//!
+//! ```text
+//! cargo build --release -p bramble-master -p bramble-worker
+//! sudo cargo bench -p bramble-tests --bench cluster
+//! ```
+//!
+//! It builds nothing: `cargo bench` runs it from `target/release/deps`, and it uses
+//! `target/release/bramble` and `target/release/bramble-worker` (failing loudly when they are
+//! missing) plus `bramble-nodesim`, which cargo builds with the bench.
+//!
+//! Measures (each with its own master, on a free loopback port, in a temporary directory):
+//! - a. master idle RSS after start;
+//! - b. bytes the master writes to disk in `BENCH_IDLE_SECONDS` (default 60) with 100 simulated
+//!   nodes heartbeating every second;
+//! - c. master CPU with `BENCH_CPU_NODES` (default 5,000) simulated nodes heartbeating every 5 s,
+//!   over a `BENCH_CPU_SECONDS` (default 30) window after all registered;
+//! - d. apply → Running latency through the master with a real worker, over `BENCH_PODS`
+//!   (default 50) pods, timed by a watch;
+//! - e. worker idle RSS, and memory per running pod (worker RSS delta + the pod inits' RSS) over
+//!   20 pods;
+//! - f. idle traffic of one real worker (default 5 s heartbeat) through a counting TCP relay, over
+//!   `BENCH_IDLE_SECONDS`.
+//!
+//! d, e and f need root (namespaces, cgroups); without it they are skipped. `BENCH_ONLY=a,c`
+//! runs a subset. Everything it starts is killed by PID, pods are deleted before their worker
+//! stops, and the worker's cgroup parent is removed.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bramble_master::cli::Client;
+use bramble_tests::{MasterProc, Proc, bin, free_port};
+use bramble_wire::PodPhase;
+use bramble_wire::msg::{RequestBody, ResponseBody, WatchEvent};
+use bramble_wire::objects::{
+    Kind, Meta, Object, Pod, PodSpec, ProcessSpec, ProcessState, RestartPolicy,
+};
+
+// ---------------------------------------------------------------------------------------------
+// /proc readers
+// ---------------------------------------------------------------------------------------------
+
+/// A `Key:   123 kB` field of `/proc/PID/status` or `smaps_rollup`, in kB.
+fn proc_kb(pid: u32, file: &str, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    s.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    proc_kb(pid, "status", "VmRSS")
+}
+
+fn pss_kb(pid: u32) -> Option<u64> {
+    proc_kb(pid, "smaps_rollup", "Pss")
+}
+
+fn ppid(pid: u32) -> Option<u32> {
+    proc_kb(pid, "status", "PPid").map(|v| v as u32)
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A field of `/proc/PID/io` (`write_bytes`, `rchar`...).
+fn proc_io(pid: u32, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.trim().parse().ok())
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime is field 14, stime field 15.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clk_tck() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100)
+}
+
+fn max_open_files(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .map(|l| l.split_whitespace().nth(3).unwrap_or("?").to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+fn is_root() -> bool {
+    proc_kb(std::process::id(), "status", "Uid") == Some(0)
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            eprintln!("{name}={v:?} is not a number; using {default}");
+            default
+        }),
+        Err(_) => default,
+    }
+}
+
+fn mb(kb: u64) -> String {
+    format!("{:.1} MB", kb as f64 / 1024.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// The release binaries, or a loud exit telling how to build them.
+fn check_binaries() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    let missing: Vec<&str> = ["bramble", "bramble-worker"]
+        .into_iter()
+        .filter(|b| !dir.join(b).exists())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "\nerror: {} missing in {}.\n`cargo bench` does not build other packages' binaries: run\n\n    \
+             cargo build --release -p bramble-master -p bramble-worker\n\nfirst, then \
+             `cargo bench -p bramble-tests --bench cluster` again.\n",
+            missing.join(" and "),
+            dir.display()
+        );
+        std::process::exit(1);
+    }
+    dir
+}
+
+/// `sh -c 'raise the open-files limit; exec PROGRAM ARGS'`: the PID stays the program's.
+fn with_nofile(program: &Path) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg("ulimit -n 65536 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\"")
+        .arg(program);
+    c
+}
+
+/// Starts `bramble master` (open-files limit raised) and waits until it accepts clients.
+fn start_master(data_dir: &Path, extra: &[&str]) -> MasterProc {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = std::fs::File::create(data_dir.with_extension("master.log")).unwrap();
+    let child = with_nofile(&bin("bramble"))
+        .args(["master", "--data-dir"])
+        .arg(data_dir)
+        .args(["--listen", &addr])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn bramble master");
+    let m = MasterProc {
+        proc: Proc {
+            child,
+            what: "master".into(),
+        },
+        addr,
+        data_dir: data_dir.to_path_buf(),
+    };
+    let t = Instant::now();
+    while !(data_dir.join("admin.token").exists() && TcpStream::connect(&m.addr).is_ok()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "master on {} did not come up; log: {}",
+            m.addr,
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    m
+}
+
+/// Starts `bramble-worker` dialing `master_addr` (possibly a relay), with its own state dir, run
+/// dir and cgroup parent.
+fn start_worker(master_addr: &str, token_file: &Path, name: &str, state_dir: &Path) -> Worker {
+    std::fs::create_dir_all(state_dir).unwrap();
+    let log = std::fs::File::create(state_dir.with_extension("worker.log")).unwrap();
+    let cgroup_parent = format!("bramble-bench-{}-{name}", std::process::id());
+    let child = Command::new(bin("bramble-worker"))
+        .args(["--master", master_addr, "--name", name, "--state-dir"])
+        .arg(state_dir)
+        .arg("--run-dir")
+        .arg(state_dir.with_extension("run"))
+        .args(["--cgroup-parent", &cgroup_parent])
+        .arg("--token-file")
+        .arg(token_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn bramble-worker");
+    Worker {
+        proc: Proc {
+            child,
+            what: format!("worker {name}"),
+        },
+        cgroup_parent,
+    }
+}
+
+struct Worker {
+    proc: Proc,
+    cgroup_parent: String,
+}
+
+impl Worker {
+    /// SIGTERM (SIGKILL after 5 s), then removes the (empty) cgroup parent it used.
+    fn stop(mut self) {
+        self.proc.terminate(Duration::from_secs(5));
+        remove_cgroup_tree(&self.cgroup_parent);
+    }
+}
+
+/// Removes `<cgroup mount>/<name>` and its empty sub-cgroups in every hierarchy where it exists.
+fn remove_cgroup_tree(name: &str) {
+    fn rm(dir: &Path) {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    rm(&e.path());
+                }
+            }
+        }
+        if let Err(e) = std::fs::remove_dir(dir) {
+            eprintln!("  note: could not remove cgroup {}: {e}", dir.display());
+        }
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    let mut candidates = vec![root.join(name)];
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            candidates.push(e.path().join(name));
+        }
+    }
+    for c in candidates {
+        if c.is_dir() {
+            rm(&c);
+        }
+    }
+}
+
+/// A running `bramble-nodesim`: stdout lines arrive on a channel; closing stdin stops it.
+struct NodeSim {
+    proc: Proc,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl NodeSim {
+    fn start(m: &MasterProc, nodes: u64, heartbeat: &str, prefix: &str) -> NodeSim {
+        let mut child: Child = with_nofile(Path::new(env!("CARGO_BIN_EXE_bramble-nodesim")))
+            .args(["--master", &m.addr, "--token-file"])
+            .arg(m.data_dir.join("join.token"))
+            .args(["--nodes", &nodes.to_string(), "--heartbeat", heartbeat])
+            .args([
+                "--prefix",
+                prefix,
+                "--duration",
+                "20m",
+                "--until-stdin-closes",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn bramble-nodesim");
+        let stdin = child.stdin.take();
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        NodeSim {
+            proc: Proc {
+                child,
+                what: "nodesim".into(),
+            },
+            stdin,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the "ready N/N" line; returns how long it took from now.
+    fn wait_ready(&mut self, timeout: Duration) -> Result<Duration, String> {
+        let t = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(t.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let ready = l.starts_with("nodesim: ready");
+                    self.seen.push(l);
+                    if ready {
+                        return Ok(t.elapsed());
+                    }
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "not all simulated nodes registered within {timeout:?}; nodesim said: {:?}",
+                        self.seen
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Closes stdin, waits (bounded) for the summary, returns every line it printed.
+    fn stop(mut self) -> Vec<String> {
+        drop(self.stdin.take());
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(15) {
+            match self.lines.recv_timeout(Duration::from_millis(200)) {
+                Ok(l) => self.seen.push(l),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+        }
+        self.proc.kill9();
+        self.seen
+    }
+}
+
+/// A TCP relay that counts the bytes going each way.
+struct Relay {
+    addr: String,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+    connections: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn start(upstream: &str) -> Relay {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        l.set_nonblocking(true).unwrap();
+        let up = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicU64::new(0));
+        let connections = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (u, d, c, s) = (up.clone(), down.clone(), connections.clone(), stop.clone());
+        let upstream = upstream.to_string();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match l.accept() {
+                    Ok((a, _)) => {
+                        let _ = a.set_nonblocking(false);
+                        let Ok(b) = TcpStream::connect(&upstream) else {
+                            continue;
+                        };
+                        let _ = a.set_nodelay(true);
+                        let _ = b.set_nodelay(true);
+                        c.fetch_add(1, Ordering::Relaxed);
+                        pipe(a.try_clone().unwrap(), b.try_clone().unwrap(), u.clone());
+                        pipe(b, a, d.clone());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Relay {
+            addr,
+            up,
+            down,
+            connections,
+            stop,
+        }
+    }
+
+    fn bytes(&self) -> (u64, u64) {
+        (
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, count: Arc<AtomicU64>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    count.fetch_add(n as u64, Ordering::Relaxed);
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// API helpers
+// ---------------------------------------------------------------------------------------------
+
+fn call(c: &mut Client, body: RequestBody) -> Result<ResponseBody, String> {
+    smol::block_on(c.call(body)).map_err(|e| e.to_string())
+}
+
+fn node_ready(c: &mut Client, name: &str) -> bool {
+    matches!(
+        call(c, RequestBody::Get { kind: Kind::Node, namespace: String::new(), name: name.into() }),
+        Ok(ResponseBody::Object(Object::Node(n))) if n.status.is_ready()
+    )
+}
+
+fn wait_node_ready(c: &mut Client, name: &str, timeout: Duration) -> Result<Duration, String> {
+    let t = Instant::now();
+    while !node_ready(c, name) {
+        if t.elapsed() > timeout {
+            return Err(format!("node {name} not Ready within {timeout:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(t.elapsed())
+}
+
+fn sleep_pod(name: &str, seconds: u32) -> Object {
+    Object::Pod(Pod {
+        meta: Meta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        },
+        spec: PodSpec {
+            processes: vec![ProcessSpec {
+                name: "main".into(),
+                command: vec!["/bin/sleep".into(), seconds.to_string()],
+                ..Default::default()
+            }],
+            restart_policy: RestartPolicy::Never,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+fn delete_pod(c: &mut Client, name: &str) -> Result<(), String> {
+    call(
+        c,
+        RequestBody::Delete {
+            kind: Kind::Pod,
+            namespace: "default".into(),
+            name: name.into(),
+            expected_revision: None,
+        },
+    )
+    .map(|_| ())
+}
+
+/// The first process's host PID of a Running pod.
+fn running_pid(p: &Pod) -> Option<u32> {
+    if p.status.phase != PodPhase::Running {
+        return None;
+    }
+    p.status.processes.iter().find_map(|s| match s.state {
+        ProcessState::Running { pid, .. } => Some(pid),
+        _ => None,
+    })
+}
+
+/// A pod watch on its own connection and thread: (pod, time seen) of every Put.
+fn watch_pods(m: &MasterProc) -> mpsc::Receiver<(Pod, Instant)> {
+    let mut w = m.client();
+    let from = match call(
+        &mut w,
+        RequestBody::List {
+            kind: Kind::Pod,
+            namespace: None,
+            selector: String::new(),
+        },
+    ) {
+        Ok(ResponseBody::List { revision, .. }) => revision,
+        other => panic!("list pods: {other:?}"),
+    };
+    let (tx, rx) = mpsc::channel();
+    let id = smol::block_on(w.start(RequestBody::Watch {
+        kind: Kind::Pod,
+        namespace: None,
+        from_revision: from,
+    }))
+    .expect("watch pods");
+    // Ends when the master goes away (the connection closes).
+    std::thread::spawn(move || {
+        while let Ok(r) = smol::block_on(w.next()) {
+            if r.id != id {
+                continue;
+            }
+            match r.body {
+                ResponseBody::Event {
+                    event: WatchEvent::Put(Object::Pod(p)),
+                    ..
+                } => {
+                    if tx.send((p, Instant::now())).is_err() {
+                        return;
+                    }
+                }
+                ResponseBody::Event { .. } => {}
+                _ => return,
+            }
+        }
+    });
+    rx
+}
+
+/// Waits until none of `pids` exists.
+fn wait_gone(pids: &[u32], timeout: Duration) -> usize {
+    let t = Instant::now();
+    loop {
+        let left = pids
+            .iter()
+            .filter(|p| Path::new(&format!("/proc/{p}")).exists())
+            .count();
+        if left == 0 || t.elapsed() > timeout {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Report {
+    rows: Vec<[String; 4]>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    fn row(&mut self, what: &str, value: String, target: &str, ok: Option<bool>) {
+        let verdict = match ok {
+            Some(true) => "ok",
+            Some(false) => "MISSED",
+            None => "-",
+        };
+        println!("  => {what}: {value} (target {target}) {verdict}");
+        self.rows.push([
+            what.to_string(),
+            value,
+            target.to_string(),
+            verdict.to_string(),
+        ]);
+    }
+
+    fn note(&mut self, n: String) {
+        println!("  note: {n}");
+        self.notes.push(n);
+    }
+
+    fn print(&self) {
+        let w: Vec<usize> = (0..4)
+            .map(|i| self.rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+            .collect();
+        let head = ["measure", "value", "target", ""];
+        let w: Vec<usize> = w.iter().zip(head).map(|(a, h)| (*a).max(h.len())).collect();
+        println!("\n== bramble cluster bench ==");
+        println!(
+            "{:<w0$}  {:>w1$}  {:<w2$}  {}",
+            head[0],
+            head[1],
+            head[2],
+            head[3],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2]
+        );
+        for r in &self.rows {
+            println!(
+                "{:<w0$}  {:>w1$}  {:<w2$}  {}",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                w0 = w[0],
+                w1 = w[1],
+                w2 = w[2]
+            );
+        }
+        if !self.notes.is_empty() {
+            println!("\nnotes:");
+            for n in &self.notes {
+                println!("- {n}");
+            }
+        }
+    }
+}
+
+/// Size and modification time of every file under `dir` (to tell which files changed).
+fn snapshot_files(dir: &Path) -> HashMap<PathBuf, (u64, std::time::SystemTime)> {
+    let mut out = HashMap::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if let Ok(md) = e.metadata()
+                && md.is_file()
+            {
+                out.insert(
+                    e.path(),
+                    (md.len(), md.modified().unwrap_or(std::time::UNIX_EPOCH)),
+                );
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The measurements
+// ---------------------------------------------------------------------------------------------
+
+/// a. Master RSS shortly after start, with no nodes and no clients.
+fn master_idle_rss(r: &mut Report, m: &MasterProc) {
+    println!("\n[a] master idle RSS");
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = m.proc.pid();
+    match rss_kb(pid) {
+        Some(kb) => {
+            r.row(
+                "a. master idle RSS",
+                mb(kb),
+                "<= 20 MB",
+                Some(kb <= 20 * 1024),
+            );
+            if let Some(p) = pss_kb(pid) {
+                r.note(format!("a: master PSS at idle {}", mb(p)));
+            }
+        }
+        None => r.row("a. master idle RSS", "unreadable".into(), "<= 20 MB", None),
+    }
+}
+
+/// b. Bytes the master writes to disk while 100 simulated nodes heartbeat every second.
+fn master_idle_disk(r: &mut Report, root: &Path, idle: Duration) {
+    println!(
+        "\n[b] master disk writes, 100 nodes heartbeating every 1 s, {} s",
+        idle.as_secs()
+    );
+    let data = root.join("b-master");
+    let m = start_master(&data, &[]);
+    let pid = m.proc.pid();
+    let mut sim = NodeSim::start(&m, 100, "1s", "idle");
+    match sim.wait_ready(Duration::from_secs(60)) {
+        Ok(t) => println!("  100 nodes registered in {}", ms(t)),
+        Err(e) => {
+            r.row("b. master disk writes idle", e, "0 B", None);
+            sim.stop();
+            return;
+        }
+    }
+    // Let the registrations' writes and any checkpoint settle.
+    std::thread::sleep(Duration::from_secs(3));
+    let files0 = snapshot_files(&data);
+    let log0 = std::fs::metadata(data.with_extension("master.log"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let w0 = proc_io(pid, "write_bytes");
+    let wc0 = proc_io(pid, "wchar");
+    let t0 = Instant::now();
+    std::thread::sleep(idle);
+    let w1 = proc_io(pid, "write_bytes");
+    let wc1 = proc_io(pid, "wchar");
+    let secs = t0.elapsed().as_secs_f64();
+    let files1 = snapshot_files(&data);
+    let log1 = std::fs::metadata(data.with_extension("master.log"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let mut c = m.client();
+    let ready = (0..100)
+        .step_by(10)
+        .filter(|i| node_ready(&mut c, &format!("idle-{i}")))
+        .count();
+    let lines = sim.stop();
+    match (w0, w1) {
+        (Some(a), Some(b)) => {
+            let d = b.saturating_sub(a);
+            r.row(
+                &format!("b. master disk writes, 100 nodes, {secs:.0} s idle"),
+                format!("{d} B"),
+                "0 B",
+                Some(d == 0),
+            );
+        }
+        _ => r.row(
+            "b. master disk writes idle",
+            "unreadable /proc/PID/io".into(),
+            "0 B",
+            None,
+        ),
+    }
+    let mut changed: Vec<String> = files1
+        .iter()
+        .filter(|(p, v)| files0.get(*p) != Some(v))
+        .map(|(p, (len, _))| {
+            format!(
+                "{} ({} -> {len} B)",
+                p.file_name().unwrap_or_default().to_string_lossy(),
+                files0.get(p).map(|v| v.0).unwrap_or(0)
+            )
+        })
+        .collect();
+    changed.sort();
+    r.note(format!(
+        "b: files in the data dir changed during the window: {}; master log grew {} B; \
+         wchar (all write() calls incl. sockets) grew {} B; {ready}/10 sampled nodes Ready at the end",
+        if changed.is_empty() {
+            "none".to_string()
+        } else {
+            changed.join(", ")
+        },
+        log1.saturating_sub(log0),
+        wc1.unwrap_or(0).saturating_sub(wc0.unwrap_or(0)),
+    ));
+    if let Some(l) = lines.iter().find(|l| l.contains("done after")) {
+        r.note(format!("b: {l}"));
+    }
+}
+
+/// c. Master CPU while many simulated nodes heartbeat every 5 s.
+fn master_cpu(r: &mut Report, root: &Path, nodes: u64, window: Duration) {
+    println!(
+        "\n[c] master CPU, {nodes} nodes heartbeating every 5 s, {} s window",
+        window.as_secs()
+    );
+    let data = root.join("c-master");
+    let maxc = (nodes + 1000).to_string();
+    let m = start_master(&data, &["--max-connections", &maxc]);
+    let pid = m.proc.pid();
+    println!(
+        "  master pid {pid}, open-files limit {}",
+        max_open_files(pid)
+    );
+    let mut sim = NodeSim::start(&m, nodes, "5s", "sim");
+    let spid = sim.proc.pid();
+    let what = format!("c. master CPU, {nodes} nodes @5 s");
+    match sim.wait_ready(Duration::from_secs(300)) {
+        Ok(t) => {
+            println!("  {nodes} nodes registered in {:.1} s", t.as_secs_f64());
+            r.note(format!(
+                "c: {nodes} nodes registered in {:.1} s (64 handshakes in flight at a time)",
+                t.as_secs_f64()
+            ));
+        }
+        Err(e) => {
+            r.row(&what, e, "<= 25% of a core", None);
+            let lines = sim.stop();
+            r.note(format!("c: nodesim: {lines:?}"));
+            return;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let hz = clk_tck() as f64;
+    let (m0, s0) = (cpu_ticks(pid), cpu_ticks(spid));
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let (m1, s1) = (cpu_ticks(pid), cpu_ticks(spid));
+    let secs = t0.elapsed().as_secs_f64();
+    let rss = rss_kb(pid);
+    let pct = |a: Option<u64>, b: Option<u64>| -> Option<f64> {
+        Some((b? - a?) as f64 / hz / secs * 100.0)
+    };
+    match pct(m0, m1) {
+        Some(p) => r.row(
+            &what,
+            format!("{p:.1}% of a core"),
+            "<= 25% of a core",
+            Some(p <= 25.0),
+        ),
+        None => r.row(&what, "unreadable".into(), "<= 25% of a core", None),
+    }
+    if let Some(p) = pct(s0, s1) {
+        r.note(format!(
+            "c: the simulator itself used {p:.1}% of a core on the same 2 shared cores"
+        ));
+    }
+    if let Some(kb) = rss {
+        r.note(format!(
+            "c: master RSS with {nodes} nodes connected: {}",
+            mb(kb)
+        ));
+    }
+    // Probe: can a client list that many nodes? (One response frame holds the whole list.)
+    // Bounded: on its own thread, given up after 10 s (the thread ends with the master).
+    let mut c = m.client();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        let res = call(
+            &mut c,
+            RequestBody::List {
+                kind: Kind::Node,
+                namespace: None,
+                selector: String::new(),
+            },
+        );
+        let _ = tx.send((res, t.elapsed()));
+    });
+    match rx.recv_timeout(Duration::from_secs(10)) {
+        Ok((Ok(ResponseBody::List { items, .. }), took)) => {
+            let ready = items
+                .iter()
+                .filter(|o| matches!(o, Object::Node(n) if n.status.is_ready()))
+                .count();
+            r.note(format!(
+                "c: List nodes returned {} nodes ({ready} Ready) in {}",
+                items.len(),
+                ms(took)
+            ));
+        }
+        Ok((other, took)) => r.note(format!(
+            "c: List nodes with {nodes} nodes failed after {}: {other:?}",
+            ms(took)
+        )),
+        Err(_) => r.note(format!(
+            "c: List nodes with {nodes} nodes got no answer within 10 s (the client hangs)"
+        )),
+    }
+    let lines = sim.stop();
+    if let Some(l) = lines.iter().find(|l| l.contains("done after")) {
+        r.note(format!("c: {l}"));
+    }
+    for l in lines.iter().filter(|l| l.contains("error x")) {
+        r.note(format!("c: {l}"));
+    }
+}
+
+/// d. apply → Running latency and e. worker memory, on one master and one real worker.
+fn worker_path(r: &mut Report, m: &MasterProc, root: &Path, pods: u32) {
+    println!("\n[d/e] real worker: idle RSS, apply -> Running latency, memory per pod");
+    let w = start_worker(
+        &m.addr,
+        &m.data_dir.join("join.token"),
+        "bench-w",
+        &root.join("de-worker"),
+    );
+    let wpid = w.proc.pid();
+    let mut c = m.client();
+    if let Err(e) = wait_node_ready(&mut c, "bench-w", Duration::from_secs(30)) {
+        r.row("d/e. worker", e, "-", None);
+        w.stop();
+        return;
+    }
+    // e (idle): after registration, before any pod.
+    std::thread::sleep(Duration::from_secs(3));
+    match rss_kb(wpid) {
+        Some(kb) => {
+            r.row(
+                "e. worker idle RSS",
+                mb(kb),
+                "<= 8 MB",
+                Some(kb <= 8 * 1024),
+            );
+            if let Some(p) = pss_kb(wpid) {
+                r.note(format!("e: worker PSS at idle {}", mb(p)));
+            }
+        }
+        None => r.row("e. worker idle RSS", "unreadable".into(), "<= 8 MB", None),
+    }
+
+    let events = watch_pods(m);
+    let mut pids: Vec<u32> = Vec::new();
+    // d: one pod at a time.
+    let mut lat = Vec::new();
+    let mut failures = Vec::new();
+    for i in 0..pods {
+        let name = format!("lat-{i}");
+        let t0 = Instant::now();
+        if let Err(e) = call(&mut c, RequestBody::Apply(vec![sleep_pod(&name, 60)])) {
+            failures.push(format!("{name}: apply: {e}"));
+            continue;
+        }
+        let deadline = t0 + Duration::from_secs(20);
+        let mut got = None;
+        while let Ok((p, at)) =
+            events.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if p.meta.name == name && p.status.phase != PodPhase::Pending {
+                got = Some((p, at));
+                break;
+            }
+        }
+        match got {
+            Some((p, at)) if p.status.phase == PodPhase::Running => {
+                lat.push(at - t0);
+                if let Some(pid) = running_pid(&p) {
+                    pids.push(pid);
+                    if let Some(pp) = ppid(pid) {
+                        pids.push(pp);
+                    }
+                }
+            }
+            Some((p, _)) => failures.push(format!(
+                "{name}: {:?}: {}",
+                p.status.phase, p.status.message
+            )),
+            None => failures.push(format!("{name}: not Running within 20 s")),
+        }
+        if let Err(e) = delete_pod(&mut c, &name) {
+            failures.push(format!("{name}: delete: {e}"));
+        }
+    }
+    lat.sort();
+    if lat.is_empty() {
+        r.row(
+            "d. apply -> Running",
+            "no pod ran".into(),
+            "p50 <= 20 ms",
+            Some(false),
+        );
+    } else {
+        let p50 = percentile(&lat, 0.5);
+        r.row(
+            &format!("d. apply -> Running ({} pods) p50", lat.len()),
+            ms(p50),
+            "<= 20 ms",
+            Some(p50 <= Duration::from_millis(20)),
+        );
+        r.row(
+            "d. apply -> Running p90",
+            ms(percentile(&lat, 0.9)),
+            "-",
+            None,
+        );
+        r.row(
+            "d. apply -> Running max",
+            ms(*lat.last().unwrap()),
+            "-",
+            None,
+        );
+        r.note(format!(
+            "d: min {}, mean {}",
+            ms(lat[0]),
+            ms(lat.iter().sum::<Duration>() / lat.len() as u32)
+        ));
+    }
+    for f in failures.iter().take(5) {
+        r.note(format!("d: failure: {f}"));
+    }
+    let left = wait_gone(&pids, Duration::from_secs(30));
+    if left > 0 {
+        r.note(format!(
+            "d: {left} pod processes still alive 30 s after their pods were deleted"
+        ));
+    }
+    while events.try_recv().is_ok() {}
+
+    // e (per pod): 20 sleeping pods.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = rss_kb(wpid).unwrap_or(0);
+    let before_pss = pss_kb(wpid).unwrap_or(0);
+    let n = 20u32;
+    let names: Vec<String> = (0..n).map(|i| format!("mem-{i}")).collect();
+    let objs: Vec<Object> = names.iter().map(|s| sleep_pod(s, 600)).collect();
+    if let Err(e) = call(&mut c, RequestBody::Apply(objs)) {
+        r.row(
+            "e. memory per pod",
+            format!("apply: {e}"),
+            "<= 0.5 MB",
+            None,
+        );
+    } else {
+        let mut running: HashMap<String, u32> = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while running.len() < names.len() {
+            let Ok((p, _)) =
+                events.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                break;
+            };
+            if let Some(pid) = running_pid(&p)
+                && p.meta.name.starts_with("mem-")
+            {
+                running.insert(p.meta.name.clone(), pid);
+            }
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let after = rss_kb(wpid).unwrap_or(0);
+        let after_pss = pss_kb(wpid).unwrap_or(0);
+        let (mut init_rss, mut init_pss, mut work_rss) = (0u64, 0u64, 0u64);
+        let mut inits = 0;
+        let mut init_comm = String::new();
+        for pid in running.values() {
+            work_rss += rss_kb(*pid).unwrap_or(0);
+            pids.push(*pid);
+            if let Some(pp) = ppid(*pid)
+                && pp != wpid
+            {
+                init_rss += rss_kb(pp).unwrap_or(0);
+                init_pss += pss_kb(pp).unwrap_or(0);
+                init_comm = comm(pp);
+                inits += 1;
+                pids.push(pp);
+            }
+        }
+        let k = running.len().max(1) as u64;
+        let delta = after.saturating_sub(before);
+        let per = (delta + init_rss) / k;
+        r.row(
+            &format!("e. memory per pod ({} pods, RSS)", running.len()),
+            format!("{:.2} MB", per as f64 / 1024.0),
+            "<= 0.5 MB",
+            Some(per * 2 <= 1024 && running.len() == names.len()),
+        );
+        let per_pss = (after_pss.saturating_sub(before_pss) + init_pss) / k;
+        r.note(format!(
+            "e: worker RSS {} -> {} (+{} kB); {inits} pod inits ({init_comm}) RSS {} kB in all \
+             ({} kB each), PSS {} kB in all; by PSS (shared pages split) {:.2} MB per pod; \
+             the workloads (/bin/sleep) themselves {} kB RSS in all, not counted",
+            mb(before),
+            mb(after),
+            delta,
+            init_rss,
+            init_rss / inits.max(1),
+            init_pss,
+            per_pss as f64 / 1024.0,
+            work_rss
+        ));
+        if running.len() < names.len() {
+            r.note(format!(
+                "e: only {}/{} pods reached Running within 60 s",
+                running.len(),
+                names.len()
+            ));
+        }
+    }
+    for name in &names {
+        let _ = delete_pod(&mut c, name);
+    }
+    let left = wait_gone(&pids, Duration::from_secs(30));
+    if left > 0 {
+        r.note(format!(
+            "e: {left} pod processes still alive 30 s after their pods were deleted"
+        ));
+    }
+    w.stop();
+}
+
+/// f. Bytes one idle real worker and the master exchange, through a counting relay.
+fn worker_traffic(root: &Path, idle: Duration) -> Vec<(String, String, String, Option<bool>)> {
+    let mut out = Vec::new();
+    let data = root.join("f-master");
+    let m = start_master(&data, &[]);
+    let relay = Relay::start(&m.addr);
+    let w = start_worker(
+        &relay.addr,
+        &data.join("join.token"),
+        "traffic-w",
+        &root.join("f-worker"),
+    );
+    let mut c = m.client();
+    if let Err(e) = wait_node_ready(&mut c, "traffic-w", Duration::from_secs(30)) {
+        out.push(("f. idle traffic per node".into(), e, "-".into(), None));
+        w.stop();
+        return out;
+    }
+    // Past the registration, the first assignment and the full status.
+    std::thread::sleep(Duration::from_secs(3));
+    let (u0, d0) = relay.bytes();
+    let c0 = relay.connections.load(Ordering::Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(idle);
+    let (u1, d1) = relay.bytes();
+    let c1 = relay.connections.load(Ordering::Relaxed);
+    let secs = t0.elapsed().as_secs_f64();
+    let per_min = |b: u64| b as f64 * 60.0 / secs;
+    let total = per_min(u1 - u0 + d1 - d0);
+    out.push((
+        format!("f. idle traffic per node ({secs:.0} s, 5 s heartbeat)"),
+        format!("{total:.0} B/min"),
+        "<= 1 KB/min".into(),
+        Some(total <= 1024.0),
+    ));
+    out.push((
+        "f: note".into(),
+        format!(
+            "worker -> master {:.0} B/min, master -> worker {:.0} B/min; the worker reconnected \
+             {} time(s) during the window ({} relay connection(s) in all); registration + first \
+             exchange before the window: {} B up, {} B down",
+            per_min(u1 - u0),
+            per_min(d1 - d0),
+            c1 - c0,
+            c1,
+            u0,
+            d0
+        ),
+        String::new(),
+        None,
+    ));
+    w.stop();
+    drop(m);
+    out
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing here takes arguments.
+    let dir = check_binaries();
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.trim().to_lowercase()).collect());
+    let on = |k: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == k));
+    let idle = Duration::from_secs(env_u64("BENCH_IDLE_SECONDS", 60).max(1));
+    let cpu_nodes = env_u64("BENCH_CPU_NODES", 5000).clamp(1, 10_000);
+    let cpu_window = Duration::from_secs(env_u64("BENCH_CPU_SECONDS", 30).max(1));
+    let pods = env_u64("BENCH_PODS", 50).clamp(1, 1000) as u32;
+    let root_ok = is_root();
+    println!(
+        "bramble cluster bench: binaries in {}; {} CPUs; idle window {} s; numbers are noisy on \
+         a shared machine",
+        dir.display(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        idle.as_secs()
+    );
+    let tmp = tempfile::Builder::new()
+        .prefix("bramble-bench-")
+        .tempdir()
+        .expect("temp dir");
+    let root = tmp.path();
+    let started = Instant::now();
+    let mut r = Report::default();
+
+    // a, and the master reused by d/e.
+    let need_a = on("a") || ((on("d") || on("e")) && root_ok);
+    let ma = need_a.then(|| start_master(&root.join("a-master"), &[]));
+    if let (Some(m), true) = (&ma, on("a")) {
+        master_idle_rss(&mut r, m);
+    }
+
+    // b and f both sit idle for the window: run them side by side.
+    let f = (on("f") && root_ok).then(|| {
+        let root = root.to_path_buf();
+        println!(
+            "\n[f] idle traffic of one real worker through a counting relay, {} s (in parallel with b)",
+            idle.as_secs()
+        );
+        std::thread::spawn(move || worker_traffic(&root, idle))
+    });
+    if on("b") {
+        master_idle_disk(&mut r, root, idle);
+    }
+    if let Some(h) = f {
+        match h.join() {
+            Ok(rows) => {
+                for (what, value, target, ok) in rows {
+                    if what == "f: note" {
+                        r.note(format!("f: {value}"));
+                    } else {
+                        r.row(&what, value, &target, ok);
+                    }
+                }
+            }
+            Err(_) => r.note("f: the traffic measurement panicked".into()),
+        }
+    }
+
+    if on("c") {
+        master_cpu(&mut r, root, cpu_nodes, cpu_window);
+    }
+
+    if let Some(m) = &ma
+        && (on("d") || on("e"))
+        && root_ok
+    {
+        worker_path(&mut r, m, root, pods);
+    }
+    if !root_ok && (on("d") || on("e") || on("f")) {
+        r.note("d, e and f skipped: they need root (namespaces, cgroups)".into());
+    }
+    drop(ma);
+    r.note(format!(
+        "whole bench took {:.0} s on {} shared CPUs: expect noise of tens of percent in CPU and \
+         latency figures",
+        started.elapsed().as_secs_f64(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    ));
+    r.print();
+}
