@@ -190,6 +190,7 @@ fn start_master(data_dir: &Path, extra: &[&str]) -> MasterProc {
         proc: Proc {
             child,
             what: "master".into(),
+            cgroup_parent: None,
         },
         addr,
         data_dir: data_dir.to_path_buf(),
@@ -230,6 +231,7 @@ fn start_worker(master_addr: &str, token_file: &Path, name: &str, state_dir: &Pa
         proc: Proc {
             child,
             what: format!("worker {name}"),
+            cgroup_parent: None,
         },
         cgroup_parent,
     }
@@ -316,6 +318,7 @@ impl NodeSim {
             proc: Proc {
                 child,
                 what: "nodesim".into(),
+                cgroup_parent: None,
             },
             stdin,
             lines: rx,

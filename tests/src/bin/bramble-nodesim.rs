@@ -426,6 +426,7 @@ async fn session(
                             stats.status_reports.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    Some(NodeDown::Ping) => {}
                     Some(NodeDown::Resync) => {
                         // Everything we "run" again, as a full status.
                         let now = now_ms();
