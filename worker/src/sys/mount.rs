@@ -83,6 +83,9 @@ pub fn loopback_up() -> Result<()> {
     // SAFETY: the kernel just returned `sock`; the OwnedFd closes it.
     let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock) };
     let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    // The request number's type differs between glibc (c_ulong) and musl (c_int).
+    #[allow(clippy::unnecessary_cast)]
+    let (get, set) = (libc::SIOCGIFFLAGS as libc::Ioctl, libc::SIOCSIFFLAGS as libc::Ioctl);
     // SAFETY: ifreq is plain old data; zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
@@ -90,13 +93,13 @@ pub fn loopback_up() -> Result<()> {
     }
     // SAFETY: SIOCGIFFLAGS reads the flags of the interface named in `req` into `req`, a valid
     // ifreq for the duration of the call.
-    if unsafe { libc::ioctl(raw, libc::SIOCGIFFLAGS, &mut req) } < 0 {
+    if unsafe { libc::ioctl(raw, get, &mut req) } < 0 {
         return Err(SysError::call("ioctl(SIOCGIFFLAGS lo)", super::errno()));
     }
     // SAFETY: after SIOCGIFFLAGS the flags member of the union is the initialised one.
     unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: SIOCSIFFLAGS reads `req`, a valid ifreq for the duration of the call.
-    if unsafe { libc::ioctl(raw, libc::SIOCSIFFLAGS, &req) } < 0 {
+    if unsafe { libc::ioctl(raw, set, &req) } < 0 {
         return Err(SysError::call("ioctl(SIOCSIFFLAGS lo)", super::errno()));
     }
     Ok(())
