@@ -140,11 +140,28 @@ fn restart_keeps_everything() {
         );
     }
     assert_eq!(json(&before)["Pod"]["spec"], json(&after)["Pod"]["spec"]);
-    // Deleting the namespace takes its pods along.
+    // Deleting the namespace takes everything in it along (a deployment too).
+    let d = write(
+        tmp.path(),
+        "d.toml",
+        "[[deployment]]\nname = \"d\"\nnamespace = \"lab\"\nreplicas = 1\n[deployment.template]\nlabels = { app = \"d\" }\n[[deployment.template.process]]\nname = \"m\"\ncommand = [\"/bin/true\"]\n",
+    );
+    m.ok(&["apply", "-f", &d]);
     m.ok(&["delete", "namespace", "lab"]);
     assert_eq!(
         m.cli(&["get", "pod", "a", "-n", "lab"]).status.code(),
         Some(3)
+    );
+    assert_eq!(
+        m.cli(&["get", "deployment", "d", "-n", "lab"])
+            .status
+            .code(),
+        Some(3)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !m.ok(&["get", "pods", "-A"]).contains(" lab "),
+        "no pod left in the deleted namespace"
     );
 }
 

@@ -198,17 +198,22 @@ async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError>
                 ));
             }
             if kind == Kind::Namespace {
-                // Everything in the namespace goes with it.
-                let (_, pods) = m.store.list(Kind::Pod, Some(&name)).await?;
-                for p in pods {
-                    let meta = p.meta();
-                    match m
-                        .store
-                        .delete(Kind::Pod, &meta.namespace, &meta.name, None)
-                        .await
-                    {
-                        Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                        Err(e) => return Err(e.into()),
+                // Everything in the namespace goes with it: owners first, so their controllers do
+                // not replace what is being deleted.
+                for k in [
+                    Kind::Deployment,
+                    Kind::DaemonSet,
+                    Kind::Job,
+                    Kind::ReplicaSet,
+                    Kind::Pod,
+                ] {
+                    let (_, objs) = m.store.list(k, Some(&name)).await?;
+                    for o in objs {
+                        let meta = o.meta();
+                        match m.store.delete(k, &meta.namespace, &meta.name, None).await {
+                            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
                     }
                 }
             }

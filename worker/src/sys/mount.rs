@@ -85,7 +85,10 @@ pub fn loopback_up() -> Result<()> {
     let raw = std::os::fd::AsRawFd::as_raw_fd(&sock);
     // The request number's type differs between glibc (c_ulong) and musl (c_int).
     #[allow(clippy::unnecessary_cast)]
-    let (get, set) = (libc::SIOCGIFFLAGS as libc::Ioctl, libc::SIOCSIFFLAGS as libc::Ioctl);
+    let (get, set) = (
+        libc::SIOCGIFFLAGS as libc::Ioctl,
+        libc::SIOCSIFFLAGS as libc::Ioctl,
+    );
     // SAFETY: ifreq is plain old data; zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
