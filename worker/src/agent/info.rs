@@ -14,17 +14,22 @@ fn bounded<const N: usize>(s: &str) -> heapless::String<N> {
     out
 }
 
+/// 32-bit ARM: rustc exposes no ARM version to `cfg!`, so ask the kernel. An ARMv6 core (Pi Zero,
+/// Pi 1) says `CPU architecture: 6`; v7 and v8 cores running 32-bit code run armv7 binaries.
+fn arm32() -> Arch {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let v6 = cpuinfo
+        .lines()
+        .filter_map(|l| l.strip_prefix("CPU architecture"))
+        .any(|v| v.trim_start_matches([' ', '\t', ':']).starts_with('6'));
+    if v6 { Arch::Armv6 } else { Arch::Armv7 }
+}
+
 /// The architecture this binary runs on.
 pub fn arch() -> Arch {
     match std::env::consts::ARCH {
         "aarch64" => Arch::Aarch64,
-        "arm" => {
-            if cfg!(target_feature = "v7") {
-                Arch::Armv7
-            } else {
-                Arch::Armv6
-            }
-        }
+        "arm" => arm32(),
         "riscv64" => Arch::Riscv64,
         _ => Arch::X86_64,
     }
