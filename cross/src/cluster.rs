@@ -212,6 +212,17 @@ impl Master {
         }
     }
 
+    /// The length of its log: pass to [`Master::log_since`].
+    pub fn log_len(&self) -> usize {
+        fs::metadata(&self.log).map_or(0, |m| m.len() as usize)
+    }
+
+    /// Its log after `mark`, colours removed.
+    pub fn log_since(&self, mark: usize) -> String {
+        let b = fs::read(&self.log).unwrap_or_default();
+        strip_ansi(&String::from_utf8_lossy(b.get(mark..).unwrap_or_default()))
+    }
+
     /// The last `n` lines of its log.
     pub fn log_tail(&self, n: usize) -> String {
         let s = fs::read_to_string(&self.log).unwrap_or_default();
@@ -314,9 +325,19 @@ pub fn strip_ansi(s: &str) -> String {
 
 /// The check over the whole run: no worker dropped an idle connection to a live master.
 pub fn connection_stability(c: &Cluster) -> Result<String> {
-    let lines = c.silences();
+    let (lines, longest) = c.silences();
     if lines.is_empty() {
-        return Ok("no `master silent` on any console".into());
+        // The worker's idle limit is 16 s with a 1 s heartbeat: a shorter run proves nothing.
+        if longest < Duration::from_secs(40) {
+            bail!(
+                "could not be checked: no guest ran 40 s (longest {:.1} s) because earlier steps failed",
+                longest.as_secs_f64()
+            );
+        }
+        return Ok(format!(
+            "no `master silent` on any console (longest guest uptime {:.0} s)",
+            longest.as_secs_f64()
+        ));
     }
     bail!(
         "{} time(s) a worker dropped its connection to a live master as `master silent`:\n  {}\n\
@@ -356,10 +377,21 @@ pub fn node_ready(node: &Value) -> bool {
     })
 }
 
-/// Whether a node is Ready on a heartbeat the master received at or after `since_ms` (ms since
-/// the Unix epoch): a restarted master may show the Ready condition it stored before.
+/// Whether a node's Ready condition holds and became true at or after `since_ms` (ms since the
+/// Unix epoch): a new registration, not a condition left from an earlier run.
 pub fn node_ready_since(node: &Value, since_ms: u64) -> bool {
-    node_ready(node) && node["status"]["last_heartbeat_ms"].as_u64().unwrap_or(0) >= since_ms
+    node["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter().any(|c| {
+            c["kind"] == "Ready"
+                && c["status"] == true
+                && c["since_ms"].as_u64().unwrap_or(0) >= since_ms
+        })
+    })
+}
+
+/// When a pod's first process started (ms since the Unix epoch), if it is running.
+pub fn pod_started_ms(pod: &Value) -> Option<u64> {
+    pod["status"]["processes"][0]["state"]["Running"]["started_ms"].as_u64()
 }
 
 /// Milliseconds since the Unix epoch.
@@ -431,8 +463,8 @@ pub struct Cluster {
     pub bramble: PathBuf,
     /// The guests, by board (index as in [`BOARDS`]); `Err` if the board could not be set up.
     pub nodes: Vec<std::result::Result<ClusterNode, String>>,
-    /// Consoles of guests that were shut down or replaced: (node name, console text).
-    pub consoles: Vec<(String, String)>,
+    /// Consoles of guests that were shut down or replaced: (node name, console text, uptime).
+    pub consoles: Vec<(String, String, Duration)>,
 }
 
 impl Cluster {
@@ -534,30 +566,31 @@ impl Cluster {
         let Ok(node) = self.node(i) else { return };
         if let Some(mut g) = node.guest.take() {
             let _ = g.kill();
-            let entry = (node.spec.node_name.clone(), g.console_log());
+            let entry = (node.spec.node_name.clone(), g.console_log(), g.uptime());
             self.consoles.push(entry);
         }
     }
 
     /// Lines where a worker gave up on an idle master connection (`master silent`), from every
-    /// console of the run (retired and running guests).
-    pub fn silences(&self) -> Vec<String> {
+    /// console of the run (retired and running guests), and the longest guest uptime.
+    pub fn silences(&self) -> (Vec<String>, Duration) {
         let running = self.nodes.iter().flatten().filter_map(|n| {
             n.guest
                 .as_ref()
-                .map(|g| (n.spec.node_name.clone(), g.console_log()))
+                .map(|g| (n.spec.node_name.clone(), g.console_log(), g.uptime()))
         });
-        self.consoles
-            .iter()
-            .cloned()
-            .chain(running)
-            .flat_map(|(name, log)| {
+        let all: Vec<_> = self.consoles.iter().cloned().chain(running).collect();
+        let longest = all.iter().map(|(_, _, u)| *u).max().unwrap_or_default();
+        let lines = all
+            .into_iter()
+            .flat_map(|(name, log, _)| {
                 log.lines()
                     .filter(|l| l.contains("master silent"))
                     .map(|l| format!("{name}: {}", strip_ansi(l)))
                     .collect::<Vec<_>>()
             })
-            .collect()
+            .collect();
+        (lines, longest)
     }
 
     /// Boot node `i`'s guest on its state disk and wait for the ready marker (≤ 120 s).
@@ -942,6 +975,7 @@ pub fn power_cut(c: &mut Cluster) -> Result<String> {
 
     // Boot again on the same disk, master down: the worker must restart its pods alone.
     let t0 = Instant::now();
+    let reboot_ms = now_ms();
     c.boot(0)?;
     for p in pods {
         let g = c.node(0)?.guest()?;
@@ -963,23 +997,37 @@ pub fn power_cut(c: &mut Cluster) -> Result<String> {
     let bramble = c.bramble.clone();
     let data = c.master.data_dir.clone();
     let port = c.master.port;
-    let restart_ms = now_ms();
+    let log_mark = c.master.log_len();
     c.master = Master::start(&bramble, &data, port)?;
     let t_master = Instant::now();
+    // The stored Ready condition may survive the restart: wait for the node's connection (the
+    // master logs it) and Ready in `bramble get nodes`.
+    let connected = format!("node connected node={node}");
     c.wait(
         Duration::from_secs(90),
-        &format!("node {node} Ready on a heartbeat after the master restart"),
+        &format!("node {node} reconnected and Ready after the master restart"),
         |c, last| {
             let n = c.master.node(&node)?;
-            *last = format!("{n:?}");
-            Ok(n.as_ref()
-                .is_some_and(|n| node_ready_since(n, restart_ms))
-                .then_some(()))
+            let seen = c.master.log_since(log_mark).contains(&connected);
+            *last = format!("`{connected}` in the master log: {seen}; node {n:?}");
+            Ok((seen && n.as_ref().is_some_and(node_ready)).then_some(()))
         },
     )?;
     let ready_after_master = t_master.elapsed();
+    // The stored status said Running before the cut: wait for the worker's report of the
+    // processes it started after the reboot.
     for p in pods {
-        let v = c.wait_running(p, Duration::from_secs(60))?;
+        let v = c.wait(
+            Duration::from_secs(60),
+            &format!("pod {p} Running, started after the reboot"),
+            |c, last| {
+                let v = c.master.pod(p)?;
+                *last = format!("{v:?}");
+                Ok(v.filter(|v| {
+                    pod_phase(v) == "Running" && pod_started_ms(v).is_some_and(|t| t >= reboot_ms)
+                }))
+            },
+        )?;
         if pod_node(&v) != node {
             return Err(c.failure(&format!(
                 "pod {p} is on {:?} after the power cut",
