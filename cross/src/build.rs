@@ -130,7 +130,7 @@ pub fn build(board: &Board, release: bool, bins: &[Bin]) -> Result<Vec<Built>> {
     let mut cmd = Command::new(cargo());
     cmd.current_dir(crate::util::workspace_root()).args([
         "build",
-        "--message-format=json-render-diagnostics",
+        "--message-format=json",
         "--target",
         &board.target,
     ]);
@@ -147,16 +147,30 @@ pub fn build(board: &Board, release: bool, bins: &[Bin]) -> Result<Vec<Built>> {
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("run {shown}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Render the compiler's messages (cargo's JSON carries them) and keep the errors, so that a
+    // failing build says why in its error, not only on the console.
+    let errors = compiler_errors(&stdout);
     if !out.status.success() {
+        let shown_errors = errors
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
         bail!(
-            "`{shown}` failed ({}); see the errors above.\n  hints: rustup target add {}; apt-get install {} {}",
+            "`{shown}` failed ({}){}\n  hints: rustup target add {}; apt-get install {} {}",
             out.status,
+            if errors.is_empty() {
+                "; see the errors above.".to_string()
+            } else {
+                format!(":\n{shown_errors}")
+            },
             board.target,
             toolchain(&board.target)?.2,
             libc_dev(&board.target)
         );
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let profile = if release { "release" } else { "debug" };
     let out_dir = crate::util::target_dir()
         .join("bramble-cross")
@@ -187,6 +201,26 @@ pub fn build(board: &Board, release: bool, bins: &[Bin]) -> Result<Vec<Built>> {
         });
     }
     Ok(built)
+}
+
+/// Prints every compiler message in cargo's JSON output (as rustc renders it) to stderr and
+/// returns the rendered errors.
+fn compiler_errors(json_lines: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    for v in json_lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-message")
+    {
+        let Some(rendered) = v["message"]["rendered"].as_str() else {
+            continue;
+        };
+        eprint!("{rendered}");
+        if v["message"]["level"] == "error" {
+            errors.push(rendered.trim_end().to_string());
+        }
+    }
+    errors
 }
 
 fn executable(json_lines: &str, bin_name: &str) -> Option<PathBuf> {

@@ -50,14 +50,23 @@ enum Cmd {
         #[arg(long)]
         board: Vec<String>,
     },
-    /// Boot QEMU boards with the cross-built worker and check the guest (the smoke test).
+    /// Boot QEMU boards with the cross-built worker and check the guest (the smoke test), then
+    /// run the cluster scenarios against a real master (registration, arch pinning, logs and
+    /// OOM, power cut).
     QemuTest {
-        /// QEMU board (default: all QEMU boards).
+        /// QEMU board for the smoke test (default: all QEMU boards).
         #[arg(long)]
         board: Vec<String>,
-        /// Use this worker binary instead of building one.
+        /// Use this worker binary instead of building one (with one --board; the cluster
+        /// scenarios use it for that board).
         #[arg(long)]
         worker: Option<PathBuf>,
+        /// Only the smoke test.
+        #[arg(long, conflicts_with = "cluster_only")]
+        smoke_only: bool,
+        /// Only the cluster scenarios.
+        #[arg(long)]
+        cluster_only: bool,
     },
     /// (Internal) QEMU guestfwd relay: stdin/stdout <-> ADDR on loopback.
     #[command(hide = true)]
@@ -123,9 +132,22 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Cmd::QemuTest { board, worker } => {
+        Cmd::QemuTest {
+            board,
+            worker,
+            smoke_only,
+            cluster_only,
+        } => {
+            if worker.is_some() && board.len() != 1 {
+                bail!("--worker needs exactly one --board");
+            }
             let mut failed = Vec::new();
-            for b in qemu_boards(boards, &board)? {
+            let smoke_boards = if cluster_only {
+                Vec::new()
+            } else {
+                qemu_boards(boards, &board)?
+            };
+            for b in smoke_boards {
                 let worker = match &worker {
                     Some(w) => w.clone(),
                     None => build::build(b, true, &[Bin::Worker])?.remove(0).stripped,
@@ -139,13 +161,45 @@ fn run(cli: Cli) -> Result<()> {
                     }
                 }
             }
+            if !smoke_only {
+                failed.extend(cluster(&board, worker.as_deref())?);
+            }
             if !failed.is_empty() {
-                bail!("qemu-test failed for: {}", failed.join(", "));
+                bail!("qemu-test failed: {}", failed.join(", "));
             }
         }
         Cmd::Relay { addr } => bramble_cross::relay::relay(&addr),
     }
     Ok(())
+}
+
+/// The cluster scenarios; returns the failed ones.
+fn cluster(board: &[String], worker: Option<&std::path::Path>) -> Result<Vec<String>> {
+    use bramble_cross::cluster::{BOARDS, host_bramble, run_suite};
+    // Build the host's `bramble` now: the one next to `cross` may be stale.
+    host_bramble(true)?;
+    let workers: Vec<Option<PathBuf>> = BOARDS
+        .iter()
+        .map(|b| {
+            worker
+                .filter(|_| board.first().is_some_and(|x| x == b))
+                .map(std::path::Path::to_path_buf)
+        })
+        .collect();
+    println!("== cluster scenarios ({})", BOARDS.join(", "));
+    let report = run_suite(&workers, None)?;
+    for o in &report.outcomes {
+        if let Err(e) = &o.result {
+            println!("FAIL {}: {e:#}\n", o.name);
+        }
+    }
+    println!("{report}");
+    Ok(report
+        .outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| format!("cluster: {}", o.name))
+        .collect())
 }
 
 fn qemu_boards<'a>(boards: &'a [Board], names: &[String]) -> Result<Vec<&'a Board>> {
