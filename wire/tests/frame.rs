@@ -425,7 +425,7 @@ fn unknown_enum_tags() {
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<NodeDown>(&[4]).unwrap_err(),
+        frame::decode::<NodeDown>(&[5]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(

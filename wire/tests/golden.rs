@@ -737,3 +737,98 @@ fn typical_frame_sizes() {
     let assign = NodeDown::Assign(assignment(10));
     assert_eq!(len(frame::encode_vec(&assign, usize::MAX).unwrap()), 1516);
 }
+
+#[test]
+fn controller_objects_and_ping() {
+    use bramble_wire::objects::{
+        DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, Event, Job, JobSpec, Kind, Meta,
+        Object, PodTemplate, ProcessSpec, ReplicaSet, ReplicaSetSpec,
+    };
+    check(NodeDown::Ping, "04");
+    let meta = |name: &str| Meta {
+        name: name.into(),
+        namespace: "default".into(),
+        uid: "u1".into(),
+        revision: 7,
+        ..Default::default()
+    };
+    let template = PodTemplate {
+        labels: [("app".to_string(), "web".to_string())].into(),
+        spec: bramble_wire::objects::PodSpec {
+            processes: vec![ProcessSpec {
+                name: "main".into(),
+                command: vec!["/srv/web".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    };
+    check(
+        Object::Deployment(Deployment {
+            meta: meta("web"),
+            spec: DeploymentSpec {
+                replicas: 4,
+                selector: template.labels.clone(),
+                template: template.clone(),
+                max_surge: 1,
+                max_unavailable: 0,
+                min_ready_ms: 0,
+                revision_history: 10,
+            },
+            status: Default::default(),
+        }),
+        "03037765620764656661756c74000275310700000401036170700377656201036170700377656201046d61696e01082f7372762f77656200000000000000000000000000000000000100000a0000000000",
+    );
+    check(
+        Object::ReplicaSet(ReplicaSet {
+            meta: meta("web-1a2b3c4d"),
+            spec: ReplicaSetSpec {
+                replicas: 4,
+                selector: template.labels.clone(),
+                template: template.clone(),
+                revision: 1,
+                min_ready_ms: 0,
+            },
+            status: Default::default(),
+        }),
+        "040c7765622d31613262336334640764656661756c74000275310700000401036170700377656201036170700377656201046d61696e01082f7372762f776562000000000000000000000000000000000001000000",
+    );
+    check(
+        Object::DaemonSet(DaemonSet {
+            meta: meta("agent"),
+            spec: DaemonSetSpec {
+                selector: template.labels.clone(),
+                template: template.clone(),
+                max_unavailable: 1,
+            },
+            status: Default::default(),
+        }),
+        "05056167656e740764656661756c740002753107000001036170700377656201036170700377656201046d61696e01082f7372762f77656200000000000000000000000000000000000100000000",
+    );
+    check(
+        Object::Job(Job {
+            meta: meta("backup"),
+            spec: JobSpec {
+                completions: 2,
+                parallelism: 1,
+                backoff_limit: 3,
+                active_deadline_ms: None,
+                template: template.clone(),
+            },
+            status: Default::default(),
+        }),
+        "06066261636b75700764656661756c74000275310700000201030001036170700377656201046d61696e01082f7372762f776562000000000000000000000000000000000000000000000000",
+    );
+    check(
+        Object::Event(Event {
+            meta: meta("web.1"),
+            object_kind: Some(Kind::Pod),
+            object_name: "web-x".into(),
+            reason: "Scheduled".into(),
+            message: "assigned to node n1".into(),
+            count: 1,
+            last_ms: 1_700_000_000_000,
+        }),
+        "07057765622e310764656661756c74000275310700000102057765622d78095363686564756c65641361737369676e656420746f206e6f6465206e310180d095ffbc31",
+    );
+}
