@@ -354,77 +354,54 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         ));
     }
     // Merge: keep identity and status from the stored object; the user owns spec and labels.
-    let merged = match (cur.clone(), o) {
+    let labels = o.meta().labels.clone();
+    let immutable = |what: &str| {
+        err(
+            ErrorCode::Conflict,
+            format!(
+                "{what} {name:?} in namespace {ns:?} exists with a different spec, which cannot change: `bramble delete {what} {name} -n {ns}` and apply again"
+            ),
+        )
+    };
+    let mut merged = match (cur.clone(), o) {
         (Object::Pod(c), Object::Pod(mut n)) => {
-            let mut new_spec = n.spec.clone();
-            if new_spec.node_name.is_none() {
-                new_spec.node_name = c.spec.node_name.clone();
+            if n.spec.node_name.is_none() {
+                n.spec.node_name = c.spec.node_name.clone();
             }
-            if new_spec != c.spec {
-                return Err(err(
-                    ErrorCode::Conflict,
-                    format!(
-                        "pod {name:?} in namespace {ns:?} exists with a different spec; a pod's spec cannot change: `bramble delete pod {name} -n {ns}` and apply again"
-                    ),
-                ));
+            if n.spec != c.spec {
+                return Err(immutable("pod"));
             }
-            n.spec = new_spec;
-            n.meta = Meta {
-                labels: n.meta.labels,
-                ..c.meta.clone()
-            };
             n.status = c.status;
             Object::Pod(n)
         }
+        (Object::Job(c), Object::Job(mut n)) => {
+            if n.spec != c.spec {
+                return Err(immutable("job"));
+            }
+            n.status = c.status;
+            Object::Job(n)
+        }
         (Object::Node(c), Object::Node(mut n)) => {
-            n.meta = Meta {
-                labels: n.meta.labels,
-                ..c.meta.clone()
-            };
             n.status = c.status;
             Object::Node(n)
         }
         (Object::Namespace(c), Object::Namespace(mut n)) => {
-            n.meta = Meta {
-                labels: n.meta.labels,
-                ..c.meta.clone()
-            };
             n.phase = c.phase;
             Object::Namespace(n)
         }
         (Object::Deployment(c), Object::Deployment(mut n)) => {
-            n.meta = Meta {
-                labels: n.meta.labels,
-                ..c.meta.clone()
-            };
             n.status = c.status;
             Object::Deployment(n)
         }
         (Object::DaemonSet(c), Object::DaemonSet(mut n)) => {
-            n.meta = Meta {
-                labels: n.meta.labels,
-                ..c.meta.clone()
-            };
             n.status = c.status;
             Object::DaemonSet(n)
         }
-        (Object::Job(c), Object::Job(mut n)) => {
-            if n.spec != c.spec {
-                return Err(err(
-                    ErrorCode::Conflict,
-                    format!(
-                        "job {name:?} in namespace {ns:?} exists with a different spec; a job cannot change: `bramble delete job {name} -n {ns}` and apply again"
-                    ),
-                ));
-            }
-            n.meta = Meta {
-                labels: n.meta.labels,
-                ..c.meta.clone()
-            };
-            n.status = c.status;
-            Object::Job(n)
-        }
         _ => return Err(err(ErrorCode::Internal, "kind mismatch")),
+    };
+    *merged.meta_mut() = Meta {
+        labels,
+        ..cur.meta().clone()
     };
     if merged == cur {
         return Ok(applied(cur.meta().revision, ApplyOutcome::Unchanged));
