@@ -184,6 +184,7 @@ fn setup_root(cfg: &InitConfig) -> Result<(), Error> {
 /// The init's main loop. Returns its exit code: 0 if the first process completed.
 pub fn run(state_dir: &Path) -> Result<i32, Error> {
     let cfg: InitConfig = postcard::from_bytes(&std::fs::read(state_dir.join("config"))?)?;
+    spawn::protect_from_oom();
     let sfd = sysproc::block_signals(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP])?;
     let state_fd = sysproc::open_dir(state_dir)?;
     let log_fd = sysproc::open_dir(Path::new(&cfg.log_dir))?;

@@ -239,10 +239,17 @@ mod ids {
     pub const SETRESUID: libc::c_long = libc::SYS_setresuid;
 }
 
+/// Makes the calling process (the pod init) the OOM killer's last choice, so that inside a
+/// pod's memory limit the kernel kills the workload that allocates, not the init that reports it.
+/// Best effort: without CAP_SYS_RESOURCE it stays as it was.
+pub fn protect_from_oom() {
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+}
+
 /// Forks and execs one process of the pod. Returns its PID once `execve` succeeded; a failure
 /// before `execve` is reported as [`SysError::ChildSetup`] (the child is reaped).
 ///
-/// In the child: default signal mask and dispositions, cgroup join, new session, stdio, working
+/// In the child: `oom_score_adj` back to 0, default signal mask and dispositions, cgroup join, new session, stdio, working
 /// directory, `setgroups`/`setresgid`/`setresuid` (raw syscalls), `PR_SET_NO_NEW_PRIVS`, `execve`.
 pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
     let (err_r, err_w) =
@@ -322,6 +329,16 @@ unsafe fn process_child(
             libc::write(err_w, msg.as_ptr().cast(), msg.len());
             libc::_exit(127)
         };
+        // The pod init shields itself from the OOM killer (`protect_from_oom`); the workload
+        // must not inherit that shield.
+        let adj = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if adj >= 0 {
+            libc::write(adj, b"0".as_ptr().cast(), 1);
+            libc::close(adj);
+        }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
