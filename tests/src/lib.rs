@@ -214,15 +214,7 @@ impl MasterProc {
 
     /// Runs the CLI and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.cli(args);
-        assert!(
-            o.status.success(),
-            "bramble {args:?} failed ({:?}): {}{}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        crate::succeeded(args, self.cli(args))
     }
 
     /// An API client.
@@ -234,6 +226,18 @@ impl MasterProc {
         ))
         .expect("connect")
     }
+}
+
+/// Asserts that a CLI run succeeded, showing its output if not; returns stdout.
+pub fn succeeded(args: &[&str], o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "bramble {args:?} failed ({:?}): {}{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Starts `bramble-worker` against `master`.

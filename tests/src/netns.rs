@@ -302,15 +302,7 @@ impl NetMaster {
 
     /// Runs the CLI and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.cli(args);
-        assert!(
-            o.status.success(),
-            "bramble {args:?} failed ({:?}): {}{}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        crate::succeeded(args, self.cli(args))
     }
 
     /// Node name -> status column of `bramble get nodes` (`Ready`, `NotReady`, ...).

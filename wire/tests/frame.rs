@@ -14,37 +14,8 @@ use bramble_wire::objects::{Kind, Object};
 use bramble_wire::{
     DEFAULT_MAX_FRAME, DeviceUp, Handshake, Heartbeat, Hello, PROTOCOL_VERSION, Role, WireError,
 };
-use common::{heartbeat, hello_pod, hs, node_info};
+use common::{TrackingBuf, heartbeat, hello_pod, hs, node_info};
 use futures_lite::{AsyncRead, AsyncWriteExt};
-
-/// A frame buffer that records how much it was ever asked to reserve and to hold.
-#[derive(Debug, Default)]
-struct TrackingBuf {
-    bytes: Vec<u8>,
-    peak_len: Rc<Cell<usize>>,
-    peak_reserve: Rc<Cell<usize>>,
-}
-
-impl frame::FrameBuf for TrackingBuf {
-    fn clear(&mut self) {
-        self.bytes.clear();
-    }
-    fn extend(&mut self, bytes: &[u8]) -> Result<(), WireError> {
-        self.bytes.extend_from_slice(bytes);
-        self.peak_len.set(self.peak_len.get().max(self.bytes.len()));
-        Ok(())
-    }
-    fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-    fn capacity_limit(&self) -> usize {
-        usize::MAX
-    }
-    fn reserve_exact(&mut self, len: usize) {
-        // Record only: a test must not actually allocate what a hostile header announces.
-        self.peak_reserve.set(self.peak_reserve.get().max(len));
-    }
-}
 
 fn hello(version: u16) -> Handshake {
     Handshake::Hello(Hello {

@@ -233,34 +233,6 @@ fn request() -> impl Strategy<Value = Request> {
     (any::<u32>(), body).prop_map(|(id, body)| Request { id, body })
 }
 
-/// Records the most the decoder ever reserved or held.
-#[derive(Debug)]
-struct Peak {
-    bytes: Vec<u8>,
-    held: Rc<Cell<usize>>,
-    reserved: Rc<Cell<usize>>,
-}
-
-impl frame::FrameBuf for Peak {
-    fn clear(&mut self) {
-        self.bytes.clear();
-    }
-    fn extend(&mut self, bytes: &[u8]) -> Result<(), WireError> {
-        self.bytes.extend_from_slice(bytes);
-        self.held.set(self.held.get().max(self.bytes.len()));
-        Ok(())
-    }
-    fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-    fn capacity_limit(&self) -> usize {
-        usize::MAX
-    }
-    fn reserve_exact(&mut self, len: usize) {
-        self.reserved.set(self.reserved.get().max(len));
-    }
-}
-
 /// Feeds `stream` in the given chunk sizes (cycled); returns the bodies and the first error.
 fn feed<B: frame::FrameBuf>(
     dec: &mut Decoder<B>,
@@ -353,7 +325,7 @@ proptest! {
     ) {
         let held = Rc::new(Cell::new(0));
         let reserved = Rc::new(Cell::new(0));
-        let buf = Peak { bytes: Vec::new(), held: held.clone(), reserved: reserved.clone() };
+        let buf = common::TrackingBuf { bytes: Vec::new(), peak_len: held.clone(), peak_reserve: reserved.clone() };
         let mut dec = Decoder::new(buf, max);
         let chunked = feed(&mut dec, &bytes, &sizes);
         prop_assert!(held.get() <= max, "held {} > max {}", held.get(), max);

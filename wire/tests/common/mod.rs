@@ -2,6 +2,9 @@
 //! No randomness and no clock: every value here is the same on every run.
 #![allow(dead_code)] // each test crate uses a different subset
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 use bramble_wire::msg::Assignment;
 use bramble_wire::objects::{
     Labels, Meta, NetworkMode, Pod, PodSpec, PodStatus, ProcessSpec, Resources, RestartPolicy,
@@ -106,5 +109,37 @@ pub fn assignment(n: usize) -> Assignment {
     Assignment {
         revision: 1234,
         pods: (0..n).map(|i| hello_pod(&format!("hello-{i}"))).collect(),
+    }
+}
+
+/// A frame buffer that records how much it was ever asked to reserve and to hold.
+#[derive(Debug, Default)]
+pub struct TrackingBuf {
+    /// What it holds.
+    pub bytes: Vec<u8>,
+    /// Most bytes ever held.
+    pub peak_len: Rc<Cell<usize>>,
+    /// Most bytes ever asked to reserve.
+    pub peak_reserve: Rc<Cell<usize>>,
+}
+
+impl bramble_wire::frame::FrameBuf for TrackingBuf {
+    fn clear(&mut self) {
+        self.bytes.clear();
+    }
+    fn extend(&mut self, bytes: &[u8]) -> Result<(), bramble_wire::WireError> {
+        self.bytes.extend_from_slice(bytes);
+        self.peak_len.set(self.peak_len.get().max(self.bytes.len()));
+        Ok(())
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    fn capacity_limit(&self) -> usize {
+        usize::MAX
+    }
+    fn reserve_exact(&mut self, len: usize) {
+        // Record only: a test must not actually allocate what a hostile header announces.
+        self.peak_reserve.set(self.peak_reserve.get().max(len));
     }
 }
