@@ -172,6 +172,7 @@ fn cluster() -> (Vec<Node>, Vec<Deployment>, Vec<ReplicaSet>, Vec<Pod>) {
                         },
                         restarts: 0,
                         last_exit: None,
+                        ready: true,
                     }],
                     message: String::new(),
                     updated_ms: 5,

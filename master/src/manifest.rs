@@ -518,6 +518,9 @@ fn pod_spec(t: TemplateM, what: &str) -> Result<PodSpec, String> {
                     },
                 })
                 .collect(),
+            liveness: None,
+            readiness: None,
+            env_from: Vec::new(),
         })
         .collect();
     let mut volumes = Vec::new();

@@ -199,7 +199,71 @@ pub fn check_object(obj: &Object) -> Result<(), Invalid> {
             Ok(())
         }
         Object::Node(_) | Object::Namespace(_) | Object::Event(_) => Ok(()),
+        Object::Service(s) => {
+            let at = |f: &str| format!("service {:?}: {f}", meta.name);
+            if s.spec.selector.is_empty() {
+                return Err(invalid(
+                    at("selector"),
+                    "give the labels of the pods to serve, e.g. selector = { app = \"web\" }",
+                ));
+            }
+            for (k, v) in &s.spec.selector {
+                check_label(&at("selector"), k, v)?;
+            }
+            if s.spec.port == 0 || s.spec.target_port == 0 {
+                return Err(invalid(
+                    at("port"),
+                    "port (where every node listens) and target_port (the pods' port) must be 1-65535",
+                ));
+            }
+            Ok(())
+        }
+        Object::ConfigMap(c) => check_data(
+            &format!("configmap {:?}", meta.name),
+            c.data.iter().map(|(k, v)| (k.as_str(), v.len())),
+        ),
+        Object::Secret(c) => check_data(
+            &format!("secret {:?}", meta.name),
+            c.data.iter().map(|(k, v)| (k.as_str(), v.len())),
+        ),
+        Object::Endpoints(_) | Object::Artifact(_) => Ok(()),
     }
+}
+
+/// Most bytes of data in one config map or secret (it travels in one frame).
+pub const MAX_DATA_BYTES: usize = 48 * 1024;
+
+/// Checks config map / secret keys (they become file names) and the total size.
+fn check_data<'a>(
+    what: &str,
+    entries: impl Iterator<Item = (&'a str, usize)>,
+) -> Result<(), Invalid> {
+    let mut total = 0usize;
+    for (k, len) in entries {
+        if k.is_empty()
+            || k == "."
+            || k == ".."
+            || k.len() > 253
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(invalid(
+                format!("{what}: data.{k:?}"),
+                "keys become file names: use 1-253 characters of a-z, A-Z, 0-9, '.', '_' and '-' (not \".\" or \"..\")",
+            ));
+        }
+        total += k.len() + len;
+    }
+    if total > MAX_DATA_BYTES {
+        return Err(invalid(
+            format!("{what}: data"),
+            format!(
+                "{total} bytes is over the {MAX_DATA_BYTES}-byte limit; split it, or ship large files in an artifact"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a controller's pod template: a valid pod, with labels its selector matches.
@@ -314,7 +378,10 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
 
 /// Whether `kind` may be written by clients through apply.
 pub fn client_may_apply(kind: Kind) -> bool {
-    !matches!(kind, Kind::ReplicaSet | Kind::Event)
+    !matches!(
+        kind,
+        Kind::ReplicaSet | Kind::Event | Kind::Endpoints | Kind::Artifact
+    )
 }
 
 #[cfg(test)]

@@ -64,8 +64,11 @@ pub use core_msg::*;
 pub use error::WireError;
 
 /// The protocol version this build speaks (and the newest it accepts).
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2 added probes, `env_from` and readiness to pods and config maps and artifacts to
+/// assignments. No version-1 peer was ever released, so the master speaks version 2 only.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest protocol version this build still accepts.
-pub const MIN_PROTOCOL_VERSION: u16 = 1;
+pub const MIN_PROTOCOL_VERSION: u16 = 2;
 /// Default maximum frame body size: 64 KiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;

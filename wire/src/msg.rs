@@ -10,16 +10,21 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+use crate::core_msg::Arch;
 use crate::core_msg::{Heartbeat, NodeInfo};
-use crate::objects::{Kind, Object, Pod, PodStatus};
+use crate::objects::{Artifact, ConfigMap, Endpoints, Kind, Object, Pod, PodStatus, Secret};
 
 /// A pod as assigned to a node: enough to run it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct Assignment {
     /// The store revision this assignment set reflects.
     pub revision: u64,
     /// Every pod the node should run, complete (the set replaces the previous one).
     pub pods: Vec<Pod>,
+    /// The config maps those pods use (volumes, `env_from`).
+    pub config_maps: Vec<ConfigMap>,
+    /// The artifacts those pods use as rootfs.
+    pub artifacts: Vec<Artifact>,
 }
 
 /// Status of one pod as the node sees it.
@@ -70,6 +75,17 @@ pub enum NodeUp {
         /// Why it ended early, if it did.
         error: Option<String>,
     },
+    /// Read part of an artifact tarball; answered by [`NodeDown::ArtifactChunk`].
+    ArtifactGet {
+        /// Correlates the answer.
+        request: u32,
+        /// The tarball's sha256 (lowercase hex).
+        sha256: String,
+        /// Byte offset.
+        offset: u64,
+        /// Bytes wanted (the master may send fewer; at most 32 KiB).
+        len: u32,
+    },
 }
 
 /// Master → worker.
@@ -102,6 +118,27 @@ pub enum NodeDown {
     /// Keepalive: the master sends it when it had nothing else to say for a few heartbeat
     /// intervals, so a worker can tell a quiet master from a dead connection.
     Ping,
+    /// The endpoints of every service in the cluster (the set replaces the previous one); each
+    /// node's proxy serves them all.
+    Endpoints(Vec<Endpoints>),
+    /// The secrets the node's pods use (the set replaces the previous one). Workers keep them in
+    /// memory and on tmpfs only, never on the node's disk.
+    Secrets(Vec<Secret>),
+    /// Part of an artifact tarball, for [`NodeUp::ArtifactGet`].
+    ArtifactChunk {
+        /// The request.
+        request: u32,
+        /// Bytes from the requested offset (empty at the end of the file).
+        data: Vec<u8>,
+        /// Why the read failed, if it did.
+        error: Option<String>,
+    },
+    /// The node's own credential, issued after it joined with a join token: it uses this (not
+    /// the join token) from now on.
+    Credential {
+        /// Node secret.
+        secret: String,
+    },
 }
 
 /// A client request.
@@ -169,6 +206,73 @@ pub enum RequestBody {
         /// Start this many bytes before the end.
         tail_bytes: Option<u64>,
     },
+    /// Start (or resume) uploading an artifact variant. Answered by
+    /// [`ResponseBody::ArtifactProgress`] with the bytes the master already holds.
+    ArtifactBegin {
+        /// Artifact name.
+        name: String,
+        /// Architecture of this variant.
+        arch: Arch,
+        /// sha256 of the whole tarball (lowercase hex).
+        sha256: String,
+        /// Size of the whole tarball.
+        size: u64,
+    },
+    /// Bytes of an upload begun with [`RequestBody::ArtifactBegin`]. The chunk that completes the
+    /// file makes the master verify the hash and record the variant.
+    ArtifactChunk {
+        /// sha256 given at the beginning.
+        sha256: String,
+        /// Offset of `data` (must equal the bytes held so far).
+        offset: u64,
+        /// Bytes (at most 32 KiB).
+        data: Vec<u8>,
+    },
+    /// Create a join token (admin only).
+    TokenCreate {
+        /// Lifetime in seconds; `None` = until revoked.
+        ttl_s: Option<u64>,
+        /// Free text.
+        description: String,
+    },
+    /// List join tokens and node credentials (admin only; secrets are not included).
+    TokenList,
+    /// Revoke a join token or a node credential by id; a node whose credential is revoked is
+    /// cut off at its next frame.
+    TokenRevoke {
+        /// Token id.
+        id: String,
+    },
+}
+
+/// What a token lets its holder do.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Register new nodes (once per node name).
+    Join,
+    /// One node's own credential.
+    Node,
+    /// Everything.
+    Admin,
+}
+
+/// A token as listed (never with its secret).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Public id.
+    pub id: String,
+    /// Kind.
+    pub kind: TokenKind,
+    /// The node, for node credentials.
+    pub node: Option<String>,
+    /// Free text.
+    pub description: String,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// Expiry, ms since the epoch.
+    pub expires_ms: Option<u64>,
+    /// Revoked.
+    pub revoked: bool,
 }
 
 /// Outcome of applying one object.
@@ -275,4 +379,19 @@ pub enum ResponseBody {
     End,
     /// The call failed.
     Error(ApiError),
+    /// How many bytes of an artifact upload the master holds; equal to the size once the upload
+    /// is complete and verified.
+    ArtifactProgress {
+        /// Bytes held.
+        offset: u64,
+    },
+    /// A new token and, once only, its secret form.
+    TokenCreated {
+        /// The token's listing.
+        info: TokenInfo,
+        /// What to give `bramble-worker --token-file`.
+        token: String,
+    },
+    /// Tokens.
+    Tokens(Vec<TokenInfo>),
 }

@@ -31,11 +31,22 @@ pub enum Kind {
     Job,
     /// Namespaced event (kept in the master's memory, not in the store).
     Event,
+    /// Namespaced service: a stable port on every node for the pods its selector picks.
+    Service,
+    /// Namespaced endpoints of a service (computed by the master from ready pods; not stored).
+    Endpoints,
+    /// Namespaced configuration data, mounted as files or exposed as environment variables.
+    ConfigMap,
+    /// Namespaced secret data: like a config map, but never printed unless asked for, kept on
+    /// nodes in memory (tmpfs) only.
+    Secret,
+    /// Cluster-scoped artifact: a content-addressed tarball per architecture (a pod's rootfs).
+    Artifact,
 }
 
 impl Kind {
     /// Every kind, in tag order.
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -44,6 +55,11 @@ impl Kind {
         Kind::DaemonSet,
         Kind::Job,
         Kind::Event,
+        Kind::Service,
+        Kind::Endpoints,
+        Kind::ConfigMap,
+        Kind::Secret,
+        Kind::Artifact,
     ];
 
     /// Singular lowercase name, as in manifests (`[[pod]]`) and the CLI.
@@ -57,12 +73,17 @@ impl Kind {
             Kind::DaemonSet => "daemonset",
             Kind::Job => "job",
             Kind::Event => "event",
+            Kind::Service => "service",
+            Kind::Endpoints => "endpoints",
+            Kind::ConfigMap => "configmap",
+            Kind::Secret => "secret",
+            Kind::Artifact => "artifact",
         }
     }
 
     /// Whether objects of this kind live in a namespace.
     pub const fn namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace | Kind::Node)
+        !matches!(self, Kind::Namespace | Kind::Node | Kind::Artifact)
     }
 
     /// Parses singular, plural and short names (`pod`, `pods`, `po`, `no`, `ns`).
@@ -76,6 +97,11 @@ impl Kind {
             "daemonset" | "daemonsets" | "ds" => Kind::DaemonSet,
             "job" | "jobs" => Kind::Job,
             "event" | "events" | "ev" => Kind::Event,
+            "service" | "services" | "svc" => Kind::Service,
+            "endpoints" | "endpoint" | "ep" => Kind::Endpoints,
+            "configmap" | "configmaps" | "cm" => Kind::ConfigMap,
+            "secret" | "secrets" => Kind::Secret,
+            "artifact" | "artifacts" | "art" => Kind::Artifact,
             _ => return None,
         })
     }
@@ -151,6 +177,85 @@ pub struct ProcessSpec {
     pub resources: Resources,
     /// Ports.
     pub ports: Vec<Port>,
+    /// Restart the process when this probe fails `failure_threshold` times in a row.
+    #[serde(default)]
+    pub liveness: Option<Probe>,
+    /// Keep the pod out of service endpoints (and rollouts from counting it available) until this
+    /// probe passes; out again after `failure_threshold` failures.
+    #[serde(default)]
+    pub readiness: Option<Probe>,
+    /// Environment variables from every key of config maps and secrets (after `env`).
+    #[serde(default)]
+    pub env_from: Vec<EnvFrom>,
+}
+
+/// What a probe does.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ProbeAction {
+    /// Run a command inside the pod's namespaces; exit status 0 passes.
+    Exec(Vec<String>),
+    /// Connect to this port of the pod (on its network); a connection passes.
+    Tcp {
+        /// Port.
+        port: u16,
+    },
+    /// `GET path` on this port of the pod; a 2xx or 3xx status passes.
+    Http {
+        /// Port.
+        port: u16,
+        /// Path, starting with `/`.
+        path: String,
+    },
+}
+
+/// A liveness or readiness probe.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The check.
+    pub action: ProbeAction,
+    /// Wait this long after the process starts before the first check.
+    pub initial_delay_ms: u32,
+    /// Time between checks.
+    pub period_ms: u32,
+    /// A check taking longer fails.
+    pub timeout_ms: u32,
+    /// Consecutive failures before the probe counts as failed.
+    pub failure_threshold: u32,
+    /// Consecutive successes before a failed probe counts as passing again.
+    pub success_threshold: u32,
+}
+
+impl Default for Probe {
+    /// Kubernetes' defaults: no delay, every 10 s, 1 s timeout, 3 failures, 1 success.
+    fn default() -> Self {
+        Probe {
+            action: ProbeAction::Tcp { port: 0 },
+            initial_delay_ms: 0,
+            period_ms: 10_000,
+            timeout_ms: 1_000,
+            failure_threshold: 3,
+            success_threshold: 1,
+        }
+    }
+}
+
+/// A source of environment variables.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum EnvFrom {
+    /// Every key of a config map (same namespace), as `prefix + key`.
+    ConfigMap {
+        /// Config map name.
+        name: String,
+        /// Prepended to every key.
+        prefix: String,
+    },
+    /// Every key of a secret (same namespace), as `prefix + key`.
+    Secret {
+        /// Secret name.
+        name: String,
+        /// Prepended to every key.
+        prefix: String,
+    },
 }
 
 /// When the processes of a pod are restarted.
@@ -229,6 +334,17 @@ pub enum VolumeSource {
     },
     /// A scratch directory that lives as long as the pod.
     EmptyDir,
+    /// Every key of a config map (same namespace) as a read-only file; updates reach the files.
+    ConfigMap {
+        /// Config map name.
+        name: String,
+    },
+    /// Every key of a secret (same namespace) as a read-only file on a tmpfs; updates reach the
+    /// files.
+    Secret {
+        /// Secret name.
+        name: String,
+    },
 }
 
 /// A named volume and where it is mounted.
@@ -255,7 +371,8 @@ pub struct PodSpec {
     pub tolerations: Vec<Toleration>,
     /// Required architecture, if any.
     pub arch: Option<Arch>,
-    /// Root filesystem on the node (a directory or a tarball); `None` = the host's.
+    /// Root filesystem: `artifact:NAME` (the node's architecture's variant of an uploaded
+    /// artifact) or a directory on the node; `None` = the host's.
     pub rootfs: Option<String>,
     /// Network mode.
     pub network: NetworkMode,
@@ -319,6 +436,9 @@ pub struct ProcessStatus {
     pub restarts: u32,
     /// The last exit, if any.
     pub last_exit: Option<ExitReason>,
+    /// Running and passing its readiness probe (or running, without one).
+    #[serde(default)]
+    pub ready: bool,
 }
 
 /// Observed state of a pod, reported by its node.
@@ -332,6 +452,15 @@ pub struct PodStatus {
     pub message: String,
     /// Last status change, milliseconds since the Unix epoch.
     pub updated_ms: u64,
+}
+
+impl PodStatus {
+    /// Whether the pod can take traffic: Running with every process ready.
+    pub fn is_ready(&self) -> bool {
+        self.phase == PodPhase::Running
+            && !self.processes.is_empty()
+            && self.processes.iter().all(|p| p.ready)
+    }
 }
 
 impl Default for PodStatus {
@@ -647,6 +776,100 @@ pub struct Event {
     pub last_ms: u64,
 }
 
+/// Desired state of a service.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceSpec {
+    /// Labels that pick the service's pods (same namespace).
+    pub selector: Labels,
+    /// Where every node's proxy listens (TCP).
+    pub port: u16,
+    /// The pods' port.
+    pub target_port: u16,
+}
+
+/// A service: one TCP port on every node, forwarded round-robin to the ready pods it selects.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Service {
+    /// Metadata.
+    pub meta: Meta,
+    /// Desired state.
+    pub spec: ServiceSpec,
+}
+
+/// One backend of a service.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointAddress {
+    /// Address to connect to (the pod's node, for host-network pods).
+    pub ip: String,
+    /// Port to connect to.
+    pub port: u16,
+    /// The pod.
+    pub pod: String,
+    /// The pod's node.
+    pub node: String,
+}
+
+/// The backends of a service, computed by the master from its selector and the pods' readiness.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Endpoints {
+    /// Metadata (the service's name and namespace).
+    pub meta: Meta,
+    /// The service's port (where proxies listen).
+    pub port: u16,
+    /// Ready backends, sorted.
+    pub ready: Vec<EndpointAddress>,
+    /// Selected pods that are not ready (for `get endpoints`; proxies ignore them).
+    pub not_ready: Vec<EndpointAddress>,
+}
+
+/// Configuration data.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConfigMap {
+    /// Metadata.
+    pub meta: Meta,
+    /// Key (a file name) → text.
+    pub data: BTreeMap<String, String>,
+}
+
+/// Secret data. `get` and `describe` show only key names and sizes unless asked to reveal it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Secret {
+    /// Metadata.
+    pub meta: Meta,
+    /// Key (a file name) → bytes.
+    pub data: BTreeMap<String, Vec<u8>>,
+}
+
+/// One architecture's tarball of an artifact.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactVariant {
+    /// Architecture its binaries are built for.
+    pub arch: Arch,
+    /// sha256 of the tarball, lowercase hex (64 characters).
+    pub sha256: String,
+    /// Size of the tarball in bytes.
+    pub size: u64,
+    /// Upload time, milliseconds since the Unix epoch.
+    pub uploaded_ms: u64,
+}
+
+/// An artifact: a root filesystem (or any tree of files) per architecture, uploaded to the
+/// master and pulled by workers — the edge's registry.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Artifact {
+    /// Metadata (cluster-scoped).
+    pub meta: Meta,
+    /// One tarball per architecture, sorted by architecture.
+    pub variants: Vec<ArtifactVariant>,
+}
+
+impl Artifact {
+    /// The variant for `arch`, if uploaded.
+    pub fn variant(&self, arch: Arch) -> Option<&ArtifactVariant> {
+        self.variants.iter().find(|v| v.arch == arch)
+    }
+}
+
 /// Any object. New kinds are added at the end.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Object {
@@ -666,6 +889,16 @@ pub enum Object {
     Job(Job),
     /// An event.
     Event(Event),
+    /// A service.
+    Service(Service),
+    /// A service's endpoints.
+    Endpoints(Endpoints),
+    /// A config map.
+    ConfigMap(ConfigMap),
+    /// A secret.
+    Secret(Secret),
+    /// An artifact.
+    Artifact(Artifact),
 }
 
 macro_rules! each_object {
@@ -679,6 +912,11 @@ macro_rules! each_object {
             Object::DaemonSet($x) => $body,
             Object::Job($x) => $body,
             Object::Event($x) => $body,
+            Object::Service($x) => $body,
+            Object::Endpoints($x) => $body,
+            Object::ConfigMap($x) => $body,
+            Object::Secret($x) => $body,
+            Object::Artifact($x) => $body,
         }
     };
 }
@@ -695,6 +933,11 @@ impl Object {
             Object::DaemonSet(_) => Kind::DaemonSet,
             Object::Job(_) => Kind::Job,
             Object::Event(_) => Kind::Event,
+            Object::Service(_) => Kind::Service,
+            Object::Endpoints(_) => Kind::Endpoints,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Secret(_) => Kind::Secret,
+            Object::Artifact(_) => Kind::Artifact,
         }
     }
 

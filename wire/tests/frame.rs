@@ -392,19 +392,19 @@ fn unknown_enum_tags() {
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<NodeUp>(&[5]).unwrap_err(),
+        frame::decode::<NodeUp>(&[6]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<NodeDown>(&[5]).unwrap_err(),
+        frame::decode::<NodeDown>(&[9]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<Request>(&[1, 6]).unwrap_err(),
+        frame::decode::<Request>(&[1, 11]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<Response>(&[1, 8]).unwrap_err(),
+        frame::decode::<Response>(&[1, 11]).unwrap_err(),
         WireError::UnknownTag
     );
     // Nested: a Hello whose role is 3.
@@ -415,14 +415,14 @@ fn unknown_enum_tags() {
         frame::decode::<Handshake>(&body).unwrap_err(),
         WireError::UnknownTag
     );
-    // Nested: an Apply of an object of kind 8 (one past the last).
+    // Nested: an Apply of an object of kind 13 (one past the last).
     assert_eq!(
-        frame::decode::<Request>(&[1, 0, 1, 8]).unwrap_err(),
+        frame::decode::<Request>(&[1, 0, 1, 13]).unwrap_err(),
         WireError::UnknownTag
     );
-    // Nested: a Get of kind 8 (one past the last).
+    // Nested: a Get of kind 13 (one past the last).
     assert_eq!(
-        frame::decode::<Request>(&[1, 1, 8, 0, 0]).unwrap_err(),
+        frame::decode::<Request>(&[1, 1, 13, 0, 0]).unwrap_err(),
         WireError::UnknownTag
     );
     // Known tags still decode.

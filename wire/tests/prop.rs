@@ -140,6 +140,12 @@ fn pod() -> impl Strategy<Value = Object> {
                     pids,
                 },
                 ports: Vec::new(),
+                liveness: user.map(|u| bramble_wire::objects::Probe {
+                    action: bramble_wire::objects::ProbeAction::Tcp { port: u as u16 },
+                    ..Default::default()
+                }),
+                readiness: None,
+                env_from: Vec::new(),
             },
         );
     (
@@ -307,7 +313,7 @@ proptest! {
     fn pod_round_trips(p in pod()) {
         round_trip(&p)?;
         if let Object::Pod(pod) = p {
-            let assign = NodeDown::Assign(bramble_wire::msg::Assignment { revision: 1, pods: vec![pod] });
+            let assign = NodeDown::Assign(bramble_wire::msg::Assignment { revision: 1, pods: vec![pod], ..Default::default() });
             round_trip(&assign)?;
         }
     }

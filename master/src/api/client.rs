@@ -153,6 +153,14 @@ pub(crate) async fn serve(
 
 async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError> {
     match body {
+        RequestBody::ArtifactBegin { .. }
+        | RequestBody::ArtifactChunk { .. }
+        | RequestBody::TokenCreate { .. }
+        | RequestBody::TokenList
+        | RequestBody::TokenRevoke { .. } => Err(ApiError {
+            code: bramble_wire::msg::ErrorCode::Unavailable,
+            message: "this master does not implement this call yet".into(),
+        }),
         RequestBody::Apply(objs) => apply(m, objs).await.map(ResponseBody::Applied),
         RequestBody::Get {
             kind,

@@ -67,7 +67,12 @@ pub(crate) async fn push_assignment(m: &Master, node: &str) {
     };
     tracing::debug!(%node, pods = pods.len(), revision, "pushing assignment");
     let _ = tx
-        .send(NodeDown::Assign(Assignment { revision, pods }))
+        .send(NodeDown::Assign(Assignment {
+            revision,
+            pods,
+            config_maps: Vec::new(),
+            artifacts: Vec::new(),
+        }))
         .await;
 }
 

@@ -92,6 +92,7 @@ pub(crate) async fn serve(
             }
             match msg {
                 NodeUp::Heartbeat(_) => {}
+                NodeUp::ArtifactGet { .. } => {}
                 NodeUp::Register(new_info) => {
                     register(&m, &name, &new_info, None).await?;
                     info = new_info;

@@ -293,6 +293,111 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                 ]);
             }
         }
+        Kind::Service => {
+            rows.push(header(
+                &["NAME", "PORT", "TARGET", "SELECTOR", "AGE"],
+                show_ns,
+            ));
+            for o in items {
+                let Object::Service(v) = o else { continue };
+                let sel: Vec<String> = v
+                    .spec
+                    .selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                rows.push(ns_row(
+                    show_ns,
+                    &v.meta.namespace,
+                    vec![
+                        v.meta.name.clone(),
+                        v.spec.port.to_string(),
+                        v.spec.target_port.to_string(),
+                        sel.join(","),
+                        age(now, v.meta.created_ms),
+                    ],
+                ));
+            }
+        }
+        Kind::Endpoints => {
+            rows.push(header(&["NAME", "PORT", "READY", "NOT READY"], show_ns));
+            for o in items {
+                let Object::Endpoints(v) = o else { continue };
+                let list = |a: &[bramble_wire::objects::EndpointAddress]| {
+                    if a.is_empty() {
+                        "<none>".to_string()
+                    } else if wide {
+                        a.iter()
+                            .map(|e| format!("{}:{} ({}@{})", e.ip, e.port, e.pod, e.node))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    } else {
+                        a.iter()
+                            .map(|e| format!("{}:{}", e.ip, e.port))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    }
+                };
+                rows.push(ns_row(
+                    show_ns,
+                    &v.meta.namespace,
+                    vec![
+                        v.meta.name.clone(),
+                        v.port.to_string(),
+                        list(&v.ready),
+                        list(&v.not_ready),
+                    ],
+                ));
+            }
+        }
+        Kind::ConfigMap => {
+            rows.push(header(&["NAME", "KEYS", "BYTES", "AGE"], show_ns));
+            for o in items {
+                let Object::ConfigMap(v) = o else { continue };
+                let bytes: usize = v.data.values().map(|d| d.len()).sum();
+                rows.push(ns_row(
+                    show_ns,
+                    &v.meta.namespace,
+                    vec![
+                        v.meta.name.clone(),
+                        v.data.len().to_string(),
+                        bytes.to_string(),
+                        age(now, v.meta.created_ms),
+                    ],
+                ));
+            }
+        }
+        Kind::Secret => {
+            rows.push(header(&["NAME", "KEYS", "BYTES", "AGE"], show_ns));
+            for o in items {
+                let Object::Secret(v) = o else { continue };
+                let bytes: usize = v.data.values().map(|d| d.len()).sum();
+                rows.push(ns_row(
+                    show_ns,
+                    &v.meta.namespace,
+                    vec![
+                        v.meta.name.clone(),
+                        v.data.len().to_string(),
+                        bytes.to_string(),
+                        age(now, v.meta.created_ms),
+                    ],
+                ));
+            }
+        }
+        Kind::Artifact => {
+            rows.push(header(&["NAME", "ARCHES", "SIZE", "AGE"], false));
+            for o in items {
+                let Object::Artifact(v) = o else { continue };
+                let arches: Vec<&str> = v.variants.iter().map(|x| x.arch.as_str()).collect();
+                let size: u64 = v.variants.iter().map(|x| x.size).sum();
+                rows.push(vec![
+                    v.meta.name.clone(),
+                    arches.join(","),
+                    format_bytes(size),
+                    age(now, v.meta.created_ms),
+                ]);
+            }
+        }
     }
     columns(&rows)
 }
@@ -493,8 +598,73 @@ pub fn describe(o: &Object, now: u64) -> String {
             let _ = writeln!(s, "Message:     {}", e.message);
             let _ = writeln!(s, "Count:       {}", e.count);
         }
+        Object::Service(v) => {
+            let sel: Vec<String> = v
+                .spec
+                .selector
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let _ = writeln!(s, "Selector:    {}", sel.join(", "));
+            let _ = writeln!(
+                s,
+                "Port:        {} (on every node) -> {}",
+                v.spec.port, v.spec.target_port
+            );
+        }
+        Object::Endpoints(v) => {
+            let _ = writeln!(s, "Port:        {}", v.port);
+            for (what, list) in [("Ready", &v.ready), ("Not ready", &v.not_ready)] {
+                let _ = writeln!(s, "{what}:");
+                for e in list {
+                    let _ = writeln!(s, "  {}:{}  pod {} on {}", e.ip, e.port, e.pod, e.node);
+                }
+            }
+        }
+        Object::ConfigMap(v) => {
+            let _ = writeln!(s, "Data:");
+            for (k, d) in &v.data {
+                let _ = writeln!(s, "  {k}: {} bytes", d.len());
+                for line in d.lines().take(20) {
+                    let _ = writeln!(s, "    {line}");
+                }
+            }
+        }
+        Object::Secret(v) => {
+            let _ = writeln!(s, "Data (values hidden):");
+            for (k, d) in &v.data {
+                let _ = writeln!(s, "  {k}: {} bytes", d.len());
+            }
+        }
+        Object::Artifact(v) => {
+            let _ = writeln!(s, "Variants:");
+            for x in &v.variants {
+                let _ = writeln!(
+                    s,
+                    "  {}: sha256:{} {}",
+                    x.arch.as_str(),
+                    x.sha256,
+                    format_bytes(x.size)
+                );
+            }
+        }
     }
     s
+}
+
+fn header(cols: &[&str], show_ns: bool) -> Vec<String> {
+    let mut h: Vec<String> = cols.iter().map(|c| c.to_string()).collect();
+    if show_ns {
+        h.insert(0, "NAMESPACE".into());
+    }
+    h
+}
+
+fn ns_row(show_ns: bool, ns: &str, mut r: Vec<String>) -> Vec<String> {
+    if show_ns {
+        r.insert(0, ns.to_string());
+    }
+    r
 }
 
 fn template(s: &mut String, t: &bramble_wire::objects::PodTemplate) {

@@ -102,6 +102,7 @@ fn running(started_ms: u64) -> bramble_wire::objects::PodStatus {
             state: ProcessState::Running { pid: 1, started_ms },
             restarts: 0,
             last_exit: None,
+            ready: true,
         }],
         message: String::new(),
         updated_ms: started_ms,

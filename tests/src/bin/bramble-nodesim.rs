@@ -257,6 +257,7 @@ fn running_report(p: &bramble_wire::objects::Pod, now: u64) -> PodReport {
                     },
                     restarts: 0,
                     last_exit: None,
+                    ready: true,
                 })
                 .collect(),
             message: "simulated by bramble-nodesim".into(),
@@ -389,6 +390,12 @@ async fn session(
                 }
                 Ev::Down(msg) => match msg.context("read")? {
                     None => bail!("the master closed the connection"),
+                    Some(
+                        NodeDown::Endpoints(_)
+                        | NodeDown::Secrets(_)
+                        | NodeDown::ArtifactChunk { .. }
+                        | NodeDown::Credential { .. },
+                    ) => {}
                     Some(NodeDown::Assign(a)) => {
                         stats.assigns.fetch_add(1, Ordering::Relaxed);
                         if !*first_ready {

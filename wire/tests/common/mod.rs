@@ -109,6 +109,7 @@ pub fn assignment(n: usize) -> Assignment {
     Assignment {
         revision: 1234,
         pods: (0..n).map(|i| hello_pod(&format!("hello-{i}"))).collect(),
+        ..Default::default()
     }
 }
 

@@ -73,6 +73,8 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
     let mut desired = state.load()?.unwrap_or(Assignment {
         revision: 0,
         pods: Vec::new(),
+        config_maps: Vec::new(),
+        artifacts: Vec::new(),
     });
     if !desired.pods.is_empty() {
         tracing::info!(
@@ -146,6 +148,12 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                 driver.sync(&desired.pods);
             }
             Some(Ev::Down(NodeDown::Resync)) => reported.clear(),
+            Some(Ev::Down(
+                NodeDown::Endpoints(_)
+                | NodeDown::Secrets(_)
+                | NodeDown::ArtifactChunk { .. }
+                | NodeDown::Credential { .. },
+            )) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
             Some(Ev::Down(NodeDown::Logs {
                 request,

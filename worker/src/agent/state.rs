@@ -84,7 +84,7 @@ mod tests {
         assert!(s.load().unwrap().is_none());
         let a = Assignment {
             revision: 3,
-            pods: vec![],
+            ..Default::default()
         };
         assert!(s.save(&a).unwrap());
         assert!(

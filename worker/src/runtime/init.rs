@@ -173,6 +173,7 @@ fn setup_root(cfg: &InitConfig) -> Result<(), Error> {
                 let src = Path::new(&cfg.empty_dir_base).join(&v.name);
                 mount::bind(&src, &target, false)?;
             }
+            VolumeSource::ConfigMap { .. } | VolumeSource::Secret { .. } => {}
         }
     }
     if cfg.rootfs.is_some() {
@@ -395,6 +396,8 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
                 pid: pid as u32,
                 started_ms: now_ms(),
             };
+            // Until probes: a running process is ready.
+            p.status.ready = true;
         }
         Err(msg) => {
             if let Some(l) = p.log.as_mut() {
@@ -419,6 +422,7 @@ fn exited(p: &mut Proc, exit: Exit, cfg: &InitConfig, stopping: bool) {
 
 fn finish(p: &mut Proc, reason: ExitReason, cfg: &InitConfig, stopping: bool) {
     p.status.last_exit = Some(reason);
+    p.status.ready = false;
     p.status.state = ProcessState::Terminated {
         reason,
         finished_ms: now_ms(),
