@@ -53,6 +53,7 @@ extern crate std;
 pub mod core_msg;
 mod error;
 pub mod frame;
+pub mod token;
 #[cfg(feature = "std")]
 pub mod io;
 #[cfg(feature = "alloc")]
