@@ -6,8 +6,8 @@
 //!    the room left. Every problem is reported before a byte is copied.
 //! 2. Copy the base to a temporary file beside the output (sparse: all-zero blocks are skipped;
 //!    a progress bar when stderr is a terminal).
-//! 3. Edit the copy's FAT partition through a bounded [`Slice`] of the file: add `bramble/`
-//!    (worker, config, join token, unit, first-boot script, see [`firstboot`]) and append the
+//! 3. Edit the copy's FAT partition through a bounded [`Slice`] of the file: add the files
+//!    (`bramble-*`: worker, config, join token, unit, first-boot script, see [`firstboot`]) and append the
 //!    cgroup and first-boot arguments to `cmdline.txt`. Then fsync and rename onto the output,
 //!    so a failed run never leaves a half-written image behind.
 
@@ -118,15 +118,18 @@ impl std::fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "  added {}/: bramble-worker ({}), worker.env, join.token, bramble-worker.service, firstrun.sh",
-            firstboot::DIR,
-            crate::util::human(self.worker_size)
+            "  added {} ({}), {}, {}, {}, {}",
+            firstboot::WORKER,
+            crate::util::human(self.worker_size),
+            firstboot::ENV,
+            firstboot::TOKEN,
+            firstboot::UNIT,
+            firstboot::FIRSTRUN
         )?;
         writeln!(
             f,
-            "  first boot runs {}/{}/{} (override with --boot-mount)",
+            "  first boot runs {}/{} (override with --boot-mount)",
             self.boot_mount.path(),
-            firstboot::DIR,
             firstboot::FIRSTRUN
         )?;
         writeln!(f, "  cmdline.txt: {}", self.cmdline.trim_end())?;
@@ -560,7 +563,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Write `files` into `bramble/` and the new `cmdline.txt` on the FAT partition `part` of `f`.
+/// Write `files` into the root directory and the new `cmdline.txt` on the FAT partition `part` of `f`.
 fn edit_boot(
     f: &File,
     part: &BootPartition,
@@ -571,14 +574,8 @@ fn edit_boot(
     let fs = fatfs::FileSystem::new(slice, fatfs::FsOptions::new())?;
     {
         let root = fs.root_dir();
-        let dir = match root.open_dir(firstboot::DIR) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => root.create_dir(firstboot::DIR)?,
-            Err(e) => return Err(e).context(format!("open {}/", firstboot::DIR)),
-        };
         for (name, bytes) in files {
-            write_fat_file(&dir, name, bytes)
-                .with_context(|| format!("write {}/{name}", firstboot::DIR))?;
+            write_fat_file(&root, name, bytes).with_context(|| format!("write {name}"))?;
         }
         write_fat_file(&root, "cmdline.txt", cmdline.as_bytes()).context("write cmdline.txt")?;
     }

@@ -302,28 +302,22 @@ fn writes_worker_config_token_and_first_boot_mbr() {
         sh(Command::new("mdir")
             .args(["-b", "-i"])
             .arg(mimg(&out, FAT_START))
-            .arg("::bramble"))
+            .arg("::"))
         .stdout,
     )
     .unwrap();
-    for f in [
-        "bramble-worker",
-        "join.token",
-        "worker.env",
-        "bramble-worker.service",
-        "firstrun.sh",
-    ] {
+    for f in bramble_cross::image::firstboot::FILES {
         assert!(
-            listing.contains(&format!("/bramble/{f}")),
+            listing.contains(&format!("::/{f}\n")),
             "{f} missing: {listing}"
         );
     }
     assert_eq!(
-        mget(&out, "bramble/bramble-worker", &dir.join("w")),
+        mget(&out, "bramble-worker", &dir.join("w")),
         fs::read(w).unwrap()
     );
-    assert_eq!(mtype(&out, "bramble/join.token"), format!("{SECRET}\n"));
-    let env = mtype(&out, "bramble/worker.env");
+    assert_eq!(mtype(&out, "bramble-join.token"), format!("{SECRET}\n"));
+    let env = mtype(&out, "bramble-worker.env");
     for want in [
         "BRAMBLE_MASTER=192.0.2.10:7070\n",
         "BRAMBLE_NAME=pi-attic-1\n",
@@ -332,12 +326,12 @@ fn writes_worker_config_token_and_first_boot_mbr() {
     ] {
         assert!(env.contains(want), "{want} not in {env}");
     }
-    let unit = mtype(&out, "bramble/bramble-worker.service");
+    let unit = mtype(&out, "bramble-worker.service");
     assert!(
         unit.contains("Delegate=yes") && unit.contains("Restart=always"),
         "{unit}"
     );
-    assert!(mtype(&out, "bramble/firstrun.sh").starts_with("#!/bin/sh\n"));
+    assert!(mtype(&out, "bramble-firstrun.sh").starts_with("#!/bin/sh\n"));
     assert_eq!(mtype(&out, "config.txt"), BOOKWORM_CONFIG);
 
     // cmdline.txt: still one line, the original kept, each flag exactly once.
@@ -348,7 +342,7 @@ fn writes_worker_config_token_and_first_boot_mbr() {
     for flag in [
         "cgroup_enable=memory",
         "cgroup_memory=1",
-        "systemd.run=/boot/firmware/bramble/firstrun.sh",
+        "systemd.run=/boot/firmware/bramble-firstrun.sh",
         "systemd.run_success_action=reboot",
         "systemd.unit=kernel-command-line.target",
     ] {
@@ -369,8 +363,8 @@ fn writes_worker_config_token_and_first_boot_mbr() {
         &["--label", "zone=attic,ssd=yes"],
     ));
     assert_eq!(mtype(&again, "cmdline.txt"), cmdline);
-    assert_eq!(mtype(&again, "bramble/worker.env"), env);
-    assert_eq!(mtype(&again, "bramble/join.token"), format!("{SECRET}\n"));
+    assert_eq!(mtype(&again, "bramble-worker.env"), env);
+    assert_eq!(mtype(&again, "bramble-join.token"), format!("{SECRET}\n"));
     fsck(&again, dir);
 
     // The output exists: refused without --force (and left alone), replaced with it.
@@ -382,7 +376,7 @@ fn writes_worker_config_token_and_first_boot_mbr() {
     );
     assert_eq!(fs::read(&again).unwrap(), before);
     ok(&cross_image(dir, &base, &again, Some(w), &["--force"]));
-    assert!(mtype(&again, "bramble/worker.env").contains("BRAMBLE_LABELS=\n"));
+    assert!(mtype(&again, "bramble-worker.env").contains("BRAMBLE_LABELS=\n"));
     // --force never writes over the base itself.
     let e = err(&cross_image(dir, &base, &base, Some(w), &["--force"]));
     assert!(e.contains("is the base image itself"), "{e}");
@@ -401,7 +395,7 @@ fn gpt_image_and_older_boot_mount() {
     let cmdline = mtype(&out, "cmdline.txt");
     // bullseye's config.txt: the boot partition is /boot.
     assert!(
-        cmdline.contains(" systemd.run=/boot/bramble/firstrun.sh "),
+        cmdline.contains(" systemd.run=/boot/bramble-firstrun.sh "),
         "{cmdline}"
     );
     fsck(&out, dir);
@@ -417,7 +411,7 @@ fn gpt_image_and_older_boot_mount() {
     let c2 = mtype(&again, "cmdline.txt");
     assert_eq!(c2.matches("systemd.run=").count(), 1, "{c2}");
     assert!(
-        c2.contains("systemd.run=/boot/firmware/bramble/firstrun.sh"),
+        c2.contains("systemd.run=/boot/firmware/bramble-firstrun.sh"),
         "{c2}"
     );
 }
@@ -549,11 +543,14 @@ fn first_boot_script_installs_the_service() {
     ok(&cross_image(dir, &base, &out, Some(worker()), &[]));
     let boot = dir.join("boot");
     fs::create_dir(&boot).unwrap();
-    sh(Command::new("mcopy")
-        .args(["-s", "-n", "-i"])
+    let mut cp = Command::new("mcopy");
+    cp.args(["-n", "-i"])
         .arg(mimg(&out, FAT_START))
-        .args(["::bramble", "::cmdline.txt"])
-        .arg(&boot));
+        .args(["::cmdline.txt", "::config.txt"]);
+    for f in bramble_cross::image::firstboot::FILES {
+        cp.arg(format!("::{f}"));
+    }
+    sh(cp.arg(&boot));
     // A systemctl that fails, so the script's fallback enables the unit and the host's systemd
     // is never asked anything.
     let bin = dir.join("bin");
@@ -567,7 +564,7 @@ fn first_boot_script_installs_the_service() {
 mount -t tmpfs none /etc; mount -t tmpfs none /usr/local; mount -t tmpfs none /var/lib
 printf '127.0.0.1\tlocalhost\n127.0.1.1\traspberrypi\n' >/etc/hosts
 echo raspberrypi >/etc/hostname
-PATH={bin}:$PATH sh {boot}/bramble/firstrun.sh
+PATH={bin}:$PATH sh {boot}/bramble-firstrun.sh
 cd {result}
 stat -c '%a' /etc/bramble/join.token >token.mode
 stat -c '%a' /etc/bramble >etc.mode
@@ -608,7 +605,7 @@ test -d /var/lib/bramble && echo yes >state
     assert_eq!(r("worker").trim(), "same");
     assert_eq!(r("worker.mode").trim(), "755");
     assert_eq!(r("state").trim(), "yes");
-    // It removed itself: its cmdline.txt arguments and the bramble/ directory (with the token).
+    // It removed itself: its cmdline.txt arguments and its files (with the token).
     let cmdline = fs::read_to_string(boot.join("cmdline.txt")).unwrap();
     assert_eq!(
         cmdline,
@@ -617,10 +614,12 @@ test -d /var/lib/bramble && echo yes >state
             CMDLINE.trim_end()
         )
     );
-    assert!(
-        !boot.join("bramble").exists(),
-        "bramble/ left on the boot partition"
-    );
+    let mut left: Vec<String> = fs::read_dir(&boot)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["cmdline.txt", "config.txt"]);
 }
 
 /// A failing first boot still drops its cmdline.txt arguments (the board then boots normally)
@@ -632,9 +631,10 @@ fn failed_first_boot_leaves_a_log_and_boots_normally() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let boot = dir.join("boot");
-    fs::create_dir_all(boot.join("bramble")).unwrap();
+    fs::create_dir_all(&boot).unwrap();
+    fs::write(boot.join("bramble-join.token"), SECRET).unwrap();
     fs::write(
-        boot.join("bramble/firstrun.sh"),
+        boot.join("bramble-firstrun.sh"),
         bramble_cross::image::firstboot::render_firstrun(),
     )
     .unwrap();
@@ -642,18 +642,18 @@ fn failed_first_boot_leaves_a_log_and_boots_normally() {
         bramble_cross::image::firstboot::NodeConfig::new("192.0.2.1:7070", "n1", "pi4b", &[])
             .unwrap();
     fs::write(
-        boot.join("bramble/worker.env"),
+        boot.join("bramble-worker.env"),
         bramble_cross::image::firstboot::render_env(&node),
     )
     .unwrap();
     // No worker binary: `install` fails.
     let line = format!(
-        "{} cgroup_enable=memory systemd.run=/boot/firmware/bramble/firstrun.sh systemd.run_success_action=reboot systemd.run_failure_action=reboot systemd.unit=kernel-command-line.target\n",
+        "{} cgroup_enable=memory systemd.run=/boot/firmware/bramble-firstrun.sh systemd.run_success_action=reboot systemd.run_failure_action=reboot systemd.unit=kernel-command-line.target\n",
         CMDLINE.trim_end()
     );
     fs::write(boot.join("cmdline.txt"), &line).unwrap();
     let script = format!(
-        "mount -t tmpfs none /etc; mount -t tmpfs none /usr/local; mount -t tmpfs none /var/lib; sh {}/bramble/firstrun.sh; echo $? >{}/rc",
+        "mount -t tmpfs none /etc; mount -t tmpfs none /usr/local; mount -t tmpfs none /var/lib; sh {}/bramble-firstrun.sh; echo $? >{}/rc",
         boot.display(),
         dir.display()
     );
@@ -665,6 +665,8 @@ fn failed_first_boot_leaves_a_log_and_boots_normally() {
         fs::read_to_string(boot.join("cmdline.txt")).unwrap(),
         format!("{} cgroup_enable=memory\n", CMDLINE.trim_end())
     );
-    let log = fs::read_to_string(boot.join("bramble/firstrun.log")).unwrap();
+    let log = fs::read_to_string(boot.join("bramble-firstrun.log")).unwrap();
     assert!(log.contains("FAILED"), "{log}");
+    // Not installed, so the token stays for a second attempt.
+    assert!(boot.join("bramble-join.token").exists());
 }

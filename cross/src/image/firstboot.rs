@@ -3,18 +3,25 @@
 
 use anyhow::{Result, bail};
 
-/// The directory on the boot partition holding everything Bramble adds.
-pub const DIR: &str = "bramble";
-/// The first-boot script, inside [`DIR`].
-pub const FIRSTRUN: &str = "firstrun.sh";
-/// The worker binary, inside [`DIR`].
+// Everything Bramble adds sits in the boot partition's root directory, named `bramble-*`.
+// (Not in a subdirectory: fatfs 0.3.6, the current release, writes long-name entries before a
+// new directory's `.` and `..` and a wrong `..` cluster on FAT32, which fsck.vfat reports as
+// corruption: rafalh/rust-fatfs#100, #99; fixed on its unreleased master.)
+/// The first-boot script on the boot partition.
+pub const FIRSTRUN: &str = "bramble-firstrun.sh";
+/// The worker binary on the boot partition.
 pub const WORKER: &str = "bramble-worker";
-/// The join token, inside [`DIR`] (moved to `/etc/bramble/join.token`, mode 0600, at first boot).
-pub const TOKEN: &str = "join.token";
-/// The node's configuration (systemd environment file), inside [`DIR`].
-pub const ENV: &str = "worker.env";
-/// The systemd unit, inside [`DIR`].
+/// The join token on the boot partition (moved to `/etc/bramble/join.token`, mode 0600).
+pub const TOKEN: &str = "bramble-join.token";
+/// The node's configuration (systemd environment file) on the boot partition (moved to
+/// `/etc/bramble/worker.env`).
+pub const ENV: &str = "bramble-worker.env";
+/// The systemd unit on the boot partition.
 pub const UNIT: &str = "bramble-worker.service";
+/// The first-boot script's log on the boot partition (left only if it failed).
+pub const LOG: &str = "bramble-firstrun.log";
+/// Every file [`render_firstrun`] removes from the boot partition after a successful first boot.
+pub const FILES: [&str; 5] = [WORKER, ENV, TOKEN, UNIT, FIRSTRUN];
 /// The state directory the unit passes to the worker.
 pub const STATE_DIR: &str = "/var/lib/bramble";
 /// A line every file we generate carries, so a second run recognises its own first-boot script.
@@ -184,7 +191,7 @@ After=network-online.target\n\
 \n\
 [Service]\n\
 EnvironmentFile=/etc/bramble/worker.env\n\
-ExecStart=/usr/local/bin/bramble-worker --master ${{BRAMBLE_MASTER}} --token-file /etc/bramble/{TOKEN} --name ${{BRAMBLE_NAME}} --board ${{BRAMBLE_BOARD}} --labels ${{BRAMBLE_LABELS}} --state-dir {STATE_DIR}\n\
+ExecStart=/usr/local/bin/bramble-worker --master ${{BRAMBLE_MASTER}} --token-file /etc/bramble/join.token --name ${{BRAMBLE_NAME}} --board ${{BRAMBLE_BOARD}} --labels ${{BRAMBLE_LABELS}} --state-dir {STATE_DIR}\n\
 # The worker manages its pods' cgroups itself.\n\
 Delegate=yes\n\
 # Pods outlive an agent restart (it adopts them): stop only the agent, never its pods.\n\
@@ -200,7 +207,7 @@ WantedBy=multi-user.target\n"
 /// The kernel command-line arguments that run the first-boot script once.
 pub fn firstrun_args(mount: BootMount) -> [String; 4] {
     [
-        format!("systemd.run={}/{DIR}/{FIRSTRUN}", mount.path()),
+        format!("systemd.run={}/{FIRSTRUN}", mount.path()),
         "systemd.run_success_action=reboot".into(),
         "systemd.run_failure_action=reboot".into(),
         "systemd.unit=kernel-command-line.target".into(),
@@ -210,45 +217,46 @@ pub fn firstrun_args(mount: BootMount) -> [String; 4] {
 /// `firstrun.sh`: run once by systemd (`systemd.run=` in `cmdline.txt`) as root. It finds the
 /// boot partition from its own path, so it works whether that is `/boot` or `/boot/firmware`.
 pub fn render_firstrun() -> String {
+    let files = FILES.join(" ");
     format!(
         r#"#!/bin/sh
 # Bramble first boot, {MARKER}.
 # Run once through cmdline.txt (systemd.run=...): installs bramble-worker as a systemd service,
-# sets the hostname, then removes its systemd.run arguments from cmdline.txt and the {DIR}/
-# directory from the boot partition (the join token then exists only in /etc/bramble, mode 0600).
+# sets the hostname, then removes its systemd.run arguments from cmdline.txt and its bramble-*
+# files from the boot partition (the join token then exists only in /etc/bramble, mode 0600).
 # If a step fails, the cmdline.txt arguments are removed all the same (so the board boots
-# normally) and the reason is left in {DIR}/firstrun.log on the boot partition.
+# normally) and the reason is left in {LOG} on the boot partition.
 set -eu
-SRC=$(dirname "$(readlink -f "$0")")
-BOOT=$(dirname "$SRC")
-LOG="$SRC/firstrun.log"
-log() {{ echo "bramble-firstrun: $*" >&2; echo "$*" >>"$LOG"; }}
+BOOT=$(dirname "$(readlink -f "$0")")
+log() {{ echo "bramble-firstrun: $*" >&2; echo "$*" >>"$BOOT/{LOG}"; }}
 
 finish() {{
     rc=$?
     # Never run again: drop our arguments from the one line of cmdline.txt, keep the rest.
-    sed -i -e 's# systemd\.run=[^ ]*{DIR}/{FIRSTRUN}##g' \
+    sed -i -e 's# systemd\.run=[^ ]*/{FIRSTRUN}##g' \
         -e 's# systemd\.run_success_action=reboot##g' \
         -e 's# systemd\.run_failure_action=reboot##g' \
         -e 's# systemd\.unit=kernel-command-line\.target##g' "$BOOT/cmdline.txt" || true
     if [ "$rc" -eq 0 ]; then
-        rm -rf "$SRC"
+        for f in {files} {LOG}; do rm -f "$BOOT/$f"; done
     else
-        log "FAILED (exit $rc); bramble-worker is not installed. Fix the cause, then run $SRC/{FIRSTRUN} as root."
-        chmod 0600 "$SRC/{TOKEN}" 2>/dev/null || true
+        log "FAILED (exit $rc); bramble-worker is not installed. Fix the cause, then run $BOOT/{FIRSTRUN} as root."
+        # The boot partition is readable by every user: keep no token there once installed.
+        if [ -s /etc/bramble/join.token ]; then rm -f "$BOOT/{TOKEN}"; fi
     fi
     sync
 }}
 trap finish EXIT
 
-log "installing bramble-worker from $SRC"
-. "$SRC/{ENV}"
-install -D -m 0755 "$SRC/{WORKER}" /usr/local/bin/bramble-worker
+log "installing bramble-worker from $BOOT"
+. "$BOOT/{ENV}"
+install -D -m 0755 "$BOOT/{WORKER}" /usr/local/bin/bramble-worker
 install -d -m 0700 /etc/bramble
-install -m 0600 "$SRC/{TOKEN}" /etc/bramble/{TOKEN}
-install -m 0644 "$SRC/{ENV}" /etc/bramble/{ENV}
+if [ -f "$BOOT/{TOKEN}" ]; then install -m 0600 "$BOOT/{TOKEN}" /etc/bramble/join.token; fi
+test -s /etc/bramble/join.token
+install -m 0644 "$BOOT/{ENV}" /etc/bramble/worker.env
 install -d -m 0755 {STATE_DIR}
-install -m 0644 "$SRC/{UNIT}" /etc/systemd/system/{UNIT}
+install -D -m 0644 "$BOOT/{UNIT}" /etc/systemd/system/{UNIT}
 
 old=$(tr -d ' \t\r\n' </etc/hostname 2>/dev/null || true)
 echo "$BRAMBLE_NAME" >/etc/hostname
@@ -296,7 +304,7 @@ pub fn edit_cmdline(file: &str, old: &str, additions: &[String]) -> Result<Strin
             && let Some(existing) = tokens.iter().find(|t| t.starts_with(&format!("{key}=")))
         {
             if key == "systemd.run" {
-                if existing.ends_with(&format!("/{DIR}/{FIRSTRUN}")) {
+                if existing.ends_with(&format!("/{FIRSTRUN}")) {
                     // Our own script at the other mount point: replace it.
                     out = out.replace(existing.as_str(), add);
                     let existing = existing.clone();
@@ -340,13 +348,13 @@ mod tests {
         assert!(once.starts_with(RPI.trim_end()));
         assert_eq!(once.lines().count(), 1);
         assert_eq!(once.matches("cgroup_enable=memory").count(), 1);
-        assert!(once.contains(" systemd.run=/boot/firmware/bramble/firstrun.sh "));
+        assert!(once.contains(" systemd.run=/boot/firmware/bramble-firstrun.sh "));
         let twice = edit_cmdline("x", &once, &adds(BootMount::Firmware)).unwrap();
         assert_eq!(once, twice);
         // Our script at another mount point is rewritten, not duplicated.
         let other = edit_cmdline("x", &once, &adds(BootMount::Boot)).unwrap();
         assert_eq!(other.matches("systemd.run=").count(), 1);
-        assert!(other.contains("systemd.run=/boot/bramble/firstrun.sh"));
+        assert!(other.contains("systemd.run=/boot/bramble-firstrun.sh"));
     }
 
     #[test]
