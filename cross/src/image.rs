@@ -15,6 +15,7 @@ pub mod firstboot;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -500,10 +501,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
 fn copy_sparse(from: &Path, to: &Path, progress: bool) -> Result<u64> {
     let mut src = File::open(from).with_context(|| format!("open {}", from.display()))?;
     let len = src.metadata()?.len();
+    // The image holds the join token: only its owner may read it. (A stale file from a killed
+    // run is removed first, so the mode applies.)
+    let _ = fs::remove_file(to);
     let mut dst = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(to)
         .with_context(|| format!("create {}", to.display()))?;
     let bar = if progress && io::stderr().is_terminal() {

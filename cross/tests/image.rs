@@ -275,6 +275,11 @@ fn writes_worker_config_token_and_first_boot_mbr() {
     eprintln!("cross image: {:.2} s\n{report}", t.elapsed().as_secs_f64());
     assert!(report.contains("MBR #1 (FAT32"), "{report}");
 
+    // The output holds the token: owner-only.
+    assert_eq!(
+        fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // The base is untouched; outside the boot partition, the output equals the base.
     assert_eq!(
         fs::read(&base).unwrap(),
@@ -390,8 +395,20 @@ fn gpt_image_and_older_boot_mount() {
     let dir = tmp.path();
     let base = make_rpi(dir, "gpt.img", Table::Gpt, BULLSEYE_CONFIG);
     let out = dir.join("node.img");
-    let report = ok(&cross_image(dir, &base, &out, Some(worker()), &[]));
+    // The default path: no --worker, so the tool runs the release cross build itself (cached
+    // by cargo once `worker()` has built it).
+    let w = worker();
+    let t = Instant::now();
+    let report = ok(&cross_image(dir, &base, &out, None, &[]));
+    eprintln!(
+        "cross image with its own (cached) worker build: {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     assert!(report.contains("GPT #1 (FAT32"), "{report}");
+    assert_eq!(
+        mget(&out, "bramble-worker", &dir.join("w")),
+        fs::read(w).unwrap()
+    );
     let cmdline = mtype(&out, "cmdline.txt");
     // bullseye's config.txt: the boot partition is /boot.
     assert!(
