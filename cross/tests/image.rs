@@ -488,6 +488,21 @@ fn images_it_does_not_understand_are_refused_clearly() {
     f.set_len((FAT_START + FAT_SECTORS / 2) * SECTOR).unwrap();
     check(&truncated, &["truncated"]);
 
+    let gpt_truncated = make_rpi(dir, "gpt-truncated.img", Table::Gpt, BOOKWORM_CONFIG);
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(&gpt_truncated)
+        .unwrap();
+    f.set_len((FAT_START + FAT_SECTORS / 2) * SECTOR).unwrap();
+    check(&gpt_truncated, &["truncated"]);
+
+    let gpt_linux = make_image(dir, "gpt-linux.img", Table::Gpt, false, &[]);
+    sh(Command::new("sfdisk")
+        .args(["--quiet", "--part-type"])
+        .arg(&gpt_linux)
+        .args(["1", "L"]));
+    check(&gpt_linux, &["GPT partition table has no FAT partition"]);
+
     let bare = dir.join("bare-fat.img");
     fs::File::create(&bare)
         .unwrap()
