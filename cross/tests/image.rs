@@ -702,3 +702,23 @@ fn failed_first_boot_leaves_a_log_and_boots_normally() {
     // Not installed, so the token stays for a second attempt.
     assert!(boot.join("bramble-join.token").exists());
 }
+
+/// systemd's own checker accepts the unit (with `ExecStart=` pointed at a binary this host has,
+/// since the worker is installed only at first boot).
+#[test]
+fn unit_passes_systemd_analyze_verify() {
+    need("systemd-analyze", "systemd");
+    let tmp = tempfile::tempdir().unwrap();
+    let unit = bramble_cross::image::firstboot::render_unit().replace(
+        "ExecStart=/usr/local/bin/bramble-worker",
+        "ExecStart=/bin/true",
+    );
+    assert!(unit.contains("ExecStart=/bin/true --master"));
+    let path = tmp.path().join("bramble-worker.service");
+    fs::write(&path, unit).unwrap();
+    let out = sh(Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.trim().is_empty(), "systemd-analyze verify: {said}");
+}
