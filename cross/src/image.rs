@@ -6,9 +6,9 @@
 //!    the room left. Every problem is reported before a byte is copied.
 //! 2. Copy the base to a temporary file beside the output (sparse: all-zero blocks are skipped;
 //!    a progress bar when stderr is a terminal).
-//! 3. Edit the copy's FAT partition through a bounded [`Slice`] of the file: add the files
-//!    (`bramble-*`: worker, config, join token, unit, first-boot script, see [`firstboot`]) and append the
-//!    cgroup and first-boot arguments to `cmdline.txt`. Then fsync and rename onto the output,
+//! 3. Edit the copy's FAT partition through a bounded [`Slice`] of the file: add the
+//!    `bramble-*` files (worker, config, join token, unit, first-boot script, see [`firstboot`])
+//!    and append the cgroup and first-boot arguments to `cmdline.txt`. Then fsync and rename onto the output,
 //!    so a failed run never leaves a half-written image behind.
 
 pub mod firstboot;
