@@ -5,6 +5,7 @@
 //! - [`debian`]: fetch and cache Debian's ARM kernels and busybox for the guests.
 //! - [`cluster`]: the whole-cluster scenarios on QEMU guests against a real master (used by
 //!   `cargo cross qemu-test` and `cross/tests/qemu_cluster.rs`).
+//! - [`image`]: `cargo cross image` — a ready-to-flash SD-card image for one node.
 //! - [`smoke`]: the harness's own end-to-end check (used by `cargo cross qemu-test` and
 //!   `cross/tests/qemu_smoke.rs`).
 #![forbid(unsafe_code)]
@@ -12,6 +13,7 @@
 pub mod build;
 pub mod cluster;
 pub mod debian;
+pub mod image;
 pub mod initramfs;
 pub mod qemu;
 pub mod relay;

@@ -68,6 +68,8 @@ enum Cmd {
         #[arg(long)]
         cluster_only: bool,
     },
+    /// Write a ready-to-flash SD-card image for one node (see docs/images.md).
+    Image(ImageArgs),
     /// (Internal) QEMU guestfwd relay: stdin/stdout <-> ADDR on loopback.
     #[command(hide = true)]
     Relay {
@@ -168,8 +170,79 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("qemu-test failed: {}", failed.join(", "));
             }
         }
+        Cmd::Image(a) => image(boards, a)?,
         Cmd::Relay { addr } => bramble_cross::relay::relay(&addr),
     }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+struct ImageArgs {
+    /// Hardware board the card is for (see `cargo cross boards`).
+    #[arg(long)]
+    board: String,
+    /// Raspberry Pi OS image to start from (the unzipped .img); it is not modified.
+    #[arg(long)]
+    base: PathBuf,
+    /// The master's address, HOST:PORT.
+    #[arg(long)]
+    server: String,
+    /// File holding the join token (its content is never printed).
+    #[arg(long)]
+    token_file: PathBuf,
+    /// Hostname and node name.
+    #[arg(long)]
+    hostname: String,
+    /// Node label KEY=VALUE (repeatable, or comma-separated).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// A prebuilt bramble-worker for the board (default: a release cross build).
+    #[arg(long)]
+    worker: Option<PathBuf>,
+    /// Where the board's OS mounts the boot partition: /boot/firmware (bookworm and later) or
+    /// /boot (bullseye and earlier). Default: detected from the image.
+    #[arg(long)]
+    boot_mount: Option<String>,
+    /// Overwrite the output if it exists.
+    #[arg(long)]
+    force: bool,
+    /// The image to write.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+fn image(boards: &[Board], a: ImageArgs) -> Result<()> {
+    use bramble_cross::image::{self, ImageOptions, firstboot};
+    let b = bramble_boards::find_in(boards, &a.board)?;
+    image::check_board(b)?;
+    let node = firstboot::NodeConfig::new(&a.server, &a.hostname, &b.name, &a.labels)?;
+    let boot_mount = a
+        .boot_mount
+        .as_deref()
+        .map(firstboot::BootMount::parse)
+        .transpose()?;
+    // Fail on a bad base image or token before spending minutes on a build.
+    image::check_output(&a.base, &a.output, a.force)?;
+    image::inspect(&a.base)?;
+    image::read_token(&a.token_file)?;
+    let worker = match a.worker {
+        Some(w) => w,
+        None => build::build(b, true, &[Bin::Worker])?.remove(0).stripped,
+    };
+    let report = image::write_image(
+        b,
+        &ImageOptions {
+            base: a.base,
+            output: a.output,
+            force: a.force,
+            node,
+            token_file: a.token_file,
+            worker,
+            boot_mount,
+            progress: true,
+        },
+    )?;
+    println!("{report}");
     Ok(())
 }
 
