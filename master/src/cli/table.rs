@@ -83,7 +83,7 @@ pub fn probe(p: &bramble_wire::objects::Probe) -> String {
 }
 
 fn ms(v: u32) -> String {
-    if v >= 1000 && v % 1000 == 0 {
+    if v >= 1000 && v.is_multiple_of(1000) {
         format!("{}s", v / 1000)
     } else {
         format!("{v}ms")
