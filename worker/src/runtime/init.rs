@@ -510,8 +510,7 @@ fn probe_step(p: &mut Proc, now: Instant, devnull: &OwnedFd, cfg: &InitConfig) -
         && at <= now
     {
         // Past the grace: the whole process group.
-        let _ = sysproc::kill(-pid, libc::SIGKILL);
-        let _ = sysproc::kill(pid, libc::SIGKILL);
+        signal_group(pid, libc::SIGKILL);
         p.kill_at = None;
     }
     if p.probes.is_empty() || p.pid.is_none() {
@@ -564,13 +563,19 @@ fn probe_step(p: &mut Proc, now: Instant, devnull: &OwnedFd, cfg: &InitConfig) -
         // it runs again, and out of service now.
         p.probes.iter_mut().for_each(Prober::process_stopped);
         p.liveness_killed = true;
-        let _ = sysproc::kill(-pid, libc::SIGTERM);
-        let _ = sysproc::kill(pid, libc::SIGTERM);
+        signal_group(pid, libc::SIGTERM);
         p.kill_at = Some(now + Duration::from_millis(cfg.termination_grace_ms));
         changed |= p.status.ready;
         p.status.ready = false;
     }
     changed
+}
+
+/// Signals a process's group (it ran `setsid`), or the process alone if it left its group.
+fn signal_group(pid: i32, sig: i32) {
+    if !matches!(sysproc::kill(-pid, sig), Ok(true)) {
+        let _ = sysproc::kill(pid, sig);
+    }
 }
 
 fn phase(procs: &[Proc], live: bool) -> PodPhase {
