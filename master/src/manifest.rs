@@ -24,6 +24,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::validate;
 
+mod probe;
+
 /// A manifest file's contents.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,6 +235,8 @@ struct ProcessM {
     pids: Option<u32>,
     #[serde(default)]
     ports: Vec<PortM>,
+    liveness: Option<probe::ProbeSpec>,
+    readiness: Option<probe::ProbeSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -518,8 +522,8 @@ fn pod_spec(t: TemplateM, what: &str) -> Result<PodSpec, String> {
                     },
                 })
                 .collect(),
-            liveness: None,
-            readiness: None,
+            liveness: pr.liveness.map(|p| p.0),
+            readiness: pr.readiness.map(|p| p.0),
             env_from: Vec::new(),
         })
         .collect();

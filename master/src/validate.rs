@@ -1,7 +1,9 @@
 //! Validation of user input at the edge: names, labels, quantities, whole objects.
 //! Every error names the field and the fix.
 
-use bramble_wire::objects::{Kind, Labels, Meta, Object, Pod, PodTemplate, RestartPolicy};
+use bramble_wire::objects::{
+    Kind, Labels, Meta, Object, Pod, PodTemplate, Probe, ProbeAction, RestartPolicy,
+};
 
 /// Longest label value or name (DNS-1123 label).
 pub const MAX_NAME: usize = 63;
@@ -366,12 +368,97 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
                 ));
             }
         }
+        for (what, probe) in [("liveness", &proc.liveness), ("readiness", &proc.readiness)] {
+            if let Some(probe) = probe {
+                check_probe(
+                    &at(&format!("process[{i}].{what}")),
+                    probe,
+                    what == "liveness",
+                )?;
+            }
+        }
     }
     if let Some(node) = &p.spec.node_name {
         check_name(&at("node"), node)?;
     }
     for (k, v) in &p.spec.node_selector {
         check_label(&at("node_selector"), k, v)?;
+    }
+    Ok(())
+}
+
+/// Shortest probe period: a tighter loop costs the board more than it tells.
+pub const MIN_PROBE_PERIOD_MS: u32 = 100;
+
+/// Checks a liveness or readiness probe; `field` is like `pod "web": process[0].readiness`.
+fn check_probe(field: &str, p: &Probe, liveness: bool) -> Result<(), Invalid> {
+    let at = |f: &str| format!("{field}.{f}");
+    match &p.action {
+        ProbeAction::Exec(cmd) => {
+            if cmd.first().is_none_or(|c| c.is_empty()) {
+                return Err(invalid(
+                    at("exec"),
+                    "give the program and its arguments, e.g. exec = [\"cat\", \"/tmp/healthy\"]",
+                ));
+            }
+            if cmd.iter().any(|a| a.contains('\0')) {
+                return Err(invalid(at("exec"), "must not contain NUL bytes"));
+            }
+        }
+        ProbeAction::Tcp { port } => {
+            if *port == 0 {
+                return Err(invalid(
+                    at("tcp"),
+                    "port 0 is not a port: give the port the process listens on",
+                ));
+            }
+        }
+        ProbeAction::Http { port, path } => {
+            if *port == 0 {
+                return Err(invalid(
+                    at("http.port"),
+                    "port 0 is not a port: give the port the process listens on",
+                ));
+            }
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    at("http.path"),
+                    format!(
+                        "{path:?} is not a request path: start it with '/' and use no spaces or control characters, e.g. \"/healthz\""
+                    ),
+                ));
+            }
+        }
+    }
+    if p.period_ms < MIN_PROBE_PERIOD_MS {
+        return Err(invalid(
+            at("period"),
+            format!(
+                "{}ms is too short: probe at most every {MIN_PROBE_PERIOD_MS}ms",
+                p.period_ms
+            ),
+        ));
+    }
+    if p.timeout_ms == 0 || p.timeout_ms > p.period_ms {
+        return Err(invalid(
+            at("timeout"),
+            format!(
+                "{}ms must be between 1ms and the period ({}ms): a check must end before the next one",
+                p.timeout_ms, p.period_ms
+            ),
+        ));
+    }
+    if p.failure_threshold == 0 {
+        return Err(invalid(at("failure_threshold"), "must be at least 1"));
+    }
+    if p.success_threshold == 0 {
+        return Err(invalid(at("success_threshold"), "must be at least 1"));
+    }
+    if liveness && p.success_threshold != 1 {
+        return Err(invalid(
+            at("success_threshold"),
+            "must be 1 for a liveness probe (a live process is not restarted, so there is nothing to wait for)",
+        ));
     }
     Ok(())
 }

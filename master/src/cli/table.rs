@@ -48,13 +48,46 @@ pub fn age(now_ms: u64, then_ms: u64) -> String {
 }
 
 fn pod_ready(p: &Pod) -> String {
-    let running = p
+    // Running and passing its readiness probe (a process without one is ready while running).
+    let ready = p
         .status
         .processes
         .iter()
-        .filter(|s| matches!(s.state, ProcessState::Running { .. }))
+        .filter(|s| s.ready && matches!(s.state, ProcessState::Running { .. }))
         .count();
-    format!("{running}/{}", p.spec.processes.len())
+    format!("{ready}/{}", p.spec.processes.len())
+}
+
+/// A probe in one line: `http GET :8080/healthz every 2s, timeout 1s, 3 failures, delay 1s`.
+pub fn probe(p: &bramble_wire::objects::Probe) -> String {
+    use bramble_wire::objects::ProbeAction;
+    let what = match &p.action {
+        ProbeAction::Exec(cmd) => format!("exec {}", cmd.join(" ")),
+        ProbeAction::Tcp { port } => format!("tcp :{port}"),
+        ProbeAction::Http { port, path } => format!("http GET :{port}{path}"),
+    };
+    let mut s = format!(
+        "{what} every {}, timeout {}, {} failure{}",
+        ms(p.period_ms),
+        ms(p.timeout_ms),
+        p.failure_threshold,
+        if p.failure_threshold == 1 { "" } else { "s" }
+    );
+    if p.success_threshold > 1 {
+        s += &format!(", {} successes", p.success_threshold);
+    }
+    if p.initial_delay_ms > 0 {
+        s += &format!(", delay {}", ms(p.initial_delay_ms));
+    }
+    s
+}
+
+fn ms(v: u32) -> String {
+    if v >= 1000 && v.is_multiple_of(1000) {
+        format!("{}s", v / 1000)
+    } else {
+        format!("{v}ms")
+    }
 }
 
 fn pod_status(p: &Pod) -> String {
@@ -456,6 +489,12 @@ pub fn describe(o: &Object, now: u64) -> String {
                         .unwrap_or_else(|| "-".into()),
                     r.pids.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
                 );
+                for (what, pr) in [("Liveness", &spec.liveness), ("Readiness", &spec.readiness)] {
+                    if let Some(pr) = pr {
+                        let _ =
+                            writeln!(s, "    {what}:{:w$}{}", "", probe(pr), w = 10 - what.len());
+                    }
+                }
                 if let Some(st) = p.status.processes.iter().find(|x| x.name == spec.name) {
                     let state = match &st.state {
                         ProcessState::Waiting => "Waiting".to_string(),
@@ -467,6 +506,7 @@ pub fn describe(o: &Object, now: u64) -> String {
                         }
                     };
                     let _ = writeln!(s, "    State:     {state}");
+                    let _ = writeln!(s, "    Ready:     {}", st.ready);
                     let _ = writeln!(s, "    Restarts:  {}", st.restarts);
                     if let Some(l) = st.last_exit {
                         let _ = writeln!(s, "    Last exit: {}", reason(l));
@@ -683,6 +723,38 @@ fn template(s: &mut String, t: &bramble_wire::objects::PodTemplate) {
             r.memory_bytes
                 .map(format_bytes)
                 .unwrap_or_else(|| "-".into())
+        );
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use bramble_wire::objects::{Probe, ProbeAction};
+
+    #[test]
+    fn probes_read_in_one_line() {
+        let p = Probe {
+            action: ProbeAction::Http {
+                port: 8080,
+                path: "/healthz".into(),
+            },
+            period_ms: 2000,
+            initial_delay_ms: 1500,
+            ..Probe::default()
+        };
+        assert_eq!(
+            super::probe(&p),
+            "http GET :8080/healthz every 2s, timeout 1s, 3 failures, delay 1500ms"
+        );
+        let p = Probe {
+            action: ProbeAction::Exec(vec!["cat".into(), "/tmp/healthy".into()]),
+            failure_threshold: 1,
+            success_threshold: 2,
+            ..Probe::default()
+        };
+        assert_eq!(
+            super::probe(&p),
+            "exec cat /tmp/healthy every 10s, timeout 1s, 1 failure, 2 successes"
         );
     }
 }

@@ -222,16 +222,29 @@ fn dedup_deletes(actions: Vec<Action>) -> Vec<Action> {
         .collect()
 }
 
-/// Whether a pod counts as available: phase Running and every process Running for at least
-/// `min_ready_ms` (`started_ms + min_ready_ms <= now_ms`).
+/// Whether a pod counts as available: ready ([`PodStatus::is_ready`]: Running, every process
+/// running and passing its readiness probe, if any) for at least `min_ready_ms` by `now_ms`.
+///
+/// [`PodStatus::is_ready`]: bramble_wire::objects::PodStatus::is_ready
 pub fn pod_available(pod: &Pod, min_ready_ms: u32, now_ms: u64) -> bool {
-    pod.status.phase == PodPhase::Running
-        && pod.status.processes.iter().all(|p| match p.state {
-            ProcessState::Running { started_ms, .. } => {
-                started_ms.saturating_add(u64::from(min_ready_ms)) <= now_ms
-            }
-            _ => false,
-        })
+    ready_since(pod).is_some_and(|t| t.saturating_add(u64::from(min_ready_ms)) <= now_ms)
+}
+
+/// Since when a ready pod has been ready: the latest process start, or the pod's last status
+/// change if later (the node reports readiness turning true as a status change, and the master
+/// keeps `updated_ms` of the last change in meaning). `None` if it is not ready.
+fn ready_since(pod: &Pod) -> Option<u64> {
+    if !pod.status.is_ready() {
+        return None;
+    }
+    let mut at = pod.status.updated_ms;
+    for p in &pod.status.processes {
+        match p.state {
+            ProcessState::Running { started_ms, .. } => at = at.max(started_ms),
+            _ => return None,
+        }
+    }
+    Some(at)
 }
 
 /// Whether a pod has finished for good (Succeeded or Failed).
@@ -239,21 +252,10 @@ pub fn is_terminal(pod: &Pod) -> bool {
     matches!(pod.status.phase, PodPhase::Succeeded | PodPhase::Failed)
 }
 
-/// When a pod becomes available, if it is Running but not available yet at `now_ms`.
+/// When a pod becomes available, if it is ready (a pod that is not becomes ready through a
+/// status change, which wakes the controllers anyway).
 fn available_at(pod: &Pod, min_ready_ms: u32) -> Option<u64> {
-    if pod.status.phase != PodPhase::Running {
-        return None;
-    }
-    let mut at = 0u64;
-    for p in &pod.status.processes {
-        match p.state {
-            ProcessState::Running { started_ms, .. } => {
-                at = at.max(started_ms.saturating_add(u64::from(min_ready_ms)));
-            }
-            _ => return None,
-        }
-    }
-    Some(at)
+    ready_since(pod).map(|t| t.saturating_add(u64::from(min_ready_ms)))
 }
 
 /// The earliest time after `snap.now_ms` at which reconciling could return actions although no

@@ -209,6 +209,8 @@ struct World {
     fail: Option<fn(&str) -> bool>,
     events: usize,
     conflicts: usize,
+    /// Pods running this command start unready (a readiness probe not passing yet).
+    unready_cmd: Option<&'static str>,
 }
 
 trait Stored {
@@ -366,6 +368,11 @@ impl World {
             }
             if p.status.phase == PodPhase::Pending {
                 p.status = running(self.now);
+                if let Some(cmd) = self.unready_cmd
+                    && p.spec.processes[0].command[0] == cmd
+                {
+                    p.status.processes[0].ready = false;
+                }
                 self.rev += 1;
                 p.meta.revision = self.rev;
             } else if p.status.phase == PodPhase::Running && is_job {
@@ -477,6 +484,92 @@ fn availability() {
     assert!(!pod_available(&p, 0, 5000));
     p.status = phase(PodPhase::Pending);
     assert!(!pod_available(&p, 0, 5000));
+    // Running but not passing its readiness probe: not available, however long it runs.
+    p.status = running(1000);
+    p.status.processes[0].ready = false;
+    assert!(!pod_available(&p, 0, 100_000));
+    assert_eq!(available_at(&p, 0), None);
+    // Ready since its last status change (after the start): min_ready counts from there.
+    p.status.processes[0].ready = true;
+    p.status.updated_ms = 3000;
+    assert!(!pod_available(&p, 500, 3499));
+    assert!(pod_available(&p, 500, 3500));
+    assert_eq!(available_at(&p, 500), Some(3500));
+}
+
+#[test]
+fn deployment_rollout_waits_for_readiness() {
+    let mut w = dep_world(2);
+    w.converge(10);
+    w.unready_cmd = Some("v2");
+    w.deployments[0].spec.template = template("v2");
+    // However long it runs, an unready new pod never counts: the old pods all stay.
+    for _ in 0..20 {
+        w.step();
+        let pods = w.deployment_pods("web");
+        let old_available = pods
+            .iter()
+            .filter(|p| p.spec.processes[0].command[0] == "v1" && pod_available(p, 0, w.now))
+            .count();
+        assert_eq!(
+            old_available, 2,
+            "an old pod went before a new one was ready"
+        );
+        assert!(
+            pods.iter()
+                .filter(|p| p.spec.processes[0].command[0] == "v2")
+                .count()
+                <= 1,
+            "max_surge 1"
+        );
+    }
+    let d = &w.deployments[0];
+    assert_eq!(d.status.available, 2, "{:?}", d.status);
+    assert_ne!(d.status.message, "complete");
+    // The readiness probe passes: the rollout goes through.
+    w.unready_cmd = None;
+    let now = w.now;
+    for p in &mut w.pods {
+        if p.status.phase == PodPhase::Running && !p.status.processes[0].ready {
+            p.status.processes[0].ready = true;
+            p.status.updated_ms = now;
+            w.rev += 1;
+            p.meta.revision = w.rev;
+        }
+    }
+    w.converge(30);
+    let pods = w.deployment_pods("web");
+    assert_eq!(pods.len(), 2);
+    assert!(pods.iter().all(|p| p.spec.processes[0].command[0] == "v2"));
+    assert_eq!(w.deployments[0].status.message, "complete");
+}
+
+#[test]
+fn daemonset_and_replicaset_count_only_ready_pods() {
+    let mut w = rs_world(2, 0);
+    w.unready_cmd = Some("v1");
+    w.converge(10);
+    assert_eq!(w.replicasets[0].status.replicas, 2);
+    assert_eq!(w.replicasets[0].status.available, 0);
+
+    // A daemon set's rolling update (max_unavailable 1) stalls on an unready new pod.
+    let mut w = World::new();
+    w.nodes = (0..3).map(|i| node(&format!("n{i}"), true)).collect();
+    w.daemonsets.push(daemonset("agent"));
+    w.converge(10);
+    w.unready_cmd = Some("agent-v2");
+    w.daemonsets[0].spec.template = template("agent-v2");
+    for _ in 0..15 {
+        w.step();
+    }
+    let hash = template_hash(&template("agent-v2"));
+    let uid = w.daemonsets[0].meta.uid.clone();
+    let updated = w
+        .active_pods_of(&uid)
+        .iter()
+        .filter(|p| p.meta.labels.get(LABEL_TEMPLATE_HASH) == Some(&hash))
+        .count();
+    assert_eq!(updated, 1, "the update went past an unready pod");
 }
 
 #[test]

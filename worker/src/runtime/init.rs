@@ -32,9 +32,11 @@ use bramble_wire::objects::{
 use serde::{Deserialize, Serialize};
 
 use super::log::RingLog;
+use super::probe::{self, ExecContext, Prober, Verdict};
+use crate::sys::net::Interest;
 use crate::sys::process::{self as sysproc, Exit, ReadOutcome};
 use crate::sys::spawn::{Exec, ProcessSetup};
-use crate::sys::{mount, spawn};
+use crate::sys::{mount, net, spawn};
 
 /// The hidden first argument that makes the worker binary run as a pod init.
 pub const INIT_ARG: &str = "__bramble_init";
@@ -68,6 +70,9 @@ pub struct InitConfig {
     pub log_cap: u64,
     /// Size of the rootfs's `/tmp` tmpfs, bytes.
     pub tmp_size: u64,
+    /// Between SIGTERM and SIGKILL when a liveness probe fails, ms.
+    #[serde(default)]
+    pub termination_grace_ms: u64,
 }
 
 /// One process, as the init sees it.
@@ -121,6 +126,12 @@ struct Proc {
     started: Instant,
     next_start: Option<Instant>,
     failures: u32,
+    /// Liveness and readiness probes.
+    probes: Vec<Prober>,
+    /// When to SIGKILL a process a liveness probe failed (after SIGTERM and the grace).
+    kill_at: Option<Instant>,
+    /// The current run was ended by a failed liveness probe: restart it like a failure.
+    liveness_killed: bool,
 }
 
 fn oom_count(fd: &Option<OwnedFd>) -> u64 {
@@ -222,6 +233,9 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             started: Instant::now(),
             next_start: Some(Instant::now()),
             failures: 0,
+            probes: Vec::new(),
+            kill_at: None,
+            liveness_killed: false,
         });
     }
     mount::set_hostname(&cfg.hostname)?;
@@ -241,6 +255,16 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         }
         if !env.iter().any(|(k, _)| k == "HOSTNAME") {
             env.push(("HOSTNAME".into(), cfg.hostname.clone()));
+        }
+        let probes = [
+            (probe::Kind::Liveness, &p.spec.liveness),
+            (probe::Kind::Readiness, &p.spec.readiness),
+        ];
+        for (kind, spec) in probes {
+            if let Some(spec) = spec {
+                p.probes
+                    .push(Prober::new(kind, spec.clone(), &env, |c| resolve(c, &env)));
+            }
         }
         match resolve(cmd, &env) {
             Some(path) => match Exec::new(&path, &p.spec.command, &env) {
@@ -276,22 +300,31 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         if !running && !pending {
             break;
         }
-        // Wait for a signal, output, or the next restart.
+        // Wait for a signal, output, a probe, or the next restart, probe or kill.
         let timeout = procs
             .iter()
-            .filter_map(|p| p.next_start)
+            .flat_map(|p| {
+                p.next_start
+                    .into_iter()
+                    .chain(p.kill_at)
+                    .chain(p.probes.iter().filter_map(Prober::wakeup))
+            })
             .min()
             .map(|t| t.saturating_duration_since(Instant::now()));
-        let mut fds: Vec<BorrowedFd<'_>> = vec![sfd.as_fd()];
-        let mut owners = Vec::new();
-        for (i, p) in procs.iter().enumerate() {
+        let mut fds: Vec<(BorrowedFd<'_>, Interest)> = vec![(sfd.as_fd(), Interest::Read)];
+        for p in procs.iter() {
             for fd in p.pipe.iter().chain(p.old_pipes.iter()) {
-                fds.push(fd.as_fd());
-                owners.push(i);
+                fds.push((fd.as_fd(), Interest::Read));
             }
         }
-        let ready = sysproc::poll_readable(&fds, timeout)?;
-        let any_pipe_ready = ready[1..].iter().any(|r| *r);
+        let pipes_end = fds.len();
+        fds.extend(
+            procs
+                .iter()
+                .flat_map(|p| p.probes.iter().filter_map(Prober::interest)),
+        );
+        let ready = net::poll(&fds, timeout)?;
+        let any_pipe_ready = ready[1..pipes_end].iter().any(|r| *r);
         drop(fds);
         if any_pipe_ready {
             for p in procs.iter_mut() {
@@ -306,6 +339,12 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
                             if let Some(p) = procs.iter_mut().find(|p| p.pid == Some(pid)) {
                                 exited(p, exit, &cfg, stopping);
                                 changed = true;
+                            } else {
+                                // A probe's check (claimed by PID), or an orphan: nothing more.
+                                procs
+                                    .iter_mut()
+                                    .flat_map(|p| p.probes.iter_mut())
+                                    .any(|pr| pr.reaped(pid, exit));
                             }
                         }
                     }
@@ -313,6 +352,9 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
                         stopping = true;
                         changed = true;
                         for p in procs.iter_mut() {
+                            // Stopping: no more probes, and out of service right away.
+                            p.probes.iter_mut().for_each(Prober::process_stopped);
+                            p.status.ready = false;
                             if let Some(pid) = p.pid {
                                 let _ = sysproc::kill(pid, sig);
                             }
@@ -326,6 +368,13 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
                     }
                     _ => {}
                 }
+            }
+        }
+        // Probes and liveness kills.
+        let now = Instant::now();
+        for p in procs.iter_mut() {
+            if probe_step(p, now, &devnull, &cfg) {
+                changed = true;
             }
         }
     }
@@ -396,8 +445,11 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
                 pid: pid as u32,
                 started_ms: now_ms(),
             };
-            // Until probes: a running process is ready.
-            p.status.ready = true;
+            // Without a readiness probe, a running process is ready; with one, once it passes.
+            p.status.ready = p.spec.readiness.is_none();
+            p.liveness_killed = false;
+            let now = Instant::now();
+            p.probes.iter_mut().for_each(|pr| pr.process_started(now));
         }
         Err(msg) => {
             if let Some(l) = p.log.as_mut() {
@@ -411,6 +463,8 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
 
 fn exited(p: &mut Proc, exit: Exit, cfg: &InitConfig, stopping: bool) {
     p.pid = None;
+    p.kill_at = None;
+    p.probes.iter_mut().for_each(Prober::process_stopped);
     let reason = match exit {
         Exit::Code(0) => ExitReason::Completed,
         Exit::Code(c) => ExitReason::Error(c),
@@ -427,10 +481,12 @@ fn finish(p: &mut Proc, reason: ExitReason, cfg: &InitConfig, stopping: bool) {
         reason,
         finished_ms: now_ms(),
     };
+    // A process its liveness probe killed failed, whatever it exited with.
+    let failed = reason != ExitReason::Completed || std::mem::take(&mut p.liveness_killed);
     let restart = !stopping
         && match cfg.restart_policy {
             RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => reason != ExitReason::Completed,
+            RestartPolicy::OnFailure => failed,
             RestartPolicy::Never => false,
         };
     if restart {
@@ -445,6 +501,80 @@ fn finish(p: &mut Proc, reason: ExitReason, cfg: &InitConfig, stopping: bool) {
         p.next_start = Some(Instant::now() + Duration::from_millis(delay));
         p.status.restarts += 1;
         p.status.state = ProcessState::Waiting;
+    }
+}
+
+/// Runs `p`'s probes and enforces a liveness kill's grace. Returns whether the status changed.
+fn probe_step(p: &mut Proc, now: Instant, devnull: &OwnedFd, cfg: &InitConfig) -> bool {
+    if let (Some(pid), Some(at)) = (p.pid, p.kill_at)
+        && at <= now
+    {
+        // Past the grace: the whole process group.
+        signal_group(pid, libc::SIGKILL);
+        p.kill_at = None;
+    }
+    if p.probes.is_empty() || p.pid.is_none() {
+        return false;
+    }
+    let procs = spawn::borrow_all(&p.procs_fds);
+    let ctx = ExecContext {
+        cgroup_procs: &procs,
+        stdin: devnull.as_fd(),
+        workdir: p.workdir.as_deref(),
+        uid: p.spec.user,
+        gid: p.spec.group,
+    };
+    let mut changed = false;
+    let mut kill = None;
+    for pr in p.probes.iter_mut() {
+        let Some(v) = pr.step(now, &ctx) else {
+            continue;
+        };
+        match (pr.kind(), v) {
+            (probe::Kind::Readiness, Verdict::Pass) => {
+                changed |= !p.status.ready;
+                p.status.ready = true;
+            }
+            (probe::Kind::Readiness, Verdict::Fail { failures, why }) => {
+                if let Some(l) = p.log.as_mut() {
+                    let _ = l.write(
+                        format!("bramble: readiness probe failed {failures} times: {why}\n")
+                            .as_bytes(),
+                    );
+                }
+                changed |= p.status.ready;
+                p.status.ready = false;
+            }
+            (probe::Kind::Liveness, Verdict::Fail { failures, why }) => {
+                kill = Some(format!(
+                    "bramble: liveness probe failed {failures} times: {why}; restarting {}\n",
+                    p.spec.name
+                ));
+            }
+            (probe::Kind::Liveness, Verdict::Pass) => {}
+        }
+    }
+    drop(procs);
+    if let (Some(line), Some(pid)) = (kill, p.pid) {
+        if let Some(l) = p.log.as_mut() {
+            let _ = l.write(line.as_bytes());
+        }
+        // Like a stop: SIGTERM to the process group, SIGKILL after the grace. No probes until
+        // it runs again, and out of service now.
+        p.probes.iter_mut().for_each(Prober::process_stopped);
+        p.liveness_killed = true;
+        signal_group(pid, libc::SIGTERM);
+        p.kill_at = Some(now + Duration::from_millis(cfg.termination_grace_ms));
+        changed |= p.status.ready;
+        p.status.ready = false;
+    }
+    changed
+}
+
+/// Signals a process's group (it ran `setsid`), or the process alone if it left its group.
+fn signal_group(pid: i32, sig: i32) {
+    if !matches!(sysproc::kill(-pid, sig), Ok(true)) {
+        let _ = sysproc::kill(pid, sig);
     }
 }
 

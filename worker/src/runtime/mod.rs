@@ -40,6 +40,7 @@
 pub mod cgroup;
 pub mod init;
 pub mod log;
+pub mod probe;
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -420,6 +421,7 @@ impl LinuxRuntime {
             log_dir: pod_log.to_string_lossy().into_owned(),
             log_cap: self.cfg.log_cap_bytes,
             tmp_size: self.cfg.tmp_size_bytes,
+            termination_grace_ms: u64::from(pod.spec.termination_grace_ms),
         };
         let bytes = postcard::to_stdvec(&icfg).map_err(|err| RuntimeError::Encode {
             pod: key.to_string(),

@@ -8,10 +8,12 @@
 //!   `execve`: every `CString` and pointer array is prepared before.
 //! - [`mount`]: the pod's mount namespace: private propagation, a fresh `/proc`, the optional
 //!   rootfs (read-only bind + writable tmpfs scratch) and `pivot_root`; hostname; loopback up.
+//! - [`net`]: non-blocking TCP connects and `poll` for the pod init's probes.
 //! - [`process`]: signals, `waitpid`, `pidfd`, `poll`, `signalfd` and reading `/proc`.
 #![allow(unsafe_code)]
 
 pub mod mount;
+pub mod net;
 pub mod process;
 pub mod spawn;
 

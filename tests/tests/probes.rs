@@ -1,0 +1,127 @@
+//! Health probes through the whole path with the real binaries: manifest → master → worker →
+//! pod init (which runs the probes inside the pod) → status → the CLI's READY, RESTARTS and
+//! AVAILABLE columns (root; this host's cgroup v1).
+
+use std::time::{Duration, Instant};
+
+use bramble_tests::{MasterProc, require_root, start_worker, wait_for};
+
+const MANIFEST: &str = r#"
+[[pod]]
+name = "gated"
+[[pod.process]]
+name = "main"
+command = ["/bin/sh", "-c", "exec sleep 1000"]
+readiness = { exec = ["test", "-e", "DIR/ready"], period = "200ms", timeout = "200ms" }
+
+[[pod]]
+name = "hangs"
+termination_grace = "500ms"
+[[pod.process]]
+name = "main"
+command = ["/bin/sh", "-c", "touch DIR/healthy; if [ ! -e DIR/ran ]; then touch DIR/ran; sleep 0.5; rm DIR/healthy; echo hanging; fi; exec sleep 1000"]
+liveness = { exec = ["test", "-e", "DIR/healthy"], period = "200ms", timeout = "200ms", failure_threshold = 2 }
+
+[[deployment]]
+name = "web"
+replicas = 2
+[deployment.template]
+labels = { app = "web" }
+network = "none"
+[[deployment.template.process]]
+name = "main"
+command = ["python3", "-m", "http.server", "8080", "--bind", "127.0.0.1"]
+readiness = { http = { port = 8080, path = "/" }, period = "200ms", timeout = "200ms" }
+[[deployment.template.process]]
+name = "gate"
+command = ["/bin/sh", "-c", "exec sleep 1000"]
+readiness = { exec = ["test", "-e", "DIR/web-ready"], period = "200ms", timeout = "200ms" }
+"#;
+
+/// The columns of `name`'s row in `bramble get KIND`.
+fn row(m: &MasterProc, kind: &str, name: &str) -> Option<Vec<String>> {
+    m.ok(&["get", kind])
+        .lines()
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .find(|c| c.first().map(String::as_str) == Some(name))
+}
+
+#[test]
+fn probes_gate_readiness_and_restart_hung_processes() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    let m = MasterProc::start(
+        &tmp.path().join("master"),
+        &["--heartbeat-interval", "500ms"],
+    );
+    let _w = start_worker(&m, "n1", &tmp.path().join("n1"), &[]);
+    let f = tmp.path().join("probes.toml");
+    std::fs::write(&f, MANIFEST.replace("DIR", dir.to_str().unwrap())).unwrap();
+    m.ok(&["apply", "-f", f.to_str().unwrap()]);
+
+    // A readiness probe holds the pod at READY 0/1 while it runs...
+    wait_for(Duration::from_secs(30), "gated Running", || {
+        row(&m, "pods", "gated").filter(|r| r[2] == "Running")
+    });
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        let r = row(&m, "pods", "gated").unwrap();
+        assert_eq!((r[1].as_str(), r[2].as_str()), ("0/1", "Running"), "{r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ...until its check passes.
+    std::fs::write(dir.join("ready"), b"").unwrap();
+    wait_for(Duration::from_secs(10), "gated READY 1/1", || {
+        row(&m, "pods", "gated").filter(|r| r[1] == "1/1")
+    });
+    let d = m.ok(&["describe", "pod", "gated"]);
+    assert!(
+        d.contains("Readiness: exec test -e ") && d.contains("every 200ms, timeout 200ms"),
+        "{d}"
+    );
+    assert!(d.contains("Ready:     true"), "{d}");
+
+    // A liveness probe restarts the process that hung; the new one stays up.
+    let r = wait_for(Duration::from_secs(30), "hangs restarted", || {
+        row(&m, "pods", "hangs").filter(|r| r[3] != "0" && r[2] == "Running")
+    });
+    assert_eq!(r[3], "1", "{r:?}");
+    let logs = m.ok(&["logs", "hangs"]);
+    assert!(logs.contains("hanging"), "{logs}");
+    assert!(
+        logs.contains("bramble: liveness probe failed 2 times: exec [\"test\", \"-e\""),
+        "{logs}"
+    );
+    let d = m.ok(&["describe", "pod", "hangs"]);
+    assert!(d.contains("Last exit: Signaled(15)"), "{d}");
+    assert!(d.contains("Liveness:  exec test -e"), "{d}");
+
+    // A deployment counts only ready pods available: each pod serves HTTP in its own network
+    // (ready once it answers) next to a process that waits for a file.
+    wait_for(Duration::from_secs(30), "web pods Running", || {
+        let pods = m.ok(&["get", "pods", "-l", "app=web"]);
+        (pods.matches(" Running ").count() == 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let r = row(&m, "deployments", "web").unwrap();
+    assert_eq!((r[1].as_str(), r[3].as_str()), ("0/2", "0"), "{r:?}");
+    wait_for(Duration::from_secs(20), "the web servers ready", || {
+        let pods = m.ok(&["get", "pods", "-l", "app=web"]);
+        (pods.matches(" 1/2 ").count() == 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let r = row(&m, "deployments", "web").unwrap();
+    assert_eq!(
+        r[3], "0",
+        "a pod with an unready process counted available: {r:?}"
+    );
+    std::fs::write(dir.join("web-ready"), b"").unwrap();
+    wait_for(Duration::from_secs(10), "web available 2/2", || {
+        row(&m, "deployments", "web").filter(|r| r[1] == "2/2" && r[3] == "2")
+    });
+    m.ok(&["delete", "pod", "gated"]);
+    m.ok(&["delete", "pod", "hangs"]);
+    m.ok(&["delete", "deployment", "web"]);
+}
