@@ -373,7 +373,7 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
     for (k, v) in &p.spec.node_selector {
         check_label(&at("node_selector"), k, v)?;
     }
-    Ok(())
+    crate::config_data::check_pod_refs(p)
 }
 
 /// Whether `kind` may be written by clients through apply.

@@ -405,6 +405,8 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
             n.status = c.status;
             Object::DaemonSet(n)
         }
+        (Object::ConfigMap(_), n @ Object::ConfigMap(_)) => n,
+        (Object::Secret(_), n @ Object::Secret(_)) => n,
         _ => return Err(err(ErrorCode::Internal, "kind mismatch")),
     };
     *merged.meta_mut() = Meta {
