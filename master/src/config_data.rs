@@ -66,8 +66,7 @@ impl SecretM {
             .map(|(k, v)| (k, v.into_bytes()))
             .collect();
         for (k, v) in self.data_base64 {
-            let bytes = base64_decode(&v)
-                .map_err(|e| format!("{what}: data_base64.{k:?}: {e}"))?;
+            let bytes = base64_decode(&v).map_err(|e| format!("{what}: data_base64.{k:?}: {e}"))?;
             if data.insert(k.clone(), bytes).is_some() {
                 return Err(format!(
                     "{what}: key {k:?} is in both data and data_base64: keep one"
@@ -159,10 +158,9 @@ pub fn check_pod_refs(p: &Pod) -> Result<(), Invalid> {
             ));
         }
         match &v.source {
-            VolumeSource::ConfigMap { name } => validate::check_name(
-                &at(&format!("volume[{i}].configmap")),
-                name,
-            )?,
+            VolumeSource::ConfigMap { name } => {
+                validate::check_name(&at(&format!("volume[{i}].configmap")), name)?
+            }
             VolumeSource::Secret { name } => {
                 validate::check_name(&at(&format!("volume[{i}].secret")), name)?
             }
@@ -364,7 +362,16 @@ mod tests {
 
     #[test]
     fn base64_round_trip() {
-        for data in [&b""[..], b"f", b"fo", b"foo", b"foob", b"fooba", b"foobar", &[0, 255, 7]] {
+        for data in [
+            &b""[..],
+            b"f",
+            b"fo",
+            b"foo",
+            b"foob",
+            b"fooba",
+            b"foobar",
+            &[0, 255, 7],
+        ] {
             let e = base64_encode(data);
             assert_eq!(base64_decode(&e).unwrap(), data, "{e}");
         }

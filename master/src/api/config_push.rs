@@ -38,7 +38,11 @@ pub(crate) async fn resolve(
 pub(crate) fn hash(pods_hash: u64, cms: &[ConfigMap], secrets: &[Secret]) -> u64 {
     let mut h = DefaultHasher::new();
     pods_hash.hash(&mut h);
-    for m in cms.iter().map(|c| &c.meta).chain(secrets.iter().map(|s| &s.meta)) {
+    for m in cms
+        .iter()
+        .map(|c| &c.meta)
+        .chain(secrets.iter().map(|s| &s.meta))
+    {
         m.namespace.hash(&mut h);
         m.name.hash(&mut h);
         m.uid.hash(&mut h);

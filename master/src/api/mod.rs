@@ -8,8 +8,8 @@
 pub mod auth;
 mod client;
 pub use client::CLIENT_RESPONSE_MAX;
-pub mod control;
 mod config_push;
+pub mod control;
 mod dispatch;
 mod node;
 

@@ -82,9 +82,9 @@ pub fn collect_data(
         put(k, v, &format!("--from-file {spec}"))?;
     }
     for lit in from_literal {
-        let (k, v) = lit.split_once('=').ok_or_else(|| {
-            format!("--from-literal {lit:?}: write it as KEY=VALUE")
-        })?;
+        let (k, v) = lit
+            .split_once('=')
+            .ok_or_else(|| format!("--from-literal {lit:?}: write it as KEY=VALUE"))?;
         put(k.to_string(), v.as_bytes().to_vec(), "--from-literal")?;
     }
     if data.is_empty() {
@@ -115,7 +115,12 @@ fn file_key(p: &Path) -> Result<String, String> {
     p.file_name()
         .and_then(|n| n.to_str())
         .map(str::to_string)
-        .ok_or_else(|| format!("--from-file {}: cannot use its name as a key: write PATH=KEY", p.display()))
+        .ok_or_else(|| {
+            format!(
+                "--from-file {}: cannot use its name as a key: write PATH=KEY",
+                p.display()
+            )
+        })
 }
 
 fn read(p: &Path) -> Result<Vec<u8>, String> {
@@ -184,7 +189,11 @@ pub async fn run(c: &mut Client, cmd: CreateCmd, out: &mut impl Write) -> Result
         o.meta_mut().revision = rev;
     }
     c.call(RequestBody::Apply(vec![o])).await?;
-    let what = if existing.is_some() { "replaced" } else { "created" };
+    let what = if existing.is_some() {
+        "replaced"
+    } else {
+        "created"
+    };
     let _ = writeln!(out, "{k}/{} {what}", a.name);
     Ok(())
 }
@@ -216,7 +225,15 @@ mod tests {
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["a.conf", "b.conf", "empty", "index.html", "kube", "mode", "page"]
+            [
+                "a.conf",
+                "b.conf",
+                "empty",
+                "index.html",
+                "kube",
+                "mode",
+                "page"
+            ]
         );
         assert_eq!(data["page"], b"<h1>hi</h1>");
         assert_eq!(data["mode"], b"fast");

@@ -68,6 +68,12 @@ pub struct InitConfig {
     pub log_cap: u64,
     /// Size of the rootfs's `/tmp` tmpfs, bytes.
     pub tmp_size: u64,
+    /// Directory holding the pod's config map volumes (`<base>/<volume>`).
+    pub config_volume_base: String,
+    /// Directory holding the pod's secret volumes (`<base>/<volume>`, on a tmpfs).
+    pub secret_volume_base: String,
+    /// The processes' `env_from` variables ([`super::volumes::read_env_file`]), if any.
+    pub env_file: Option<String>,
 }
 
 /// One process, as the init sees it.
@@ -173,7 +179,13 @@ fn setup_root(cfg: &InitConfig) -> Result<(), Error> {
                 let src = Path::new(&cfg.empty_dir_base).join(&v.name);
                 mount::bind(&src, &target, false)?;
             }
-            VolumeSource::ConfigMap { .. } | VolumeSource::Secret { .. } => {}
+            VolumeSource::ConfigMap { .. } | VolumeSource::Secret { .. } => {
+                let base = match v.source {
+                    VolumeSource::ConfigMap { .. } => &cfg.config_volume_base,
+                    _ => &cfg.secret_volume_base,
+                };
+                super::volumes::mount_volume(&Path::new(base).join(&v.name), &target)?;
+            }
         }
     }
     if cfg.rootfs.is_some() {
@@ -224,6 +236,10 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             failures: 0,
         });
     }
+    let env_from = match &cfg.env_file {
+        Some(f) => super::volumes::read_env_file(Path::new(f))?,
+        None => Vec::new(),
+    };
     mount::set_hostname(&cfg.hostname)?;
     setup_root(&cfg)?;
     if cfg.private_network {
@@ -236,6 +252,9 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             continue;
         };
         let mut env = p.spec.env.clone();
+        if let Some((_, from)) = env_from.iter().find(|(n, _)| *n == p.spec.name) {
+            super::volumes::merge_env(&mut env, from);
+        }
         if !env.iter().any(|(k, _)| k == "PATH") {
             env.insert(0, ("PATH".into(), super::DEFAULT_PATH.into()));
         }
