@@ -396,3 +396,137 @@ mod tests {
         assert_eq!(shown["Secret"]["data_base64"]["key"], "AJ+Slg==");
     }
 }
+
+#[cfg(test)]
+mod manifest_tests {
+    use bramble_wire::objects::{EnvFrom, Object, VolumeSource};
+
+    const M: &str = r#"
+[[configmap]]
+name = "web-config"
+labels = { app = "web" }
+data = { "index.html" = "<h1>hi</h1>", mode = "fast" }
+
+[[secret]]
+name = "db"
+namespace = "prod"
+data = { password = "hunter2" }
+data_base64 = { "key.bin" = "AJ+Slg==" }
+
+[[pod]]
+name = "web"
+[[pod.process]]
+name = "main"
+command = ["/bin/sh"]
+env_from = [{ configmap = "web-config", prefix = "WEB_" }, { secret = "db" }]
+[[pod.volume]]
+name = "site"
+mount_path = "/srv/site"
+configmap = "web-config"
+[[pod.volume]]
+name = "creds"
+mount_path = "/run/creds"
+secret = "db"
+"#;
+
+    fn err(text: &str) -> String {
+        crate::manifest::parse(text, "m.toml", "default").unwrap_err()
+    }
+
+    #[test]
+    fn configmaps_secrets_volumes_and_env_from_parse() {
+        let objs = crate::manifest::parse(M, "m.toml", "default").unwrap();
+        let cm = objs
+            .iter()
+            .find_map(|o| match o {
+                Object::ConfigMap(c) => Some(c),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(cm.meta.namespace, "default");
+        assert_eq!(cm.data["index.html"], "<h1>hi</h1>");
+        let s = objs
+            .iter()
+            .find_map(|o| match o {
+                Object::Secret(s) => Some(s),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(s.meta.namespace, "prod");
+        assert_eq!(s.data["password"], b"hunter2");
+        assert_eq!(s.data["key.bin"], [0, 0x9f, 0x92, 0x96]);
+        let p = objs
+            .iter()
+            .find_map(|o| match o {
+                Object::Pod(p) => Some(p),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            p.spec.volumes[0].source,
+            VolumeSource::ConfigMap {
+                name: "web-config".into()
+            }
+        );
+        assert_eq!(
+            p.spec.volumes[1].source,
+            VolumeSource::Secret { name: "db".into() }
+        );
+        assert_eq!(
+            p.spec.processes[0].env_from,
+            vec![
+                EnvFrom::ConfigMap {
+                    name: "web-config".into(),
+                    prefix: "WEB_".into()
+                },
+                EnvFrom::Secret {
+                    name: "db".into(),
+                    prefix: String::new()
+                }
+            ]
+        );
+        let refs = super::Refs::of(&[p.clone()]);
+        assert!(
+            refs.config_maps
+                .contains(&("default".into(), "web-config".into()))
+        );
+        assert!(refs.secrets.contains(&("default".into(), "db".into())));
+    }
+
+    #[test]
+    fn bad_config_input_is_refused_with_the_fix() {
+        let pod = |extra: &str| {
+            format!(
+                "[[pod]]\nname = \"p\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"/bin/true\"]\n{extra}"
+            )
+        };
+        let e = err(&pod(
+            "[[pod.volume]]\nname = \"v\"\nmount_path = \"/x\"\nconfigmap = \"a\"\nsecret = \"b\"\n",
+        ));
+        assert!(e.contains("only one of configmap"), "{e}");
+        let e = err(&pod(
+            "[[pod.volume]]\nname = \"v\"\nmount_path = \"/x\"\nconfigmap = \"Bad_Name\"\n",
+        ));
+        assert!(e.contains("line"), "names are checked while parsing: {e}");
+        let e = err(&pod(
+            "[[pod.volume]]\nname = \"v\"\nmount_path = \"x/../y\"\nempty_dir = true\n",
+        ));
+        assert!(e.contains("absolute path"), "{e}");
+        let e = err(&pod("env_from = [{ prefix = \"A\" }]\n"));
+        assert!(e.contains("exactly one of configmap"), "{e}");
+        let e = err(&pod("env_from = [{ secret = \"db\", prefix = \"A-\" }]\n"));
+        assert!(e.contains("prefix"), "{e}");
+        let e = err("[[secret]]\nname = \"s\"\ndata_base64 = { k = \"@@\" }\n");
+        assert!(e.contains("not base64"), "{e}");
+        let e =
+            err("[[secret]]\nname = \"s\"\ndata = { k = \"a\" }\ndata_base64 = { k = \"YQ==\" }\n");
+        assert!(e.contains("both data and data_base64"), "{e}");
+        let e = err("[[configmap]]\nname = \"c\"\ndata = { \"..data\" = \"x\" }\n");
+        assert!(e.contains("file names"), "{e}");
+        let big = "x".repeat(49 * 1024);
+        let e = err(&format!(
+            "[[configmap]]\nname = \"c\"\ndata = {{ k = \"{big}\" }}\n"
+        ));
+        assert!(e.contains("limit"), "{e}");
+    }
+}

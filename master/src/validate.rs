@@ -242,7 +242,7 @@ fn check_data<'a>(
     for (k, len) in entries {
         if k.is_empty()
             || k == "."
-            || k == ".."
+            || k.starts_with("..")
             || k.len() > 253
             || !k
                 .bytes()
@@ -250,7 +250,7 @@ fn check_data<'a>(
         {
             return Err(invalid(
                 format!("{what}: data.{k:?}"),
-                "keys become file names: use 1-253 characters of a-z, A-Z, 0-9, '.', '_' and '-' (not \".\" or \"..\")",
+                "keys become file names: use 1-253 characters of a-z, A-Z, 0-9, '.', '_' and '-' (not \".\", not starting with \"..\")",
             ));
         }
         total += k.len() + len;
