@@ -7,19 +7,34 @@ use std::time::Duration;
 
 use bramble_tests::{MasterProc, json, require_root, start_worker, wait_for};
 
-fn start(tmp: &Path) -> (MasterProc, bramble_tests::Proc, PathBuf) {
+/// A master and one worker named `node` (node names differ between tests: the harness derives
+/// the pods' cgroup parent from the test process and the node name).
+fn start(tmp: &Path, node: &str) -> (MasterProc, bramble_tests::Proc, PathBuf) {
     let m = MasterProc::start(
         &tmp.join("master"),
         &["--heartbeat-interval", "500ms", "--node-grace", "5s"],
     );
-    let state = tmp.join("n1");
-    let w = start_worker(&m, "n1", &state, &[]);
-    wait_for(Duration::from_secs(20), "node n1 Ready", || {
-        m.ok(&["get", "nodes"])
-            .lines()
-            .any(|l| l.starts_with("n1") && l.split_whitespace().nth(1) == Some("Ready"))
-            .then_some(())
+    let state = tmp.join(node);
+    wait_for(Duration::from_secs(20), "the master's join token", || {
+        m.data_dir.join("join.token").exists().then_some(())
     });
+    let w = start_worker(&m, node, &state, &[]);
+    let t = std::time::Instant::now();
+    while !m
+        .ok(&["get", "nodes"])
+        .lines()
+        .any(|l| l.starts_with(node) && l.split_whitespace().nth(1) == Some("Ready"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "node {node} not Ready after 60 s; master {}; nodes: {}\nworker log: {}\nmaster log: {}",
+            m.addr,
+            m.ok(&["get", "nodes"]),
+            std::fs::read_to_string(state.with_extension("worker.log")).unwrap_or_default(),
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     (m, w, state)
 }
 
@@ -43,15 +58,20 @@ fn pod_status(m: &MasterProc, name: &str) -> Option<(String, String)> {
 }
 
 fn wait_log(m: &MasterProc, pod: &str, needle: &str) -> String {
-    wait_for(
-        Duration::from_secs(20),
-        &format!("{needle:?} in the log of {pod}"),
-        || {
-            let o = m.cli(&["logs", pod]);
-            let l = String::from_utf8_lossy(&o.stdout).into_owned();
-            l.contains(needle).then_some(l)
-        },
-    )
+    let t = std::time::Instant::now();
+    loop {
+        let o = m.cli(&["logs", pod]);
+        let l = String::from_utf8_lossy(&o.stdout).into_owned();
+        if l.contains(needle) {
+            return l;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no {needle:?} in the log of {pod} after 30 s: {l}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -81,9 +101,11 @@ impl Drop for Unmount {
 fn configmap_volume_updates_in_place_env_from_and_missing_waits() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let (m, _w, state) = start(tmp.path());
+    let (m, _w, state) = start(tmp.path(), "cm-node");
     let mnt = tmp.path().join("mnt").join("site");
     let mnt = mnt.to_str().unwrap();
+    let trigger = tmp.path().join("restart");
+    let trig = trigger.to_str().unwrap();
 
     // The pod comes first: it waits, saying what is missing and how to create it.
     let pod = format!(
@@ -92,7 +114,7 @@ fn configmap_volume_updates_in_place_env_from_and_missing_waits() {
 name = "web"
 [[pod.process]]
 name = "main"
-command = ["/bin/sh", "-c", "echo env=$WEB_mode; touch {mnt}/x 2>/dev/null && echo writable || echo read-only; while true; do echo page=$(cat {mnt}/index.html); sleep 0.2; done"]
+command = ["/bin/sh", "-c", "echo env=$WEB_mode; touch {mnt}/x 2>/dev/null && echo writable || echo read-only; while true; do echo page=$(cat {mnt}/index.html); [ -e {trig} ] && rm {trig} && exit 0; sleep 0.2; done"]
 env_from = [{{ configmap = "web-config", prefix = "WEB_" }}]
 [[pod.volume]]
 name = "site"
@@ -136,7 +158,7 @@ configmap = "web-config"
     );
 
     // `apply` of a changed config map reaches the mounted file in place (the pod keeps running).
-    let pid_before = pod_status(&m, "web").unwrap();
+    let phase_before = pod_status(&m, "web").unwrap();
     let out = apply(
         &m,
         tmp.path(),
@@ -145,13 +167,17 @@ configmap = "web-config"
     );
     assert!(out.contains("configmap/web-config configured"), "{out}");
     wait_log(&m, "web", "page=v2");
-    assert_eq!(pod_status(&m, "web").unwrap().0, pid_before.0);
+    assert_eq!(pod_status(&m, "web").unwrap().0, phase_before.0);
     let log = m.ok(&["logs", "web"]);
     assert_eq!(
         log.matches("env=").count(),
         1,
         "the process was not restarted: {log}"
     );
+    // env_from is read when a process starts: its next restart sees the new value.
+    assert!(!log.contains("env=slow"), "{log}");
+    std::fs::write(&trigger, "").unwrap();
+    wait_log(&m, "web", "env=slow");
 
     // The atomic-writer layout on the node.
     let cm_root = state.with_extension("run").join("configmaps");
@@ -217,7 +243,7 @@ configmap = "web-config"
 fn secrets_stay_in_memory_hidden_and_mounted_on_tmpfs() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let (m, w, state) = start(tmp.path());
+    let (m, w, state) = start(tmp.path(), "secret-node");
     let secrets_fs = state.with_extension("run").join("secrets");
     let _unmount = Unmount(secrets_fs.clone());
     let mnt = tmp.path().join("creds");

@@ -267,7 +267,11 @@ impl Driver for LinuxDriver {
         // Running pods see updates in place (their env_from applies at their next start).
         let secrets = self.secrets.as_deref().unwrap_or_default();
         for e in self.pods.values() {
-            if e.handle.is_none() || !volumes::uses_config(&e.pod) {
+            // Before the master sent the secrets, pods using them keep what they have.
+            if e.handle.is_none()
+                || !volumes::uses_config(&e.pod)
+                || (self.secrets.is_none() && volumes::uses_secrets(&e.pod))
+            {
                 continue;
             }
             let Ok(key) = PodKey::of(&e.pod) else {

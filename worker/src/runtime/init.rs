@@ -237,7 +237,7 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         });
     }
     let env_from = match &cfg.env_file {
-        Some(f) => super::volumes::read_env_file(Path::new(f))?,
+        Some(f) => super::volumes::open_env_file(Path::new(f))?,
         None => Vec::new(),
     };
     mount::set_hostname(&cfg.hostname)?;
@@ -247,28 +247,11 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
     }
     // Prepare every exec (path resolution happens inside the pod's root).
     for p in &mut procs {
-        let Some(cmd) = p.spec.command.first() else {
-            p.exec_error = Some("empty command".into());
-            continue;
-        };
-        let mut env = p.spec.env.clone();
-        if let Some((_, from)) = env_from.iter().find(|(n, _)| *n == p.spec.name) {
-            super::volumes::merge_env(&mut env, from);
-        }
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            env.insert(0, ("PATH".into(), super::DEFAULT_PATH.into()));
-        }
-        if !env.iter().any(|(k, _)| k == "HOSTNAME") {
-            env.push(("HOSTNAME".into(), cfg.hostname.clone()));
-        }
-        match resolve(cmd, &env) {
-            Some(path) => match Exec::new(&path, &p.spec.command, &env) {
-                Ok(e) => p.exec = Some(e),
-                Err(e) => p.exec_error = Some(e.to_string()),
-            },
-            None => p.exec_error = Some(format!("command not found: {cmd}")),
-        }
-        p.workdir = p.spec.workdir.as_deref().and_then(|w| CString::new(w).ok());
+        let from = env_from
+            .iter()
+            .find(|(n, _)| *n == p.spec.name)
+            .map_or(&[][..], |(_, e)| &e[..]);
+        prepare(p, &cfg.hostname, from);
     }
 
     let mut stopping = false;
@@ -357,6 +340,32 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
     Ok(if first_ok { 0 } else { 1 })
 }
 
+/// Builds a process's exec: its own `env` over its `env_from` variables.
+fn prepare(p: &mut Proc, hostname: &str, env_from: &[(String, String)]) {
+    p.exec = None;
+    p.exec_error = None;
+    let Some(cmd) = p.spec.command.first() else {
+        p.exec_error = Some("empty command".into());
+        return;
+    };
+    let mut env = p.spec.env.clone();
+    super::volumes::merge_env(&mut env, env_from);
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.insert(0, ("PATH".into(), super::DEFAULT_PATH.into()));
+    }
+    if !env.iter().any(|(k, _)| k == "HOSTNAME") {
+        env.push(("HOSTNAME".into(), hostname.to_string()));
+    }
+    match resolve(cmd, &env) {
+        Some(path) => match Exec::new(&path, &p.spec.command, &env) {
+            Ok(e) => p.exec = Some(e),
+            Err(e) => p.exec_error = Some(e.to_string()),
+        },
+        None => p.exec_error = Some(format!("command not found: {cmd}")),
+    }
+    p.workdir = p.spec.workdir.as_deref().and_then(|w| CString::new(w).ok());
+}
+
 fn drain(p: &mut Proc, buf: &mut [u8]) {
     let log = &mut p.log;
     let mut keep = |fd: &OwnedFd| -> bool {
@@ -385,6 +394,10 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
         p.old_pipes.push(old);
     }
     p.started = Instant::now();
+    // env_from as it is now: a restart picks up config map and secret changes.
+    if let Some(from) = super::volumes::reload_env(&p.spec.name) {
+        prepare(p, &cfg.hostname, &from);
+    }
     let result = match (&p.exec, &p.exec_error) {
         (Some(exec), _) => sysproc::pipe()
             .map_err(|e| e.to_string())

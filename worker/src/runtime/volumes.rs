@@ -212,7 +212,8 @@ pub fn uses_config(pod: &Pod) -> bool {
     }) || pod.spec.processes.iter().any(|p| !p.env_from.is_empty())
 }
 
-fn uses_secrets(pod: &Pod) -> bool {
+/// Whether a pod uses secrets (volumes or `env_from`).
+pub fn uses_secrets(pod: &Pod) -> bool {
     pod.spec
         .volumes
         .iter()
@@ -392,7 +393,10 @@ impl ConfigVolumes {
                 _ => {}
             }
         }
-        if let Some(f) = &dirs.env_file {
+        // A missing object keeps the variables the pod has (a restart must not lose them).
+        if let Some(f) = &dirs.env_file
+            && missing(pod, config_maps, Some(secrets)).is_none()
+        {
             let env = resolve_env(pod, config_maps, secrets);
             let bytes = postcard::to_stdvec(&env).map_err(io::Error::other)?;
             if std::fs::read(f).ok().as_deref() != Some(&bytes[..]) {
@@ -501,6 +505,36 @@ pub fn mount_volume(src: &Path, target: &Path) -> Result<(), Box<dyn std::error:
     }
     mount::bind(src, target, true)?;
     Ok(())
+}
+
+/// The pod init's handle on its `env_from` file: its directory, opened before `pivot_root`,
+/// read again through `/proc/self/fd` at every process start.
+static ENV_SOURCE: std::sync::OnceLock<(std::os::fd::OwnedFd, String)> = std::sync::OnceLock::new();
+
+/// Pod init: reads the `env_from` file and keeps its directory open for [`reload_env`].
+pub fn open_env_file(path: &Path) -> Result<EnvSets, Box<dyn std::error::Error>> {
+    let env = read_env_file(path)
+        .map_err(|e| format!("reading the env_from file {}: {e}", path.display()))?;
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        let fd = sysproc::open_dir(dir)?;
+        let _ = ENV_SOURCE.set((fd, name.to_string_lossy().into_owned()));
+    }
+    Ok(env)
+}
+
+/// Pod init: the current `env_from` variables of `process`, if the pod has an `env_from` file
+/// (the worker rewrites it when a config map or secret changes).
+pub fn reload_env(process: &str) -> Option<Vec<(String, String)>> {
+    use std::os::fd::AsRawFd;
+    let (fd, name) = ENV_SOURCE.get()?;
+    let path = format!("/proc/self/fd/{}/{name}", fd.as_raw_fd());
+    let sets = read_env_file(Path::new(&path)).ok()?;
+    Some(
+        sets.into_iter()
+            .find(|(n, _)| n == process)
+            .map(|(_, e)| e)
+            .unwrap_or_default(),
+    )
 }
 
 /// Reads an `env_from` file written by [`ConfigVolumes::write_pod`].
