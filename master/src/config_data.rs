@@ -485,7 +485,7 @@ secret = "db"
                 }
             ]
         );
-        let refs = super::Refs::of(&[p.clone()]);
+        let refs = super::Refs::of(std::slice::from_ref(p));
         assert!(
             refs.config_maps
                 .contains(&("default".into(), "web-config".into()))
