@@ -232,6 +232,45 @@ configmap = "web-config"
         "{table}"
     );
 
+    // Config maps near the size limit: an assignment carrying two of them is over the 64 KiB
+    // client frame, and still reaches the node.
+    let big = "x".repeat(40 * 1024);
+    let (a, b) = (tmp.path().join("big-a"), tmp.path().join("big-b"));
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    // (One object per apply: a request is one 64 KiB frame.)
+    for name in ["big-a", "big-b"] {
+        apply(
+            &m,
+            tmp.path(),
+            "big.toml",
+            &format!("[[configmap]]\nname = \"{name}\"\ndata = {{ k = \"{big}\" }}\n"),
+        );
+    }
+    apply(
+        &m,
+        tmp.path(),
+        "big.toml",
+        &format!(
+            r#"
+[[pod]]
+name = "big"
+[[pod.process]]
+name = "main"
+command = ["/bin/sh", "-c", "echo sizes $(cat {a}/k | wc -c) $(cat {b}/k | wc -c); sleep 1000"]
+[[pod.volume]]
+name = "a"
+mount_path = "{a}"
+configmap = "big-a"
+[[pod.volume]]
+name = "b"
+mount_path = "{b}"
+configmap = "big-b"
+"#
+        ),
+    );
+    wait_log(&m, "big", "sizes 40960 40960");
+    m.ok(&["delete", "pod", "big"]);
+
     // The pod goes: so do its volumes.
     m.ok(&["delete", "pod", "web"]);
     wait_for(Duration::from_secs(20), "config volumes removed", || {

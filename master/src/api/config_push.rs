@@ -14,6 +14,29 @@ use super::Master;
 use crate::config_data::{Refs, select};
 use crate::store::StoreError;
 
+/// Largest master → worker frame: what the worker's reader accepts. An assignment with several
+/// config maps (each up to 48 KiB) or a node's secrets exceed the 64 KiB client frame.
+pub(crate) const NODE_DOWN_MAX_FRAME: usize = bramble_wire::DEFAULT_MAX_FRAME * 16;
+
+/// A message to `node` did not fit in one frame: it is dropped (the connection stays up) and
+/// the operator is told what to shrink. Names only what kind of message, never its data.
+pub(crate) fn too_large(node: &str, msg: &bramble_wire::msg::NodeDown) {
+    use bramble_wire::msg::NodeDown;
+    let what = match msg {
+        NodeDown::Assign(a) => format!(
+            "the assignment ({} pods, {} config maps)",
+            a.pods.len(),
+            a.config_maps.len()
+        ),
+        NodeDown::Secrets(s) => format!("the secrets ({} of them)", s.len()),
+        _ => "a message".to_string(),
+    };
+    tracing::error!(
+        %node,
+        "{what} is over the {NODE_DOWN_MAX_FRAME}-byte frame limit and was not sent: spread these pods over more nodes or use fewer or smaller config maps and secrets"
+    );
+}
+
 /// The config maps and secrets that `pods` use (those that exist).
 pub(crate) async fn resolve(
     m: &Master,
