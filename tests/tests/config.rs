@@ -404,6 +404,24 @@ secret = "db"
     wait_for(Duration::from_secs(20), "secret volumes removed", || {
         entries(&secrets_fs).is_empty().then_some(())
     });
+
+    // A namespace takes its config maps and secrets along.
+    apply(
+        &m,
+        tmp.path(),
+        "ns.toml",
+        "[[namespace]]\nname = \"team\"\n[[secret]]\nname = \"t\"\nnamespace = \"team\"\ndata = { k = \"v\" }\n[[configmap]]\nname = \"t\"\nnamespace = \"team\"\n",
+    );
+    m.ok(&["get", "secret", "t", "-n", "team"]);
+    m.ok(&["delete", "namespace", "team"]);
+    for kind in ["secret", "configmap"] {
+        let o = m.cli(&["get", kind, "t", "-n", "team"]);
+        assert_eq!(
+            o.status.code(),
+            Some(3),
+            "{kind} deleted with its namespace"
+        );
+    }
     drop(w);
 }
 

@@ -214,6 +214,8 @@ async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError>
                     Kind::Job,
                     Kind::ReplicaSet,
                     Kind::Pod,
+                    Kind::ConfigMap,
+                    Kind::Secret,
                 ] {
                     let (_, objs) = m.store.list(k, Some(&name)).await?;
                     for o in objs {
