@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod config_data;
 pub mod controllers;
 pub mod demo;
 pub mod manifest;

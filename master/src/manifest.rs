@@ -42,6 +42,10 @@ pub struct Manifest {
     daemonset: Vec<DaemonSetM>,
     #[serde(default)]
     job: Vec<JobM>,
+    #[serde(default)]
+    configmap: Vec<crate::config_data::ConfigMapM>,
+    #[serde(default)]
+    secret: Vec<crate::config_data::SecretM>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +241,8 @@ struct ProcessM {
     ports: Vec<PortM>,
     liveness: Option<probe::ProbeSpec>,
     readiness: Option<probe::ProbeSpec>,
+    #[serde(default)]
+    env_from: Vec<crate::config_data::EnvFromM>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,6 +266,10 @@ struct VolumeM {
     read_only: bool,
     #[serde(default)]
     empty_dir: bool,
+    #[serde(default, deserialize_with = "de_opt_name")]
+    configmap: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_name")]
+    secret: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -482,6 +492,12 @@ impl Manifest {
                 status: Default::default(),
             }));
         }
+        for c in self.configmap {
+            out.push(c.into_object(default_ns));
+        }
+        for c in self.secret {
+            out.push(c.into_object(default_ns)?);
+        }
         for o in &out {
             validate::check_object(o).map_err(|e| e.to_string())?;
         }
@@ -489,11 +505,20 @@ impl Manifest {
     }
 }
 
-fn pod_spec(t: TemplateM, what: &str) -> Result<PodSpec, String> {
+fn pod_spec(mut t: TemplateM, what: &str) -> Result<PodSpec, String> {
+    let mut env_from = Vec::new();
+    for pr in &mut t.process {
+        let list = std::mem::take(&mut pr.env_from)
+            .into_iter()
+            .map(|e| e.into_wire(&format!("{what}: process {:?}", pr.name)))
+            .collect::<Result<Vec<_>, _>>()?;
+        env_from.push(list);
+    }
     let processes = t
         .process
         .into_iter()
-        .map(|pr| ProcessSpec {
+        .zip(env_from)
+        .map(|(pr, env_from)| ProcessSpec {
             name: pr.name,
             command: pr.command,
             env: pr.env.into_iter().collect(),
@@ -524,20 +549,22 @@ fn pod_spec(t: TemplateM, what: &str) -> Result<PodSpec, String> {
                 .collect(),
             liveness: pr.liveness.map(|p| p.0),
             readiness: pr.readiness.map(|p| p.0),
-            env_from: Vec::new(),
+            env_from,
         })
         .collect();
     let mut volumes = Vec::new();
     for v in t.volume {
-        let source = match (v.host_path, v.empty_dir) {
-            (Some(path), false) => VolumeSource::HostPath {
+        let named = crate::config_data::volume_source(what, &v.name, v.configmap, v.secret)?;
+        let source = match (v.host_path, v.empty_dir, named) {
+            (None, false, Some(source)) => source,
+            (Some(path), false, None) => VolumeSource::HostPath {
                 path,
                 read_only: v.read_only,
             },
-            (None, true) => VolumeSource::EmptyDir,
+            (None, true, None) => VolumeSource::EmptyDir,
             _ => {
                 return Err(format!(
-                    "{what}: volume {:?}: give exactly one of host_path = \"/dir\" or empty_dir = true",
+                    "{what}: volume {:?}: give exactly one of host_path = \"/dir\", empty_dir = true, configmap = \"NAME\" or secret = \"NAME\"",
                     v.name
                 ));
             }
@@ -586,7 +613,7 @@ pub fn parse(text: &str, origin: &str, default_ns: &str) -> Result<Vec<Object>, 
         .map_err(|e| format!("{origin}: {e}"))?;
     if objs.is_empty() {
         return Err(format!(
-            "{origin}: no objects: write [[pod]], [[deployment]], [[daemonset]], [[job]], [[namespace]] or [[node]] tables"
+            "{origin}: no objects: write [[pod]], [[deployment]], [[daemonset]], [[job]], [[configmap]], [[secret]], [[namespace]] or [[node]] tables"
         ));
     }
     Ok(objs)

@@ -244,7 +244,7 @@ fn check_data<'a>(
     for (k, len) in entries {
         if k.is_empty()
             || k == "."
-            || k == ".."
+            || k.starts_with("..")
             || k.len() > 253
             || !k
                 .bytes()
@@ -252,7 +252,7 @@ fn check_data<'a>(
         {
             return Err(invalid(
                 format!("{what}: data.{k:?}"),
-                "keys become file names: use 1-253 characters of a-z, A-Z, 0-9, '.', '_' and '-' (not \".\" or \"..\")",
+                "keys become file names: use 1-253 characters of a-z, A-Z, 0-9, '.', '_' and '-' (not \".\", not starting with \"..\")",
             ));
         }
         total += k.len() + len;
@@ -384,7 +384,7 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
     for (k, v) in &p.spec.node_selector {
         check_label(&at("node_selector"), k, v)?;
     }
-    Ok(())
+    crate::config_data::check_pod_refs(p)
 }
 
 /// Shortest probe period: a tighter loop costs the board more than it tells.

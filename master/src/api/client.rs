@@ -214,6 +214,8 @@ async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError>
                     Kind::Job,
                     Kind::ReplicaSet,
                     Kind::Pod,
+                    Kind::ConfigMap,
+                    Kind::Secret,
                 ] {
                     let (_, objs) = m.store.list(k, Some(&name)).await?;
                     for o in objs {
@@ -405,6 +407,8 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
             n.status = c.status;
             Object::DaemonSet(n)
         }
+        (Object::ConfigMap(_), n @ Object::ConfigMap(_)) => n,
+        (Object::Secret(_), n @ Object::Secret(_)) => n,
         _ => return Err(err(ErrorCode::Internal, "kind mismatch")),
     };
     *merged.meta_mut() = Meta {

@@ -50,7 +50,14 @@ pub(crate) async fn push_assignment(m: &Master, node: &str) {
             return;
         }
     };
-    let hash = spec_hash(&pods);
+    let (config_maps, secrets) = match super::config_push::resolve(m, &pods).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(%node, "assignment: {e}");
+            return;
+        }
+    };
+    let hash = super::config_push::hash(spec_hash(&pods), &config_maps, &secrets);
     let tx = {
         let mut nodes = m.nodes.lock().await;
         let Some(live) = nodes.get_mut(node) else {
@@ -66,11 +73,13 @@ pub(crate) async fn push_assignment(m: &Master, node: &str) {
         tx
     };
     tracing::debug!(%node, pods = pods.len(), revision, "pushing assignment");
+    // Secrets first: the worker needs them to start the pods of the assignment.
+    let _ = tx.send(NodeDown::Secrets(secrets)).await;
     let _ = tx
         .send(NodeDown::Assign(Assignment {
             revision,
             pods,
-            config_maps: Vec::new(),
+            config_maps,
             artifacts: Vec::new(),
         }))
         .await;

@@ -8,6 +8,7 @@
 pub mod auth;
 mod client;
 pub use client::CLIENT_RESPONSE_MAX;
+mod config_push;
 pub mod control;
 mod dispatch;
 mod node;
@@ -160,6 +161,7 @@ impl Master {
         ))
         .detach();
         smol::spawn(dispatch::assignment_loop(self.clone())).detach();
+        smol::spawn(config_push::config_loop(self.clone())).detach();
         smol::spawn(node::lifecycle_loop(self.clone())).detach();
         smol::spawn(control::controller_loop(self.clone())).detach();
         let limit = Arc::new(Semaphore::new(self.cfg.max_connections));

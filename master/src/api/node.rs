@@ -50,7 +50,9 @@ pub(crate) async fn serve(
         live.pushed_hash = None; // a new connection always gets a full assignment
     }
     tracing::info!(node = %name, "node connected");
-    let max = m.cfg.max_frame;
+    // Down: up to what workers read (assignments carry config maps, secrets travel whole).
+    let max = super::config_push::NODE_DOWN_MAX_FRAME;
+    let node = name.clone();
     let writer_task = smol::spawn(async move {
         let mut w = writer;
         // A quiet master still pings every 3 heartbeat intervals (the worker's idle timeout is 6).
@@ -63,8 +65,12 @@ pub(crate) async fn serve(
                 })
                 .await;
             let Some(msg) = msg else { break };
-            if send(&mut w, &msg, max).await.is_err() {
-                break;
+            match send(&mut w, &msg, max).await {
+                Ok(()) => {}
+                Err(bramble_wire::io::IoError::Wire(bramble_wire::WireError::EncodeTooLarge)) => {
+                    super::config_push::too_large(&node, &msg)
+                }
+                Err(_) => break,
             }
         }
     });

@@ -1,6 +1,7 @@
 //! The `bramble` command line: `master` and `up` run servers; the rest are API clients.
 
 pub mod client;
+pub mod create;
 mod rollout;
 mod table;
 
@@ -84,6 +85,15 @@ pub enum Cmd {
         /// Output format.
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
+        /// Show secret values (hidden in every output format otherwise).
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Create a config map or a secret from files and literals.
+    Create {
+        /// What to create.
+        #[command(subcommand)]
+        what: create::CreateCmd,
     },
     /// Show one object in detail.
     Describe {
@@ -334,6 +344,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             all_namespaces,
             selector,
             output,
+            reveal,
         } => {
             let kind = parse_kind(&kind)?;
             let items = match name {
@@ -369,10 +380,14 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             };
             match output {
                 Output::Json => {
-                    let v = if items.len() == 1 {
-                        serde_json::to_string_pretty(&items[0])
+                    let json: Vec<serde_json::Value> = items
+                        .iter()
+                        .map(|o| crate::config_data::to_json(o, reveal))
+                        .collect();
+                    let v = if json.len() == 1 {
+                        serde_json::to_string_pretty(&json[0])
                     } else {
-                        serde_json::to_string_pretty(&items)
+                        serde_json::to_string_pretty(&json)
                     };
                     let _ = writeln!(out, "{}", v.unwrap_or_default());
                 }
@@ -506,6 +521,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             let _ = writeln!(out, "deployment/{name} scaled from {from} to {replicas}");
         }
         Cmd::Rollout { action } => rollout::run(&mut c, action, &mut out).await?,
+        Cmd::Create { what } => create::run(&mut c, what, &mut out).await?,
         Cmd::Master(_) | Cmd::Up(_) => {}
     }
     Ok(0)

@@ -4,13 +4,15 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bramble_wire::msg::PodReport;
-use bramble_wire::objects::{Pod, PodPhase, PodStatus};
+use bramble_wire::objects::{ConfigMap, Pod, PodPhase, PodStatus, Secret};
 use bramble_wire::{CgroupVersion, Controllers};
 
 use super::Driver;
+use crate::runtime::volumes::{self, ConfigVolumes};
 use crate::runtime::{LinuxRuntime, PodHandle, PodKey, RuntimeConfig};
 
 /// Where the driver keeps things.
@@ -22,6 +24,8 @@ pub struct Paths {
     pub run: PathBuf,
     /// Parent cgroup of the pods.
     pub cgroup_parent: String,
+    /// Root of config map and secret volumes (`configmaps/`, `secrets/` on a tmpfs): the run dir.
+    pub volumes: PathBuf,
 }
 
 struct Entry {
@@ -29,6 +33,8 @@ struct Entry {
     handle: Option<PodHandle>,
     /// Final or last known status (kept after the pod ended and was cleaned up).
     last: PodStatus,
+    /// Not started: it waits for a config map or secret (retried at every sync).
+    waiting: bool,
 }
 
 /// Runs pods with [`LinuxRuntime`].
@@ -37,6 +43,10 @@ pub struct LinuxDriver {
     logs: PathBuf,
     pods: HashMap<String, Entry>,
     adopted: Option<HashMap<String, PodHandle>>,
+    vols: Arc<ConfigVolumes>,
+    config_maps: Vec<ConfigMap>,
+    /// `None` until the master sent them (they are never kept on disk).
+    secrets: Option<Vec<Secret>>,
 }
 
 impl std::fmt::Debug for LinuxDriver {
@@ -70,11 +80,16 @@ impl LinuxDriver {
                 "found running pods from a previous agent"
             );
         }
+        let vols = Arc::new(ConfigVolumes::new(&paths.volumes));
+        vols.gc(&adopted.keys().cloned().collect());
         Ok(LinuxDriver {
             rt,
             logs: paths.logs.clone(),
             pods: HashMap::new(),
             adopted: Some(adopted),
+            vols,
+            config_maps: Vec::new(),
+            secrets: None,
         })
     }
 
@@ -89,13 +104,51 @@ impl LinuxDriver {
         self.rt.preflight().problems.clone()
     }
 
-    fn stop_in_background(mut h: PodHandle, grace: Duration) {
+    fn stop_in_background(&self, mut h: PodHandle, grace: Duration) {
+        let vols = Arc::clone(&self.vols);
         std::thread::spawn(move || {
             let key = h.key().to_string();
             if let Err(e) = h.stop(grace) {
                 tracing::warn!(pod = %key, "stop: {e}");
             }
+            vols.remove_pod(&key);
         });
+    }
+
+    /// Prepares the config map and secret volumes and `env_from` of `p` and starts it; a pod
+    /// whose config maps or secrets are missing waits (Pending, with what is missing and how to
+    /// create it).
+    fn start_with_config(&self, p: &Pod) -> Result<PodHandle, PodStatus> {
+        let failed = |message: String| PodStatus {
+            phase: PodPhase::Failed,
+            message,
+            ..Default::default()
+        };
+        if !volumes::uses_config(p) {
+            return self
+                .rt
+                .start_pod(p, &self.logs)
+                .map_err(|e| failed(format!("start failed: {e}")));
+        }
+        if let Some(message) = volumes::missing(p, &self.config_maps, self.secrets.as_deref()) {
+            return Err(PodStatus {
+                phase: PodPhase::Pending,
+                message,
+                ..Default::default()
+            });
+        }
+        let key = PodKey::of(p).map_err(|e| failed(format!("start failed: {e}")))?;
+        let secrets = self.secrets.as_deref().unwrap_or_default();
+        let dirs = self
+            .vols
+            .write_pod(&key, p, &self.config_maps, secrets)
+            .map_err(|e| failed(format!("preparing config map and secret volumes: {e}")))?;
+        self.rt
+            .start_pod_with(p, &self.logs, Some(&dirs))
+            .map_err(|e| {
+                self.vols.remove_pod(&key.to_string());
+                failed(format!("start failed: {e}"))
+            })
     }
 }
 
@@ -103,6 +156,8 @@ impl Driver for LinuxDriver {
     fn sync(&mut self, desired: &[Pod]) {
         let mut adopted = self.adopted.take().unwrap_or_default();
         let want: HashMap<&str, &Pod> = desired.iter().map(|p| (p.meta.uid.as_str(), p)).collect();
+        // Pods waiting for a config map or secret try again.
+        self.pods.retain(|_, e| !e.waiting);
         // Stop what is no longer wanted.
         let gone: Vec<String> = self
             .pods
@@ -111,14 +166,16 @@ impl Driver for LinuxDriver {
             .cloned()
             .collect();
         for uid in gone {
-            if let Some(e) = self.pods.remove(&uid)
-                && let Some(h) = e.handle
-            {
-                tracing::info!(pod = %e.pod.meta.name, namespace = %e.pod.meta.namespace, "stopping");
-                Self::stop_in_background(
-                    h,
-                    Duration::from_millis(u64::from(e.pod.spec.termination_grace_ms)),
-                );
+            if let Some(e) = self.pods.remove(&uid) {
+                if let Some(h) = e.handle {
+                    tracing::info!(pod = %e.pod.meta.name, namespace = %e.pod.meta.namespace, "stopping");
+                    self.stop_in_background(
+                        h,
+                        Duration::from_millis(u64::from(e.pod.spec.termination_grace_ms)),
+                    );
+                } else if let Ok(k) = PodKey::of(&e.pod) {
+                    self.vols.remove_pod(&k.to_string());
+                }
             }
         }
         // Start (or adopt) what is new.
@@ -142,6 +199,7 @@ impl Driver for LinuxDriver {
                         pod: p.clone(),
                         handle: Some(h),
                         last,
+                        waiting: false,
                     },
                 );
                 continue;
@@ -154,11 +212,12 @@ impl Driver for LinuxDriver {
                         pod: p.clone(),
                         handle: None,
                         last: p.status.clone(),
+                        waiting: false,
                     },
                 );
                 continue;
             }
-            let last = match self.rt.start_pod(p, &self.logs) {
+            let last = match self.start_with_config(p) {
                 Ok(h) => {
                     tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, pid = h.init_pid(), "started");
                     let st = h.status();
@@ -168,32 +227,62 @@ impl Driver for LinuxDriver {
                             pod: p.clone(),
                             handle: Some(h),
                             last: st,
+                            waiting: false,
                         },
                     );
                     continue;
                 }
-                Err(e) => {
-                    tracing::warn!(pod = %p.meta.name, namespace = %p.meta.namespace, "start failed: {e}");
-                    PodStatus {
-                        phase: PodPhase::Failed,
-                        message: format!("start failed: {e}"),
-                        ..Default::default()
+                Err(st) => {
+                    if st.phase == PodPhase::Pending {
+                        tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, "waiting: {}", st.message);
+                    } else {
+                        tracing::warn!(pod = %p.meta.name, namespace = %p.meta.namespace, "{}", st.message);
                     }
+                    st
                 }
             };
+            let waiting = last.phase == PodPhase::Pending;
             self.pods.insert(
                 p.meta.uid.clone(),
                 Entry {
                     pod: p.clone(),
                     handle: None,
                     last,
+                    waiting,
                 },
             );
         }
         // Adopted pods that are not assigned any more (deleted while we were away).
         for (key, h) in adopted {
             tracing::info!(pod = %key, "stopping a pod that is no longer assigned");
-            Self::stop_in_background(h, Duration::from_secs(10));
+            self.stop_in_background(h, Duration::from_secs(10));
+        }
+    }
+
+    fn configure(&mut self, config_maps: &[ConfigMap], secrets: Option<&[Secret]>) {
+        self.config_maps = config_maps.to_vec();
+        if let Some(s) = secrets {
+            self.secrets = Some(s.to_vec());
+        }
+        // Running pods see updates in place (their env_from applies at their next start).
+        let secrets = self.secrets.as_deref().unwrap_or_default();
+        for e in self.pods.values() {
+            // Before the master sent the secrets, pods using them keep what they have.
+            if e.handle.is_none()
+                || !volumes::uses_config(&e.pod)
+                || (self.secrets.is_none() && volumes::uses_secrets(&e.pod))
+            {
+                continue;
+            }
+            let Ok(key) = PodKey::of(&e.pod) else {
+                continue;
+            };
+            if let Err(err) = self
+                .vols
+                .write_pod(&key, &e.pod, &self.config_maps, secrets)
+            {
+                tracing::warn!(pod = %key, "updating config map and secret volumes: {err}");
+            }
         }
     }
 
@@ -272,5 +361,6 @@ pub fn default_paths(state_dir: &Path, run_dir: &Path, cgroup_parent: &str) -> P
         logs: state_dir.join("logs"),
         run: run_dir.join("pods"),
         cgroup_parent: cgroup_parent.to_string(),
+        volumes: run_dir.to_path_buf(),
     }
 }

@@ -32,6 +32,14 @@ pub trait Driver {
     fn log_file(&self, namespace: &str, pod: &str, process: Option<&str>) -> Option<PathBuf>;
     /// Resolves when a pod's status may have changed (never, if nothing runs).
     fn changed(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
+    /// The config maps of the assignment and the secrets from the master (`None`: not received
+    /// since the agent started). Called before [`Driver::sync`]; updates mounted volumes.
+    fn configure(
+        &mut self,
+        _config_maps: &[bramble_wire::objects::ConfigMap],
+        _secrets: Option<&[bramble_wire::objects::Secret]>,
+    ) {
+    }
 }
 
 /// Agent settings (the worker's flags).
@@ -83,6 +91,9 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
             "starting pods from local state"
         );
     }
+    // Secrets live in memory only: none until the master sends them.
+    let mut secrets: Option<Vec<bramble_wire::objects::Secret>> = None;
+    driver.configure(&desired.config_maps, None);
     driver.sync(&desired.pods);
 
     let (ev_tx, ev_rx) = async_channel::bounded::<Ev>(64);
@@ -145,12 +156,17 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                     );
                 }
                 desired = a;
+                driver.configure(&desired.config_maps, secrets.as_deref());
                 driver.sync(&desired.pods);
             }
             Some(Ev::Down(NodeDown::Resync)) => reported.clear(),
+            Some(Ev::Down(NodeDown::Secrets(s))) => {
+                secrets = Some(s);
+                driver.configure(&desired.config_maps, secrets.as_deref());
+                driver.sync(&desired.pods);
+            }
             Some(Ev::Down(
                 NodeDown::Endpoints(_)
-                | NodeDown::Secrets(_)
                 | NodeDown::ArtifactChunk { .. }
                 | NodeDown::Credential { .. },
             )) => {}

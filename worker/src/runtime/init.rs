@@ -73,6 +73,12 @@ pub struct InitConfig {
     /// Between SIGTERM and SIGKILL when a liveness probe fails, ms.
     #[serde(default)]
     pub termination_grace_ms: u64,
+    /// Directory holding the pod's config map volumes (`<base>/<volume>`).
+    pub config_volume_base: String,
+    /// Directory holding the pod's secret volumes (`<base>/<volume>`, on a tmpfs).
+    pub secret_volume_base: String,
+    /// The processes' `env_from` variables ([`super::volumes::read_env_file`]), if any.
+    pub env_file: Option<String>,
 }
 
 /// One process, as the init sees it.
@@ -184,7 +190,13 @@ fn setup_root(cfg: &InitConfig) -> Result<(), Error> {
                 let src = Path::new(&cfg.empty_dir_base).join(&v.name);
                 mount::bind(&src, &target, false)?;
             }
-            VolumeSource::ConfigMap { .. } | VolumeSource::Secret { .. } => {}
+            VolumeSource::ConfigMap { .. } | VolumeSource::Secret { .. } => {
+                let base = match v.source {
+                    VolumeSource::ConfigMap { .. } => &cfg.config_volume_base,
+                    _ => &cfg.secret_volume_base,
+                };
+                super::volumes::mount_volume(&Path::new(base).join(&v.name), &target)?;
+            }
         }
     }
     if cfg.rootfs.is_some() {
@@ -238,6 +250,10 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             liveness_killed: false,
         });
     }
+    let env_from = match &cfg.env_file {
+        Some(f) => super::volumes::open_env_file(Path::new(f))?,
+        None => Vec::new(),
+    };
     mount::set_hostname(&cfg.hostname)?;
     setup_root(&cfg)?;
     if cfg.private_network {
@@ -245,17 +261,11 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
     }
     // Prepare every exec (path resolution happens inside the pod's root).
     for p in &mut procs {
-        let Some(cmd) = p.spec.command.first() else {
-            p.exec_error = Some("empty command".into());
-            continue;
-        };
-        let mut env = p.spec.env.clone();
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            env.insert(0, ("PATH".into(), super::DEFAULT_PATH.into()));
-        }
-        if !env.iter().any(|(k, _)| k == "HOSTNAME") {
-            env.push(("HOSTNAME".into(), cfg.hostname.clone()));
-        }
+        let from = env_from
+            .iter()
+            .find(|(n, _)| *n == p.spec.name)
+            .map_or(&[][..], |(_, e)| &e[..]);
+        let env = prepare(p, &cfg.hostname, from);
         let probes = [
             (probe::Kind::Liveness, &p.spec.liveness),
             (probe::Kind::Readiness, &p.spec.readiness),
@@ -266,14 +276,6 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
                     .push(Prober::new(kind, spec.clone(), &env, |c| resolve(c, &env)));
             }
         }
-        match resolve(cmd, &env) {
-            Some(path) => match Exec::new(&path, &p.spec.command, &env) {
-                Ok(e) => p.exec = Some(e),
-                Err(e) => p.exec_error = Some(e.to_string()),
-            },
-            None => p.exec_error = Some(format!("command not found: {cmd}")),
-        }
-        p.workdir = p.spec.workdir.as_deref().and_then(|w| CString::new(w).ok());
     }
 
     let mut stopping = false;
@@ -387,6 +389,34 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
     Ok(if first_ok { 0 } else { 1 })
 }
 
+/// Builds a process's exec: its own `env` over its `env_from` variables.
+/// Resolves a process's command and environment; returns the environment (for its probes).
+fn prepare(p: &mut Proc, hostname: &str, env_from: &[(String, String)]) -> Vec<(String, String)> {
+    p.exec = None;
+    p.exec_error = None;
+    let mut env = p.spec.env.clone();
+    super::volumes::merge_env(&mut env, env_from);
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.insert(0, ("PATH".into(), super::DEFAULT_PATH.into()));
+    }
+    if !env.iter().any(|(k, _)| k == "HOSTNAME") {
+        env.push(("HOSTNAME".into(), hostname.to_string()));
+    }
+    let Some(cmd) = p.spec.command.first() else {
+        p.exec_error = Some("empty command".into());
+        return env;
+    };
+    match resolve(cmd, &env) {
+        Some(path) => match Exec::new(&path, &p.spec.command, &env) {
+            Ok(e) => p.exec = Some(e),
+            Err(e) => p.exec_error = Some(e.to_string()),
+        },
+        None => p.exec_error = Some(format!("command not found: {cmd}")),
+    }
+    p.workdir = p.spec.workdir.as_deref().and_then(|w| CString::new(w).ok());
+    env
+}
+
 fn drain(p: &mut Proc, buf: &mut [u8]) {
     let log = &mut p.log;
     let mut keep = |fd: &OwnedFd| -> bool {
@@ -415,6 +445,10 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
         p.old_pipes.push(old);
     }
     p.started = Instant::now();
+    // env_from as it is now: a restart picks up config map and secret changes.
+    if let Some(from) = super::volumes::reload_env(&p.spec.name) {
+        let _ = prepare(p, &cfg.hostname, &from);
+    }
     let result = match (&p.exec, &p.exec_error) {
         (Some(exec), _) => sysproc::pipe()
             .map_err(|e| e.to_string())

@@ -41,6 +41,7 @@ pub mod cgroup;
 pub mod init;
 pub mod log;
 pub mod probe;
+pub mod volumes;
 
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -332,6 +333,17 @@ impl LinuxRuntime {
     /// Starts `pod`: cgroups, state directory, the pod init in new namespaces (inside its cgroup
     /// before it execs), which starts the processes. Logs go to `<log_dir>/<ns>_<name>/`.
     pub fn start_pod(&self, pod: &Pod, log_dir: &Path) -> Result<PodHandle> {
+        self.start_pod_with(pod, log_dir, None)
+    }
+
+    /// [`LinuxRuntime::start_pod`] with the pod's config map and secret volumes and `env_from`
+    /// file, prepared by [`volumes::ConfigVolumes::write_pod`].
+    pub fn start_pod_with(
+        &self,
+        pod: &Pod,
+        log_dir: &Path,
+        config: Option<&volumes::PodConfigDirs>,
+    ) -> Result<PodHandle> {
         let key = PodKey::of(pod)?;
         let invalid = |reason: &str| RuntimeError::InvalidPod {
             pod: key.to_string(),
@@ -422,6 +434,15 @@ impl LinuxRuntime {
             log_cap: self.cfg.log_cap_bytes,
             tmp_size: self.cfg.tmp_size_bytes,
             termination_grace_ms: u64::from(pod.spec.termination_grace_ms),
+            config_volume_base: config.map_or_else(String::new, |c| {
+                c.config_base.to_string_lossy().into_owned()
+            }),
+            secret_volume_base: config.map_or_else(String::new, |c| {
+                c.secret_base.to_string_lossy().into_owned()
+            }),
+            env_file: config
+                .and_then(|c| c.env_file.as_ref())
+                .map(|f| f.to_string_lossy().into_owned()),
         };
         let bytes = postcard::to_stdvec(&icfg).map_err(|err| RuntimeError::Encode {
             pod: key.to_string(),
