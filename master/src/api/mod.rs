@@ -10,6 +10,7 @@ mod client;
 pub use client::CLIENT_RESPONSE_MAX;
 pub mod control;
 mod dispatch;
+mod endpoints;
 mod node;
 
 use std::collections::HashMap;
@@ -97,6 +98,7 @@ pub struct Master {
     wake_sched_rx: async_channel::Receiver<()>,
     pub(crate) started_ms: u64,
     pub(crate) events: control::Events,
+    pub(crate) endpoints: endpoints::Current,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -136,6 +138,7 @@ impl Master {
             wake_sched_rx,
             started_ms: now_ms(),
             events: control::Events::new(1000),
+            endpoints: Default::default(),
         });
         client::ensure_default_namespace(&m).await?;
         Ok(m)
@@ -162,6 +165,7 @@ impl Master {
         smol::spawn(dispatch::assignment_loop(self.clone())).detach();
         smol::spawn(node::lifecycle_loop(self.clone())).detach();
         smol::spawn(control::controller_loop(self.clone())).detach();
+        smol::spawn(endpoints::endpoints_loop(self.clone())).detach();
         let limit = Arc::new(Semaphore::new(self.cfg.max_connections));
         info!(addr = %listener.local_addr()?, "master listening");
         loop {
