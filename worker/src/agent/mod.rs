@@ -49,6 +49,8 @@ pub struct Config {
     pub info: NodeInfo,
     /// How often the driver is polled.
     pub poll_interval: Duration,
+    /// Where the service proxy listens (`0.0.0.0`: every address of the node).
+    pub proxy_address: std::net::IpAddr,
 }
 
 enum Ev {
@@ -83,7 +85,8 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
             "starting pods from local state"
         );
     }
-    driver.sync(&desired.pods);
+    let mut proxy = crate::proxy::Proxy::new(cfg.proxy_address);
+    driver.sync(&proxy.with_service_env(&desired.pods));
 
     let (ev_tx, ev_rx) = async_channel::bounded::<Ev>(64);
     smol::spawn(connection_loop(cfg.clone(), ev_tx)).detach();
@@ -145,14 +148,12 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                     );
                 }
                 desired = a;
-                driver.sync(&desired.pods);
+                driver.sync(&proxy.with_service_env(&desired.pods));
             }
             Some(Ev::Down(NodeDown::Resync)) => reported.clear(),
+            Some(Ev::Down(NodeDown::Endpoints(eps))) => proxy.update(eps),
             Some(Ev::Down(
-                NodeDown::Endpoints(_)
-                | NodeDown::Secrets(_)
-                | NodeDown::ArtifactChunk { .. }
-                | NodeDown::Credential { .. },
+                NodeDown::Secrets(_) | NodeDown::ArtifactChunk { .. } | NodeDown::Credential { .. },
             )) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
             Some(Ev::Down(NodeDown::Logs {
