@@ -281,6 +281,9 @@ fn not_found(kind: Kind, ns: &str, name: &str) -> ApiError {
     let hint = match kind {
         Kind::Node => "list them with `bramble get nodes`".to_string(),
         Kind::Namespace => "list them with `bramble get namespaces`".to_string(),
+        Kind::Endpoints => format!(
+            "endpoints exist for each service: list them with `bramble get endpoints -n {ns}`"
+        ),
         _ => format!("list them with `bramble get {}s -n {ns}`", kind.as_str()),
     };
     if ns.is_empty() {
