@@ -13,8 +13,8 @@ pub mod env;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use async_net::{TcpListener, TcpStream};
 use bramble_wire::objects::{Endpoints, Pod};
@@ -26,12 +26,17 @@ use copy::BufPool;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a port that could not be bound is tried again.
 pub const BIND_RETRY: Duration = Duration::from_secs(2);
+/// A backend that failed to connect is tried last for this long (the master's endpoints
+/// update usually removes it sooner), so a dead node does not cost every connection a timeout.
+pub const PENALTY: Duration = Duration::from_secs(5);
 
 /// One service's backends, shared by its listener and updated in place.
 #[derive(Debug, Default)]
 pub struct Backends {
     addrs: RwLock<Arc<Vec<SocketAddr>>>,
     next: AtomicUsize,
+    /// Backends that recently failed to connect, and when.
+    failed: Mutex<HashMap<SocketAddr, Instant>>,
 }
 
 impl Backends {
@@ -50,14 +55,35 @@ impl Backends {
             .unwrap_or_else(|_| Arc::new(Vec::new()))
     }
 
-    /// Backends in the order to try for the next connection: round-robin start, then the rest.
+    /// Backends in the order to try for the next connection: round-robin from the cursor, those
+    /// that failed within [`PENALTY`] moved to the end.
     pub fn order(&self) -> Vec<SocketAddr> {
         let all = self.get();
         if all.is_empty() {
             return Vec::new();
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % all.len();
-        all[start..].iter().chain(&all[..start]).copied().collect()
+        let mut order: Vec<SocketAddr> =
+            all[start..].iter().chain(&all[..start]).copied().collect();
+        if let Ok(mut failed) = self.failed.lock()
+            && !failed.is_empty()
+        {
+            failed.retain(|a, t| t.elapsed() < PENALTY && all.contains(a));
+            // Stable: the healthy keep their round-robin order, then the failed.
+            order.sort_by_key(|a| failed.contains_key(a));
+        }
+        order
+    }
+
+    /// Records the outcome of a connect.
+    fn report(&self, addr: SocketAddr, ok: bool) {
+        if let Ok(mut failed) = self.failed.lock() {
+            if ok {
+                failed.remove(&addr);
+            } else {
+                failed.insert(addr, Instant::now());
+            }
+        }
     }
 }
 
@@ -73,6 +99,7 @@ async fn dial(backends: &Backends, what: &str) -> Option<(TcpStream, SocketAddr)
                 ))
             })
             .await;
+        backends.report(addr, res.is_ok());
         match res {
             Ok(s) => return Some((s, addr)),
             Err(e) => tracing::debug!(service = %what, backend = %addr, "backend skipped: {e}"),

@@ -107,11 +107,30 @@ fn round_robin_skips_dead_backends_and_passes_half_close() {
             );
             *seen.entry(id.to_string()).or_insert(0) += 1;
         }
-        // The dead backend's turns go to the next one: a gets 10, b gets 20; none fails.
+        // The dead backend is skipped (then tried last); a and b share its turns; none fails.
         assert_eq!(seen.len(), 2, "{seen:?}");
         assert_eq!(seen.values().sum::<i32>(), 30);
-        assert!(seen["a"] >= 5 && seen["b"] >= 5, "{seen:?}");
+        assert!(seen["a"] >= 10 && seen["b"] >= 10, "{seen:?}");
     });
+}
+
+#[test]
+fn failed_backends_are_tried_last() {
+    let b = super::Backends::default();
+    let addr = |p: u16| SocketAddr::new(LO, p);
+    b.set(vec![addr(1), addr(2), addr(3)]);
+    assert_eq!(b.order(), [addr(1), addr(2), addr(3)]);
+    assert_eq!(b.order(), [addr(2), addr(3), addr(1)]);
+    b.report(addr(3), false);
+    assert_eq!(b.order(), [addr(1), addr(2), addr(3)]);
+    assert_eq!(
+        b.order(),
+        [addr(1), addr(2), addr(3)],
+        "cursor at 0: 1, 2, then the failed 3"
+    );
+    assert_eq!(b.order(), [addr(2), addr(1), addr(3)]);
+    b.report(addr(3), true);
+    assert_eq!(b.order(), [addr(3), addr(1), addr(2)]);
 }
 
 #[test]
