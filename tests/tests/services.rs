@@ -7,7 +7,8 @@
 //! - a pod started after the service finds it through `BRAMBLE_SERVICE_WEB_HOST/_PORT`;
 //! - `kill -9` of one replica's server: requests made right away still all succeed (the proxy
 //!   skips the refused backend), the pod leaves the endpoints, and then N requests through every
-//!   node's proxy all succeed.
+//!   node's proxy all succeed;
+//! - a restarted agent gets the endpoints as it connects: its proxy serves again.
 //!
 //! Root only; fails (never skips) without root, `ip`, `nsenter` or `/usr/bin/python3`.
 
@@ -29,7 +30,7 @@ const N: usize = 30;
 
 /// Fields drop in order: workers (and their pods' cgroups), master, namespaces, files.
 struct Cluster {
-    _workers: Vec<Proc>,
+    workers: Vec<Proc>,
     m: NetMaster,
     topo: Topology,
     tmp: tempfile::TempDir,
@@ -74,7 +75,7 @@ impl Cluster {
             .map(|(n, h)| start_worker(&topo, h, &m, n, &tmp.path().join(n), &[]))
             .collect();
         let c = Cluster {
-            _workers: workers,
+            workers: workers,
             m,
             topo,
             tmp,
@@ -257,7 +258,7 @@ memory = "64Mi"
 
 #[test]
 fn service_answers_on_every_node_and_a_killed_replica_leaves_the_endpoints() {
-    let c = Cluster::start();
+    let mut c = Cluster::start();
     let www = c.tmp.path().join("www");
     std::fs::create_dir_all(&www).unwrap();
     let file = c.tmp.path().join("web.toml");
