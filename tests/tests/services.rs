@@ -75,7 +75,7 @@ impl Cluster {
             .map(|(n, h)| start_worker(&topo, h, &m, n, &tmp.path().join(n), &[]))
             .collect();
         let c = Cluster {
-            workers: workers,
+            workers,
             m,
             topo,
             tmp,
@@ -390,4 +390,23 @@ fn service_answers_on_every_node_and_a_killed_replica_leaves_the_endpoints() {
             "answer {a} is not a pod of the deployment"
         );
     }
+
+    // A worker gets the endpoints as it connects: restart w3's agent (kill -9; its pods keep
+    // running) and its proxy serves again.
+    c.workers[2].kill9();
+    let w3 = start_worker(
+        &c.topo,
+        &c.topo.workers[2],
+        &c.m,
+        WORKERS[2],
+        &c.tmp.path().join(WORKERS[2]),
+        &[],
+    );
+    c.workers.push(w3);
+    c.wait(
+        Duration::from_secs(30),
+        "w3's proxy serving again after its agent restarted",
+        || c.requests(2, 3).iter().all(|a| replica(a)).then_some(()),
+    );
+    c.all_succeed(N, replica, "after w3's agent restarted");
 }
