@@ -85,10 +85,11 @@ impl Cache {
     }
 
     fn compute(&self) -> Vec<Endpoints> {
-        let services: Vec<Service> = self.services.values().cloned().collect();
-        let pods: Vec<Pod> = self.pods.values().cloned().collect();
-        let nodes: Vec<Node> = self.nodes.values().cloned().collect();
-        compute(&services, &pods, &nodes)
+        compute(
+            self.services.values(),
+            self.pods.values(),
+            self.nodes.values(),
+        )
     }
 }
 

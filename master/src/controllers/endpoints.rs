@@ -16,15 +16,28 @@ use bramble_wire::objects::{
 };
 
 /// The endpoints of every service, sorted by (namespace, name); addresses sorted within each.
-pub fn compute(services: &[Service], pods: &[Pod], nodes: &[Node]) -> Vec<Endpoints> {
-    let nodes: HashMap<&str, &Node> = nodes.iter().map(|n| (n.meta.name.as_str(), n)).collect();
+/// Takes references so the master's loop can pass its in-memory maps without copying them.
+pub fn compute<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    pods: impl IntoIterator<Item = &'a Pod>,
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> Vec<Endpoints> {
+    let nodes: HashMap<&str, &Node> = nodes
+        .into_iter()
+        .map(|n| (n.meta.name.as_str(), n))
+        .collect();
+    let mut by_ns: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    for p in pods {
+        by_ns.entry(p.meta.namespace.as_str()).or_default().push(p);
+    }
     let mut out: Vec<Endpoints> = services
-        .iter()
+        .into_iter()
         .map(|s| {
             let mut ready = Vec::new();
             let mut not_ready = Vec::new();
-            for p in pods {
-                if p.meta.namespace != s.meta.namespace || !selects(s, p) {
+            let candidates = by_ns.get(s.meta.namespace.as_str());
+            for p in candidates.into_iter().flatten().copied() {
+                if !selects(s, p) {
                     continue;
                 }
                 let Some(node_name) = p.spec.node_name.as_deref() else {
