@@ -85,7 +85,8 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
             "starting pods from local state"
         );
     }
-    let mut proxy = crate::proxy::Proxy::new(cfg.proxy_address);
+    let mut proxy =
+        crate::proxy::Proxy::with_state(cfg.proxy_address, cfg.state_dir.join("endpoints"));
     driver.sync(&proxy.with_service_env(&desired.pods));
 
     let (ev_tx, ev_rx) = async_channel::bounded::<Ev>(64);

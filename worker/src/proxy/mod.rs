@@ -176,6 +176,9 @@ struct Listener {
 /// Every service's listener on this node.
 pub struct Proxy {
     bind: IpAddr,
+    /// Where the last endpoints set is kept, so that the proxy serves after an agent restart
+    /// while the master is away.
+    state: Option<std::path::PathBuf>,
     /// By port.
     listeners: HashMap<u16, Listener>,
     pool: Arc<BufPool>,
@@ -194,9 +197,50 @@ impl Proxy {
     pub fn new(bind: IpAddr) -> Proxy {
         Proxy {
             bind,
+            state: None,
             listeners: HashMap::new(),
             pool: Arc::default(),
             endpoints: Vec::new(),
+        }
+    }
+
+    /// A proxy that keeps the last endpoints in `file` and starts from it (it must run inside a
+    /// smol executor context): after an agent restart with the master away, services still
+    /// work. The file is written (without fsync: the master re-sends the set anyway) only when
+    /// the set changes.
+    pub fn with_state(bind: IpAddr, file: std::path::PathBuf) -> Proxy {
+        let mut p = Proxy::new(bind);
+        match std::fs::read(&file) {
+            Ok(bytes) => match postcard::from_bytes::<Vec<Endpoints>>(&bytes) {
+                Ok(eps) => {
+                    tracing::info!(
+                        services = eps.len(),
+                        "proxy: serving the endpoints saved in {}",
+                        file.display()
+                    );
+                    p.update(eps);
+                }
+                Err(e) => tracing::warn!("proxy: ignoring unreadable {}: {e}", file.display()),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("proxy: cannot read {}: {e}", file.display()),
+        }
+        p.state = Some(file);
+        p
+    }
+
+    fn save(&self) {
+        let Some(file) = &self.state else { return };
+        let tmp = file.with_extension("tmp");
+        let res = postcard::to_allocvec(&self.endpoints)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, file));
+        if let Err(e) = res {
+            tracing::warn!(
+                "proxy: cannot save the endpoints in {}: {e}",
+                file.display()
+            );
         }
     }
 
@@ -274,7 +318,10 @@ impl Proxy {
                 },
             );
         }
-        self.endpoints = eps;
+        if self.endpoints != eps {
+            self.endpoints = eps;
+            self.save();
+        }
     }
 
     /// `pods` with `BRAMBLE_SERVICE_<NAME>_HOST/_PORT` for the services known now.

@@ -275,3 +275,33 @@ fn no_endpoints_closes_the_connection() {
         let _: SocketAddr = (LO, port).into();
     });
 }
+
+#[test]
+fn saved_endpoints_serve_after_a_restart() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("endpoints");
+        let a = backend("a").await;
+        let port = free_port();
+        let mut p = Proxy::with_state(LO, file.clone());
+        assert!(p.ports().is_empty());
+        p.update(vec![eps("web", port, &[a])]);
+        assert_eq!(request_eventually(port, b"1").await, "a 1");
+        let written = std::fs::metadata(&file).unwrap().modified().unwrap();
+        p.update(vec![eps("web", port, &[a])]);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().modified().unwrap(),
+            written,
+            "an unchanged set is not written again"
+        );
+        drop(p);
+        // The old listener closes; a new proxy starts from the file.
+        let p2 = Proxy::with_state(LO, file.clone());
+        assert_eq!(p2.ports(), [port]);
+        assert_eq!(request_eventually(port, b"22").await, "a 2");
+        // A corrupt file is ignored.
+        std::fs::write(&file, b"\xff\xff\xff").unwrap();
+        drop(p2);
+        assert!(Proxy::with_state(LO, file).ports().is_empty());
+    });
+}
