@@ -392,8 +392,11 @@ fn service_answers_on_every_node_and_a_killed_replica_leaves_the_endpoints() {
     }
 
     // A worker gets the endpoints as it connects: restart w3's agent (kill -9; its pods keep
-    // running) and its proxy serves again.
+    // running) without its saved endpoints, and its proxy serves again.
     c.workers[2].kill9();
+    let saved = c.tmp.path().join(WORKERS[2]).join("endpoints");
+    std::fs::remove_file(&saved)
+        .unwrap_or_else(|e| panic!("the worker keeps its endpoints in {}: {e}", saved.display()));
     let w3 = start_worker(
         &c.topo,
         &c.topo.workers[2],
