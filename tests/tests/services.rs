@@ -413,3 +413,59 @@ fn service_answers_on_every_node_and_a_killed_replica_leaves_the_endpoints() {
     );
     c.all_succeed(N, replica, "after w3's agent restarted");
 }
+
+/// The service lifecycle through the CLI on a loopback master (no workers needed): create,
+/// update in place, endpoints follow, errors name the object and the fix, delete.
+#[test]
+fn service_lifecycle_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = bramble_tests::MasterProc::start(&tmp.path().join("master"), &[]);
+    let file = tmp.path().join("svc.toml");
+    let svc = |port: u16| {
+        format!(
+            "[[service]]\nname = \"api\"\nselector = {{ app = \"api\" }}\nport = {port}\ntarget_port = 9000\n"
+        )
+    };
+    std::fs::write(&file, svc(8080)).unwrap();
+    let f = file.to_str().unwrap();
+    m.ok(&["apply", "-f", f]);
+    let ep = bramble_tests::wait_for(Duration::from_secs(10), "endpoints of api", || {
+        let o = m.cli(&["get", "ep", "api", "-o", "json"]);
+        o.status
+            .success()
+            .then(|| json(&String::from_utf8_lossy(&o.stdout)))
+    });
+    assert_eq!(ep["Endpoints"]["port"], 8080);
+    assert_eq!(ep["Endpoints"]["ready"].as_array().map(Vec::len), Some(0));
+    // Re-applying with another port updates it; the endpoints follow.
+    std::fs::write(&file, svc(8081)).unwrap();
+    m.ok(&["apply", "-f", f]);
+    let got = m.ok(&["get", "svc"]);
+    assert!(got.contains("8081") && got.contains("app=api"), "{got}");
+    bramble_tests::wait_for(Duration::from_secs(10), "endpoints on 8081", || {
+        let o = m.ok(&["get", "endpoints", "-A"]);
+        o.contains("8081").then_some(())
+    });
+    // Endpoints cannot be applied; an unknown one is a clear not-found.
+    let o = m.cli(&["get", "ep", "nope"]);
+    assert_eq!(o.status.code(), Some(3));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("nope") && e.contains("bramble get endpoints"),
+        "{e}"
+    );
+    std::fs::write(
+        &file,
+        "[[service]]\nname = \"bad\"\nport = 1\ntarget_port = 2\n",
+    )
+    .unwrap();
+    let o = m.cli(&["apply", "-f", f]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("selector"), "{e}");
+    // Deleted: its endpoints go too.
+    m.ok(&["delete", "service", "api"]);
+    bramble_tests::wait_for(Duration::from_secs(10), "endpoints of api gone", || {
+        (m.cli(&["get", "ep", "api"]).status.code() == Some(3)).then_some(())
+    });
+}
