@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use async_net::{TcpListener, TcpStream};
 use bramble_wire::objects::{Endpoints, Pod};
 use futures_lite::FutureExt;
+use smol::lock::Semaphore;
 
 use copy::BufPool;
 
@@ -26,6 +27,9 @@ use copy::BufPool;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a port that could not be bound is tried again.
 pub const BIND_RETRY: Duration = Duration::from_secs(2);
+/// Most connections proxied at once on a node (each holds two [`copy::BUF_SIZE`] buffers:
+/// 32 MiB at most); further clients wait in the listen backlog until one ends.
+pub const MAX_CONNECTIONS: usize = 512;
 /// A backend that failed to connect is tried last for this long (the master's endpoints
 /// update usually removes it sooner), so a dead node does not cost every connection a timeout.
 pub const PENALTY: Duration = Duration::from_secs(5);
@@ -108,14 +112,27 @@ async fn dial(backends: &Backends, what: &str) -> Option<(TcpStream, SocketAddr)
     None
 }
 
-/// Serves one service on `listener` until the task is dropped.
+/// Serves one service on `listener` until the task is dropped; at most `limit`'s permits of
+/// connections at once (shared by every service of the node).
 pub async fn serve(
     listener: TcpListener,
     what: String,
     backends: Arc<Backends>,
     pool: Arc<BufPool>,
+    limit: Arc<Semaphore>,
 ) {
+    let mut warned: Option<Instant> = None;
     loop {
+        let permit = match limit.try_acquire_arc() {
+            Some(p) => p,
+            None => {
+                if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    tracing::warn!(service = %what, "the node's limit of proxied connections is reached: new ones wait until some end");
+                    warned = Some(Instant::now());
+                }
+                limit.acquire_arc().await
+            }
+        };
         let (client, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -137,6 +154,7 @@ pub async fn serve(
             if let Err(e) = copy::join(client, backend, &pool).await {
                 tracing::debug!(service = %what, %peer, backend = %addr, "connection ended: {e}");
             }
+            drop(permit);
         })
         .detach();
     }
@@ -182,6 +200,7 @@ pub struct Proxy {
     /// By port.
     listeners: HashMap<u16, Listener>,
     pool: Arc<BufPool>,
+    limit: Arc<Semaphore>,
     /// The last set received (for the pods' environment).
     endpoints: Vec<Endpoints>,
 }
@@ -200,6 +219,7 @@ impl Proxy {
             state: None,
             listeners: HashMap::new(),
             pool: Arc::default(),
+            limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             endpoints: Vec::new(),
         }
     }
@@ -253,6 +273,12 @@ impl Proxy {
         }
     }
 
+    /// Limits the connections proxied at once (default [`MAX_CONNECTIONS`]); applies to
+    /// listeners created afterwards.
+    pub fn set_max_connections(&mut self, n: usize) {
+        self.limit = Arc::new(Semaphore::new(n.max(1)));
+    }
+
     /// Ports with a listener (bound or retrying).
     pub fn ports(&self) -> Vec<u16> {
         let mut p: Vec<u16> = self.listeners.keys().copied().collect();
@@ -304,10 +330,11 @@ impl Proxy {
             backends.set(addrs);
             let addr = SocketAddr::new(self.bind, port);
             let (b, pool, w) = (backends.clone(), self.pool.clone(), what.clone());
+            let limit = self.limit.clone();
             let task = smol::spawn(async move {
                 let l = bind_retrying(addr, &w).await;
                 tracing::info!(service = %w, %addr, "proxy listening");
-                serve(l, w, b, pool).await;
+                serve(l, w, b, pool, limit).await;
             });
             self.listeners.insert(
                 port,

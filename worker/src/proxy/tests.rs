@@ -305,3 +305,49 @@ fn saved_endpoints_serve_after_a_restart() {
         assert!(Proxy::with_state(LO, file).ports().is_empty());
     });
 }
+
+#[test]
+fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    smol::block_on(async {
+        let l = TcpListener::bind((LO, 0)).await.unwrap();
+        let echo = l.local_addr().unwrap().port();
+        smol::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                smol::spawn(async move {
+                    let _ = futures_lite::io::copy(s.clone(), &mut s.clone()).await;
+                })
+                .detach();
+            }
+        })
+        .detach();
+        let port = free_port();
+        let mut p = Proxy::new(LO);
+        p.set_max_connections(1);
+        p.update(vec![eps("echo", port, &[echo])]);
+        let mut first = loop {
+            match TcpStream::connect((LO, port)).await {
+                Ok(s) => break s,
+                Err(_) => {
+                    smol::Timer::after(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let mut buf = [0u8; 2];
+        first.write_all(b"1!").await.unwrap();
+        first.read_exact(&mut buf).await.unwrap();
+        // The second waits in the backlog: no answer while the first is open...
+        let mut second = TcpStream::connect((LO, port)).await.unwrap();
+        second.write_all(b"2!").await.unwrap();
+        let early =
+            futures_lite::FutureExt::or(async { Some(second.read(&mut buf).await) }, async {
+                smol::Timer::after(Duration::from_millis(300)).await;
+                None
+            })
+            .await;
+        assert!(early.is_none(), "served beyond the limit: {early:?}");
+        // ...and is served once the first ends.
+        drop(first);
+        second.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"2!");
+    });
+}
