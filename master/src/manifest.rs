@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use bramble_wire::objects::{
     Arch, DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, Job, JobSpec, Labels, Meta,
     Namespace, NetworkMode, Node, NodeSpec, Object, Pod, PodSpec, PodTemplate, Port, ProcessSpec,
-    Resources, RestartPolicy, Taint, TaintEffect, Toleration, Volume, VolumeSource,
+    Resources, RestartPolicy, Service, ServiceSpec, Taint, TaintEffect, Toleration, Volume,
+    VolumeSource,
 };
 use serde::{Deserialize, Deserializer};
 
@@ -46,6 +47,23 @@ pub struct Manifest {
     configmap: Vec<crate::config_data::ConfigMapM>,
     #[serde(default)]
     secret: Vec<crate::config_data::SecretM>,
+    #[serde(default)]
+    service: Vec<ServiceM>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceM {
+    #[serde(deserialize_with = "de_name")]
+    name: String,
+    #[serde(default, deserialize_with = "de_opt_name")]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: Labels,
+    #[serde(default)]
+    selector: Labels,
+    port: u16,
+    target_port: u16,
 }
 
 #[derive(Debug, Deserialize)]
@@ -498,6 +516,17 @@ impl Manifest {
         for c in self.secret {
             out.push(c.into_object(default_ns)?);
         }
+        for v in self.service {
+            let ns = v.namespace.unwrap_or_else(|| default_ns.to_string());
+            out.push(Object::Service(Service {
+                meta: meta(v.name, ns, v.labels),
+                spec: ServiceSpec {
+                    selector: v.selector,
+                    port: v.port,
+                    target_port: v.target_port,
+                },
+            }));
+        }
         for o in &out {
             validate::check_object(o).map_err(|e| e.to_string())?;
         }
@@ -613,7 +642,7 @@ pub fn parse(text: &str, origin: &str, default_ns: &str) -> Result<Vec<Object>, 
         .map_err(|e| format!("{origin}: {e}"))?;
     if objs.is_empty() {
         return Err(format!(
-            "{origin}: no objects: write [[pod]], [[deployment]], [[daemonset]], [[job]], [[configmap]], [[secret]], [[namespace]] or [[node]] tables"
+            "{origin}: no objects: write [[pod]], [[deployment]], [[daemonset]], [[job]], [[service]], [[configmap]], [[secret]], [[namespace]] or [[node]] tables"
         ));
     }
     Ok(objs)
@@ -750,6 +779,30 @@ command = ["/bin/sleep", "1000"]
             "[[deployment]]\nname = \"d\"\n[deployment.template]\n[[deployment.template.process]]\nname = \"m\"\ncommand = [\"x\"]\n",
         );
         assert!(e.contains("labels"), "{e}");
+    }
+
+    #[test]
+    fn service_parses_and_checks() {
+        let objs = parse(
+            "[[service]]\nname = \"web\"\nselector = { app = \"web\" }\nport = 8080\ntarget_port = 80\n",
+            "s.toml",
+            "default",
+        )
+        .unwrap();
+        let Object::Service(s) = &objs[0] else {
+            panic!("{objs:?}")
+        };
+        assert_eq!(s.meta.namespace, "default");
+        assert_eq!((s.spec.port, s.spec.target_port), (8080, 80));
+        assert_eq!(s.spec.selector.get("app").map(String::as_str), Some("web"));
+        let e = err("[[service]]\nname = \"web\"\nport = 8080\ntarget_port = 80\n");
+        assert!(e.contains("selector"), "{e}");
+        let e = err(
+            "[[service]]\nname = \"web\"\nselector = { app = \"web\" }\nport = 70000\ntarget_port = 80\n",
+        );
+        assert!(e.contains("line 4"), "{e}");
+        let e = err("[[service]]\nname = \"web\"\nselector = { app = \"web\" }\nport = 8080\n");
+        assert!(e.contains("target_port"), "{e}");
     }
 
     #[test]

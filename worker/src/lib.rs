@@ -3,5 +3,6 @@
 //! Invariant: only [`sys`] calls `nix`/`libc` or holds `unsafe`.
 
 pub mod agent;
+pub mod proxy;
 pub mod runtime;
 pub mod sys;

@@ -34,6 +34,9 @@ struct Args {
     /// Parent cgroup of all pods of this agent.
     #[arg(long, default_value = "bramble")]
     cgroup_parent: String,
+    /// Address the service proxy listens on (every service's port); `0.0.0.0` = all addresses.
+    #[arg(long, default_value = "0.0.0.0")]
+    proxy_address: std::net::IpAddr,
 }
 
 fn main() {
@@ -118,6 +121,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         info,
         poll_interval: Duration::from_secs(1),
+        proxy_address: args.proxy_address,
     };
     smol::block_on(bramble_worker::agent::run(cfg, driver))
 }

@@ -163,6 +163,17 @@ async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError>
         }),
         RequestBody::Apply(objs) => apply(m, objs).await.map(ResponseBody::Applied),
         RequestBody::Get {
+            kind: Kind::Endpoints,
+            namespace,
+            name,
+        } => {
+            let ns = scope(Kind::Endpoints, &namespace);
+            match m.endpoints.get(&ns, &name).await {
+                Some(o) => Ok(ResponseBody::Object(o)),
+                None => Err(not_found(Kind::Endpoints, &ns, &name)),
+            }
+        }
+        RequestBody::Get {
             kind,
             namespace,
             name,
@@ -181,6 +192,20 @@ async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError>
             revision: m.store.current_revision(),
             items: m.events.list(namespace.as_deref()).await,
         }),
+        RequestBody::List {
+            kind: Kind::Endpoints,
+            namespace,
+            selector,
+        } => {
+            // Computed, not stored (like events): answered from memory.
+            let sel = Selector::parse(&selector).map_err(|e| err(ErrorCode::Invalid, e))?;
+            let mut items = m.endpoints.list(namespace.as_deref()).await;
+            items.retain(|o| sel.matches(&o.meta().labels));
+            Ok(ResponseBody::List {
+                revision: m.store.current_revision(),
+                items,
+            })
+        }
         RequestBody::List {
             kind,
             namespace,
@@ -216,6 +241,7 @@ async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError>
                     Kind::Pod,
                     Kind::ConfigMap,
                     Kind::Secret,
+                    Kind::Service,
                 ] {
                     let (_, objs) = m.store.list(k, Some(&name)).await?;
                     for o in objs {
@@ -257,6 +283,9 @@ fn not_found(kind: Kind, ns: &str, name: &str) -> ApiError {
     let hint = match kind {
         Kind::Node => "list them with `bramble get nodes`".to_string(),
         Kind::Namespace => "list them with `bramble get namespaces`".to_string(),
+        Kind::Endpoints => format!(
+            "endpoints exist for each service: list them with `bramble get endpoints -n {ns}`"
+        ),
         _ => format!("list them with `bramble get {}s -n {ns}`", kind.as_str()),
     };
     if ns.is_empty() {
@@ -409,6 +438,7 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         }
         (Object::ConfigMap(_), n @ Object::ConfigMap(_)) => n,
         (Object::Secret(_), n @ Object::Secret(_)) => n,
+        (Object::Service(_), Object::Service(n)) => Object::Service(n),
         _ => return Err(err(ErrorCode::Internal, "kind mismatch")),
     };
     *merged.meta_mut() = Meta {

@@ -11,6 +11,7 @@ pub use client::CLIENT_RESPONSE_MAX;
 mod config_push;
 pub mod control;
 mod dispatch;
+mod endpoints;
 mod node;
 
 use std::collections::HashMap;
@@ -98,6 +99,7 @@ pub struct Master {
     wake_sched_rx: async_channel::Receiver<()>,
     pub(crate) started_ms: u64,
     pub(crate) events: control::Events,
+    pub(crate) endpoints: endpoints::Current,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -137,6 +139,7 @@ impl Master {
             wake_sched_rx,
             started_ms: now_ms(),
             events: control::Events::new(1000),
+            endpoints: Default::default(),
         });
         client::ensure_default_namespace(&m).await?;
         Ok(m)
@@ -164,6 +167,7 @@ impl Master {
         smol::spawn(config_push::config_loop(self.clone())).detach();
         smol::spawn(node::lifecycle_loop(self.clone())).detach();
         smol::spawn(control::controller_loop(self.clone())).detach();
+        smol::spawn(endpoints::endpoints_loop(self.clone())).detach();
         let limit = Arc::new(Semaphore::new(self.cfg.max_connections));
         info!(addr = %listener.local_addr()?, "master listening");
         loop {

@@ -74,6 +74,7 @@ pub(crate) async fn serve(
             }
         }
     });
+    super::endpoints::push_to(&m, &tx).await;
     super::dispatch::push_assignment(&m, &name).await;
     m.poke_scheduler();
 

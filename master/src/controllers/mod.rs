@@ -39,6 +39,7 @@ use bramble_wire::objects::{
 
 pub mod daemonset;
 pub mod deployment;
+pub mod endpoints;
 pub mod gc;
 pub mod job;
 pub mod node;

@@ -57,6 +57,8 @@ pub struct Config {
     pub info: NodeInfo,
     /// How often the driver is polled.
     pub poll_interval: Duration,
+    /// Where the service proxy listens (`0.0.0.0`: every address of the node).
+    pub proxy_address: std::net::IpAddr,
 }
 
 enum Ev {
@@ -93,8 +95,10 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
     }
     // Secrets live in memory only: none until the master sends them.
     let mut secrets: Option<Vec<bramble_wire::objects::Secret>> = None;
+    let mut proxy =
+        crate::proxy::Proxy::with_state(cfg.proxy_address, cfg.state_dir.join("endpoints"));
     driver.configure(&desired.config_maps, None);
-    driver.sync(&desired.pods);
+    driver.sync(&proxy.with_service_env(&desired.pods));
 
     let (ev_tx, ev_rx) = async_channel::bounded::<Ev>(64);
     smol::spawn(connection_loop(cfg.clone(), ev_tx)).detach();
@@ -157,19 +161,16 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                 }
                 desired = a;
                 driver.configure(&desired.config_maps, secrets.as_deref());
-                driver.sync(&desired.pods);
+                driver.sync(&proxy.with_service_env(&desired.pods));
             }
             Some(Ev::Down(NodeDown::Resync)) => reported.clear(),
             Some(Ev::Down(NodeDown::Secrets(s))) => {
                 secrets = Some(s);
                 driver.configure(&desired.config_maps, secrets.as_deref());
-                driver.sync(&desired.pods);
+                driver.sync(&proxy.with_service_env(&desired.pods));
             }
-            Some(Ev::Down(
-                NodeDown::Endpoints(_)
-                | NodeDown::ArtifactChunk { .. }
-                | NodeDown::Credential { .. },
-            )) => {}
+            Some(Ev::Down(NodeDown::Endpoints(eps))) => proxy.update(eps),
+            Some(Ev::Down(NodeDown::ArtifactChunk { .. } | NodeDown::Credential { .. })) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
             Some(Ev::Down(NodeDown::Logs {
                 request,

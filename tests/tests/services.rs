@@ -1,0 +1,471 @@
+//! Services through the node proxy, with the real binaries: a master and three workers as
+//! separate hosts (one network namespace each, 192.0.2.0/24 on a bridge), so every worker's
+//! proxy binds the same service port. A 3-replica deployment of `python3 -m http.server` (host
+//! network, each replica serving a file holding its pod name) behind a Service:
+//! - `get services` / `get endpoints` show it; endpoints list the three replicas at their nodes;
+//! - requests through the proxy port on every node succeed and spread over the replicas;
+//! - a pod started after the service finds it through `BRAMBLE_SERVICE_WEB_HOST/_PORT`;
+//! - `kill -9` of one replica's server: requests made right away still all succeed (the proxy
+//!   skips the refused backend), the pod leaves the endpoints, and then N requests through every
+//!   node's proxy all succeed;
+//! - a restarted agent gets the endpoints as it connects: its proxy serves again.
+//!
+//! Root only; fails (never skips) without root, `ip`, `nsenter` or `/usr/bin/python3`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bramble_tests::netns::{NetMaster, Topology, in_netns, start_worker};
+use bramble_tests::{Proc, json};
+
+const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
+const PYTHON: &str = "/usr/bin/python3";
+/// Where every node's proxy listens.
+const SERVICE_PORT: u16 = 8080;
+/// Where the replicas listen (host network; a host port, so one replica per node).
+const POD_PORT: u16 = 8081;
+/// Requests per node per round.
+const N: usize = 30;
+
+/// Fields drop in order: workers (and their pods' cgroups), master, namespaces, files.
+struct Cluster {
+    workers: Vec<Proc>,
+    m: NetMaster,
+    topo: Topology,
+    tmp: tempfile::TempDir,
+}
+
+fn tail(s: &str, n: usize) -> &str {
+    let mut i = s.len().saturating_sub(n);
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    &s[i..]
+}
+
+/// A client run inside a host's namespace: `N` GETs of a URL, one line per answer (`ERR ...`
+/// for a failed request). Every request has a 5 s timeout.
+const CLIENT: &str = r#"
+import sys, urllib.request
+url, n = sys.argv[1], int(sys.argv[2])
+for _ in range(n):
+    try:
+        print(urllib.request.urlopen(url, timeout=5).read().decode().strip(), flush=True)
+    except Exception as e:
+        print("ERR", e, flush=True)
+"#;
+
+impl Cluster {
+    fn start() -> Cluster {
+        assert!(
+            Path::new(PYTHON).exists(),
+            "{PYTHON} is missing: the services test serves HTTP with python3 (apt-get install python3)"
+        );
+        let topo = Topology::create(WORKERS.len());
+        let tmp = tempfile::tempdir().unwrap();
+        let m = NetMaster::start(
+            &topo,
+            &tmp.path().join("master"),
+            &["--heartbeat-interval", "500ms", "--node-grace", "3s"],
+        );
+        let workers = WORKERS
+            .iter()
+            .zip(&topo.workers)
+            .map(|(n, h)| start_worker(&topo, h, &m, n, &tmp.path().join(n), &[]))
+            .collect();
+        let c = Cluster {
+            workers,
+            m,
+            topo,
+            tmp,
+        };
+        c.wait(Duration::from_secs(20), "all three nodes Ready", || {
+            let st = c.m.node_status();
+            WORKERS
+                .iter()
+                .all(|n| st.get(*n).map(String::as_str) == Some("Ready"))
+                .then_some(())
+        });
+        c
+    }
+
+    fn diag(&self) -> String {
+        let mut s = String::new();
+        for args in [
+            &["get", "nodes", "-o", "wide"][..],
+            &["get", "pods", "-o", "wide"][..],
+            &["get", "services"][..],
+            &["get", "endpoints", "-o", "wide"][..],
+        ] {
+            let o = self.m.cli(args);
+            s += &format!(
+                "\n$ bramble {}\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        s += &format!("\nmaster log (tail):\n{}\n", tail(&self.m.log(), 4000));
+        for n in WORKERS {
+            let log = std::fs::read_to_string(self.tmp.path().join(n).with_extension("worker.log"))
+                .unwrap_or_default();
+            s += &format!("\nworker {n} log (tail):\n{}\n", tail(&log, 3000));
+        }
+        s
+    }
+
+    fn wait<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+        let t = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if t.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}{}",
+                    self.diag()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Ready endpoints of service `web`: pod name -> `ip:port`.
+    fn ready_endpoints(&self) -> BTreeMap<String, String> {
+        // Not found for a few ms after the service is created (computed, not stored).
+        let o = self.m.cli(&["get", "endpoints", "web", "-o", "json"]);
+        if !o.status.success() {
+            return BTreeMap::new();
+        }
+        let v = json(&String::from_utf8_lossy(&o.stdout));
+        v["Endpoints"]["ready"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["pod"].as_str().unwrap_or("").to_string(),
+                    format!("{}:{}", a["ip"].as_str().unwrap_or(""), a["port"]),
+                )
+            })
+            .collect()
+    }
+
+    /// Pod name -> (phase, node, pid of its process).
+    fn pods(&self) -> BTreeMap<String, (String, String, Option<u64>)> {
+        let v = json(&self.m.ok(&["get", "pods", "-l", "app=web", "-o", "json"]));
+        let items = match v {
+            serde_json::Value::Array(a) => a,
+            o @ serde_json::Value::Object(_) => vec![o],
+            _ => vec![],
+        };
+        items
+            .iter()
+            .map(|o| {
+                let p = &o["Pod"];
+                (
+                    p["meta"]["name"].as_str().unwrap_or("").to_string(),
+                    (
+                        p["status"]["phase"].as_str().unwrap_or("").to_string(),
+                        p["spec"]["node_name"].as_str().unwrap_or("").to_string(),
+                        p["status"]["processes"][0]["state"]["Running"]["pid"].as_u64(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// `n` requests through the proxy of worker `i`, from inside its namespace (as its pods do).
+    fn requests(&self, i: usize, n: usize) -> Vec<String> {
+        let url = format!("http://127.0.0.1:{SERVICE_PORT}/id");
+        let out = in_netns(&self.topo.workers[i].ns, PYTHON)
+            .args(["-c", CLIENT, &url, &n.to_string()])
+            .output()
+            .expect("run the python client");
+        assert!(
+            out.status.success(),
+            "client in {}: {}",
+            self.topo.workers[i].ns,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `n` requests through every node's proxy; panics (with the cluster's state) unless every
+    /// one was answered by a replica `valid` accepts. Returns the answers per node.
+    fn all_succeed(&self, n: usize, valid: impl Fn(&str) -> bool, when: &str) -> Vec<Vec<String>> {
+        (0..WORKERS.len())
+            .map(|i| {
+                let got = self.requests(i, n);
+                let bad: Vec<&String> = got.iter().filter(|g| !valid(g)).collect();
+                if got.len() != n || !bad.is_empty() {
+                    panic!(
+                        "{when}: through {}'s proxy {} of {n} requests failed or reached an unexpected backend: {bad:?}{}",
+                        WORKERS[i],
+                        bad.len() + n - got.len().min(n),
+                        self.diag()
+                    );
+                }
+                got
+            })
+            .collect()
+    }
+}
+
+fn manifest(www: &Path) -> String {
+    format!(
+        r#"
+[[service]]
+name = "web"
+selector = {{ app = "web" }}
+port = {SERVICE_PORT}
+target_port = {POD_PORT}
+
+[[deployment]]
+name = "web"
+replicas = 3
+[deployment.template]
+labels = {{ app = "web" }}
+restart_policy = "Never"
+[[deployment.template.process]]
+name = "http"
+command = ["/bin/sh", "-c", "d={www}/$HOSTNAME; mkdir -p $d && echo $HOSTNAME > $d/id && cd $d && exec {PYTHON} -m http.server {POD_PORT} --bind 0.0.0.0"]
+memory = "64Mi"
+ports = [{{ container_port = {POD_PORT}, host_port = {POD_PORT} }}]
+"#,
+        www = www.display()
+    )
+}
+
+const DISCOVERY_CLIENT: &str = r#"
+[[pod]]
+name = "client"
+restart_policy = "Never"
+[[pod.process]]
+name = "main"
+command = ["/usr/bin/python3", "-c", '''
+import os, urllib.request
+host, port = os.environ["BRAMBLE_SERVICE_WEB_HOST"], os.environ["BRAMBLE_SERVICE_WEB_PORT"]
+print("service at", host, port)
+print("answer", urllib.request.urlopen("http://%s:%s/id" % (host, port), timeout=5).read().decode().strip())
+''']
+memory = "64Mi"
+"#;
+
+#[test]
+fn service_answers_on_every_node_and_a_killed_replica_leaves_the_endpoints() {
+    let mut c = Cluster::start();
+    let www = c.tmp.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let file = c.tmp.path().join("web.toml");
+    std::fs::write(&file, manifest(&www)).unwrap();
+    c.m.ok(&["apply", "-f", file.to_str().unwrap()]);
+
+    let svc = c.m.ok(&["get", "services"]);
+    assert!(
+        svc.contains("web") && svc.contains(&SERVICE_PORT.to_string()),
+        "get services:\n{svc}"
+    );
+
+    // Three ready endpoints, each at its own node's address and the pods' port.
+    let eps = c.wait(Duration::from_secs(30), "3 ready endpoints", || {
+        let e = c.ready_endpoints();
+        (e.len() == 3).then_some(e)
+    });
+    let pods = c.pods();
+    let mut ips = BTreeSet::new();
+    for (pod, addr) in &eps {
+        let (phase, node, _) = &pods[pod];
+        assert_eq!(phase, "Running", "{pod}");
+        let i = WORKERS.iter().position(|w| w == node).unwrap();
+        assert_eq!(
+            addr,
+            &format!("{}:{POD_PORT}", c.topo.workers[i].addr),
+            "{pod} on {node}"
+        );
+        ips.insert(addr.clone());
+    }
+    assert_eq!(ips.len(), 3, "one replica per node: {eps:?}");
+    let wide = c.m.ok(&["get", "ep", "-o", "wide"]);
+    for pod in eps.keys() {
+        assert!(wide.contains(pod.as_str()), "get ep -o wide:\n{wide}");
+    }
+
+    // The replicas are up once they answer directly; then through every node's proxy.
+    let names: BTreeSet<String> = eps.keys().cloned().collect();
+    c.wait(Duration::from_secs(30), "every replica serving", || {
+        (0..WORKERS.len())
+            .all(|i| {
+                let got = c.requests(i, 6);
+                got.iter().all(|g| names.contains(g))
+                    && got.iter().collect::<BTreeSet<_>>().len() == 3
+            })
+            .then_some(())
+    });
+    let t = Instant::now();
+    let answers = c.all_succeed(N, |a| names.contains(a), "all replicas up");
+    println!("{} requests through 3 proxies in {:?}", 3 * N, t.elapsed());
+    for (i, got) in answers.iter().enumerate() {
+        let mut spread: BTreeMap<&str, usize> = BTreeMap::new();
+        for g in got {
+            *spread.entry(g.as_str()).or_default() += 1;
+        }
+        println!("through {}: {spread:?}", WORKERS[i]);
+        assert_eq!(
+            spread.len(),
+            3,
+            "round-robin reaches every replica through {}: {spread:?}",
+            WORKERS[i]
+        );
+        assert!(
+            spread.values().all(|&k| k >= N / 3 - 1),
+            "requests spread evenly through {}: {spread:?}",
+            WORKERS[i]
+        );
+    }
+
+    // Discovery: a pod started now sees the service in its environment and reaches it.
+    let client = c.tmp.path().join("client.toml");
+    std::fs::write(&client, DISCOVERY_CLIENT).unwrap();
+    c.m.ok(&["apply", "-f", client.to_str().unwrap()]);
+    let log = c.wait(Duration::from_secs(30), "the client pod's answer", || {
+        let o = c.m.cli(&["logs", "client"]);
+        let s = String::from_utf8_lossy(&o.stdout).to_string();
+        s.contains("answer").then_some(s)
+    });
+    assert!(
+        log.contains(&format!("service at 127.0.0.1 {SERVICE_PORT}")),
+        "client log:\n{log}"
+    );
+    assert!(
+        names.iter().any(|n| log.contains(&format!("answer {n}"))),
+        "client log:\n{log}"
+    );
+
+    // Kill one replica's server (SIGKILL, its PID from the pod's status).
+    let victim = eps.keys().next().unwrap().clone();
+    let pid = pods[&victim].2.expect("victim pid");
+    let killed = Instant::now();
+    let st = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -9 {pid}");
+    // Right away (before the endpoints change reaches the proxies) nothing fails either: the
+    // proxy skips the refused backend. The replica set's replacement (restart_policy = "Never")
+    // may already answer too; the killed replica cannot. Meanwhile a second thread times how
+    // long the killed replica takes to leave `get endpoints`.
+    let replica = |a: &str| a.starts_with("web-") && a != victim;
+    let left_after = std::thread::scope(|sc| {
+        let watcher = sc.spawn(|| {
+            let deadline = killed + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if !c.ready_endpoints().contains_key(&victim) {
+                    return Some(killed.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        });
+        c.all_succeed(N, replica, "right after the kill");
+        watcher.join().unwrap()
+    });
+    let Some(left_after) = left_after else {
+        panic!(
+            "the killed replica {victim} was still in the endpoints 10 s after the kill{}",
+            c.diag()
+        );
+    };
+    println!("killed replica {victim} left the endpoints {left_after:?} after the kill");
+    // Then N requests through every node's proxy all succeed, none by the dead replica.
+    let answers = c.all_succeed(N, replica, "after the killed replica left the endpoints");
+    let known: BTreeSet<String> = c.pods().into_keys().collect();
+    for a in answers.iter().flatten() {
+        assert!(
+            known.contains(a),
+            "answer {a} is not a pod of the deployment"
+        );
+    }
+
+    // A worker gets the endpoints as it connects: restart w3's agent (kill -9; its pods keep
+    // running) without its saved endpoints, and its proxy serves again.
+    c.workers[2].kill9();
+    let saved = c.tmp.path().join(WORKERS[2]).join("endpoints");
+    std::fs::remove_file(&saved)
+        .unwrap_or_else(|e| panic!("the worker keeps its endpoints in {}: {e}", saved.display()));
+    let w3 = start_worker(
+        &c.topo,
+        &c.topo.workers[2],
+        &c.m,
+        WORKERS[2],
+        &c.tmp.path().join(WORKERS[2]),
+        &[],
+    );
+    c.workers.push(w3);
+    c.wait(
+        Duration::from_secs(30),
+        "w3's proxy serving again after its agent restarted",
+        || c.requests(2, 3).iter().all(|a| replica(a)).then_some(()),
+    );
+    c.all_succeed(N, replica, "after w3's agent restarted");
+}
+
+/// The service lifecycle through the CLI on a loopback master (no workers needed): create,
+/// update in place, endpoints follow, errors name the object and the fix, delete.
+#[test]
+fn service_lifecycle_through_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = bramble_tests::MasterProc::start(&tmp.path().join("master"), &[]);
+    let file = tmp.path().join("svc.toml");
+    let svc = |port: u16| {
+        format!(
+            "[[service]]\nname = \"api\"\nselector = {{ app = \"api\" }}\nport = {port}\ntarget_port = 9000\n"
+        )
+    };
+    std::fs::write(&file, svc(8080)).unwrap();
+    let f = file.to_str().unwrap();
+    m.ok(&["apply", "-f", f]);
+    let ep = bramble_tests::wait_for(Duration::from_secs(10), "endpoints of api", || {
+        let o = m.cli(&["get", "ep", "api", "-o", "json"]);
+        o.status
+            .success()
+            .then(|| json(&String::from_utf8_lossy(&o.stdout)))
+    });
+    assert_eq!(ep["Endpoints"]["port"], 8080);
+    assert_eq!(ep["Endpoints"]["ready"].as_array().map(Vec::len), Some(0));
+    // Re-applying with another port updates it; the endpoints follow.
+    std::fs::write(&file, svc(8081)).unwrap();
+    m.ok(&["apply", "-f", f]);
+    let got = m.ok(&["get", "svc"]);
+    assert!(got.contains("8081") && got.contains("app=api"), "{got}");
+    bramble_tests::wait_for(Duration::from_secs(10), "endpoints on 8081", || {
+        let o = m.ok(&["get", "endpoints", "-A"]);
+        o.contains("8081").then_some(())
+    });
+    // Endpoints cannot be applied; an unknown one is a clear not-found.
+    let o = m.cli(&["get", "ep", "nope"]);
+    assert_eq!(o.status.code(), Some(3));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("nope") && e.contains("bramble get endpoints"),
+        "{e}"
+    );
+    std::fs::write(
+        &file,
+        "[[service]]\nname = \"bad\"\nport = 1\ntarget_port = 2\n",
+    )
+    .unwrap();
+    let o = m.cli(&["apply", "-f", f]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("selector"), "{e}");
+    // Deleted: its endpoints go too.
+    m.ok(&["delete", "service", "api"]);
+    bramble_tests::wait_for(Duration::from_secs(10), "endpoints of api gone", || {
+        (m.cli(&["get", "ep", "api"]).status.code() == Some(3)).then_some(())
+    });
+}

@@ -1,0 +1,361 @@
+//! The node proxy (kube-proxy's userspace mode): for every service a TCP listener on the node at
+//! the service's port, forwarding each accepted connection to the service's ready endpoints
+//! round-robin. A backend that refuses or does not answer the connect within
+//! [`CONNECT_TIMEOUT`] is skipped for the next one, so a dead pod costs a retry, not a failed
+//! request. Endpoint sets are swapped in place: established connections are never dropped by an
+//! update. A port that cannot be bound (in use) is logged once with the fix and retried.
+//!
+//! smol and async-net only; each connection copies through two reused fixed-size buffers.
+
+pub mod copy;
+pub mod env;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use async_net::{TcpListener, TcpStream};
+use bramble_wire::objects::{Endpoints, Pod};
+use futures_lite::FutureExt;
+use smol::lock::Semaphore;
+
+use copy::BufPool;
+
+/// How long a backend gets to accept a connection before the next one is tried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a port that could not be bound is tried again.
+pub const BIND_RETRY: Duration = Duration::from_secs(2);
+/// Most connections proxied at once on a node (each holds two [`copy::BUF_SIZE`] buffers:
+/// 32 MiB at most); further clients wait in the listen backlog until one ends.
+pub const MAX_CONNECTIONS: usize = 512;
+/// A backend that failed to connect is tried last for this long (the master's endpoints
+/// update usually removes it sooner), so a dead node does not cost every connection a timeout.
+pub const PENALTY: Duration = Duration::from_secs(5);
+
+/// One service's backends, shared by its listener and updated in place.
+#[derive(Debug, Default)]
+pub struct Backends {
+    addrs: RwLock<Arc<Vec<SocketAddr>>>,
+    next: AtomicUsize,
+    /// Backends that recently failed to connect, and when.
+    failed: Mutex<HashMap<SocketAddr, Instant>>,
+}
+
+impl Backends {
+    /// Replaces the set (connections already made are not touched).
+    pub fn set(&self, addrs: Vec<SocketAddr>) {
+        if let Ok(mut a) = self.addrs.write() {
+            *a = Arc::new(addrs);
+        }
+    }
+
+    /// The current set.
+    pub fn get(&self) -> Arc<Vec<SocketAddr>> {
+        self.addrs
+            .read()
+            .map(|a| a.clone())
+            .unwrap_or_else(|_| Arc::new(Vec::new()))
+    }
+
+    /// Backends in the order to try for the next connection: round-robin from the cursor, those
+    /// that failed within [`PENALTY`] moved to the end.
+    pub fn order(&self) -> Vec<SocketAddr> {
+        let all = self.get();
+        if all.is_empty() {
+            return Vec::new();
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % all.len();
+        let mut order: Vec<SocketAddr> =
+            all[start..].iter().chain(&all[..start]).copied().collect();
+        if let Ok(mut failed) = self.failed.lock()
+            && !failed.is_empty()
+        {
+            failed.retain(|a, t| t.elapsed() < PENALTY && all.contains(a));
+            // Stable: the healthy keep their round-robin order, then the failed.
+            order.sort_by_key(|a| failed.contains_key(a));
+        }
+        order
+    }
+
+    /// Records the outcome of a connect.
+    fn report(&self, addr: SocketAddr, ok: bool) {
+        if let Ok(mut failed) = self.failed.lock() {
+            if ok {
+                failed.remove(&addr);
+            } else {
+                failed.insert(addr, Instant::now());
+            }
+        }
+    }
+}
+
+/// Connects to the first backend (in round-robin order) that accepts within the timeout.
+async fn dial(backends: &Backends, what: &str) -> Option<(TcpStream, SocketAddr)> {
+    for addr in backends.order() {
+        let res = TcpStream::connect(addr)
+            .or(async {
+                smol::Timer::after(CONNECT_TIMEOUT).await;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "connect timed out",
+                ))
+            })
+            .await;
+        backends.report(addr, res.is_ok());
+        match res {
+            Ok(s) => return Some((s, addr)),
+            Err(e) => tracing::debug!(service = %what, backend = %addr, "backend skipped: {e}"),
+        }
+    }
+    None
+}
+
+/// Serves one service on `listener` until the task is dropped; at most `limit`'s permits of
+/// connections at once (shared by every service of the node).
+pub async fn serve(
+    listener: TcpListener,
+    what: String,
+    backends: Arc<Backends>,
+    pool: Arc<BufPool>,
+    limit: Arc<Semaphore>,
+) {
+    let mut warned: Option<Instant> = None;
+    loop {
+        let permit = match limit.try_acquire_arc() {
+            Some(p) => p,
+            None => {
+                if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    tracing::warn!(service = %what, "the node's limit of proxied connections is reached: new ones wait until some end");
+                    warned = Some(Instant::now());
+                }
+                limit.acquire_arc().await
+            }
+        };
+        let (client, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                tracing::warn!(service = %what, "accept: {e}");
+                smol::Timer::after(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = client.set_nodelay(true);
+        let (backends, pool, what) = (backends.clone(), pool.clone(), what.clone());
+        smol::spawn(async move {
+            let Some((backend, addr)) = dial(&backends, &what).await else {
+                let n = backends.get().len();
+                tracing::warn!(service = %what, %peer, "no ready endpoint accepted the connection ({n} tried); closing it");
+                return;
+            };
+            let _ = backend.set_nodelay(true);
+            if let Err(e) = copy::join(client, backend, &pool).await {
+                tracing::debug!(service = %what, %peer, backend = %addr, "connection ended: {e}");
+            }
+            drop(permit);
+        })
+        .detach();
+    }
+}
+
+/// Binds `addr`, retrying every [`BIND_RETRY`] and logging when it fails and when it recovers.
+async fn bind_retrying(addr: SocketAddr, what: &str) -> TcpListener {
+    let mut failing = false;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => {
+                if failing {
+                    tracing::info!(service = %what, %addr, "listening now");
+                }
+                return l;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!(service = %what, %addr,
+                        "cannot listen on {addr} for service {what}: {e}; another process (or service) holds port {}: free it or change the service's port; retrying every {} s",
+                        addr.port(), BIND_RETRY.as_secs());
+                    failing = true;
+                }
+                smol::Timer::after(BIND_RETRY).await;
+            }
+        }
+    }
+}
+
+struct Listener {
+    /// `namespace/name` of the service holding the port.
+    service: String,
+    backends: Arc<Backends>,
+    _task: smol::Task<()>,
+}
+
+/// Every service's listener on this node.
+pub struct Proxy {
+    bind: IpAddr,
+    /// Where the last endpoints set is kept, so that the proxy serves after an agent restart
+    /// while the master is away.
+    state: Option<std::path::PathBuf>,
+    /// By port.
+    listeners: HashMap<u16, Listener>,
+    pool: Arc<BufPool>,
+    limit: Arc<Semaphore>,
+    /// The last set received (for the pods' environment).
+    endpoints: Vec<Endpoints>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proxy({}, {} ports)", self.bind, self.listeners.len())
+    }
+}
+
+impl Proxy {
+    /// A proxy listening on `bind` (`0.0.0.0` for every address of the node).
+    pub fn new(bind: IpAddr) -> Proxy {
+        Proxy {
+            bind,
+            state: None,
+            listeners: HashMap::new(),
+            pool: Arc::default(),
+            limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            endpoints: Vec::new(),
+        }
+    }
+
+    /// A proxy that keeps the last endpoints in `file` and starts from it (it must run inside a
+    /// smol executor context): after an agent restart with the master away, services still
+    /// work. The file is written (without fsync: the master re-sends the set anyway) only when
+    /// the set changes.
+    pub fn with_state(bind: IpAddr, file: std::path::PathBuf) -> Proxy {
+        let mut p = Proxy::new(bind);
+        match std::fs::read(&file) {
+            Ok(bytes) => match postcard::from_bytes::<Vec<Endpoints>>(&bytes) {
+                Ok(eps) => {
+                    tracing::info!(
+                        services = eps.len(),
+                        "proxy: serving the endpoints saved in {}",
+                        file.display()
+                    );
+                    p.update(eps);
+                }
+                Err(e) => tracing::warn!("proxy: ignoring unreadable {}: {e}", file.display()),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("proxy: cannot read {}: {e}", file.display()),
+        }
+        p.state = Some(file);
+        p
+    }
+
+    fn save(&self) {
+        let Some(file) = &self.state else { return };
+        let tmp = file.with_extension("tmp");
+        let res = postcard::to_allocvec(&self.endpoints)
+            .map_err(std::io::Error::other)
+            .and_then(|b| std::fs::write(&tmp, b))
+            .and_then(|()| std::fs::rename(&tmp, file));
+        if let Err(e) = res {
+            tracing::warn!(
+                "proxy: cannot save the endpoints in {}: {e}",
+                file.display()
+            );
+        }
+    }
+
+    /// Where pods reach the proxy: loopback when it listens on every address.
+    pub fn host(&self) -> String {
+        if self.bind.is_unspecified() {
+            Ipv4Addr::LOCALHOST.to_string()
+        } else {
+            self.bind.to_string()
+        }
+    }
+
+    /// Limits the connections proxied at once (default [`MAX_CONNECTIONS`]); applies to
+    /// listeners created afterwards.
+    pub fn set_max_connections(&mut self, n: usize) {
+        self.limit = Arc::new(Semaphore::new(n.max(1)));
+    }
+
+    /// Ports with a listener (bound or retrying).
+    pub fn ports(&self) -> Vec<u16> {
+        let mut p: Vec<u16> = self.listeners.keys().copied().collect();
+        p.sort();
+        p
+    }
+
+    /// Replaces the set of services: new ports get listeners, removed ones are closed, the rest
+    /// get their backends swapped in place. Must run inside a smol executor context.
+    pub fn update(&mut self, eps: Vec<Endpoints>) {
+        let mut wanted: HashMap<u16, (String, Vec<SocketAddr>)> = HashMap::new();
+        for e in &eps {
+            let what = format!("{}/{}", e.meta.namespace, e.meta.name);
+            if e.port == 0 {
+                continue;
+            }
+            if let Some((other, _)) = wanted.get(&e.port) {
+                tracing::error!(service = %what, port = e.port,
+                    "service {what} wants port {} that service {other} already has: only {other} is served; give one of them another port", e.port);
+                continue;
+            }
+            let mut addrs = Vec::with_capacity(e.ready.len());
+            for a in &e.ready {
+                match a.ip.parse::<IpAddr>() {
+                    Ok(ip) => addrs.push(SocketAddr::new(ip, a.port)),
+                    Err(_) => {
+                        tracing::warn!(service = %what, pod = %a.pod, "endpoint address {:?} is not an IP address; skipped", a.ip)
+                    }
+                }
+            }
+            wanted.insert(e.port, (what, addrs));
+        }
+        self.listeners.retain(|port, l| {
+            let keep = wanted.get(port).is_some_and(|(w, _)| *w == l.service);
+            if !keep {
+                tracing::info!(service = %l.service, port, "service removed: closing its listener");
+            }
+            keep
+        });
+        for (port, (what, addrs)) in wanted {
+            if let Some(l) = self.listeners.get(&port) {
+                if *l.backends.get() != addrs {
+                    tracing::debug!(service = %what, backends = addrs.len(), "endpoints updated");
+                    l.backends.set(addrs);
+                }
+                continue;
+            }
+            let backends = Arc::new(Backends::default());
+            backends.set(addrs);
+            let addr = SocketAddr::new(self.bind, port);
+            let (b, pool, w) = (backends.clone(), self.pool.clone(), what.clone());
+            let limit = self.limit.clone();
+            let task = smol::spawn(async move {
+                let l = bind_retrying(addr, &w).await;
+                tracing::info!(service = %w, %addr, "proxy listening");
+                serve(l, w, b, pool, limit).await;
+            });
+            self.listeners.insert(
+                port,
+                Listener {
+                    service: what,
+                    backends,
+                    _task: task,
+                },
+            );
+        }
+        if self.endpoints != eps {
+            self.endpoints = eps;
+            self.save();
+        }
+    }
+
+    /// `pods` with `BRAMBLE_SERVICE_<NAME>_HOST/_PORT` for the services known now.
+    pub fn with_service_env(&self, pods: &[Pod]) -> Vec<Pod> {
+        env::with_service_env(pods, &self.endpoints, &self.host())
+    }
+}
+
+#[cfg(test)]
+mod tests;

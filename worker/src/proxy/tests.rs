@@ -1,0 +1,353 @@
+//! The proxy on loopback with real sockets.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use async_net::{TcpListener, TcpStream};
+use bramble_wire::objects::{EndpointAddress, Endpoints, Meta};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+use super::Proxy;
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn eps(name: &str, port: u16, backends: &[u16]) -> Endpoints {
+    Endpoints {
+        meta: Meta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        },
+        port,
+        ready: backends
+            .iter()
+            .map(|p| EndpointAddress {
+                ip: "127.0.0.1".into(),
+                port: *p,
+                pod: format!("pod-{p}"),
+                node: "n".into(),
+            })
+            .collect(),
+        not_ready: Vec::new(),
+    }
+}
+
+/// A backend that answers every connection with `id` after reading the request to its end
+/// (so it also checks that half-close reaches it), then the number of bytes it read.
+async fn backend(id: &'static str) -> u16 {
+    let l = TcpListener::bind((LO, 0)).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    smol::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            smol::spawn(async move {
+                let mut req = Vec::new();
+                let _ = s.read_to_end(&mut req).await;
+                let _ = s.write_all(format!("{id} {}", req.len()).as_bytes()).await;
+            })
+            .detach();
+        }
+    })
+    .detach();
+    port
+}
+
+/// One request through the proxy: send `body`, half-close, read the whole answer.
+async fn request(port: u16, body: &[u8]) -> std::io::Result<String> {
+    let mut s = TcpStream::connect((LO, port)).await?;
+    s.write_all(body).await?;
+    s.shutdown(std::net::Shutdown::Write)?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+/// Retries `request` until the proxy's listener is up (it binds in the background).
+async fn request_eventually(port: u16, body: &[u8]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match request(port, body).await {
+            Ok(s) if !s.is_empty() => return s,
+            r if Instant::now() > deadline => panic!("proxy on port {port} never answered: {r:?}"),
+            _ => {
+                smol::Timer::after(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+#[test]
+fn round_robin_skips_dead_backends_and_passes_half_close() {
+    smol::block_on(async {
+        let a = backend("a").await;
+        let b = backend("b").await;
+        let dead = free_port();
+        let port = free_port();
+        let mut p = Proxy::new(LO);
+        p.update(vec![eps("web", port, &[a, dead, b])]);
+        assert_eq!(p.ports(), [port]);
+        request_eventually(port, b"x").await;
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..30 {
+            let got = request(port, b"hello").await.unwrap();
+            let (id, n) = got.split_once(' ').unwrap();
+            assert_eq!(
+                n, "5",
+                "the backend read the whole request up to the half-close"
+            );
+            *seen.entry(id.to_string()).or_insert(0) += 1;
+        }
+        // The dead backend is skipped (then tried last); a and b share its turns; none fails.
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen.values().sum::<i32>(), 30);
+        assert!(seen["a"] >= 10 && seen["b"] >= 10, "{seen:?}");
+    });
+}
+
+#[test]
+fn failed_backends_are_tried_last() {
+    let b = super::Backends::default();
+    let addr = |p: u16| SocketAddr::new(LO, p);
+    b.set(vec![addr(1), addr(2), addr(3)]);
+    assert_eq!(b.order(), [addr(1), addr(2), addr(3)]);
+    assert_eq!(b.order(), [addr(2), addr(3), addr(1)]);
+    b.report(addr(3), false);
+    assert_eq!(b.order(), [addr(1), addr(2), addr(3)]);
+    assert_eq!(
+        b.order(),
+        [addr(1), addr(2), addr(3)],
+        "cursor at 0: 1, 2, then the failed 3"
+    );
+    assert_eq!(b.order(), [addr(2), addr(1), addr(3)]);
+    b.report(addr(3), true);
+    assert_eq!(b.order(), [addr(3), addr(1), addr(2)]);
+}
+
+#[test]
+fn large_transfer_is_copied_intact() {
+    smol::block_on(async {
+        // An echo backend.
+        let l = TcpListener::bind((LO, 0)).await.unwrap();
+        let echo = l.local_addr().unwrap().port();
+        smol::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                smol::spawn(async move {
+                    let _ = futures_lite::io::copy(s.clone(), &mut s.clone()).await;
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                })
+                .detach();
+            }
+        })
+        .detach();
+        let port = free_port();
+        let mut p = Proxy::new(LO);
+        p.update(vec![eps("echo", port, &[echo])]);
+        let data: Vec<u8> = (0..(8u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+        let s = loop {
+            match TcpStream::connect((LO, port)).await {
+                Ok(s) => break s,
+                Err(_) => {
+                    smol::Timer::after(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let mut w = s.clone();
+        let d2 = data.clone();
+        let writer = smol::spawn(async move {
+            w.write_all(&d2).await.unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut back = Vec::new();
+        s.clone().read_to_end(&mut back).await.unwrap();
+        writer.await;
+        assert_eq!(back.len(), data.len());
+        assert!(back == data, "bytes changed in transit");
+        assert!(p.pool.idle() >= 2, "buffers go back to the pool");
+    });
+}
+
+#[test]
+fn updates_keep_connections_and_removal_closes_the_listener() {
+    smol::block_on(async {
+        let l = TcpListener::bind((LO, 0)).await.unwrap();
+        let echo = l.local_addr().unwrap().port();
+        smol::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                smol::spawn(async move {
+                    let _ = futures_lite::io::copy(s.clone(), &mut s.clone()).await;
+                })
+                .detach();
+            }
+        })
+        .detach();
+        let other = backend("other").await;
+        let port = free_port();
+        let mut p = Proxy::new(LO);
+        p.update(vec![eps("svc", port, &[echo])]);
+        let mut s = loop {
+            match TcpStream::connect((LO, port)).await {
+                Ok(s) => break s,
+                Err(_) => {
+                    smol::Timer::after(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let mut buf = [0u8; 4];
+        s.write_all(b"ping").await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        // New endpoints: new connections go to the new backend, the old one keeps working.
+        p.update(vec![eps("svc", port, &[other])]);
+        assert_eq!(request(port, b"").await.unwrap(), "other 0");
+        s.write_all(b"pong").await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"pong");
+        // Service gone: the port closes; the established connection still works.
+        p.update(Vec::new());
+        assert!(p.ports().is_empty());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect((LO, port)).await.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "listener of a removed service still open"
+            );
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+        s.write_all(b"last").await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"last");
+    });
+}
+
+#[test]
+fn busy_port_is_retried_until_free() {
+    smol::block_on(async {
+        let a = backend("a").await;
+        let squatter = std::net::TcpListener::bind((LO, 0)).unwrap();
+        let port = squatter.local_addr().unwrap().port();
+        let mut p = Proxy::new(LO);
+        p.update(vec![eps("web", port, &[a])]);
+        smol::Timer::after(Duration::from_millis(300)).await;
+        drop(squatter);
+        // The proxy binds on its next retry.
+        assert_eq!(request_eventually(port, b"abc").await, "a 3");
+    });
+}
+
+#[test]
+fn no_endpoints_closes_the_connection() {
+    smol::block_on(async {
+        let port = free_port();
+        let mut p = Proxy::new(LO);
+        p.update(vec![eps("empty", port, &[])]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut s = loop {
+            match TcpStream::connect((LO, port)).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "never listened: {e}");
+                    smol::Timer::after(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        // Nothing to forward to: closed (end of stream or reset), never left hanging.
+        let mut buf = [0u8; 16];
+        let r = futures_lite::FutureExt::or(async { Some(s.read(&mut buf).await) }, async {
+            smol::Timer::after(Duration::from_secs(5)).await;
+            None
+        })
+        .await;
+        match r {
+            Some(Ok(0)) | Some(Err(_)) => {}
+            other => panic!("connection not closed: {other:?}"),
+        }
+        assert_eq!(p.host(), "127.0.0.1");
+        let _: SocketAddr = (LO, port).into();
+    });
+}
+
+#[test]
+fn saved_endpoints_serve_after_a_restart() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("endpoints");
+        let a = backend("a").await;
+        let port = free_port();
+        let mut p = Proxy::with_state(LO, file.clone());
+        assert!(p.ports().is_empty());
+        p.update(vec![eps("web", port, &[a])]);
+        assert_eq!(request_eventually(port, b"1").await, "a 1");
+        let written = std::fs::metadata(&file).unwrap().modified().unwrap();
+        p.update(vec![eps("web", port, &[a])]);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().modified().unwrap(),
+            written,
+            "an unchanged set is not written again"
+        );
+        drop(p);
+        // The old listener closes; a new proxy starts from the file.
+        let p2 = Proxy::with_state(LO, file.clone());
+        assert_eq!(p2.ports(), [port]);
+        assert_eq!(request_eventually(port, b"22").await, "a 2");
+        // A corrupt file is ignored.
+        std::fs::write(&file, b"\xff\xff\xff").unwrap();
+        drop(p2);
+        assert!(Proxy::with_state(LO, file).ports().is_empty());
+    });
+}
+
+#[test]
+fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    smol::block_on(async {
+        let l = TcpListener::bind((LO, 0)).await.unwrap();
+        let echo = l.local_addr().unwrap().port();
+        smol::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                smol::spawn(async move {
+                    let _ = futures_lite::io::copy(s.clone(), &mut s.clone()).await;
+                })
+                .detach();
+            }
+        })
+        .detach();
+        let port = free_port();
+        let mut p = Proxy::new(LO);
+        p.set_max_connections(1);
+        p.update(vec![eps("echo", port, &[echo])]);
+        let mut first = loop {
+            match TcpStream::connect((LO, port)).await {
+                Ok(s) => break s,
+                Err(_) => {
+                    smol::Timer::after(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let mut buf = [0u8; 2];
+        first.write_all(b"1!").await.unwrap();
+        first.read_exact(&mut buf).await.unwrap();
+        // The second waits in the backlog: no answer while the first is open...
+        let mut second = TcpStream::connect((LO, port)).await.unwrap();
+        second.write_all(b"2!").await.unwrap();
+        let early =
+            futures_lite::FutureExt::or(async { Some(second.read(&mut buf).await) }, async {
+                smol::Timer::after(Duration::from_millis(300)).await;
+                None
+            })
+            .await;
+        assert!(early.is_none(), "served beyond the limit: {early:?}");
+        // ...and is served once the first ends.
+        drop(first);
+        second.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"2!");
+    });
+}
