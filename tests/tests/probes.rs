@@ -9,10 +9,17 @@ use bramble_tests::{MasterProc, require_root, start_worker, wait_for};
 const MANIFEST: &str = r#"
 [[pod]]
 name = "gated"
+labels = { app = "gated" }
 [[pod.process]]
 name = "main"
 command = ["/bin/sh", "-c", "exec sleep 1000"]
 readiness = { exec = ["test", "-e", "DIR/ready"], period = "200ms", timeout = "200ms" }
+
+[[service]]
+name = "gated"
+selector = { app = "gated" }
+port = 18080
+target_port = 18081
 
 [[pod]]
 name = "hangs"
@@ -46,6 +53,14 @@ fn row(m: &MasterProc, kind: &str, name: &str) -> Option<Vec<String>> {
         .find(|c| c.first().map(String::as_str) == Some(name))
 }
 
+/// Counts of (ready, not ready) addresses in a service's endpoints.
+fn endpoints(m: &MasterProc, name: &str) -> (usize, usize) {
+    let out = m.ok(&["get", "endpoints", name, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("endpoints json");
+    let n = |k: &str| v["Endpoints"][k].as_array().map_or(0, Vec::len);
+    (n("ready"), n("not_ready"))
+}
+
 #[test]
 fn probes_gate_readiness_and_restart_hung_processes() {
     require_root();
@@ -71,11 +86,20 @@ fn probes_gate_readiness_and_restart_hung_processes() {
         assert_eq!((r[1].as_str(), r[2].as_str()), ("0/1", "Running"), "{r:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // ...and out of its service's endpoints.
+    let ep = endpoints(&m, "gated");
+    assert_eq!(ep.0, 0, "an unready pod is a ready endpoint: {ep:?}");
+    assert_eq!(ep.1, 1, "the unready pod is listed as not ready: {ep:?}");
     // ...until its check passes.
     std::fs::write(dir.join("ready"), b"").unwrap();
     wait_for(Duration::from_secs(10), "gated READY 1/1", || {
         row(&m, "pods", "gated").filter(|r| r[1] == "1/1")
     });
+    wait_for(
+        Duration::from_secs(10),
+        "gated in its service's endpoints",
+        || (endpoints(&m, "gated") == (1, 0)).then_some(()),
+    );
     let d = m.ok(&["describe", "pod", "gated"]);
     assert!(
         d.contains("Readiness: exec test -e ") && d.contains("every 200ms, timeout 200ms"),
