@@ -5,8 +5,9 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Reads `path`, or creates it with a fresh random token (mode 0600) if it does not exist.
-pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
+/// Reads `path`, or creates it with a fresh random token (mode 0600) if it does not exist, written
+/// as `K10<pin>::<token>`; returns the token without the pin.
+pub fn load_or_create(path: &Path, pin: &str) -> anyhow::Result<String> {
     match fs::read_to_string(path) {
         Ok(s) => {
             let t = credential_of(&s, path)?;
@@ -27,7 +28,7 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
                 .create_new(true)
                 .mode(0o600)
                 .open(path)?;
-            writeln!(f, "{t}")?;
+            writeln!(f, "{}", super::tls::pinned_token(pin, &t))?;
             f.sync_all()?;
             fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
             Ok(t)

@@ -128,11 +128,11 @@ impl Master {
         let tls = futures_rustls::TlsAcceptor::from(tls::server_config(&identity)?);
         let admin_token = match &cfg.admin_token_file {
             Some(p) => auth::read_token(p)?,
-            None => auth::load_or_create(&admin_default)?,
+            None => auth::load_or_create(&admin_default, &identity.pin)?,
         };
         let join_token = match &cfg.join_token_file {
             Some(p) => auth::read_token(p)?,
-            None => auth::load_or_create(&join_default)?,
+            None => auth::load_or_create(&join_default, &identity.pin)?,
         };
         tls::pin_tokens(&cfg, &admin_default, &join_default, &identity.pin)?;
         let store = Store::open(&cfg.data_dir).await?;
