@@ -342,6 +342,7 @@ async fn reject(
     msg: &str,
     max: usize,
 ) -> Result<(), IoError> {
+    tracing::warn!(?reason, "refused a connection: {msg}");
     let r = Handshake::Reject(Reject {
         reason,
         message: heapless_str(msg),
