@@ -809,7 +809,9 @@ pub fn tls_refusals(c: &mut Cluster) -> Result<String> {
         let (t, _) = match retried {
             Ok(x) => x,
             Err(e) => {
-                let f = g.failure(&format!("{name}: no (repeated) refusal on the console: {e:#}"));
+                let f = g.failure(&format!(
+                    "{name}: no (repeated) refusal on the console: {e:#}"
+                ));
                 let _ = g.kill();
                 return Err(f);
             }
@@ -1269,7 +1271,11 @@ pub fn run_suite(workers: &[Option<PathBuf>], relay: Option<PathBuf>) -> Result<
     step("idle worker connections stay up", &mut c, &|c| {
         connection_stability(c)
     });
-    step("wrong pin and wrong token refused (aarch64)", &mut c, &tls_refusals);
+    step(
+        "wrong pin and wrong token refused (aarch64)",
+        &mut c,
+        &tls_refusals,
+    );
     let mut boot_to_ready = Vec::new();
     for n in c.nodes.iter().flatten() {
         for (m, r) in n.boot_to_marker.iter().zip(&n.boot_to_ready) {

@@ -84,9 +84,8 @@ fn p256() -> KeyPair {
 }
 
 fn leaf_params() -> CertificateParams {
-    let mut p =
-        CertificateParams::new(vec!["bramble-master".to_string(), "localhost".to_string()])
-            .unwrap();
+    let mut p = CertificateParams::new(vec!["bramble-master".to_string(), "localhost".to_string()])
+        .unwrap();
     p.distinguished_name
         .push(DnType::CommonName, "bramble-master");
     p
@@ -223,7 +222,11 @@ fn wrong_and_missing_pins_are_refused_with_messages_on_both_sides() {
     let wrong = "0".repeat(64);
 
     // A worker whose token pins another certificate: refused, keeps retrying, says what to fix.
-    let bad = write(tmp.path(), "wrong-pin.token", &format!("K10{wrong}::{cred}\n"));
+    let bad = write(
+        tmp.path(),
+        "wrong-pin.token",
+        &format!("K10{wrong}::{cred}\n"),
+    );
     let state = tmp.path().join("w1");
     let log = state.with_extension("worker.log");
     let child = std::process::Command::new(bramble_tests::bin("bramble-worker"))
@@ -232,7 +235,10 @@ fn wrong_and_missing_pins_are_refused_with_messages_on_both_sides() {
         .arg(&state)
         .arg("--run-dir")
         .arg(state.with_extension("run"))
-        .args(["--cgroup-parent", &format!("bramble-test-{}-w1", std::process::id())])
+        .args([
+            "--cgroup-parent",
+            &format!("bramble-test-{}-w1", std::process::id()),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -242,24 +248,34 @@ fn wrong_and_missing_pins_are_refused_with_messages_on_both_sides() {
         what: "worker w1".into(),
         cgroup_parent: Some(format!("bramble-test-{}-w1", std::process::id())),
     };
-    wait_for(Duration::from_secs(30), "two refusals in the worker log", || {
-        let s = std::fs::read_to_string(&log).unwrap_or_default();
-        (s.matches("does not match the join token's pin").count() >= 2).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "two refusals in the worker log",
+        || {
+            let s = std::fs::read_to_string(&log).unwrap_or_default();
+            (s.matches("does not match the join token's pin").count() >= 2).then_some(())
+        },
+    );
     let s = std::fs::read_to_string(&log).unwrap();
     assert!(
         s.contains(&format!("expected sha256 {wrong}, got {pin}")) && s.contains("--token-file"),
         "{s}"
     );
     assert!(s.contains("reconnecting in"), "{s}");
-    wait_for(Duration::from_secs(10), "the master logs the refusal", || {
-        m.log().contains("TLS handshake failed").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the master logs the refusal",
+        || m.log().contains("TLS handshake failed").then_some(()),
+    );
     let nodes = m.ok(&["get", "nodes"]);
     assert!(!nodes.contains("w1"), "{nodes}");
 
     // The CLI with a wrong pin.
-    let bad_admin = write(tmp.path(), "wrong-admin.token", &format!("K10{wrong}::x.y\n"));
+    let bad_admin = write(
+        tmp.path(),
+        "wrong-admin.token",
+        &format!("K10{wrong}::x.y\n"),
+    );
     let o = m.cli(&["get", "nodes", "--token-file", &bad_admin]);
     assert_eq!(o.status.code(), Some(5));
     let e = String::from_utf8_lossy(&o.stderr);
@@ -278,11 +294,17 @@ fn wrong_and_missing_pins_are_refused_with_messages_on_both_sides() {
         .unwrap();
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("no certificate pin") && e.contains("join.token"), "{e}");
+    assert!(
+        e.contains("no certificate pin") && e.contains("join.token"),
+        "{e}"
+    );
     let o = m.cli(&["get", "nodes", "--token-file", &bare]);
     assert_eq!(o.status.code(), Some(5));
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("no certificate pin") && e.contains("admin.token"), "{e}");
+    assert!(
+        e.contains("no certificate pin") && e.contains("admin.token"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -309,17 +331,23 @@ fn plaintext_and_garbage_clients_are_dropped() {
         let r = s.read_to_end(&mut got);
         // Closed: cleanly, or reset because the master did not read all the junk.
         assert!(
-            r.is_ok() || r.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            r.is_ok()
+                || r.as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
             "the master must close the connection: {r:?}"
         );
         assert!(got.len() < 64, "no protocol answer in plaintext: {got:?}");
-        assert!(got.is_empty() || got[0] == 0x15, "only a TLS alert: {got:?}");
+        assert!(
+            got.is_empty() || got[0] == 0x15,
+            "only a TLS alert: {got:?}"
+        );
     }
     // A client that connects and says nothing is dropped by the handshake timeout, and the
     // master keeps serving meanwhile.
     let mut idle = std::net::TcpStream::connect(&m.addr).unwrap();
     assert!(m.ok(&["get", "namespaces"]).contains("default"));
-    idle.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut buf = [0u8; 16];
     assert_eq!(idle.read(&mut buf).unwrap(), 0, "silent clients are closed");
     assert!(m.log().contains("TLS handshake failed"), "{}", m.log());

@@ -228,16 +228,17 @@ impl Master {
         // One deadline covers the TLS handshake and the Hello.
         let deadline = Instant::now() + Duration::from_secs(10);
         let hs = tls::accept(&self.tls, stream, self.cfg.max_frame);
-        let (mut reader, mut writer) =
-            match with_timeout(Duration::from_secs(10), async { hs.await.map_err(IoError::Io) })
-                .await
-            {
-                Ok(rw) => rw,
-                Err(e) => {
-                    tls::log_refused(peer, &e);
-                    return Ok(());
-                }
-            };
+        let (mut reader, mut writer) = match with_timeout(Duration::from_secs(10), async {
+            hs.await.map_err(IoError::Io)
+        })
+        .await
+        {
+            Ok(rw) => rw,
+            Err(e) => {
+                tls::log_refused(peer, &e);
+                return Ok(());
+            }
+        };
         let left = deadline.saturating_duration_since(Instant::now());
         let body = match with_timeout(left, reader.next_frame()).await? {
             Some(b) => b,

@@ -149,7 +149,11 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<Identity> {
         return create(data_dir, &p);
     }
     if !have_cert {
-        return Err(damaged(&p.cert, "missing while server.key exists", data_dir));
+        return Err(damaged(
+            &p.cert,
+            "missing while server.key exists",
+            data_dir,
+        ));
     }
     if !have_key {
         return Err(damaged(&p.key, "missing while server.crt exists", data_dir));
@@ -514,7 +518,10 @@ mod tests {
         assert_eq!(a.pin, b.pin);
         assert_eq!(a.pin.len(), 64);
         for f in ["ca.key", "server.key"] {
-            let mode = fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }
         fs::write(dir.path().join("server.key"), "garbage").unwrap();

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use async_net::TcpStream;
 use bramble_wire::io::{FrameReader, IoError, send};
-use futures_lite::io::{ReadHalf, WriteHalf};
 use bramble_wire::msg::{ApiError, ErrorCode, Request, RequestBody, Response, ResponseBody};
 use bramble_wire::{Handshake, Hello, Role};
+use futures_lite::io::{ReadHalf, WriteHalf};
 
 use crate::api::heapless_str;
 use crate::api::tls::{ClientStream, DialError, dial_pinned};

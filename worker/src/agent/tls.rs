@@ -383,12 +383,10 @@ pub async fn connect(addr: &str, pin: [u8; 32]) -> Result<Connected, ConnectErro
             detail: format!("cannot start the TLS thread: {e}"),
         })?;
     match done_rx.recv().await {
-        Ok(Ok(())) => {
-            Ok(Connected {
-                stream: ours,
-                handshake: started.elapsed(),
-            })
-        }
+        Ok(Ok(())) => Ok(Connected {
+            stream: ours,
+            handshake: started.elapsed(),
+        }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(ConnectError::Handshake {
             addr: addr.to_string(),
@@ -399,7 +397,9 @@ pub async fn connect(addr: &str, pin: [u8; 32]) -> Result<Connected, ConnectErro
 
 fn tls_error(e: TlsError) -> String {
     match e {
-        TlsError::Io(k) => format!("connection error ({k:?}): the master closed the connection or is not speaking TLS"),
+        TlsError::Io(k) => format!(
+            "connection error ({k:?}): the master closed the connection or is not speaking TLS"
+        ),
         TlsError::HandshakeAborted(level, desc) => {
             format!("the server aborted the handshake ({level:?} alert {desc:?})")
         }
