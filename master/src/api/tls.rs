@@ -85,8 +85,8 @@ impl futures_lite::AsyncWrite for ConnWriter {
     }
 }
 
-/// The master's TLS identity.
-#[derive(Debug, Clone)]
+/// The master's TLS identity (its Debug output leaves the key out).
+#[derive(Clone)]
 pub struct Identity {
     /// `server.crt` as DER.
     pub cert_der: Vec<u8>,
@@ -94,6 +94,14 @@ pub struct Identity {
     key_der: Vec<u8>,
     /// sha256 of `cert_der`, lowercase hex: what tokens pin.
     pub pin: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("pin", &self.pin)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The file names of the master's TLS material under its data dir.
