@@ -343,7 +343,10 @@ async fn reject(
     msg: &str,
     max: usize,
 ) -> Result<(), IoError> {
-    tracing::warn!(?reason, "refused a connection: {msg}");
+    // Busy is expected under load: not worth a line per connection.
+    if !matches!(reason, RejectReason::Busy) {
+        tracing::warn!(?reason, "refused a connection: {msg}");
+    }
     let r = Handshake::Reject(Reject {
         reason,
         message: heapless_str(msg),
