@@ -782,7 +782,7 @@ pub fn tls_refusals(c: &mut Cluster) -> Result<String> {
             "qemu-wrong-pin",
             format!("K10{wrong_pin}::{cred}"),
             format!("expected sha256 {wrong_pin}, got {pin}"),
-            "TLS handshake failed",
+            "the client hung up after the master's certificate",
         ),
         (
             "qemu-wrong-token",

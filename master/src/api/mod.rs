@@ -201,12 +201,14 @@ impl Master {
                 }
                 None => {
                     smol::spawn(async move {
-                        let hs = tls::accept(&m.tls, stream, m.cfg.max_frame);
-                        let Ok((_, mut s)) = with_timeout(Duration::from_secs(5), async {
-                            hs.await.map_err(IoError::Io)
-                        })
-                        .await
-                        else {
+                        let hs = tls::handshake(
+                            &m.tls,
+                            stream,
+                            m.cfg.max_frame,
+                            Duration::from_secs(5),
+                            None,
+                        );
+                        let Some((_, mut s)) = hs.await else {
                             return;
                         };
                         let _ = reject(
@@ -227,17 +229,10 @@ impl Master {
         let peer = stream.peer_addr().ok();
         // One deadline covers the TLS handshake and the Hello.
         let deadline = Instant::now() + Duration::from_secs(10);
-        let hs = tls::accept(&self.tls, stream, self.cfg.max_frame);
-        let (mut reader, mut writer) = match with_timeout(Duration::from_secs(10), async {
-            hs.await.map_err(IoError::Io)
-        })
-        .await
-        {
-            Ok(rw) => rw,
-            Err(e) => {
-                tls::log_refused(peer, &e);
-                return Ok(());
-            }
+        let limit = Duration::from_secs(10);
+        let hs = tls::handshake(&self.tls, stream, self.cfg.max_frame, limit, peer);
+        let Some((mut reader, mut writer)) = hs.await else {
+            return Ok(());
         };
         let left = deadline.saturating_duration_since(Instant::now());
         let body = match with_timeout(left, reader.next_frame()).await? {

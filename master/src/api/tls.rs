@@ -43,7 +43,54 @@ pub const MAX_FRAGMENT: usize = 4096;
 pub const SERVER_NAME: &str = "bramble-master";
 
 /// A server-side TLS connection.
-pub type ServerStream = futures_rustls::server::TlsStream<TcpStream>;
+pub type ServerStream = futures_rustls::server::TlsStream<Counted>;
+
+/// A TCP stream that counts the bytes read, to tell a silent probe (0 bytes) from a client that
+/// hung up in the middle of the handshake.
+#[derive(Debug)]
+pub struct Counted {
+    inner: TcpStream,
+    read: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl futures_lite::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &r {
+            self.read
+                .fetch_add(*n, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl futures_lite::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
 /// The read half of an accepted connection, framed.
 pub type ConnReader = FrameReader<ReadHalf<ServerStream>>;
 
@@ -259,16 +306,44 @@ pub fn server_config(id: &Identity) -> anyhow::Result<Arc<ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
-/// Accepts TLS on `stream` (the caller bounds the time).
-pub async fn accept(
+/// Performs the server side of the TLS handshake on `stream` within `limit`. On failure, logs
+/// why (when `peer` is given) and returns `None`: the connection is dropped.
+pub async fn handshake(
     acceptor: &futures_rustls::TlsAcceptor,
     stream: TcpStream,
     max_frame: usize,
-) -> std::io::Result<(ConnReader, ConnWriter)> {
+    limit: std::time::Duration,
+    peer: Option<std::net::SocketAddr>,
+) -> Option<(ConnReader, ConnWriter)> {
+    use futures_lite::FutureExt;
     let tcp = stream.clone();
-    let tls = acceptor.accept(stream).await?;
-    let (r, w) = futures_lite::io::split(tls);
-    Ok((FrameReader::new(r, max_frame), ConnWriter { inner: w, tcp }))
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Counted {
+        inner: stream,
+        read: read.clone(),
+    };
+    let res = acceptor
+        .accept(counted)
+        .or(async {
+            smol::Timer::after(limit).await;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no TLS handshake within {} s", limit.as_secs()),
+            ))
+        })
+        .await;
+    match res {
+        Ok(tls) => {
+            let (r, w) = futures_lite::io::split(tls);
+            Some((FrameReader::new(r, max_frame), ConnWriter { inner: w, tcp }))
+        }
+        Err(e) => {
+            if let Some(peer) = peer {
+                log_refused(peer, &e, read.load(std::sync::atomic::Ordering::Relaxed));
+            }
+            None
+        }
+    }
 }
 
 /// The token file's contents for a credential: `K10<pin>::<credential>`.
@@ -313,13 +388,22 @@ pub fn pin_tokens(
     Ok(())
 }
 
-/// Logs a connection dropped during the TLS handshake.
-pub fn log_refused(peer: Option<std::net::SocketAddr>, e: &bramble_wire::io::IoError) {
-    let peer = peer.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
-    tracing::warn!(
-        %peer,
-        "TLS handshake failed, connection dropped: {e} (a client that hangs up here usually pins another certificate: give it this master's DATA_DIR/join.token or admin.token; a plaintext or non-TLS client cannot talk to the master)"
-    );
+/// Logs a connection dropped during the TLS handshake, after `bytes` bytes from the peer.
+fn log_refused(peer: std::net::SocketAddr, e: &std::io::Error, bytes: usize) {
+    if bytes == 0 {
+        // Port probes and health checks: nothing was said.
+        tracing::debug!(%peer, "connection closed before any TLS byte: {e}");
+    } else if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        tracing::warn!(
+            %peer,
+            "TLS handshake failed: the client hung up after the master's certificate: it most likely pins another certificate; give it this master's DATA_DIR/join.token or admin.token"
+        );
+    } else {
+        tracing::warn!(
+            %peer,
+            "TLS handshake failed, connection dropped: {e} (a plaintext or non-TLS client cannot talk to the master)"
+        );
+    }
 }
 
 /// Warns when a token file given on the command line does not pin this master's certificate.
