@@ -175,7 +175,7 @@ impl Master {
         };
         let t = Instant::now();
         loop {
-            if data_dir.join("admin.token").exists() && TcpStream::connect(&m.addr).is_ok() {
+            if data_dir.join("join.token").exists() && TcpStream::connect(&m.addr).is_ok() {
                 return Ok(m);
             }
             if let Some(c) = m.child.as_mut()
@@ -739,12 +739,100 @@ pub fn registration(c: &mut Cluster, i: usize) -> Result<String> {
             "`bramble get nodes -o wide` row for {name} lacks Ready/{arch}/v2(cpu,memory,pids):\n{table}"
         )));
     }
+    let console = c.node(i)?.guest()?.console_log();
+    let hs = handshake_times_ms(&console);
+    let Some(hs_ms) = hs.first() else {
+        return Err(c.failure(&format!(
+            "{name}: no `tls handshake took N ms` on the console (did it join over TLS?)"
+        )));
+    };
     Ok(format!(
-        "{name}: Ready after {:.1} s (QEMU start), arch {arch}, kernel {}, {}",
+        "{name}: Ready after {:.1} s (QEMU start), arch {arch}, kernel {}, {}, TLS handshake {hs_ms} ms",
         ready.as_secs_f64(),
         info["kernel"].as_str().unwrap_or("?"),
         cgroup_col.unwrap_or("?")
     ))
+}
+
+/// The worker's `tls handshake took N ms` lines in a console.
+pub fn handshake_times_ms(console: &str) -> Vec<u64> {
+    strip_ansi(console)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("tls handshake took ").nth(1)?;
+            rest.split(" ms").next()?.trim().parse().ok()
+        })
+        .collect()
+}
+
+/// Scenario: boards with a join token that pins another certificate, then with the right pin
+/// but a wrong credential, are refused: each guest's console says why (expected vs got hash, or
+/// the master's rejection) and keeps retrying, the master logs the refusal, and neither node
+/// registers. Uses a fresh aarch64 guest per case (tmpfs state).
+pub fn tls_refusals(c: &mut Cluster) -> Result<String> {
+    let spec0 = c.node(0)?.spec.clone();
+    let real = c.master.join_token()?;
+    let (pin, cred) = real
+        .strip_prefix("K10")
+        .and_then(|r| r.split_once("::"))
+        .with_context(|| format!("the master's join token has no pin: {real}"))?;
+    let wrong_pin = "0".repeat(64);
+    let cases = [
+        (
+            "qemu-wrong-pin",
+            format!("K10{wrong_pin}::{cred}"),
+            format!("expected sha256 {wrong_pin}, got {pin}"),
+            "the client hung up after the master's certificate",
+        ),
+        (
+            "qemu-wrong-token",
+            format!("K10{pin}::bogus.0123456789abcdef"),
+            "master rejected us: wrong join token".to_string(),
+            "refused a connection: wrong join token",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, token, console_says, master_says) in cases {
+        let mut spec = spec0.clone();
+        spec.token = token;
+        spec.node_name = name.to_string();
+        spec.state_disk = None;
+        spec.work_dir = None;
+        let log_before = fs::read_to_string(&c.master.log).unwrap_or_default().len();
+        let mut g = spec.boot()?;
+        let seen = g.wait_for(&console_says, READY_TIMEOUT);
+        let retried = seen.and_then(|t| {
+            let mark = g.mark();
+            g.wait_for_since(mark, &console_says, Duration::from_secs(30))
+                .map(|t2| (t, t2))
+        });
+        let (t, _) = match retried {
+            Ok(x) => x,
+            Err(e) => {
+                let f = g.failure(&format!(
+                    "{name}: no (repeated) refusal on the console: {e:#}"
+                ));
+                let _ = g.kill();
+                return Err(f);
+            }
+        };
+        let master_log = fs::read_to_string(&c.master.log).unwrap_or_default();
+        let master_ok = master_log
+            .get(log_before..)
+            .is_some_and(|l| l.contains(master_says));
+        let registered = c.master.node(name)?.is_some();
+        let _ = g.kill();
+        if !master_ok {
+            return Err(c.failure(&format!(
+                "{name}: the master's log does not show {master_says:?}"
+            )));
+        }
+        if registered {
+            return Err(c.failure(&format!("{name}: registered despite its bad token")));
+        }
+        out.push(format!("{name} refused after {:.1} s", t.as_secs_f64()));
+    }
+    Ok(out.join("; "))
 }
 
 /// Scenario 2: pods with `arch` land only on the matching board; an x86_64 pod stays Pending
@@ -1143,7 +1231,16 @@ pub fn run_suite(workers: &[Option<PathBuf>], relay: Option<PathBuf>) -> Result<
         .collect::<Result<Vec<_>, _>>()?;
     let mut c = Cluster::new(&dir, &bramble, &boards, workers, relay)?;
     let mut outcomes = Vec::new();
+    // Development aid: BRAMBLE_QEMU_ONLY=registration,refused runs only the scenarios whose
+    // names contain one of the words (unset: all of them).
+    let only: Vec<String> = std::env::var("BRAMBLE_QEMU_ONLY")
+        .map(|v| v.split(',').map(|w| w.trim().to_string()).collect())
+        .unwrap_or_default();
     let mut step = |name: &str, c: &mut Cluster, f: &dyn Fn(&mut Cluster) -> Result<String>| {
+        if !only.is_empty() && !only.iter().any(|w| name.contains(w.as_str())) {
+            eprintln!("cluster: -- {name} (not in BRAMBLE_QEMU_ONLY)");
+            return;
+        }
         eprintln!("cluster: == {name}");
         let t = Instant::now();
         let result = f(c);
@@ -1174,6 +1271,11 @@ pub fn run_suite(workers: &[Option<PathBuf>], relay: Option<PathBuf>) -> Result<
     step("idle worker connections stay up", &mut c, &|c| {
         connection_stability(c)
     });
+    step(
+        "wrong pin and wrong token refused (aarch64)",
+        &mut c,
+        &tls_refusals,
+    );
     let mut boot_to_ready = Vec::new();
     for n in c.nodes.iter().flatten() {
         for (m, r) in n.boot_to_marker.iter().zip(&n.boot_to_ready) {

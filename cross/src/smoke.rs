@@ -115,7 +115,10 @@ pub fn run_with_relay(
     let dir = crate::util::target_dir().join("bramble-qemu");
     std::fs::create_dir_all(&dir)?;
     let disk = StateDisk::create(&dir.join(format!("smoke-{}.img", board.name)), 64)?;
-    let mut spec = GuestSpec::new(board, worker, port, "smoke-test-token", Some(&disk));
+    // A well-formed pinned token (the worker refuses to start without a pin); the listener
+    // never completes TLS, so the worker just holds its connection.
+    let token = format!("K10{}::smoke.test-token", "0".repeat(64));
+    let mut spec = GuestSpec::new(board, worker, port, &token, Some(&disk));
     spec.probe_master = true;
     spec.relay = relay;
     let mut guest = Guest::boot_spec(&spec)?;

@@ -139,7 +139,7 @@ pub fn run_up(a: UpArgs, _server: &str) -> anyhow::Result<()> {
     let _worker = KillOnDrop(child);
     println!("worker:  {} (pid {})", worker.display(), _worker.0.id());
     let token_file = master_dir.join("admin.token");
-    let token = crate::api::auth::read_token(&token_file)?;
+    let token = crate::cli::client::read_token_file(&token_file)?;
     if !a.no_demo {
         smol::block_on(crate::demo::run(&listen, &token, DEMO))?;
     }

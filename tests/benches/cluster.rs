@@ -196,7 +196,7 @@ fn start_master(data_dir: &Path, extra: &[&str]) -> MasterProc {
         data_dir: data_dir.to_path_buf(),
     };
     let t = Instant::now();
-    while !(data_dir.join("admin.token").exists() && TcpStream::connect(&m.addr).is_ok()) {
+    while !(data_dir.join("join.token").exists() && TcpStream::connect(&m.addr).is_ok()) {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "master on {} did not come up; log: {}",

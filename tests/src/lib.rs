@@ -182,7 +182,9 @@ impl MasterProc {
     fn wait_ready(&self) {
         let t = Instant::now();
         loop {
+            // Both tokens: workers start from join.token, written after admin.token.
             if self.data_dir.join("admin.token").exists()
+                && self.data_dir.join("join.token").exists()
                 && std::net::TcpStream::connect(&self.addr).is_ok()
             {
                 return;

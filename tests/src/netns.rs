@@ -270,8 +270,7 @@ impl NetMaster {
         };
         let t = Instant::now();
         loop {
-            if m.data_dir.join("admin.token").exists() && m.cli(&["get", "nodes"]).status.success()
-            {
+            if m.data_dir.join("join.token").exists() && m.cli(&["get", "nodes"]).status.success() {
                 return m;
             }
             assert!(

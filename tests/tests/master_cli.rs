@@ -104,7 +104,14 @@ fn errors_name_the_problem_and_exit_codes_differ() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(5), "connection failure exits 5");
-    let bad = write(tmp.path(), "bad.token", "0123456789abcdef0123");
+    // The right pin (the master's certificate), the wrong credential.
+    let good = std::fs::read_to_string(m.data_dir.join("admin.token")).unwrap();
+    let pin = good.split("::").next().unwrap();
+    let bad = write(
+        tmp.path(),
+        "bad.token",
+        &format!("{pin}::0123456789abcdef0123"),
+    );
     let o = std::process::Command::new(bramble_tests::bin("bramble"))
         .args(["get", "pods", "--server", &m.addr, "--token-file", &bad])
         .output()

@@ -80,6 +80,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         })?
         .trim()
         .to_string();
+    // Refuse at once a token that cannot authenticate the master.
+    bramble_worker::agent::tls::pin_and_credential(&token)
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}", args.token_file.display()))?;
     let name = args.name.unwrap_or_else(hostname);
     let mut labels = Vec::new();
     for kv in args

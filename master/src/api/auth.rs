@@ -5,11 +5,12 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// Reads `path`, or creates it with a fresh random token (mode 0600) if it does not exist.
-pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
+/// Reads `path`, or creates it with a fresh random token (mode 0600) if it does not exist, written
+/// as `K10<pin>::<token>`; returns the token without the pin.
+pub fn load_or_create(path: &Path, pin: &str) -> anyhow::Result<String> {
     match fs::read_to_string(path) {
         Ok(s) => {
-            let t = s.trim().to_string();
+            let t = credential_of(&s, path)?;
             anyhow::ensure!(
                 (16..=128).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_graphic()),
                 "{}: a token must be 16-128 printable ASCII characters; delete the file to have a new one generated",
@@ -27,7 +28,7 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
                 .create_new(true)
                 .mode(0o600)
                 .open(path)?;
-            writeln!(f, "{t}")?;
+            writeln!(f, "{}", super::tls::pinned_token(pin, &t))?;
             f.sync_all()?;
             fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
             Ok(t)
@@ -44,7 +45,14 @@ pub fn read_token(path: &Path) -> anyhow::Result<String> {
     let t = fs::read_to_string(path).map_err(|e| {
         anyhow::anyhow!("cannot read token file {}: {e}; pass --token-file with the master's DATA_DIR/admin.token", path.display())
     })?;
-    Ok(t.trim().to_string())
+    credential_of(&t, path)
+}
+
+/// The credential of a token file's text (without its `K10<pin>::` prefix).
+fn credential_of(text: &str, path: &Path) -> anyhow::Result<String> {
+    bramble_wire::token::split_token(text)
+        .map(|p| p.credential.to_string())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// `n` random bytes as hex, from the kernel's CSPRNG.

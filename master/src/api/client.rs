@@ -3,9 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use async_net::TcpStream;
 use bramble_wire::WireError;
-use bramble_wire::io::{FrameReader, IoError, send};
+use bramble_wire::io::{IoError, send};
 use bramble_wire::msg::{
     ApiError, Applied, ApplyOutcome, ErrorCode, NodeDown, Request, RequestBody, Response,
     ResponseBody,
@@ -56,8 +55,8 @@ pub(crate) async fn ensure_default_namespace(m: &Master) -> anyhow::Result<()> {
 
 pub(crate) async fn serve(
     m: Arc<Master>,
-    mut reader: FrameReader<TcpStream>,
-    writer: TcpStream,
+    mut reader: super::tls::ConnReader,
+    writer: super::tls::ConnWriter,
 ) -> anyhow::Result<()> {
     // One writer task per connection; requests that stream (watch, logs) send through it.
     let (tx, rx) = async_channel::bounded::<Response>(256);

@@ -13,15 +13,16 @@ pub mod control;
 mod dispatch;
 mod endpoints;
 mod node;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_lock::{Mutex, Semaphore};
 use async_net::{TcpListener, TcpStream};
-use bramble_wire::io::{FrameReader, IoError, send};
+use bramble_wire::io::{IoError, send};
 use bramble_wire::msg::{NodeDown, ResponseBody};
 use bramble_wire::{Handshake, Reject, RejectReason, Role, Welcome, WireError};
 use futures_lite::FutureExt;
@@ -86,12 +87,12 @@ pub(crate) struct NodeLive {
 }
 
 /// Shared state of a running master.
-#[derive(Debug)]
 pub struct Master {
     pub(crate) store: Store,
     pub(crate) cfg: Config,
     admin_token: String,
     join_token: String,
+    tls: futures_rustls::TlsAcceptor,
     pub(crate) nodes: Mutex<HashMap<String, NodeLive>>,
     pub(crate) log_routes: Mutex<HashMap<u32, async_channel::Sender<ResponseBody>>>,
     pub(crate) next_id: std::sync::atomic::AtomicU64,
@@ -100,6 +101,15 @@ pub struct Master {
     pub(crate) started_ms: u64,
     pub(crate) events: control::Events,
     pub(crate) endpoints: endpoints::Current,
+}
+
+impl std::fmt::Debug for Master {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Master")
+            .field("cfg", &self.cfg)
+            .field("started_ms", &self.started_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -117,14 +127,17 @@ impl Master {
             anyhow::anyhow!("cannot create data dir {}: {e}", cfg.data_dir.display())
         })?;
         let (admin_default, join_default) = auth::default_paths(&cfg.data_dir);
+        let identity = tls::load_or_create(&cfg.data_dir)?;
+        let tls = futures_rustls::TlsAcceptor::from(tls::server_config(&identity)?);
         let admin_token = match &cfg.admin_token_file {
             Some(p) => auth::read_token(p)?,
-            None => auth::load_or_create(&admin_default)?,
+            None => auth::load_or_create(&admin_default, &identity.pin)?,
         };
         let join_token = match &cfg.join_token_file {
             Some(p) => auth::read_token(p)?,
-            None => auth::load_or_create(&join_default)?,
+            None => auth::load_or_create(&join_default, &identity.pin)?,
         };
+        tls::pin_tokens(&cfg, &admin_default, &join_default, &identity.pin)?;
         let store = Store::open(&cfg.data_dir).await?;
         let (wake_sched, wake_sched_rx) = async_channel::bounded(1);
         let m = Arc::new(Master {
@@ -132,6 +145,7 @@ impl Master {
             cfg,
             admin_token,
             join_token,
+            tls,
             nodes: Mutex::new(HashMap::new()),
             log_routes: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),
@@ -193,7 +207,16 @@ impl Master {
                 }
                 None => {
                     smol::spawn(async move {
-                        let mut s = stream;
+                        let hs = tls::handshake(
+                            &m.tls,
+                            stream,
+                            m.cfg.max_frame,
+                            Duration::from_secs(5),
+                            None,
+                        );
+                        let Some((_, mut s)) = hs.await else {
+                            return;
+                        };
                         let _ = reject(
                             &mut s,
                             RejectReason::Busy,
@@ -210,9 +233,15 @@ impl Master {
 
     async fn handle(self: Arc<Self>, stream: TcpStream) -> anyhow::Result<()> {
         let peer = stream.peer_addr().ok();
-        let mut writer = stream.clone();
-        let mut reader = FrameReader::new(stream, self.cfg.max_frame);
-        let body = match with_timeout(Duration::from_secs(10), reader.next_frame()).await? {
+        // One deadline covers the TLS handshake and the Hello.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let limit = Duration::from_secs(10);
+        let hs = tls::handshake(&self.tls, stream, self.cfg.max_frame, limit, peer);
+        let Some((mut reader, mut writer)) = hs.await else {
+            return Ok(());
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let body = match with_timeout(left, reader.next_frame()).await? {
             Some(b) => b,
             None => return Ok(()),
         };
@@ -273,7 +302,7 @@ impl Master {
         }
     }
 
-    async fn welcome(&self, w: &mut TcpStream, identity: &str) -> Result<(), IoError> {
+    async fn welcome(&self, w: &mut tls::ConnWriter, identity: &str) -> Result<(), IoError> {
         let welcome = Handshake::Welcome(Welcome {
             protocol_version: bramble_wire::PROTOCOL_VERSION,
             identity: heapless_str(identity),
@@ -310,11 +339,15 @@ pub fn heapless_str<const N: usize>(s: &str) -> heapless::String<N> {
 }
 
 async fn reject(
-    w: &mut TcpStream,
+    w: &mut tls::ConnWriter,
     reason: RejectReason,
     msg: &str,
     max: usize,
 ) -> Result<(), IoError> {
+    // Busy is expected under load: not worth a line per connection.
+    if !matches!(reason, RejectReason::Busy) {
+        tracing::warn!(?reason, "refused a connection: {msg}");
+    }
     let r = Handshake::Reject(Reject {
         reason,
         message: heapless_str(msg),

@@ -5,9 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_net::TcpStream;
 use bramble_wire::NodeInfo;
-use bramble_wire::io::{FrameReader, send};
+use bramble_wire::io::send;
 use bramble_wire::msg::{NodeDown, NodeUp, PodReport, ResponseBody};
 use bramble_wire::objects::{
     Condition, ConditionKind, Controllers, Kind, Meta, Node, NodeStatus, Object, Resources,
@@ -22,8 +21,8 @@ pub(crate) async fn serve(
     m: Arc<Master>,
     name: String,
     peer: Option<SocketAddr>,
-    mut reader: FrameReader<TcpStream>,
-    writer: TcpStream,
+    mut reader: super::tls::ConnReader,
+    writer: super::tls::ConnWriter,
 ) -> anyhow::Result<()> {
     let hb = m.cfg.heartbeat_interval;
     let idle = hb * 3 + Duration::from_secs(5);

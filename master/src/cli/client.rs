@@ -6,8 +6,19 @@ use async_net::TcpStream;
 use bramble_wire::io::{FrameReader, IoError, send};
 use bramble_wire::msg::{ApiError, ErrorCode, Request, RequestBody, Response, ResponseBody};
 use bramble_wire::{Handshake, Hello, Role};
+use futures_lite::io::{ReadHalf, WriteHalf};
 
 use crate::api::heapless_str;
+use crate::api::tls::{ClientStream, DialError, dial_pinned};
+
+/// Reads a token file as it is (`K10<pin>::<id>.<secret>`): the pin is checked against the
+/// master's certificate, the rest is the credential.
+pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let t = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!("cannot read token file {}: {e}; pass --token-file with the master's DATA_DIR/admin.token", path.display())
+    })?;
+    Ok(t.trim().to_string())
+}
 
 /// Why a call failed; maps to the CLI's exit codes.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +29,14 @@ pub enum ClientError {
         /// Address tried.
         addr: String,
         /// What happened.
+        detail: String,
+    },
+    /// The server is not the master the token pins (or the token has no pin).
+    #[error("refusing the server at {addr}: {detail}")]
+    Untrusted {
+        /// Address tried.
+        addr: String,
+        /// What is wrong and how to fix it.
         detail: String,
     },
     /// The master refused the handshake.
@@ -34,6 +53,7 @@ impl ClientError {
         match self {
             ClientError::Connect { .. } => 5,
             ClientError::Rejected(_) => 5,
+            ClientError::Untrusted { .. } => 5,
             ClientError::Api(e) => match e.code {
                 ErrorCode::NotFound => 3,
                 ErrorCode::Conflict => 4,
@@ -49,13 +69,14 @@ impl ClientError {
 #[derive(Debug)]
 pub struct Client {
     addr: String,
-    reader: FrameReader<TcpStream>,
-    writer: TcpStream,
+    reader: FrameReader<ReadHalf<ClientStream>>,
+    writer: WriteHalf<ClientStream>,
     next: u32,
 }
 
 impl Client {
-    /// Connects and authenticates with the admin token.
+    /// Connects over TLS, pinning the certificate named by the admin token (`K10<pin>::cred`),
+    /// and authenticates with the token's credential.
     pub async fn connect(addr: &str, token: &str) -> Result<Client, ClientError> {
         let conn_err = |detail: String| ClientError::Connect {
             addr: addr.to_string(),
@@ -76,14 +97,30 @@ impl Client {
                 ))
             })?;
         let _ = stream.set_nodelay(true);
+        let (tls, credential) = dial_pinned(stream, token, "admin.token")
+            .or(async {
+                smol::Timer::after(Duration::from_secs(10)).await;
+                Err(DialError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake timed out after 10 s",
+                )))
+            })
+            .await
+            .map_err(|e| match e {
+                DialError::Io(e) => conn_err(format!("TLS handshake failed: {e}")),
+                other => ClientError::Untrusted {
+                    addr: addr.to_string(),
+                    detail: other.to_string(),
+                },
+            })?;
         let max = crate::api::CLIENT_RESPONSE_MAX;
-        let mut reader = FrameReader::new(stream.clone(), max);
-        let mut writer = stream;
+        let (r, mut writer) = futures_lite::io::split(tls);
+        let mut reader = FrameReader::new(r, max);
         let hello = Handshake::Hello(Hello {
             protocol_version: bramble_wire::PROTOCOL_VERSION,
             role: Role::Client,
             identity: heapless_str("admin"),
-            credentials: heapless_str(token),
+            credentials: heapless_str(&credential),
             agent_version: heapless_str(env!("CARGO_PKG_VERSION")),
         });
         send(&mut writer, &hello, max)

@@ -290,7 +290,7 @@ fn token(file: &Option<PathBuf>) -> Result<String, String> {
             dir.join("admin.token")
         }
     };
-    crate::api::auth::read_token(&path).map_err(|e| e.to_string())
+    client::read_token_file(&path).map_err(|e| e.to_string())
 }
 
 fn parse_kind(s: &str) -> Result<Kind, ClientError> {

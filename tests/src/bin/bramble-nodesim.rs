@@ -299,13 +299,18 @@ async fn session(
         .await
         .context("connect")?;
     let _ = stream.set_nodelay(true);
-    let mut reader = FrameReader::new(stream.clone(), MAX_FRAME);
-    let mut writer = stream;
+    // TLS like a real worker, pinning the master's certificate from the join token.
+    let (tls, credential) =
+        bramble_master::api::tls::dial_pinned(stream, &args.token, "join.token")
+            .await
+            .context("TLS handshake")?;
+    let (r, mut writer) = futures_lite::io::split(tls);
+    let mut reader = FrameReader::new(r, MAX_FRAME);
     let hello = Handshake::Hello(Hello {
         protocol_version: bramble_wire::PROTOCOL_VERSION,
         role: Role::Worker,
         identity: hstr(name),
-        credentials: hstr(&args.token),
+        credentials: hstr(&credential),
         agent_version: hstr(concat!("nodesim-", env!("CARGO_PKG_VERSION"))),
     });
     send(&mut writer, &hello, MAX_FRAME)

@@ -8,6 +8,7 @@
 pub mod driver;
 pub mod info;
 pub mod state;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use async_net::TcpStream;
 use bramble_wire::io::{FrameReader, send};
 use bramble_wire::msg::{Assignment, LogChunk, NodeDown, NodeUp, PodReport};
 use bramble_wire::objects::Pod;
@@ -287,23 +287,17 @@ async fn session(
     registered: &AtomicBool,
 ) -> anyhow::Result<()> {
     let max = bramble_wire::DEFAULT_MAX_FRAME * 16;
-    let stream = TcpStream::connect(&cfg.master)
-        .or(async {
-            smol::Timer::after(Duration::from_secs(10)).await;
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "connect timed out",
-            ))
-        })
-        .await?;
-    let _ = stream.set_nodelay(true);
+    let (pin, credential) = tls::pin_and_credential(&cfg.token)?;
+    let conn = tls::connect(&cfg.master, pin).await?;
+    tracing::info!(master = %cfg.master, "tls handshake took {} ms", conn.handshake.as_millis());
+    let stream = conn.stream;
     let mut reader = FrameReader::new(stream.clone(), max);
     let mut writer = stream;
     let hello = Handshake::Hello(Hello {
         protocol_version: bramble_wire::PROTOCOL_VERSION,
         role: Role::Worker,
         identity: cfg.info.name.clone(),
-        credentials: info_str(&cfg.token),
+        credentials: info_str(credential),
         agent_version: info_str(env!("CARGO_PKG_VERSION")),
     });
     send(&mut writer, &hello, max).await?;
