@@ -6,6 +6,7 @@
 //! status changes).
 
 pub mod auth;
+pub mod authz;
 mod client;
 pub use client::CLIENT_RESPONSE_MAX;
 pub mod control;
@@ -50,6 +51,10 @@ pub struct Config {
     pub client_idle_timeout: Duration,
     /// NotReady time after which a node's pods are replaced elsewhere.
     pub eviction_timeout: Duration,
+    /// Failed authentications an address may make at once before it is refused (`Busy`).
+    pub auth_fail_burst: u32,
+    /// Failed authentications an address regains per second.
+    pub auth_fail_per_s: f64,
 }
 
 impl Config {
@@ -66,6 +71,8 @@ impl Config {
             node_grace: Duration::from_secs(40),
             client_idle_timeout: Duration::from_secs(600),
             eviction_timeout: Duration::from_secs(60),
+            auth_fail_burst: 10,
+            auth_fail_per_s: 2.0,
         }
     }
 }
@@ -88,8 +95,8 @@ pub(crate) struct NodeLive {
 pub struct Master {
     pub(crate) store: Store,
     pub(crate) cfg: Config,
-    admin_token: String,
-    join_token: String,
+    pub(crate) tokens: auth::Tokens,
+    auth_limit: std::sync::Mutex<auth::FailLimiter>,
     pub(crate) nodes: Mutex<HashMap<String, NodeLive>>,
     pub(crate) log_routes: Mutex<HashMap<u32, async_channel::Sender<ResponseBody>>>,
     pub(crate) next_id: std::sync::atomic::AtomicU64,
@@ -116,19 +123,21 @@ impl Master {
         let (admin_default, join_default) = auth::default_paths(&cfg.data_dir);
         let admin_token = match &cfg.admin_token_file {
             Some(p) => auth::read_token(p)?,
-            None => auth::load_or_create(&admin_default)?,
+            None => auth::load_or_create(&admin_default, bramble_wire::msg::TokenKind::Admin)?,
         };
         let join_token = match &cfg.join_token_file {
             Some(p) => auth::read_token(p)?,
-            None => auth::load_or_create(&join_default)?,
+            None => auth::load_or_create(&join_default, bramble_wire::msg::TokenKind::Join)?,
         };
         let store = Store::open(&cfg.data_dir).await?;
+        let tokens = auth::Tokens::load(&store, &admin_token, &join_token, now_ms()).await?;
+        let auth_limit = auth::FailLimiter::new(cfg.auth_fail_burst, cfg.auth_fail_per_s, 4096);
         let (wake_sched, wake_sched_rx) = async_channel::bounded(1);
         let m = Arc::new(Master {
             store,
             cfg,
-            admin_token,
-            join_token,
+            tokens,
+            auth_limit: std::sync::Mutex::new(auth_limit),
             nodes: Mutex::new(HashMap::new()),
             log_routes: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),
@@ -205,6 +214,10 @@ impl Master {
     async fn handle(self: Arc<Self>, stream: TcpStream) -> anyhow::Result<()> {
         let peer = stream.peer_addr().ok();
         let mut writer = stream.clone();
+        if let Some(d) = self.over_auth_limit(peer) {
+            reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
+            return Ok(());
+        }
         let mut reader = FrameReader::new(stream, self.cfg.max_frame);
         let body = match with_timeout(Duration::from_secs(10), reader.next_frame()).await? {
             Some(b) => b,
@@ -237,32 +250,36 @@ impl Master {
             }
         };
         let identity = hello.identity.as_str().to_string();
+        let principal = match self.authenticate(&hello, peer) {
+            Ok(p) => p,
+            Err(d) => {
+                reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
+                return Ok(());
+            }
+        };
         match hello.role {
             Role::Client => {
-                if !auth::token_eq(hello.credentials.as_str(), &self.admin_token) {
-                    reject(&mut writer, RejectReason::BadCredentials, "wrong admin token: use the master's DATA_DIR/admin.token (--token-file or BRAMBLE_TOKEN_FILE)", self.cfg.max_frame).await?;
-                    return Ok(());
-                }
                 self.welcome(&mut writer, &identity).await?;
-                client::serve(self, reader, writer).await
+                client::serve(self, principal, reader, writer).await
             }
             Role::Worker | Role::Device => {
-                if !auth::token_eq(hello.credentials.as_str(), &self.join_token) {
-                    reject(
-                        &mut writer,
-                        RejectReason::BadCredentials,
-                        "wrong join token: use the master's DATA_DIR/join.token",
-                        self.cfg.max_frame,
-                    )
-                    .await?;
-                    return Ok(());
-                }
                 if crate::validate::check_name("node name", &identity).is_err() {
                     reject(&mut writer, RejectReason::BadIdentity, "node name must be a DNS-1123 label (lowercase letters, digits, '-'); pass --name", self.cfg.max_frame).await?;
                     return Ok(());
                 }
+                let token = match self.join(&principal, &identity).await {
+                    Ok(t) => t,
+                    Err(d) => {
+                        reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
+                        return Ok(());
+                    }
+                };
                 self.welcome(&mut writer, &identity).await?;
-                node::serve(self, identity, peer, reader, writer).await
+                if let Some(secret) = token.1 {
+                    send(&mut writer, &NodeDown::Credential { secret }, self.cfg.max_frame)
+                        .await?;
+                }
+                node::serve(self, identity, token.0, peer, reader, writer).await
             }
         }
     }
