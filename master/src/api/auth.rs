@@ -617,7 +617,9 @@ impl super::Master {
         Some(denied(
             RejectReason::Busy,
             false,
-            format!("too many failed authentications from {ip}: retry in {retry_s} s with the right token"),
+            format!(
+                "too many failed authentications from {ip}: retry in {retry_s} s with the right token"
+            ),
         ))
     }
 
@@ -659,7 +661,9 @@ impl super::Master {
                         Err(denied(
                             RejectReason::Busy,
                             false,
-                            format!("the master cannot store node {node}'s credential right now: retry later"),
+                            format!(
+                                "the master cannot store node {node}'s credential right now: retry later"
+                            ),
                         ))
                     }
                 }
@@ -700,7 +704,14 @@ impl super::Master {
                 let now = super::now_ms();
                 match self
                     .tokens
-                    .create(&self.store, TokenKind::Join, None, &description, ttl_ms, now)
+                    .create(
+                        &self.store,
+                        TokenKind::Join,
+                        None,
+                        &description,
+                        ttl_ms,
+                        now,
+                    )
                     .await
                 {
                     Ok(Some((row, cred))) => {
@@ -714,7 +725,10 @@ impl super::Master {
                         ErrorCode::Conflict,
                         "a token with the same id exists (random collision): retry".into(),
                     )),
-                    Err(e) => Err(err(ErrorCode::Internal, format!("cannot create a token: {e}"))),
+                    Err(e) => Err(err(
+                        ErrorCode::Internal,
+                        format!("cannot create a token: {e}"),
+                    )),
                 }
             }
             RequestBody::TokenList => Ok(ResponseBody::Tokens(

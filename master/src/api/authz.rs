@@ -263,7 +263,10 @@ mod tests {
         let admin = Principal::Admin {
             token: "admin-1".into(),
         };
-        let pods = [pod("a", "pi1", "cm-a", "s-a"), pod("b", "pi2", "cm-b", "s-b")];
+        let pods = [
+            pod("a", "pi1", "cm-a", "s-a"),
+            pod("b", "pi2", "cm-b", "s-b"),
+        ];
         let refs = NodeRefs::of("pi1", &pods);
         let o = |p: &Pod| Object::Pod(p.clone());
         assert!(visible(&me, &o(&pods[0]), Some(&refs)));

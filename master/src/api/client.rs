@@ -189,9 +189,9 @@ async fn handle(
 
 async fn handle_unfiltered(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError> {
     match body {
-        RequestBody::TokenCreate { .. } | RequestBody::TokenList | RequestBody::TokenRevoke { .. } => {
-            m.token_call(body).await
-        }
+        RequestBody::TokenCreate { .. }
+        | RequestBody::TokenList
+        | RequestBody::TokenRevoke { .. } => m.token_call(body).await,
         RequestBody::ArtifactBegin { .. } | RequestBody::ArtifactChunk { .. } => Err(ApiError {
             code: bramble_wire::msg::ErrorCode::Unavailable,
             message: "this master does not implement this call yet".into(),

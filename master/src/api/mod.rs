@@ -276,8 +276,12 @@ impl Master {
                 };
                 self.welcome(&mut writer, &identity).await?;
                 if let Some(secret) = token.1 {
-                    send(&mut writer, &NodeDown::Credential { secret }, self.cfg.max_frame)
-                        .await?;
+                    send(
+                        &mut writer,
+                        &NodeDown::Credential { secret },
+                        self.cfg.max_frame,
+                    )
+                    .await?;
                 }
                 node::serve(self, identity, token.0, peer, reader, writer).await
             }

@@ -76,11 +76,12 @@ impl Store {
     /// Replaces a token's secret hash (an operator rewrote a token file). Returns whether a row
     /// changed.
     pub async fn token_set_hash(&self, id: &str, secret_hash: &str) -> Result<bool, StoreError> {
-        let r = sqlx::query("UPDATE tokens SET secret_hash = ?2 WHERE id = ?1 AND secret_hash != ?2")
-            .bind(id)
-            .bind(secret_hash)
-            .execute(&self.shared.pool)
-            .await?;
+        let r =
+            sqlx::query("UPDATE tokens SET secret_hash = ?2 WHERE id = ?1 AND secret_hash != ?2")
+                .bind(id)
+                .bind(secret_hash)
+                .execute(&self.shared.pool)
+                .await?;
         Ok(r.rows_affected() > 0)
     }
 

@@ -284,6 +284,7 @@ async fn session(
     gate: &smol::lock::Semaphore,
     first_ready: &mut bool,
     started: Instant,
+    credential: &std::cell::RefCell<Option<String>>,
 ) -> anyhow::Result<()> {
     // Connect, handshake and register with bounded concurrency, so a burst of thousands of
     // nodes does not overflow the master's accept backlog.
@@ -305,7 +306,8 @@ async fn session(
         protocol_version: bramble_wire::PROTOCOL_VERSION,
         role: Role::Worker,
         identity: hstr(name),
-        credentials: hstr(&args.token),
+        // After joining once, the node's own credential (the master takes a join once per name).
+        credentials: hstr(credential.borrow().as_deref().unwrap_or(&args.token)),
         agent_version: hstr(concat!("nodesim-", env!("CARGO_PKG_VERSION"))),
     });
     send(&mut writer, &hello, MAX_FRAME)
@@ -393,9 +395,11 @@ async fn session(
                     Some(
                         NodeDown::Endpoints(_)
                         | NodeDown::Secrets(_)
-                        | NodeDown::ArtifactChunk { .. }
-                        | NodeDown::Credential { .. },
+                        | NodeDown::ArtifactChunk { .. },
                     ) => {}
+                    Some(NodeDown::Credential { secret }) => {
+                        *credential.borrow_mut() = Some(secret);
+                    }
                     Some(NodeDown::Assign(a)) => {
                         stats.assigns.fetch_add(1, Ordering::Relaxed);
                         if !*first_ready {
@@ -484,6 +488,7 @@ async fn node(
 ) {
     let name = format!("{}-{idx}", args.prefix);
     let mut first_ready = false;
+    let credential = std::cell::RefCell::new(None);
     while !stop.is_closed() {
         match session(
             &args,
@@ -494,6 +499,7 @@ async fn node(
             &gate,
             &mut first_ready,
             started,
+            &credential,
         )
         .or(async {
             // Also while waiting for the gate or a connect.
