@@ -145,6 +145,32 @@ pub fn parse_credential(sent: &str) -> Option<(String, String)> {
     }
 }
 
+/// The first frame of a connection as a Hello: its version checked before anything else is
+/// decoded, then the rest. Pure (the fuzz target `handshake` drives it with arbitrary bytes).
+pub fn parse_hello(body: &[u8]) -> Result<bramble_wire::Hello, Denied> {
+    use bramble_wire::{Handshake, WireError};
+    if let Err(e) = Handshake::check_hello_version(body) {
+        let (reason, msg) = match e {
+            WireError::UnsupportedVersion { min, max, got } => (
+                RejectReason::UnsupportedVersion { min, max },
+                format!(
+                    "protocol version {got} is not supported; this master speaks {min}..={max}: upgrade the older side"
+                ),
+            ),
+            other => (RejectReason::Malformed, format!("bad hello: {other}")),
+        };
+        return Err(denied(reason, false, msg));
+    }
+    match bramble_wire::frame::decode::<Handshake>(body) {
+        Ok(Handshake::Hello(h)) => Ok(h),
+        Ok(_) | Err(_) => Err(denied(
+            RejectReason::Malformed,
+            false,
+            "expected a Hello".into(),
+        )),
+    }
+}
+
 /// Who a connection authenticated as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {

@@ -22,7 +22,7 @@ use async_lock::{Mutex, Semaphore};
 use async_net::{TcpListener, TcpStream};
 use bramble_wire::io::{FrameReader, IoError, send};
 use bramble_wire::msg::{NodeDown, ResponseBody};
-use bramble_wire::{Handshake, Reject, RejectReason, Role, Welcome, WireError};
+use bramble_wire::{Handshake, Reject, RejectReason, Role, Welcome};
 use futures_lite::FutureExt;
 use tracing::{info, warn};
 
@@ -223,29 +223,10 @@ impl Master {
             Some(b) => b,
             None => return Ok(()),
         };
-        if let Err(e) = Handshake::check_hello_version(&body) {
-            let (reason, msg) = match e {
-                WireError::UnsupportedVersion { min, max, got } => (
-                    RejectReason::UnsupportedVersion { min, max },
-                    format!(
-                        "protocol version {got} is not supported; this master speaks {min}..={max}: upgrade the older side"
-                    ),
-                ),
-                other => (RejectReason::Malformed, format!("bad hello: {other}")),
-            };
-            reject(&mut writer, reason, &msg, self.cfg.max_frame).await?;
-            return Ok(());
-        }
-        let hello = match bramble_wire::frame::decode::<Handshake>(&body) {
-            Ok(Handshake::Hello(h)) => h,
-            Ok(_) | Err(_) => {
-                reject(
-                    &mut writer,
-                    RejectReason::Malformed,
-                    "expected a Hello",
-                    self.cfg.max_frame,
-                )
-                .await?;
+        let hello = match auth::parse_hello(&body) {
+            Ok(h) => h,
+            Err(d) => {
+                reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
                 return Ok(());
             }
         };
