@@ -48,20 +48,26 @@ pub fn load_or_create(path: &Path, kind: TokenKind) -> anyhow::Result<String> {
     }
 }
 
-/// Writes a file holding a secret: mode 0600 from its creation, fsynced, replacing nothing.
+/// Writes a file holding a secret: mode 0600 from its creation, fsynced, complete before it
+/// appears (written aside, then linked into place, which fails rather than replace a file).
 fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)?;
-    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot create token file {}: {e}", path.display()))?;
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot create token file {}: {e}", tmp.display()))?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
     writeln!(f, "{content}")?;
     f.sync_all()?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    linked.map_err(|e| anyhow::anyhow!("cannot create token file {}: {e}", path.display()))?;
+    fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 

@@ -121,13 +121,14 @@ impl Master {
             anyhow::anyhow!("cannot create data dir {}: {e}", cfg.data_dir.display())
         })?;
         let (admin_default, join_default) = auth::default_paths(&cfg.data_dir);
-        let admin_token = match &cfg.admin_token_file {
-            Some(p) => auth::read_token(p)?,
-            None => auth::load_or_create(&admin_default, bramble_wire::msg::TokenKind::Admin)?,
-        };
+        // The join token first: tools wait for admin.token, then read join.token.
         let join_token = match &cfg.join_token_file {
             Some(p) => auth::read_token(p)?,
             None => auth::load_or_create(&join_default, bramble_wire::msg::TokenKind::Join)?,
+        };
+        let admin_token = match &cfg.admin_token_file {
+            Some(p) => auth::read_token(p)?,
+            None => auth::load_or_create(&admin_default, bramble_wire::msg::TokenKind::Admin)?,
         };
         let store = Store::open(&cfg.data_dir).await?;
         let tokens = auth::Tokens::load(&store, &admin_token, &join_token, now_ms()).await?;
