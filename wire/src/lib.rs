@@ -53,13 +53,13 @@ extern crate std;
 pub mod core_msg;
 mod error;
 pub mod frame;
+pub mod token;
 #[cfg(feature = "std")]
 pub mod io;
 #[cfg(feature = "alloc")]
 pub mod msg;
 #[cfg(feature = "alloc")]
 pub mod objects;
-pub mod token;
 
 pub use core_msg::*;
 pub use error::WireError;

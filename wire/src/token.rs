@@ -45,8 +45,7 @@ pub fn split_token(s: &str) -> Result<TokenParts<'_>, &'static str> {
 
 /// Splits a credential `id.secret` at its first dot.
 pub fn split_credential(cred: &str) -> Option<(&str, &str)> {
-    cred.split_once('.')
-        .filter(|(i, s)| !i.is_empty() && !s.is_empty())
+    cred.split_once('.').filter(|(i, s)| !i.is_empty() && !s.is_empty())
 }
 
 #[cfg(test)]
