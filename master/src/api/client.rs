@@ -55,6 +55,7 @@ pub(crate) async fn ensure_default_namespace(m: &Master) -> anyhow::Result<()> {
 
 pub(crate) async fn serve(
     m: Arc<Master>,
+    principal: super::auth::Principal,
     mut reader: super::tls::ConnReader,
     writer: super::tls::ConnWriter,
 ) -> anyhow::Result<()> {
@@ -90,6 +91,8 @@ pub(crate) async fn serve(
         let _ = w.shutdown(std::net::Shutdown::Both);
     });
     let mut streams = Vec::new();
+    let principal = Arc::new(principal);
+    let mut token_gen = m.tokens.generation();
     loop {
         let req: Request = match with_timeout(m.cfg.client_idle_timeout, reader.recv()).await {
             Ok(Some(r)) => r,
@@ -100,6 +103,26 @@ pub(crate) async fn serve(
             }
         };
         let id = req.id;
+        // A revoked token is cut off at its next request; every request is authorized first.
+        if let Err(why) = m
+            .tokens
+            .still_valid(principal.token_id(), &mut token_gen, now_ms())
+        {
+            tracing::warn!("{why}: closing its client connection");
+            let body = ResponseBody::Error(err(
+                ErrorCode::Forbidden,
+                format!("{why}: ask an admin for a new token"),
+            ));
+            let _ = tx.send(Response { id, body }).await;
+            break;
+        }
+        if let Err(e) = super::authz::check_request(&principal, &req.body) {
+            let body = ResponseBody::Error(e);
+            if tx.send(Response { id, body }).await.is_err() {
+                break;
+            }
+            continue;
+        }
         match req.body {
             RequestBody::Watch {
                 kind,
@@ -108,6 +131,7 @@ pub(crate) async fn serve(
             } => {
                 streams.push(smol::spawn(watch(
                     m.clone(),
+                    principal.clone(),
                     id,
                     kind,
                     namespace,
@@ -134,7 +158,7 @@ pub(crate) async fn serve(
                 )));
             }
             body => {
-                let out = match handle(&m, body).await {
+                let out = match handle(&m, &principal, body).await {
                     Ok(b) => b,
                     Err(e) => ResponseBody::Error(e),
                 };
@@ -150,13 +174,24 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError> {
+async fn handle(
+    m: &Master,
+    p: &super::auth::Principal,
+    body: RequestBody,
+) -> Result<ResponseBody, ApiError> {
+    let mut out = handle_unfiltered(m, body).await?;
+    if !matches!(p, super::auth::Principal::Admin { .. }) {
+        super::authz::filter(m, p, &mut out).await?;
+    }
+    Ok(out)
+}
+
+async fn handle_unfiltered(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError> {
     match body {
-        RequestBody::ArtifactBegin { .. }
-        | RequestBody::ArtifactChunk { .. }
-        | RequestBody::TokenCreate { .. }
+        RequestBody::TokenCreate { .. }
         | RequestBody::TokenList
-        | RequestBody::TokenRevoke { .. } => Err(ApiError {
+        | RequestBody::TokenRevoke { .. } => m.token_call(body).await,
+        RequestBody::ArtifactBegin { .. } | RequestBody::ArtifactChunk { .. } => Err(ApiError {
             code: bramble_wire::msg::ErrorCode::Unavailable,
             message: "this master does not implement this call yet".into(),
         }),
@@ -453,6 +488,7 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
 
 async fn watch(
     m: Arc<Master>,
+    principal: Arc<super::auth::Principal>,
     id: u32,
     kind: Kind,
     namespace: Option<String>,
@@ -480,6 +516,11 @@ async fn watch(
     loop {
         match w.next().await {
             Ok(crate::store::Event { revision, event }) => {
+                let (bramble_wire::msg::WatchEvent::Put(o)
+                | bramble_wire::msg::WatchEvent::Deleted(o)) = &event;
+                if !super::authz::visible(&principal, o, None) {
+                    continue;
+                }
                 if tx
                     .send(Response {
                         id,

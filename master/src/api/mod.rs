@@ -6,6 +6,7 @@
 //! status changes).
 
 pub mod auth;
+pub mod authz;
 mod client;
 pub use client::CLIENT_RESPONSE_MAX;
 mod config_push;
@@ -24,7 +25,7 @@ use async_lock::{Mutex, Semaphore};
 use async_net::{TcpListener, TcpStream};
 use bramble_wire::io::{IoError, send};
 use bramble_wire::msg::{NodeDown, ResponseBody};
-use bramble_wire::{Handshake, Reject, RejectReason, Role, Welcome, WireError};
+use bramble_wire::{Handshake, Reject, RejectReason, Role, Welcome};
 use futures_lite::FutureExt;
 use tracing::{info, warn};
 
@@ -53,6 +54,10 @@ pub struct Config {
     pub client_idle_timeout: Duration,
     /// NotReady time after which a node's pods are replaced elsewhere.
     pub eviction_timeout: Duration,
+    /// Failed authentications an address may make at once before it is refused (`Busy`).
+    pub auth_fail_burst: u32,
+    /// Failed authentications an address regains per second.
+    pub auth_fail_per_s: f64,
 }
 
 impl Config {
@@ -69,6 +74,8 @@ impl Config {
             node_grace: Duration::from_secs(40),
             client_idle_timeout: Duration::from_secs(600),
             eviction_timeout: Duration::from_secs(60),
+            auth_fail_burst: 10,
+            auth_fail_per_s: 2.0,
         }
     }
 }
@@ -90,9 +97,11 @@ pub(crate) struct NodeLive {
 pub struct Master {
     pub(crate) store: Store,
     pub(crate) cfg: Config,
-    admin_token: String,
-    join_token: String,
+    pub(crate) tokens: auth::Tokens,
+    auth_limit: std::sync::Mutex<auth::FailLimiter>,
     tls: futures_rustls::TlsAcceptor,
+    /// sha256 of the master's certificate: the pin in the tokens it hands out.
+    pub(crate) pin: String,
     pub(crate) nodes: Mutex<HashMap<String, NodeLive>>,
     pub(crate) log_routes: Mutex<HashMap<u32, async_channel::Sender<ResponseBody>>>,
     pub(crate) next_id: std::sync::atomic::AtomicU64,
@@ -129,23 +138,35 @@ impl Master {
         let (admin_default, join_default) = auth::default_paths(&cfg.data_dir);
         let identity = tls::load_or_create(&cfg.data_dir)?;
         let tls = futures_rustls::TlsAcceptor::from(tls::server_config(&identity)?);
-        let admin_token = match &cfg.admin_token_file {
-            Some(p) => auth::read_token(p)?,
-            None => auth::load_or_create(&admin_default, &identity.pin)?,
-        };
+        // The join token first: tools wait for admin.token, then read join.token.
         let join_token = match &cfg.join_token_file {
             Some(p) => auth::read_token(p)?,
-            None => auth::load_or_create(&join_default, &identity.pin)?,
+            None => auth::load_or_create(
+                &join_default,
+                bramble_wire::msg::TokenKind::Join,
+                &identity.pin,
+            )?,
+        };
+        let admin_token = match &cfg.admin_token_file {
+            Some(p) => auth::read_token(p)?,
+            None => auth::load_or_create(
+                &admin_default,
+                bramble_wire::msg::TokenKind::Admin,
+                &identity.pin,
+            )?,
         };
         tls::pin_tokens(&cfg, &admin_default, &join_default, &identity.pin)?;
         let store = Store::open(&cfg.data_dir).await?;
+        let tokens = auth::Tokens::load(&store, &admin_token, &join_token, now_ms()).await?;
+        let auth_limit = auth::FailLimiter::new(cfg.auth_fail_burst, cfg.auth_fail_per_s, 4096);
         let (wake_sched, wake_sched_rx) = async_channel::bounded(1);
         let m = Arc::new(Master {
             store,
             cfg,
-            admin_token,
-            join_token,
+            tokens,
+            auth_limit: std::sync::Mutex::new(auth_limit),
             tls,
+            pin: identity.pin.clone(),
             nodes: Mutex::new(HashMap::new()),
             log_routes: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),
@@ -240,64 +261,57 @@ impl Master {
         let Some((mut reader, mut writer)) = hs.await else {
             return Ok(());
         };
+        if let Some(d) = self.over_auth_limit(peer) {
+            reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
+            return Ok(());
+        }
         let left = deadline.saturating_duration_since(Instant::now());
         let body = match with_timeout(left, reader.next_frame()).await? {
             Some(b) => b,
             None => return Ok(()),
         };
-        if let Err(e) = Handshake::check_hello_version(&body) {
-            let (reason, msg) = match e {
-                WireError::UnsupportedVersion { min, max, got } => (
-                    RejectReason::UnsupportedVersion { min, max },
-                    format!(
-                        "protocol version {got} is not supported; this master speaks {min}..={max}: upgrade the older side"
-                    ),
-                ),
-                other => (RejectReason::Malformed, format!("bad hello: {other}")),
-            };
-            reject(&mut writer, reason, &msg, self.cfg.max_frame).await?;
-            return Ok(());
-        }
-        let hello = match bramble_wire::frame::decode::<Handshake>(&body) {
-            Ok(Handshake::Hello(h)) => h,
-            Ok(_) | Err(_) => {
-                reject(
-                    &mut writer,
-                    RejectReason::Malformed,
-                    "expected a Hello",
-                    self.cfg.max_frame,
-                )
-                .await?;
+        let hello = match auth::parse_hello(&body) {
+            Ok(h) => h,
+            Err(d) => {
+                reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
                 return Ok(());
             }
         };
         let identity = hello.identity.as_str().to_string();
+        let principal = match self.authenticate(&hello, peer) {
+            Ok(p) => p,
+            Err(d) => {
+                reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
+                return Ok(());
+            }
+        };
         match hello.role {
             Role::Client => {
-                if !auth::token_eq(hello.credentials.as_str(), &self.admin_token) {
-                    reject(&mut writer, RejectReason::BadCredentials, "wrong admin token: use the master's DATA_DIR/admin.token (--token-file or BRAMBLE_TOKEN_FILE)", self.cfg.max_frame).await?;
-                    return Ok(());
-                }
                 self.welcome(&mut writer, &identity).await?;
-                client::serve(self, reader, writer).await
+                client::serve(self, principal, reader, writer).await
             }
             Role::Worker | Role::Device => {
-                if !auth::token_eq(hello.credentials.as_str(), &self.join_token) {
-                    reject(
-                        &mut writer,
-                        RejectReason::BadCredentials,
-                        "wrong join token: use the master's DATA_DIR/join.token",
-                        self.cfg.max_frame,
-                    )
-                    .await?;
-                    return Ok(());
-                }
                 if crate::validate::check_name("node name", &identity).is_err() {
                     reject(&mut writer, RejectReason::BadIdentity, "node name must be a DNS-1123 label (lowercase letters, digits, '-'); pass --name", self.cfg.max_frame).await?;
                     return Ok(());
                 }
+                let token = match self.join(&principal, &identity).await {
+                    Ok(t) => t,
+                    Err(d) => {
+                        reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
+                        return Ok(());
+                    }
+                };
                 self.welcome(&mut writer, &identity).await?;
-                node::serve(self, identity, peer, reader, writer).await
+                if let Some(secret) = token.1 {
+                    send(
+                        &mut writer,
+                        &NodeDown::Credential { secret },
+                        self.cfg.max_frame,
+                    )
+                    .await?;
+                }
+                node::serve(self, identity, token.0, peer, reader, writer).await
             }
         }
     }

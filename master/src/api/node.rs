@@ -20,6 +20,7 @@ use crate::store::StoreError;
 pub(crate) async fn serve(
     m: Arc<Master>,
     name: String,
+    token: String,
     peer: Option<SocketAddr>,
     mut reader: super::tls::ConnReader,
     writer: super::tls::ConnWriter,
@@ -31,11 +32,12 @@ pub(crate) async fn serve(
         Some(NodeUp::Register(info)) => info,
         _ => anyhow::bail!("node {name}: expected Register after Welcome"),
     };
-    anyhow::ensure!(
-        info.name.as_str() == name,
-        "node {name}: registered as {:?}",
-        info.name.as_str()
-    );
+    if info.name.as_str() != name {
+        // A node registers only its own name (the one its credential is bound to).
+        tracing::warn!(node = %name, registered_as = %info.name.as_str(), "node tried to register another name: closing");
+        anyhow::bail!("node {name}: registered as {:?}", info.name.as_str());
+    }
+    let mut token_gen = m.tokens.generation();
     let addr = peer.map(|p| p.ip().to_string());
     register(&m, &name, &info, addr).await?;
 
@@ -83,6 +85,11 @@ pub(crate) async fn serve(
                 Some(msg) => msg,
                 None => return Ok(()),
             };
+            // A revoked credential cuts the node off at its next frame.
+            if let Err(why) = m.tokens.still_valid(&token, &mut token_gen, now_ms()) {
+                tracing::warn!(node = %name, "{why}: disconnecting the node");
+                return Ok(());
+            }
             let came_back = match m.nodes.lock().await.get_mut(&name) {
                 Some(l) => {
                     l.last_seen_ms = now_ms();
@@ -98,7 +105,14 @@ pub(crate) async fn serve(
             }
             match msg {
                 NodeUp::Heartbeat(_) => {}
-                NodeUp::ArtifactGet { .. } => {}
+                NodeUp::ArtifactGet { sha256, .. } => {
+                    // Hook for the artifact transfer: serve only artifacts this node's pods use
+                    // (`authz::node_may_get_artifact`); nothing is served yet.
+                    tracing::debug!(node = %name, %sha256, "artifact request ignored: this master does not serve artifacts yet");
+                }
+                NodeUp::Register(new_info) if new_info.name.as_str() != name => {
+                    tracing::warn!(node = %name, registered_as = %new_info.name.as_str(), "ignored a registration for another node's name");
+                }
                 NodeUp::Register(new_info) => {
                     register(&m, &name, &new_info, None).await?;
                     info = new_info;
@@ -269,8 +283,13 @@ async fn report_status(m: &Master, node: &str, r: PodReport) -> anyhow::Result<(
         else {
             return Ok(()); // deleted meanwhile; the next assignment stops it
         };
-        if pod.meta.uid != r.uid || pod.spec.node_name.as_deref() != Some(node) {
-            return Ok(()); // a stale report about a pod that is not this node's
+        if pod.spec.node_name.as_deref() != Some(node) {
+            // Only a pod's own node reports its status.
+            tracing::warn!(%node, pod = %format!("{}/{}", r.namespace, r.name), bound_to = ?pod.spec.node_name, "ignored a status report for a pod bound elsewhere");
+            return Ok(());
+        }
+        if pod.meta.uid != r.uid {
+            return Ok(()); // a stale report about an earlier pod of the same name
         }
         let mut a = pod.status.clone();
         let mut b = r.status.clone();

@@ -4,6 +4,7 @@ pub mod client;
 pub mod create;
 mod rollout;
 mod table;
+mod token;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -133,6 +134,12 @@ pub enum Cmd {
         /// What to do.
         #[command(subcommand)]
         action: RolloutCmd,
+    },
+    /// Create, list and revoke join tokens and node credentials (admin only).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        action: token::TokenCmd,
     },
     /// Print a process's log (kept on its node).
     Logs {
@@ -522,6 +529,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
         }
         Cmd::Rollout { action } => rollout::run(&mut c, action, &mut out).await?,
         Cmd::Create { what } => create::run(&mut c, what, &mut out).await?,
+        Cmd::Token { action } => token::run(&mut c, action, &mut out).await?,
         Cmd::Master(_) | Cmd::Up(_) => {}
     }
     Ok(0)

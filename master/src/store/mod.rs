@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod tokens;
 mod watch;
 mod writer;
 
@@ -50,6 +51,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Row};
 
 pub use error::StoreError;
+pub use tokens::TokenRow;
 pub use watch::{Event, Watcher};
 use watch::{Filter, Hub};
 use writer::{Op, Pending, Writer};

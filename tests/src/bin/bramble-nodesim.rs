@@ -284,6 +284,7 @@ async fn session(
     gate: &smol::lock::Semaphore,
     first_ready: &mut bool,
     started: Instant,
+    credential: &std::cell::RefCell<Option<String>>,
 ) -> anyhow::Result<()> {
     // Connect, handshake and register with bounded concurrency, so a burst of thousands of
     // nodes does not overflow the master's accept backlog.
@@ -300,7 +301,7 @@ async fn session(
         .context("connect")?;
     let _ = stream.set_nodelay(true);
     // TLS like a real worker, pinning the master's certificate from the join token.
-    let (tls, credential) =
+    let (tls, join_credential) =
         bramble_master::api::tls::dial_pinned(stream, &args.token, "join.token")
             .await
             .context("TLS handshake")?;
@@ -310,7 +311,8 @@ async fn session(
         protocol_version: bramble_wire::PROTOCOL_VERSION,
         role: Role::Worker,
         identity: hstr(name),
-        credentials: hstr(&credential),
+        // After joining once, the node's own credential (the master takes a join once per name).
+        credentials: hstr(credential.borrow().as_deref().unwrap_or(&join_credential)),
         agent_version: hstr(concat!("nodesim-", env!("CARGO_PKG_VERSION"))),
     });
     send(&mut writer, &hello, MAX_FRAME)
@@ -398,9 +400,11 @@ async fn session(
                     Some(
                         NodeDown::Endpoints(_)
                         | NodeDown::Secrets(_)
-                        | NodeDown::ArtifactChunk { .. }
-                        | NodeDown::Credential { .. },
+                        | NodeDown::ArtifactChunk { .. },
                     ) => {}
+                    Some(NodeDown::Credential { secret }) => {
+                        *credential.borrow_mut() = Some(secret);
+                    }
                     Some(NodeDown::Assign(a)) => {
                         stats.assigns.fetch_add(1, Ordering::Relaxed);
                         if !*first_ready {
@@ -489,6 +493,7 @@ async fn node(
 ) {
     let name = format!("{}-{idx}", args.prefix);
     let mut first_ready = false;
+    let credential = std::cell::RefCell::new(None);
     while !stop.is_closed() {
         match session(
             &args,
@@ -499,6 +504,7 @@ async fn node(
             &gate,
             &mut first_ready,
             started,
+            &credential,
         )
         .or(async {
             // Also while waiting for the gate or a connect.

@@ -5,6 +5,7 @@
 //! Offline autonomy: the assignment set is persisted (only when it changes) and the pods are
 //! started from it at boot, so a node with no master keeps running — and restarting — its pods.
 
+pub mod credential;
 pub mod driver;
 pub mod info;
 pub mod state;
@@ -297,7 +298,7 @@ async fn session(
         protocol_version: bramble_wire::PROTOCOL_VERSION,
         role: Role::Worker,
         identity: cfg.info.name.clone(),
-        credentials: info_str(credential),
+        credentials: info_str(&credential::for_hello(&cfg.state_dir, credential)),
         agent_version: info_str(env!("CARGO_PKG_VERSION")),
     });
     send(&mut writer, &hello, max).await?;
@@ -341,6 +342,17 @@ async fn session(
             })
             .await;
         match msg {
+            Ok(Some(NodeDown::Credential { secret })) => {
+                match credential::save(&cfg.state_dir, &secret) {
+                    Ok(()) => {
+                        tracing::info!(path = %credential::path(&cfg.state_dir).display(), "joined: saved this node's credential; it replaces the join token from now on")
+                    }
+                    Err(e) => tracing::error!(
+                        "cannot save this node's credential in {}: {e}; the master will refuse a second join of this name until it is revoked",
+                        cfg.state_dir.display()
+                    ),
+                }
+            }
             Ok(Some(m)) => {
                 if ev.send(Ev::Down(m)).await.is_err() {
                     break Ok(());
