@@ -74,7 +74,16 @@ fn start(tune: impl FnOnce(&mut Config), prepare: impl FnOnce(&std::path::Path))
             .trim()
             .to_string()
     };
-    let (admin, join) = (read("admin.token"), read("join.token"));
+    // Token files pin the master's certificate: keep the pin aside, test with the credentials.
+    let split = |t: String| {
+        let p = bramble_wire::token::split_token(&t).unwrap();
+        (p.pin.map(str::to_string), p.credential.to_string())
+    };
+    let ((pin, admin), (_, join)) = (split(read("admin.token")), split(read("join.token")));
+    pins()
+        .lock()
+        .unwrap()
+        .insert(addr.clone(), pin.expect("token files pin the certificate"));
     TestMaster {
         addr,
         dir,
@@ -100,16 +109,40 @@ fn info(name: &str) -> NodeInfo {
     }
 }
 
-/// A raw worker connection after its handshake.
+/// The certificate pin of each test master, by address.
+fn pins() -> &'static Mutex<std::collections::HashMap<String, String>> {
+    static PINS: OnceLock<Mutex<std::collections::HashMap<String, String>>> = OnceLock::new();
+    PINS.get_or_init(Default::default)
+}
+
+/// `cred` as a token that pins the certificate of the master at `addr` (what a token file holds).
+fn pinned(addr: &str, cred: &str) -> String {
+    let pin = pins()
+        .lock()
+        .unwrap()
+        .get(addr)
+        .cloned()
+        .expect("a test master");
+    format!("K10{pin}::{cred}")
+}
+
+type Tls = bramble_master::api::tls::ClientStream;
+
+/// A raw worker connection after its handshake (over TLS, like every connection).
 struct Session {
-    reader: FrameReader<TcpStream>,
-    writer: TcpStream,
+    reader: FrameReader<futures_lite::io::ReadHalf<Tls>>,
+    writer: futures_lite::io::WriteHalf<Tls>,
 }
 
 async fn hello(addr: &str, role: Role, identity: &str, cred: &str) -> (Session, Handshake) {
-    let s = TcpStream::connect(addr).await.unwrap();
-    let mut reader = FrameReader::new(s.clone(), MAX);
-    let mut writer = s;
+    // A token printed by `token create` carries the pin: the Hello gets its credential part.
+    let cred = bramble_wire::token::split_token(cred).unwrap().credential;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (tls, _) = bramble_master::api::tls::dial_pinned(tcp, &pinned(addr, cred), "test")
+        .await
+        .unwrap();
+    let (r, mut writer) = futures_lite::io::split(tls);
+    let mut reader = FrameReader::new(r, MAX);
     let h = Handshake::Hello(Hello {
         protocol_version: bramble_wire::PROTOCOL_VERSION,
         role,
@@ -187,7 +220,9 @@ async fn closed_by_master(s: &mut Session) {
 }
 
 async fn admin(m: &TestMaster) -> Client {
-    Client::connect(&m.addr, &m.admin).await.unwrap()
+    Client::connect(&m.addr, &pinned(&m.addr, &m.admin))
+        .await
+        .unwrap()
 }
 
 fn forbidden(r: Result<ResponseBody, ClientError>, what: &str) -> String {
@@ -403,7 +438,9 @@ fn a_node_credential_reads_only_what_is_assigned_to_it() {
         ]))
         .await
         .unwrap();
-        let mut n = Client::connect(&m.addr, &cred1).await.unwrap();
+        let mut n = Client::connect(&m.addr, &pinned(&m.addr, &cred1))
+            .await
+            .unwrap();
         // Allowed: its node, its pods, their config and secrets, services' endpoints.
         assert!(matches!(
             n.call(get(Kind::Node, "pi1")).await,
@@ -607,7 +644,11 @@ fn failed_authentications_are_rate_limited_per_address() {
             let (_, h) = hello(&m2.addr, Role::Client, "admin", &m2.join).await;
             assert_eq!(rejected(&h).0, RejectReason::BadCredentials);
         }
-        assert!(Client::connect(&m2.addr, &m2.admin).await.is_ok());
+        assert!(
+            Client::connect(&m2.addr, &pinned(&m2.addr, &m2.admin))
+                .await
+                .is_ok()
+        );
     });
 }
 
