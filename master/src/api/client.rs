@@ -153,9 +153,18 @@ pub(crate) async fn serve(
 
 async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError> {
     match body {
-        RequestBody::ArtifactBegin { .. }
-        | RequestBody::ArtifactChunk { .. }
-        | RequestBody::TokenCreate { .. }
+        RequestBody::ArtifactBegin {
+            name,
+            arch,
+            sha256,
+            size,
+        } => super::artifact::begin(m, name, arch, sha256, size).await,
+        RequestBody::ArtifactChunk {
+            sha256,
+            offset,
+            data,
+        } => super::artifact::chunk(m, sha256, offset, data).await,
+        RequestBody::TokenCreate { .. }
         | RequestBody::TokenList
         | RequestBody::TokenRevoke { .. } => Err(ApiError {
             code: bramble_wire::msg::ErrorCode::Unavailable,
@@ -230,6 +239,9 @@ async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError>
                 Err(StoreError::NotFound { .. }) => return Err(not_found(kind, &ns, &name)),
                 Err(e) => return Err(e.into()),
             };
+            if kind == Kind::Artifact {
+                super::artifact::remove_unused_blobs(m).await;
+            }
             m.poke_scheduler();
             Ok(ResponseBody::Deleted { revision })
         }

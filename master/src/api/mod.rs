@@ -5,6 +5,8 @@
 //! only when something changes meaning (a node registers or changes, becomes NotReady, a pod's
 //! status changes).
 
+mod artifact;
+pub use artifact::DEFAULT_MAX_ARTIFACT_BYTES;
 pub mod auth;
 mod client;
 pub use client::CLIENT_RESPONSE_MAX;
@@ -50,6 +52,8 @@ pub struct Config {
     pub client_idle_timeout: Duration,
     /// NotReady time after which a node's pods are replaced elsewhere.
     pub eviction_timeout: Duration,
+    /// Largest artifact tarball accepted.
+    pub max_artifact_bytes: u64,
 }
 
 impl Config {
@@ -66,6 +70,7 @@ impl Config {
             node_grace: Duration::from_secs(40),
             client_idle_timeout: Duration::from_secs(600),
             eviction_timeout: Duration::from_secs(60),
+            max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
         }
     }
 }

@@ -92,7 +92,16 @@ pub(crate) async fn serve(
             }
             match msg {
                 NodeUp::Heartbeat(_) => {}
-                NodeUp::ArtifactGet { .. } => {}
+                NodeUp::ArtifactGet {
+                    request,
+                    sha256,
+                    offset,
+                    len,
+                } => {
+                    let _ = tx
+                        .send(super::artifact::get(&m, request, sha256, offset, len).await)
+                        .await;
+                }
                 NodeUp::Register(new_info) => {
                     register(&m, &name, &new_info, None).await?;
                     info = new_info;

@@ -211,6 +211,9 @@ pub struct MasterArgs {
     /// Most simultaneous connections.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Largest artifact tarball accepted, e.g. `1Gi`.
+    #[arg(long, default_value = "1Gi", value_parser = crate::validate::parse_bytes)]
+    pub max_artifact_size: u64,
 }
 
 /// Flags of `bramble up`.
