@@ -1,5 +1,6 @@
 //! The `bramble` command line: `master` and `up` run servers; the rest are API clients.
 
+pub mod artifact;
 pub mod client;
 mod rollout;
 mod table;
@@ -123,6 +124,12 @@ pub enum Cmd {
         /// What to do.
         #[command(subcommand)]
         action: RolloutCmd,
+    },
+    /// Upload and list artifacts (pods' root filesystems, per architecture).
+    Artifact {
+        /// What to do.
+        #[command(subcommand)]
+        action: artifact::ArtifactCmd,
     },
     /// Print a process's log (kept on its node).
     Logs {
@@ -509,6 +516,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             let _ = writeln!(out, "deployment/{name} scaled from {from} to {replicas}");
         }
         Cmd::Rollout { action } => rollout::run(&mut c, action, &mut out).await?,
+        Cmd::Artifact { action } => artifact::run(&mut c, action, &mut out).await?,
         Cmd::Master(_) | Cmd::Up(_) => {}
     }
     Ok(0)
