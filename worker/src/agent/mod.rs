@@ -5,6 +5,7 @@
 //! Offline autonomy: the assignment set is persisted (only when it changes) and the pods are
 //! started from it at boot, so a node with no master keeps running — and restarting — its pods.
 
+pub mod artifacts;
 pub mod driver;
 pub mod info;
 pub mod state;
@@ -58,6 +59,7 @@ enum Ev {
     },
     Down(NodeDown),
     Disconnected,
+    Unpacked(artifacts::Unpacked),
 }
 
 fn now_ms() -> u64 {
@@ -83,7 +85,9 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
             "starting pods from local state"
         );
     }
-    driver.sync(&desired.pods);
+    let mut arts = artifacts::ArtifactCache::new(&cfg.state_dir, cfg.info.arch);
+    let unpacked = arts.done();
+    arts.sync(&mut driver, &desired, None);
 
     let (ev_tx, ev_rx) = async_channel::bounded::<Ev>(64);
     smol::spawn(connection_loop(cfg.clone(), ev_tx)).detach();
@@ -98,6 +102,7 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
     loop {
         // Wake on a message, a pod status change, or the tick (heartbeats, restarts' bookkeeping).
         let ev = async { ev_rx.recv().await.ok() }
+            .or(async { unpacked.recv().await.ok().map(Ev::Unpacked) })
             .or(async {
                 driver.changed().await;
                 // Rate-limit status wakeups: a burst of process events is one report.
@@ -120,7 +125,9 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                 hb_every = heartbeat;
                 next_hb = Instant::now() + hb_every;
                 // After a reconnect: the full state once, then deltas.
-                let pods = driver.poll();
+                let mut pods = driver.poll();
+                pods.extend(arts.waiting(&desired));
+                arts.pump(&tx);
                 reported = pods.iter().map(|r| (r.uid.clone(), r.clone())).collect();
                 let _ = tx
                     .send(NodeUp::Status {
@@ -133,6 +140,7 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
             }
             Some(Ev::Disconnected) => {
                 up = None;
+                arts.disconnected();
                 for (_, c) in streams.drain() {
                     c.store(true, Ordering::Relaxed);
                 }
@@ -145,16 +153,27 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                     );
                 }
                 desired = a;
-                driver.sync(&desired.pods);
+                arts.sync(&mut driver, &desired, up.as_ref());
             }
             Some(Ev::Down(NodeDown::Resync)) => reported.clear(),
             Some(Ev::Down(
                 NodeDown::Endpoints(_)
                 | NodeDown::Secrets(_)
-                | NodeDown::ArtifactChunk { .. }
                 | NodeDown::Credential { .. },
             )) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
+            Some(Ev::Down(NodeDown::ArtifactChunk {
+                request,
+                data,
+                error,
+            })) => {
+                arts.on_chunk(request, data, error, up.as_ref());
+            }
+            Some(Ev::Unpacked(u)) => {
+                if arts.finish(u) {
+                    arts.sync(&mut driver, &desired, up.as_ref());
+                }
+            }
             Some(Ev::Down(NodeDown::Logs {
                 request,
                 namespace,
@@ -185,8 +204,12 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
             }
             None => {}
         }
+        if arts.tick(&desired) {
+            arts.sync(&mut driver, &desired, up.as_ref());
+        }
         // Status deltas.
-        let now_pods = driver.poll();
+        let mut now_pods = driver.poll();
+        now_pods.extend(arts.waiting(&desired));
         if let Some(tx) = &up {
             let mut delta = Vec::new();
             for r in &now_pods {
