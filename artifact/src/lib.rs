@@ -165,10 +165,23 @@ pub struct Summary {
 enum Plan {
     /// The root itself (`./`).
     Root,
-    Dir { path: PathBuf, mode: u32 },
-    File { path: PathBuf, mode: u32, size: u64 },
-    Symlink { path: PathBuf, target: PathBuf },
-    Hardlink { path: PathBuf, target: PathBuf },
+    Dir {
+        path: PathBuf,
+        mode: u32,
+    },
+    File {
+        path: PathBuf,
+        mode: u32,
+        size: u64,
+    },
+    Symlink {
+        path: PathBuf,
+        target: PathBuf,
+    },
+    Hardlink {
+        path: PathBuf,
+        target: PathBuf,
+    },
 }
 
 /// `raw` as a path relative to the root: no absolute path, no `..`; `.` dropped.
@@ -180,7 +193,9 @@ fn normalize(entry: &str, raw: &[u8], what: &str) -> Result<PathBuf, TarError> {
             Component::RootDir | Component::Prefix(_) => {
                 return Err(refuse(
                     entry,
-                    format!("{what} is absolute; artifact tarballs hold relative paths (build it with `tar -C ROOTDIR -cf FILE .`)"),
+                    format!(
+                        "{what} is absolute; artifact tarballs hold relative paths (build it with `tar -C ROOTDIR -cf FILE .`)"
+                    ),
                 ));
             }
             Component::ParentDir => {
@@ -297,7 +312,9 @@ fn classify<R: Read>(
         T::Fifo => Err(refuse(&name, "fifos are not allowed in artifacts")),
         other => Err(refuse(
             &name,
-            format!("entry type {other:?} is not supported (only files, directories, symlinks and hard links)"),
+            format!(
+                "entry type {other:?} is not supported (only files, directories, symlinks and hard links)"
+            ),
         )),
     }
 }
@@ -307,9 +324,7 @@ pub fn check(reader: impl Read, limits: &Limits) -> Result<Summary, TarError> {
     let mut archive = tar::Archive::new(reader);
     let mut sum = Summary::default();
     let mut files: HashSet<PathBuf> = HashSet::new();
-    let entries = archive
-        .entries()
-        .map_err(io_err("reading the tarball"))?;
+    let entries = archive.entries().map_err(io_err("reading the tarball"))?;
     for e in entries {
         let e = e.map_err(io_err("reading the tarball"))?;
         sum.entries += 1;
@@ -424,9 +439,7 @@ pub fn unpack(reader: impl Read, dest: &Path, limits: &Limits) -> Result<Summary
         root: dest,
         dirs: HashSet::new(),
     };
-    let entries = archive
-        .entries()
-        .map_err(io_err("reading the tarball"))?;
+    let entries = archive.entries().map_err(io_err("reading the tarball"))?;
     for e in entries {
         let mut e = e.map_err(io_err("reading the tarball"))?;
         let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();

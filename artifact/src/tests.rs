@@ -90,26 +90,58 @@ fn a_good_tree_unpacks() {
 #[test]
 fn parent_dir_components_are_refused() {
     refused(&one("../evil", T::Regular, "", b"x"), "../evil", "\"..\"");
-    refused(&one("ok/../../evil", T::Regular, "", b"x"), "ok/../../evil", "\"..\"");
+    refused(
+        &one("ok/../../evil", T::Regular, "", b"x"),
+        "ok/../../evil",
+        "\"..\"",
+    );
 }
 
 #[test]
 fn absolute_paths_are_refused() {
-    refused(&one("/etc/passwd", T::Regular, "", b"x"), "/etc/passwd", "absolute");
+    refused(
+        &one("/etc/passwd", T::Regular, "", b"x"),
+        "/etc/passwd",
+        "absolute",
+    );
 }
 
 #[test]
 fn escaping_symlinks_are_refused() {
-    refused(&one("ok/up", T::Symlink, "../../etc", b""), "ok/up", "escapes the root");
-    refused(&one("top", T::Symlink, "..", b""), "top", "escapes the root");
-    refused(&one("ok/empty", T::Symlink, "", b""), "ok/empty", "empty target");
+    refused(
+        &one("ok/up", T::Symlink, "../../etc", b""),
+        "ok/up",
+        "escapes the root",
+    );
+    refused(
+        &one("top", T::Symlink, "..", b""),
+        "top",
+        "escapes the root",
+    );
+    refused(
+        &one("ok/empty", T::Symlink, "", b""),
+        "ok/empty",
+        "empty target",
+    );
 }
 
 #[test]
 fn escaping_hard_links_are_refused() {
-    refused(&one("ok/h", T::Link, "/etc/shadow", b""), "ok/h", "absolute");
-    refused(&one("ok/h", T::Link, "../etc/shadow", b""), "ok/h", "\"..\"");
-    refused(&one("ok/h", T::Link, "nothing", b""), "ok/h", "not a file earlier");
+    refused(
+        &one("ok/h", T::Link, "/etc/shadow", b""),
+        "ok/h",
+        "absolute",
+    );
+    refused(
+        &one("ok/h", T::Link, "../etc/shadow", b""),
+        "ok/h",
+        "\"..\"",
+    );
+    refused(
+        &one("ok/h", T::Link, "nothing", b""),
+        "ok/h",
+        "not a file earlier",
+    );
 }
 
 #[test]
@@ -156,14 +188,22 @@ fn oversize_entries_and_totals_are_refused() {
     };
     let big = one("ok/big", T::Regular, "", &[1; 11]);
     let e = check(&big[..], &limits).unwrap_err();
-    assert!(e.to_string().contains("\"ok/big\": 11 bytes is over the 10-byte limit"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("\"ok/big\": 11 bytes is over the 10-byte limit"),
+        "{e}"
+    );
 
     let mut v = Vec::new();
     entry(&mut v, "a", T::Regular, "", &[1; 8]);
     entry(&mut v, "b", T::Regular, "", &[1; 8]);
     let v = finish(v);
     let e = check(&v[..], &limits).unwrap_err();
-    assert!(e.to_string().contains("\"b\": the files up to here add up to 16 bytes"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("\"b\": the files up to here add up to 16 bytes"),
+        "{e}"
+    );
 
     let mut v = Vec::new();
     for n in ["a", "b", "c", "d", "e"] {

@@ -109,7 +109,13 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
         "{list}"
     );
     // Pushing again is a no-op.
-    let again = m.ok(&["artifact", "push", tarball.to_str().unwrap(), "--arch", "x86_64"]);
+    let again = m.ok(&[
+        "artifact",
+        "push",
+        tarball.to_str().unwrap(),
+        "--arch",
+        "x86_64",
+    ]);
     assert!(again.contains("already uploaded"), "{again}");
 
     let f = tmp.path().join("pod.toml");
@@ -128,13 +134,31 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
     let logs = m.ok(&["logs", "bb"]);
     assert!(logs.contains("hi from artifact"), "{logs}");
     // `ls /` lists the artifact's root, not the host's.
-    let entries: Vec<&str> = logs.lines().skip(1).flat_map(|l| l.split_whitespace()).collect();
+    let entries: Vec<&str> = logs
+        .lines()
+        .skip(1)
+        .flat_map(|l| l.split_whitespace())
+        .collect();
     assert!(entries.contains(&"bin"), "{logs}");
-    assert!(!entries.contains(&"usr") && !entries.contains(&"home"), "{logs}");
+    assert!(
+        !entries.contains(&"usr") && !entries.contains(&"home"),
+        "{logs}"
+    );
     // The tree is cached on the node by sha256, the tarball gone.
     let sha = bramble_artifact::sha256_file(&tarball).unwrap();
-    assert!(state.join("artifacts").join(&sha).join("bin/busybox").is_file());
-    assert!(!state.join("artifacts").join(format!("{sha}.partial")).exists());
+    assert!(
+        state
+            .join("artifacts")
+            .join(&sha)
+            .join("bin/busybox")
+            .is_file()
+    );
+    assert!(
+        !state
+            .join("artifacts")
+            .join(format!("{sha}.partial"))
+            .exists()
+    );
 
     // A second pod shares the unpacked tree and cannot write to it.
     std::fs::write(
@@ -151,7 +175,10 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
         pod_status(&m, "bb2").and_then(|(p, _)| (p == "Succeeded").then_some(()))
     });
     let logs = m.ok(&["logs", "bb2"]);
-    assert!(logs.contains("read-only") && logs.contains("tmp ok"), "{logs}");
+    assert!(
+        logs.contains("read-only") && logs.contains("tmp ok"),
+        "{logs}"
+    );
 
     // An artifact with no x86_64 variant: the pod stays Pending with the scheduler's reason.
     let arm_root = tmp.path().join("armroot");
@@ -159,7 +186,13 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
     std::fs::write(arm_root.join("bin/hello"), b"not really arm").unwrap();
     let arm = tmp.path().join("armonly.tar");
     tar_dir(&arm_root, &arm);
-    m.ok(&["artifact", "push", arm.to_str().unwrap(), "--arch", "aarch64"]);
+    m.ok(&[
+        "artifact",
+        "push",
+        arm.to_str().unwrap(),
+        "--arch",
+        "aarch64",
+    ]);
     std::fs::write(&f, pod("armpod", "artifact:armonly", "true")).unwrap();
     m.ok(&["apply", "-f", f.to_str().unwrap()]);
     let want =
@@ -250,7 +283,13 @@ fn uploads_resume_and_unsafe_tarballs_are_refused_at_push() {
             assert!(e.to_string().contains("holds 1048576 bytes"), "{e}");
         });
     }
-    let args = ["artifact", "push", big.to_str().unwrap(), "--arch", "x86_64"];
+    let args = [
+        "artifact",
+        "push",
+        big.to_str().unwrap(),
+        "--arch",
+        "x86_64",
+    ];
     let o = m.cli(&args);
     let out = bramble_tests::succeeded(&args, o);
     assert!(out.contains("(resumed at 1048576)"), "{out}");
@@ -262,7 +301,13 @@ fn uploads_resume_and_unsafe_tarballs_are_refused_at_push() {
     // `../evil` is refused at push, naming the file and the entry; nothing is kept.
     let evil = tmp.path().join("evil.tar");
     evil_tarball(&evil);
-    let o = m.cli(&["artifact", "push", evil.to_str().unwrap(), "--arch", "x86_64"]);
+    let o = m.cli(&[
+        "artifact",
+        "push",
+        evil.to_str().unwrap(),
+        "--arch",
+        "x86_64",
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(6), "{err}");
     assert!(err.contains("evil.tar"), "{err}");

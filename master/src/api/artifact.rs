@@ -239,7 +239,9 @@ pub(crate) async fn chunk(
         )));
     }
     let limits = Limits {
-        max_total_bytes: Limits::default().max_total_bytes.max(m.cfg.max_artifact_bytes * 4),
+        max_total_bytes: Limits::default()
+            .max_total_bytes
+            .max(m.cfg.max_artifact_bytes * 4),
         ..Limits::default()
     };
     let p = partial.clone();

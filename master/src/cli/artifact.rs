@@ -57,7 +57,9 @@ pub async fn run(
             };
             if let ResponseBody::List { items, .. } = c.call(body).await? {
                 if items.is_empty() {
-                    eprintln!("no artifact found: push one with bramble artifact push FILE --arch ARCH");
+                    eprintln!(
+                        "no artifact found: push one with bramble artifact push FILE --arch ARCH"
+                    );
                 } else {
                     let now = crate::api::now_ms();
                     let _ = write!(
@@ -109,7 +111,10 @@ pub async fn push(
     let mut f = std::fs::File::open(file).map_err(open)?;
     let size = f.metadata().map_err(open)?.len();
     if size == 0 {
-        return Err(usage(format!("{} is empty: nothing to push", file.display())));
+        return Err(usage(format!(
+            "{} is empty: nothing to push",
+            file.display()
+        )));
     }
     let sha256 = smol::unblock({
         let p = file.to_path_buf();
@@ -127,10 +132,7 @@ pub async fn push(
         return Err(usage("unexpected answer to ArtifactBegin".into()));
     };
     if start > 0 && start < size {
-        eprintln!(
-            "resuming {} at {start} of {size} bytes",
-            file.display()
-        );
+        eprintln!("resuming {} at {start} of {size} bytes", file.display());
     }
     let bar = if std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(size);

@@ -78,8 +78,8 @@ mod tests;
 pub use feasible::Reason;
 pub use rank::Weights;
 pub use snapshot::{
-    Allocatable, Amounts, LABEL_ARCH, artifact_of, LABEL_HOSTNAME, NodeView, OwnerKey, PendingPod, SchedNode,
-    Snapshot,
+    Allocatable, Amounts, LABEL_ARCH, LABEL_HOSTNAME, NodeView, OwnerKey, PendingPod, SchedNode,
+    Snapshot, artifact_of,
 };
 
 use feasible::PodReq;

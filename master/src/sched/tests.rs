@@ -1220,7 +1220,10 @@ fn pods_of_different_artifacts_do_not_share_a_class() {
 fn pending_pod_reads_the_artifact_from_rootfs() {
     let mut p = Pod::default();
     p.spec.rootfs = Some("artifact:busybox".into());
-    assert_eq!(PendingPod::from_pod(&p).artifact.as_deref(), Some("busybox"));
+    assert_eq!(
+        PendingPod::from_pod(&p).artifact.as_deref(),
+        Some("busybox")
+    );
     p.spec.rootfs = Some("/srv/rootfs".into());
     assert_eq!(PendingPod::from_pod(&p).artifact, None);
 }

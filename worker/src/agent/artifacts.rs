@@ -143,11 +143,7 @@ impl ArtifactCache {
             match need(p, desired, self.arch) {
                 Need::None => runnable.push(p.clone()),
                 Need::Impossible(_) => {}
-                Need::Variant {
-                    name,
-                    sha256,
-                    size,
-                } => {
+                Need::Variant { name, sha256, size } => {
                     let tree = self.tree(sha256);
                     if tree.is_dir() {
                         let mut p = p.clone();
@@ -383,27 +379,26 @@ impl ArtifactCache {
         });
     }
 
-    /// Takes an unpack thread's outcome; returns whether pods may be startable now.
-    pub fn finish(&mut self, u: Unpacked) -> bool {
+    /// Takes an unpack thread's outcome; call [`ArtifactCache::sync`] next to start its pods.
+    pub fn finish(&mut self, u: Unpacked) {
         let Some(pull) = self.pulls.remove(&u.sha256) else {
-            return false;
+            return;
         };
         match u.result {
             Ok(()) => {
                 tracing::info!(artifact = %pull.name, sha256 = %u.sha256, "artifact unpacked");
-                true
             }
-            Err(e) => {
-                self.fail(&u.sha256, e);
-                true
-            }
+            Err(e) => self.fail(&u.sha256, e),
         }
     }
 
     /// Retries failed pulls whose wait is over and removes unused trees; call on every tick.
     /// Returns whether a retry is due (call [`ArtifactCache::sync`]).
     pub fn tick(&mut self, desired: &Assignment) -> bool {
-        let retry = self.failed.values().any(|(_, at)| at.elapsed() >= RETRY_AFTER);
+        let retry = self
+            .failed
+            .values()
+            .any(|(_, at)| at.elapsed() >= RETRY_AFTER);
         if self
             .last_gc
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(30))
@@ -612,6 +607,9 @@ mod tests {
         // A corrupted download is discarded with a message naming the artifact.
         fs::write(dir.path().join(format!("{}.partial", hexes('d'))), b"junk").unwrap();
         let e = verify_and_unpack(dir.path(), &hexes('d'), "busybox").unwrap_err();
-        assert!(e.contains("artifact busybox: the pulled file's sha256"), "{e}");
+        assert!(
+            e.contains("artifact busybox: the pulled file's sha256"),
+            "{e}"
+        );
     }
 }

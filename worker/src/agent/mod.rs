@@ -157,9 +157,7 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
             }
             Some(Ev::Down(NodeDown::Resync)) => reported.clear(),
             Some(Ev::Down(
-                NodeDown::Endpoints(_)
-                | NodeDown::Secrets(_)
-                | NodeDown::Credential { .. },
+                NodeDown::Endpoints(_) | NodeDown::Secrets(_) | NodeDown::Credential { .. },
             )) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
             Some(Ev::Down(NodeDown::ArtifactChunk {
@@ -170,9 +168,8 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                 arts.on_chunk(request, data, error, up.as_ref());
             }
             Some(Ev::Unpacked(u)) => {
-                if arts.finish(u) {
-                    arts.sync(&mut driver, &desired, up.as_ref());
-                }
+                arts.finish(u);
+                arts.sync(&mut driver, &desired, up.as_ref());
             }
             Some(Ev::Down(NodeDown::Logs {
                 request,
