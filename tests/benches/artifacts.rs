@@ -159,6 +159,9 @@ fn main() {
         "x86_64",
     ]);
 
+    wait_for(Duration::from_secs(10), "join.token", || {
+        dir.join("master/join.token").exists().then_some(())
+    });
     let state = dir.join("n1");
     let mut w = start_worker(&m, "n1", &state, &[]);
     wait_for(Duration::from_secs(30), "node n1 Ready", || {

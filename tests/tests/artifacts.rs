@@ -87,11 +87,23 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("master");
     let m = MasterProc::start(&data, &["--heartbeat-interval", "500ms"]);
+    // MasterProc::start returns once admin.token exists and the port accepts, which can be
+    // before join.token is written (the listener is bound before the tokens are made).
+    wait_for(Duration::from_secs(10), "join.token", || {
+        data.join("join.token").exists().then_some(())
+    });
     let state = tmp.path().join("n1");
     let _w = start_worker(&m, "n1", &state, &[]);
-    wait_for(Duration::from_secs(20), "node n1", || {
-        m.ok(&["get", "nodes"]).contains("Ready").then_some(())
-    });
+    let t = std::time::Instant::now();
+    while !m.ok(&["get", "nodes"]).contains("Ready") {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "node n1 not Ready after 30 s; worker log:\n{}\nmaster log:\n{}",
+            std::fs::read_to_string(state.with_extension("worker.log")).unwrap_or_default(),
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let tarball = busybox_tarball(tmp.path());
     let out = m.ok(&[
@@ -321,6 +333,14 @@ fn uploads_resume_and_unsafe_tarballs_are_refused_at_push() {
     assert_eq!(left, vec![sha.clone()], "only the good blob is kept");
     let list = m.ok(&["get", "artifacts"]);
     assert!(!list.contains("evil"), "{list}");
+
+    // A pod naming an artifact that cannot exist is refused at apply, naming the field.
+    let f = tmp.path().join("bad.toml");
+    std::fs::write(&f, pod("badpod", "artifact:Bad_Name", "true")).unwrap();
+    let o = m.cli(&["apply", "-f", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(err.contains("rootfs"), "{err}");
 
     // A name that is not a DNS label is refused before anything is sent.
     let o = m.cli(&[
