@@ -227,6 +227,14 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
     m.ok(&["delete", "pod", "bb"]);
     m.ok(&["delete", "pod", "bb2"]);
     m.ok(&["delete", "artifact", "busybox"]);
+    // An artifact pods still use cannot be deleted.
+    let o = m.cli(&["delete", "artifact", "armonly"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("default/armpod") && err.contains("delete them first"),
+        "{err}"
+    );
     assert!(!blobs.join(&sha).exists(), "blob left after delete");
 }
 

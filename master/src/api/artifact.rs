@@ -452,3 +452,30 @@ pub(crate) fn hash(artifacts: &[Artifact]) -> u64 {
     }
     h.finish()
 }
+
+/// Refuses to delete an artifact that pods still use as rootfs (their nodes would stop them).
+pub(crate) async fn check_unused(m: &Master, name: &str) -> Result<(), ApiError> {
+    let (_, pods) = m.store.list(Kind::Pod, None).await?;
+    let users: Vec<String> = pods
+        .iter()
+        .filter_map(|o| match o {
+            Object::Pod(p) if crate::sched::artifact_of(p.spec.rootfs.as_deref()) == Some(name) => {
+                Some(format!("{}/{}", p.meta.namespace, p.meta.name))
+            }
+            _ => None,
+        })
+        .collect();
+    if users.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = users.iter().take(5).map(String::as_str).collect();
+    Err(ApiError {
+        code: ErrorCode::Conflict,
+        message: format!(
+            "artifact {name} is the rootfs of {} pod(s) ({}{}): delete them first",
+            users.len(),
+            shown.join(", "),
+            if users.len() > 5 { ", ..." } else { "" }
+        ),
+    })
+}

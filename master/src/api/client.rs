@@ -234,6 +234,9 @@ async fn handle(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError>
                     }
                 }
             }
+            if kind == Kind::Artifact {
+                super::artifact::check_unused(m, &name).await?;
+            }
             let revision = match m.store.delete(kind, &ns, &name, expected_revision).await {
                 Ok(r) => r,
                 Err(StoreError::NotFound { .. }) => return Err(not_found(kind, &ns, &name)),
