@@ -8,7 +8,8 @@
 //! Like the cluster bench it builds nothing and uses `target/release/bramble` and
 //! `target/release/bramble-worker`. `BENCH_ARTIFACT_MIB` (default 64) sets the size.
 //!
-//! - baseline: a plain TCP copy of the same bytes over loopback in 32 KiB writes;
+//! - baselines: a plain TCP copy of the same bytes over loopback in 32 KiB writes, and sha256
+//!   of the file;
 //! - push: `bramble artifact push` (client sha256, 32 KiB chunks 8 in flight, the master's
 //!   incremental sha256, safe-tar check, fsync, rename);
 //! - pull: apply → Running of a pod whose rootfs is the artifact, on a real worker (pull in
@@ -133,6 +134,15 @@ fn main() {
         "baseline: plain loopback TCP copy {:.0} MB/s ({:.2} s)",
         mb_s(size, base),
         base.as_secs_f64()
+    );
+
+    let t = Instant::now();
+    bramble_artifact::sha256_file(&big).unwrap();
+    let hash = t.elapsed();
+    println!(
+        "baseline: sha256 of the file {:.0} MB/s ({:.2} s; push and pull each hash it twice)",
+        mb_s(size, hash),
+        hash.as_secs_f64()
     );
 
     let m = MasterProc::start(&dir.join("master"), &["--heartbeat-interval", "1s"]);
