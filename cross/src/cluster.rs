@@ -991,7 +991,9 @@ pub fn artifact_on_aarch64(c: &mut Cluster) -> Result<String> {
             }
             let (_, out, err) = c.master.cli(&["logs", "art-a64"])?;
             *last = format!("logs {out:?} {err:?}; pod {p:?}");
-            Ok(out.contains(want).then_some(out))
+            // Read the whole log once the pod is done (`ls /` follows the echo).
+            let done = p.as_ref().is_some_and(|p| pod_phase(p) == "Succeeded");
+            Ok((done && out.contains(want)).then_some(out))
         },
     )?;
     let p = c.master.pod("art-a64")?.context("pod art-a64 vanished")?;
