@@ -5,7 +5,8 @@
 //! 1. registration of both boards (arch, cgroup v2 with cpu/memory/pids), boot-to-Ready timed;
 //! 2. arch pinning with both boards up;
 //! 3. a pod's logs through `bramble logs` and an OOMKilled 32Mi pod on aarch64;
-//! 4. power cut: the worker restarts its pods from the state disk with the master down, then
+//! 4. a pod runs from an uploaded busybox artifact (`bramble artifact push --arch aarch64`);
+//! 5. power cut: the worker restarts its pods from the state disk with the master down, then
 //!    the master returns and the pods are Running once.
 //!
 //! Prints per-scenario results, boot-to-Ready per board and the suite's duration. Nothing is
@@ -37,4 +38,16 @@ fn qemu_cluster_scenarios() {
         failed.len(),
         failed.join("\n\n")
     );
+}
+
+/// Only the artifact scenario, on the aarch64 board alone (development:
+/// `cargo test -p bramble-cross --test qemu_cluster -- --ignored artifact`).
+#[test]
+#[ignore = "part of qemu_cluster_scenarios; run alone while developing"]
+fn qemu_artifact_scenario_alone() {
+    let relay = PathBuf::from(env!("CARGO_BIN_EXE_cross"));
+    match bramble_cross::cluster::run_artifact_only(None, Some(relay)) {
+        Ok(s) => eprintln!("PASS: {s}"),
+        Err(e) => panic!("artifact scenario failed: {e:#}"),
+    }
 }

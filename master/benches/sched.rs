@@ -154,6 +154,7 @@ fn pods(rng: &mut Rng) -> Vec<PendingPod> {
                     kind: Kind::Pod,
                     name: format!("app{owner}"),
                 }),
+                artifact: None,
             });
         }
     }

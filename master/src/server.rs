@@ -20,6 +20,7 @@ pub fn run_master(a: MasterArgs) -> anyhow::Result<()> {
     cfg.node_grace = a.node_grace;
     cfg.eviction_timeout = a.eviction_timeout;
     cfg.max_connections = a.max_connections;
+    cfg.max_artifact_bytes = a.max_artifact_size;
     smol::block_on(async move {
         let listener = async_net::TcpListener::bind(&cfg.listen)
             .await

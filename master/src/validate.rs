@@ -324,6 +324,14 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
             format!("at most {MAX_PROCESSES} processes per pod"),
         ));
     }
+    if let Some(name) = crate::sched::artifact_of(p.spec.rootfs.as_deref()) {
+        check_name(&at("rootfs"), name).map_err(|e| {
+            invalid(
+                at("rootfs"),
+                format!("{}; write rootfs = \"artifact:NAME\" with the name given to bramble artifact push", e.message),
+            )
+        })?;
+    }
     let mut seen = std::collections::BTreeSet::new();
     for (i, proc) in p.spec.processes.iter().enumerate() {
         check_name(&at(&format!("process[{i}].name")), &proc.name)?;

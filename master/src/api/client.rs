@@ -188,13 +188,20 @@ async fn handle(
 
 async fn handle_unfiltered(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError> {
     match body {
+        RequestBody::ArtifactBegin {
+            name,
+            arch,
+            sha256,
+            size,
+        } => super::artifact::begin(m, name, arch, sha256, size).await,
+        RequestBody::ArtifactChunk {
+            sha256,
+            offset,
+            data,
+        } => super::artifact::chunk(m, sha256, offset, data).await,
         RequestBody::TokenCreate { .. }
         | RequestBody::TokenList
         | RequestBody::TokenRevoke { .. } => m.token_call(body).await,
-        RequestBody::ArtifactBegin { .. } | RequestBody::ArtifactChunk { .. } => Err(ApiError {
-            code: bramble_wire::msg::ErrorCode::Unavailable,
-            message: "this master does not implement this call yet".into(),
-        }),
         RequestBody::Apply(objs) => apply(m, objs).await.map(ResponseBody::Applied),
         RequestBody::Get {
             kind: Kind::Endpoints,
@@ -287,11 +294,17 @@ async fn handle_unfiltered(m: &Master, body: RequestBody) -> Result<ResponseBody
                     }
                 }
             }
+            if kind == Kind::Artifact {
+                super::artifact::check_unused(m, &name).await?;
+            }
             let revision = match m.store.delete(kind, &ns, &name, expected_revision).await {
                 Ok(r) => r,
                 Err(StoreError::NotFound { .. }) => return Err(not_found(kind, &ns, &name)),
                 Err(e) => return Err(e.into()),
             };
+            if kind == Kind::Artifact {
+                super::artifact::remove_unused_blobs(m).await;
+            }
             m.poke_scheduler();
             Ok(ResponseBody::Deleted { revision })
         }

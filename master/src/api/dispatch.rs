@@ -57,7 +57,9 @@ pub(crate) async fn push_assignment(m: &Master, node: &str) {
             return;
         }
     };
-    let hash = super::config_push::hash(spec_hash(&pods), &config_maps, &secrets);
+    let artifacts = super::artifact::used_by(m, &pods).await;
+    let hash = super::config_push::hash(spec_hash(&pods), &config_maps, &secrets)
+        ^ super::artifact::hash(&artifacts);
     let tx = {
         let mut nodes = m.nodes.lock().await;
         let Some(live) = nodes.get_mut(node) else {
@@ -80,7 +82,7 @@ pub(crate) async fn push_assignment(m: &Master, node: &str) {
             revision,
             pods,
             config_maps,
-            artifacts: Vec::new(),
+            artifacts,
         }))
         .await;
 }
@@ -209,7 +211,8 @@ pub(crate) async fn schedule_once(m: &Master, seed: u64) -> Result<usize, StoreE
             }
         })
         .collect();
-    let snapshot = sched::Snapshot::from_objects(&nodes, &pods);
+    let mut snapshot = sched::Snapshot::from_objects(&nodes, &pods);
+    snapshot.add_artifacts(&super::artifact::all(m).await?);
     let want: Vec<sched::PendingPod> = pending
         .iter()
         .map(|p| sched::PendingPod::from_pod(p))

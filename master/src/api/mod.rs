@@ -5,6 +5,8 @@
 //! only when something changes meaning (a node registers or changes, becomes NotReady, a pod's
 //! status changes).
 
+mod artifact;
+pub use artifact::DEFAULT_MAX_ARTIFACT_BYTES;
 pub mod auth;
 pub mod authz;
 mod client;
@@ -58,6 +60,8 @@ pub struct Config {
     pub auth_fail_burst: u32,
     /// Failed authentications an address regains per second.
     pub auth_fail_per_s: f64,
+    /// Largest artifact tarball accepted.
+    pub max_artifact_bytes: u64,
 }
 
 impl Config {
@@ -76,6 +80,7 @@ impl Config {
             eviction_timeout: Duration::from_secs(60),
             auth_fail_burst: 10,
             auth_fail_per_s: 2.0,
+            max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
         }
     }
 }

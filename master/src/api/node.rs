@@ -79,6 +79,8 @@ pub(crate) async fn serve(
     super::dispatch::push_assignment(&m, &name).await;
     m.poke_scheduler();
 
+    // Artifact tarballs this node was found to use (checked once per hash, not per chunk).
+    let mut may_get: std::collections::HashSet<String> = std::collections::HashSet::new();
     let result: anyhow::Result<()> = async {
         loop {
             let msg = match with_timeout(idle, reader.recv::<NodeUp>()).await? {
@@ -105,10 +107,28 @@ pub(crate) async fn serve(
             }
             match msg {
                 NodeUp::Heartbeat(_) => {}
-                NodeUp::ArtifactGet { sha256, .. } => {
-                    // Hook for the artifact transfer: serve only artifacts this node's pods use
-                    // (`authz::node_may_get_artifact`); nothing is served yet.
-                    tracing::debug!(node = %name, %sha256, "artifact request ignored: this master does not serve artifacts yet");
+                NodeUp::ArtifactGet {
+                    request,
+                    sha256,
+                    offset,
+                    len,
+                } => {
+                    if !may_get.contains(&sha256) && artifact_allowed(&m, &name, &sha256).await {
+                        may_get.insert(sha256.clone());
+                    }
+                    let answer = if may_get.contains(&sha256) {
+                        super::artifact::get(&m, request, sha256, offset, len).await
+                    } else {
+                        tracing::warn!(node = %name, %sha256, "refused an artifact none of the node's pods uses");
+                        NodeDown::ArtifactChunk {
+                            request,
+                            data: Vec::new(),
+                            error: Some(format!(
+                                "forbidden: no pod on node {name} uses artifact sha256:{sha256}"
+                            )),
+                        }
+                    };
+                    let _ = tx.send(answer).await;
                 }
                 NodeUp::Register(new_info) if new_info.name.as_str() != name => {
                     tracing::warn!(node = %name, registered_as = %new_info.name.as_str(), "ignored a registration for another node's name");
@@ -438,4 +458,23 @@ pub(crate) async fn lifecycle_loop(m: Arc<Master>) {
             }
         }
     }
+}
+
+/// Whether `node` may read the artifact tarball `sha256`: one of its pods uses it
+/// ([`super::authz::node_may_get_artifact`]).
+async fn artifact_allowed(m: &Master, node: &str, sha256: &str) -> bool {
+    let Ok((_, objs)) = m.store.list(bramble_wire::objects::Kind::Pod, None).await else {
+        return false;
+    };
+    let pods: Vec<bramble_wire::objects::Pod> = objs
+        .into_iter()
+        .filter_map(|o| match o {
+            bramble_wire::objects::Object::Pod(p) if p.spec.node_name.as_deref() == Some(node) => {
+                Some(p)
+            }
+            _ => None,
+        })
+        .collect();
+    let artifacts = super::artifact::used_by(m, &pods).await;
+    super::authz::node_may_get_artifact(node, sha256, &pods, &artifacts)
 }

@@ -1,5 +1,6 @@
 //! The `bramble` command line: `master` and `up` run servers; the rest are API clients.
 
+pub mod artifact;
 pub mod client;
 pub mod create;
 mod rollout;
@@ -141,6 +142,12 @@ pub enum Cmd {
         #[command(subcommand)]
         action: token::TokenCmd,
     },
+    /// Upload and list artifacts (pods' root filesystems, per architecture).
+    Artifact {
+        /// What to do.
+        #[command(subcommand)]
+        action: artifact::ArtifactCmd,
+    },
     /// Print a process's log (kept on its node).
     Logs {
         /// Pod name.
@@ -228,6 +235,9 @@ pub struct MasterArgs {
     /// Most simultaneous connections.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Largest artifact tarball accepted, e.g. `1Gi`.
+    #[arg(long, default_value = "1Gi", value_parser = crate::validate::parse_bytes)]
+    pub max_artifact_size: u64,
 }
 
 /// Flags of `bramble up`.
@@ -530,6 +540,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
         Cmd::Rollout { action } => rollout::run(&mut c, action, &mut out).await?,
         Cmd::Create { what } => create::run(&mut c, what, &mut out).await?,
         Cmd::Token { action } => token::run(&mut c, action, &mut out).await?,
+        Cmd::Artifact { action } => artifact::run(&mut c, action, &mut out).await?,
         Cmd::Master(_) | Cmd::Up(_) => {}
     }
     Ok(0)

@@ -20,6 +20,8 @@ pub enum Reason {
     /// The node's architecture differs from the pod's, is unknown while the pod requires one, or
     /// runs no pods at all ([`Arch::Mcu`]).
     ArchMismatch,
+    /// The pod's rootfs artifact has no variant for the node's architecture.
+    NoArtifactVariant,
     /// A label of the pod's node selector is missing or differs.
     SelectorMismatch,
     /// The node has a taint that the pod does not tolerate.
@@ -36,13 +38,14 @@ pub enum Reason {
 
 impl Reason {
     /// Number of reasons.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 
     /// Every reason, in checker order.
     pub const ALL: [Reason; Reason::COUNT] = [
         Reason::NotReady,
         Reason::Unschedulable,
         Reason::ArchMismatch,
+        Reason::NoArtifactVariant,
         Reason::SelectorMismatch,
         Reason::UntoleratedTaint,
         Reason::InsufficientCpu,
@@ -57,6 +60,7 @@ impl Reason {
             Reason::NotReady => "not ready",
             Reason::Unschedulable => "unschedulable",
             Reason::ArchMismatch => "wrong architecture",
+            Reason::NoArtifactVariant => "no artifact variant for their architecture",
             Reason::SelectorMismatch => "didn't match node selector",
             Reason::UntoleratedTaint => "untolerated taint",
             Reason::InsufficientCpu => "insufficient cpu",
@@ -72,6 +76,8 @@ impl Reason {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PodReq<'a> {
     pub(crate) arch: Option<Arch>,
+    /// Architectures the pod's rootfs artifact has variants for; `None` = no artifact.
+    pub(crate) artifact_archs: Option<&'a [Arch]>,
     /// (key id, value id) sorted by key id.
     pub(crate) selector: &'a [(u32, u32)],
     /// A selector key or value that no node has: matches nothing.
@@ -109,6 +115,16 @@ pub(crate) fn check_arch(p: &PodReq<'_>, n: &NodeStatic) -> Result<(), Reason> {
     match p.arch {
         Some(a) if n.arch != Some(a) => Err(Reason::ArchMismatch),
         _ => Ok(()),
+    }
+}
+
+/// The pod's artifact, if any, has a variant for the node's architecture.
+#[inline]
+pub(crate) fn check_artifact(p: &PodReq<'_>, n: &NodeStatic) -> Result<(), Reason> {
+    match (p.artifact_archs, n.arch) {
+        (None, _) => Ok(()),
+        (Some(archs), Some(a)) if archs.contains(&a) => Ok(()),
+        _ => Err(Reason::NoArtifactVariant),
     }
 }
 
@@ -194,6 +210,7 @@ pub(crate) fn static_fit(p: &PodReq<'_>, n: &NodeStatic) -> Result<(), Reason> {
     check_ready(n)?;
     check_schedulable(n)?;
     check_arch(p, n)?;
+    check_artifact(p, n)?;
     check_selector(p, n)?;
     check_taints(p, n)
 }

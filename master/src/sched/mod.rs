@@ -79,7 +79,7 @@ pub use feasible::Reason;
 pub use rank::Weights;
 pub use snapshot::{
     Allocatable, Amounts, LABEL_ARCH, LABEL_HOSTNAME, NodeView, OwnerKey, PendingPod, SchedNode,
-    Snapshot,
+    Snapshot, artifact_of,
 };
 
 use feasible::PodReq;
@@ -152,8 +152,17 @@ impl ReasonCounts {
     }
 }
 
+/// What a failure says about the pod's rootfs artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactNote {
+    /// No artifact of that name: no node was looked at.
+    Missing(String),
+    /// The artifact and the architectures it has variants for (some nodes lacked one).
+    Variants(String, Vec<bramble_wire::objects::Arch>),
+}
+
 /// A pod no node could take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// Index into the pending pods.
     pub pod: usize,
@@ -161,6 +170,8 @@ pub struct Failure {
     pub nodes: u32,
     /// For each reason, the nodes whose first failing checker it was (they add up to `nodes`).
     pub reasons: ReasonCounts,
+    /// Set when the pod's artifact is missing, or when some node lacked a variant of it.
+    pub artifact: Option<ArtifactNote>,
 }
 
 impl Failure {
@@ -173,6 +184,12 @@ impl Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(ArtifactNote::Missing(name)) = &self.artifact {
+            return write!(
+                f,
+                "artifact {name} not found: push it with bramble artifact push"
+            );
+        }
         write!(f, "0/{} nodes available", self.nodes)?;
         if self.nodes == 0 {
             return f.write_str(": no nodes in the cluster");
@@ -185,6 +202,14 @@ impl fmt::Display for Failure {
         for (i, r) in rs.iter().enumerate() {
             let sep = if i == 0 { ": " } else { ", " };
             write!(f, "{sep}{} {}", self.reasons.get(*r), r.as_str())?;
+        }
+        if let Some(ArtifactNote::Variants(name, archs)) = &self.artifact {
+            if archs.is_empty() {
+                write!(f, " ({name} has no variants)")?;
+            } else {
+                let names: Vec<&str> = archs.iter().map(|a| a.as_str()).collect();
+                write!(f, " ({name} has {})", names.join(", "))?;
+            }
         }
         Ok(())
     }
@@ -234,6 +259,18 @@ pub fn schedule_with(
     let mut tolerated: Vec<bool> = vec![false; snapshot.taints.len()];
 
     for (pi, pod) in pending.iter().enumerate() {
+        // A missing artifact fails before any node is looked at.
+        if let Some(a) = &pod.artifact
+            && !snapshot.artifacts.contains_key(a)
+        {
+            plan.failures.push(Failure {
+                pod: pi,
+                nodes: n as u32,
+                reasons: ReasonCounts::default(),
+                artifact: Some(ArtifactNote::Missing(a.clone())),
+            });
+            continue;
+        }
         // Compile the pod's static constraints and find (or build) its class.
         key.fill(snapshot, pod, &mut tolerated);
         let class = classes.find_or_build(&key, snapshot, &w.order, &tolerated);
@@ -310,6 +347,14 @@ pub fn schedule_with(
                 pod: pi,
                 nodes: n as u32,
                 reasons: ReasonCounts(reasons),
+                artifact: match (&pod.artifact, &key.artifact_archs) {
+                    (Some(name), Some(archs))
+                        if reasons[Reason::NoArtifactVariant as usize] > 0 =>
+                    {
+                        Some(ArtifactNote::Variants(name.clone(), archs.clone()))
+                    }
+                    _ => None,
+                },
             }),
         }
     }
@@ -415,6 +460,8 @@ impl Working {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ClassKey {
     arch: Option<bramble_wire::objects::Arch>,
+    /// Architectures of the pod's artifact's variants; `None` = no artifact.
+    artifact_archs: Option<Vec<bramble_wire::objects::Arch>>,
     selector_impossible: bool,
     /// (key id, value id), sorted.
     selector: Vec<(u32, u32)>,
@@ -426,6 +473,10 @@ impl ClassKey {
     /// Compiles `pod` into `self` and `tolerated` (by taint id), reusing their buffers.
     fn fill(&mut self, snapshot: &Snapshot, pod: &PendingPod, tolerated: &mut [bool]) {
         self.arch = pod.arch;
+        self.artifact_archs = pod
+            .artifact
+            .as_ref()
+            .map(|a| snapshot.artifacts.get(a).cloned().unwrap_or_default());
         self.selector.clear();
         self.selector_impossible = false;
         for (k, v) in &pod.node_selector {
@@ -486,6 +537,7 @@ impl Classes {
                 }
                 let req = PodReq {
                     arch: key.arch,
+                    artifact_archs: key.artifact_archs.as_deref(),
                     selector: &key.selector,
                     selector_impossible: key.selector_impossible,
                     tolerated,

@@ -77,6 +77,14 @@ pub struct PendingPod {
     pub arch: Option<Arch>,
     /// Owner, for spreading replicas; `None` for bare pods.
     pub owner: Option<OwnerKey>,
+    /// The artifact the pod's rootfs comes from (`rootfs = "artifact:NAME"`): only nodes whose
+    /// architecture has a variant of it fit.
+    pub artifact: Option<String>,
+}
+
+/// The artifact name of a `rootfs = "artifact:NAME"`.
+pub fn artifact_of(rootfs: Option<&str>) -> Option<&str> {
+    rootfs.and_then(|r| r.strip_prefix("artifact:"))
 }
 
 impl PendingPod {
@@ -105,6 +113,7 @@ impl PendingPod {
                 kind: o.kind,
                 name: o.name.clone(),
             }),
+            artifact: artifact_of(pod.spec.rootfs.as_deref()).map(str::to_string),
         }
     }
 
@@ -288,6 +297,8 @@ pub struct Snapshot {
     taint_ids: HashMap<Taint, u32>,
     pub(crate) owners: HashMap<OwnerKey, u32>,
     by_name: HashMap<String, usize>,
+    /// Artifact name → architectures it has a variant for (sorted).
+    pub(crate) artifacts: HashMap<String, Vec<Arch>>,
 }
 
 impl Snapshot {
@@ -315,6 +326,22 @@ impl Snapshot {
             s.add_bound(idx, &PendingPod::from_pod(p));
         }
         s
+    }
+
+    /// Records an artifact and the architectures it has variants for.
+    pub fn add_artifact(&mut self, name: &str, archs: &[Arch]) {
+        let mut a = archs.to_vec();
+        a.sort_unstable();
+        a.dedup();
+        self.artifacts.insert(name.to_string(), a);
+    }
+
+    /// Records every artifact object's variants.
+    pub fn add_artifacts(&mut self, artifacts: &[bramble_wire::objects::Artifact]) {
+        for a in artifacts {
+            let archs: Vec<Arch> = a.variants.iter().map(|v| v.arch).collect();
+            self.add_artifact(&a.meta.name, &archs);
+        }
     }
 
     /// Adds a node and returns its index. A node with the name of an existing one replaces

@@ -1123,3 +1123,107 @@ proptest! {
         );
     }
 }
+
+// ---- artifacts ------------------------------------------------------------------------------
+
+fn artifact_pod(name: &str, artifact: &str) -> PendingPod {
+    PendingPod {
+        namespace: "default".into(),
+        name: name.into(),
+        artifact: Some(artifact.into()),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn artifact_pods_go_only_where_a_variant_exists() {
+    let mut snap = Snapshot::new();
+    snap.add_node(node("x86").arch(Some(Arch::X86_64)));
+    snap.add_node(node("pi").arch(Some(Arch::Aarch64)));
+    snap.add_node(node("old").arch(Some(Arch::Armv7)));
+    snap.add_artifact("busybox", &[Arch::Aarch64]);
+    for seed in 0..20 {
+        let plan = schedule(&snap, &[artifact_pod("a", "busybox")], 0, seed);
+        assert_eq!(plan.bindings.len(), 1);
+        assert_eq!(snap.node(plan.bindings[0].node).name, "pi");
+    }
+}
+
+#[test]
+fn no_variant_for_any_node_keeps_the_pod_pending_with_the_reason() {
+    let mut snap = Snapshot::new();
+    for n in ["a", "b", "c"] {
+        snap.add_node(node(n).arch(Some(Arch::X86_64)));
+    }
+    snap.add_artifact("busybox", &[Arch::Aarch64]);
+    let plan = schedule(&snap, &[artifact_pod("p", "busybox")], 0, 1);
+    assert!(plan.bindings.is_empty());
+    assert_eq!(
+        plan.failures[0].message(),
+        "0/3 nodes available: 3 no artifact variant for their architecture (busybox has aarch64)"
+    );
+    // Other reasons still count first where they apply.
+    let mut snap2 = Snapshot::new();
+    snap2.add_node(node("a").arch(Some(Arch::X86_64)));
+    snap2.add_node(node("b").not_ready());
+    snap2.add_artifact("busybox", &[Arch::Aarch64, Arch::Armv7]);
+    let plan = schedule(&snap2, &[artifact_pod("p", "busybox")], 0, 1);
+    assert_eq!(
+        plan.failures[0].message(),
+        "0/2 nodes available: 1 not ready, 1 no artifact variant for their architecture (busybox has aarch64, armv7)"
+    );
+}
+
+#[test]
+fn a_missing_artifact_says_how_to_push_it() {
+    let mut snap = Snapshot::new();
+    snap.add_node(node("a"));
+    let plan = schedule(&snap, &[artifact_pod("p", "busybox")], 0, 1);
+    assert_eq!(
+        plan.failures[0].message(),
+        "artifact busybox not found: push it with bramble artifact push"
+    );
+    // An artifact without variants (all replaced away) fits nowhere, and says so.
+    snap.add_artifact("busybox", &[]);
+    let plan = schedule(&snap, &[artifact_pod("p", "busybox")], 0, 1);
+    assert_eq!(
+        plan.failures[0].message(),
+        "0/1 nodes available: 1 no artifact variant for their architecture (busybox has no variants)"
+    );
+}
+
+#[test]
+fn pods_of_different_artifacts_do_not_share_a_class() {
+    let mut snap = Snapshot::new();
+    snap.add_node(node("x86").arch(Some(Arch::X86_64)));
+    snap.add_node(node("pi").arch(Some(Arch::Aarch64)));
+    snap.add_artifact("arm", &[Arch::Aarch64]);
+    snap.add_artifact("intel", &[Arch::X86_64]);
+    let pods = [
+        artifact_pod("a", "arm"),
+        artifact_pod("b", "intel"),
+        artifact_pod("c", "arm"),
+        PendingPod {
+            name: "plain".into(),
+            ..Default::default()
+        },
+    ];
+    let plan = schedule(&snap, &pods, 0, 3);
+    assert_eq!(plan.bindings.len(), 4);
+    let on = |i: usize| snap.node(plan.bindings[i].node).name.to_string();
+    assert_eq!(on(0), "pi");
+    assert_eq!(on(1), "x86");
+    assert_eq!(on(2), "pi");
+}
+
+#[test]
+fn pending_pod_reads_the_artifact_from_rootfs() {
+    let mut p = Pod::default();
+    p.spec.rootfs = Some("artifact:busybox".into());
+    assert_eq!(
+        PendingPod::from_pod(&p).artifact.as_deref(),
+        Some("busybox")
+    );
+    p.spec.rootfs = Some("/srv/rootfs".into());
+    assert_eq!(PendingPod::from_pod(&p).artifact, None);
+}

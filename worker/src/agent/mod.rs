@@ -5,6 +5,7 @@
 //! Offline autonomy: the assignment set is persisted (only when it changes) and the pods are
 //! started from it at boot, so a node with no master keeps running — and restarting — its pods.
 
+pub mod artifacts;
 pub mod credential;
 pub mod driver;
 pub mod info;
@@ -69,6 +70,7 @@ enum Ev {
     },
     Down(NodeDown),
     Disconnected,
+    Unpacked(artifacts::Unpacked),
 }
 
 fn now_ms() -> u64 {
@@ -76,6 +78,22 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Hands the driver the pods it can run now: with their services' environment, and with an
+/// artifact rootfs only once the artifact is unpacked (the cache pulls what is missing).
+fn sync_pods(
+    driver: &mut impl Driver,
+    arts: &mut artifacts::ArtifactCache,
+    proxy: &crate::proxy::Proxy,
+    desired: &Assignment,
+    up: Option<&async_channel::Sender<NodeUp>>,
+) {
+    let with_env = Assignment {
+        pods: proxy.with_service_env(&desired.pods),
+        ..desired.clone()
+    };
+    arts.sync(driver, &with_env, up);
 }
 
 /// Runs the agent forever.
@@ -98,8 +116,10 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
     let mut secrets: Option<Vec<bramble_wire::objects::Secret>> = None;
     let mut proxy =
         crate::proxy::Proxy::with_state(cfg.proxy_address, cfg.state_dir.join("endpoints"));
+    let mut arts = artifacts::ArtifactCache::new(&cfg.state_dir, cfg.info.arch);
+    let unpacked = arts.done();
     driver.configure(&desired.config_maps, None);
-    driver.sync(&proxy.with_service_env(&desired.pods));
+    sync_pods(&mut driver, &mut arts, &proxy, &desired, None);
 
     let (ev_tx, ev_rx) = async_channel::bounded::<Ev>(64);
     smol::spawn(connection_loop(cfg.clone(), ev_tx)).detach();
@@ -114,6 +134,7 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
     loop {
         // Wake on a message, a pod status change, or the tick (heartbeats, restarts' bookkeeping).
         let ev = async { ev_rx.recv().await.ok() }
+            .or(async { unpacked.recv().await.ok().map(Ev::Unpacked) })
             .or(async {
                 driver.changed().await;
                 // Rate-limit status wakeups: a burst of process events is one report.
@@ -136,7 +157,9 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                 hb_every = heartbeat;
                 next_hb = Instant::now() + hb_every;
                 // After a reconnect: the full state once, then deltas.
-                let pods = driver.poll();
+                let mut pods = driver.poll();
+                pods.extend(arts.waiting(&desired));
+                arts.pump(&tx);
                 reported = pods.iter().map(|r| (r.uid.clone(), r.clone())).collect();
                 let _ = tx
                     .send(NodeUp::Status {
@@ -149,6 +172,7 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
             }
             Some(Ev::Disconnected) => {
                 up = None;
+                arts.disconnected();
                 for (_, c) in streams.drain() {
                     c.store(true, Ordering::Relaxed);
                 }
@@ -162,17 +186,28 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                 }
                 desired = a;
                 driver.configure(&desired.config_maps, secrets.as_deref());
-                driver.sync(&proxy.with_service_env(&desired.pods));
+                sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
             }
             Some(Ev::Down(NodeDown::Resync)) => reported.clear(),
             Some(Ev::Down(NodeDown::Secrets(s))) => {
                 secrets = Some(s);
                 driver.configure(&desired.config_maps, secrets.as_deref());
-                driver.sync(&proxy.with_service_env(&desired.pods));
+                sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
             }
             Some(Ev::Down(NodeDown::Endpoints(eps))) => proxy.update(eps),
-            Some(Ev::Down(NodeDown::ArtifactChunk { .. } | NodeDown::Credential { .. })) => {}
+            Some(Ev::Down(NodeDown::Credential { .. })) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
+            Some(Ev::Down(NodeDown::ArtifactChunk {
+                request,
+                data,
+                error,
+            })) => {
+                arts.on_chunk(request, data, error, up.as_ref());
+            }
+            Some(Ev::Unpacked(u)) => {
+                arts.finish(u);
+                sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
+            }
             Some(Ev::Down(NodeDown::Logs {
                 request,
                 namespace,
@@ -203,8 +238,12 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
             }
             None => {}
         }
+        if arts.tick(&desired) {
+            sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
+        }
         // Status deltas.
-        let now_pods = driver.poll();
+        let mut now_pods = driver.poll();
+        now_pods.extend(arts.waiting(&desired));
         if let Some(tx) = &up {
             let mut delta = Vec::new();
             for r in &now_pods {

@@ -1,0 +1,481 @@
+//! Artifact storage on the master: content-addressed tarballs under `DATA_DIR/artifacts/<sha256>`.
+//!
+//! - Upload (client): `ArtifactBegin` answers the bytes already held (`<sha256>.partial`'s
+//!   length), so a re-run resumes; each `ArtifactChunk` must start where the held bytes end. The
+//!   chunk that completes the file ends the upload: sha256 compared with the announced one, the
+//!   tarball checked with the worker's safe-tar rules (a `../` entry is refused at push, naming
+//!   the entry), fsync, rename to `<sha256>`, fsync the directory, and the variant recorded in
+//!   the `Artifact` object. Any failure discards the partial file.
+//! - Download (workers): `ArtifactGet` reads at most [`bramble_artifact::CHUNK`] bytes.
+//! - Delete: `bramble delete artifact NAME` removes the object; [`remove_unused_blobs`] then
+//!   removes the blobs no artifact refers to.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+
+use bramble_artifact::{CHUNK, Limits, Sha256, is_sha256_hex};
+use bramble_wire::Arch;
+use bramble_wire::msg::{ApiError, ErrorCode, NodeDown, ResponseBody};
+use bramble_wire::objects::{Artifact, ArtifactVariant, Kind, Meta, Object};
+
+use super::{Master, now_ms};
+use crate::store::StoreError;
+
+/// Default largest artifact tarball (`bramble master --max-artifact-size`).
+pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+
+/// An upload in progress: the open partial file and the hash of what it holds.
+struct Upload {
+    name: String,
+    arch: Arch,
+    size: u64,
+    held: u64,
+    file: std::fs::File,
+    hash: Sha256,
+}
+
+/// Uploads in progress, by partial file path (unique per data dir and sha256).
+type Uploads = HashMap<PathBuf, Arc<async_lock::Mutex<Option<Upload>>>>;
+static UPLOADS: LazyLock<async_lock::Mutex<Uploads>> =
+    LazyLock::new(|| async_lock::Mutex::new(HashMap::new()));
+/// Held from a blob's rename until its variant is recorded, and while unused blobs are removed,
+/// so a blob is never removed between the two.
+static BLOBS: async_lock::Mutex<()> = async_lock::Mutex::new(());
+
+fn invalid(msg: impl Into<String>) -> ApiError {
+    ApiError {
+        code: ErrorCode::Invalid,
+        message: msg.into(),
+    }
+}
+
+fn internal(msg: impl Into<String>) -> ApiError {
+    ApiError {
+        code: ErrorCode::Internal,
+        message: msg.into(),
+    }
+}
+
+/// `DATA_DIR/artifacts`.
+pub(crate) fn dir(m: &Master) -> PathBuf {
+    m.cfg.data_dir.join("artifacts")
+}
+
+async fn slot(partial: &Path) -> Arc<async_lock::Mutex<Option<Upload>>> {
+    UPLOADS
+        .lock()
+        .await
+        .entry(partial.to_path_buf())
+        .or_default()
+        .clone()
+}
+
+async fn forget(partial: &Path) {
+    UPLOADS.lock().await.remove(partial);
+}
+
+/// `ArtifactBegin`: checks the announcement and answers the bytes held.
+pub(crate) async fn begin(
+    m: &Master,
+    name: String,
+    arch: Arch,
+    sha256: String,
+    size: u64,
+) -> Result<ResponseBody, ApiError> {
+    crate::validate::check_name("artifact name", &name).map_err(|e| invalid(e.to_string()))?;
+    if !is_sha256_hex(&sha256) {
+        return Err(invalid(format!(
+            "artifact {name}: {sha256:?} is not a sha256 (64 lowercase hex characters)"
+        )));
+    }
+    if arch == Arch::Mcu {
+        return Err(invalid(format!(
+            "artifact {name}: microcontrollers run no pods; use aarch64, armv7, armv6, x86_64 or riscv64"
+        )));
+    }
+    let max = m.cfg.max_artifact_bytes;
+    if size > max {
+        return Err(invalid(format!(
+            "artifact {name}: {size} bytes is over the master's {max}-byte limit (bramble master --max-artifact-size)"
+        )));
+    }
+    let dir = dir(m);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
+    let done = dir.join(&sha256);
+    if std::fs::metadata(&done).is_ok_and(|md| md.len() == size) {
+        // Already held (another name or architecture, or a finished re-run): just record it.
+        let g = BLOBS.lock().await;
+        let r = record(m, &name, arch, &sha256, size).await;
+        drop(g);
+        r?;
+        remove_unused_blobs(m).await;
+        return Ok(ResponseBody::ArtifactProgress { offset: size });
+    }
+    let partial = dir.join(format!("{sha256}.partial"));
+    let slot = slot(&partial).await;
+    let mut up = slot.lock().await;
+    if let Some(u) = up.as_mut()
+        && u.size == size
+    {
+        u.name = name;
+        u.arch = arch;
+        return Ok(ResponseBody::ArtifactProgress { offset: u.held });
+    }
+    // Open (or reopen after a restart) the partial file and hash what it holds.
+    let p = partial.clone();
+    let opened = smol::unblock(move || -> std::io::Result<(std::fs::File, u64, Sha256)> {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)?;
+        let mut len = f.metadata()?.len();
+        if len > size {
+            f.set_len(0)?;
+            len = 0;
+        }
+        let mut hash = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut left = len;
+        f.seek(SeekFrom::Start(0))?;
+        while left > 0 {
+            let n = f.read(&mut buf[..left.min(64 * 1024) as usize])?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+            left -= n as u64;
+        }
+        f.seek(SeekFrom::Start(len))?;
+        Ok((f, len, hash))
+    })
+    .await;
+    let (file, held, hash) =
+        opened.map_err(|e| internal(format!("cannot open {}: {e}", partial.display())))?;
+    *up = Some(Upload {
+        name,
+        arch,
+        size,
+        held,
+        file,
+        hash,
+    });
+    Ok(ResponseBody::ArtifactProgress { offset: held })
+}
+
+/// `ArtifactChunk`: appends at `offset`; the last chunk verifies, checks and records.
+pub(crate) async fn chunk(
+    m: &Master,
+    sha256: String,
+    offset: u64,
+    data: Vec<u8>,
+) -> Result<ResponseBody, ApiError> {
+    if !is_sha256_hex(&sha256) {
+        return Err(invalid(format!("{sha256:?} is not a sha256")));
+    }
+    if data.len() > CHUNK {
+        return Err(invalid(format!(
+            "a chunk holds at most {CHUNK} bytes, got {}",
+            data.len()
+        )));
+    }
+    let dir = dir(m);
+    let partial = dir.join(format!("{sha256}.partial"));
+    let slot = slot(&partial).await;
+    let mut guard = slot.lock().await;
+    let Some(up) = guard.as_mut() else {
+        drop(guard);
+        forget(&partial).await;
+        if std::fs::metadata(dir.join(&sha256)).is_ok() {
+            return Err(invalid(format!(
+                "upload {sha256} is already complete: run `bramble artifact push` again to record it"
+            )));
+        }
+        return Err(invalid(format!(
+            "no upload of {sha256} in progress: send ArtifactBegin first (bramble artifact push resumes)"
+        )));
+    };
+    if offset != up.held {
+        return Err(invalid(format!(
+            "artifact {}: chunk at offset {offset}, but the master holds {} bytes: resume from there",
+            up.name, up.held
+        )));
+    }
+    if offset + data.len() as u64 > up.size {
+        return Err(invalid(format!(
+            "artifact {}: the chunk at {offset} goes past the announced size {}",
+            up.name, up.size
+        )));
+    }
+    if let Err(e) = up.file.write_all(&data) {
+        return Err(internal(format!("writing {}: {e}", partial.display())));
+    }
+    up.hash.update(&data);
+    up.held += data.len() as u64;
+    if up.held < up.size {
+        return Ok(ResponseBody::ArtifactProgress { offset: up.held });
+    }
+    // Complete: verify, check, make durable, record. Whatever happens, this upload is over.
+    let up = guard.take().expect("checked above");
+    drop(guard);
+    forget(&partial).await;
+    let Upload {
+        name,
+        arch,
+        size,
+        file,
+        hash,
+        ..
+    } = up;
+    let got = hash.finish_hex();
+    if got != sha256 {
+        let _ = std::fs::remove_file(&partial);
+        return Err(invalid(format!(
+            "artifact {name}: the uploaded file's sha256 is {got}, not {sha256} as announced; it was discarded: push the file again"
+        )));
+    }
+    let limits = Limits {
+        max_total_bytes: Limits::default()
+            .max_total_bytes
+            .max(m.cfg.max_artifact_bytes * 4),
+        ..Limits::default()
+    };
+    let p = partial.clone();
+    let final_path = dir.join(&sha256);
+    let fp = final_path.clone();
+    let d = dir.clone();
+    let blobs = BLOBS.lock().await;
+    let checked = smol::unblock(move || -> Result<(), String> {
+        file.sync_all().map_err(|e| format!("fsync: {e}"))?;
+        drop(file);
+        let f = std::fs::File::open(&p).map_err(|e| format!("open: {e}"))?;
+        if let Err(e) = bramble_artifact::check(std::io::BufReader::new(f), &limits) {
+            let _ = std::fs::remove_file(&p);
+            return Err(format!("refused: {e}"));
+        }
+        std::fs::rename(&p, &fp).map_err(|e| format!("rename: {e}"))?;
+        std::fs::File::open(&d)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| format!("fsync dir: {e}"))?;
+        Ok(())
+    })
+    .await;
+    if let Err(e) = checked {
+        let _ = std::fs::remove_file(&partial);
+        return Err(invalid(format!("artifact {name}: {e}")));
+    }
+    let r = record(m, &name, arch, &sha256, size).await;
+    drop(blobs);
+    r?;
+    remove_unused_blobs(m).await;
+    tracing::info!(artifact = %name, arch = arch.as_str(), %sha256, size, "artifact variant stored");
+    Ok(ResponseBody::ArtifactProgress { offset: size })
+}
+
+/// Records `sha256` as `name`'s variant for `arch` (replacing an older one). Call with
+/// [`BLOBS`] held.
+async fn record(
+    m: &Master,
+    name: &str,
+    arch: Arch,
+    sha256: &str,
+    size: u64,
+) -> Result<(), ApiError> {
+    for _ in 0..8 {
+        let current = super::get_opt(&m.store, Kind::Artifact, "", name).await?;
+        let (mut a, rev) = match current {
+            Some(Object::Artifact(a)) => {
+                let rev = a.meta.revision;
+                (a, Some(rev))
+            }
+            _ => (
+                Artifact {
+                    meta: Meta {
+                        name: name.to_string(),
+                        uid: super::auth::random_hex(8)
+                            .map_err(|e| internal(format!("uid: {e}")))?,
+                        created_ms: now_ms(),
+                        ..Default::default()
+                    },
+                    variants: Vec::new(),
+                },
+                None,
+            ),
+        };
+        if a.variant(arch).is_some_and(|v| v.sha256 == sha256) {
+            return Ok(());
+        }
+        a.variants.retain(|v| v.arch != arch);
+        a.variants.push(ArtifactVariant {
+            arch,
+            sha256: sha256.to_string(),
+            size,
+            uploaded_ms: now_ms(),
+        });
+        a.variants.sort_by_key(|v| v.arch);
+        let res = match rev {
+            Some(r) => m.store.update(Object::Artifact(a), Some(r)).await,
+            None => m.store.create(Object::Artifact(a)).await,
+        };
+        match res {
+            Ok(_) => {
+                // Pods waiting for this artifact may now fit somewhere.
+                m.poke_scheduler();
+                return Ok(());
+            }
+            Err(StoreError::Conflict { .. }) | Err(StoreError::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError {
+        code: ErrorCode::Conflict,
+        message: format!("artifact {name}: changed concurrently too often; push again"),
+    })
+}
+
+/// Removes blobs (and stale partial files of no upload in progress) that no artifact refers to.
+pub(crate) async fn remove_unused_blobs(m: &Master) {
+    let _g = BLOBS.lock().await;
+    let Ok((_, objs)) = m.store.list(Kind::Artifact, None).await else {
+        return;
+    };
+    let used: std::collections::HashSet<String> = objs
+        .iter()
+        .filter_map(|o| match o {
+            Object::Artifact(a) => Some(a.variants.iter().map(|v| v.sha256.clone())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let dir = dir(m);
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if is_sha256_hex(&name) && !used.contains(&name) {
+            tracing::info!(blob = %name, "removing unused artifact blob");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Serves a worker's `ArtifactGet`.
+pub(crate) async fn get(
+    m: &Master,
+    request: u32,
+    sha256: String,
+    offset: u64,
+    len: u32,
+) -> NodeDown {
+    let reply = |data: Vec<u8>, error: Option<String>| NodeDown::ArtifactChunk {
+        request,
+        data,
+        error,
+    };
+    if !is_sha256_hex(&sha256) {
+        return reply(Vec::new(), Some(format!("{sha256:?} is not a sha256")));
+    }
+    let path = dir(m).join(&sha256);
+    let want = (len as usize).min(CHUNK);
+    let read = smol::unblock(move || -> std::io::Result<Vec<u8>> {
+        let mut f = std::fs::File::open(&path)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = vec![0u8; want];
+        let mut n = 0;
+        while n < want {
+            let k = f.read(&mut buf[n..])?;
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        buf.truncate(n);
+        Ok(buf)
+    })
+    .await;
+    match read {
+        Ok(data) => reply(data, None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => reply(
+            Vec::new(),
+            Some(format!(
+                "the master holds no artifact blob {sha256}: it was deleted or replaced; push it again"
+            )),
+        ),
+        Err(e) => reply(Vec::new(), Some(format!("reading blob {sha256}: {e}"))),
+    }
+}
+
+/// Every artifact object.
+pub(crate) async fn all(m: &Master) -> Result<Vec<Artifact>, StoreError> {
+    let (_, objs) = m.store.list(Kind::Artifact, None).await?;
+    Ok(objs
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::Artifact(a) => Some(a),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The artifacts `pods` use as rootfs (for their node's assignment), sorted by name.
+pub(crate) async fn used_by(m: &Master, pods: &[bramble_wire::objects::Pod]) -> Vec<Artifact> {
+    let mut names: Vec<&str> = pods
+        .iter()
+        .filter_map(|p| crate::sched::artifact_of(p.spec.rootfs.as_deref()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        if let Ok(Some(Object::Artifact(a))) = super::get_opt(&m.store, Kind::Artifact, "", n).await
+        {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// A hash of the artifacts' variants, so a node is pushed its set again when one changes.
+pub(crate) fn hash(artifacts: &[Artifact]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for a in artifacts {
+        a.meta.name.hash(&mut h);
+        for v in &a.variants {
+            v.sha256.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// Refuses to delete an artifact that pods still use as rootfs (their nodes would stop them).
+pub(crate) async fn check_unused(m: &Master, name: &str) -> Result<(), ApiError> {
+    let (_, pods) = m.store.list(Kind::Pod, None).await?;
+    let users: Vec<String> = pods
+        .iter()
+        .filter_map(|o| match o {
+            Object::Pod(p) if crate::sched::artifact_of(p.spec.rootfs.as_deref()) == Some(name) => {
+                Some(format!("{}/{}", p.meta.namespace, p.meta.name))
+            }
+            _ => None,
+        })
+        .collect();
+    if users.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = users.iter().take(5).map(String::as_str).collect();
+    Err(ApiError {
+        code: ErrorCode::Conflict,
+        message: format!(
+            "artifact {name} is the rootfs of {} pod(s) ({}{}): delete them first",
+            users.len(),
+            shown.join(", "),
+            if users.len() > 5 { ", ..." } else { "" }
+        ),
+    })
+}

@@ -1,0 +1,615 @@
+//! Artifacts on the node: pods with `rootfs = "artifact:NAME"` wait (Pending, "pulling artifact
+//! NAME (34%)") until this node's architecture's variant is pulled, verified and unpacked.
+//!
+//! - Pull: `NodeUp::ArtifactGet` for 32 KiB at a time, [`IN_FLIGHT`] requests ahead, appended to
+//!   `<state>/artifacts/<sha>.partial`; after a reconnect or an agent restart the pull resumes
+//!   from the partial file's length.
+//! - Verify and unpack (a thread, off the event loop): sha256 of the whole file, then
+//!   [`bramble_artifact::unpack`] into `<sha>.tmp/`, renamed to `<sha>/` once complete; the
+//!   tarball is then deleted. One tree serves every pod that uses it (read-only in each pod).
+//! - GC: a tree (or partial file) no assigned pod refers to for [`GC_GRACE`] is removed.
+//! - Failures (the master lost the blob, a hash mismatch, an unsafe tarball) land in the pods'
+//!   message and are retried after [`RETRY_AFTER`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bramble_wire::Arch;
+use bramble_wire::msg::{Assignment, NodeUp, PodReport};
+use bramble_wire::objects::{Pod, PodPhase, PodStatus};
+
+use super::Driver;
+
+/// Chunk requests kept in flight per pull.
+pub const IN_FLIGHT: usize = 8;
+/// How long an unused tree is kept (a pod may come back, e.g. a rollout undone).
+pub const GC_GRACE: Duration = Duration::from_secs(600);
+/// How long a failed pull waits before it is tried again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The outcome of a verify-and-unpack thread.
+#[derive(Debug)]
+pub struct Unpacked {
+    sha256: String,
+    result: Result<(), String>,
+}
+
+#[derive(Debug)]
+struct Pull {
+    name: String,
+    size: u64,
+    held: u64,
+    file: fs::File,
+    /// (request, offset, len), in the order sent (and answered).
+    inflight: VecDeque<(u32, u64, u32)>,
+    unpacking: bool,
+}
+
+/// The node's artifact cache and pulls in progress.
+#[derive(Debug)]
+pub struct ArtifactCache {
+    dir: PathBuf,
+    arch: Arch,
+    pulls: HashMap<String, Pull>,
+    failed: HashMap<String, (String, Instant)>,
+    unused_since: HashMap<String, Instant>,
+    next_request: u32,
+    last_gc: Option<Instant>,
+    done_tx: async_channel::Sender<Unpacked>,
+    done_rx: async_channel::Receiver<Unpacked>,
+}
+
+/// What a pod's rootfs needs from the cache.
+enum Need<'a> {
+    /// No artifact rootfs.
+    None,
+    /// The variant for this node.
+    Variant {
+        name: &'a str,
+        sha256: &'a str,
+        size: u64,
+    },
+    /// Cannot be run here, and why.
+    Impossible(String),
+}
+
+fn need<'a>(pod: &'a Pod, a: &'a Assignment, arch: Arch) -> Need<'a> {
+    let Some(name) = pod
+        .spec
+        .rootfs
+        .as_deref()
+        .and_then(|r| r.strip_prefix("artifact:"))
+    else {
+        return Need::None;
+    };
+    let Some(art) = a.artifacts.iter().find(|x| x.meta.name == name) else {
+        return Need::Impossible(format!(
+            "artifact {name} is not in this node's assignment (deleted?): push it again with bramble artifact push"
+        ));
+    };
+    match art.variant(arch) {
+        Some(v) if bramble_artifact::is_sha256_hex(&v.sha256) => Need::Variant {
+            name,
+            sha256: &v.sha256,
+            size: v.size,
+        },
+        _ => Need::Impossible(format!(
+            "artifact {name} has no {} variant: push one with bramble artifact push FILE --arch {}",
+            arch.as_str(),
+            arch.as_str()
+        )),
+    }
+}
+
+impl ArtifactCache {
+    /// A cache in `<state_dir>/artifacts` for a node of `arch`.
+    pub fn new(state_dir: &Path, arch: Arch) -> ArtifactCache {
+        let (done_tx, done_rx) = async_channel::unbounded();
+        ArtifactCache {
+            dir: state_dir.join("artifacts"),
+            arch,
+            pulls: HashMap::new(),
+            failed: HashMap::new(),
+            unused_since: HashMap::new(),
+            next_request: 1,
+            last_gc: None,
+            done_tx,
+            done_rx,
+        }
+    }
+
+    /// Where the results of unpack threads arrive; hand them to [`ArtifactCache::finish`].
+    pub fn done(&self) -> async_channel::Receiver<Unpacked> {
+        self.done_rx.clone()
+    }
+
+    fn tree(&self, sha256: &str) -> PathBuf {
+        self.dir.join(sha256)
+    }
+
+    /// Gives the driver the pods it can run now (artifact rootfs resolved to the unpacked tree),
+    /// starts the pulls the others wait for, and sends chunk requests if connected.
+    pub fn sync(
+        &mut self,
+        driver: &mut impl Driver,
+        desired: &Assignment,
+        up: Option<&async_channel::Sender<NodeUp>>,
+    ) {
+        let mut runnable = Vec::with_capacity(desired.pods.len());
+        for p in &desired.pods {
+            match need(p, desired, self.arch) {
+                Need::None => runnable.push(p.clone()),
+                Need::Impossible(_) => {}
+                Need::Variant { name, sha256, size } => {
+                    let tree = self.tree(sha256);
+                    if tree.is_dir() {
+                        let mut p = p.clone();
+                        p.spec.rootfs = Some(tree.to_string_lossy().into_owned());
+                        runnable.push(p);
+                    } else {
+                        self.start(name, sha256, size);
+                    }
+                }
+            }
+        }
+        driver.sync(&runnable);
+        if let Some(up) = up {
+            self.pump(up);
+        }
+    }
+
+    /// Status reports for the pods that wait for (or cannot get) their artifact.
+    pub fn waiting(&self, desired: &Assignment) -> Vec<PodReport> {
+        let mut out = Vec::new();
+        for p in &desired.pods {
+            let message = match need(p, desired, self.arch) {
+                Need::None => continue,
+                Need::Impossible(m) => m,
+                Need::Variant { name, sha256, .. } => {
+                    if self.tree(sha256).is_dir() {
+                        continue;
+                    }
+                    if let Some((m, _)) = self.failed.get(sha256) {
+                        m.clone()
+                    } else if let Some(pull) = self.pulls.get(sha256) {
+                        if pull.unpacking {
+                            format!("unpacking artifact {name}")
+                        } else {
+                            // In steps of 10%: each change is a status write on the master.
+                            let pct = (pull.held * 10).checked_div(pull.size).unwrap_or(10) * 10;
+                            format!("pulling artifact {name} ({pct}%)")
+                        }
+                    } else {
+                        format!("waiting for artifact {name}")
+                    }
+                }
+            };
+            out.push(PodReport {
+                namespace: p.meta.namespace.clone(),
+                name: p.meta.name.clone(),
+                uid: p.meta.uid.clone(),
+                status: PodStatus {
+                    phase: PodPhase::Pending,
+                    message,
+                    ..Default::default()
+                },
+            });
+        }
+        out
+    }
+
+    /// Begins (or resumes from the partial file) pulling a variant.
+    fn start(&mut self, name: &str, sha256: &str, size: u64) {
+        if self.pulls.contains_key(sha256) {
+            return;
+        }
+        if let Some((_, at)) = self.failed.get(sha256) {
+            if at.elapsed() < RETRY_AFTER {
+                return;
+            }
+            self.failed.remove(sha256);
+        }
+        let partial = self.dir.join(format!("{sha256}.partial"));
+        let opened = fs::create_dir_all(&self.dir).and_then(|()| {
+            let f = fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&partial)?;
+            let mut len = f.metadata()?.len();
+            if len > size {
+                f.set_len(0)?;
+                len = 0;
+            }
+            Ok((f, len))
+        });
+        let (file, held) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                self.fail(
+                    sha256,
+                    format!("artifact {name}: cannot write {}: {e}", partial.display()),
+                );
+                return;
+            }
+        };
+        if held > 0 {
+            tracing::info!(artifact = %name, held, size, "resuming artifact pull");
+        } else {
+            tracing::info!(artifact = %name, size, %sha256, "pulling artifact");
+        }
+        let mut pull = Pull {
+            name: name.to_string(),
+            size,
+            held,
+            file,
+            inflight: VecDeque::new(),
+            unpacking: false,
+        };
+        if held == size {
+            self.unpack(sha256, &mut pull);
+        }
+        self.pulls.insert(sha256.to_string(), pull);
+    }
+
+    fn fail(&mut self, sha256: &str, message: String) {
+        tracing::warn!("{message}");
+        self.pulls.remove(sha256);
+        self.failed.insert(
+            sha256.to_string(),
+            (
+                format!("{message} (retrying in {} s)", RETRY_AFTER.as_secs()),
+                Instant::now(),
+            ),
+        );
+    }
+
+    /// Sends chunk requests so that each pull has [`IN_FLIGHT`] outstanding.
+    pub fn pump(&mut self, up: &async_channel::Sender<NodeUp>) {
+        for (sha, pull) in &mut self.pulls {
+            if pull.unpacking {
+                continue;
+            }
+            let mut next = pull.held + pull.inflight.iter().map(|r| u64::from(r.2)).sum::<u64>();
+            while pull.inflight.len() < IN_FLIGHT && next < pull.size {
+                let len = (pull.size - next).min(bramble_artifact::CHUNK as u64) as u32;
+                let request = self.next_request;
+                let msg = NodeUp::ArtifactGet {
+                    request,
+                    sha256: sha.clone(),
+                    offset: next,
+                    len,
+                };
+                if up.try_send(msg).is_err() {
+                    break; // the connection is busy or gone: the next pump goes on
+                }
+                self.next_request = self.next_request.wrapping_add(1).max(1);
+                pull.inflight.push_back((request, next, len));
+                next += u64::from(len);
+            }
+        }
+    }
+
+    /// The connection dropped: requests in flight are lost; they are sent again on reconnect.
+    pub fn disconnected(&mut self) {
+        for p in self.pulls.values_mut() {
+            p.inflight.clear();
+        }
+    }
+
+    /// A chunk arrived. Returns whether the waiting pods' messages changed.
+    pub fn on_chunk(
+        &mut self,
+        request: u32,
+        data: Vec<u8>,
+        error: Option<String>,
+        up: Option<&async_channel::Sender<NodeUp>>,
+    ) -> bool {
+        let Some(sha) = self
+            .pulls
+            .iter()
+            .find(|(_, p)| p.inflight.iter().any(|r| r.0 == request))
+            .map(|(s, _)| s.clone())
+        else {
+            return false; // stale (an old connection's request)
+        };
+        let Some(mut pull) = self.pulls.remove(&sha) else {
+            return false;
+        };
+        if let Some(e) = error {
+            let msg = format!("pulling artifact {}: {e}", pull.name);
+            self.fail(&sha, msg);
+            return true;
+        }
+        let before = (pull.held * 100).checked_div(pull.size).unwrap_or(0);
+        let front = pull.inflight.front().copied();
+        match front {
+            Some((r, offset, len)) if r == request && offset == pull.held => {
+                pull.inflight.pop_front();
+                if data.len() as u64 > u64::from(len) {
+                    let msg = format!("pulling artifact {}: the master sent too much", pull.name);
+                    self.fail(&sha, msg);
+                    return true;
+                }
+                if let Err(e) = pull.file.write_all(&data) {
+                    let msg = format!("artifact {}: writing the partial file: {e}", pull.name);
+                    self.fail(&sha, msg);
+                    return true;
+                }
+                pull.held += data.len() as u64;
+                if (data.len() as u32) < len && pull.held < pull.size {
+                    // Short read: ask again from where we are.
+                    pull.inflight.clear();
+                }
+            }
+            _ => {
+                // Out of step (should not happen on one ordered connection): start over from
+                // what is held.
+                pull.inflight.clear();
+            }
+        }
+        let complete = pull.held >= pull.size;
+        if complete {
+            self.unpack(&sha, &mut pull);
+        }
+        let after = (pull.held * 100).checked_div(pull.size).unwrap_or(0);
+        self.pulls.insert(sha, pull);
+        if !complete && let Some(up) = up {
+            self.pump(up);
+        }
+        complete || after != before
+    }
+
+    /// Verifies and unpacks a complete partial file on a thread.
+    fn unpack(&self, sha256: &str, pull: &mut Pull) {
+        pull.unpacking = true;
+        let _ = pull.file.sync_all();
+        let dir = self.dir.clone();
+        let sha = sha256.to_string();
+        let name = pull.name.clone();
+        let tx = self.done_tx.clone();
+        std::thread::spawn(move || {
+            let result = verify_and_unpack(&dir, &sha, &name);
+            let _ = tx.send_blocking(Unpacked {
+                sha256: sha,
+                result,
+            });
+        });
+    }
+
+    /// Takes an unpack thread's outcome; call [`ArtifactCache::sync`] next to start its pods.
+    pub fn finish(&mut self, u: Unpacked) {
+        let Some(pull) = self.pulls.remove(&u.sha256) else {
+            return;
+        };
+        match u.result {
+            Ok(()) => {
+                tracing::info!(artifact = %pull.name, sha256 = %u.sha256, "artifact unpacked");
+            }
+            Err(e) => self.fail(&u.sha256, e),
+        }
+    }
+
+    /// Retries failed pulls whose wait is over and removes unused trees; call on every tick.
+    /// Returns whether a retry is due (call [`ArtifactCache::sync`]).
+    pub fn tick(&mut self, desired: &Assignment) -> bool {
+        let retry = self
+            .failed
+            .values()
+            .any(|(_, at)| at.elapsed() >= RETRY_AFTER);
+        if self
+            .last_gc
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(30))
+        {
+            self.last_gc = Some(Instant::now());
+            self.gc(desired, Instant::now(), GC_GRACE);
+        }
+        retry
+    }
+
+    /// Removes trees and partial files that no assigned pod referred to for `grace`.
+    pub fn gc(&mut self, desired: &Assignment, now: Instant, grace: Duration) {
+        let referenced: HashSet<String> = desired
+            .pods
+            .iter()
+            .filter_map(|p| match need(p, desired, self.arch) {
+                Need::Variant { sha256, .. } => Some(sha256.to_string()),
+                _ => None,
+            })
+            .collect();
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let entries: Vec<String> = rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        for name in gc_plan(
+            &entries,
+            &referenced,
+            &mut self.unused_since,
+            &self.pulls.keys().cloned().collect(),
+            now,
+            grace,
+        ) {
+            let p = self.dir.join(&name);
+            tracing::info!(path = %p.display(), "removing unused artifact");
+            let r = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
+            if let Err(e) = r {
+                tracing::warn!("removing {}: {e}", p.display());
+            }
+        }
+    }
+}
+
+/// The cache entries to remove now: trees (`<sha>`), partial files and temp dirs whose sha no
+/// pod refers to and no pull uses, once they have been unused for `grace`. `unused_since`
+/// remembers when each was first seen unused (and forgets the ones in use again).
+pub fn gc_plan(
+    entries: &[String],
+    referenced: &HashSet<String>,
+    unused_since: &mut HashMap<String, Instant>,
+    pulling: &HashSet<String>,
+    now: Instant,
+    grace: Duration,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for e in entries {
+        let sha = e
+            .strip_suffix(".partial")
+            .or_else(|| e.strip_suffix(".tmp"))
+            .unwrap_or(e);
+        if !bramble_artifact::is_sha256_hex(sha) {
+            continue;
+        }
+        if referenced.contains(sha) || pulling.contains(sha) {
+            unused_since.remove(e);
+            continue;
+        }
+        seen.insert(e.clone());
+        let since = *unused_since.entry(e.clone()).or_insert(now);
+        if now.saturating_duration_since(since) >= grace {
+            out.push(e.clone());
+        }
+    }
+    unused_since.retain(|k, _| seen.contains(k) && !out.contains(k));
+    out
+}
+
+/// The thread's work: hash, unpack to `<sha>.tmp`, make the mount points the runtime needs,
+/// rename to `<sha>`, drop the tarball.
+fn verify_and_unpack(dir: &Path, sha256: &str, name: &str) -> Result<(), String> {
+    let partial = dir.join(format!("{sha256}.partial"));
+    let got = bramble_artifact::sha256_file(&partial)
+        .map_err(|e| format!("artifact {name}: reading {}: {e}", partial.display()))?;
+    if got != sha256 {
+        let _ = fs::remove_file(&partial);
+        return Err(format!(
+            "artifact {name}: the pulled file's sha256 is {got}, not {sha256}; discarded"
+        ));
+    }
+    let tmp = dir.join(format!("{sha256}.tmp"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| format!("removing {}: {e}", tmp.display()))?;
+    }
+    fs::create_dir(&tmp).map_err(|e| format!("mkdir {}: {e}", tmp.display()))?;
+    let f = fs::File::open(&partial).map_err(|e| format!("open {}: {e}", partial.display()))?;
+    let unpacked = bramble_artifact::unpack(
+        std::io::BufReader::new(f),
+        &tmp,
+        &bramble_artifact::Limits::default(),
+    );
+    if let Err(e) = unpacked {
+        let _ = fs::remove_dir_all(&tmp);
+        let _ = fs::remove_file(&partial);
+        return Err(format!("artifact {name}: {e}"));
+    }
+    // The runtime mounts /proc, a /dev tmpfs and a /tmp tmpfs: they must be real directories.
+    for d in ["proc", "dev", "tmp"] {
+        let p = tmp.join(d);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                let _ = fs::remove_dir_all(&tmp);
+                return Err(format!(
+                    "artifact {name}: /{d} is not a directory; a rootfs needs real /proc, /dev and /tmp directories"
+                ));
+            }
+            Err(_) => {
+                fs::create_dir(&p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
+            }
+        }
+    }
+    let tree = dir.join(sha256);
+    fs::rename(&tmp, &tree).map_err(|e| format!("rename to {}: {e}", tree.display()))?;
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    let _ = fs::remove_file(&partial);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hexes(c: char) -> String {
+        std::iter::repeat_n(c, 64).collect()
+    }
+
+    #[test]
+    fn gc_waits_for_the_grace_and_spares_what_is_used() {
+        let (a, b, c) = (hexes('a'), hexes('b'), hexes('c'));
+        let entries = vec![
+            a.clone(),
+            format!("{b}.partial"),
+            c.clone(),
+            "not-ours".to_string(),
+        ];
+        let referenced: HashSet<String> = [a.clone()].into();
+        let pulling: HashSet<String> = HashSet::new();
+        let mut since = HashMap::new();
+        let t0 = Instant::now();
+        let g = Duration::from_secs(60);
+        assert!(gc_plan(&entries, &referenced, &mut since, &pulling, t0, g).is_empty());
+        let t1 = t0 + Duration::from_secs(30);
+        assert!(gc_plan(&entries, &referenced, &mut since, &pulling, t1, g).is_empty());
+        // c comes back into use before the grace ends: its clock restarts.
+        let used_c: HashSet<String> = [a.clone(), c.clone()].into();
+        assert!(gc_plan(&entries, &used_c, &mut since, &pulling, t1, g).is_empty());
+        let t2 = t0 + Duration::from_secs(61);
+        let mut gone = gc_plan(&entries, &referenced, &mut since, &pulling, t2, g);
+        gone.sort();
+        assert_eq!(gone, vec![format!("{b}.partial")]);
+        let t3 = t2 + Duration::from_secs(60);
+        assert_eq!(
+            gc_plan(&entries, &referenced, &mut since, &pulling, t3, g),
+            vec![c.clone()]
+        );
+        // A pull in progress is never collected.
+        let pulling: HashSet<String> = [b.clone()].into();
+        let mut since = HashMap::new();
+        let later = t0 + Duration::from_secs(1000);
+        gc_plan(&entries, &referenced, &mut since, &pulling, t0, g);
+        assert!(
+            !gc_plan(&entries, &referenced, &mut since, &pulling, later, g)
+                .contains(&format!("{b}.partial"))
+        );
+    }
+
+    #[test]
+    fn verify_and_unpack_makes_a_tree_with_mount_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, "bin/hi", &b"hi"[..]).unwrap();
+        let tarball = b.into_inner().unwrap();
+        let sha = bramble_artifact::sha256_hex(&tarball);
+        fs::write(dir.path().join(format!("{sha}.partial")), &tarball).unwrap();
+        verify_and_unpack(dir.path(), &sha, "t").unwrap();
+        let tree = dir.path().join(&sha);
+        assert_eq!(fs::read(tree.join("bin/hi")).unwrap(), b"hi");
+        for d in ["proc", "dev", "tmp"] {
+            assert!(tree.join(d).is_dir());
+        }
+        assert!(!dir.path().join(format!("{sha}.partial")).exists());
+
+        // A corrupted download is discarded with a message naming the artifact.
+        fs::write(dir.path().join(format!("{}.partial", hexes('d'))), b"junk").unwrap();
+        let e = verify_and_unpack(dir.path(), &hexes('d'), "busybox").unwrap_err();
+        assert!(
+            e.contains("artifact busybox: the pulled file's sha256"),
+            "{e}"
+        );
+    }
+}
