@@ -383,38 +383,30 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                 ));
             }
         }
-        Kind::ConfigMap => {
+        Kind::ConfigMap | Kind::Secret => {
             rows.push(header(&["NAME", "KEYS", "BYTES", "AGE"], show_ns));
             for o in items {
-                let Object::ConfigMap(v) = o else { continue };
-                let bytes: usize = v.data.values().map(|d| d.len()).sum();
-                rows.push(ns_row(
-                    show_ns,
-                    &v.meta.namespace,
-                    vec![
-                        v.meta.name.clone(),
-                        v.data.len().to_string(),
-                        bytes.to_string(),
-                        age(now, v.meta.created_ms),
-                    ],
-                ));
-            }
-        }
-        Kind::Secret => {
-            rows.push(header(&["NAME", "KEYS", "BYTES", "AGE"], show_ns));
-            for o in items {
-                let Object::Secret(v) = o else { continue };
-                let bytes: usize = v.data.values().map(|d| d.len()).sum();
-                rows.push(ns_row(
-                    show_ns,
-                    &v.meta.namespace,
-                    vec![
-                        v.meta.name.clone(),
-                        v.data.len().to_string(),
-                        bytes.to_string(),
-                        age(now, v.meta.created_ms),
-                    ],
-                ));
+                // Key count and total size only: values (secret or not) stay out of tables.
+                let (meta, keys, bytes) = match o {
+                    Object::ConfigMap(v) => (
+                        &v.meta,
+                        v.data.len(),
+                        v.data.values().map(|d| d.len()).sum(),
+                    ),
+                    Object::Secret(v) => (
+                        &v.meta,
+                        v.data.len(),
+                        v.data.values().map(|d| d.len()).sum(),
+                    ),
+                    _ => continue,
+                };
+                let cols = vec![
+                    meta.name.clone(),
+                    keys.to_string(),
+                    usize::to_string(&bytes),
+                    age(now, meta.created_ms),
+                ];
+                rows.push(ns_row(show_ns, &meta.namespace, cols));
             }
         }
         Kind::Artifact => {
