@@ -130,10 +130,29 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
     ]);
     assert!(again.contains("already uploaded"), "{again}");
 
+    // A service known before the pod starts: a pod with its own root finds it by name.
+    let svc = tmp.path().join("svc.toml");
+    std::fs::write(
+        &svc,
+        "[[service]]\nname = \"web-api\"\nselector = { app = \"web\" }\nport = 18090\ntarget_port = 18091\n",
+    )
+    .unwrap();
+    m.ok(&["apply", "-f", svc.to_str().unwrap()]);
+    wait_for(Duration::from_secs(10), "endpoints of web-api", || {
+        m.cli(&["get", "ep", "web-api"])
+            .status
+            .success()
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500)); // the push to the worker
     let f = tmp.path().join("pod.toml");
     std::fs::write(
         &f,
-        pod("bb", "artifact:busybox", "echo hi from artifact; ls /"),
+        pod(
+            "bb",
+            "artifact:busybox",
+            "echo hi from artifact; ls /; cat /etc/hosts",
+        ),
     )
     .unwrap();
     m.ok(&["apply", "-f", f.to_str().unwrap()]);
@@ -145,6 +164,10 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
     });
     let logs = m.ok(&["logs", "bb"]);
     assert!(logs.contains("hi from artifact"), "{logs}");
+    assert!(
+        logs.contains("127.0.0.1\tweb-api") && logs.contains("\tbb"),
+        "the pod's /etc/hosts names the service and the pod: {logs}"
+    );
     // `ls /` lists the artifact's root, not the host's.
     let entries: Vec<&str> = logs
         .lines()

@@ -161,7 +161,39 @@ fn resolve(cmd: &str, env: &[(String, String)]) -> Option<PathBuf> {
     })
 }
 
-fn setup_root(cfg: &InitConfig) -> Result<(), Error> {
+/// The pod's `/etc/hosts` when it has its own root: localhost, its hostname, and every service
+/// of its namespace known when it started, by name, at the node's proxy (the addresses of the
+/// `BRAMBLE_SERVICE_<NAME>_HOST` variables; service names are DNS labels, so `<NAME>` maps back
+/// exactly). Written in the pod's run dir and bind-mounted read-only over the root's file; a
+/// root without `/etc/hosts` keeps it as it is.
+fn mount_hosts(cfg: &InitConfig, root: &Path, state_dir: &Path) -> Result<(), Error> {
+    let target = root.join("etc/hosts");
+    if !target.is_file() {
+        return Ok(());
+    }
+    let env = cfg.processes.first().map_or(&[][..], |p| &p.spec.env[..]);
+    let file = state_dir.join("hosts");
+    std::fs::write(&file, hosts_file(&cfg.hostname, env))?;
+    mount::bind(&file, &target, true)?;
+    Ok(())
+}
+
+/// The text of a pod's hosts file (see [`mount_hosts`]).
+fn hosts_file(hostname: &str, env: &[(String, String)]) -> String {
+    let mut out = format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n");
+    for (k, v) in env {
+        if let Some(name) = k
+            .strip_prefix("BRAMBLE_SERVICE_")
+            .and_then(|n| n.strip_suffix("_HOST"))
+        {
+            let name = name.to_ascii_lowercase().replace('_', "-");
+            out.push_str(&format!("{v}\t{name}\n"));
+        }
+    }
+    out
+}
+
+fn setup_root(cfg: &InitConfig, state_dir: &Path) -> Result<(), Error> {
     mount::make_rprivate()?;
     let root = cfg
         .rootfs
@@ -200,6 +232,7 @@ fn setup_root(cfg: &InitConfig) -> Result<(), Error> {
         }
     }
     if cfg.rootfs.is_some() {
+        mount_hosts(cfg, &root, state_dir)?;
         mount::pivot_root(&root)?;
     }
     Ok(())
@@ -255,7 +288,7 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         None => Vec::new(),
     };
     mount::set_hostname(&cfg.hostname)?;
-    setup_root(&cfg)?;
+    setup_root(&cfg, state_dir)?;
     if cfg.private_network {
         mount::loopback_up()?;
     }
@@ -651,4 +684,28 @@ fn write_status(state: &OwnedFd, events: &OwnedFd, procs: &[Proc], stopping: boo
         eprintln!("bramble pod init: writing status: {e}");
     }
     let _ = sysproc::write_nonblocking(events.as_fd(), b"\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hosts_file;
+
+    #[test]
+    fn hosts_name_services_by_their_variables() {
+        let env = [
+            ("PATH".to_string(), "/bin".to_string()),
+            (
+                "BRAMBLE_SERVICE_WEB_API_HOST".to_string(),
+                "127.0.0.1".to_string(),
+            ),
+            (
+                "BRAMBLE_SERVICE_WEB_API_PORT".to_string(),
+                "8080".to_string(),
+            ),
+        ];
+        assert_eq!(
+            hosts_file("bb", &env),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tbb\n127.0.0.1\tweb-api\n"
+        );
+    }
 }
