@@ -120,6 +120,28 @@ fn errors_name_the_problem_and_exit_codes_differ() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("wrong admin token"));
     // Usage errors are clap's exit code 2.
     assert_eq!(m.cli(&["get"]).status.code(), Some(2));
+    // A request over the master's frame limit is refused by the CLI with the fix, not reported
+    // as an unreachable master; nothing is written.
+    let big = "x".repeat(40 * 1024);
+    let f = write(
+        tmp.path(),
+        "big.toml",
+        &format!(
+            "[[configmap]]\nname = \"a\"\ndata = {{ k = \"{big}\" }}\n[[configmap]]\nname = \"b\"\ndata = {{ k = \"{big}\" }}\n"
+        ),
+    );
+    let o = m.cli(&["apply", "-f", &f]);
+    assert_eq!(
+        o.status.code(),
+        Some(6),
+        "too large a request is invalid input"
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("over the master's") && e.contains("several files"),
+        "{e}"
+    );
+    assert_eq!(m.cli(&["get", "configmap", "a"]).status.code(), Some(3));
 }
 
 #[test]

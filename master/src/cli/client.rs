@@ -157,14 +157,24 @@ impl Client {
     pub async fn start(&mut self, body: RequestBody) -> Result<u32, ClientError> {
         let id = self.next;
         self.next += 1;
-        // Requests may carry many objects: allow large frames from the client side.
-        send(
-            &mut self.writer,
-            &Request { id, body },
-            bramble_wire::DEFAULT_MAX_FRAME * 16,
-        )
-        .await
-        .map_err(|e| self.io(e))?;
+        let req = Request { id, body };
+        // The master reads requests up to its frame limit and closes the connection on a bigger
+        // one: say so here, with the fix, instead of failing as an unreachable master.
+        let max = bramble_wire::DEFAULT_MAX_FRAME;
+        let size = bramble_wire::frame::encode_vec(&req, usize::MAX)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > max {
+            return Err(ClientError::Api(ApiError {
+                code: bramble_wire::msg::ErrorCode::Invalid,
+                message: format!(
+                    "the request is {size} bytes, over the master's {max}-byte limit per request: apply the objects in several files, or move large data into an artifact"
+                ),
+            }));
+        }
+        send(&mut self.writer, &req, max)
+            .await
+            .map_err(|e| self.io(e))?;
         Ok(id)
     }
 
