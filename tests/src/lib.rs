@@ -149,6 +149,20 @@ pub struct MasterProc {
 }
 
 impl MasterProc {
+    /// A pod's phase and status message (`None` if it does not exist).
+    pub fn pod_status(&self, name: &str) -> Option<(String, String)> {
+        let o = self.cli(&["get", "pod", name, "-o", "json"]);
+        if !o.status.success() {
+            return None;
+        }
+        let v = json(&String::from_utf8_lossy(&o.stdout));
+        let st = &v["Pod"]["status"];
+        Some((
+            st["phase"].as_str().unwrap_or("").to_string(),
+            st["message"].as_str().unwrap_or("").to_string(),
+        ))
+    }
+
     /// Starts `bramble master` on a free loopback port and waits until it accepts clients.
     pub fn start(data_dir: &Path, extra: &[&str]) -> MasterProc {
         Self::start_on(data_dir, &format!("127.0.0.1:{}", free_port()), extra)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use bramble_tests::{MasterProc, json, require_root, start_worker, wait_for};
+use bramble_tests::{MasterProc, require_root, start_worker, wait_for};
 use bramble_wire::Arch;
 use bramble_wire::msg::{RequestBody, ResponseBody};
 
@@ -51,19 +51,6 @@ fn evil_tarball(path: &Path) {
     v.resize(1024, 0);
     v.extend_from_slice(&[0; 1024]);
     std::fs::write(path, v).unwrap();
-}
-
-fn pod_status(m: &MasterProc, name: &str) -> Option<(String, String)> {
-    let o = m.cli(&["get", "pod", name, "-o", "json"]);
-    if !o.status.success() {
-        return None;
-    }
-    let v = json(&String::from_utf8_lossy(&o.stdout));
-    let st = &v["Pod"]["status"];
-    Some((
-        st["phase"].as_str().unwrap_or("").to_string(),
-        st["message"].as_str().unwrap_or("").to_string(),
-    ))
 }
 
 fn pod(name: &str, rootfs: &str, script: &str) -> String {
@@ -157,7 +144,7 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
     .unwrap();
     m.ok(&["apply", "-f", f.to_str().unwrap()]);
     wait_for(Duration::from_secs(60), "pod bb Succeeded", || {
-        pod_status(&m, "bb").and_then(|(p, msg)| {
+        m.pod_status("bb").and_then(|(p, msg)| {
             assert_ne!(p, "Failed", "pod bb failed: {msg}");
             (p == "Succeeded").then_some(())
         })
@@ -207,7 +194,8 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
     .unwrap();
     m.ok(&["apply", "-f", f.to_str().unwrap()]);
     wait_for(Duration::from_secs(30), "pod bb2 Succeeded", || {
-        pod_status(&m, "bb2").and_then(|(p, _)| (p == "Succeeded").then_some(()))
+        m.pod_status("bb2")
+            .and_then(|(p, _)| (p == "Succeeded").then_some(()))
     });
     let logs = m.ok(&["logs", "bb2"]);
     assert!(
@@ -233,13 +221,14 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
     let want =
         "0/1 nodes available: 1 no artifact variant for their architecture (armonly has aarch64)";
     wait_for(Duration::from_secs(20), "armpod's reason", || {
-        pod_status(&m, "armpod").and_then(|(p, msg)| (p == "Pending" && msg == want).then_some(()))
+        m.pod_status("armpod")
+            .and_then(|(p, msg)| (p == "Pending" && msg == want).then_some(()))
     });
     // A missing artifact says how to push it.
     std::fs::write(&f, pod("nopod", "artifact:nope", "true")).unwrap();
     m.ok(&["apply", "-f", f.to_str().unwrap()]);
     wait_for(Duration::from_secs(20), "nopod's reason", || {
-        pod_status(&m, "nopod").and_then(|(_, msg)| {
+        m.pod_status("nopod").and_then(|(_, msg)| {
             (msg == "artifact nope not found: push it with bramble artifact push").then_some(())
         })
     });

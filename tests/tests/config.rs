@@ -44,19 +44,6 @@ fn apply(m: &MasterProc, dir: &Path, name: &str, text: &str) -> String {
     m.ok(&["apply", "-f", f.to_str().unwrap()])
 }
 
-fn pod_status(m: &MasterProc, name: &str) -> Option<(String, String)> {
-    let o = m.cli(&["get", "pod", name, "-o", "json"]);
-    if !o.status.success() {
-        return None;
-    }
-    let v = json(&String::from_utf8_lossy(&o.stdout));
-    let st = &v["Pod"]["status"];
-    Some((
-        st["phase"].as_str().unwrap_or("").to_string(),
-        st["message"].as_str().unwrap_or("").to_string(),
-    ))
-}
-
 fn wait_log(m: &MasterProc, pod: &str, needle: &str) -> String {
     let t = std::time::Instant::now();
     loop {
@@ -124,7 +111,8 @@ configmap = "web-config"
     );
     apply(&m, tmp.path(), "pod.toml", &pod);
     let (phase, msg) = wait_for(Duration::from_secs(20), "pod web waiting", || {
-        pod_status(&m, "web").filter(|(_, msg)| msg.contains("not found"))
+        m.pod_status("web")
+            .filter(|(_, msg)| msg.contains("not found"))
     });
     assert_eq!(phase, "Pending", "{msg}");
     assert!(
@@ -158,7 +146,7 @@ configmap = "web-config"
     );
 
     // `apply` of a changed config map reaches the mounted file in place (the pod keeps running).
-    let phase_before = pod_status(&m, "web").unwrap();
+    let phase_before = m.pod_status("web").unwrap();
     let out = apply(
         &m,
         tmp.path(),
@@ -167,7 +155,7 @@ configmap = "web-config"
     );
     assert!(out.contains("configmap/web-config configured"), "{out}");
     wait_log(&m, "web", "page=v2");
-    assert_eq!(pod_status(&m, "web").unwrap().0, phase_before.0);
+    assert_eq!(m.pod_status("web").unwrap().0, phase_before.0);
     let log = m.ok(&["logs", "web"]);
     assert_eq!(
         log.matches("env=").count(),
