@@ -176,6 +176,7 @@ fn cluster() -> (Vec<Node>, Vec<Deployment>, Vec<ReplicaSet>, Vec<Pod>) {
                     }],
                     message: String::new(),
                     updated_ms: 5,
+                    ip: String::new(),
                 },
             });
         }

@@ -421,6 +421,7 @@ impl Manifest {
                         })
                         .collect(),
                     unschedulable: n.unschedulable,
+                    pod_cidr: String::new(),
                 },
                 status: Default::default(),
             }));

@@ -21,6 +21,9 @@ pub fn run_master(a: MasterArgs) -> anyhow::Result<()> {
     cfg.eviction_timeout = a.eviction_timeout;
     cfg.max_connections = a.max_connections;
     cfg.max_artifact_bytes = a.max_artifact_size;
+    cfg.cluster_cidr =
+        crate::controllers::podnet::ClusterCidr::parse(&a.cluster_cidr, a.node_cidr_size)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     smol::block_on(async move {
         let listener = async_net::TcpListener::bind(&cfg.listen)
             .await

@@ -139,6 +139,20 @@ pub enum NodeDown {
         /// Node secret.
         secret: String,
     },
+    /// Every node's pod subnet and the address it is reached at (the set replaces the previous
+    /// one): a worker takes its own subnet for its isolated pods and routes the others'.
+    Network(Vec<PodSubnet>),
+}
+
+/// One node's pod subnet, for [`NodeDown::Network`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct PodSubnet {
+    /// Node name.
+    pub node: String,
+    /// Its pod subnet (`10.42.3.0/24`).
+    pub cidr: String,
+    /// The node's address: where other nodes route the subnet.
+    pub via: String,
 }
 
 /// A client request.

@@ -278,7 +278,8 @@ pub enum NetworkMode {
     Host,
     /// A private network namespace with only loopback.
     None,
-    /// A private network namespace (connected by the node; same as `None` until services).
+    /// A private network namespace with its own address from the node's pod subnet, on the
+    /// node's pod bridge; reachable from every node of the cluster.
     Isolated,
 }
 
@@ -452,6 +453,8 @@ pub struct PodStatus {
     pub message: String,
     /// Last status change, milliseconds since the Unix epoch.
     pub updated_ms: u64,
+    /// The pod's own address (`network = "isolated"` pods); empty for the others.
+    pub ip: String,
 }
 
 impl PodStatus {
@@ -470,6 +473,7 @@ impl Default for PodStatus {
             processes: Vec::new(),
             message: String::new(),
             updated_ms: 0,
+            ip: String::new(),
         }
     }
 }
@@ -516,6 +520,9 @@ pub struct NodeSpec {
     pub taints: Vec<Taint>,
     /// Cordoned: nothing new is scheduled here.
     pub unschedulable: bool,
+    /// The node's pod subnet (`10.42.3.0/24`), assigned by the master at registration; the
+    /// addresses of its `network = "isolated"` pods. Empty: none assigned.
+    pub pod_cidr: String,
 }
 
 /// Observed state of a node.
@@ -799,7 +806,8 @@ pub struct Service {
 /// One backend of a service.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointAddress {
-    /// Address to connect to (the pod's node, for host-network pods).
+    /// Address to connect to: the pod's node for host-network pods, the pod's own address for
+    /// isolated ones.
     pub ip: String,
     /// Port to connect to.
     pub port: u16,

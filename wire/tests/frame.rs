@@ -396,7 +396,7 @@ fn unknown_enum_tags() {
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<NodeDown>(&[9]).unwrap_err(),
+        frame::decode::<NodeDown>(&[10]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(

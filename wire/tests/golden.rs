@@ -12,7 +12,7 @@ use std::fmt::Debug;
 use bramble_wire::frame::{self, Decoder, MAX_VARINT_LEN};
 use bramble_wire::msg::{
     ApiError, Applied, ApplyOutcome, Assignment, ErrorCode, LogChunk, NodeDown, NodeUp, PodReport,
-    Request, RequestBody, Response, ResponseBody, WatchEvent,
+    PodSubnet, Request, RequestBody, Response, ResponseBody, WatchEvent,
 };
 use bramble_wire::objects::{
     Condition, ConditionKind, Kind, Meta, Namespace, NamespacePhase, Node, NodeSpec, NodeStatus,
@@ -295,6 +295,7 @@ fn node() -> Object {
                 effect: TaintEffect::NoSchedule,
             }],
             unschedulable: false,
+            pod_cidr: "10.42.1.0/24".into(),
         },
         status: NodeStatus {
             info: Some(Box::new(node_info())),
@@ -341,12 +342,12 @@ fn object_node() {
         node(),
         "010c706934622d6b69746368656e0002046469736b02736404726f6f6d076b69
          746368656e066e6f64652d310780d095ffbc3100010964656469636174656407
-         73656e736f72730000010c706934622d6b69746368656e001e44656269616e20
-         474e552f4c696e75782031322028626f6f6b776f726d290e362e312e302d3530
-         2d61726d363404706934620480808080108020020705302e312e300204726f6f
-         6d076b69746368656e046469736b02736401a01f01808080800c018020020001
-         00e8d795ffbc31010100e8d795ffbc31010c3139322e3136382e312e323088f7
-         95ffbc31",
+         73656e736f727300000c31302e34322e312e302f3234010c706934622d6b6974
+         6368656e001e44656269616e20474e552f4c696e75782031322028626f6f6b77
+         6f726d290e362e312e302d35302d61726d363404706934620480808080108020
+         020705302e312e300204726f6f6d076b69746368656e046469736b02736401a0
+         1f01808080800c01802002000100e8d795ffbc31010100e8d795ffbc31010c31
+         39322e3136382e312e323088f795ffbc31",
     );
 }
 
@@ -358,7 +359,7 @@ fn object_pod() {
          6135322d366630652d346431662d396135312d3266316333653064386131312a
          80d095ffbc310001046d61696e03072f62696e2f7368022d63136563686f2068
          656c6c6f3b20736c65657020320000000001fa01018080801000000000000000
-         0000000000904e010c706934622d6b69746368656e00000000",
+         0000000000904e010c706934622d6b69746368656e0000000000",
     );
 }
 
@@ -491,6 +492,7 @@ fn object_pod_every_field() {
         ],
         message: "restarting web".into(),
         updated_ms: 1_700_000_003_000,
+        ip: "10.42.1.7".into(),
     };
     check(
         Object::Pod(p),
@@ -509,7 +511,8 @@ fn object_pod_every_field() {
          74632f776562020a7765622d636f6e666967046b657973092f72756e2f6b6579
          73030a7765622d736563726574904e010c706934622d6b69746368656e010304
          6d61696e019221d0df95ffbc310101030103776562020104b8e795ffbc310000
-         000469646c65000000000e72657374617274696e6720776562b8e795ffbc31",
+         000469646c65000000000e72657374617274696e6720776562b8e795ffbc3109
+         31302e34322e312e37",
     );
 }
 
@@ -536,6 +539,7 @@ fn report() -> PodReport {
             }],
             message: String::new(),
             updated_ms: 1_700_000_002_000,
+            ip: String::new(),
         },
     }
 }
@@ -558,7 +562,7 @@ fn node_up_each_case() {
         },
         "0201d209010764656661756c740568656c6c6f2430623563376135322d366630
          652d346431662d396135312d3266316333653064386131310101046d61696e01
-         9221d0df95ffbc3100000100d0df95ffbc31",
+         9221d0df95ffbc3100000100d0df95ffbc3100",
     );
     check(
         NodeUp::Status {
@@ -599,7 +603,8 @@ fn node_down_each_case() {
          30623563376135322d366630652d346431662d396135312d3266316333653064
          386131312a80d095ffbc310001046d61696e03072f62696e2f7368022d631365
          63686f2068656c6c6f3b20736c65657020320000000001fa0101808080100000
-         00000000000000000000904e010c706934622d6b69746368656e000000000000",
+         00000000000000000000904e010c706934622d6b69746368656e000000000000
+         00",
     );
     check(
         NodeDown::Assign(Assignment {
@@ -650,7 +655,7 @@ fn request_each_body() {
          2d366630652d346431662d396135312d3266316333653064386131312a80d095
          ffbc310001046d61696e03072f62696e2f7368022d63136563686f2068656c6c
          6f3b20736c65657020320000000001fa01018080801000000000000000000000
-         0000904e010c706934622d6b69746368656e00000000",
+         0000904e010c706934622d6b69746368656e0000000000",
     );
     check(
         request(RequestBody::Get {
@@ -802,9 +807,9 @@ fn typical_frame_sizes() {
     );
     let register = NodeUp::Register(Box::new(node_info()));
     assert_eq!(len(frame::encode_vec(&register, usize::MAX).unwrap()), 105);
-    assert_eq!(len(frame::encode_vec(&pod(), usize::MAX).unwrap()), 155);
+    assert_eq!(len(frame::encode_vec(&pod(), usize::MAX).unwrap()), 156);
     let assign = NodeDown::Assign(assignment(10));
-    assert_eq!(len(frame::encode_vec(&assign, usize::MAX).unwrap()), 1548);
+    assert_eq!(len(frame::encode_vec(&assign, usize::MAX).unwrap()), 1558);
 }
 
 #[test]
@@ -1024,6 +1029,14 @@ fn services_config_artifacts_and_tokens() {
             secret: "s3cr3t".into(),
         },
         "0806733363723374",
+    );
+    check(
+        NodeDown::Network(vec![PodSubnet {
+            node: "pi-1".into(),
+            cidr: "10.42.1.0/24".into(),
+            via: "192.0.2.11".into(),
+        }]),
+        "09010470692d310c31302e34322e312e302f32340a3139322e302e322e3131",
     );
     check(
         NodeUp::ArtifactGet {

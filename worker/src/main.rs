@@ -37,6 +37,10 @@ struct Args {
     /// Address the service proxy listens on (every service's port); `0.0.0.0` = all addresses.
     #[arg(long, default_value = "0.0.0.0")]
     proxy_address: std::net::IpAddr,
+    /// Bridge that `network = "isolated"` pods join (created at the first such pod, with the
+    /// gateway address of the node's pod subnet).
+    #[arg(long, default_value = "bramble0")]
+    pod_bridge: String,
 }
 
 fn main() {
@@ -99,11 +103,18 @@ fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir).map_err(|e| {
         anyhow::anyhow!("cannot create state dir {}: {e}", args.state_dir.display())
     })?;
-    let paths = bramble_worker::agent::driver::default_paths(
+    let mut paths = bramble_worker::agent::driver::default_paths(
         &args.state_dir,
         &args.run_dir,
         &args.cgroup_parent,
     );
+    if args.pod_bridge.is_empty() || args.pod_bridge.len() > 15 || args.pod_bridge.contains('/') {
+        anyhow::bail!(
+            "--pod-bridge {:?}: an interface name is 1 to 15 characters without '/'",
+            args.pod_bridge
+        );
+    }
+    paths.pod_bridge = args.pod_bridge.clone();
     let driver = bramble_worker::agent::driver::LinuxDriver::new(&paths)?;
     let (version, controllers) = driver.cgroup_info();
     for p in driver.problems() {

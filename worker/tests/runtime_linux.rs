@@ -9,7 +9,7 @@ mod runtime_support;
 use std::time::{Duration, Instant};
 
 use bramble_wire::objects::{ExitReason, NetworkMode, PodPhase, ProcessState, RestartPolicy};
-use bramble_worker::runtime::LinuxRuntime;
+use bramble_worker::runtime::{LinuxRuntime, PodNetwork};
 use runtime_support::*;
 
 #[test]
@@ -316,4 +316,80 @@ fn readoption_keeps_the_same_processes() {
     assert_eq!(st.processes[0].restarts, 0);
     h.stop(Duration::from_secs(2)).unwrap();
     assert!(rt2.adopt_existing().unwrap().is_empty());
+}
+
+#[test]
+fn isolated_pods_get_addresses_on_the_node_bridge() {
+    // This test thread moves to a network namespace of its own: the bridge, veth pairs and
+    // addresses below never touch the host's network, and go away with the thread.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    let env = Env::new("isolated");
+    let serve = "exec /usr/bin/python3 -m http.server 8080 --bind 0.0.0.0";
+    let mut web = pod("iso-web", vec![process("web", serve)], RestartPolicy::Never);
+    web.spec.network = NetworkMode::Isolated;
+
+    // Without a subnet from the master: refused, saying so.
+    let err = env.rt.start_pod(&web, env.logs.path()).unwrap_err();
+    assert!(err.to_string().contains("no pod subnet yet"), "{err}");
+
+    env.rt
+        .set_pod_network(PodNetwork::parse("bt0", "198.51.100.0/29"));
+    let mut h = env.start(&web);
+    let client = "for i in $(seq 100); do \
+                  /usr/bin/python3 -c 'import urllib.request as u; \
+                  print(u.urlopen(\"http://198.51.100.2:8080/\", timeout=1).status)' \
+                  2>/dev/null && exit 0; sleep 0.1; done; exit 1";
+    let mut cl = pod(
+        "iso-client",
+        vec![process("get", client)],
+        RestartPolicy::Never,
+    );
+    cl.spec.network = NetworkMode::Isolated;
+    let mut c = env.start(&cl);
+    assert_eq!(h.status().ip, "198.51.100.2");
+    assert_eq!(c.status().ip, "198.51.100.3");
+
+    // Pod to pod over the bridge.
+    let st = wait_for(&c, 30, "the client's request", finished);
+    assert_eq!(
+        st.phase,
+        PodPhase::Succeeded,
+        "{}",
+        env.log("iso-client", "get")
+    );
+    assert!(env.log("iso-client", "get").contains("200"));
+
+    // Node to pod: what the service proxy does.
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        use std::io::{Read, Write};
+        let addr = "198.51.100.2:8080".parse().unwrap();
+        if let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            break out;
+        }
+        assert!(Instant::now() < give_up, "the pod's server never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+
+    // The pod's interface: eth0 with its address, default route via the bridge.
+    let mut look = pod(
+        "iso-look",
+        vec![process("ip", "ip -o -4 addr show dev eth0; ip route")],
+        RestartPolicy::Never,
+    );
+    look.spec.network = NetworkMode::Isolated;
+    c.stop(Duration::from_secs(1)).unwrap();
+    let mut l = env.start(&look);
+    wait_for(&l, 10, "completion", finished);
+    let out = env.log("iso-look", "ip");
+    // The client's address was freed with it: the next pod takes it.
+    assert!(out.contains("inet 198.51.100.3/29"), "{out}");
+    assert!(out.contains("default via 198.51.100.1"), "{out}");
+    l.stop(Duration::from_secs(1)).unwrap();
+    h.stop(Duration::from_secs(1)).unwrap();
 }

@@ -469,6 +469,8 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         }
         (Object::Node(c), Object::Node(mut n)) => {
             n.status = c.status;
+            // The pod subnet is the master's to give, not the manifest's.
+            n.spec.pod_cidr = c.spec.pod_cidr;
             Object::Node(n)
         }
         (Object::Namespace(c), Object::Namespace(mut n)) => {

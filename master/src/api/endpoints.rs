@@ -2,17 +2,21 @@
 //! endpoints with the pure [`crate::controllers::endpoints::compute`] and pushes the complete set
 //! to every connected worker when it changes (and to each worker when it connects). Endpoints are
 //! never stored: `get endpoints` is answered from the set computed here.
+//!
+//! The same loop pushes every node's pod subnet and address ([`NodeDown::Network`]), computed by
+//! [`crate::controllers::podnet::subnets`] from the same node cache.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bramble_wire::msg::{NodeDown, WatchEvent};
+use bramble_wire::msg::{NodeDown, PodSubnet, WatchEvent};
 use bramble_wire::objects::{Endpoints, Kind, Node, Object, Pod, Service};
 use futures_lite::FutureExt;
 
 use super::Master;
 use crate::controllers::endpoints::compute;
+use crate::controllers::podnet;
 
 /// Changes arriving within this window are folded into one recomputation.
 const COALESCE: Duration = Duration::from_millis(20);
@@ -21,6 +25,7 @@ const COALESCE: Duration = Duration::from_millis(20);
 #[derive(Debug, Default)]
 pub(crate) struct Current {
     set: async_lock::RwLock<Arc<Vec<Endpoints>>>,
+    subnets: async_lock::RwLock<Arc<Vec<PodSubnet>>>,
 }
 
 impl Current {
@@ -51,9 +56,21 @@ impl Current {
     }
 }
 
-/// Sends a newly connected worker the current endpoints (before its assignment, so that its
-/// pods start with the services' environment variables).
-pub(crate) async fn push_to(m: &Master, tx: &async_channel::Sender<NodeDown>) {
+/// Sends a newly connected worker the pod subnets and the current endpoints (before its
+/// assignment, so that its pods start with their network and the services' environment
+/// variables). `own` is the node's own subnet entry, known before the loop sees the node.
+pub(crate) async fn push_to(
+    m: &Master,
+    tx: &async_channel::Sender<NodeDown>,
+    own: Option<PodSubnet>,
+) {
+    let mut subnets = m.endpoints.subnets.read().await.as_ref().clone();
+    if let Some(own) = own {
+        subnets.retain(|s| s.node != own.node);
+        subnets.push(own);
+        subnets.sort();
+    }
+    let _ = tx.send(NodeDown::Network(subnets)).await;
     let all = m.endpoints.all().await;
     let _ = tx.send(NodeDown::Endpoints(all.as_ref().clone())).await;
 }
@@ -113,10 +130,10 @@ async fn load(m: &Master) -> Result<(u64, Cache), crate::store::StoreError> {
     Ok((from, c))
 }
 
-/// Pushes `set` to every connected worker; returns the nodes whose channel was full (retried).
+/// Pushes `msgs` to every connected worker; returns the nodes whose channel was full (retried).
 async fn broadcast(
     m: &Master,
-    set: &[Endpoints],
+    msgs: &[NodeDown],
     only: Option<&HashSet<String>>,
 ) -> HashSet<String> {
     let sessions: Vec<(String, async_channel::Sender<NodeDown>)> = m
@@ -129,12 +146,15 @@ async fn broadcast(
         .collect();
     let mut full = HashSet::new();
     for (node, tx) in sessions {
-        match tx.try_send(NodeDown::Endpoints(set.to_vec())) {
-            Ok(()) => {}
-            Err(async_channel::TrySendError::Full(_)) => {
-                full.insert(node);
+        for msg in msgs {
+            match tx.try_send(msg.clone()) {
+                Ok(()) => {}
+                Err(async_channel::TrySendError::Full(_)) => {
+                    full.insert(node);
+                    break;
+                }
+                Err(async_channel::TrySendError::Closed(_)) => break,
             }
-            Err(async_channel::TrySendError::Closed(_)) => {}
         }
     }
     full
@@ -165,18 +185,31 @@ pub(crate) async fn endpoints_loop(m: Arc<Master>) {
         loop {
             if dirty {
                 dirty = false;
+                let mut msgs = Vec::new();
+                let subnets = podnet::subnets(cache.nodes.values());
+                if *m.endpoints.subnets.read().await.as_ref() != subnets {
+                    tracing::debug!(nodes = subnets.len(), "pod subnets changed");
+                    *m.endpoints.subnets.write().await = Arc::new(subnets.clone());
+                    msgs.push(NodeDown::Network(subnets));
+                }
                 let next = cache.compute();
-                let changed = *m.endpoints.all().await.as_ref() != next;
-                if changed {
+                if *m.endpoints.all().await.as_ref() != next {
                     let ready: usize = next.iter().map(|e| e.ready.len()).sum();
                     tracing::debug!(services = next.len(), ready, "endpoints changed");
                     *m.endpoints.set.write().await = Arc::new(next.clone());
-                    retry = broadcast(&m, &next, None).await;
+                    msgs.push(NodeDown::Endpoints(next));
+                }
+                if !msgs.is_empty() {
+                    retry.extend(broadcast(&m, &msgs, None).await);
                 }
             }
             if !retry.is_empty() {
-                let set = m.endpoints.all().await;
-                retry = broadcast(&m, &set, Some(&retry)).await;
+                // A full channel may have missed either message: send both again.
+                let msgs = [
+                    NodeDown::Network(m.endpoints.subnets.read().await.as_ref().clone()),
+                    NodeDown::Endpoints(m.endpoints.all().await.as_ref().clone()),
+                ];
+                retry = broadcast(&m, &msgs, Some(&retry)).await;
             }
             // Wait for a change; then fold in whatever else arrives within the window.
             let wait = if retry.is_empty() {

@@ -62,7 +62,14 @@ pub struct Config {
     pub auth_fail_per_s: f64,
     /// Largest artifact tarball accepted.
     pub max_artifact_bytes: u64,
+    /// The pod range nodes get their subnets from.
+    pub cluster_cidr: crate::controllers::podnet::ClusterCidr,
 }
+
+/// The default pod range (k3s's): a /24 per node out of 10.42.0.0/16.
+pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
+/// The default size of a node's pod subnet.
+pub const DEFAULT_NODE_CIDR_SIZE: u8 = 24;
 
 impl Config {
     /// Defaults for a data dir and listen address.
@@ -81,6 +88,11 @@ impl Config {
             auth_fail_burst: 10,
             auth_fail_per_s: 2.0,
             max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
+            cluster_cidr: crate::controllers::podnet::ClusterCidr::parse(
+                DEFAULT_CLUSTER_CIDR,
+                DEFAULT_NODE_CIDR_SIZE,
+            )
+            .expect("the default pod range parses"),
         }
     }
 }
@@ -115,6 +127,8 @@ pub struct Master {
     pub(crate) started_ms: u64,
     pub(crate) events: control::Events,
     pub(crate) endpoints: endpoints::Current,
+    /// Held while a registration picks a pod subnet, so that two nodes never get the same one.
+    pub(crate) subnet_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Master {
@@ -180,6 +194,7 @@ impl Master {
             started_ms: now_ms(),
             events: control::Events::new(1000),
             endpoints: Default::default(),
+            subnet_lock: Mutex::new(()),
         });
         client::ensure_default_namespace(&m).await?;
         Ok(m)

@@ -39,7 +39,15 @@ pub(crate) async fn serve(
     }
     let mut token_gen = m.tokens.generation();
     let addr = peer.map(|p| p.ip().to_string());
-    register(&m, &name, &info, addr).await?;
+    let pod_cidr = register(&m, &name, &info, addr.clone()).await?;
+    let own_subnet = match (pod_cidr.is_empty(), addr) {
+        (false, Some(via)) => Some(bramble_wire::msg::PodSubnet {
+            node: name.clone(),
+            cidr: pod_cidr,
+            via,
+        }),
+        _ => None,
+    };
 
     let session_id = m.next_id();
     let (tx, rx) = async_channel::bounded::<NodeDown>(64);
@@ -75,7 +83,7 @@ pub(crate) async fn serve(
             }
         }
     });
-    super::endpoints::push_to(&m, &tx).await;
+    super::endpoints::push_to(&m, &tx, own_subnet).await;
     super::dispatch::push_assignment(&m, &name).await;
     m.poke_scheduler();
 
@@ -231,13 +239,15 @@ fn conditions(info: &NodeInfo, ready: bool, prev: &NodeStatus, now: u64) -> Vec<
     ]
 }
 
+/// Creates or updates the node object; returns its pod subnet.
 async fn register(
     m: &Master,
     name: &str,
     info: &NodeInfo,
     addr: Option<String>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let now = now_ms();
+    let _subnets = m.subnet_lock.lock().await;
     for _ in 0..5 {
         let existing = super::get_opt(&m.store, Kind::Node, "", name).await?;
         let (mut node, expected) = match existing {
@@ -279,20 +289,53 @@ async fn register(
                 .insert(l.key.to_string(), l.value.to_string());
         }
         node.status = status;
+        if node.spec.pod_cidr.is_empty() {
+            node.spec.pod_cidr = pick_subnet(m, name).await?;
+        }
+        let pod_cidr = node.spec.pod_cidr.clone();
         if node == before && expected.is_some() {
-            return Ok(());
+            return Ok(pod_cidr);
         }
         let res = match expected {
             Some(rev) => m.store.update(Object::Node(node), Some(rev)).await,
             None => m.store.create(Object::Node(node)).await,
         };
         match res {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(pod_cidr),
             Err(StoreError::Conflict { .. }) | Err(StoreError::AlreadyExists { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }
     anyhow::bail!("node {name}: could not register after repeated conflicting writes")
+}
+
+/// A free pod subnet for `name` (empty, with a warning, when the cluster range is full: its
+/// isolated pods then wait). The caller holds `subnet_lock`.
+async fn pick_subnet(m: &Master, name: &str) -> anyhow::Result<String> {
+    let (_, nodes) = m.store.list(Kind::Node, None).await?;
+    let used: Vec<String> = nodes
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::Node(n) => Some(n.spec.pod_cidr),
+            _ => None,
+        })
+        .collect();
+    match m.cfg.cluster_cidr.allocate(used.iter().map(String::as_str)) {
+        Some(cidr) => {
+            tracing::info!(node = %name, %cidr, "pod subnet assigned");
+            Ok(cidr)
+        }
+        None => {
+            tracing::warn!(
+                node = %name,
+                "the pod range is full ({} node subnets): this node's isolated pods cannot start; \
+                 delete nodes that are gone (`bramble delete node NAME`) or restart the master \
+                 with a larger --cluster-cidr",
+                m.cfg.cluster_cidr.capacity()
+            );
+            Ok(String::new())
+        }
+    }
 }
 
 /// Writes a pod's reported status when it changed meaning (timestamps alone do not count).

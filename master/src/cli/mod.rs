@@ -238,6 +238,12 @@ pub struct MasterArgs {
     /// Largest artifact tarball accepted, e.g. `1Gi`.
     #[arg(long, default_value = "1Gi", value_parser = crate::validate::parse_bytes)]
     pub max_artifact_size: u64,
+    /// The pod range: each node gets a subnet of it for its `network = "isolated"` pods.
+    #[arg(long, default_value = crate::api::DEFAULT_CLUSTER_CIDR)]
+    pub cluster_cidr: String,
+    /// Prefix length of each node's pod subnet (24: 254 pods per node).
+    #[arg(long, default_value_t = crate::api::DEFAULT_NODE_CIDR_SIZE)]
+    pub node_cidr_size: u8,
 }
 
 /// Flags of `bramble up`.

@@ -4,10 +4,11 @@
 //!
 //! A pod selected by a service (same namespace, every selector label present) is listed when it
 //! is bound to a node and not finished:
-//! - in `ready` when its status is ready (Running, every process ready), its node is Ready and
-//!   has a known address, and it runs on the host network (reached at `node address:target_port`);
-//! - in `not_ready` otherwise. Pods with their own network namespace (`network = "none"` or
-//!   `"isolated"`) have only loopback: no proxy can reach them, so they are always `not_ready`.
+//! - in `ready` when its status is ready (Running, every process ready), its node is Ready, and
+//!   it has an address: host-network pods are reached at `node address:target_port`, isolated
+//!   pods (`network = "isolated"`) at `pod address:target_port` (their node routes its subnet);
+//! - in `not_ready` otherwise. Pods with `network = "none"` have only loopback: no proxy can
+//!   reach them, so they are always `not_ready`.
 
 use std::collections::HashMap;
 
@@ -47,17 +48,21 @@ pub fn compute<'a>(
                     continue; // finished: gone for good
                 }
                 let node = nodes.get(node_name);
-                let ip = node
-                    .and_then(|n| n.status.addresses.first())
-                    .cloned()
-                    .unwrap_or_default();
+                let ip = match p.spec.network {
+                    NetworkMode::Host => node
+                        .and_then(|n| n.status.addresses.first())
+                        .cloned()
+                        .unwrap_or_default(),
+                    NetworkMode::Isolated => p.status.ip.clone(),
+                    NetworkMode::None => String::new(),
+                };
                 let addr = EndpointAddress {
                     ip,
                     port: s.spec.target_port,
                     pod: p.meta.name.clone(),
                     node: node_name.to_string(),
                 };
-                let reachable = p.spec.network == NetworkMode::Host
+                let reachable = p.spec.network != NetworkMode::None
                     && !addr.ip.is_empty()
                     && node.is_some_and(|n| n.status.is_ready());
                 if reachable && p.status.is_ready() {
@@ -224,8 +229,12 @@ mod tests {
             node("down", Some("192.0.2.12"), false),
             node("noaddr", None, true),
         ];
+        // Isolated: ready at its own address once it has one.
         let mut isolated = pod("default", "isolated", "web", Some("n1"), true);
         isolated.spec.network = NetworkMode::Isolated;
+        let mut with_ip = pod("default", "isolated-ip", "web", Some("n1"), true);
+        with_ip.spec.network = NetworkMode::Isolated;
+        with_ip.status.ip = "10.42.0.5".into();
         let mut none = pod("default", "none", "web", Some("n1"), true);
         none.spec.network = NetworkMode::None;
         let mut failed = pod("default", "failed", "web", Some("n1"), false);
@@ -239,13 +248,16 @@ mod tests {
             pod("default", "on-noaddr-node", "web", Some("noaddr"), true),
             pod("default", "on-unknown-node", "web", Some("gone"), true),
             isolated,
+            with_ip,
             none,
             failed,
             starting,
             pod("default", "ok", "web", Some("n1"), true),
         ];
         let e = &compute(&services, &pods, &nodes)[0];
-        assert_eq!(names(&e.ready), ["ok"]);
+        assert_eq!(names(&e.ready), ["isolated-ip", "ok"]);
+        assert_eq!(e.ready[0].ip, "10.42.0.5");
+        assert_eq!(e.ready[1].ip, "192.0.2.11");
         let mut nr = names(&e.not_ready);
         nr.sort();
         assert_eq!(

@@ -13,6 +13,7 @@
 //! - [`job`]: pods until `completions` succeeded, at most `parallelism` at once.
 //! - [`node`]: the `node.bramble.io/not-ready` taint, and eviction after a timeout.
 //! - [`gc`]: deletes pods and replica sets whose owners are gone.
+//! - [`podnet`]: each node's pod subnet, and the routes between nodes.
 //!
 //! # Cost
 //! [`reconcile`] indexes the snapshot once (pods and replica sets by owner uid, pod names) and
@@ -43,6 +44,7 @@ pub mod endpoints;
 pub mod gc;
 pub mod job;
 pub mod node;
+pub mod podnet;
 pub mod replicaset;
 
 #[cfg(test)]

@@ -106,6 +106,7 @@ fn running(started_ms: u64) -> bramble_wire::objects::PodStatus {
         }],
         message: String::new(),
         updated_ms: started_ms,
+        ip: String::new(),
     }
 }
 

@@ -262,6 +262,7 @@ fn running_report(p: &bramble_wire::objects::Pod, now: u64) -> PodReport {
                 .collect(),
             message: "simulated by bramble-nodesim".into(),
             updated_ms: now,
+            ip: String::new(),
         },
     }
 }
@@ -400,6 +401,7 @@ async fn session(
                     Some(
                         NodeDown::Endpoints(_)
                         | NodeDown::Secrets(_)
+                        | NodeDown::Network(_)
                         | NodeDown::ArtifactChunk { .. },
                     ) => {}
                     Some(NodeDown::Credential { secret }) => {

@@ -100,6 +100,7 @@ pub fn hello_pod(name: &str) -> Pod {
             processes: Vec::new(),
             message: String::new(),
             updated_ms: 0,
+            ip: String::new(),
         },
     }
 }

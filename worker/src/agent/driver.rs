@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bramble_wire::msg::PodReport;
-use bramble_wire::objects::{ConfigMap, Pod, PodPhase, PodStatus, Secret};
+use bramble_wire::objects::{ConfigMap, NetworkMode, Pod, PodPhase, PodStatus, Secret};
 use bramble_wire::{CgroupVersion, Controllers};
 
 use super::Driver;
 use crate::runtime::volumes::{self, ConfigVolumes};
-use crate::runtime::{LinuxRuntime, PodHandle, PodKey, RuntimeConfig};
+use crate::runtime::{LinuxRuntime, PodHandle, PodKey, PodNetwork, RuntimeConfig};
 
 /// Where the driver keeps things.
 #[derive(Debug, Clone)]
@@ -26,6 +26,8 @@ pub struct Paths {
     pub cgroup_parent: String,
     /// Root of config map and secret volumes (`configmaps/`, `secrets/` on a tmpfs): the run dir.
     pub volumes: PathBuf,
+    /// The bridge isolated pods join (`bramble0`).
+    pub pod_bridge: String,
 }
 
 struct Entry {
@@ -47,6 +49,9 @@ pub struct LinuxDriver {
     config_maps: Vec<ConfigMap>,
     /// `None` until the master sent them (they are never kept on disk).
     secrets: Option<Vec<Secret>>,
+    pod_bridge: String,
+    /// The routes to other nodes' pod subnets last installed (`None`: not yet synced).
+    routes: Option<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for LinuxDriver {
@@ -90,6 +95,8 @@ impl LinuxDriver {
             vols,
             config_maps: Vec::new(),
             secrets: None,
+            pod_bridge: paths.pod_bridge.clone(),
+            routes: None,
         })
     }
 
@@ -124,6 +131,15 @@ impl LinuxDriver {
             message,
             ..Default::default()
         };
+        if p.spec.network == NetworkMode::Isolated && self.rt.pod_network().is_none() {
+            return Err(PodStatus {
+                phase: PodPhase::Pending,
+                message: "waiting for this node's pod subnet from the master \
+                          (network = \"isolated\")"
+                    .into(),
+                ..Default::default()
+            });
+        }
         if !volumes::uses_config(p) {
             return self
                 .rt
@@ -286,6 +302,39 @@ impl Driver for LinuxDriver {
         }
     }
 
+    fn network(&mut self, own: Option<&str>, routes: &[(String, String)]) {
+        let net = own.and_then(|cidr| {
+            let n = PodNetwork::parse(&self.pod_bridge, cidr);
+            if n.is_none() {
+                tracing::warn!(%cidr, "the master sent a pod subnet this worker cannot use");
+            }
+            n
+        });
+        if net != self.rt.pod_network() {
+            tracing::info!(subnet = ?net.as_ref().map(PodNetwork::cidr), bridge = %self.pod_bridge, "pod subnet");
+            self.rt.set_pod_network(net);
+        }
+        if self.routes.as_deref() == Some(routes) {
+            return;
+        }
+        match crate::sys::podnet::sync_routes(routes) {
+            Ok(changes) => {
+                if changes > 0 {
+                    tracing::info!(
+                        routes = routes.len(),
+                        changes,
+                        "routes to other nodes' pod subnets"
+                    );
+                }
+                self.routes = Some(routes.to_vec());
+            }
+            Err(e) => tracing::warn!(
+                "cannot route the other nodes' pod subnets ({e}): isolated pods elsewhere are \
+                 unreachable from this node; nodes must share a link (host-gw routing)"
+            ),
+        }
+    }
+
     fn poll(&mut self) -> Vec<PodReport> {
         let mut out = Vec::with_capacity(self.pods.len());
         for e in self.pods.values_mut() {
@@ -362,5 +411,6 @@ pub fn default_paths(state_dir: &Path, run_dir: &Path, cgroup_parent: &str) -> P
         run: run_dir.join("pods"),
         cgroup_parent: cgroup_parent.to_string(),
         volumes: run_dir.to_path_buf(),
+        pod_bridge: "bramble0".into(),
     }
 }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bramble_wire::io::{FrameReader, send};
-use bramble_wire::msg::{Assignment, LogChunk, NodeDown, NodeUp, PodReport};
+use bramble_wire::msg::{Assignment, LogChunk, NodeDown, NodeUp, PodReport, PodSubnet};
 use bramble_wire::objects::Pod;
 use bramble_wire::{Handshake, Heartbeat, Hello, NodeInfo, Role};
 use futures_lite::{AsyncReadExt, AsyncSeekExt, FutureExt};
@@ -42,6 +42,9 @@ pub trait Driver {
         _secrets: Option<&[bramble_wire::objects::Secret]>,
     ) {
     }
+    /// The node's own pod subnet (`None`: not assigned) and the routes to the other nodes'
+    /// (subnet, via). Called before [`Driver::sync`] when the master sends them.
+    fn network(&mut self, _own: Option<&str>, _routes: &[(String, String)]) {}
 }
 
 /// Agent settings (the worker's flags).
@@ -61,6 +64,47 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Where the service proxy listens (`0.0.0.0`: every address of the node).
     pub proxy_address: std::net::IpAddr,
+}
+
+/// File (in the state dir) keeping the last pod subnets, for a restart while the master is away.
+const NETWORK_FILE: &str = "network";
+
+/// Splits the master's subnet list into this node's own subnet and the routes to the others.
+/// A route is only worth installing via a real neighbour: not via a loopback or unspecified
+/// address (nodes on one host), nor via this node's own address.
+fn split_network(name: &str, subnets: &[PodSubnet]) -> (Option<String>, Vec<(String, String)>) {
+    let own = subnets.iter().find(|s| s.node == name);
+    let own_via = own.map(|s| s.via.as_str());
+    let routes = subnets
+        .iter()
+        .filter(|s| s.node != name && Some(s.via.as_str()) != own_via)
+        .filter(|s| {
+            s.via
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|a| !a.is_loopback() && !a.is_unspecified())
+        })
+        .map(|s| (s.cidr.clone(), s.via.clone()))
+        .collect();
+    (own.map(|s| s.cidr.clone()), routes)
+}
+
+/// Applies a subnet list: to the driver, and to the state dir when it changed.
+fn apply_network(cfg: &Config, driver: &mut impl Driver, subnets: &[PodSubnet], save: bool) {
+    let (own, routes) = split_network(&cfg.name, subnets);
+    driver.network(own.as_deref(), &routes);
+    if save {
+        let path = cfg.state_dir.join(NETWORK_FILE);
+        let Ok(bytes) = postcard::to_allocvec(subnets) else {
+            return;
+        };
+        if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
+            let tmp = path.with_extension("tmp");
+            if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path))
+            {
+                tracing::warn!("cannot keep the pod subnets in {}: {e}", path.display());
+            }
+        }
+    }
 }
 
 enum Ev {
@@ -119,6 +163,12 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
     let mut arts = artifacts::ArtifactCache::new(&cfg.state_dir, cfg.info.arch);
     let unpacked = arts.done();
     driver.configure(&desired.config_maps, None);
+    if let Some(subnets) = std::fs::read(cfg.state_dir.join(NETWORK_FILE))
+        .ok()
+        .and_then(|b| postcard::from_bytes::<Vec<PodSubnet>>(&b).ok())
+    {
+        apply_network(&cfg, &mut driver, &subnets, false);
+    }
     sync_pods(&mut driver, &mut arts, &proxy, &desired, None);
 
     let (ev_tx, ev_rx) = async_channel::bounded::<Ev>(64);
@@ -195,6 +245,11 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                 sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
             }
             Some(Ev::Down(NodeDown::Endpoints(eps))) => proxy.update(eps),
+            Some(Ev::Down(NodeDown::Network(subnets))) => {
+                apply_network(&cfg, &mut driver, &subnets, true);
+                // Isolated pods that waited for the subnet can start now.
+                sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
+            }
             Some(Ev::Down(NodeDown::Credential { .. })) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
             Some(Ev::Down(NodeDown::ArtifactChunk {

@@ -673,6 +673,8 @@ fn write_status(state: &OwnedFd, events: &OwnedFd, procs: &[Proc], stopping: boo
             String::new()
         },
         updated_ms: now_ms(),
+        // The worker knows the pod's address: it fills it in.
+        ip: String::new(),
     };
     let Ok(bytes) = postcard::to_stdvec(&status) else {
         return;

@@ -103,6 +103,24 @@ pub enum RuntimeError {
         /// The error.
         err: postcard::Error,
     },
+    /// An isolated pod, but the node has no pod subnet yet.
+    #[error(
+        "pod {0} uses network = \"isolated\" but this node has no pod subnet yet: the master \
+         assigns one when the node registers (if the master's log says its pod range is full, \
+         restart it with a larger --cluster-cidr)"
+    )]
+    NoPodNetwork(String),
+    /// Every address of the node's pod subnet is taken.
+    #[error(
+        "pod {pod}: every address of this node's pod subnet {cidr} is in use: restart the \
+         master with a larger --node-cidr-size prefix range, or run fewer isolated pods here"
+    )]
+    PodSubnetFull {
+        /// The pod.
+        pod: String,
+        /// The node's subnet.
+        cidr: String,
+    },
     /// The pod init did not exit after SIGKILL.
     #[error("pod {0}: init did not exit after its cgroup was killed")]
     StuckInit(String),
@@ -253,12 +271,74 @@ impl fmt::Display for PodKey {
     }
 }
 
+/// The node's pod subnet and bridge, for `network = "isolated"` pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodNetwork {
+    /// The bridge the pods' veth pairs join (`bramble0`).
+    pub bridge: String,
+    /// The subnet's network address.
+    pub network: std::net::Ipv4Addr,
+    /// Its prefix length.
+    pub prefix: u8,
+}
+
+impl PodNetwork {
+    /// `cidr` like `10.42.3.0/24` (at most /30); `None` if it is not one.
+    pub fn parse(bridge: &str, cidr: &str) -> Option<PodNetwork> {
+        let (addr, prefix) = cidr.split_once('/')?;
+        let network: std::net::Ipv4Addr = addr.parse().ok()?;
+        let prefix: u8 = prefix.parse().ok()?;
+        if !(1..=30).contains(&prefix) || u32::from(network) & !Self::mask(prefix) != 0 {
+            return None;
+        }
+        Some(PodNetwork {
+            bridge: bridge.to_string(),
+            network,
+            prefix,
+        })
+    }
+
+    fn mask(prefix: u8) -> u32 {
+        u32::MAX << (32 - prefix)
+    }
+
+    /// The subnet as `a.b.c.d/n`.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.network, self.prefix)
+    }
+
+    /// The bridge's address: the subnet's first.
+    pub fn gateway(&self) -> std::net::Ipv4Addr {
+        (u32::from(self.network) + 1).into()
+    }
+
+    /// Whether `ip` is in the subnet.
+    pub fn contains(&self, ip: std::net::Ipv4Addr) -> bool {
+        u32::from(ip) & Self::mask(self.prefix) == u32::from(self.network)
+    }
+
+    /// The pods' addresses: after the gateway, before the broadcast address.
+    pub fn pod_addresses(&self) -> impl Iterator<Item = std::net::Ipv4Addr> {
+        let first = u32::from(self.network) + 2;
+        let broadcast = u32::from(self.network) | !Self::mask(self.prefix);
+        (first..broadcast).map(std::net::Ipv4Addr::from)
+    }
+}
+
+#[derive(Debug, Default)]
+struct NetState {
+    net: Option<PodNetwork>,
+    /// The bridge is set up for `net` (done at the first isolated pod).
+    bridge_ready: bool,
+}
+
 /// The Linux runtime: namespaces + cgroups + the pod init.
 #[derive(Debug)]
 pub struct LinuxRuntime {
     cfg: RuntimeConfig,
     cgroups: Arc<AnyCgroupManager>,
     preflight: Preflight,
+    net: std::sync::Mutex<NetState>,
 }
 
 fn now_ms() -> u64 {
@@ -308,7 +388,57 @@ impl LinuxRuntime {
             cfg,
             cgroups: Arc::new(cgroups),
             preflight,
+            net: Default::default(),
         })
+    }
+
+    /// Sets the node's pod subnet (from the master). Pods already running keep their address.
+    pub fn set_pod_network(&self, net: Option<PodNetwork>) {
+        let mut s = self.net.lock().unwrap_or_else(|e| e.into_inner());
+        if s.net != net {
+            s.net = net;
+            s.bridge_ready = false;
+        }
+    }
+
+    /// The node's pod subnet, if the master gave one.
+    pub fn pod_network(&self) -> Option<PodNetwork> {
+        self.net
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .net
+            .clone()
+    }
+
+    /// The bridge for the current subnet, set up at the first isolated pod.
+    fn ready_bridge(&self, pod: &PodKey) -> Result<PodNetwork> {
+        let mut s = self.net.lock().unwrap_or_else(|e| e.into_inner());
+        let net = s
+            .net
+            .clone()
+            .ok_or_else(|| RuntimeError::NoPodNetwork(pod.to_string()))?;
+        if !s.bridge_ready {
+            crate::sys::podnet::ensure_bridge(&net.bridge, net.gateway(), net.prefix)?;
+            s.bridge_ready = true;
+        }
+        Ok(net)
+    }
+
+    /// The lowest address of `net` that no pod of this node holds (pods' `ip` files).
+    fn free_address(&self, net: &PodNetwork, pod: &PodKey) -> Result<std::net::Ipv4Addr> {
+        let used: std::collections::HashSet<std::net::Ipv4Addr> =
+            std::fs::read_dir(&self.cfg.state_dir)
+                .map_err(io("read dir", &self.cfg.state_dir))?
+                .flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path().join("ip")).ok())
+                .filter_map(|s| s.trim().parse().ok())
+                .collect();
+        net.pod_addresses()
+            .find(|a| !used.contains(a))
+            .ok_or_else(|| RuntimeError::PodSubnetFull {
+                pod: pod.to_string(),
+                cidr: net.cidr(),
+            })
     }
 
     /// What preflight found: version, controllers, problems with their fixes.
@@ -418,6 +548,16 @@ impl LinuxRuntime {
                 std::fs::create_dir_all(&d).map_err(io("mkdir", &d))?;
             }
         }
+        // An isolated pod's address, held by its `ip` file (freed with the state directory).
+        let isolated = if pod.spec.network == NetworkMode::Isolated {
+            let net = self.ready_bridge(&key)?;
+            let ip = self.free_address(&net, &key)?;
+            let f = state.join("ip");
+            std::fs::write(&f, format!("{ip}\n")).map_err(io("write", &f))?;
+            Some((net, ip))
+        } else {
+            None
+        };
         let b = &self.cfg.backoff;
         let icfg = InitConfig {
             hostname: pod.meta.name.clone(),
@@ -472,6 +612,17 @@ impl LinuxRuntime {
         )?;
         let pid = paused.pid();
         cg.add_pid(&init_rel, pid)?;
+        if let Some((net, ip)) = &isolated {
+            // Before the init runs: its processes start with their network in place.
+            crate::sys::podnet::attach(
+                pid,
+                &net.bridge,
+                &format!("bp{pid}"),
+                *ip,
+                net.prefix,
+                net.gateway(),
+            )?;
+        }
         let pidfd = sysproc::pidfd_open(pid)?;
         let started_ms = now_ms();
         let ticks = sysproc::start_ticks(pid).unwrap_or(0);
@@ -492,6 +643,7 @@ impl LinuxRuntime {
             events: Some(events),
             cgroups: Arc::clone(&self.cgroups),
             names: pod.spec.processes.iter().map(|p| p.name.clone()).collect(),
+            ip: isolated.map(|(_, ip)| ip.to_string()).unwrap_or_default(),
         })
     }
 
@@ -525,7 +677,11 @@ impl LinuxRuntime {
                 .and_then(|b| postcard::from_bytes::<InitConfig>(&b).ok())
                 .map(|c| c.processes.into_iter().map(|p| p.spec.name).collect())
                 .unwrap_or_default();
+            let ip = std::fs::read_to_string(state.join("ip"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
             out.push(PodHandle {
+                ip,
                 names,
                 rel: self.rel(&key),
                 key,
@@ -565,6 +721,8 @@ pub struct PodHandle {
     events: Option<OwnedFd>,
     cgroups: Arc<AnyCgroupManager>,
     names: Vec<String>,
+    /// The pod's own address (isolated pods), else empty.
+    ip: String,
 }
 
 impl PodHandle {
@@ -710,6 +868,7 @@ impl PodHandle {
         if !exited {
             self.translate_pids(&mut st);
         }
+        st.ip = self.ip.clone();
         st
     }
 

@@ -10,10 +10,13 @@
 //!   rootfs (read-only bind + writable tmpfs scratch) and `pivot_root`; hostname; loopback up.
 //! - [`net`]: non-blocking TCP connects and `poll` for the pod init's probes.
 //! - [`process`]: signals, `waitpid`, `pidfd`, `poll`, `signalfd` and reading `/proc`.
+//! - [`podnet`]: the pod bridge, veth pairs into isolated pods, and routes to other nodes' pod
+//!   subnets (through iproute2's `ip`).
 #![allow(unsafe_code)]
 
 pub mod mount;
 pub mod net;
+pub mod podnet;
 pub mod process;
 pub mod spawn;
 
@@ -49,6 +52,14 @@ pub enum SysError {
         path: PathBuf,
         /// The error.
         err: std::io::Error,
+    },
+    /// A command (`ip`, `nsenter`) failed.
+    #[error("{cmd}: {err}")]
+    Command {
+        /// The command line.
+        cmd: String,
+        /// Its error output, or why it could not run.
+        err: String,
     },
     /// A string for `execve` contained a NUL byte.
     #[error("argument contains a nul byte: {0:?}")]

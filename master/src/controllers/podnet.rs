@@ -1,0 +1,174 @@
+//! Pod subnets: the master gives each node its own slice of the cluster's pod range at
+//! registration (k3s's `--cluster-cidr 10.42.0.0/16`, a /24 per node), and tells every worker
+//! every node's slice and address ([`subnets`]), so that each can route the others' pods
+//! (flannel's host-gw, without a daemon). Pure: no I/O.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use bramble_wire::msg::PodSubnet;
+use bramble_wire::objects::Node;
+
+/// The cluster's pod range and the size of each node's slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterCidr {
+    base: u32,
+    prefix: u8,
+    node_prefix: u8,
+}
+
+impl ClusterCidr {
+    /// `cidr` is the cluster's range (`10.42.0.0/16`); each node gets a `/node_prefix`.
+    pub fn parse(cidr: &str, node_prefix: u8) -> Result<ClusterCidr, String> {
+        let (base, prefix) = parse_cidr(cidr)?;
+        if node_prefix < prefix || node_prefix > 30 {
+            return Err(format!(
+                "--node-cidr-size /{node_prefix} must be between the cluster range's /{prefix} \
+                 and /30 (each node needs a gateway, a broadcast and at least two pods)"
+            ));
+        }
+        if node_prefix - prefix > 16 {
+            return Err(format!(
+                "--cluster-cidr {cidr} with --node-cidr-size /{node_prefix} makes more than 65536 \
+                 node subnets: use a smaller cluster range or larger node subnets"
+            ));
+        }
+        Ok(ClusterCidr {
+            base,
+            prefix,
+            node_prefix,
+        })
+    }
+
+    /// How many node subnets the range holds.
+    pub fn capacity(&self) -> u32 {
+        1 << (self.node_prefix - self.prefix)
+    }
+
+    /// The `i`th node subnet.
+    fn nth(&self, i: u32) -> String {
+        let addr = self.base + (i << (32 - self.node_prefix));
+        format!("{}/{}", Ipv4Addr::from(addr), self.node_prefix)
+    }
+
+    /// The first node subnet not in `used`; `None` when the range is full.
+    pub fn allocate<'a>(&self, used: impl IntoIterator<Item = &'a str>) -> Option<String> {
+        let used: HashSet<&str> = used.into_iter().collect();
+        (0..self.capacity())
+            .map(|i| self.nth(i))
+            .find(|c| !used.contains(c.as_str()))
+    }
+}
+
+/// Parses `a.b.c.d/n` into (network address, prefix); host bits must be zero.
+pub fn parse_cidr(s: &str) -> Result<(u32, u8), String> {
+    let bad = || format!("{s:?} is not an IPv4 range like 10.42.0.0/16");
+    let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    if prefix > 32 {
+        return Err(bad());
+    }
+    let a = u32::from(addr);
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - prefix)
+    };
+    if a & !mask != 0 {
+        return Err(format!(
+            "{s}: host bits are set; did you mean {}/{prefix}?",
+            Ipv4Addr::from(a & mask)
+        ));
+    }
+    Ok((a, prefix))
+}
+
+/// Every node's subnet and address, sorted by node: what each worker routes. Nodes without a
+/// subnet or a known address are left out.
+pub fn subnets<'a>(nodes: impl IntoIterator<Item = &'a Node>) -> Vec<PodSubnet> {
+    let mut out: Vec<PodSubnet> = nodes
+        .into_iter()
+        .filter(|n| !n.spec.pod_cidr.is_empty())
+        .filter_map(|n| {
+            Some(PodSubnet {
+                node: n.meta.name.clone(),
+                cidr: n.spec.pod_cidr.clone(),
+                via: n.status.addresses.first()?.clone(),
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_wire::objects::{Meta, NodeSpec, NodeStatus};
+
+    #[test]
+    fn allocates_in_order_and_skips_used() {
+        let c = ClusterCidr::parse("10.42.0.0/16", 24).unwrap();
+        assert_eq!(c.capacity(), 256);
+        assert_eq!(c.allocate([]).as_deref(), Some("10.42.0.0/24"));
+        assert_eq!(
+            c.allocate(["10.42.0.0/24", "10.42.2.0/24"]).as_deref(),
+            Some("10.42.1.0/24")
+        );
+        let small = ClusterCidr::parse("198.51.100.0/24", 26).unwrap();
+        assert_eq!(
+            small
+                .allocate(["198.51.100.0/26", "198.51.100.64/26"])
+                .as_deref(),
+            Some("198.51.100.128/26")
+        );
+        let all: Vec<String> = (0..4).map(|i| small.nth(i)).collect();
+        assert_eq!(small.allocate(all.iter().map(String::as_str)), None);
+    }
+
+    #[test]
+    fn bad_ranges_say_why() {
+        assert!(
+            ClusterCidr::parse("10.42.0.1/16", 24)
+                .unwrap_err()
+                .contains("did you mean 10.42.0.0/16")
+        );
+        assert!(
+            ClusterCidr::parse("10.42.0.0", 24)
+                .unwrap_err()
+                .contains("not an IPv4 range")
+        );
+        assert!(ClusterCidr::parse("10.42.0.0/24", 16).is_err());
+        assert!(ClusterCidr::parse("10.42.0.0/24", 31).is_err());
+        assert!(ClusterCidr::parse("10.0.0.0/8", 30).is_err());
+    }
+
+    #[test]
+    fn subnets_need_a_cidr_and_an_address() {
+        let node = |name: &str, cidr: &str, addr: Option<&str>| Node {
+            meta: Meta {
+                name: name.into(),
+                ..Default::default()
+            },
+            spec: NodeSpec {
+                pod_cidr: cidr.into(),
+                ..Default::default()
+            },
+            status: NodeStatus {
+                addresses: addr.map(|a| vec![a.to_string()]).unwrap_or_default(),
+                ..Default::default()
+            },
+        };
+        let nodes = [
+            node("b", "10.42.1.0/24", Some("192.0.2.12")),
+            node("a", "10.42.0.0/24", Some("192.0.2.11")),
+            node("c", "", Some("192.0.2.13")),
+            node("d", "10.42.3.0/24", None),
+        ];
+        let s = subnets(&nodes);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].node, "a");
+        assert_eq!(s[1].via, "192.0.2.12");
+    }
+}
