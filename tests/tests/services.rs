@@ -10,6 +10,10 @@
 //!   node's proxy all succeed;
 //! - a restarted agent gets the endpoints as it connects: its proxy serves again.
 //!
+//! And isolated pods (`network = "isolated"`, a daemon set: one per node) behind a service: each
+//! node gets its own pod subnet out of 198.51.100.0/24, each pod an address in it, and every
+//! node's proxy reaches the pods on the other nodes through the routes the workers install.
+//!
 //! Root only; fails (never skips) without root, `ip`, `nsenter` or `/usr/bin/python3`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -58,17 +62,19 @@ for _ in range(n):
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with(&[])
+    }
+
+    fn start_with(master_flags: &[&str]) -> Cluster {
         assert!(
             Path::new(PYTHON).exists(),
             "{PYTHON} is missing: the services test serves HTTP with python3 (apt-get install python3)"
         );
         let topo = Topology::create(WORKERS.len());
         let tmp = tempfile::tempdir().unwrap();
-        let m = NetMaster::start(
-            &topo,
-            &tmp.path().join("master"),
-            &["--heartbeat-interval", "500ms", "--node-grace", "3s"],
-        );
+        let mut flags = vec!["--heartbeat-interval", "500ms", "--node-grace", "3s"];
+        flags.extend(master_flags);
+        let m = NetMaster::start(&topo, &tmp.path().join("master"), &flags);
         let workers = WORKERS
             .iter()
             .zip(&topo.workers)
@@ -178,7 +184,12 @@ impl Cluster {
 
     /// `n` requests through the proxy of worker `i`, from inside its namespace (as its pods do).
     fn requests(&self, i: usize, n: usize) -> Vec<String> {
-        let url = format!("http://127.0.0.1:{SERVICE_PORT}/id");
+        self.requests_to(i, SERVICE_PORT, n)
+    }
+
+    /// `n` requests to `port` on worker `i`'s loopback, from inside its namespace.
+    fn requests_to(&self, i: usize, port: u16, n: usize) -> Vec<String> {
+        let url = format!("http://127.0.0.1:{port}/id");
         let out = in_netns(&self.topo.workers[i].ns, PYTHON)
             .args(["-c", CLIENT, &url, &n.to_string()])
             .output()
@@ -468,4 +479,138 @@ fn service_lifecycle_through_the_cli() {
     bramble_tests::wait_for(Duration::from_secs(10), "endpoints of api gone", || {
         (m.cli(&["get", "ep", "api"]).status.code() == Some(3)).then_some(())
     });
+}
+
+const ISOLATED: &str = r#"
+[[service]]
+name = "iso"
+selector = { app = "iso" }
+port = 8090
+target_port = 8082
+
+[[daemonset]]
+name = "iso"
+[daemonset.template]
+labels = { app = "iso" }
+network = "isolated"
+restart_policy = "Always"
+[[daemonset.template.process]]
+name = "http"
+command = ["/bin/sh", "-c", "d=WWW/$HOSTNAME; mkdir -p $d && echo $HOSTNAME > $d/id && cd $d && exec /usr/bin/python3 -m http.server 8082 --bind 0.0.0.0"]
+memory = "64Mi"
+readiness = { tcp = 8082 }
+"#;
+
+#[test]
+fn isolated_pods_get_node_subnets_and_are_reached_across_nodes() {
+    let c = Cluster::start_with(&[
+        "--cluster-cidr",
+        "198.51.100.0/24",
+        "--node-cidr-size",
+        "26",
+    ]);
+    // Every node has its own /26 of the range.
+    let nodes = json(&c.m.ok(&["get", "nodes", "-o", "json"]));
+    let cidrs: BTreeSet<String> = nodes
+        .as_array()
+        .expect("three nodes")
+        .iter()
+        .map(|n| {
+            n["Node"]["spec"]["pod_cidr"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(cidrs.len(), 3, "{cidrs:?}");
+    for cidr in &cidrs {
+        assert!(
+            cidr.starts_with("198.51.100.") && cidr.ends_with("/26"),
+            "{cidrs:?}"
+        );
+    }
+    assert!(c.m.ok(&["get", "nodes", "-o", "wide"]).contains("/26"));
+
+    let www = c.tmp.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let file = c.tmp.path().join("iso.toml");
+    std::fs::write(&file, ISOLATED.replace("WWW", &www.display().to_string())).unwrap();
+    c.m.ok(&["apply", "-f", file.to_str().unwrap()]);
+
+    // Three ready endpoints, each at the pod's own address, inside its node's subnet.
+    let eps = c.wait(
+        Duration::from_secs(30),
+        "3 ready isolated endpoints",
+        || {
+            let o = c.m.cli(&["get", "endpoints", "iso", "-o", "json"]);
+            if !o.status.success() {
+                return None;
+            }
+            let v = json(&String::from_utf8_lossy(&o.stdout));
+            let ready: Vec<(String, String, String)> = v["Endpoints"]["ready"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    (
+                        a["pod"].as_str().unwrap_or("").to_string(),
+                        a["ip"].as_str().unwrap_or("").to_string(),
+                        a["node"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            (ready.len() == 3).then_some(ready)
+        },
+    );
+    let node_cidr: BTreeMap<String, String> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["Node"]["meta"]["name"].as_str().unwrap().to_string(),
+                n["Node"]["spec"]["pod_cidr"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (pod, ip, node) in &eps {
+        let cidr = &node_cidr[node];
+        let base: std::net::Ipv4Addr = cidr.split('/').next().unwrap().parse().unwrap();
+        let ip: std::net::Ipv4Addr = ip.parse().unwrap();
+        assert_eq!(
+            u32::from(ip) & !63,
+            u32::from(base),
+            "{pod} on {node} has {ip}, outside the node's {cidr}"
+        );
+    }
+    let wide = c.m.ok(&["get", "pods", "-l", "app=iso", "-o", "wide"]);
+    for (_, ip, _) in &eps {
+        assert!(wide.contains(ip.as_str()), "get pods -o wide:\n{wide}");
+    }
+
+    // Through every node's proxy, every pod answers: two of the three are on other nodes.
+    let names: BTreeSet<String> = eps.iter().map(|(p, _, _)| p.clone()).collect();
+    c.wait(
+        Duration::from_secs(30),
+        "every node's proxy reaching every isolated pod",
+        || {
+            (0..WORKERS.len())
+                .all(|i| {
+                    let got = c.requests_to(i, 8090, 6);
+                    got.iter().all(|g| names.contains(g))
+                        && got.iter().collect::<BTreeSet<_>>().len() == 3
+                })
+                .then_some(())
+        },
+    );
+    for i in 0..WORKERS.len() {
+        let got = c.requests_to(i, 8090, N);
+        let bad: Vec<&String> = got.iter().filter(|g| !names.contains(*g)).collect();
+        assert!(
+            got.len() == N && bad.is_empty(),
+            "through {}'s proxy: {bad:?}{}",
+            WORKERS[i],
+            c.diag()
+        );
+    }
 }

@@ -124,7 +124,7 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                 h.insert(0, "NAMESPACE".into());
             }
             if wide {
-                h.push("MESSAGE".into());
+                h.extend(["IP", "MESSAGE"].map(String::from));
             }
             rows.push(h);
             for o in items {
@@ -142,6 +142,11 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                     r.insert(0, p.meta.namespace.clone());
                 }
                 if wide {
+                    r.push(if p.status.ip.is_empty() {
+                        "-".into()
+                    } else {
+                        p.status.ip.clone()
+                    });
                     r.push(p.status.message.clone());
                 }
                 rows.push(r);
@@ -152,7 +157,7 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                 .map(String::from)
                 .to_vec();
             if wide {
-                h.extend(["KERNEL", "BOARD", "VERSION", "ADDRESS"].map(String::from));
+                h.extend(["KERNEL", "BOARD", "VERSION", "ADDRESS", "POD-CIDR"].map(String::from));
             }
             rows.push(h);
             for o in items {
@@ -195,6 +200,11 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                             .unwrap_or_default(),
                     );
                     r.push(n.status.addresses.join(","));
+                    r.push(if n.spec.pod_cidr.is_empty() {
+                        "-".into()
+                    } else {
+                        n.spec.pod_cidr.clone()
+                    });
                 }
                 rows.push(r);
             }
