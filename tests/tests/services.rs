@@ -603,13 +603,12 @@ fn isolated_pods_get_node_subnets_and_are_reached_across_nodes() {
                 .then_some(())
         },
     );
-    for i in 0..WORKERS.len() {
+    for (i, worker) in WORKERS.iter().enumerate() {
         let got = c.requests_to(i, 8090, N);
         let bad: Vec<&String> = got.iter().filter(|g| !names.contains(*g)).collect();
         assert!(
             got.len() == N && bad.is_empty(),
-            "through {}'s proxy: {bad:?}{}",
-            WORKERS[i],
+            "through {worker}'s proxy: {bad:?}{}",
             c.diag()
         );
     }
