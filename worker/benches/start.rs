@@ -5,17 +5,22 @@
 //! - `bramble`: `LinuxRuntime::start_pod` (cgroup with limits, clone into new PID/mount/UTS/IPC
 //!   namespaces, cgroup join before exec, the pod init re-executing the worker, fresh `/proc`,
 //!   hostname, fork+exec of `/bin/true`) until the pod init has exited;
-//! - `bramble+cleanup`: the same plus `PodHandle::stop` (cgroup kill + rmdir, state dir removal).
+//! - `bramble+cleanup`: the same plus `PodHandle::stop` (cgroup kill + rmdir, state dir removal);
+//! - `isolated`: `bramble` with `network = "isolated"`: a network namespace, a veth pair on the
+//!   pod bridge, address and route (`ip`, `nsenter`), until the pod init has exited.
 //!
+//! The bench runs in a network namespace of its own (the bridge never touches the host's).
 //! Run as root: `cargo bench -p bramble-worker --bench start [-- ITERATIONS]`.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bramble_wire::objects::{Meta, Pod, PodPhase, PodSpec, ProcessSpec, Resources, RestartPolicy};
+use bramble_wire::objects::{
+    Meta, NetworkMode, Pod, PodPhase, PodSpec, ProcessSpec, Resources, RestartPolicy,
+};
 use bramble_worker::runtime::cgroup::CgroupBase;
-use bramble_worker::runtime::{LinuxRuntime, RuntimeConfig};
+use bramble_worker::runtime::{LinuxRuntime, PodNetwork, RuntimeConfig};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -31,6 +36,7 @@ fn main() {
         bramble_worker::sys::process::is_root(),
         "the start bench needs root"
     );
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
     let state = std::env::temp_dir().join(format!("bramble-bench-{}", std::process::id()));
     let logs = state.join("logs");
     let parent = format!("bramble-bench-{}", std::process::id());
@@ -44,6 +50,7 @@ fn main() {
         ..Default::default()
     })
     .expect("runtime");
+    rt.set_pod_network(PodNetwork::parse("bench0", "198.51.100.0/24"));
     eprintln!(
         "cgroups: {:?} {:?}",
         rt.preflight().version,
@@ -74,8 +81,8 @@ fn main() {
         status: Default::default(),
     };
 
-    let (mut plain, mut unshare, mut bramble, mut full) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut plain, mut unshare, mut bramble, mut full, mut isolated) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..iters + 10 {
         let warm = i < 10;
         let t = Instant::now();
@@ -110,6 +117,20 @@ fn main() {
             bramble.push(d);
             full.push(df);
         }
+
+        let mut p = pod(i);
+        p.spec.network = NetworkMode::Isolated;
+        let t = Instant::now();
+        let mut h = rt.start_pod(&p, &logs).expect("start_pod (isolated)");
+        while !h.exited() {
+            h.wait(Some(Duration::from_secs(5))).expect("wait");
+        }
+        let d = t.elapsed();
+        let st = h.stop(Duration::from_secs(1)).expect("stop");
+        assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}");
+        if !warm {
+            isolated.push(d);
+        }
     }
     let _ = rt.cgroups().remove(&parent);
     let _ = std::fs::remove_dir_all(&state);
@@ -128,4 +149,5 @@ fn main() {
     row("unshare", unshare);
     row("bramble", bramble);
     row("bramble+cleanup", full);
+    row("isolated", isolated);
 }
