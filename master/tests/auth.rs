@@ -481,6 +481,22 @@ fn a_node_credential_reads_only_what_is_assigned_to_it() {
             "other node's config map",
         );
         forbidden(n.call(get(Kind::Node, "pi2")).await, "other node");
+        // A name that does not exist answers exactly like one that is not the node's: a node
+        // credential cannot probe which names exist.
+        let existing = forbidden(n.call(get(Kind::Secret, "s-b")).await, "existing");
+        let missing = forbidden(n.call(get(Kind::Secret, "s-zz")).await, "missing secret");
+        assert_eq!(
+            existing.replace("s-b", "X"),
+            missing.replace("s-zz", "X"),
+            "same answer for an existing and a missing name"
+        );
+        forbidden(n.call(get(Kind::Pod, "zz")).await, "missing pod");
+        forbidden(n.call(get(Kind::Node, "pi9")).await, "missing node");
+        // What the node could see answers NotFound: a service that does not exist.
+        assert!(matches!(
+            n.call(get(Kind::Service, "zz")).await,
+            Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound
+        ));
         // Denied: writes, tokens, logs, events, namespaces, secret watches.
         let msg = forbidden(
             n.call(RequestBody::Apply(vec![secret("evil")])).await,

@@ -150,10 +150,14 @@ pub fn visible(p: &Principal, o: &Object, refs: Option<&NodeRefs>) -> bool {
 /// The error for a `Get` of an object the principal may not see.
 pub fn not_yours(p: &Principal, o: &Object) -> ApiError {
     let m = o.meta();
-    let what = if m.namespace.is_empty() {
-        format!("{} {}", o.kind().as_str(), m.name)
+    not_yours_named(p, o.kind(), &m.namespace, &m.name)
+}
+
+fn not_yours_named(p: &Principal, kind: Kind, namespace: &str, name: &str) -> ApiError {
+    let what = if namespace.is_empty() {
+        format!("{} {name}", kind.as_str())
     } else {
-        format!("{} {}/{}", o.kind().as_str(), m.namespace, m.name)
+        format!("{} {namespace}/{name}", kind.as_str())
     };
     let node = match p {
         Principal::Node { node, .. } => node.as_str(),
@@ -183,6 +187,51 @@ pub fn node_may_get_artifact<'a>(
         .iter()
         .filter(|a| used.contains(a.meta.name.as_str()))
         .any(|a| a.variants.iter().any(|v| v.sha256 == sha256))
+}
+
+/// A node's `Get` of an object that does not exist: `NotFound` only where the node could see the
+/// object if it existed (its own node object, config maps and secrets its pods reference,
+/// services and endpoints); `Forbidden`, exactly as for an existing object, everywhere else, so
+/// that a node credential cannot probe which names exist.
+pub(crate) async fn missing(
+    m: &super::Master,
+    p: &Principal,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    not_found: ApiError,
+) -> ApiError {
+    let Principal::Node { node, .. } = p else {
+        return not_found;
+    };
+    let key = (namespace.to_string(), name.to_string());
+    let may_see = match kind {
+        Kind::Node => name == node,
+        Kind::Service | Kind::Endpoints => true,
+        Kind::ConfigMap | Kind::Secret => match m.store.list(Kind::Pod, None).await {
+            Ok((_, pods)) => {
+                let refs = NodeRefs::of(
+                    node,
+                    pods.iter().filter_map(|o| match o {
+                        Object::Pod(p) => Some(p),
+                        _ => None,
+                    }),
+                );
+                if kind == Kind::ConfigMap {
+                    refs.config_maps.contains(&key)
+                } else {
+                    refs.secrets.contains(&key)
+                }
+            }
+            Err(_) => false,
+        },
+        _ => false,
+    };
+    if may_see {
+        not_found
+    } else {
+        not_yours_named(p, kind, namespace, name)
+    }
 }
 
 /// Filters an answer for a non-admin principal: a `Get` of an object it may not see becomes

@@ -179,7 +179,24 @@ async fn handle(
     p: &super::auth::Principal,
     body: RequestBody,
 ) -> Result<ResponseBody, ApiError> {
-    let mut out = handle_unfiltered(m, body).await?;
+    let get = match &body {
+        RequestBody::Get {
+            kind,
+            namespace,
+            name,
+        } => Some((*kind, namespace.clone(), name.clone())),
+        _ => None,
+    };
+    let mut out = match handle_unfiltered(m, body).await {
+        Ok(out) => out,
+        Err(e) if e.code == ErrorCode::NotFound => {
+            return Err(match get {
+                Some((kind, ns, name)) => super::authz::missing(m, p, kind, &ns, &name, e).await,
+                None => e,
+            });
+        }
+        Err(e) => return Err(e),
+    };
     if !matches!(p, super::auth::Principal::Admin { .. }) {
         super::authz::filter(m, p, &mut out).await?;
     }
