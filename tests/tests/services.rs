@@ -603,6 +603,35 @@ fn isolated_pods_get_node_subnets_and_are_reached_across_nodes() {
                 .then_some(())
         },
     );
+    // An isolated pod finds the service through its variables: the proxy on its node's bridge.
+    let client = c.tmp.path().join("iso-client.toml");
+    std::fs::write(
+        &client,
+        DISCOVERY_CLIENT.replace("WEB", "ISO").replace(
+            "restart_policy = \"Never\"",
+            "restart_policy = \"Never\"\nnetwork = \"isolated\"",
+        ),
+    )
+    .unwrap();
+    c.m.ok(&["apply", "-f", client.to_str().unwrap()]);
+    let log = c.wait(
+        Duration::from_secs(30),
+        "the isolated client's answer",
+        || {
+            let o = c.m.cli(&["logs", "client"]);
+            let s = String::from_utf8_lossy(&o.stdout).to_string();
+            s.contains("answer").then_some(s)
+        },
+    );
+    assert!(
+        log.contains("service at 198.51.100.") && log.contains(" 8090"),
+        "client log:\n{log}"
+    );
+    assert!(
+        names.iter().any(|n| log.contains(&format!("answer {n}"))),
+        "client log:\n{log}"
+    );
+
     for (i, worker) in WORKERS.iter().enumerate() {
         let got = c.requests_to(i, 8090, N);
         let bad: Vec<&String> = got.iter().filter(|g| !names.contains(*g)).collect();

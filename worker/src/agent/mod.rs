@@ -88,10 +88,21 @@ fn split_network(name: &str, subnets: &[PodSubnet]) -> (Option<String>, Vec<(Str
     (own.map(|s| s.cidr.clone()), routes)
 }
 
-/// Applies a subnet list: to the driver, and to the state dir when it changed.
-fn apply_network(cfg: &Config, driver: &mut impl Driver, subnets: &[PodSubnet], save: bool) {
+/// Applies a subnet list: to the driver and the proxy, and to the state dir when it changed.
+fn apply_network(
+    cfg: &Config,
+    driver: &mut impl Driver,
+    proxy: &mut crate::proxy::Proxy,
+    subnets: &[PodSubnet],
+    save: bool,
+) {
     let (own, routes) = split_network(&cfg.name, subnets);
     driver.network(own.as_deref(), &routes);
+    proxy.set_pod_gateway(
+        own.as_deref()
+            .and_then(|c| crate::runtime::PodNetwork::parse("", c))
+            .map(|n| n.gateway()),
+    );
     if save {
         let path = cfg.state_dir.join(NETWORK_FILE);
         let Ok(bytes) = postcard::to_allocvec(subnets) else {
@@ -167,7 +178,7 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
         .ok()
         .and_then(|b| postcard::from_bytes::<Vec<PodSubnet>>(&b).ok())
     {
-        apply_network(&cfg, &mut driver, &subnets, false);
+        apply_network(&cfg, &mut driver, &mut proxy, &subnets, false);
     }
     sync_pods(&mut driver, &mut arts, &proxy, &desired, None);
 
@@ -246,7 +257,7 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
             }
             Some(Ev::Down(NodeDown::Endpoints(eps))) => proxy.update(eps),
             Some(Ev::Down(NodeDown::Network(subnets))) => {
-                apply_network(&cfg, &mut driver, &subnets, true);
+                apply_network(&cfg, &mut driver, &mut proxy, &subnets, true);
                 // Isolated pods that waited for the subnet can start now.
                 sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
             }

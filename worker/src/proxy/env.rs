@@ -1,7 +1,7 @@
 //! Service discovery by environment: `BRAMBLE_SERVICE_<NAME>_HOST` and `_PORT` for every service
 //! of a pod's namespace known when the pod starts (Kubernetes' `<NAME>_SERVICE_HOST`).
 
-use bramble_wire::objects::{Endpoints, Pod};
+use bramble_wire::objects::{Endpoints, NetworkMode, Pod};
 
 /// `web-api` → `WEB_API`.
 pub fn env_name(service: &str) -> String {
@@ -26,10 +26,20 @@ pub fn service_env(eps: &[Endpoints], namespace: &str, host: &str) -> Vec<(Strin
 }
 
 /// `pods` with the service variables appended to every process's environment (a variable the
-/// pod sets itself wins).
-pub fn with_service_env(pods: &[Pod], eps: &[Endpoints], host: &str) -> Vec<Pod> {
+/// pod sets itself wins). Isolated pods (their own network, where `127.0.0.1` is their own
+/// loopback) reach the proxy at `isolated_host`, the node's address on the pod bridge.
+pub fn with_service_env(
+    pods: &[Pod],
+    eps: &[Endpoints],
+    host: &str,
+    isolated_host: Option<&str>,
+) -> Vec<Pod> {
     pods.iter()
         .map(|p| {
+            let host = match (p.spec.network, isolated_host) {
+                (NetworkMode::Isolated, Some(h)) => h,
+                _ => host,
+            };
             let vars = service_env(eps, &p.meta.namespace, host);
             let mut p = p.clone();
             for proc in &mut p.spec.processes {
@@ -94,7 +104,9 @@ mod tests {
             },
             ..Default::default()
         };
-        let out = with_service_env(&[pod], &eps, "127.0.0.1");
+        let mut isolated = pod.clone();
+        isolated.spec.network = NetworkMode::Isolated;
+        let out = with_service_env(&[pod, isolated], &eps, "127.0.0.1", Some("10.42.0.1"));
         assert_eq!(
             out[0].spec.processes[0].env,
             [
@@ -104,6 +116,14 @@ mod tests {
                     "127.0.0.1".to_string()
                 ),
             ]
+        );
+        // An isolated pod's 127.0.0.1 is its own: it reaches the proxy on the bridge.
+        assert_eq!(
+            out[1].spec.processes[0].env[1],
+            (
+                "BRAMBLE_SERVICE_DB_HOST".to_string(),
+                "10.42.0.1".to_string()
+            )
         );
     }
 }

@@ -203,6 +203,8 @@ pub struct Proxy {
     limit: Arc<Semaphore>,
     /// The last set received (for the pods' environment).
     endpoints: Vec<Endpoints>,
+    /// The node's address on the pod bridge, where isolated pods reach the proxy.
+    pod_gateway: Option<std::net::Ipv4Addr>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -221,6 +223,22 @@ impl Proxy {
             pool: Arc::default(),
             limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             endpoints: Vec::new(),
+            pod_gateway: None,
+        }
+    }
+
+    /// The node's address on the pod bridge (the gateway of its pod subnet), if it has one.
+    pub fn set_pod_gateway(&mut self, gateway: Option<std::net::Ipv4Addr>) {
+        self.pod_gateway = gateway;
+    }
+
+    /// Where isolated pods reach the proxy: the bridge's address when the proxy listens on
+    /// every address, else the address it listens on (routed through the bridge).
+    pub fn isolated_host(&self) -> Option<String> {
+        if self.bind.is_unspecified() {
+            self.pod_gateway.map(|g| g.to_string())
+        } else {
+            Some(self.bind.to_string())
         }
     }
 
@@ -353,7 +371,12 @@ impl Proxy {
 
     /// `pods` with `BRAMBLE_SERVICE_<NAME>_HOST/_PORT` for the services known now.
     pub fn with_service_env(&self, pods: &[Pod]) -> Vec<Pod> {
-        env::with_service_env(pods, &self.endpoints, &self.host())
+        env::with_service_env(
+            pods,
+            &self.endpoints,
+            &self.host(),
+            self.isolated_host().as_deref(),
+        )
     }
 }
 
