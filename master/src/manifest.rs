@@ -702,6 +702,11 @@ cpu = "250m"
         );
         let e = err("[[pod]]\nname = \"a\"\nnetwork = \"bridge\"\n");
         assert!(e.contains("unknown network"), "{e}");
+        let e = err(
+            "[[pod]]\nname = \"a\"\nnetwork = \"isolated\"\n[[pod.process]]\nname = \"m\"\n\
+             command = [\"x\"]\nports = [{ container_port = 80, host_port = 80 }]\n",
+        );
+        assert!(e.contains("host_port needs network = \"host\""), "{e}");
         let e = err("[[pod]]\nname = \"a\"\n");
         assert!(e.contains("at least one"), "{e}");
         let e = err("");

@@ -2,7 +2,7 @@
 //! Every error names the field and the fix.
 
 use bramble_wire::objects::{
-    Kind, Labels, Meta, Object, Pod, PodTemplate, Probe, ProbeAction, RestartPolicy,
+    Kind, Labels, Meta, NetworkMode, Object, Pod, PodTemplate, Probe, ProbeAction, RestartPolicy,
 };
 
 /// Longest label value or name (DNS-1123 label).
@@ -373,6 +373,13 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
                 return Err(invalid(
                     at(&format!("process[{i}].ports")),
                     "port 0 is not a port",
+                ));
+            }
+            if port.host_port.is_some() && p.spec.network != NetworkMode::Host {
+                return Err(invalid(
+                    at(&format!("process[{i}].ports")),
+                    "host_port needs network = \"host\": a pod with its own network is reached \
+                     at its own address (put a [[service]] in front of it), not on the node's ports",
                 ));
             }
         }
