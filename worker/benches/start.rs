@@ -7,7 +7,7 @@
 //!   hostname, fork+exec of `/bin/true`) until the pod init has exited;
 //! - `bramble+cleanup`: the same plus `PodHandle::stop` (cgroup kill + rmdir, state dir removal);
 //! - `isolated`: `bramble` with `network = "isolated"`: a network namespace, a veth pair on the
-//!   pod bridge, address and route (`ip`, `nsenter`), until the pod init has exited.
+//!   pod bridge, address and route (rtnetlink), until the pod init has exited.
 //!
 //! The bench runs in a network namespace of its own (the bridge never touches the host's).
 //! Run as root: `cargo bench -p bramble-worker --bench start [-- ITERATIONS]`.

@@ -10,12 +10,14 @@
 //!   rootfs (read-only bind + writable tmpfs scratch) and `pivot_root`; hostname; loopback up.
 //! - [`net`]: non-blocking TCP connects and `poll` for the pod init's probes.
 //! - [`process`]: signals, `waitpid`, `pidfd`, `poll`, `signalfd` and reading `/proc`.
-//! - [`podnet`]: the pod bridge, veth pairs into isolated pods, and routes to other nodes' pod
-//!   subnets (through iproute2's `ip`).
+//! - [`netlink`]: a minimal rtnetlink client (links, addresses, routes).
+//! - [`podnet`]: the pod bridge, veth pairs into isolated pods (configured from a thread that
+//!   joined the pod's network namespace), and routes to other nodes' pod subnets.
 #![allow(unsafe_code)]
 
 pub mod mount;
 pub mod net;
+pub mod netlink;
 pub mod podnet;
 pub mod process;
 pub mod spawn;
@@ -53,13 +55,13 @@ pub enum SysError {
         /// The error.
         err: std::io::Error,
     },
-    /// A command (`ip`, `nsenter`) failed.
-    #[error("{cmd}: {err}")]
-    Command {
-        /// The command line.
-        cmd: String,
-        /// Its error output, or why it could not run.
-        err: String,
+    /// An rtnetlink request failed.
+    #[error("netlink: {what}: {err}")]
+    Netlink {
+        /// What was asked.
+        what: String,
+        /// The kernel's answer.
+        err: nix::Error,
     },
     /// A string for `execve` contained a NUL byte.
     #[error("argument contains a nul byte: {0:?}")]
