@@ -12,7 +12,9 @@
 //!    with the scheduler's "wrong architecture" reason.
 //! 3. **pods**: a pod pinned to the aarch64 node runs and its output comes back through
 //!    `bramble logs`; a pod with `memory = "32Mi"` that allocates ~100 MB is OOMKilled (cgroup v2).
-//! 4. **power cut**: with pods running (restart Always), QEMU is SIGKILLed and the master is
+//! 4. **isolated pod**: a `network = "isolated"` pod on the aarch64 board gets an address in
+//!    its node's pod subnet, a default route via the node's bridge, and a ping answered there.
+//! 5. **power cut**: with pods running (restart Always), QEMU is SIGKILLed and the master is
 //!    killed; the guest boots again on the same state disk with no master and the worker restarts
 //!    its pods from local state (seen on the guest console); the master comes back on the same
 //!    port and data dir, the node is Ready again and the pods Running, each started once.
@@ -1237,6 +1239,72 @@ pub fn power_cut(c: &mut Cluster) -> Result<String> {
     ))
 }
 
+/// Scenario: an isolated pod on the emulated aarch64 board (a real arm64 kernel): the node's pod
+/// subnet from the master, the worker's bridge and a veth pair made over rtnetlink, the pod's
+/// `eth0` address (reported in its status) and default route, and the node's bridge answering a
+/// ping from inside the pod.
+pub fn isolated_on_aarch64(c: &mut Cluster) -> Result<String> {
+    let node = c.node(0)?.name().to_string();
+    let n = c.master.node(&node)?.context("the aarch64 node vanished")?;
+    let cidr = n["spec"]["pod_cidr"].as_str().unwrap_or("").to_string();
+    let base: std::net::Ipv4Addr = cidr
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| c.failure(&format!("node {node} has no pod subnet: {:?}", n["spec"])))?;
+    let gateway = std::net::Ipv4Addr::from(u32::from(base) + 1);
+    let mut manifest = pod_manifest(
+        "iso-a64",
+        "Never",
+        Some(&node),
+        None,
+        Some("32Mi"),
+        &format!(
+            "ip -4 addr show dev eth0; ip route; ping -c 1 -W 5 {gateway} && echo gateway answers"
+        ),
+    );
+    manifest = manifest.replacen(
+        "[[pod.process]]",
+        "network = \"isolated\"\n[[pod.process]]",
+        1,
+    );
+    c.master.apply("iso-a64", &manifest)?;
+    let logs = c.wait(
+        Duration::from_secs(60),
+        "`gateway answers` in `bramble logs iso-a64`",
+        |c, last| {
+            let p = c.master.pod("iso-a64")?;
+            if let Some(p) = &p
+                && pod_phase(p) == "Failed"
+            {
+                let (_, out, _) = c.master.cli(&["logs", "iso-a64"])?;
+                bail!("iso-a64 failed: {} logs: {out}", p["status"]);
+            }
+            let (_, out, err) = c.master.cli(&["logs", "iso-a64"])?;
+            *last = format!("logs {out:?} {err:?}; pod {p:?}");
+            let done = p.as_ref().is_some_and(|p| pod_phase(p) == "Succeeded");
+            Ok((done && out.contains("gateway answers")).then_some(out))
+        },
+    )?;
+    let p = c.master.pod("iso-a64")?.context("pod iso-a64 vanished")?;
+    let ip = p["status"]["ip"].as_str().unwrap_or("").to_string();
+    let inside = ip
+        .parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|a| u32::from(a) & !0xff == u32::from(base) & !0xff);
+    if !inside
+        || !logs.contains(&format!("inet {ip}/"))
+        || !logs.contains(&format!("default via {gateway}"))
+    {
+        return Err(c.failure(&format!(
+            "iso-a64: status ip {ip:?}, node subnet {cidr}, logs: {logs}"
+        )));
+    }
+    c.delete_pods(&["iso-a64"])?;
+    Ok(format!(
+        "subnet {cidr}, pod {ip}, default via {gateway}, gateway answered a ping"
+    ))
+}
+
 /// What one scenario did.
 #[derive(Debug)]
 pub struct Outcome {
@@ -1370,6 +1438,11 @@ pub fn run_suite(workers: &[Option<PathBuf>], relay: Option<PathBuf>) -> Result<
         "pod from an uploaded busybox artifact on aarch64",
         &mut c,
         &artifact_on_aarch64,
+    );
+    step(
+        "isolated pod network on aarch64",
+        &mut c,
+        &isolated_on_aarch64,
     );
     step("power cut on aarch64", &mut c, &power_cut);
     step("idle worker connections stay up", &mut c, &|c| {

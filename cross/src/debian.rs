@@ -41,13 +41,16 @@ pub const MODULES: &[&str] = &[
     "mbcache",
     "jbd2",
     "ext4",
+    // Isolated pods: the worker's pod bridge and veth pairs.
+    "bridge",
+    "veth",
 ];
 
 /// Modules loaded if the kernel has them (the guest works without).
 pub const OPTIONAL_MODULES: &[&str] = &["rng_core", "virtio_rng"];
 
 /// Bumped when what is extracted changes, so old caches are re-extracted (from the kept .deb).
-const LAYOUT: &str = "layout-1";
+const LAYOUT: &str = "layout-2";
 
 /// A kernel ready to boot.
 #[derive(Debug, Clone)]

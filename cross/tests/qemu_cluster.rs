@@ -6,7 +6,8 @@
 //! 2. arch pinning with both boards up;
 //! 3. a pod's logs through `bramble logs` and an OOMKilled 32Mi pod on aarch64;
 //! 4. a pod runs from an uploaded busybox artifact (`bramble artifact push --arch aarch64`);
-//! 5. power cut: the worker restarts its pods from the state disk with the master down, then
+//! 5. an isolated pod on aarch64: its address in the node's pod subnet, a route via the bridge;
+//! 6. power cut: the worker restarts its pods from the state disk with the master down, then
 //!    the master returns and the pods are Running once.
 //!
 //! Prints per-scenario results, boot-to-Ready per board and the suite's duration. Nothing is
