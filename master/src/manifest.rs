@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use bramble_wire::objects::{
     Arch, DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, Job, JobSpec, Labels, Meta,
     Namespace, NetworkMode, Node, NodeSpec, Object, Pod, PodSpec, PodTemplate, Port, ProcessSpec,
-    Resources, RestartPolicy, Service, ServiceSpec, Taint, TaintEffect, Toleration, Volume,
-    VolumeSource,
+    Protocol, Resources, RestartPolicy, Service, ServiceSpec, Taint, TaintEffect, Toleration,
+    Volume, VolumeSource,
 };
 use serde::{Deserialize, Deserializer};
 
@@ -64,6 +64,8 @@ struct ServiceM {
     selector: Labels,
     port: u16,
     target_port: u16,
+    #[serde(default, deserialize_with = "de_protocol")]
+    protocol: Protocol,
 }
 
 #[derive(Debug, Deserialize)]
@@ -338,6 +340,17 @@ fn de_arch<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arch>, D::Error> {
     })
 }
 
+fn de_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.to_ascii_uppercase().as_str() {
+        "TCP" => Ok(Protocol::Tcp),
+        "UDP" => Ok(Protocol::Udp),
+        _ => Err(serde::de::Error::custom(format!(
+            "unknown protocol {s:?}: use \"TCP\" (the default) or \"UDP\""
+        ))),
+    }
+}
+
 fn de_network<'de, D: Deserializer<'de>>(d: D) -> Result<NetworkMode, D::Error> {
     let s = String::deserialize(d)?;
     match s.as_str() {
@@ -525,6 +538,7 @@ impl Manifest {
                     selector: v.selector,
                     port: v.port,
                     target_port: v.target_port,
+                    protocol: v.protocol,
                 },
             }));
         }
@@ -809,6 +823,21 @@ command = ["/bin/sleep", "1000"]
         assert!(e.contains("line 4"), "{e}");
         let e = err("[[service]]\nname = \"web\"\nselector = { app = \"web\" }\nport = 8080\n");
         assert!(e.contains("target_port"), "{e}");
+        assert_eq!(s.spec.protocol, Protocol::Tcp, "TCP by default");
+        let udp = parse(
+            "[[service]]\nname = \"dns\"\nselector = { app = \"dns\" }\nport = 53\ntarget_port = 5353\nprotocol = \"udp\"\n",
+            "s.toml",
+            "default",
+        )
+        .unwrap();
+        let Object::Service(u) = &udp[0] else {
+            panic!("{udp:?}")
+        };
+        assert_eq!(u.spec.protocol, Protocol::Udp);
+        let e = err(
+            "[[service]]\nname = \"x\"\nselector = { a = \"b\" }\nport = 1\ntarget_port = 2\nprotocol = \"SCTP\"\n",
+        );
+        assert!(e.contains("unknown protocol") && e.contains("UDP"), "{e}");
     }
 
     #[test]

@@ -488,6 +488,13 @@ selector = { app = "iso" }
 port = 8090
 target_port = 8082
 
+[[service]]
+name = "iso-udp"
+selector = { app = "iso" }
+port = 8091
+target_port = 8083
+protocol = "UDP"
+
 [[daemonset]]
 name = "iso"
 [daemonset.template]
@@ -499,6 +506,33 @@ name = "http"
 command = ["/bin/sh", "-c", "d=WWW/$HOSTNAME; mkdir -p $d && echo $HOSTNAME > $d/id && cd $d && exec /usr/bin/python3 -m http.server 8082 --bind 0.0.0.0"]
 memory = "64Mi"
 readiness = { tcp = 8082 }
+[[daemonset.template.process]]
+name = "udp"
+command = ["/usr/bin/python3", "-c", """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 8083))
+while True:
+    d, a = s.recvfrom(65536)
+    s.sendto(socket.gethostname().encode() + b" " + d, a)
+"""]
+memory = "32Mi"
+"#;
+
+/// A UDP client run inside a host's namespace: `n` datagrams to a port on loopback, each from a
+/// new socket (a new session), one line per answer (`ERR ...` when none came within 2 s).
+const UDP_CLIENT: &str = r#"
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    try:
+        s.sendto(b"ping%d" % i, ("127.0.0.1", port))
+        print(s.recvfrom(65536)[0].decode(), flush=True)
+    except Exception as e:
+        print("ERR", e, flush=True)
+    s.close()
 "#;
 
 #[test]
@@ -630,6 +664,31 @@ fn isolated_pods_get_node_subnets_and_are_reached_across_nodes() {
     assert!(
         names.iter().any(|n| log.contains(&format!("answer {n}"))),
         "client log:\n{log}"
+    );
+
+    // The UDP service: every node's proxy spreads new clients over all three pods.
+    c.wait(
+        Duration::from_secs(30),
+        "every node's UDP proxy reaching every isolated pod",
+        || {
+            (0..WORKERS.len())
+                .all(|i| {
+                    let out = in_netns(&c.topo.workers[i].ns, PYTHON)
+                        .args(["-c", UDP_CLIENT, "8091", "9"])
+                        .output()
+                        .expect("run the UDP client");
+                    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .map(str::to_string)
+                        .collect();
+                    let pods: BTreeSet<&str> = got
+                        .iter()
+                        .filter_map(|l| l.split_once(" ping").map(|(p, _)| p))
+                        .collect();
+                    got.len() == 9 && pods.len() == 3 && pods.iter().all(|p| names.contains(*p))
+                })
+                .then_some(())
+        },
     );
 
     for (i, worker) in WORKERS.iter().enumerate() {

@@ -788,13 +788,37 @@ pub struct Event {
 pub struct ServiceSpec {
     /// Labels that pick the service's pods (same namespace).
     pub selector: Labels,
-    /// Where every node's proxy listens (TCP).
+    /// Where every node's proxy listens.
     pub port: u16,
     /// The pods' port.
     pub target_port: u16,
+    /// TCP (the default) or UDP.
+    pub protocol: Protocol,
 }
 
-/// A service: one TCP port on every node, forwarded round-robin to the ready pods it selects.
+/// A service's transport protocol.
+#[derive(
+    Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default,
+)]
+pub enum Protocol {
+    /// TCP: each connection goes to one backend.
+    #[default]
+    Tcp,
+    /// UDP: each client address's datagrams go to one backend while they keep coming.
+    Udp,
+}
+
+impl Protocol {
+    /// `TCP` / `UDP`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+}
+
+/// A service: one port on every node, forwarded round-robin to the ready pods it selects.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
 pub struct Service {
     /// Metadata.
@@ -828,6 +852,8 @@ pub struct Endpoints {
     pub ready: Vec<EndpointAddress>,
     /// Selected pods that are not ready (for `get endpoints`; proxies ignore them).
     pub not_ready: Vec<EndpointAddress>,
+    /// The service's protocol.
+    pub protocol: Protocol,
 }
 
 /// Configuration data.

@@ -919,8 +919,8 @@ fn controller_objects_and_ping() {
 fn services_config_artifacts_and_tokens() {
     use bramble_wire::msg::{TokenInfo, TokenKind};
     use bramble_wire::objects::{
-        Artifact, ArtifactVariant, ConfigMap, EndpointAddress, Endpoints, Secret, Service,
-        ServiceSpec,
+        Artifact, ArtifactVariant, ConfigMap, EndpointAddress, Endpoints, Protocol, Secret,
+        Service, ServiceSpec,
     };
     let meta = |name: &str, ns: &str| Meta {
         name: name.into(),
@@ -935,11 +935,13 @@ fn services_config_artifacts_and_tokens() {
             selector: labels(&[("app", "web")]),
             port: 8080,
             target_port: 80,
+            protocol: Protocol::Tcp,
         },
     };
     check(
         Object::Service(svc),
-        "08037765620764656661756c7400027531070000010361707003776562903f50",
+        "08037765620764656661756c7400027531070000010361707003776562903f50
+         00",
     );
     let ep = |pod: &str, node: &str| EndpointAddress {
         ip: "192.0.2.11".into(),
@@ -952,12 +954,13 @@ fn services_config_artifacts_and_tokens() {
         port: 8080,
         ready: vec![ep("web-a", "n1")],
         not_ready: vec![ep("web-b", "n2")],
+        protocol: Protocol::Udp,
     };
     check(
         Object::Endpoints(eps.clone()),
         "09037765620764656661756c7400027531070000903f010a3139322e302e322e
          313150057765622d61026e31010a3139322e302e322e313150057765622d6202
-         6e32",
+         6e3201",
     );
     let cm = ConfigMap {
         meta: meta("web-config", "default"),
@@ -1009,7 +1012,7 @@ fn services_config_artifacts_and_tokens() {
         NodeDown::Endpoints(vec![eps]),
         "0501037765620764656661756c7400027531070000903f010a3139322e302e32
          2e313150057765622d61026e31010a3139322e302e322e313150057765622d62
-         026e32",
+         026e3201",
     );
     check(
         NodeDown::Secrets(vec![secret]),

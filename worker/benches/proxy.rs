@@ -192,6 +192,7 @@ fn main() {
             node: "local".into(),
         }],
         not_ready: Vec::new(),
+        ..Default::default()
     };
     smol::block_on(async { proxy.update(vec![bench_eps]) });
     let t = Instant::now();

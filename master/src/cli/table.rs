@@ -354,7 +354,7 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                     &v.meta.namespace,
                     vec![
                         v.meta.name.clone(),
-                        v.spec.port.to_string(),
+                        format!("{}/{}", v.spec.port, v.spec.protocol.as_str()),
                         v.spec.target_port.to_string(),
                         sel.join(","),
                         age(now, v.meta.created_ms),
@@ -386,7 +386,7 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                     &v.meta.namespace,
                     vec![
                         v.meta.name.clone(),
-                        v.port.to_string(),
+                        format!("{}/{}", v.port, v.protocol.as_str()),
                         list(&v.ready),
                         list(&v.not_ready),
                     ],

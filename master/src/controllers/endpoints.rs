@@ -85,6 +85,7 @@ pub fn compute<'a>(
                 port: s.spec.port,
                 ready,
                 not_ready,
+                protocol: s.spec.protocol,
             }
         })
         .collect();
@@ -126,6 +127,7 @@ mod tests {
                 selector: labels(&[("app", app)]),
                 port: 8080,
                 target_port: 80,
+                ..Default::default()
             },
         }
     }

@@ -1,6 +1,6 @@
-//! The node proxy (kube-proxy's userspace mode): for every service a TCP listener on the node at
-//! the service's port, forwarding each accepted connection to the service's ready endpoints
-//! round-robin. A backend that refuses or does not answer the connect within
+//! The node proxy (kube-proxy's userspace mode): for every service a TCP listener (or a UDP
+//! socket, [`udp`]) on the node at the service's port, forwarding each accepted connection (each
+//! UDP client's datagrams) to the service's ready endpoints round-robin. A backend that refuses or does not answer the connect within
 //! [`CONNECT_TIMEOUT`] is skipped for the next one, so a dead pod costs a retry, not a failed
 //! request. Endpoint sets are swapped in place: established connections are never dropped by an
 //! update. A port that cannot be bound (in use) is logged once with the fix and retried.
@@ -9,6 +9,7 @@
 
 pub mod copy;
 pub mod env;
+pub mod udp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -16,8 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use async_net::{TcpListener, TcpStream};
-use bramble_wire::objects::{Endpoints, Pod};
+use async_net::{TcpListener, TcpStream, UdpSocket};
+use bramble_wire::objects::{Endpoints, Pod, Protocol};
 use futures_lite::FutureExt;
 use smol::lock::Semaphore;
 
@@ -80,7 +81,7 @@ impl Backends {
     }
 
     /// Records the outcome of a connect.
-    fn report(&self, addr: SocketAddr, ok: bool) {
+    pub(crate) fn report(&self, addr: SocketAddr, ok: bool) {
         if let Ok(mut failed) = self.failed.lock() {
             if ok {
                 failed.remove(&addr);
@@ -160,6 +161,30 @@ pub async fn serve(
     }
 }
 
+/// Binds the UDP `addr`, retrying like [`bind_retrying`].
+async fn bind_udp_retrying(addr: SocketAddr, what: &str) -> UdpSocket {
+    let mut failing = false;
+    loop {
+        match UdpSocket::bind(addr).await {
+            Ok(s) => {
+                if failing {
+                    tracing::info!(service = %what, %addr, "listening now (UDP)");
+                }
+                return s;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::error!(service = %what, %addr,
+                        "cannot bind UDP {addr} for service {what}: {e}; another process (or service) holds UDP port {}: free it or change the service's port; retrying every {} s",
+                        addr.port(), BIND_RETRY.as_secs());
+                    failing = true;
+                }
+                smol::Timer::after(BIND_RETRY).await;
+            }
+        }
+    }
+}
+
 /// Binds `addr`, retrying every [`BIND_RETRY`] and logging when it fails and when it recovers.
 async fn bind_retrying(addr: SocketAddr, what: &str) -> TcpListener {
     let mut failing = false;
@@ -197,14 +222,16 @@ pub struct Proxy {
     /// Where the last endpoints set is kept, so that the proxy serves after an agent restart
     /// while the master is away.
     state: Option<std::path::PathBuf>,
-    /// By port.
-    listeners: HashMap<u16, Listener>,
+    /// By port and protocol.
+    listeners: HashMap<(u16, Protocol), Listener>,
     pool: Arc<BufPool>,
     limit: Arc<Semaphore>,
     /// The last set received (for the pods' environment).
     endpoints: Vec<Endpoints>,
     /// The node's address on the pod bridge, where isolated pods reach the proxy.
     pod_gateway: Option<std::net::Ipv4Addr>,
+    /// How long a UDP session lives without datagrams.
+    udp_idle: Duration,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -224,7 +251,14 @@ impl Proxy {
             limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             endpoints: Vec::new(),
             pod_gateway: None,
+            udp_idle: udp::UDP_IDLE,
         }
+    }
+
+    /// How long UDP sessions live without datagrams (default [`udp::UDP_IDLE`]); applies to
+    /// listeners created afterwards.
+    pub fn set_udp_idle(&mut self, idle: Duration) {
+        self.udp_idle = idle;
     }
 
     /// The node's address on the pod bridge (the gateway of its pod subnet), if it has one.
@@ -297,25 +331,27 @@ impl Proxy {
         self.limit = Arc::new(Semaphore::new(n.max(1)));
     }
 
-    /// Ports with a listener (bound or retrying).
+    /// Ports with a listener (bound or retrying), either protocol.
     pub fn ports(&self) -> Vec<u16> {
-        let mut p: Vec<u16> = self.listeners.keys().copied().collect();
+        let mut p: Vec<u16> = self.listeners.keys().map(|(p, _)| *p).collect();
         p.sort();
+        p.dedup();
         p
     }
 
     /// Replaces the set of services: new ports get listeners, removed ones are closed, the rest
     /// get their backends swapped in place. Must run inside a smol executor context.
     pub fn update(&mut self, eps: Vec<Endpoints>) {
-        let mut wanted: HashMap<u16, (String, Vec<SocketAddr>)> = HashMap::new();
+        let mut wanted: HashMap<(u16, Protocol), (String, Vec<SocketAddr>)> = HashMap::new();
         for e in &eps {
             let what = format!("{}/{}", e.meta.namespace, e.meta.name);
             if e.port == 0 {
                 continue;
             }
-            if let Some((other, _)) = wanted.get(&e.port) {
+            let key = (e.port, e.protocol);
+            if let Some((other, _)) = wanted.get(&key) {
                 tracing::error!(service = %what, port = e.port,
-                    "service {what} wants port {} that service {other} already has: only {other} is served; give one of them another port", e.port);
+                    "service {what} wants {} port {} that service {other} already has: only {other} is served; give one of them another port", e.protocol.as_str(), e.port);
                 continue;
             }
             let mut addrs = Vec::with_capacity(e.ready.len());
@@ -327,17 +363,18 @@ impl Proxy {
                     }
                 }
             }
-            wanted.insert(e.port, (what, addrs));
+            wanted.insert(key, (what, addrs));
         }
-        self.listeners.retain(|port, l| {
-            let keep = wanted.get(port).is_some_and(|(w, _)| *w == l.service);
+        self.listeners.retain(|key, l| {
+            let keep = wanted.get(key).is_some_and(|(w, _)| *w == l.service);
             if !keep {
-                tracing::info!(service = %l.service, port, "service removed: closing its listener");
+                tracing::info!(service = %l.service, port = key.0, "service removed: closing its listener");
             }
             keep
         });
-        for (port, (what, addrs)) in wanted {
-            if let Some(l) = self.listeners.get(&port) {
+        for (key, (what, addrs)) in wanted {
+            let (port, protocol) = key;
+            if let Some(l) = self.listeners.get(&key) {
                 if *l.backends.get() != addrs {
                     tracing::debug!(service = %what, backends = addrs.len(), "endpoints updated");
                     l.backends.set(addrs);
@@ -349,13 +386,21 @@ impl Proxy {
             let addr = SocketAddr::new(self.bind, port);
             let (b, pool, w) = (backends.clone(), self.pool.clone(), what.clone());
             let limit = self.limit.clone();
-            let task = smol::spawn(async move {
-                let l = bind_retrying(addr, &w).await;
-                tracing::info!(service = %w, %addr, "proxy listening");
-                serve(l, w, b, pool, limit).await;
-            });
+            let idle = self.udp_idle;
+            let task = match protocol {
+                Protocol::Tcp => smol::spawn(async move {
+                    let l = bind_retrying(addr, &w).await;
+                    tracing::info!(service = %w, %addr, "proxy listening");
+                    serve(l, w, b, pool, limit).await;
+                }),
+                Protocol::Udp => smol::spawn(async move {
+                    let s = bind_udp_retrying(addr, &w).await;
+                    tracing::info!(service = %w, %addr, "proxy listening (UDP)");
+                    udp::serve(s, w, b, idle).await;
+                }),
+            };
             self.listeners.insert(
-                port,
+                key,
                 Listener {
                     service: what,
                     backends,

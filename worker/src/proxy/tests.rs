@@ -37,6 +37,7 @@ fn eps(name: &str, port: u16, backends: &[u16]) -> Endpoints {
             })
             .collect(),
         not_ready: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -349,5 +350,112 @@ fn connections_beyond_the_limit_wait_for_a_free_slot() {
         drop(first);
         second.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"2!");
+    });
+}
+
+/// A UDP backend that answers every datagram with `id` and the datagram.
+async fn udp_backend(id: &'static str) -> (u16, smol::Task<()>) {
+    let s = async_net::UdpSocket::bind((LO, 0)).await.unwrap();
+    let port = s.local_addr().unwrap().port();
+    let task = smol::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            let mut out = format!("{id} ").into_bytes();
+            out.extend_from_slice(&buf[..n]);
+            let _ = s.send_to(&out, from).await;
+        }
+    });
+    (port, task)
+}
+
+/// A port free for both UDP and TCP on loopback.
+fn free_udp_port() -> u16 {
+    loop {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Sends `msg` from `client` to the proxy's UDP `port` until an answer comes (the proxy binds in
+/// the background), at most 10 s.
+async fn udp_ask(client: &async_net::UdpSocket, port: u16, msg: &[u8]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        client.send_to(msg, (LO, port)).await.unwrap();
+        let got =
+            futures_lite::FutureExt::or(async { Some(client.recv_from(&mut buf).await) }, async {
+                smol::Timer::after(Duration::from_millis(200)).await;
+                None
+            })
+            .await;
+        if let Some(Ok((n, from))) = got {
+            assert_eq!(from.port(), port, "replies come from the service port");
+            return String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no UDP answer through port {port}"
+        );
+    }
+}
+
+#[test]
+fn udp_sessions_stick_spread_and_follow_endpoint_changes() {
+    smol::block_on(async {
+        let (a, _ta) = udp_backend("a").await;
+        let (b, _tb) = udp_backend("b").await;
+        let port = free_udp_port();
+        let mut p = Proxy::new(LO);
+        p.set_udp_idle(Duration::from_millis(300));
+        let mut e = eps("dns", port, &[a, b]);
+        e.protocol = bramble_wire::objects::Protocol::Udp;
+        p.update(vec![e.clone()]);
+        assert_eq!(p.ports(), [port]);
+        // Each client is a session on one backend; clients spread round-robin.
+        let mut by_client = Vec::new();
+        for _ in 0..4 {
+            let c = async_net::UdpSocket::bind((LO, 0)).await.unwrap();
+            let first = udp_ask(&c, port, b"q1").await;
+            let (id, rest) = first.split_once(' ').unwrap();
+            assert_eq!(rest, "q1");
+            for i in 0..3 {
+                let again = udp_ask(&c, port, format!("q{i}").as_bytes()).await;
+                assert!(again.starts_with(id), "a session sticks to its backend");
+            }
+            by_client.push((c, id.to_string()));
+        }
+        let ids: std::collections::BTreeSet<&str> =
+            by_client.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids.len(), 2, "4 clients over 2 backends: {ids:?}");
+        // A 60 KiB datagram goes through whole.
+        let big = vec![b'x'; 60_000];
+        let got = udp_ask(&by_client[0].0, port, &big).await;
+        assert_eq!(got.len(), 2 + 60_000);
+        // The backend of client 0 leaves the endpoints: its next datagram goes to the other.
+        let (c0, id0) = &by_client[0];
+        let other = if id0 == "a" { b } else { a };
+        e.ready.retain(|x| x.port == other);
+        p.update(vec![e.clone()]);
+        let moved = udp_ask(c0, port, b"after").await;
+        assert!(!moved.starts_with(id0.as_str()), "{moved}");
+        // Idle sessions end; the same client then starts a new one.
+        smol::Timer::after(Duration::from_millis(700)).await;
+        assert!(udp_ask(c0, port, b"later").await.ends_with("later"));
+        // A TCP service on the same port number is a different listener.
+        let t = backend("t").await;
+        p.update(vec![e, eps("web", port, &[t])]);
+        assert_eq!(p.ports(), [port]);
+        assert!(request_eventually(port, b"x").await.starts_with("t "));
+        // Removing the UDP service closes its socket: the port can be bound again.
+        p.update(vec![]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::UdpSocket::bind((LO, port)).is_err() {
+            assert!(Instant::now() < deadline, "UDP port {port} still held");
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
     });
 }
