@@ -117,6 +117,26 @@ pub enum StoreError {
         source: serde_json::Error,
     },
 
+    /// The key sealing secrets at rest cannot be used.
+    #[error("secrets key {path:?}: {reason}")]
+    SecretsKey {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// What is wrong, with the fix.
+        reason: String,
+    },
+
+    /// A sealed secret value does not open.
+    #[error("the secret stored at revision {revision} cannot be opened with {key:?}: {reason}")]
+    Sealed {
+        /// Revision of the value.
+        revision: u64,
+        /// The key file.
+        key: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
+
     /// Applying the embedded schema migrations failed.
     #[error("store schema migration failed (is the database from a newer build?): {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -154,7 +174,10 @@ impl StoreError {
             | StoreError::Io { .. }
             | StoreError::BatchFailed(_)
             | StoreError::Db(_) => ErrorCode::Unavailable,
-            StoreError::Decode { .. } | StoreError::Migrate(_) => ErrorCode::Internal,
+            StoreError::Decode { .. }
+            | StoreError::Migrate(_)
+            | StoreError::SecretsKey { .. }
+            | StoreError::Sealed { .. } => ErrorCode::Internal,
         }
     }
 

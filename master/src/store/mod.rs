@@ -11,6 +11,7 @@
 //! - **Values** are `serde_json` of [`Object`]: JSON survives additive struct evolution (new
 //!   optional fields) better than postcard, and `sqlite3 bramble.db 'select value from log'` shows
 //!   what is stored.
+//! - **Secrets at rest** are sealed (AES-256-GCM, key in `DATA_DIR/secrets.key`): see [`seal`].
 //! - **Zero bytes written at idle**: no timers. Compaction runs inside write batches; read
 //!   connections never expire (no pool reaper).
 //! - **Boot**: `PRAGMA quick_check`; a damaged file is moved aside to `bramble.db.corrupt-<ts>`
@@ -32,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod seal;
 mod tokens;
 mod watch;
 mod writer;
@@ -106,6 +108,7 @@ struct Shared {
     writer_done: async_channel::Receiver<()>,
     hub: Arc<Hub>,
     config: StoreConfig,
+    sealer: seal::Sealer,
 }
 
 impl Store {
@@ -142,6 +145,7 @@ impl Store {
             return Err(move_aside(&path, detail));
         }
         MIGRATOR.run(&mut conn).await?;
+        let sealer = open_sealer(&mut conn, data_dir).await?;
 
         let revision: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM log")
             .fetch_one(&mut conn)
@@ -169,6 +173,7 @@ impl Store {
             config: config.clone(),
             revision,
             compacted,
+            sealer: sealer.clone(),
         };
         std::thread::Builder::new()
             .name("bramble-store-writer".into())
@@ -191,6 +196,7 @@ impl Store {
                 writer_done,
                 hub,
                 config,
+                sealer,
             }),
         })
     }
@@ -277,7 +283,7 @@ impl Store {
             namespace: namespace.into(),
             name: name.into(),
         })?;
-        decode(&row)
+        decode(&self.shared.sealer, &row)
     }
 
     /// Lists the objects of a kind (in one namespace, or all with `None`), sorted by namespace
@@ -301,7 +307,10 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.rollback().await?;
-        let items = rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+        let items = rows
+            .iter()
+            .map(|r| decode(&self.shared.sealer, r))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((revision as u64, items))
     }
 
@@ -319,6 +328,7 @@ impl Store {
         Watcher::register(
             &self.shared.hub,
             self.shared.pool.clone(),
+            self.shared.sealer.clone(),
             Filter { kind, namespace },
             from_revision,
             self.shared.config.watch_queue,
@@ -345,10 +355,51 @@ impl Drop for CloseHubOnDrop {
 }
 
 /// Decodes a `(revision, value)` row.
-fn decode(row: &sqlx::sqlite::SqliteRow) -> Result<Object, StoreError> {
+fn decode(sealer: &seal::Sealer, row: &sqlx::sqlite::SqliteRow) -> Result<Object, StoreError> {
     let revision = row.try_get::<i64, _>(0)? as u64;
     let value: &str = row.try_get(1)?;
-    serde_json::from_str(value).map_err(|source| StoreError::Decode { revision, source })
+    let json = sealer.open(value, revision)?;
+    serde_json::from_str(&json).map_err(|source| StoreError::Decode { revision, source })
+}
+
+/// Loads (or creates) the secrets key, then seals in place the secrets an older master wrote
+/// in the clear (history included), in one transaction.
+async fn open_sealer(
+    conn: &mut SqliteConnection,
+    data_dir: &Path,
+) -> Result<seal::Sealer, StoreError> {
+    let pattern = format!("{}%", seal::PREFIX);
+    let has_sealed: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM log WHERE kind = 'secret' AND value LIKE ?1)",
+    )
+    .bind(&pattern)
+    .fetch_one(&mut *conn)
+    .await?;
+    let sealer = seal::Sealer::load_or_create(data_dir, has_sealed)?;
+    let mut tx = conn.begin().await?;
+    let rows =
+        sqlx::query("SELECT revision, value FROM log WHERE kind = 'secret' AND value NOT LIKE ?1")
+            .bind(&pattern)
+            .fetch_all(&mut *tx)
+            .await?;
+    for row in &rows {
+        let revision = row.try_get::<i64, _>(0)?;
+        let value: String = row.try_get(1)?;
+        let sealed = sealer.seal(Kind::Secret, value, revision as u64)?;
+        sqlx::query("UPDATE log SET value = ?1 WHERE revision = ?2")
+            .bind(sealed)
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    if !rows.is_empty() {
+        tracing::info!(
+            values = rows.len(),
+            "sealed the secrets stored in the clear by an older master"
+        );
+    }
+    Ok(sealer)
 }
 
 /// SQLITE_CORRUPT (11) or SQLITE_NOTADB (26), in any extended form.

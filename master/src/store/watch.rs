@@ -135,6 +135,7 @@ const CATCH_UP_PAGE: i64 = 256;
 #[derive(Debug)]
 pub struct Watcher {
     pool: SqlitePool,
+    sealer: super::seal::Sealer,
     filter: Filter,
     /// Last revision delivered or skipped.
     cursor: u64,
@@ -151,6 +152,7 @@ impl Watcher {
     pub(crate) fn register(
         hub: &Hub,
         pool: SqlitePool,
+        sealer: super::seal::Sealer,
         filter: Filter,
         from_revision: u64,
         queue: usize,
@@ -176,6 +178,7 @@ impl Watcher {
         drop(st);
         Ok(Watcher {
             pool,
+            sealer,
             filter,
             cursor: from_revision,
             catch_up_to,
@@ -259,7 +262,8 @@ impl Watcher {
             let revision = row.try_get::<i64, _>(0)? as u64;
             let deleted: bool = row.try_get(1)?;
             let value: &str = row.try_get(2)?;
-            let obj: Object = serde_json::from_str(value)
+            let json = self.sealer.open(value, revision)?;
+            let obj: Object = serde_json::from_str(&json)
                 .map_err(|source| StoreError::Decode { revision, source })?;
             let event = if deleted {
                 WatchEvent::Deleted(obj)

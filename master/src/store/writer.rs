@@ -50,6 +50,8 @@ pub(crate) struct Writer {
     pub(crate) revision: u64,
     /// Compaction point.
     pub(crate) compacted: u64,
+    /// Seals secrets before they are written.
+    pub(crate) sealer: super::seal::Sealer,
 }
 
 impl Writer {
@@ -114,7 +116,7 @@ impl Writer {
         let mut results = Vec::with_capacity(batch.len());
         let mut events = Vec::new();
         for p in batch {
-            match apply(&mut tx, &p.op, revision + 1).await {
+            match apply(&mut tx, &self.sealer, &p.op, revision + 1).await {
                 Ok(event) => {
                     revision = event.revision;
                     results.push(Ok(revision));
@@ -194,7 +196,12 @@ async fn current(
 }
 
 /// Applies one write at `revision` inside the batch's transaction.
-async fn apply(conn: &mut SqliteConnection, op: &Op, revision: u64) -> Result<Event, StoreError> {
+async fn apply(
+    conn: &mut SqliteConnection,
+    sealer: &super::seal::Sealer,
+    op: &Op,
+    revision: u64,
+) -> Result<Event, StoreError> {
     let (kind, namespace, name, expected) = match op {
         Op::Create(obj) | Op::Update { obj, .. } => {
             let m = obj.meta();
@@ -252,8 +259,9 @@ async fn apply(conn: &mut SqliteConnection, op: &Op, revision: u64) -> Result<Ev
         }
         Op::Delete { .. } => {
             let value = existing.map(|(_, v)| v).unwrap_or_default();
+            let json = sealer.open(&value, prev)?;
             let mut obj: Object =
-                serde_json::from_str(&value).map_err(|source| StoreError::Decode {
+                serde_json::from_str(&json).map_err(|source| StoreError::Decode {
                     revision: prev,
                     source,
                 })?;
@@ -264,6 +272,7 @@ async fn apply(conn: &mut SqliteConnection, op: &Op, revision: u64) -> Result<Ev
     let (WatchEvent::Put(obj) | WatchEvent::Deleted(obj)) = &event;
     let value =
         serde_json::to_string(obj).map_err(|source| StoreError::Decode { revision, source })?;
+    let value = sealer.seal(kind, value, revision)?;
     sqlx::query(
         "INSERT INTO log (revision, kind, namespace, name, deleted, prev_revision, value)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
