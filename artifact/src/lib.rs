@@ -4,6 +4,9 @@
 //!
 //! - [`Sha256`] / [`sha256_file`]: the content address (lowercase hex).
 //! - [`check`]: reads a tarball and refuses it at the first unsafe entry.
+//! - Tarballs may be gzip-compressed (`.tar.gz`, recognised by their first bytes, inflated on
+//!   the fly; the limits count the uncompressed entries, so a gzip bomb stops at them); xz,
+//!   zstd and bzip2 are refused with the fix.
 //! - [`unpack`]: the same checks, then extracts into a directory without ever following a
 //!   symlink: parents are created one component at a time and each must be a real directory,
 //!   files are created with `O_CREAT|O_EXCL` (which does not follow a final symlink), hard links
@@ -23,7 +26,7 @@ use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -319,9 +322,51 @@ fn classify<R: Read>(
     }
 }
 
+/// A tarball's bytes, inflated when they are gzip.
+enum Input<R: BufRead> {
+    Plain(R),
+    Gzip(flate2::bufread::MultiGzDecoder<R>),
+}
+
+impl<R: BufRead> Read for Input<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Input::Plain(r) => r.read(buf),
+            Input::Gzip(r) => r.read(buf),
+        }
+    }
+}
+
+/// Sniffs the compression from the first bytes: gzip is inflated, plain tar passes, other
+/// compressions are refused with the fix.
+fn input<R: Read>(reader: R) -> Result<Input<BufReader<R>>, TarError> {
+    let mut r = BufReader::with_capacity(64 * 1024, reader);
+    let head = r.fill_buf().map_err(io_err("reading the tarball"))?;
+    let other = |what: &str| TarError::Io {
+        context: "reading the tarball".into(),
+        err: io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "it is compressed with {what}: push a plain .tar or a .tar.gz (e.g. `{what} -d` it, then `gzip` it)"
+            ),
+        ),
+    };
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Input::Gzip(flate2::bufread::MultiGzDecoder::new(r)))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Err(other("xz"))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Err(other("zstd"))
+    } else if head.starts_with(b"BZh") {
+        Err(other("bzip2"))
+    } else {
+        Ok(Input::Plain(r))
+    }
+}
+
 /// Reads a whole tarball and refuses it at the first unsafe entry (see the crate docs).
 pub fn check(reader: impl Read, limits: &Limits) -> Result<Summary, TarError> {
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(input(reader)?);
     let mut sum = Summary::default();
     let mut files: HashSet<PathBuf> = HashSet::new();
     let entries = archive.entries().map_err(io_err("reading the tarball"))?;
@@ -433,7 +478,7 @@ impl Tree<'_> {
 /// Checks and extracts a tarball into `dest` (an existing, empty directory). On error `dest` is
 /// left partly filled: extract into a temporary directory and rename it when this succeeds.
 pub fn unpack(reader: impl Read, dest: &Path, limits: &Limits) -> Result<Summary, TarError> {
-    let mut archive = tar::Archive::new(reader);
+    let mut archive = tar::Archive::new(input(reader)?);
     let mut sum = Summary::default();
     let mut tree = Tree {
         root: dest,

@@ -223,3 +223,66 @@ fn a_truncated_tarball_is_an_error() {
     let e2 = unpack(&v[..700], dir.path(), &Limits::default()).unwrap_err();
     assert!(!e.to_string().is_empty() && !e2.to_string().is_empty());
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(bytes).unwrap();
+    z.finish().unwrap()
+}
+
+#[test]
+fn gzip_tarballs_are_inflated_and_checked_the_same() {
+    let mut v = Vec::new();
+    entry(&mut v, "./bin/", T::Directory, "", b"");
+    entry(&mut v, "./bin/busybox", T::Regular, "", b"#!fake");
+    entry(&mut v, "./bin/sh", T::Symlink, "busybox", b"");
+    let z = gzip(&finish(v));
+    assert_eq!(&z[..2], &[0x1f, 0x8b]);
+    assert_eq!(check(&z[..], &Limits::default()).unwrap().entries, 3);
+    let dir = tempfile::tempdir().unwrap();
+    unpack(&z[..], dir.path(), &Limits::default()).unwrap();
+    assert_eq!(fs::read(dir.path().join("bin/busybox")).unwrap(), b"#!fake");
+    // Unsafe entries are refused the same way inside gzip.
+    let e = check(
+        &gzip(&one("../evil", T::Regular, "", b"x"))[..],
+        &Limits::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, TarError::Entry { entry, .. } if entry == "../evil"),
+        "{e}"
+    );
+    // A gzip bomb (64 MiB of zeros in a few hundred KiB) stops at the entry limit.
+    let mut bomb = Vec::new();
+    entry(&mut bomb, "zeros", T::Regular, "", &vec![0u8; 64 << 20]);
+    let bomb = gzip(&finish(bomb));
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let small = Limits {
+        max_entry_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let e = check(&bomb[..], &small).unwrap_err();
+    assert!(
+        matches!(&e, TarError::Entry { entry, .. } if entry == "zeros"),
+        "{e}"
+    );
+    // A truncated gzip stream is an error, not a short tree.
+    assert!(check(&z[..z.len() / 2], &Limits::default()).is_err());
+}
+
+#[test]
+fn other_compressions_are_refused_with_the_fix() {
+    for (magic, what) in [
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0][..], "xz"),
+        (&[0x28, 0xb5, 0x2f, 0xfd][..], "zstd"),
+        (&b"BZh91AY"[..], "bzip2"),
+    ] {
+        let mut data = magic.to_vec();
+        data.resize(1024, 0);
+        let e = check(&data[..], &Limits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(what) && e.contains(".tar.gz"), "{e}");
+    }
+}

@@ -17,7 +17,7 @@ const IN_FLIGHT: usize = 8;
 /// `bramble artifact ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ArtifactCmd {
-    /// Upload a tarball (uncompressed `.tar`) as one architecture's variant of an artifact;
+    /// Upload a tarball (`.tar` or `.tar.gz`) as one architecture's variant of an artifact;
     /// re-running resumes an interrupted upload.
     Push {
         /// The tarball, e.g. made with `tar -C ROOTDIR -cf busybox.tar .`.
