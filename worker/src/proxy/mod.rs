@@ -161,45 +161,26 @@ pub async fn serve(
     }
 }
 
-/// Binds the UDP `addr`, retrying like [`bind_retrying`].
-async fn bind_udp_retrying(addr: SocketAddr, what: &str) -> UdpSocket {
+/// Binds `addr` with `bind` (TCP or UDP), retrying every [`BIND_RETRY`] and logging when it fails
+/// and when it recovers.
+async fn bind_retrying<T, F>(addr: SocketAddr, what: &str, protocol: Protocol, bind: F) -> T
+where
+    F: AsyncFn(SocketAddr) -> std::io::Result<T>,
+{
+    let proto = protocol.as_str();
     let mut failing = false;
     loop {
-        match UdpSocket::bind(addr).await {
-            Ok(s) => {
-                if failing {
-                    tracing::info!(service = %what, %addr, "listening now (UDP)");
-                }
-                return s;
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::error!(service = %what, %addr,
-                        "cannot bind UDP {addr} for service {what}: {e}; another process (or service) holds UDP port {}: free it or change the service's port; retrying every {} s",
-                        addr.port(), BIND_RETRY.as_secs());
-                    failing = true;
-                }
-                smol::Timer::after(BIND_RETRY).await;
-            }
-        }
-    }
-}
-
-/// Binds `addr`, retrying every [`BIND_RETRY`] and logging when it fails and when it recovers.
-async fn bind_retrying(addr: SocketAddr, what: &str) -> TcpListener {
-    let mut failing = false;
-    loop {
-        match TcpListener::bind(addr).await {
+        match bind(addr).await {
             Ok(l) => {
                 if failing {
-                    tracing::info!(service = %what, %addr, "listening now");
+                    tracing::info!(service = %what, %addr, "listening now ({proto})");
                 }
                 return l;
             }
             Err(e) => {
                 if !failing {
                     tracing::error!(service = %what, %addr,
-                        "cannot listen on {addr} for service {what}: {e}; another process (or service) holds port {}: free it or change the service's port; retrying every {} s",
+                        "cannot listen on {proto} {addr} for service {what}: {e}; another process (or service) holds {proto} port {}: free it or change the service's port; retrying every {} s",
                         addr.port(), BIND_RETRY.as_secs());
                     failing = true;
                 }
@@ -389,12 +370,14 @@ impl Proxy {
             let idle = self.udp_idle;
             let task = match protocol {
                 Protocol::Tcp => smol::spawn(async move {
-                    let l = bind_retrying(addr, &w).await;
+                    let l = bind_retrying(addr, &w, protocol, async |a| TcpListener::bind(a).await)
+                        .await;
                     tracing::info!(service = %w, %addr, "proxy listening");
                     serve(l, w, b, pool, limit).await;
                 }),
                 Protocol::Udp => smol::spawn(async move {
-                    let s = bind_udp_retrying(addr, &w).await;
+                    let s =
+                        bind_retrying(addr, &w, protocol, async |a| UdpSocket::bind(a).await).await;
                     tracing::info!(service = %w, %addr, "proxy listening (UDP)");
                     udp::serve(s, w, b, idle).await;
                 }),
