@@ -1,6 +1,7 @@
 //! The service proxy against a direct connection to the same backend, on loopback, in the same
 //! run: throughput (256 MiB up and down) and per-request latency (a new connection per request,
-//! and a round trip on an established connection), p50/p99, with the added time and the ratio.
+//! and a round trip on an established connection), p50/p99, with the added time and the ratio;
+//! and for a UDP service, the round trip of a 64-byte datagram (one session) against direct.
 //!
 //! `cargo bench -p bramble-worker --bench proxy` (release). The proxy runs on smol's global
 //! executor (one thread by default, like on a board); the backend on a thread of its own; the
@@ -156,6 +157,35 @@ fn pings(port: u16) -> Vec<Duration> {
         .collect()
 }
 
+/// A UDP echo backend on a thread of its own.
+fn start_udp_backend() -> u16 {
+    let s = std::net::UdpSocket::bind((LO, 0)).unwrap();
+    let port = s.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    });
+    port
+}
+
+/// Round-trip times of `MSG`-byte datagrams from one socket (one proxy session).
+fn udp_pings(port: u16) -> Vec<Duration> {
+    let s = std::net::UdpSocket::bind((LO, 0)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.connect((LO, port)).unwrap();
+    let mut m = [3u8; MSG];
+    (0..PINGS)
+        .map(|_| {
+            let t = Instant::now();
+            s.send(&m).unwrap();
+            s.recv(&mut m).expect("a UDP answer within 5 s");
+            t.elapsed()
+        })
+        .collect()
+}
+
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
@@ -194,7 +224,18 @@ fn main() {
         not_ready: Vec::new(),
         ..Default::default()
     };
-    smol::block_on(async { proxy.update(vec![bench_eps]) });
+    let udp_backend = start_udp_backend();
+    let udp_port = std::net::UdpSocket::bind((LO, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut udp_eps = bench_eps.clone();
+    udp_eps.meta.name = "bench-udp".into();
+    udp_eps.port = udp_port;
+    udp_eps.protocol = bramble_wire::objects::Protocol::Udp;
+    udp_eps.ready[0].port = udp_backend;
+    smol::block_on(async { proxy.update(vec![bench_eps, udp_eps]) });
     let t = Instant::now();
     while TcpStream::connect((LO, port)).is_err() {
         assert!(
@@ -228,29 +269,51 @@ fn main() {
         ),
         ("round trip on an open connection", pings),
     ] {
-        // Warm up both paths, then measure them interleaved in halves.
-        let _ = f(backend);
-        let _ = f(port);
-        let mut d = f(backend);
-        let mut p = f(port);
-        d.extend(f(backend));
-        p.extend(f(port));
-        let (d50, d99, p50, p99) = (
-            pct(&mut d, 0.5),
-            pct(&mut d, 0.99),
-            pct(&mut p, 0.5),
-            pct(&mut p, 0.99),
-        );
-        println!(
-            "  {what} ({} each): direct p50 {:.0} µs p99 {:.0} µs; proxy p50 {:.0} µs p99 {:.0} µs; added p50 {:.0} µs p99 {:.0} µs; p50 ratio {:.2}",
-            d.len(),
-            us(d50),
-            us(d99),
-            us(p50),
-            us(p99),
-            us(p50) - us(d50),
-            us(p99) - us(d99),
-            us(p50) / us(d50)
+        bench_latency(what, f, backend, port);
+    }
+    // The UDP socket binds in the background: wait for an answer first.
+    let probe = std::net::UdpSocket::bind((LO, 0)).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        probe.send_to(b"x", (LO, udp_port)).unwrap();
+        if probe.recv(&mut [0u8; 8]).is_ok() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "UDP proxy never answered"
         );
     }
+    bench_latency("UDP datagram round trip", udp_pings, udp_backend, udp_port);
+}
+
+/// Warms both paths up, then measures them interleaved in halves; prints p50/p99 and the cost.
+fn bench_latency(what: &str, f: fn(u16) -> Vec<Duration>, backend: u16, port: u16) {
+    // Warm up both paths, then measure them interleaved in halves.
+    let _ = f(backend);
+    let _ = f(port);
+    let mut d = f(backend);
+    let mut p = f(port);
+    d.extend(f(backend));
+    p.extend(f(port));
+    let (d50, d99, p50, p99) = (
+        pct(&mut d, 0.5),
+        pct(&mut d, 0.99),
+        pct(&mut p, 0.5),
+        pct(&mut p, 0.99),
+    );
+    println!(
+        "  {what} ({} each): direct p50 {:.0} µs p99 {:.0} µs; proxy p50 {:.0} µs p99 {:.0} µs; added p50 {:.0} µs p99 {:.0} µs; p50 ratio {:.2}",
+        d.len(),
+        us(d50),
+        us(d99),
+        us(p50),
+        us(p99),
+        us(p50) - us(d50),
+        us(p99) - us(d99),
+        us(p50) / us(d50)
+    );
 }
