@@ -393,3 +393,42 @@ fn isolated_pods_get_addresses_on_the_node_bridge() {
     l.stop(Duration::from_secs(1)).unwrap();
     h.stop(Duration::from_secs(1)).unwrap();
 }
+
+#[test]
+fn routes_to_other_nodes_are_added_replaced_and_removed() {
+    use bramble_worker::sys::{netlink::Rtnl, podnet};
+    // A network namespace of this test thread's own: the routes never touch the host's.
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    podnet::ensure_bridge("bt1", "192.0.2.1".parse().unwrap(), 24).unwrap();
+    let mine = || {
+        let mut r: Vec<(String, String)> = Rtnl::open()
+            .unwrap()
+            .routes()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.protocol == podnet::ROUTE_PROTO)
+            .map(|r| {
+                (
+                    format!("{}/{}", r.dst, r.dst_len),
+                    r.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        r.sort();
+        r
+    };
+    let route = |c: &str, v: &str| (c.to_string(), v.to_string());
+    let two = [
+        route("198.51.100.0/26", "192.0.2.12"),
+        route("198.51.100.64/26", "192.0.2.13"),
+    ];
+    assert_eq!(podnet::sync_routes(&two).unwrap(), 2);
+    assert_eq!(mine(), two);
+    assert_eq!(podnet::sync_routes(&two).unwrap(), 0, "nothing to change");
+    // A node moved to another address, the other left.
+    let moved = [route("198.51.100.0/26", "192.0.2.14")];
+    assert_eq!(podnet::sync_routes(&moved).unwrap(), 3);
+    assert_eq!(mine(), moved);
+    assert_eq!(podnet::sync_routes(&[]).unwrap(), 1);
+    assert!(mine().is_empty());
+}
