@@ -63,6 +63,22 @@ async fn backend(id: &'static str) -> u16 {
     port
 }
 
+/// A TCP echo backend.
+async fn echo_backend() -> u16 {
+    let l = TcpListener::bind((LO, 0)).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    smol::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            smol::spawn(async move {
+                let _ = futures_lite::io::copy(s.clone(), &mut s.clone()).await;
+            })
+            .detach();
+        }
+    })
+    .detach();
+    port
+}
+
 /// One request through the proxy: send `body`, half-close, read the whole answer.
 async fn request(port: u16, body: &[u8]) -> std::io::Result<String> {
     let mut s = TcpStream::connect((LO, port)).await?;
@@ -180,17 +196,7 @@ fn large_transfer_is_copied_intact() {
 #[test]
 fn updates_keep_connections_and_removal_closes_the_listener() {
     smol::block_on(async {
-        let l = TcpListener::bind((LO, 0)).await.unwrap();
-        let echo = l.local_addr().unwrap().port();
-        smol::spawn(async move {
-            while let Ok((s, _)) = l.accept().await {
-                smol::spawn(async move {
-                    let _ = futures_lite::io::copy(s.clone(), &mut s.clone()).await;
-                })
-                .detach();
-            }
-        })
-        .detach();
+        let echo = echo_backend().await;
         let other = backend("other").await;
         let port = free_port();
         let mut p = Proxy::new(LO);
@@ -310,17 +316,7 @@ fn saved_endpoints_serve_after_a_restart() {
 #[test]
 fn connections_beyond_the_limit_wait_for_a_free_slot() {
     smol::block_on(async {
-        let l = TcpListener::bind((LO, 0)).await.unwrap();
-        let echo = l.local_addr().unwrap().port();
-        smol::spawn(async move {
-            while let Ok((s, _)) = l.accept().await {
-                smol::spawn(async move {
-                    let _ = futures_lite::io::copy(s.clone(), &mut s.clone()).await;
-                })
-                .detach();
-            }
-        })
-        .detach();
+        let echo = echo_backend().await;
         let port = free_port();
         let mut p = Proxy::new(LO);
         p.set_max_connections(1);
