@@ -574,3 +574,37 @@ use smol::fs as async_fs;
 async fn async_fs_open(p: &std::path::Path) -> Option<async_fs::File> {
     async_fs::File::open(p).await.ok()
 }
+
+#[cfg(test)]
+mod network_tests {
+    use super::*;
+
+    fn subnet(node: &str, cidr: &str, via: &str) -> PodSubnet {
+        PodSubnet {
+            node: node.into(),
+            cidr: cidr.into(),
+            via: via.into(),
+        }
+    }
+
+    #[test]
+    fn own_subnet_and_routes_only_via_real_neighbours() {
+        let all = [
+            subnet("a", "10.42.0.0/24", "192.0.2.11"),
+            subnet("b", "10.42.1.0/24", "192.0.2.12"),
+            subnet("c", "10.42.2.0/24", "127.0.0.1"),
+            subnet("d", "10.42.3.0/24", "192.0.2.11"),
+            subnet("e", "10.42.4.0/24", "::1"),
+        ];
+        let (own, routes) = split_network("a", &all);
+        assert_eq!(own.as_deref(), Some("10.42.0.0/24"));
+        // Not via loopback, not via this node's own address, IPv4 only.
+        assert_eq!(
+            routes,
+            [("10.42.1.0/24".to_string(), "192.0.2.12".to_string())]
+        );
+        let (own, routes) = split_network("zz", &all[..2]);
+        assert_eq!(own, None);
+        assert_eq!(routes.len(), 2);
+    }
+}
