@@ -368,13 +368,25 @@ fn isolated_pods_get_addresses_on_the_node_bridge() {
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
             let mut out = String::new();
-            let _ = s.read_to_string(&mut out);
+            if let Err(e) = s.read_to_string(&mut out) {
+                out.push_str(&format!("(reading the reply: {e})"));
+            }
             break out;
         }
         assert!(Instant::now() < give_up, "the pod's server never answered");
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+
+    // The bridge keeps the address it was given as its ports come and go (left to itself, the
+    // kernel would move it to the lowest port's, stranding the pods' ARP entries for the
+    // gateway: the client's port went with it above).
+    let link = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "bt0"])
+        .output()
+        .expect("ip link");
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(link.contains("link/ether 02:62:c6:33:64:01"), "{link}");
 
     // The pod's interface: eth0 with its address, default route via the bridge.
     let mut look = pod(

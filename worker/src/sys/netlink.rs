@@ -44,6 +44,7 @@ const RTA_GATEWAY: u16 = 5;
 const RTA_TABLE: u16 = 15;
 
 // linux/if_link.h, linux/if_addr.h, linux/veth.h
+const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
@@ -243,10 +244,14 @@ impl Rtnl {
         self.answers(seq, what, |_, _| {})
     }
 
-    /// Creates a bridge.
-    pub fn add_bridge(&mut self, name: &str) -> Result<()> {
+    /// Creates a bridge with the hardware address `mac`. A bridge given its address keeps it;
+    /// otherwise the kernel gives it the lowest of its ports' addresses, which changes as ports
+    /// come and go and leaves the pods' ARP entries for the gateway pointing nowhere.
+    pub fn add_bridge(&mut self, name: &str, mac: [u8; 6]) -> Result<()> {
         let mut m = Msg::default();
-        m.bytes(&ifinfomsg(0, 0, 0)).attr_str(IFLA_IFNAME, name);
+        m.bytes(&ifinfomsg(0, 0, 0))
+            .attr_str(IFLA_IFNAME, name)
+            .attr(IFLA_ADDRESS, &mac);
         let info = m.begin(IFLA_LINKINFO);
         m.attr_str(IFLA_INFO_KIND, "bridge");
         m.end(info);

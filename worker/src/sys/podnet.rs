@@ -22,7 +22,7 @@ pub fn ensure_bridge(bridge: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> 
     let index = match netlink::index(bridge) {
         Ok(i) => i,
         Err(_) => {
-            nl.add_bridge(bridge)?;
+            nl.add_bridge(bridge, bridge_mac(gateway))?;
             netlink::index(bridge)?
         }
     };
@@ -41,6 +41,13 @@ pub fn ensure_bridge(bridge: &str, gateway: Ipv4Addr, prefix: u8) -> Result<()> 
         })?;
     }
     Ok(())
+}
+
+/// The bridge's hardware address: locally administered, unicast, and derived from the gateway
+/// address, so that it is stable across agent restarts and distinct between nodes.
+pub fn bridge_mac(gateway: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = gateway.octets();
+    [0x02, 0x62, a, b, c, d]
 }
 
 /// Connects the network namespace of `pid` to `bridge`: a veth pair `host_if` (on the bridge)
