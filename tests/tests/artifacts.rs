@@ -134,7 +134,13 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
             .success()
             .then_some(())
     });
-    std::thread::sleep(Duration::from_millis(500)); // the push to the worker
+    // The push to the worker: it keeps the last set in its state dir.
+    wait_for(Duration::from_secs(10), "web-api pushed to n1", || {
+        std::fs::read(state.join("endpoints"))
+            .ok()
+            .filter(|b| b.windows(7).any(|w| w == b"web-api"))
+            .map(|_| ())
+    });
     let f = tmp.path().join("pod.toml");
     std::fs::write(
         &f,

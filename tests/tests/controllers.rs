@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 
 use bramble_tests::{MasterProc, Proc, json, require_root, start_worker, wait_for};
 
+// Fast enough to wait through one eviction, slow enough that a healthy worker's heartbeats,
+// delayed on a loaded machine, never make it look gone.
 const FAST: &[&str] = &[
     "--heartbeat-interval",
     "300ms",
     "--node-grace",
-    "2s",
+    "4s",
     "--eviction-timeout",
-    "2s",
+    "3s",
 ];
 
 fn cluster(tmp: &std::path::Path, workers: &[&str]) -> (MasterProc, Vec<Proc>) {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bramble_master::cli::ClientError;
-use bramble_tests::{MasterProc, json};
+use bramble_tests::{MasterProc, json, wait_for};
 use bramble_wire::msg::{ErrorCode, RequestBody, ResponseBody};
 use bramble_wire::objects::{Kind, Meta, Object, Pod, PodSpec, ProcessSpec};
 
@@ -187,10 +187,11 @@ fn restart_keeps_everything() {
             .code(),
         Some(3)
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        !m.ok(&["get", "pods", "-A"]).contains(" lab "),
-        "no pod left in the deleted namespace"
+    // Garbage collection of what a controller was still making is asynchronous.
+    wait_for(
+        Duration::from_secs(10),
+        "no pod left in the deleted namespace",
+        || (!m.ok(&["get", "pods", "-A"]).contains(" lab ")).then_some(()),
     );
 }
 
@@ -306,6 +307,10 @@ fn hostile_connections_do_not_hurt_the_master() {
         .map(|_| std::net::TcpStream::connect(&m.addr).unwrap())
         .collect();
     drop(idle);
-    std::thread::sleep(Duration::from_millis(200));
-    assert!(m.ok(&["get", "namespaces"]).contains("default"));
+    // Once the master has seen those connections close, it serves again.
+    wait_for(Duration::from_secs(10), "the master serving again", || {
+        let out = m.cli(&["get", "namespaces"]);
+        (out.status.success() && String::from_utf8_lossy(&out.stdout).contains("default"))
+            .then_some(())
+    });
 }

@@ -17,14 +17,17 @@ use bramble_tests::{Proc, json};
 
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const GRACE: Duration = Duration::from_secs(3);
-const EVICTION: Duration = Duration::from_secs(5);
+// Well past what a short partition takes to heal: NotReady (grace + one lifecycle tick), then
+// the worker's heartbeats resume at TCP's next retransmission (up to ~6.5 s after the cut) or
+// on a fresh connection once the master dropped the silent one.
+const EVICTION: Duration = Duration::from_secs(8);
 const MASTER_FLAGS: &[&str] = &[
     "--heartbeat-interval",
     "500ms",
     "--node-grace",
     "3s",
     "--eviction-timeout",
-    "5s",
+    "8s",
 ];
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
 const REPLICAS: usize = 6;
@@ -287,7 +290,11 @@ fn replicas_spread_over_hosts_and_a_killed_worker_goes_not_ready_within_grace() 
     let seen = t.elapsed();
     let (ready, since) = c.node_ready_since("w3").expect("w3 has a Ready condition");
     assert!(!ready);
+    // The master's own clock: grace, plus one lifecycle tick (grace / 4), plus a second for
+    // the store write. What the CLI saw adds its polling on a loaded machine, so only the
+    // wait above bounds that.
     let margin = GRACE / 4 + Duration::from_secs(1);
+    let changed_after = Duration::from_millis(since.saturating_sub(kill_ms));
     println!(
         "kill -9 of worker w3 -> NotReady seen by `bramble get nodes` after {} ms \
          (the master's condition changed {} ms after the kill; grace {} ms, heartbeat {} ms)",
@@ -297,9 +304,9 @@ fn replicas_spread_over_hosts_and_a_killed_worker_goes_not_ready_within_grace() 
         HEARTBEAT.as_millis()
     );
     assert!(
-        seen <= GRACE + margin,
+        changed_after <= GRACE + margin,
         "w3 went NotReady {} ms after the kill: more than grace {} ms + margin {} ms{}",
-        seen.as_millis(),
+        changed_after.as_millis(),
         GRACE.as_millis(),
         margin.as_millis(),
         c.diag()

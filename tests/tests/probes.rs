@@ -27,7 +27,7 @@ termination_grace = "500ms"
 [[pod.process]]
 name = "main"
 command = ["/bin/sh", "-c", "touch DIR/healthy; if [ ! -e DIR/ran ]; then touch DIR/ran; sleep 0.5; rm DIR/healthy; echo hanging; fi; exec sleep 1000"]
-liveness = { exec = ["test", "-e", "DIR/healthy"], period = "200ms", timeout = "200ms", failure_threshold = 2 }
+liveness = { exec = ["test", "-e", "DIR/healthy"], period = "200ms", timeout = "200ms", failure_threshold = 2, initial_delay = "1s" }
 
 [[deployment]]
 name = "web"
@@ -72,6 +72,9 @@ fn probes_gate_readiness_and_restart_hung_processes() {
         &["--heartbeat-interval", "500ms"],
     );
     let _w = start_worker(&m, "n1", &tmp.path().join("n1"), &[]);
+    // The hung pod's health file exists before its first run (and its checks start a second
+    // after each start), so no check fails before the script has done its part.
+    std::fs::write(dir.join("healthy"), b"").unwrap();
     let f = tmp.path().join("probes.toml");
     std::fs::write(&f, MANIFEST.replace("DIR", dir.to_str().unwrap())).unwrap();
     m.ok(&["apply", "-f", f.to_str().unwrap()]);

@@ -49,15 +49,20 @@ fn liveness_probe_restarts_a_hung_process() {
     let env = Env::new("live");
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
-    // First run: healthy for a moment, then removes its health file and hangs, ignoring
-    // SIGTERM (so only the SIGKILL after the grace ends it). Later runs stay healthy.
+    // First run: healthy for a moment, then ignores SIGTERM (so only the SIGKILL after the
+    // grace ends it), removes its health file and hangs. Later runs stay healthy. The health
+    // file exists before the first run, and the checks start a second after each start: no
+    // check can fail before the script has done its part, however slow the machine.
+    std::fs::write(dir.path().join("healthy"), b"").unwrap();
     let script = format!(
-        "touch {d}/healthy; if [ ! -e {d}/ran ]; then touch {d}/ran; sleep 0.5; rm {d}/healthy; \
-         trap '' TERM; echo hung; fi; exec sleep 1000"
+        "touch {d}/healthy; if [ ! -e {d}/ran ]; then touch {d}/ran; sleep 0.5; trap '' TERM; \
+         rm {d}/healthy; echo hung; fi; exec sleep 1000"
     );
     let mut p = process("main", &script);
     let health = format!("{d}/healthy");
-    p.liveness = Some(probe(exec(&["test", "-e", &health]), 200, 2));
+    let mut live = probe(exec(&["test", "-e", &health]), 200, 2);
+    live.initial_delay_ms = 1000;
+    p.liveness = Some(live);
     let mut spec = pod("live", vec![p], RestartPolicy::Always);
     spec.spec.termination_grace_ms = 500;
     let mut h = env.start(&spec);
@@ -91,10 +96,14 @@ fn liveness_probe_restarts_a_hung_process() {
 #[test]
 fn liveness_failure_with_sigterm_restarts_under_on_failure() {
     let env = Env::new("live-term");
-    // The probe never passes; the process exits 0 on SIGTERM. A liveness kill still counts as
-    // a failure, so OnFailure restarts it.
-    let mut p = process("main", "trap 'exit 0' TERM; while :; do sleep 0.1; done");
-    p.liveness = Some(probe(exec(&["false"]), 150, 1));
+    // The probe fails once the process has set its trap (it then creates a flag file); the
+    // process exits 0 on SIGTERM. A liveness kill still counts as a failure, so OnFailure
+    // restarts it.
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("trapped").display().to_string();
+    let script = format!("trap 'exit 0' TERM; touch {flag}; while :; do sleep 0.1; done");
+    let mut p = process("main", &script);
+    p.liveness = Some(probe(exec(&["test", "!", "-e", &flag]), 150, 1));
     let mut spec = pod("live-term", vec![p], RestartPolicy::OnFailure);
     spec.spec.termination_grace_ms = 5000;
     let mut h = env.start(&spec);

@@ -375,22 +375,29 @@ fn free_udp_port() -> u16 {
     }
 }
 
-/// Sends `msg` from `client` to the proxy's UDP `port` until an answer comes (the proxy binds in
-/// the background), at most 10 s.
+/// Sends `msg` from `client` to the proxy's UDP `port` until its answer comes (the proxy binds in
+/// the background), at most 10 s. Late answers to an earlier resend (they echo another message)
+/// are skipped, so every message must differ from the one before.
 async fn udp_ask(client: &async_net::UdpSocket, port: u16, msg: &[u8]) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = vec![0u8; 65_536];
     loop {
         client.send_to(msg, (LO, port)).await.unwrap();
-        let got =
-            futures_lite::FutureExt::or(async { Some(client.recv_from(&mut buf).await) }, async {
-                smol::Timer::after(Duration::from_millis(200)).await;
-                None
-            })
+        let resend = Instant::now() + Duration::from_secs(1);
+        loop {
+            let got = futures_lite::FutureExt::or(
+                async { Some(client.recv_from(&mut buf).await) },
+                async {
+                    smol::Timer::at(resend).await;
+                    None
+                },
+            )
             .await;
-        if let Some(Ok((n, from))) = got {
+            let Some(Ok((n, from))) = got else { break };
             assert_eq!(from.port(), port, "replies come from the service port");
-            return String::from_utf8_lossy(&buf[..n]).into_owned();
+            if buf[..n].ends_with(msg) {
+                return String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
         }
         assert!(
             Instant::now() < deadline,
@@ -406,7 +413,9 @@ fn udp_sessions_stick_spread_and_follow_endpoint_changes() {
         let (b, _tb) = udp_backend("b").await;
         let port = free_udp_port();
         let mut p = Proxy::new(LO);
-        p.set_udp_idle(Duration::from_millis(300));
+        // Longer than any stall of this test on a loaded machine (a session ending early would
+        // move its client), short enough to wait out below.
+        p.set_udp_idle(Duration::from_secs(1));
         let mut e = eps("dns", port, &[a, b]);
         e.protocol = bramble_wire::objects::Protocol::Udp;
         p.update(vec![e.clone()]);
@@ -415,9 +424,9 @@ fn udp_sessions_stick_spread_and_follow_endpoint_changes() {
         let mut by_client = Vec::new();
         for _ in 0..4 {
             let c = async_net::UdpSocket::bind((LO, 0)).await.unwrap();
-            let first = udp_ask(&c, port, b"q1").await;
+            let first = udp_ask(&c, port, b"first").await;
             let (id, rest) = first.split_once(' ').unwrap();
-            assert_eq!(rest, "q1");
+            assert_eq!(rest, "first");
             for i in 0..3 {
                 let again = udp_ask(&c, port, format!("q{i}").as_bytes()).await;
                 assert!(again.starts_with(id), "a session sticks to its backend");
@@ -439,7 +448,7 @@ fn udp_sessions_stick_spread_and_follow_endpoint_changes() {
         let moved = udp_ask(c0, port, b"after").await;
         assert!(!moved.starts_with(id0.as_str()), "{moved}");
         // Idle sessions end; the same client then starts a new one.
-        smol::Timer::after(Duration::from_millis(700)).await;
+        smol::Timer::after(Duration::from_millis(2000)).await;
         assert!(udp_ask(c0, port, b"later").await.ends_with("later"));
         // A TCP service on the same port number is a different listener.
         let t = backend("t").await;

@@ -623,10 +623,19 @@ mod tests {
         v
     }
 
+    /// A probe with a timeout no loaded machine reaches (a timeout is tested with [`hasty`]).
     fn prober(action: ProbeAction) -> Prober {
+        with_timeout(action, 3000)
+    }
+
+    fn hasty(action: ProbeAction) -> Prober {
+        with_timeout(action, 300)
+    }
+
+    fn with_timeout(action: ProbeAction, timeout_ms: u32) -> Prober {
         let p = Probe {
             action,
-            timeout_ms: 300,
+            timeout_ms,
             period_ms: 1000,
             failure_threshold: 1,
             success_threshold: 1,
@@ -664,8 +673,8 @@ mod tests {
             if !reply.is_empty() {
                 s.write_all(reply).unwrap();
             } else {
-                // Hang: hold the connection without answering for longer than the timeout.
-                std::thread::sleep(Duration::from_millis(800));
+                // Hang: hold the connection without answering for far longer than the timeout.
+                std::thread::sleep(Duration::from_millis(3000));
             }
             String::from_utf8_lossy(&req).into_owned()
         })
@@ -696,7 +705,7 @@ mod tests {
         t.join().unwrap();
 
         let t = serve_once(l, b"");
-        let mut p = prober(ProbeAction::Http {
+        let mut p = hasty(ProbeAction::Http {
             port,
             path: "/".into(),
         });
