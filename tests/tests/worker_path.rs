@@ -31,6 +31,15 @@ fn running_pid(m: &MasterProc, name: &str) -> Option<u64> {
     v["Pod"]["status"]["processes"][0]["state"]["Running"]["pid"].as_u64()
 }
 
+/// A process's start time (clock ticks after boot, `/proc/PID/stat` field 22): with the PID, it
+/// names one process.
+fn start_ticks(pid: u64) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state is field 3, start time field 22.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 fn node_ready(m: &MasterProc, name: &str) -> bool {
     m.cli(&["get", "node", name, "-o", "json"]).status.success()
         && m.ok(&["get", "nodes"])
@@ -94,6 +103,8 @@ fn apply_run_logs_survive_master_and_worker_restarts_delete() {
     );
 
     // Restart the worker (kill -9): the running pod is re-adopted, not restarted.
+    let ticks = start_ticks(pid);
+    assert!(ticks.is_some(), "pod process {pid} not found");
     w.kill9();
     assert!(
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
@@ -110,6 +121,14 @@ fn apply_run_logs_survive_master_and_worker_restarts_delete() {
         running_pid(&m, "sleeper"),
         Some(pid),
         "the worker restarted the pod instead of adopting it"
+    );
+    // The master's view could be the one from before the restart: the process itself is the
+    // judge. A worker that started the pod afresh would have ended the old one.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        start_ticks(pid),
+        ticks,
+        "the pod's process {pid} is gone or another one: the worker did not adopt the pod"
     );
 
     // Delete: the process is gone.
