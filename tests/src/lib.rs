@@ -165,11 +165,27 @@ impl MasterProc {
 
     /// Starts `bramble master` on a free loopback port and waits until it accepts clients.
     pub fn start(data_dir: &Path, extra: &[&str]) -> MasterProc {
-        Self::start_on(data_dir, &format!("127.0.0.1:{}", free_port()), extra)
+        // The port is free when picked but not held: another process may take it before the
+        // master binds it. Then the master says so and exits, and another port is tried.
+        for _ in 0..4 {
+            let addr = format!("127.0.0.1:{}", free_port());
+            match Self::try_start(data_dir, &addr, extra) {
+                Ok(m) => return m,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("master on {addr} exited at start; log: {log}"),
+            }
+        }
+        panic!("master: four free ports were taken before it could bind them")
     }
 
     /// Starts `bramble master` on `addr`.
     pub fn start_on(data_dir: &Path, addr: &str, extra: &[&str]) -> MasterProc {
+        Self::try_start(data_dir, addr, extra)
+            .unwrap_or_else(|log| panic!("master on {addr} exited at start; log: {log}"))
+    }
+
+    /// Starts `bramble master` on `addr` and waits until it serves; its log if it exits first.
+    fn try_start(data_dir: &Path, addr: &str, extra: &[&str]) -> Result<MasterProc, String> {
         let log = std::fs::File::create(data_dir.with_extension("master.log")).unwrap();
         let child = Command::new(bin("bramble"))
             .args(["master", "--data-dir"])
@@ -180,7 +196,7 @@ impl MasterProc {
             .stderr(log)
             .spawn()
             .expect("spawn bramble master");
-        let m = MasterProc {
+        let mut m = MasterProc {
             proc: Proc {
                 child,
                 what: "master".into(),
@@ -189,19 +205,24 @@ impl MasterProc {
             addr: addr.to_string(),
             data_dir: data_dir.to_path_buf(),
         };
-        m.wait_ready();
-        m
+        m.wait_ready()?;
+        Ok(m)
     }
 
-    fn wait_ready(&self) {
+    /// Waits until the master serves; its log if it exits first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let t = Instant::now();
         loop {
+            // Our master, not another process that holds the port.
+            if let Ok(Some(_)) = self.proc.child.try_wait() {
+                return Err(self.log());
+            }
             // Both tokens: workers start from join.token, written after admin.token.
             if self.data_dir.join("admin.token").exists()
                 && self.data_dir.join("join.token").exists()
                 && std::net::TcpStream::connect(&self.addr).is_ok()
             {
-                return;
+                return Ok(());
             }
             assert!(
                 t.elapsed() < Duration::from_secs(20),
