@@ -39,7 +39,7 @@ impl Bin {
         }
     }
 
-    /// Size budget for stripped release builds, if any (DESIGN §12: worker ≤ 3 MB static).
+    /// Size budget for stripped release builds, if any (docs/design.md §12: worker ≤ 3 MB static).
     pub fn budget(self) -> Option<u64> {
         match self {
             Bin::Worker => Some(3_000_000),

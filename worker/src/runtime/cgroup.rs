@@ -1,7 +1,7 @@
 //! cgroups v1 and v2, written directly as cgroupfs files.
 //!
 //! We do not use the `cgroups-rs` crate: it pulls zbus and nix 0.25 into a binary meant to be
-//! ≤ 3 MB, and it has the quirks listed in DESIGN §11 (raw `cpu.shares` written to `cpu.weight`,
+//! ≤ 3 MB, and it has the quirks listed in docs/design.md §11 (raw `cpu.shares` written to `cpu.weight`,
 //! `kill()` v2-only, swallowed controller-enabling errors, no cleanup on drop, dirs under
 //! `name=systemd` on v1). cgroupfs is just files: `mkdir`, write a value, `rmdir`.
 //!
