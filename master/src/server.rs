@@ -16,9 +16,9 @@ pub fn run_master(a: MasterArgs) -> anyhow::Result<()> {
     let mut cfg = Config::new(a.data_dir, a.listen);
     cfg.admin_token_file = a.admin_token_file;
     cfg.join_token_file = a.join_token_file;
-    cfg.heartbeat_interval = a.heartbeat_interval;
-    cfg.node_grace = a.node_grace;
-    cfg.eviction_timeout = a.eviction_timeout;
+    cfg.heartbeat_interval = a.heartbeat_interval.0;
+    cfg.node_grace = a.node_grace.0;
+    cfg.eviction_timeout = a.eviction_timeout.0;
     cfg.max_connections = a.max_connections;
     cfg.max_artifact_bytes = a.max_artifact_size;
     cfg.cluster_cidr =

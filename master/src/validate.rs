@@ -324,13 +324,24 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
             format!("at most {MAX_PROCESSES} processes per pod"),
         ));
     }
-    if let Some(name) = crate::sched::artifact_of(p.spec.rootfs.as_deref()) {
-        check_name(&at("rootfs"), name).map_err(|e| {
-            invalid(
+    match bramble_wire::objects::RootfsRef::parse(p.spec.rootfs.as_deref()) {
+        Ok(bramble_wire::objects::RootfsRef::Artifact(name)) => {
+            check_name(&at("rootfs"), name).map_err(|e| {
+                invalid(
+                    at("rootfs"),
+                    format!("{}; write rootfs = \"artifact:NAME\" with the name given to bramble artifact push", e.message),
+                )
+            })?;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return Err(invalid(
                 at("rootfs"),
-                format!("{}; write rootfs = \"artifact:NAME\" with the name given to bramble artifact push", e.message),
-            )
-        })?;
+                format!(
+                    "{e}; write rootfs = \"artifact:NAME\" with the name given to bramble artifact push"
+                ),
+            ));
+        }
     }
     let mut seen = std::collections::BTreeSet::new();
     for (i, proc) in p.spec.processes.iter().enumerate() {

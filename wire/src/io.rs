@@ -116,3 +116,56 @@ pub async fn send<W: AsyncWrite + Unpin, T: Serialize>(
     w.flush().await?;
     Ok(())
 }
+
+/// How a client's handshake ended when it did not end in [`crate::Welcome`].
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The transport failed or a frame was bad.
+    Io(IoError),
+    /// The master refused us; its message names the fix.
+    Rejected(crate::Reject),
+    /// The master closed the connection (or answered something else) before a `Welcome`.
+    Closed,
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandshakeError::Io(e) => e.fmt(f),
+            HandshakeError::Rejected(r) => write!(f, "master rejected us: {}", r.message),
+            HandshakeError::Closed => {
+                f.write_str("the master closed the connection during the handshake")
+            }
+        }
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+impl From<IoError> for HandshakeError {
+    fn from(e: IoError) -> Self {
+        HandshakeError::Io(e)
+    }
+}
+
+/// The client side of the handshake, the one every peer that dials the master uses (the CLI,
+/// workers, the node simulator): sends `hello` (its `protocol_version` is set to this build's
+/// [`crate::PROTOCOL_VERSION`]) and waits for the master's answer.
+pub async fn client_handshake<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut W,
+    mut hello: crate::Hello,
+    max: usize,
+) -> Result<crate::Welcome, HandshakeError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    hello.protocol_version = crate::PROTOCOL_VERSION;
+    send(writer, &crate::Handshake::Hello(hello), max).await?;
+    match reader.recv::<crate::Handshake>().await? {
+        Some(crate::Handshake::Welcome(w)) => Ok(w),
+        Some(crate::Handshake::Reject(r)) => Err(HandshakeError::Rejected(r)),
+        Some(crate::Handshake::Hello(_)) | None => Err(HandshakeError::Closed),
+    }
+}

@@ -57,6 +57,7 @@ pub mod frame;
 pub mod io;
 #[cfg(feature = "alloc")]
 pub mod msg;
+pub mod net;
 #[cfg(feature = "alloc")]
 pub mod objects;
 pub mod token;

@@ -458,6 +458,16 @@ pub struct PodStatus {
 }
 
 impl PodStatus {
+    /// Equal in meaning: every field but `updated_ms`, the time of the last change. The one
+    /// definition of "the status changed" that the worker (report a delta) and the master (write
+    /// it) share.
+    pub fn same_meaning(&self, other: &PodStatus) -> bool {
+        self.phase == other.phase
+            && self.processes == other.processes
+            && self.message == other.message
+            && self.ip == other.ip
+    }
+
     /// Whether the pod can take traffic: Running with every process ready.
     pub fn is_ready(&self) -> bool {
         self.phase == PodPhase::Running
@@ -983,5 +993,98 @@ impl Object {
     /// The object's metadata, mutably.
     pub fn meta_mut(&mut self) -> &mut Meta {
         each_object!(self, o => &mut o.meta)
+    }
+}
+
+/// Where a pod's root filesystem comes from: the one parser of [`PodSpec::rootfs`].
+///
+/// On the wire the field stays a string (`None`, `"artifact:NAME"` or an absolute directory), so its
+/// encoding is that of protocol version 2; everything that needs its meaning goes through
+/// [`RootfsRef::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootfsRef<'a> {
+    /// No root of its own: the pod sees the node's filesystem.
+    Host,
+    /// The variant of the named artifact for the node's architecture (`artifact:NAME`).
+    Artifact(&'a str),
+    /// A directory on the node, bound read-only (an absolute path).
+    Dir(&'a str),
+}
+
+/// The prefix of an artifact reference in `rootfs`.
+pub const ARTIFACT_PREFIX: &str = "artifact:";
+
+impl<'a> RootfsRef<'a> {
+    /// The meaning of a pod's `rootfs`; `Err` names what is wrong with it.
+    pub fn parse(rootfs: Option<&'a str>) -> Result<RootfsRef<'a>, RootfsError> {
+        match rootfs {
+            None => Ok(RootfsRef::Host),
+            Some(r) => match r.strip_prefix(ARTIFACT_PREFIX) {
+                Some("") => Err(RootfsError::EmptyName),
+                Some(name) => Ok(RootfsRef::Artifact(name)),
+                None if r.starts_with('/') => Ok(RootfsRef::Dir(r)),
+                None => Err(RootfsError::UnknownScheme),
+            },
+        }
+    }
+
+    /// The artifact's name, if the root is one.
+    pub fn artifact(self) -> Option<&'a str> {
+        match self {
+            RootfsRef::Artifact(n) => Some(n),
+            RootfsRef::Host | RootfsRef::Dir(_) => None,
+        }
+    }
+}
+
+/// Why a `rootfs` value has no meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootfsError {
+    /// `artifact:` without a name.
+    EmptyName,
+    /// Neither `artifact:NAME` nor an absolute path.
+    UnknownScheme,
+}
+
+impl core::fmt::Display for RootfsError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RootfsError::EmptyName => f.write_str("artifact: needs a name"),
+            RootfsError::UnknownScheme => {
+                f.write_str("rootfs must be artifact:NAME or an absolute directory on the node")
+            }
+        }
+    }
+}
+
+impl PodSpec {
+    /// The pod's root, parsed; a value that does not parse counts as no artifact (validation
+    /// refuses such pods at the edge, so none reaches a loop).
+    pub fn rootfs_ref(&self) -> RootfsRef<'_> {
+        RootfsRef::parse(self.rootfs.as_deref()).unwrap_or(RootfsRef::Host)
+    }
+
+    /// The artifact the pod's root comes from, if any.
+    pub fn artifact(&self) -> Option<&str> {
+        self.rootfs_ref().artifact()
+    }
+}
+
+#[cfg(test)]
+mod rootfs_tests {
+    use super::{RootfsError, RootfsRef};
+
+    #[test]
+    fn rootfs_values_have_one_meaning() {
+        for (input, want) in [
+            (None, Ok(RootfsRef::Host)),
+            (Some("artifact:busybox"), Ok(RootfsRef::Artifact("busybox"))),
+            (Some("/srv/root"), Ok(RootfsRef::Dir("/srv/root"))),
+            (Some("artifact:"), Err(RootfsError::EmptyName)),
+            (Some("busybox"), Err(RootfsError::UnknownScheme)),
+            (Some(""), Err(RootfsError::UnknownScheme)),
+        ] {
+            assert_eq!(RootfsRef::parse(input), want, "{input:?}");
+        }
     }
 }

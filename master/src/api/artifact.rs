@@ -424,10 +424,7 @@ pub(crate) async fn all(m: &Master) -> Result<Vec<Artifact>, StoreError> {
 
 /// The artifacts `pods` use as rootfs (for their node's assignment), sorted by name.
 pub(crate) async fn used_by(m: &Master, pods: &[bramble_wire::objects::Pod]) -> Vec<Artifact> {
-    let mut names: Vec<&str> = pods
-        .iter()
-        .filter_map(|p| crate::sched::artifact_of(p.spec.rootfs.as_deref()))
-        .collect();
+    let mut names: Vec<&str> = pods.iter().filter_map(|p| p.spec.artifact()).collect();
     names.sort_unstable();
     names.dedup();
     let mut out = Vec::with_capacity(names.len());
@@ -459,7 +456,7 @@ pub(crate) async fn check_unused(m: &Master, name: &str) -> Result<(), ApiError>
     let users: Vec<String> = pods
         .iter()
         .filter_map(|o| match o {
-            Object::Pod(p) if crate::sched::artifact_of(p.spec.rootfs.as_deref()) == Some(name) => {
+            Object::Pod(p) if p.spec.artifact() == Some(name) => {
                 Some(format!("{}/{}", p.meta.namespace, p.meta.name))
             }
             _ => None,

@@ -181,7 +181,7 @@ pub fn node_may_get_artifact<'a>(
     let used: BTreeSet<&str> = pods
         .into_iter()
         .filter(|p| p.spec.node_name.as_deref() == Some(node))
-        .filter_map(|p| p.spec.rootfs.as_deref()?.strip_prefix("artifact:"))
+        .filter_map(|p| p.spec.artifact())
         .collect();
     artifacts
         .iter()

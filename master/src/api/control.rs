@@ -13,7 +13,7 @@ use bramble_wire::objects::{
 use futures_lite::FutureExt;
 
 use super::{Master, now_ms};
-use crate::controllers::{self, Action, Snapshot, Timings};
+use crate::controllers::{self, Action, Snapshot};
 use crate::store::StoreError;
 
 /// Events kept in memory (bounded): what `bramble get events` and `describe` show.
@@ -185,9 +185,7 @@ pub(crate) async fn reconcile_once(m: &Master) -> Result<(usize, Option<u64>), S
         jobs: &o.jobs,
         namespaces: &o.namespaces,
     };
-    let timings = Timings {
-        eviction_timeout_ms: m.cfg.eviction_timeout.as_millis() as u64,
-    };
+    let timings = m.cfg.timings();
     let actions = controllers::reconcile(&snap, &timings);
     let deadline = controllers::next_deadline(&snap, &timings);
     let mut applied = 0;

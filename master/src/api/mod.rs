@@ -29,6 +29,8 @@ use bramble_wire::io::{IoError, send};
 use bramble_wire::msg::{NodeDown, ResponseBody};
 use bramble_wire::{Handshake, Reject, RejectReason, Role, Welcome};
 use futures_lite::FutureExt;
+
+use crate::controllers::Timings;
 use tracing::{info, warn};
 
 use crate::store::Store;
@@ -72,6 +74,15 @@ pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
 pub const DEFAULT_NODE_CIDR_SIZE: u8 = 24;
 
 impl Config {
+    /// The node lifecycle's limits, as the controllers take them.
+    pub fn timings(&self) -> Timings {
+        Timings {
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+            node_grace_ms: self.node_grace.as_millis() as u64,
+            eviction_timeout_ms: self.eviction_timeout.as_millis() as u64,
+        }
+    }
+
     /// Defaults for a data dir and listen address.
     pub fn new(data_dir: PathBuf, listen: String) -> Config {
         Config {
@@ -81,10 +92,10 @@ impl Config {
             join_token_file: None,
             max_connections: 1024,
             max_frame: bramble_wire::DEFAULT_MAX_FRAME,
-            heartbeat_interval: Duration::from_secs(5),
-            node_grace: Duration::from_secs(40),
+            heartbeat_interval: Duration::from_millis(Timings::DEFAULT.heartbeat_interval_ms),
+            node_grace: Duration::from_millis(Timings::DEFAULT.node_grace_ms),
             client_idle_timeout: Duration::from_secs(600),
-            eviction_timeout: Duration::from_secs(60),
+            eviction_timeout: Duration::from_millis(Timings::DEFAULT.eviction_timeout_ms),
             auth_fail_burst: 10,
             auth_fail_per_s: 2.0,
             max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,

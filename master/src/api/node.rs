@@ -354,11 +354,7 @@ async fn report_status(m: &Master, node: &str, r: PodReport) -> anyhow::Result<(
         if pod.meta.uid != r.uid {
             return Ok(()); // a stale report about an earlier pod of the same name
         }
-        let mut a = pod.status.clone();
-        let mut b = r.status.clone();
-        a.updated_ms = 0;
-        b.updated_ms = 0;
-        if a == b {
+        if pod.status.same_meaning(&r.status) {
             return Ok(());
         }
         let rev = pod.meta.revision;

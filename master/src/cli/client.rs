@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use async_net::TcpStream;
 use bramble_wire::io::{FrameReader, IoError, send};
+use bramble_wire::io::{HandshakeError, client_handshake};
 use bramble_wire::msg::{ApiError, ErrorCode, Request, RequestBody, Response, ResponseBody};
-use bramble_wire::{Handshake, Hello, Role};
+use bramble_wire::{Hello, Role};
 use futures_lite::io::{ReadHalf, WriteHalf};
 
 use crate::api::heapless_str;
@@ -116,25 +117,17 @@ impl Client {
         let max = crate::api::CLIENT_RESPONSE_MAX;
         let (r, mut writer) = futures_lite::io::split(tls);
         let mut reader = FrameReader::new(r, max);
-        let hello = Handshake::Hello(Hello {
+        let hello = Hello {
             protocol_version: bramble_wire::PROTOCOL_VERSION,
             role: Role::Client,
             identity: heapless_str("admin"),
             credentials: heapless_str(&credential),
             agent_version: heapless_str(env!("CARGO_PKG_VERSION")),
-        });
-        send(&mut writer, &hello, max)
-            .await
-            .map_err(|e| conn_err(e.to_string()))?;
-        match reader.recv::<Handshake>().await {
-            Ok(Some(Handshake::Welcome(_))) => {}
-            Ok(Some(Handshake::Reject(r))) => {
+        };
+        match client_handshake(&mut reader, &mut writer, hello, max).await {
+            Ok(_) => {}
+            Err(HandshakeError::Rejected(r)) => {
                 return Err(ClientError::Rejected(r.message.to_string()));
-            }
-            Ok(_) => {
-                return Err(conn_err(
-                    "the master closed the connection during the handshake".into(),
-                ));
             }
             Err(e) => return Err(conn_err(e.to_string())),
         }

@@ -15,6 +15,8 @@ use bramble_wire::msg::{ApplyOutcome, RequestBody, ResponseBody};
 use bramble_wire::objects::{Kind, Object};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::controllers::Timings;
+
 pub use client::{Client, ClientError};
 
 /// Default API port.
@@ -224,14 +226,14 @@ pub struct MasterArgs {
     #[arg(long)]
     pub join_token_file: Option<PathBuf>,
     /// How often workers heartbeat, e.g. `5s`.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub heartbeat_interval: Duration,
+    #[arg(long, default_value_t = Dur::ms(Timings::DEFAULT.heartbeat_interval_ms))]
+    pub heartbeat_interval: Dur,
     /// Missed-heartbeat time before a node is NotReady, e.g. `40s`.
-    #[arg(long, default_value = "40s", value_parser = parse_duration)]
-    pub node_grace: Duration,
+    #[arg(long, default_value_t = Dur::ms(Timings::DEFAULT.node_grace_ms))]
+    pub node_grace: Dur,
     /// NotReady time after which a node's pods are replaced elsewhere, e.g. `60s`.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
-    pub eviction_timeout: Duration,
+    #[arg(long, default_value_t = Dur::ms(Timings::DEFAULT.eviction_timeout_ms))]
+    pub eviction_timeout: Dur,
     /// Most simultaneous connections.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
@@ -265,6 +267,38 @@ pub struct UpArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::manifest::parse_duration_ms(s).map(Duration::from_millis)
+}
+
+/// A duration flag: parsed like manifests' durations (`500ms`, `5s`, `1m30s`), shown the same way
+/// in `--help`, so a default is written once, where it lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// `ms` milliseconds.
+    pub const fn ms(ms: u64) -> Dur {
+        Dur(Duration::from_millis(ms))
+    }
+}
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Dur, String> {
+        parse_duration(s).map(Dur)
+    }
+}
+
+impl std::fmt::Display for Dur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        match ms {
+            0 => f.write_str("0s"),
+            ms if ms % 3_600_000 == 0 => write!(f, "{}h", ms / 3_600_000),
+            ms if ms % 60_000 == 0 => write!(f, "{}m", ms / 60_000),
+            ms if ms % 1_000 == 0 => write!(f, "{}s", ms / 1_000),
+            ms => write!(f, "{ms}ms"),
+        }
+    }
 }
 
 /// Runs the CLI; returns the process exit code.

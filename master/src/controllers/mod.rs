@@ -77,18 +77,30 @@ pub struct Snapshot<'a> {
     pub namespaces: &'a [Namespace],
 }
 
-/// Time limits of the node lifecycle.
+/// Time limits of the node lifecycle: the one owner of their defaults (the master's flags and
+/// its `Config` take theirs from [`Timings::DEFAULT`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timings {
+    /// How often workers heartbeat (sent to them in `Welcome`).
+    pub heartbeat_interval_ms: u64,
+    /// A node silent for this long is NotReady.
+    pub node_grace_ms: u64,
     /// A node NotReady for this long has its pods evicted.
     pub eviction_timeout_ms: u64,
 }
 
+impl Timings {
+    /// Tuned for boards on Wi-Fi: 5 s heartbeats, NotReady after 40 s, eviction 60 s later.
+    pub const DEFAULT: Timings = Timings {
+        heartbeat_interval_ms: 5_000,
+        node_grace_ms: 40_000,
+        eviction_timeout_ms: 60_000,
+    };
+}
+
 impl Default for Timings {
     fn default() -> Self {
-        Timings {
-            eviction_timeout_ms: 60_000,
-        }
+        Timings::DEFAULT
     }
 }
 

@@ -62,26 +62,12 @@ impl ClusterCidr {
 
 /// Parses `a.b.c.d/n` into (network address, prefix); host bits must be zero.
 pub fn parse_cidr(s: &str) -> Result<(u32, u8), String> {
-    let bad = || format!("{s:?} is not an IPv4 range like 10.42.0.0/16");
-    let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-    if prefix > 32 {
-        return Err(bad());
+    use bramble_wire::net::{CidrError, Ipv4Cidr};
+    match Ipv4Cidr::parse(s) {
+        Ok(c) => Ok((u32::from(c.network()), c.prefix())),
+        Err(CidrError::Syntax) => Err(format!("{s:?} is not an IPv4 range like 10.42.0.0/16")),
+        Err(e) => Err(format!("{s}: {e}")),
     }
-    let a = u32::from(addr);
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - prefix)
-    };
-    if a & !mask != 0 {
-        return Err(format!(
-            "{s}: host bits are set; did you mean {}/{prefix}?",
-            Ipv4Addr::from(a & mask)
-        ));
-    }
-    Ok((a, prefix))
 }
 
 /// Every node's subnet and address, sorted by node: what each worker routes. Nodes without a

@@ -1146,6 +1146,7 @@ fn node_eviction_after_timeout_only() {
     w.pods.push(done);
     let t = Timings {
         eviction_timeout_ms: 60_000,
+        ..Timings::DEFAULT
     };
     w.now = T0 + 59_999;
     assert!(node::reconcile(&w.snap(), &t).is_empty());

@@ -79,7 +79,7 @@ pub use feasible::Reason;
 pub use rank::Weights;
 pub use snapshot::{
     Allocatable, Amounts, LABEL_ARCH, LABEL_HOSTNAME, NodeView, OwnerKey, PendingPod, SchedNode,
-    Snapshot, artifact_of,
+    Snapshot,
 };
 
 use feasible::PodReq;

@@ -82,11 +82,6 @@ pub struct PendingPod {
     pub artifact: Option<String>,
 }
 
-/// The artifact name of a `rootfs = "artifact:NAME"`.
-pub fn artifact_of(rootfs: Option<&str>) -> Option<&str> {
-    rootfs.and_then(|r| r.strip_prefix("artifact:"))
-}
-
 impl PendingPod {
     /// Extracts what the scheduler needs from a pod: requests (`PodSpec::total_resources`), host
     /// ports, node selector, tolerations, architecture and owner (the first owner reference).
@@ -113,7 +108,7 @@ impl PendingPod {
                 kind: o.kind,
                 name: o.name.clone(),
             }),
-            artifact: artifact_of(pod.spec.rootfs.as_deref()).map(str::to_string),
+            artifact: pod.spec.artifact().map(str::to_string),
         }
     }
 

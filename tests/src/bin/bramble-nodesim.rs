@@ -32,7 +32,7 @@ use async_net::TcpStream;
 use bramble_wire::io::{FrameReader, send};
 use bramble_wire::msg::{NodeDown, NodeUp, PodReport};
 use bramble_wire::objects::{PodPhase, PodStatus, ProcessState, ProcessStatus};
-use bramble_wire::{Arch, CgroupVersion, Controllers, Handshake, Heartbeat, Hello, NodeInfo, Role};
+use bramble_wire::{Arch, CgroupVersion, Controllers, Heartbeat, Hello, NodeInfo, Role};
 use futures_lite::FutureExt;
 
 const MAX_NODES: usize = 10_000;
@@ -308,33 +308,26 @@ async fn session(
             .context("TLS handshake")?;
     let (r, mut writer) = futures_lite::io::split(tls);
     let mut reader = FrameReader::new(r, MAX_FRAME);
-    let hello = Handshake::Hello(Hello {
+    let hello = Hello {
         protocol_version: bramble_wire::PROTOCOL_VERSION,
         role: Role::Worker,
         identity: hstr(name),
         // After joining once, the node's own credential (the master takes a join once per name).
         credentials: hstr(credential.borrow().as_deref().unwrap_or(&join_credential)),
         agent_version: hstr(concat!("nodesim-", env!("CARGO_PKG_VERSION"))),
-    });
-    send(&mut writer, &hello, MAX_FRAME)
-        .await
-        .context("send Hello")?;
-    let handshake = reader
-        .recv::<Handshake>()
+    };
+    bramble_wire::io::client_handshake(&mut reader, &mut writer, hello, MAX_FRAME)
         .or(async {
             smol::Timer::after(Duration::from_secs(20)).await;
-            Err(bramble_wire::io::IoError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no Welcome within 20 s",
-            )))
+            Err(bramble_wire::io::HandshakeError::Io(
+                bramble_wire::io::IoError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no Welcome within 20 s",
+                )),
+            ))
         })
         .await
         .context("handshake")?;
-    match handshake {
-        Some(Handshake::Welcome(_)) => {}
-        Some(Handshake::Reject(r)) => bail!("rejected: {:?}: {}", r.reason, r.message),
-        _ => bail!("the master closed the connection during the handshake"),
-    }
     let info = NodeInfo {
         name: hstr(name),
         arch: Arch::Aarch64,

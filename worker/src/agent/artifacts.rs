@@ -77,12 +77,7 @@ enum Need<'a> {
 }
 
 fn need<'a>(pod: &'a Pod, a: &'a Assignment, arch: Arch) -> Need<'a> {
-    let Some(name) = pod
-        .spec
-        .rootfs
-        .as_deref()
-        .and_then(|r| r.strip_prefix("artifact:"))
-    else {
+    let Some(name) = pod.spec.artifact() else {
         return Need::None;
     };
     let Some(art) = a.artifacts.iter().find(|x| x.meta.name == name) else {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bramble_wire::io::{FrameReader, send};
 use bramble_wire::msg::{Assignment, LogChunk, NodeDown, NodeUp, PodReport, PodSubnet};
 use bramble_wire::objects::Pod;
-use bramble_wire::{Handshake, Heartbeat, Hello, NodeInfo, Role};
+use bramble_wire::{Heartbeat, Hello, NodeInfo, Role};
 use futures_lite::{AsyncReadExt, AsyncSeekExt, FutureExt};
 
 /// What the agent needs from the pod runtime.
@@ -314,12 +314,7 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
             let mut delta = Vec::new();
             for r in &now_pods {
                 let changed = match reported.get(&r.uid) {
-                    Some(old) => {
-                        let (mut a, mut b) = (old.status.clone(), r.status.clone());
-                        a.updated_ms = 0;
-                        b.updated_ms = 0;
-                        a != b
-                    }
+                    Some(old) => !old.status.same_meaning(&r.status),
                     None => true,
                 };
                 if changed {
@@ -399,19 +394,14 @@ async fn session(
     let stream = conn.stream;
     let mut reader = FrameReader::new(stream.clone(), max);
     let mut writer = stream;
-    let hello = Handshake::Hello(Hello {
+    let hello = Hello {
         protocol_version: bramble_wire::PROTOCOL_VERSION,
         role: Role::Worker,
         identity: cfg.info.name.clone(),
         credentials: info_str(&credential::for_hello(&cfg.state_dir, credential)),
         agent_version: info_str(env!("CARGO_PKG_VERSION")),
-    });
-    send(&mut writer, &hello, max).await?;
-    let welcome = match reader.recv::<Handshake>().await? {
-        Some(Handshake::Welcome(w)) => w,
-        Some(Handshake::Reject(r)) => anyhow::bail!("master rejected us: {}", r.message),
-        _ => anyhow::bail!("master closed the connection during the handshake"),
     };
+    let welcome = bramble_wire::io::client_handshake(&mut reader, &mut writer, hello, max).await?;
     tracing::info!(master = %cfg.master, "connected");
     send(
         &mut writer,

@@ -285,16 +285,14 @@ pub struct PodNetwork {
 impl PodNetwork {
     /// `cidr` like `10.42.3.0/24` (at most /30); `None` if it is not one.
     pub fn parse(bridge: &str, cidr: &str) -> Option<PodNetwork> {
-        let (addr, prefix) = cidr.split_once('/')?;
-        let network: std::net::Ipv4Addr = addr.parse().ok()?;
-        let prefix: u8 = prefix.parse().ok()?;
-        if !(1..=30).contains(&prefix) || u32::from(network) & !Self::mask(prefix) != 0 {
+        let c = bramble_wire::net::Ipv4Cidr::parse(cidr).ok()?;
+        if !(1..=30).contains(&c.prefix()) {
             return None;
         }
         Some(PodNetwork {
             bridge: bridge.to_string(),
-            network,
-            prefix,
+            network: c.network(),
+            prefix: c.prefix(),
         })
     }
 

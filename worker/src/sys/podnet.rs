@@ -116,8 +116,8 @@ fn in_netns_of<T: Send>(pid: i32, f: impl FnOnce() -> Result<T> + Send) -> Resul
 /// Returns how many routes were added or removed.
 pub fn sync_routes(want: &[(String, String)]) -> Result<usize> {
     let parse = |cidr: &str, via: &str| -> Option<(Ipv4Addr, u8, Ipv4Addr)> {
-        let (a, p) = cidr.split_once('/')?;
-        Some((a.parse().ok()?, p.parse().ok()?, via.parse().ok()?))
+        let c = bramble_wire::net::Ipv4Cidr::parse(cidr).ok()?;
+        Some((c.network(), c.prefix(), via.parse().ok()?))
     };
     let want: Vec<(Ipv4Addr, u8, Ipv4Addr)> =
         want.iter().filter_map(|(c, v)| parse(c, v)).collect();
