@@ -1,5 +1,20 @@
 //! The cluster's objects (feature `alloc`): what `bramble apply` sends, what the store keeps and
 //! what workers are assigned. Validation of user input happens in the master; these are plain data.
+//!
+//! # Who owns which field (apply semantics)
+//! `bramble apply` sends whole objects; the master merges each with the stored one, field by owner:
+//! - **The user** owns `meta.name`, `meta.namespace`, `meta.labels` and the spec. Applying the
+//!   same object again is `Unchanged` and writes nothing.
+//! - **The store** owns `meta.uid`, `meta.created_ms` and `meta.revision`: given on the write
+//!   path when the object is created, kept on every later apply. A non-zero `meta.revision` in an
+//!   applied object is a precondition (the apply fails with `Conflict` if the object moved on).
+//! - **The system** owns every `status` (nodes report pods' and their own; controllers write
+//!   deployments', daemon sets' and jobs'), `meta.owners` of objects controllers create,
+//!   [`PodSpec::node_name`] once the scheduler bound the pod (an apply without it keeps the
+//!   binding), [`NodeSpec::pod_cidr`] (the master's to give) and a namespace's phase.
+//! - **Immutable after creation**: the spec of a pod and of a job. Applying a different one is
+//!   refused with the `bramble delete` to run first; deployments, daemon sets, services, config
+//!   maps, secrets and nodes take a new spec in place.
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
