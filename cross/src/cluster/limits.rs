@@ -8,11 +8,14 @@
 //!   128 leaves (so a broken limit shows as ~130 tasks instead of taking the guest down).
 //!
 //! A fourth, unlimited pod (`cg-watch`) reads those pods' cgroup files in the guest: it starts
-//! the bomb and samples `pids.current` until it is stable, then takes `cpu.stat` of both CPU
-//! pods and `/proc/uptime` ten seconds apart. The host judges the numbers ([`judge_pids`],
-//! [`judge_cpu`]): the limited pod used 10-40 % of a core and was throttled, the unlimited one
-//! clearly more; the bomb never had more tasks than `pids.max` (= 24) and the kernel refused
-//! forks (`pids.events` max). The judges fail for a pod without the limit (see the tests).
+//! the bomb and samples `pids.current` until it is stable, then reads the limited pod's
+//! `cpu.stat` and `/proc/uptime` [`CPU_WINDOW_S`] apart, then starts the unlimited loop (it
+//! waits for a go file, so the two do not compete: `cpu.weight` 10 against 100 would hold the
+//! limited pod down even without its quota) and measures it the same way. The host judges the
+//! numbers ([`judge_pids`], [`judge_cpu`]): the limited pod used 10-40 % of a core and was
+//! throttled, the unlimited one clearly more; the bomb never had more tasks than `pids.max`
+//! (= 24) and the kernel refused forks (`pids.events` max). The judges fail for a pod without
+//! the limit (see the tests).
 
 use std::time::Duration;
 
@@ -28,14 +31,15 @@ pub const CPU_MILLIS: u32 = 250;
 pub const CPU_BAND: (f64, f64) = (0.10, 0.40);
 /// The unlimited control must use at least this share of a core (and twice the limited one).
 pub const FREE_MIN: f64 = 0.60;
-/// The measuring window, seconds (guest time).
-pub const CPU_WINDOW_S: u32 = 10;
+/// The measuring window per CPU pod, seconds (guest time).
+pub const CPU_WINDOW_S: u32 = 8;
 /// The fork bomb's `pids` limit.
 pub const PIDS_MAX: u64 = 24;
 /// The bomb's depth: 2^depth leaves if nothing stops it.
 pub const BOMB_DEPTH: u32 = 7;
 
 const GO_FILE: &str = "/tmp/bramble-cg-fork-bomb.go";
+const GO_FREE: &str = "/tmp/bramble-cg-cpu-free.go";
 
 /// The busy loop pods and the bomb, as one manifest.
 pub fn manifest(node: &str) -> String {
@@ -54,7 +58,9 @@ pub fn manifest(node: &str) -> String {
         Some(node),
         None,
         None,
-        "cat /proc/self/cgroup; while :; do :; done",
+        &format!(
+            "cat /proc/self/cgroup; while [ ! -e {GO_FREE} ]; do sleep 0.2; done; while :; do :; done"
+        ),
     ));
     m.push('\n');
     m.push_str(&pod_manifest(
@@ -73,19 +79,25 @@ pub fn manifest(node: &str) -> String {
     m
 }
 
+/// The directory of the process's own cgroup in the guest from its `/proc/self/cgroup` output
+/// (the v2 line `0::/PATH`), if the path is plain (it goes into a shell script).
+pub fn proc_cgroup_dir(proc_self_cgroup: &str) -> Option<String> {
+    let path = proc_self_cgroup
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("0::"))?;
+    let plain = path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b));
+    plain.then(|| format!("/sys/fs/cgroup{path}"))
+}
+
 /// The pod cgroup's directory in the guest from a pod's `/proc/self/cgroup` output: the v2 line
 /// `0::/bramble/default_NAME_UID/_init` gives `/sys/fs/cgroup/bramble/default_NAME_UID` (the
 /// cgroup that carries the pod's limits; its processes sit in leaves below it).
 pub fn pod_cgroup_dir(proc_self_cgroup: &str, pod: &str) -> Option<String> {
-    let path = proc_self_cgroup
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("0::"))?;
-    if !path
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/_.-".contains(&b))
-    {
-        return None;
-    }
+    let path = proc_cgroup_dir(proc_self_cgroup)?;
+    let path = path.strip_prefix("/sys/fs/cgroup")?;
     let tag = format!("_{pod}_");
     let mut out = String::from("/sys/fs/cgroup");
     for part in path.split('/').filter(|p| !p.is_empty()) {
@@ -98,13 +110,17 @@ pub fn pod_cgroup_dir(proc_self_cgroup: &str, pod: &str) -> Option<String> {
     None
 }
 
-/// The watcher's script: start the bomb, sample its `pids.current` until stable, then the CPU
-/// window. Prints `BOMB-BEFORE`, `BOMB`, `CPU0`/`CPU1` and `CPUMAX` lines, then `WATCH-DONE`.
-pub fn watch_script(bomb: &str, limited: &str, free: &str) -> String {
+/// The watcher's script: start the bomb, sample its `pids.current` until stable, then one CPU
+/// window per CPU pod. `bomb` is the bomb's pod cgroup (with `pids.max`), `bomb_leaf` the one
+/// its processes fork in: kernels up to 6.12 count a refused fork in the forking cgroup's
+/// `pids.events`, later ones in the limited cgroup's, so both are read. Prints `BOMB-BEFORE`,
+/// `BOMB`, `CPU0`/`CPU1` and `CPUMAX` lines, then `WATCH-DONE`.
+pub fn watch_script(bomb: &str, bomb_leaf: &str, limited: &str, free: &str) -> String {
     format!(
-        r#"B={bomb}; L={limited}; F={free}
-for d in $B $L $F; do [ -d $d ] || {{ echo "WATCH-ERROR no cgroup $d"; exit 1; }}; done
-echo "BOMB-BEFORE current=$(cat $B/pids.current) max=$(cat $B/pids.max) events=$(tr '\n' ' ' < $B/pids.events)"
+        r#"B={bomb}; BL={bomb_leaf}; L={limited}; F={free}
+for d in $B $BL $L $F; do [ -d $d ] || {{ echo "WATCH-ERROR no cgroup $d"; exit 1; }}; done
+ev() {{ echo "events=$(tr '\n' ' ' < $B/pids.events) leaf_events=$(tr '\n' ' ' < $BL/pids.events)"; }}
+echo "BOMB-BEFORE current=$(cat $B/pids.current) max=$(cat $B/pids.max) $(ev)"
 peak=0; n=0; last=x; same=0; c=0
 touch {GO_FILE}
 while [ $n -lt 200 ]; do
@@ -115,11 +131,11 @@ while [ $n -lt 200 ]; do
   [ $same -ge 15 ] && [ "$c" -gt 3 ] && break
   sleep 0.1
 done
-echo "BOMB samples=$n peak=$peak current=$c max=$(cat $B/pids.max) events=$(tr '\n' ' ' < $B/pids.events)"
+echo "BOMB samples=$n peak=$peak current=$c max=$(cat $B/pids.max) $(ev)"
 cpu() {{ echo "CPU$1 $2 uptime $(cut -d' ' -f1 /proc/uptime) $(tr '\n' ' ' < $3/cpu.stat)"; }}
-cpu 0 limited $L; cpu 0 free $F
-sleep {CPU_WINDOW_S}
-cpu 1 limited $L; cpu 1 free $F
+cpu 0 limited $L; sleep {CPU_WINDOW_S}; cpu 1 limited $L
+touch {GO_FREE}; sleep 1
+cpu 0 free $F; sleep {CPU_WINDOW_S}; cpu 1 free $F
 echo "CPUMAX limited=$(cat $L/cpu.max) free=$(cat $F/cpu.max)"
 echo WATCH-DONE
 "#
@@ -182,8 +198,14 @@ pub fn judge_pids(watch: &str) -> Result<String> {
     let peak = num(&after, "peak")?;
     let current = num(&after, "current")?;
     let samples = num(&after, "samples")?;
-    let ev0 = events_max(get(&before, "events").unwrap_or("")).context("pids.events before")?;
-    let ev1 = events_max(get(&after, "events").unwrap_or("")).context("pids.events after")?;
+    let events = |kv: &[(String, String)], when: &str| -> Result<u64> {
+        let pod = events_max(get(kv, "events").unwrap_or(""));
+        let leaf = events_max(get(kv, "leaf_events").unwrap_or(""));
+        Ok(pod.with_context(|| format!("pids.events {when}"))?
+            + leaf.with_context(|| format!("the leaf's pids.events {when}"))?)
+    };
+    let ev0 = events(&before, "before")?;
+    let ev1 = events(&after, "after")?;
     if max != PIDS_MAX.to_string() {
         bail!("the bomb's pids.max is {max:?}, not {PIDS_MAX} (the limit was not applied)");
     }
@@ -303,6 +325,7 @@ fn run(c: &mut Cluster) -> Result<String> {
     let node = c.node(0)?.name().to_string();
     c.master.apply("cg-limits", &manifest(&node))?;
     let mut dirs = Vec::new();
+    let mut bomb_leaf = String::new();
     for pod in ["cg-fork-bomb", "cg-cpu-250m", "cg-cpu-free"] {
         c.wait_running(pod, Duration::from_secs(90))?;
         let dir = c.wait(
@@ -311,10 +334,13 @@ fn run(c: &mut Cluster) -> Result<String> {
             |c, last| {
                 let (_, out, err) = c.master.cli(&["logs", pod])?;
                 *last = format!("{out}{err}");
-                Ok(pod_cgroup_dir(&out, pod))
+                Ok(pod_cgroup_dir(&out, pod).zip(proc_cgroup_dir(&out)))
             },
         )?;
-        dirs.push(dir);
+        if pod == "cg-fork-bomb" {
+            bomb_leaf = dir.1;
+        }
+        dirs.push(dir.0);
     }
     let mut watch = pod_manifest(
         "cg-watch",
@@ -322,7 +348,7 @@ fn run(c: &mut Cluster) -> Result<String> {
         Some(&node),
         None,
         None,
-        &watch_script(&dirs[0], &dirs[1], &dirs[2]),
+        &watch_script(&dirs[0], &bomb_leaf, &dirs[1], &dirs[2]),
     );
     watch.push('\n');
     c.master.apply("cg-watch", &watch)?;
@@ -383,12 +409,16 @@ mod tests {
         assert_eq!(pod_cgroup_dir("0::/bramble/_init\n", "x"), None);
         assert_eq!(pod_cgroup_dir("", "x"), None);
         assert_eq!(pod_cgroup_dir("0::/b/d_x_1;reboot/_init", "x"), None);
+        assert_eq!(
+            proc_cgroup_dir("0::/bramble/default_x_1/_init\n").as_deref(),
+            Some("/sys/fs/cgroup/bramble/default_x_1/_init")
+        );
     }
 
     fn watch(limited_usage: (u64, u64), limited_thr: (u64, u64), max: &str) -> String {
         format!(
-            "BOMB-BEFORE current=2 max={max} events=max 0 \n\
-             BOMB samples=40 peak=24 current=23 max={max} events=max 97 \n\
+            "BOMB-BEFORE current=2 max={max} events=max 0  leaf_events=max 0 \n\
+             BOMB samples=40 peak=24 current=23 max={max} events=max 0  leaf_events=max 97 \n\
              CPU0 limited uptime 100.00 usage_usec {} user_usec 1 system_usec 1 nr_periods 50 nr_throttled {} throttled_usec 9\n\
              CPU0 free uptime 100.01 usage_usec 5000000 user_usec 1 system_usec 1 nr_periods 0 nr_throttled 0 throttled_usec 0\n\
              CPU1 limited uptime 110.00 usage_usec {} user_usec 1 system_usec 1 nr_periods 150 nr_throttled {} throttled_usec 9\n\
@@ -414,20 +444,20 @@ mod tests {
 
     #[test]
     fn a_bomb_without_pids_max_fails() {
-        let no_limit = "BOMB-BEFORE current=2 max=max events=max 0 \n\
-                        BOMB samples=30 peak=130 current=130 max=max events=max 0 \n";
+        let no_limit = "BOMB-BEFORE current=2 max=max events=max 0 leaf_events=max 0\n\
+                        BOMB samples=30 peak=130 current=130 max=max events=max 0 leaf_events=max 0\n";
         let e = judge_pids(no_limit).unwrap_err().to_string();
         assert!(e.contains("not 24"), "{e}");
-        let over = "BOMB-BEFORE current=2 max=24 events=max 0 \n\
-                    BOMB samples=30 peak=25 current=24 max=24 events=max 3 \n";
+        let over = "BOMB-BEFORE current=2 max=24 events=max 0 leaf_events=max 0\n\
+                    BOMB samples=30 peak=25 current=24 max=24 events=max 3 leaf_events=max 0\n";
         assert!(
             judge_pids(over)
                 .unwrap_err()
                 .to_string()
                 .contains("reached 25")
         );
-        let never = "BOMB-BEFORE current=2 max=24 events=max 0 \n\
-                     BOMB samples=30 peak=20 current=20 max=24 events=max 0 \n";
+        let never = "BOMB-BEFORE current=2 max=24 events=max 0 leaf_events=max 0\n\
+                     BOMB samples=30 peak=20 current=20 max=24 events=max 0 leaf_events=max 0\n";
         assert!(
             judge_pids(never)
                 .unwrap_err()
@@ -443,7 +473,10 @@ mod tests {
             m.contains("cpu = \"250m\"") && m.contains("pids = 24"),
             "{m}"
         );
-        let s = watch_script("/a", "/b", "/c");
-        assert!(s.contains("B=/a; L=/b; F=/c") && s.contains(GO_FILE), "{s}");
+        let s = watch_script("/a", "/a/_init", "/b", "/c");
+        assert!(
+            s.contains("B=/a; BL=/a/_init; L=/b; F=/c") && s.contains(GO_FILE),
+            "{s}"
+        );
     }
 }
