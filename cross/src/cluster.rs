@@ -12,9 +12,12 @@
 //!    with the scheduler's "wrong architecture" reason.
 //! 3. **pods**: a pod pinned to the aarch64 node runs and its output comes back through
 //!    `bramble logs`; a pod with `memory = "32Mi"` that allocates ~100 MB is OOMKilled (cgroup v2).
-//! 4. **isolated pod**: a `network = "isolated"` pod on the aarch64 board gets an address in
+//! 4. **cgroup limits** ([`limits`]): a `cpu = "250m"` pod holds 10-40 % of a core (its own
+//!    `cpu.stat` over guest time, next to an unlimited busy pod that gets clearly more), and a
+//!    fork bomb with `pids = 24` never exceeds `pids.max` while the kernel refuses its forks.
+//! 5. **isolated pod**: a `network = "isolated"` pod on the aarch64 board gets an address in
 //!    its node's pod subnet, a default route via the node's bridge, and a ping answered there.
-//! 5. **power cut**: with pods running (restart Always), QEMU is SIGKILLed and the master is
+//! 6. **power cut**: with pods running (restart Always), QEMU is SIGKILLed and the master is
 //!    killed; the guest boots again on the same state disk with no master and the worker restarts
 //!    its pods from local state (seen on the guest console); the master comes back on the same
 //!    port and data dir, the node is Ready again and the pods Running, each started once.
@@ -37,6 +40,9 @@ use crate::build::{self, Bin};
 use crate::qemu::{Guest, GuestSpec, READY_MARKER, StateDisk};
 use crate::util::{run, run_ok};
 
+pub mod limits;
+pub use limits::cgroup_limits_on_aarch64;
+
 /// QEMU start → `BRAMBLE-GUEST-READY` under TCG.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// QEMU start → node Ready in the master.
@@ -54,31 +60,54 @@ pub const MASTER_FLAGS: [&str; 6] = [
 /// The boards the suite boots, in boot order.
 pub const BOARDS: [&str; 2] = ["qemu-virt-aarch64", "qemu-virt-armv7"];
 
-/// The host's `bramble` (master + CLI): `$BRAMBLE_BIN`; else, unless `rebuild`, a `bramble`
-/// next to (or one directory above) the running executable (what `cargo test --workspace`
-/// builds); else `cargo build -p bramble-master --bin bramble` now.
-pub fn host_bramble(rebuild: bool) -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("BRAMBLE_BIN") {
+/// Variables that make the suite run something other than the current sources (`BRAMBLE_BIN`,
+/// `BRAMBLE_WORKER_<BOARD>`) or fewer scenarios (`BRAMBLE_QEMU_ONLY`). Development aids for
+/// `cargo cross qemu-test`; the tests refuse to run with any of them set.
+pub const DEV_ONLY_VARS: [&str; 3] = ["BRAMBLE_BIN", "BRAMBLE_QEMU_ONLY", "BRAMBLE_WORKER_*"];
+
+/// The development-only variables set in this environment (see [`DEV_ONLY_VARS`]), as
+/// `NAME=value`.
+pub fn dev_overrides_set() -> Vec<String> {
+    let mut set: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, v)| {
+            let k = k.to_str()?.to_string();
+            let dev =
+                k == "BRAMBLE_BIN" || k == "BRAMBLE_QEMU_ONLY" || k.starts_with("BRAMBLE_WORKER_");
+            dev.then(|| format!("{k}={}", v.to_string_lossy()))
+        })
+        .collect();
+    set.sort();
+    set
+}
+
+/// Fails if any development-only variable is set: a test must run every scenario with
+/// binaries built from the current sources, so an override could only turn red into green.
+pub fn refuse_dev_overrides() -> Result<()> {
+    let set = dev_overrides_set();
+    if !set.is_empty() {
+        bail!(
+            "refusing to run the QEMU tests with {}: these pick other binaries or fewer scenarios \
+             and are for `cargo cross qemu-test` (development) only; unset them",
+            set.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The host's `bramble` (master + CLI), built now from the current sources with
+/// `cargo build -p bramble-master --bin bramble` (a no-op when it is up to date; a `bramble`
+/// lying next to the executable may be stale). With `dev_overrides`, `$BRAMBLE_BIN` instead.
+pub fn host_bramble(dev_overrides: bool) -> Result<PathBuf> {
+    if dev_overrides && let Some(p) = std::env::var_os("BRAMBLE_BIN") {
         let p = PathBuf::from(p);
         if !p.is_file() {
             bail!("BRAMBLE_BIN={} does not exist", p.display());
         }
+        eprintln!(
+            "cluster: BRAMBLE_BIN={} (not built from the current sources)",
+            p.display()
+        );
         return Ok(p);
-    }
-    if !rebuild
-        && let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
-        let found = [
-            Some(dir.join("bramble")),
-            dir.parent().map(|d| d.join("bramble")),
-        ]
-        .into_iter()
-        .flatten()
-        .find(|p| p.is_file());
-        if let Some(p) = found {
-            return Ok(p);
-        }
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run_ok(
@@ -87,7 +116,7 @@ pub fn host_bramble(rebuild: bool) -> Result<PathBuf> {
             .args(["build", "-q", "-p", "bramble-master", "--bin", "bramble"]),
         Duration::from_secs(1200),
     )
-    .context("building the host's `bramble` (or set BRAMBLE_BIN=/path/to/bramble)")?;
+    .context("building the host's `bramble`")?;
     let p = crate::util::target_dir().join("debug/bramble");
     if !p.is_file() {
         bail!("{} missing after cargo build", p.display());
@@ -104,15 +133,18 @@ pub fn worker_env_var(board: &str) -> String {
     )
 }
 
-/// The cross-built worker for `board`: an explicit path, the board's `BRAMBLE_WORKER_*`
-/// variable, else a release cross build now.
-pub fn worker_for(board: &Board, explicit: Option<&Path>) -> Result<PathBuf> {
+/// The cross-built worker for `board`: an explicit path, with `dev_overrides` the board's
+/// `BRAMBLE_WORKER_*` variable, else a release cross build of the current sources now.
+pub fn worker_for(board: &Board, explicit: Option<&Path>, dev_overrides: bool) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
     let var = worker_env_var(&board.name);
-    if let Some(p) = std::env::var_os(&var) {
-        eprintln!("cluster: {var}={}", p.to_string_lossy());
+    if dev_overrides && let Some(p) = std::env::var_os(&var) {
+        eprintln!(
+            "cluster: {var}={} (not built from the current sources)",
+            p.to_string_lossy()
+        );
         return Ok(PathBuf::from(p));
     }
     let built = build::build(board, true, &[Bin::Worker]).with_context(|| {
@@ -473,13 +505,15 @@ pub struct Cluster {
 
 impl Cluster {
     /// Start a master in `dir/master` and prepare (not boot) a node per board: worker binary
-    /// (`workers[i]` or [`worker_for`]) and a fresh 64 MiB state disk.
+    /// (`workers[i]` or [`worker_for`], which honours `BRAMBLE_WORKER_*` only with
+    /// `dev_overrides`) and a fresh 64 MiB state disk.
     pub fn new(
         dir: &Path,
         bramble: &Path,
         boards: &[&Board],
         workers: &[Option<PathBuf>],
         relay: Option<PathBuf>,
+        dev_overrides: bool,
     ) -> Result<Cluster> {
         fs::create_dir_all(dir)?;
         let port = free_port()?;
@@ -488,7 +522,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         for (i, board) in boards.iter().enumerate() {
             let explicit = workers.get(i).cloned().flatten();
-            let node = worker_for(board, explicit.as_deref()).and_then(|worker| {
+            let node = worker_for(board, explicit.as_deref(), dev_overrides).and_then(|worker| {
                 let disk = StateDisk::create(&dir.join(format!("{}.img", board.name)), 64)?;
                 let mut spec = GuestSpec::new(board, &worker, port, &token, Some(&disk));
                 spec.relay = relay.clone();
@@ -1321,6 +1355,8 @@ pub struct Outcome {
 pub struct SuiteReport {
     /// Per scenario, in order.
     pub outcomes: Vec<Outcome>,
+    /// Scenarios not run because [`SuiteOptions::only`] filtered them out.
+    pub skipped: Vec<String>,
     /// (board, QEMU start → marker, QEMU start → node Ready) per registration boot.
     pub boot_to_ready: Vec<(String, Duration, Duration)>,
     /// The whole suite.
@@ -1330,9 +1366,24 @@ pub struct SuiteReport {
 }
 
 impl SuiteReport {
-    /// Whether every scenario passed.
+    /// Whether every scenario ran and passed (a filtered run has not passed).
     pub fn passed(&self) -> bool {
-        self.outcomes.iter().all(|o| o.result.is_ok())
+        self.skipped.is_empty() && self.outcomes.iter().all(|o| o.result.is_ok())
+    }
+
+    /// Why the run is not a pass: each failed scenario with its error, then each skipped one.
+    pub fn problems(&self) -> Vec<String> {
+        let failed = self.outcomes.iter().filter_map(|o| {
+            o.result
+                .as_ref()
+                .err()
+                .map(|e| format!("FAILED {}: {e:#}", o.name))
+        });
+        let skipped = self
+            .skipped
+            .iter()
+            .map(|n| format!("SKIPPED {n} (filtered out; a partial run is not a pass)"));
+        failed.chain(skipped).collect()
     }
 }
 
@@ -1354,6 +1405,9 @@ impl std::fmt::Display for SuiteReport {
                 }
             }
         }
+        for n in &self.skipped {
+            writeln!(f, "  SKIPPED {n} (filtered out)")?;
+        }
         for (b, m, r) in &self.boot_to_ready {
             writeln!(
                 f,
@@ -1367,45 +1421,77 @@ impl std::fmt::Display for SuiteReport {
 }
 
 /// Only [`artifact_on_aarch64`], on the aarch64 board alone (for development: QEMU boots are
-/// slow). Returns the scenario's summary.
-pub fn run_artifact_only(worker: Option<PathBuf>, relay: Option<PathBuf>) -> Result<String> {
+/// slow). Returns the scenario's summary. Honours the development variables only with
+/// `dev_overrides` (else it refuses them, see [`refuse_dev_overrides`]).
+pub fn run_artifact_only(
+    worker: Option<PathBuf>,
+    relay: Option<PathBuf>,
+    dev_overrides: bool,
+) -> Result<String> {
+    if !dev_overrides {
+        refuse_dev_overrides()?;
+    }
     let dir = crate::util::target_dir()
         .join("bramble-qemu")
         .join(format!("artifact-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
-    let bramble = host_bramble(false)?;
+    let bramble = host_bramble(dev_overrides)?;
     let board = bramble_boards::find(BOARDS[0])?;
-    let mut c = Cluster::new(&dir, &bramble, &[board], &[worker], relay)?;
+    let mut c = Cluster::new(&dir, &bramble, &[board], &[worker], relay, dev_overrides)?;
     c.boot_until_ready(0)?;
     artifact_on_aarch64(&mut c)
 }
 
+/// How [`run_suite`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct SuiteOptions {
+    /// Per board in [`BOARDS`], a prebuilt worker (development; default: built now).
+    pub workers: Vec<Option<PathBuf>>,
+    /// The `cross` relay executable (see [`crate::qemu::find_relay`]).
+    pub relay: Option<PathBuf>,
+    /// Run only the scenarios whose names contain one of these words. The others are listed in
+    /// [`SuiteReport::skipped`], and a report with skipped scenarios has not passed.
+    pub only: Vec<String>,
+    /// Honour `BRAMBLE_BIN` and `BRAMBLE_WORKER_*` (`cargo cross qemu-test`). Without it (the
+    /// tests) the suite refuses to start while any [`DEV_ONLY_VARS`] is set and builds every
+    /// binary from the current sources.
+    pub dev_overrides: bool,
+}
+
 /// Run every scenario in order against one master: registration of each board in [`BOARDS`],
-/// arch pinning (both guests up), then the armv7 guest is shut down and the aarch64 pod and
-/// power-cut scenarios run. A scenario that cannot run because an earlier step failed fails
-/// with that reason (nothing is skipped). `workers`: per board in [`BOARDS`], a prebuilt worker.
-pub fn run_suite(workers: &[Option<PathBuf>], relay: Option<PathBuf>) -> Result<SuiteReport> {
+/// arch pinning (both guests up), then the armv7 guest is shut down and the aarch64 pod, cgroup
+/// limit and power-cut scenarios run. A scenario that cannot run because an earlier step failed
+/// fails with that reason; one filtered out by [`SuiteOptions::only`] is reported as skipped.
+pub fn run_suite(opts: &SuiteOptions) -> Result<SuiteReport> {
+    if !opts.dev_overrides {
+        refuse_dev_overrides()?;
+    }
     let started = Instant::now();
     let dir = crate::util::target_dir()
         .join("bramble-qemu")
         .join(format!("cluster-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
-    let bramble = host_bramble(false)?;
+    let bramble = host_bramble(opts.dev_overrides)?;
     eprintln!("cluster: host bramble {}", bramble.display());
     let boards = BOARDS
         .iter()
         .map(|b| bramble_boards::find(b))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut c = Cluster::new(&dir, &bramble, &boards, workers, relay)?;
+    let mut c = Cluster::new(
+        &dir,
+        &bramble,
+        &boards,
+        &opts.workers,
+        opts.relay.clone(),
+        opts.dev_overrides,
+    )?;
     let mut outcomes = Vec::new();
-    // Development aid: BRAMBLE_QEMU_ONLY=registration,refused runs only the scenarios whose
-    // names contain one of the words (unset: all of them).
-    let only: Vec<String> = std::env::var("BRAMBLE_QEMU_ONLY")
-        .map(|v| v.split(',').map(|w| w.trim().to_string()).collect())
-        .unwrap_or_default();
+    let mut skipped = Vec::new();
+    let only = &opts.only;
     let mut step = |name: &str, c: &mut Cluster, f: &dyn Fn(&mut Cluster) -> Result<String>| {
         if !only.is_empty() && !only.iter().any(|w| name.contains(w.as_str())) {
-            eprintln!("cluster: -- {name} (not in BRAMBLE_QEMU_ONLY)");
+            eprintln!("cluster: SKIPPED {name} (filtered out by {only:?})");
+            skipped.push(name.to_string());
             return;
         }
         eprintln!("cluster: == {name}");
@@ -1435,6 +1521,11 @@ pub fn run_suite(workers: &[Option<PathBuf>], relay: Option<PathBuf>) -> Result<
         &pods_logs_and_oom,
     );
     step(
+        "cgroup v2 cpu and pids limits enforced on aarch64",
+        &mut c,
+        &cgroup_limits_on_aarch64,
+    );
+    step(
         "pod from an uploaded busybox artifact on aarch64",
         &mut c,
         &artifact_on_aarch64,
@@ -1462,6 +1553,7 @@ pub fn run_suite(workers: &[Option<PathBuf>], relay: Option<PathBuf>) -> Result<
     drop(c);
     Ok(SuiteReport {
         outcomes,
+        skipped,
         boot_to_ready,
         total: started.elapsed(),
         dir,
@@ -1508,6 +1600,29 @@ mod tests {
         .unwrap();
         assert!(pod_oom_killed(&p));
         assert_eq!(pod_phase(&p), "Failed");
+    }
+
+    #[test]
+    fn a_filtered_run_has_not_passed() {
+        let mut r = SuiteReport {
+            outcomes: vec![Outcome {
+                name: "a".into(),
+                result: Ok("fine".into()),
+                took: Duration::ZERO,
+            }],
+            skipped: Vec::new(),
+            boot_to_ready: Vec::new(),
+            total: Duration::ZERO,
+            dir: PathBuf::new(),
+        };
+        assert!(r.passed() && r.problems().is_empty());
+        r.skipped.push("power cut on aarch64".into());
+        assert!(!r.passed());
+        assert_eq!(
+            r.problems(),
+            ["SKIPPED power cut on aarch64 (filtered out; a partial run is not a pass)"]
+        );
+        assert!(r.to_string().contains("SKIPPED power cut on aarch64"));
     }
 
     #[test]

@@ -246,11 +246,11 @@ fn image(boards: &[Board], a: ImageArgs) -> Result<()> {
     Ok(())
 }
 
-/// The cluster scenarios; returns the failed ones.
+/// The cluster scenarios; returns the failed and the skipped ones. Development aids honoured
+/// here (and refused by the tests): `BRAMBLE_QEMU_ONLY=word,word` runs only the scenarios whose
+/// names contain a word (the others count as not passed), `BRAMBLE_BIN`, `BRAMBLE_WORKER_*`.
 fn cluster(board: &[String], worker: Option<&std::path::Path>) -> Result<Vec<String>> {
-    use bramble_cross::cluster::{BOARDS, host_bramble, run_suite};
-    // Build the host's `bramble` now: the one next to `cross` may be stale.
-    host_bramble(true)?;
+    use bramble_cross::cluster::{BOARDS, SuiteOptions, run_suite};
     let workers: Vec<Option<PathBuf>> = BOARDS
         .iter()
         .map(|b| {
@@ -259,8 +259,21 @@ fn cluster(board: &[String], worker: Option<&std::path::Path>) -> Result<Vec<Str
                 .map(std::path::Path::to_path_buf)
         })
         .collect();
+    let only: Vec<String> = std::env::var("BRAMBLE_QEMU_ONLY")
+        .map(|v| {
+            v.split(',')
+                .map(|w| w.trim().to_string())
+                .filter(|w| !w.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
     println!("== cluster scenarios ({})", BOARDS.join(", "));
-    let report = run_suite(&workers, None)?;
+    let report = run_suite(&SuiteOptions {
+        workers,
+        relay: None,
+        only,
+        dev_overrides: true,
+    })?;
     for o in &report.outcomes {
         if let Err(e) = &o.result {
             println!("FAIL {}: {e:#}\n", o.name);
@@ -272,6 +285,12 @@ fn cluster(board: &[String], worker: Option<&std::path::Path>) -> Result<Vec<Str
         .iter()
         .filter(|o| o.result.is_err())
         .map(|o| format!("cluster: {}", o.name))
+        .chain(
+            report
+                .skipped
+                .iter()
+                .map(|n| format!("cluster: {n} (skipped by BRAMBLE_QEMU_ONLY)")),
+        )
         .collect())
 }
 

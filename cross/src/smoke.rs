@@ -5,7 +5,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use crate::qemu::{Guest, GuestSpec, READY_MARKER, StateDisk};
 
 /// Boot deadline under TCG.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// After the ready marker, the worker must have connected to the host's listener within this.
+pub const WORKER_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What a smoke run saw.
 #[derive(Debug)]
@@ -32,7 +34,8 @@ pub struct Report {
     pub controllers: String,
     /// What the host listener received from the guest's `nc`.
     pub probe: String,
-    /// Connections the worker opened to the fake master after the probe.
+    /// Connections the worker opened to the fake master after the probe (at least one, or the
+    /// run fails).
     pub worker_connections: usize,
     /// Console lines after the marker (the worker's output and kernel messages).
     pub after_ready: String,
@@ -88,6 +91,8 @@ pub fn run_with_relay(
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel::<String>();
     let stop2 = stop.clone();
+    let worker_conns = Arc::new(AtomicUsize::new(0));
+    let worker_conns2 = worker_conns.clone();
     let acceptor = std::thread::spawn(move || {
         let mut held = Vec::new();
         let mut probes = 0;
@@ -104,6 +109,7 @@ pub fn run_with_relay(
                     } else {
                         // The worker: keep the connection open, say nothing.
                         held.push(s);
+                        worker_conns2.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -122,7 +128,7 @@ pub fn run_with_relay(
     spec.probe_master = true;
     spec.relay = relay;
     let mut guest = Guest::boot_spec(&spec)?;
-    let result = check(&mut guest, &rx, board);
+    let result = check(&mut guest, &rx, board, &worker_conns);
     stop.store(true, Ordering::Relaxed);
     let _ = guest.kill();
     let worker_connections = acceptor.join().unwrap_or(0);
@@ -161,6 +167,7 @@ fn check(
     guest: &mut Guest,
     rx: &mpsc::Receiver<String>,
     board: &Board,
+    worker_conns: &AtomicUsize,
 ) -> Result<(Duration, String)> {
     let ready_after = guest.wait_for(READY_MARKER, BOOT_TIMEOUT)?;
     let log = guest.console_log();
@@ -222,7 +229,20 @@ fn check(
         }
         probe.push_str(&got);
     }
-    // Give the worker a moment to start (and, if it can, to connect).
-    std::thread::sleep(Duration::from_secs(3));
+    // The worker (exec'd by /init after the marker) dials the master through the forward: the
+    // host's listener must see that connection (the two probes do not count).
+    let t = std::time::Instant::now();
+    while worker_conns.load(Ordering::Relaxed) == 0 {
+        if !guest.is_running() {
+            bail!(guest.failure("QEMU exited before the worker connected to the host's listener"));
+        }
+        if t.elapsed() > WORKER_CONNECT_TIMEOUT {
+            bail!(guest.failure(&format!(
+                "the worker did not connect to the host's listener (192.0.2.100:PORT through \
+                 guestfwd) within {WORKER_CONNECT_TIMEOUT:?} of the ready marker"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     Ok((ready_after, probe))
 }
