@@ -65,7 +65,30 @@ pub async fn run(server: &str, token: &str, manifest: &str) -> anyhow::Result<()
         pod.spec.node_name.as_deref().unwrap_or("?"),
         t1.elapsed().as_millis()
     );
-    smol::Timer::after(Duration::from_millis(300)).await;
+    // The script prints its limits last, at a quarter of a core: wait for that line (bounded) rather
+    // than for a fixed time that a loaded machine overruns.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let logs = fetch_logs(&mut c).await?;
+        let complete = matches!(&logs, Ok(t) if t.contains("memory limit:"));
+        if complete || logs.is_err() || Instant::now() >= deadline {
+            break logs;
+        }
+        smol::Timer::after(Duration::from_millis(100)).await;
+    };
+    println!("logs:");
+    match logs {
+        Ok(text) => print!(
+            "  | {}",
+            text.replace('\n', "\n  | ").trim_end_matches("  | ")
+        ),
+        Err(message) => println!("  (logs unavailable: {message})"),
+    }
+    Ok(())
+}
+
+/// The hello pod's whole log so far, or the master's reason why not.
+async fn fetch_logs(c: &mut Client) -> anyhow::Result<Result<String, String>> {
     let id = c
         .start(RequestBody::Logs {
             namespace: "default".into(),
@@ -75,26 +98,17 @@ pub async fn run(server: &str, token: &str, manifest: &str) -> anyhow::Result<()
             tail_bytes: None,
         })
         .await?;
-    println!("logs:");
+    let mut text = String::new();
     loop {
         let r = c.next().await?;
         if r.id != id {
             continue;
         }
         match r.body {
-            ResponseBody::Log(d) => print!(
-                "  | {}",
-                String::from_utf8_lossy(&d)
-                    .replace('\n', "\n  | ")
-                    .trim_end_matches("  | ")
-            ),
-            ResponseBody::End => break,
-            ResponseBody::Error(e) => {
-                println!("  (logs unavailable: {})", e.message);
-                break;
-            }
+            ResponseBody::Log(d) => text.push_str(&String::from_utf8_lossy(&d)),
+            ResponseBody::End => return Ok(Ok(text)),
+            ResponseBody::Error(e) => return Ok(Err(e.message)),
             _ => {}
         }
     }
-    Ok(())
 }
