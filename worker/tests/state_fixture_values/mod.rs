@@ -3,9 +3,8 @@
 
 use bramble_wire::msg::{Assignment, PodSubnet};
 use bramble_wire::objects::{
-    ConfigMap, EndpointAddress, Endpoints, ExitReason, Meta, NetworkMode, Pod, PodPhase,
-    PodSpec, PodStatus, ProcessSpec, ProcessState, ProcessStatus, Protocol, Resources,
-    RestartPolicy,
+    ConfigMap, EndpointAddress, Endpoints, ExitReason, Meta, NetworkMode, Pod, PodPhase, PodSpec,
+    PodStatus, ProcessSpec, ProcessState, ProcessStatus, Protocol, Resources, RestartPolicy,
 };
 use bramble_worker::runtime::init::{InitConfig, InitProcess};
 
@@ -19,7 +18,9 @@ fn meta(name: &str, uid: &str) -> Meta {
     Meta {
         name: name.into(),
         namespace: "default".into(),
-        labels: [("app".to_string(), name.to_string())].into_iter().collect(),
+        labels: [("app".to_string(), name.to_string())]
+            .into_iter()
+            .collect(),
         uid: uid.into(),
         revision: 7,
         created_ms: 1_765_000_000_000,
@@ -106,7 +107,9 @@ pub fn init_config() -> InitConfig {
         processes: vec![InitProcess {
             spec: process(),
             cgroup_procs: Vec::new(),
-            oom_file: Some("/sys/fs/cgroup/memory/bramble/default_web_0123abcd/memory.oom_control".into()),
+            oom_file: Some(
+                "/sys/fs/cgroup/memory/bramble/default_web_0123abcd/memory.oom_control".into(),
+            ),
         }],
         restart_policy: RestartPolicy::Always,
         rootfs: None,
