@@ -227,18 +227,18 @@ fn an_upgraded_worker_keeps_its_pods_from_state_in_the_previous_format() {
 
     // The new build starts with no master: it must adopt the pod, not stop or restart it.
     let _w2 = start_worker(&m, "u1", &state, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        start_ticks(pid),
+        ticks,
+        "the pod's process {pid} is gone or another one: the upgraded worker did not keep it"
+    );
     wait_for(Duration::from_secs(10), "the assignment migrated", || {
         std::fs::read(&assignment)
             .ok()
             .filter(|b| b.starts_with(b"bramble assignment v1\n"))
             .map(|_| ())
     });
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        start_ticks(pid),
-        ticks,
-        "the pod's process {pid} is gone or another one: the upgraded worker did not keep it"
-    );
 
     // With the master back: the node reports the same process, never restarted.
     let m = MasterProc::start_on(&data, &addr, &flags);
