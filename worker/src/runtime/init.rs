@@ -4,19 +4,22 @@
 //! it re-execute the worker binary as `bramble-worker __bramble_init <state-dir>`. Being a fresh,
 //! single-threaded process, the init can then allocate and use ordinary wrappers freely. It:
 //!
-//! 1. reads `<state-dir>/config` (postcard [`InitConfig`]), opens everything it needs across
-//!    `pivot_root` (state and log directories, `cgroup.procs` and OOM-counter files);
-//! 2. sets the hostname, makes mounts private, mounts a fresh `/proc`, sets up the optional rootfs
-//!    (read-only bind, tmpfs `/tmp`, minimal `/dev`, volumes) and `pivot_root`s into it, brings
-//!    `lo` up in a private network namespace;
+//! 1. reads `<state-dir>/config` (versioned postcard [`InitConfig`], see [`crate::persist`]),
+//!    opens everything it needs across `pivot_root` (state and log directories, `cgroup.procs`
+//!    and OOM-counter files);
+//! 2. sets the hostname, then runs its mount plan ([`mount_plan`], pure, then [`apply_mounts`]):
+//!    mounts private, a fresh `/proc`, the optional rootfs (read-only bind, tmpfs `/tmp`, minimal
+//!    `/dev`, volumes, `/etc/hosts`) and `pivot_root` into it; brings `lo` up in a private
+//!    network namespace;
 //! 3. starts **all** the pod's processes, reaps every zombie (orphans included), copies each
 //!    process's output into its ring log, and applies the restart policy itself with exponential
-//!    backoff — so pods keep running and restarting while the worker is down;
+//!    backoff ([`super::restart`], a pure state machine) — so pods keep running and restarting
+//!    while the worker is down;
 //! 4. forwards SIGTERM/SIGINT to its children (PID 1 ignores signals without a handler; the init
 //!    blocks them and reads them from a `signalfd`), stops restarting, and exits once they are
 //!    gone;
-//! 5. after every change, writes the pod's status atomically to `<state-dir>/status` (postcard
-//!    [`PodStatus`]) and writes a byte into the `<state-dir>/events` fifo to wake the worker.
+//! 5. after every change, writes the pod's status atomically to `<state-dir>/status` (versioned
+//!    postcard [`PodStatus`]) and writes a byte into the `<state-dir>/events` fifo to wake the worker.
 //!    The fifo is opened read-write by the init, so writes never block or fail whether or not a
 //!    worker is listening: a restarted worker just opens it again.
 

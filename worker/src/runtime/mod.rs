@@ -5,9 +5,11 @@
 //! processes, reaps zombies, forwards SIGTERM/SIGINT, writes their logs into size-capped ring
 //! files ([`log`]) and applies the restart policy with exponential backoff itself. It reports
 //! through the pod's *state directory* (`<state_dir>/<key>/`, meant to live on tmpfs such as
-//! `/run/bramble/pods`): `status` (postcard [`PodStatus`], replaced atomically), `events` (a fifo
-//! that gets a byte per change), `init` (init PID, start ticks, start time), `config` (what the
-//! init runs). Everything survives a worker restart: [`LinuxRuntime::adopt_existing`] finds the
+//! `/run/bramble/pods`, paths in [`crate::persist::PodDir`]): `status` (postcard [`PodStatus`],
+//! replaced atomically), `events` (a fifo that gets a byte per change), `init` (init PID, start
+//! ticks, start time), `config` (what the init runs); the files are versioned
+//! ([`crate::persist`]), and a status of any earlier version is read, since inits started by an
+//! older build keep running across an agent upgrade. Everything survives a worker restart: [`LinuxRuntime::adopt_existing`] finds the
 //! pods again from their cgroups and state directories without restarting them.
 //!
 //! Cgroups ([`cgroup`]): `<parent>/<key>` with the pod's limits (the sum of its processes' limits
