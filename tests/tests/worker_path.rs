@@ -164,3 +164,99 @@ fn bramble_up_runs_the_demo() {
     assert!(stdout.contains("hello from hello"), "{stdout}");
     assert!(stdout.contains("memory limit: 33554432"), "{stdout}");
 }
+
+/// Rewrites a file the new build wrote into the previous build's format: version 1 is version
+/// 0's bytes behind a `bramble <kind> v1` header line (pinned byte for byte against fixtures
+/// captured from the previous build's writers in `worker/tests/state_upgrade.rs`).
+fn to_previous_format(path: &std::path::Path, kind: &str) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let header = format!("bramble {kind} v1\n");
+    let old = bytes
+        .strip_prefix(header.as_bytes())
+        .unwrap_or_else(|| panic!("{} is not a {kind} v1 file", path.display()));
+    std::fs::write(path, old).unwrap();
+}
+
+// Its node has a name of its own: tests of one binary share a cgroup parent per node name.
+#[test]
+fn an_upgraded_worker_keeps_its_pods_from_state_in_the_previous_format() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("master");
+    let flags = ["--heartbeat-interval", "500ms", "--node-grace", "3s"];
+    let mut m = MasterProc::start(&data, &flags);
+    let state = tmp.path().join("u1");
+    let mut w = start_worker(&m, "u1", &state, &[]);
+    wait_for(Duration::from_secs(20), "node u1 Ready", || {
+        node_ready(&m, "u1").then_some(())
+    });
+    let f = tmp.path().join("sleeper.toml");
+    std::fs::write(&f, SLEEPER).unwrap();
+    m.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let pid = wait_for(Duration::from_secs(20), "pod sleeper Running", || {
+        running_pid(&m, "sleeper")
+    });
+    let ticks = start_ticks(pid);
+    assert!(ticks.is_some(), "pod process {pid} not found");
+    // The worker has saved its assignment and credential; stop it, and the master too (the
+    // upgraded worker must keep its pods on its own: offline autonomy).
+    let assignment = state.join("assignment.bin");
+    wait_for(Duration::from_secs(10), "the assignment saved", || {
+        std::fs::read(&assignment)
+            .ok()
+            .filter(|b| b.len() > 40)
+            .map(|_| ())
+    });
+    w.kill9();
+    let addr = m.addr.clone();
+    m.proc.kill9();
+
+    // The state as the previous build left it: every versioned file back to version 0.
+    to_previous_format(&assignment, "assignment");
+    to_previous_format(&state.join("node.credential"), "credential");
+    let pods = state.with_extension("run").join("pods");
+    let pod_dirs: Vec<_> = std::fs::read_dir(&pods)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(pod_dirs.len(), 1, "{pod_dirs:?}");
+    let pod_dir = &pod_dirs[0];
+    to_previous_format(&pod_dir.join("config"), "pod-config");
+    to_previous_format(&pod_dir.join("status"), "pod-status");
+    to_previous_format(&pod_dir.join("init"), "pod-init");
+
+    // The new build starts with no master: it must adopt the pod, not stop or restart it.
+    let _w2 = start_worker(&m, "u1", &state, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        start_ticks(pid),
+        ticks,
+        "the pod's process {pid} is gone or another one: the upgraded worker did not keep it"
+    );
+    wait_for(Duration::from_secs(10), "the assignment migrated", || {
+        std::fs::read(&assignment)
+            .ok()
+            .filter(|b| b.starts_with(b"bramble assignment v1\n"))
+            .map(|_| ())
+    });
+
+    // With the master back: the node reports the same process, never restarted.
+    let m = MasterProc::start_on(&data, &addr, &flags);
+    // The Hello reads the credential, and migrates it: the worker is connected.
+    wait_for(Duration::from_secs(30), "the credential migrated", || {
+        std::fs::read(state.join("node.credential"))
+            .ok()
+            .filter(|b| b.starts_with(b"bramble credential v1\n"))
+            .map(|_| ())
+    });
+    wait_for(Duration::from_secs(30), "node u1 Ready again", || {
+        node_ready(&m, "u1").then_some(())
+    });
+    let v = wait_for(Duration::from_secs(20), "pod sleeper Running", || {
+        pod_json(&m, "sleeper").filter(|v| v["Pod"]["status"]["phase"] == "Running")
+    });
+    let p = &v["Pod"]["status"]["processes"][0];
+    assert_eq!(p["state"]["Running"]["pid"].as_u64(), Some(pid), "{v}");
+    assert_eq!(p["restarts"].as_u64(), Some(0), "{v}");
+    assert_eq!(start_ticks(pid), ticks, "the pod's process was replaced");
+}

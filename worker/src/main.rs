@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bramble_worker::persist::{RunDir, StateDir};
 use clap::Parser;
 
 /// Bramble's node agent: runs the pods the master assigns, as processes in namespaces and
@@ -103,9 +104,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.state_dir).map_err(|e| {
         anyhow::anyhow!("cannot create state dir {}: {e}", args.state_dir.display())
     })?;
+    let state = StateDir::new(&args.state_dir);
     let mut paths = bramble_worker::agent::driver::default_paths(
-        &args.state_dir,
-        &args.run_dir,
+        &state,
+        &RunDir::new(&args.run_dir),
         &args.cgroup_parent,
     );
     if args.pod_bridge.is_empty() || args.pod_bridge.len() > 15 || args.pod_bridge.contains('/') {
@@ -132,7 +134,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         master: args.master,
         token,
         name,
-        state_dir: args.state_dir,
+        state,
         info,
         poll_interval: Duration::from_secs(1),
         proxy_address: args.proxy_address,

@@ -71,7 +71,9 @@ fn liveness_probe_restarts_a_hung_process() {
     });
     assert_eq!(
         st.processes[0].last_exit,
-        Some(ExitReason::Signaled(libc::SIGKILL)),
+        Some(ExitReason::Signaled(
+            bramble_worker::sys::process::Signal::KILL.number()
+        )),
         "the hung process ignored SIGTERM: SIGKILL after the grace; {st:?}"
     );
     assert!(

@@ -22,6 +22,7 @@ use bramble_wire::msg::{Assignment, NodeUp, PodReport};
 use bramble_wire::objects::{Pod, PodPhase, PodStatus};
 
 use super::Driver;
+use crate::runtime::PodToRun;
 
 /// Chunk requests kept in flight per pull.
 pub const IN_FLIGHT: usize = 8;
@@ -100,11 +101,11 @@ fn need<'a>(pod: &'a Pod, a: &'a Assignment, arch: Arch) -> Need<'a> {
 }
 
 impl ArtifactCache {
-    /// A cache in `<state_dir>/artifacts` for a node of `arch`.
-    pub fn new(state_dir: &Path, arch: Arch) -> ArtifactCache {
+    /// A cache in `dir` (the state dir's `artifacts`) for a node of `arch`.
+    pub fn new(dir: &Path, arch: Arch) -> ArtifactCache {
         let (done_tx, done_rx) = async_channel::unbounded();
         ArtifactCache {
-            dir: state_dir.join("artifacts"),
+            dir: dir.to_path_buf(),
             arch,
             pulls: HashMap::new(),
             failed: HashMap::new(),
@@ -125,25 +126,26 @@ impl ArtifactCache {
         self.dir.join(sha256)
     }
 
-    /// Gives the driver the pods it can run now (artifact rootfs resolved to the unpacked tree),
-    /// starts the pulls the others wait for, and sends chunk requests if connected.
+    /// Gives the driver the pods it can run now (artifact rootfs resolved to the unpacked tree,
+    /// then `resolve`d further), starts the pulls the others wait for, and sends chunk requests if connected.
     pub fn sync(
         &mut self,
         driver: &mut impl Driver,
         desired: &Assignment,
         up: Option<&async_channel::Sender<NodeUp>>,
+        resolve: impl Fn(PodToRun) -> PodToRun,
     ) {
         let mut runnable = Vec::with_capacity(desired.pods.len());
         for p in &desired.pods {
             match need(p, desired, self.arch) {
-                Need::None => runnable.push(p.clone()),
+                Need::None => runnable.push(resolve(PodToRun::new(p.clone()))),
                 Need::Impossible(_) => {}
                 Need::Variant { name, sha256, size } => {
                     let tree = self.tree(sha256);
                     if tree.is_dir() {
-                        let mut p = p.clone();
-                        p.spec.rootfs = Some(tree.to_string_lossy().into_owned());
-                        runnable.push(p);
+                        let mut run = PodToRun::new(p.clone());
+                        run.rootfs = Some(tree.to_string_lossy().into_owned());
+                        runnable.push(resolve(run));
                     } else {
                         self.start(name, sha256, size);
                     }

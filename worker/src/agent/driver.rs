@@ -2,48 +2,79 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bramble_wire::msg::PodReport;
-use bramble_wire::objects::{ConfigMap, NetworkMode, Pod, PodPhase, PodStatus, Secret};
+use bramble_wire::objects::{ConfigMap, NetworkMode, PodPhase, PodStatus, Secret};
 use bramble_wire::{CgroupVersion, Controllers};
 
 use super::Driver;
+use crate::persist::{RunDir, StateDir};
 use crate::runtime::volumes::{self, ConfigVolumes};
-use crate::runtime::{LinuxRuntime, PodHandle, PodKey, PodNetwork, RuntimeConfig};
+use crate::runtime::{LinuxRuntime, PodHandle, PodKey, PodNetwork, PodToRun, RuntimeConfig};
 
 /// Where the driver keeps things.
 #[derive(Debug, Clone)]
 pub struct Paths {
-    /// Log root (persistent: the state dir): `<logs>/<ns>_<pod>/<process>.log`.
-    pub logs: PathBuf,
-    /// Per-pod runtime state (tmpfs: `/run/...`), what re-adoption reads.
-    pub run: PathBuf,
+    /// The state dir (persistent): the log root.
+    pub state: StateDir,
+    /// The run dir (tmpfs: `/run/...`): pods' run dirs (what re-adoption reads), config map
+    /// and secret volumes.
+    pub run: RunDir,
     /// Parent cgroup of the pods.
     pub cgroup_parent: String,
-    /// Root of config map and secret volumes (`configmaps/`, `secrets/` on a tmpfs): the run dir.
-    pub volumes: PathBuf,
     /// The bridge isolated pods join (`bramble0`).
     pub pod_bridge: String,
 }
 
-struct Entry {
-    pod: Pod,
-    handle: Option<PodHandle>,
-    /// Final or last known status (kept after the pod ended and was cleaned up).
+/// Where a pod the driver knows is.
+#[derive(Debug)]
+enum Slot {
+    /// Started or adopted: the runtime's handle.
+    Running(PodHandle),
+    /// Not started: it waits for a config map, a secret or the pod subnet (retried at every
+    /// sync).
+    Waiting,
+    /// Over: ran to completion (cleaned up), failed to start, or finished before (the master
+    /// says so). Its final status stays until the pod leaves the assignment.
+    Done,
+}
+
+/// One assigned pod.
+#[derive(Debug)]
+struct PodSlot {
+    /// The pod as resolved when it was started (its wire pod as assigned).
+    run: PodToRun,
+    slot: Slot,
+    /// Final or last known status.
     last: PodStatus,
-    /// Not started: it waits for a config map or secret (retried at every sync).
-    waiting: bool,
+}
+
+impl PodSlot {
+    fn new(run: &PodToRun, slot: Slot, last: PodStatus) -> PodSlot {
+        PodSlot {
+            run: run.clone(),
+            slot,
+            last,
+        }
+    }
+
+    fn handle(&self) -> Option<&PodHandle> {
+        match &self.slot {
+            Slot::Running(h) => Some(h),
+            _ => None,
+        }
+    }
 }
 
 /// Runs pods with [`LinuxRuntime`].
 pub struct LinuxDriver {
     rt: LinuxRuntime,
     logs: PathBuf,
-    pods: HashMap<String, Entry>,
+    pods: HashMap<String, PodSlot>,
     adopted: Option<HashMap<String, PodHandle>>,
     vols: Arc<ConfigVolumes>,
     config_maps: Vec<ConfigMap>,
@@ -68,12 +99,13 @@ impl LinuxDriver {
     /// Detects cgroups and finds the pods left running by a previous agent.
     pub fn new(paths: &Paths) -> anyhow::Result<LinuxDriver> {
         let cfg = RuntimeConfig {
-            state_dir: paths.run.clone(),
+            state_dir: paths.run.pods(),
             cgroup_parent: paths.cgroup_parent.clone(),
             ..Default::default()
         };
         let rt = LinuxRuntime::new(cfg)?;
-        std::fs::create_dir_all(&paths.logs)?;
+        let logs = paths.state.logs();
+        std::fs::create_dir_all(&logs)?;
         let adopted = rt
             .adopt_existing()?
             .into_iter()
@@ -85,11 +117,11 @@ impl LinuxDriver {
                 "found running pods from a previous agent"
             );
         }
-        let vols = Arc::new(ConfigVolumes::new(&paths.volumes));
+        let vols = Arc::new(ConfigVolumes::new(&paths.run));
         vols.gc(&adopted.keys().cloned().collect());
         Ok(LinuxDriver {
             rt,
-            logs: paths.logs.clone(),
+            logs,
             pods: HashMap::new(),
             adopted: Some(adopted),
             vols,
@@ -125,7 +157,8 @@ impl LinuxDriver {
     /// Prepares the config map and secret volumes and `env_from` of `p` and starts it; a pod
     /// whose config maps or secrets are missing waits (Pending, with what is missing and how to
     /// create it).
-    fn start_with_config(&self, p: &Pod) -> Result<PodHandle, PodStatus> {
+    fn start_with_config(&self, run: &PodToRun) -> Result<PodHandle, PodStatus> {
+        let p = &run.pod;
         let failed = |message: String| PodStatus {
             phase: PodPhase::Failed,
             message,
@@ -143,7 +176,7 @@ impl LinuxDriver {
         if !volumes::uses_config(p) {
             return self
                 .rt
-                .start_pod(p, &self.logs)
+                .start_pod_with(run, &self.logs, None)
                 .map_err(|e| failed(format!("start failed: {e}")));
         }
         if let Some(message) = volumes::missing(p, &self.config_maps, self.secrets.as_deref()) {
@@ -160,7 +193,7 @@ impl LinuxDriver {
             .write_pod(&key, p, &self.config_maps, secrets)
             .map_err(|e| failed(format!("preparing config map and secret volumes: {e}")))?;
         self.rt
-            .start_pod_with(p, &self.logs, Some(&dirs))
+            .start_pod_with(run, &self.logs, Some(&dirs))
             .map_err(|e| {
                 self.vols.remove_pod(&key.to_string());
                 failed(format!("start failed: {e}"))
@@ -169,11 +202,14 @@ impl LinuxDriver {
 }
 
 impl Driver for LinuxDriver {
-    fn sync(&mut self, desired: &[Pod]) {
+    fn sync(&mut self, desired: &[PodToRun]) {
         let mut adopted = self.adopted.take().unwrap_or_default();
-        let want: HashMap<&str, &Pod> = desired.iter().map(|p| (p.meta.uid.as_str(), p)).collect();
+        let want: HashMap<&str, &PodToRun> = desired
+            .iter()
+            .map(|r| (r.pod.meta.uid.as_str(), r))
+            .collect();
         // Pods waiting for a config map or secret try again.
-        self.pods.retain(|_, e| !e.waiting);
+        self.pods.retain(|_, e| !matches!(e.slot, Slot::Waiting));
         // Stop what is no longer wanted.
         let gone: Vec<String> = self
             .pods
@@ -183,19 +219,26 @@ impl Driver for LinuxDriver {
             .collect();
         for uid in gone {
             if let Some(e) = self.pods.remove(&uid) {
-                if let Some(h) = e.handle {
-                    tracing::info!(pod = %e.pod.meta.name, namespace = %e.pod.meta.namespace, "stopping");
-                    self.stop_in_background(
-                        h,
-                        Duration::from_millis(u64::from(e.pod.spec.termination_grace_ms)),
-                    );
-                } else if let Ok(k) = PodKey::of(&e.pod) {
-                    self.vols.remove_pod(&k.to_string());
+                let pod = &e.run.pod;
+                match e.slot {
+                    Slot::Running(h) => {
+                        tracing::info!(pod = %pod.meta.name, namespace = %pod.meta.namespace, "stopping");
+                        self.stop_in_background(
+                            h,
+                            Duration::from_millis(u64::from(pod.spec.termination_grace_ms)),
+                        );
+                    }
+                    Slot::Waiting | Slot::Done => {
+                        if let Ok(k) = PodKey::of(pod) {
+                            self.vols.remove_pod(&k.to_string());
+                        }
+                    }
                 }
             }
         }
         // Start (or adopt) what is new.
-        for p in desired {
+        for r in desired {
+            let p = &r.pod;
             if self.pods.contains_key(&p.meta.uid) {
                 continue;
             }
@@ -209,43 +252,24 @@ impl Driver for LinuxDriver {
             if let Some(h) = adopted.remove(&key) {
                 tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, pid = h.init_pid(), "re-adopted running pod");
                 let last = h.status();
-                self.pods.insert(
-                    p.meta.uid.clone(),
-                    Entry {
-                        pod: p.clone(),
-                        handle: Some(h),
-                        last,
-                        waiting: false,
-                    },
-                );
+                self.pods
+                    .insert(p.meta.uid.clone(), PodSlot::new(r, Slot::Running(h), last));
                 continue;
             }
             if terminal(p.status.phase) {
                 // Already ran to completion (the master says so): do not run it again.
                 self.pods.insert(
                     p.meta.uid.clone(),
-                    Entry {
-                        pod: p.clone(),
-                        handle: None,
-                        last: p.status.clone(),
-                        waiting: false,
-                    },
+                    PodSlot::new(r, Slot::Done, p.status.clone()),
                 );
                 continue;
             }
-            let last = match self.start_with_config(p) {
+            let last = match self.start_with_config(r) {
                 Ok(h) => {
                     tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, pid = h.init_pid(), "started");
                     let st = h.status();
-                    self.pods.insert(
-                        p.meta.uid.clone(),
-                        Entry {
-                            pod: p.clone(),
-                            handle: Some(h),
-                            last: st,
-                            waiting: false,
-                        },
-                    );
+                    self.pods
+                        .insert(p.meta.uid.clone(), PodSlot::new(r, Slot::Running(h), st));
                     continue;
                 }
                 Err(st) => {
@@ -257,16 +281,13 @@ impl Driver for LinuxDriver {
                     st
                 }
             };
-            let waiting = last.phase == PodPhase::Pending;
-            self.pods.insert(
-                p.meta.uid.clone(),
-                Entry {
-                    pod: p.clone(),
-                    handle: None,
-                    last,
-                    waiting,
-                },
-            );
+            let slot = if last.phase == PodPhase::Pending {
+                Slot::Waiting
+            } else {
+                Slot::Done
+            };
+            self.pods
+                .insert(p.meta.uid.clone(), PodSlot::new(r, slot, last));
         }
         // Adopted pods that are not assigned any more (deleted while we were away).
         for (key, h) in adopted {
@@ -284,19 +305,17 @@ impl Driver for LinuxDriver {
         let secrets = self.secrets.as_deref().unwrap_or_default();
         for e in self.pods.values() {
             // Before the master sent the secrets, pods using them keep what they have.
-            if e.handle.is_none()
-                || !volumes::uses_config(&e.pod)
-                || (self.secrets.is_none() && volumes::uses_secrets(&e.pod))
+            let pod = &e.run.pod;
+            if e.handle().is_none()
+                || !volumes::uses_config(pod)
+                || (self.secrets.is_none() && volumes::uses_secrets(pod))
             {
                 continue;
             }
-            let Ok(key) = PodKey::of(&e.pod) else {
+            let Ok(key) = PodKey::of(pod) else {
                 continue;
             };
-            if let Err(err) = self
-                .vols
-                .write_pod(&key, &e.pod, &self.config_maps, secrets)
-            {
+            if let Err(err) = self.vols.write_pod(&key, pod, &self.config_maps, secrets) {
                 tracing::warn!(pod = %key, "updating config map and secret volumes: {err}");
             }
         }
@@ -338,21 +357,22 @@ impl Driver for LinuxDriver {
     fn poll(&mut self) -> Vec<PodReport> {
         let mut out = Vec::with_capacity(self.pods.len());
         for e in self.pods.values_mut() {
-            if let Some(h) = &mut e.handle {
+            if let Slot::Running(h) = &e.slot {
                 e.last = h.status();
                 if h.exited() || terminal(e.last.phase) {
                     // Ran to completion: clean up its cgroup, keep its final status and logs.
-                    if let Some(mut h) = e.handle.take()
+                    if let Slot::Running(mut h) = std::mem::replace(&mut e.slot, Slot::Done)
                         && let Ok(st) = h.stop(Duration::from_millis(100))
                     {
                         e.last = st;
                     }
                 }
             }
+            let pod = &e.run.pod;
             out.push(PodReport {
-                namespace: e.pod.meta.namespace.clone(),
-                name: e.pod.meta.name.clone(),
-                uid: e.pod.meta.uid.clone(),
+                namespace: pod.meta.namespace.clone(),
+                name: pod.meta.name.clone(),
+                uid: pod.meta.uid.clone(),
                 status: e.last.clone(),
             });
         }
@@ -363,7 +383,7 @@ impl Driver for LinuxDriver {
         let mut futs: Vec<Pin<Box<dyn Future<Output = ()> + '_>>> = self
             .pods
             .values()
-            .filter_map(|e| e.handle.as_ref())
+            .filter_map(PodSlot::handle)
             .map(|h| {
                 Box::pin(async move {
                     if h.changed().await.is_err() {
@@ -387,15 +407,17 @@ impl Driver for LinuxDriver {
     }
 
     fn log_file(&self, namespace: &str, pod: &str, process: Option<&str>) -> Option<PathBuf> {
-        let e = self
+        let p = &self
             .pods
             .values()
-            .find(|e| e.pod.meta.namespace == namespace && e.pod.meta.name == pod)?;
+            .find(|e| e.run.pod.meta.namespace == namespace && e.run.pod.meta.name == pod)?
+            .run
+            .pod;
         let proc_name = match process {
-            Some(p) => p.to_string(),
-            None => e.pod.spec.processes.first()?.name.clone(),
+            Some(name) => name.to_string(),
+            None => p.spec.processes.first()?.name.clone(),
         };
-        let key = PodKey::of(&e.pod).ok()?;
+        let key = PodKey::of(p).ok()?;
         Some(
             self.logs
                 .join(key.log_dir_name())
@@ -404,13 +426,12 @@ impl Driver for LinuxDriver {
     }
 }
 
-/// The default paths for a node name: logs under the state dir, runtime state in `/run`.
-pub fn default_paths(state_dir: &Path, run_dir: &Path, cgroup_parent: &str) -> Paths {
+/// The default paths: logs under the state dir, runtime state in the run dir.
+pub fn default_paths(state: &StateDir, run: &RunDir, cgroup_parent: &str) -> Paths {
     Paths {
-        logs: state_dir.join("logs"),
-        run: run_dir.join("pods"),
+        state: state.clone(),
+        run: run.clone(),
         cgroup_parent: cgroup_parent.to_string(),
-        volumes: run_dir.to_path_buf(),
         pod_bridge: "bramble0".into(),
     }
 }

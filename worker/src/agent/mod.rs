@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub mod credential;
 pub mod driver;
+pub mod fake;
 pub mod info;
 pub mod state;
 pub mod tls;
@@ -20,14 +21,16 @@ use std::time::{Duration, Instant};
 
 use bramble_wire::io::{FrameReader, send};
 use bramble_wire::msg::{Assignment, LogChunk, NodeDown, NodeUp, PodReport, PodSubnet};
-use bramble_wire::objects::Pod;
 use bramble_wire::{Heartbeat, Hello, NodeInfo, Role};
 use futures_lite::{AsyncReadExt, AsyncSeekExt, FutureExt};
+
+use crate::persist::{self, StateDir};
+use crate::runtime::PodToRun;
 
 /// What the agent needs from the pod runtime.
 pub trait Driver {
     /// Makes the running pods match `desired` (by UID): starts new ones, stops removed ones.
-    fn sync(&mut self, desired: &[Pod]);
+    fn sync(&mut self, desired: &[PodToRun]);
     /// Advances restarts and returns the status of every pod the driver knows.
     fn poll(&mut self) -> Vec<PodReport>;
     /// The log file of a process (`None` = the pod's first process).
@@ -56,8 +59,8 @@ pub struct Config {
     pub token: String,
     /// Node name.
     pub name: String,
-    /// State dir (assignment, logs).
-    pub state_dir: PathBuf,
+    /// State dir (assignment, credential, logs...).
+    pub state: StateDir,
     /// Node info reported at registration.
     pub info: NodeInfo,
     /// How often the driver is polled.
@@ -65,9 +68,6 @@ pub struct Config {
     /// Where the service proxy listens (`0.0.0.0`: every address of the node).
     pub proxy_address: std::net::IpAddr,
 }
-
-/// File (in the state dir) keeping the last pod subnets, for a restart while the master is away.
-const NETWORK_FILE: &str = "network";
 
 /// Splits the master's subnet list into this node's own subnet and the routes to the others.
 /// A route is only worth installing via a real neighbour: not via a loopback or unspecified
@@ -104,16 +104,37 @@ fn apply_network(
             .map(|n| n.gateway()),
     );
     if save {
-        let path = cfg.state_dir.join(NETWORK_FILE);
-        let Ok(bytes) = postcard::to_allocvec(subnets) else {
-            return;
-        };
-        if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice()) {
-            let tmp = path.with_extension("tmp");
-            if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|_| std::fs::rename(&tmp, &path))
-            {
-                tracing::warn!("cannot keep the pod subnets in {}: {e}", path.display());
+        save_network(&cfg.state, subnets);
+    }
+}
+
+/// Keeps the pod subnets in the state dir (for a restart while the master is away), when they
+/// changed.
+fn save_network(state: &StateDir, subnets: &[PodSubnet]) {
+    let path = state.network();
+    let Ok(bytes) = persist::encode_postcard(persist::NETWORK, &subnets) else {
+        return;
+    };
+    if std::fs::read(&path).ok().as_deref() != Some(bytes.as_slice())
+        && let Err(e) = persist::write_file(&path, &bytes, 0o644)
+    {
+        tracing::warn!("cannot keep the pod subnets in {}: {e}", path.display());
+    }
+}
+
+/// The pod subnets kept in the state dir (any version; an older one is rewritten).
+fn load_network(state: &StateDir) -> Option<Vec<PodSubnet>> {
+    match persist::read_postcard::<Vec<PodSubnet>>(persist::NETWORK, &state.network()) {
+        Ok(Some((version, subnets))) => {
+            if version < persist::NETWORK_V {
+                save_network(state, &subnets);
             }
+            Some(subnets)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("ignoring unreadable {}: {e}", state.network().display());
+            None
         }
     }
 }
@@ -135,8 +156,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Hands the driver the pods it can run now: with their services' environment, and with an
-/// artifact rootfs only once the artifact is unpacked (the cache pulls what is missing).
+/// Hands the driver the pods it can run now, resolved (the wire pods stay as assigned): with
+/// their services' environment, and with an artifact rootfs only once the artifact is unpacked
+/// (the cache pulls what is missing).
 fn sync_pods(
     driver: &mut impl Driver,
     arts: &mut artifacts::ArtifactCache,
@@ -144,16 +166,31 @@ fn sync_pods(
     desired: &Assignment,
     up: Option<&async_channel::Sender<NodeUp>>,
 ) {
-    let with_env = Assignment {
-        pods: proxy.with_service_env(&desired.pods),
-        ..desired.clone()
-    };
-    arts.sync(driver, &with_env, up);
+    arts.sync(driver, desired, up, |mut run| {
+        run.extra_env = proxy.service_env(&run.pod);
+        run
+    });
 }
 
 /// Runs the agent forever.
-pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
-    let mut state = state::StateFile::new(&cfg.state_dir);
+pub async fn run(cfg: Config, driver: impl Driver) -> anyhow::Result<()> {
+    let (ev_tx, ev_rx) = async_channel::bounded::<Ev>(64);
+    let conn = cfg.clone();
+    event_loop(cfg, driver, ev_rx, move || {
+        smol::spawn(connection_loop(conn, ev_tx)).detach();
+    })
+    .await
+}
+
+/// The agent's event loop: starts the pods of the saved assignment, then calls `connect` (which
+/// starts the connection task feeding `ev_rx`) and handles events forever.
+async fn event_loop(
+    cfg: Config,
+    mut driver: impl Driver,
+    ev_rx: async_channel::Receiver<Ev>,
+    connect: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let mut state = state::StateFile::new(&cfg.state);
     let mut desired = state.load()?.unwrap_or(Assignment {
         revision: 0,
         pods: Vec::new(),
@@ -169,21 +206,15 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
     }
     // Secrets live in memory only: none until the master sends them.
     let mut secrets: Option<Vec<bramble_wire::objects::Secret>> = None;
-    let mut proxy =
-        crate::proxy::Proxy::with_state(cfg.proxy_address, cfg.state_dir.join("endpoints"));
-    let mut arts = artifacts::ArtifactCache::new(&cfg.state_dir, cfg.info.arch);
+    let mut proxy = crate::proxy::Proxy::with_state(cfg.proxy_address, cfg.state.endpoints());
+    let mut arts = artifacts::ArtifactCache::new(&cfg.state.artifacts(), cfg.info.arch);
     let unpacked = arts.done();
     driver.configure(&desired.config_maps, None);
-    if let Some(subnets) = std::fs::read(cfg.state_dir.join(NETWORK_FILE))
-        .ok()
-        .and_then(|b| postcard::from_bytes::<Vec<PodSubnet>>(&b).ok())
-    {
+    if let Some(subnets) = load_network(&cfg.state) {
         apply_network(&cfg, &mut driver, &mut proxy, &subnets, false);
     }
     sync_pods(&mut driver, &mut arts, &proxy, &desired, None);
-
-    let (ev_tx, ev_rx) = async_channel::bounded::<Ev>(64);
-    smol::spawn(connection_loop(cfg.clone(), ev_tx)).detach();
+    connect();
 
     let started = Instant::now();
     let mut up: Option<async_channel::Sender<NodeUp>> = None;
@@ -242,7 +273,7 @@ pub async fn run(cfg: Config, mut driver: impl Driver) -> anyhow::Result<()> {
                 if let Err(e) = state.save(&a) {
                     tracing::error!(
                         "cannot persist the assignment in {}: {e}",
-                        cfg.state_dir.display()
+                        cfg.state.root().display()
                     );
                 }
                 desired = a;
@@ -398,7 +429,7 @@ async fn session(
         protocol_version: bramble_wire::PROTOCOL_VERSION,
         role: Role::Worker,
         identity: cfg.info.name.clone(),
-        credentials: info_str(&credential::for_hello(&cfg.state_dir, credential)),
+        credentials: info_str(&credential::for_hello(&cfg.state, credential)),
         agent_version: info_str(env!("CARGO_PKG_VERSION")),
     };
     let welcome = bramble_wire::io::client_handshake(&mut reader, &mut writer, hello, max).await?;
@@ -438,13 +469,13 @@ async fn session(
             .await;
         match msg {
             Ok(Some(NodeDown::Credential { secret })) => {
-                match credential::save(&cfg.state_dir, &secret) {
+                match credential::save(&cfg.state, &secret) {
                     Ok(()) => {
-                        tracing::info!(path = %credential::path(&cfg.state_dir).display(), "joined: saved this node's credential; it replaces the join token from now on")
+                        tracing::info!(path = %credential::path(&cfg.state).display(), "joined: saved this node's credential; it replaces the join token from now on")
                     }
                     Err(e) => tracing::error!(
                         "cannot save this node's credential in {}: {e}; the master will refuse a second join of this name until it is revoked",
-                        cfg.state_dir.display()
+                        cfg.state.root().display()
                     ),
                 }
             }
@@ -598,3 +629,6 @@ mod network_tests {
         assert_eq!(routes.len(), 2);
     }
 }
+
+#[cfg(test)]
+mod loop_tests;

@@ -1,50 +1,62 @@
-//! The assignment set on disk: written atomically (write, fsync, rename, fsync dir) and only when
-//! it changes, so an idle node writes nothing to its SD card.
+//! The assignment set on disk: versioned and written durably ([`crate::persist`]) and only when
+//! it changes, so an idle node writes nothing to its SD card. A file of an older format (an
+//! upgrade) is read and rewritten in the current one, so the node keeps its pods offline.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bramble_wire::msg::Assignment;
 
-/// File name of the persisted assignment.
-pub const FILE: &str = "assignment.bin";
+use crate::persist::{self, StateDir};
 
 /// Persisted desired state.
 #[derive(Debug)]
 pub struct StateFile {
     path: PathBuf,
+    corrupt: PathBuf,
     last: Option<Vec<u8>>,
 }
 
 impl StateFile {
-    /// The state file in `dir`.
-    pub fn new(dir: &Path) -> StateFile {
+    /// The assignment file of `dir`.
+    pub fn new(dir: &StateDir) -> StateFile {
         StateFile {
-            path: dir.join(FILE),
+            path: dir.assignment(),
+            corrupt: dir.assignment_corrupt(),
             last: None,
         }
     }
 
-    /// Loads the last assignment, if any. A corrupt file is renamed aside and reported.
+    /// Loads the last assignment, if any, migrating an older format. A corrupt file is renamed
+    /// aside and reported.
     pub fn load(&mut self) -> std::io::Result<Option<Assignment>> {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        match postcard::from_bytes::<Assignment>(&bytes) {
-            Ok(a) => {
+        match persist::decode_postcard::<Assignment>(persist::ASSIGNMENT, &bytes) {
+            Ok((version, a)) if version == persist::ASSIGNMENT_V => {
                 self.last = Some(bytes);
                 Ok(Some(a))
             }
+            Ok((version, a)) => {
+                tracing::info!(
+                    from = version,
+                    to = persist::ASSIGNMENT_V,
+                    "migrating the saved assignment to the current format"
+                );
+                if let Err(e) = self.save(&a) {
+                    tracing::warn!("cannot rewrite {}: {e}", self.path.display());
+                }
+                Ok(Some(a))
+            }
             Err(e) => {
-                let aside = self.path.with_extension("corrupt");
-                let _ = fs::rename(&self.path, &aside);
+                let _ = fs::rename(&self.path, &self.corrupt);
                 tracing::error!(
                     "state file {} is unreadable ({e}); moved to {} and starting with no pods until the master sends them",
                     self.path.display(),
-                    aside.display()
+                    self.corrupt.display()
                 );
                 Ok(None)
             }
@@ -53,20 +65,11 @@ impl StateFile {
 
     /// Saves `a` if it differs from what is on disk. Returns whether it wrote.
     pub fn save(&mut self, a: &Assignment) -> std::io::Result<bool> {
-        let bytes = postcard::to_allocvec(a).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let bytes = persist::encode_postcard(persist::ASSIGNMENT, a)?;
         if self.last.as_ref() == Some(&bytes) {
             return Ok(false);
         }
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, &self.path)?;
-        fs::File::open(dir)?.sync_all()?;
+        persist::write_file(&self.path, &bytes, 0o644)?;
         self.last = Some(bytes);
         Ok(true)
     }
@@ -78,8 +81,8 @@ mod tests {
 
     #[test]
     fn save_only_on_change_and_reload() {
-        let dir = std::env::temp_dir().join(format!("bramble-state-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path().join("state"));
         let mut s = StateFile::new(&dir);
         assert!(s.load().unwrap().is_none());
         let a = Assignment {
@@ -93,10 +96,25 @@ mod tests {
         );
         let mut s2 = StateFile::new(&dir);
         assert_eq!(s2.load().unwrap(), Some(a));
-        fs::write(dir.join(FILE), b"\xff\xff\xff").unwrap();
+        fs::write(dir.assignment(), b"\xff\xff\xff").unwrap();
         let mut s3 = StateFile::new(&dir);
         assert_eq!(s3.load().unwrap(), None);
-        assert!(dir.join("assignment.corrupt").exists());
-        let _ = fs::remove_dir_all(&dir);
+        assert!(dir.assignment_corrupt().exists());
+    }
+
+    #[test]
+    fn an_unversioned_file_is_read_and_migrated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        let a = Assignment {
+            revision: 9,
+            ..Default::default()
+        };
+        fs::write(dir.assignment(), postcard::to_allocvec(&a).unwrap()).unwrap();
+        let mut s = StateFile::new(&dir);
+        assert_eq!(s.load().unwrap(), Some(a.clone()));
+        let now = fs::read(dir.assignment()).unwrap();
+        assert!(now.starts_with(b"bramble assignment v1\n"), "migrated");
+        assert!(!s.save(&a).unwrap(), "nothing more to write");
     }
 }

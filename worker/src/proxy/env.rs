@@ -25,33 +25,21 @@ pub fn service_env(eps: &[Endpoints], namespace: &str, host: &str) -> Vec<(Strin
     out
 }
 
-/// `pods` with the service variables appended to every process's environment (a variable the
-/// pod sets itself wins). Isolated pods (their own network, where `127.0.0.1` is their own
-/// loopback) reach the proxy at `isolated_host`, the node's address on the pod bridge.
-pub fn with_service_env(
-    pods: &[Pod],
+/// The service variables for `pod` (appended to each process's environment when it runs, a
+/// variable the pod sets itself winning: [`crate::runtime::PodToRun::env_of`]). Isolated pods
+/// (their own network, where `127.0.0.1` is their own loopback) reach the proxy at
+/// `isolated_host`, the node's address on the pod bridge.
+pub fn pod_service_env(
+    pod: &Pod,
     eps: &[Endpoints],
     host: &str,
     isolated_host: Option<&str>,
-) -> Vec<Pod> {
-    pods.iter()
-        .map(|p| {
-            let host = match (p.spec.network, isolated_host) {
-                (NetworkMode::Isolated, Some(h)) => h,
-                _ => host,
-            };
-            let vars = service_env(eps, &p.meta.namespace, host);
-            let mut p = p.clone();
-            for proc in &mut p.spec.processes {
-                for (k, v) in &vars {
-                    if !proc.env.iter().any(|(x, _)| x == k) {
-                        proc.env.push((k.clone(), v.clone()));
-                    }
-                }
-            }
-            p
-        })
-        .collect()
+) -> Vec<(String, String)> {
+    let host = match (pod.spec.network, isolated_host) {
+        (NetworkMode::Isolated, Some(h)) => h,
+        _ => host,
+    };
+    service_env(eps, &pod.meta.namespace, host)
 }
 
 #[cfg(test)]
@@ -106,9 +94,14 @@ mod tests {
         };
         let mut isolated = pod.clone();
         isolated.spec.network = NetworkMode::Isolated;
-        let out = with_service_env(&[pod, isolated], &eps, "127.0.0.1", Some("10.42.0.1"));
+        let run = |p: &Pod| {
+            let mut r = crate::runtime::PodToRun::new(p.clone());
+            r.extra_env = pod_service_env(p, &eps, "127.0.0.1", Some("10.42.0.1"));
+            r.env_of(&p.spec.processes[0])
+        };
+        let out = [run(&pod), run(&isolated)];
         assert_eq!(
-            out[0].spec.processes[0].env,
+            out[0],
             [
                 ("BRAMBLE_SERVICE_DB_PORT".to_string(), "1".to_string()),
                 (
@@ -119,7 +112,7 @@ mod tests {
         );
         // An isolated pod's 127.0.0.1 is its own: it reaches the proxy on the bridge.
         assert_eq!(
-            out[1].spec.processes[0].env[1],
+            out[1][1],
             (
                 "BRAMBLE_SERVICE_DB_HOST".to_string(),
                 "10.42.0.1".to_string()

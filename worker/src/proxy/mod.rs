@@ -24,6 +24,8 @@ use smol::lock::Semaphore;
 
 use copy::BufPool;
 
+use crate::persist;
+
 /// How long a backend gets to accept a connection before the next one is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often a port that could not be bound is tried again.
@@ -259,36 +261,38 @@ impl Proxy {
 
     /// A proxy that keeps the last endpoints in `file` and starts from it (it must run inside a
     /// smol executor context): after an agent restart with the master away, services still
-    /// work. The file is written (without fsync: the master re-sends the set anyway) only when
-    /// the set changes.
+    /// work. The file (versioned, written durably: [`crate::persist`]) is written only when the
+    /// set changes; one of an older format is rewritten in the current one.
     pub fn with_state(bind: IpAddr, file: std::path::PathBuf) -> Proxy {
         let mut p = Proxy::new(bind);
-        match std::fs::read(&file) {
-            Ok(bytes) => match postcard::from_bytes::<Vec<Endpoints>>(&bytes) {
-                Ok(eps) => {
-                    tracing::info!(
-                        services = eps.len(),
-                        "proxy: serving the endpoints saved in {}",
-                        file.display()
-                    );
-                    p.update(eps);
-                }
-                Err(e) => tracing::warn!("proxy: ignoring unreadable {}: {e}", file.display()),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let mut migrate = false;
+        match persist::read_postcard::<Vec<Endpoints>>(persist::ENDPOINTS, &file) {
+            Ok(Some((version, eps))) => {
+                tracing::info!(
+                    services = eps.len(),
+                    "proxy: serving the endpoints saved in {}",
+                    file.display()
+                );
+                migrate = version < persist::ENDPOINTS_V;
+                p.update(eps);
+            }
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                tracing::warn!("proxy: ignoring unreadable {}: {e}", file.display())
+            }
             Err(e) => tracing::warn!("proxy: cannot read {}: {e}", file.display()),
         }
         p.state = Some(file);
+        if migrate {
+            p.save();
+        }
         p
     }
 
     fn save(&self) {
         let Some(file) = &self.state else { return };
-        let tmp = file.with_extension("tmp");
-        let res = postcard::to_allocvec(&self.endpoints)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, file));
+        let res = persist::encode_postcard(persist::ENDPOINTS, &self.endpoints)
+            .and_then(|b| persist::write_file(file, &b, 0o644));
         if let Err(e) = res {
             tracing::warn!(
                 "proxy: cannot save the endpoints in {}: {e}",
@@ -397,10 +401,10 @@ impl Proxy {
         }
     }
 
-    /// `pods` with `BRAMBLE_SERVICE_<NAME>_HOST/_PORT` for the services known now.
-    pub fn with_service_env(&self, pods: &[Pod]) -> Vec<Pod> {
-        env::with_service_env(
-            pods,
+    /// `BRAMBLE_SERVICE_<NAME>_HOST/_PORT` of the services known now, for `pod`.
+    pub fn service_env(&self, pod: &Pod) -> Vec<(String, String)> {
+        env::pod_service_env(
+            pod,
             &self.endpoints,
             &self.host(),
             self.isolated_host().as_deref(),

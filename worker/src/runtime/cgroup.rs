@@ -198,7 +198,7 @@ fn kill_loop(path: &Path, mut pids: impl FnMut() -> Result<Vec<i32>>) -> Result<
             return Ok(());
         }
         for pid in list {
-            sysproc::kill(pid, libc::SIGKILL).map_err(|err| CgroupError::Kill {
+            sysproc::kill(pid, sysproc::Signal::KILL).map_err(|err| CgroupError::Kill {
                 path: path.to_owned(),
                 err,
             })?;

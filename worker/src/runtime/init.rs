@@ -4,19 +4,22 @@
 //! it re-execute the worker binary as `bramble-worker __bramble_init <state-dir>`. Being a fresh,
 //! single-threaded process, the init can then allocate and use ordinary wrappers freely. It:
 //!
-//! 1. reads `<state-dir>/config` (postcard [`InitConfig`]), opens everything it needs across
-//!    `pivot_root` (state and log directories, `cgroup.procs` and OOM-counter files);
-//! 2. sets the hostname, makes mounts private, mounts a fresh `/proc`, sets up the optional rootfs
-//!    (read-only bind, tmpfs `/tmp`, minimal `/dev`, volumes) and `pivot_root`s into it, brings
-//!    `lo` up in a private network namespace;
+//! 1. reads `<state-dir>/config` (versioned postcard [`InitConfig`], see [`crate::persist`]),
+//!    opens everything it needs across `pivot_root` (state and log directories, `cgroup.procs`
+//!    and OOM-counter files);
+//! 2. sets the hostname, then runs its mount plan ([`mount_plan`], pure, then [`apply_mounts`]):
+//!    mounts private, a fresh `/proc`, the optional rootfs (read-only bind, tmpfs `/tmp`, minimal
+//!    `/dev`, volumes, `/etc/hosts`) and `pivot_root` into it; brings `lo` up in a private
+//!    network namespace;
 //! 3. starts **all** the pod's processes, reaps every zombie (orphans included), copies each
 //!    process's output into its ring log, and applies the restart policy itself with exponential
-//!    backoff — so pods keep running and restarting while the worker is down;
+//!    backoff ([`super::restart`], a pure state machine) — so pods keep running and restarting
+//!    while the worker is down;
 //! 4. forwards SIGTERM/SIGINT to its children (PID 1 ignores signals without a handler; the init
 //!    blocks them and reads them from a `signalfd`), stops restarting, and exits once they are
 //!    gone;
-//! 5. after every change, writes the pod's status atomically to `<state-dir>/status` (postcard
-//!    [`PodStatus`]) and writes a byte into the `<state-dir>/events` fifo to wake the worker.
+//! 5. after every change, writes the pod's status atomically to `<state-dir>/status` (versioned
+//!    postcard [`PodStatus`]) and writes a byte into the `<state-dir>/events` fifo to wake the worker.
 //!    The fifo is opened read-write by the init, so writes never block or fail whether or not a
 //!    worker is listening: a restarted worker just opens it again.
 
@@ -33,8 +36,10 @@ use serde::{Deserialize, Serialize};
 
 use super::log::RingLog;
 use super::probe::{self, ExecContext, Prober, Verdict};
+use super::restart::Restarts;
+use crate::persist::{self, PodDir};
 use crate::sys::net::Interest;
-use crate::sys::process::{self as sysproc, Exit, ReadOutcome};
+use crate::sys::process::{self as sysproc, Exit, ReadOutcome, Signal};
 use crate::sys::spawn::{Exec, ProcessSetup};
 use crate::sys::{mount, net, spawn};
 
@@ -129,9 +134,8 @@ struct Proc {
     old_pipes: Vec<OwnedFd>,
     status: ProcessStatus,
     pid: Option<i32>,
-    started: Instant,
-    next_start: Option<Instant>,
-    failures: u32,
+    /// Restart policy and backoff (pure: time is an input).
+    restart: Restarts,
     /// Liveness and readiness probes.
     probes: Vec<Prober>,
     /// When to SIGKILL a process a liveness probe failed (after SIGTERM and the grace).
@@ -161,24 +165,11 @@ fn resolve(cmd: &str, env: &[(String, String)]) -> Option<PathBuf> {
     })
 }
 
-/// The pod's `/etc/hosts` when it has its own root: localhost, its hostname, and every service
-/// of its namespace known when it started, by name, at the node's proxy (the addresses of the
-/// `BRAMBLE_SERVICE_<NAME>_HOST` variables; service names are DNS labels, so `<NAME>` maps back
-/// exactly). Written in the pod's run dir and bind-mounted read-only over the root's file; a
-/// root without `/etc/hosts` keeps it as it is.
-fn mount_hosts(cfg: &InitConfig, root: &Path, state_dir: &Path) -> Result<(), Error> {
-    let target = root.join("etc/hosts");
-    if !target.is_file() {
-        return Ok(());
-    }
-    let env = cfg.processes.first().map_or(&[][..], |p| &p.spec.env[..]);
-    let file = state_dir.join("hosts");
-    std::fs::write(&file, hosts_file(&cfg.hostname, env))?;
-    mount::bind(&file, &target, true)?;
-    Ok(())
-}
-
-/// The text of a pod's hosts file (see [`mount_hosts`]).
+/// The text of a pod's `/etc/hosts` when it has its own root: localhost, its hostname, and
+/// every service of its namespace known when it started, by name, at the node's proxy (the
+/// addresses of the `BRAMBLE_SERVICE_<NAME>_HOST` variables; service names are DNS labels, so
+/// `<NAME>` maps back exactly). Written in the pod's run dir and bind-mounted read-only over the
+/// root's file; a root without `/etc/hosts` keeps it as it is.
 fn hosts_file(hostname: &str, env: &[(String, String)]) -> String {
     let mut out = format!("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t{hostname}\n");
     for (k, v) in env {
@@ -193,60 +184,183 @@ fn hosts_file(hostname: &str, env: &[(String, String)]) -> String {
     out
 }
 
-fn setup_root(cfg: &InitConfig, state_dir: &Path) -> Result<(), Error> {
-    mount::make_rprivate()?;
+/// One step of a pod's mount setup (see [`mount_plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountOp {
+    /// Make every mount private, recursively (nothing propagates to the host).
+    MakePrivate,
+    /// Bind-mount `src` on `dst`.
+    Bind {
+        /// Source.
+        src: PathBuf,
+        /// Mount point.
+        dst: PathBuf,
+        /// Remount read-only.
+        read_only: bool,
+    },
+    /// A tmpfs of at most `size` bytes on `dst`.
+    Tmpfs {
+        /// Mount point.
+        dst: PathBuf,
+        /// Size cap, bytes.
+        size: u64,
+        /// Mode of its root.
+        mode: u32,
+    },
+    /// An empty file (a mount point for a device node).
+    EmptyFile(PathBuf),
+    /// A symlink `link` → `target`.
+    Symlink {
+        /// What it points to.
+        target: PathBuf,
+        /// The link.
+        link: PathBuf,
+    },
+    /// A fresh procfs on this path.
+    Proc(PathBuf),
+    /// A config map or secret volume directory, bind-mounted read-only (the mount point is
+    /// created if missing).
+    ConfigVolume {
+        /// The prepared volume directory.
+        src: PathBuf,
+        /// Mount point.
+        dst: PathBuf,
+    },
+    /// If the root has a file `dst` (`/etc/hosts`): write `contents` to `file` (in the run dir)
+    /// and bind-mount it read-only on `dst`.
+    Hosts {
+        /// The hosts file in the pod's run dir.
+        file: PathBuf,
+        /// Its text.
+        contents: String,
+        /// The root's `/etc/hosts`.
+        dst: PathBuf,
+    },
+    /// `pivot_root` into this directory and detach the old root.
+    PivotRoot(PathBuf),
+}
+
+/// The pod's mount setup as a list of steps, pure. [`apply_mounts`] runs it.
+pub fn mount_plan(cfg: &InitConfig, pod_dir: &PodDir) -> Vec<MountOp> {
+    let mut plan = vec![MountOp::MakePrivate];
     let root = cfg
         .rootfs
         .as_deref()
         .map_or(PathBuf::from("/"), PathBuf::from);
     if cfg.rootfs.is_some() {
-        mount::bind(&root, &root, true)?;
-        mount::mount_tmpfs(&root.join("tmp"), cfg.tmp_size, 0o1777)?;
+        plan.push(MountOp::Bind {
+            src: root.clone(),
+            dst: root.clone(),
+            read_only: true,
+        });
+        plan.push(MountOp::Tmpfs {
+            dst: root.join("tmp"),
+            size: cfg.tmp_size,
+            mode: 0o1777,
+        });
         let dev = root.join("dev");
-        mount::mount_tmpfs(&dev, 1 << 20, 0o755)?;
+        plan.push(MountOp::Tmpfs {
+            dst: dev.clone(),
+            size: 1 << 20,
+            mode: 0o755,
+        });
         for node in ["null", "zero", "full", "random", "urandom", "tty"] {
             let target = dev.join(node);
-            std::fs::write(&target, b"")?;
-            mount::bind(&Path::new("/dev").join(node), &target, false)?;
+            plan.push(MountOp::EmptyFile(target.clone()));
+            plan.push(MountOp::Bind {
+                src: Path::new("/dev").join(node),
+                dst: target,
+                read_only: false,
+            });
         }
-        std::os::unix::fs::symlink("/proc/self/fd", dev.join("fd"))?;
+        plan.push(MountOp::Symlink {
+            target: "/proc/self/fd".into(),
+            link: dev.join("fd"),
+        });
     }
-    mount::mount_proc(&root.join("proc"))?;
+    plan.push(MountOp::Proc(root.join("proc")));
     for v in &cfg.volumes {
-        let target = root.join(v.mount_path.trim_start_matches('/'));
-        match &v.source {
-            VolumeSource::HostPath { path, read_only } => {
-                mount::bind(Path::new(path), &target, *read_only)?;
-            }
-            VolumeSource::EmptyDir => {
-                let src = Path::new(&cfg.empty_dir_base).join(&v.name);
-                mount::bind(&src, &target, false)?;
-            }
-            VolumeSource::ConfigMap { .. } | VolumeSource::Secret { .. } => {
-                let base = match v.source {
-                    VolumeSource::ConfigMap { .. } => &cfg.config_volume_base,
-                    _ => &cfg.secret_volume_base,
-                };
-                super::volumes::mount_volume(&Path::new(base).join(&v.name), &target)?;
-            }
-        }
+        let dst = root.join(v.mount_path.trim_start_matches('/'));
+        plan.push(match &v.source {
+            VolumeSource::HostPath { path, read_only } => MountOp::Bind {
+                src: path.into(),
+                dst,
+                read_only: *read_only,
+            },
+            VolumeSource::EmptyDir => MountOp::Bind {
+                src: Path::new(&cfg.empty_dir_base).join(&v.name),
+                dst,
+                read_only: false,
+            },
+            VolumeSource::ConfigMap { .. } => MountOp::ConfigVolume {
+                src: Path::new(&cfg.config_volume_base).join(&v.name),
+                dst,
+            },
+            VolumeSource::Secret { .. } => MountOp::ConfigVolume {
+                src: Path::new(&cfg.secret_volume_base).join(&v.name),
+                dst,
+            },
+        });
     }
     if cfg.rootfs.is_some() {
-        mount_hosts(cfg, &root, state_dir)?;
-        mount::pivot_root(&root)?;
+        let env = cfg.processes.first().map_or(&[][..], |p| &p.spec.env[..]);
+        plan.push(MountOp::Hosts {
+            file: pod_dir.hosts(),
+            contents: hosts_file(&cfg.hostname, env),
+            dst: root.join("etc/hosts"),
+        });
+        plan.push(MountOp::PivotRoot(root));
+    }
+    plan
+}
+
+/// Runs a [`mount_plan`] (inside the pod's mount namespace).
+pub fn apply_mounts(plan: &[MountOp]) -> Result<(), Error> {
+    for op in plan {
+        match op {
+            MountOp::MakePrivate => mount::make_rprivate()?,
+            MountOp::Bind {
+                src,
+                dst,
+                read_only,
+            } => mount::bind(src, dst, *read_only)?,
+            MountOp::Tmpfs { dst, size, mode } => mount::mount_tmpfs(dst, *size, *mode)?,
+            MountOp::EmptyFile(p) => std::fs::write(p, b"")?,
+            MountOp::Symlink { target, link } => std::os::unix::fs::symlink(target, link)?,
+            MountOp::Proc(p) => mount::mount_proc(p)?,
+            MountOp::ConfigVolume { src, dst } => super::volumes::mount_volume(src, dst)?,
+            MountOp::Hosts {
+                file,
+                contents,
+                dst,
+            } => {
+                if dst.is_file() {
+                    std::fs::write(file, contents)?;
+                    mount::bind(file, dst, true)?;
+                }
+            }
+            MountOp::PivotRoot(root) => mount::pivot_root(root)?,
+        }
     }
     Ok(())
 }
 
 /// The init's main loop. Returns its exit code: 0 if the first process completed.
 pub fn run(state_dir: &Path) -> Result<i32, Error> {
-    let cfg: InitConfig = postcard::from_bytes(&std::fs::read(state_dir.join("config"))?)?;
+    let pod_dir = PodDir::at(state_dir);
+    let (_, cfg): (_, InitConfig) =
+        persist::decode_postcard(persist::POD_CONFIG, &std::fs::read(pod_dir.config())?)?;
     spawn::protect_from_oom();
-    let sfd = sysproc::block_signals(&[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP])?;
+    let sfd = sysproc::block_signals(&[Signal::CHLD, Signal::TERM, Signal::INT, Signal::HUP])?;
     let state_fd = sysproc::open_dir(state_dir)?;
     let log_fd = sysproc::open_dir(Path::new(&cfg.log_dir))?;
-    let events = sysproc::open_fifo_rw_at(state_fd.as_fd(), "events")?;
+    let events = sysproc::open_fifo_rw_at(state_fd.as_fd(), PodDir::EVENTS)?;
     let devnull = sysproc::open_read(Path::new("/dev/null"))?;
+    let backoff = super::Backoff {
+        initial: Duration::from_millis(cfg.backoff_initial_ms),
+        max: Duration::from_millis(cfg.backoff_max_ms),
+        reset_after: Duration::from_millis(cfg.backoff_reset_ms),
+    };
     let mut procs = Vec::new();
     for p in &cfg.processes {
         let procs_fds = p
@@ -275,9 +389,7 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
                 ..Default::default()
             },
             pid: None,
-            started: Instant::now(),
-            next_start: Some(Instant::now()),
-            failures: 0,
+            restart: Restarts::new(cfg.restart_policy, backoff, Instant::now()),
             probes: Vec::new(),
             kill_at: None,
             liveness_killed: false,
@@ -288,7 +400,7 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         None => Vec::new(),
     };
     mount::set_hostname(&cfg.hostname)?;
-    setup_root(&cfg, state_dir)?;
+    apply_mounts(&mount_plan(&cfg, &pod_dir))?;
     if cfg.private_network {
         mount::loopback_up()?;
     }
@@ -319,15 +431,14 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         // Start what is due.
         if !stopping {
             for p in procs.iter_mut() {
-                if p.next_start.is_some_and(|t| t <= now) {
-                    p.next_start = None;
+                if p.restart.due(now) {
                     start(p, &devnull, &cfg);
                     changed = true;
                 }
             }
         }
         let running = procs.iter().any(|p| p.pid.is_some());
-        let pending = !stopping && procs.iter().any(|p| p.next_start.is_some());
+        let pending = !stopping && procs.iter().any(|p| p.restart.next_start().is_some());
         if changed {
             write_status(&state_fd, &events, &procs, stopping, running || pending);
             changed = false;
@@ -339,7 +450,8 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         let timeout = procs
             .iter()
             .flat_map(|p| {
-                p.next_start
+                p.restart
+                    .next_start()
                     .into_iter()
                     .chain(p.kill_at)
                     .chain(p.probes.iter().filter_map(Prober::wakeup))
@@ -369,10 +481,10 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         if ready[0] {
             for sig in sysproc::read_signals(&sfd)? {
                 match sig {
-                    libc::SIGCHLD => {
+                    Signal::CHLD => {
                         while let Some((pid, exit)) = sysproc::reap_any()? {
                             if let Some(p) = procs.iter_mut().find(|p| p.pid == Some(pid)) {
-                                exited(p, exit, &cfg, stopping);
+                                exited(p, exit);
                                 changed = true;
                             } else {
                                 // A probe's check (claimed by PID), or an orphan: nothing more.
@@ -383,7 +495,7 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
                             }
                         }
                     }
-                    libc::SIGTERM | libc::SIGINT => {
+                    Signal::TERM | Signal::INT => {
                         stopping = true;
                         changed = true;
                         for p in procs.iter_mut() {
@@ -393,7 +505,7 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
                             if let Some(pid) = p.pid {
                                 let _ = sysproc::kill(pid, sig);
                             }
-                            if p.next_start.take().is_some() {
+                            if p.restart.stop() {
                                 p.status.state = ProcessState::Terminated {
                                     reason: p.status.last_exit.unwrap_or(ExitReason::Completed),
                                     finished_ms: now_ms(),
@@ -477,7 +589,7 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
     if let Some(old) = p.pipe.take() {
         p.old_pipes.push(old);
     }
-    p.started = Instant::now();
+    p.restart.started(Instant::now());
     // env_from as it is now: a restart picks up config map and secret changes.
     if let Some(from) = super::volumes::reload_env(&p.spec.name) {
         let _ = prepare(p, &cfg.hostname, &from);
@@ -523,25 +635,25 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
                 let _ =
                     l.write(format!("bramble: cannot start {}: {msg}\n", p.spec.name).as_bytes());
             }
-            finish(p, ExitReason::StartFailed, cfg, false);
+            finish(p, ExitReason::StartFailed);
         }
     }
 }
 
-fn exited(p: &mut Proc, exit: Exit, cfg: &InitConfig, stopping: bool) {
+fn exited(p: &mut Proc, exit: Exit) {
     p.pid = None;
     p.kill_at = None;
     p.probes.iter_mut().for_each(Prober::process_stopped);
     let reason = match exit {
         Exit::Code(0) => ExitReason::Completed,
         Exit::Code(c) => ExitReason::Error(c),
-        Exit::Signal(libc::SIGKILL) if oom_count(&p.oom_fd) > p.oom_seen => ExitReason::OOMKilled,
-        Exit::Signal(s) => ExitReason::Signaled(s),
+        Exit::Signal(Signal::KILL) if oom_count(&p.oom_fd) > p.oom_seen => ExitReason::OOMKilled,
+        Exit::Signal(s) => ExitReason::Signaled(s.number()),
     };
-    finish(p, reason, cfg, stopping);
+    finish(p, reason);
 }
 
-fn finish(p: &mut Proc, reason: ExitReason, cfg: &InitConfig, stopping: bool) {
+fn finish(p: &mut Proc, reason: ExitReason) {
     p.status.last_exit = Some(reason);
     p.status.ready = false;
     p.status.state = ProcessState::Terminated {
@@ -550,23 +662,8 @@ fn finish(p: &mut Proc, reason: ExitReason, cfg: &InitConfig, stopping: bool) {
     };
     // A process its liveness probe killed failed, whatever it exited with.
     let failed = reason != ExitReason::Completed || std::mem::take(&mut p.liveness_killed);
-    let restart = !stopping
-        && match cfg.restart_policy {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => failed,
-            RestartPolicy::Never => false,
-        };
-    if restart {
-        if p.started.elapsed() >= Duration::from_millis(cfg.backoff_reset_ms) {
-            p.failures = 0;
-        }
-        let delay = cfg
-            .backoff_initial_ms
-            .saturating_mul(1u64 << p.failures.min(30))
-            .min(cfg.backoff_max_ms);
-        p.failures = p.failures.saturating_add(1);
-        p.next_start = Some(Instant::now() + Duration::from_millis(delay));
-        p.status.restarts += 1;
+    if p.restart.exited(Instant::now(), failed).is_some() {
+        p.status.restarts = p.restart.restarts();
         p.status.state = ProcessState::Waiting;
     }
 }
@@ -577,7 +674,7 @@ fn probe_step(p: &mut Proc, now: Instant, devnull: &OwnedFd, cfg: &InitConfig) -
         && at <= now
     {
         // Past the grace: the whole process group.
-        signal_group(pid, libc::SIGKILL);
+        signal_group(pid, Signal::KILL);
         p.kill_at = None;
     }
     if p.probes.is_empty() || p.pid.is_none() {
@@ -630,7 +727,7 @@ fn probe_step(p: &mut Proc, now: Instant, devnull: &OwnedFd, cfg: &InitConfig) -
         // it runs again, and out of service now.
         p.probes.iter_mut().for_each(Prober::process_stopped);
         p.liveness_killed = true;
-        signal_group(pid, libc::SIGTERM);
+        signal_group(pid, Signal::TERM);
         p.kill_at = Some(now + Duration::from_millis(cfg.termination_grace_ms));
         changed |= p.status.ready;
         p.status.ready = false;
@@ -639,7 +736,7 @@ fn probe_step(p: &mut Proc, now: Instant, devnull: &OwnedFd, cfg: &InitConfig) -
 }
 
 /// Signals a process's group (it ran `setsid`), or the process alone if it left its group.
-fn signal_group(pid: i32, sig: i32) {
+fn signal_group(pid: i32, sig: Signal) {
     if !matches!(sysproc::kill(-pid, sig), Ok(true)) {
         let _ = sysproc::kill(pid, sig);
     }
@@ -676,13 +773,10 @@ fn write_status(state: &OwnedFd, events: &OwnedFd, procs: &[Proc], stopping: boo
         // The worker knows the pod's address: it fills it in.
         ip: String::new(),
     };
-    let Ok(bytes) = postcard::to_stdvec(&status) else {
+    let Ok(bytes) = persist::encode_postcard(persist::POD_STATUS, &status) else {
         return;
     };
-    let ok = sysproc::create_at(state.as_fd(), "status.tmp")
-        .and_then(|fd| sysproc::write_all(fd.as_fd(), &bytes))
-        .and_then(|()| sysproc::rename_at(state.as_fd(), "status.tmp", "status"));
-    if let Err(e) = ok {
+    if let Err(e) = persist::write_file_at(state.as_fd(), PodDir::STATUS, &bytes) {
         eprintln!("bramble pod init: writing status: {e}");
     }
     let _ = sysproc::write_nonblocking(events.as_fd(), b"\n");
@@ -690,7 +784,151 @@ fn write_status(state: &OwnedFd, events: &OwnedFd, procs: &[Proc], stopping: boo
 
 #[cfg(test)]
 mod tests {
-    use super::hosts_file;
+    use super::*;
+    use bramble_wire::objects::{ProcessSpec, RestartPolicy};
+
+    fn config(rootfs: Option<&str>, volumes: Vec<Volume>) -> InitConfig {
+        InitConfig {
+            hostname: "web".into(),
+            processes: vec![InitProcess {
+                spec: ProcessSpec {
+                    name: "main".into(),
+                    env: vec![("BRAMBLE_SERVICE_DB_HOST".into(), "10.42.0.1".into())],
+                    ..Default::default()
+                },
+                cgroup_procs: Vec::new(),
+                oom_file: None,
+            }],
+            restart_policy: RestartPolicy::Always,
+            rootfs: rootfs.map(Into::into),
+            private_network: true,
+            volumes,
+            empty_dir_base: "/run/bramble/pods/p/volumes".into(),
+            backoff_initial_ms: 500,
+            backoff_max_ms: 10_000,
+            backoff_reset_ms: 600_000,
+            log_dir: "/logs".into(),
+            log_cap: 1 << 20,
+            tmp_size: 64 << 20,
+            termination_grace_ms: 0,
+            config_volume_base: "/run/bramble/configmaps/p".into(),
+            secret_volume_base: "/run/bramble/secrets/p".into(),
+            env_file: None,
+        }
+    }
+
+    fn volume(name: &str, mount_path: &str, source: VolumeSource) -> Volume {
+        Volume {
+            name: name.into(),
+            mount_path: mount_path.into(),
+            source,
+        }
+    }
+
+    fn bind(src: &str, dst: &str, read_only: bool) -> MountOp {
+        MountOp::Bind {
+            src: src.into(),
+            dst: dst.into(),
+            read_only,
+        }
+    }
+
+    #[test]
+    fn host_root_plan_is_private_proc_and_volumes() {
+        let vols = vec![
+            volume(
+                "data",
+                "/srv/data",
+                VolumeSource::HostPath {
+                    path: "/var/data".into(),
+                    read_only: true,
+                },
+            ),
+            volume("scratch", "/scratch", VolumeSource::EmptyDir),
+            volume(
+                "conf",
+                "/etc/app",
+                VolumeSource::ConfigMap {
+                    name: "settings".into(),
+                },
+            ),
+            volume("keys", "/keys", VolumeSource::Secret { name: "tls".into() }),
+        ];
+        let plan = mount_plan(&config(None, vols), &PodDir::at("/run/bramble/pods/p"));
+        assert_eq!(
+            plan,
+            [
+                MountOp::MakePrivate,
+                MountOp::Proc("/proc".into()),
+                bind("/var/data", "/srv/data", true),
+                bind("/run/bramble/pods/p/volumes/scratch", "/scratch", false),
+                MountOp::ConfigVolume {
+                    src: "/run/bramble/configmaps/p/conf".into(),
+                    dst: "/etc/app".into(),
+                },
+                MountOp::ConfigVolume {
+                    src: "/run/bramble/secrets/p/keys".into(),
+                    dst: "/keys".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn rootfs_plan_binds_read_only_adds_tmp_dev_hosts_then_pivots() {
+        let plan = mount_plan(
+            &config(Some("/roots/alpine"), Vec::new()),
+            &PodDir::at("/run/bramble/pods/p"),
+        );
+        assert_eq!(plan[0], MountOp::MakePrivate);
+        assert_eq!(plan[1], bind("/roots/alpine", "/roots/alpine", true));
+        assert_eq!(
+            plan[2],
+            MountOp::Tmpfs {
+                dst: "/roots/alpine/tmp".into(),
+                size: 64 << 20,
+                mode: 0o1777,
+            }
+        );
+        // Device nodes: an empty file, then the host's node bound on it (writable).
+        let devs: Vec<_> = plan
+            .iter()
+            .filter_map(|op| match op {
+                MountOp::Bind {
+                    src,
+                    dst,
+                    read_only,
+                } if src.starts_with("/dev") => {
+                    assert!(!read_only);
+                    Some(dst.strip_prefix("/roots/alpine/dev").unwrap().to_owned())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(devs.len(), 6, "{devs:?}");
+        assert!(plan.contains(&MountOp::Proc("/roots/alpine/proc".into())));
+        let n = plan.len();
+        assert_eq!(
+            plan[n - 2],
+            MountOp::Hosts {
+                file: "/run/bramble/pods/p/hosts".into(),
+                contents: "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tweb\n10.42.0.1\tdb\n"
+                    .into(),
+                dst: "/roots/alpine/etc/hosts".into(),
+            }
+        );
+        assert_eq!(plan[n - 1], MountOp::PivotRoot("/roots/alpine".into()));
+        // Nothing is mounted after the pivot, and proc comes after /dev.
+        let proc_at = plan
+            .iter()
+            .position(|o| matches!(o, MountOp::Proc(_)))
+            .unwrap();
+        let symlink_at = plan
+            .iter()
+            .position(|o| matches!(o, MountOp::Symlink { .. }))
+            .unwrap();
+        assert!(symlink_at < proc_at);
+    }
 
     #[test]
     fn hosts_name_services_by_their_variables() {

@@ -5,9 +5,11 @@
 //! processes, reaps zombies, forwards SIGTERM/SIGINT, writes their logs into size-capped ring
 //! files ([`log`]) and applies the restart policy with exponential backoff itself. It reports
 //! through the pod's *state directory* (`<state_dir>/<key>/`, meant to live on tmpfs such as
-//! `/run/bramble/pods`): `status` (postcard [`PodStatus`], replaced atomically), `events` (a fifo
-//! that gets a byte per change), `init` (init PID, start ticks, start time), `config` (what the
-//! init runs). Everything survives a worker restart: [`LinuxRuntime::adopt_existing`] finds the
+//! `/run/bramble/pods`, paths in [`crate::persist::PodDir`]): `status` (postcard [`PodStatus`],
+//! replaced atomically), `events` (a fifo that gets a byte per change), `init` (init PID, start
+//! ticks, start time), `config` (what the init runs); the files are versioned
+//! ([`crate::persist`]), and a status of any earlier version is read, since inits started by an
+//! older build keep running across an agent upgrade. Everything survives a worker restart: [`LinuxRuntime::adopt_existing`] finds the
 //! pods again from their cgroups and state directories without restarting them.
 //!
 //! Cgroups ([`cgroup`]): `<parent>/<key>` with the pod's limits (the sum of its processes' limits
@@ -41,6 +43,7 @@ pub mod cgroup;
 pub mod init;
 pub mod log;
 pub mod probe;
+pub mod restart;
 pub mod volumes;
 
 use std::fmt;
@@ -50,10 +53,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bramble_wire::objects::{
-    ExitReason, NetworkMode, Pod, PodPhase, PodStatus, ProcessState, ProcessStatus, Resources,
-    VolumeSource,
+    ExitReason, NetworkMode, Pod, PodPhase, PodStatus, ProcessSpec, ProcessState, ProcessStatus,
+    Resources, VolumeSource,
 };
 
+use crate::persist::{self, PodDir};
 use crate::sys::SysError;
 use crate::sys::process as sysproc;
 use crate::sys::spawn::{self, Exec, Namespaces};
@@ -188,6 +192,42 @@ impl Default for RuntimeConfig {
             log_cap_bytes: 1 << 20,
             tmp_size_bytes: 64 << 20,
         }
+    }
+}
+
+/// A pod as this node runs it: the wire pod exactly as assigned (never modified) and what the
+/// node resolved for it. The runtime reads processes, limits and volumes from `pod`, but the root
+/// filesystem from `rootfs` and each process's environment from [`PodToRun::env_of`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodToRun {
+    /// The pod as assigned.
+    pub pod: Pod,
+    /// The root filesystem directory (the spec's own directory, or the tree of its unpacked
+    /// artifact); `None`: the host's.
+    pub rootfs: Option<String>,
+    /// Variables every process gets after its own (service discovery), unless it sets them.
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl PodToRun {
+    /// `pod` as it is: its own `rootfs` directory, no extra variables.
+    pub fn new(pod: Pod) -> PodToRun {
+        PodToRun {
+            rootfs: pod.spec.rootfs.clone(),
+            pod,
+            extra_env: Vec::new(),
+        }
+    }
+
+    /// The environment of process `p`: its own, then the extra variables it does not set.
+    pub fn env_of(&self, p: &bramble_wire::objects::ProcessSpec) -> Vec<(String, String)> {
+        let mut env = p.env.clone();
+        for (k, v) in &self.extra_env {
+            if !p.env.iter().any(|(x, _)| x == k) {
+                env.push((k.clone(), v.clone()));
+            }
+        }
+        env
     }
 }
 
@@ -428,8 +468,8 @@ impl LinuxRuntime {
             std::fs::read_dir(&self.cfg.state_dir)
                 .map_err(io("read dir", &self.cfg.state_dir))?
                 .flatten()
-                .filter_map(|e| std::fs::read_to_string(e.path().join("ip")).ok())
-                .filter_map(|s| s.trim().parse().ok())
+                .filter_map(|e| PodDir::at(e.path()).read_ip())
+                .filter_map(|s| s.parse().ok())
                 .collect();
         net.pod_addresses()
             .find(|a| !used.contains(a))
@@ -461,17 +501,18 @@ impl LinuxRuntime {
     /// Starts `pod`: cgroups, state directory, the pod init in new namespaces (inside its cgroup
     /// before it execs), which starts the processes. Logs go to `<log_dir>/<ns>_<name>/`.
     pub fn start_pod(&self, pod: &Pod, log_dir: &Path) -> Result<PodHandle> {
-        self.start_pod_with(pod, log_dir, None)
+        self.start_pod_with(&PodToRun::new(pod.clone()), log_dir, None)
     }
 
     /// [`LinuxRuntime::start_pod`] with the pod's config map and secret volumes and `env_from`
     /// file, prepared by [`volumes::ConfigVolumes::write_pod`].
     pub fn start_pod_with(
         &self,
-        pod: &Pod,
+        run: &PodToRun,
         log_dir: &Path,
         config: Option<&volumes::PodConfigDirs>,
     ) -> Result<PodHandle> {
+        let pod = &run.pod;
         let key = PodKey::of(pod)?;
         let invalid = |reason: &str| RuntimeError::InvalidPod {
             pod: key.to_string(),
@@ -493,7 +534,8 @@ impl LinuxRuntime {
                 return Err(invalid("process names must be unique DNS labels"));
             }
         }
-        let state = self.cfg.state_dir.join(key.to_string());
+        let pod_dir = PodDir::new(&self.cfg.state_dir, &key.to_string());
+        let state = pod_dir.path().to_path_buf();
         if state.exists() {
             return Err(RuntimeError::AlreadyRunning(key.to_string()));
         }
@@ -525,7 +567,10 @@ impl LinuxRuntime {
             }
             let s = |p: PathBuf| p.to_string_lossy().into_owned();
             processes.push(InitProcess {
-                spec: p.clone(),
+                spec: ProcessSpec {
+                    env: run.env_of(p),
+                    ..p.clone()
+                },
                 // Processes sharing the init's leaf inherit it through fork: joining it again
                 // would cost a cgroup migration (an RCU grace period on v1) per start.
                 cgroup_procs: if own {
@@ -536,7 +581,7 @@ impl LinuxRuntime {
                 oom_file: cg.oom_file(&leaf).map(s),
             });
         }
-        let empty_dirs = state.join("volumes");
+        let empty_dirs = pod_dir.volumes();
         for v in &pod.spec.volumes {
             if !valid_part(&v.name) {
                 return Err(invalid("volume names must be DNS labels"));
@@ -550,8 +595,7 @@ impl LinuxRuntime {
         let isolated = if pod.spec.network == NetworkMode::Isolated {
             let net = self.ready_bridge(&key)?;
             let ip = self.free_address(&net, &key)?;
-            let f = state.join("ip");
-            std::fs::write(&f, format!("{ip}\n")).map_err(io("write", &f))?;
+            pod_dir.write_ip(ip).map_err(io("write", &pod_dir.ip()))?;
             Some((net, ip))
         } else {
             None
@@ -561,7 +605,7 @@ impl LinuxRuntime {
             hostname: pod.meta.name.clone(),
             processes,
             restart_policy: pod.spec.restart_policy,
-            rootfs: pod.spec.rootfs.clone(),
+            rootfs: run.rootfs.clone(),
             private_network: pod.spec.network != NetworkMode::Host,
             volumes: pod.spec.volumes.clone(),
             empty_dir_base: empty_dirs.to_string_lossy().into_owned(),
@@ -582,15 +626,20 @@ impl LinuxRuntime {
                 .and_then(|c| c.env_file.as_ref())
                 .map(|f| f.to_string_lossy().into_owned()),
         };
-        let bytes = postcard::to_stdvec(&icfg).map_err(|err| RuntimeError::Encode {
+        let payload = postcard::to_stdvec(&icfg).map_err(|err| RuntimeError::Encode {
             pod: key.to_string(),
             err,
         })?;
-        let config_path = state.join("config");
-        std::fs::write(&config_path, bytes).map_err(io("write", &config_path))?;
-        sysproc::mkfifo(&state.join("events"))?;
+        let config_path = pod_dir.config();
+        persist::write_file(
+            &config_path,
+            &persist::encode(persist::POD_CONFIG, &payload),
+            0o644,
+        )
+        .map_err(io("write", &config_path))?;
+        sysproc::mkfifo(&pod_dir.events())?;
 
-        let init_log_path = state.join("init.log");
+        let init_log_path = pod_dir.init_log();
         let init_log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -624,10 +673,10 @@ impl LinuxRuntime {
         let pidfd = sysproc::pidfd_open(pid)?;
         let started_ms = now_ms();
         let ticks = sysproc::start_ticks(pid).unwrap_or(0);
-        let init_path = state.join("init");
-        std::fs::write(&init_path, format!("{pid} {ticks} {started_ms}\n"))
-            .map_err(io("write", &init_path))?;
-        let events = sysproc::open_fifo_read(&state.join("events"))?;
+        pod_dir
+            .write_init(pid, ticks, started_ms)
+            .map_err(io("write", &pod_dir.init()))?;
+        let events = sysproc::open_fifo_read(&pod_dir.events())?;
         paused.release()?;
         guard.armed = false;
         Ok(PodHandle {
@@ -656,28 +705,23 @@ impl LinuxRuntime {
             let Some(key) = e.file_name().to_str().and_then(PodKey::parse) else {
                 continue;
             };
+            let pod_dir = PodDir::at(e.path());
             let state = e.path();
-            let info = std::fs::read_to_string(state.join("init")).unwrap_or_default();
-            let mut f = info.split_whitespace().map(|x| x.parse::<u64>().ok());
-            let (pid, ticks, started_ms) = match (f.next(), f.next(), f.next()) {
-                (Some(Some(p)), Some(Some(t)), Some(Some(s))) => (p as i32, t, s),
-                _ => (0, 0, 0),
-            };
+            let (pid, ticks, started_ms) = pod_dir.read_init().unwrap_or((0, 0, 0));
             let alive = pid > 0 && sysproc::start_ticks(pid) == Some(ticks);
             let pidfd = if alive {
                 sysproc::pidfd_open(pid).ok()
             } else {
                 None
             };
-            let events = sysproc::open_fifo_read(&state.join("events")).ok();
-            let names = std::fs::read(state.join("config"))
-                .ok()
-                .and_then(|b| postcard::from_bytes::<InitConfig>(&b).ok())
-                .map(|c| c.processes.into_iter().map(|p| p.spec.name).collect())
-                .unwrap_or_default();
-            let ip = std::fs::read_to_string(state.join("ip"))
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default();
+            let events = sysproc::open_fifo_read(&pod_dir.events()).ok();
+            let names =
+                persist::read_postcard::<InitConfig>(persist::POD_CONFIG, &pod_dir.config())
+                    .ok()
+                    .flatten()
+                    .map(|(_, c)| c.processes.into_iter().map(|p| p.spec.name).collect())
+                    .unwrap_or_default();
+            let ip = pod_dir.read_ip().unwrap_or_default();
             out.push(PodHandle {
                 ip,
                 names,
@@ -832,9 +876,11 @@ impl PodHandle {
     pub fn status(&self) -> PodStatus {
         self.drain_events();
         let exited = self.exited();
-        let mut st: PodStatus = std::fs::read(self.state.join("status"))
+        // Any version: the init may be of an older build than this agent.
+        let mut st: PodStatus = std::fs::read(self.state.join(PodDir::STATUS))
             .ok()
-            .and_then(|b| postcard::from_bytes(&b).ok())
+            .and_then(|b| persist::decode_postcard(persist::POD_STATUS, &b).ok())
+            .map(|(_, st)| st)
             .unwrap_or_else(|| PodStatus {
                 processes: self
                     .names
@@ -852,7 +898,7 @@ impl PodHandle {
                     p.state,
                     ProcessState::Running { .. } | ProcessState::Waiting
                 ) {
-                    let reason = ExitReason::Signaled(libc::SIGKILL);
+                    let reason = ExitReason::Signaled(sysproc::Signal::KILL.number());
                     p.last_exit = Some(reason);
                     p.state = ProcessState::Terminated {
                         reason,
@@ -907,13 +953,13 @@ impl PodHandle {
     /// way to clean up a pod that ended by itself. Blocks up to `grace` plus a little.
     pub fn stop(&mut self, grace: Duration) -> Result<PodStatus> {
         if !self.exited() && self.init_pid > 0 {
-            sysproc::kill(self.init_pid, libc::SIGTERM)?;
+            sysproc::kill(self.init_pid, sysproc::Signal::TERM)?;
             self.wait_exit(grace);
         }
         let cg = self.cgroups.as_dyn();
         if !self.exited() && self.init_pid > 0 {
             // Killing the init kills its whole PID namespace; the cgroup kill gets the rest.
-            sysproc::kill(self.init_pid, libc::SIGKILL)?;
+            sysproc::kill(self.init_pid, sysproc::Signal::KILL)?;
         }
         cg.kill_all(&self.rel)?;
         if !self.wait_exit(Duration::from_secs(5)) {

@@ -230,7 +230,7 @@ impl Prober {
         {
             // The probe ran `setsid`: its PID is its process group. Its zombie is reaped (and
             // ignored) with the init's other children.
-            let _ = sysproc::kill(-pid, libc::SIGKILL);
+            let _ = sysproc::kill(-pid, sysproc::Signal::KILL);
         }
     }
 
@@ -388,7 +388,7 @@ impl Prober {
                     Some(e) => {
                         let how = match e {
                             Exit::Code(c) => format!("exit status {c}"),
-                            Exit::Signal(s) => format!("killed by signal {s}"),
+                            Exit::Signal(s) => format!("killed by signal {}", s.number()),
                         };
                         let text = String::from_utf8_lossy(output);
                         let text = text.trim();
@@ -399,7 +399,7 @@ impl Prober {
                         }))
                     }
                     None if now >= *deadline => {
-                        let _ = sysproc::kill(-*pid, libc::SIGKILL);
+                        let _ = sysproc::kill(-*pid, sysproc::Signal::KILL);
                         Some(Err(format!("{what}: timed out after {timeout}ms")))
                     }
                     None => None,

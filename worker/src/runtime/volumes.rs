@@ -299,11 +299,11 @@ pub struct ConfigVolumes {
 }
 
 impl ConfigVolumes {
-    /// Volumes under `<run_dir>/configmaps` and `<run_dir>/secrets`.
-    pub fn new(run_dir: &Path) -> ConfigVolumes {
+    /// Volumes under the run dir's `configmaps/` and `secrets/`.
+    pub fn new(run: &crate::persist::RunDir) -> ConfigVolumes {
         ConfigVolumes {
-            config_root: run_dir.join("configmaps"),
-            secret_root: run_dir.join("secrets"),
+            config_root: run.config_maps(),
+            secret_root: run.secrets(),
         }
     }
 
@@ -399,13 +399,9 @@ impl ConfigVolumes {
         {
             let env = resolve_env(pod, config_maps, secrets);
             let bytes = postcard::to_stdvec(&env).map_err(io::Error::other)?;
+            // Unversioned on purpose: inits of an older build read it (see `crate::persist`).
             if std::fs::read(f).ok().as_deref() != Some(&bytes[..]) {
-                let dir = f.parent().unwrap_or(Path::new("/"));
-                std::fs::create_dir_all(dir)?;
-                let tmp = dir.join(".env.tmp");
-                std::fs::write(&tmp, &bytes)?;
-                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-                std::fs::rename(&tmp, f)?;
+                crate::persist::write_file(f, &bytes, 0o600)?;
             }
         }
         Ok(dirs)

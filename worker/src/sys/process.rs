@@ -4,12 +4,53 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal as NixSignal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::{Result, SysError};
+
+/// A signal: the ones the worker sends and handles by name, any other by number (as the kernel
+/// reported it). `match` works on the constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signal(i32);
+
+impl Signal {
+    /// `SIGTERM`: please stop.
+    pub const TERM: Signal = Signal(libc::SIGTERM);
+    /// `SIGKILL`.
+    pub const KILL: Signal = Signal(libc::SIGKILL);
+    /// `SIGINT`.
+    pub const INT: Signal = Signal(libc::SIGINT);
+    /// `SIGHUP`.
+    pub const HUP: Signal = Signal(libc::SIGHUP);
+    /// `SIGCHLD`: a child changed state.
+    pub const CHLD: Signal = Signal(libc::SIGCHLD);
+
+    /// The signal with this number (as in an exit status).
+    pub const fn from_number(n: i32) -> Signal {
+        Signal(n)
+    }
+
+    /// Its number (for the wire's `ExitReason::Signaled`).
+    pub const fn number(self) -> i32 {
+        self.0
+    }
+
+    fn to_nix(self) -> Result<NixSignal> {
+        NixSignal::try_from(self.0).map_err(|e| SysError::call("signal number", e))
+    }
+}
+
+impl std::fmt::Display for Signal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match NixSignal::try_from(self.0) {
+            Ok(s) => f.write_str(s.as_str()),
+            Err(_) => write!(f, "signal {}", self.0),
+        }
+    }
+}
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,12 +58,13 @@ pub enum Exit {
     /// `exit(code)`.
     Code(i32),
     /// Killed by a signal.
-    Signal(i32),
+    Signal(Signal),
 }
 
-/// Sends signal `sig` to `pid`. Returns `false` if the process does not exist (any more).
-pub fn kill(pid: i32, sig: i32) -> Result<bool> {
-    let sig = Signal::try_from(sig).map_err(|e| SysError::call("kill (signal number)", e))?;
+/// Sends `sig` to `pid` (a negative `pid`: to the process group). Returns `false` if the
+/// process does not exist (any more).
+pub fn kill(pid: i32, sig: Signal) -> Result<bool> {
+    let sig = sig.to_nix()?;
     match nix::sys::signal::kill(Pid::from_raw(pid), sig) {
         Ok(()) => Ok(true),
         Err(nix::Error::ESRCH) => Ok(false),
@@ -41,7 +83,7 @@ pub fn alive(pid: i32) -> bool {
 fn to_exit(ws: WaitStatus) -> Option<(i32, Exit)> {
     match ws {
         WaitStatus::Exited(pid, code) => Some((pid.as_raw(), Exit::Code(code))),
-        WaitStatus::Signaled(pid, sig, _) => Some((pid.as_raw(), Exit::Signal(sig as i32))),
+        WaitStatus::Signaled(pid, sig, _) => Some((pid.as_raw(), Exit::Signal(Signal(sig as i32)))),
         _ => None,
     }
 }
@@ -124,10 +166,10 @@ pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Option<Duration>) -> Resul
 
 /// Blocks `signals` for this (single-threaded) process and returns a non-blocking `signalfd`
 /// that receives them.
-pub fn block_signals(signals: &[i32]) -> Result<SignalFd> {
+pub fn block_signals(signals: &[Signal]) -> Result<SignalFd> {
     let mut set = SigSet::empty();
     for &s in signals {
-        set.add(Signal::try_from(s).map_err(|e| SysError::call("signal number", e))?);
+        set.add(s.to_nix()?);
     }
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
         .map_err(|e| SysError::call("sigprocmask", e))?;
@@ -135,12 +177,12 @@ pub fn block_signals(signals: &[i32]) -> Result<SignalFd> {
         .map_err(|e| SysError::call("signalfd", e))
 }
 
-/// Reads every pending signal number from `sfd`.
-pub fn read_signals(sfd: &SignalFd) -> Result<Vec<i32>> {
+/// Reads every pending signal from `sfd`.
+pub fn read_signals(sfd: &SignalFd) -> Result<Vec<Signal>> {
     let mut out = Vec::new();
     loop {
         match sfd.read_signal() {
-            Ok(Some(info)) => out.push(info.ssi_signo as i32),
+            Ok(Some(info)) => out.push(Signal(info.ssi_signo as i32)),
             Ok(None) | Err(nix::Error::EAGAIN) => return Ok(out),
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(SysError::call("read (signalfd)", e)),
@@ -275,6 +317,11 @@ pub fn open_fifo_read(path: &Path) -> Result<OwnedFd> {
         nix::sys::stat::Mode::empty(),
     )
     .map_err(|e| SysError::path("open", path, e))
+}
+
+/// Flushes `fd`'s data and metadata to its device (a directory: its entries).
+pub fn fsync(fd: BorrowedFd<'_>) -> Result<()> {
+    nix::unistd::fsync(fd).map_err(|e| SysError::call("fsync", e))
 }
 
 /// Renames `from` to `to`, both in `dir`.

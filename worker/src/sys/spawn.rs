@@ -103,7 +103,7 @@ impl Drop for Paused {
     fn drop(&mut self) {
         if self.sync.take().is_some() {
             // Not released: the child reads EOF and exits; make sure of it and reap it.
-            let _ = super::process::kill(self.pid, libc::SIGKILL);
+            let _ = super::process::kill(self.pid, super::process::Signal::KILL);
             let _ = super::process::wait_blocking(self.pid);
         }
     }

@@ -1,0 +1,95 @@
+//! An upgraded worker reads the files an older build left (`tests/fixtures/state-v0/`, captured
+//! byte for byte from the writers of the last unversioned build) and migrates its own. When a
+//! change to a persisted type breaks this test, bump that file's version and keep a decoder for
+//! the old one (see `bramble_worker::persist`).
+
+#[path = "state_fixture_values/mod.rs"]
+mod values;
+
+use std::path::{Path, PathBuf};
+
+use bramble_wire::msg::PodSubnet;
+use bramble_wire::objects::{Endpoints, PodStatus};
+use bramble_worker::agent::{credential, state::StateFile};
+use bramble_worker::persist::{self, PodDir, RunDir, StateDir};
+use bramble_worker::runtime::init::InitConfig;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-v0")
+}
+
+/// A copy of the fixture tree (migration rewrites files).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_agent_reads_and_migrates_its_v0_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(&fixtures(), tmp.path());
+    let state = StateDir::new(tmp.path().join("state"));
+
+    let mut f = StateFile::new(&state);
+    assert_eq!(f.load().unwrap(), Some(values::assignment()));
+    let migrated = std::fs::read(state.assignment()).unwrap();
+    let v0 = std::fs::read(fixtures().join("state/assignment.bin")).unwrap();
+    assert_eq!(
+        migrated,
+        [&b"bramble assignment v1\n"[..], &v0].concat(),
+        "version 1 is version 0's payload behind its header"
+    );
+    assert!(
+        !f.save(&values::assignment()).unwrap(),
+        "nothing left to write"
+    );
+
+    assert_eq!(
+        credential::load(&state).as_deref(),
+        Some(values::CREDENTIAL)
+    );
+    assert!(
+        std::fs::read(state.credential())
+            .unwrap()
+            .starts_with(b"bramble credential v1\n")
+    );
+
+    let (v, subnets) = persist::read_postcard::<Vec<PodSubnet>>(persist::NETWORK, &state.network())
+        .unwrap()
+        .unwrap();
+    assert_eq!((v, subnets), (0, values::subnets()));
+    let (v, eps) = persist::read_postcard::<Vec<Endpoints>>(persist::ENDPOINTS, &state.endpoints())
+        .unwrap()
+        .unwrap();
+    assert_eq!((v, eps), (0, values::endpoints()));
+}
+
+#[test]
+fn the_agent_reads_a_pod_run_dir_of_an_older_build() {
+    let run = RunDir::new(fixtures().join("run"));
+    let pod = PodDir::new(&run.pods(), values::POD_KEY);
+    let (v, cfg) = persist::read_postcard::<InitConfig>(persist::POD_CONFIG, &pod.config())
+        .unwrap()
+        .unwrap();
+    assert_eq!((v, cfg), (0, values::init_config()));
+    let (v, st) = persist::read_postcard::<PodStatus>(persist::POD_STATUS, &pod.status())
+        .unwrap()
+        .unwrap();
+    assert_eq!((v, st), (0, values::status()));
+    assert_eq!(pod.read_init(), Some(values::INIT));
+    assert_eq!(pod.read_ip().as_deref(), Some(values::IP));
+}
+
+#[test]
+fn a_file_of_a_newer_build_is_refused_not_misread() {
+    let bytes = b"bramble assignment v99\n\x00";
+    assert!(persist::decode(persist::ASSIGNMENT, bytes).is_err());
+}
