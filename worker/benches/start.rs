@@ -36,7 +36,7 @@ fn main() {
         bramble_worker::sys::process::is_root(),
         "the start bench needs root"
     );
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    bramble_worker::sys::podnet::unshare_net().expect("unshare(CLONE_NEWNET)");
     let state = std::env::temp_dir().join(format!("bramble-bench-{}", std::process::id()));
     let logs = state.join("logs");
     let parent = format!("bramble-bench-{}", std::process::id());

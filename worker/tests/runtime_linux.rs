@@ -322,7 +322,7 @@ fn readoption_keeps_the_same_processes() {
 fn isolated_pods_get_addresses_on_the_node_bridge() {
     // This test thread moves to a network namespace of its own: the bridge, veth pairs and
     // addresses below never touch the host's network, and go away with the thread.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    bramble_worker::sys::podnet::unshare_net().expect("unshare(CLONE_NEWNET)");
     let env = Env::new("isolated");
     let serve = "exec /usr/bin/python3 -m http.server 8080 --bind 0.0.0.0";
     let mut web = pod("iso-web", vec![process("web", serve)], RestartPolicy::Never);
@@ -410,7 +410,7 @@ fn isolated_pods_get_addresses_on_the_node_bridge() {
 fn routes_to_other_nodes_are_added_replaced_and_removed() {
     use bramble_worker::sys::{netlink::Rtnl, podnet};
     // A network namespace of this test thread's own: the routes never touch the host's.
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    bramble_worker::sys::podnet::unshare_net().expect("unshare(CLONE_NEWNET)");
     podnet::ensure_bridge("bt1", "192.0.2.1".parse().unwrap(), 24).unwrap();
     let mine = || {
         let mut r: Vec<(String, String)> = Rtnl::open()

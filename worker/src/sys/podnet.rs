@@ -146,3 +146,10 @@ pub fn sync_routes(want: &[(String, String)]) -> Result<usize> {
     }
     Ok(changes)
 }
+
+/// Moves the calling thread into a new, empty network namespace (only loopback, down): for tests
+/// and benchmarks that set up pod networks without touching the host's.
+pub fn unshare_net() -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| SysError::call("unshare(CLONE_NEWNET)", e))
+}
