@@ -8,9 +8,7 @@ use std::time::Duration;
 use bramble_tests::{MasterProc, require_root, start_worker, wait_for};
 
 fn node_ready(m: &MasterProc, name: &str) -> bool {
-    m.ok(&["get", "nodes"])
-        .lines()
-        .any(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some("Ready"))
+    m.node_ready(name)
 }
 
 /// Text without ANSI colour sequences (the binaries log in colour).

@@ -20,11 +20,7 @@ fn start(tmp: &Path, node: &str) -> (MasterProc, bramble_tests::Proc, PathBuf) {
     });
     let w = start_worker(&m, node, &state, &[]);
     let t = std::time::Instant::now();
-    while !m
-        .ok(&["get", "nodes"])
-        .lines()
-        .any(|l| l.starts_with(node) && l.split_whitespace().nth(1) == Some("Ready"))
-    {
+    while !m.node_ready(node) {
         assert!(
             t.elapsed() < Duration::from_secs(60),
             "node {node} not Ready after 60 s; master {}; nodes: {}\nworker log: {}\nmaster log: {}",

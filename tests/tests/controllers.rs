@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bramble_tests::{MasterProc, Proc, json, require_root, start_worker, wait_for};
+use bramble_wire::objects::ProcessState;
 
 // Fast enough to wait through one eviction, slow enough that a healthy worker's heartbeats,
 // delayed on a loaded machine, never make it look gone.
@@ -42,33 +43,22 @@ fn cluster(tmp: &std::path::Path, workers: &[&str]) -> (MasterProc, Vec<Proc>) {
 }
 
 fn ready_nodes(m: &MasterProc) -> Vec<String> {
-    m.ok(&["get", "nodes"])
-        .lines()
-        .skip(1)
-        .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
-        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
-        .collect()
+    m.ready_nodes()
 }
 
 /// Pods as (name, phase, node, running-since-ms) from `get pods -o json`.
 fn pods(m: &MasterProc, selector: &str) -> Vec<(String, String, String, u64)> {
-    let v = json(&m.ok(&["get", "pods", "-l", selector, "-o", "json"]));
-    let items = match &v {
-        serde_json::Value::Array(a) => a.clone(),
-        serde_json::Value::Object(_) => vec![v.clone()],
-        _ => vec![],
-    };
-    items
-        .iter()
-        .map(|o| {
-            let p = &o["Pod"];
-            let since = p["status"]["processes"][0]["state"]["Running"]["started_ms"]
-                .as_u64()
-                .unwrap_or(0);
+    m.pods(selector)
+        .into_iter()
+        .map(|p| {
+            let since = match p.status.processes.first().map(|s| &s.state) {
+                Some(ProcessState::Running { started_ms, .. }) => *started_ms,
+                _ => 0,
+            };
             (
-                p["meta"]["name"].as_str().unwrap_or("").to_string(),
-                p["status"]["phase"].as_str().unwrap_or("").to_string(),
-                p["spec"]["node_name"].as_str().unwrap_or("").to_string(),
+                p.meta.name,
+                p.status.phase.as_str().to_string(),
+                p.spec.node_name.unwrap_or_default(),
                 since,
             )
         })
@@ -149,11 +139,7 @@ fn deployment_survives_a_worker_kill_and_rolls_forward_and_back() {
             ok.then_some(())
         },
     );
-    assert!(
-        m.ok(&["get", "nodes"])
-            .lines()
-            .any(|l| l.starts_with("n3") && l.contains("NotReady"))
-    );
+    assert!(m.node("n3").is_some_and(|n| !n.status.is_ready()));
 
     // Rolling update: never fewer than replicas - max_unavailable = 5 running pods.
     apply(

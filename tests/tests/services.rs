@@ -17,11 +17,12 @@
 //! Root only; fails (never skips) without root, `ip`, `nsenter` or `/usr/bin/python3`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bramble_tests::netns::{NetMaster, Topology, in_netns, start_worker};
-use bramble_tests::{Proc, json};
+use bramble_tests::json;
+use bramble_tests::netns::{self, in_netns, start_worker};
 
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
 const PYTHON: &str = "/usr/bin/python3";
@@ -32,20 +33,20 @@ const POD_PORT: u16 = 8081;
 /// Requests per node per round.
 const N: usize = 30;
 
-/// Fields drop in order: workers (and their pods' cgroups), master, namespaces, files.
-struct Cluster {
-    workers: Vec<Proc>,
-    m: NetMaster,
-    topo: Topology,
-    tmp: tempfile::TempDir,
+/// The harness's three-worker cluster, with this file's helpers.
+struct Cluster(netns::Cluster);
+
+impl Deref for Cluster {
+    type Target = netns::Cluster;
+    fn deref(&self) -> &netns::Cluster {
+        &self.0
+    }
 }
 
-fn tail(s: &str, n: usize) -> &str {
-    let mut i = s.len().saturating_sub(n);
-    while !s.is_char_boundary(i) {
-        i += 1;
+impl DerefMut for Cluster {
+    fn deref_mut(&mut self) -> &mut netns::Cluster {
+        &mut self.0
     }
-    &s[i..]
 }
 
 /// A client run inside a host's namespace: `N` GETs of a URL, one line per answer (`ERR ...`
@@ -70,71 +71,9 @@ impl Cluster {
             Path::new(PYTHON).exists(),
             "{PYTHON} is missing: the services test serves HTTP with python3 (apt-get install python3)"
         );
-        let topo = Topology::create(WORKERS.len());
-        let tmp = tempfile::tempdir().unwrap();
         let mut flags = vec!["--heartbeat-interval", "500ms", "--node-grace", "3s"];
         flags.extend(master_flags);
-        let m = NetMaster::start(&topo, &tmp.path().join("master"), &flags);
-        let workers = WORKERS
-            .iter()
-            .zip(&topo.workers)
-            .map(|(n, h)| start_worker(&topo, h, &m, n, &tmp.path().join(n), &[]))
-            .collect();
-        let c = Cluster {
-            workers,
-            m,
-            topo,
-            tmp,
-        };
-        c.wait(Duration::from_secs(20), "all three nodes Ready", || {
-            let st = c.m.node_status();
-            WORKERS
-                .iter()
-                .all(|n| st.get(*n).map(String::as_str) == Some("Ready"))
-                .then_some(())
-        });
-        c
-    }
-
-    fn diag(&self) -> String {
-        let mut s = String::new();
-        for args in [
-            &["get", "nodes", "-o", "wide"][..],
-            &["get", "pods", "-o", "wide"][..],
-            &["get", "services"][..],
-            &["get", "endpoints", "-o", "wide"][..],
-        ] {
-            let o = self.m.cli(args);
-            s += &format!(
-                "\n$ bramble {}\n{}{}",
-                args.join(" "),
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        s += &format!("\nmaster log (tail):\n{}\n", tail(&self.m.log(), 4000));
-        for n in WORKERS {
-            let log = std::fs::read_to_string(self.tmp.path().join(n).with_extension("worker.log"))
-                .unwrap_or_default();
-            s += &format!("\nworker {n} log (tail):\n{}\n", tail(&log, 3000));
-        }
-        s
-    }
-
-    fn wait<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let t = Instant::now();
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            if t.elapsed() > timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}{}",
-                    self.diag()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Cluster(netns::Cluster::start(WORKERS.len(), &flags))
     }
 
     /// Ready endpoints of service `web`: pod name -> `ip:port`.
