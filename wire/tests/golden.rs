@@ -112,6 +112,17 @@ fn check_catches_a_changed_encoding() {
     check(common::heartbeat(), "0702effdb6f50d901d");
 }
 
+/// A run with `GOLDEN_BLESS` set records bytes instead of checking them, so it is never green,
+/// even when nothing changed.
+#[test]
+fn golden_bless_is_not_set() {
+    assert!(
+        std::env::var_os("GOLDEN_BLESS").is_none(),
+        "GOLDEN_BLESS is set: this run records new golden bytes instead of checking them; \
+         review what it wrote, then `unset GOLDEN_BLESS` and run again"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Core messages (no alloc).
 
