@@ -546,20 +546,21 @@ fn snapshot_files(dir: &Path) -> HashMap<PathBuf, (u64, std::time::SystemTime)> 
 fn master_idle_rss(r: &mut Report, m: &MasterProc) {
     println!("\n[a] master idle RSS");
     std::thread::sleep(Duration::from_secs(2));
-    let pid = m.proc.pid();
+    idle_rss(r, "a", "master", m.proc.pid(), 20);
+}
+
+/// Row `<letter>. <who> idle RSS` against `limit_mb`, and a note of its PSS.
+fn idle_rss(r: &mut Report, letter: &str, who: &str, pid: u32, limit_mb: u64) {
+    let what = format!("{letter}. {who} idle RSS");
+    let target = format!("<= {limit_mb} MB");
     match rss_kb(pid) {
         Some(kb) => {
-            r.row(
-                "a. master idle RSS",
-                mb(kb),
-                "<= 20 MB",
-                Some(kb <= 20 * 1024),
-            );
+            r.row(&what, mb(kb), &target, Some(kb <= limit_mb * 1024));
             if let Some(p) = pss_kb(pid) {
-                r.note(format!("a: master PSS at idle {}", mb(p)));
+                r.note(format!("{letter}: {who} PSS at idle {}", mb(p)));
             }
         }
-        None => r.row("a. master idle RSS", "unreadable".into(), "<= 20 MB", None),
+        None => r.row(&what, "unreadable".into(), &target, None),
     }
 }
 
@@ -883,20 +884,7 @@ fn worker_path(r: &mut Report, m: &MasterProc, root: &Path, pods: u32) {
     }
     // e (idle): after registration, before any pod.
     std::thread::sleep(Duration::from_secs(3));
-    match rss_kb(wpid) {
-        Some(kb) => {
-            r.row(
-                "e. worker idle RSS",
-                mb(kb),
-                "<= 8 MB",
-                Some(kb <= 8 * 1024),
-            );
-            if let Some(p) = pss_kb(wpid) {
-                r.note(format!("e: worker PSS at idle {}", mb(p)));
-            }
-        }
-        None => r.row("e. worker idle RSS", "unreadable".into(), "<= 8 MB", None),
-    }
+    idle_rss(r, "e", "worker", wpid, 8);
 
     let events = watch_pods(m);
     let mut pids: Vec<u32> = Vec::new();

@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub use bramble_testkit::{
-    Proc, bin, build, free_port, is_root, remove_cgroup_tree, require_root, tail, wait_for,
+    Proc, bin, build, free_port, is_root, plain, remove_cgroup_tree, require_root, tail, wait_for,
     wait_for_last, wait_for_with,
 };
 use bramble_wire::objects::{Node, Object, Pod};
@@ -123,22 +123,11 @@ impl MasterSpec {
         } else {
             command_in(self.ns.as_deref(), bin("bramble"))
         };
-        let child = cmd
-            .args(["master", "--data-dir"])
+        cmd.args(["master", "--data-dir"])
             .arg(&self.data_dir)
-            .args(["--listen", addr])
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn bramble master");
+            .args(["--listen", addr]);
         let mut m = MasterProc {
-            proc: Proc {
-                child,
-                what: "master".into(),
-                cgroup_parent: None,
-            },
+            proc: spawn(&mut cmd, &self.extra, log, "master".into(), None),
             addr: addr.to_string(),
             data_dir: self.data_dir.clone(),
             ns: self.ns.clone(),
@@ -391,8 +380,8 @@ impl WorkerSpec {
             .append(true)
             .open(self.state_dir.with_extension("worker.log"))
             .unwrap();
-        let child = command_in(self.ns.as_deref(), bin("bramble-worker"))
-            .args(["--master", &self.master_addr, "--name", &self.name])
+        let mut cmd = command_in(self.ns.as_deref(), bin("bramble-worker"));
+        cmd.args(["--master", &self.master_addr, "--name", &self.name])
             .arg("--state-dir")
             .arg(&self.state_dir)
             // Tests run several agents on one host: each its own runtime dir and cgroup parent.
@@ -400,21 +389,34 @@ impl WorkerSpec {
             .arg(self.state_dir.with_extension("run"))
             .args(["--cgroup-parent", &self.cgroup_parent])
             .arg("--token-file")
-            .arg(&self.token_file)
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn bramble-worker");
-        Proc {
-            child,
-            what: match &self.ns {
-                Some(ns) => format!("worker {} in {ns}", self.name),
-                None => format!("worker {}", self.name),
-            },
-            cgroup_parent: Some(self.cgroup_parent),
-        }
+            .arg(&self.token_file);
+        let what = match &self.ns {
+            Some(ns) => format!("worker {} in {ns}", self.name),
+            None => format!("worker {}", self.name),
+        };
+        spawn(&mut cmd, &self.extra, log, what, Some(self.cgroup_parent))
+    }
+}
+
+/// Spawns `cmd` with `extra` arguments, no stdin or stdout and stderr into `log`.
+fn spawn(
+    cmd: &mut Command,
+    extra: &[String],
+    log: std::fs::File,
+    what: String,
+    cgroup_parent: Option<String>,
+) -> Proc {
+    let child = cmd
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    Proc {
+        child,
+        what,
+        cgroup_parent,
     }
 }
 

@@ -344,6 +344,29 @@ impl Cluster {
     }
 }
 
+/// Declares `struct $name(netns::Cluster)` with `Deref`/`DerefMut` to it, for a test file to add
+/// its own methods to the harness's cluster (`impl $name { ... }`).
+#[macro_export]
+macro_rules! cluster_type {
+    ($name:ident) => {
+        /// The harness's cluster, with this file's helpers.
+        struct $name($crate::netns::Cluster);
+
+        impl ::std::ops::Deref for $name {
+            type Target = $crate::netns::Cluster;
+            fn deref(&self) -> &$crate::netns::Cluster {
+                &self.0
+            }
+        }
+
+        impl ::std::ops::DerefMut for $name {
+            fn deref_mut(&mut self) -> &mut $crate::netns::Cluster {
+                &mut self.0
+            }
+        }
+    };
+}
+
 /// A process found under a worker's cgroup parent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodProcess {

@@ -9,8 +9,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use std::ops::{Deref, DerefMut};
-
 use bramble_tests::netns::{
     self, MASTER_PORT, cgroup_parent, pid_alive, processes_under, tcp_connections_to,
 };
@@ -56,21 +54,7 @@ struct PodInfo {
     restarts: u64,
 }
 
-/// The harness's three-worker cluster, with this file's helpers.
-struct Cluster(netns::Cluster);
-
-impl Deref for Cluster {
-    type Target = netns::Cluster;
-    fn deref(&self) -> &netns::Cluster {
-        &self.0
-    }
-}
-
-impl DerefMut for Cluster {
-    fn deref_mut(&mut self) -> &mut netns::Cluster {
-        &mut self.0
-    }
-}
+bramble_tests::cluster_type!(Cluster);
 
 impl Cluster {
     fn start() -> Cluster {

@@ -17,7 +17,6 @@
 //! Root only; fails (never skips) without root, `ip`, `nsenter` or `/usr/bin/python3`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -33,21 +32,7 @@ const POD_PORT: u16 = 8081;
 /// Requests per node per round.
 const N: usize = 30;
 
-/// The harness's three-worker cluster, with this file's helpers.
-struct Cluster(netns::Cluster);
-
-impl Deref for Cluster {
-    type Target = netns::Cluster;
-    fn deref(&self) -> &netns::Cluster {
-        &self.0
-    }
-}
-
-impl DerefMut for Cluster {
-    fn deref_mut(&mut self) -> &mut netns::Cluster {
-        &mut self.0
-    }
-}
+bramble_tests::cluster_type!(Cluster);
 
 /// A client run inside a host's namespace: `N` GETs of a URL, one line per answer (`ERR ...`
 /// for a failed request). Every request has a 5 s timeout.

@@ -67,10 +67,7 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(10);
-    assert!(
-        bramble_worker::sys::process::is_root(),
-        "the probe bench needs root"
-    );
+    bramble_testkit::require_root();
     let state = std::env::temp_dir().join(format!("bramble-probe-bench-{}", std::process::id()));
     let logs = state.join("logs");
     let parent = format!("bramble-probe-bench-{}", std::process::id());
