@@ -489,17 +489,7 @@ impl Report {
         let head = ["measure", "value", "target", ""];
         let w: Vec<usize> = w.iter().zip(head).map(|(a, h)| (*a).max(h.len())).collect();
         println!("\n== bramble cluster bench ==");
-        println!(
-            "{:<w0$}  {:>w1$}  {:<w2$}  {}",
-            head[0],
-            head[1],
-            head[2],
-            head[3],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2]
-        );
-        for r in &self.rows {
+        for r in std::iter::once(&head.map(String::from)).chain(&self.rows) {
             println!(
                 "{:<w0$}  {:>w1$}  {:<w2$}  {}",
                 r[0],
