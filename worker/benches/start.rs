@@ -27,10 +27,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let iters: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(200);
+    let iters: usize = bramble_testkit::arg_or(200);
     bramble_testkit::require_root();
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
     let state = std::env::temp_dir().join(format!("bramble-bench-{}", std::process::id()));

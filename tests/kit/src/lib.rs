@@ -104,6 +104,15 @@ pub fn plain(s: &str) -> String {
     out
 }
 
+/// The first command-line argument that parses as a `T`, else `default`: a bench's size
+/// (`cargo bench --bench NAME -- 500`; cargo's own `--bench` flag is skipped as not a number).
+pub fn arg_or<T: std::str::FromStr>(default: T) -> T {
+    std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Whether this process runs as root.
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
