@@ -17,7 +17,7 @@ pub use bramble_testkit::{
     Proc, bin, build, free_port, is_root, plain, remove_cgroup_tree, require_root, tail, wait_for,
     wait_for_last, wait_for_with,
 };
-use bramble_wire::objects::{Node, Object, Pod};
+use bramble_wire::objects::{Endpoints, Node, Object, Pod};
 
 /// `program` as a command run in network namespace `ns` (nothing else changes: `nsenter --net`
 /// leaves `/sys` and the cgroups visible), or on this host's network when `ns` is `None`.
@@ -273,6 +273,16 @@ impl MasterProc {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The endpoints of service `name` in namespace `default` (`None` until computed).
+    pub fn endpoints(&self, name: &str) -> Option<Endpoints> {
+        self.get("endpoints", &[name])
+            .into_iter()
+            .find_map(|o| match o {
+                Object::Endpoints(e) => Some(e),
+                _ => None,
+            })
     }
 
     /// A pod's phase and status message (`None` if it does not exist).

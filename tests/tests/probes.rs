@@ -78,10 +78,8 @@ fn available(m: &MasterProc, name: &str) -> Option<u32> {
 
 /// Counts of (ready, not ready) addresses in a service's endpoints.
 fn endpoints(m: &MasterProc, name: &str) -> (usize, usize) {
-    let out = m.ok(&["get", "endpoints", name, "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("endpoints json");
-    let n = |k: &str| v["Endpoints"][k].as_array().map_or(0, Vec::len);
-    (n("ready"), n("not_ready"))
+    let e = m.endpoints(name).expect("the service's endpoints");
+    (e.ready.len(), e.not_ready.len())
 }
 
 #[test]
