@@ -221,6 +221,11 @@ impl MasterProc {
         objects(&succeeded(&all, o))
     }
 
+    /// Object `kind`/`name` of namespace `default`, if it exists.
+    pub fn one(&self, kind: &str, name: &str) -> Option<Object> {
+        self.get(kind, &[name]).into_iter().next()
+    }
+
     /// Every node.
     pub fn nodes(&self) -> Vec<Node> {
         self.get("nodes", &[])
@@ -253,10 +258,10 @@ impl MasterProc {
 
     /// Pod `name` of namespace `default`, if it exists.
     pub fn pod(&self, name: &str) -> Option<Pod> {
-        self.get("pod", &[name]).into_iter().find_map(|o| match o {
+        match self.one("pod", name)? {
             Object::Pod(p) => Some(p),
             _ => None,
-        })
+        }
     }
 
     /// The pods of namespace `default` matching label selector `selector` (`""`: all).
@@ -277,12 +282,10 @@ impl MasterProc {
 
     /// The endpoints of service `name` in namespace `default` (`None` until computed).
     pub fn endpoints(&self, name: &str) -> Option<Endpoints> {
-        self.get("endpoints", &[name])
-            .into_iter()
-            .find_map(|o| match o {
-                Object::Endpoints(e) => Some(e),
-                _ => None,
-            })
+        match self.one("endpoints", name)? {
+            Object::Endpoints(e) => Some(e),
+            _ => None,
+        }
     }
 
     /// A pod's phase and status message (`None` if it does not exist).

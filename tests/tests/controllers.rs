@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bramble_tests::{MasterProc, Proc, json, require_root, start_worker, wait_for};
-use bramble_wire::objects::ProcessState;
+use bramble_tests::{MasterProc, Proc, require_root, start_worker, wait_for};
+use bramble_wire::objects::{Deployment, Job, JobPhase, Object, ProcessState};
 
 // Fast enough to wait through one eviction, slow enough that a healthy worker's heartbeats,
 // delayed on a loaded machine, never make it look gone.
@@ -63,6 +63,20 @@ fn pods(m: &MasterProc, selector: &str) -> Vec<(String, String, String, u64)> {
             )
         })
         .collect()
+}
+
+fn get_deployment(m: &MasterProc, name: &str) -> Deployment {
+    match m.one("deployment", name) {
+        Some(Object::Deployment(d)) => d,
+        other => panic!("deployment {name}: {other:?}"),
+    }
+}
+
+fn job(m: &MasterProc, name: &str) -> Job {
+    match m.one("job", name) {
+        Some(Object::Job(j)) => j,
+        other => panic!("job {name}: {other:?}"),
+    }
 }
 
 fn running(m: &MasterProc, selector: &str) -> usize {
@@ -151,17 +165,15 @@ fn deployment_survives_a_worker_kill_and_rolls_forward_and_back() {
     let t0 = Instant::now();
     let mut min_running = usize::MAX;
     loop {
-        let st = json(&m.ok(&["get", "deployment", "web", "-o", "json"]));
-        let s = &st["Deployment"]["status"];
-        let done =
-            s["updated"] == 6 && s["available"] == 6 && s["replicas"] == 6 && s["revision"] == 2;
+        let s = get_deployment(&m, "web").status;
+        let done = s.updated == 6 && s.available == 6 && s.replicas == 6 && s.revision == 2;
         min_running = min_running.min(running(&m, "app=web"));
         if done {
             break;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(90),
-            "rollout did not finish: {st}"
+            "rollout did not finish: {s:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -180,13 +192,10 @@ fn deployment_survives_a_worker_kill_and_rolls_forward_and_back() {
     // Undo restores v1's template.
     m.ok(&["rollout", "undo", "deployment", "web"]);
     wait_for(Duration::from_secs(90), "rolled back to v1", || {
-        let v = json(&m.ok(&["get", "deployment", "web", "-o", "json"]));
-        let cmd = v["Deployment"]["spec"]["template"]["spec"]["processes"][0]["command"][2]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let s = &v["Deployment"]["status"];
-        (cmd.contains("echo v1") && s["updated"] == 6 && s["available"] == 6 && s["replicas"] == 6)
+        let d = get_deployment(&m, "web");
+        let cmd = &d.spec.template.spec.processes[0].command[2];
+        let s = d.status;
+        (cmd.contains("echo v1") && s.updated == 6 && s.available == 6 && s.replicas == 6)
             .then_some(())
     });
     // Scale down.
@@ -257,12 +266,10 @@ command = ["/bin/sh", "-c", "if [ -e {m} ]; then echo second try; exit 0; fi; to
         ),
     );
     wait_for(Duration::from_secs(60), "job complete", || {
-        let v = json(&m.ok(&["get", "job", "flaky", "-o", "json"]));
-        (v["Job"]["status"]["phase"] == "Complete").then_some(())
+        (job(&m, "flaky").status.phase == JobPhase::Complete).then_some(())
     });
-    let v = json(&m.ok(&["get", "job", "flaky", "-o", "json"]));
-    assert_eq!(v["Job"]["status"]["succeeded"], 1);
-    assert_eq!(v["Job"]["status"]["failed"], 1);
+    let st = job(&m, "flaky").status;
+    assert_eq!((st.succeeded, st.failed), (1, 1), "{st:?}");
     let table = m.ok(&["get", "jobs"]);
     assert!(
         table.contains("flaky") && table.contains("Complete"),
