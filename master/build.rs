@@ -1,4 +1,5 @@
-// Rebuild when a migration is added: `sqlx::migrate!` embeds the folder at compile time.
+// `sqlx::migrate!` embeds the migrations folder at compile time; the build id covers it (and
+// reruns this script when a migration is added).
 fn main() {
-    println!("cargo:rerun-if-changed=migrations");
+    bramble_build_id::emit(bramble_build_id::BRAMBLE);
 }

@@ -21,9 +21,13 @@
 //! - e. worker idle RSS, and memory per running pod (worker RSS delta + the pod inits' RSS) over
 //!   20 pods;
 //! - f. idle traffic of one real worker (default 5 s heartbeat) through a counting TCP relay, over
-//!   `BENCH_IDLE_SECONDS`.
+//!   `BENCH_IDLE_SECONDS`;
+//! - g. the worker's TLS handshake with the master, median over 7 worker starts.
 //!
-//! d, e and f need root (namespaces, cgroups); without it they are skipped. `BENCH_ONLY=a,c`
+//! b's data dir is on a disk, never a tmpfs (where `write_bytes` reads 0 whatever the master
+//! does): `BENCH_DISK_DIR`, default the target dir; a write made after the window must show.
+//!
+//! d, e, f and g need root (namespaces, cgroups); without it they are skipped. `BENCH_ONLY=a,c`
 //! runs a subset. Everything it starts is killed by PID, pods are deleted before their worker
 //! stops, and the worker's cgroup parent is removed.
 #![forbid(unsafe_code)]
@@ -39,12 +43,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bramble_master::cli::Client;
-use bramble_tests::{MasterProc, Proc, bin, free_port};
+use bramble_tests::{MasterProc, Proc, bin, build, is_root, with_nofile, worker};
 use bramble_wire::PodPhase;
 use bramble_wire::msg::{RequestBody, ResponseBody, WatchEvent};
-use bramble_wire::objects::{
-    Kind, Meta, Object, Pod, PodSpec, ProcessSpec, ProcessState, RestartPolicy,
-};
+use bramble_wire::objects::{Kind, Object, Pod, ProcessState, RestartPolicy};
 
 // ---------------------------------------------------------------------------------------------
 // /proc readers
@@ -116,10 +118,6 @@ fn max_open_files(pid: u32) -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-fn is_root() -> bool {
-    proc_kb(std::process::id(), "status", "Uid") == Some(0)
-}
-
 fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
         Ok(v) => v.trim().parse().unwrap_or_else(|_| {
@@ -138,144 +136,25 @@ fn mb(kb: u64) -> String {
 // Processes
 // ---------------------------------------------------------------------------------------------
 
-/// The release binaries, or a loud exit telling how to build them.
-fn check_binaries() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .to_path_buf();
-    let missing: Vec<&str> = ["bramble", "bramble-worker"]
-        .into_iter()
-        .filter(|b| !dir.join(b).exists())
-        .collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "\nerror: {} missing in {}.\n`cargo bench` does not build other packages' binaries: run\n\n    \
-             cargo build --release -p bramble-master -p bramble-worker\n\nfirst, then \
-             `cargo bench -p bramble-tests --bench cluster` again.\n",
-            missing.join(" and "),
-            dir.display()
-        );
-        std::process::exit(1);
-    }
-    dir
-}
-
-/// `sh -c 'raise the open-files limit; exec PROGRAM ARGS'`: the PID stays the program's.
-fn with_nofile(program: &Path) -> Command {
-    let mut c = Command::new("sh");
-    c.arg("-c")
-        .arg("ulimit -n 65536 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\"")
-        .arg(program);
-    c
-}
-
 /// Starts `bramble master` (open-files limit raised) and waits until it accepts clients.
 fn start_master(data_dir: &Path, extra: &[&str]) -> MasterProc {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::File::create(data_dir.with_extension("master.log")).unwrap();
-    let child = with_nofile(&bin("bramble"))
-        .args(["master", "--data-dir"])
-        .arg(data_dir)
-        .args(["--listen", &addr])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn bramble master");
-    let m = MasterProc {
-        proc: Proc {
-            child,
-            what: "master".into(),
-            cgroup_parent: None,
-        },
-        addr,
-        data_dir: data_dir.to_path_buf(),
-    };
-    let t = Instant::now();
-    while !(data_dir.join("join.token").exists() && TcpStream::connect(&m.addr).is_ok()) {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "master on {} did not come up; log: {}",
-            m.addr,
-            m.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    m
+    MasterProc::builder(data_dir).args(extra).nofile().start()
 }
 
-/// Starts `bramble-worker` dialing `master_addr` (possibly a relay), with its own state dir, run
-/// dir and cgroup parent.
-fn start_worker(master_addr: &str, token_file: &Path, name: &str, state_dir: &Path) -> Worker {
-    std::fs::create_dir_all(state_dir).unwrap();
-    let log = std::fs::File::create(state_dir.with_extension("worker.log")).unwrap();
-    let cgroup_parent = format!("bramble-bench-{}-{name}", std::process::id());
-    let child = Command::new(bin("bramble-worker"))
-        .args(["--master", master_addr, "--name", name, "--state-dir"])
-        .arg(state_dir)
-        .arg("--run-dir")
-        .arg(state_dir.with_extension("run"))
-        .args(["--cgroup-parent", &cgroup_parent])
-        .arg("--token-file")
-        .arg(token_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn bramble-worker");
-    Worker {
-        proc: Proc {
-            child,
-            what: format!("worker {name}"),
-            cgroup_parent: None,
-        },
-        cgroup_parent,
+/// Starts `bramble-worker` joining `m`, dialing `via` (a relay) when given, with its own state
+/// dir, run dir and cgroup parent (removed when it drops).
+fn start_worker(m: &MasterProc, via: Option<&str>, name: &str, state_dir: &Path) -> Proc {
+    let w = worker(m, name, state_dir)
+        .cgroup_parent(&format!("bramble-bench-{}-{name}", std::process::id()));
+    match via {
+        Some(addr) => w.via(addr).start(),
+        None => w.start(),
     }
 }
 
-struct Worker {
-    proc: Proc,
-    cgroup_parent: String,
-}
-
-impl Worker {
-    /// SIGTERM (SIGKILL after 5 s), then removes the (empty) cgroup parent it used.
-    fn stop(mut self) {
-        self.proc.terminate(Duration::from_secs(5));
-        remove_cgroup_tree(&self.cgroup_parent);
-    }
-}
-
-/// Removes `<cgroup mount>/<name>` and its empty sub-cgroups in every hierarchy where it exists.
-fn remove_cgroup_tree(name: &str) {
-    fn rm(dir: &Path) {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            for e in rd.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    rm(&e.path());
-                }
-            }
-        }
-        if let Err(e) = std::fs::remove_dir(dir) {
-            eprintln!("  note: could not remove cgroup {}: {e}", dir.display());
-        }
-    }
-    let root = Path::new("/sys/fs/cgroup");
-    let mut candidates = vec![root.join(name)];
-    if let Ok(rd) = std::fs::read_dir(root) {
-        for e in rd.flatten() {
-            candidates.push(e.path().join(name));
-        }
-    }
-    for c in candidates {
-        if c.is_dir() {
-            rm(&c);
-        }
-    }
+/// SIGTERM (SIGKILL after 5 s); dropping it then removes its (empty) cgroup parent.
+fn stop_worker(mut w: Proc) {
+    w.terminate(Duration::from_secs(5));
 }
 
 /// A running `bramble-nodesim`: stdout lines arrive on a channel; closing stdin stops it.
@@ -471,23 +350,10 @@ fn wait_node_ready(c: &mut Client, name: &str, timeout: Duration) -> Result<Dura
 }
 
 fn sleep_pod(name: &str, seconds: u32) -> Object {
-    Object::Pod(Pod {
-        meta: Meta {
-            name: name.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        },
-        spec: PodSpec {
-            processes: vec![ProcessSpec {
-                name: "main".into(),
-                command: vec!["/bin/sleep".into(), seconds.to_string()],
-                ..Default::default()
-            }],
-            restart_policy: RestartPolicy::Never,
-            ..Default::default()
-        },
-        ..Default::default()
-    })
+    build::pod(name)
+        .cmd("main", &["/bin/sleep", &seconds.to_string()])
+        .restart(RestartPolicy::Never)
+        .object()
 }
 
 fn delete_pod(c: &mut Client, name: &str) -> Result<(), String> {
@@ -623,17 +489,7 @@ impl Report {
         let head = ["measure", "value", "target", ""];
         let w: Vec<usize> = w.iter().zip(head).map(|(a, h)| (*a).max(h.len())).collect();
         println!("\n== bramble cluster bench ==");
-        println!(
-            "{:<w0$}  {:>w1$}  {:<w2$}  {}",
-            head[0],
-            head[1],
-            head[2],
-            head[3],
-            w0 = w[0],
-            w1 = w[1],
-            w2 = w[2]
-        );
-        for r in &self.rows {
+        for r in std::iter::once(&head.map(String::from)).chain(&self.rows) {
             println!(
                 "{:<w0$}  {:>w1$}  {:<w2$}  {}",
                 r[0],
@@ -680,30 +536,55 @@ fn snapshot_files(dir: &Path) -> HashMap<PathBuf, (u64, std::time::SystemTime)> 
 fn master_idle_rss(r: &mut Report, m: &MasterProc) {
     println!("\n[a] master idle RSS");
     std::thread::sleep(Duration::from_secs(2));
-    let pid = m.proc.pid();
+    idle_rss(r, "a", "master", m.proc.pid(), 20);
+}
+
+/// Row `<letter>. <who> idle RSS` against `limit_mb`, and a note of its PSS.
+fn idle_rss(r: &mut Report, letter: &str, who: &str, pid: u32, limit_mb: u64) {
+    let what = format!("{letter}. {who} idle RSS");
+    let target = format!("<= {limit_mb} MB");
     match rss_kb(pid) {
         Some(kb) => {
-            r.row(
-                "a. master idle RSS",
-                mb(kb),
-                "<= 20 MB",
-                Some(kb <= 20 * 1024),
-            );
+            r.row(&what, mb(kb), &target, Some(kb <= limit_mb * 1024));
             if let Some(p) = pss_kb(pid) {
-                r.note(format!("a: master PSS at idle {}", mb(p)));
+                r.note(format!("{letter}: {who} PSS at idle {}", mb(p)));
             }
         }
-        None => r.row("a. master idle RSS", "unreadable".into(), "<= 20 MB", None),
+        None => r.row(&what, "unreadable".into(), &target, None),
     }
 }
 
 /// b. Bytes the master writes to disk while 100 simulated nodes heartbeat every second.
-fn master_idle_disk(r: &mut Report, root: &Path, idle: Duration) {
+fn master_idle_disk(r: &mut Report, target_dir: &Path, idle: Duration) {
     println!(
         "\n[b] master disk writes, 100 nodes heartbeating every 1 s, {} s",
         idle.as_secs()
     );
-    let data = root.join("b-master");
+    // On a tmpfs (a common /tmp) nothing reaches a disk and `write_bytes` reads 0 whatever the
+    // master does: the data dir must be on a real disk (`BENCH_DISK_DIR`, default the target
+    // dir), and a write made on purpose after the window must show up in the same counter.
+    let base = std::env::var_os("BENCH_DISK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir.to_path_buf());
+    let disk = tempfile::Builder::new()
+        .prefix("bramble-bench-disk-")
+        .tempdir_in(&base)
+        .expect("a temp dir under BENCH_DISK_DIR");
+    let fs = fs_type(disk.path());
+    println!("  data dir {} on {fs}", disk.path().display());
+    if matches!(fs.as_str(), "tmpfs" | "ramfs" | "?") {
+        r.row(
+            "b. master disk writes idle",
+            format!(
+                "data dir on {fs}: write_bytes would read 0 whatever the master does; set \
+                 BENCH_DISK_DIR to a folder on a disk"
+            ),
+            "0 B",
+            Some(false),
+        );
+        return;
+    }
+    let data = disk.path().join("b-master");
     let m = start_master(&data, &[]);
     let pid = m.proc.pid();
     let mut sim = NodeSim::start(&m, 100, "1s", "idle");
@@ -737,24 +618,17 @@ fn master_idle_disk(r: &mut Report, root: &Path, idle: Duration) {
         .step_by(10)
         .filter(|i| node_ready(&mut c, &format!("idle-{i}")))
         .count();
+    // The control: one durable write (a config map) must move the same counter.
+    let applied = call(
+        &mut c,
+        RequestBody::Apply(vec![Object::ConfigMap(build::config_map(
+            "bench-control",
+            &[("k", "v")],
+        ))]),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let w2 = proc_io(pid, "write_bytes");
     let lines = sim.stop();
-    match (w0, w1) {
-        (Some(a), Some(b)) => {
-            let d = b.saturating_sub(a);
-            r.row(
-                &format!("b. master disk writes, 100 nodes, {secs:.0} s idle"),
-                format!("{d} B"),
-                "0 B",
-                Some(d == 0),
-            );
-        }
-        _ => r.row(
-            "b. master disk writes idle",
-            "unreadable /proc/PID/io".into(),
-            "0 B",
-            None,
-        ),
-    }
     let mut changed: Vec<String> = files1
         .iter()
         .filter(|(p, v)| files0.get(*p) != Some(v))
@@ -767,6 +641,35 @@ fn master_idle_disk(r: &mut Report, root: &Path, idle: Duration) {
         })
         .collect();
     changed.sort();
+    let control = match (w1, w2, &applied) {
+        (Some(a), Some(b), Ok(_)) => b.saturating_sub(a),
+        _ => 0,
+    };
+    match (w0, w1) {
+        (Some(a), Some(b)) => {
+            let d = b.saturating_sub(a);
+            r.row(
+                &format!("b. master disk writes, 100 nodes, {secs:.0} s idle ({fs})"),
+                format!(
+                    "{d} B written, {} data files changed (one apply after: {control} B)",
+                    changed.len()
+                ),
+                "0 B",
+                Some(d == 0 && changed.is_empty() && control > 0),
+            );
+            if control == 0 {
+                r.note(format!(
+                    "b: the control write was not seen ({applied:?}): the 0 above proves nothing"
+                ));
+            }
+        }
+        _ => r.row(
+            "b. master disk writes idle",
+            "unreadable /proc/PID/io".into(),
+            "0 B",
+            None,
+        ),
+    }
     r.note(format!(
         "b: files in the data dir changed during the window: {}; master log grew {} B; \
          wchar (all write() calls incl. sockets) grew {} B; {ready}/10 sampled nodes Ready at the end",
@@ -781,6 +684,73 @@ fn master_idle_disk(r: &mut Report, root: &Path, idle: Duration) {
     if let Some(l) = lines.iter().find(|l| l.contains("done after")) {
         r.note(format!("b: {l}"));
     }
+}
+
+/// The type of the filesystem `path` is on (`ext4`, `tmpfs`...), from the longest mount point
+/// above it in `/proc/self/mountinfo`; `?` when unknown.
+fn fs_type(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let mp = pre.split(' ').nth(4)?;
+            let ty = post.split(' ').next()?;
+            path.starts_with(mp).then(|| (mp.len(), ty.to_string()))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map_or_else(|| "?".into(), |(_, t)| t)
+}
+
+/// g. The worker's TLS handshake with the master (TCP connected → handshake done, as the worker
+/// logs it), over `n` starts of a real worker on loopback.
+fn tls_handshake(r: &mut Report, m: &MasterProc, root: &Path, n: u32) {
+    println!("\n[g] worker -> master TLS handshake, {n} worker starts");
+    let state = root.join("g-worker");
+    for i in 0..n {
+        let w = start_worker(m, None, "tls-w", &state);
+        let seen = Instant::now();
+        while handshakes_ms(&state).len() <= i as usize && seen.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop_worker(w);
+    }
+    let mut hs = handshakes_ms(&state);
+    hs.sort_unstable();
+    if hs.is_empty() {
+        r.row(
+            "g. TLS handshake",
+            "no `tls handshake took` line in the worker log".into(),
+            "-",
+            Some(false),
+        );
+        return;
+    }
+    r.row(
+        &format!("g. TLS handshake, worker -> master ({} connects)", hs.len()),
+        format!(
+            "median {} ms ({}-{} ms)",
+            hs[hs.len() / 2],
+            hs[0],
+            hs[hs.len() - 1]
+        ),
+        "-",
+        None,
+    );
+}
+
+/// The `tls handshake took N ms` figures in a worker's log.
+fn handshakes_ms(state: &Path) -> Vec<u64> {
+    std::fs::read_to_string(state.with_extension("worker.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("tls handshake took ").nth(1)?;
+            rest.split(' ').next()?.parse().ok()
+        })
+        .collect()
 }
 
 /// c. Master CPU while many simulated nodes heartbeat every 5 s.
@@ -894,35 +864,17 @@ fn master_cpu(r: &mut Report, root: &Path, nodes: u64, window: Duration) {
 /// d. apply → Running latency and e. worker memory, on one master and one real worker.
 fn worker_path(r: &mut Report, m: &MasterProc, root: &Path, pods: u32) {
     println!("\n[d/e] real worker: idle RSS, apply -> Running latency, memory per pod");
-    let w = start_worker(
-        &m.addr,
-        &m.data_dir.join("join.token"),
-        "bench-w",
-        &root.join("de-worker"),
-    );
-    let wpid = w.proc.pid();
+    let w = start_worker(m, None, "bench-w", &root.join("de-worker"));
+    let wpid = w.pid();
     let mut c = m.client();
     if let Err(e) = wait_node_ready(&mut c, "bench-w", Duration::from_secs(30)) {
         r.row("d/e. worker", e, "-", None);
-        w.stop();
+        stop_worker(w);
         return;
     }
     // e (idle): after registration, before any pod.
     std::thread::sleep(Duration::from_secs(3));
-    match rss_kb(wpid) {
-        Some(kb) => {
-            r.row(
-                "e. worker idle RSS",
-                mb(kb),
-                "<= 8 MB",
-                Some(kb <= 8 * 1024),
-            );
-            if let Some(p) = pss_kb(wpid) {
-                r.note(format!("e: worker PSS at idle {}", mb(p)));
-            }
-        }
-        None => r.row("e. worker idle RSS", "unreadable".into(), "<= 8 MB", None),
-    }
+    idle_rss(r, "e", "worker", wpid, 8);
 
     let events = watch_pods(m);
     let mut pids: Vec<u32> = Vec::new();
@@ -1099,7 +1051,7 @@ fn worker_path(r: &mut Report, m: &MasterProc, root: &Path, pods: u32) {
             "e: {left} pod processes still alive 30 s after their pods were deleted"
         ));
     }
-    w.stop();
+    stop_worker(w);
 }
 
 /// f. Bytes one idle real worker and the master exchange, through a counting relay.
@@ -1108,16 +1060,11 @@ fn worker_traffic(root: &Path, idle: Duration) -> Vec<(String, String, String, O
     let data = root.join("f-master");
     let m = start_master(&data, &[]);
     let relay = Relay::start(&m.addr);
-    let w = start_worker(
-        &relay.addr,
-        &data.join("join.token"),
-        "traffic-w",
-        &root.join("f-worker"),
-    );
+    let w = start_worker(&m, Some(&relay.addr), "traffic-w", &root.join("f-worker"));
     let mut c = m.client();
     if let Err(e) = wait_node_ready(&mut c, "traffic-w", Duration::from_secs(30)) {
         out.push(("f. idle traffic per node".into(), e, "-".into(), None));
-        w.stop();
+        stop_worker(w);
         return out;
     }
     // Past the registration, the first assignment and the full status.
@@ -1153,14 +1100,16 @@ fn worker_traffic(root: &Path, idle: Duration) -> Vec<(String, String, String, O
         String::new(),
         None,
     ));
-    w.stop();
+    stop_worker(w);
     drop(m);
     out
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; nothing here takes arguments.
-    let dir = check_binaries();
+    // `cargo bench` passes `--bench`; nothing here takes arguments. The release binaries, built
+    // from these sources (`bin` refuses missing and stale ones, saying how to build them).
+    let dir = bin("bramble").parent().expect("target dir").to_path_buf();
+    bin("bramble-worker");
     let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
         .ok()
         .map(|s| s.split(',').map(|x| x.trim().to_lowercase()).collect());
@@ -1188,7 +1137,7 @@ fn main() {
     let mut r = Report::default();
 
     // a, and the master reused by d/e.
-    let need_a = on("a") || ((on("d") || on("e")) && root_ok);
+    let need_a = on("a") || ((on("d") || on("e") || on("g")) && root_ok);
     let ma = need_a.then(|| start_master(&root.join("a-master"), &[]));
     if let (Some(m), true) = (&ma, on("a")) {
         master_idle_rss(&mut r, m);
@@ -1204,7 +1153,7 @@ fn main() {
         std::thread::spawn(move || worker_traffic(&root, idle))
     });
     if on("b") {
-        master_idle_disk(&mut r, root, idle);
+        master_idle_disk(&mut r, dir.parent().unwrap_or(&dir), idle);
     }
     if let Some(h) = f {
         match h.join() {
@@ -1231,8 +1180,14 @@ fn main() {
     {
         worker_path(&mut r, m, root, pods);
     }
-    if !root_ok && (on("d") || on("e") || on("f")) {
-        r.note("d, e and f skipped: they need root (namespaces, cgroups)".into());
+    if let Some(m) = &ma
+        && on("g")
+        && root_ok
+    {
+        tls_handshake(&mut r, m, root, 7);
+    }
+    if !root_ok && (on("d") || on("e") || on("f") || on("g")) {
+        r.note("d, e, f and g skipped: they need root (namespaces, cgroups)".into());
     }
     drop(ma);
     r.note(format!(

@@ -13,19 +13,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bramble_tests::{MasterProc, require_root, start_worker, wait_for};
+use bramble_tests::{MasterProc, build, require_root, start_worker, wait_for};
 use bramble_wire::msg::RequestBody;
-use bramble_wire::objects::{ConfigMap, Meta, Object};
+use bramble_wire::objects::Object;
 
 fn config_map(v: &str) -> Object {
-    Object::ConfigMap(ConfigMap {
-        meta: Meta {
-            name: "bench".into(),
-            namespace: "default".into(),
-            ..Default::default()
-        },
-        data: [("v".to_string(), v.to_string())].into(),
-    })
+    Object::ConfigMap(build::config_map("bench", &[("v", v)]))
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {

@@ -1,175 +1,110 @@
-//! Helpers for whole-cluster tests: start real `bramble` and `bramble-worker` processes, drive
-//! the real CLI, and clean up by PID even when a test fails.
+//! The whole-cluster harness: start real `bramble` and `bramble-worker` processes (on loopback,
+//! or inside the network namespaces of [`netns`]), drive the real CLI and read its `-o json`
+//! output as wire types, and clean up by PID even when a test fails.
+//!
+//! The generic pieces (builders, [`free_port`], [`wait_for`], [`Proc`], [`bin`] and its check
+//! that a binary was built from the current sources) are `bramble-testkit`, re-exported here.
 #![forbid(unsafe_code)]
 
 pub mod netns;
 
-use std::net::TcpListener;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A binary built by this workspace (`bramble`, `bramble-worker`), next to the test executable.
-/// Fails loudly when missing: run the tests through `cargo test --workspace`.
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/test-xxxx -> target/<profile>/
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build it first (`cargo test --workspace` or `cargo build -p bramble-master -p bramble-worker`)",
-        p.display()
-    );
-    p
-}
+pub use bramble_testkit::{
+    Proc, bin, build, free_port, is_root, plain, remove_cgroup_tree, require_root, tail, wait_for,
+    wait_for_last, wait_for_with,
+};
+use bramble_wire::objects::{Endpoints, Node, Object, Pod};
 
-/// A free TCP port on loopback.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed (SIGKILL, by PID) when dropped.
-#[derive(Debug)]
-pub struct Proc {
-    /// The child.
-    pub child: Child,
-    /// What it is, for messages.
-    pub what: String,
-    /// For a worker: its pods' cgroup parent, emptied and removed when the test ends.
-    pub cgroup_parent: Option<String>,
-}
-
-impl Proc {
-    /// The PID.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL and reap.
-    pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then SIGKILL after `grace`.
-    pub fn terminate(&mut self, grace: Duration) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status();
-        let t = Instant::now();
-        while t.elapsed() < grace {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+/// `program` as a command run in network namespace `ns` (nothing else changes: `nsenter --net`
+/// leaves `/sys` and the cgroups visible), or on this host's network when `ns` is `None`.
+pub fn command_in(ns: Option<&str>, program: impl AsRef<OsStr>) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(program);
+            c
         }
-        self.kill9();
-    }
-
-    /// Whether it still runs.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        None => Command::new(program),
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-        if let Some(parent) = &self.cgroup_parent {
-            remove_cgroup_tree(parent);
-        }
-    }
-}
-
-/// Kills every process under the cgroup `name` in every mounted hierarchy and removes the
-/// directories, deepest first: pods outlive a killed agent by design, tests must not leak them.
-pub fn remove_cgroup_tree(name: &str) {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    for line in mounts.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        if !post.starts_with("cgroup") {
-            continue;
-        }
-        let Some(mp) = pre.split(' ').nth(4) else {
-            continue;
-        };
-        let root = Path::new(mp).join(name);
-        for _ in 0..100 {
-            let mut dirs = Vec::new();
-            collect_dirs(&root, &mut dirs);
-            if dirs.is_empty() {
-                break;
-            }
-            for d in &dirs {
-                if let Ok(procs) = std::fs::read_to_string(d.join("cgroup.procs")) {
-                    for pid in procs.lines() {
-                        let _ = Command::new("kill").arg("-KILL").arg(pid.trim()).status();
-                    }
-                }
-            }
-            for d in dirs.iter().rev() {
-                let _ = std::fs::remove_dir(d);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
-    if !dir.is_dir() {
-        return;
-    }
-    out.push(dir.to_path_buf());
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                collect_dirs(&e.path(), out);
-            }
-        }
-    }
+/// `sh -c 'raise the open-files limit; exec PROGRAM ARGS'`: the PID stays the program's (for
+/// the benches' thousands of simulated nodes).
+pub fn with_nofile(program: &Path) -> Command {
+    let mut c = Command::new("sh");
+    c.arg("-c")
+        .arg("ulimit -n 65536 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\"")
+        .arg(program);
+    c
 }
 
 /// A master process with its data dir.
 #[derive(Debug)]
 pub struct MasterProc {
-    /// The process.
+    /// The process (the master itself: `nsenter` and `sh` exec it).
     pub proc: Proc,
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT`, or `192.0.2.1:7470` in a test network.
     pub addr: String,
     /// Data dir.
     pub data_dir: PathBuf,
+    /// The network namespace it runs in (where the CLI runs too); `None`: this host's.
+    pub ns: Option<String>,
 }
 
-impl MasterProc {
-    /// A pod's phase and status message (`None` if it does not exist).
-    pub fn pod_status(&self, name: &str) -> Option<(String, String)> {
-        let o = self.cli(&["get", "pod", name, "-o", "json"]);
-        if !o.status.success() {
-            return None;
-        }
-        let v = json(&String::from_utf8_lossy(&o.stdout));
-        let st = &v["Pod"]["status"];
-        Some((
-            st["phase"].as_str().unwrap_or("").to_string(),
-            st["message"].as_str().unwrap_or("").to_string(),
-        ))
+/// The harness's name for a master in a test network (the same type).
+pub type NetMaster = MasterProc;
+
+/// How to start a master: [`MasterProc::builder`].
+#[derive(Debug, Clone)]
+pub struct MasterSpec {
+    data_dir: PathBuf,
+    addr: Option<String>,
+    ns: Option<String>,
+    extra: Vec<String>,
+    nofile: bool,
+}
+
+impl MasterSpec {
+    /// Listens on `addr` (default: a free loopback port, another one if it is taken first).
+    pub fn addr(mut self, addr: &str) -> Self {
+        self.addr = Some(addr.into());
+        self
     }
 
-    /// Starts `bramble master` on a free loopback port and waits until it accepts clients.
-    pub fn start(data_dir: &Path, extra: &[&str]) -> MasterProc {
+    /// Runs in network namespace `ns`.
+    pub fn netns(mut self, ns: &str) -> Self {
+        self.ns = Some(ns.into());
+        self
+    }
+
+    /// More flags for `bramble master`.
+    pub fn args(mut self, extra: &[&str]) -> Self {
+        self.extra.extend(extra.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Raises the open-files limit first ([`with_nofile`]).
+    pub fn nofile(mut self) -> Self {
+        self.nofile = true;
+        self
+    }
+
+    /// Starts it and waits until it serves; panics with its log if it does not.
+    pub fn start(self) -> MasterProc {
+        if let Some(addr) = &self.addr {
+            return self
+                .try_start(addr)
+                .unwrap_or_else(|log| panic!("master on {addr} exited at start; log: {log}"));
+        }
         // The port is free when picked but not held: another process may take it before the
         // master binds it. Then the master says so and exits, and another port is tried.
         for _ in 0..4 {
             let addr = format!("127.0.0.1:{}", free_port());
-            match Self::try_start(data_dir, &addr, extra) {
+            match self.try_start(&addr) {
                 Ok(m) => return m,
                 Err(log) if log.contains("Address already in use") => continue,
                 Err(log) => panic!("master on {addr} exited at start; log: {log}"),
@@ -178,35 +113,50 @@ impl MasterProc {
         panic!("master: four free ports were taken before it could bind them")
     }
 
-    /// Starts `bramble master` on `addr`.
-    pub fn start_on(data_dir: &Path, addr: &str, extra: &[&str]) -> MasterProc {
-        Self::try_start(data_dir, addr, extra)
-            .unwrap_or_else(|log| panic!("master on {addr} exited at start; log: {log}"))
-    }
-
-    /// Starts `bramble master` on `addr` and waits until it serves; its log if it exits first.
-    fn try_start(data_dir: &Path, addr: &str, extra: &[&str]) -> Result<MasterProc, String> {
-        let log = std::fs::File::create(data_dir.with_extension("master.log")).unwrap();
-        let child = Command::new(bin("bramble"))
-            .args(["master", "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen", addr])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn bramble master");
+    /// Starts it on `addr` and waits until it serves; its log if it exits first.
+    fn try_start(&self, addr: &str) -> Result<MasterProc, String> {
+        let log = std::fs::File::create(self.data_dir.with_extension("master.log")).unwrap();
+        let mut cmd = if self.nofile {
+            let mut c = command_in(self.ns.as_deref(), "sh");
+            c.args(with_nofile(&bin("bramble")).get_args());
+            c
+        } else {
+            command_in(self.ns.as_deref(), bin("bramble"))
+        };
+        cmd.args(["master", "--data-dir"])
+            .arg(&self.data_dir)
+            .args(["--listen", addr]);
         let mut m = MasterProc {
-            proc: Proc {
-                child,
-                what: "master".into(),
-                cgroup_parent: None,
-            },
+            proc: spawn(&mut cmd, &self.extra, log, "master".into(), None),
             addr: addr.to_string(),
-            data_dir: data_dir.to_path_buf(),
+            data_dir: self.data_dir.clone(),
+            ns: self.ns.clone(),
         };
         m.wait_ready()?;
         Ok(m)
+    }
+}
+
+impl MasterProc {
+    /// A master to start with `data_dir`: set its options, then [`MasterSpec::start`].
+    pub fn builder(data_dir: &Path) -> MasterSpec {
+        MasterSpec {
+            data_dir: data_dir.to_path_buf(),
+            addr: None,
+            ns: None,
+            extra: Vec::new(),
+            nofile: false,
+        }
+    }
+
+    /// Starts `bramble master` on a free loopback port and waits until it accepts clients.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> MasterProc {
+        Self::builder(data_dir).args(extra).start()
+    }
+
+    /// Starts `bramble master` on `addr`.
+    pub fn start_on(data_dir: &Path, addr: &str, extra: &[&str]) -> MasterProc {
+        Self::builder(data_dir).addr(addr).args(extra).start()
     }
 
     /// Waits until the master serves; its log if it exits first.
@@ -217,10 +167,14 @@ impl MasterProc {
             if let Ok(Some(_)) = self.proc.child.try_wait() {
                 return Err(self.log());
             }
-            // Both tokens: workers start from join.token, written after admin.token.
+            // Both tokens: workers start from join.token, written after admin.token. From
+            // outside its namespace the port is out of reach: the CLI asks from inside.
             if self.data_dir.join("admin.token").exists()
                 && self.data_dir.join("join.token").exists()
-                && std::net::TcpStream::connect(&self.addr).is_ok()
+                && match self.ns {
+                    None => std::net::TcpStream::connect(&self.addr).is_ok(),
+                    Some(_) => self.cli(&["get", "nodes"]).status.success(),
+                }
             {
                 return Ok(());
             }
@@ -239,9 +193,9 @@ impl MasterProc {
         std::fs::read_to_string(self.data_dir.with_extension("master.log")).unwrap_or_default()
     }
 
-    /// Runs the real `bramble` CLI against this master.
+    /// Runs the real `bramble` CLI against this master (in its namespace, if it has one).
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(bin("bramble"))
+        command_in(self.ns.as_deref(), bin("bramble"))
             .args(args)
             .env("BRAMBLE_SERVER", &self.addr)
             .env("BRAMBLE_TOKEN_FILE", self.data_dir.join("admin.token"))
@@ -251,10 +205,112 @@ impl MasterProc {
 
     /// Runs the CLI and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        crate::succeeded(args, self.cli(args))
+        succeeded(args, self.cli(args))
     }
 
-    /// An API client.
+    /// `bramble get KIND [NAME] -o json` (more flags in `args`), parsed into wire objects. An
+    /// object that does not exist is an empty list.
+    pub fn get(&self, kind: &str, args: &[&str]) -> Vec<Object> {
+        let mut all = vec!["get", kind];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        let o = self.cli(&all);
+        if !o.status.success() && args.first().is_some_and(|a| !a.starts_with('-')) {
+            return Vec::new();
+        }
+        objects(&succeeded(&all, o))
+    }
+
+    /// Object `kind`/`name` of namespace `default`, if it exists.
+    pub fn one(&self, kind: &str, name: &str) -> Option<Object> {
+        self.get(kind, &[name]).into_iter().next()
+    }
+
+    /// Every node.
+    pub fn nodes(&self) -> Vec<Node> {
+        self.get("nodes", &[])
+            .into_iter()
+            .filter_map(|o| match o {
+                Object::Node(n) => Some(n),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Node `name`, if it exists.
+    pub fn node(&self, name: &str) -> Option<Node> {
+        self.nodes().into_iter().find(|n| n.meta.name == name)
+    }
+
+    /// The names of the nodes whose Ready condition holds (not `NotReady`, not unknown).
+    pub fn ready_nodes(&self) -> Vec<String> {
+        self.nodes()
+            .into_iter()
+            .filter(|n| n.status.is_ready())
+            .map(|n| n.meta.name)
+            .collect()
+    }
+
+    /// Whether node `name` is Ready.
+    pub fn node_ready(&self, name: &str) -> bool {
+        self.ready_nodes().iter().any(|n| n == name)
+    }
+
+    /// Pod `name` of namespace `default`, if it exists.
+    pub fn pod(&self, name: &str) -> Option<Pod> {
+        match self.one("pod", name)? {
+            Object::Pod(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The pods of namespace `default` matching label selector `selector` (`""`: all).
+    pub fn pods(&self, selector: &str) -> Vec<Pod> {
+        let args: &[&str] = if selector.is_empty() {
+            &[]
+        } else {
+            &["-l", selector]
+        };
+        self.get("pods", args)
+            .into_iter()
+            .filter_map(|o| match o {
+                Object::Pod(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The endpoints of service `name` in namespace `default` (`None` until computed).
+    pub fn endpoints(&self, name: &str) -> Option<Endpoints> {
+        match self.one("endpoints", name)? {
+            Object::Endpoints(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// A pod's phase and status message (`None` if it does not exist).
+    pub fn pod_status(&self, name: &str) -> Option<(String, String)> {
+        self.pod(name)
+            .map(|p| (p.status.phase.as_str().to_string(), p.status.message))
+    }
+
+    /// The output of `commands` (CLI argument lists) and the tail of the master's log: the
+    /// cluster's state for a failure message.
+    pub fn diag(&self, commands: &[&[&str]]) -> String {
+        let mut s = String::new();
+        for args in commands {
+            let o = self.cli(args);
+            s += &format!(
+                "\n$ bramble {}\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        s + &format!("\nmaster log (tail):\n{}\n", tail(&self.log(), 6000))
+    }
+
+    /// An API client (from this host: a master on loopback).
     pub fn client(&self) -> bramble_master::cli::Client {
         let token = std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap();
         smol::block_on(bramble_master::cli::Client::connect(
@@ -277,69 +333,122 @@ pub fn succeeded(args: &[&str], o: Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Starts `bramble-worker` against `master`.
-pub fn start_worker(master: &MasterProc, name: &str, state_dir: &Path, extra: &[&str]) -> Proc {
-    std::fs::create_dir_all(state_dir).unwrap();
-    let parent = format!("bramble-test-{}-{name}", std::process::id());
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state_dir.with_extension("worker.log"))
-        .unwrap();
-    let child = Command::new(bin("bramble-worker"))
-        .args(["--master", &master.addr, "--name", name, "--state-dir"])
-        .arg(state_dir)
-        // Tests run several agents on one host: each gets its own runtime dir and cgroup parent.
-        .arg("--run-dir")
-        .arg(state_dir.with_extension("run"))
-        .args(["--cgroup-parent", &parent])
-        .arg("--token-file")
-        .arg(master.data_dir.join("join.token"))
+/// How to start a worker: [`worker`].
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    name: String,
+    state_dir: PathBuf,
+    master_addr: String,
+    token_file: PathBuf,
+    ns: Option<String>,
+    cgroup_parent: String,
+    extra: Vec<String>,
+}
+
+/// A `bramble-worker` named `name` joining `master` with its own state dir, run dir
+/// (`STATE_DIR.run`) and cgroup parent (`bramble-test-PID-NAME`, emptied and removed when its
+/// [`Proc`] drops); set more with the methods, then [`WorkerSpec::start`].
+pub fn worker(master: &MasterProc, name: &str, state_dir: &Path) -> WorkerSpec {
+    WorkerSpec {
+        name: name.into(),
+        state_dir: state_dir.to_path_buf(),
+        master_addr: master.addr.clone(),
+        token_file: master.data_dir.join("join.token"),
+        ns: None,
+        cgroup_parent: format!("bramble-test-{}-{name}", std::process::id()),
+        extra: Vec::new(),
+    }
+}
+
+impl WorkerSpec {
+    /// Dials `addr` instead of the master's own address (a relay).
+    pub fn via(mut self, addr: &str) -> Self {
+        self.master_addr = addr.into();
+        self
+    }
+
+    /// Runs in network namespace `ns`.
+    pub fn netns(mut self, ns: &str) -> Self {
+        self.ns = Some(ns.into());
+        self
+    }
+
+    /// Puts its pods under cgroup parent `parent`.
+    pub fn cgroup_parent(mut self, parent: &str) -> Self {
+        self.cgroup_parent = parent.into();
+        self
+    }
+
+    /// More flags for `bramble-worker`.
+    pub fn args(mut self, extra: &[&str]) -> Self {
+        self.extra.extend(extra.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Starts it (its stderr appended to `STATE_DIR.worker.log`).
+    pub fn start(self) -> Proc {
+        std::fs::create_dir_all(&self.state_dir).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state_dir.with_extension("worker.log"))
+            .unwrap();
+        let mut cmd = command_in(self.ns.as_deref(), bin("bramble-worker"));
+        cmd.args(["--master", &self.master_addr, "--name", &self.name])
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            // Tests run several agents on one host: each its own runtime dir and cgroup parent.
+            .arg("--run-dir")
+            .arg(self.state_dir.with_extension("run"))
+            .args(["--cgroup-parent", &self.cgroup_parent])
+            .arg("--token-file")
+            .arg(&self.token_file);
+        let what = match &self.ns {
+            Some(ns) => format!("worker {} in {ns}", self.name),
+            None => format!("worker {}", self.name),
+        };
+        spawn(&mut cmd, &self.extra, log, what, Some(self.cgroup_parent))
+    }
+}
+
+/// Spawns `cmd` with `extra` arguments, no stdin or stdout and stderr into `log`.
+fn spawn(
+    cmd: &mut Command,
+    extra: &[String],
+    log: std::fs::File,
+    what: String,
+    cgroup_parent: Option<String>,
+) -> Proc {
+    let child = cmd
         .args(extra)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("spawn bramble-worker");
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     Proc {
         child,
-        what: format!("worker {name}"),
-        cgroup_parent: Some(parent),
+        what,
+        cgroup_parent,
     }
 }
 
-/// Polls `f` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let t = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            t.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Starts `bramble-worker` against `master`.
+pub fn start_worker(master: &MasterProc, name: &str, state_dir: &Path, extra: &[&str]) -> Proc {
+    worker(master, name, state_dir).args(extra).start()
 }
 
-/// Parses `bramble get ... -o json` output.
+/// Parses `bramble get ... -o json` output, untyped.
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
-/// Asserts that the test runs as root (namespace and cgroup tests need it); fails loudly.
-pub fn require_root() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Uid:")
-                    .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
-            })
-        })
-        .unwrap_or_default();
-    assert_eq!(
-        uid, "0",
-        "this test needs root (namespaces, cgroups): run the README's test command as root"
-    );
+/// Parses `bramble get ... -o json` output into wire objects (one object or a list of them).
+pub fn objects(s: &str) -> Vec<Object> {
+    if s.trim_start().starts_with('[') {
+        serde_json::from_str(s)
+    } else {
+        serde_json::from_str(s).map(|o| vec![o])
+    }
+    .unwrap_or_else(|e| panic!("not wire objects in JSON ({e}): {s}"))
 }

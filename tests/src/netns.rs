@@ -9,13 +9,13 @@
 //! deleting the namespaces removes everything; [`Topology`] does that on drop, and
 //! [`Topology::create`] first removes leftovers of test processes that no longer exist.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
-use crate::{Proc, bin};
+use std::time::Duration;
+
+use crate::{MasterProc, Proc};
 
 /// The master's address inside the test network.
 pub const MASTER_IP: &str = "192.0.2.1";
@@ -49,9 +49,7 @@ pub fn ip(args: &[&str]) {
 
 /// `program` as a command that runs in network namespace `ns` (and nothing else changed).
 pub fn in_netns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net=/run/netns/{ns}")).arg(program);
-    c
+    crate::command_in(Some(ns), program)
 }
 
 /// One host: a namespace with `lo` and `eth0` (its address), cabled to bridge port `port`.
@@ -230,90 +228,15 @@ impl Drop for Topology {
     }
 }
 
-/// A master running in its host's namespace.
-#[derive(Debug)]
-pub struct NetMaster {
-    /// The process (the master itself: nsenter execs it).
-    pub proc: Proc,
-    /// Its namespace, where the CLI runs too.
-    pub ns: String,
-    /// `192.0.2.1:7470`.
-    pub addr: String,
-    /// Data dir.
-    pub data_dir: PathBuf,
-}
-
-impl NetMaster {
-    /// Starts `bramble master --listen 192.0.2.1:7470` in the master's namespace and waits until
-    /// the CLI (in the same namespace) gets an answer.
-    pub fn start(topo: &Topology, data_dir: &Path, extra: &[&str]) -> NetMaster {
-        let addr = topo.master_addr();
-        let log = std::fs::File::create(data_dir.with_extension("master.log")).unwrap();
-        let child = in_netns(&topo.master.ns, bin("bramble"))
-            .args(["master", "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen", &addr])
+impl MasterProc {
+    /// Starts `bramble master --listen 192.0.2.1:7470` in `topo`'s master namespace and waits
+    /// until the CLI (in the same namespace) gets an answer.
+    pub fn start_in(topo: &Topology, data_dir: &Path, extra: &[&str]) -> MasterProc {
+        MasterProc::builder(data_dir)
+            .netns(&topo.master.ns)
+            .addr(&topo.master_addr())
             .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn nsenter bramble master");
-        let mut m = NetMaster {
-            proc: Proc {
-                child,
-                what: "master".into(),
-                cgroup_parent: None,
-            },
-            ns: topo.master.ns.clone(),
-            addr,
-            data_dir: data_dir.to_path_buf(),
-        };
-        let t = Instant::now();
-        loop {
-            if m.data_dir.join("join.token").exists() && m.cli(&["get", "nodes"]).status.success() {
-                return m;
-            }
-            assert!(
-                m.proc.alive() && t.elapsed() < Duration::from_secs(20),
-                "master in {} on {} did not come up; log: {}",
-                m.ns,
-                m.addr,
-                m.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The master's stderr so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.with_extension("master.log")).unwrap_or_default()
-    }
-
-    /// Runs the real CLI in the master's namespace against `192.0.2.1:7470`.
-    pub fn cli(&self, args: &[&str]) -> Output {
-        in_netns(&self.ns, bin("bramble"))
-            .args(args)
-            .env("BRAMBLE_SERVER", &self.addr)
-            .env("BRAMBLE_TOKEN_FILE", self.data_dir.join("admin.token"))
-            .output()
-            .expect("run nsenter bramble")
-    }
-
-    /// Runs the CLI and asserts success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        crate::succeeded(args, self.cli(args))
-    }
-
-    /// Node name -> status column of `bramble get nodes` (`Ready`, `NotReady`, ...).
-    pub fn node_status(&self) -> BTreeMap<String, String> {
-        self.ok(&["get", "nodes"])
-            .lines()
-            .skip(1)
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                Some((f.next()?.to_string(), f.next()?.to_string()))
-            })
-            .collect()
+            .start()
     }
 }
 
@@ -327,36 +250,121 @@ pub fn cgroup_parent(topo: &Topology, name: &str) -> String {
 pub fn start_worker(
     topo: &Topology,
     host: &Host,
-    master: &NetMaster,
+    master: &MasterProc,
     name: &str,
     state_dir: &Path,
     extra: &[&str],
 ) -> Proc {
-    std::fs::create_dir_all(state_dir).unwrap();
-    let parent = cgroup_parent(topo, name);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(state_dir.with_extension("worker.log"))
-        .unwrap();
-    let child = in_netns(&host.ns, bin("bramble-worker"))
-        .args(["--master", &master.addr, "--name", name, "--state-dir"])
-        .arg(state_dir)
-        .arg("--run-dir")
-        .arg(state_dir.with_extension("run"))
-        .args(["--cgroup-parent", &parent])
-        .arg("--token-file")
-        .arg(master.data_dir.join("join.token"))
+    crate::worker(master, name, state_dir)
+        .netns(&host.ns)
+        .cgroup_parent(&cgroup_parent(topo, name))
         .args(extra)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn nsenter bramble-worker");
-    Proc {
-        child,
-        what: format!("worker {name} in {}", host.ns),
-        cgroup_parent: Some(parent),
+        .start()
+}
+
+/// A master and workers `w1`, `w2`... each in its own host of one test network. Fields drop in
+/// order: workers (and their pods' cgroups), master, namespaces, files.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The workers, `w1` first.
+    pub workers: Vec<Proc>,
+    /// The master.
+    pub m: MasterProc,
+    /// The network.
+    pub topo: Topology,
+    /// Data and state dirs (`master`, `w1`...), and their logs beside them.
+    pub tmp: tempfile::TempDir,
+    /// The workers' names.
+    pub names: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts a master with `master_flags` and `workers` workers, and waits until every node is
+    /// Ready.
+    pub fn start(workers: usize, master_flags: &[&str]) -> Cluster {
+        let topo = Topology::create(workers);
+        let tmp = tempfile::tempdir().unwrap();
+        let m = MasterProc::start_in(&topo, &tmp.path().join("master"), master_flags);
+        let names: Vec<String> = (1..=workers).map(|i| format!("w{i}")).collect();
+        let workers = names
+            .iter()
+            .zip(&topo.workers)
+            .map(|(n, h)| start_worker(&topo, h, &m, n, &tmp.path().join(n), &[]))
+            .collect();
+        let c = Cluster {
+            workers,
+            m,
+            topo,
+            tmp,
+            names,
+        };
+        c.wait(Duration::from_secs(20), "every node Ready", || {
+            c.all_ready().then_some(())
+        });
+        c
     }
+
+    /// Whether every worker's node is Ready.
+    pub fn all_ready(&self) -> bool {
+        let ready = self.m.ready_nodes();
+        self.names.iter().all(|n| ready.contains(n))
+    }
+
+    /// The workers' cgroup parents.
+    pub fn parents(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .map(|n| cgroup_parent(&self.topo, n))
+            .collect()
+    }
+
+    /// Nodes, pods, services, the pods' processes and the logs: for failure messages.
+    pub fn diag(&self) -> String {
+        let mut s = self.m.diag(&[
+            &["get", "nodes", "-o", "wide"],
+            &["get", "pods", "-o", "wide"],
+            &["get", "services"],
+            &["get", "endpoints", "-o", "wide"],
+        ]);
+        s += &format!(
+            "\nsleep processes under the workers' cgroups: {:?}\n",
+            processes_under(&self.parents(), "sleep")
+        );
+        for n in &self.names {
+            let log = std::fs::read_to_string(self.tmp.path().join(n).with_extension("worker.log"))
+                .unwrap_or_default();
+            s += &format!("\nworker {n} log (tail):\n{}\n", crate::tail(&log, 3000));
+        }
+        s
+    }
+
+    /// Polls `f` until it returns `Some`; after `timeout`, panics with `what` and [`Self::diag`].
+    pub fn wait<T>(&self, timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+        crate::wait_for_with(timeout, what, f, || self.diag())
+    }
+}
+
+/// Declares `struct $name(netns::Cluster)` with `Deref`/`DerefMut` to it, for a test file to add
+/// its own methods to the harness's cluster (`impl $name { ... }`).
+#[macro_export]
+macro_rules! cluster_type {
+    ($name:ident) => {
+        /// The harness's cluster, with this file's helpers.
+        struct $name($crate::netns::Cluster);
+
+        impl ::std::ops::Deref for $name {
+            type Target = $crate::netns::Cluster;
+            fn deref(&self) -> &$crate::netns::Cluster {
+                &self.0
+            }
+        }
+
+        impl ::std::ops::DerefMut for $name {
+            fn deref_mut(&mut self) -> &mut $crate::netns::Cluster {
+                &mut self.0
+            }
+        }
+    };
 }
 
 /// A process found under a worker's cgroup parent.

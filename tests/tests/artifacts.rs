@@ -85,7 +85,7 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
     let state = tmp.path().join("n1");
     let _w = start_worker(&m, "n1", &state, &[]);
     let t = std::time::Instant::now();
-    while !m.ok(&["get", "nodes"]).contains("Ready") {
+    while !m.node_ready("n1") {
         assert!(
             t.elapsed() < Duration::from_secs(30),
             "node n1 not Ready after 30 s; worker log:\n{}\nmaster log:\n{}",

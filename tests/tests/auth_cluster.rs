@@ -5,30 +5,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use bramble_tests::{MasterProc, require_root, start_worker, wait_for};
+use bramble_tests::{MasterProc, plain, require_root, start_worker, wait_for};
 
 fn node_ready(m: &MasterProc, name: &str) -> bool {
-    m.ok(&["get", "nodes"])
-        .lines()
-        .any(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some("Ready"))
-}
-
-/// Text without ANSI colour sequences (the binaries log in colour).
-fn plain(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars();
-    while let Some(c) = it.next() {
-        if c == '\x1b' {
-            for c in it.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    m.node_ready(name)
 }
 
 fn worker_log(state: &std::path::Path) -> String {

@@ -2,10 +2,12 @@
 //! waiting for what they reference, secrets on a tmpfs only and never printed or logged, and the
 //! `bramble create configmap|secret` round trip (root; this host's cgroup v1).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bramble_tests::{MasterProc, json, require_root, start_worker, wait_for};
+use bramble_wire::objects::Object;
 
 /// A master and one worker named `node` (node names differ between tests: the harness derives
 /// the pods' cgroup parent from the test process and the node name).
@@ -20,11 +22,7 @@ fn start(tmp: &Path, node: &str) -> (MasterProc, bramble_tests::Proc, PathBuf) {
     });
     let w = start_worker(&m, node, &state, &[]);
     let t = std::time::Instant::now();
-    while !m
-        .ok(&["get", "nodes"])
-        .lines()
-        .any(|l| l.starts_with(node) && l.split_whitespace().nth(1) == Some("Ready"))
-    {
+    while !m.node_ready(node) {
         assert!(
             t.elapsed() < Duration::from_secs(60),
             "node {node} not Ready after 60 s; master {}; nodes: {}\nworker log: {}\nmaster log: {}",
@@ -81,6 +79,14 @@ impl Drop for Unmount {
             .arg("-l")
             .arg(&self.0)
             .status();
+    }
+}
+
+/// The data of config map `name`.
+fn config_map_data(m: &MasterProc, name: &str) -> BTreeMap<String, String> {
+    match m.one("configmap", name) {
+        Some(Object::ConfigMap(c)) => c.data,
+        other => panic!("configmap {name}: {other:?}"),
     }
 }
 
@@ -194,15 +200,9 @@ configmap = "web-config"
         "--from-file",
         &format!("{p}=other.html"),
     ]);
-    let v = json(&m.ok(&["get", "configmap", "files", "-o", "json"]));
-    assert_eq!(
-        v["ConfigMap"]["data"]["page.html"],
-        "<h1>from a file</h1>\n"
-    );
-    assert_eq!(
-        v["ConfigMap"]["data"]["other.html"],
-        "<h1>from a file</h1>\n"
-    );
+    let data = config_map_data(&m, "files");
+    assert_eq!(data["page.html"], "<h1>from a file</h1>\n");
+    assert_eq!(data["other.html"], "<h1>from a file</h1>\n");
     let out = m.ok(&[
         "create",
         "configmap",
@@ -212,8 +212,8 @@ configmap = "web-config"
         "--replace",
     ]);
     assert!(out.contains("configmap/files replaced"), "{out}");
-    let v = json(&m.ok(&["get", "configmap", "files", "-o", "json"]));
-    assert_eq!(v["ConfigMap"]["data"], serde_json::json!({ "k": "v" }));
+    let data = config_map_data(&m, "files");
+    assert_eq!(data, [("k".to_string(), "v".to_string())].into());
     let table = m.ok(&["get", "configmaps"]);
     assert!(
         table.contains("web-config") && table.contains("files"),

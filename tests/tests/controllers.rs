@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bramble_tests::{MasterProc, Proc, json, require_root, start_worker, wait_for};
+use bramble_tests::{MasterProc, Proc, require_root, start_worker, wait_for};
+use bramble_wire::objects::{Deployment, Job, JobPhase, Object, ProcessState};
 
 // Fast enough to wait through one eviction, slow enough that a healthy worker's heartbeats,
 // delayed on a loaded machine, never make it look gone.
@@ -42,37 +43,40 @@ fn cluster(tmp: &std::path::Path, workers: &[&str]) -> (MasterProc, Vec<Proc>) {
 }
 
 fn ready_nodes(m: &MasterProc) -> Vec<String> {
-    m.ok(&["get", "nodes"])
-        .lines()
-        .skip(1)
-        .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
-        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
-        .collect()
+    m.ready_nodes()
 }
 
 /// Pods as (name, phase, node, running-since-ms) from `get pods -o json`.
 fn pods(m: &MasterProc, selector: &str) -> Vec<(String, String, String, u64)> {
-    let v = json(&m.ok(&["get", "pods", "-l", selector, "-o", "json"]));
-    let items = match &v {
-        serde_json::Value::Array(a) => a.clone(),
-        serde_json::Value::Object(_) => vec![v.clone()],
-        _ => vec![],
-    };
-    items
-        .iter()
-        .map(|o| {
-            let p = &o["Pod"];
-            let since = p["status"]["processes"][0]["state"]["Running"]["started_ms"]
-                .as_u64()
-                .unwrap_or(0);
+    m.pods(selector)
+        .into_iter()
+        .map(|p| {
+            let since = match p.status.processes.first().map(|s| &s.state) {
+                Some(ProcessState::Running { started_ms, .. }) => *started_ms,
+                _ => 0,
+            };
             (
-                p["meta"]["name"].as_str().unwrap_or("").to_string(),
-                p["status"]["phase"].as_str().unwrap_or("").to_string(),
-                p["spec"]["node_name"].as_str().unwrap_or("").to_string(),
+                p.meta.name,
+                p.status.phase.as_str().to_string(),
+                p.spec.node_name.unwrap_or_default(),
                 since,
             )
         })
         .collect()
+}
+
+fn get_deployment(m: &MasterProc, name: &str) -> Deployment {
+    match m.one("deployment", name) {
+        Some(Object::Deployment(d)) => d,
+        other => panic!("deployment {name}: {other:?}"),
+    }
+}
+
+fn job(m: &MasterProc, name: &str) -> Job {
+    match m.one("job", name) {
+        Some(Object::Job(j)) => j,
+        other => panic!("job {name}: {other:?}"),
+    }
 }
 
 fn running(m: &MasterProc, selector: &str) -> usize {
@@ -149,11 +153,7 @@ fn deployment_survives_a_worker_kill_and_rolls_forward_and_back() {
             ok.then_some(())
         },
     );
-    assert!(
-        m.ok(&["get", "nodes"])
-            .lines()
-            .any(|l| l.starts_with("n3") && l.contains("NotReady"))
-    );
+    assert!(m.node("n3").is_some_and(|n| !n.status.is_ready()));
 
     // Rolling update: never fewer than replicas - max_unavailable = 5 running pods.
     apply(
@@ -165,17 +165,15 @@ fn deployment_survives_a_worker_kill_and_rolls_forward_and_back() {
     let t0 = Instant::now();
     let mut min_running = usize::MAX;
     loop {
-        let st = json(&m.ok(&["get", "deployment", "web", "-o", "json"]));
-        let s = &st["Deployment"]["status"];
-        let done =
-            s["updated"] == 6 && s["available"] == 6 && s["replicas"] == 6 && s["revision"] == 2;
+        let s = get_deployment(&m, "web").status;
+        let done = s.updated == 6 && s.available == 6 && s.replicas == 6 && s.revision == 2;
         min_running = min_running.min(running(&m, "app=web"));
         if done {
             break;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(90),
-            "rollout did not finish: {st}"
+            "rollout did not finish: {s:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -194,13 +192,10 @@ fn deployment_survives_a_worker_kill_and_rolls_forward_and_back() {
     // Undo restores v1's template.
     m.ok(&["rollout", "undo", "deployment", "web"]);
     wait_for(Duration::from_secs(90), "rolled back to v1", || {
-        let v = json(&m.ok(&["get", "deployment", "web", "-o", "json"]));
-        let cmd = v["Deployment"]["spec"]["template"]["spec"]["processes"][0]["command"][2]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        let s = &v["Deployment"]["status"];
-        (cmd.contains("echo v1") && s["updated"] == 6 && s["available"] == 6 && s["replicas"] == 6)
+        let d = get_deployment(&m, "web");
+        let cmd = &d.spec.template.spec.processes[0].command[2];
+        let s = d.status;
+        (cmd.contains("echo v1") && s.updated == 6 && s.available == 6 && s.replicas == 6)
             .then_some(())
     });
     // Scale down.
@@ -271,12 +266,10 @@ command = ["/bin/sh", "-c", "if [ -e {m} ]; then echo second try; exit 0; fi; to
         ),
     );
     wait_for(Duration::from_secs(60), "job complete", || {
-        let v = json(&m.ok(&["get", "job", "flaky", "-o", "json"]));
-        (v["Job"]["status"]["phase"] == "Complete").then_some(())
+        (job(&m, "flaky").status.phase == JobPhase::Complete).then_some(())
     });
-    let v = json(&m.ok(&["get", "job", "flaky", "-o", "json"]));
-    assert_eq!(v["Job"]["status"]["succeeded"], 1);
-    assert_eq!(v["Job"]["status"]["failed"], 1);
+    let st = job(&m, "flaky").status;
+    assert_eq!((st.succeeded, st.failed), (1, 1), "{st:?}");
     let table = m.ok(&["get", "jobs"]);
     assert!(
         table.contains("flaky") && table.contains("Complete"),

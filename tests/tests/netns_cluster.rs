@@ -10,10 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bramble_tests::netns::{
-    MASTER_PORT, NetMaster, Topology, cgroup_parent, pid_alive, processes_under, start_worker,
-    tcp_connections_to,
+    self, MASTER_PORT, cgroup_parent, pid_alive, processes_under, tcp_connections_to,
 };
-use bramble_tests::{Proc, json};
+use bramble_wire::objects::{ConditionKind, ProcessState};
 
 const HEARTBEAT: Duration = Duration::from_millis(500);
 const GRACE: Duration = Duration::from_secs(3);
@@ -55,120 +54,31 @@ struct PodInfo {
     restarts: u64,
 }
 
-/// Fields drop in order: workers (and their pods' cgroups), master, namespaces, files.
-struct Cluster {
-    workers: Vec<Proc>,
-    m: NetMaster,
-    topo: Topology,
-    tmp: tempfile::TempDir,
-}
-
-fn tail(s: &str, n: usize) -> &str {
-    let mut i = s.len().saturating_sub(n);
-    while !s.is_char_boundary(i) {
-        i += 1;
-    }
-    &s[i..]
-}
+bramble_tests::cluster_type!(Cluster);
 
 impl Cluster {
     fn start() -> Cluster {
-        let topo = Topology::create(WORKERS.len());
-        let tmp = tempfile::tempdir().unwrap();
-        let m = NetMaster::start(&topo, &tmp.path().join("master"), MASTER_FLAGS);
-        let workers = WORKERS
-            .iter()
-            .zip(&topo.workers)
-            .map(|(n, h)| start_worker(&topo, h, &m, n, &tmp.path().join(n), &[]))
-            .collect();
-        let c = Cluster {
-            workers,
-            m,
-            topo,
-            tmp,
-        };
-        c.wait(Duration::from_secs(20), "all three nodes Ready", || {
-            c.all_ready().then_some(())
-        });
-        c
-    }
-
-    fn all_ready(&self) -> bool {
-        let st = self.m.node_status();
-        WORKERS
-            .iter()
-            .all(|n| st.get(*n).map(String::as_str) == Some("Ready"))
-    }
-
-    fn parents(&self) -> Vec<String> {
-        WORKERS
-            .iter()
-            .map(|n| cgroup_parent(&self.topo, n))
-            .collect()
-    }
-
-    /// Nodes, pods, processes and the logs: for failure messages.
-    fn diag(&self) -> String {
-        let mut s = String::new();
-        for args in [&["get", "nodes"][..], &["get", "pods", "-o", "wide"][..]] {
-            let o = self.m.cli(args);
-            s += &format!(
-                "\n$ bramble {}\n{}{}",
-                args.join(" "),
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        s += &format!(
-            "\nsleep processes under the workers' cgroups: {:?}\n",
-            processes_under(&self.parents(), "sleep")
-        );
-        s += &format!("\nmaster log (tail):\n{}\n", tail(&self.m.log(), 6000));
-        for n in WORKERS {
-            let log = std::fs::read_to_string(self.tmp.path().join(n).with_extension("worker.log"))
-                .unwrap_or_default();
-            s += &format!("\nworker {n} log (tail):\n{}\n", tail(&log, 3000));
-        }
-        s
-    }
-
-    /// Polls `f` every 50 ms; after `timeout`, panics with `what` and the cluster's state.
-    fn wait<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let t = Instant::now();
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            if t.elapsed() > timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}{}",
-                    self.diag()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Cluster(netns::Cluster::start(WORKERS.len(), MASTER_FLAGS))
     }
 
     fn pods(&self) -> Vec<PodInfo> {
-        let v = json(&self.m.ok(&["get", "pods", "-l", "app=web", "-o", "json"]));
-        let items = match v {
-            serde_json::Value::Array(a) => a,
-            o @ serde_json::Value::Object(_) => vec![o],
-            _ => vec![],
-        };
-        let mut out: Vec<PodInfo> = items
-            .iter()
-            .map(|o| {
-                let p = &o["Pod"];
-                let proc0 = &p["status"]["processes"][0];
-                let run = &proc0["state"]["Running"];
+        let mut out: Vec<PodInfo> = self
+            .m
+            .pods("app=web")
+            .into_iter()
+            .map(|p| {
+                let proc0 = p.status.processes.first();
+                let (pid, started_ms) = match proc0.map(|s| &s.state) {
+                    Some(ProcessState::Running { pid, started_ms }) => (Some(*pid), *started_ms),
+                    _ => (None, 0),
+                };
                 PodInfo {
-                    name: p["meta"]["name"].as_str().unwrap_or("").into(),
-                    phase: p["status"]["phase"].as_str().unwrap_or("").into(),
-                    node: p["spec"]["node_name"].as_str().unwrap_or("").into(),
-                    pid: run["pid"].as_u64().map(|x| x as u32),
-                    started_ms: run["started_ms"].as_u64().unwrap_or(0),
-                    restarts: proc0["restarts"].as_u64().unwrap_or(0),
+                    name: p.meta.name,
+                    phase: p.status.phase.as_str().into(),
+                    node: p.spec.node_name.unwrap_or_default(),
+                    pid,
+                    started_ms,
+                    restarts: proc0.map_or(0, |s| s.restarts.into()),
                 }
             })
             .collect();
@@ -252,17 +162,9 @@ impl Cluster {
     }
 
     fn node_ready_since(&self, name: &str) -> Option<(bool, u64)> {
-        let v = json(&self.m.ok(&["get", "node", name, "-o", "json"]));
-        v["Node"]["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["kind"] == "Ready")
-            .map(|c| {
-                (
-                    c["status"].as_bool().unwrap_or(false),
-                    c["since_ms"].as_u64().unwrap_or(0),
-                )
-            })
+        let n = self.m.node(name)?;
+        let c = n.status.condition(ConditionKind::Ready)?;
+        Some((c.status, c.since_ms))
     }
 }
 
@@ -285,7 +187,9 @@ fn replicas_spread_over_hosts_and_a_killed_worker_goes_not_ready_within_grace() 
     let t = Instant::now();
     c.workers[2].kill9();
     c.wait(GRACE + Duration::from_secs(5), "w3 NotReady", || {
-        (c.m.node_status().get("w3").map(String::as_str) == Some("NotReady")).then_some(())
+        c.m.node("w3")
+            .is_some_and(|n| !n.status.is_ready())
+            .then_some(())
     });
     let seen = t.elapsed();
     let (ready, since) = c.node_ready_since("w3").expect("w3 has a Ready condition");
@@ -356,7 +260,11 @@ fn partitions_heal_without_duplicates_or_churn() {
     c.wait(
         GRACE + Duration::from_secs(3),
         "partitioned w2 NotReady",
-        || (c.m.node_status().get("w2").map(String::as_str) == Some("NotReady")).then_some(()),
+        || {
+            c.m.node("w2")
+                .is_some_and(|n| !n.status.is_ready())
+                .then_some(())
+        },
     );
     c.topo.heal(&w2);
     let cut_for = t.elapsed();

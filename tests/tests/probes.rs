@@ -5,6 +5,8 @@
 use std::time::{Duration, Instant};
 
 use bramble_tests::{MasterProc, require_root, start_worker, wait_for};
+use bramble_wire::PodPhase;
+use bramble_wire::objects::{Object, Pod, ProcessState};
 
 const MANIFEST: &str = r#"
 [[pod]]
@@ -45,20 +47,39 @@ command = ["/bin/sh", "-c", "exec sleep 1000"]
 readiness = { exec = ["test", "-e", "DIR/web-ready"], period = "200ms", timeout = "200ms" }
 "#;
 
-/// The columns of `name`'s row in `bramble get KIND`.
-fn row(m: &MasterProc, kind: &str, name: &str) -> Option<Vec<String>> {
-    m.ok(&["get", kind])
-        .lines()
-        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
-        .find(|c| c.first().map(String::as_str) == Some(name))
+/// Pod `name`'s (processes running and ready, phase, restarts of all its processes).
+fn pod_state(m: &MasterProc, name: &str) -> Option<(usize, PodPhase, u32)> {
+    m.pod(name)
+        .map(|p| (ready_processes(&p), p.status.phase, restarts(&p)))
+}
+
+/// How many of the pod's processes run and pass their readiness probe.
+fn ready_processes(p: &Pod) -> usize {
+    p.status
+        .processes
+        .iter()
+        .filter(|s| s.ready && matches!(s.state, ProcessState::Running { .. }))
+        .count()
+}
+
+fn restarts(p: &Pod) -> u32 {
+    p.status.processes.iter().map(|s| s.restarts).sum()
+}
+
+/// Deployment `name`'s available pods.
+fn available(m: &MasterProc, name: &str) -> Option<u32> {
+    m.get("deployment", &[name])
+        .into_iter()
+        .find_map(|o| match o {
+            Object::Deployment(d) => Some(d.status.available),
+            _ => None,
+        })
 }
 
 /// Counts of (ready, not ready) addresses in a service's endpoints.
 fn endpoints(m: &MasterProc, name: &str) -> (usize, usize) {
-    let out = m.ok(&["get", "endpoints", name, "-o", "json"]);
-    let v: serde_json::Value = serde_json::from_str(&out).expect("endpoints json");
-    let n = |k: &str| v["Endpoints"][k].as_array().map_or(0, Vec::len);
-    (n("ready"), n("not_ready"))
+    let e = m.endpoints(name).expect("the service's endpoints");
+    (e.ready.len(), e.not_ready.len())
 }
 
 #[test]
@@ -81,12 +102,12 @@ fn probes_gate_readiness_and_restart_hung_processes() {
 
     // A readiness probe holds the pod at READY 0/1 while it runs...
     wait_for(Duration::from_secs(30), "gated Running", || {
-        row(&m, "pods", "gated").filter(|r| r[2] == "Running")
+        pod_state(&m, "gated").filter(|r| r.1 == PodPhase::Running)
     });
     let until = Instant::now() + Duration::from_secs(1);
     while Instant::now() < until {
-        let r = row(&m, "pods", "gated").unwrap();
-        assert_eq!((r[1].as_str(), r[2].as_str()), ("0/1", "Running"), "{r:?}");
+        let r = pod_state(&m, "gated").unwrap();
+        assert_eq!((r.0, r.1), (0, PodPhase::Running), "{r:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
     // ...and out of its service's endpoints.
@@ -96,7 +117,7 @@ fn probes_gate_readiness_and_restart_hung_processes() {
     // ...until its check passes.
     std::fs::write(dir.join("ready"), b"").unwrap();
     wait_for(Duration::from_secs(10), "gated READY 1/1", || {
-        row(&m, "pods", "gated").filter(|r| r[1] == "1/1")
+        pod_state(&m, "gated").filter(|r| r.0 == 1)
     });
     wait_for(
         Duration::from_secs(10),
@@ -112,9 +133,9 @@ fn probes_gate_readiness_and_restart_hung_processes() {
 
     // A liveness probe restarts the process that hung; the new one stays up.
     let r = wait_for(Duration::from_secs(30), "hangs restarted", || {
-        row(&m, "pods", "hangs").filter(|r| r[3] != "0" && r[2] == "Running")
+        pod_state(&m, "hangs").filter(|r| r.2 != 0 && r.1 == PodPhase::Running)
     });
-    assert_eq!(r[3], "1", "{r:?}");
+    assert_eq!(r.2, 1, "{r:?}");
     let logs = m.ok(&["logs", "hangs"]);
     assert!(logs.contains("hanging"), "{logs}");
     assert!(
@@ -128,25 +149,28 @@ fn probes_gate_readiness_and_restart_hung_processes() {
     // A deployment counts only ready pods available: each pod serves HTTP in its own network
     // (ready once it answers) next to a process that waits for a file.
     wait_for(Duration::from_secs(30), "web pods Running", || {
-        let pods = m.ok(&["get", "pods", "-l", "app=web"]);
-        (pods.matches(" Running ").count() == 2).then_some(())
+        let pods = m.pods("app=web");
+        let running = pods.iter().filter(|p| p.status.phase == PodPhase::Running);
+        (running.count() == 2).then_some(())
     });
     std::thread::sleep(Duration::from_millis(1000));
-    let r = row(&m, "deployments", "web").unwrap();
-    assert_eq!((r[1].as_str(), r[3].as_str()), ("0/2", "0"), "{r:?}");
+    assert_eq!(available(&m, "web"), Some(0));
     wait_for(Duration::from_secs(20), "the web servers ready", || {
-        let pods = m.ok(&["get", "pods", "-l", "app=web"]);
-        (pods.matches(" 1/2 ").count() == 2).then_some(())
+        let pods = m.pods("app=web");
+        let half = pods
+            .iter()
+            .filter(|p| ready_processes(p) == 1 && p.spec.processes.len() == 2);
+        (half.count() == 2).then_some(())
     });
     std::thread::sleep(Duration::from_millis(500));
-    let r = row(&m, "deployments", "web").unwrap();
     assert_eq!(
-        r[3], "0",
-        "a pod with an unready process counted available: {r:?}"
+        available(&m, "web"),
+        Some(0),
+        "a pod with an unready process counted available"
     );
     std::fs::write(dir.join("web-ready"), b"").unwrap();
     wait_for(Duration::from_secs(10), "web available 2/2", || {
-        row(&m, "deployments", "web").filter(|r| r[1] == "2/2" && r[3] == "2")
+        (available(&m, "web") == Some(2)).then_some(())
     });
     m.ok(&["delete", "pod", "gated"]);
     m.ok(&["delete", "pod", "hangs"]);

@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bramble_tests::netns::{NetMaster, Topology, in_netns, start_worker};
-use bramble_tests::{Proc, json};
+use bramble_tests::netns::{self, in_netns, start_worker};
+use bramble_wire::objects::ProcessState;
 
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
 const PYTHON: &str = "/usr/bin/python3";
@@ -32,21 +32,7 @@ const POD_PORT: u16 = 8081;
 /// Requests per node per round.
 const N: usize = 30;
 
-/// Fields drop in order: workers (and their pods' cgroups), master, namespaces, files.
-struct Cluster {
-    workers: Vec<Proc>,
-    m: NetMaster,
-    topo: Topology,
-    tmp: tempfile::TempDir,
-}
-
-fn tail(s: &str, n: usize) -> &str {
-    let mut i = s.len().saturating_sub(n);
-    while !s.is_char_boundary(i) {
-        i += 1;
-    }
-    &s[i..]
-}
+bramble_tests::cluster_type!(Cluster);
 
 /// A client run inside a host's namespace: `N` GETs of a URL, one line per answer (`ERR ...`
 /// for a failed request). Every request has a 5 s timeout.
@@ -70,113 +56,37 @@ impl Cluster {
             Path::new(PYTHON).exists(),
             "{PYTHON} is missing: the services test serves HTTP with python3 (apt-get install python3)"
         );
-        let topo = Topology::create(WORKERS.len());
-        let tmp = tempfile::tempdir().unwrap();
         let mut flags = vec!["--heartbeat-interval", "500ms", "--node-grace", "3s"];
         flags.extend(master_flags);
-        let m = NetMaster::start(&topo, &tmp.path().join("master"), &flags);
-        let workers = WORKERS
-            .iter()
-            .zip(&topo.workers)
-            .map(|(n, h)| start_worker(&topo, h, &m, n, &tmp.path().join(n), &[]))
-            .collect();
-        let c = Cluster {
-            workers,
-            m,
-            topo,
-            tmp,
-        };
-        c.wait(Duration::from_secs(20), "all three nodes Ready", || {
-            let st = c.m.node_status();
-            WORKERS
-                .iter()
-                .all(|n| st.get(*n).map(String::as_str) == Some("Ready"))
-                .then_some(())
-        });
-        c
-    }
-
-    fn diag(&self) -> String {
-        let mut s = String::new();
-        for args in [
-            &["get", "nodes", "-o", "wide"][..],
-            &["get", "pods", "-o", "wide"][..],
-            &["get", "services"][..],
-            &["get", "endpoints", "-o", "wide"][..],
-        ] {
-            let o = self.m.cli(args);
-            s += &format!(
-                "\n$ bramble {}\n{}{}",
-                args.join(" "),
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-        }
-        s += &format!("\nmaster log (tail):\n{}\n", tail(&self.m.log(), 4000));
-        for n in WORKERS {
-            let log = std::fs::read_to_string(self.tmp.path().join(n).with_extension("worker.log"))
-                .unwrap_or_default();
-            s += &format!("\nworker {n} log (tail):\n{}\n", tail(&log, 3000));
-        }
-        s
-    }
-
-    fn wait<T>(&self, timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-        let t = Instant::now();
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            if t.elapsed() > timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}{}",
-                    self.diag()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        Cluster(netns::Cluster::start(WORKERS.len(), &flags))
     }
 
     /// Ready endpoints of service `web`: pod name -> `ip:port`.
     fn ready_endpoints(&self) -> BTreeMap<String, String> {
         // Not found for a few ms after the service is created (computed, not stored).
-        let o = self.m.cli(&["get", "endpoints", "web", "-o", "json"]);
-        if !o.status.success() {
+        let Some(e) = self.m.endpoints("web") else {
             return BTreeMap::new();
-        }
-        let v = json(&String::from_utf8_lossy(&o.stdout));
-        v["Endpoints"]["ready"]
-            .as_array()
+        };
+        e.ready
             .into_iter()
-            .flatten()
-            .map(|a| {
-                (
-                    a["pod"].as_str().unwrap_or("").to_string(),
-                    format!("{}:{}", a["ip"].as_str().unwrap_or(""), a["port"]),
-                )
-            })
+            .map(|a| (a.pod, format!("{}:{}", a.ip, a.port)))
             .collect()
     }
 
     /// Pod name -> (phase, node, pid of its process).
     fn pods(&self) -> BTreeMap<String, (String, String, Option<u64>)> {
-        let v = json(&self.m.ok(&["get", "pods", "-l", "app=web", "-o", "json"]));
-        let items = match v {
-            serde_json::Value::Array(a) => a,
-            o @ serde_json::Value::Object(_) => vec![o],
-            _ => vec![],
-        };
-        items
-            .iter()
-            .map(|o| {
-                let p = &o["Pod"];
+        self.m
+            .pods("app=web")
+            .into_iter()
+            .map(|p| {
+                let pid = match p.status.processes.first().map(|s| &s.state) {
+                    Some(ProcessState::Running { pid, .. }) => Some(u64::from(*pid)),
+                    _ => None,
+                };
+                let phase = p.status.phase.as_str().to_string();
                 (
-                    p["meta"]["name"].as_str().unwrap_or("").to_string(),
-                    (
-                        p["status"]["phase"].as_str().unwrap_or("").to_string(),
-                        p["spec"]["node_name"].as_str().unwrap_or("").to_string(),
-                        p["status"]["processes"][0]["state"]["Running"]["pid"].as_u64(),
-                    ),
+                    p.meta.name,
+                    (phase, p.spec.node_name.unwrap_or_default(), pid),
                 )
             })
             .collect()
@@ -441,21 +351,17 @@ fn service_lifecycle_through_the_cli() {
     let f = file.to_str().unwrap();
     m.ok(&["apply", "-f", f]);
     let ep = bramble_tests::wait_for(Duration::from_secs(10), "endpoints of api", || {
-        let o = m.cli(&["get", "ep", "api", "-o", "json"]);
-        o.status
-            .success()
-            .then(|| json(&String::from_utf8_lossy(&o.stdout)))
+        m.endpoints("api")
     });
-    assert_eq!(ep["Endpoints"]["port"], 8080);
-    assert_eq!(ep["Endpoints"]["ready"].as_array().map(Vec::len), Some(0));
+    assert_eq!(ep.port, 8080);
+    assert_eq!(ep.ready.len(), 0);
     // Re-applying with another port updates it; the endpoints follow.
     std::fs::write(&file, svc(8081)).unwrap();
     m.ok(&["apply", "-f", f]);
     let got = m.ok(&["get", "svc"]);
     assert!(got.contains("8081") && got.contains("app=api"), "{got}");
     bramble_tests::wait_for(Duration::from_secs(10), "endpoints on 8081", || {
-        let o = m.ok(&["get", "endpoints", "-A"]);
-        o.contains("8081").then_some(())
+        m.endpoints("api").filter(|e| e.port == 8081)
     });
     // Endpoints cannot be applied; an unknown one is a clear not-found.
     let o = m.cli(&["get", "ep", "nope"]);
@@ -544,18 +450,8 @@ fn isolated_pods_get_node_subnets_and_are_reached_across_nodes() {
         "26",
     ]);
     // Every node has its own /26 of the range.
-    let nodes = json(&c.m.ok(&["get", "nodes", "-o", "json"]));
-    let cidrs: BTreeSet<String> = nodes
-        .as_array()
-        .expect("three nodes")
-        .iter()
-        .map(|n| {
-            n["Node"]["spec"]["pod_cidr"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect();
+    let nodes = c.m.nodes();
+    let cidrs: BTreeSet<String> = nodes.iter().map(|n| n.spec.pod_cidr.clone()).collect();
     assert_eq!(cidrs.len(), 3, "{cidrs:?}");
     for cidr in &cidrs {
         assert!(
@@ -576,36 +472,16 @@ fn isolated_pods_get_node_subnets_and_are_reached_across_nodes() {
         Duration::from_secs(30),
         "3 ready isolated endpoints",
         || {
-            let o = c.m.cli(&["get", "endpoints", "iso", "-o", "json"]);
-            if !o.status.success() {
-                return None;
-            }
-            let v = json(&String::from_utf8_lossy(&o.stdout));
-            let ready: Vec<(String, String, String)> = v["Endpoints"]["ready"]
-                .as_array()
+            let ready: Vec<(String, String, String)> = (c.m.endpoints("iso")?.ready)
                 .into_iter()
-                .flatten()
-                .map(|a| {
-                    (
-                        a["pod"].as_str().unwrap_or("").to_string(),
-                        a["ip"].as_str().unwrap_or("").to_string(),
-                        a["node"].as_str().unwrap_or("").to_string(),
-                    )
-                })
+                .map(|a| (a.pod, a.ip, a.node))
                 .collect();
             (ready.len() == 3).then_some(ready)
         },
     );
     let node_cidr: BTreeMap<String, String> = nodes
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["Node"]["meta"]["name"].as_str().unwrap().to_string(),
-                n["Node"]["spec"]["pod_cidr"].as_str().unwrap().to_string(),
-            )
-        })
+        .into_iter()
+        .map(|n| (n.meta.name, n.spec.pod_cidr))
         .collect();
     for (pod, ip, node) in &eps {
         let cidr = &node_cidr[node];

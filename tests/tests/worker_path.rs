@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use bramble_tests::{MasterProc, json, require_root, start_worker, wait_for};
+use bramble_tests::{MasterProc, require_root, start_worker, wait_for};
+use bramble_wire::PodPhase;
+use bramble_wire::objects::ProcessState;
 
 const SLEEPER: &str = r#"
 [[pod]]
@@ -16,19 +18,14 @@ memory = "16Mi"
 cpu = "100m"
 "#;
 
-fn pod_json(m: &MasterProc, name: &str) -> Option<serde_json::Value> {
-    let o = m.cli(&["get", "pod", name, "-o", "json"]);
-    o.status
-        .success()
-        .then(|| json(&String::from_utf8_lossy(&o.stdout)))
-}
-
 fn running_pid(m: &MasterProc, name: &str) -> Option<u64> {
-    let v = pod_json(m, name)?;
-    if v["Pod"]["status"]["phase"] != "Running" {
-        return None;
+    let p = m.pod(name)?;
+    match p.status.processes.first()?.state {
+        ProcessState::Running { pid, .. } if p.status.phase == PodPhase::Running => {
+            Some(pid.into())
+        }
+        _ => None,
     }
-    v["Pod"]["status"]["processes"][0]["state"]["Running"]["pid"].as_u64()
 }
 
 /// A process's start time (clock ticks after boot, `/proc/PID/stat` field 22): with the PID, it
@@ -41,10 +38,7 @@ fn start_ticks(pid: u64) -> Option<u64> {
 }
 
 fn node_ready(m: &MasterProc, name: &str) -> bool {
-    m.cli(&["get", "node", name, "-o", "json"]).status.success()
-        && m.ok(&["get", "nodes"])
-            .lines()
-            .any(|l| l.starts_with(name) && l.split_whitespace().nth(1) == Some("Ready"))
+    m.node_ready(name)
 }
 
 #[test]
@@ -252,11 +246,15 @@ fn an_upgraded_worker_keeps_its_pods_from_state_in_the_previous_format() {
     wait_for(Duration::from_secs(30), "node u1 Ready again", || {
         node_ready(&m, "u1").then_some(())
     });
-    let v = wait_for(Duration::from_secs(20), "pod sleeper Running", || {
-        pod_json(&m, "sleeper").filter(|v| v["Pod"]["status"]["phase"] == "Running")
+    let pod = wait_for(Duration::from_secs(20), "pod sleeper Running", || {
+        m.pod("sleeper")
+            .filter(|p| p.status.phase == PodPhase::Running)
     });
-    let p = &v["Pod"]["status"]["processes"][0];
-    assert_eq!(p["state"]["Running"]["pid"].as_u64(), Some(pid), "{v}");
-    assert_eq!(p["restarts"].as_u64(), Some(0), "{v}");
+    let p = &pod.status.processes[0];
+    assert!(
+        matches!(p.state, ProcessState::Running { pid: got, .. } if u64::from(got) == pid),
+        "{pod:?}"
+    );
+    assert_eq!(p.restarts, 0, "{pod:?}");
     assert_eq!(start_ticks(pid), ticks, "the pod's process was replaced");
 }

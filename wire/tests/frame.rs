@@ -14,7 +14,7 @@ use bramble_wire::objects::{Kind, Object};
 use bramble_wire::{
     DEFAULT_MAX_FRAME, DeviceUp, Handshake, Heartbeat, Hello, PROTOCOL_VERSION, Role, WireError,
 };
-use common::{TrackingBuf, heartbeat, hello_pod, hs, node_info};
+use common::{TrackingBuf, feed_chunked, heartbeat, hello_pod, hs, node_info};
 use futures_lite::{AsyncRead, AsyncWriteExt};
 
 fn hello(version: u16) -> Handshake {
@@ -31,37 +31,6 @@ fn body_of<T: serde::Serialize>(msg: &T) -> Vec<u8> {
     let framed = frame::encode_vec(msg, usize::MAX).unwrap();
     let mut dec = Decoder::new(Vec::new(), usize::MAX);
     dec.feed(&framed).unwrap().1.unwrap().to_vec()
-}
-
-/// Feeds `stream` in chunks of the given sizes (cycled), collecting bodies until an error.
-fn feed_chunked<B: frame::FrameBuf>(
-    dec: &mut Decoder<B>,
-    stream: &[u8],
-    sizes: &[usize],
-) -> (Vec<Vec<u8>>, Option<WireError>) {
-    let mut bodies = Vec::new();
-    let mut pos = 0;
-    for &size in sizes.iter().cycle() {
-        if pos >= stream.len() {
-            break;
-        }
-        let end = (pos + size).min(stream.len());
-        let mut chunk = &stream[pos..end];
-        pos = end;
-        while !chunk.is_empty() {
-            match dec.feed(chunk) {
-                Ok((used, body)) => {
-                    chunk = &chunk[used..];
-                    match body {
-                        Some(b) => bodies.push(b.to_vec()),
-                        None => assert!(chunk.is_empty()),
-                    }
-                }
-                Err(e) => return (bodies, Some(e)),
-            }
-        }
-    }
-    (bodies, None)
 }
 
 // ---------------------------------------------------------------------------------------------

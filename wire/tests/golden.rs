@@ -53,7 +53,9 @@ where
             .unwrap_or("")
             .contains("check_catches")
     {
-        // Maintainers only: records the new bytes for review instead of failing.
+        // Maintainers only: records the new bytes for review, then fails all the same, so a
+        // blessed run is never green (the test command refuses GOLDEN_BLESS too). A test stops
+        // at its first changed message: re-run until nothing more is recorded.
         let at = std::panic::Location::caller();
         let line = format!(
             "{} {} {}\n",
@@ -68,7 +70,13 @@ where
             .open(std::env::var_os("GOLDEN_BLESS").expect("set"))
             .and_then(|mut f| f.write_all(line.as_bytes()))
             .expect("write the bless file");
-        return;
+        panic!(
+            "GOLDEN_BLESS: the encoding of {value:?} changed; recorded line {} in {:?}. This \
+             run fails on purpose: review the bytes, paste them here (a changed encoding needs a \
+             new protocol version), then run without GOLDEN_BLESS",
+            at.line(),
+            std::env::var_os("GOLDEN_BLESS").unwrap_or_default()
+        );
     }
     if actual != expect {
         let wrapped: Vec<&str> = actual
@@ -102,6 +110,17 @@ where
 #[should_panic(expected = "changed")]
 fn check_catches_a_changed_encoding() {
     check(common::heartbeat(), "0702effdb6f50d901d");
+}
+
+/// A run with `GOLDEN_BLESS` set records bytes instead of checking them, so it is never green,
+/// even when nothing changed.
+#[test]
+fn golden_bless_is_not_set() {
+    assert!(
+        std::env::var_os("GOLDEN_BLESS").is_none(),
+        "GOLDEN_BLESS is set: this run records new golden bytes instead of checking them; \
+         review what it wrote, then `unset GOLDEN_BLESS` and run again"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -63,14 +63,8 @@ fn pod(name: &str, readiness: Option<ProbeAction>) -> Pod {
 }
 
 fn main() {
-    let secs: u64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(10);
-    assert!(
-        bramble_worker::sys::process::is_root(),
-        "the probe bench needs root"
-    );
+    let secs: u64 = bramble_testkit::arg_or(10);
+    bramble_testkit::require_root();
     let state = std::env::temp_dir().join(format!("bramble-probe-bench-{}", std::process::id()));
     let logs = state.join("logs");
     let parent = format!("bramble-probe-bench-{}", std::process::id());

@@ -16,9 +16,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bramble_wire::objects::{
-    Meta, NetworkMode, Pod, PodPhase, PodSpec, ProcessSpec, Resources, RestartPolicy,
-};
+use bramble_testkit::build;
+use bramble_wire::objects::{NetworkMode, PodPhase, ProcessSpec, Resources, RestartPolicy};
 use bramble_worker::runtime::cgroup::CgroupBase;
 use bramble_worker::runtime::{LinuxRuntime, PodNetwork, RuntimeConfig};
 
@@ -28,14 +27,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let iters: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(200);
-    assert!(
-        bramble_worker::sys::process::is_root(),
-        "the start bench needs root"
-    );
+    let iters: usize = bramble_testkit::arg_or(200);
+    bramble_testkit::require_root();
     bramble_worker::sys::podnet::unshare_net().expect("unshare(CLONE_NEWNET)");
     let state = std::env::temp_dir().join(format!("bramble-bench-{}", std::process::id()));
     let logs = state.join("logs");
@@ -57,28 +50,19 @@ fn main() {
         rt.preflight().controllers
     );
 
-    let pod = |i: usize| Pod {
-        meta: Meta {
-            name: format!("bench{i}"),
-            namespace: "default".into(),
-            uid: "feedface".into(),
-            ..Default::default()
-        },
-        spec: PodSpec {
-            processes: vec![ProcessSpec {
-                name: "true".into(),
-                command: vec!["/bin/true".into()],
+    let pod = |i: usize| {
+        build::pod(&format!("bench{i}"))
+            .uid("feedface")
+            .process(ProcessSpec {
                 resources: Resources {
                     cpu_millis: Some(500),
                     memory_bytes: Some(64 << 20),
                     pids: Some(16),
                 },
-                ..Default::default()
-            }],
-            restart_policy: RestartPolicy::Never,
-            ..Default::default()
-        },
-        status: Default::default(),
+                ..build::process("true", &["/bin/true"])
+            })
+            .restart(RestartPolicy::Never)
+            .build()
     };
 
     let (mut plain, mut unshare, mut bramble, mut full, mut isolated) =

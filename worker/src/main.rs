@@ -45,6 +45,11 @@ struct Args {
 }
 
 fn main() {
+    // The sources it was built from (see tests/build-id): the test harness compares it.
+    if std::env::args().nth(1).as_deref() == Some("--build-id") {
+        println!("{}", env!("BRAMBLE_BUILD_ID"));
+        return;
+    }
     if let Some(code) = bramble_worker::runtime::run_init_if_requested() {
         std::process::exit(code);
     }

@@ -145,3 +145,34 @@ impl bramble_wire::frame::FrameBuf for TrackingBuf {
         self.peak_reserve.set(self.peak_reserve.get().max(len));
     }
 }
+
+/// Feeds `stream` in chunks of the given sizes (cycled), collecting bodies until an error.
+pub fn feed_chunked<B: bramble_wire::frame::FrameBuf>(
+    dec: &mut bramble_wire::frame::Decoder<B>,
+    stream: &[u8],
+    sizes: &[usize],
+) -> (Vec<Vec<u8>>, Option<bramble_wire::WireError>) {
+    let mut bodies = Vec::new();
+    let mut pos = 0;
+    for &size in sizes.iter().cycle() {
+        if pos >= stream.len() {
+            break;
+        }
+        let end = (pos + size).min(stream.len());
+        let mut chunk = &stream[pos..end];
+        pos = end;
+        while !chunk.is_empty() {
+            match dec.feed(chunk) {
+                Ok((used, body)) => {
+                    chunk = &chunk[used..];
+                    match body {
+                        Some(b) => bodies.push(b.to_vec()),
+                        None => assert!(chunk.is_empty()),
+                    }
+                }
+                Err(e) => return (bodies, Some(e)),
+            }
+        }
+    }
+    (bodies, None)
+}

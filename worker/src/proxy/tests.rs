@@ -4,20 +4,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use async_net::{TcpListener, TcpStream};
+use bramble_testkit::free_port;
 use bramble_wire::objects::{EndpointAddress, Endpoints, Meta};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
 use super::Proxy;
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn eps(name: &str, port: u16, backends: &[u16]) -> Endpoints {
     Endpoints {

@@ -2,10 +2,11 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bramble_testkit::{build, wait_for_last};
 use bramble_wire::objects::{CgroupVersion, Controllers};
-use bramble_wire::objects::{Meta, Pod, PodPhase, PodSpec, PodStatus, ProcessSpec, RestartPolicy};
+use bramble_wire::objects::{Pod, PodPhase, PodStatus, ProcessSpec, RestartPolicy};
 use bramble_worker::runtime::cgroup::CgroupBase;
 use bramble_worker::runtime::{Backoff, LinuxRuntime, PodHandle, RuntimeConfig, log};
 
@@ -84,50 +85,31 @@ pub fn config(state: &Path, parent: &str) -> RuntimeConfig {
     }
 }
 
+/// A process running `/bin/sh -c script`.
 pub fn process(name: &str, script: &str) -> ProcessSpec {
-    ProcessSpec {
-        name: name.into(),
-        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        ..Default::default()
-    }
+    build::sh(name, script)
 }
 
+/// Pod `name` of `processes`, with a UID as the master would give it.
 pub fn pod(name: &str, processes: Vec<ProcessSpec>, policy: RestartPolicy) -> Pod {
-    Pod {
-        meta: Meta {
-            name: name.into(),
-            namespace: "default".into(),
-            uid: "0123456789abcdef".into(),
-            ..Default::default()
-        },
-        spec: PodSpec {
-            processes,
-            restart_policy: policy,
-            ..Default::default()
-        },
-        status: Default::default(),
-    }
+    build::pod(name)
+        .uid("0123456789abcdef")
+        .restart(policy)
+        .spec(|s| s.processes = processes)
+        .build()
 }
 
-/// Waits until `pred(status)` holds, failing after `secs` seconds.
+/// Waits until `pred(status)` holds, failing (with the last status) after `secs` seconds.
 pub fn wait_for(
     h: &PodHandle,
     secs: u64,
     what: &str,
     pred: impl Fn(&PodStatus) -> bool,
 ) -> PodStatus {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
+    wait_for_last(Duration::from_secs(secs), what, || {
         let st = h.status();
-        if pred(&st) {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last status {st:?}"
-        );
-        h.wait(Some(Duration::from_millis(100))).unwrap();
-    }
+        if pred(&st) { Ok(st) } else { Err(st) }
+    })
 }
 
 pub fn finished(st: &PodStatus) -> bool {
