@@ -165,11 +165,23 @@ impl MasterProc {
 
     /// Starts `bramble master` on a free loopback port and waits until it accepts clients.
     pub fn start(data_dir: &Path, extra: &[&str]) -> MasterProc {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Starts `bramble master` on `addr`.
+    pub fn start_on(data_dir: &Path, addr: &str, extra: &[&str]) -> MasterProc {
+        Self::try_start(data_dir, addr, extra, &[])
+            .unwrap_or_else(|log| panic!("master on {addr} exited at start; log: {log}"))
+    }
+
+    /// Like [`MasterProc::start`], with environment variables for the master (e.g. `RUST_LOG`,
+    /// to see the reasons it closes connections for) on a free loopback port.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> MasterProc {
         // The port is free when picked but not held: another process may take it before the
         // master binds it. Then the master says so and exits, and another port is tried.
         for _ in 0..4 {
             let addr = format!("127.0.0.1:{}", free_port());
-            match Self::try_start(data_dir, &addr, extra) {
+            match Self::try_start(data_dir, &addr, extra, env) {
                 Ok(m) => return m,
                 Err(log) if log.contains("Address already in use") => continue,
                 Err(log) => panic!("master on {addr} exited at start; log: {log}"),
@@ -178,20 +190,20 @@ impl MasterProc {
         panic!("master: four free ports were taken before it could bind them")
     }
 
-    /// Starts `bramble master` on `addr`.
-    pub fn start_on(data_dir: &Path, addr: &str, extra: &[&str]) -> MasterProc {
-        Self::try_start(data_dir, addr, extra)
-            .unwrap_or_else(|log| panic!("master on {addr} exited at start; log: {log}"))
-    }
-
     /// Starts `bramble master` on `addr` and waits until it serves; its log if it exits first.
-    fn try_start(data_dir: &Path, addr: &str, extra: &[&str]) -> Result<MasterProc, String> {
+    fn try_start(
+        data_dir: &Path,
+        addr: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<MasterProc, String> {
         let log = std::fs::File::create(data_dir.with_extension("master.log")).unwrap();
         let child = Command::new(bin("bramble"))
             .args(["master", "--data-dir"])
             .arg(data_dir)
             .args(["--listen", addr])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
