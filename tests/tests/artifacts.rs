@@ -85,7 +85,12 @@ fn a_pod_runs_from_a_pushed_busybox_artifact() {
     let state = tmp.path().join("n1");
     let _w = start_worker(&m, "n1", &state, &[]);
     let t = std::time::Instant::now();
-    while !m.ok(&["get", "nodes"]).contains("Ready") {
+    // The STATUS column exactly: "NotReady" contains "Ready".
+    while !m
+        .ok(&["get", "nodes"])
+        .lines()
+        .any(|l| l.starts_with("n1 ") && l.split_whitespace().nth(1) == Some("Ready"))
+    {
         assert!(
             t.elapsed() < Duration::from_secs(30),
             "node n1 not Ready after 30 s; worker log:\n{}\nmaster log:\n{}",
