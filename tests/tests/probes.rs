@@ -2,7 +2,7 @@
 //! pod init (which runs the probes inside the pod) → status → the CLI's READY, RESTARTS and
 //! AVAILABLE columns (root; this host's cgroup v1).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bramble_tests::{MasterProc, require_root, start_worker, wait_for};
 
@@ -13,7 +13,7 @@ labels = { app = "gated" }
 [[pod.process]]
 name = "main"
 command = ["/bin/sh", "-c", "exec sleep 1000"]
-readiness = { exec = ["test", "-e", "DIR/ready"], period = "200ms", timeout = "200ms" }
+readiness = { exec = ["/bin/sh", "-c", "echo >> DIR/gated.probes; test -e DIR/ready"], period = "200ms", timeout = "200ms" }
 
 [[service]]
 name = "gated"
@@ -42,7 +42,7 @@ readiness = { http = { port = 8080, path = "/" }, period = "200ms", timeout = "2
 [[deployment.template.process]]
 name = "gate"
 command = ["/bin/sh", "-c", "exec sleep 1000"]
-readiness = { exec = ["test", "-e", "DIR/web-ready"], period = "200ms", timeout = "200ms" }
+readiness = { exec = ["/bin/sh", "-c", "echo >> DIR/gate.probes; test -e DIR/web-ready"], period = "200ms", timeout = "200ms" }
 "#;
 
 /// The columns of `name`'s row in `bramble get KIND`.
@@ -59,6 +59,24 @@ fn endpoints(m: &MasterProc, name: &str) -> (usize, usize) {
     let v: serde_json::Value = serde_json::from_str(&out).expect("endpoints json");
     let n = |k: &str| v["Endpoints"][k].as_array().map_or(0, Vec::len);
     (n("ready"), n("not_ready"))
+}
+
+/// Waits until the readiness probe that counts its runs in `DIR/<name>.probes` ran `n` more
+/// times.
+fn probed(dir: &std::path::Path, name: &str, n: usize) {
+    let file = dir.join(format!("{name}.probes"));
+    let runs = || {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = runs();
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{n} more runs of the {name} probe"),
+        || (runs() >= before + n).then_some(()),
+    );
 }
 
 #[test]
@@ -83,12 +101,11 @@ fn probes_gate_readiness_and_restart_hung_processes() {
     wait_for(Duration::from_secs(30), "gated Running", || {
         row(&m, "pods", "gated").filter(|r| r[2] == "Running")
     });
-    let until = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < until {
-        let r = row(&m, "pods", "gated").unwrap();
-        assert_eq!((r[1].as_str(), r[2].as_str()), ("0/1", "Running"), "{r:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Not a quiet spell but the probe itself: it ran and failed three more times, and the pod
+    // is still unready.
+    probed(&dir, "gated", 3);
+    let r = row(&m, "pods", "gated").unwrap();
+    assert_eq!((r[1].as_str(), r[2].as_str()), ("0/1", "Running"), "{r:?}");
     // ...and out of its service's endpoints.
     let ep = endpoints(&m, "gated");
     assert_eq!(ep.0, 0, "an unready pod is a ready endpoint: {ep:?}");
@@ -105,7 +122,7 @@ fn probes_gate_readiness_and_restart_hung_processes() {
     );
     let d = m.ok(&["describe", "pod", "gated"]);
     assert!(
-        d.contains("Readiness: exec test -e ") && d.contains("every 200ms, timeout 200ms"),
+        d.contains("Readiness: exec /bin/sh -c ") && d.contains("every 200ms, timeout 200ms"),
         "{d}"
     );
     assert!(d.contains("Ready:     true"), "{d}");
@@ -131,14 +148,15 @@ fn probes_gate_readiness_and_restart_hung_processes() {
         let pods = m.ok(&["get", "pods", "-l", "app=web"]);
         (pods.matches(" Running ").count() == 2).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(1000));
+    // Both pods' gate probes ran and failed three more times each.
+    probed(&dir, "gate", 6);
     let r = row(&m, "deployments", "web").unwrap();
     assert_eq!((r[1].as_str(), r[3].as_str()), ("0/2", "0"), "{r:?}");
     wait_for(Duration::from_secs(20), "the web servers ready", || {
         let pods = m.ok(&["get", "pods", "-l", "app=web"]);
         (pods.matches(" 1/2 ").count() == 2).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(500));
+    probed(&dir, "gate", 6);
     let r = row(&m, "deployments", "web").unwrap();
     assert_eq!(
         r[3], "0",
