@@ -175,7 +175,11 @@ fn main() {
     let state = dir.join("n1");
     let mut w = start_worker(&m, "n1", &state, &[]);
     wait_for(Duration::from_secs(30), "node n1 Ready", || {
-        m.ok(&["get", "nodes"]).contains("Ready").then_some(())
+        // The STATUS column exactly: "NotReady" contains "Ready".
+        m.ok(&["get", "nodes"])
+            .lines()
+            .any(|l| l.starts_with("n1 ") && l.split_whitespace().nth(1) == Some("Ready"))
+            .then_some(())
     });
     let tiny = apply_to_running(&m, dir, "tiny", "small");
     let full = apply_to_running(&m, dir, "large", "big");

@@ -65,6 +65,7 @@ pub struct MasterSpec {
     addr: Option<String>,
     ns: Option<String>,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
     nofile: bool,
 }
 
@@ -84,6 +85,13 @@ impl MasterSpec {
     /// More flags for `bramble master`.
     pub fn args(mut self, extra: &[&str]) -> Self {
         self.extra.extend(extra.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// An environment variable for the master (e.g. `RUST_LOG`, to see the reasons it closes
+    /// connections for).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -125,7 +133,8 @@ impl MasterSpec {
         };
         cmd.args(["master", "--data-dir"])
             .arg(&self.data_dir)
-            .args(["--listen", addr]);
+            .args(["--listen", addr])
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let mut m = MasterProc {
             proc: spawn(&mut cmd, &self.extra, log, "master".into(), None),
             addr: addr.to_string(),
@@ -145,6 +154,7 @@ impl MasterProc {
             addr: None,
             ns: None,
             extra: Vec::new(),
+            env: Vec::new(),
             nofile: false,
         }
     }
@@ -152,6 +162,13 @@ impl MasterProc {
     /// Starts `bramble master` on a free loopback port and waits until it accepts clients.
     pub fn start(data_dir: &Path, extra: &[&str]) -> MasterProc {
         Self::builder(data_dir).args(extra).start()
+    }
+
+    /// Like [`MasterProc::start`], with environment variables for the master.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> MasterProc {
+        env.iter()
+            .fold(Self::builder(data_dir).args(extra), |b, (k, v)| b.env(k, v))
+            .start()
     }
 
     /// Starts `bramble master` on `addr`.

@@ -2,7 +2,7 @@
 //! pod init (which runs the probes inside the pod) → status → the CLI's READY, RESTARTS and
 //! AVAILABLE columns (root; this host's cgroup v1).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bramble_tests::{MasterProc, require_root, start_worker, wait_for};
 use bramble_wire::PodPhase;
@@ -15,7 +15,7 @@ labels = { app = "gated" }
 [[pod.process]]
 name = "main"
 command = ["/bin/sh", "-c", "exec sleep 1000"]
-readiness = { exec = ["test", "-e", "DIR/ready"], period = "200ms", timeout = "200ms" }
+readiness = { exec = ["/bin/sh", "-c", "echo >> DIR/gated.probes; test -e DIR/ready"], period = "200ms", timeout = "200ms" }
 
 [[service]]
 name = "gated"
@@ -44,7 +44,7 @@ readiness = { http = { port = 8080, path = "/" }, period = "200ms", timeout = "2
 [[deployment.template.process]]
 name = "gate"
 command = ["/bin/sh", "-c", "exec sleep 1000"]
-readiness = { exec = ["test", "-e", "DIR/web-ready"], period = "200ms", timeout = "200ms" }
+readiness = { exec = ["/bin/sh", "-c", "echo >> DIR/gate.probes; test -e DIR/web-ready"], period = "200ms", timeout = "200ms" }
 "#;
 
 /// Pod `name`'s (processes running and ready, phase, restarts of all its processes).
@@ -82,6 +82,24 @@ fn endpoints(m: &MasterProc, name: &str) -> (usize, usize) {
     (e.ready.len(), e.not_ready.len())
 }
 
+/// Waits until the readiness probe that counts its runs in `DIR/<name>.probes` ran `n` more
+/// times.
+fn probed(dir: &std::path::Path, name: &str, n: usize) {
+    let file = dir.join(format!("{name}.probes"));
+    let runs = || {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = runs();
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{n} more runs of the {name} probe"),
+        || (runs() >= before + n).then_some(()),
+    );
+}
+
 #[test]
 fn probes_gate_readiness_and_restart_hung_processes() {
     require_root();
@@ -104,12 +122,11 @@ fn probes_gate_readiness_and_restart_hung_processes() {
     wait_for(Duration::from_secs(30), "gated Running", || {
         pod_state(&m, "gated").filter(|r| r.1 == PodPhase::Running)
     });
-    let until = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < until {
-        let r = pod_state(&m, "gated").unwrap();
-        assert_eq!((r.0, r.1), (0, PodPhase::Running), "{r:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    // Not a quiet spell but the probe itself: it ran and failed three more times, and the pod
+    // is still unready.
+    probed(&dir, "gated", 3);
+    let r = pod_state(&m, "gated").unwrap();
+    assert_eq!((r.0, r.1), (0, PodPhase::Running), "{r:?}");
     // ...and out of its service's endpoints.
     let ep = endpoints(&m, "gated");
     assert_eq!(ep.0, 0, "an unready pod is a ready endpoint: {ep:?}");
@@ -126,7 +143,7 @@ fn probes_gate_readiness_and_restart_hung_processes() {
     );
     let d = m.ok(&["describe", "pod", "gated"]);
     assert!(
-        d.contains("Readiness: exec test -e ") && d.contains("every 200ms, timeout 200ms"),
+        d.contains("Readiness: exec /bin/sh -c ") && d.contains("every 200ms, timeout 200ms"),
         "{d}"
     );
     assert!(d.contains("Ready:     true"), "{d}");
@@ -153,7 +170,8 @@ fn probes_gate_readiness_and_restart_hung_processes() {
         let running = pods.iter().filter(|p| p.status.phase == PodPhase::Running);
         (running.count() == 2).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(1000));
+    // Both pods' gate probes ran and failed three more times each.
+    probed(&dir, "gate", 6);
     assert_eq!(available(&m, "web"), Some(0));
     wait_for(Duration::from_secs(20), "the web servers ready", || {
         let pods = m.pods("app=web");
@@ -162,7 +180,7 @@ fn probes_gate_readiness_and_restart_hung_processes() {
             .filter(|p| ready_processes(p) == 1 && p.spec.processes.len() == 2);
         (half.count() == 2).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(500));
+    probed(&dir, "gate", 6);
     assert_eq!(
         available(&m, "web"),
         Some(0),

@@ -41,6 +41,33 @@ fn node_ready(m: &MasterProc, name: &str) -> bool {
     m.node_ready(name)
 }
 
+/// How many lines of the log at `path` contain all of `parts` (colours left out).
+fn log_lines(path: &std::path::Path, parts: &[&str]) -> usize {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    no_colours(&log)
+        .lines()
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
+        .count()
+}
+
+/// `s` without ANSI colour sequences (`ESC [ ... m`), which the logs carry around fields.
+fn no_colours(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[test]
 fn apply_run_logs_survive_master_and_worker_restarts_delete() {
     require_root();
@@ -74,10 +101,18 @@ fn apply_run_logs_survive_master_and_worker_restarts_delete() {
     });
     assert!(logs.contains("started in sleeper"), "{logs}");
 
-    // kill -9 the master: the pod keeps running; after a restart the master and node resync.
+    // kill -9 the master: the pod keeps running through the worker's reaction to the loss (its
+    // session ends, it goes on redialling); after a restart the master and node resync.
+    let worker_log = state.with_extension("worker.log");
+    let lost = ["reconnecting in"];
+    let before = log_lines(&worker_log, &lost);
     let addr = m.addr.clone();
     m.proc.kill9();
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for(
+        Duration::from_secs(30),
+        "the worker to notice the master's loss",
+        || (log_lines(&worker_log, &lost) > before).then_some(()),
+    );
     assert!(
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "pod died with the master"
@@ -104,8 +139,16 @@ fn apply_run_logs_survive_master_and_worker_restarts_delete() {
         std::path::Path::new(&format!("/proc/{pid}")).exists(),
         "pod died with the worker"
     );
+    let adopted = ["re-adopted running pod", "pod=sleeper"];
+    let before = log_lines(&worker_log, &adopted);
     let _w2 = start_worker(&m, "n1", &state, &[]);
-    std::thread::sleep(Duration::from_secs(2));
+    // The new worker's own word that it took the running pod over (a worker that started the
+    // pod afresh never says so).
+    wait_for(
+        Duration::from_secs(30),
+        "the new worker to re-adopt the pod",
+        || (log_lines(&worker_log, &adopted) > before).then_some(()),
+    );
     wait_for(
         Duration::from_secs(20),
         "node n1 Ready after worker restart",
@@ -117,8 +160,7 @@ fn apply_run_logs_survive_master_and_worker_restarts_delete() {
         "the worker restarted the pod instead of adopting it"
     );
     // The master's view could be the one from before the restart: the process itself is the
-    // judge. A worker that started the pod afresh would have ended the old one.
-    std::thread::sleep(Duration::from_secs(1));
+    // judge (same PID, same start time).
     assert_eq!(
         start_ticks(pid),
         ticks,

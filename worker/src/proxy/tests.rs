@@ -272,7 +272,6 @@ fn no_endpoints_closes_the_connection() {
             other => panic!("connection not closed: {other:?}"),
         }
         assert_eq!(p.host(), "127.0.0.1");
-        let _: SocketAddr = (LO, port).into();
     });
 }
 
@@ -342,19 +341,36 @@ fn connections_beyond_the_limit_wait_for_a_free_slot() {
     });
 }
 
-/// A UDP backend that answers every datagram with `id` and the datagram.
-async fn udp_backend(id: &'static str) -> (u16, smol::Task<()>) {
+/// What a UDP backend received: the source address and the datagram, in order.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+
+/// A UDP backend that answers every datagram with `id` and the datagram, and records each.
+async fn udp_backend(id: &'static str) -> (u16, smol::Task<()>, Received) {
     let s = async_net::UdpSocket::bind((LO, 0)).await.unwrap();
     let port = s.local_addr().unwrap().port();
+    let received = Received::default();
+    let log = received.clone();
     let task = smol::spawn(async move {
         let mut buf = vec![0u8; 65_536];
         while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            log.lock().unwrap().push((from, buf[..n].to_vec()));
             let mut out = format!("{id} ").into_bytes();
             out.extend_from_slice(&buf[..n]);
             let _ = s.send_to(&out, from).await;
         }
     });
-    (port, task)
+    (port, task, received)
+}
+
+/// The source address `received` saw `msg` from (the proxy's socket of that session).
+fn source_of(received: &Received, msg: &[u8]) -> SocketAddr {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(_, d)| d == msg)
+        .map(|(from, _)| *from)
+        .unwrap_or_else(|| panic!("the backend never got {:?}", String::from_utf8_lossy(msg)))
 }
 
 /// A port free for both UDP and TCP on loopback.
@@ -402,8 +418,8 @@ async fn udp_ask(client: &async_net::UdpSocket, port: u16, msg: &[u8]) -> String
 #[test]
 fn udp_sessions_stick_spread_and_follow_endpoint_changes() {
     smol::block_on(async {
-        let (a, _ta) = udp_backend("a").await;
-        let (b, _tb) = udp_backend("b").await;
+        let (a, _ta, got_a) = udp_backend("a").await;
+        let (b, _tb, got_b) = udp_backend("b").await;
         let port = free_udp_port();
         let mut p = Proxy::new(LO);
         // Longer than any stall of this test on a loaded machine (a session ending early would
@@ -429,20 +445,38 @@ fn udp_sessions_stick_spread_and_follow_endpoint_changes() {
         let ids: std::collections::BTreeSet<&str> =
             by_client.iter().map(|(_, id)| id.as_str()).collect();
         assert_eq!(ids.len(), 2, "4 clients over 2 backends: {ids:?}");
-        // A 60 KiB datagram goes through whole.
+        // A 60 KiB datagram goes through whole, as one datagram both ways (`udp_ask` waits for
+        // the whole echo).
         let big = vec![b'x'; 60_000];
-        let got = udp_ask(&by_client[0].0, port, &big).await;
-        assert_eq!(got.len(), 2 + 60_000);
-        // The backend of client 0 leaves the endpoints: its next datagram goes to the other.
+        udp_ask(&by_client[0].0, port, &big).await;
         let (c0, id0) = &by_client[0];
-        let other = if id0 == "a" { b } else { a };
+        let got0 = if id0 == "a" { &got_a } else { &got_b };
+        source_of(got0, &big);
+        // The backend of client 0 leaves the endpoints: its next datagram goes to the other.
+        let (other, got_other) = if id0 == "a" { (b, &got_b) } else { (a, &got_a) };
         e.ready.retain(|x| x.port == other);
         p.update(vec![e.clone()]);
         let moved = udp_ask(c0, port, b"after").await;
         assert!(!moved.starts_with(id0.as_str()), "{moved}");
-        // Idle sessions end; the same client then starts a new one.
-        smol::Timer::after(Duration::from_millis(2000)).await;
-        assert!(udp_ask(c0, port, b"later").await.ends_with("later"));
+        let session = source_of(got_other, b"after");
+        // An idle session ends: after the idle time (and its check, every quarter of it) the
+        // client's next datagram opens a new session (another socket towards the backend), and
+        // the idle session's socket is closed.
+        smol::Timer::after(Duration::from_secs(3)).await;
+        udp_ask(c0, port, b"later").await;
+        let next = source_of(got_other, b"later");
+        assert_ne!(
+            next, session,
+            "the idle session still carried the client's datagrams"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, session.port())).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the ended session's socket {session} is still open"
+            );
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
         // A TCP service on the same port number is a different listener.
         let t = backend("t").await;
         p.update(vec![e, eps("web", port, &[t])]);
