@@ -56,7 +56,7 @@ pub const BOARDS: [&str; 2] = ["qemu-virt-aarch64", "qemu-virt-armv7"];
 
 /// The host's `bramble` (master + CLI): `$BRAMBLE_BIN`; else, unless `rebuild`, a `bramble`
 /// next to (or one directory above) the running executable (what `cargo test --workspace`
-/// builds); else `cargo build -p bramble-master --bin bramble` now.
+/// builds); else `cargo build -p bramble-cli --bin bramble` now.
 pub fn host_bramble(rebuild: bool) -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("BRAMBLE_BIN") {
         let p = PathBuf::from(p);
@@ -84,7 +84,7 @@ pub fn host_bramble(rebuild: bool) -> Result<PathBuf> {
     run_ok(
         Command::new(cargo)
             .current_dir(crate::util::workspace_root())
-            .args(["build", "-q", "-p", "bramble-master", "--bin", "bramble"]),
+            .args(["build", "-q", "-p", "bramble-cli", "--bin", "bramble"]),
         Duration::from_secs(1200),
     )
     .context("building the host's `bramble` (or set BRAMBLE_BIN=/path/to/bramble)")?;
@@ -348,7 +348,7 @@ pub fn connection_stability(c: &Cluster) -> Result<String> {
          WORKER/MASTER BUG: the worker ends a session after heartbeat_interval * 6 + 10 s (16 s \
          with --heartbeat-interval 1s) without a frame from the master (worker/src/agent/mod.rs \
          session(), `idle`), but the master sends nothing on an idle node connection \
-         (master/src/api/node.rs only sends Assign, Logs, CancelLogs, Resync; heartbeats are \
+         (master/server/src/api/node.rs only sends Assign, Logs, CancelLogs, Resync; heartbeats are \
          not answered). Every idle node reconnects every 16 s, and because connection_loop() \
          only resets its backoff after a session longer than 30 s, the reconnect delay doubles \
          each time up to 30 s (x0.5-1.5 jitter): after about two minutes the node is NotReady \

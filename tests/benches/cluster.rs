@@ -2,7 +2,7 @@
 //! on loopback, against the targets of the design card.
 //!
 //! ```text
-//! cargo build --release -p bramble-master -p bramble-worker
+//! cargo build --release -p bramble-cli -p bramble-worker
 //! sudo cargo bench -p bramble-tests --bench cluster
 //! ```
 //!
@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bramble_master::cli::Client;
+use bramble_client::Client;
 use bramble_tests::{MasterProc, Proc, bin, free_port};
 use bramble_wire::PodPhase;
 use bramble_wire::msg::{RequestBody, ResponseBody, WatchEvent};
@@ -153,7 +153,7 @@ fn check_binaries() -> PathBuf {
     if !missing.is_empty() {
         eprintln!(
             "\nerror: {} missing in {}.\n`cargo bench` does not build other packages' binaries: run\n\n    \
-             cargo build --release -p bramble-master -p bramble-worker\n\nfirst, then \
+             cargo build --release -p bramble-cli -p bramble-worker\n\nfirst, then \
              `cargo bench -p bramble-tests --bench cluster` again.\n",
             missing.join(" and "),
             dir.display()

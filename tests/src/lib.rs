@@ -18,7 +18,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = dir.join(name);
     assert!(
         p.exists(),
-        "{} is missing: build it first (`cargo test --workspace` or `cargo build -p bramble-master -p bramble-worker`)",
+        "{} is missing: build it first (`cargo test --workspace` or `cargo build -p bramble-cli -p bramble-worker`)",
         p.display()
     );
     p
@@ -255,13 +255,9 @@ impl MasterProc {
     }
 
     /// An API client.
-    pub fn client(&self) -> bramble_master::cli::Client {
+    pub fn client(&self) -> bramble_client::Client {
         let token = std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap();
-        smol::block_on(bramble_master::cli::Client::connect(
-            &self.addr,
-            token.trim(),
-        ))
-        .expect("connect")
+        smol::block_on(bramble_client::Client::connect(&self.addr, token.trim())).expect("connect")
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bramble_master::cli::ClientError;
+use bramble_client::ClientError;
 use bramble_tests::{MasterProc, json, wait_for};
 use bramble_wire::msg::{ErrorCode, RequestBody, ResponseBody};
 use bramble_wire::objects::{Kind, Meta, Object, Pod, PodSpec, ProcessSpec};

@@ -61,7 +61,7 @@ pub async fn run(
                         "no artifact found: push one with bramble artifact push FILE --arch ARCH"
                     );
                 } else {
-                    let now = crate::api::now_ms();
+                    let now = bramble_server::api::now_ms();
                     let _ = write!(
                         out,
                         "{}",
@@ -81,7 +81,7 @@ pub async fn run(
                 }
             };
             let name = name.unwrap_or_else(|| default_name(&file));
-            crate::validate::check_name("artifact name", &name).map_err(|e| {
+            bramble_client::validate::check_name("artifact name", &name).map_err(|e| {
                 usage(format!(
                     "{e}; pick one with --name (derived from {})",
                     file.display()

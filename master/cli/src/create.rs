@@ -150,7 +150,7 @@ pub fn build(kind: Kind, a: &CreateArgs) -> Result<Object, String> {
     } else {
         Object::Secret(Secret { meta, data })
     };
-    crate::validate::check_object(&o).map_err(|e| e.to_string())?;
+    bramble_client::validate::check_object(&o).map_err(|e| e.to_string())?;
     Ok(o)
 }
 

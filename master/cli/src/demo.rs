@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bramble_wire::msg::{RequestBody, ResponseBody};
 use bramble_wire::objects::{Kind, Object, PodPhase};
 
-use crate::cli::Client;
+use bramble_client::Client;
 
 /// Applies `manifest` and reports progress on stdout.
 pub async fn run(server: &str, token: &str, manifest: &str) -> anyhow::Result<()> {
@@ -36,8 +36,8 @@ pub async fn run(server: &str, token: &str, manifest: &str) -> anyhow::Result<()
         "node:    registered and Ready after {} ms",
         t0.elapsed().as_millis()
     );
-    let objs =
-        crate::manifest::parse(manifest, "demo.toml", "default").map_err(|e| anyhow::anyhow!(e))?;
+    let objs = bramble_client::manifest::parse(manifest, "demo.toml", "default")
+        .map_err(|e| anyhow::anyhow!(e))?;
     let t1 = Instant::now();
     c.call(RequestBody::Apply(objs)).await?;
     println!("applied: pod/hello (32Mi memory, 250m cpu, 32 pids)");

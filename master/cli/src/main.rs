@@ -1,11 +1,13 @@
-//! The `bramble` command line: `master` and `up` run servers; the rest are API clients.
+//! `bramble`: the command line. `master` and `up` run servers (`bramble-server`); the rest are
+//! API clients (`bramble-client`).
 
-pub mod artifact;
-pub mod client;
-pub mod create;
+mod artifact;
+mod create;
+mod demo;
 mod rollout;
 mod table;
 mod token;
+mod up;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use bramble_wire::msg::{ApplyOutcome, RequestBody, ResponseBody};
 use bramble_wire::objects::{Kind, Object};
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use client::{Client, ClientError};
+use bramble_client::{Client, ClientError};
 
 /// Default API port.
 pub const DEFAULT_PORT: u16 = 7470;
@@ -236,13 +238,13 @@ pub struct MasterArgs {
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
     /// Largest artifact tarball accepted, e.g. `1Gi`.
-    #[arg(long, default_value = "1Gi", value_parser = crate::validate::parse_bytes)]
+    #[arg(long, default_value = "1Gi", value_parser = bramble_client::validate::parse_bytes)]
     pub max_artifact_size: u64,
     /// The pod range: each node gets a subnet of it for its `network = "isolated"` pods.
-    #[arg(long, default_value = crate::api::DEFAULT_CLUSTER_CIDR)]
+    #[arg(long, default_value = bramble_server::api::DEFAULT_CLUSTER_CIDR)]
     pub cluster_cidr: String,
     /// Prefix length of each node's pod subnet (24: 254 pods per node).
-    #[arg(long, default_value_t = crate::api::DEFAULT_NODE_CIDR_SIZE)]
+    #[arg(long, default_value_t = bramble_server::api::DEFAULT_NODE_CIDR_SIZE)]
     pub node_cidr_size: u8,
 }
 
@@ -263,21 +265,26 @@ pub struct UpArgs {
     pub exit_after_demo: bool,
 }
 
+fn main() {
+    let cli = Cli::parse();
+    std::process::exit(run(cli));
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::manifest::parse_duration_ms(s).map(Duration::from_millis)
+    bramble_client::manifest::parse_duration_ms(s).map(Duration::from_millis)
 }
 
 /// Runs the CLI; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     match cli.cmd {
-        Cmd::Master(a) => match crate::server::run_master(a) {
+        Cmd::Master(a) => match master_config(a).and_then(bramble_server::server::run_master) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 1
             }
         },
-        Cmd::Up(a) => match crate::server::run_up(a, &cli.server) {
+        Cmd::Up(a) => match up::run_up(a, &cli.server) {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -303,6 +310,22 @@ pub fn run(cli: Cli) -> i32 {
     }
 }
 
+/// The master's configuration from the flags of `bramble master`.
+fn master_config(a: MasterArgs) -> anyhow::Result<bramble_server::api::Config> {
+    let mut cfg = bramble_server::api::Config::new(a.data_dir, a.listen);
+    cfg.admin_token_file = a.admin_token_file;
+    cfg.join_token_file = a.join_token_file;
+    cfg.heartbeat_interval = a.heartbeat_interval;
+    cfg.node_grace = a.node_grace;
+    cfg.eviction_timeout = a.eviction_timeout;
+    cfg.max_connections = a.max_connections;
+    cfg.max_artifact_bytes = a.max_artifact_size;
+    cfg.cluster_cidr =
+        bramble_server::controllers::podnet::ClusterCidr::parse(&a.cluster_cidr, a.node_cidr_size)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cfg)
+}
+
 fn token(file: &Option<PathBuf>) -> Result<String, String> {
     let path = match file {
         Some(p) => p.clone(),
@@ -313,7 +336,7 @@ fn token(file: &Option<PathBuf>) -> Result<String, String> {
             dir.join("admin.token")
         }
     };
-    client::read_token_file(&path).map_err(|e| e.to_string())
+    bramble_client::read_token_file(&path).map_err(|e| e.to_string())
 }
 
 fn parse_kind(s: &str) -> Result<Kind, ClientError> {
@@ -347,7 +370,8 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                     .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
                 (t, file.display().to_string())
             };
-            let objs = crate::manifest::parse(&text, &origin, &namespace).map_err(usage)?;
+            let objs =
+                bramble_client::manifest::parse(&text, &origin, &namespace).map_err(usage)?;
             let ResponseBody::Applied(res) = c.call(RequestBody::Apply(objs)).await? else {
                 return Err(usage("unexpected answer".into()));
             };
@@ -405,7 +429,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                 Output::Json => {
                     let json: Vec<serde_json::Value> = items
                         .iter()
-                        .map(|o| crate::config_data::to_json(o, reveal))
+                        .map(|o| bramble_client::config_data::to_json(o, reveal))
                         .collect();
                     let v = if json.len() == 1 {
                         serde_json::to_string_pretty(&json[0])
@@ -426,7 +450,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                                 &items,
                                 output == Output::Wide,
                                 all_namespaces,
-                                crate::api::now_ms()
+                                bramble_server::api::now_ms()
                             )
                         );
                     }
@@ -445,7 +469,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                 name: name.clone(),
             };
             if let ResponseBody::Object(o) = c.call(get).await? {
-                let now = crate::api::now_ms();
+                let now = bramble_server::api::now_ms();
                 let _ = write!(out, "{}", table::describe(&o, now));
                 let list = RequestBody::List {
                     kind: Kind::Event,

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use bramble_wire::objects::{ConditionKind, Kind, Object, Pod, ProcessState};
 
-use crate::validate::format_bytes;
+use bramble_client::validate::format_bytes;
 
 /// Renders rows as aligned columns.
 pub fn columns(rows: &[Vec<String>]) -> String {

@@ -97,7 +97,7 @@ pub async fn run(c: &mut Client, cmd: TokenCmd, out: &mut impl Write) -> Result<
         }
         TokenCmd::List => match c.call(RequestBody::TokenList).await? {
             ResponseBody::Tokens(t) => {
-                let _ = write!(out, "{}", render(&t, crate::api::now_ms()));
+                let _ = write!(out, "{}", render(&t, bramble_server::api::now_ms()));
             }
             _ => return Err(usage("unexpected answer to token list".into())),
         },

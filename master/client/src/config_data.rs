@@ -1,6 +1,7 @@
-//! Config maps and secrets on the master side, pure: their manifest tables, the pod-side checks
-//! (volumes and `env_from` that name them), which of them a set of pods references, and the
-//! JSON form the CLI prints (secret values hidden unless revealed).
+//! Config maps and secrets on the master side, pure: their manifest tables, which of them a set
+//! of pods references, and the JSON form the CLI prints (secret values hidden unless revealed).
+//! The pod-side checks (volumes and `env_from` that name them) are in
+//! [`crate::validate`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,8 +9,6 @@ use bramble_wire::objects::{
     ConfigMap, EnvFrom, Labels, Meta, Object, Pod, PodSpec, Secret, VolumeSource,
 };
 use serde::Deserialize;
-
-use crate::validate::{self, Invalid};
 
 /// `[[configmap]]`.
 #[derive(Debug, Deserialize)]
@@ -122,72 +121,6 @@ pub(crate) fn volume_source(
             "{what}: volume {volume:?}: give only one of configmap = \"NAME\" or secret = \"NAME\""
         )),
     }
-}
-
-fn bad(field: String, message: impl Into<String>) -> Invalid {
-    Invalid {
-        field,
-        message: message.into(),
-    }
-}
-
-/// Pod-side checks: volume names and mount paths, the names of the config maps and secrets that
-/// volumes and `env_from` refer to, and `env_from` prefixes.
-pub fn check_pod_refs(p: &Pod) -> Result<(), Invalid> {
-    let at = |f: &str| format!("pod {:?}: {f}", p.meta.name);
-    let mut seen = BTreeSet::new();
-    for (i, v) in p.spec.volumes.iter().enumerate() {
-        validate::check_name(&at(&format!("volume[{i}].name")), &v.name)?;
-        if !seen.insert(v.name.as_str()) {
-            return Err(bad(
-                at(&format!("volume[{i}].name")),
-                format!("{:?} is used twice; volume names must be unique", v.name),
-            ));
-        }
-        let mp = &v.mount_path;
-        if !mp.starts_with('/')
-            || mp == "/"
-            || mp.contains('\0')
-            || mp.split('/').any(|c| c == "..")
-        {
-            return Err(bad(
-                at(&format!("volume[{i}].mount_path")),
-                format!(
-                    "{mp:?} must be an absolute path inside the pod other than \"/\", without \"..\""
-                ),
-            ));
-        }
-        match &v.source {
-            VolumeSource::ConfigMap { name } => {
-                validate::check_name(&at(&format!("volume[{i}].configmap")), name)?
-            }
-            VolumeSource::Secret { name } => {
-                validate::check_name(&at(&format!("volume[{i}].secret")), name)?
-            }
-            _ => {}
-        }
-    }
-    for (i, proc) in p.spec.processes.iter().enumerate() {
-        for (j, e) in proc.env_from.iter().enumerate() {
-            let field = at(&format!("process[{i}].env_from[{j}]"));
-            let (name, prefix) = match e {
-                EnvFrom::ConfigMap { name, prefix } | EnvFrom::Secret { name, prefix } => {
-                    (name, prefix)
-                }
-            };
-            validate::check_name(&field, name)?;
-            if !prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            {
-                return Err(bad(
-                    format!("{field}.prefix"),
-                    format!("{prefix:?}: use letters, digits and '_' only"),
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The config maps and secrets (namespace, name) that pods use.

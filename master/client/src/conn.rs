@@ -8,8 +8,11 @@ use bramble_wire::msg::{ApiError, ErrorCode, Request, RequestBody, Response, Res
 use bramble_wire::{Handshake, Hello, Role};
 use futures_lite::io::{ReadHalf, WriteHalf};
 
-use crate::api::heapless_str;
-use crate::api::tls::{ClientStream, DialError, dial_pinned};
+use crate::heapless_str;
+use crate::tls::{ClientStream, DialError, dial_pinned};
+
+/// Largest answer frame to a client (a list of thousands of nodes fits).
+pub const CLIENT_RESPONSE_MAX: usize = 16 << 20;
 
 /// Reads a token file as it is (`K10<pin>::<id>.<secret>`): the pin is checked against the
 /// master's certificate, the rest is the credential.
@@ -113,7 +116,7 @@ impl Client {
                     detail: other.to_string(),
                 },
             })?;
-        let max = crate::api::CLIENT_RESPONSE_MAX;
+        let max = CLIENT_RESPONSE_MAX;
         let (r, mut writer) = futures_lite::io::split(tls);
         let mut reader = FrameReader::new(r, max);
         let hello = Handshake::Hello(Hello {

@@ -1,8 +1,11 @@
 //! Validation of user input at the edge: names, labels, quantities, whole objects.
 //! Every error names the field and the fix.
 
+use std::collections::BTreeSet;
+
 use bramble_wire::objects::{
-    Kind, Labels, Meta, NetworkMode, Object, Pod, PodTemplate, Probe, ProbeAction, RestartPolicy,
+    EnvFrom, Kind, Labels, Meta, NetworkMode, Object, Pod, PodTemplate, Probe, ProbeAction,
+    RestartPolicy, VolumeSource,
 };
 
 /// Longest label value or name (DNS-1123 label).
@@ -324,7 +327,7 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
             format!("at most {MAX_PROCESSES} processes per pod"),
         ));
     }
-    if let Some(name) = crate::sched::artifact_of(p.spec.rootfs.as_deref()) {
+    if let Some(name) = artifact_of(p.spec.rootfs.as_deref()) {
         check_name(&at("rootfs"), name).map_err(|e| {
             invalid(
                 at("rootfs"),
@@ -399,7 +402,69 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
     for (k, v) in &p.spec.node_selector {
         check_label(&at("node_selector"), k, v)?;
     }
-    crate::config_data::check_pod_refs(p)
+    check_pod_refs(p)
+}
+
+/// Pod-side checks: volume names and mount paths, the names of the config maps and secrets that
+/// volumes and `env_from` refer to, and `env_from` prefixes.
+pub fn check_pod_refs(p: &Pod) -> Result<(), Invalid> {
+    let at = |f: &str| format!("pod {:?}: {f}", p.meta.name);
+    let mut seen = BTreeSet::new();
+    for (i, v) in p.spec.volumes.iter().enumerate() {
+        check_name(&at(&format!("volume[{i}].name")), &v.name)?;
+        if !seen.insert(v.name.as_str()) {
+            return Err(invalid(
+                at(&format!("volume[{i}].name")),
+                format!("{:?} is used twice; volume names must be unique", v.name),
+            ));
+        }
+        let mp = &v.mount_path;
+        if !mp.starts_with('/')
+            || mp == "/"
+            || mp.contains('\0')
+            || mp.split('/').any(|c| c == "..")
+        {
+            return Err(invalid(
+                at(&format!("volume[{i}].mount_path")),
+                format!(
+                    "{mp:?} must be an absolute path inside the pod other than \"/\", without \"..\""
+                ),
+            ));
+        }
+        match &v.source {
+            VolumeSource::ConfigMap { name } => {
+                check_name(&at(&format!("volume[{i}].configmap")), name)?
+            }
+            VolumeSource::Secret { name } => check_name(&at(&format!("volume[{i}].secret")), name)?,
+            _ => {}
+        }
+    }
+    for (i, proc) in p.spec.processes.iter().enumerate() {
+        for (j, e) in proc.env_from.iter().enumerate() {
+            let field = at(&format!("process[{i}].env_from[{j}]"));
+            let (name, prefix) = match e {
+                EnvFrom::ConfigMap { name, prefix } | EnvFrom::Secret { name, prefix } => {
+                    (name, prefix)
+                }
+            };
+            check_name(&field, name)?;
+            if !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(invalid(
+                    format!("{field}.prefix"),
+                    format!("{prefix:?}: use letters, digits and '_' only"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The artifact name of a `rootfs = "artifact:NAME"`.
+pub fn artifact_of(rootfs: Option<&str>) -> Option<&str> {
+    rootfs.and_then(|r| r.strip_prefix("artifact:"))
 }
 
 /// Shortest probe period: a tighter loop costs the board more than it tells.

@@ -1,7 +1,7 @@
 //! Controller throughput on a 1,000-node, 10,000-pod cluster (100 deployments × 100 replicas)
 //! after one node fails past the eviction timeout.
 //!
-//! `cargo bench -p bramble-master --bench controllers` (a plain binary: `harness = false`). Prints:
+//! `cargo bench -p bramble-server --bench controllers` (a plain binary: `harness = false`). Prints:
 //! 1. an idle pass over the converged cluster (no action expected);
 //! 2. the pass that evicts the failed node's pods (deletes);
 //! 3. after applying them, the pass that creates the replacements (replica sets), and the
@@ -10,8 +10,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bramble_master::controllers::{self, Action, LABEL_TEMPLATE_HASH, Snapshot, Timings};
-use bramble_master::sched;
+use bramble_server::controllers::{self, Action, LABEL_TEMPLATE_HASH, Snapshot, Timings};
+use bramble_server::sched;
 use bramble_wire::objects::{
     Arch, Condition, ConditionKind, Deployment, DeploymentSpec, Kind, Labels, Meta, Node, NodeInfo,
     Object, OwnerRef, Pod, PodPhase, PodStatus, PodTemplate, ProcessSpec, ProcessState,

@@ -1,6 +1,6 @@
 //! Scheduler throughput: pods placed per second for 10,000 pending pods on 1,000 and 5,000 nodes.
 //!
-//! `cargo bench -p bramble-master --bench sched` (a plain binary: `harness = false`). The cluster
+//! `cargo bench -p bramble-server --bench sched` (a plain binary: `harness = false`). The cluster
 //! is a deterministic mix of boards (Pi 3/4/5, x86 boxes; a few NotReady, cordoned or tainted) and
 //! the pods a mix of sizes and constraints (selectors, arch, host ports, tolerations, replicas of
 //! one owner). Each configuration runs a few times with different seeds; the mean is printed.
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use bramble_master::sched::{
+use bramble_server::sched::{
     Amounts, Config, OwnerKey, PendingPod, Plan, Sample, SchedNode, Snapshot, schedule_with,
 };
 use bramble_wire::objects::{Arch, Kind, Labels, Resources, Taint, TaintEffect, Toleration};

@@ -1,7 +1,7 @@
 //! Durable write throughput of the store, next to the disk's raw fsync rate.
 //!
 //! ```text
-//! cargo bench -p bramble-master --bench store        # BRAMBLE_BENCH_WRITES=2000 by default
+//! cargo bench -p bramble-server --bench store        # BRAMBLE_BENCH_WRITES=2000 by default
 //! ```
 //!
 //! Runs in a temp dir under Cargo's target dir (a real disk, not tmpfs). Prints numbers only.
@@ -12,7 +12,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::time::Instant;
 
-use bramble_master::store::Store;
+use bramble_server::store::Store;
 use bramble_wire::objects::{Meta, Object, Pod};
 
 fn pod(name: String) -> Object {

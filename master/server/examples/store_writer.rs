@@ -3,7 +3,7 @@
 //! (that is, after the commit was durable).
 //!
 //! ```text
-//! cargo run -p bramble-master --example store_writer -- DATA_DIR PREFIX [WRITERS] [MAX_WRITES]
+//! cargo run -p bramble-server --example store_writer -- DATA_DIR PREFIX [WRITERS] [MAX_WRITES]
 //! ```
 //!
 //! Each of WRITERS concurrent tasks (default 4, so that group commit batches them) creates pods
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use bramble_master::store::Store;
+use bramble_server::store::Store;
 use bramble_wire::objects::{Meta, Object, Pod};
 
 fn pod(name: &str, generation: u64) -> Object {

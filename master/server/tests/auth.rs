@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_net::{TcpListener, TcpStream};
-use bramble_master::api::{Config, Master};
-use bramble_master::cli::{Client, ClientError};
+use bramble_client::{Client, ClientError};
+use bramble_server::api::{Config, Master};
 use bramble_wire::io::{FrameReader, send};
 use bramble_wire::msg::{
     ErrorCode, NodeDown, NodeUp, PodReport, RequestBody, ResponseBody, TokenKind,
@@ -126,7 +126,7 @@ fn pinned(addr: &str, cred: &str) -> String {
     format!("K10{pin}::{cred}")
 }
 
-type Tls = bramble_master::api::tls::ClientStream;
+type Tls = bramble_client::tls::ClientStream;
 
 /// A raw worker connection after its handshake (over TLS, like every connection).
 struct Session {
@@ -138,7 +138,7 @@ async fn hello(addr: &str, role: Role, identity: &str, cred: &str) -> (Session, 
     // A token printed by `token create` carries the pin: the Hello gets its credential part.
     let cred = bramble_wire::token::split_token(cred).unwrap().credential;
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (tls, _) = bramble_master::api::tls::dial_pinned(tcp, &pinned(addr, cred), "test")
+    let (tls, _) = bramble_client::tls::dial_pinned(tcp, &pinned(addr, cred), "test")
         .await
         .unwrap();
     let (r, mut writer) = futures_lite::io::split(tls);
@@ -353,7 +353,7 @@ fn created_tokens_join_expire_and_revoke() {
 }
 
 fn pod(name: &str, node: &str, cm: &str, secret: &str) -> Object {
-    let mut objs = bramble_master::manifest::parse(
+    let mut objs = bramble_client::manifest::parse(
         &format!(
             "[[pod]]\nname = \"{name}\"\nnode = \"{node}\"\n[[pod.process]]\nname = \"main\"\ncommand = [\"/bin/true\"]\n"
         ),

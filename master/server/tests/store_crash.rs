@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use bramble_master::store::Store;
+use bramble_server::store::Store;
 use bramble_wire::objects::Kind;
 
 const ROUNDS: u32 = 20;
@@ -32,7 +32,7 @@ fn writer_binary() -> PathBuf {
         "build",
         "-q",
         "-p",
-        "bramble-master",
+        "bramble-server",
         "--example",
         "store_writer",
     ]);
@@ -54,7 +54,7 @@ fn writer_binary() -> PathBuf {
     assert!(status.success(), "building the store_writer example failed");
     assert!(
         bin.exists(),
-        "{} not found: build it with `cargo build -p bramble-master --example store_writer`",
+        "{} not found: build it with `cargo build -p bramble-server --example store_writer`",
         bin.display()
     );
     bin

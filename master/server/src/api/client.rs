@@ -15,8 +15,7 @@ use super::{Master, now_ms, with_timeout};
 use crate::store::StoreError;
 use crate::validate;
 
-/// Largest answer frame to a client (a list of thousands of nodes fits).
-pub const CLIENT_RESPONSE_MAX: usize = 16 << 20;
+pub use bramble_client::CLIENT_RESPONSE_MAX;
 
 /// The namespace every cluster has.
 pub const DEFAULT_NAMESPACE: &str = "default";

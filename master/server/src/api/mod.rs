@@ -361,16 +361,7 @@ pub(crate) async fn get_opt(
     }
 }
 
-/// Copies `s` into a bounded string, truncating at a char boundary.
-pub fn heapless_str<const N: usize>(s: &str) -> heapless::String<N> {
-    let mut out = heapless::String::new();
-    for c in s.chars() {
-        if out.push(c).is_err() {
-            break;
-        }
-    }
-    out
-}
+pub use bramble_client::heapless_str;
 
 async fn reject(
     w: &mut tls::ConnWriter,

@@ -12,13 +12,13 @@
 //! the sha256 of `server.crt`'s DER, which travels in the token files
 //! (`K10<pin>::<id>.<secret>`, see [`bramble_wire::token`]) and accept exactly one certificate
 //! with that hash, whose key must sign the handshake. embedded-tls (the worker) does not check
-//! that a chain's signer is a CA, so a pin is the only sound check there; the CLI does the same.
+//! that a chain's signer is a CA, so a pin is the only sound check there; the CLI does the same
+//! (its dialer is [`bramble_client::tls`]).
 //!
 //! The server speaks TLS 1.3 only. rustls's ring provider offers P-256 key exchange and
 //! AES-128-GCM, which is what embedded-tls needs; records are capped at [`MAX_FRAGMENT`] bytes of
 //! plaintext so a small client receive buffer is enough.
 
-use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -28,19 +28,16 @@ use std::sync::Arc;
 use async_net::TcpStream;
 use bramble_wire::io::FrameReader;
 use futures_lite::io::{ReadHalf, WriteHalf};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
-use sha2::{Digest, Sha256};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+// The name in the certificate and the pin's hash are shared with the dialers.
+pub use bramble_client::tls::{SERVER_NAME, pin_of};
 
 /// Largest plaintext the master puts in one TLS record (embedded clients size their receive
 /// buffer from it: this plus 256 bytes).
 pub const MAX_FRAGMENT: usize = 4096;
-
-/// The server name dialers put in their ClientHello (certificates are pinned, not matched by
-/// name; the certificate carries this name and `localhost` for tools that do check names).
-pub const SERVER_NAME: &str = "bramble-master";
 
 /// A server-side TLS connection.
 pub type ServerStream = futures_rustls::server::TlsStream<Counted>;
@@ -159,16 +156,6 @@ impl Paths {
             key: data_dir.join("server.key"),
         }
     }
-}
-
-/// sha256 of `der`, lowercase hex.
-pub fn pin_of(der: &[u8]) -> String {
-    let d = Sha256::digest(der);
-    let mut s = String::with_capacity(64);
-    for b in d {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 fn damaged(path: &Path, what: &str, data_dir: &Path) -> anyhow::Error {
@@ -402,184 +389,6 @@ pub fn check_given_token_file(path: &Path, pin: &str) {
             "{} does not pin this master's certificate: dialers refuse a token without it; write it as K10{pin}::<id>.<secret>",
             path.display()
         );
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The dialing side (the CLI, tests, the node simulator).
-
-/// Why the pinning verifier refused a server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PinRefusal {
-    /// The server sent a chain longer than one certificate.
-    Chain(usize),
-    /// The certificate's hash is not the pin.
-    Mismatch {
-        /// The pin from the token.
-        expected: String,
-        /// The hash of what the server presented.
-        got: String,
-    },
-}
-
-/// Accepts exactly one certificate whose sha256 is the pin; the handshake signature is still
-/// verified with that certificate's key (rustls's TLS 1.3 signature check).
-#[derive(Debug)]
-pub struct PinVerifier {
-    pin: String,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-    refusal: std::sync::Mutex<Option<PinRefusal>>,
-}
-
-impl PinVerifier {
-    /// A verifier for `pin` (64 hex characters).
-    pub fn new(pin: &str) -> PinVerifier {
-        PinVerifier {
-            pin: pin.to_ascii_lowercase(),
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-            refusal: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// Why the last handshake was refused, if it was refused by the pin check.
-    pub fn refusal(&self) -> Option<PinRefusal> {
-        self.refusal.lock().ok().and_then(|r| r.clone())
-    }
-
-    fn refuse(&self, r: PinRefusal) -> rustls::Error {
-        if let Ok(mut g) = self.refusal.lock() {
-            *g = Some(r);
-        }
-        rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
-    }
-}
-
-impl ServerCertVerifier for PinVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if !intermediates.is_empty() {
-            return Err(self.refuse(PinRefusal::Chain(intermediates.len() + 1)));
-        }
-        let got = pin_of(end_entity.as_ref());
-        if got != self.pin {
-            return Err(self.refuse(PinRefusal::Mismatch {
-                expected: self.pin.clone(),
-                got,
-            }));
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// A client configuration that pins `verifier`'s certificate (TLS 1.3 only).
-pub fn client_config(verifier: Arc<PinVerifier>) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("the ring provider supports TLS 1.3")
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Arc::new(cfg)
-}
-
-/// A client-side TLS connection.
-pub type ClientStream = futures_rustls::client::TlsStream<TcpStream>;
-
-/// Why a pinned dial failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DialError {
-    /// The token has no pin.
-    #[error(
-        "the token has no certificate pin (it should start with K10<sha256>::): use the master's DATA_DIR/{0} (the master writes the pin into it)"
-    )]
-    NoPin(&'static str),
-    /// The token is malformed.
-    #[error("bad token: {0}")]
-    BadToken(&'static str),
-    /// The server presented another certificate.
-    #[error(
-        "the server's certificate does not match the token's pin (expected sha256 {expected}, got {got}): this is another master, or its certificate was regenerated; use the current DATA_DIR/{file} of the master you mean"
-    )]
-    Mismatch {
-        /// The pin.
-        expected: String,
-        /// What the server presented.
-        got: String,
-        /// Which token file to fix.
-        file: &'static str,
-    },
-    /// The server sent a chain of several certificates (the master sends one).
-    #[error(
-        "the server presented a chain of {0} certificates; the master presents exactly one: this is not the master you pinned"
-    )]
-    Chain(usize),
-    /// Anything else.
-    #[error("{0}")]
-    Io(std::io::Error),
-}
-
-/// Performs a pinned TLS handshake on `tcp` for a token (`K10<pin>::cred`); returns the stream
-/// and the credential to send in Hello. `file` names the token file in messages
-/// (`admin.token` or `join.token`).
-pub async fn dial_pinned(
-    tcp: TcpStream,
-    token: &str,
-    file: &'static str,
-) -> Result<(ClientStream, String), DialError> {
-    let parts = bramble_wire::token::split_token(token).map_err(DialError::BadToken)?;
-    let pin = parts.pin.ok_or(DialError::NoPin(file))?;
-    let verifier = Arc::new(PinVerifier::new(pin));
-    let connector = futures_rustls::TlsConnector::from(client_config(verifier.clone()));
-    let name = ServerName::try_from(SERVER_NAME).expect("a valid DNS name");
-    match connector.connect(name, tcp).await {
-        Ok(s) => Ok((s, parts.credential.to_string())),
-        Err(e) => Err(match verifier.refusal() {
-            Some(PinRefusal::Mismatch { expected, got }) => DialError::Mismatch {
-                expected,
-                got,
-                file,
-            },
-            Some(PinRefusal::Chain(n)) => DialError::Chain(n),
-            None => DialError::Io(e),
-        }),
     }
 }
 

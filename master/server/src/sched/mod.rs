@@ -41,7 +41,7 @@
 //!
 //! # Example
 //! ```
-//! use bramble_master::sched::{schedule, PendingPod, SchedNode, Snapshot, Amounts};
+//! use bramble_server::sched::{schedule, PendingPod, SchedNode, Snapshot, Amounts};
 //! use bramble_wire::objects::{Arch, Resources};
 //!
 //! let mut snap = Snapshot::new();

@@ -82,10 +82,8 @@ pub struct PendingPod {
     pub artifact: Option<String>,
 }
 
-/// The artifact name of a `rootfs = "artifact:NAME"`.
-pub fn artifact_of(rootfs: Option<&str>) -> Option<&str> {
-    rootfs.and_then(|r| r.strip_prefix("artifact:"))
-}
+/// The artifact name of a `rootfs = "artifact:NAME"` (the manifest rules own it).
+pub use bramble_client::validate::artifact_of;
 
 impl PendingPod {
     /// Extracts what the scheduler needs from a pod: requests (`PodSpec::total_resources`), host

@@ -19,14 +19,14 @@
 //!
 //! ```no_run
 //! # smol::block_on(async {
-//! use bramble_master::store::Store;
+//! use bramble_server::store::Store;
 //! let store = Store::open("/var/lib/bramble".as_ref()).await?;
 //! let (revision, pods) = store.list(bramble_wire::objects::Kind::Pod, None).await?;
 //! let mut watch = store.watch(Some(bramble_wire::objects::Kind::Pod), None, revision).await?;
 //! while let Ok(ev) = watch.next().await {
 //!     println!("{} {:?}", ev.revision, ev.event);
 //! }
-//! # Ok::<(), bramble_master::store::StoreError>(())
+//! # Ok::<(), bramble_server::store::StoreError>(())
 //! # });
 //! ```
 
