@@ -15,7 +15,7 @@ use crate::util::{ElfInfo, elf_info, run, which};
 pub enum Bin {
     /// `bramble-worker` (package bramble-worker): the agent on every board. Budget: 3 MB.
     Worker,
-    /// `bramble` (package bramble-master): master + CLI.
+    /// `bramble` (package bramble-cli): master + CLI.
     Master,
 }
 
@@ -27,7 +27,7 @@ impl Bin {
     pub fn package(self) -> &'static str {
         match self {
             Bin::Worker => "bramble-worker",
-            Bin::Master => "bramble-master",
+            Bin::Master => "bramble-cli",
         }
     }
 

@@ -95,7 +95,7 @@ pub fn refuse_dev_overrides() -> Result<()> {
 }
 
 /// The host's `bramble` (master + CLI), built now from the current sources with
-/// `cargo build -p bramble-master --bin bramble` (a no-op when it is up to date; a `bramble`
+/// `cargo build -p bramble-cli --bin bramble` (a no-op when it is up to date; a `bramble`
 /// lying next to the executable may be stale). With `dev_overrides`, `$BRAMBLE_BIN` instead.
 pub fn host_bramble(dev_overrides: bool) -> Result<PathBuf> {
     if dev_overrides && let Some(p) = std::env::var_os("BRAMBLE_BIN") {
@@ -113,7 +113,7 @@ pub fn host_bramble(dev_overrides: bool) -> Result<PathBuf> {
     run_ok(
         Command::new(cargo)
             .current_dir(crate::util::workspace_root())
-            .args(["build", "-q", "-p", "bramble-master", "--bin", "bramble"]),
+            .args(["build", "-q", "-p", "bramble-cli", "--bin", "bramble"]),
         Duration::from_secs(1200),
     )
     .context("building the host's `bramble`")?;
@@ -380,7 +380,7 @@ pub fn connection_stability(c: &Cluster) -> Result<String> {
          WORKER/MASTER BUG: the worker ends a session after heartbeat_interval * 6 + 10 s (16 s \
          with --heartbeat-interval 1s) without a frame from the master (worker/src/agent/mod.rs \
          session(), `idle`), but the master sends nothing on an idle node connection \
-         (master/src/api/node.rs only sends Assign, Logs, CancelLogs, Resync; heartbeats are \
+         (master/server/src/api/node.rs only sends Assign, Logs, CancelLogs, Resync; heartbeats are \
          not answered). Every idle node reconnects every 16 s, and because connection_loop() \
          only resets its backoff after a session longer than 30 s, the reconnect delay doubles \
          each time up to 30 s (x0.5-1.5 jitter): after about two minutes the node is NotReady \

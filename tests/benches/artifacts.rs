@@ -1,7 +1,7 @@
 //! Artifact throughput on loopback with the real binaries:
 //!
 //! ```text
-//! cargo build --release -p bramble-master -p bramble-worker
+//! cargo build --release -p bramble-cli -p bramble-worker
 //! sudo cargo bench -p bramble-tests --bench artifacts
 //! ```
 //!

@@ -2,7 +2,7 @@
 //! on loopback, against the targets of the design card.
 //!
 //! ```text
-//! cargo build --release -p bramble-master -p bramble-worker
+//! cargo build --release -p bramble-cli -p bramble-worker
 //! sudo cargo bench -p bramble-tests --bench cluster
 //! ```
 //!
@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bramble_master::cli::Client;
+use bramble_client::Client;
 use bramble_tests::{MasterProc, Proc, bin, build, is_root, with_nofile, worker};
 use bramble_wire::PodPhase;
 use bramble_wire::msg::{RequestBody, ResponseBody, WatchEvent};

@@ -328,13 +328,9 @@ impl MasterProc {
     }
 
     /// An API client (from this host: a master on loopback).
-    pub fn client(&self) -> bramble_master::cli::Client {
+    pub fn client(&self) -> bramble_client::Client {
         let token = std::fs::read_to_string(self.data_dir.join("admin.token")).unwrap();
-        smol::block_on(bramble_master::cli::Client::connect(
-            &self.addr,
-            token.trim(),
-        ))
-        .expect("connect")
+        smol::block_on(bramble_client::Client::connect(&self.addr, token.trim())).expect("connect")
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use bramble_master::cli::ClientError;
+use bramble_client::ClientError;
 use bramble_tests::{MasterProc, json, wait_for};
 use bramble_wire::frame::encode_vec;
 use bramble_wire::io::FrameReader;
@@ -286,7 +286,7 @@ fn kill9_during_writes_loses_no_acknowledged_write() {
 // reasons it could close one) and keeps serving everyone else.
 
 /// The client side of a TLS connection to the master.
-type Tls = bramble_master::api::tls::ClientStream;
+type Tls = bramble_client::tls::ClientStream;
 
 /// How long the master may take to close a connection it got hostile bytes on.
 const CLOSE_WITHIN: Duration = Duration::from_secs(8);
@@ -298,7 +298,7 @@ fn logging_master(dir: &std::path::Path, extra: &[&str]) -> MasterProc {
         &dir.join("data"),
         extra,
         &[
-            ("RUST_LOG", "info,bramble_master::api=debug"),
+            ("RUST_LOG", "info,bramble_server::api=debug"),
             ("NO_COLOR", "1"),
         ],
     )
@@ -309,7 +309,7 @@ fn logging_master(dir: &std::path::Path, extra: &[&str]) -> MasterProc {
 async fn dial(m: &MasterProc) -> (Tls, String) {
     let token = std::fs::read_to_string(m.data_dir.join("admin.token")).unwrap();
     let tcp = async_net::TcpStream::connect(&m.addr).await.unwrap();
-    bramble_master::api::tls::dial_pinned(tcp, token.trim(), "admin.token")
+    bramble_client::tls::dial_pinned(tcp, token.trim(), "admin.token")
         .await
         .expect("a TLS handshake with the master")
 }
@@ -453,7 +453,7 @@ fn attack(m: &MasterProc, phase: Phase, bytes: &[u8], then_close: bool, reason: 
 
 /// Asserts that the master still serves: on a connection opened before the attacks, on a new
 /// one, and through the CLI.
-fn still_serving(m: &MasterProc, old: &mut bramble_master::cli::Client) {
+fn still_serving(m: &MasterProc, old: &mut bramble_client::Client) {
     still_answers(old);
     still_answers(&mut m.client());
     assert!(m.ok(&["get", "namespaces"]).contains("default"));
@@ -551,7 +551,7 @@ fn request_frames_over_the_bound_are_refused_at_the_header() {
     smol::block_on(async {
         let mut tls = welcomed(&m).await;
         write_raw(&mut tls, &frame).await;
-        let mut r = FrameReader::new(&mut tls, bramble_master::api::CLIENT_RESPONSE_MAX);
+        let mut r = FrameReader::new(&mut tls, bramble_client::CLIENT_RESPONSE_MAX);
         let answer = within(Duration::from_secs(10), "the answer", r.recv::<Response>())
             .await
             .expect("a response frame")
@@ -577,7 +577,7 @@ fn answers_over_the_client_bound_become_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let m = MasterProc::start(&tmp.path().join("data"), &[]);
     let mut c = m.client();
-    let max = bramble_master::api::CLIENT_RESPONSE_MAX;
+    let max = bramble_client::CLIENT_RESPONSE_MAX;
     // Config maps of 48 KB each (a config map holds at most 48 KiB, a request 64 KiB) until a
     // list of them all is over the bound.
     let value = "v".repeat(48_000);
@@ -625,13 +625,13 @@ fn answers_over_the_client_bound_become_an_error() {
 /// speaking the master's TLS (its own certificate code) and then announcing too large a frame.
 #[test]
 fn the_client_refuses_an_oversized_answer_at_the_header() {
-    use bramble_master::api::tls;
+    use bramble_server::api::tls;
     let tmp = tempfile::tempdir().unwrap();
     let identity = tls::load_or_create(tmp.path()).unwrap();
     let acceptor = futures_rustls::TlsAcceptor::from(tls::server_config(&identity).unwrap());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let max = bramble_master::api::CLIENT_RESPONSE_MAX;
+    let max = bramble_client::CLIENT_RESPONSE_MAX;
     let server = std::thread::spawn(move || {
         smol::block_on(async move {
             let listener = async_net::TcpListener::try_from(listener).unwrap();
@@ -665,7 +665,7 @@ fn the_client_refuses_an_oversized_answer_at_the_header() {
     });
     let token = tls::pinned_token(&identity.pin, "admin.0123456789abcdef0123");
     let err = smol::block_on(async {
-        let mut c = bramble_master::cli::Client::connect(&addr, &token)
+        let mut c = bramble_client::Client::connect(&addr, &token)
             .await
             .expect("the stand-in welcomes");
         within(
@@ -735,7 +735,7 @@ fn connections_over_the_limit_are_refused_busy() {
     // One leaves: its slot is free again (once the master has seen it go)...
     held.pop();
     let mut back = wait_for(Duration::from_secs(10), "a free slot", || {
-        smol::block_on(bramble_master::cli::Client::connect(
+        smol::block_on(bramble_client::Client::connect(
             &m.addr,
             std::fs::read_to_string(m.data_dir.join("admin.token"))
                 .unwrap()
@@ -748,7 +748,7 @@ fn connections_over_the_limit_are_refused_busy() {
     refused();
 }
 
-fn still_answers(c: &mut bramble_master::cli::Client) {
+fn still_answers(c: &mut bramble_client::Client) {
     match smol::block_on(c.call(RequestBody::List {
         kind: Kind::Namespace,
         namespace: None,

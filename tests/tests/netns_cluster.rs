@@ -393,7 +393,7 @@ fn quiet_workers_keep_their_connections() {
              {} ms: its connections (local ports, per worker w1..w3) went from {first:?} to {now:?}. \
              The worker ends a session after heartbeat x 6 + 10 s without a message from the master \
              (worker/src/agent/mod.rs, session(): `idle`, \"master silent\"), but the master sends a \
-             worker nothing unless its assignment changes (master/src/api/dispatch.rs \
+             worker nothing unless its assignment changes (master/server/src/api/dispatch.rs \
              push_assignment is the only regular NodeDown sender) and the worker's heartbeats are \
              never answered. So every quiet worker reconnects every 13 s here (40 s with the 5 s \
              default heartbeat); sessions that short never reset the reconnect backoff (reset only \

@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bramble_master::api::tls::pin_of;
-use bramble_master::cli::{Client, ClientError};
+use bramble_client::tls::pin_of;
+use bramble_client::{Client, ClientError};
 use bramble_tests::{MasterProc, Proc, wait_for};
 use bramble_worker::agent::tls::{ConnectError, Refusal};
 use rcgen::{
@@ -319,9 +319,9 @@ fn plaintext_and_garbage_clients_are_dropped() {
     let hello = bramble_wire::Handshake::Hello(bramble_wire::Hello {
         protocol_version: bramble_wire::PROTOCOL_VERSION,
         role: bramble_wire::Role::Client,
-        identity: bramble_master::api::heapless_str("admin"),
-        credentials: bramble_master::api::heapless_str("x.y"),
-        agent_version: bramble_master::api::heapless_str("old"),
+        identity: bramble_client::heapless_str("admin"),
+        credentials: bramble_client::heapless_str("x.y"),
+        agent_version: bramble_client::heapless_str("old"),
     });
     let frame = bramble_wire::frame::encode_vec(&hello, 1024).unwrap();
     let mut junk = vec![0x16u8, 0x03, 0x01, 0xff, 0xff];

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use bramble_master::api::auth::{self, Principal};
-use bramble_master::store::TokenRow;
+use bramble_server::api::auth::{self, Principal};
+use bramble_server::store::TokenRow;
 use libfuzzer_sys::fuzz_target;
 
 fn row(id: &str, kind: &str, node: Option<&str>, secret: &str) -> TokenRow {

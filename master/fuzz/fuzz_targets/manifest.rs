@@ -9,10 +9,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match bramble_master::manifest::parse(text, "fuzz.toml", "default") {
+    match bramble_client::manifest::parse(text, "fuzz.toml", "default") {
         Ok(objs) => {
             for o in &objs {
-                if let Err(e) = bramble_master::validate::check_object(o) {
+                if let Err(e) = bramble_client::validate::check_object(o) {
                     panic!("the parser accepted an object the API would refuse: {e}");
                 }
             }

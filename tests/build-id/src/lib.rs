@@ -27,8 +27,14 @@ pub struct Binary {
 /// `bramble`: the master and the CLI.
 pub const BRAMBLE: Binary = Binary {
     name: "bramble",
-    package: "bramble-master",
-    crates: &["master", "wire", "artifact"],
+    package: "bramble-cli",
+    crates: &[
+        "master/cli",
+        "master/client",
+        "master/server",
+        "wire",
+        "artifact",
+    ],
 };
 
 /// `bramble-worker`: the agent.

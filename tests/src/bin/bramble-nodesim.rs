@@ -303,7 +303,7 @@ async fn session(
     let _ = stream.set_nodelay(true);
     // TLS like a real worker, pinning the master's certificate from the join token.
     let (tls, join_credential) =
-        bramble_master::api::tls::dial_pinned(stream, &args.token, "join.token")
+        bramble_client::tls::dial_pinned(stream, &args.token, "join.token")
             .await
             .context("TLS handshake")?;
     let (r, mut writer) = futures_lite::io::split(tls);

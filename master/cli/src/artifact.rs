@@ -1,0 +1,222 @@
+//! `bramble artifact push|list`: uploads a tarball in 32 KiB chunks, a few in flight, resuming
+//! from what the master already holds; a progress bar when stderr is a terminal.
+
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use bramble_artifact::CHUNK;
+use bramble_wire::Arch;
+use bramble_wire::msg::{RequestBody, ResponseBody};
+use bramble_wire::objects::Kind;
+
+use super::{Client, ClientError, usage};
+
+/// Chunks sent ahead of the master's answers.
+const IN_FLIGHT: usize = 8;
+
+/// `bramble artifact ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ArtifactCmd {
+    /// Upload a tarball (`.tar` or `.tar.gz`) as one architecture's variant of an artifact;
+    /// re-running resumes an interrupted upload.
+    Push {
+        /// The tarball, e.g. made with `tar -C ROOTDIR -cf busybox.tar .`.
+        file: PathBuf,
+        /// Architecture its binaries are for: aarch64, armv7, armv6, x86_64, riscv64.
+        #[arg(long)]
+        arch: String,
+        /// Artifact name (default: the file name up to its first dot).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List artifacts and their variants (= `bramble get artifacts`).
+    List,
+}
+
+/// The default artifact name of a file: its name up to the first dot.
+pub fn default_name(file: &Path) -> String {
+    let n = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    n.split('.').next().unwrap_or_default().to_string()
+}
+
+/// Runs an artifact subcommand.
+pub async fn run(
+    c: &mut Client,
+    cmd: ArtifactCmd,
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
+    match cmd {
+        ArtifactCmd::List => {
+            let body = RequestBody::List {
+                kind: Kind::Artifact,
+                namespace: None,
+                selector: String::new(),
+            };
+            if let ResponseBody::List { items, .. } = c.call(body).await? {
+                if items.is_empty() {
+                    eprintln!(
+                        "no artifact found: push one with bramble artifact push FILE --arch ARCH"
+                    );
+                } else {
+                    let now = bramble_server::api::now_ms();
+                    let _ = write!(
+                        out,
+                        "{}",
+                        super::table::render(Kind::Artifact, &items, false, false, now)
+                    );
+                }
+            }
+            Ok(())
+        }
+        ArtifactCmd::Push { file, arch, name } => {
+            let arch = match Arch::parse(&arch) {
+                Some(a) if a != Arch::Mcu => a,
+                _ => {
+                    return Err(usage(format!(
+                        "--arch {arch:?}: use aarch64, armv7, armv6, x86_64 or riscv64"
+                    )));
+                }
+            };
+            let name = name.unwrap_or_else(|| default_name(&file));
+            bramble_client::validate::check_name("artifact name", &name).map_err(|e| {
+                usage(format!(
+                    "{e}; pick one with --name (derived from {})",
+                    file.display()
+                ))
+            })?;
+            let r = push(c, &file, &name, arch, out).await;
+            r.map_err(|e| match e {
+                ClientError::Api(mut a) => {
+                    a.message = format!("{}: {}", file.display(), a.message);
+                    ClientError::Api(a)
+                }
+                e => e,
+            })
+        }
+    }
+}
+
+/// Uploads `file`; returns once the master holds and has verified all of it.
+pub async fn push(
+    c: &mut Client,
+    file: &Path,
+    name: &str,
+    arch: Arch,
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
+    let open = |e: std::io::Error| usage(format!("cannot read {}: {e}", file.display()));
+    let mut f = std::fs::File::open(file).map_err(open)?;
+    let size = f.metadata().map_err(open)?.len();
+    if size == 0 {
+        return Err(usage(format!(
+            "{} is empty: nothing to push",
+            file.display()
+        )));
+    }
+    let sha256 = smol::unblock({
+        let p = file.to_path_buf();
+        move || bramble_artifact::sha256_file(&p)
+    })
+    .await
+    .map_err(open)?;
+    let begin = RequestBody::ArtifactBegin {
+        name: name.to_string(),
+        arch,
+        sha256: sha256.clone(),
+        size,
+    };
+    let ResponseBody::ArtifactProgress { offset: start } = c.call(begin).await? else {
+        return Err(usage("unexpected answer to ArtifactBegin".into()));
+    };
+    if start > 0 && start < size {
+        eprintln!("resuming {} at {start} of {size} bytes", file.display());
+    }
+    let bar = if std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(size);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        ) {
+            b.set_style(style.progress_chars("=> "));
+        }
+        b.set_message(format!("{name} ({})", arch.as_str()));
+        b.set_position(start);
+        Some(b)
+    } else {
+        None
+    };
+    f.seek(SeekFrom::Start(start)).map_err(open)?;
+    let mut sent = start;
+    let mut acked = start;
+    let mut pending: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
+    let mut buf = vec![0u8; CHUNK];
+    while acked < size {
+        // Keep a few chunks in flight.
+        while sent < size && pending.len() < IN_FLIGHT {
+            let want = (size - sent).min(CHUNK as u64) as usize;
+            f.read_exact(&mut buf[..want]).map_err(open)?;
+            let id = c
+                .start(RequestBody::ArtifactChunk {
+                    sha256: sha256.clone(),
+                    offset: sent,
+                    data: buf[..want].to_vec(),
+                })
+                .await?;
+            pending.push_back(id);
+            sent += want as u64;
+        }
+        let Some(id) = pending.pop_front() else { break };
+        let r = loop {
+            let r = c.next().await?;
+            if r.id == id {
+                break r;
+            }
+        };
+        match r.body {
+            ResponseBody::ArtifactProgress { offset } => {
+                acked = offset;
+                if let Some(b) = &bar {
+                    b.set_position(acked);
+                }
+            }
+            ResponseBody::Error(e) => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                return Err(ClientError::Api(e));
+            }
+            _ => return Err(usage("unexpected answer to ArtifactChunk".into())),
+        }
+    }
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let _ = writeln!(
+        out,
+        "artifact/{name} {} sha256:{} {size} bytes{}",
+        arch.as_str(),
+        &sha256[..12],
+        if start == size {
+            " (already uploaded)".to_string()
+        } else if start > 0 {
+            format!(" (resumed at {start})")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_default_to_the_stem() {
+        assert_eq!(default_name(Path::new("/x/busybox.tar")), "busybox");
+        assert_eq!(default_name(Path::new("busybox.tar.gz")), "busybox");
+        assert_eq!(default_name(Path::new("web")), "web");
+    }
+}

@@ -1,0 +1,647 @@
+//! `bramble`: the command line. `master` and `up` run servers (`bramble-server`); the rest are
+//! API clients (`bramble-client`).
+
+mod artifact;
+mod create;
+mod demo;
+mod rollout;
+mod table;
+mod token;
+mod up;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bramble_wire::msg::{ApplyOutcome, RequestBody, ResponseBody};
+use bramble_wire::objects::{Kind, Object};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use bramble_client::{Client, ClientError};
+use bramble_server::controllers::Timings;
+
+/// Default API port.
+pub const DEFAULT_PORT: u16 = 7470;
+/// Default data dir of the master.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/bramble";
+
+/// Bramble: a small orchestrator for clusters of small ARM boards.
+#[derive(Debug, Parser)]
+#[command(name = "bramble", version, about)]
+pub struct Cli {
+    /// Master address for client commands.
+    #[arg(
+        long,
+        global = true,
+        env = "BRAMBLE_SERVER",
+        default_value = "127.0.0.1:7470"
+    )]
+    pub server: String,
+    /// Admin token file for client commands (default: DATA_DIR/admin.token of a local master).
+    #[arg(long, global = true, env = "BRAMBLE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// More columns.
+    Wide,
+    /// JSON for scripts.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Run the master: API server, scheduler and store.
+    Master(MasterArgs),
+    /// Run a single-node cluster here: a master and a local worker, with a demo pod.
+    Up(UpArgs),
+    /// Create or update the objects of a TOML manifest.
+    Apply {
+        /// Manifest file (`-` for stdin).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Namespace for objects that name none.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// List objects, or show one.
+    Get {
+        /// nodes, pods, namespaces (singular and short forms work too).
+        kind: String,
+        /// One object's name.
+        name: Option<String>,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// All namespaces.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Label selector, e.g. `app=web,tier!=db`.
+        #[arg(short = 'l', long, default_value = "")]
+        selector: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+        /// Show secret values (hidden in every output format otherwise).
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// Create a config map or a secret from files and literals.
+    Create {
+        /// What to create.
+        #[command(subcommand)]
+        what: create::CreateCmd,
+    },
+    /// Show one object in detail.
+    Describe {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Delete an object.
+    Delete {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Change a deployment's replica count.
+    Scale {
+        /// `deployment`.
+        kind: String,
+        /// Name.
+        name: String,
+        /// New replica count.
+        #[arg(long)]
+        replicas: u32,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Follow, list or undo a deployment's rollouts.
+    Rollout {
+        /// What to do.
+        #[command(subcommand)]
+        action: RolloutCmd,
+    },
+    /// Create, list and revoke join tokens and node credentials (admin only).
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        action: token::TokenCmd,
+    },
+    /// Upload and list artifacts (pods' root filesystems, per architecture).
+    Artifact {
+        /// What to do.
+        #[command(subcommand)]
+        action: artifact::ArtifactCmd,
+    },
+    /// Print a process's log (kept on its node).
+    Logs {
+        /// Pod name.
+        pod: String,
+        /// Process name (default: the pod's first).
+        #[arg(short, long)]
+        process: Option<String>,
+        /// Keep streaming as the log grows.
+        #[arg(short, long)]
+        follow: bool,
+        /// Start this many bytes before the end.
+        #[arg(long)]
+        tail_bytes: Option<u64>,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+/// `bramble rollout ...`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCmd {
+    /// Wait for the rollout to finish, showing progress.
+    Status {
+        /// `deployment`.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Give up after this long.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// List the revisions kept.
+    History {
+        /// `deployment`.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Go back to the previous revision (or `--to-revision N`).
+    Undo {
+        /// `deployment`.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Revision to restore (default: the one before the current).
+        #[arg(long)]
+        to_revision: Option<u64>,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+}
+
+/// Flags of `bramble master`.
+#[derive(Debug, clap::Args)]
+pub struct MasterArgs {
+    /// Where the database and the tokens live.
+    #[arg(long, env = "BRAMBLE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:7470")]
+    pub listen: String,
+    /// Admin token file (default DATA_DIR/admin.token, created if absent).
+    #[arg(long)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Join token file (default DATA_DIR/join.token, created if absent).
+    #[arg(long)]
+    pub join_token_file: Option<PathBuf>,
+    /// How often workers heartbeat, e.g. `5s`.
+    #[arg(long, default_value_t = Dur::ms(Timings::DEFAULT.heartbeat_interval_ms))]
+    pub heartbeat_interval: Dur,
+    /// Missed-heartbeat time before a node is NotReady, e.g. `40s`.
+    #[arg(long, default_value_t = Dur::ms(Timings::DEFAULT.node_grace_ms))]
+    pub node_grace: Dur,
+    /// NotReady time after which a node's pods are replaced elsewhere, e.g. `60s`.
+    #[arg(long, default_value_t = Dur::ms(Timings::DEFAULT.eviction_timeout_ms))]
+    pub eviction_timeout: Dur,
+    /// Most simultaneous connections.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Largest artifact tarball accepted, e.g. `1Gi`.
+    #[arg(long, default_value = "1Gi", value_parser = bramble_client::validate::parse_bytes)]
+    pub max_artifact_size: u64,
+    /// The pod range: each node gets a subnet of it for its `network = "isolated"` pods.
+    #[arg(long, default_value = bramble_server::api::DEFAULT_CLUSTER_CIDR)]
+    pub cluster_cidr: String,
+    /// Prefix length of each node's pod subnet (24: 254 pods per node).
+    #[arg(long, default_value_t = bramble_server::api::DEFAULT_NODE_CIDR_SIZE)]
+    pub node_cidr_size: u8,
+}
+
+/// Flags of `bramble up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Where the master's database, tokens and the worker's state live.
+    #[arg(long, env = "BRAMBLE_DATA_DIR", default_value = "/var/tmp/bramble-up")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:7470")]
+    pub listen: String,
+    /// Do not apply the demo manifest.
+    #[arg(long)]
+    pub no_demo: bool,
+    /// Exit after the demo instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub exit_after_demo: bool,
+}
+
+fn main() {
+    // The sources it was built from (see tests/build-id): the test harness compares it.
+    if std::env::args().nth(1).as_deref() == Some("--build-id") {
+        println!("{}", env!("BRAMBLE_BUILD_ID"));
+        return;
+    }
+    let cli = Cli::parse();
+    std::process::exit(run(cli));
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    bramble_client::manifest::parse_duration_ms(s).map(Duration::from_millis)
+}
+
+/// A duration flag: parsed like manifests' durations (`500ms`, `5s`, `1m30s`), shown the same way
+/// in `--help`, so a default is written once, where it lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    /// `ms` milliseconds.
+    pub const fn ms(ms: u64) -> Dur {
+        Dur(Duration::from_millis(ms))
+    }
+}
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Dur, String> {
+        parse_duration(s).map(Dur)
+    }
+}
+
+impl std::fmt::Display for Dur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        match ms {
+            0 => f.write_str("0s"),
+            ms if ms % 3_600_000 == 0 => write!(f, "{}h", ms / 3_600_000),
+            ms if ms % 60_000 == 0 => write!(f, "{}m", ms / 60_000),
+            ms if ms % 1_000 == 0 => write!(f, "{}s", ms / 1_000),
+            ms => write!(f, "{ms}ms"),
+        }
+    }
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    match cli.cmd {
+        Cmd::Master(a) => match master_config(a).and_then(bramble_server::server::run_master) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+        Cmd::Up(a) => match up::run_up(a, &cli.server) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+        cmd => {
+            let token = match token(&cli.token_file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return 5;
+                }
+            };
+            match smol::block_on(client_cmd(&cli.server, &token, cmd)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    e.exit_code()
+                }
+            }
+        }
+    }
+}
+
+/// The master's configuration from the flags of `bramble master`.
+fn master_config(a: MasterArgs) -> anyhow::Result<bramble_server::api::Config> {
+    let mut cfg = bramble_server::api::Config::new(a.data_dir, a.listen);
+    cfg.admin_token_file = a.admin_token_file;
+    cfg.join_token_file = a.join_token_file;
+    cfg.heartbeat_interval = a.heartbeat_interval.0;
+    cfg.node_grace = a.node_grace.0;
+    cfg.eviction_timeout = a.eviction_timeout.0;
+    cfg.max_connections = a.max_connections;
+    cfg.max_artifact_bytes = a.max_artifact_size;
+    cfg.cluster_cidr =
+        bramble_server::controllers::podnet::ClusterCidr::parse(&a.cluster_cidr, a.node_cidr_size)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cfg)
+}
+
+fn token(file: &Option<PathBuf>) -> Result<String, String> {
+    let path = match file {
+        Some(p) => p.clone(),
+        None => {
+            let dir = std::env::var_os("BRAMBLE_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+            dir.join("admin.token")
+        }
+    };
+    bramble_client::read_token_file(&path).map_err(|e| e.to_string())
+}
+
+fn parse_kind(s: &str) -> Result<Kind, ClientError> {
+    Kind::parse(s).ok_or_else(|| {
+        ClientError::Api(bramble_wire::msg::ApiError {
+            code: bramble_wire::msg::ErrorCode::Invalid,
+            message: format!("unknown kind {s:?}: use pods, nodes or namespaces"),
+        })
+    })
+}
+
+pub(crate) fn usage(msg: String) -> ClientError {
+    ClientError::Api(bramble_wire::msg::ApiError {
+        code: bramble_wire::msg::ErrorCode::Invalid,
+        message: msg,
+    })
+}
+
+async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientError> {
+    let mut c = Client::connect(server, token).await?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        Cmd::Apply { file, namespace } => {
+            let (text, origin) = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                    .map_err(|e| usage(format!("stdin: {e}")))?;
+                (s, "<stdin>".to_string())
+            } else {
+                let t = std::fs::read_to_string(&file)
+                    .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+                (t, file.display().to_string())
+            };
+            let objs =
+                bramble_client::manifest::parse(&text, &origin, &namespace).map_err(usage)?;
+            let ResponseBody::Applied(res) = c.call(RequestBody::Apply(objs)).await? else {
+                return Err(usage("unexpected answer".into()));
+            };
+            for a in res {
+                let what = match a.outcome {
+                    ApplyOutcome::Created => "created",
+                    ApplyOutcome::Updated => "configured",
+                    ApplyOutcome::Unchanged => "unchanged",
+                };
+                let _ = writeln!(out, "{}/{} {what}", a.kind.as_str(), a.name);
+            }
+        }
+        Cmd::Get {
+            kind,
+            name,
+            namespace,
+            all_namespaces,
+            selector,
+            output,
+            reveal,
+        } => {
+            let kind = parse_kind(&kind)?;
+            let items = match name {
+                Some(name) => match c
+                    .call(RequestBody::Get {
+                        kind,
+                        namespace,
+                        name,
+                    })
+                    .await?
+                {
+                    ResponseBody::Object(o) => vec![o],
+                    _ => vec![],
+                },
+                None => {
+                    let ns = if all_namespaces {
+                        None
+                    } else {
+                        Some(namespace)
+                    };
+                    match c
+                        .call(RequestBody::List {
+                            kind,
+                            namespace: ns,
+                            selector,
+                        })
+                        .await?
+                    {
+                        ResponseBody::List { items, .. } => items,
+                        _ => vec![],
+                    }
+                }
+            };
+            match output {
+                Output::Json => {
+                    let json: Vec<serde_json::Value> = items
+                        .iter()
+                        .map(|o| bramble_client::config_data::to_json(o, reveal))
+                        .collect();
+                    let v = if json.len() == 1 {
+                        serde_json::to_string_pretty(&json[0])
+                    } else {
+                        serde_json::to_string_pretty(&json)
+                    };
+                    let _ = writeln!(out, "{}", v.unwrap_or_default());
+                }
+                _ => {
+                    if items.is_empty() {
+                        eprintln!("no {} found", kind.as_str());
+                    } else {
+                        let _ = write!(
+                            out,
+                            "{}",
+                            table::render(
+                                kind,
+                                &items,
+                                output == Output::Wide,
+                                all_namespaces,
+                                bramble_server::api::now_ms()
+                            )
+                        );
+                    }
+                }
+            }
+        }
+        Cmd::Describe {
+            kind,
+            name,
+            namespace,
+        } => {
+            let kind = parse_kind(&kind)?;
+            let get = RequestBody::Get {
+                kind,
+                namespace: namespace.clone(),
+                name: name.clone(),
+            };
+            if let ResponseBody::Object(o) = c.call(get).await? {
+                let now = bramble_server::api::now_ms();
+                let _ = write!(out, "{}", table::describe(&o, now));
+                let list = RequestBody::List {
+                    kind: Kind::Event,
+                    namespace: Some(namespace),
+                    selector: String::new(),
+                };
+                if let ResponseBody::List { items, .. } = c.call(list).await? {
+                    let mine: Vec<Object> = items
+                        .into_iter()
+                        .filter(|e| matches!(e, Object::Event(e) if e.object_kind == Some(kind) && e.object_name == name))
+                        .collect();
+                    if !mine.is_empty() {
+                        let _ = writeln!(out, "Events:");
+                        for line in table::render(Kind::Event, &mine, false, false, now).lines() {
+                            let _ = writeln!(out, "  {line}");
+                        }
+                    }
+                }
+            }
+        }
+        Cmd::Delete {
+            kind,
+            name,
+            namespace,
+        } => {
+            let kind = parse_kind(&kind)?;
+            c.call(RequestBody::Delete {
+                kind,
+                namespace,
+                name: name.clone(),
+                expected_revision: None,
+            })
+            .await?;
+            let _ = writeln!(out, "{}/{name} deleted", kind.as_str());
+        }
+        Cmd::Logs {
+            pod,
+            process,
+            follow,
+            tail_bytes,
+            namespace,
+        } => {
+            let id = c
+                .start(RequestBody::Logs {
+                    namespace,
+                    pod,
+                    process,
+                    follow,
+                    tail_bytes,
+                })
+                .await?;
+            drop(out);
+            loop {
+                let r = c.next().await?;
+                if r.id != id {
+                    continue;
+                }
+                match r.body {
+                    ResponseBody::Log(data) => {
+                        let mut o = std::io::stdout().lock();
+                        let _ = o.write_all(&data);
+                        let _ = o.flush();
+                    }
+                    ResponseBody::End => break,
+                    ResponseBody::Error(e) => return Err(ClientError::Api(e)),
+                    _ => {}
+                }
+            }
+        }
+        Cmd::Scale {
+            kind,
+            name,
+            replicas,
+            namespace,
+        } => {
+            want_deployment(&kind)?;
+            // The controllers write the deployment's status too: retry on a revision conflict.
+            let mut tries = 0;
+            let from = loop {
+                let mut d = get_deployment(&mut c, &namespace, &name).await?;
+                let from = d.spec.replicas;
+                d.spec.replicas = replicas;
+                match c
+                    .call(RequestBody::Apply(vec![Object::Deployment(d)]))
+                    .await
+                {
+                    Ok(_) => break from,
+                    Err(ClientError::Api(e))
+                        if e.code == bramble_wire::msg::ErrorCode::Conflict && tries < 10 =>
+                    {
+                        tries += 1
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            let _ = writeln!(out, "deployment/{name} scaled from {from} to {replicas}");
+        }
+        Cmd::Rollout { action } => rollout::run(&mut c, action, &mut out).await?,
+        Cmd::Create { what } => create::run(&mut c, what, &mut out).await?,
+        Cmd::Token { action } => token::run(&mut c, action, &mut out).await?,
+        Cmd::Artifact { action } => artifact::run(&mut c, action, &mut out).await?,
+        Cmd::Master(_) | Cmd::Up(_) => {}
+    }
+    Ok(0)
+}
+
+fn want_deployment(kind: &str) -> Result<(), ClientError> {
+    match Kind::parse(kind) {
+        Some(Kind::Deployment) => Ok(()),
+        _ => Err(usage(format!(
+            "{kind:?}: only deployments can be scaled and rolled out: use `deployment NAME`"
+        ))),
+    }
+}
+
+async fn get_deployment(
+    c: &mut Client,
+    namespace: &str,
+    name: &str,
+) -> Result<bramble_wire::objects::Deployment, ClientError> {
+    match c
+        .call(RequestBody::Get {
+            kind: Kind::Deployment,
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+        .await?
+    {
+        ResponseBody::Object(Object::Deployment(d)) => Ok(d),
+        _ => Err(usage(format!("deployment {name:?} not found"))),
+    }
+}
+
+/// Short display of an object's kind and name.
+pub fn object_ref(o: &Object) -> String {
+    format!("{}/{}", o.kind().as_str(), o.meta().name)
+}

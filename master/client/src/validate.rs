@@ -1,0 +1,612 @@
+//! Validation of user input at the edge: names, labels, quantities, whole objects.
+//! Every error names the field and the fix.
+
+use std::collections::BTreeSet;
+
+use bramble_wire::objects::{
+    EnvFrom, Kind, Labels, Meta, NetworkMode, Object, Pod, PodTemplate, Probe, ProbeAction,
+    RestartPolicy, VolumeSource,
+};
+
+/// Longest label value or name (DNS-1123 label).
+pub const MAX_NAME: usize = 63;
+/// Most labels per object.
+pub const MAX_LABELS: usize = 32;
+/// Most processes per pod.
+pub const MAX_PROCESSES: usize = 16;
+
+/// A validation failure: `field` is a path like `pod.process[0].memory`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    /// Path of the offending field.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid {
+    Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Checks a DNS-1123 label: 1–63 chars of `a-z0-9-`, starting and ending alphanumeric.
+pub fn check_name(field: &str, s: &str) -> Result<(), Invalid> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_NAME
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "{s:?} is not a valid name: use 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+            ),
+        ))
+    }
+}
+
+/// Checks a label key or value: at most 63 chars of `A-Za-z0-9-_./`; values may be empty.
+pub fn check_label(field: &str, key: &str, value: &str) -> Result<(), Invalid> {
+    let good = |s: &str| {
+        s.len() <= MAX_NAME
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'))
+    };
+    if key.is_empty() || !good(key) || !good(value) {
+        return Err(invalid(
+            field,
+            format!(
+                "label {key:?}={value:?} is invalid: keys and values are at most 63 characters of letters, digits, '-', '_', '.', '/' (keys non-empty)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses a byte size: a plain number of bytes or a number with `Ki`, `Mi`, `Gi`, `Ti`, `k`, `M`,
+/// `G`, `T` (as in Kubernetes).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("{s:?} is not a size: write a whole number with an optional unit, like 64Mi or 1Gi")
+    })?;
+    let mul: u64 = match unit {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit {unit:?}: use Ki, Mi, Gi, Ti (powers of 1024) or k, M, G, T"
+            ));
+        }
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses CPU: millicores like `250m`, or cores like `1`, `0.5`, `2.25`.
+pub fn parse_cpu(s: &str) -> Result<u32, String> {
+    let s = s.trim();
+    let bad = || format!("{s:?} is not a CPU amount: write millicores like 250m or cores like 0.5");
+    let millis: u64 = if let Some(m) = s.strip_suffix('m') {
+        m.parse().map_err(|_| bad())?
+    } else {
+        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        if int.is_empty() && frac.is_empty() || frac.len() > 3 {
+            return Err(bad());
+        }
+        let i: u64 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad())?
+        };
+        let f: u64 = if frac.is_empty() {
+            0
+        } else {
+            let v: u64 = frac.parse().map_err(|_| bad())?;
+            v * 10u64.pow(3 - frac.len() as u32)
+        };
+        i.checked_mul(1000)
+            .and_then(|x| x.checked_add(f))
+            .ok_or_else(bad)?
+    };
+    if millis == 0 {
+        return Err(format!("{s:?} is zero: leave cpu unset for no limit"));
+    }
+    u32::try_from(millis).map_err(|_| bad())
+}
+
+/// Formats bytes the way people write them (`32Mi`).
+pub fn format_bytes(b: u64) -> String {
+    for (unit, size) in [
+        ("Ti", 1u64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
+        if b >= size && b.is_multiple_of(size) {
+            return format!("{}{unit}", b / size);
+        }
+    }
+    if b >= 1 << 20 {
+        return format!("{:.1}Mi", b as f64 / (1u64 << 20) as f64);
+    }
+    b.to_string()
+}
+
+/// Validates an object as received from a client (before defaults from the master).
+pub fn check_object(obj: &Object) -> Result<(), Invalid> {
+    let kind = obj.kind().as_str();
+    let meta = obj.meta();
+    check_name(&format!("{kind}.name"), &meta.name)?;
+    if obj.kind().namespaced() {
+        check_name(
+            &format!("{kind} {:?}: namespace", meta.name),
+            &meta.namespace,
+        )?;
+    }
+    if meta.labels.len() > MAX_LABELS {
+        return Err(invalid(
+            format!("{kind} {:?}: labels", meta.name),
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    for (k, v) in &meta.labels {
+        check_label(&format!("{kind} {:?}: labels", meta.name), k, v)?;
+    }
+    match obj {
+        Object::Pod(p) => check_pod(p),
+        Object::Deployment(d) => {
+            check_template(kind, &meta.name, &d.spec.selector, &d.spec.template)?;
+            if d.spec.max_surge == 0 && d.spec.max_unavailable == 0 && d.spec.replicas > 0 {
+                return Err(invalid(
+                    format!("deployment {:?}: max_surge", meta.name),
+                    "max_surge and max_unavailable cannot both be 0: a rollout could never make progress",
+                ));
+            }
+            Ok(())
+        }
+        Object::DaemonSet(d) => {
+            check_template(kind, &meta.name, &d.spec.selector, &d.spec.template)
+        }
+        Object::ReplicaSet(r) => {
+            check_template(kind, &meta.name, &r.spec.selector, &r.spec.template)
+        }
+        Object::Job(j) => {
+            check_template(kind, &meta.name, &Default::default(), &j.spec.template)?;
+            if j.spec.template.spec.restart_policy == RestartPolicy::Always {
+                return Err(invalid(
+                    format!("job {:?}: template.restart_policy", meta.name),
+                    "a job's pods must end: use \"Never\" or \"OnFailure\"",
+                ));
+            }
+            if j.spec.completions == 0 || j.spec.parallelism == 0 {
+                return Err(invalid(
+                    format!("job {:?}: completions", meta.name),
+                    "completions and parallelism must be at least 1",
+                ));
+            }
+            Ok(())
+        }
+        Object::Node(_) | Object::Namespace(_) | Object::Event(_) => Ok(()),
+        Object::Service(s) => {
+            let at = |f: &str| format!("service {:?}: {f}", meta.name);
+            if s.spec.selector.is_empty() {
+                return Err(invalid(
+                    at("selector"),
+                    "give the labels of the pods to serve, e.g. selector = { app = \"web\" }",
+                ));
+            }
+            for (k, v) in &s.spec.selector {
+                check_label(&at("selector"), k, v)?;
+            }
+            if s.spec.port == 0 || s.spec.target_port == 0 {
+                return Err(invalid(
+                    at("port"),
+                    "port (where every node listens) and target_port (the pods' port) must be 1-65535",
+                ));
+            }
+            Ok(())
+        }
+        Object::ConfigMap(c) => check_data(
+            &format!("configmap {:?}", meta.name),
+            c.data.iter().map(|(k, v)| (k.as_str(), v.len())),
+        ),
+        Object::Secret(c) => check_data(
+            &format!("secret {:?}", meta.name),
+            c.data.iter().map(|(k, v)| (k.as_str(), v.len())),
+        ),
+        Object::Endpoints(_) | Object::Artifact(_) => Ok(()),
+    }
+}
+
+/// Most bytes of data in one config map or secret (it travels in one frame).
+pub const MAX_DATA_BYTES: usize = 48 * 1024;
+
+/// Checks config map / secret keys (they become file names) and the total size.
+fn check_data<'a>(
+    what: &str,
+    entries: impl Iterator<Item = (&'a str, usize)>,
+) -> Result<(), Invalid> {
+    let mut total = 0usize;
+    for (k, len) in entries {
+        if k.is_empty()
+            || k == "."
+            || k.starts_with("..")
+            || k.len() > 253
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(invalid(
+                format!("{what}: data.{k:?}"),
+                "keys become file names: use 1-253 characters of a-z, A-Z, 0-9, '.', '_' and '-' (not \".\", not starting with \"..\")",
+            ));
+        }
+        total += k.len() + len;
+    }
+    if total > MAX_DATA_BYTES {
+        return Err(invalid(
+            format!("{what}: data"),
+            format!(
+                "{total} bytes is over the {MAX_DATA_BYTES}-byte limit; split it, or ship large files in an artifact"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a controller's pod template: a valid pod, with labels its selector matches.
+fn check_template(
+    kind: &str,
+    name: &str,
+    selector: &Labels,
+    t: &PodTemplate,
+) -> Result<(), Invalid> {
+    let pod = Pod {
+        meta: Meta {
+            name: name.to_string(),
+            labels: t.labels.clone(),
+            ..Default::default()
+        },
+        spec: t.spec.clone(),
+        ..Default::default()
+    };
+    check_pod(&pod).map_err(|e| Invalid {
+        field: format!("{kind} {name:?}: template: {}", e.field),
+        message: e.message,
+    })?;
+    for (k, v) in &t.labels {
+        check_label(&format!("{kind} {name:?}: template.labels"), k, v)?;
+    }
+    if t.labels.is_empty() && selector.is_empty() {
+        return Err(invalid(
+            format!("{kind} {name:?}: template.labels"),
+            "give the template labels (e.g. labels = { app = \"web\" }) so its pods can be found",
+        ));
+    }
+    for (k, v) in selector {
+        if t.labels.get(k) != Some(v) {
+            return Err(invalid(
+                format!("{kind} {name:?}: selector"),
+                format!(
+                    "selector {k}={v} does not match the template's labels; the pods would never be found"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_pod(p: &Pod) -> Result<(), Invalid> {
+    let at = |f: &str| format!("pod {:?}: {f}", p.meta.name);
+    if p.spec.processes.is_empty() {
+        return Err(invalid(
+            at("process"),
+            "a pod needs at least one [[pod.process]]",
+        ));
+    }
+    if p.spec.processes.len() > MAX_PROCESSES {
+        return Err(invalid(
+            at("process"),
+            format!("at most {MAX_PROCESSES} processes per pod"),
+        ));
+    }
+    match bramble_wire::objects::RootfsRef::parse(p.spec.rootfs.as_deref()) {
+        Ok(bramble_wire::objects::RootfsRef::Artifact(name)) => {
+            check_name(&at("rootfs"), name).map_err(|e| {
+                invalid(
+                    at("rootfs"),
+                    format!("{}; write rootfs = \"artifact:NAME\" with the name given to bramble artifact push", e.message),
+                )
+            })?;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            return Err(invalid(
+                at("rootfs"),
+                format!(
+                    "{e}; write rootfs = \"artifact:NAME\" with the name given to bramble artifact push"
+                ),
+            ));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, proc) in p.spec.processes.iter().enumerate() {
+        check_name(&at(&format!("process[{i}].name")), &proc.name)?;
+        if !seen.insert(proc.name.as_str()) {
+            return Err(invalid(
+                at(&format!("process[{i}].name")),
+                format!(
+                    "{:?} is used twice; process names must be unique",
+                    proc.name
+                ),
+            ));
+        }
+        if proc.command.is_empty() || proc.command[0].is_empty() {
+            return Err(invalid(
+                at(&format!("process[{i}].command")),
+                "give the program and its arguments, e.g. [\"/bin/sh\", \"-c\", \"...\"]",
+            ));
+        }
+        if proc.command.iter().any(|a| a.contains('\0'))
+            || proc.env.iter().any(|(k, v)| {
+                k.contains('\0') || v.contains('\0') || k.contains('=') || k.is_empty()
+            })
+        {
+            return Err(invalid(
+                at(&format!("process[{i}]")),
+                "command and env must not contain NUL bytes; env names must be non-empty and contain no '='",
+            ));
+        }
+        if let Some(m) = proc.resources.memory_bytes
+            && m < 1 << 20
+        {
+            return Err(invalid(
+                at(&format!("process[{i}].memory")),
+                "a memory limit under 1Mi cannot run a process; raise it",
+            ));
+        }
+        for port in &proc.ports {
+            if port.container_port == 0 || port.host_port == Some(0) {
+                return Err(invalid(
+                    at(&format!("process[{i}].ports")),
+                    "port 0 is not a port",
+                ));
+            }
+            if port.host_port.is_some() && p.spec.network != NetworkMode::Host {
+                return Err(invalid(
+                    at(&format!("process[{i}].ports")),
+                    "host_port needs network = \"host\": a pod with its own network is reached \
+                     at its own address (put a [[service]] in front of it), not on the node's ports",
+                ));
+            }
+        }
+        for (what, probe) in [("liveness", &proc.liveness), ("readiness", &proc.readiness)] {
+            if let Some(probe) = probe {
+                check_probe(
+                    &at(&format!("process[{i}].{what}")),
+                    probe,
+                    what == "liveness",
+                )?;
+            }
+        }
+    }
+    if let Some(node) = &p.spec.node_name {
+        check_name(&at("node"), node)?;
+    }
+    for (k, v) in &p.spec.node_selector {
+        check_label(&at("node_selector"), k, v)?;
+    }
+    check_pod_refs(p)
+}
+
+/// Pod-side checks: volume names and mount paths, the names of the config maps and secrets that
+/// volumes and `env_from` refer to, and `env_from` prefixes.
+pub fn check_pod_refs(p: &Pod) -> Result<(), Invalid> {
+    let at = |f: &str| format!("pod {:?}: {f}", p.meta.name);
+    let mut seen = BTreeSet::new();
+    for (i, v) in p.spec.volumes.iter().enumerate() {
+        check_name(&at(&format!("volume[{i}].name")), &v.name)?;
+        if !seen.insert(v.name.as_str()) {
+            return Err(invalid(
+                at(&format!("volume[{i}].name")),
+                format!("{:?} is used twice; volume names must be unique", v.name),
+            ));
+        }
+        let mp = &v.mount_path;
+        if !mp.starts_with('/')
+            || mp == "/"
+            || mp.contains('\0')
+            || mp.split('/').any(|c| c == "..")
+        {
+            return Err(invalid(
+                at(&format!("volume[{i}].mount_path")),
+                format!(
+                    "{mp:?} must be an absolute path inside the pod other than \"/\", without \"..\""
+                ),
+            ));
+        }
+        match &v.source {
+            VolumeSource::ConfigMap { name } => {
+                check_name(&at(&format!("volume[{i}].configmap")), name)?
+            }
+            VolumeSource::Secret { name } => check_name(&at(&format!("volume[{i}].secret")), name)?,
+            _ => {}
+        }
+    }
+    for (i, proc) in p.spec.processes.iter().enumerate() {
+        for (j, e) in proc.env_from.iter().enumerate() {
+            let field = at(&format!("process[{i}].env_from[{j}]"));
+            let (name, prefix) = match e {
+                EnvFrom::ConfigMap { name, prefix } | EnvFrom::Secret { name, prefix } => {
+                    (name, prefix)
+                }
+            };
+            check_name(&field, name)?;
+            if !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err(invalid(
+                    format!("{field}.prefix"),
+                    format!("{prefix:?}: use letters, digits and '_' only"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shortest probe period: a tighter loop costs the board more than it tells.
+pub const MIN_PROBE_PERIOD_MS: u32 = 100;
+
+/// Checks a liveness or readiness probe; `field` is like `pod "web": process[0].readiness`.
+fn check_probe(field: &str, p: &Probe, liveness: bool) -> Result<(), Invalid> {
+    let at = |f: &str| format!("{field}.{f}");
+    match &p.action {
+        ProbeAction::Exec(cmd) => {
+            if cmd.first().is_none_or(|c| c.is_empty()) {
+                return Err(invalid(
+                    at("exec"),
+                    "give the program and its arguments, e.g. exec = [\"cat\", \"/tmp/healthy\"]",
+                ));
+            }
+            if cmd.iter().any(|a| a.contains('\0')) {
+                return Err(invalid(at("exec"), "must not contain NUL bytes"));
+            }
+        }
+        ProbeAction::Tcp { port } => {
+            if *port == 0 {
+                return Err(invalid(
+                    at("tcp"),
+                    "port 0 is not a port: give the port the process listens on",
+                ));
+            }
+        }
+        ProbeAction::Http { port, path } => {
+            if *port == 0 {
+                return Err(invalid(
+                    at("http.port"),
+                    "port 0 is not a port: give the port the process listens on",
+                ));
+            }
+            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    at("http.path"),
+                    format!(
+                        "{path:?} is not a request path: start it with '/' and use no spaces or control characters, e.g. \"/healthz\""
+                    ),
+                ));
+            }
+        }
+    }
+    if p.period_ms < MIN_PROBE_PERIOD_MS {
+        return Err(invalid(
+            at("period"),
+            format!(
+                "{}ms is too short: probe at most every {MIN_PROBE_PERIOD_MS}ms",
+                p.period_ms
+            ),
+        ));
+    }
+    if p.timeout_ms == 0 || p.timeout_ms > p.period_ms {
+        return Err(invalid(
+            at("timeout"),
+            format!(
+                "{}ms must be between 1ms and the period ({}ms): a check must end before the next one",
+                p.timeout_ms, p.period_ms
+            ),
+        ));
+    }
+    if p.failure_threshold == 0 {
+        return Err(invalid(at("failure_threshold"), "must be at least 1"));
+    }
+    if p.success_threshold == 0 {
+        return Err(invalid(at("success_threshold"), "must be at least 1"));
+    }
+    if liveness && p.success_threshold != 1 {
+        return Err(invalid(
+            at("success_threshold"),
+            "must be 1 for a liveness probe (a live process is not restarted, so there is nothing to wait for)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `kind` may be written by clients through apply.
+pub fn client_may_apply(kind: Kind) -> bool {
+    !matches!(
+        kind,
+        Kind::ReplicaSet | Kind::Event | Kind::Endpoints | Kind::Artifact
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "web-1", "x".repeat(63).as_str()] {
+            assert!(check_name("f", ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", &"x".repeat(64)] {
+            let e = check_name("pod.name", bad).unwrap_err();
+            assert!(e.to_string().starts_with("pod.name: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let check = |s: &str, want: Result<u64, ()>| {
+            assert_eq!(parse_bytes(s).map_err(|_| ()), want, "{s}")
+        };
+        check("64Mi", Ok(64 << 20));
+        check("1Gi", Ok(1 << 30));
+        check("1000", Ok(1000));
+        check("5k", Ok(5000));
+        check("5KB", Err(()));
+        check("Mi", Err(()));
+        check("-1", Err(()));
+        check("99999999999999Ti", Err(()));
+        assert!(parse_bytes("5KB").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn cpus() {
+        let check =
+            |s: &str, want: Result<u32, ()>| assert_eq!(parse_cpu(s).map_err(|_| ()), want, "{s}");
+        check("250m", Ok(250));
+        check("1", Ok(1000));
+        check("0.5", Ok(500));
+        check("2.25", Ok(2250));
+        check(".1", Ok(100));
+        check("0", Err(()));
+        check("1.2345", Err(()));
+        check("abc", Err(()));
+        check("m", Err(()));
+    }
+
+    #[test]
+    fn format() {
+        assert_eq!(format_bytes(32 << 20), "32Mi");
+        assert_eq!(format_bytes(1 << 30), "1Gi");
+        assert_eq!(format_bytes(1000), "1000");
+    }
+}

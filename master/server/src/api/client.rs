@@ -1,0 +1,738 @@
+//! Client connections: apply, get, list, watch, delete, logs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bramble_wire::WireError;
+use bramble_wire::io::{IoError, send};
+use bramble_wire::msg::{
+    ApiError, Applied, ApplyOutcome, ErrorCode, NodeDown, Request, RequestBody, Response,
+    ResponseBody,
+};
+use bramble_wire::objects::{Kind, Meta, Namespace, Object};
+
+use super::{Master, now_ms, with_timeout};
+use crate::store::StoreError;
+use crate::validate;
+
+pub use bramble_client::CLIENT_RESPONSE_MAX;
+
+/// The namespace every cluster has.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+fn err(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        code,
+        message: message.into(),
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        err(e.code(), e.to_string())
+    }
+}
+
+pub(crate) async fn ensure_default_namespace(m: &Master) -> anyhow::Result<()> {
+    if super::get_opt(&m.store, Kind::Namespace, "", DEFAULT_NAMESPACE)
+        .await?
+        .is_none()
+    {
+        let ns = Object::Namespace(Namespace {
+            meta: Meta {
+                name: DEFAULT_NAMESPACE.into(),
+                uid: super::auth::random_hex(8)?,
+                created_ms: now_ms(),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        m.store.create(ns).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn serve(
+    m: Arc<Master>,
+    principal: super::auth::Principal,
+    mut reader: super::tls::ConnReader,
+    writer: super::tls::ConnWriter,
+) -> anyhow::Result<()> {
+    // One writer task per connection; requests that stream (watch, logs) send through it.
+    let (tx, rx) = async_channel::bounded::<Response>(256);
+    // Answers (lists) may be large; requests stay bounded by the reader's `max_frame`.
+    let max = CLIENT_RESPONSE_MAX;
+    let writer_task = smol::spawn(async move {
+        let mut w = writer;
+        while let Ok(r) = rx.recv().await {
+            let id = r.id;
+            match send(&mut w, &r, max).await {
+                Ok(()) => {}
+                Err(IoError::Wire(WireError::EncodeTooLarge)) => {
+                    // Too big for one frame: say so instead of going silent.
+                    let e = Response {
+                        id,
+                        body: ResponseBody::Error(err(
+                            ErrorCode::Invalid,
+                            format!(
+                                "the answer is larger than {} MiB: narrow it with -n NAMESPACE or -l SELECTOR",
+                                max >> 20
+                            ),
+                        )),
+                    };
+                    if send(&mut w, &e, max).await.is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let _ = w.shutdown(std::net::Shutdown::Both);
+    });
+    let mut streams = Vec::new();
+    let principal = Arc::new(principal);
+    let mut token_gen = m.tokens.generation();
+    loop {
+        let req: Request = match with_timeout(m.cfg.client_idle_timeout, reader.recv()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("client connection: {e}");
+                break;
+            }
+        };
+        let id = req.id;
+        // A revoked token is cut off at its next request; every request is authorized first.
+        if let Err(why) = m
+            .tokens
+            .still_valid(principal.token_id(), &mut token_gen, now_ms())
+        {
+            tracing::warn!("{why}: closing its client connection");
+            let body = ResponseBody::Error(err(
+                ErrorCode::Forbidden,
+                format!("{why}: ask an admin for a new token"),
+            ));
+            let _ = tx.send(Response { id, body }).await;
+            break;
+        }
+        if let Err(e) = super::authz::check_request(&principal, &req.body) {
+            let body = ResponseBody::Error(e);
+            if tx.send(Response { id, body }).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        match req.body {
+            RequestBody::Watch {
+                kind,
+                namespace,
+                from_revision,
+            } => {
+                streams.push(smol::spawn(watch(
+                    m.clone(),
+                    principal.clone(),
+                    id,
+                    kind,
+                    namespace,
+                    from_revision,
+                    tx.clone(),
+                )));
+            }
+            RequestBody::Logs {
+                namespace,
+                pod,
+                process,
+                follow,
+                tail_bytes,
+            } => {
+                streams.push(smol::spawn(logs(
+                    m.clone(),
+                    id,
+                    namespace,
+                    pod,
+                    process,
+                    follow,
+                    tail_bytes,
+                    tx.clone(),
+                )));
+            }
+            body => {
+                let out = match handle(&m, &principal, body).await {
+                    Ok(b) => b,
+                    Err(e) => ResponseBody::Error(e),
+                };
+                if tx.send(Response { id, body: out }).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    drop(streams); // cancels watches and log streams
+    drop(tx);
+    writer_task.await;
+    Ok(())
+}
+
+async fn handle(
+    m: &Master,
+    p: &super::auth::Principal,
+    body: RequestBody,
+) -> Result<ResponseBody, ApiError> {
+    let get = match &body {
+        RequestBody::Get {
+            kind,
+            namespace,
+            name,
+        } => Some((*kind, namespace.clone(), name.clone())),
+        _ => None,
+    };
+    let mut out = match handle_unfiltered(m, body).await {
+        Ok(out) => out,
+        Err(e) if e.code == ErrorCode::NotFound => {
+            return Err(match get {
+                Some((kind, ns, name)) => super::authz::missing(m, p, kind, &ns, &name, e).await,
+                None => e,
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    if !matches!(p, super::auth::Principal::Admin { .. }) {
+        super::authz::filter(m, p, &mut out).await?;
+    }
+    Ok(out)
+}
+
+async fn handle_unfiltered(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError> {
+    match body {
+        RequestBody::ArtifactBegin {
+            name,
+            arch,
+            sha256,
+            size,
+        } => super::artifact::begin(m, name, arch, sha256, size).await,
+        RequestBody::ArtifactChunk {
+            sha256,
+            offset,
+            data,
+        } => super::artifact::chunk(m, sha256, offset, data).await,
+        RequestBody::TokenCreate { .. }
+        | RequestBody::TokenList
+        | RequestBody::TokenRevoke { .. } => m.token_call(body).await,
+        RequestBody::Apply(objs) => apply(m, objs).await.map(ResponseBody::Applied),
+        RequestBody::Get {
+            kind: Kind::Endpoints,
+            namespace,
+            name,
+        } => {
+            let ns = scope(Kind::Endpoints, &namespace);
+            match m.endpoints.get(&ns, &name).await {
+                Some(o) => Ok(ResponseBody::Object(o)),
+                None => Err(not_found(Kind::Endpoints, &ns, &name)),
+            }
+        }
+        RequestBody::Get {
+            kind,
+            namespace,
+            name,
+        } => {
+            let ns = scope(kind, &namespace);
+            match super::get_opt(&m.store, kind, &ns, &name).await? {
+                Some(o) => Ok(ResponseBody::Object(o)),
+                None => Err(not_found(kind, &ns, &name)),
+            }
+        }
+        RequestBody::List {
+            kind: Kind::Event,
+            namespace,
+            ..
+        } => Ok(ResponseBody::List {
+            revision: m.store.current_revision(),
+            items: m.events.list(namespace.as_deref()).await,
+        }),
+        RequestBody::List {
+            kind: Kind::Endpoints,
+            namespace,
+            selector,
+        } => {
+            // Computed, not stored (like events): answered from memory.
+            let sel = Selector::parse(&selector).map_err(|e| err(ErrorCode::Invalid, e))?;
+            let mut items = m.endpoints.list(namespace.as_deref()).await;
+            items.retain(|o| sel.matches(&o.meta().labels));
+            Ok(ResponseBody::List {
+                revision: m.store.current_revision(),
+                items,
+            })
+        }
+        RequestBody::List {
+            kind,
+            namespace,
+            selector,
+        } => {
+            let sel = Selector::parse(&selector).map_err(|e| err(ErrorCode::Invalid, e))?;
+            let ns = if kind.namespaced() { namespace } else { None };
+            let (revision, mut items) = m.store.list(kind, ns.as_deref()).await?;
+            items.retain(|o| sel.matches(&o.meta().labels));
+            Ok(ResponseBody::List { revision, items })
+        }
+        RequestBody::Delete {
+            kind,
+            namespace,
+            name,
+            expected_revision,
+        } => {
+            let ns = scope(kind, &namespace);
+            if kind == Kind::Namespace && name == DEFAULT_NAMESPACE {
+                return Err(err(
+                    ErrorCode::Invalid,
+                    "the default namespace cannot be deleted",
+                ));
+            }
+            if kind == Kind::Namespace {
+                // Everything in the namespace goes with it: owners first, so their controllers do
+                // not replace what is being deleted.
+                for k in [
+                    Kind::Deployment,
+                    Kind::DaemonSet,
+                    Kind::Job,
+                    Kind::ReplicaSet,
+                    Kind::Pod,
+                    Kind::ConfigMap,
+                    Kind::Secret,
+                    Kind::Service,
+                ] {
+                    let (_, objs) = m.store.list(k, Some(&name)).await?;
+                    for o in objs {
+                        let meta = o.meta();
+                        match m.store.delete(k, &meta.namespace, &meta.name, None).await {
+                            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                }
+            }
+            if kind == Kind::Artifact {
+                super::artifact::check_unused(m, &name).await?;
+            }
+            let revision = match m.store.delete(kind, &ns, &name, expected_revision).await {
+                Ok(r) => r,
+                Err(StoreError::NotFound { .. }) => return Err(not_found(kind, &ns, &name)),
+                Err(e) => return Err(e.into()),
+            };
+            if kind == Kind::Artifact {
+                super::artifact::remove_unused_blobs(m).await;
+            }
+            m.poke_scheduler();
+            Ok(ResponseBody::Deleted { revision })
+        }
+        RequestBody::Watch { .. } | RequestBody::Logs { .. } => {
+            Err(err(ErrorCode::Internal, "streaming call routed wrongly"))
+        }
+    }
+}
+
+fn scope(kind: Kind, ns: &str) -> String {
+    if kind.namespaced() {
+        if ns.is_empty() {
+            DEFAULT_NAMESPACE.to_string()
+        } else {
+            ns.to_string()
+        }
+    } else {
+        String::new()
+    }
+}
+
+fn not_found(kind: Kind, ns: &str, name: &str) -> ApiError {
+    let hint = match kind {
+        Kind::Node => "list them with `bramble get nodes`".to_string(),
+        Kind::Namespace => "list them with `bramble get namespaces`".to_string(),
+        Kind::Endpoints => format!(
+            "endpoints exist for each service: list them with `bramble get endpoints -n {ns}`"
+        ),
+        _ => format!("list them with `bramble get {}s -n {ns}`", kind.as_str()),
+    };
+    if ns.is_empty() {
+        err(
+            ErrorCode::NotFound,
+            format!("{} {name:?} not found; {hint}", kind.as_str()),
+        )
+    } else {
+        err(
+            ErrorCode::NotFound,
+            format!(
+                "{} {name:?} not found in namespace {ns:?}; {hint}",
+                kind.as_str()
+            ),
+        )
+    }
+}
+
+async fn apply(m: &Master, objs: Vec<Object>) -> Result<Vec<Applied>, ApiError> {
+    // Validate everything first: all or nothing.
+    let mut prepared = Vec::with_capacity(objs.len());
+    for mut o in objs {
+        if !validate::client_may_apply(o.kind()) {
+            return Err(err(
+                ErrorCode::Forbidden,
+                format!("{} objects cannot be applied", o.kind().as_str()),
+            ));
+        }
+        if o.kind().namespaced() && o.meta().namespace.is_empty() {
+            o.meta_mut().namespace = DEFAULT_NAMESPACE.into();
+        }
+        if !o.kind().namespaced() {
+            o.meta_mut().namespace.clear();
+        }
+        validate::check_object(&o).map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+        prepared.push(o);
+    }
+    // Namespaces named by pods must exist (or be in this apply).
+    for o in &prepared {
+        if o.kind().namespaced() {
+            let ns = &o.meta().namespace;
+            let in_apply = prepared
+                .iter()
+                .any(|x| x.kind() == Kind::Namespace && &x.meta().name == ns);
+            if !in_apply
+                && super::get_opt(&m.store, Kind::Namespace, "", ns)
+                    .await?
+                    .is_none()
+            {
+                return Err(err(
+                    ErrorCode::NotFound,
+                    format!(
+                        "{} {:?}: namespace {ns:?} does not exist; add a [[namespace]] with name = {ns:?} to the manifest",
+                        o.kind().as_str(),
+                        o.meta().name
+                    ),
+                ));
+            }
+        }
+    }
+    // Namespaces first so pods in them can follow.
+    prepared.sort_by_key(|o| o.kind() != Kind::Namespace);
+    let mut out = Vec::new();
+    for o in prepared {
+        out.push(apply_one(m, o).await?);
+    }
+    m.poke_scheduler();
+    Ok(out)
+}
+
+async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
+    let kind = o.kind();
+    let (ns, name) = (o.meta().namespace.clone(), o.meta().name.clone());
+    let expected = match o.meta().revision {
+        0 => None,
+        r => Some(r),
+    };
+    let applied = |revision, outcome| Applied {
+        kind,
+        namespace: ns.clone(),
+        name: name.clone(),
+        revision,
+        outcome,
+    };
+    let existing = super::get_opt(&m.store, kind, &ns, &name).await?;
+    let Some(cur) = existing else {
+        let meta = o.meta_mut();
+        meta.uid =
+            super::auth::random_hex(8).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+        meta.created_ms = now_ms();
+        meta.revision = 0;
+        let rev = m.store.create(o).await?;
+        return Ok(applied(rev, ApplyOutcome::Created));
+    };
+    if let Some(e) = expected
+        && e != cur.meta().revision
+    {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "{} {name:?} changed since revision {e} (now {}); get it again and re-apply",
+                kind.as_str(),
+                cur.meta().revision
+            ),
+        ));
+    }
+    // Merge: keep identity and status from the stored object; the user owns spec and labels.
+    let labels = o.meta().labels.clone();
+    let immutable = |what: &str| {
+        err(
+            ErrorCode::Conflict,
+            format!(
+                "{what} {name:?} in namespace {ns:?} exists with a different spec, which cannot change: `bramble delete {what} {name} -n {ns}` and apply again"
+            ),
+        )
+    };
+    let mut merged = match (cur.clone(), o) {
+        (Object::Pod(c), Object::Pod(mut n)) => {
+            if n.spec.node_name.is_none() {
+                n.spec.node_name = c.spec.node_name.clone();
+            }
+            if n.spec != c.spec {
+                return Err(immutable("pod"));
+            }
+            n.status = c.status;
+            Object::Pod(n)
+        }
+        (Object::Job(c), Object::Job(mut n)) => {
+            if n.spec != c.spec {
+                return Err(immutable("job"));
+            }
+            n.status = c.status;
+            Object::Job(n)
+        }
+        (Object::Node(c), Object::Node(mut n)) => {
+            n.status = c.status;
+            // The pod subnet is the master's to give, not the manifest's.
+            n.spec.pod_cidr = c.spec.pod_cidr;
+            Object::Node(n)
+        }
+        (Object::Namespace(c), Object::Namespace(mut n)) => {
+            n.phase = c.phase;
+            Object::Namespace(n)
+        }
+        (Object::Deployment(c), Object::Deployment(mut n)) => {
+            n.status = c.status;
+            Object::Deployment(n)
+        }
+        (Object::DaemonSet(c), Object::DaemonSet(mut n)) => {
+            n.status = c.status;
+            Object::DaemonSet(n)
+        }
+        (Object::ConfigMap(_), n @ Object::ConfigMap(_)) => n,
+        (Object::Secret(_), n @ Object::Secret(_)) => n,
+        (Object::Service(_), Object::Service(n)) => Object::Service(n),
+        _ => return Err(err(ErrorCode::Internal, "kind mismatch")),
+    };
+    *merged.meta_mut() = Meta {
+        labels,
+        ..cur.meta().clone()
+    };
+    if merged == cur {
+        return Ok(applied(cur.meta().revision, ApplyOutcome::Unchanged));
+    }
+    let rev = m.store.update(merged, Some(cur.meta().revision)).await?;
+    Ok(applied(rev, ApplyOutcome::Updated))
+}
+
+async fn watch(
+    m: Arc<Master>,
+    principal: Arc<super::auth::Principal>,
+    id: u32,
+    kind: Kind,
+    namespace: Option<String>,
+    from: u64,
+    tx: async_channel::Sender<Response>,
+) {
+    let ns = if kind.namespaced() { namespace } else { None };
+    let from = if from == 0 {
+        m.store.current_revision()
+    } else {
+        from
+    };
+    let mut w = match m.store.watch(Some(kind), ns, from).await {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = tx
+                .send(Response {
+                    id,
+                    body: ResponseBody::Error(e.into()),
+                })
+                .await;
+            return;
+        }
+    };
+    loop {
+        match w.next().await {
+            Ok(crate::store::Event { revision, event }) => {
+                let (bramble_wire::msg::WatchEvent::Put(o)
+                | bramble_wire::msg::WatchEvent::Deleted(o)) = &event;
+                if !super::authz::visible(&principal, o, None) {
+                    continue;
+                }
+                if tx
+                    .send(Response {
+                        id,
+                        body: ResponseBody::Event { revision, event },
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx
+                    .send(Response {
+                        id,
+                        body: ResponseBody::Error(e.into()),
+                    })
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn logs(
+    m: Arc<Master>,
+    id: u32,
+    namespace: String,
+    pod: String,
+    process: Option<String>,
+    follow: bool,
+    tail_bytes: Option<u64>,
+    tx: async_channel::Sender<Response>,
+) {
+    let result = async {
+        let ns = scope(Kind::Pod, &namespace);
+        let Some(Object::Pod(p)) = super::get_opt(&m.store, Kind::Pod, &ns, &pod).await? else {
+            return Err(not_found(Kind::Pod, &ns, &pod));
+        };
+        let Some(node) = p.spec.node_name.clone() else {
+            return Err(err(ErrorCode::Unavailable, format!("pod {pod:?} is not scheduled yet: no logs; see `bramble describe pod {pod}`")));
+        };
+        if let Some(proc_name) = &process
+            && !p.spec.processes.iter().any(|x| &x.name == proc_name)
+        {
+            let names: Vec<_> = p.spec.processes.iter().map(|x| x.name.as_str()).collect();
+            return Err(err(ErrorCode::NotFound, format!("pod {pod:?} has no process {proc_name:?}; it has {names:?}")));
+        }
+        let session = m.nodes.lock().await.get(&node).and_then(|n| n.session.clone());
+        let Some((_, node_tx)) = session else {
+            return Err(err(ErrorCode::Unavailable, format!("node {node:?} running pod {pod:?} is not connected; logs stay on the node until it is back")));
+        };
+        let request = (m.next_id() & 0xffff_ffff) as u32;
+        let (rtx, rrx) = async_channel::bounded(64);
+        m.log_routes.lock().await.insert(request, rtx);
+        let _guard = RouteGuard { m: m.clone(), request, node_tx: node_tx.clone() };
+        node_tx
+            .send(NodeDown::Logs { request, namespace: ns, pod: pod.clone(), process, follow, tail_bytes })
+            .await
+            .map_err(|_| err(ErrorCode::Unavailable, format!("node {node:?} disconnected")))?;
+        while let Ok(body) = rrx.recv().await {
+            let end = matches!(body, ResponseBody::End | ResponseBody::Error(_));
+            if tx.send(Response { id, body }).await.is_err() {
+                return Ok(());
+            }
+            if end {
+                return Ok(());
+            }
+        }
+        Err(err(ErrorCode::Unavailable, format!("node {node:?} disconnected while streaming logs")))
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = tx
+            .send(Response {
+                id,
+                body: ResponseBody::Error(e),
+            })
+            .await;
+    }
+}
+
+/// Removes a log route and tells the node to stop streaming when the client goes away.
+struct RouteGuard {
+    m: Arc<Master>,
+    request: u32,
+    node_tx: async_channel::Sender<NodeDown>,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        let (m, request, node_tx) = (self.m.clone(), self.request, self.node_tx.clone());
+        smol::spawn(async move {
+            m.log_routes.lock().await.remove(&request);
+            let _ = node_tx.try_send(NodeDown::CancelLogs { request });
+        })
+        .detach();
+    }
+}
+
+impl std::fmt::Debug for RouteGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RouteGuard({})", self.request)
+    }
+}
+
+/// A label selector: `k=v`, `k==v`, `k!=v`, `k` (exists), `!k` (absent), comma-separated.
+#[derive(Debug, Default)]
+pub struct Selector(Vec<(String, Op)>);
+
+#[derive(Debug)]
+enum Op {
+    Eq(String),
+    Ne(String),
+    Exists,
+    Absent,
+}
+
+impl Selector {
+    /// Parses a selector; empty selects everything.
+    pub fn parse(s: &str) -> Result<Selector, String> {
+        let mut out = Vec::new();
+        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (k, op) = if let Some((k, v)) = term.split_once("!=") {
+                (k, Op::Ne(v.trim().into()))
+            } else if let Some((k, v)) = term.split_once("==") {
+                (k, Op::Eq(v.trim().into()))
+            } else if let Some((k, v)) = term.split_once('=') {
+                (k, Op::Eq(v.trim().into()))
+            } else if let Some(k) = term.strip_prefix('!') {
+                (k, Op::Absent)
+            } else {
+                (term, Op::Exists)
+            };
+            let k = k.trim();
+            let v = match &op {
+                Op::Eq(v) | Op::Ne(v) => v.as_str(),
+                _ => "",
+            };
+            validate::check_label("selector", k, v)
+                .map_err(|e| format!("bad selector term {term:?}: {}", e.message))?;
+            out.push((k.to_string(), op));
+        }
+        Ok(Selector(out))
+    }
+
+    /// Whether `labels` satisfy every term.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|(k, op)| match op {
+            Op::Eq(v) => labels.get(k) == Some(v),
+            Op::Ne(v) => labels.get(k) != Some(v),
+            Op::Exists => labels.contains_key(k),
+            Op::Absent => !labels.contains_key(k),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors() {
+        let l: BTreeMap<String, String> = [
+            ("app".to_string(), "web".to_string()),
+            ("tier".into(), "fe".into()),
+        ]
+        .into();
+        let check =
+            |s: &str, want: bool| assert_eq!(Selector::parse(s).unwrap().matches(&l), want, "{s}");
+        check("", true);
+        check("app=web", true);
+        check("app==web", true);
+        check("app=db", false);
+        check("app!=db", true);
+        check("app=web,tier=fe", true);
+        check("app=web,tier=be", false);
+        check("tier", true);
+        check("!tier", false);
+        check("!zone", true);
+        assert!(Selector::parse("a b=c").is_err());
+    }
+}

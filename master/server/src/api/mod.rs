@@ -1,0 +1,407 @@
+//! The API server: the wire protocol over TCP. Clients (the CLI) and workers both dial in.
+//!
+//! Every connection is bounded: frame size, a handshake timeout, an idle read timeout and a
+//! global connection limit. Heartbeats and live node state stay in memory; the store is written
+//! only when something changes meaning (a node registers or changes, becomes NotReady, a pod's
+//! status changes).
+
+mod artifact;
+pub use artifact::DEFAULT_MAX_ARTIFACT_BYTES;
+pub mod auth;
+pub mod authz;
+mod client;
+pub use client::CLIENT_RESPONSE_MAX;
+mod config_push;
+pub mod control;
+mod dispatch;
+mod endpoints;
+mod node;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_lock::{Mutex, Semaphore};
+use async_net::{TcpListener, TcpStream};
+use bramble_wire::io::{IoError, send};
+use bramble_wire::msg::{NodeDown, ResponseBody};
+use bramble_wire::{Handshake, Reject, RejectReason, Role, Welcome};
+use futures_lite::FutureExt;
+
+use crate::controllers::Timings;
+use tracing::{info, warn};
+
+use crate::store::Store;
+
+/// Master configuration (flags of `bramble master`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the database and tokens live.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: String,
+    /// Admin token file (default `DATA_DIR/admin.token`).
+    pub admin_token_file: Option<PathBuf>,
+    /// Join token file (default `DATA_DIR/join.token`).
+    pub join_token_file: Option<PathBuf>,
+    /// Most simultaneous connections.
+    pub max_connections: usize,
+    /// Largest frame accepted.
+    pub max_frame: usize,
+    /// Heartbeat interval asked of workers.
+    pub heartbeat_interval: Duration,
+    /// Missed-heartbeat time after which a node is NotReady.
+    pub node_grace: Duration,
+    /// Idle time after which a client connection is closed.
+    pub client_idle_timeout: Duration,
+    /// NotReady time after which a node's pods are replaced elsewhere.
+    pub eviction_timeout: Duration,
+    /// Failed authentications an address may make at once before it is refused (`Busy`).
+    pub auth_fail_burst: u32,
+    /// Failed authentications an address regains per second.
+    pub auth_fail_per_s: f64,
+    /// Largest artifact tarball accepted.
+    pub max_artifact_bytes: u64,
+    /// The pod range nodes get their subnets from.
+    pub cluster_cidr: crate::controllers::podnet::ClusterCidr,
+}
+
+/// The default pod range (k3s's): a /24 per node out of 10.42.0.0/16.
+pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
+/// The default size of a node's pod subnet.
+pub const DEFAULT_NODE_CIDR_SIZE: u8 = 24;
+
+impl Config {
+    /// The node lifecycle's limits, as the controllers take them.
+    pub fn timings(&self) -> Timings {
+        Timings {
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+            node_grace_ms: self.node_grace.as_millis() as u64,
+            eviction_timeout_ms: self.eviction_timeout.as_millis() as u64,
+        }
+    }
+
+    /// Defaults for a data dir and listen address.
+    pub fn new(data_dir: PathBuf, listen: String) -> Config {
+        Config {
+            data_dir,
+            listen,
+            admin_token_file: None,
+            join_token_file: None,
+            max_connections: 1024,
+            max_frame: bramble_wire::DEFAULT_MAX_FRAME,
+            heartbeat_interval: Duration::from_millis(Timings::DEFAULT.heartbeat_interval_ms),
+            node_grace: Duration::from_millis(Timings::DEFAULT.node_grace_ms),
+            client_idle_timeout: Duration::from_secs(600),
+            eviction_timeout: Duration::from_millis(Timings::DEFAULT.eviction_timeout_ms),
+            auth_fail_burst: 10,
+            auth_fail_per_s: 2.0,
+            max_artifact_bytes: DEFAULT_MAX_ARTIFACT_BYTES,
+            cluster_cidr: crate::controllers::podnet::ClusterCidr::parse(
+                DEFAULT_CLUSTER_CIDR,
+                DEFAULT_NODE_CIDR_SIZE,
+            )
+            .expect("the default pod range parses"),
+        }
+    }
+}
+
+/// What the master knows about a node that is not worth a disk write.
+#[derive(Debug, Default)]
+pub(crate) struct NodeLive {
+    /// Channel to the node's connection, if connected.
+    pub session: Option<(u64, async_channel::Sender<NodeDown>)>,
+    /// Last heartbeat or message, ms since the epoch.
+    pub last_seen_ms: u64,
+    /// Hash of the spec-level assignment last pushed.
+    pub pushed_hash: Option<u64>,
+    /// Set when the lifecycle loop wrote NotReady; the next heartbeat writes Ready back.
+    pub marked_not_ready: bool,
+}
+
+/// Shared state of a running master.
+pub struct Master {
+    pub(crate) store: Store,
+    pub(crate) cfg: Config,
+    pub(crate) tokens: auth::Tokens,
+    auth_limit: std::sync::Mutex<auth::FailLimiter>,
+    tls: futures_rustls::TlsAcceptor,
+    /// sha256 of the master's certificate: the pin in the tokens it hands out.
+    pub(crate) pin: String,
+    pub(crate) nodes: Mutex<HashMap<String, NodeLive>>,
+    pub(crate) log_routes: Mutex<HashMap<u32, async_channel::Sender<ResponseBody>>>,
+    pub(crate) next_id: std::sync::atomic::AtomicU64,
+    pub(crate) wake_sched: async_channel::Sender<()>,
+    wake_sched_rx: async_channel::Receiver<()>,
+    pub(crate) started_ms: u64,
+    pub(crate) events: control::Events,
+    pub(crate) endpoints: endpoints::Current,
+    /// Held while a registration picks a pod subnet, so that two nodes never get the same one.
+    pub(crate) subnet_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Master {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Master")
+            .field("cfg", &self.cfg)
+            .field("started_ms", &self.started_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Master {
+    /// Opens the store and the tokens.
+    pub async fn open(cfg: Config) -> anyhow::Result<Arc<Master>> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+            anyhow::anyhow!("cannot create data dir {}: {e}", cfg.data_dir.display())
+        })?;
+        let (admin_default, join_default) = auth::default_paths(&cfg.data_dir);
+        let identity = tls::load_or_create(&cfg.data_dir)?;
+        let tls = futures_rustls::TlsAcceptor::from(tls::server_config(&identity)?);
+        // The join token first: tools wait for admin.token, then read join.token.
+        let join_token = match &cfg.join_token_file {
+            Some(p) => auth::read_token(p)?,
+            None => auth::load_or_create(
+                &join_default,
+                bramble_wire::msg::TokenKind::Join,
+                &identity.pin,
+            )?,
+        };
+        let admin_token = match &cfg.admin_token_file {
+            Some(p) => auth::read_token(p)?,
+            None => auth::load_or_create(
+                &admin_default,
+                bramble_wire::msg::TokenKind::Admin,
+                &identity.pin,
+            )?,
+        };
+        tls::pin_tokens(&cfg, &admin_default, &join_default, &identity.pin)?;
+        let store = Store::open(&cfg.data_dir).await?;
+        let tokens = auth::Tokens::load(&store, &admin_token, &join_token, now_ms()).await?;
+        let auth_limit = auth::FailLimiter::new(cfg.auth_fail_burst, cfg.auth_fail_per_s, 4096);
+        let (wake_sched, wake_sched_rx) = async_channel::bounded(1);
+        let m = Arc::new(Master {
+            store,
+            cfg,
+            tokens,
+            auth_limit: std::sync::Mutex::new(auth_limit),
+            tls,
+            pin: identity.pin.clone(),
+            nodes: Mutex::new(HashMap::new()),
+            log_routes: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            wake_sched,
+            wake_sched_rx,
+            started_ms: now_ms(),
+            events: control::Events::new(1000),
+            endpoints: Default::default(),
+            subnet_lock: Mutex::new(()),
+        });
+        client::ensure_default_namespace(&m).await?;
+        Ok(m)
+    }
+
+    /// A process-unique id.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Asks the scheduler loop to run soon.
+    pub(crate) fn poke_scheduler(&self) {
+        let _ = self.wake_sched.try_send(());
+    }
+
+    /// Serves until the listener fails. Spawns the scheduler, dispatcher and node-lifecycle loops.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        smol::spawn(dispatch::scheduler_loop(
+            self.clone(),
+            self.wake_sched_rx.clone(),
+        ))
+        .detach();
+        smol::spawn(dispatch::assignment_loop(self.clone())).detach();
+        smol::spawn(config_push::config_loop(self.clone())).detach();
+        smol::spawn(node::lifecycle_loop(self.clone())).detach();
+        smol::spawn(control::controller_loop(self.clone())).detach();
+        smol::spawn(endpoints::endpoints_loop(self.clone())).detach();
+        let limit = Arc::new(Semaphore::new(self.cfg.max_connections));
+        info!(addr = %listener.local_addr()?, "master listening");
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    smol::Timer::after(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let m = self.clone();
+            match limit.try_acquire_arc() {
+                Some(permit) => {
+                    smol::spawn(async move {
+                        if let Err(e) = m.handle(stream).await {
+                            tracing::debug!(%peer, "connection closed: {e}");
+                        }
+                        drop(permit);
+                    })
+                    .detach();
+                }
+                None => {
+                    smol::spawn(async move {
+                        let hs = tls::handshake(
+                            &m.tls,
+                            stream,
+                            m.cfg.max_frame,
+                            Duration::from_secs(5),
+                            None,
+                        );
+                        let Some((_, mut s)) = hs.await else {
+                            return;
+                        };
+                        let _ = reject(
+                            &mut s,
+                            RejectReason::Busy,
+                            "too many connections; retry later",
+                            m.cfg.max_frame,
+                        )
+                        .await;
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, stream: TcpStream) -> anyhow::Result<()> {
+        let peer = stream.peer_addr().ok();
+        // One deadline covers the TLS handshake and the Hello.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let limit = Duration::from_secs(10);
+        let hs = tls::handshake(&self.tls, stream, self.cfg.max_frame, limit, peer);
+        let Some((mut reader, mut writer)) = hs.await else {
+            return Ok(());
+        };
+        if let Some(d) = self.over_auth_limit(peer) {
+            reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let body = match with_timeout(left, reader.next_frame()).await? {
+            Some(b) => b,
+            None => return Ok(()),
+        };
+        let hello = match auth::parse_hello(&body) {
+            Ok(h) => h,
+            Err(d) => {
+                reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
+                return Ok(());
+            }
+        };
+        let identity = hello.identity.as_str().to_string();
+        let principal = match self.authenticate(&hello, peer) {
+            Ok(p) => p,
+            Err(d) => {
+                reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
+                return Ok(());
+            }
+        };
+        match hello.role {
+            Role::Client => {
+                self.welcome(&mut writer, &identity).await?;
+                client::serve(self, principal, reader, writer).await
+            }
+            Role::Worker | Role::Device => {
+                if crate::validate::check_name("node name", &identity).is_err() {
+                    reject(&mut writer, RejectReason::BadIdentity, "node name must be a DNS-1123 label (lowercase letters, digits, '-'); pass --name", self.cfg.max_frame).await?;
+                    return Ok(());
+                }
+                let token = match self.join(&principal, &identity).await {
+                    Ok(t) => t,
+                    Err(d) => {
+                        reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
+                        return Ok(());
+                    }
+                };
+                self.welcome(&mut writer, &identity).await?;
+                if let Some(secret) = token.1 {
+                    send(
+                        &mut writer,
+                        &NodeDown::Credential { secret },
+                        self.cfg.max_frame,
+                    )
+                    .await?;
+                }
+                node::serve(self, identity, token.0, peer, reader, writer).await
+            }
+        }
+    }
+
+    async fn welcome(&self, w: &mut tls::ConnWriter, identity: &str) -> Result<(), IoError> {
+        let welcome = Handshake::Welcome(Welcome {
+            protocol_version: bramble_wire::PROTOCOL_VERSION,
+            identity: heapless_str(identity),
+            heartbeat_interval_ms: self.cfg.heartbeat_interval.as_millis() as u32,
+            master_version: heapless_str(env!("CARGO_PKG_VERSION")),
+        });
+        send(w, &welcome, self.cfg.max_frame).await
+    }
+}
+
+/// `Store::get` with "not found" as `None`.
+pub(crate) async fn get_opt(
+    store: &Store,
+    kind: bramble_wire::objects::Kind,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<bramble_wire::objects::Object>, crate::store::StoreError> {
+    match store.get(kind, namespace, name).await {
+        Ok(o) => Ok(Some(o)),
+        Err(crate::store::StoreError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub use bramble_client::heapless_str;
+
+async fn reject(
+    w: &mut tls::ConnWriter,
+    reason: RejectReason,
+    msg: &str,
+    max: usize,
+) -> Result<(), IoError> {
+    // Busy is expected under load: not worth a line per connection.
+    if !matches!(reason, RejectReason::Busy) {
+        tracing::warn!(?reason, "refused a connection: {msg}");
+    }
+    let r = Handshake::Reject(Reject {
+        reason,
+        message: heapless_str(msg),
+    });
+    send(w, &r, max).await
+}
+
+/// Runs `fut` with a timeout, mapping expiry to an I/O timeout error.
+pub(crate) async fn with_timeout<T>(
+    d: Duration,
+    fut: impl std::future::Future<Output = Result<T, IoError>>,
+) -> Result<T, IoError> {
+    fut.or(async {
+        smol::Timer::after(d).await;
+        Err(IoError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "read timed out",
+        )))
+    })
+    .await
+}
