@@ -9,9 +9,9 @@
 use std::path::{Path, PathBuf};
 
 /// Where SQL may live: the master's store and its migrations.
-const STORE_DIRS: [&str; 2] = ["master/src/store/", "master/migrations/"];
+const STORE_DIRS: [&str; 2] = ["master/server/src/store/", "master/server/migrations/"];
 /// The pure scheduler.
-const SCHED_DIR: &str = "master/src/sched/";
+const SCHED_DIR: &str = "master/server/src/sched/";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
