@@ -380,7 +380,7 @@ pub fn connection_stability(c: &Cluster) -> Result<String> {
          WORKER/MASTER BUG: the worker ends a session after heartbeat_interval * 6 + 10 s (16 s \
          with --heartbeat-interval 1s) without a frame from the master (worker/src/agent/mod.rs \
          session(), `idle`), but the master sends nothing on an idle node connection \
-         (master/server/src/api/node.rs only sends Assign, Logs, CancelLogs, Resync; heartbeats are \
+         (master/server/src/api/node.rs only sends Assign, Logs, CancelLogs, Ping; heartbeats are \
          not answered). Every idle node reconnects every 16 s, and because connection_loop() \
          only resets its backoff after a session longer than 30 s, the reconnect delay doubles \
          each time up to 30 s (x0.5-1.5 jitter): after about two minutes the node is NotReady \

@@ -260,9 +260,6 @@ pub struct Heartbeat {
     pub seq: u32,
     /// Pods currently running on the node.
     pub pods_running: u16,
-    /// Hash of the node's pod statuses: when it differs from what the master computed from the
-    /// statuses it received, the master asks for a full resync.
-    pub status_digest: u32,
     /// Seconds since the agent started.
     pub uptime_s: u32,
 }
@@ -312,22 +309,6 @@ pub enum ExitReason {
     StartFailed,
 }
 
-/// A pod's status in a few bytes, for devices and compact reports.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct PodStatusSmall {
-    /// Namespace.
-    pub namespace: Name,
-    /// Pod name.
-    pub name: Name,
-    /// Phase.
-    pub phase: PodPhase,
-    /// Restarts of all processes.
-    pub restarts: u32,
-    /// Last exit, if any.
-    pub last_exit: Option<ExitReason>,
-}
-
 /// Messages a bare-metal device sends after the handshake (no allocator needed).
 #[allow(clippy::large_enum_variant)] // no allocator to box with; one message at a time
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -337,6 +318,4 @@ pub enum DeviceUp {
     Register(NodeInfo),
     /// Liveness.
     Heartbeat(Heartbeat),
-    /// A status change of something the device runs.
-    Status(PodStatusSmall),
 }

@@ -6,7 +6,7 @@
 //!
 //! # Layers
 //! - [`core_msg`]: the messages a microcontroller can speak without an allocator: the handshake
-//!   ([`Hello`] / [`Welcome`] / [`Reject`]), [`NodeInfo`], [`Heartbeat`] and a small pod status.
+//!   ([`Hello`] / [`Welcome`] / [`Reject`]), [`NodeInfo`], [`Heartbeat`] and the device messages.
 //!   Built from `heapless` types: every field has a fixed upper bound.
 //! - [`objects`] and [`msg`] (feature `alloc`): the full protocol — pod specs, object lists, watch
 //!   events, log chunks — used by Linux peers.
@@ -32,7 +32,7 @@
 //! # Example
 //! ```
 //! use bramble_wire::{frame, Heartbeat};
-//! let hb = Heartbeat { seq: 7, pods_running: 2, status_digest: 0xdead_beef, uptime_s: 60 };
+//! let hb = Heartbeat { seq: 7, pods_running: 2, uptime_s: 60 };
 //! let mut buf = [0u8; 64];
 //! let n = frame::encode(&hb, &mut buf).unwrap().len();
 //! let mut dec = frame::Decoder::new(heapless::Vec::<u8, 64>::new(), 64);
@@ -68,9 +68,13 @@ pub use error::WireError;
 /// The protocol version this build speaks (and the newest it accepts).
 ///
 /// Version 2 added probes, `env_from` and readiness to pods and config maps and artifacts to
-/// assignments. No version-1 peer was ever released, so the master speaks version 2 only.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// assignments. Version 3 removed what no peer used: the heartbeat's status digest, the status
+/// report's `full` and `applied_revision`, the master's `Resync` (a worker reports every pod once
+/// after each connect, and deltas over one TCP connection cannot be lost), and the devices' pod
+/// status (devices get messages of their own). The master speaks version 3 only: agents are
+/// upgraded together with it.
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The oldest protocol version this build still accepts.
-pub const MIN_PROTOCOL_VERSION: u16 = 2;
+pub const MIN_PROTOCOL_VERSION: u16 = 3;
 /// Default maximum frame body size: 64 KiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;

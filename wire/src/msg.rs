@@ -56,16 +56,8 @@ pub enum NodeUp {
     Register(Box<NodeInfo>),
     /// Liveness.
     Heartbeat(Heartbeat),
-    /// Pod statuses. `full = true` after (re)connecting: pods absent from a full report are not
-    /// running on the node.
-    Status {
-        /// Whether this is the node's complete state.
-        full: bool,
-        /// The assignment revision the node has applied.
-        applied_revision: u64,
-        /// Reports.
-        pods: Vec<PodReport>,
-    },
+    /// Pod statuses that changed in meaning (all of them once after each (re)connect).
+    Status(Vec<PodReport>),
     /// Log data for a [`NodeDown::Logs`] request.
     Log(LogChunk),
     /// The end of a log stream, with an error message if it failed.
@@ -113,8 +105,6 @@ pub enum NodeDown {
         /// The request.
         request: u32,
     },
-    /// Send a full status report (the master lost track).
-    Resync,
     /// Keepalive: the master sends it when it had nothing else to say for a few heartbeat
     /// intervals, so a worker can tell a quiet master from a dead connection.
     Ping,

@@ -19,8 +19,7 @@ use bramble_wire::objects::{
     Object, OwnerRef, PodStatus, ProcessState, ProcessStatus, Resources, Taint, TaintEffect,
 };
 use bramble_wire::{
-    DeviceUp, ExitReason, Handshake, Hello, PodPhase, PodStatusSmall, Reject, RejectReason, Role,
-    Welcome,
+    DeviceUp, ExitReason, Handshake, Hello, PodPhase, Reject, RejectReason, Role, Welcome,
 };
 use common::{VERSION, assignment, heartbeat, hello_pod, hs, labels, node_info};
 use serde::Serialize;
@@ -140,17 +139,17 @@ fn hello(role: Role) -> Handshake {
 fn handshake_hello() {
     check(
         hello(Role::Worker),
-        "0002000c706934622d6b69746368656e14626a742d3031323334353637383961
+        "0003000c706934622d6b69746368656e14626a742d3031323334353637383961
          626364656605302e312e30",
     );
     check(
         hello(Role::Client),
-        "0002010c706934622d6b69746368656e14626a742d3031323334353637383961
+        "0003010c706934622d6b69746368656e14626a742d3031323334353637383961
          626364656605302e312e30",
     );
     check(
         hello(Role::Device),
-        "0002020c706934622d6b69746368656e14626a742d3031323334353637383961
+        "0003020c706934622d6b69746368656e14626a742d3031323334353637383961
          626364656605302e312e30",
     );
 }
@@ -164,7 +163,7 @@ fn handshake_welcome() {
             heartbeat_interval_ms: 5000,
             master_version: hs("0.1.0"),
         }),
-        "01020c706934622d6b69746368656e882705302e312e30",
+        "01030c706934622d6b69746368656e882705302e312e30",
     );
 }
 
@@ -210,59 +209,34 @@ fn node_info_registration() {
 
 #[test]
 fn heartbeat_bytes() {
-    check(heartbeat(), "0702effdb6f50d901c");
+    check(heartbeat(), "0702901c");
     // The extremes: a heartbeat stays within a few dozen bytes.
     check(
         bramble_wire::Heartbeat {
             seq: u32::MAX,
             pods_running: u16::MAX,
-            status_digest: u32::MAX,
             uptime_s: u32::MAX,
         },
-        "ffffffff0fffff03ffffffff0fffffffff0f",
+        "ffffffff0fffff03ffffffff0f",
     );
 }
 
-fn status_small(phase: PodPhase, last_exit: Option<ExitReason>) -> PodStatusSmall {
-    PodStatusSmall {
-        namespace: hs("default"),
-        name: hs("sensor"),
-        phase,
-        restarts: 3,
-        last_exit,
-    }
-}
-
+/// Phases and exit reasons, as pod statuses carry them.
 #[test]
-fn pod_status_small_each_phase_and_exit() {
+fn pod_phase_and_exit_each_case() {
+    check((PodPhase::Pending, None::<ExitReason>), "0000");
+    check((PodPhase::Running, Some(ExitReason::Completed)), "010100");
     check(
-        status_small(PodPhase::Pending, None),
-        "0764656661756c740673656e736f72000300",
+        (PodPhase::Succeeded, Some(ExitReason::Error(1))),
+        "02010102",
     );
+    check((PodPhase::Failed, Some(ExitReason::Error(-1))), "03010101");
     check(
-        status_small(PodPhase::Running, Some(ExitReason::Completed)),
-        "0764656661756c740673656e736f7201030100",
+        (PodPhase::Unknown, Some(ExitReason::Signaled(9))),
+        "04010212",
     );
-    check(
-        status_small(PodPhase::Succeeded, Some(ExitReason::Error(1))),
-        "0764656661756c740673656e736f720203010102",
-    );
-    check(
-        status_small(PodPhase::Failed, Some(ExitReason::Error(-1))),
-        "0764656661756c740673656e736f720303010101",
-    );
-    check(
-        status_small(PodPhase::Unknown, Some(ExitReason::Signaled(9))),
-        "0764656661756c740673656e736f720403010212",
-    );
-    check(
-        status_small(PodPhase::Failed, Some(ExitReason::OOMKilled)),
-        "0764656661756c740673656e736f7203030103",
-    );
-    check(
-        status_small(PodPhase::Failed, Some(ExitReason::StartFailed)),
-        "0764656661756c740673656e736f7203030104",
-    );
+    check((PodPhase::Failed, Some(ExitReason::OOMKilled)), "030103");
+    check((PodPhase::Failed, Some(ExitReason::StartFailed)), "030104");
 }
 
 #[test]
@@ -274,11 +248,7 @@ fn device_up_each_case() {
          34620480808080108020020705302e312e300204726f6f6d076b69746368656e
          046469736b027364",
     );
-    check(DeviceUp::Heartbeat(heartbeat()), "010702effdb6f50d901c");
-    check(
-        DeviceUp::Status(status_small(PodPhase::Running, None)),
-        "020764656661756c740673656e736f72010300",
-    );
+    check(DeviceUp::Heartbeat(heartbeat()), "010702901c");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -572,25 +542,14 @@ fn node_up_each_case() {
          34620480808080108020020705302e312e300204726f6f6d076b69746368656e
          046469736b027364",
     );
-    check(NodeUp::Heartbeat(heartbeat()), "010702effdb6f50d901c");
+    check(NodeUp::Heartbeat(heartbeat()), "010702901c");
     check(
-        NodeUp::Status {
-            full: true,
-            applied_revision: 1234,
-            pods: vec![report()],
-        },
-        "0201d209010764656661756c740568656c6c6f2430623563376135322d366630
+        NodeUp::Status(vec![report()]),
+        "02010764656661756c740568656c6c6f2430623563376135322d366630
          652d346431662d396135312d3266316333653064386131310101046d61696e01
          9221d0df95ffbc3100000100d0df95ffbc3100",
     );
-    check(
-        NodeUp::Status {
-            full: false,
-            applied_revision: 0,
-            pods: Vec::new(),
-        },
-        "02000000",
-    );
+    check(NodeUp::Status(Vec::new()), "0200");
     check(
         NodeUp::Log(LogChunk {
             request: 9,
@@ -655,7 +614,6 @@ fn node_down_each_case() {
         "010a0764656661756c740568656c6c6f000000",
     );
     check(NodeDown::CancelLogs { request: 9 }, "0209");
-    check(NodeDown::Resync, "03");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -822,7 +780,7 @@ fn typical_frame_sizes() {
     let len = |bytes: Vec<u8>| bytes.len();
     assert_eq!(
         len(frame::encode_vec(&NodeUp::Heartbeat(heartbeat()), usize::MAX).unwrap()),
-        11
+        6
     );
     let register = NodeUp::Register(Box::new(node_info()));
     assert_eq!(len(frame::encode_vec(&register, usize::MAX).unwrap()), 105);
@@ -837,7 +795,7 @@ fn controller_objects_and_ping() {
         DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, Event, Job, JobSpec, Kind, Meta,
         Object, PodTemplate, ProcessSpec, ReplicaSet, ReplicaSetSpec,
     };
-    check(NodeDown::Ping, "04");
+    check(NodeDown::Ping, "03");
     let meta = |name: &str| Meta {
         name: name.into(),
         namespace: "default".into(),
@@ -1029,13 +987,13 @@ fn services_config_artifacts_and_tokens() {
     );
     check(
         NodeDown::Endpoints(vec![eps]),
-        "0501037765620764656661756c7400027531070000903f010a3139322e302e32
+        "0401037765620764656661756c7400027531070000903f010a3139322e302e32
          2e313150057765622d61026e31010a3139322e302e322e313150057765622d62
          026e3201",
     );
     check(
         NodeDown::Secrets(vec![secret]),
-        "06010a7765622d7365637265740764656661756c740002753107000001036b65
+        "05010a7765622d7365637265740764656661756c740002753107000001036b65
          7903000102",
     );
     check(
@@ -1044,13 +1002,13 @@ fn services_config_artifacts_and_tokens() {
             data: b"tar".to_vec(),
             error: None,
         },
-        "07030374617200",
+        "06030374617200",
     );
     check(
         NodeDown::Credential {
             secret: "s3cr3t".into(),
         },
-        "0806733363723374",
+        "0706733363723374",
     );
     check(
         NodeDown::Network(vec![PodSubnet {
@@ -1058,7 +1016,7 @@ fn services_config_artifacts_and_tokens() {
             cidr: "10.42.1.0/24".into(),
             via: "192.0.2.11".into(),
         }]),
-        "09010470692d310c31302e34322e312e302f32340a3139322e302e322e3131",
+        "08010470692d310c31302e34322e312e302f32340a3139322e302e322e3131",
     );
     check(
         NodeUp::ArtifactGet {

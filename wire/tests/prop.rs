@@ -97,14 +97,11 @@ fn node_info() -> impl Strategy<Value = NodeInfo> {
 }
 
 fn heartbeat() -> impl Strategy<Value = Heartbeat> {
-    (any::<u32>(), any::<u16>(), any::<u32>(), any::<u32>()).prop_map(
-        |(seq, pods_running, status_digest, uptime_s)| Heartbeat {
-            seq,
-            pods_running,
-            status_digest,
-            uptime_s,
-        },
-    )
+    (any::<u32>(), any::<u16>(), any::<u32>()).prop_map(|(seq, pods_running, uptime_s)| Heartbeat {
+        seq,
+        pods_running,
+        uptime_s,
+    })
 }
 
 fn small_string() -> impl Strategy<Value = String> {

@@ -191,7 +191,6 @@ fn heartbeat() -> NodeUp {
     NodeUp::Heartbeat(bramble_wire::Heartbeat {
         seq: 1,
         pods_running: 0,
-        status_digest: 0,
         uptime_s: 1,
     })
 }
@@ -591,11 +590,7 @@ fn a_node_session_reports_status_only_for_its_own_pods() {
         // pi1 lies about pi2's pod first, then reports its own.
         send(
             &mut s1.writer,
-            &NodeUp::Status {
-                full: false,
-                applied_revision: 0,
-                pods: vec![report(&pb), report(&pa)],
-            },
+            &NodeUp::Status(vec![report(&pb), report(&pa)]),
             MAX,
         )
         .await

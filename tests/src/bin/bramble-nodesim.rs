@@ -7,7 +7,7 @@
 //!
 //! Each simulated node dials the master, says `Hello` (role worker, identity `<prefix>-<i>`),
 //! registers as an aarch64 board with 4 CPUs and 4 GiB, heartbeats at the interval (the first one
-//! at a random offset within it) and answers every `Assign` with a `Status { full: false }` that
+//! at a random offset within it) and answers every `Assign` with a `Status` that
 //! reports the newly assigned pods Running, so pods scheduled onto simulated nodes look alive.
 //! A dropped connection is redialled after a second, like a real agent.
 //!
@@ -351,7 +351,6 @@ async fn session(
     let result = async {
         let mut seq = 0u32;
         let mut reported: HashSet<String> = HashSet::new();
-        let mut assigned: Vec<bramble_wire::objects::Pod> = Vec::new();
         let registered = Instant::now();
         let mut next_beat = Instant::now() + jitter(idx as u64 + 1, args.heartbeat);
         loop {
@@ -377,7 +376,6 @@ async fn session(
                     let hb = Heartbeat {
                         seq,
                         pods_running: reported.len().min(u16::MAX as usize) as u16,
-                        status_digest: 0,
                         uptime_s: started.elapsed().as_secs() as u32,
                     };
                     send(&mut writer, &NodeUp::Heartbeat(hb), MAX_FRAME)
@@ -412,7 +410,6 @@ async fn session(
                         let uids: HashSet<String> =
                             a.pods.iter().map(|p| p.meta.uid.clone()).collect();
                         reported.retain(|u| uids.contains(u));
-                        assigned = a.pods.clone();
                         let fresh: Vec<PodReport> = a
                             .pods
                             .iter()
@@ -423,39 +420,13 @@ async fn session(
                             for r in &fresh {
                                 reported.insert(r.uid.clone());
                             }
-                            send(
-                                &mut writer,
-                                &NodeUp::Status {
-                                    full: false,
-                                    applied_revision: a.revision,
-                                    pods: fresh,
-                                },
-                                MAX_FRAME,
-                            )
-                            .await
-                            .context("send Status")?;
+                            send(&mut writer, &NodeUp::Status(fresh), MAX_FRAME)
+                                .await
+                                .context("send Status")?;
                             stats.status_reports.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     Some(NodeDown::Ping) => {}
-                    Some(NodeDown::Resync) => {
-                        // Everything we "run" again, as a full status.
-                        let now = now_ms();
-                        let pods: Vec<PodReport> =
-                            assigned.iter().map(|p| running_report(p, now)).collect();
-                        reported = pods.iter().map(|r| r.uid.clone()).collect();
-                        send(
-                            &mut writer,
-                            &NodeUp::Status {
-                                full: true,
-                                applied_revision: 0,
-                                pods,
-                            },
-                            MAX_FRAME,
-                        )
-                        .await
-                        .context("send Status")?;
-                    }
                     Some(NodeDown::Logs { request, .. }) => {
                         send(
                             &mut writer,

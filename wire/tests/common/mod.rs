@@ -31,7 +31,6 @@ pub fn heartbeat() -> Heartbeat {
     Heartbeat {
         seq: 7,
         pods_running: 2,
-        status_digest: 0xdead_beef,
         uptime_s: 3600,
     }
 }

@@ -70,8 +70,8 @@ impl Harness {
             .unwrap();
     }
 
-    /// The next status message (skipping heartbeats): (full, revision, reports by name).
-    async fn status(&self) -> (bool, u64, Vec<PodReport>) {
+    /// The next status message (skipping heartbeats): its reports, by name.
+    async fn status(&self) -> Vec<PodReport> {
         loop {
             let m = future::or(async { self.up.recv().await.ok() }, async {
                 smol::Timer::after(Duration::from_secs(5)).await;
@@ -79,14 +79,9 @@ impl Harness {
             })
             .await
             .expect("a status message within 5 s");
-            if let NodeUp::Status {
-                full,
-                applied_revision,
-                mut pods,
-            } = m
-            {
+            if let NodeUp::Status(mut pods) = m {
                 pods.sort_by(|a, b| a.name.cmp(&b.name));
-                return (full, applied_revision, pods);
+                return pods;
             }
         }
     }
@@ -137,16 +132,17 @@ fn assignment_starts_and_stops_pods_and_reports_deltas() {
     let d = FakeDriver::new();
     with_agent(dir.path(), &d.clone(), |h| async move {
         h.connect().await;
-        let (full, rev, pods) = h.status().await;
-        assert!(full, "the first report after connecting is the full state");
-        assert_eq!((rev, pods.len()), (0, 0));
+        let pods = h.status().await;
+        assert_eq!(
+            pods.len(),
+            0,
+            "the first report after connecting: every pod, none yet"
+        );
 
         h.ev.send(assign(5, vec![pod("a", "ua"), pod("b", "ub")]))
             .await
             .unwrap();
-        let (full, rev, pods) = h.status().await;
-        assert!(!full);
-        assert_eq!(rev, 5);
+        let pods = h.status().await;
         assert_eq!(names(&pods), ["a", "b"]);
         assert!(pods.iter().all(|r| r.status.phase == PodPhase::Running));
         h.quiet().await;
@@ -155,15 +151,15 @@ fn assignment_starts_and_stops_pods_and_reports_deltas() {
         let mut st = pods[0].status.clone();
         st.processes[0].restarts = 1;
         d.set_status("ua", st);
-        let (_, _, pods) = h.status().await;
+        let pods = h.status().await;
         assert_eq!(names(&pods), ["a"]);
 
         // A new set: b goes, c comes.
         h.ev.send(assign(6, vec![pod("a", "ua"), pod("c", "uc")]))
             .await
             .unwrap();
-        let (_, rev, pods) = h.status().await;
-        assert_eq!((rev, names(&pods)), (6, vec!["c"]));
+        let pods = h.status().await;
+        assert_eq!(names(&pods), ["c"]);
         let s = d.state();
         assert_eq!(s.started, ["default/a", "default/b", "default/c"]);
         assert_eq!(s.stopped, ["default/b"]);
@@ -174,7 +170,7 @@ fn assignment_starts_and_stops_pods_and_reports_deltas() {
 }
 
 #[test]
-fn reconnect_sends_the_full_state_again_and_resync_resends_everything() {
+fn reconnect_reports_every_pod_again_without_restarting_any() {
     let dir = tempfile::tempdir().unwrap();
     let d = FakeDriver::new();
     with_agent(dir.path(), &d.clone(), |h| async move {
@@ -184,15 +180,10 @@ fn reconnect_sends_the_full_state_again_and_resync_resends_everything() {
         h.status().await;
         h.ev.send(Ev::Disconnected).await.unwrap();
         h.connect().await;
-        let (full, rev, pods) = h.status().await;
-        assert!(full);
-        assert_eq!((rev, names(&pods)), (1, vec!["a"]));
-        h.quiet().await;
-        // Resync: the master lost track; every pod is reported again.
-        h.ev.send(Ev::Down(NodeDown::Resync)).await.unwrap();
-        let (full, _, pods) = h.status().await;
-        assert!(!full);
+        // After the reconnect every pod is reported again, unchanged or not.
+        let pods = h.status().await;
         assert_eq!(names(&pods), ["a"]);
+        h.quiet().await;
         assert_eq!(d.state().started, ["default/a"], "no restart on reconnect");
     });
 }
@@ -232,9 +223,8 @@ fn offline_restart_runs_and_adopts_the_saved_assignment_before_any_master() {
             assert_eq!(s.stopped, ["default/gone"]);
         }
         h.connect().await;
-        let (full, rev, pods) = h.status().await;
-        assert!(full);
-        assert_eq!((rev, names(&pods)), (9, vec!["a", "b"]));
+        let pods = h.status().await;
+        assert_eq!(names(&pods), ["a", "b"]);
     });
 }
 

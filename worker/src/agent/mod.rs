@@ -253,13 +253,7 @@ async fn event_loop(
                 pods.extend(arts.waiting(&desired));
                 arts.pump(&tx);
                 reported = pods.iter().map(|r| (r.uid.clone(), r.clone())).collect();
-                let _ = tx
-                    .send(NodeUp::Status {
-                        full: true,
-                        applied_revision: desired.revision,
-                        pods,
-                    })
-                    .await;
+                let _ = tx.send(NodeUp::Status(pods)).await;
                 up = Some(tx);
             }
             Some(Ev::Disconnected) => {
@@ -280,7 +274,6 @@ async fn event_loop(
                 driver.configure(&desired.config_maps, secrets.as_deref());
                 sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
             }
-            Some(Ev::Down(NodeDown::Resync)) => reported.clear(),
             Some(Ev::Down(NodeDown::Secrets(s))) => {
                 secrets = Some(s);
                 driver.configure(&desired.config_maps, secrets.as_deref());
@@ -356,13 +349,7 @@ async fn event_loop(
                 for r in &delta {
                     reported.insert(r.uid.clone(), r.clone());
                 }
-                let _ = tx
-                    .send(NodeUp::Status {
-                        full: false,
-                        applied_revision: desired.revision,
-                        pods: delta,
-                    })
-                    .await;
+                let _ = tx.send(NodeUp::Status(delta)).await;
             }
             if Instant::now() >= next_hb {
                 next_hb = Instant::now() + hb_every;
@@ -374,7 +361,6 @@ async fn event_loop(
                 let hb = Heartbeat {
                     seq,
                     pods_running: running.min(u16::MAX as usize) as u16,
-                    status_digest: 0,
                     uptime_s: started.elapsed().as_secs() as u32,
                 };
                 let _ = tx.send(NodeUp::Heartbeat(hb)).await;

@@ -145,11 +145,7 @@ pub(crate) async fn serve(
                     register(&m, &name, &new_info, None).await?;
                     info = new_info;
                 }
-                NodeUp::Status {
-                    full: _,
-                    applied_revision: _,
-                    pods,
-                } => {
+                NodeUp::Status(pods) => {
                     for r in pods {
                         report_status(&m, &name, r).await?;
                     }
