@@ -1014,7 +1014,7 @@ impl Object {
 /// Where a pod's root filesystem comes from: the one parser of [`PodSpec::rootfs`].
 ///
 /// On the wire the field stays a string (`None`, `"artifact:NAME"` or an absolute directory), so its
-/// encoding is that of protocol version 2; everything that needs its meaning goes through
+/// encoding did not change with it; everything that needs its meaning goes through
 /// [`RootfsRef::parse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootfsRef<'a> {
