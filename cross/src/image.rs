@@ -341,7 +341,7 @@ pub const GPT_FIRST_USABLE_LBA: u64 = 34;
 /// order. Each of them is non-empty, starts after the partition table (sector 1 for MBR, LBA
 /// [`GPT_FIRST_USABLE_LBA`] for GPT) and ends inside the image; anything else is an error naming
 /// the fix. Reads `dev` only (the fuzz target `partitions` drives it with arbitrary bytes).
-pub fn partition_table<D: Read + Write + Seek + std::fmt::Debug>(
+pub fn partition_table<D: Read + Seek>(
     mut dev: D,
     image_len: u64,
     name: &str,
@@ -413,10 +413,12 @@ pub fn partition_table<D: Read + Write + Seek + std::fmt::Debug>(
     Ok((table, out))
 }
 
-/// MBR partitions whose type says FAT, in table order: (number, first sector, sectors).
+/// Primary MBR partitions whose type says FAT, in table order: (number, first sector, sectors).
+/// Only the four primary entries are read (the boot partition of a Raspberry Pi OS image is the
+/// first of them): mbrman's walk of an extended partition's chain panics on some damaged tables
+/// (every partition at sector 0; chained sector numbers overflowing u32), found by fuzzing.
 fn mbr_candidates<D: Read + Seek>(dev: &mut D, name: &str) -> Result<Vec<(u32, u64, u64)>> {
-    dev.seek(SeekFrom::Start(0))?;
-    let mbr = mbrman::MBR::read_from(dev, SECTOR as u32).map_err(|e| {
+    let mbr = mbrman::MBRHeader::read_from(dev).map_err(|e| {
         anyhow::anyhow!("{name}: the MBR partition table cannot be read ({e}); fix: pass a Raspberry Pi OS image")
     })?;
     Ok(mbr
@@ -426,22 +428,44 @@ fn mbr_candidates<D: Read + Seek>(dev: &mut D, name: &str) -> Result<Vec<(u32, u
         .collect())
 }
 
+/// Most GPT partition entries read (the spec's minimum array holds 128; tools write 128).
+const MAX_GPT_ENTRIES: u32 = 1024;
+
 /// GPT partitions of the EFI system or basic data types, in table order: (number, first LBA,
-/// sectors).
-fn gpt_candidates<D: Read + Write + Seek + std::fmt::Debug>(
-    dev: D,
-    name: &str,
-) -> Result<Vec<(u32, u64, u64)>> {
-    let disk = gpt::GptConfig::new()
-        .writable(false)
-        .only_valid_headers(false)
-        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-        .open_from_device(dev)
-        .map_err(|e| {
-            anyhow::anyhow!("{name}: the GPT partition table cannot be read ({e}); fix: pass a Raspberry Pi OS image")
-        })?;
+/// sectors). The header (the primary one, else the backup one in the last sector, as `gpt` picks
+/// it) is checked before its entries are read: `gpt` asserts 128-byte entries (a panic on any
+/// other size, found by fuzzing) and reads as many as the header says.
+fn gpt_candidates<D: Read + Seek>(mut dev: D, name: &str) -> Result<Vec<(u32, u64, u64)>> {
+    use gpt::disk::LogicalBlockSize::Lb512;
+    let bad = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!(
+            "{name}: the GPT partition table cannot be read ({e}); fix: pass a Raspberry Pi OS image"
+        )
+    };
+    let len = dev.seek(SeekFrom::End(0))?;
+    let primary = gpt::header::read_header_from_arbitrary_device(&mut dev, Lb512);
+    let header = match primary {
+        Ok(h) => h,
+        Err(e) if len >= 3 * SECTOR => {
+            // The backup header: the last sector, read as the primary of a window that starts
+            // one sector before it.
+            let backup = (len / SECTOR - 2) * SECTOR;
+            let mut window = Slice::new(&mut dev, backup, 2 * SECTOR);
+            gpt::header::read_header_from_arbitrary_device(&mut window, Lb512)
+                .map_err(|_| bad(&e))?
+        }
+        Err(e) => return Err(bad(&e)),
+    };
+    if header.part_size != 128 || header.num_parts > MAX_GPT_ENTRIES {
+        return Err(bad(&format!(
+            "{} entries of {} bytes; GPT tables have up to {MAX_GPT_ENTRIES} entries of 128 bytes",
+            header.num_parts, header.part_size
+        )));
+    }
+    let partitions =
+        gpt::partition::file_read_partitions(&mut dev, &header, Lb512).map_err(|e| bad(&e))?;
     let mut v = Vec::new();
-    for (n, p) in disk.partitions() {
+    for (n, p) in &partitions {
         if !p.is_used() {
             continue;
         }
