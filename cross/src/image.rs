@@ -241,44 +241,16 @@ pub fn read_token(path: &Path) -> Result<String> {
 /// Read-only look at `base`: find the boot partition and its `cmdline.txt`.
 pub fn inspect(base: &Path) -> Result<Inspection> {
     let name = base.display().to_string();
-    let mut file = File::open(base).with_context(|| format!("--base {name}: cannot open it"))?;
+    let file = File::open(base).with_context(|| format!("--base {name}: cannot open it"))?;
     let image_len = file.metadata()?.len();
-    if image_len < 2 * SECTOR {
-        bail!(
-            "{name}: {image_len} bytes is too small to be a disk image (truncated download?); fix: pass the unzipped .img of Raspberry Pi OS"
-        );
-    }
-    let mut head = [0u8; 512];
-    file.read_exact(&mut head)?;
-    if head[510..512] != [0x55, 0xAA] {
-        bail!(
-            "{name}: no partition table (no boot signature in sector 0); fix: pass a whole-disk image such as Raspberry Pi OS's .img (unzip/unxz it first)"
-        );
-    }
-    if is_fat_boot_sector(&head) {
-        bail!(
-            "{name}: this is a bare FAT filesystem, not a disk image with a partition table; fix: pass the whole SD-card image (e.g. Raspberry Pi OS's .img)"
-        );
-    }
-    let protective = (0..4).any(|i| head[446 + i * 16 + 4] == 0xEE);
-    let (table, candidates) = if protective {
-        ("GPT", gpt_candidates(&file, &name)?)
-    } else {
-        ("MBR", mbr_candidates(&mut file, &name)?)
-    };
-    if candidates.is_empty() {
-        bail!(
-            "{name}: the {table} partition table has no FAT partition (the boot partition of a Raspberry Pi image is FAT32); fix: pass a Raspberry Pi OS image"
-        );
-    }
+    let (table, candidates) = partition_table(ReadOnly(file.try_clone()?), image_len, &name)?;
     let mut why = Vec::new();
-    for (number, offset, len) in candidates {
-        if offset + len > image_len {
-            bail!(
-                "{name}: partition {number} ends at byte {} but the file has only {image_len} bytes: the image is truncated (interrupted download or unzip?); fix: get the image again",
-                offset + len
-            );
-        }
+    for Candidate {
+        number,
+        offset,
+        len,
+    } in candidates
+    {
         let slice = Slice::new(ReadOnly(file.try_clone()?), offset, len);
         let fs = match fatfs::FileSystem::new(slice, fatfs::FsOptions::new()) {
             Ok(fs) => fs,
@@ -349,45 +321,158 @@ fn fat_name(t: fatfs::FatType) -> &'static str {
     }
 }
 
-/// MBR partitions whose type says FAT, in table order: (number, offset, len).
-fn mbr_candidates(file: &mut File, name: &str) -> Result<Vec<(u32, u64, u64)>> {
-    file.seek(SeekFrom::Start(0))?;
-    let mbr = mbrman::MBR::read_from(file, SECTOR as u32).map_err(|e| {
+/// A partition that may hold the boot filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// 1-based partition number.
+    pub number: u32,
+    /// Byte offset in the image.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// The first LBA a GPT partition may use with 512-byte sectors: the protective MBR, the header
+/// and the (at least 16 KiB) partition entry array come first.
+pub const GPT_FIRST_USABLE_LBA: u64 = 34;
+
+/// The partition table of a disk image of `image_len` bytes, read from `dev` (`name` names it in
+/// errors): `MBR` or `GPT`, and the partitions that may hold the boot FAT filesystem, in table
+/// order. Each of them is non-empty, starts after the partition table (sector 1 for MBR, LBA
+/// [`GPT_FIRST_USABLE_LBA`] for GPT) and ends inside the image; anything else is an error naming
+/// the fix. Reads `dev` only (the fuzz target `partitions` drives it with arbitrary bytes).
+pub fn partition_table<D: Read + Seek>(
+    mut dev: D,
+    image_len: u64,
+    name: &str,
+) -> Result<(&'static str, Vec<Candidate>)> {
+    if image_len < 2 * SECTOR {
+        bail!(
+            "{name}: {image_len} bytes is too small to be a disk image (truncated download?); fix: pass the unzipped .img of Raspberry Pi OS"
+        );
+    }
+    let mut head = [0u8; 512];
+    dev.seek(SeekFrom::Start(0))?;
+    dev.read_exact(&mut head)?;
+    if head[510..512] != [0x55, 0xAA] {
+        bail!(
+            "{name}: no partition table (no boot signature in sector 0); fix: pass a whole-disk image such as Raspberry Pi OS's .img (unzip/unxz it first)"
+        );
+    }
+    if is_fat_boot_sector(&head) {
+        bail!(
+            "{name}: this is a bare FAT filesystem, not a disk image with a partition table; fix: pass the whole SD-card image (e.g. Raspberry Pi OS's .img)"
+        );
+    }
+    let protective = (0..4).any(|i| head[446 + i * 16 + 4] == 0xEE);
+    let (table, candidates, first_usable) = if protective {
+        ("GPT", gpt_candidates(dev, name)?, GPT_FIRST_USABLE_LBA)
+    } else {
+        ("MBR", mbr_candidates(&mut dev, name)?, 1)
+    };
+    if candidates.is_empty() {
+        bail!(
+            "{name}: the {table} partition table has no FAT partition (the boot partition of a Raspberry Pi image is FAT32); fix: pass a Raspberry Pi OS image"
+        );
+    }
+    let mut out = Vec::with_capacity(candidates.len());
+    for (number, first_lba, sectors) in candidates {
+        // Sector numbers come from the file: overflowing arithmetic is a truncated image too.
+        let offset = first_lba.checked_mul(SECTOR);
+        let len = sectors.checked_mul(SECTOR);
+        let (Some(offset), Some(len), Some(end)) = (
+            offset,
+            len,
+            offset.zip(len).and_then(|(o, l)| o.checked_add(l)),
+        ) else {
+            bail!(
+                "{name}: partition {number} (sector {first_lba}, {sectors} sectors) ends past the end of any file: the image is truncated or damaged; fix: get the image again"
+            );
+        };
+        if end > image_len {
+            bail!(
+                "{name}: partition {number} ends at byte {end} but the file has only {image_len} bytes: the image is truncated (interrupted download or unzip?); fix: get the image again"
+            );
+        }
+        if first_lba < first_usable || len == 0 {
+            bail!(
+                "{name}: the {table} partition table is damaged: partition {number} (bytes {offset}..{end}) {}; fix: get the image again",
+                if len == 0 {
+                    "is empty"
+                } else {
+                    "overlaps the partition table"
+                }
+            );
+        }
+        out.push(Candidate {
+            number,
+            offset,
+            len,
+        });
+    }
+    Ok((table, out))
+}
+
+/// Primary MBR partitions whose type says FAT, in table order: (number, first sector, sectors).
+/// Only the four primary entries are read (the boot partition of a Raspberry Pi OS image is the
+/// first of them): mbrman's walk of an extended partition's chain panics on some damaged tables
+/// (every partition at sector 0; chained sector numbers overflowing u32), found by fuzzing.
+fn mbr_candidates<D: Read + Seek>(dev: &mut D, name: &str) -> Result<Vec<(u32, u64, u64)>> {
+    let mbr = mbrman::MBRHeader::read_from(dev).map_err(|e| {
         anyhow::anyhow!("{name}: the MBR partition table cannot be read ({e}); fix: pass a Raspberry Pi OS image")
     })?;
     Ok(mbr
         .iter()
         .filter(|(_, p)| p.is_used() && matches!(p.sys, 0x01 | 0x04 | 0x06 | 0x0b | 0x0c | 0x0e))
-        .map(|(i, p)| {
-            (
-                i as u32,
-                u64::from(p.starting_lba) * SECTOR,
-                u64::from(p.sectors) * SECTOR,
-            )
-        })
+        .map(|(i, p)| (i as u32, u64::from(p.starting_lba), u64::from(p.sectors)))
         .collect())
 }
 
-/// GPT partitions of the EFI system or basic data types, in table order.
-fn gpt_candidates(file: &File, name: &str) -> Result<Vec<(u32, u64, u64)>> {
-    let dev = ReadOnly(file.try_clone()?);
-    let disk = gpt::GptConfig::new()
-        .writable(false)
-        .only_valid_headers(false)
-        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
-        .open_from_device(dev)
-        .map_err(|e| {
-            anyhow::anyhow!("{name}: the GPT partition table cannot be read ({e}); fix: pass a Raspberry Pi OS image")
-        })?;
+/// Most GPT partition entries read (the spec's minimum array holds 128; tools write 128).
+const MAX_GPT_ENTRIES: u32 = 1024;
+
+/// GPT partitions of the EFI system or basic data types, in table order: (number, first LBA,
+/// sectors). The header (the primary one, else the backup one in the last sector, as `gpt` picks
+/// it) is checked before its entries are read: `gpt` asserts 128-byte entries (a panic on any
+/// other size, found by fuzzing) and reads as many as the header says.
+fn gpt_candidates<D: Read + Seek>(mut dev: D, name: &str) -> Result<Vec<(u32, u64, u64)>> {
+    use gpt::disk::LogicalBlockSize::Lb512;
+    let bad = |e: &dyn std::fmt::Display| {
+        anyhow::anyhow!(
+            "{name}: the GPT partition table cannot be read ({e}); fix: pass a Raspberry Pi OS image"
+        )
+    };
+    let len = dev.seek(SeekFrom::End(0))?;
+    let primary = gpt::header::read_header_from_arbitrary_device(&mut dev, Lb512);
+    let header = match primary {
+        Ok(h) => h,
+        Err(e) if len >= 3 * SECTOR => {
+            // The backup header: the last sector, read as the primary of a window that starts
+            // one sector before it.
+            let backup = (len / SECTOR - 2) * SECTOR;
+            let mut window = Slice::new(&mut dev, backup, 2 * SECTOR);
+            gpt::header::read_header_from_arbitrary_device(&mut window, Lb512)
+                .map_err(|_| bad(&e))?
+        }
+        Err(e) => return Err(bad(&e)),
+    };
+    if header.part_size != 128 || header.num_parts > MAX_GPT_ENTRIES {
+        return Err(bad(&format!(
+            "{} entries of {} bytes; GPT tables have up to {MAX_GPT_ENTRIES} entries of 128 bytes",
+            header.num_parts, header.part_size
+        )));
+    }
+    let partitions =
+        gpt::partition::file_read_partitions(&mut dev, &header, Lb512).map_err(|e| bad(&e))?;
     let mut v = Vec::new();
-    for (n, p) in disk.partitions() {
+    for (n, p) in &partitions {
         if !p.is_used() {
             continue;
         }
         let t = &p.part_type_guid;
         if *t == gpt::partition_types::EFI || *t == gpt::partition_types::BASIC {
-            let len = (p.last_lba + 1).saturating_sub(p.first_lba) * SECTOR;
-            v.push((*n, p.first_lba * SECTOR, len));
+            let sectors = p.last_lba.saturating_add(1).saturating_sub(p.first_lba);
+            v.push((*n, p.first_lba, sectors));
         }
     }
     Ok(v)
@@ -678,18 +763,18 @@ impl<F> Seek for Slice<F> {
     }
 }
 
-/// A file opened read-only, typed as writable for crates that want `Read + Write + Seek`:
-/// every write fails, so inspecting the base image cannot change it.
+/// A file (or any device) opened read-only, typed as writable for crates that want
+/// `Read + Write + Seek`: every write fails, so inspecting the base image cannot change it.
 #[derive(Debug)]
-struct ReadOnly(File);
+pub struct ReadOnly<F>(pub F);
 
-impl Read for ReadOnly {
+impl<F: Read> Read for ReadOnly<F> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.read(buf)
     }
 }
 
-impl Write for ReadOnly {
+impl<F> Write for ReadOnly<F> {
     fn write(&mut self, _: &[u8]) -> io::Result<usize> {
         Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -702,7 +787,7 @@ impl Write for ReadOnly {
     }
 }
 
-impl Seek for ReadOnly {
+impl<F: Seek> Seek for ReadOnly<F> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
         self.0.seek(to)
     }

@@ -15,7 +15,10 @@ targets=("$@")
 cd "$(dirname "$0")"
 for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
+  # dicts/<target>.dict: the tokens of the input language (TOML keys and tables for manifest).
+  dict=()
+  [ ! -f "dicts/$t.dict" ] || dict=(-dict="dicts/$t.dict")
   # One in-process fuzzer (no -jobs/-workers: the machines running this are small and shared).
   cargo +nightly fuzz run "$t" "corpus/$t" "seeds/$t" -- \
-    -max_total_time="$seconds" -print_final_stats=1
+    -max_total_time="$seconds" -print_final_stats=1 "${dict[@]}"
 done

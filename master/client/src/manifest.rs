@@ -26,6 +26,9 @@ use serde::{Deserialize, Deserializer};
 use crate::validate;
 
 mod probe;
+mod render;
+
+pub use render::render;
 
 /// A manifest file's contents.
 #[derive(Debug, Default, Deserialize)]
@@ -667,7 +670,7 @@ pub fn parse(text: &str, origin: &str, default_ns: &str) -> Result<Vec<Object>, 
 mod tests {
     use super::*;
 
-    const HELLO: &str = r#"
+    pub(super) const HELLO: &str = r#"
 [[pod]]
 name = "hello"
 restart_policy = "Never"
@@ -731,7 +734,7 @@ cpu = "250m"
         assert!(e.contains("replicaset"), "{e}");
     }
 
-    const CONTROLLERS: &str = r#"
+    pub(super) const CONTROLLERS: &str = r#"
 [[deployment]]
 name = "web"
 replicas = 4

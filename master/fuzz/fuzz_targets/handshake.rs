@@ -1,7 +1,10 @@
 //! Fuzzes the master's handling of a connection's first frame: the version check, the Hello
 //! decoding, the credential parsing and the credential check against a token table (admin, join,
 //! a node credential, an expired and a revoked token). Besides "no panic": only the exact secrets
-//! authenticate, and a node credential is only ever accepted for its own node name.
+//! authenticate; the kind of an accepted token matches the role it was presented for (a client
+//! gets in with an admin or a node credential, a worker or device with a join token or its own
+//! node credential, never otherwise), and the principal names that token; a node credential is
+//! only ever accepted for its own node name.
 #![no_main]
 
 use std::collections::HashMap;
@@ -9,6 +12,7 @@ use std::sync::OnceLock;
 
 use bramble_server::api::auth::{self, Principal};
 use bramble_server::store::TokenRow;
+use bramble_wire::Role;
 use libfuzzer_sys::fuzz_target;
 
 fn row(id: &str, kind: &str, node: Option<&str>, secret: &str) -> TokenRow {
@@ -56,8 +60,22 @@ fuzz_target!(|data: &[u8]| {
                 other => panic!("accepted token {other}"),
             };
             assert_eq!(secret, want, "accepted a wrong secret");
+            assert_eq!(p.token_id(), id, "the principal names another token");
+            let kind = table()[&id].kind.as_str();
+            let role = hello.role;
+            match (&p, role) {
+                (Principal::Admin { .. }, Role::Client) => assert_eq!(kind, "admin", "{p:?}"),
+                (Principal::Node { node, .. }, _) => {
+                    assert_eq!(kind, "node", "{role:?} got {p:?}");
+                    assert_eq!(table()[&id].node.as_deref(), Some(node.as_str()));
+                }
+                (Principal::Joining { .. }, Role::Worker | Role::Device) => {
+                    assert_eq!(kind, "join", "{role:?} got {p:?}")
+                }
+                _ => panic!("a {kind} token presented by a {role:?} became {p:?}"),
+            }
             if let Principal::Node { node, .. } = &p
-                && hello.role != bramble_wire::Role::Client
+                && hello.role != Role::Client
             {
                 assert_eq!(node, hello.identity.as_str(), "a node credential for another name");
             }
