@@ -42,8 +42,9 @@ fn worker_joins_keeps_its_credential_and_is_cut_off_when_revoked() {
     });
     // The credential is on the worker's disk, private, and listed (without its secret).
     let cred_file = state.join("node.credential");
+    // Read as the worker reads it (the file carries its format version).
     let cred = wait_for(Duration::from_secs(10), "the node credential file", || {
-        std::fs::read_to_string(&cred_file).ok()
+        bramble_worker::persist::read_text(bramble_worker::persist::CREDENTIAL, &cred_file)
     });
     let mode = std::fs::metadata(&cred_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
