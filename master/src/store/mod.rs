@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod reads;
 pub mod seal;
 mod tokens;
 mod watch;
@@ -53,6 +54,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Row};
 
 pub use error::StoreError;
+pub use reads::Reads;
 pub use tokens::TokenRow;
 pub use watch::{Event, Watcher};
 use watch::{Filter, Hub};
@@ -109,6 +111,7 @@ struct Shared {
     hub: Arc<Hub>,
     config: StoreConfig,
     sealer: seal::Sealer,
+    reads: Arc<reads::Counter>,
 }
 
 impl Store {
@@ -164,6 +167,7 @@ impl Store {
             .await?;
 
         let hub = Arc::new(Hub::new(revision, compacted));
+        let reads = Arc::new(reads::Counter::default());
         let (writes, requests) = async_channel::unbounded();
         let (done_tx, writer_done) = async_channel::bounded::<()>(1);
         let writer = Writer {
@@ -174,6 +178,7 @@ impl Store {
             revision,
             compacted,
             sealer: sealer.clone(),
+            reads: reads.clone(),
         };
         std::thread::Builder::new()
             .name("bramble-store-writer".into())
@@ -197,8 +202,15 @@ impl Store {
                 hub,
                 config,
                 sealer,
+                reads,
             }),
         })
+    }
+
+    /// How many read queries this handle's store issued so far, and the rows they returned
+    /// (reads of `get`, `list` and watch catch-ups; not the writer's own lookups).
+    pub fn reads(&self) -> Reads {
+        self.shared.reads.get()
     }
 
     /// Path of the database file.
@@ -269,6 +281,7 @@ impl Store {
     /// Reads one object. The namespace is ignored for cluster-scoped kinds.
     pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object, StoreError> {
         let namespace = if kind.namespaced() { namespace } else { "" };
+        self.shared.reads.query(1);
         let row = sqlx::query(
             "SELECT l.revision, l.value FROM current c JOIN log l ON l.revision = c.revision
              WHERE c.kind = ?1 AND c.namespace = ?2 AND c.name = ?3",
@@ -278,6 +291,7 @@ impl Store {
         .bind(name)
         .fetch_optional(&self.shared.pool)
         .await?;
+        self.shared.reads.rows(u64::from(row.is_some()));
         let row = row.ok_or_else(|| StoreError::NotFound {
             kind,
             namespace: namespace.into(),
@@ -293,6 +307,7 @@ impl Store {
         kind: Kind,
         namespace: Option<&str>,
     ) -> Result<(u64, Vec<Object>), StoreError> {
+        self.shared.reads.query(2);
         let mut tx = self.shared.pool.begin().await?;
         let revision: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM log")
             .fetch_one(&mut *tx)
@@ -307,6 +322,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.rollback().await?;
+        self.shared.reads.rows(rows.len() as u64);
         let items = rows
             .iter()
             .map(|r| decode(&self.shared.sealer, r))
@@ -332,6 +348,7 @@ impl Store {
             Filter { kind, namespace },
             from_revision,
             self.shared.config.watch_queue,
+            self.shared.reads.clone(),
         )
     }
 
