@@ -3,6 +3,7 @@
 //! Invariants: only [`store`] knows SQL; [`sched`] never does I/O or reads the clock.
 
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod config_data;
 pub mod controllers;

@@ -230,7 +230,21 @@ impl Store {
 
     /// Creates an object; fails with [`StoreError::AlreadyExists`] if it exists. Returns the
     /// write's revision, which is also the stored object's `meta.revision`, once durable.
-    pub async fn create(&self, obj: Object) -> Result<u64, StoreError> {
+    ///
+    /// The store is the one place that gives objects their identity: an empty `meta.uid` gets
+    /// a random one (16 hex digits) and a zero `meta.created_ms` the current time. Callers that
+    /// must not let a client choose them clear both first.
+    pub async fn create(&self, mut obj: Object) -> Result<u64, StoreError> {
+        let meta = obj.meta_mut();
+        if meta.uid.is_empty() {
+            meta.uid = new_uid()?;
+        }
+        if meta.created_ms == 0 {
+            meta.created_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+        }
         self.write(Op::Create(obj)).await
     }
 
@@ -360,6 +374,16 @@ impl Store {
         let _ = self.shared.writer_done.recv().await;
         self.shared.pool.close().await;
     }
+}
+
+/// A new object UID: 8 bytes from the system's CSPRNG, as 16 hex digits.
+fn new_uid() -> Result<String, StoreError> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| StoreError::BatchFailed("the system's random generator failed".into()))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Closes the hub when the writer thread ends, however it ends.
