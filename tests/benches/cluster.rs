@@ -940,7 +940,18 @@ struct Churned {
 /// The last `bramble_store_reads` line of a master log: (revision, queries, rows).
 fn last_reads(log: &Path) -> Option<(u64, u64, u64)> {
     let s = std::fs::read_to_string(log).ok()?;
-    let line = s.lines().rev().find(|l| l.contains("store reads so far"))?;
+    let raw = s.lines().rev().find(|l| l.contains("store reads so far"))?;
+    // The log may be coloured: drop the escape sequences (`ESC [ ... m`).
+    let mut line = String::with_capacity(raw.len());
+    let mut esc = false;
+    for c in raw.chars() {
+        match (esc, c) {
+            (false, '\u{1b}') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => line.push(c),
+        }
+    }
     let field = |k: &str| -> Option<u64> {
         let i = line.find(&format!("{k}="))? + k.len() + 1;
         line[i..]
