@@ -1160,7 +1160,7 @@ fn master_churn(r: &mut Report, root: &Path, nodes: u64, pods: u32, rate: u64, w
     );
     if before.is_some() {
         r.note(format!(
-            "g: baseline read queries per status write {} (rows decoded {}); writes/s in the              window: baseline {}, this build {}",
+            "g: baseline read queries per status write {} (rows decoded {}); writes/s in the window: baseline {}, this build {}",
             f(b.queries_per_write),
             f(b.rows_per_write),
             f(b.writes_per_s),
