@@ -22,7 +22,15 @@
 //!   20 pods;
 //! - f. idle traffic of one real worker (default 5 s heartbeat) through a counting TCP relay, over
 //!   `BENCH_IDLE_SECONDS`;
-//! - g. the worker's TLS handshake with the master, median over 7 worker starts.
+//! - g. the worker's TLS handshake with the master, median over 7 worker starts;
+//! - h. status churn: master CPU and RSS with `BENCH_CHURN_NODES` (default 5,000) simulated
+//!   nodes heartbeating every 5 s, `BENCH_CHURN_PODS` (default 1,000) pods on them and
+//!   `BENCH_CHURN_RATE` (default 100) pod status changes per second, over `BENCH_CHURN_SECONDS`
+//!   (default 30); the SQLite read queries (and rows) per status change, from the master's
+//!   `bramble_store_reads` debug lines; p50 apply -> Running through the master to a simulated
+//!   node, over 20 pods. With `BENCH_BASELINE_BIN=/path/to/bramble` (an older build, e.g. of the
+//!   main branch plus the store's read counter) the same is measured for it first, in the same
+//!   run, and the ratios printed.
 //!
 //! b's data dir is on a disk, never a tmpfs (where `write_bytes` reads 0 whatever the master
 //! does): `BENCH_DISK_DIR`, default the target dir; a write made after the window must show.
@@ -141,6 +149,24 @@ fn start_master(data_dir: &Path, extra: &[&str]) -> MasterProc {
     MasterProc::builder(data_dir).args(extra).nofile().start()
 }
 
+/// [`start_master`] of another build of `bramble` (the baseline of a comparison), with
+/// `RUST_LOG` if given.
+fn start_master_from(
+    program: &Path,
+    data_dir: &Path,
+    extra: &[&str],
+    rust_log: Option<&str>,
+) -> MasterProc {
+    let b = MasterProc::builder(data_dir)
+        .program(program)
+        .args(extra)
+        .nofile();
+    match rust_log {
+        Some(l) => b.env("RUST_LOG", l).start(),
+        None => b.start(),
+    }
+}
+
 /// Starts `bramble-worker` joining `m`, dialing `via` (a relay) when given, with its own state
 /// dir, run dir and cgroup parent (removed when it drops).
 fn start_worker(m: &MasterProc, via: Option<&str>, name: &str, state_dir: &Path) -> Proc {
@@ -167,6 +193,16 @@ struct NodeSim {
 
 impl NodeSim {
     fn start(m: &MasterProc, nodes: u64, heartbeat: &str, prefix: &str) -> NodeSim {
+        NodeSim::start_with(m, nodes, heartbeat, prefix, 0)
+    }
+
+    fn start_with(
+        m: &MasterProc,
+        nodes: u64,
+        heartbeat: &str,
+        prefix: &str,
+        churn: u64,
+    ) -> NodeSim {
         let mut child: Child = with_nofile(Path::new(env!("CARGO_BIN_EXE_bramble-nodesim")))
             .args(["--master", &m.addr, "--token-file"])
             .arg(m.data_dir.join("join.token"))
@@ -178,6 +214,7 @@ impl NodeSim {
                 "20m",
                 "--until-stdin-closes",
             ])
+            .args(["--churn", &churn.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -861,6 +898,273 @@ fn master_cpu(r: &mut Report, root: &Path, nodes: u64, window: Duration) {
     }
 }
 
+/// What g measured of one master binary.
+#[derive(Debug, Default, Clone)]
+struct Churned {
+    cpu_pct: Option<f64>,
+    rss_kb: Option<u64>,
+    queries_per_write: Option<f64>,
+    rows_per_write: Option<f64>,
+    writes_per_s: Option<f64>,
+    p50: Option<Duration>,
+    notes: Vec<String>,
+}
+
+/// The last `bramble_store_reads` line of a master log: (revision, queries, rows).
+fn last_reads(log: &Path) -> Option<(u64, u64, u64)> {
+    let s = std::fs::read_to_string(log).ok()?;
+    let raw = s.lines().rev().find(|l| l.contains("store reads so far"))?;
+    // The log may be coloured: drop the escape sequences (`ESC [ ... m`).
+    let mut line = String::with_capacity(raw.len());
+    let mut esc = false;
+    for c in raw.chars() {
+        match (esc, c) {
+            (false, '\u{1b}') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, c) => line.push(c),
+        }
+    }
+    let field = |k: &str| -> Option<u64> {
+        let i = line.find(&format!("{k}="))? + k.len() + 1;
+        line[i..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((field("revision")?, field("queries")?, field("rows")?))
+}
+
+/// Pods `g-<i>` applied in batches, then waited for Running (polled); returns how many ran.
+fn apply_and_wait(c: &mut Client, from: u32, n: u32, timeout: Duration) -> usize {
+    for chunk in (from..from + n).collect::<Vec<_>>().chunks(100) {
+        let objs = chunk
+            .iter()
+            .map(|i| sleep_pod(&format!("g-{i}"), 3600))
+            .collect();
+        if let Err(e) = call(c, RequestBody::Apply(objs)) {
+            eprintln!("  g: apply: {e}");
+        }
+    }
+    let t = Instant::now();
+    loop {
+        let running = match call(
+            c,
+            RequestBody::List {
+                kind: Kind::Pod,
+                namespace: None,
+                selector: String::new(),
+            },
+        ) {
+            Ok(ResponseBody::List { items, .. }) => items
+                .iter()
+                .filter(|o| matches!(o, Object::Pod(p) if p.status.phase == PodPhase::Running))
+                .count(),
+            _ => 0,
+        };
+        if running >= (from + n) as usize || t.elapsed() > timeout {
+            return running;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// g for one master binary.
+fn churn_one(
+    program: &Path,
+    label: &str,
+    root: &Path,
+    nodes: u64,
+    pods: u32,
+    rate: u64,
+    window: Duration,
+) -> Churned {
+    let mut out = Churned::default();
+    println!("\n[h] {label}: {}", program.display());
+    let data = root.join(format!("g-{label}"));
+    let maxc = (nodes + 1000).to_string();
+    let m = start_master_from(
+        program,
+        &data,
+        &["--max-connections", &maxc],
+        Some("info,bramble_store_reads=debug"),
+    );
+    let log = data.with_extension("master.log");
+    let pid = m.proc.pid();
+    let mut sim = NodeSim::start_with(&m, nodes, "5s", "churn", rate);
+    match sim.wait_ready(Duration::from_secs(600)) {
+        Ok(t) => out.notes.push(format!(
+            "{nodes} nodes registered in {:.1} s",
+            t.as_secs_f64()
+        )),
+        Err(e) => {
+            out.notes.push(e);
+            sim.stop();
+            return out;
+        }
+    }
+    let mut c = m.client();
+    let t = Instant::now();
+    let ran = apply_and_wait(&mut c, 0, pods, Duration::from_secs(300));
+    out.notes.push(format!(
+        "{ran}/{pods} pods Running {:.1} s after the first apply",
+        t.elapsed().as_secs_f64()
+    ));
+    std::thread::sleep(Duration::from_secs(5));
+    let hz = clk_tck() as f64;
+    let r0 = last_reads(&log);
+    let m0 = cpu_ticks(pid);
+    let t0 = Instant::now();
+    std::thread::sleep(window);
+    let m1 = cpu_ticks(pid);
+    let r1 = last_reads(&log);
+    let secs = t0.elapsed().as_secs_f64();
+    out.rss_kb = rss_kb(pid);
+    if let (Some(a), Some(b)) = (m0, m1) {
+        out.cpu_pct = Some((b - a) as f64 / hz / secs * 100.0);
+    }
+    if let (Some((rev0, q0, w0)), Some((rev1, q1, w1))) = (r0, r1)
+        && rev1 > rev0
+    {
+        let writes = (rev1 - rev0) as f64;
+        out.writes_per_s = Some(writes / secs);
+        out.queries_per_write = Some((q1 - q0) as f64 / writes);
+        out.rows_per_write = Some((w1 - w0) as f64 / writes);
+    } else {
+        out.notes.push(format!(
+            "no store writes seen in the window (reads lines {r0:?} -> {r1:?})"
+        ));
+    }
+    // p50 apply -> Running, one pod at a time, while the churn goes on.
+    let events = watch_pods(&m);
+    let mut lat = Vec::new();
+    for i in 0..20u32 {
+        let name = format!("lat-{i}");
+        let t0 = Instant::now();
+        if call(&mut c, RequestBody::Apply(vec![sleep_pod(&name, 3600)])).is_err() {
+            continue;
+        }
+        let deadline = t0 + Duration::from_secs(20);
+        while let Ok((p, at)) =
+            events.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            if p.meta.name == name && p.status.phase == PodPhase::Running {
+                lat.push(at - t0);
+                break;
+            }
+        }
+    }
+    lat.sort();
+    if !lat.is_empty() {
+        out.p50 = Some(percentile(&lat, 0.5));
+    }
+    out.notes
+        .push(format!("{}/20 latency pods Running", lat.len()));
+    let lines = sim.stop();
+    if let Some(l) = lines.iter().find(|l| l.contains("done after")) {
+        out.notes.push(l.clone());
+    }
+    out
+}
+
+/// g. Status churn, this build and (with `BENCH_BASELINE_BIN`) a baseline build.
+fn master_churn(r: &mut Report, root: &Path, nodes: u64, pods: u32, rate: u64, window: Duration) {
+    println!(
+        "\n[h] status churn: {nodes} nodes @5 s, {pods} pods, {rate} status changes/s, {} s window",
+        window.as_secs()
+    );
+    let base = std::env::var_os("BENCH_BASELINE_BIN").map(PathBuf::from);
+    let before = base
+        .as_deref()
+        .map(|b| churn_one(b, "baseline", root, nodes, pods, rate, window));
+    let after = churn_one(
+        &bin("bramble"),
+        "this build",
+        root,
+        nodes,
+        pods,
+        rate,
+        window,
+    );
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!(" ({:.2}x the baseline's)", a / b),
+        _ => String::new(),
+    };
+    let b = before.clone().unwrap_or_default();
+    let what = format!("g. master CPU, {nodes} nodes @5 s, {pods} pods, {rate} status/s");
+    match after.cpu_pct {
+        Some(p) => r.row(
+            &what,
+            format!("{p:.1}% of a core{}", ratio(Some(p), b.cpu_pct)),
+            "<= 8% of a core",
+            Some(p <= 8.0),
+        ),
+        None => r.row(&what, "unreadable".into(), "<= 8% of a core", None),
+    }
+    if let Some(bp) = b.cpu_pct {
+        r.note(format!("h: baseline master CPU {bp:.1}% of a core"));
+    }
+    let kb = |v: Option<u64>| v.map(mb).unwrap_or_else(|| "?".into());
+    r.row(
+        "g. master RSS under churn",
+        format!(
+            "{}{}",
+            kb(after.rss_kb),
+            ratio(after.rss_kb.map(|v| v as f64), b.rss_kb.map(|v| v as f64))
+        ),
+        "-",
+        None,
+    );
+    if before.is_some() {
+        r.note(format!("h: baseline master RSS {}", kb(b.rss_kb)));
+    }
+    let f = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "?".into());
+    r.row(
+        "g. SQLite read queries per status write",
+        format!(
+            "{} (rows {}){}",
+            f(after.queries_per_write),
+            f(after.rows_per_write),
+            ratio(after.queries_per_write, b.queries_per_write)
+        ),
+        "independent of cluster size",
+        None,
+    );
+    if before.is_some() {
+        r.note(format!(
+            "h: baseline read queries per status write {} (rows decoded {}); writes/s in the window: baseline {}, this build {}",
+            f(b.queries_per_write),
+            f(b.rows_per_write),
+            f(b.writes_per_s),
+            f(after.writes_per_s)
+        ));
+    }
+    let p = |d: Option<Duration>| d.map(ms).unwrap_or_else(|| "?".into());
+    r.row(
+        "g. apply -> Running (simulated node, under churn) p50",
+        format!(
+            "{}{}",
+            p(after.p50),
+            ratio(
+                after.p50.map(|d| d.as_secs_f64()),
+                b.p50.map(|d| d.as_secs_f64())
+            )
+        ),
+        "-",
+        None,
+    );
+    if before.is_some() {
+        r.note(format!("h: baseline apply -> Running p50 {}", p(b.p50)));
+    }
+    for n in &b.notes {
+        r.note(format!("h (baseline): {n}"));
+    }
+    for n in &after.notes {
+        r.note(format!("h (this build): {n}"));
+    }
+}
+
 /// d. apply → Running latency and e. worker memory, on one master and one real worker.
 fn worker_path(r: &mut Report, m: &MasterProc, root: &Path, pods: u32) {
     println!("\n[d/e] real worker: idle RSS, apply -> Running latency, memory per pod");
@@ -1172,6 +1476,17 @@ fn main() {
 
     if on("c") {
         master_cpu(&mut r, root, cpu_nodes, cpu_window);
+    }
+
+    if on("h") {
+        master_churn(
+            &mut r,
+            root,
+            env_u64("BENCH_CHURN_NODES", 5000).clamp(1, 10_000),
+            env_u64("BENCH_CHURN_PODS", 1000).clamp(1, 10_000) as u32,
+            env_u64("BENCH_CHURN_RATE", 100).clamp(1, 10_000),
+            Duration::from_secs(env_u64("BENCH_CHURN_SECONDS", 30).max(1)),
+        );
     }
 
     if let Some(m) = &ma

@@ -67,6 +67,7 @@ pub struct MasterSpec {
     extra: Vec<String>,
     env: Vec<(String, String)>,
     nofile: bool,
+    program: Option<PathBuf>,
 }
 
 impl MasterSpec {
@@ -92,6 +93,13 @@ impl MasterSpec {
     /// connections for).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs another build of `bramble` than this tree's (the baseline a benchmark compares
+    /// against); tests never do.
+    pub fn program(mut self, program: &Path) -> Self {
+        self.program = Some(program.to_path_buf());
         self
     }
 
@@ -124,12 +132,13 @@ impl MasterSpec {
     /// Starts it on `addr` and waits until it serves; its log if it exits first.
     fn try_start(&self, addr: &str) -> Result<MasterProc, String> {
         let log = std::fs::File::create(self.data_dir.with_extension("master.log")).unwrap();
+        let program = self.program.clone().unwrap_or_else(|| bin("bramble"));
         let mut cmd = if self.nofile {
             let mut c = command_in(self.ns.as_deref(), "sh");
-            c.args(with_nofile(&bin("bramble")).get_args());
+            c.args(with_nofile(&program).get_args());
             c
         } else {
-            command_in(self.ns.as_deref(), bin("bramble"))
+            command_in(self.ns.as_deref(), program)
         };
         cmd.args(["master", "--data-dir"])
             .arg(&self.data_dir)
@@ -156,6 +165,7 @@ impl MasterProc {
             extra: Vec::new(),
             env: Vec::new(),
             nofile: false,
+            program: None,
         }
     }
 

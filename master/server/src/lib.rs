@@ -4,6 +4,7 @@
 //! [`config_data`] and [`validate`] are the client's, shared with the CLI.
 
 pub mod api;
+pub mod cache;
 pub use bramble_client::config_data;
 pub mod controllers;
 pub mod sched;

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! bramble-nodesim --master 127.0.0.1:7000 --token-file DATA/join.token --nodes 100 \
-//!     --heartbeat 1s [--prefix sim] [--duration 60s] [--concurrency 64] [--until-stdin-closes]
+//!     --heartbeat 1s [--prefix sim] [--duration 60s] [--concurrency 64] [--churn 100]
+//!     [--until-stdin-closes]
 //! ```
 //!
 //! Each simulated node dials the master, says `Hello` (role worker, identity `<prefix>-<i>`),
@@ -10,6 +11,10 @@
 //! at a random offset within it) and answers every `Assign` with a `Status` that
 //! reports the newly assigned pods Running, so pods scheduled onto simulated nodes look alive.
 //! A dropped connection is redialled after a second, like a real agent.
+//!
+//! `--churn N` adds N pod status changes per second across the cluster: nodes that run pods take
+//! turns (round robin) reporting one of their pods restarted once more (a change of meaning the
+//! master writes), as a cluster whose processes sometimes crash would.
 //!
 //! It prints `nodesim: ready N/N after T ms` once every node got its first assignment (proof that
 //! the master stored its registration), and a summary when it stops: at the end of `--duration`,
@@ -40,7 +45,7 @@ const MAX_DURATION: Duration = Duration::from_secs(3600);
 const MAX_FRAME: usize = bramble_wire::DEFAULT_MAX_FRAME * 16;
 
 const USAGE: &str = "usage: bramble-nodesim --master ADDR --token-file FILE --nodes N --heartbeat 1s \
-[--prefix sim] [--duration 60s] [--concurrency 64] [--until-stdin-closes]";
+[--prefix sim] [--duration 60s] [--concurrency 64] [--churn 0] [--until-stdin-closes]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -51,6 +56,7 @@ struct Args {
     prefix: String,
     duration: Duration,
     concurrency: usize,
+    churn: u32,
     until_stdin_closes: bool,
 }
 
@@ -86,6 +92,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut prefix = "sim".to_string();
     let mut duration = Duration::from_secs(60);
     let mut concurrency = 64usize;
+    let mut churn = 0u32;
     let mut until_stdin_closes = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -119,6 +126,11 @@ fn parse_args() -> anyhow::Result<Args> {
                     .parse()
                     .context("--concurrency must be a number")?
             }
+            "--churn" => {
+                churn = val("--churn")?
+                    .parse()
+                    .context("--churn must be a number of status changes per second")?
+            }
             "--until-stdin-closes" => until_stdin_closes = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -146,6 +158,7 @@ fn parse_args() -> anyhow::Result<Args> {
         (1..=1024).contains(&concurrency),
         "--concurrency must be within 1..=1024"
     );
+    anyhow::ensure!(churn <= 10_000, "--churn must be at most 10000 per second");
     // Node names are `<prefix>-<i>`: a DNS-1123 label of at most 63 bytes.
     anyhow::ensure!(
         !prefix.is_empty()
@@ -179,6 +192,7 @@ fn parse_args() -> anyhow::Result<Args> {
         prefix,
         duration,
         concurrency,
+        churn,
         until_stdin_closes,
     })
 }
@@ -209,6 +223,7 @@ struct Stats {
     heartbeats: AtomicU64,
     assigns: AtomicU64,
     status_reports: AtomicU64,
+    churn_reports: AtomicU64,
     errors: AtomicU64,
     error_kinds: std::sync::Mutex<BTreeMap<String, u64>>,
 }
@@ -237,7 +252,7 @@ fn jitter(seed: u64, max: Duration) -> Duration {
     Duration::from_millis(x % ms)
 }
 
-fn running_report(p: &bramble_wire::objects::Pod, now: u64) -> PodReport {
+fn running_report(p: &bramble_wire::objects::Pod, now: u64, restarts: u32) -> PodReport {
     PodReport {
         namespace: p.meta.namespace.clone(),
         name: p.meta.name.clone(),
@@ -255,7 +270,7 @@ fn running_report(p: &bramble_wire::objects::Pod, now: u64) -> PodReport {
                         pid: 0,
                         started_ms: now,
                     },
-                    restarts: 0,
+                    restarts,
                     last_exit: None,
                     ready: true,
                 })
@@ -270,7 +285,15 @@ fn running_report(p: &bramble_wire::objects::Pod, now: u64) -> PodReport {
 enum Ev {
     Down(Result<Option<NodeDown>, bramble_wire::io::IoError>),
     Beat,
+    Kick,
     Stop,
+}
+
+/// What the churn driver shares with the nodes: which nodes run pods, and one wake-up channel
+/// per node.
+struct Churn {
+    has_pods: std::cell::RefCell<Vec<bool>>,
+    kicks: Vec<smol::channel::Sender<()>>,
 }
 
 /// One connection of one simulated node, until it fails or `stop` is set.
@@ -286,6 +309,8 @@ async fn session(
     first_ready: &mut bool,
     started: Instant,
     credential: &std::cell::RefCell<Option<String>>,
+    churn: &Churn,
+    kick: &smol::channel::Receiver<()>,
 ) -> anyhow::Result<()> {
     // Connect, handshake and register with bounded concurrency, so a burst of thousands of
     // nodes does not overflow the master's accept backlog.
@@ -351,6 +376,10 @@ async fn session(
     let result = async {
         let mut seq = 0u32;
         let mut reported: HashSet<String> = HashSet::new();
+        let mut assigned: Vec<bramble_wire::objects::Pod> = Vec::new();
+        // Restart counts reported per pod uid (the churn), and whose turn is next.
+        let mut restarts: std::collections::HashMap<String, u32> = Default::default();
+        let mut turn = 0usize;
         let registered = Instant::now();
         let mut next_beat = Instant::now() + jitter(idx as u64 + 1, args.heartbeat);
         loop {
@@ -360,6 +389,12 @@ async fn session(
                     Ev::Beat
                 })
                 .or(async {
+                    match kick.recv().await {
+                        Ok(()) => Ev::Kick,
+                        Err(_) => std::future::pending().await,
+                    }
+                })
+                .or(async {
                     // Closing the channel wakes every node at once.
                     let _ = stop.recv().await;
                     Ev::Stop
@@ -367,6 +402,24 @@ async fn session(
                 .await;
             match ev {
                 Ev::Stop => return Ok(()),
+                Ev::Kick => {
+                    if assigned.is_empty() {
+                        continue;
+                    }
+                    let p = &assigned[turn % assigned.len()];
+                    turn = turn.wrapping_add(1);
+                    let n = restarts.entry(p.meta.uid.clone()).or_insert(0);
+                    *n += 1;
+                    let report = running_report(p, now_ms(), *n);
+                    send(
+                        &mut writer,
+                        &NodeUp::Status(vec![report]),
+                        MAX_FRAME,
+                    )
+                    .await
+                    .context("send Status")?;
+                    stats.churn_reports.fetch_add(1, Ordering::Relaxed);
+                }
                 Ev::Beat => {
                     next_beat += args.heartbeat;
                     if next_beat < Instant::now() {
@@ -410,11 +463,16 @@ async fn session(
                         let uids: HashSet<String> =
                             a.pods.iter().map(|p| p.meta.uid.clone()).collect();
                         reported.retain(|u| uids.contains(u));
+                        restarts.retain(|u, _| uids.contains(u));
+                        assigned = a.pods.clone();
+                        if let Some(h) = churn.has_pods.borrow_mut().get_mut(idx) {
+                            *h = !assigned.is_empty();
+                        }
                         let fresh: Vec<PodReport> = a
                             .pods
                             .iter()
                             .filter(|p| !reported.contains(&p.meta.uid))
-                            .map(|p| running_report(p, now))
+                            .map(|p| running_report(p, now, 0))
                             .collect();
                         if !fresh.is_empty() {
                             for r in &fresh {
@@ -449,6 +507,7 @@ async fn session(
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn node(
     args: Rc<Args>,
     idx: usize,
@@ -456,6 +515,8 @@ async fn node(
     stop: Stop,
     gate: Rc<smol::lock::Semaphore>,
     started: Instant,
+    churn: Rc<Churn>,
+    kick: smol::channel::Receiver<()>,
 ) {
     let name = format!("{}-{idx}", args.prefix);
     let mut first_ready = false;
@@ -471,6 +532,8 @@ async fn node(
             &mut first_ready,
             started,
             &credential,
+            &churn,
+            &kick,
         )
         .or(async {
             // Also while waiting for the gate or a connect.
@@ -487,6 +550,35 @@ async fn node(
                 let wait = Duration::from_millis(500) + jitter(idx as u64 * 31 + 7, args.heartbeat);
                 smol::Timer::after(wait).await;
             }
+        }
+    }
+}
+
+/// Kicks `per_s` nodes a second, round robin over the nodes that run pods, in 10 ms steps.
+async fn drive_churn(per_s: u32, churn: Rc<Churn>, stop: Stop) {
+    let step = Duration::from_millis(10);
+    let mut next = Instant::now() + step;
+    let mut owed = 0.0f64;
+    let mut at = 0usize;
+    while !stop.is_closed() {
+        smol::Timer::at(next).await;
+        next += step;
+        owed += f64::from(per_s) * step.as_secs_f64();
+        let has = churn.has_pods.borrow();
+        let n = has.len();
+        let mut looked = 0;
+        while owed >= 1.0 && looked < n {
+            let i = at % n;
+            at = at.wrapping_add(1);
+            looked += 1;
+            if has[i] {
+                // A node still busy with its last kick just skips this one.
+                let _ = churn.kicks[i].try_send(());
+                owed -= 1.0;
+            }
+        }
+        if looked >= n {
+            owed = owed.min(1.0); // no node runs pods yet: do not pile up
         }
     }
 }
@@ -524,8 +616,17 @@ fn main() {
     let ex = smol::LocalExecutor::new();
     let args = Rc::new(args);
     let gate = Rc::new(smol::lock::Semaphore::new(args.concurrency));
-    let tasks: Vec<_> = (0..args.nodes)
-        .map(|i| {
+    let (kicks, kicked): (Vec<_>, Vec<_>) = (0..args.nodes)
+        .map(|_| smol::channel::bounded::<()>(1))
+        .unzip();
+    let churn = Rc::new(Churn {
+        has_pods: std::cell::RefCell::new(vec![false; args.nodes]),
+        kicks,
+    });
+    let tasks: Vec<_> = kicked
+        .into_iter()
+        .enumerate()
+        .map(|(i, kick)| {
             ex.spawn(node(
                 args.clone(),
                 i,
@@ -533,9 +634,15 @@ fn main() {
                 stop.clone(),
                 gate.clone(),
                 started,
+                churn.clone(),
+                kick,
             ))
         })
         .collect();
+    if args.churn > 0 {
+        ex.spawn(drive_churn(args.churn, churn.clone(), stop.clone()))
+            .detach();
+    }
     let mut connected_at_stop = 0;
     smol::block_on(ex.run(async {
         let deadline = started + args.duration;
@@ -572,7 +679,7 @@ fn main() {
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     println!(
         "nodesim: done after {} ms: nodes={} connected={} ready={} sessions={} heartbeats={} \
-assigns={} status_reports={} errors={}",
+assigns={} status_reports={} churn_reports={} errors={}",
         started.elapsed().as_millis(),
         args.nodes,
         connected_at_stop,
@@ -581,6 +688,7 @@ assigns={} status_reports={} errors={}",
         g(&stats.heartbeats),
         g(&stats.assigns),
         g(&stats.status_reports),
+        g(&stats.churn_reports),
         g(&stats.errors),
     );
     if let Ok(k) = stats.error_kinds.lock() {

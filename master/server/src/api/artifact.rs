@@ -296,9 +296,6 @@ async fn record(
                 Artifact {
                     meta: Meta {
                         name: name.to_string(),
-                        uid: super::auth::random_hex(8)
-                            .map_err(|e| internal(format!("uid: {e}")))?,
-                        created_ms: now_ms(),
                         ..Default::default()
                     },
                     variants: Vec::new(),
@@ -410,31 +407,16 @@ pub(crate) async fn get(
     }
 }
 
-/// Every artifact object.
-pub(crate) async fn all(m: &Master) -> Result<Vec<Artifact>, StoreError> {
-    let (_, objs) = m.store.list(Kind::Artifact, None).await?;
-    Ok(objs
-        .into_iter()
-        .filter_map(|o| match o {
-            Object::Artifact(a) => Some(a),
-            _ => None,
-        })
-        .collect())
-}
-
-/// The artifacts `pods` use as rootfs (for their node's assignment), sorted by name.
-pub(crate) async fn used_by(m: &Master, pods: &[bramble_wire::objects::Pod]) -> Vec<Artifact> {
+/// The artifacts `pods` use as rootfs (for their node's assignment), sorted by name: one cache
+/// lookup per artifact named.
+pub(crate) fn used_by(m: &Master, pods: &[bramble_wire::objects::Pod]) -> Vec<Artifact> {
     let mut names: Vec<&str> = pods.iter().filter_map(|p| p.spec.artifact()).collect();
     names.sort_unstable();
     names.dedup();
-    let mut out = Vec::with_capacity(names.len());
-    for n in names {
-        if let Ok(Some(Object::Artifact(a))) = super::get_opt(&m.store, Kind::Artifact, "", n).await
-        {
-            out.push(a);
-        }
-    }
-    out
+    names
+        .into_iter()
+        .filter_map(|n| m.cache.get_typed::<Artifact>("", n))
+        .collect()
 }
 
 /// A hash of the artifacts' variants, so a node is pushed its set again when one changes.

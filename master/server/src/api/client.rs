@@ -41,8 +41,6 @@ pub(crate) async fn ensure_default_namespace(m: &Master) -> anyhow::Result<()> {
         let ns = Object::Namespace(Namespace {
             meta: Meta {
                 name: DEFAULT_NAMESPACE.into(),
-                uid: super::auth::random_hex(8)?,
-                created_ms: now_ms(),
                 ..Default::default()
             },
             ..Default::default()
@@ -435,10 +433,10 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
     };
     let existing = super::get_opt(&m.store, kind, &ns, &name).await?;
     let Some(cur) = existing else {
+        // Identity is the store's to give (`Store::create`), never the client's.
         let meta = o.meta_mut();
-        meta.uid =
-            super::auth::random_hex(8).map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
-        meta.created_ms = now_ms();
+        meta.uid.clear();
+        meta.created_ms = 0;
         meta.revision = 0;
         let rev = m.store.create(o).await?;
         return Ok(applied(rev, ApplyOutcome::Created));

@@ -5,14 +5,12 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Duration;
 
-use bramble_wire::msg::WatchEvent;
-use bramble_wire::objects::{ConfigMap, Kind, Object, Pod, Secret};
+use bramble_wire::objects::{ConfigMap, Object, Pod, Secret};
 
 use super::Master;
-use crate::config_data::{Refs, select};
-use crate::store::StoreError;
+use crate::cache::Delta;
+use crate::config_data::Refs;
 
 /// Largest master → worker frame: what the worker's reader accepts. An assignment with several
 /// config maps (each up to 48 KiB) or a node's secrets exceed the 64 KiB client frame.
@@ -37,23 +35,21 @@ pub(crate) fn too_large(node: &str, msg: &bramble_wire::msg::NodeDown) {
     );
 }
 
-/// The config maps and secrets that `pods` use (those that exist).
-pub(crate) async fn resolve(
-    m: &Master,
-    pods: &[Pod],
-) -> Result<(Vec<ConfigMap>, Vec<Secret>), StoreError> {
+/// The config maps and secrets that `pods` use (those that exist), sorted by namespace and
+/// name: one cache lookup per reference.
+pub(crate) fn resolve(m: &Master, pods: &[Pod]) -> (Vec<ConfigMap>, Vec<Secret>) {
     let refs = Refs::of(pods);
-    if refs.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let mut all = Vec::new();
-    if !refs.config_maps.is_empty() {
-        all.extend(m.store.list(Kind::ConfigMap, None).await?.1);
-    }
-    if !refs.secrets.is_empty() {
-        all.extend(m.store.list(Kind::Secret, None).await?.1);
-    }
-    Ok(select(&refs, all))
+    let cms = refs
+        .config_maps
+        .iter()
+        .filter_map(|(ns, name)| m.cache.get_typed::<ConfigMap>(ns, name))
+        .collect();
+    let secrets = refs
+        .secrets
+        .iter()
+        .filter_map(|(ns, name)| m.cache.get_typed::<Secret>(ns, name))
+        .collect();
+    (cms, secrets)
 }
 
 /// Folds the config maps and secrets into the assignment's hash (their revisions are enough:
@@ -78,31 +74,23 @@ pub(crate) fn hash(pods_hash: u64, cms: &[ConfigMap], secrets: &[Secret]) -> u64
 /// Follows config map and secret changes and re-pushes every connected node's assignment; the
 /// push is skipped for nodes whose set (hash) did not change, i.e. nodes that do not use it.
 pub(crate) async fn config_loop(m: Arc<Master>) {
+    let mut changes = m.cache.subscribe();
     loop {
-        let from = m.store.current_revision();
-        let mut w = match m.store.watch(None, None, from).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("config loop: {e}");
-                smol::Timer::after(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        push_all(&m).await;
-        loop {
-            let ev = match w.next().await {
-                Ok(e) => e.event,
-                Err(e) => {
-                    tracing::debug!("config watch restarts: {e}");
-                    break;
+        let config_changed = match changes.next().await {
+            Delta::Resync => true,
+            Delta::Changes(c) => c.iter().any(|c| {
+                let o = c.new.as_deref().or(c.old.as_deref());
+                if let Some(o @ (Object::ConfigMap(_) | Object::Secret(_))) = o {
+                    // Name and kind only: never the data.
+                    tracing::debug!(kind = o.kind().as_str(), namespace = %o.meta().namespace, name = %o.meta().name, "config changed");
+                    true
+                } else {
+                    false
                 }
-            };
-            let (WatchEvent::Put(o) | WatchEvent::Deleted(o)) = ev;
-            if matches!(o, Object::ConfigMap(_) | Object::Secret(_)) {
-                // Name and kind only: never the data.
-                tracing::debug!(kind = o.kind().as_str(), namespace = %o.meta().namespace, name = %o.meta().name, "config changed");
-                push_all(&m).await;
-            }
+            }),
+        };
+        if config_changed {
+            push_all(&m).await;
         }
     }
 }

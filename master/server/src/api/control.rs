@@ -7,13 +7,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bramble_wire::objects::{
-    DaemonSet, Deployment, Event, Job, Kind, Meta, Namespace, Node, Object, Pod, ReplicaSet,
-};
+use bramble_wire::objects::{Event, Kind, Meta, Object};
 use futures_lite::FutureExt;
 
 use super::{Master, now_ms};
-use crate::controllers::{self, Action, Snapshot};
+use crate::cache::{Change, Delta};
+use crate::controllers::{self, Action};
 use crate::store::StoreError;
 
 /// Events kept in memory (bounded): what `bramble get events` and `describe` show.
@@ -102,89 +101,49 @@ impl Events {
     }
 }
 
-fn take<T>(objs: Vec<Object>, f: impl Fn(Object) -> Option<T>) -> Vec<T> {
-    objs.into_iter().filter_map(f).collect()
-}
-
-/// Reads everything the controllers look at.
-struct Owned {
-    nodes: Vec<Node>,
-    pods: Vec<Pod>,
-    deployments: Vec<Deployment>,
-    replicasets: Vec<ReplicaSet>,
-    daemonsets: Vec<DaemonSet>,
-    jobs: Vec<Job>,
-    namespaces: Vec<Namespace>,
-}
-
-async fn read(m: &Master) -> Result<Owned, StoreError> {
-    let list = |k| m.store.list(k, None);
-    Ok(Owned {
-        nodes: take(list(Kind::Node).await?.1, |o| {
-            if let Object::Node(x) = o {
-                Some(x)
-            } else {
-                None
-            }
-        }),
-        pods: take(list(Kind::Pod).await?.1, |o| {
-            if let Object::Pod(x) = o {
-                Some(x)
-            } else {
-                None
-            }
-        }),
-        deployments: take(list(Kind::Deployment).await?.1, |o| {
-            if let Object::Deployment(x) = o {
-                Some(x)
-            } else {
-                None
-            }
-        }),
-        replicasets: take(list(Kind::ReplicaSet).await?.1, |o| {
-            if let Object::ReplicaSet(x) = o {
-                Some(x)
-            } else {
-                None
-            }
-        }),
-        daemonsets: take(list(Kind::DaemonSet).await?.1, |o| {
-            if let Object::DaemonSet(x) = o {
-                Some(x)
-            } else {
-                None
-            }
-        }),
-        jobs: take(list(Kind::Job).await?.1, |o| {
-            if let Object::Job(x) = o {
-                Some(x)
-            } else {
-                None
-            }
-        }),
-        namespaces: take(list(Kind::Namespace).await?.1, |o| {
-            if let Object::Namespace(x) = o {
-                Some(x)
-            } else {
-                None
-            }
-        }),
-    })
-}
-
-/// One pass: returns how many actions were applied.
-pub(crate) async fn reconcile_once(m: &Master) -> Result<(usize, Option<u64>), StoreError> {
-    let o = read(m).await?;
-    let snap = Snapshot {
-        now_ms: now_ms(),
-        nodes: &o.nodes,
-        pods: &o.pods,
-        deployments: &o.deployments,
-        replicasets: &o.replicasets,
-        daemonsets: &o.daemonsets,
-        jobs: &o.jobs,
-        namespaces: &o.namespaces,
+/// Whether a change may matter to the controllers. Only one kind of change does not: a status
+/// change of a pod that has no owner, stays on its node and stays (non-)terminal. No controller
+/// looks at such a pod's status (replica sets, jobs and daemon sets count their own pods; the
+/// garbage collector and eviction look at owners, binding and terminal phase), so the pass it
+/// would cause returns nothing; under a steady stream of status reports this keeps the loop idle.
+pub(crate) fn controllers_care(c: &Change) -> bool {
+    use bramble_wire::objects::{Object, PodPhase};
+    if matches!(
+        c.kind,
+        Kind::ConfigMap | Kind::Secret | Kind::Service | Kind::Artifact
+    ) {
+        return false;
+    }
+    let (Some(Object::Pod(a)), Some(Object::Pod(b))) = (c.old.as_deref(), c.new.as_deref()) else {
+        return true;
     };
+    let terminal = |p: PodPhase| matches!(p, PodPhase::Succeeded | PodPhase::Failed);
+    !(a.meta.owners.is_empty()
+        && b.meta.owners.is_empty()
+        && a.meta.uid == b.meta.uid
+        && a.meta.name == b.meta.name
+        && a.spec.node_name == b.spec.node_name
+        && terminal(a.status.phase) == terminal(b.status.phase)
+        && (a.status.phase == PodPhase::Pending) == (b.status.phase == PodPhase::Pending))
+}
+
+fn cares(d: &Delta) -> bool {
+    match d {
+        Delta::Resync => true,
+        Delta::Changes(c) => c.iter().any(controllers_care),
+    }
+}
+
+/// One pass over the cache's snapshot (once it holds every committed write, this loop's own
+/// included): returns how many actions were applied, and the next time-based deadline.
+pub(crate) async fn reconcile_once(m: &Master) -> Result<(usize, Option<u64>), StoreError> {
+    m.cache.catch_up(&m.store).await;
+    if !m.cache.synced() {
+        // Never reconcile an empty view: it would recreate every owned pod.
+        return Ok((0, Some(now_ms() + 500)));
+    }
+    let view = m.cache.snapshot();
+    let snap = view.controllers(now_ms());
     let timings = m.cfg.timings();
     let actions = controllers::reconcile(&snap, &timings);
     let deadline = controllers::next_deadline(&snap, &timings);
@@ -192,10 +151,10 @@ pub(crate) async fn reconcile_once(m: &Master) -> Result<(usize, Option<u64>), S
     for a in actions {
         let r = match a {
             Action::Create(mut obj) => {
+                // The store gives the UID and creation time.
                 let meta = obj.meta_mut();
-                meta.uid = super::auth::random_hex(8)
-                    .map_err(|e| StoreError::BatchFailed(e.to_string()))?;
-                meta.created_ms = now_ms();
+                meta.uid.clear();
+                meta.created_ms = 0;
                 meta.revision = 0;
                 m.store.create(obj).await.map(|_| ())
             }
@@ -245,54 +204,48 @@ pub(crate) async fn reconcile_once(m: &Master) -> Result<(usize, Option<u64>), S
 /// time-based condition comes due (`min_ready`, eviction timeouts, job deadlines: the pure
 /// `next_deadline`). Only reads at idle, every 30 s at most.
 pub(crate) async fn controller_loop(m: Arc<Master>) {
+    let mut changes = m.cache.subscribe();
+    let mut busy = true;
+    let mut wake_at: Option<u64> = None;
     loop {
-        let mut w = match m.store.watch(None, None, m.store.current_revision()).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("controllers: watch: {e}");
-                smol::Timer::after(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let mut busy = true;
-        let mut wake_at: Option<u64> = None;
-        'watch: loop {
-            if busy {
-                smol::Timer::after(Duration::from_millis(50)).await;
-            } else {
-                let wait_ms = wake_at
-                    .map(|t| t.saturating_sub(now_ms()))
-                    .unwrap_or(30_000)
-                    .clamp(10, 30_000);
-                let changed = async { w.next().await.map(|_| ()) }
+        if busy {
+            smol::Timer::after(Duration::from_millis(50)).await;
+            // Whatever changed meanwhile is read by the pass below.
+            let _ = changes.try_next();
+        } else {
+            let wait_ms = wake_at
+                .map(|t| t.saturating_sub(now_ms()))
+                .unwrap_or(30_000)
+                .clamp(10, 30_000);
+            let until = std::time::Instant::now() + Duration::from_millis(wait_ms);
+            loop {
+                let d = async { Some(changes.next().await) }
                     .or(async {
-                        smol::Timer::after(Duration::from_millis(wait_ms)).await;
-                        Ok(())
+                        smol::Timer::at(until).await;
+                        None
                     })
                     .await;
-                if changed.is_err() {
-                    break 'watch; // lagged: watch again from now (the pass below re-reads all)
+                match d {
+                    None => break,
+                    Some(d) if cares(&d) => break,
+                    Some(_) => {}
                 }
             }
             // Coalesce a burst of changes into one pass.
-            while let Some(r) = futures_lite::future::poll_once(w.next()).await {
-                if r.is_err() {
-                    break 'watch;
+            let _ = changes.try_next();
+        }
+        match reconcile_once(&m).await {
+            Ok((n, deadline)) => {
+                busy = n > 0;
+                wake_at = deadline;
+                if busy {
+                    m.poke_scheduler();
                 }
             }
-            match reconcile_once(&m).await {
-                Ok((n, deadline)) => {
-                    busy = n > 0;
-                    wake_at = deadline;
-                    if busy {
-                        m.poke_scheduler();
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("controllers: {e}");
-                    busy = false;
-                    wake_at = Some(now_ms() + 1000);
-                }
+            Err(e) => {
+                tracing::warn!("controllers: {e}");
+                busy = false;
+                wake_at = Some(now_ms() + 1000);
             }
         }
     }

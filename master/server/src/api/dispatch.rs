@@ -1,32 +1,20 @@
 //! The loops that move desired state: the scheduler loop binds pending pods to nodes; the
 //! assignment loop pushes each connected node its complete pod set when it changes.
 
+use std::collections::BTreeSet;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bramble_wire::msg::{Assignment, NodeDown};
-use bramble_wire::objects::{Kind, Node, Object, Pod, PodPhase};
+use bramble_wire::objects::{Kind, Object, Pod, PodPhase};
 use futures_lite::FutureExt;
 
 use super::{Master, now_ms};
+use crate::cache::{Change, Delta};
 use crate::sched;
 use crate::store::StoreError;
-
-/// Pods bound to `node`, and the store revision they were read at.
-async fn pods_of(m: &Master, node: &str) -> Result<(u64, Vec<Pod>), StoreError> {
-    let (rev, all) = m.store.list(Kind::Pod, None).await?;
-    let pods = all
-        .into_iter()
-        .filter_map(|o| match o {
-            Object::Pod(p) if p.spec.node_name.as_deref() == Some(node) => Some(p),
-            _ => None,
-        })
-        .collect();
-    Ok((rev, pods))
-}
 
 fn spec_hash(pods: &[Pod]) -> u64 {
     let mut h = DefaultHasher::new();
@@ -41,23 +29,17 @@ fn spec_hash(pods: &[Pod]) -> u64 {
     h.finish()
 }
 
-/// Sends `node` its pod set if it is connected and the set changed since the last push.
+/// Sends `node` its pod set if it is connected and the set changed since the last push. Reads
+/// only the cache: the node's pods (pods-by-node index) and the config maps, secrets and
+/// artifacts they name, so it costs the node's pods, not the cluster's.
 pub(crate) async fn push_assignment(m: &Master, node: &str) {
-    let (revision, pods) = match pods_of(m, node).await {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::warn!(%node, "assignment: {e}");
-            return;
-        }
-    };
-    let (config_maps, secrets) = match super::config_push::resolve(m, &pods).await {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::warn!(%node, "assignment: {e}");
-            return;
-        }
-    };
-    let artifacts = super::artifact::used_by(m, &pods).await;
+    if !m.cache.synced() {
+        return; // an empty cache is no assignment: the first list resyncs the loop
+    }
+    let revision = m.cache.revision();
+    let pods = m.cache.pods_on(node);
+    let (config_maps, secrets) = super::config_push::resolve(m, &pods);
+    let artifacts = super::artifact::used_by(m, &pods);
     let hash = super::config_push::hash(spec_hash(&pods), &config_maps, &secrets)
         ^ super::artifact::hash(&artifacts);
     let tx = {
@@ -87,63 +69,64 @@ pub(crate) async fn push_assignment(m: &Master, node: &str) {
         .await;
 }
 
-/// Follows pod changes and pushes the affected nodes their new sets.
-pub(crate) async fn assignment_loop(m: Arc<Master>) {
-    let mut placed: HashMap<(String, String), String> = HashMap::new();
-    loop {
-        let from = m.store.current_revision();
-        let mut w = match m.store.watch(Some(Kind::Pod), None, from).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("assignment loop: {e}");
-                smol::Timer::after(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        // (Re)start: everything may have changed.
-        let nodes: Vec<String> = m.nodes.lock().await.keys().cloned().collect();
-        placed.clear();
-        if let Ok((_, pods)) = m.store.list(Kind::Pod, None).await {
-            for o in pods {
-                if let Object::Pod(p) = o
-                    && let Some(n) = p.spec.node_name
-                {
-                    placed.insert((p.meta.namespace, p.meta.name), n);
-                }
-            }
+/// Whether a pod's change can change what its node is assigned: the assignment's hash covers
+/// names, UIDs and specs; a status change (the common case: a node's own report) does not.
+pub(crate) fn assignment_changed(old: Option<&Pod>, new: Option<&Pod>) -> bool {
+    match (old, new) {
+        (Some(a), Some(b)) => {
+            a.meta.uid != b.meta.uid || a.spec.node_name != b.spec.node_name || a.spec != b.spec
         }
-        for n in nodes {
-            push_assignment(&m, &n).await;
+        _ => true,
+    }
+}
+
+/// The nodes whose assignments `changes` may change; and whether a pod now waits for a node.
+pub(crate) fn affected_nodes(changes: &[Change]) -> (BTreeSet<String>, bool) {
+    let mut dirty = BTreeSet::new();
+    let mut pending = false;
+    for c in changes.iter().filter(|c| c.kind == Kind::Pod) {
+        let (old, new) = c.pods();
+        if let Some(p) = new
+            && p.spec.node_name.is_none()
+            && p.status.phase == PodPhase::Pending
+        {
+            pending = true;
         }
-        loop {
-            let ev = match w.next().await {
-                Ok(e) => e.event,
-                Err(e) => {
-                    tracing::debug!("assignment watch restarts: {e}");
-                    break;
-                }
-            };
-            let (obj, deleted) = match ev {
-                bramble_wire::msg::WatchEvent::Put(o) => (o, false),
-                bramble_wire::msg::WatchEvent::Deleted(o) => (o, true),
-            };
-            let Object::Pod(p) = obj else { continue };
-            let key = (p.meta.namespace.clone(), p.meta.name.clone());
-            let mut dirty = HashSet::new();
-            if let Some(old) = placed.remove(&key) {
-                dirty.insert(old);
-            }
+        if !assignment_changed(old, new) {
+            continue;
+        }
+        for p in [old, new].into_iter().flatten() {
             if let Some(n) = &p.spec.node_name {
                 dirty.insert(n.clone());
-                if !deleted {
-                    placed.insert(key, n.clone());
+            }
+        }
+    }
+    (dirty, pending)
+}
+
+/// Follows pod changes in the cache and pushes the affected nodes their new sets.
+pub(crate) async fn assignment_loop(m: Arc<Master>) {
+    let mut changes = m.cache.subscribe();
+    loop {
+        match changes.next().await {
+            Delta::Resync => {
+                // (Re)start: everything may have changed.
+                if m.cache.has_pending_pods() {
+                    m.poke_scheduler();
+                }
+                let nodes: Vec<String> = m.nodes.lock().await.keys().cloned().collect();
+                for n in nodes {
+                    push_assignment(&m, &n).await;
                 }
             }
-            if p.spec.node_name.is_none() && !deleted && p.status.phase == PodPhase::Pending {
-                m.poke_scheduler();
-            }
-            for n in dirty {
-                push_assignment(&m, &n).await;
+            Delta::Changes(c) => {
+                let (dirty, pending) = affected_nodes(&c);
+                if pending {
+                    m.poke_scheduler();
+                }
+                for n in dirty {
+                    push_assignment(&m, &n).await;
+                }
             }
         }
     }
@@ -180,39 +163,27 @@ pub(crate) async fn scheduler_loop(m: Arc<Master>, wake: async_channel::Receiver
     }
 }
 
-/// One scheduling pass; returns how many pods are still pending.
+/// One scheduling pass; returns how many pods are still pending. Reads the cache once it holds
+/// every committed write (its own bindings of the previous pass included).
 pub(crate) async fn schedule_once(m: &Master, seed: u64) -> Result<usize, StoreError> {
-    let (_, pod_objs) = m.store.list(Kind::Pod, None).await?;
-    let pods: Vec<Pod> = pod_objs
-        .into_iter()
-        .filter_map(|o| {
-            if let Object::Pod(p) = o {
-                Some(p)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let pending: Vec<&Pod> = pods
+    m.cache.catch_up(&m.store).await;
+    if !m.cache.synced() {
+        return Ok(1); // not loaded yet: try again shortly
+    }
+    if !m.cache.has_pending_pods() {
+        return Ok(0);
+    }
+    let snap = m.cache.snapshot();
+    let pending: Vec<&Pod> = snap
+        .pods
         .iter()
         .filter(|p| p.spec.node_name.is_none() && p.status.phase == PodPhase::Pending)
         .collect();
     if pending.is_empty() {
         return Ok(0);
     }
-    let (_, node_objs) = m.store.list(Kind::Node, None).await?;
-    let nodes: Vec<Node> = node_objs
-        .into_iter()
-        .filter_map(|o| {
-            if let Object::Node(n) = o {
-                Some(n)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let mut snapshot = sched::Snapshot::from_objects(&nodes, &pods);
-    snapshot.add_artifacts(&super::artifact::all(m).await?);
+    let mut snapshot = sched::Snapshot::from_objects(&snap.nodes, &snap.pods);
+    snapshot.add_artifacts(&snap.artifacts);
     let want: Vec<sched::PendingPod> = pending
         .iter()
         .map(|p| sched::PendingPod::from_pod(p))

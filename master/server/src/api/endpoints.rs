@@ -1,4 +1,4 @@
-//! The endpoints loop: follows pods, services and nodes in the store, recomputes every service's
+//! The endpoints loop: follows pods, services and nodes in the master's cache, recomputes every service's
 //! endpoints with the pure [`crate::controllers::endpoints::compute`] and pushes the complete set
 //! to every connected worker when it changes (and to each worker when it connects). Endpoints are
 //! never stored: `get endpoints` is answered from the set computed here.
@@ -6,16 +6,17 @@
 //! The same loop pushes every node's pod subnet and address ([`NodeDown::Network`]), computed by
 //! [`crate::controllers::podnet::subnets`] from the same node cache.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bramble_wire::msg::{NodeDown, PodSubnet, WatchEvent};
-use bramble_wire::objects::{Endpoints, Kind, Node, Object, Pod, Service};
+use bramble_wire::msg::{NodeDown, PodSubnet};
+use bramble_wire::objects::{Endpoints, Kind, Object, Service};
 use futures_lite::FutureExt;
 
 use super::Master;
-use crate::controllers::endpoints::compute;
+use crate::cache::{Change, Delta};
+use crate::controllers::endpoints::{compute, selects};
 use crate::controllers::podnet;
 
 /// Changes arriving within this window are folded into one recomputation.
@@ -75,59 +76,31 @@ pub(crate) async fn push_to(
     let _ = tx.send(NodeDown::Endpoints(all.as_ref().clone())).await;
 }
 
-type Key = (String, String);
-
-#[derive(Default)]
-struct Cache {
-    services: BTreeMap<Key, Service>,
-    pods: BTreeMap<Key, Pod>,
-    nodes: BTreeMap<String, Node>,
-}
-
-impl Cache {
-    /// Applies a watch event; returns whether it can change endpoints.
-    fn apply(&mut self, ev: WatchEvent) -> bool {
-        let (obj, deleted) = match ev {
-            WatchEvent::Put(o) => (o, false),
-            WatchEvent::Deleted(o) => (o, true),
-        };
-        let key = (obj.meta().namespace.clone(), obj.meta().name.clone());
-        match obj {
-            Object::Service(s) => put(&mut self.services, key, s, deleted),
-            Object::Pod(p) => put(&mut self.pods, key, p, deleted),
-            Object::Node(n) => put(&mut self.nodes, key.1, n, deleted),
-            _ => return false,
+/// Whether a change may change endpoints or subnets: services and nodes always; a pod only
+/// when a service of its namespace selects it (before or after).
+fn endpoints_care(c: &Change, services: &[Service]) -> bool {
+    match c.kind {
+        Kind::Service | Kind::Node => true,
+        Kind::Pod => {
+            let (old, new) = c.pods();
+            [old, new].into_iter().flatten().any(|p| {
+                services
+                    .iter()
+                    .any(|s| s.meta.namespace == p.meta.namespace && selects(s, p))
+            })
         }
-        true
-    }
-
-    fn compute(&self) -> Vec<Endpoints> {
-        compute(
-            self.services.values(),
-            self.pods.values(),
-            self.nodes.values(),
-        )
+        _ => false,
     }
 }
 
-fn put<K: Ord, V>(map: &mut BTreeMap<K, V>, k: K, v: V, deleted: bool) {
-    if deleted {
-        map.remove(&k);
-    } else {
-        map.insert(k, v);
-    }
-}
-
-async fn load(m: &Master) -> Result<(u64, Cache), crate::store::StoreError> {
-    let from = m.store.current_revision();
-    let mut c = Cache::default();
-    for kind in [Kind::Service, Kind::Pod, Kind::Node] {
-        let (_, objs) = m.store.list(kind, None).await?;
-        for o in objs {
-            c.apply(WatchEvent::Put(o));
+fn cares(d: &Delta, m: &Master) -> bool {
+    match d {
+        Delta::Resync => true,
+        Delta::Changes(c) => {
+            let services = m.cache.list::<Service>();
+            c.iter().any(|c| endpoints_care(c, &services))
         }
     }
-    Ok((from, c))
 }
 
 /// Pushes `msgs` to every connected worker; returns the nodes whose channel was full (retried).
@@ -162,94 +135,61 @@ async fn broadcast(
 
 /// Recomputes endpoints on every pod, service or node change and pushes them when they change.
 pub(crate) async fn endpoints_loop(m: Arc<Master>) {
+    let mut changes = m.cache.subscribe();
+    let mut dirty = false;
+    let mut retry: HashSet<String> = HashSet::new();
     loop {
-        // Watch from the revision the list was read at: nothing falls between the two.
-        let (from, mut cache) = match load(&m).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("endpoints: {e}");
-                smol::Timer::after(Duration::from_secs(1)).await;
-                continue;
+        if dirty {
+            dirty = false;
+            let snap = m.cache.snapshot();
+            let mut msgs = Vec::new();
+            let subnets = podnet::subnets(snap.nodes.iter());
+            if *m.endpoints.subnets.read().await.as_ref() != subnets {
+                tracing::debug!(nodes = subnets.len(), "pod subnets changed");
+                *m.endpoints.subnets.write().await = Arc::new(subnets.clone());
+                msgs.push(NodeDown::Network(subnets));
             }
+            let next = compute(snap.services.iter(), snap.pods.iter(), snap.nodes.iter());
+            if *m.endpoints.all().await.as_ref() != next {
+                let ready: usize = next.iter().map(|e| e.ready.len()).sum();
+                tracing::debug!(services = next.len(), ready, "endpoints changed");
+                *m.endpoints.set.write().await = Arc::new(next.clone());
+                msgs.push(NodeDown::Endpoints(next));
+            }
+            if !msgs.is_empty() {
+                retry.extend(broadcast(&m, &msgs, None).await);
+            }
+        }
+        if !retry.is_empty() {
+            // A full channel may have missed either message: send both again.
+            let msgs = [
+                NodeDown::Network(m.endpoints.subnets.read().await.as_ref().clone()),
+                NodeDown::Endpoints(m.endpoints.all().await.as_ref().clone()),
+            ];
+            retry = broadcast(&m, &msgs, Some(&retry)).await;
+        }
+        // Wait for a change; then fold in whatever else arrives within the window.
+        let wait = if retry.is_empty() {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_millis(200)
         };
-        let mut w = match m.store.watch(None, None, from).await {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!("endpoints watch: {e}");
-                smol::Timer::after(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let mut dirty = true;
-        let mut retry: HashSet<String> = HashSet::new();
-        loop {
-            if dirty {
-                dirty = false;
-                let mut msgs = Vec::new();
-                let subnets = podnet::subnets(cache.nodes.values());
-                if *m.endpoints.subnets.read().await.as_ref() != subnets {
-                    tracing::debug!(nodes = subnets.len(), "pod subnets changed");
-                    *m.endpoints.subnets.write().await = Arc::new(subnets.clone());
-                    msgs.push(NodeDown::Network(subnets));
-                }
-                let next = cache.compute();
-                if *m.endpoints.all().await.as_ref() != next {
-                    let ready: usize = next.iter().map(|e| e.ready.len()).sum();
-                    tracing::debug!(services = next.len(), ready, "endpoints changed");
-                    *m.endpoints.set.write().await = Arc::new(next.clone());
-                    msgs.push(NodeDown::Endpoints(next));
-                }
-                if !msgs.is_empty() {
-                    retry.extend(broadcast(&m, &msgs, None).await);
-                }
-            }
-            if !retry.is_empty() {
-                // A full channel may have missed either message: send both again.
-                let msgs = [
-                    NodeDown::Network(m.endpoints.subnets.read().await.as_ref().clone()),
-                    NodeDown::Endpoints(m.endpoints.all().await.as_ref().clone()),
-                ];
-                retry = broadcast(&m, &msgs, Some(&retry)).await;
-            }
-            // Wait for a change; then fold in whatever else arrives within the window.
-            let wait = if retry.is_empty() {
-                Duration::from_secs(3600)
-            } else {
-                Duration::from_millis(200)
-            };
-            let first = async { Some(w.next().await) }
-                .or(async {
-                    smol::Timer::after(wait).await;
-                    None
-                })
-                .await;
-            let Some(first) = first else { continue };
-            let mut ev = first;
-            let mut restart = false;
-            loop {
-                match ev {
-                    Ok(e) => dirty |= cache.apply(e.event),
-                    Err(e) => {
-                        // Lagged or compacted: re-list and watch again.
-                        tracing::debug!("endpoints watch restarts: {e}");
-                        restart = true;
-                        break;
-                    }
-                }
-                match async { Some(w.next().await) }
-                    .or(async {
-                        smol::Timer::after(COALESCE).await;
-                        None
-                    })
-                    .await
-                {
-                    Some(next) => ev = next,
-                    None => break,
-                }
-            }
-            if restart {
-                break;
-            }
+        let first = async { Some(changes.next().await) }
+            .or(async {
+                smol::Timer::after(wait).await;
+                None
+            })
+            .await;
+        let Some(first) = first else { continue };
+        dirty |= cares(&first, &m);
+        while let Some(d) = async { Some(changes.next().await) }
+            .or(async {
+                smol::Timer::after(COALESCE).await;
+                None
+            })
+            .await
+        {
+            dirty |= cares(&d, &m);
         }
     }
 }

@@ -16,6 +16,8 @@ pub mod control;
 mod dispatch;
 mod endpoints;
 mod node;
+#[cfg(test)]
+mod report_cost;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -140,6 +142,8 @@ pub struct Master {
     pub(crate) endpoints: endpoints::Current,
     /// Held while a registration picks a pod subnet, so that two nodes never get the same one.
     pub(crate) subnet_lock: Mutex<()>,
+    /// The store's objects in memory, fed by one watch: what every loop reads.
+    pub(crate) cache: Arc<crate::cache::Cache>,
 }
 
 impl std::fmt::Debug for Master {
@@ -206,6 +210,7 @@ impl Master {
             events: control::Events::new(1000),
             endpoints: Default::default(),
             subnet_lock: Mutex::new(()),
+            cache: crate::cache::Cache::new(),
         });
         client::ensure_default_namespace(&m).await?;
         Ok(m)
@@ -224,6 +229,7 @@ impl Master {
 
     /// Serves until the listener fails. Spawns the scheduler, dispatcher and node-lifecycle loops.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> anyhow::Result<()> {
+        smol::spawn(self.cache.clone().run(self.store.clone())).detach();
         smol::spawn(dispatch::scheduler_loop(
             self.clone(),
             self.wake_sched_rx.clone(),

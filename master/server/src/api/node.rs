@@ -38,6 +38,10 @@ pub(crate) async fn serve(
         anyhow::bail!("node {name}: registered as {:?}", info.name.as_str());
     }
     let mut token_gen = m.tokens.generation();
+    // Assignments and status reports are served from the cache: never from an empty one.
+    if !m.cache.wait_for(0, Duration::from_secs(30)).await {
+        anyhow::bail!("node {name}: the master's cache is not loaded yet");
+    }
     let addr = peer.map(|p| p.ip().to_string());
     let pod_cidr = register(&m, &name, &info, addr.clone()).await?;
     let own_subnet = match (pod_cidr.is_empty(), addr) {
@@ -255,8 +259,6 @@ async fn register(
                 Node {
                     meta: Meta {
                         name: name.to_string(),
-                        uid: super::auth::random_hex(8)?,
-                        created_ms: now,
                         ..Default::default()
                     },
                     ..Default::default()
@@ -306,17 +308,16 @@ async fn register(
 }
 
 /// A free pod subnet for `name` (empty, with a warning, when the cluster range is full: its
-/// isolated pods then wait). The caller holds `subnet_lock`.
+/// isolated pods then wait). The caller holds `subnet_lock`; the cache is read once it holds
+/// every committed write, the previous registration's included.
 async fn pick_subnet(m: &Master, name: &str) -> anyhow::Result<String> {
-    let (_, nodes) = m.store.list(Kind::Node, None).await?;
-    let used: Vec<String> = nodes
-        .into_iter()
-        .filter_map(|o| match o {
-            Object::Node(n) => Some(n.spec.pod_cidr),
-            _ => None,
-        })
-        .collect();
-    match m.cfg.cluster_cidr.allocate(used.iter().map(String::as_str)) {
+    m.cache.catch_up(&m.store).await;
+    let nodes = m.cache.list::<Node>();
+    match m
+        .cfg
+        .cluster_cidr
+        .allocate(nodes.iter().map(|n| n.spec.pod_cidr.as_str()))
+    {
         Some(cidr) => {
             tracing::info!(node = %name, %cidr, "pod subnet assigned");
             Ok(cidr)
@@ -335,11 +336,11 @@ async fn pick_subnet(m: &Master, name: &str) -> anyhow::Result<String> {
 }
 
 /// Writes a pod's reported status when it changed meaning (timestamps alone do not count).
-async fn report_status(m: &Master, node: &str, r: PodReport) -> anyhow::Result<()> {
+/// Reads the pod from the cache (no store read); a write that finds the cache behind (conflict)
+/// waits for the cache to reach the pod's revision and tries again.
+pub(crate) async fn report_status(m: &Master, node: &str, r: PodReport) -> anyhow::Result<()> {
     for _ in 0..5 {
-        let Some(Object::Pod(mut pod)) =
-            super::get_opt(&m.store, Kind::Pod, &r.namespace, &r.name).await?
-        else {
+        let Some(mut pod) = m.cache.pod(&r.namespace, &r.name) else {
             return Ok(()); // deleted meanwhile; the next assignment stops it
         };
         if pod.spec.node_name.as_deref() != Some(node) {
@@ -354,11 +355,17 @@ async fn report_status(m: &Master, node: &str, r: PodReport) -> anyhow::Result<(
             return Ok(());
         }
         let rev = pod.meta.revision;
-        status_events(m, &pod, &r.status).await;
-        pod.status = r.status.clone();
-        match m.store.update(Object::Pod(pod), Some(rev)).await {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Conflict { .. }) => continue,
+        let before = std::mem::replace(&mut pod.status, r.status.clone());
+        match m.store.update(Object::Pod(pod.clone()), Some(rev)).await {
+            Ok(_) => {
+                pod.status = before;
+                status_events(m, &pod, &r.status).await;
+                return Ok(());
+            }
+            Err(StoreError::Conflict { actual, .. }) => {
+                m.cache.wait_for(actual, Duration::from_secs(2)).await;
+                continue;
+            }
             Err(StoreError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
@@ -435,27 +442,25 @@ pub(crate) async fn lifecycle_loop(m: Arc<Master>) {
     loop {
         smol::Timer::after(tick).await;
         let now = now_ms();
-        let nodes = match m.store.list(Kind::Node, None).await {
-            Ok((_, n)) => n,
-            Err(e) => {
-                tracing::warn!("node lifecycle: {e}");
-                continue;
-            }
+        // The cache's shared node list (rebuilt only when a node changes) and one look at the
+        // live map: no store read, no per-node lock.
+        let nodes = m.cache.list::<Node>();
+        let silent: Vec<(Node, u64)> = {
+            let live = m.nodes.lock().await;
+            nodes
+                .iter()
+                .filter(|n| n.status.is_ready())
+                .filter_map(|n| {
+                    let last = live
+                        .get(&n.meta.name)
+                        .map(|l| l.last_seen_ms)
+                        .unwrap_or(m.started_ms);
+                    (now.saturating_sub(last) >= grace).then(|| (n.clone(), last))
+                })
+                .collect()
         };
-        for o in nodes {
-            let Object::Node(n) = o else { continue };
-            if !n.status.is_ready() {
-                continue;
-            }
-            let last = {
-                let live = m.nodes.lock().await;
-                live.get(&n.meta.name)
-                    .map(|l| l.last_seen_ms)
-                    .unwrap_or(m.started_ms)
-            };
-            if now.saturating_sub(last) < grace {
-                continue;
-            }
+        drop(nodes);
+        for (n, last) in silent {
             let mut updated = n.clone();
             if let Some(c) = updated
                 .status
@@ -473,7 +478,7 @@ pub(crate) async fn lifecycle_loop(m: Arc<Master>) {
             }
             let rev = n.meta.revision;
             match m.store.update(Object::Node(updated), Some(rev)).await {
-                Ok(_) => {
+                Ok(written) => {
                     if let Some(l) = m.nodes.lock().await.get_mut(&n.meta.name) {
                         l.marked_not_ready = true;
                     }
@@ -488,6 +493,8 @@ pub(crate) async fn lifecycle_loop(m: Arc<Master>) {
                         )
                         .await;
                     m.poke_scheduler();
+                    // The next tick must see this write, not the node still Ready.
+                    m.cache.wait_for(written, Duration::from_secs(2)).await;
                 }
                 Err(e) => tracing::debug!("node lifecycle: {e}"),
             }
@@ -498,18 +505,7 @@ pub(crate) async fn lifecycle_loop(m: Arc<Master>) {
 /// Whether `node` may read the artifact tarball `sha256`: one of its pods uses it
 /// ([`super::authz::node_may_get_artifact`]).
 async fn artifact_allowed(m: &Master, node: &str, sha256: &str) -> bool {
-    let Ok((_, objs)) = m.store.list(bramble_wire::objects::Kind::Pod, None).await else {
-        return false;
-    };
-    let pods: Vec<bramble_wire::objects::Pod> = objs
-        .into_iter()
-        .filter_map(|o| match o {
-            bramble_wire::objects::Object::Pod(p) if p.spec.node_name.as_deref() == Some(node) => {
-                Some(p)
-            }
-            _ => None,
-        })
-        .collect();
-    let artifacts = super::artifact::used_by(m, &pods).await;
+    let pods = m.cache.pods_on(node);
+    let artifacts = super::artifact::used_by(m, &pods);
     super::authz::node_may_get_artifact(node, sha256, &pods, &artifacts)
 }

@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod reads;
 pub mod seal;
 mod tokens;
 mod watch;
@@ -53,6 +54,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Connection, Row};
 
 pub use error::StoreError;
+pub use reads::Reads;
 pub use tokens::TokenRow;
 pub use watch::{Event, Watcher};
 use watch::{Filter, Hub};
@@ -109,6 +111,7 @@ struct Shared {
     hub: Arc<Hub>,
     config: StoreConfig,
     sealer: seal::Sealer,
+    reads: Arc<reads::Counter>,
 }
 
 impl Store {
@@ -164,6 +167,7 @@ impl Store {
             .await?;
 
         let hub = Arc::new(Hub::new(revision, compacted));
+        let reads = Arc::new(reads::Counter::default());
         let (writes, requests) = async_channel::unbounded();
         let (done_tx, writer_done) = async_channel::bounded::<()>(1);
         let writer = Writer {
@@ -174,6 +178,7 @@ impl Store {
             revision,
             compacted,
             sealer: sealer.clone(),
+            reads: reads.clone(),
         };
         std::thread::Builder::new()
             .name("bramble-store-writer".into())
@@ -197,8 +202,15 @@ impl Store {
                 hub,
                 config,
                 sealer,
+                reads,
             }),
         })
+    }
+
+    /// How many read queries this handle's store issued so far, and the rows they returned
+    /// (reads of `get`, `list` and watch catch-ups; not the writer's own lookups).
+    pub fn reads(&self) -> Reads {
+        self.shared.reads.get()
     }
 
     /// Path of the database file.
@@ -218,7 +230,21 @@ impl Store {
 
     /// Creates an object; fails with [`StoreError::AlreadyExists`] if it exists. Returns the
     /// write's revision, which is also the stored object's `meta.revision`, once durable.
-    pub async fn create(&self, obj: Object) -> Result<u64, StoreError> {
+    ///
+    /// The store is the one place that gives objects their identity: an empty `meta.uid` gets
+    /// a random one (16 hex digits) and a zero `meta.created_ms` the current time. Callers that
+    /// must not let a client choose them clear both first.
+    pub async fn create(&self, mut obj: Object) -> Result<u64, StoreError> {
+        let meta = obj.meta_mut();
+        if meta.uid.is_empty() {
+            meta.uid = new_uid()?;
+        }
+        if meta.created_ms == 0 {
+            meta.created_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+        }
         self.write(Op::Create(obj)).await
     }
 
@@ -269,6 +295,7 @@ impl Store {
     /// Reads one object. The namespace is ignored for cluster-scoped kinds.
     pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object, StoreError> {
         let namespace = if kind.namespaced() { namespace } else { "" };
+        self.shared.reads.query(1);
         let row = sqlx::query(
             "SELECT l.revision, l.value FROM current c JOIN log l ON l.revision = c.revision
              WHERE c.kind = ?1 AND c.namespace = ?2 AND c.name = ?3",
@@ -278,6 +305,7 @@ impl Store {
         .bind(name)
         .fetch_optional(&self.shared.pool)
         .await?;
+        self.shared.reads.rows(u64::from(row.is_some()));
         let row = row.ok_or_else(|| StoreError::NotFound {
             kind,
             namespace: namespace.into(),
@@ -293,6 +321,7 @@ impl Store {
         kind: Kind,
         namespace: Option<&str>,
     ) -> Result<(u64, Vec<Object>), StoreError> {
+        self.shared.reads.query(2);
         let mut tx = self.shared.pool.begin().await?;
         let revision: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM log")
             .fetch_one(&mut *tx)
@@ -307,6 +336,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         tx.rollback().await?;
+        self.shared.reads.rows(rows.len() as u64);
         let items = rows
             .iter()
             .map(|r| decode(&self.shared.sealer, r))
@@ -332,6 +362,7 @@ impl Store {
             Filter { kind, namespace },
             from_revision,
             self.shared.config.watch_queue,
+            self.shared.reads.clone(),
         )
     }
 
@@ -343,6 +374,16 @@ impl Store {
         let _ = self.shared.writer_done.recv().await;
         self.shared.pool.close().await;
     }
+}
+
+/// A new object UID: 8 bytes from the system's CSPRNG, as 16 hex digits.
+fn new_uid() -> Result<String, StoreError> {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| StoreError::BatchFailed("the system's random generator failed".into()))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// Closes the hub when the writer thread ends, however it ends.

@@ -179,11 +179,19 @@ fn list_filters_and_sorts() {
         let (_, in_a) = s.list(Kind::Pod, Some("a")).await.unwrap();
         assert_eq!(in_a.len(), 2);
         let (_, nodes) = s.list(Kind::Node, None).await.unwrap();
+        // The store gave the node its identity: a uid and a creation time.
+        let got = nodes[0].meta();
+        assert_eq!(got.uid.len(), 16, "{got:?}");
+        assert!(got.uid.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(got.created_ms > 0);
         assert_eq!(
             nodes,
             [{
                 let mut n = node("n1");
-                n.meta_mut().revision = 4;
+                let m = n.meta_mut();
+                m.revision = 4;
+                m.uid = got.uid.clone();
+                m.created_ms = got.created_ms;
                 n
             }]
         );

@@ -145,6 +145,7 @@ pub struct Watcher {
     live: async_channel::Receiver<Event>,
     lagged: Arc<AtomicBool>,
     done: bool,
+    reads: Arc<super::reads::Counter>,
 }
 
 impl Watcher {
@@ -156,6 +157,7 @@ impl Watcher {
         filter: Filter,
         from_revision: u64,
         queue: usize,
+        reads: Arc<super::reads::Counter>,
     ) -> Result<Watcher, StoreError> {
         let (tx, rx) = async_channel::bounded(queue.max(1));
         let lagged = Arc::new(AtomicBool::new(false));
@@ -186,6 +188,7 @@ impl Watcher {
             live: rx,
             lagged,
             done: false,
+            reads,
         })
     }
 
@@ -232,6 +235,7 @@ impl Watcher {
     /// Reads the next page of `(cursor, catch_up_to]` into the backlog, in one read transaction so
     /// the compaction point and the rows agree.
     async fn read_page(&mut self) -> Result<(), StoreError> {
+        self.reads.query(2);
         let mut tx = self.pool.begin().await?;
         let compacted: i64 = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'compacted'")
             .fetch_one(&mut *tx)
@@ -257,6 +261,7 @@ impl Watcher {
         .fetch_all(&mut *tx)
         .await?;
         tx.rollback().await?;
+        self.reads.rows(rows.len() as u64);
         let full = rows.len() as i64 == CATCH_UP_PAGE;
         for row in rows {
             let revision = row.try_get::<i64, _>(0)? as u64;

@@ -52,6 +52,8 @@ pub(crate) struct Writer {
     pub(crate) compacted: u64,
     /// Seals secrets before they are written.
     pub(crate) sealer: super::seal::Sealer,
+    /// The read counters, logged after each committed batch (target `bramble_store_reads`).
+    pub(crate) reads: Arc<super::reads::Counter>,
 }
 
 impl Writer {
@@ -81,6 +83,8 @@ impl Writer {
                 if let Some(last) = events.last() {
                     self.revision = last.revision;
                 }
+                let r = self.reads.get();
+                tracing::debug!(target: "bramble_store_reads", revision = self.revision, queries = r.queries, rows = r.rows, "store reads so far");
                 self.compacted = compacted;
                 // Publish before answering, so a writer that then watches from its own revision
                 // finds the event either in the log or on its queue.
