@@ -411,13 +411,9 @@ async fn session(
                     let n = restarts.entry(p.meta.uid.clone()).or_insert(0);
                     *n += 1;
                     let report = running_report(p, now_ms(), *n);
-                    send(
-                        &mut writer,
-                        &NodeUp::Status(vec![report]),
-                        MAX_FRAME,
-                    )
-                    .await
-                    .context("send Status")?;
+                    send(&mut writer, &NodeUp::Status(vec![report]), MAX_FRAME)
+                        .await
+                        .context("send Status")?;
                     stats.churn_reports.fetch_add(1, Ordering::Relaxed);
                 }
                 Ev::Beat => {
