@@ -15,9 +15,11 @@ fn root() -> PathBuf {
 /// Package name → folder, for every workspace member.
 fn packages(root: &Path) -> BTreeMap<String, PathBuf> {
     let ws = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    // `members = [ ... ]`, on one line or several.
     let members = ws
-        .lines()
-        .find_map(|l| l.strip_prefix("members = "))
+        .split_once("\nmembers = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
         .expect("members");
     members
         .split('"')
