@@ -285,8 +285,9 @@ fn partitions_heal_without_duplicates_or_churn() {
         "w2 Ready again {} ms after the heal",
         t.elapsed().as_millis()
     );
-    // A few heartbeats and status rounds later: the same pods, processes, start times.
-    std::thread::sleep(HEARTBEAT * 3);
+    // Three heartbeats of every node later, as the master saw them: the same pods, processes,
+    // start times.
+    heartbeats_seen(&c, 3);
     let after_short = c.pods();
     assert_eq!(
         after_short,
@@ -358,13 +359,29 @@ fn partitions_heal_without_duplicates_or_churn() {
         );
     }
     // And it stays that way.
-    std::thread::sleep(HEARTBEAT * 4);
+    heartbeats_seen(&c, 4);
     let later = c.pods();
     assert_eq!(later, healed, "pods changed after convergence{}", c.diag());
     if let Err(e) = c.census(&later, &all) {
         panic!("after the long partition:\n{e}{}", c.diag());
     }
     println!("test time {} ms", t_test.elapsed().as_millis());
+}
+
+/// Waits until the master has seen `n` more heartbeat intervals of every node (its own record of
+/// each node's last heartbeat, on its own clock), instead of sleeping for them.
+fn heartbeats_seen(c: &Cluster, n: u32) {
+    let since = now_ms() + (HEARTBEAT * n).as_millis() as u64;
+    c.wait(
+        HEARTBEAT * n + Duration::from_secs(20),
+        &format!("{n} heartbeats of every node seen by the master"),
+        || {
+            let nodes = c.m.nodes();
+            (nodes.len() == c.names.len()
+                && nodes.iter().all(|x| x.status.last_heartbeat_ms >= since))
+            .then_some(())
+        },
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use bramble_wire::msg::{
     ApiError, Applied, ApplyOutcome, ErrorCode, NodeDown, Request, RequestBody, Response,
     ResponseBody,
 };
-use bramble_wire::objects::{Kind, Meta, Namespace, Object};
+use bramble_wire::objects::{Kind, Meta, Namespace, Node, Object};
 
 use super::{Master, now_ms, with_timeout};
 use crate::store::StoreError;
@@ -197,7 +197,33 @@ async fn handle(
     if !matches!(p, super::auth::Principal::Admin { .. }) {
         super::authz::filter(m, p, &mut out).await?;
     }
+    fill_heartbeats(m, &mut out).await;
     Ok(out)
+}
+
+/// Nodes as read: with their last heartbeat, which the master keeps in memory only (a heartbeat
+/// is never worth a disk write).
+async fn fill_heartbeats(m: &Master, out: &mut ResponseBody) {
+    let nodes: Vec<&mut Node> = match out {
+        ResponseBody::Object(Object::Node(n)) => vec![n],
+        ResponseBody::List { items, .. } => items
+            .iter_mut()
+            .filter_map(|o| match o {
+                Object::Node(n) => Some(n),
+                _ => None,
+            })
+            .collect(),
+        _ => return,
+    };
+    if nodes.is_empty() {
+        return;
+    }
+    let live = m.nodes.lock().await;
+    for n in nodes {
+        if let Some(l) = live.get(&n.meta.name) {
+            n.status.last_heartbeat_ms = l.last_seen_ms;
+        }
+    }
 }
 
 async fn handle_unfiltered(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError> {
