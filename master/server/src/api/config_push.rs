@@ -1,15 +1,13 @@
 //! Config maps and secrets to nodes: which ones a node's pods use (they travel in the node's
-//! assignment; secrets separately, as `NodeDown::Secrets`, so the worker never persists them),
-//! and the loop that re-pushes assignments when a config map or a secret changes.
+//! assignment; secrets separately, as `NodeDown::Secrets`, so the worker never persists them).
+//! The loop that re-pushes assignments when one changes is `dispatch::config_loop`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 
-use bramble_wire::objects::{ConfigMap, Object, Pod, Secret};
+use bramble_wire::objects::{ConfigMap, Pod, Secret};
 
 use super::Master;
-use crate::cache::Delta;
 use crate::config_data::Refs;
 
 /// Largest master → worker frame: what the worker's reader accepts. An assignment with several
@@ -69,35 +67,4 @@ pub(crate) fn hash(pods_hash: u64, cms: &[ConfigMap], secrets: &[Secret]) -> u64
     }
     secrets.len().hash(&mut h);
     h.finish()
-}
-
-/// Follows config map and secret changes and re-pushes every connected node's assignment; the
-/// push is skipped for nodes whose set (hash) did not change, i.e. nodes that do not use it.
-pub(crate) async fn config_loop(m: Arc<Master>) {
-    let mut changes = m.cache.subscribe();
-    loop {
-        let config_changed = match changes.next().await {
-            Delta::Resync => true,
-            Delta::Changes(c) => c.iter().any(|c| {
-                let o = c.new.as_deref().or(c.old.as_deref());
-                if let Some(o @ (Object::ConfigMap(_) | Object::Secret(_))) = o {
-                    // Name and kind only: never the data.
-                    tracing::debug!(kind = o.kind().as_str(), namespace = %o.meta().namespace, name = %o.meta().name, "config changed");
-                    true
-                } else {
-                    false
-                }
-            }),
-        };
-        if config_changed {
-            push_all(&m).await;
-        }
-    }
-}
-
-async fn push_all(m: &Master) {
-    let nodes: Vec<String> = m.nodes.lock().await.keys().cloned().collect();
-    for n in nodes {
-        super::dispatch::push_assignment(m, &n).await;
-    }
 }

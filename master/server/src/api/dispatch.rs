@@ -1,5 +1,6 @@
 //! The loops that move desired state: the scheduler loop binds pending pods to nodes; the
-//! assignment loop pushes each connected node its complete pod set when it changes.
+//! assignment loop pushes each connected node its complete pod set when it changes; the config
+//! loop re-pushes assignments when a config map or a secret changes.
 
 use std::collections::BTreeSet;
 use std::collections::hash_map::DefaultHasher;
@@ -238,4 +239,35 @@ pub(crate) async fn schedule_once(m: &Master, seed: u64) -> Result<usize, StoreE
         }
     }
     Ok(left)
+}
+
+/// Follows config map and secret changes and re-pushes every connected node's assignment; the
+/// push is skipped for nodes whose set (hash) did not change, i.e. nodes that do not use it.
+pub(crate) async fn config_loop(m: Arc<Master>) {
+    let mut changes = m.cache.subscribe();
+    loop {
+        let config_changed = match changes.next().await {
+            Delta::Resync => true,
+            Delta::Changes(c) => c.iter().any(|c| {
+                let o = c.new.as_deref().or(c.old.as_deref());
+                if let Some(o @ (Object::ConfigMap(_) | Object::Secret(_))) = o {
+                    // Name and kind only: never the data.
+                    tracing::debug!(kind = o.kind().as_str(), namespace = %o.meta().namespace, name = %o.meta().name, "config changed");
+                    true
+                } else {
+                    false
+                }
+            }),
+        };
+        if config_changed {
+            push_all(&m).await;
+        }
+    }
+}
+
+async fn push_all(m: &Master) {
+    let nodes: Vec<String> = m.nodes.lock().await.keys().cloned().collect();
+    for n in nodes {
+        push_assignment(m, &n).await;
+    }
 }

@@ -236,7 +236,7 @@ impl Master {
         ))
         .detach();
         smol::spawn(dispatch::assignment_loop(self.clone())).detach();
-        smol::spawn(config_push::config_loop(self.clone())).detach();
+        smol::spawn(dispatch::config_loop(self.clone())).detach();
         smol::spawn(node::lifecycle_loop(self.clone())).detach();
         smol::spawn(control::controller_loop(self.clone())).detach();
         smol::spawn(endpoints::endpoints_loop(self.clone())).detach();
