@@ -1319,35 +1319,6 @@ fn every_variant_is_generated() {
 
 // ---- The decoder ----
 
-/// Feeds `stream` in the given chunk sizes (cycled); returns the bodies and the first error.
-fn feed<B: frame::FrameBuf>(
-    dec: &mut Decoder<B>,
-    stream: &[u8],
-    sizes: &[usize],
-) -> (Vec<Vec<u8>>, Option<WireError>) {
-    let mut bodies = Vec::new();
-    let mut pos = 0;
-    let mut i = 0;
-    while pos < stream.len() {
-        let end = (pos + sizes[i % sizes.len()]).min(stream.len());
-        i += 1;
-        let mut chunk = &stream[pos..end];
-        pos = end;
-        while !chunk.is_empty() {
-            match dec.feed(chunk) {
-                Ok((used, body)) => {
-                    chunk = &chunk[used..];
-                    if let Some(b) = body {
-                        bodies.push(b.to_vec());
-                    }
-                }
-                Err(e) => return (bodies, Some(e)),
-            }
-        }
-    }
-    (bodies, None)
-}
-
 /// Mostly-valid streams: real frames of every message type with some bytes flipped, plus plain
 /// noise.
 fn stream() -> impl Strategy<Value = Vec<u8>> {
@@ -1448,16 +1419,16 @@ proptest! {
         let reserved = Rc::new(Cell::new(0));
         let buf = common::TrackingBuf { bytes: Vec::new(), peak_len: held.clone(), peak_reserve: reserved.clone() };
         let mut dec = Decoder::new(buf, max);
-        let chunked = feed(&mut dec, &bytes, &sizes);
+        let chunked = common::feed_chunked(&mut dec, &bytes, &sizes);
         prop_assert!(held.get() <= max, "held {} > max {}", held.get(), max);
         prop_assert!(reserved.get() <= max, "reserved {} > max {}", reserved.get(), max);
         for b in &chunked.0 {
             prop_assert!(b.len() <= max);
         }
         // Chunking does not change the outcome, and a heapless buffer agrees.
-        let whole = feed(&mut Decoder::new(Vec::new(), max), &bytes, &[usize::MAX]);
+        let whole = common::feed_chunked(&mut Decoder::new(Vec::new(), max), &bytes, &[usize::MAX]);
         prop_assert_eq!(&chunked, &whole);
-        let small = feed(&mut Decoder::new(heapless::Vec::<u8, 512>::new(), max.min(512)), &bytes, &sizes);
+        let small = common::feed_chunked(&mut Decoder::new(heapless::Vec::<u8, 512>::new(), max.min(512)), &bytes, &sizes);
         if max <= 512 {
             prop_assert_eq!(&small, &whole);
         }
