@@ -1092,7 +1092,7 @@ fn master_churn(r: &mut Report, root: &Path, nodes: u64, pods: u32, rate: u64, w
         _ => String::new(),
     };
     let b = before.clone().unwrap_or_default();
-    let what = format!("g. master CPU, {nodes} nodes @5 s, {pods} pods, {rate} status/s");
+    let what = format!("h. master CPU, {nodes} nodes @5 s, {pods} pods, {rate} status/s");
     match after.cpu_pct {
         Some(p) => r.row(
             &what,
@@ -1107,7 +1107,7 @@ fn master_churn(r: &mut Report, root: &Path, nodes: u64, pods: u32, rate: u64, w
     }
     let kb = |v: Option<u64>| v.map(mb).unwrap_or_else(|| "?".into());
     r.row(
-        "g. master RSS under churn",
+        "h. master RSS under churn",
         format!(
             "{}{}",
             kb(after.rss_kb),
@@ -1121,7 +1121,7 @@ fn master_churn(r: &mut Report, root: &Path, nodes: u64, pods: u32, rate: u64, w
     }
     let f = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "?".into());
     r.row(
-        "g. SQLite read queries per status write",
+        "h. SQLite read queries per status write",
         format!(
             "{} (rows {}){}",
             f(after.queries_per_write),
@@ -1142,7 +1142,7 @@ fn master_churn(r: &mut Report, root: &Path, nodes: u64, pods: u32, rate: u64, w
     }
     let p = |d: Option<Duration>| d.map(ms).unwrap_or_else(|| "?".into());
     r.row(
-        "g. apply -> Running (simulated node, under churn) p50",
+        "h. apply -> Running (simulated node, under churn) p50",
         format!(
             "{}{}",
             p(after.p50),
