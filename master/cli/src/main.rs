@@ -305,6 +305,7 @@ impl std::fmt::Display for Dur {
         match ms {
             0 => f.write_str("0s"),
             ms if ms % 3_600_000 == 0 => write!(f, "{}h", ms / 3_600_000),
+            ms if ms % 1_000 == 0 && ms < 600_000 => write!(f, "{}s", ms / 1_000),
             ms if ms % 60_000 == 0 => write!(f, "{}m", ms / 60_000),
             ms if ms % 1_000 == 0 => write!(f, "{}s", ms / 1_000),
             ms => write!(f, "{ms}ms"),
