@@ -60,6 +60,8 @@ pub mod msg;
 pub mod net;
 #[cfg(feature = "alloc")]
 pub mod objects;
+#[cfg(feature = "alloc")]
+pub mod security;
 pub mod token;
 
 pub use core_msg::*;
@@ -71,10 +73,12 @@ pub use error::WireError;
 /// assignments. Version 3 removed what no peer used: the heartbeat's status digest, the status
 /// report's `full` and `applied_revision`, the master's `Resync` (a worker reports every pod once
 /// after each connect, and deltas over one TCP connection cannot be lost), and the devices' pod
-/// status (devices get messages of their own). The master speaks version 3 only: agents are
-/// upgraded together with it.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// status (devices get messages of their own). Version 4 added the security context: users and
+/// groups by name, supplementary groups, `run_as_non_root`, capabilities and the seccomp profile
+/// per process, `privileged`, `host_pid` and `host_ipc` per pod. The master speaks the newest
+/// version only: agents are upgraded together with it.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The oldest protocol version this build still accepts.
-pub const MIN_PROTOCOL_VERSION: u16 = 3;
+pub const MIN_PROTOCOL_VERSION: u16 = 4;
 /// Default maximum frame body size: 64 KiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;

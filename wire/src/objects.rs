@@ -23,6 +23,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 pub use crate::core_msg::{Arch, CgroupVersion, Controllers, ExitReason, NodeInfo, PodPhase};
+pub use crate::security::{CapChanges, CapSet, IdRef, PodSecurity, SeccompProfile};
 
 /// Labels: sorted key → value.
 pub type Labels = BTreeMap<String, String>;
@@ -184,10 +185,22 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     /// Working directory (inside the rootfs).
     pub workdir: Option<String>,
-    /// Numeric user id to run as.
-    pub user: Option<u32>,
-    /// Numeric group id to run as.
-    pub group: Option<u32>,
+    /// User to run as (a number, or a name from the pod root's `/etc/passwd`); `None` = root.
+    pub user: Option<IdRef>,
+    /// Group to run as; `None` = the user's primary group (root's without a user).
+    pub group: Option<IdRef>,
+    /// Further groups.
+    #[serde(default)]
+    pub supplementary_groups: Vec<IdRef>,
+    /// Refuse to start the process if it would run as uid 0.
+    #[serde(default)]
+    pub run_as_non_root: bool,
+    /// Capabilities added to and dropped from the container default set.
+    #[serde(default)]
+    pub capabilities: CapChanges,
+    /// The seccomp filter.
+    #[serde(default)]
+    pub seccomp: SeccompProfile,
     /// Limits for this process.
     pub resources: Resources,
     /// Ports.
@@ -398,9 +411,37 @@ pub struct PodSpec {
     pub termination_grace_ms: u32,
     /// The node the pod is bound to (set by the scheduler, or by the user to pin it).
     pub node_name: Option<String>,
+    /// All capabilities, no seccomp filter, the host's `/dev`, writable `/sys`, no device filter.
+    #[serde(default)]
+    pub privileged: bool,
+    /// The host's PID namespace.
+    #[serde(default)]
+    pub host_pid: bool,
+    /// The host's IPC namespace.
+    #[serde(default)]
+    pub host_ipc: bool,
 }
 
 impl PodSpec {
+    /// The opt-outs of the default containment this pod asks for, by their manifest names
+    /// (`privileged`, `host_pid`, `host_ipc`, `host_network`), for `describe` and `-o wide`.
+    pub fn opt_outs(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.privileged {
+            out.push("privileged");
+        }
+        if self.host_pid {
+            out.push("host_pid");
+        }
+        if self.host_ipc {
+            out.push("host_ipc");
+        }
+        if self.network == NetworkMode::Host {
+            out.push("host_network");
+        }
+        out
+    }
+
     /// Sum of the processes' requests, per resource (`None` entries count as zero).
     pub fn total_resources(&self) -> Resources {
         let mut cpu = 0u32;
@@ -606,6 +647,9 @@ pub struct Namespace {
     pub meta: Meta,
     /// Phase.
     pub phase: NamespacePhase,
+    /// How strictly the namespace limits its pods' security opt-outs.
+    #[serde(default)]
+    pub pod_security: PodSecurity,
 }
 
 /// A pod template: what controllers stamp out.
@@ -1008,6 +1052,18 @@ impl Object {
     /// The object's metadata, mutably.
     pub fn meta_mut(&mut self) -> &mut Meta {
         each_object!(self, o => &mut o.meta)
+    }
+
+    /// The pod spec the object runs: a pod's own, or the template of a controller's pods.
+    pub fn pod_spec(&self) -> Option<&PodSpec> {
+        match self {
+            Object::Pod(p) => Some(&p.spec),
+            Object::Deployment(d) => Some(&d.spec.template.spec),
+            Object::ReplicaSet(r) => Some(&r.spec.template.spec),
+            Object::DaemonSet(d) => Some(&d.spec.template.spec),
+            Object::Job(j) => Some(&j.spec.template.spec),
+            _ => None,
+        }
     }
 }
 

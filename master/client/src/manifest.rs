@@ -21,6 +21,7 @@ use bramble_wire::objects::{
     Protocol, Resources, RestartPolicy, Service, ServiceSpec, Taint, TaintEffect, Toleration,
     Volume, VolumeSource,
 };
+use bramble_wire::security::{CapChanges, IdRef, PodSecurity, SeccompProfile};
 use serde::{Deserialize, Deserializer};
 
 use crate::validate;
@@ -78,6 +79,8 @@ struct NamespaceM {
     name: String,
     #[serde(default)]
     labels: Labels,
+    #[serde(default, deserialize_with = "de_pod_security")]
+    pod_security: PodSecurity,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +134,12 @@ struct PodM {
     rootfs: Option<String>,
     #[serde(default, deserialize_with = "de_network")]
     network: NetworkMode,
+    #[serde(default)]
+    privileged: bool,
+    #[serde(default)]
+    host_pid: bool,
+    #[serde(default)]
+    host_ipc: bool,
     #[serde(default, deserialize_with = "de_opt_duration_ms")]
     termination_grace: Option<u32>,
     #[serde(default, deserialize_with = "de_opt_name")]
@@ -159,6 +168,12 @@ struct TemplateM {
     rootfs: Option<String>,
     #[serde(default, deserialize_with = "de_network")]
     network: NetworkMode,
+    #[serde(default)]
+    privileged: bool,
+    #[serde(default)]
+    host_pid: bool,
+    #[serde(default)]
+    host_ipc: bool,
     #[serde(default, deserialize_with = "de_opt_duration_ms")]
     termination_grace: Option<u32>,
     #[serde(default)]
@@ -253,8 +268,16 @@ struct ProcessM {
     #[serde(default)]
     env: BTreeMap<String, String>,
     workdir: Option<String>,
-    user: Option<u32>,
-    group: Option<u32>,
+    user: Option<IdRef>,
+    group: Option<IdRef>,
+    #[serde(default)]
+    supplementary_groups: Vec<IdRef>,
+    #[serde(default)]
+    run_as_non_root: bool,
+    #[serde(default)]
+    capabilities: CapChanges,
+    #[serde(default, deserialize_with = "de_seccomp")]
+    seccomp: SeccompProfile,
     #[serde(default, deserialize_with = "de_opt_bytes")]
     memory: Option<u64>,
     #[serde(default, deserialize_with = "de_opt_cpu")]
@@ -354,6 +377,28 @@ fn de_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
     }
 }
 
+fn de_seccomp<'de, D: Deserializer<'de>>(d: D) -> Result<SeccompProfile, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "runtime-default" => Ok(SeccompProfile::RuntimeDefault),
+        "unconfined" => Ok(SeccompProfile::Unconfined),
+        _ => Err(serde::de::Error::custom(format!(
+            "unknown seccomp profile {s:?}: use \"runtime-default\" (the default filter) or \"unconfined\" (no filter)"
+        ))),
+    }
+}
+
+fn de_pod_security<'de, D: Deserializer<'de>>(d: D) -> Result<PodSecurity, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.as_str() {
+        "privileged" => Ok(PodSecurity::Privileged),
+        "baseline" => Ok(PodSecurity::Baseline),
+        _ => Err(serde::de::Error::custom(format!(
+            "unknown pod_security level {s:?}: use \"privileged\" (no limit) or \"baseline\" (no privileged pods, host namespaces or added capabilities)"
+        ))),
+    }
+}
+
 fn de_network<'de, D: Deserializer<'de>>(d: D) -> Result<NetworkMode, D::Error> {
     let s = String::deserialize(d)?;
     match s.as_str() {
@@ -420,6 +465,7 @@ impl Manifest {
         for n in self.namespace {
             out.push(Object::Namespace(Namespace {
                 meta: meta(n.name, String::new(), n.labels),
+                pod_security: n.pod_security,
                 ..Default::default()
             }));
         }
@@ -452,6 +498,9 @@ impl Manifest {
                 arch: p.arch,
                 rootfs: p.rootfs,
                 network: p.network,
+                privileged: p.privileged,
+                host_pid: p.host_pid,
+                host_ipc: p.host_ipc,
                 termination_grace: p.termination_grace,
                 process: p.process,
                 volume: p.volume,
@@ -572,6 +621,10 @@ fn pod_spec(mut t: TemplateM, what: &str) -> Result<PodSpec, String> {
             workdir: pr.workdir,
             user: pr.user,
             group: pr.group,
+            supplementary_groups: pr.supplementary_groups,
+            run_as_non_root: pr.run_as_non_root,
+            capabilities: pr.capabilities,
+            seccomp: pr.seccomp,
             resources: Resources {
                 cpu_millis: pr.cpu,
                 memory_bytes: pr.memory,
@@ -641,6 +694,9 @@ fn pod_spec(mut t: TemplateM, what: &str) -> Result<PodSpec, String> {
         volumes,
         termination_grace_ms: t.termination_grace.unwrap_or(DEFAULT_GRACE_MS),
         node_name: None,
+        privileged: t.privileged,
+        host_pid: t.host_pid,
+        host_ipc: t.host_ipc,
     })
 }
 

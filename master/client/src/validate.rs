@@ -3,9 +3,11 @@
 
 use std::collections::BTreeSet;
 
+use bramble_wire::security::{CapSet, IdRef, PodSecurity};
+
 use bramble_wire::objects::{
-    EnvFrom, Kind, Labels, Meta, NetworkMode, Object, Pod, PodTemplate, Probe, ProbeAction,
-    RestartPolicy, VolumeSource,
+    EnvFrom, Kind, Labels, Meta, NetworkMode, Object, Pod, PodSpec, PodTemplate, Probe,
+    ProbeAction, RestartPolicy, VolumeSource,
 };
 
 /// Longest label value or name (DNS-1123 label).
@@ -336,7 +338,10 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
                 )
             })?;
         }
-        Ok(_) => {}
+        Ok(bramble_wire::objects::RootfsRef::Dir(dir)) => {
+            check_host_path(&at("rootfs"), dir)?;
+        }
+        Ok(bramble_wire::objects::RootfsRef::Host) => {}
         Err(e) => {
             return Err(invalid(
                 at("rootfs"),
@@ -382,6 +387,7 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
                 "a memory limit under 1Mi cannot run a process; raise it",
             ));
         }
+        check_security(&at(&format!("process[{i}]")), proc)?;
         for port in &proc.ports {
             if port.container_port == 0 || port.host_port == Some(0) {
                 return Err(invalid(
@@ -443,6 +449,9 @@ pub fn check_pod_refs(p: &Pod) -> Result<(), Invalid> {
             ));
         }
         match &v.source {
+            VolumeSource::HostPath { path, .. } => {
+                check_host_path(&at(&format!("volume[{i}].host_path")), path)?
+            }
             VolumeSource::ConfigMap { name } => {
                 check_name(&at(&format!("volume[{i}].configmap")), name)?
             }
@@ -468,6 +477,138 @@ pub fn check_pod_refs(p: &Pod) -> Result<(), Invalid> {
                     format!("{prefix:?}: use letters, digits and '_' only"),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// What a namespace's [`PodSecurity`] level refuses of a pod spec (Kubernetes' Pod Security
+/// "baseline": no privileged pods, no host namespaces, no capabilities beyond the default set).
+/// `what` names the object, e.g. `deployment "web"`.
+pub fn check_pod_security(
+    what: &str,
+    namespace: &str,
+    level: PodSecurity,
+    spec: &PodSpec,
+) -> Result<(), Invalid> {
+    if level == PodSecurity::Privileged {
+        return Ok(());
+    }
+    let fix = format!(
+        "namespace {namespace:?} has pod_security = \"baseline\": remove it from the pod, or run the pod in a namespace with pod_security = \"privileged\""
+    );
+    if let Some(&opt) = spec.opt_outs().first() {
+        let field = if opt == "host_network" {
+            "network"
+        } else {
+            opt
+        };
+        let shown = if opt == "host_network" {
+            "network = \"host\"".to_string()
+        } else {
+            format!("{opt} = true")
+        };
+        return Err(invalid(
+            format!("{what}: {field}"),
+            format!("{shown} is refused: {fix}"),
+        ));
+    }
+    for p in &spec.processes {
+        let extra = p.capabilities.add.minus(CapSet::DEFAULT);
+        if !extra.is_empty() {
+            let names: Vec<_> = extra.names().collect();
+            return Err(invalid(
+                format!("{what}: process {:?}: capabilities.add", p.name),
+                format!(
+                    "{} beyond the default set is refused: {fix}",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A path on the node (`host_path`, a `rootfs` directory): absolute, without `.` or `..`
+/// components or NUL bytes, so it names one place whatever the worker's working directory.
+pub fn check_host_path(field: &str, path: &str) -> Result<(), Invalid> {
+    if !path.starts_with('/')
+        || path.contains('\0')
+        || path.split('/').any(|c| c == ".." || c == ".")
+    {
+        return Err(invalid(
+            field,
+            format!(
+                "{path:?} must be an absolute path on the node without \".\" or \"..\" components, e.g. \"/srv/data\""
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Most supplementary groups a process may list.
+pub const MAX_SUPPLEMENTARY_GROUPS: usize = 32;
+
+/// A user or group name as `/etc/passwd` and `/etc/group` hold them (POSIX portable names).
+fn check_id(field: &str, id: &IdRef) -> Result<(), Invalid> {
+    match id {
+        IdRef::Id(u32::MAX) => Err(invalid(
+            field,
+            "4294967295 is not an id (the kernel reserves it as \"no id\"): ids go from 0 to 4294967294",
+        )),
+        IdRef::Id(_) => Ok(()),
+        IdRef::Name(n) => {
+            let ok = !n.is_empty()
+                && n.len() <= 32
+                && !n.starts_with('-')
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+            if ok {
+                Ok(())
+            } else {
+                Err(invalid(
+                    field,
+                    format!(
+                        "{n:?} is not a user or group name: use 1 to 32 letters, digits, '_', '-' or '.', or a number"
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// A process's user, groups and capabilities.
+fn check_security(at: &str, proc: &bramble_wire::objects::ProcessSpec) -> Result<(), Invalid> {
+    if let Some(u) = &proc.user {
+        check_id(&format!("{at}.user"), u)?;
+    }
+    if let Some(g) = &proc.group {
+        check_id(&format!("{at}.group"), g)?;
+    }
+    if proc.supplementary_groups.len() > MAX_SUPPLEMENTARY_GROUPS {
+        return Err(invalid(
+            format!("{at}.supplementary_groups"),
+            format!("at most {MAX_SUPPLEMENTARY_GROUPS} groups"),
+        ));
+    }
+    for g in &proc.supplementary_groups {
+        check_id(&format!("{at}.supplementary_groups"), g)?;
+    }
+    if proc.run_as_non_root && proc.user == Some(IdRef::Id(0)) {
+        return Err(invalid(
+            format!("{at}.run_as_non_root"),
+            "the process runs as user 0 (root) and asks to run as non-root: give another user or drop run_as_non_root",
+        ));
+    }
+    for (what, set) in [
+        ("add", proc.capabilities.add),
+        ("drop", proc.capabilities.drop),
+    ] {
+        if !CapSet::ALL.contains(set) {
+            return Err(invalid(
+                format!("{at}.capabilities.{what}"),
+                "names a capability number this build does not know",
+            ));
         }
     }
     Ok(())

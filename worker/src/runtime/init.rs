@@ -126,6 +126,9 @@ struct Proc {
     exec: Option<Exec>,
     exec_error: Option<String>,
     workdir: Option<CString>,
+    /// The user and group it runs as (resolved by [`prepare`]).
+    uid: Option<u32>,
+    gid: Option<u32>,
     procs_fds: Vec<OwnedFd>,
     oom_fd: Option<OwnedFd>,
     oom_seen: u64,
@@ -378,6 +381,8 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             exec: None,
             exec_error: None,
             workdir: None,
+            uid: None,
+            gid: None,
             procs_fds,
             oom_fd,
             oom_seen: 0,
@@ -551,6 +556,19 @@ fn prepare(p: &mut Proc, hostname: &str, env_from: &[(String, String)]) -> Vec<(
         p.exec_error = Some("empty command".into());
         return env;
     };
+    let numeric = |r: &Option<bramble_wire::objects::IdRef>| match r {
+        None => Ok(None),
+        Some(r) => r.id().map(Some).ok_or_else(|| {
+            format!("user and group names are not resolved yet: give {r:?} as a number")
+        }),
+    };
+    match (numeric(&p.spec.user), numeric(&p.spec.group)) {
+        (Ok(u), Ok(g)) => (p.uid, p.gid) = (u, g),
+        (Err(e), _) | (_, Err(e)) => {
+            p.exec_error = Some(e);
+            return env;
+        }
+    }
     match resolve(cmd, &env) {
         Some(path) => match Exec::new(&path, &p.spec.command, &env) {
             Ok(e) => p.exec = Some(e),
@@ -605,8 +623,8 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
                     stdin: devnull.as_fd(),
                     output: w.as_fd(),
                     workdir: p.workdir.as_deref(),
-                    uid: p.spec.user,
-                    gid: p.spec.group,
+                    uid: p.uid,
+                    gid: p.gid,
                 };
                 let pid = spawn::fork_exec(&setup).map_err(|e| e.to_string())?;
                 let _ = sysproc::set_nonblocking(r.as_fd());
@@ -685,8 +703,8 @@ fn probe_step(p: &mut Proc, now: Instant, devnull: &OwnedFd, cfg: &InitConfig) -
         cgroup_procs: &procs,
         stdin: devnull.as_fd(),
         workdir: p.workdir.as_deref(),
-        uid: p.spec.user,
-        gid: p.spec.group,
+        uid: p.uid,
+        gid: p.gid,
     };
     let mut changed = false;
     let mut kill = None;

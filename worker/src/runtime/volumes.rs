@@ -438,14 +438,22 @@ impl ConfigVolumes {
 
 /// The owner of a pod's secret files: the user (and group) its processes run as when they all
 /// run as the same non-root user, else root.
+/// (Numeric ids only: a user given by name is resolved inside the pod's root when it starts.)
 fn pod_owner(pod: &Pod) -> Option<(u32, u32)> {
+    let ids = |p: &bramble_wire::objects::ProcessSpec| -> Option<(u32, u32)> {
+        let uid = p.user.as_ref()?.id()?;
+        let gid = match &p.group {
+            Some(g) => g.id()?,
+            None => uid,
+        };
+        Some((uid, gid))
+    };
     let first = pod.spec.processes.first()?;
-    let uid = first.user.filter(|u| *u != 0)?;
-    let gid = first.group.unwrap_or(uid);
+    let (uid, gid) = ids(first).filter(|(u, _)| *u != 0)?;
     pod.spec
         .processes
         .iter()
-        .all(|p| p.user == Some(uid) && p.group.unwrap_or(uid) == gid)
+        .all(|p| ids(p) == Some((uid, gid)))
         .then_some((uid, gid))
 }
 

@@ -17,6 +17,7 @@ use bramble_wire::objects::{
     PodSpec, PodTemplate, Probe, ProbeAction, ProcessSpec, Protocol, RestartPolicy, Secret,
     Service, TaintEffect, VolumeSource,
 };
+use bramble_wire::security::{CapChanges, IdRef, PodSecurity, SeccompProfile};
 use serde::Serialize;
 
 /// Renders objects as one manifest, grouped by kind in the parser's order (namespaces, nodes,
@@ -29,6 +30,10 @@ pub fn render(objs: &[Object]) -> Result<String, String> {
             Object::Namespace(n) => m.namespace.push(NamespaceOut {
                 name: n.meta.name.clone(),
                 labels: n.meta.labels.clone(),
+                pod_security: match n.pod_security {
+                    PodSecurity::Privileged => None,
+                    PodSecurity::Baseline => Some("baseline"),
+                },
             }),
             Object::Node(n) => m.node.push(node(n)),
             Object::Pod(p) => m.pod.push(pod(p)?),
@@ -120,6 +125,8 @@ struct NamespaceOut {
     name: String,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod_security: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -167,6 +174,12 @@ struct SpecOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     rootfs: Option<String>,
     network: &'static str,
+    #[serde(skip_serializing_if = "is_false")]
+    privileged: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    host_pid: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    host_ipc: bool,
     termination_grace: String,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     node_selector: Labels,
@@ -194,9 +207,17 @@ struct ProcessOut {
     #[serde(skip_serializing_if = "Option::is_none")]
     workdir: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<u32>,
+    user: Option<IdRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    group: Option<u32>,
+    group: Option<IdRef>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    supplementary_groups: Vec<IdRef>,
+    #[serde(skip_serializing_if = "is_false")]
+    run_as_non_root: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seccomp: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capabilities: Option<CapChanges>,
     #[serde(skip_serializing_if = "Option::is_none")]
     memory: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -308,8 +329,15 @@ fn process(what: &str, p: &ProcessSpec) -> Result<ProcessOut, String> {
         name: p.name.clone(),
         command: p.command.clone(),
         workdir: p.workdir.clone(),
-        user: p.user,
-        group: p.group,
+        user: p.user.clone(),
+        group: p.group.clone(),
+        supplementary_groups: p.supplementary_groups.clone(),
+        run_as_non_root: p.run_as_non_root,
+        seccomp: match p.seccomp {
+            SeccompProfile::RuntimeDefault => None,
+            SeccompProfile::Unconfined => Some("unconfined"),
+        },
+        capabilities: Some(p.capabilities).filter(|c| *c != CapChanges::default()),
         memory: p.resources.memory_bytes.map(bytes_text),
         cpu: p.resources.cpu_millis.map(cpu_text),
         pids: p.resources.pids,
@@ -356,6 +384,9 @@ fn spec(what: &str, s: &PodSpec) -> Result<SpecOut, String> {
             NetworkMode::None => "none",
             NetworkMode::Isolated => "isolated",
         },
+        privileged: s.privileged,
+        host_pid: s.host_pid,
+        host_ipc: s.host_ipc,
         termination_grace: duration_text(s.termination_grace_ms.into()),
         node_selector: s.node_selector.clone(),
         tolerations: s

@@ -433,6 +433,25 @@ async fn apply(m: &Master, objs: Vec<Object>) -> Result<Vec<Applied>, ApiError> 
             }
         }
     }
+    // A namespace's pod security level, for what runs pods in it.
+    for o in &prepared {
+        let Some(spec) = o.pod_spec() else { continue };
+        let ns = &o.meta().namespace;
+        let in_apply = prepared.iter().find_map(|x| match x {
+            Object::Namespace(n) if &n.meta.name == ns => Some(n.pod_security),
+            _ => None,
+        });
+        let level = match in_apply {
+            Some(l) => l,
+            None => match super::get_opt(&m.store, Kind::Namespace, "", ns).await? {
+                Some(Object::Namespace(n)) => n.pod_security,
+                _ => Default::default(),
+            },
+        };
+        let what = format!("{} {:?}", o.kind().as_str(), o.meta().name);
+        validate::check_pod_security(&what, ns, level, spec)
+            .map_err(|e| err(ErrorCode::Forbidden, e.to_string()))?;
+    }
     // Namespaces first so pods in them can follow.
     prepared.sort_by_key(|o| o.kind() != Kind::Namespace);
     let mut out = Vec::new();
