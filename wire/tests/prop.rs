@@ -28,6 +28,7 @@ use bramble_wire::objects::{
     ReplicaSet, ReplicaSetSpec, ReplicaSetStatus, Resources, RestartPolicy, Secret, Service,
     ServiceSpec, Taint, TaintEffect, Toleration, Volume, VolumeSource,
 };
+use bramble_wire::security::{CapChanges, CapSet, IdRef, PodSecurity, SeccompProfile};
 use bramble_wire::{
     Arch, CgroupVersion, Controllers, DeviceUp, ExitReason, Handshake, Heartbeat, Hello, Label,
     NodeInfo, PodPhase, Reject, RejectReason, Role, Welcome, WireError,
@@ -348,8 +349,8 @@ fn process_spec() -> BoxedStrategy<ProcessSpec> {
             vec(s(), 0..3),
             vec((s(), s()), 0..3),
             of(s()),
-            of(any::<u32>()),
-            of(any::<u32>()),
+            of(id_ref()),
+            of(id_ref()),
         ),
         (
             resources(),
@@ -358,11 +359,18 @@ fn process_spec() -> BoxedStrategy<ProcessSpec> {
             of(probe()),
             vec(env_from(), 0..3),
         ),
+        (
+            vec(id_ref(), 0..3),
+            any::<bool>(),
+            (any::<u64>(), any::<u64>()),
+            one_of(&[SeccompProfile::RuntimeDefault, SeccompProfile::Unconfined]),
+        ),
     )
         .prop_map(
             |(
                 (name, command, env, workdir, user, group),
                 (resources, ports, liveness, readiness, env_from),
+                (supplementary_groups, run_as_non_root, (add, drop), seccomp),
             )| ProcessSpec {
                 name,
                 command,
@@ -370,6 +378,13 @@ fn process_spec() -> BoxedStrategy<ProcessSpec> {
                 workdir,
                 user,
                 group,
+                supplementary_groups,
+                run_as_non_root,
+                capabilities: CapChanges {
+                    add: CapSet(add),
+                    drop: CapSet(drop),
+                },
+                seccomp,
                 resources,
                 ports,
                 liveness,
@@ -378,6 +393,10 @@ fn process_spec() -> BoxedStrategy<ProcessSpec> {
             },
         )
         .boxed()
+}
+
+fn id_ref() -> BoxedStrategy<IdRef> {
+    prop_oneof![any::<u32>().prop_map(IdRef::Id), s().prop_map(IdRef::Name)].boxed()
 }
 
 fn restart_policy() -> BoxedStrategy<RestartPolicy> {
@@ -427,11 +446,13 @@ fn pod_spec() -> BoxedStrategy<PodSpec> {
             any::<u32>(),
             of(s()),
         ),
+        (any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
             |(
                 (processes, restart_policy, node_selector, tolerations, arch),
                 (rootfs, network, volumes, termination_grace_ms, node_name),
+                (privileged, host_pid, host_ipc),
             )| PodSpec {
                 processes,
                 restart_policy,
@@ -443,6 +464,9 @@ fn pod_spec() -> BoxedStrategy<PodSpec> {
                 volumes,
                 termination_grace_ms,
                 node_name,
+                privileged,
+                host_pid,
+                host_ipc,
             },
         )
         .boxed()
@@ -553,8 +577,13 @@ fn namespace() -> BoxedStrategy<Namespace> {
     (
         meta(),
         one_of(&[NamespacePhase::Active, NamespacePhase::Terminating]),
+        one_of(&[PodSecurity::Privileged, PodSecurity::Baseline]),
     )
-        .prop_map(|(meta, phase)| Namespace { meta, phase })
+        .prop_map(|(meta, phase, pod_security)| Namespace {
+            meta,
+            phase,
+            pod_security,
+        })
         .boxed()
 }
 

@@ -55,16 +55,20 @@ use std::path::{Path, PathBuf};
 
 use crate::sys::process as sysproc;
 
-/// Version of `assignment.bin` (postcard `bramble_wire::msg::Assignment`, protocol 2).
-pub const ASSIGNMENT_V: u32 = 1;
+mod v1;
+
+/// Version of `assignment.bin` (postcard `bramble_wire::msg::Assignment`): 2 since protocol 4
+/// (the security context); 0 and 1 hold protocol 3's types ([`v1`]).
+pub const ASSIGNMENT_V: u32 = 2;
 /// Version of `node.credential` (text: `id.secret\n`).
 pub const CREDENTIAL_V: u32 = 1;
 /// Version of `network` (postcard `Vec<PodSubnet>`).
 pub const NETWORK_V: u32 = 1;
 /// Version of `endpoints` (postcard `Vec<Endpoints>`).
 pub const ENDPOINTS_V: u32 = 1;
-/// Version of a pod's `config` (postcard [`crate::runtime::init::InitConfig`]).
-pub const POD_CONFIG_V: u32 = 1;
+/// Version of a pod's `config` (postcard [`crate::runtime::init::InitConfig`]): 2 since
+/// protocol 4; 0 and 1 hold protocol 3's process spec ([`v1`]).
+pub const POD_CONFIG_V: u32 = 2;
 /// Version of a pod's `status` (postcard `PodStatus`).
 pub const POD_STATUS_V: u32 = 1;
 /// Version of a pod's `init` (text: `<pid> <start ticks> <start ms>\n`).
@@ -174,27 +178,47 @@ pub fn decode(kind: Kind, bytes: &[u8]) -> Result<(u32, &[u8]), FormatError> {
     Ok((version, payload))
 }
 
-/// Decodes a postcard file of `kind`: versions 0 and 1 share the payload. (A new version adds
-/// its arm here, with the conversion from the frozen old type.)
-pub fn decode_postcard<T: serde::de::DeserializeOwned>(
-    kind: Kind,
-    bytes: &[u8],
-) -> Result<(u32, T), FormatError> {
+/// A type kept in a versioned postcard file, and how to read the earlier versions of its file.
+pub trait Persisted: serde::de::DeserializeOwned {
+    /// Decodes the payload of `version`, older than the kind's current one. The default: the
+    /// payload did not change (version 0 is version 1 without the header).
+    fn decode_old(version: u32, payload: &[u8]) -> postcard::Result<Self> {
+        let _ = version;
+        postcard::from_bytes(payload)
+    }
+}
+
+impl Persisted for bramble_wire::msg::Assignment {
+    fn decode_old(_version: u32, payload: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v1::AssignmentV1>(payload).map(Into::into)
+    }
+}
+
+impl Persisted for crate::runtime::init::InitConfig {
+    fn decode_old(_version: u32, payload: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<v1::InitConfigV1>(payload).map(Into::into)
+    }
+}
+
+impl Persisted for bramble_wire::objects::PodStatus {}
+impl Persisted for Vec<bramble_wire::msg::PodSubnet> {}
+impl Persisted for Vec<bramble_wire::objects::Endpoints> {}
+
+/// Decodes a postcard file of `kind`, of any version up to the current one.
+pub fn decode_postcard<T: Persisted>(kind: Kind, bytes: &[u8]) -> Result<(u32, T), FormatError> {
     let (version, payload) = decode(kind, bytes)?;
-    match version {
-        0 | 1 => postcard::from_bytes(payload)
-            .map(|v| (version, v))
-            .map_err(|e| FormatError::Payload {
-                kind: kind.name,
-                version,
-                why: e.to_string(),
-            }),
-        _ => Err(FormatError::Newer {
+    let value = if version == kind.current {
+        postcard::from_bytes(payload)
+    } else {
+        T::decode_old(version, payload)
+    };
+    value
+        .map(|v| (version, v))
+        .map_err(|e| FormatError::Payload {
             kind: kind.name,
             version,
-            current: kind.current,
-        }),
-    }
+            why: e.to_string(),
+        })
 }
 
 /// Decodes a text file of `kind` (versions 0 and 1: the same text).
@@ -217,10 +241,7 @@ pub fn encode_postcard<T: serde::Serialize>(kind: Kind, value: &T) -> io::Result
 
 /// Reads a postcard file of `kind`: `Ok(None)` if it does not exist; an unreadable file is an
 /// error of kind `InvalidData`.
-pub fn read_postcard<T: serde::de::DeserializeOwned>(
-    kind: Kind,
-    path: &Path,
-) -> io::Result<Option<(u32, T)>> {
+pub fn read_postcard<T: Persisted>(kind: Kind, path: &Path) -> io::Result<Option<(u32, T)>> {
     match fs::read(path) {
         Ok(b) => decode_postcard(kind, &b)
             .map(Some)

@@ -1,5 +1,6 @@
-//! An upgraded worker reads the files an older build left (`tests/fixtures/state-v0/`, captured
-//! byte for byte from the writers of the last unversioned build) and migrates its own. When a
+//! An upgraded worker reads the files older builds left (`tests/fixtures/state-v0/`, captured
+//! byte for byte from the writers of the last unversioned build, and `state-v1/`, the same values
+//! as the first versioned build wrote them, with protocol 3's pod spec) and migrates its own. When a
 //! change to a persisted type breaks this test, bump that file's version and keep a decoder for
 //! the old one (see `bramble_worker::persist`).
 
@@ -14,8 +15,10 @@ use bramble_worker::agent::{credential, state::StateFile};
 use bramble_worker::persist::{self, PodDir, RunDir, StateDir};
 use bramble_worker::runtime::init::InitConfig;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/state-v0")
+/// The fixture trees of every earlier version, with that version.
+fn fixtures() -> [(u32, PathBuf); 2] {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    [(0, dir.join("state-v0")), (1, dir.join("state-v1"))]
 }
 
 /// A copy of the fixture tree (migration rewrites files).
@@ -33,19 +36,28 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 #[test]
-fn the_agent_reads_and_migrates_its_v0_files() {
+fn the_agent_reads_and_migrates_its_older_files() {
+    for (version, fixtures) in fixtures() {
+        reads_and_migrates(version, &fixtures);
+    }
+}
+
+fn reads_and_migrates(version: u32, fixtures: &Path) {
     let tmp = tempfile::tempdir().unwrap();
-    copy_tree(&fixtures(), tmp.path());
+    copy_tree(fixtures, tmp.path());
     let state = StateDir::new(tmp.path().join("state"));
 
     let mut f = StateFile::new(&state);
-    assert_eq!(f.load().unwrap(), Some(values::assignment()));
-    let migrated = std::fs::read(state.assignment()).unwrap();
-    let v0 = std::fs::read(fixtures().join("state/assignment.bin")).unwrap();
     assert_eq!(
-        migrated,
-        [&b"bramble assignment v1\n"[..], &v0].concat(),
-        "version 1 is version 0's payload behind its header"
+        f.load().unwrap(),
+        Some(values::assignment()),
+        "assignment v{version}"
+    );
+    let migrated = std::fs::read(state.assignment()).unwrap();
+    let (v, again) = persist::decode_postcard(persist::ASSIGNMENT, &migrated).unwrap();
+    assert_eq!(
+        (v, Some(again)),
+        (persist::ASSIGNMENT_V, Some(values::assignment()))
     );
     assert!(
         !f.save(&values::assignment()).unwrap(),
@@ -65,25 +77,31 @@ fn the_agent_reads_and_migrates_its_v0_files() {
     let (v, subnets) = persist::read_postcard::<Vec<PodSubnet>>(persist::NETWORK, &state.network())
         .unwrap()
         .unwrap();
-    assert_eq!((v, subnets), (0, values::subnets()));
+    assert_eq!((v, subnets), (version, values::subnets()));
     let (v, eps) = persist::read_postcard::<Vec<Endpoints>>(persist::ENDPOINTS, &state.endpoints())
         .unwrap()
         .unwrap();
-    assert_eq!((v, eps), (0, values::endpoints()));
+    assert_eq!((v, eps), (version, values::endpoints()));
 }
 
 #[test]
 fn the_agent_reads_a_pod_run_dir_of_an_older_build() {
-    let run = RunDir::new(fixtures().join("run"));
+    for (version, fixtures) in fixtures() {
+        reads_run_dir(version, &fixtures);
+    }
+}
+
+fn reads_run_dir(version: u32, fixtures: &Path) {
+    let run = RunDir::new(fixtures.join("run"));
     let pod = PodDir::new(&run.pods(), values::POD_KEY);
     let (v, cfg) = persist::read_postcard::<InitConfig>(persist::POD_CONFIG, &pod.config())
         .unwrap()
         .unwrap();
-    assert_eq!((v, cfg), (0, values::init_config()));
+    assert_eq!((v, cfg), (version, values::init_config()));
     let (v, st) = persist::read_postcard::<PodStatus>(persist::POD_STATUS, &pod.status())
         .unwrap()
         .unwrap();
-    assert_eq!((v, st), (0, values::status()));
+    assert_eq!((v, st), (version, values::status()));
     assert_eq!(pod.read_init(), Some(values::INIT));
     assert_eq!(pod.read_ip().as_deref(), Some(values::IP));
 }

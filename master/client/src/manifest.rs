@@ -21,7 +21,7 @@ use bramble_wire::objects::{
     Protocol, Resources, RestartPolicy, Service, ServiceSpec, Taint, TaintEffect, Toleration,
     Volume, VolumeSource,
 };
-use bramble_wire::security::{CapChanges, IdRef, PodSecurity, SeccompProfile};
+use bramble_wire::security::{CapChanges, CapSet, IdRef, PodSecurity, SeccompProfile};
 use serde::{Deserialize, Deserializer};
 
 use crate::validate;
@@ -750,6 +750,137 @@ cpu = "250m"
 
     fn err(text: &str) -> String {
         parse(text, "app.toml", "default").unwrap_err()
+    }
+
+    const SECURE: &str = r#"
+[[namespace]]
+name = "apps"
+pod_security = "baseline"
+
+[[pod]]
+name = "tools"
+namespace = "apps"
+privileged = true
+host_pid = true
+host_ipc = true
+[[pod.process]]
+name = "main"
+command = ["/bin/true"]
+user = "app"
+group = 1000
+supplementary_groups = ["video", 44]
+run_as_non_root = true
+seccomp = "unconfined"
+capabilities = { add = ["net_admin", "CAP_SYS_TIME"], drop = ["ALL"] }
+"#;
+
+    #[test]
+    fn security_context_parses_and_renders_back() {
+        let objs = parse(SECURE, "secure.toml", "default").unwrap();
+        let Object::Namespace(ns) = &objs[0] else {
+            panic!()
+        };
+        assert_eq!(ns.pod_security, PodSecurity::Baseline);
+        let Object::Pod(p) = &objs[1] else { panic!() };
+        assert!(p.spec.privileged && p.spec.host_pid && p.spec.host_ipc);
+        let pr = &p.spec.processes[0];
+        assert_eq!(pr.user, Some(IdRef::Name("app".into())));
+        assert_eq!(pr.group, Some(IdRef::Id(1000)));
+        assert_eq!(
+            pr.supplementary_groups,
+            [IdRef::Name("video".into()), IdRef::Id(44)]
+        );
+        assert!(pr.run_as_non_root);
+        assert_eq!(pr.seccomp, SeccompProfile::Unconfined);
+        let names: Vec<_> = pr.capabilities.effective().names().collect();
+        assert_eq!(names, ["NET_ADMIN", "SYS_TIME"]);
+        let text = super::render::render(&objs).unwrap();
+        assert_eq!(
+            parse(&text, "again.toml", "default").unwrap(),
+            objs,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn security_context_bad_inputs_are_refused() {
+        let proc = |extra: &str| {
+            err(&format!(
+                "[[pod]]\nname = \"a\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"x\"]\n{extra}\n"
+            ))
+        };
+        let e = proc("user = 4294967295");
+        assert!(e.contains("4294967295") && e.contains("4294967294"), "{e}");
+        let e = proc("user = -1");
+        assert!(e.contains("negative"), "{e}");
+        let e = proc("user = \"root:x\"");
+        assert!(e.contains("not a user or group name"), "{e}");
+        let e = proc("group = \"\"");
+        assert!(e.contains("not a user or group name"), "{e}");
+        let e = proc("capabilities = { add = [\"SYS_GOD\"] }");
+        assert!(e.contains("unknown capability \"SYS_GOD\""), "{e}");
+        let e = proc("capabilities = { keep = [\"CHOWN\"] }");
+        assert!(e.contains("keep"), "{e}");
+        let e = proc("seccomp = \"off\"");
+        assert!(e.contains("unknown seccomp profile"), "{e}");
+        let e = proc("user = 0\nrun_as_non_root = true");
+        assert!(e.contains("run_as_non_root"), "{e}");
+        let e = err("[[namespace]]\nname = \"a\"\npod_security = \"restricted\"\n");
+        assert!(e.contains("unknown pod_security level"), "{e}");
+        for path in ["../../..", "/srv/../etc", "srv", "/a/./b"] {
+            let e = err(&format!(
+                "[[pod]]\nname = \"a\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"x\"]\n\
+                 [[pod.volume]]\nname = \"v\"\nmount_path = \"/v\"\nhost_path = \"{path}\"\n"
+            ));
+            assert!(
+                e.contains("must be an absolute path on the node"),
+                "{path}: {e}"
+            );
+            if path != "srv" {
+                let e = err(&format!(
+                    "[[pod]]\nname = \"a\"\nrootfs = \"/{path}\"\n[[pod.process]]\nname = \"m\"\ncommand = [\"x\"]\n"
+                ));
+                assert!(
+                    e.contains("must be an absolute path on the node"),
+                    "{path}: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn baseline_refuses_opt_outs_and_added_capabilities() {
+        let objs = parse(SECURE, "secure.toml", "default").unwrap();
+        let spec = objs[1].pod_spec().unwrap();
+        let e = validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, spec)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("privileged = true is refused") && e.contains("pod_security"),
+            "{e}"
+        );
+        validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Privileged, spec)
+            .unwrap();
+        let mut plain = spec.clone();
+        (plain.privileged, plain.host_pid, plain.host_ipc) = (false, false, false);
+        plain.network = NetworkMode::None;
+        let e =
+            validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("NET_ADMIN, SYS_TIME beyond the default set"),
+            "{e}"
+        );
+        plain.processes[0].capabilities.add = CapSet::parse("CHOWN").unwrap();
+        validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)
+            .unwrap();
+        plain.network = NetworkMode::Host;
+        let e =
+            validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("network = \"host\" is refused"), "{e}");
     }
 
     #[test]

@@ -1222,6 +1222,7 @@ fn terminating_namespace_gets_nothing_new() {
             ..Default::default()
         },
         phase: bramble_wire::objects::NamespacePhase::Terminating,
+        ..Default::default()
     });
     assert!(creates(&w.reconcile()).is_empty());
 }

@@ -1,0 +1,178 @@
+//! Frozen copies of the types persisted as version 1 (and 0) of `assignment.bin` and a pod's
+//! `config`: the wire types of protocol 3, before the security context of protocol 4. Never edit
+//! these; a later change freezes its own copies next to them.
+
+use bramble_wire::msg::Assignment;
+use bramble_wire::objects::{
+    Arch, Artifact, ConfigMap, EnvFrom, Meta, NetworkMode, Pod, PodSpec, PodStatus, Port, Probe,
+    ProcessSpec, Resources, RestartPolicy, Toleration, Volume,
+};
+use serde::Deserialize;
+
+use crate::runtime::init::{InitConfig, InitProcess};
+
+/// `ProcessSpec` of protocol 3: numeric user and group only.
+#[derive(Deserialize, Debug)]
+pub(super) struct ProcessSpecV1 {
+    name: String,
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    workdir: Option<String>,
+    user: Option<u32>,
+    group: Option<u32>,
+    resources: Resources,
+    ports: Vec<Port>,
+    liveness: Option<Probe>,
+    readiness: Option<Probe>,
+    env_from: Vec<EnvFrom>,
+}
+
+impl From<ProcessSpecV1> for ProcessSpec {
+    fn from(p: ProcessSpecV1) -> Self {
+        ProcessSpec {
+            name: p.name,
+            command: p.command,
+            env: p.env,
+            workdir: p.workdir,
+            user: p.user.map(bramble_wire::objects::IdRef::Id),
+            group: p.group.map(bramble_wire::objects::IdRef::Id),
+            resources: p.resources,
+            ports: p.ports,
+            liveness: p.liveness,
+            readiness: p.readiness,
+            env_from: p.env_from,
+            ..Default::default()
+        }
+    }
+}
+
+/// `PodSpec` of protocol 3: no pod-level security opt-outs.
+#[derive(Deserialize, Debug)]
+pub(super) struct PodSpecV1 {
+    processes: Vec<ProcessSpecV1>,
+    restart_policy: RestartPolicy,
+    node_selector: bramble_wire::objects::Labels,
+    tolerations: Vec<Toleration>,
+    arch: Option<Arch>,
+    rootfs: Option<String>,
+    network: NetworkMode,
+    volumes: Vec<Volume>,
+    termination_grace_ms: u32,
+    node_name: Option<String>,
+}
+
+impl From<PodSpecV1> for PodSpec {
+    fn from(s: PodSpecV1) -> Self {
+        PodSpec {
+            processes: s.processes.into_iter().map(Into::into).collect(),
+            restart_policy: s.restart_policy,
+            node_selector: s.node_selector,
+            tolerations: s.tolerations,
+            arch: s.arch,
+            rootfs: s.rootfs,
+            network: s.network,
+            volumes: s.volumes,
+            termination_grace_ms: s.termination_grace_ms,
+            node_name: s.node_name,
+            ..Default::default()
+        }
+    }
+}
+
+/// `Pod` of protocol 3.
+#[derive(Deserialize, Debug)]
+pub(super) struct PodV1 {
+    meta: Meta,
+    spec: PodSpecV1,
+    status: PodStatus,
+}
+
+/// `Assignment` of protocol 3.
+#[derive(Deserialize, Debug)]
+pub(super) struct AssignmentV1 {
+    revision: u64,
+    pods: Vec<PodV1>,
+    config_maps: Vec<ConfigMap>,
+    artifacts: Vec<Artifact>,
+}
+
+impl From<AssignmentV1> for Assignment {
+    fn from(a: AssignmentV1) -> Self {
+        Assignment {
+            revision: a.revision,
+            pods: a
+                .pods
+                .into_iter()
+                .map(|p| Pod {
+                    meta: p.meta,
+                    spec: p.spec.into(),
+                    status: p.status,
+                })
+                .collect(),
+            config_maps: a.config_maps,
+            artifacts: a.artifacts,
+        }
+    }
+}
+
+/// `InitProcess` of version 1.
+#[derive(Deserialize, Debug)]
+pub(super) struct InitProcessV1 {
+    spec: ProcessSpecV1,
+    cgroup_procs: Vec<String>,
+    oom_file: Option<String>,
+}
+
+/// `InitConfig` of version 1.
+#[derive(Deserialize, Debug)]
+pub(super) struct InitConfigV1 {
+    hostname: String,
+    processes: Vec<InitProcessV1>,
+    restart_policy: RestartPolicy,
+    rootfs: Option<String>,
+    private_network: bool,
+    volumes: Vec<Volume>,
+    empty_dir_base: String,
+    backoff_initial_ms: u64,
+    backoff_max_ms: u64,
+    backoff_reset_ms: u64,
+    log_dir: String,
+    log_cap: u64,
+    tmp_size: u64,
+    termination_grace_ms: u64,
+    config_volume_base: String,
+    secret_volume_base: String,
+    env_file: Option<String>,
+}
+
+impl From<InitConfigV1> for InitConfig {
+    fn from(c: InitConfigV1) -> Self {
+        InitConfig {
+            hostname: c.hostname,
+            processes: c
+                .processes
+                .into_iter()
+                .map(|p| InitProcess {
+                    spec: p.spec.into(),
+                    cgroup_procs: p.cgroup_procs,
+                    oom_file: p.oom_file,
+                })
+                .collect(),
+            restart_policy: c.restart_policy,
+            rootfs: c.rootfs,
+            private_network: c.private_network,
+            volumes: c.volumes,
+            empty_dir_base: c.empty_dir_base,
+            backoff_initial_ms: c.backoff_initial_ms,
+            backoff_max_ms: c.backoff_max_ms,
+            backoff_reset_ms: c.backoff_reset_ms,
+            log_dir: c.log_dir,
+            log_cap: c.log_cap,
+            tmp_size: c.tmp_size,
+            termination_grace_ms: c.termination_grace_ms,
+            config_volume_base: c.config_volume_base,
+            secret_volume_base: c.secret_volume_base,
+            env_file: c.env_file,
+        }
+    }
+}
