@@ -44,6 +44,7 @@ pub mod init;
 pub mod log;
 pub mod probe;
 pub mod restart;
+pub mod security;
 pub mod volumes;
 
 use std::fmt;
@@ -625,6 +626,7 @@ impl LinuxRuntime {
             env_file: config
                 .and_then(|c| c.env_file.as_ref())
                 .map(|f| f.to_string_lossy().into_owned()),
+            privileged: pod.spec.privileged,
         };
         let payload = postcard::to_stdvec(&icfg).map_err(|err| RuntimeError::Encode {
             pod: key.to_string(),
@@ -651,6 +653,8 @@ impl LinuxRuntime {
         let exec = Exec::new(&self.cfg.init_exe, &[exe.as_str(), INIT_ARG, &state_s], &[])?;
         let ns = Namespaces {
             net: pod.spec.network != NetworkMode::Host,
+            host_pid: pod.spec.host_pid,
+            host_ipc: pod.spec.host_ipc,
         };
         let paused = spawn::clone_paused(
             &exec,
