@@ -39,9 +39,9 @@ use super::probe::{self, ExecContext, Prober, Verdict};
 use super::restart::Restarts;
 use super::security;
 use crate::persist::{self, PodDir};
+use crate::sys::caps::{self, Credentials};
 use crate::sys::net::Interest;
 use crate::sys::process::{self as sysproc, Exit, ReadOutcome, Signal};
-use crate::sys::caps::{self, Credentials};
 use crate::sys::spawn::{Exec, ProcessSetup};
 use crate::sys::{mount, net, spawn};
 

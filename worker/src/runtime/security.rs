@@ -322,16 +322,19 @@ video:x:44:app,nobody
     #[test]
     fn unknown_names_say_where_they_were_looked_for() {
         let e = resolve_ids(&spec(Some(name("ghost")), None, vec![]), &acc()).unwrap_err();
-        assert_eq!(e, "user \"ghost\" not found in /etc/passwd of the pod's root");
+        assert_eq!(
+            e,
+            "user \"ghost\" not found in /etc/passwd of the pod's root"
+        );
         let e = resolve_ids(&spec(None, Some(name("wheel")), vec![]), &acc()).unwrap_err();
-        assert_eq!(e, "group \"wheel\" not found in /etc/group of the pod's root");
+        assert_eq!(
+            e,
+            "group \"wheel\" not found in /etc/group of the pod's root"
+        );
         let e = resolve_ids(&spec(None, None, vec![name("wheel")]), &acc()).unwrap_err();
         assert!(e.contains("\"wheel\""), "{e}");
-        let e = resolve_ids(
-            &spec(Some(name("app")), None, vec![]),
-            &Accounts::default(),
-        )
-        .unwrap_err();
+        let e =
+            resolve_ids(&spec(Some(name("app")), None, vec![]), &Accounts::default()).unwrap_err();
         assert!(e.contains("has no /etc/passwd"), "{e}");
     }
 
@@ -340,7 +343,10 @@ video:x:44:app,nobody
         let mut s = spec(None, None, vec![]);
         s.run_as_non_root = true;
         let e = resolve_ids(&s, &acc()).unwrap_err();
-        assert!(e.starts_with("run_as_non_root is set but no user is set"), "{e}");
+        assert!(
+            e.starts_with("run_as_non_root is set but no user is set"),
+            "{e}"
+        );
         s.user = Some(name("root"));
         let e = resolve_ids(&s, &acc()).unwrap_err();
         assert!(e.contains("user root is root (uid 0)"), "{e}");
@@ -350,7 +356,11 @@ video:x:44:app,nobody
 
     #[test]
     fn needs_accounts_only_for_users_and_names() {
-        assert!(!needs_accounts(&spec(None, Some(IdRef::Id(5)), vec![IdRef::Id(6)])));
+        assert!(!needs_accounts(&spec(
+            None,
+            Some(IdRef::Id(5)),
+            vec![IdRef::Id(6)]
+        )));
         assert!(needs_accounts(&spec(Some(IdRef::Id(5)), None, vec![])));
         assert!(needs_accounts(&spec(None, None, vec![name("video")])));
     }

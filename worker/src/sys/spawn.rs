@@ -293,11 +293,7 @@ pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
     }
     if pid == 0 {
         // SAFETY: we are the fork child.
-        unsafe {
-            process_child(
-                setup.exec, &procs, stdin, output, workdir, creds, err_w_raw,
-            )
-        }
+        unsafe { process_child(setup.exec, &procs, stdin, output, workdir, creds, err_w_raw) }
     }
     drop(err_w);
     let mut buf = [0u8; 5];
