@@ -73,11 +73,12 @@ pub(super) fn drop_bounding(keep: u64) -> bool {
             // EINVAL: past the kernel's last capability.
             break;
         }
-        // SAFETY: prctl with integer arguments.
-        if has == 1
-            && unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0
-        {
-            return false;
+        if has == 1 {
+            // SAFETY: prctl with integer arguments.
+            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+            if r < 0 {
+                return false;
+            }
         }
     }
     true
