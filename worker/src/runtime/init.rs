@@ -1,4 +1,5 @@
-//! The pod init: PID 1 of each pod's PID namespace.
+//! The pod init: PID 1 of each pod's PID namespace (in a `host_pid` pod, a child subreaper in the
+//! host's, so the pod's orphans still come to it).
 //!
 //! The worker clones a child into the pod's new namespaces, puts it into the pod's cgroup and lets
 //! it re-execute the worker binary as `bramble-worker __bramble_init <state-dir>`. Being a fresh,
@@ -11,7 +12,8 @@
 //!    mounts private, a fresh `/proc`, the optional rootfs (read-only bind, tmpfs `/tmp`, minimal
 //!    `/dev`, volumes, `/etc/hosts`) and `pivot_root` into it; brings `lo` up in a private
 //!    network namespace;
-//! 3. starts **all** the pod's processes, reaps every zombie (orphans included), copies each
+//! 3. resolves each process's user and groups from the root's `/etc/passwd` and `/etc/group` and
+//!    its capabilities ([`super::security`], pure); starts **all** the pod's processes, reaps every zombie (orphans included), copies each
 //!    process's output into its ring log, and applies the restart policy itself with exponential
 //!    backoff ([`super::restart`], a pure state machine) — so pods keep running and restarting
 //!    while the worker is down;

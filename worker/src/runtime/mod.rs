@@ -1,7 +1,8 @@
 //! The pod runtime: cgroups, namespaces, pod init, restarts; all syscalls go through `crate::sys`.
 //!
 //! # Design
-//! One **pod init** per pod ([`init`]) is PID 1 of the pod's PID namespace. It runs all the pod's
+//! One **pod init** per pod ([`init`]) is PID 1 of the pod's PID namespace (a `host_pid` pod has
+//! none: its init is a child subreaper in the host's). It runs all the pod's
 //! processes, reaps zombies, forwards SIGTERM/SIGINT, writes their logs into size-capped ring
 //! files ([`log`]) and applies the restart policy with exponential backoff itself. It reports
 //! through the pod's *state directory* (`<state_dir>/<key>/`, meant to live on tmpfs such as

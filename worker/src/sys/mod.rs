@@ -1,8 +1,8 @@
 //! Every syscall of the worker, and every `unsafe` block, lives here (youki's model): the rest of
 //! the worker sees a narrow, safe API.
 //!
-//! - [`spawn`]: starting a pod's init with `clone` into new PID, mount, UTS, IPC (and network)
-//!   namespaces, and starting a pod's process from the (single-threaded) init with `fork`:
+//! - [`spawn`]: starting a pod's init with `clone` into new mount, UTS, PID and IPC (unless the
+//!   pod keeps the host's) and network namespaces, and starting a pod's process from the (single-threaded) init with `fork`:
 //!   cgroup join, stdio, working directory, capability bounding set, user/group drop with *raw*
 //!   `setresuid`-family syscalls, `capset` and ambient capabilities ([`caps`]),
 //!   `PR_SET_NO_NEW_PRIVS`, `execve`. Nothing is allocated between `clone`/`fork` and
