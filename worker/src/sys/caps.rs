@@ -34,12 +34,18 @@ pub struct Credentials {
     pub caps: CapPlan,
 }
 
+/// `prctl(op, arg2, 0, 0, 0)` with every argument a full `unsigned long` (the kernel checks the
+/// unused ones of some operations are zero). Async-signal safe.
+fn prctl(op: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> libc::c_int {
+    // SAFETY: prctl with integer arguments only; none is a pointer for the operations used here.
+    unsafe { libc::prctl(op, arg2, arg3, 0 as libc::c_ulong, 0 as libc::c_ulong) }
+}
+
 /// The highest capability number the kernel knows, probed once with `PR_CAPBSET_READ`.
 fn last_cap() -> u32 {
     let mut last = 0;
     for cap in 0..64 {
-        // SAFETY: PR_CAPBSET_READ only reads the caller's bounding set.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) } < 0 {
+        if prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0) < 0 {
             break;
         }
         last = cap;
@@ -52,8 +58,7 @@ fn last_cap() -> u32 {
 pub fn available() -> u64 {
     let mut set = 0u64;
     for cap in 0..=last_cap() {
-        // SAFETY: PR_CAPBSET_READ only reads the caller's bounding set.
-        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) } == 1 {
+        if prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0) == 1 {
             set |= 1 << cap;
         }
     }
@@ -67,18 +72,13 @@ pub(super) fn drop_bounding(keep: u64) -> bool {
         if keep & (1 << cap) != 0 {
             continue;
         }
-        // SAFETY: prctl with integer arguments.
-        let has = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
+        let has = prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0);
         if has < 0 {
             // EINVAL: past the kernel's last capability.
             break;
         }
-        if has == 1 {
-            // SAFETY: prctl with integer arguments.
-            let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-            if r < 0 {
-                return false;
-            }
+        if has == 1 && prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0) < 0 {
+            return false;
         }
     }
     true
@@ -87,8 +87,7 @@ pub(super) fn drop_bounding(keep: u64) -> bool {
 /// `PR_SET_KEEPCAPS`: keep the permitted set across the switch away from uid 0 (cleared again by
 /// `execve`). Async-signal safe.
 pub(super) fn keep_caps(on: bool) -> bool {
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, libc::c_ulong::from(on), 0, 0, 0) >= 0 }
+    prctl(libc::PR_SET_KEEPCAPS, libc::c_ulong::from(on), 0) >= 0
 }
 
 /// `__user_cap_header_struct`.
@@ -140,17 +139,8 @@ pub(super) fn raise_ambient(ambient: u64) -> bool {
         if ambient & (1 << cap) == 0 {
             continue;
         }
-        // SAFETY: prctl with integer arguments.
-        let r = unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                cap as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            )
-        };
-        if r < 0 {
+        let raise = libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong;
+        if prctl(libc::PR_CAP_AMBIENT, raise, cap as libc::c_ulong) < 0 {
             return false;
         }
     }
@@ -160,8 +150,7 @@ pub(super) fn raise_ambient(ambient: u64) -> bool {
 /// Makes the calling process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`):
 /// a pod init that is not PID 1 (a `host_pid` pod) still reaps its pod's orphans.
 pub fn become_subreaper() -> super::Result<()> {
-    // SAFETY: prctl with integer arguments.
-    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0) } < 0 {
+    if prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0) < 0 {
         return Err(super::SysError::call(
             "prctl(PR_SET_CHILD_SUBREAPER)",
             super::errno(),
