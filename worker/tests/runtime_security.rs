@@ -202,3 +202,62 @@ fn host_pid_and_host_ipc_share_the_hosts_namespaces() {
     assert!(out.contains("adopted-by-init"), "{out}");
     assert!(!out.contains(&*ipc.to_string_lossy()), "{out}");
 }
+
+#[test]
+fn names_come_from_the_pods_own_root() {
+    let env = Env::new("rootpw");
+    // A busybox root whose /etc/passwd and /etc/group know users the host does not.
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    for d in ["bin", "etc", "proc", "tmp", "dev"] {
+        std::fs::create_dir(r.join(d)).unwrap();
+    }
+    let bb = std::path::Path::new("/bin/busybox");
+    assert!(
+        bb.exists(),
+        "/bin/busybox is missing: install Debian's busybox-static (./scripts/dev test does)"
+    );
+    std::fs::copy(bb, r.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", r.join("bin/sh")).unwrap();
+    std::fs::write(
+        r.join("etc/passwd"),
+        "root:x:0:0:root:/:/bin/sh\nbramble-app:x:4321:4322::/:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("etc/group"),
+        "root:x:0:\nbramble-grp:x:4322:\nbramble-extra:x:4400:bramble-app\n",
+    )
+    .unwrap();
+    let mut p = process(
+        "who",
+        "/bin/busybox id -u; /bin/busybox id -g; /bin/busybox id -G",
+    );
+    p.user = Some(IdRef::Name("bramble-app".into()));
+    p.supplementary_groups = vec![IdRef::Name("bramble-extra".into())];
+    let rootfs = r.to_str().unwrap().to_string();
+    let out = run(&env, "rootpw", p, |pd| {
+        pd.spec.rootfs = Some(rootfs.clone())
+    });
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..3], ["4321", "4322", "4322 4400"], "{out}");
+
+    // The host's names are not the pod's: a user only the host has is not found.
+    let mut p = process("who", "/bin/busybox id -u");
+    p.user = Some(IdRef::Name("nobody".into()));
+    let mut pd = pod("hostonly", vec![p], RestartPolicy::Never);
+    pd.spec.rootfs = Some(rootfs);
+    let mut h = env.start(&pd);
+    let st = wait_for(&h, 10, "start failure", finished);
+    assert_eq!(
+        st.processes[0].last_exit,
+        Some(ExitReason::StartFailed),
+        "{st:?}"
+    );
+    assert!(
+        st.message
+            .contains("user \"nobody\" not found in /etc/passwd of the pod's root"),
+        "{st:?}"
+    );
+    h.stop(Duration::from_secs(1)).unwrap();
+}
