@@ -2,7 +2,9 @@
 
 use std::fmt::Write;
 
-use bramble_wire::objects::{ConditionKind, Kind, Object, Pod, ProcessState};
+use bramble_wire::objects::{
+    CapSet, ConditionKind, Kind, Object, Pod, PodSpec, ProcessSpec, ProcessState, SeccompProfile,
+};
 
 use bramble_client::validate::format_bytes;
 
@@ -100,6 +102,60 @@ fn pod_status(p: &Pod) -> String {
     p.status.phase.as_str().to_string()
 }
 
+/// A pod's opt-outs of the default containment (`privileged,host_pid`), or `-`.
+pub fn pod_security(spec: &PodSpec) -> String {
+    let o = spec.opt_outs();
+    if o.is_empty() {
+        "-".into()
+    } else {
+        o.join(",")
+    }
+}
+
+/// What differs from the default in a process's security context: user and groups,
+/// `run_as_non_root`, its capability set when not the default 14 (all in a privileged pod),
+/// seccomp when unconfined (also the case in a privileged pod).
+pub fn process_security(p: &ProcessSpec, privileged: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(u) = &p.user {
+        out.push(format!("user={u}"));
+    }
+    if let Some(g) = &p.group {
+        out.push(format!("group={g}"));
+    }
+    if !p.supplementary_groups.is_empty() {
+        let g: Vec<String> = p
+            .supplementary_groups
+            .iter()
+            .map(|g| g.to_string())
+            .collect();
+        out.push(format!("supplementary_groups={}", g.join(",")));
+    }
+    if p.run_as_non_root {
+        out.push("run_as_non_root".into());
+    }
+    let caps = if privileged {
+        CapSet::ALL
+    } else {
+        p.capabilities.effective()
+    };
+    if caps != CapSet::DEFAULT {
+        let names: Vec<&str> = caps.names().collect();
+        out.push(format!(
+            "capabilities={}",
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(",")
+            }
+        ));
+    }
+    if privileged || p.seccomp == SeccompProfile::Unconfined {
+        out.push("seccomp=unconfined".into());
+    }
+    out
+}
+
 /// A process exit reason as shown in tables.
 pub fn reason(r: bramble_wire::ExitReason) -> String {
     use bramble_wire::ExitReason::*;
@@ -124,7 +180,7 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                 h.insert(0, "NAMESPACE".into());
             }
             if wide {
-                h.extend(["IP", "MESSAGE"].map(String::from));
+                h.extend(["IP", "SECURITY", "MESSAGE"].map(String::from));
             }
             rows.push(h);
             for o in items {
@@ -147,6 +203,7 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                     } else {
                         p.status.ip.clone()
                     });
+                    r.push(pod_security(&p.spec));
                     r.push(p.status.message.clone());
                 }
                 rows.push(r);
@@ -469,6 +526,11 @@ pub fn describe(o: &Object, now: u64) -> String {
             let _ = writeln!(s, "Phase:       {}", p.status.phase.as_str());
             let _ = writeln!(s, "Restart:     {:?}", p.spec.restart_policy);
             let _ = writeln!(s, "Network:     {:?}", p.spec.network);
+            let _ = writeln!(
+                s,
+                "Security:    {}",
+                pod_security(&p.spec).replace(',', ", ")
+            );
             if let Some(a) = p.spec.arch {
                 let _ = writeln!(s, "Arch:        {}", a.as_str());
             }
@@ -491,6 +553,10 @@ pub fn describe(o: &Object, now: u64) -> String {
                         .unwrap_or_else(|| "-".into()),
                     r.pids.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
                 );
+                let sec = process_security(spec, p.spec.privileged);
+                if !sec.is_empty() {
+                    let _ = writeln!(s, "    Security:  {}", sec.join(", "));
+                }
                 for (what, pr) in [("Liveness", &spec.liveness), ("Readiness", &spec.readiness)] {
                     if let Some(pr) = pr {
                         let _ =
@@ -757,6 +823,56 @@ mod probe_tests {
         assert_eq!(
             super::probe(&p),
             "exec cat /tmp/healthy every 10s, timeout 1s, 1 failure, 2 successes"
+        );
+    }
+}
+
+#[cfg(test)]
+mod security_tests {
+    use bramble_wire::objects::{
+        CapChanges, CapSet, IdRef, NetworkMode, PodSpec, ProcessSpec, SeccompProfile,
+    };
+
+    #[test]
+    fn opt_outs_and_process_context_read_in_one_line() {
+        let mut spec = PodSpec {
+            network: NetworkMode::None,
+            processes: vec![ProcessSpec::default()],
+            ..Default::default()
+        };
+        assert_eq!(super::pod_security(&spec), "-");
+        spec.privileged = true;
+        spec.host_pid = true;
+        assert_eq!(super::pod_security(&spec), "privileged,host_pid");
+
+        let p = &mut spec.processes[0];
+        assert!(super::process_security(p, false).is_empty());
+        p.user = Some(IdRef::Name("nobody".into()));
+        p.group = Some(IdRef::Id(100));
+        p.supplementary_groups = vec![IdRef::Name("video".into()), IdRef::Id(7)];
+        p.run_as_non_root = true;
+        p.capabilities = CapChanges {
+            add: CapSet::parse("NET_ADMIN").unwrap(),
+            drop: CapSet::ALL,
+        };
+        p.seccomp = SeccompProfile::Unconfined;
+        assert_eq!(
+            super::process_security(p, false),
+            [
+                "user=nobody",
+                "group=100",
+                "supplementary_groups=video,7",
+                "run_as_non_root",
+                "capabilities=NET_ADMIN",
+                "seccomp=unconfined"
+            ]
+        );
+        p.capabilities.add = CapSet::EMPTY;
+        p.seccomp = SeccompProfile::RuntimeDefault;
+        assert_eq!(super::process_security(p, false)[4], "capabilities=none");
+        assert_eq!(
+            super::process_security(p, true)[4..],
+            ["capabilities=ALL", "seccomp=unconfined"]
         );
     }
 }

@@ -1,4 +1,5 @@
-//! The pod init: PID 1 of each pod's PID namespace.
+//! The pod init: PID 1 of each pod's PID namespace (in a `host_pid` pod, a child subreaper in the
+//! host's, so the pod's orphans still come to it).
 //!
 //! The worker clones a child into the pod's new namespaces, puts it into the pod's cgroup and lets
 //! it re-execute the worker binary as `bramble-worker __bramble_init <state-dir>`. Being a fresh,
@@ -11,7 +12,8 @@
 //!    mounts private, a fresh `/proc`, the optional rootfs (read-only bind, tmpfs `/tmp`, minimal
 //!    `/dev`, volumes, `/etc/hosts`) and `pivot_root` into it; brings `lo` up in a private
 //!    network namespace;
-//! 3. starts **all** the pod's processes, reaps every zombie (orphans included), copies each
+//! 3. resolves each process's user and groups from the root's `/etc/passwd` and `/etc/group` and
+//!    its capabilities ([`super::security`], pure); starts **all** the pod's processes, reaps every zombie (orphans included), copies each
 //!    process's output into its ring log, and applies the restart policy itself with exponential
 //!    backoff ([`super::restart`], a pure state machine) — so pods keep running and restarting
 //!    while the worker is down;
@@ -37,7 +39,9 @@ use serde::{Deserialize, Serialize};
 use super::log::RingLog;
 use super::probe::{self, ExecContext, Prober, Verdict};
 use super::restart::Restarts;
+use super::security;
 use crate::persist::{self, PodDir};
+use crate::sys::caps::{self, Credentials};
 use crate::sys::net::Interest;
 use crate::sys::process::{self as sysproc, Exit, ReadOutcome, Signal};
 use crate::sys::spawn::{Exec, ProcessSetup};
@@ -84,6 +88,8 @@ pub struct InitConfig {
     pub secret_volume_base: String,
     /// The processes' `env_from` variables ([`super::volumes::read_env_file`]), if any.
     pub env_file: Option<String>,
+    /// The pod is privileged: its processes get every capability.
+    pub privileged: bool,
 }
 
 /// One process, as the init sees it.
@@ -126,9 +132,14 @@ struct Proc {
     exec: Option<Exec>,
     exec_error: Option<String>,
     workdir: Option<CString>,
-    /// The user and group it runs as (resolved by [`prepare`]).
-    uid: Option<u32>,
-    gid: Option<u32>,
+    /// User, groups and capabilities (resolved by [`prepare`] inside the pod's root).
+    creds: Credentials,
+    /// The pod is privileged.
+    privileged: bool,
+    /// The capabilities the init can give ([`crate::sys::caps::available`]).
+    available_caps: u64,
+    /// Why the last start failed, for the pod's status message (cleared by a start).
+    start_error: Option<String>,
     procs_fds: Vec<OwnedFd>,
     oom_fd: Option<OwnedFd>,
     oom_seen: u64,
@@ -364,6 +375,9 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         max: Duration::from_millis(cfg.backoff_max_ms),
         reset_after: Duration::from_millis(cfg.backoff_reset_ms),
     };
+    // Not PID 1 in a host_pid pod: orphans must still come to the init to be reaped.
+    caps::become_subreaper()?;
+    let available_caps = caps::available();
     let mut procs = Vec::new();
     for p in &cfg.processes {
         let procs_fds = p
@@ -381,8 +395,10 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             exec: None,
             exec_error: None,
             workdir: None,
-            uid: None,
-            gid: None,
+            creds: Credentials::default(),
+            privileged: cfg.privileged,
+            available_caps,
+            start_error: None,
             procs_fds,
             oom_fd,
             oom_seen: 0,
@@ -556,15 +572,18 @@ fn prepare(p: &mut Proc, hostname: &str, env_from: &[(String, String)]) -> Vec<(
         p.exec_error = Some("empty command".into());
         return env;
     };
-    let numeric = |r: &Option<bramble_wire::objects::IdRef>| match r {
-        None => Ok(None),
-        Some(r) => r.id().map(Some).ok_or_else(|| {
-            format!("user and group names are not resolved yet: give {r:?} as a number")
-        }),
+    // Users and groups by name come from the pod's root (this runs after pivot_root).
+    let accounts = if security::needs_accounts(&p.spec) {
+        security::Accounts {
+            passwd: std::fs::read_to_string("/etc/passwd").ok(),
+            group: std::fs::read_to_string("/etc/group").ok(),
+        }
+    } else {
+        security::Accounts::default()
     };
-    match (numeric(&p.spec.user), numeric(&p.spec.group)) {
-        (Ok(u), Ok(g)) => (p.uid, p.gid) = (u, g),
-        (Err(e), _) | (_, Err(e)) => {
+    match security::credentials(&p.spec, p.privileged, &accounts, p.available_caps) {
+        Ok(c) => p.creds = c,
+        Err(e) => {
             p.exec_error = Some(e);
             return env;
         }
@@ -623,8 +642,7 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
                     stdin: devnull.as_fd(),
                     output: w.as_fd(),
                     workdir: p.workdir.as_deref(),
-                    uid: p.uid,
-                    gid: p.gid,
+                    creds: &p.creds,
                 };
                 let pid = spawn::fork_exec(&setup).map_err(|e| e.to_string())?;
                 let _ = sysproc::set_nonblocking(r.as_fd());
@@ -645,6 +663,7 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
             // Without a readiness probe, a running process is ready; with one, once it passes.
             p.status.ready = p.spec.readiness.is_none();
             p.liveness_killed = false;
+            p.start_error = None;
             let now = Instant::now();
             p.probes.iter_mut().for_each(|pr| pr.process_started(now));
         }
@@ -653,6 +672,7 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
                 let _ =
                     l.write(format!("bramble: cannot start {}: {msg}\n", p.spec.name).as_bytes());
             }
+            p.start_error = Some(format!("process {:?} cannot start: {msg}", p.spec.name));
             finish(p, ExitReason::StartFailed);
         }
     }
@@ -703,8 +723,7 @@ fn probe_step(p: &mut Proc, now: Instant, devnull: &OwnedFd, cfg: &InitConfig) -
         cgroup_procs: &procs,
         stdin: devnull.as_fd(),
         workdir: p.workdir.as_deref(),
-        uid: p.uid,
-        gid: p.gid,
+        creds: &p.creds,
     };
     let mut changed = false;
     let mut kill = None;
@@ -785,7 +804,12 @@ fn write_status(state: &OwnedFd, events: &OwnedFd, procs: &[Proc], stopping: boo
         message: if stopping {
             "stopping".into()
         } else {
-            String::new()
+            // Why processes cannot start (a user that does not resolve, run_as_non_root, ...).
+            procs
+                .iter()
+                .filter_map(|p| p.start_error.as_deref())
+                .collect::<Vec<_>>()
+                .join("; ")
         },
         updated_ms: now_ms(),
         // The worker knows the pod's address: it fills it in.
@@ -832,6 +856,7 @@ mod tests {
             config_volume_base: "/run/bramble/configmaps/p".into(),
             secret_volume_base: "/run/bramble/secrets/p".into(),
             env_file: None,
+            privileged: false,
         }
     }
 

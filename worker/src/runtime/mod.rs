@@ -1,7 +1,8 @@
 //! The pod runtime: cgroups, namespaces, pod init, restarts; all syscalls go through `crate::sys`.
 //!
 //! # Design
-//! One **pod init** per pod ([`init`]) is PID 1 of the pod's PID namespace. It runs all the pod's
+//! One **pod init** per pod ([`init`]) is PID 1 of the pod's PID namespace (a `host_pid` pod has
+//! none: its init is a child subreaper in the host's). It runs all the pod's
 //! processes, reaps zombies, forwards SIGTERM/SIGINT, writes their logs into size-capped ring
 //! files ([`log`]) and applies the restart policy with exponential backoff itself. It reports
 //! through the pod's *state directory* (`<state_dir>/<key>/`, meant to live on tmpfs such as
@@ -44,6 +45,7 @@ pub mod init;
 pub mod log;
 pub mod probe;
 pub mod restart;
+pub mod security;
 pub mod volumes;
 
 use std::fmt;
@@ -625,6 +627,7 @@ impl LinuxRuntime {
             env_file: config
                 .and_then(|c| c.env_file.as_ref())
                 .map(|f| f.to_string_lossy().into_owned()),
+            privileged: pod.spec.privileged,
         };
         let payload = postcard::to_stdvec(&icfg).map_err(|err| RuntimeError::Encode {
             pod: key.to_string(),
@@ -651,6 +654,8 @@ impl LinuxRuntime {
         let exec = Exec::new(&self.cfg.init_exe, &[exe.as_str(), INIT_ARG, &state_s], &[])?;
         let ns = Namespaces {
             net: pod.spec.network != NetworkMode::Host,
+            host_pid: pod.spec.host_pid,
+            host_ipc: pod.spec.host_ipc,
         };
         let paused = spawn::clone_paused(
             &exec,

@@ -125,10 +125,8 @@ pub struct ExecContext<'a> {
     pub stdin: BorrowedFd<'a>,
     /// Working directory.
     pub workdir: Option<&'a std::ffi::CStr>,
-    /// User.
-    pub uid: Option<u32>,
-    /// Group.
-    pub gid: Option<u32>,
+    /// User, groups and capabilities: the process's own.
+    pub creds: &'a crate::sys::caps::Credentials,
 }
 
 /// Most bytes of an exec probe's output kept for the failure message.
@@ -318,8 +316,7 @@ impl Prober {
                     stdin: ctx.stdin,
                     output: w.as_fd(),
                     workdir: ctx.workdir,
-                    uid: ctx.uid,
-                    gid: ctx.gid,
+                    creds: ctx.creds,
                 };
                 let pid = spawn::fork_exec(&setup).map_err(|e| format!("exec: {e}"))?;
                 drop(w);
@@ -599,8 +596,7 @@ mod tests {
             cgroup_procs: &[],
             stdin: null.as_fd(),
             workdir: None,
-            uid: None,
-            gid: None,
+            creds: &Default::default(),
         };
         let start = Instant::now();
         p.process_started(start);

@@ -1,10 +1,11 @@
 //! Every syscall of the worker, and every `unsafe` block, lives here (youki's model): the rest of
 //! the worker sees a narrow, safe API.
 //!
-//! - [`spawn`]: starting a pod's init with `clone` into new PID, mount, UTS, IPC (and network)
-//!   namespaces, and starting a pod's process from the (single-threaded) init with `fork`:
-//!   cgroup join, stdio, working directory, user/group drop with *raw* `setresuid`-family
-//!   syscalls, `PR_SET_NO_NEW_PRIVS`, `execve`. Nothing is allocated between `clone`/`fork` and
+//! - [`spawn`]: starting a pod's init with `clone` into new mount, UTS, PID and IPC (unless the
+//!   pod keeps the host's) and network namespaces, and starting a pod's process from the (single-threaded) init with `fork`:
+//!   cgroup join, stdio, working directory, capability bounding set, user/group drop with *raw*
+//!   `setresuid`-family syscalls, `capset` and ambient capabilities ([`caps`]),
+//!   `PR_SET_NO_NEW_PRIVS`, `execve`. Nothing is allocated between `clone`/`fork` and
 //!   `execve`: every `CString` and pointer array is prepared before.
 //! - [`mount`]: the pod's mount namespace: private propagation, a fresh `/proc`, the optional
 //!   rootfs (read-only bind + writable tmpfs scratch) and `pivot_root`; hostname; loopback up.
@@ -15,6 +16,7 @@
 //!   joined the pod's network namespace), and routes to other nodes' pod subnets.
 #![allow(unsafe_code)]
 
+pub mod caps;
 pub mod mount;
 pub mod net;
 pub mod netlink;

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use nix::fcntl::OFlag;
 
+use super::caps::{self, Credentials};
 use super::{Result, SysError, errno};
 
 /// A program ready for `execve`: every string and pointer array is built before any fork.
@@ -65,11 +66,16 @@ impl Exec {
     }
 }
 
-/// Namespaces of a new pod, beyond the always-new PID, mount, UTS and IPC namespaces.
+/// Namespaces of a new pod: always a new mount and UTS namespace; a new PID and IPC namespace
+/// unless the pod opts out.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Namespaces {
     /// A new network namespace (only loopback).
     pub net: bool,
+    /// Stay in the host's PID namespace (`host_pid`): the init is then not PID 1.
+    pub host_pid: bool,
+    /// Stay in the host's IPC namespace (`host_ipc`).
+    pub host_ipc: bool,
 }
 
 /// A cloned pod init that waits, before `execve`, for [`Paused::release`]. Dropping it without
@@ -109,7 +115,8 @@ impl Drop for Paused {
     }
 }
 
-/// Clones a child into new PID, mount, UTS, IPC (and network) namespaces with `stdio` as its
+/// Clones a child into new mount and UTS namespaces, new PID and IPC namespaces unless `ns`
+/// keeps the host's, and a new network namespace if `ns.net`, with `stdio` as its
 /// fds 0, 1, 2. The child waits for [`Paused::release`], then `execve`s `exec` with SIGTERM,
 /// SIGINT, SIGHUP and SIGCHLD blocked (pending until the init reads them from a signalfd).
 ///
@@ -117,8 +124,13 @@ impl Drop for Paused {
 pub fn clone_paused(exec: &Exec, ns: Namespaces, stdio: [BorrowedFd<'_>; 3]) -> Result<Paused> {
     let (sync_r, sync_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SysError::call("pipe2", e))?;
-    let mut flags =
-        libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS;
+    if !ns.host_pid {
+        flags |= libc::CLONE_NEWPID;
+    }
+    if !ns.host_ipc {
+        flags |= libc::CLONE_NEWIPC;
+    }
     if ns.net {
         flags |= libc::CLONE_NEWNET;
     }
@@ -208,23 +220,27 @@ pub struct ProcessSetup<'a> {
     pub output: BorrowedFd<'a>,
     /// Working directory.
     pub workdir: Option<&'a CStr>,
-    /// User to switch to.
-    pub uid: Option<u32>,
-    /// Group to switch to.
-    pub gid: Option<u32>,
+    /// User, groups and capabilities.
+    pub creds: &'a Credentials,
 }
 
-const STEPS: [&str; 9] = [
+/// The child's steps, in order; a failure reports its index.
+const STEPS: [&str; 13] = [
     "cgroup join",
     "setsid",
     "dup2",
     "chdir",
+    "prctl(PR_CAPBSET_DROP)",
+    "prctl(PR_SET_KEEPCAPS)",
     "setgroups",
     "setresgid",
     "setresuid",
+    "capset",
+    "prctl(PR_CAP_AMBIENT_RAISE)",
     "prctl(no_new_privs)",
     "execve",
 ];
+const STEP_EXECVE: u8 = 12;
 
 #[cfg(target_arch = "arm")]
 mod ids {
@@ -249,8 +265,10 @@ pub fn protect_from_oom() {
 /// Forks and execs one process of the pod. Returns its PID once `execve` succeeded; a failure
 /// before `execve` is reported as [`SysError::ChildSetup`] (the child is reaped).
 ///
-/// In the child: `oom_score_adj` back to 0, default signal mask and dispositions, cgroup join, new session, stdio, working
-/// directory, `setgroups`/`setresgid`/`setresuid` (raw syscalls), `PR_SET_NO_NEW_PRIVS`, `execve`.
+/// In the child: `oom_score_adj` back to 0, default signal mask and dispositions, cgroup join,
+/// new session, stdio, working directory, the capability bounding set, `PR_SET_KEEPCAPS`,
+/// `setgroups`/`setresgid`/`setresuid` (raw syscalls), `capset`, ambient capabilities,
+/// `PR_SET_NO_NEW_PRIVS`, `execve` ([`STEPS`]).
 pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
     let (err_r, err_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SysError::call("pipe2", e))?;
@@ -265,7 +283,7 @@ pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
     let stdin = setup.stdin.as_raw_fd();
     let output = setup.output.as_raw_fd();
     let err_w_raw = err_w.as_raw_fd();
-    let (uid, gid) = (setup.uid, setup.gid);
+    let creds = setup.creds;
 
     // SAFETY: fork is called from the pod init, which is single-threaded; the child branch only
     // makes async-signal-safe calls on data prepared above and never returns.
@@ -275,11 +293,7 @@ pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
     }
     if pid == 0 {
         // SAFETY: we are the fork child.
-        unsafe {
-            process_child(
-                setup.exec, &procs, stdin, output, workdir, uid, gid, err_w_raw,
-            )
-        }
+        unsafe { process_child(setup.exec, &procs, stdin, output, workdir, creds, err_w_raw) }
     }
     drop(err_w);
     let mut buf = [0u8; 5];
@@ -315,8 +329,7 @@ unsafe fn process_child(
     stdin: RawFd,
     output: RawFd,
     workdir: *const libc::c_char,
-    uid: Option<u32>,
-    gid: Option<u32>,
+    creds: &Credentials,
     err_w: RawFd,
 ) -> ! {
     // SAFETY: async-signal-safe libc calls on integers, stack buffers and pointers prepared
@@ -365,34 +378,49 @@ unsafe fn process_child(
         if !workdir.is_null() && libc::chdir(workdir) < 0 {
             fail(3);
         }
-        if uid.is_some() || gid.is_some() {
-            let groups: [libc::gid_t; 1] = [gid.unwrap_or(0)];
-            let n: libc::c_long = if gid.is_some() { 1 } else { 0 };
-            if libc::syscall(ids::SETGROUPS, n, groups.as_ptr()) < 0 {
-                fail(4);
-            }
+        // Capabilities: the bounding set first (dropping needs CAP_SETPCAP, which the uid
+        // switch takes away), the permitted set kept across the switch, then the sets the
+        // process runs with (see `runtime::security::cap_plan`).
+        if !caps::drop_bounding(creds.caps.bounding) {
+            fail(4);
         }
-        if let Some(g) = gid {
-            let g = g as libc::c_long;
-            if libc::syscall(ids::SETRESGID, g, g, g) < 0 {
-                fail(5);
-            }
+        if !caps::keep_caps(true) {
+            fail(5);
         }
-        if let Some(u) = uid {
-            let u = u as libc::c_long;
-            if libc::syscall(ids::SETRESUID, u, u, u) < 0 {
-                fail(6);
-            }
+        // `groups` was allocated before the fork; only its buffer is read here.
+        if libc::syscall(
+            ids::SETGROUPS,
+            creds.groups.len() as libc::c_long,
+            creds.groups.as_ptr(),
+        ) < 0
+        {
+            fail(6);
         }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) < 0 {
+        let g = creds.gid as libc::c_long;
+        if libc::syscall(ids::SETRESGID, g, g, g) < 0 {
             fail(7);
         }
+        let u = creds.uid as libc::c_long;
+        if libc::syscall(ids::SETRESUID, u, u, u) < 0 {
+            fail(8);
+        }
+        if !caps::set(&creds.caps) {
+            fail(9);
+        }
+        if !caps::raise_ambient(creds.caps.ambient) {
+            fail(10);
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) < 0 {
+            fail(11);
+        }
+        // The seccomp filter goes here, last before execve (after no_new_privs, which lets an
+        // unprivileged process install it; after every syscall above, which it may forbid).
         libc::execve(
             exec.path.as_ptr(),
             exec.argv_ptrs.as_ptr(),
             exec.envp_ptrs.as_ptr(),
         );
-        fail(8)
+        fail(STEP_EXECVE)
     }
 }
 
