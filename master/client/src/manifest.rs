@@ -21,7 +21,7 @@ use bramble_wire::objects::{
     Protocol, Resources, RestartPolicy, Service, ServiceSpec, Taint, TaintEffect, Toleration,
     Volume, VolumeSource,
 };
-use bramble_wire::security::{CapChanges, CapSet, IdRef, PodSecurity, SeccompProfile};
+use bramble_wire::security::{CapChanges, IdRef, PodSecurity, SeccompProfile};
 use serde::{Deserialize, Deserializer};
 
 use crate::validate;
@@ -725,6 +725,7 @@ pub fn parse(text: &str, origin: &str, default_ns: &str) -> Result<Vec<Object>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bramble_wire::security::CapSet;
 
     pub(super) const HELLO: &str = r#"
 [[pod]]

@@ -173,6 +173,7 @@ impl From<InitConfigV1> for InitConfig {
             config_volume_base: c.config_volume_base,
             secret_volume_base: c.secret_volume_base,
             env_file: c.env_file,
+            privileged: false,
         }
     }
 }
