@@ -163,6 +163,23 @@ pub fn privileged_pod_violations(
     v
 }
 
+/// The whole capability set of a kernel whose last capability is `cap_last_cap` (the
+/// `kernel.cap_last_cap` line), as `/proc/self/status` prints it: `000001ffffffffff` for 40.
+pub fn full_caps(cap_last_cap: u32) -> String {
+    let mask = if cap_last_cap >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (cap_last_cap + 1)) - 1
+    };
+    format!("{mask:016x}")
+}
+
+/// The whole capability set of the kernel the attack ran on, from its `kernel.cap_last_cap`.
+pub fn full_caps_of(got: &BTreeMap<String, (String, String)>) -> Option<String> {
+    let (n, _) = got.get("kernel.cap_last_cap")?;
+    n.parse().ok().map(full_caps)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +213,13 @@ mod tests {
         // The same contained output is not a privileged pod.
         let v = privileged_pod_violations(&parse(&contained), "000001ffffffffff");
         assert_eq!(v.len(), 6, "{v:?}");
+    }
+
+    #[test]
+    fn full_sets_follow_the_last_capability() {
+        assert_eq!(full_caps(40), "000001ffffffffff");
+        assert_eq!(full_caps(37), "0000003fffffffff");
+        let got = parse("kernel.cap_last_cap\t40\t/proc/sys/kernel/cap_last_cap\n");
+        assert_eq!(full_caps_of(&got).as_deref(), Some("000001ffffffffff"));
     }
 }

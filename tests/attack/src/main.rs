@@ -9,7 +9,9 @@
 //! `RESULT` is `ok` when the attack got through (the kernel let it do what it tried), else the
 //! errno name of the refusal (`EPERM`, `EACCES`, `EROFS`, `ENOENT`, …), or `empty` for a file
 //! that opened but read nothing (a path masked with `/dev/null`). `DETAIL` says what was tried.
-//! The `status.*` lines carry `/proc/self/status` fields (`status.CapBnd<TAB>00000000a80425fb`).
+//! The `status.*` lines carry `/proc/self/status` fields (`status.CapBnd<TAB>00000000a80425fb`),
+//! `kernel.cap_last_cap` the kernel's last capability number, and `done<TAB>ok` ends the run.
+//! The judge of this output (what "contained" means per attack) is the crate's library.
 //!
 //! Every attack is harmless when it succeeds: values are written back unchanged (the memory
 //! limit, `core_pattern`), the process moves itself back into its own cgroup, a mounted tmpfs
@@ -589,5 +591,12 @@ fn main() {
             .map_or("missing", str::trim);
         let _ = writeln!(out, "status.{key}\t{v}\t/proc/self/status");
     }
+    // The kernel's last capability: a privileged pod's whole set is every bit up to it.
+    let last = fs::read_to_string("/proc/sys/kernel/cap_last_cap");
+    let last = last.as_deref().map_or("missing", str::trim);
+    let _ = writeln!(
+        out,
+        "kernel.cap_last_cap\t{last}\t/proc/sys/kernel/cap_last_cap"
+    );
     let _ = writeln!(out, "done\tok\tbramble-attack finished");
 }
