@@ -18,28 +18,41 @@ use std::time::Duration;
 use bramble_attack::{default_pod_violations, parse, privileged_pod_violations};
 use bramble_tests::{MasterProc, require_root, start_worker, wait_for, wait_for_with};
 
-/// `bramble-attack` built now from the current sources (`cargo build -p bramble-attack` into
-/// this test's target dir and profile; a no-op when up to date).
+/// `bramble-attack` built now from the current sources, static for this host
+/// (`cargo build -p bramble-attack --target HOST` with `+crt-static`, in its own target dir so
+/// the flag does not invalidate the workspace's build; a no-op when up to date): a single file
+/// that runs in whatever root the pod has.
 fn attack_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/containment-xxxx -> target/<profile>
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let target = profile_dir.parent().unwrap();
+    // target/<profile>/deps/containment-xxxx -> target/
+    let target = exe.ancestors().nth(3).unwrap().join("attack-static");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "-q", "-p", "bramble-attack", "--target-dir"])
-        .arg(target);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().expect("run cargo build -p bramble-attack");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let vv = Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
+    let vv = String::from_utf8_lossy(&vv.stdout);
+    let host = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("no host line in rustc -vV")
+        .trim()
+        .to_string();
+    let out = Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "-q", "-p", "bramble-attack", "--target", &host])
+        .arg("--target-dir")
+        .arg(&target)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .output()
+        .expect("run cargo build -p bramble-attack");
     assert!(
         out.status.success(),
-        "cargo build -p bramble-attack failed: {}",
+        "cargo build -p bramble-attack (static, {host}) failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let p = profile_dir.join("bramble-attack");
+    let p = target.join(&host).join("debug/bramble-attack");
     assert!(p.is_file(), "{} missing after cargo build", p.display());
     p
 }
