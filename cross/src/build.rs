@@ -17,6 +17,9 @@ pub enum Bin {
     Worker,
     /// `bramble` (package bramble-cli): master + CLI.
     Master,
+    /// `bramble-attack` (package bramble-attack, `tests/attack`): the containment tests'
+    /// adversary, run inside pods on the guests. Never shipped (not in [`Bin::ALL`]).
+    Attack,
 }
 
 impl Bin {
@@ -28,6 +31,7 @@ impl Bin {
         match self {
             Bin::Worker => "bramble-worker",
             Bin::Master => "bramble-cli",
+            Bin::Attack => "bramble-attack",
         }
     }
 
@@ -36,6 +40,7 @@ impl Bin {
         match self {
             Bin::Worker => "bramble-worker",
             Bin::Master => "bramble",
+            Bin::Attack => "bramble-attack",
         }
     }
 
@@ -43,7 +48,7 @@ impl Bin {
     pub fn budget(self) -> Option<u64> {
         match self {
             Bin::Worker => Some(3_000_000),
-            Bin::Master => None,
+            Bin::Master | Bin::Attack => None,
         }
     }
 }

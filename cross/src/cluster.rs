@@ -10,6 +10,10 @@
 //! 2. **arch pinning**: with both nodes Ready, pods with `arch = "aarch64"` / `"armv7"` land only
 //!    on the matching board (and print that board's `uname -m`); an `x86_64` pod stays Pending
 //!    with the scheduler's "wrong architecture" reason.
+//!    **containment** ([`containment`], both boards up): `bramble-attack`, cross-built and
+//!    pushed as an artifact, runs as root in a default and a `privileged = true` pod on each
+//!    board; the default pod is refused every attack (14 capabilities, seccomp), the privileged
+//!    one is not.
 //! 3. **pods**: a pod pinned to the aarch64 node runs and its output comes back through
 //!    `bramble logs`; a pod with `memory = "32Mi"` that allocates ~100 MB is OOMKilled (cgroup v2).
 //! 4. **cgroup limits** ([`limits`]): a `cpu = "250m"` pod holds 10-40 % of a core (its own
@@ -40,7 +44,9 @@ use crate::build::{self, Bin};
 use crate::qemu::{Guest, GuestSpec, READY_MARKER, StateDisk};
 use crate::util::{run, run_ok};
 
+pub mod containment;
 pub mod limits;
+pub use containment::containment_on_both_boards;
 pub use limits::cgroup_limits_on_aarch64;
 
 /// QEMU start → `BRAMBLE-GUEST-READY` under TCG.
@@ -1459,8 +1465,8 @@ pub struct SuiteOptions {
 }
 
 /// Run every scenario in order against one master: registration of each board in [`BOARDS`],
-/// arch pinning (both guests up), then the armv7 guest is shut down and the aarch64 pod, cgroup
-/// limit and power-cut scenarios run. A scenario that cannot run because an earlier step failed
+/// arch pinning and containment (both guests up), then the armv7 guest is shut down and the
+/// aarch64 pod, cgroup limit and power-cut scenarios run. A scenario that cannot run because an earlier step failed
 /// fails with that reason; one filtered out by [`SuiteOptions::only`] is reported as skipped.
 pub fn run_suite(opts: &SuiteOptions) -> Result<SuiteReport> {
     if !opts.dev_overrides {
@@ -1514,6 +1520,11 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<SuiteReport> {
         registration(c, 1)
     });
     step("arch pinning (both boards up)", &mut c, &arch_pinning);
+    step(
+        "containment of default and privileged pods (both boards)",
+        &mut c,
+        &containment_on_both_boards,
+    );
     c.retire(1);
     step(
         "pod logs and OOMKilled on aarch64",

@@ -3,7 +3,8 @@
 //! `bramble-worker`, everything asserted through the real `bramble` CLI:
 //!
 //! 1. registration of both boards (arch, cgroup v2 with cpu/memory/pids), boot-to-Ready timed;
-//! 2. arch pinning with both boards up;
+//! 2. arch pinning with both boards up; containment: `bramble-attack` as root in a default pod
+//!    (every attack refused) and a privileged one on each board;
 //! 3. a pod's logs through `bramble logs` and an OOMKilled 32Mi pod on aarch64;
 //! 4. cgroup v2 limits enforced by the guest's kernel: a 250m pod holds 10-40 % of a core
 //!    (next to an unlimited one that gets clearly more), a fork bomb stops at `pids.max`;
