@@ -44,6 +44,7 @@ pub mod init;
 pub mod log;
 pub mod probe;
 pub mod restart;
+pub mod seccomp;
 pub mod volumes;
 
 use std::fmt;

@@ -129,6 +129,8 @@ pub struct ExecContext<'a> {
     pub uid: Option<u32>,
     /// Group.
     pub gid: Option<u32>,
+    /// The process's seccomp filter (`None`: unconfined).
+    pub seccomp: Option<&'a crate::sys::seccomp::SeccompProgram>,
 }
 
 /// Most bytes of an exec probe's output kept for the failure message.
@@ -320,6 +322,7 @@ impl Prober {
                     workdir: ctx.workdir,
                     uid: ctx.uid,
                     gid: ctx.gid,
+                    seccomp: ctx.seccomp,
                 };
                 let pid = spawn::fork_exec(&setup).map_err(|e| format!("exec: {e}"))?;
                 drop(w);
@@ -601,6 +604,7 @@ mod tests {
             workdir: None,
             uid: None,
             gid: None,
+            seccomp: None,
         };
         let start = Instant::now();
         p.process_started(start);

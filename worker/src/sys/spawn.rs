@@ -13,6 +13,7 @@ use std::path::Path;
 
 use nix::fcntl::OFlag;
 
+use super::seccomp::SeccompProgram;
 use super::{Result, SysError, errno};
 
 /// A program ready for `execve`: every string and pointer array is built before any fork.
@@ -212,9 +213,11 @@ pub struct ProcessSetup<'a> {
     pub uid: Option<u32>,
     /// Group to switch to.
     pub gid: Option<u32>,
+    /// The seccomp filter, installed last before `execve`; `None` runs unconfined.
+    pub seccomp: Option<&'a SeccompProgram>,
 }
 
-const STEPS: [&str; 9] = [
+const STEPS: [&str; 10] = [
     "cgroup join",
     "setsid",
     "dup2",
@@ -223,6 +226,7 @@ const STEPS: [&str; 9] = [
     "setresgid",
     "setresuid",
     "prctl(no_new_privs)",
+    "seccomp",
     "execve",
 ];
 
@@ -250,7 +254,8 @@ pub fn protect_from_oom() {
 /// before `execve` is reported as [`SysError::ChildSetup`] (the child is reaped).
 ///
 /// In the child: `oom_score_adj` back to 0, default signal mask and dispositions, cgroup join, new session, stdio, working
-/// directory, `setgroups`/`setresgid`/`setresuid` (raw syscalls), `PR_SET_NO_NEW_PRIVS`, `execve`.
+/// directory, `setgroups`/`setresgid`/`setresuid` (raw syscalls), `PR_SET_NO_NEW_PRIVS`, the
+/// seccomp filter, `execve`.
 pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
     let (err_r, err_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SysError::call("pipe2", e))?;
@@ -266,6 +271,7 @@ pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
     let output = setup.output.as_raw_fd();
     let err_w_raw = err_w.as_raw_fd();
     let (uid, gid) = (setup.uid, setup.gid);
+    let seccomp = setup.seccomp;
 
     // SAFETY: fork is called from the pod init, which is single-threaded; the child branch only
     // makes async-signal-safe calls on data prepared above and never returns.
@@ -277,7 +283,7 @@ pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
         // SAFETY: we are the fork child.
         unsafe {
             process_child(
-                setup.exec, &procs, stdin, output, workdir, uid, gid, err_w_raw,
+                setup.exec, &procs, stdin, output, workdir, uid, gid, seccomp, err_w_raw,
             )
         }
     }
@@ -317,6 +323,7 @@ unsafe fn process_child(
     workdir: *const libc::c_char,
     uid: Option<u32>,
     gid: Option<u32>,
+    seccomp: Option<&SeccompProgram>,
     err_w: RawFd,
 ) -> ! {
     // SAFETY: async-signal-safe libc calls on integers, stack buffers and pointers prepared
@@ -387,12 +394,18 @@ unsafe fn process_child(
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) < 0 {
             fail(7);
         }
+        // Last: from here on the filter applies, to execve too (which it allows).
+        if let Some(prog) = seccomp
+            && prog.install_raw() < 0
+        {
+            fail(8);
+        }
         libc::execve(
             exec.path.as_ptr(),
             exec.argv_ptrs.as_ptr(),
             exec.envp_ptrs.as_ptr(),
         );
-        fail(8)
+        fail(9)
     }
 }
 
