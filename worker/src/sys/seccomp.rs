@@ -135,8 +135,8 @@ mod tests {
                 libc::_exit(0);
             }
         }
-        // SAFETY: closing our write end; reading into a local array.
         let mut out = [0i32; 7];
+        // SAFETY: closing our write end; reading into a local array.
         unsafe {
             libc::close(fds[1]);
             let n = libc::read(fds[0], out.as_mut_ptr().cast(), std::mem::size_of_val(&out));
