@@ -148,7 +148,13 @@ fn cgroup2_device_program_denies_unlisted_devices() {
     let rel = format!("bramble-test-{}-devbpf", std::process::id());
     let _guard = Cg2Guard(&v2, rel.clone());
     v2.create(&rel, &Resources::default()).unwrap();
+    let t = std::time::Instant::now();
     v2.restrict_devices(&rel, &DeviceRules::default()).unwrap();
+    eprintln!(
+        "device program ({} instructions) loaded and attached in {:?}",
+        DeviceRules::default().ebpf_program().len(),
+        t.elapsed()
+    );
 
     // The child waits for a line on stdin, so that it is in the cgroup before it opens anything.
     let mut child = Command::new("/bin/sh")

@@ -627,6 +627,11 @@ pub const MEMORY_MISSING: &str = "memory cgroup controller is not enabled: add \
 `cgroup_enable=memory cgroup_memory=1` to the kernel command line (/boot/firmware/cmdline.txt, \
 or /boot/cmdline.txt on older images) and reboot; pods run without memory limits until then";
 
+/// The message for a v1 host without the `devices` hierarchy.
+pub const DEVICES_MISSING: &str = "the devices cgroup v1 controller is not mounted: pods can \
+open every device node; mount it (`mount -t cgroup -o devices devices /sys/fs/cgroup/devices`) \
+or boot with cgroup v2 (`systemd.unified_cgroup_hierarchy=1`)";
+
 /// A mount of a cgroup filesystem from `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupMount {
@@ -786,6 +791,12 @@ pub fn detect(base: CgroupBase) -> (AnyCgroupManager, Preflight) {
             problems.push("no usable cgroup v1 hierarchy (memory, cpu, pids) is mounted".into());
             AnyCgroupManager::None(Noop)
         } else {
+            if !hier
+                .iter()
+                .any(|h| h.controllers.iter().any(|c| c == "devices"))
+            {
+                problems.push(DEVICES_MISSING.into());
+            }
             AnyCgroupManager::V1(V1::new(hier))
         }
     } else {
