@@ -8,8 +8,9 @@
 //!    -o json` shows their arch and cgroup v2 with cpu, memory and pids; boot-to-Ready (QEMU
 //!    start → node Ready in the master) is measured per board.
 //! 2. **arch pinning**: with both nodes Ready, pods with `arch = "aarch64"` / `"armv7"` land only
-//!    on the matching board (and print that board's `uname -m`); an `x86_64` pod stays Pending
-//!    with the scheduler's "wrong architecture" reason.
+//!    on the matching board (and print that board's `uname -m`, and that they are contained by
+//!    default: seccomp filter on, `unshare` refused, a block device refused); an `x86_64` pod
+//!    stays Pending with the scheduler's "wrong architecture" reason.
 //!    **containment** ([`containment`], both boards up): `bramble-attack`, cross-built and
 //!    pushed as an artifact, runs as root in a default and a `privileged = true` pod on each
 //!    board; the default pod is refused every attack (14 capabilities, seccomp), the privileged
@@ -877,8 +878,16 @@ pub fn tls_refusals(c: &mut Cluster) -> Result<String> {
     Ok(out.join("; "))
 }
 
+/// Prints `arch=<uname -m> seccomp=<1 if filtered> unshare=<exit status of unshare -m>
+/// blk=<1 if opening a block device node it made is refused>`, then sleeps.
+const CONTAINMENT_SCRIPT: &str = "b=/tmp/blk-$(hostname); mknod $b b 7 0; \
+echo arch=$(uname -m) seccomp=$(grep -c '^Seccomp:.2$' /proc/self/status) \
+unshare=$(unshare -m true 2>/dev/null; echo $?) \
+blk=$(head -c 1 $b 2>&1 >/dev/null | grep -c 'not permitted'); rm -f $b; exec sleep 1000";
+
 /// Scenario 2: pods with `arch` land only on the matching board; an x86_64 pod stays Pending
 /// with the scheduler's reason.
+/// Their logs also show the pods contained by default on both ABIs ([`CONTAINMENT_SCRIPT`]).
 pub fn arch_pinning(c: &mut Cluster) -> Result<String> {
     let a64 = c.node(0)?.name().to_string();
     let v7 = c.node(1)?.name().to_string();
@@ -902,7 +911,7 @@ pub fn arch_pinning(c: &mut Cluster) -> Result<String> {
             None,
             Some(arch),
             None,
-            "echo arch=$(uname -m); exec sleep 1000",
+            CONTAINMENT_SCRIPT,
         ));
         manifest.push('\n');
     }
@@ -924,7 +933,9 @@ pub fn arch_pinning(c: &mut Cluster) -> Result<String> {
                 pod_node(&p)
             )));
         }
-        let want = format!("arch={uname}");
+        // Contained by default on both ABIs: the seccomp filter is on, unshare is refused, and
+        // the cgroup v2 device program refuses a block device node the pod made itself.
+        let want = format!("arch={uname} seccomp=1 unshare=1 blk=1");
         let logs = c.wait(
             Duration::from_secs(30),
             &format!("`{want}` in `bramble logs {name}`"),

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use bramble_wire::objects::{CgroupVersion, Controllers, Resources};
 
+use super::devices::DeviceRules;
 use crate::sys::process as sysproc;
 
 /// Errors of cgroup handling: lowercase, with the path.
@@ -41,6 +42,14 @@ pub enum CgroupError {
         path: PathBuf,
         /// Kill rounds tried.
         tries: u32,
+    },
+    /// The cgroup v2 device filter could not be loaded or attached.
+    #[error("device filter of cgroup {path:?}: {err}")]
+    DeviceFilter {
+        /// The cgroup.
+        path: PathBuf,
+        /// The error.
+        err: crate::sys::SysError,
     },
     /// A signal could not be sent.
     #[error("killing tasks of {path:?}: {err}")]
@@ -111,6 +120,10 @@ pub trait CgroupManager: fmt::Debug + Send + Sync {
     fn controllers(&self) -> Controllers;
     /// Creates the cgroup `rel` (and its parents) and applies `res` to it.
     fn create(&self, rel: &str, res: &Resources) -> Result<()>;
+    /// Restricts the devices of `rel` and everything below it to `rules` (deny all else).
+    /// Called right after `create(rel)`, before `rel` has children: v1 children copy their
+    /// parent's list when created, and v1 refuses `devices.deny = a` once there are children.
+    fn restrict_devices(&self, rel: &str, rules: &DeviceRules) -> Result<()>;
     /// Whether the cgroup exists.
     fn exists(&self, rel: &str) -> bool;
     /// The `cgroup.procs` files to write a PID into to join `rel` (one per v1 hierarchy).
@@ -220,7 +233,7 @@ pub struct V1Hierarchy {
     pub base: PathBuf,
 }
 
-/// cgroup v1: one directory tree per hierarchy (memory, cpu, cpuacct, pids).
+/// cgroup v1: one directory tree per hierarchy (memory, cpu, cpuacct, pids, devices).
 #[derive(Debug, Clone)]
 pub struct V1 {
     hierarchies: Vec<V1Hierarchy>,
@@ -280,6 +293,20 @@ impl CgroupManager for V1 {
         }
         if let (Some(pids), Some(dir)) = (res.pids, self.dir_of("pids")) {
             write(&dir.join(rel).join("pids.max"), &pids.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn restrict_devices(&self, rel: &str, rules: &DeviceRules) -> Result<()> {
+        let Some(dir) = self.dir_of("devices") else {
+            return Ok(());
+        };
+        let d = dir.join(rel);
+        write(&d.join("devices.deny"), "a")?;
+        // One rule per write: the kernel parses a single rule per write(2).
+        let allow = d.join("devices.allow");
+        for line in rules.v1_allow_lines() {
+            write(&allow, &line)?;
         }
         Ok(())
     }
@@ -470,6 +497,13 @@ impl CgroupManager for V2 {
         Ok(())
     }
 
+    fn restrict_devices(&self, rel: &str, rules: &DeviceRules) -> Result<()> {
+        let dir = self.root.join(rel);
+        let insns: Vec<u64> = rules.ebpf_program().iter().map(|i| i.to_u64()).collect();
+        crate::sys::bpf::attach_device_filter(&dir, &insns)
+            .map_err(|err| CgroupError::DeviceFilter { path: dir, err })
+    }
+
     fn exists(&self, rel: &str) -> bool {
         self.root.join(rel).is_dir()
     }
@@ -537,6 +571,9 @@ impl CgroupManager for Noop {
     fn create(&self, _: &str, _: &Resources) -> Result<()> {
         Ok(())
     }
+    fn restrict_devices(&self, _: &str, _: &DeviceRules) -> Result<()> {
+        Ok(())
+    }
     fn exists(&self, _: &str) -> bool {
         false
     }
@@ -590,6 +627,11 @@ pub const MEMORY_MISSING: &str = "memory cgroup controller is not enabled: add \
 `cgroup_enable=memory cgroup_memory=1` to the kernel command line (/boot/firmware/cmdline.txt, \
 or /boot/cmdline.txt on older images) and reboot; pods run without memory limits until then";
 
+/// The message for a v1 host without the `devices` hierarchy.
+pub const DEVICES_MISSING: &str = "the devices cgroup v1 controller is not mounted: pods can \
+open every device node; mount it (`mount -t cgroup -o devices devices /sys/fs/cgroup/devices`) \
+or boot with cgroup v2 (`systemd.unified_cgroup_hierarchy=1`)";
+
 /// A mount of a cgroup filesystem from `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CgroupMount {
@@ -621,7 +663,7 @@ pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
             }),
             "cgroup" => {
                 let known = [
-                    "cpu", "cpuacct", "memory", "pids", "cpuset", "freezer", "blkio",
+                    "cpu", "cpuacct", "memory", "pids", "cpuset", "freezer", "blkio", "devices",
                 ];
                 let controllers: Vec<String> = opts
                     .split(',')
@@ -726,7 +768,8 @@ pub fn detect(base: CgroupBase) -> (AnyCgroupManager, Preflight) {
         AnyCgroupManager::V2(V2::new(m.join(own_path(&[], true))))
     } else if mounts.iter().any(|m| !m.v2) {
         let mut hier = Vec::new();
-        for want in ["memory", "cpu", "cpuacct", "pids"] {
+        // `devices`: every pod process joins the pod's device allow-list.
+        for want in ["memory", "cpu", "cpuacct", "pids", "devices"] {
             if hier
                 .iter()
                 .any(|h: &V1Hierarchy| h.controllers.iter().any(|c| c == want))
@@ -748,6 +791,12 @@ pub fn detect(base: CgroupBase) -> (AnyCgroupManager, Preflight) {
             problems.push("no usable cgroup v1 hierarchy (memory, cpu, pids) is mounted".into());
             AnyCgroupManager::None(Noop)
         } else {
+            if !hier
+                .iter()
+                .any(|h| h.controllers.iter().any(|c| c == "devices"))
+            {
+                problems.push(DEVICES_MISSING.into());
+            }
             AnyCgroupManager::V1(V1::new(hier))
         }
     } else {

@@ -28,6 +28,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bramble_wire::objects::{
@@ -44,6 +45,7 @@ use crate::persist::{self, PodDir};
 use crate::sys::caps::{self, Credentials};
 use crate::sys::net::Interest;
 use crate::sys::process::{self as sysproc, Exit, ReadOutcome, Signal};
+use crate::sys::seccomp::SeccompProgram;
 use crate::sys::spawn::{Exec, ProcessSetup};
 use crate::sys::{mount, net, spawn};
 
@@ -156,6 +158,30 @@ struct Proc {
     kill_at: Option<Instant>,
     /// The current run was ended by a failed liveness probe: restart it like a failure.
     liveness_killed: bool,
+    /// The seccomp filter of the process and its exec probes (`None`: unconfined).
+    seccomp: Option<Rc<SeccompProgram>>,
+}
+
+/// The default seccomp program (containerd's `RuntimeDefault` equivalent, see
+/// [`super::seccomp`]) for the architecture this binary runs on; `None` (unconfined) only on an
+/// architecture without a syscall table.
+pub fn default_seccomp() -> Option<Rc<SeccompProgram>> {
+    let arch = super::seccomp::Arch::current()?;
+    let prog = super::seccomp::default_program(arch);
+    Some(Rc::new(SeccompProgram::new(prog.iter().map(|i| i.raw()))))
+}
+
+/// The seccomp filter of one process: the default one, or none for a `privileged` pod or a
+/// process with `seccomp = "unconfined"`.
+pub fn seccomp_for(
+    spec: &ProcessSpec,
+    privileged: bool,
+    default: Option<&Rc<SeccompProgram>>,
+) -> Option<Rc<SeccompProgram>> {
+    if privileged || spec.seccomp == bramble_wire::objects::SeccompProfile::Unconfined {
+        return None;
+    }
+    default.cloned()
 }
 
 fn oom_count(fd: &Option<OwnedFd>) -> u64 {
@@ -370,6 +396,8 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
     let log_fd = sysproc::open_dir(Path::new(&cfg.log_dir))?;
     let events = sysproc::open_fifo_rw_at(state_fd.as_fd(), PodDir::EVENTS)?;
     let devnull = sysproc::open_read(Path::new("/dev/null"))?;
+    // Built once; every process and exec probe shares it.
+    let default_seccomp = default_seccomp();
     let backoff = super::Backoff {
         initial: Duration::from_millis(cfg.backoff_initial_ms),
         max: Duration::from_millis(cfg.backoff_max_ms),
@@ -414,6 +442,8 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             probes: Vec::new(),
             kill_at: None,
             liveness_killed: false,
+            // Integrator: `cfg.privileged` once InitConfig carries it.
+            seccomp: seccomp_for(&p.spec, cfg.privileged, default_seccomp.as_ref()),
         });
     }
     let env_from = match &cfg.env_file {
@@ -643,6 +673,7 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
                     output: w.as_fd(),
                     workdir: p.workdir.as_deref(),
                     creds: &p.creds,
+                    seccomp: p.seccomp.as_deref(),
                 };
                 let pid = spawn::fork_exec(&setup).map_err(|e| e.to_string())?;
                 let _ = sysproc::set_nonblocking(r.as_fd());
@@ -724,6 +755,7 @@ fn probe_step(p: &mut Proc, now: Instant, devnull: &OwnedFd, cfg: &InitConfig) -
         stdin: devnull.as_fd(),
         workdir: p.workdir.as_deref(),
         creds: &p.creds,
+        seccomp: p.seccomp.as_deref(),
     };
     let mut changed = false;
     let mut kill = None;

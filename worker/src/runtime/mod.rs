@@ -41,10 +41,12 @@
 //! ```
 
 pub mod cgroup;
+pub mod devices;
 pub mod init;
 pub mod log;
 pub mod probe;
 pub mod restart;
+pub mod seccomp;
 pub mod security;
 pub mod volumes;
 
@@ -243,6 +245,12 @@ pub struct PodKey {
     pub name: String,
     /// The first 8 characters of the pod's uid.
     pub uid_prefix: String,
+}
+
+/// The device allow-list of a pod's cgroup: containerd's default set, or none (host devices)
+/// for a `privileged` pod. Per-pod device grants are added here.
+pub fn device_rules(privileged: bool) -> Option<devices::DeviceRules> {
+    (!privileged).then(devices::DeviceRules::containerd_default)
 }
 
 fn valid_part(s: &str) -> bool {
@@ -500,7 +508,7 @@ impl LinuxRuntime {
         format!("{}/{}", self.cfg.cgroup_parent, key)
     }
 
-    /// Starts `pod`: cgroups, state directory, the pod init in new namespaces (inside its cgroup
+    /// Starts `pod`: cgroups (with the device allow-list), state directory, the pod init in new namespaces (inside its cgroup
     /// before it execs), which starts the processes. Logs go to `<log_dir>/<ns>_<name>/`.
     pub fn start_pod(&self, pod: &Pod, log_dir: &Path) -> Result<PodHandle> {
         self.start_pod_with(&PodToRun::new(pod.clone()), log_dir, None)
@@ -554,6 +562,9 @@ impl LinuxRuntime {
         std::fs::create_dir_all(&pod_log).map_err(io("mkdir", &pod_log))?;
 
         cg.create(&rel, &pod_limits(pod))?;
+        if let Some(rules) = device_rules(pod.spec.privileged) {
+            cg.restrict_devices(&rel, &rules)?;
+        }
         let init_rel = format!("{rel}/_init");
         cg.create(&init_rel, &Resources::default())?;
         let mut processes = Vec::new();

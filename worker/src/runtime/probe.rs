@@ -127,6 +127,8 @@ pub struct ExecContext<'a> {
     pub workdir: Option<&'a std::ffi::CStr>,
     /// User, groups and capabilities: the process's own.
     pub creds: &'a crate::sys::caps::Credentials,
+    /// The process's seccomp filter (`None`: unconfined).
+    pub seccomp: Option<&'a crate::sys::seccomp::SeccompProgram>,
 }
 
 /// Most bytes of an exec probe's output kept for the failure message.
@@ -317,6 +319,7 @@ impl Prober {
                     output: w.as_fd(),
                     workdir: ctx.workdir,
                     creds: ctx.creds,
+                    seccomp: ctx.seccomp,
                 };
                 let pid = spawn::fork_exec(&setup).map_err(|e| format!("exec: {e}"))?;
                 drop(w);
@@ -597,6 +600,7 @@ mod tests {
             stdin: null.as_fd(),
             workdir: None,
             creds: &Default::default(),
+            seccomp: None,
         };
         let start = Instant::now();
         p.process_started(start);

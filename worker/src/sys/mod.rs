@@ -11,17 +11,22 @@
 //!   rootfs (read-only bind + writable tmpfs scratch) and `pivot_root`; hostname; loopback up.
 //! - [`net`]: non-blocking TCP connects and `poll` for the pod init's probes.
 //! - [`process`]: signals, `waitpid`, `pidfd`, `poll`, `signalfd` and reading `/proc`.
+//! - [`bpf`]: loading a cgroup v2 device program (`bpf(BPF_PROG_LOAD)`) and attaching it to a
+//!   pod's cgroup (`BPF_PROG_ATTACH`, `BPF_CGROUP_DEVICE`).
+//! - [`seccomp`]: installing a prepared seccomp filter (raw `seccomp(2)`, in the fork child).
 //! - [`netlink`]: a minimal rtnetlink client (links, addresses, routes).
 //! - [`podnet`]: the pod bridge, veth pairs into isolated pods (configured from a thread that
 //!   joined the pod's network namespace), and routes to other nodes' pod subnets.
 #![allow(unsafe_code)]
 
+pub mod bpf;
 pub mod caps;
 pub mod mount;
 pub mod net;
 pub mod netlink;
 pub mod podnet;
 pub mod process;
+pub mod seccomp;
 pub mod spawn;
 
 use std::path::PathBuf;

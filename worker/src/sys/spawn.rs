@@ -14,6 +14,7 @@ use std::path::Path;
 use nix::fcntl::OFlag;
 
 use super::caps::{self, Credentials};
+use super::seccomp::SeccompProgram;
 use super::{Result, SysError, errno};
 
 /// A program ready for `execve`: every string and pointer array is built before any fork.
@@ -222,10 +223,12 @@ pub struct ProcessSetup<'a> {
     pub workdir: Option<&'a CStr>,
     /// User, groups and capabilities.
     pub creds: &'a Credentials,
+    /// The seccomp filter, installed last before `execve`; `None` runs unconfined.
+    pub seccomp: Option<&'a SeccompProgram>,
 }
 
 /// The child's steps, in order; a failure reports its index.
-const STEPS: [&str; 13] = [
+const STEPS: [&str; 14] = [
     "cgroup join",
     "setsid",
     "dup2",
@@ -238,9 +241,10 @@ const STEPS: [&str; 13] = [
     "capset",
     "prctl(PR_CAP_AMBIENT_RAISE)",
     "prctl(no_new_privs)",
+    "seccomp",
     "execve",
 ];
-const STEP_EXECVE: u8 = 12;
+const STEP_EXECVE: u8 = 13;
 
 #[cfg(target_arch = "arm")]
 mod ids {
@@ -268,7 +272,7 @@ pub fn protect_from_oom() {
 /// In the child: `oom_score_adj` back to 0, default signal mask and dispositions, cgroup join,
 /// new session, stdio, working directory, the capability bounding set, `PR_SET_KEEPCAPS`,
 /// `setgroups`/`setresgid`/`setresuid` (raw syscalls), `capset`, ambient capabilities,
-/// `PR_SET_NO_NEW_PRIVS`, `execve` ([`STEPS`]).
+/// `PR_SET_NO_NEW_PRIVS`, the seccomp filter, `execve` ([`STEPS`]).
 pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
     let (err_r, err_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SysError::call("pipe2", e))?;
@@ -284,6 +288,7 @@ pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
     let output = setup.output.as_raw_fd();
     let err_w_raw = err_w.as_raw_fd();
     let creds = setup.creds;
+    let seccomp = setup.seccomp;
 
     // SAFETY: fork is called from the pod init, which is single-threaded; the child branch only
     // makes async-signal-safe calls on data prepared above and never returns.
@@ -293,7 +298,11 @@ pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
     }
     if pid == 0 {
         // SAFETY: we are the fork child.
-        unsafe { process_child(setup.exec, &procs, stdin, output, workdir, creds, err_w_raw) }
+        unsafe {
+            process_child(
+                setup.exec, &procs, stdin, output, workdir, creds, seccomp, err_w_raw,
+            )
+        }
     }
     drop(err_w);
     let mut buf = [0u8; 5];
@@ -330,6 +339,7 @@ unsafe fn process_child(
     output: RawFd,
     workdir: *const libc::c_char,
     creds: &Credentials,
+    seccomp: Option<&SeccompProgram>,
     err_w: RawFd,
 ) -> ! {
     // SAFETY: async-signal-safe libc calls on integers, stack buffers and pointers prepared
@@ -413,8 +423,13 @@ unsafe fn process_child(
         if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) < 0 {
             fail(11);
         }
-        // The seccomp filter goes here, last before execve (after no_new_privs, which lets an
-        // unprivileged process install it; after every syscall above, which it may forbid).
+        // The seccomp filter last before execve: after no_new_privs, which lets an unprivileged
+        // process install it, and after every syscall above, which it may forbid.
+        if let Some(prog) = seccomp
+            && prog.install_raw() < 0
+        {
+            fail(12);
+        }
         libc::execve(
             exec.path.as_ptr(),
             exec.argv_ptrs.as_ptr(),
