@@ -25,6 +25,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,7 +42,7 @@ use crate::persist::{self, PodDir};
 use crate::sys::net::Interest;
 use crate::sys::process::{self as sysproc, Exit, ReadOutcome, Signal};
 use crate::sys::spawn::{Exec, ProcessSetup};
-use crate::sys::{mount, net, spawn};
+use crate::sys::{fs, mount, net, spawn};
 
 /// The hidden first argument that makes the worker binary run as a pod init.
 pub const INIT_ARG: &str = "__bramble_init";
@@ -84,6 +85,13 @@ pub struct InitConfig {
     pub secret_volume_base: String,
     /// The processes' `env_from` variables ([`super::volumes::read_env_file`]), if any.
     pub env_file: Option<String>,
+    /// A privileged pod: the host's `/dev`, writable `/sys` and cgroups, nothing masked (its
+    /// root is still a new one when it has none of its own).
+    pub privileged: bool,
+    /// The pod shares the host's IPC namespace: no `/dev/mqueue` of its own.
+    pub host_ipc: bool,
+    /// The pod's cgroup (its cgroup namespace and `/sys/fs/cgroup`); `None` without cgroups.
+    pub cgroup: Option<PodCgroup>,
 }
 
 /// One process, as the init sees it.
@@ -187,21 +195,110 @@ fn hosts_file(hostname: &str, env: &[(String, String)]) -> String {
     out
 }
 
-/// One step of a pod's mount setup (see [`mount_plan`]).
+/// The working directory of processes without a `workdir` in pods without a root filesystem
+/// of their own: a writable directory on disk, private to the pod.
+pub const SCRATCH_DIR: &str = "/scratch";
+
+/// Size of every pod's `/dev/shm` (Docker's default).
+pub const SHM_SIZE: u64 = 64 << 20;
+
+/// What Kubernetes (containerd's defaults) hides from unprivileged pods: files get `/dev/null`
+/// bound over them, directories an empty read-only tmpfs; missing paths are skipped.
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// What Kubernetes makes read-only (nosuid, nodev, noexec) for unprivileged pods.
+pub const READ_ONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The host directories a pod without a root of its own sees (read-only; the ones that are
+/// symlinks on the host, as on merged-`/usr` systems, are recreated as the same symlinks).
+pub const HOST_DIRS: [&str; 7] = ["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
+
+/// The host `/etc` entries a pod without a root of its own sees (read-only, symlinks followed).
+/// Its `/etc/hosts` is the pod's own.
+pub const HOST_ETC: [&str; 15] = [
+    "passwd",
+    "group",
+    "resolv.conf",
+    "nsswitch.conf",
+    "ssl",
+    "ca-certificates",
+    "alternatives",
+    "localtime",
+    "os-release",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "mime.types",
+    "protocols",
+    "services",
+];
+
+/// The device nodes of every unprivileged pod's `/dev` (the host's nodes bound in).
+pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The pod's cgroup, as its init needs it for its cgroup namespace and `/sys/fs/cgroup`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodCgroup {
+    /// `cgroup.procs` of the pod's cgroup, one per hierarchy: the init joins it for a moment,
+    /// so that its new cgroup namespace is rooted there.
+    pub pod_procs: Vec<String>,
+    /// `cgroup.procs` of the init's own leaf (`_init`), where it goes back.
+    pub leaf_procs: Vec<String>,
+    /// v1: the controllers of each hierarchy the worker uses (`cpu,cpuacct`), in the order of
+    /// `pod_procs`; empty on v2.
+    pub v1_hierarchies: Vec<String>,
+}
+
+/// One step of a pod's mount setup (see [`mount_plan`]). Every destination is inside the pod's
+/// root and is resolved inside it ([`crate::sys::fs::InRoot`]): a symlink in the root never
+/// leads a mount or a created mount point out of it. Missing mount points are created (inside
+/// the root) as directories, or as files when the source is not a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountOp {
     /// Make every mount private, recursively (nothing propagates to the host).
     MakePrivate,
-    /// Bind-mount `src` on `dst`.
+    /// The pod's root filesystem bind-mounted read-only on itself.
+    RootBind(PathBuf),
+    /// A new root for a pod without one: a tmpfs on this directory of the pod's run dir.
+    RootTmpfs(PathBuf),
+    /// Bind-mount `src` (a host path) on `dst` with its submounts.
     Bind {
         /// Source.
         src: PathBuf,
         /// Mount point.
         dst: PathBuf,
-        /// Remount read-only.
+        /// Read-only, submounts included.
         read_only: bool,
     },
-    /// A tmpfs of at most `size` bytes on `dst`.
+    /// A host entry of a new root: a directory or file bound read-only on `dst`, or, if it is a
+    /// symlink and `keep_symlink`, the same symlink; nothing if the host has no `src`.
+    HostEntry {
+        /// The host path.
+        src: PathBuf,
+        /// Where in the root.
+        dst: PathBuf,
+        /// Recreate a symlink (`/lib -> usr/lib`) instead of following it.
+        keep_symlink: bool,
+    },
+    /// A tmpfs of at most `size` bytes on `dst` (nosuid, nodev).
     Tmpfs {
         /// Mount point.
         dst: PathBuf,
@@ -209,9 +306,9 @@ pub enum MountOp {
         size: u64,
         /// Mode of its root.
         mode: u32,
+        /// noexec too.
+        noexec: bool,
     },
-    /// An empty file (a mount point for a device node).
-    EmptyFile(PathBuf),
     /// A symlink `link` → `target`.
     Symlink {
         /// What it points to.
@@ -221,16 +318,61 @@ pub enum MountOp {
     },
     /// A fresh procfs on this path.
     Proc(PathBuf),
-    /// A config map or secret volume directory, bind-mounted read-only (the mount point is
-    /// created if missing).
+    /// `/sys`: a fresh sysfs (`fresh`, the pod has its own network namespace) or the host's
+    /// `/sys` bound with its submounts. Skipped, with everything below it, if a read-only root
+    /// has no such directory.
+    Sys {
+        /// Mount point.
+        dst: PathBuf,
+        /// A new sysfs rather than the host's.
+        fresh: bool,
+        /// Read-only (submounts included).
+        read_only: bool,
+    },
+    /// A new devpts instance (`/dev/pts`).
+    Devpts(PathBuf),
+    /// The IPC namespace's message queue filesystem (`/dev/mqueue`).
+    Mqueue(PathBuf),
+    /// The cgroup v2 hierarchy as the pod's cgroup namespace shows it.
+    Cgroup2 {
+        /// Mount point.
+        dst: PathBuf,
+        /// Read-only.
+        read_only: bool,
+    },
+    /// A cgroup v1 hierarchy as the pod's cgroup namespace shows it.
+    Cgroup1 {
+        /// Mount point.
+        dst: PathBuf,
+        /// The hierarchy's controllers (`cpu,cpuacct`).
+        controllers: String,
+        /// Read-only.
+        read_only: bool,
+    },
+    /// Hide a path: `/dev/null` over a file, an empty read-only tmpfs over a directory; nothing
+    /// if it is missing.
+    Mask(PathBuf),
+    /// Bind a path on itself read-only, nosuid, nodev, noexec; nothing if it is missing.
+    ReadOnly(PathBuf),
+    /// Make the mount at this path (a mount's root) read-only.
+    RemountReadOnly(PathBuf),
+    /// A config map or secret volume directory, bind-mounted read-only.
     ConfigVolume {
         /// The prepared volume directory.
         src: PathBuf,
         /// Mount point.
         dst: PathBuf,
     },
-    /// If the root has a file `dst` (`/etc/hosts`): write `contents` to `file` (in the run dir)
-    /// and bind-mount it read-only on `dst`.
+    /// The pod's writable scratch directory: `src` (in the run dir, created mode 1777) bound on
+    /// `dst`.
+    Scratch {
+        /// The directory in the pod's run dir.
+        src: PathBuf,
+        /// Where in the root.
+        dst: PathBuf,
+    },
+    /// Write `contents` to `file` (in the run dir) and bind-mount it read-only on `dst` (the
+    /// root's `/etc/hosts`) if the root has that file, or always if `create`.
     Hosts {
         /// The hosts file in the pod's run dir.
         file: PathBuf,
@@ -238,52 +380,183 @@ pub enum MountOp {
         contents: String,
         /// The root's `/etc/hosts`.
         dst: PathBuf,
+        /// Create the mount point (a new root).
+        create: bool,
     },
     /// `pivot_root` into this directory and detach the old root.
     PivotRoot(PathBuf),
 }
 
+/// The root a pod gets when it has none of its own: `<run dir>/root`.
+pub fn new_root_dir(pod_dir: &PodDir) -> PathBuf {
+    pod_dir.path().join("root")
+}
+
 /// The pod's mount setup as a list of steps, pure. [`apply_mounts`] runs it.
-pub fn mount_plan(cfg: &InitConfig, pod_dir: &PodDir) -> Vec<MountOp> {
+///
+/// `cgroup_ns_at_pod`: the init's cgroup namespace is rooted at the pod's cgroup (fresh cgroup
+/// mounts show it); if not (v2 refused the init in a cgroup with controllers enabled for its
+/// children), the pod's cgroup directories are bound instead.
+pub fn mount_plan(cfg: &InitConfig, pod_dir: &PodDir, cgroup_ns_at_pod: bool) -> Vec<MountOp> {
     let mut plan = vec![MountOp::MakePrivate];
+    let new_root = cfg.rootfs.is_none();
     let root = cfg
         .rootfs
         .as_deref()
-        .map_or(PathBuf::from("/"), PathBuf::from);
-    if cfg.rootfs.is_some() {
+        .map_or_else(|| new_root_dir(pod_dir), PathBuf::from);
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    let unprivileged = !cfg.privileged;
+    if new_root {
+        plan.push(MountOp::RootTmpfs(root.clone()));
+        for d in HOST_DIRS {
+            plan.push(MountOp::HostEntry {
+                src: Path::new("/").join(d),
+                dst: at(d),
+                keep_symlink: true,
+            });
+        }
+        for e in HOST_ETC {
+            plan.push(MountOp::HostEntry {
+                src: Path::new("/etc").join(e),
+                dst: at("etc").join(e),
+                keep_symlink: false,
+            });
+        }
+    } else {
+        plan.push(MountOp::RootBind(root.clone()));
+    }
+    plan.push(MountOp::Tmpfs {
+        dst: at("tmp"),
+        size: cfg.tmp_size,
+        mode: 0o1777,
+        noexec: false,
+    });
+    // /dev: a minimal one, or the host's for privileged pods; both with their own pts, shm and
+    // mqueue.
+    let dev = at("dev");
+    if cfg.privileged {
         plan.push(MountOp::Bind {
-            src: root.clone(),
-            dst: root.clone(),
-            read_only: true,
+            src: "/dev".into(),
+            dst: dev.clone(),
+            read_only: false,
         });
-        plan.push(MountOp::Tmpfs {
-            dst: root.join("tmp"),
-            size: cfg.tmp_size,
-            mode: 0o1777,
-        });
-        let dev = root.join("dev");
+    } else {
         plan.push(MountOp::Tmpfs {
             dst: dev.clone(),
             size: 1 << 20,
             mode: 0o755,
+            noexec: true,
         });
-        for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-            let target = dev.join(node);
-            plan.push(MountOp::EmptyFile(target.clone()));
+        for node in DEVICES {
             plan.push(MountOp::Bind {
                 src: Path::new("/dev").join(node),
-                dst: target,
+                dst: dev.join(node),
                 read_only: false,
             });
         }
+    }
+    plan.push(MountOp::Devpts(dev.join("pts")));
+    if unprivileged {
         plan.push(MountOp::Symlink {
-            target: "/proc/self/fd".into(),
-            link: dev.join("fd"),
+            target: "pts/ptmx".into(),
+            link: dev.join("ptmx"),
         });
     }
-    plan.push(MountOp::Proc(root.join("proc")));
+    plan.push(MountOp::Tmpfs {
+        dst: dev.join("shm"),
+        size: SHM_SIZE,
+        mode: 0o1777,
+        noexec: true,
+    });
+    if !cfg.host_ipc {
+        plan.push(MountOp::Mqueue(dev.join("mqueue")));
+    }
+    if unprivileged {
+        for (link, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            plan.push(MountOp::Symlink {
+                target: target.into(),
+                link: dev.join(link),
+            });
+        }
+    }
+    plan.push(MountOp::Proc(at("proc")));
+    plan.push(MountOp::Sys {
+        dst: at("sys"),
+        fresh: cfg.private_network,
+        read_only: unprivileged,
+    });
+    if unprivileged {
+        plan.extend(MASKED_PATHS.iter().map(|p| MountOp::Mask(at(p))));
+        plan.extend(READ_ONLY_PATHS.iter().map(|p| MountOp::ReadOnly(at(p))));
+    }
+    if let Some(cg) = &cfg.cgroup {
+        let dst = at("sys/fs/cgroup");
+        let pod_dirs: Vec<PathBuf> = cg
+            .pod_procs
+            .iter()
+            .filter_map(|f| Path::new(f).parent().map(Path::to_owned))
+            .collect();
+        if cg.v1_hierarchies.is_empty() {
+            plan.push(match (cgroup_ns_at_pod, pod_dirs.first()) {
+                (false, Some(src)) => MountOp::Bind {
+                    src: src.clone(),
+                    dst,
+                    read_only: unprivileged,
+                },
+                _ => MountOp::Cgroup2 {
+                    dst,
+                    read_only: unprivileged,
+                },
+            });
+        } else {
+            plan.push(MountOp::Tmpfs {
+                dst: dst.clone(),
+                size: 1 << 20,
+                mode: 0o755,
+                noexec: true,
+            });
+            for (i, controllers) in cg.v1_hierarchies.iter().enumerate() {
+                let hdst = dst.join(controllers);
+                plan.push(match (cgroup_ns_at_pod, pod_dirs.get(i)) {
+                    (false, Some(src)) => MountOp::Bind {
+                        src: src.clone(),
+                        dst: hdst,
+                        read_only: unprivileged,
+                    },
+                    _ => MountOp::Cgroup1 {
+                        dst: hdst,
+                        controllers: controllers.clone(),
+                        read_only: unprivileged,
+                    },
+                });
+                // `cpu` and `cpuacct` beside `cpu,cpuacct`, as systemd lays them out.
+                if controllers.contains(',') {
+                    for c in controllers.split(',') {
+                        plan.push(MountOp::Symlink {
+                            target: controllers.into(),
+                            link: dst.join(c),
+                        });
+                    }
+                }
+            }
+            if unprivileged {
+                plan.push(MountOp::RemountReadOnly(dst));
+            }
+        }
+    }
+    if new_root {
+        plan.push(MountOp::Scratch {
+            src: pod_dir.path().join("scratch"),
+            dst: at(SCRATCH_DIR),
+        });
+    }
     for v in &cfg.volumes {
-        let dst = root.join(v.mount_path.trim_start_matches('/'));
+        let dst = at(&v.mount_path);
         plan.push(match &v.source {
             VolumeSource::HostPath { path, read_only } => MountOp::Bind {
                 src: path.into(),
@@ -305,47 +578,346 @@ pub fn mount_plan(cfg: &InitConfig, pod_dir: &PodDir) -> Vec<MountOp> {
             },
         });
     }
-    if cfg.rootfs.is_some() {
-        let env = cfg.processes.first().map_or(&[][..], |p| &p.spec.env[..]);
-        plan.push(MountOp::Hosts {
-            file: pod_dir.hosts(),
-            contents: hosts_file(&cfg.hostname, env),
-            dst: root.join("etc/hosts"),
-        });
-        plan.push(MountOp::PivotRoot(root));
+    let env = cfg.processes.first().map_or(&[][..], |p| &p.spec.env[..]);
+    plan.push(MountOp::Hosts {
+        file: pod_dir.hosts(),
+        contents: hosts_file(&cfg.hostname, env),
+        dst: at("etc/hosts"),
+        create: new_root,
+    });
+    if new_root {
+        plan.push(MountOp::RemountReadOnly(root.clone()));
     }
+    plan.push(MountOp::PivotRoot(root));
     plan
+}
+
+/// The root of a plan: where its `RootBind`/`RootTmpfs` mounts.
+fn plan_root(plan: &[MountOp]) -> Option<&Path> {
+    plan.iter().find_map(|op| match op {
+        MountOp::RootBind(r) | MountOp::RootTmpfs(r) => Some(r.as_path()),
+        _ => None,
+    })
+}
+
+/// A mount point inside the pod's root, resolved there (and created if asked).
+struct Point {
+    fd: OwnedFd,
+    shown: PathBuf,
+}
+
+impl Point {
+    fn target(&self) -> mount::Target<'_> {
+        mount::Target {
+            fd: self.fd.as_fd(),
+            shown: &self.shown,
+        }
+    }
+}
+
+enum Make {
+    /// Must exist.
+    No,
+    /// A directory.
+    Dir,
+    /// A file.
+    File,
+}
+
+fn point(root: &Path, dst: &Path, make: Make) -> Result<Option<Point>, Error> {
+    let r = fs::InRoot::open(root)?;
+    let rel = dst.strip_prefix(root).map_err(|_| {
+        format!(
+            "mount point {} is outside the pod's root {}",
+            dst.display(),
+            root.display()
+        )
+    })?;
+    let fd = match make {
+        Make::No => r.open_path(rel)?,
+        Make::Dir => Some(r.mkdir_all(rel, 0o755).map_err(|e| missing_point(root, rel, e))?),
+        Make::File => Some(r.create_file(rel, 0o644).map_err(|e| missing_point(root, rel, e))?),
+    };
+    Ok(fd.map(|fd| Point {
+        fd,
+        shown: dst.to_owned(),
+    }))
+}
+
+fn missing_point(root: &Path, rel: &Path, e: crate::sys::SysError) -> Error {
+    format!(
+        "cannot create the mount point /{} in the pod's root {}: {e}; create it in the pod's \
+         root filesystem or pick an existing directory",
+        rel.display(),
+        root.display()
+    )
+    .into()
+}
+
+/// The mount point of a bind of `src`: a directory for a directory, else a file.
+fn bind_point(root: &Path, src: &Path, dst: &Path) -> Result<Option<Point>, Error> {
+    let make = if src.is_dir() { Make::Dir } else { Make::File };
+    point(root, dst, make)
+}
+
+/// Makes the mount freshly mounted at `dst` read-only (resolved again: the old fd names the
+/// mount point underneath).
+fn read_only_after(root: &Path, dst: &Path, recursive: bool, seal: bool) -> Result<(), Error> {
+    let p = point(root, dst, Make::No)?
+        .ok_or_else(|| format!("{} vanished after mounting", dst.display()))?;
+    mount::set_attrs(
+        p.target(),
+        mount::Attrs {
+            read_only: true,
+            no_exec_dev_suid: seal,
+            recursive,
+        },
+    )?;
+    Ok(())
 }
 
 /// Runs a [`mount_plan`] (inside the pod's mount namespace).
 pub fn apply_mounts(plan: &[MountOp]) -> Result<(), Error> {
+    let root = plan_root(plan)
+        .ok_or("mount plan without a root")?
+        .to_owned();
+    let root = root.as_path();
+    // A read-only root without `/sys`: nothing is mounted there or below.
+    let mut skip_under: Option<PathBuf> = None;
     for op in plan {
+        if let Some(skip) = &skip_under
+            && op_dst(op).is_some_and(|d| d.starts_with(skip))
+        {
+            continue;
+        }
         match op {
             MountOp::MakePrivate => mount::make_rprivate()?,
+            MountOp::RootBind(r) => mount::bind(r, r, true)?,
+            MountOp::RootTmpfs(r) => {
+                std::fs::create_dir_all(r)
+                    .map_err(|e| format!("creating the pod's root {}: {e}", r.display()))?;
+                mount::mount_tmpfs(r, 1 << 20, 0o755)?;
+            }
             MountOp::Bind {
                 src,
                 dst,
                 read_only,
-            } => mount::bind(src, dst, *read_only)?,
-            MountOp::Tmpfs { dst, size, mode } => mount::mount_tmpfs(dst, *size, *mode)?,
-            MountOp::EmptyFile(p) => std::fs::write(p, b"")?,
-            MountOp::Symlink { target, link } => std::os::unix::fs::symlink(target, link)?,
-            MountOp::Proc(p) => mount::mount_proc(p)?,
-            MountOp::ConfigVolume { src, dst } => super::volumes::mount_volume(src, dst)?,
+            } => {
+                let p = bind_point(root, src, dst)?.ok_or("no mount point")?;
+                mount::bind_at(src, p.target(), true)?;
+                if *read_only {
+                    read_only_after(root, dst, true, false)?;
+                }
+            }
+            MountOp::HostEntry {
+                src,
+                dst,
+                keep_symlink,
+            } => {
+                let Ok(meta) = std::fs::symlink_metadata(src) else {
+                    continue;
+                };
+                if meta.file_type().is_symlink() && *keep_symlink {
+                    let target = std::fs::read_link(src)?;
+                    let r = fs::InRoot::open(root)?;
+                    r.symlink(&target, dst.strip_prefix(root)?)?;
+                    continue;
+                }
+                if !src.exists() {
+                    continue;
+                }
+                let p = bind_point(root, src, dst)?.ok_or("no mount point")?;
+                mount::bind_at(src, p.target(), true)?;
+                read_only_after(root, dst, true, false)?;
+            }
+            MountOp::Tmpfs {
+                dst,
+                size,
+                mode,
+                noexec,
+            } => {
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::tmpfs_at(p.target(), *size, *mode, *noexec, false)?;
+            }
+            MountOp::Symlink { target, link } => {
+                fs::InRoot::open(root)?.symlink(target, link.strip_prefix(root)?)?;
+            }
+            MountOp::Proc(dst) => {
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::proc_at(p.target())?;
+            }
+            MountOp::Sys {
+                dst,
+                fresh,
+                read_only,
+            } => {
+                let p = match point(root, dst, Make::Dir) {
+                    Ok(Some(p)) => p,
+                    _ if !root_writable(root) => {
+                        skip_under = Some(dst.clone());
+                        continue;
+                    }
+                    Ok(None) => return Err("no mount point".into()),
+                    Err(e) => return Err(e),
+                };
+                if *fresh {
+                    mount::sysfs_at(p.target(), *read_only)?;
+                } else {
+                    mount::bind_at(Path::new("/sys"), p.target(), true)?;
+                    if *read_only {
+                        read_only_after(root, dst, true, false)?;
+                    }
+                }
+            }
+            MountOp::Devpts(dst) => {
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::devpts_at(p.target())?;
+            }
+            MountOp::Mqueue(dst) => {
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::mqueue_at(p.target())?;
+            }
+            MountOp::Cgroup2 { dst, read_only } => {
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::cgroup2_at(p.target(), *read_only)?;
+            }
+            MountOp::Cgroup1 {
+                dst,
+                controllers,
+                read_only,
+            } => {
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::cgroup1_at(p.target(), controllers, *read_only)?;
+            }
+            MountOp::Mask(dst) => {
+                let Some(p) = point(root, dst, Make::No)? else {
+                    continue;
+                };
+                if fs::kind_of(p.fd.as_fd(), dst)? == fs::Kind::Dir {
+                    mount::tmpfs_at(p.target(), 0, 0o555, true, true)?;
+                } else {
+                    mount::bind_at(Path::new("/dev/null"), p.target(), false)?;
+                }
+            }
+            MountOp::ReadOnly(dst) => {
+                let Some(p) = point(root, dst, Make::No)? else {
+                    continue;
+                };
+                let itself = fs::fd_path(p.fd.as_fd());
+                mount::bind_at(&itself, p.target(), true)?;
+                read_only_after(root, dst, false, true)?;
+            }
+            MountOp::RemountReadOnly(dst) => {
+                if dst == root {
+                    // The root itself: no path inside it to resolve.
+                    let fd = sysproc::open_dir(root)?;
+                    let t = mount::Target {
+                        fd: fd.as_fd(),
+                        shown: root,
+                    };
+                    mount::set_attrs(
+                        t,
+                        mount::Attrs {
+                            read_only: true,
+                            ..Default::default()
+                        },
+                    )?;
+                } else {
+                    read_only_after(root, dst, false, false)?;
+                }
+            }
+            MountOp::ConfigVolume { src, dst } => {
+                if !src.is_dir() {
+                    return Err(format!(
+                        "volume directory {} is missing: the worker did not prepare it",
+                        src.display()
+                    )
+                    .into());
+                }
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::bind_at(src, p.target(), true)?;
+                read_only_after(root, dst, true, false)?;
+            }
+            MountOp::Scratch { src, dst } => {
+                std::fs::create_dir_all(src)?;
+                std::fs::set_permissions(src, std::fs::Permissions::from_mode(0o1777))?;
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::bind_at(src, p.target(), true)?;
+            }
             MountOp::Hosts {
                 file,
                 contents,
                 dst,
+                create,
             } => {
-                if dst.is_file() {
+                let p = if *create {
+                    point(root, dst, Make::File)?
+                } else {
+                    point(root, dst, Make::No)?
+                        .filter(|p| fs::kind_of(p.fd.as_fd(), dst).is_ok_and(|k| k != fs::Kind::Dir))
+                };
+                if let Some(p) = p {
                     std::fs::write(file, contents)?;
-                    mount::bind(file, dst, true)?;
+                    mount::bind_at(file, p.target(), false)?;
+                    read_only_after(root, dst, false, false)?;
                 }
             }
-            MountOp::PivotRoot(root) => mount::pivot_root(root)?,
+            MountOp::PivotRoot(r) => mount::pivot_root(r)?,
         }
     }
     Ok(())
+}
+
+/// Whether the pod's root accepts new directories (a new root before it is sealed).
+fn root_writable(root: &Path) -> bool {
+    !fs::is_read_only(root)
+}
+
+/// The mount point of an op, if it has one inside the root.
+fn op_dst(op: &MountOp) -> Option<&Path> {
+    Some(match op {
+        MountOp::Bind { dst, .. }
+        | MountOp::HostEntry { dst, .. }
+        | MountOp::Tmpfs { dst, .. }
+        | MountOp::Sys { dst, .. }
+        | MountOp::Cgroup2 { dst, .. }
+        | MountOp::Cgroup1 { dst, .. }
+        | MountOp::ConfigVolume { dst, .. }
+        | MountOp::Scratch { dst, .. }
+        | MountOp::Hosts { dst, .. } => dst,
+        MountOp::Symlink { link, .. } => link,
+        MountOp::Proc(d)
+        | MountOp::Devpts(d)
+        | MountOp::Mqueue(d)
+        | MountOp::Mask(d)
+        | MountOp::ReadOnly(d)
+        | MountOp::RemountReadOnly(d) => d,
+        MountOp::MakePrivate
+        | MountOp::RootBind(_)
+        | MountOp::RootTmpfs(_)
+        | MountOp::PivotRoot(_) => return None,
+    })
+}
+
+/// Puts the init into a new cgroup namespace rooted at the pod's cgroup: it joins the pod's
+/// cgroup for a moment (every hierarchy), unshares, and goes back to its leaf. Returns whether
+/// the namespace is rooted at the pod's cgroup: cgroup v2 refuses a process in a cgroup that
+/// enabled controllers for its children (the pod's cgroup does when a process has limits of its
+/// own), and then the namespace is rooted at the init's leaf.
+fn enter_cgroup_ns(cg: &PodCgroup) -> Result<bool, Error> {
+    let mut at_pod = true;
+    for f in &cg.pod_procs {
+        if std::fs::write(f, "0").is_err() {
+            at_pod = false;
+            break;
+        }
+    }
+    let unshared = mount::unshare_cgroup();
+    for f in &cg.leaf_procs {
+        std::fs::write(f, "0").map_err(|e| format!("joining the pod init's cgroup {f}: {e}"))?;
+    }
+    unshared?;
+    Ok(at_pod)
 }
 
 /// The init's main loop. Returns its exit code: 0 if the first process completed.
@@ -376,8 +948,13 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             .as_ref()
             .and_then(|f| sysproc::open_read(Path::new(f)).ok());
         let log = RingLog::open(&log_fd, &p.spec.name, cfg.log_cap)?;
+        let mut spec = p.spec.clone();
+        if cfg.rootfs.is_none() && spec.workdir.is_none() {
+            // A new root: its scratch directory, not the read-only `/`.
+            spec.workdir = Some(SCRATCH_DIR.into());
+        }
         procs.push(Proc {
-            spec: p.spec.clone(),
+            spec,
             exec: None,
             exec_error: None,
             workdir: None,
@@ -405,7 +982,12 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         None => Vec::new(),
     };
     mount::set_hostname(&cfg.hostname)?;
-    apply_mounts(&mount_plan(&cfg, &pod_dir))?;
+    // The cgroup namespace before the mounts: the cgroup mounts show its root.
+    let cgroup_ns_at_pod = match &cfg.cgroup {
+        Some(cg) => enter_cgroup_ns(cg)?,
+        None => false,
+    };
+    apply_mounts(&mount_plan(&cfg, &pod_dir, cgroup_ns_at_pod))?;
     if cfg.private_network {
         mount::loopback_up()?;
     }

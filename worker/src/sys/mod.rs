@@ -6,8 +6,11 @@
 //!   cgroup join, stdio, working directory, user/group drop with *raw* `setresuid`-family
 //!   syscalls, `PR_SET_NO_NEW_PRIVS`, `execve`. Nothing is allocated between `clone`/`fork` and
 //!   `execve`: every `CString` and pointer array is prepared before.
-//! - [`mount`]: the pod's mount namespace: private propagation, a fresh `/proc`, the optional
-//!   rootfs (read-only bind + writable tmpfs scratch) and `pivot_root`; hostname; loopback up.
+//! - [`fs`]: paths inside a pod's root resolved by the kernel inside it (`openat2` with
+//!   `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`), so a root's symlinks never lead the worker out.
+//! - [`mount`]: the pod's mount namespace: private propagation, binds, tmpfs, proc, sysfs, devpts,
+//!   mqueue and cgroup mounts on fds opened through [`fs`], read-only flags (`mount_setattr`),
+//!   the cgroup namespace, `pivot_root`; hostname; loopback up.
 //! - [`net`]: non-blocking TCP connects and `poll` for the pod init's probes.
 //! - [`process`]: signals, `waitpid`, `pidfd`, `poll`, `signalfd` and reading `/proc`.
 //! - [`netlink`]: a minimal rtnetlink client (links, addresses, routes).
@@ -15,6 +18,7 @@
 //!   joined the pod's network namespace), and routes to other nodes' pod subnets.
 #![allow(unsafe_code)]
 
+pub mod fs;
 pub mod mount;
 pub mod net;
 pub mod netlink;
