@@ -1414,6 +1414,9 @@ mod tests {
             config_volume_base: "/run/bramble/configmaps/p".into(),
             secret_volume_base: "/run/bramble/secrets/p".into(),
             env_file: None,
+            privileged: false,
+            host_ipc: false,
+            cgroup: None,
         }
     }
 
@@ -1433,8 +1436,18 @@ mod tests {
         }
     }
 
+    fn pod_dir() -> PodDir {
+        PodDir::at("/run/bramble/pods/p")
+    }
+
+    fn position(plan: &[MountOp], f: impl Fn(&MountOp) -> bool) -> usize {
+        plan.iter()
+            .position(f)
+            .unwrap_or_else(|| panic!("not in {plan:#?}"))
+    }
+
     #[test]
-    fn host_root_plan_is_private_proc_and_volumes() {
+    fn a_pod_without_a_root_gets_a_new_one_with_host_binaries_and_its_volumes() {
         let vols = vec![
             volume(
                 "data",
@@ -1444,7 +1457,7 @@ mod tests {
                     read_only: true,
                 },
             ),
-            volume("scratch", "/scratch", VolumeSource::EmptyDir),
+            volume("scratch", "/cache", VolumeSource::EmptyDir),
             volume(
                 "conf",
                 "/etc/app",
@@ -1454,58 +1467,91 @@ mod tests {
             ),
             volume("keys", "/keys", VolumeSource::Secret { name: "tls".into() }),
         ];
-        let plan = mount_plan(&config(None, vols), &PodDir::at("/run/bramble/pods/p"));
+        let plan = mount_plan(&config(None, vols), &pod_dir(), true);
+        let root = Path::new("/run/bramble/pods/p/root");
+        assert_eq!(plan[0], MountOp::MakePrivate);
+        assert_eq!(plan[1], MountOp::RootTmpfs(root.into()));
+        // Host binaries and libraries, symlinks kept (merged /usr); /etc files, symlinks followed.
+        for d in HOST_DIRS {
+            assert!(plan.contains(&MountOp::HostEntry {
+                src: Path::new("/").join(d),
+                dst: root.join(d),
+                keep_symlink: true,
+            }));
+        }
+        for e in ["passwd", "group", "resolv.conf", "ssl", "ld.so.cache"] {
+            assert!(plan.contains(&MountOp::HostEntry {
+                src: Path::new("/etc").join(e),
+                dst: root.join("etc").join(e),
+                keep_symlink: false,
+            }));
+        }
+        // Nothing else of the host: no bind of /, /etc, /home, /root, /var, /run.
+        for op in &plan {
+            if let MountOp::Bind { src, .. } | MountOp::HostEntry { src, .. } = op {
+                assert!(
+                    !["/", "/etc", "/home", "/root", "/var", "/run"]
+                        .contains(&src.to_str().unwrap()),
+                    "{op:?}"
+                );
+            }
+        }
+        assert!(plan.contains(&MountOp::Scratch {
+            src: "/run/bramble/pods/p/scratch".into(),
+            dst: root.join("scratch"),
+        }));
+        // Volumes inside the new root, after the scratch dir.
+        let vols_at = position(&plan, |o| *o == bind("/var/data", "/run/bramble/pods/p/root/srv/data", true));
         assert_eq!(
-            plan,
+            plan[vols_at + 1..vols_at + 4],
             [
-                MountOp::MakePrivate,
-                MountOp::Proc("/proc".into()),
-                bind("/var/data", "/srv/data", true),
-                bind("/run/bramble/pods/p/volumes/scratch", "/scratch", false),
+                bind(
+                    "/run/bramble/pods/p/volumes/scratch",
+                    "/run/bramble/pods/p/root/cache",
+                    false
+                ),
                 MountOp::ConfigVolume {
                     src: "/run/bramble/configmaps/p/conf".into(),
-                    dst: "/etc/app".into(),
+                    dst: root.join("etc/app"),
                 },
                 MountOp::ConfigVolume {
                     src: "/run/bramble/secrets/p/keys".into(),
-                    dst: "/keys".into(),
+                    dst: root.join("keys"),
                 },
             ]
         );
+        assert!(vols_at > position(&plan, |o| matches!(o, MountOp::Scratch { .. })));
+        // Its own /etc/hosts (created), then the root goes read-only, then the pivot.
+        let n = plan.len();
+        assert_eq!(
+            plan[n - 3],
+            MountOp::Hosts {
+                file: "/run/bramble/pods/p/hosts".into(),
+                contents: "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tweb\n10.42.0.1\tdb\n"
+                    .into(),
+                dst: root.join("etc/hosts"),
+                create: true,
+            }
+        );
+        assert_eq!(plan[n - 2], MountOp::RemountReadOnly(root.into()));
+        assert_eq!(plan[n - 1], MountOp::PivotRoot(root.into()));
     }
 
     #[test]
     fn rootfs_plan_binds_read_only_adds_tmp_dev_hosts_then_pivots() {
-        let plan = mount_plan(
-            &config(Some("/roots/alpine"), Vec::new()),
-            &PodDir::at("/run/bramble/pods/p"),
-        );
+        let plan = mount_plan(&config(Some("/roots/alpine"), Vec::new()), &pod_dir(), true);
         assert_eq!(plan[0], MountOp::MakePrivate);
-        assert_eq!(plan[1], bind("/roots/alpine", "/roots/alpine", true));
+        assert_eq!(plan[1], MountOp::RootBind("/roots/alpine".into()));
         assert_eq!(
             plan[2],
             MountOp::Tmpfs {
                 dst: "/roots/alpine/tmp".into(),
                 size: 64 << 20,
                 mode: 0o1777,
+                noexec: false,
             }
         );
-        // Device nodes: an empty file, then the host's node bound on it (writable).
-        let devs: Vec<_> = plan
-            .iter()
-            .filter_map(|op| match op {
-                MountOp::Bind {
-                    src,
-                    dst,
-                    read_only,
-                } if src.starts_with("/dev") => {
-                    assert!(!read_only);
-                    Some(dst.strip_prefix("/roots/alpine/dev").unwrap().to_owned())
-                }
-                _ => None,
-            })
-            .collect();
-        assert_eq!(devs.len(), 6, "{devs:?}");
+        assert!(!plan.iter().any(|o| matches!(o, MountOp::HostEntry { .. } | MountOp::Scratch { .. })));
         assert!(plan.contains(&MountOp::Proc("/roots/alpine/proc".into())));
         let n = plan.len();
         assert_eq!(
@@ -1515,19 +1561,221 @@ mod tests {
                 contents: "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tweb\n10.42.0.1\tdb\n"
                     .into(),
                 dst: "/roots/alpine/etc/hosts".into(),
+                create: false,
             }
         );
         assert_eq!(plan[n - 1], MountOp::PivotRoot("/roots/alpine".into()));
-        // Nothing is mounted after the pivot, and proc comes after /dev.
-        let proc_at = plan
-            .iter()
-            .position(|o| matches!(o, MountOp::Proc(_)))
-            .unwrap();
-        let symlink_at = plan
-            .iter()
-            .position(|o| matches!(o, MountOp::Symlink { .. }))
-            .unwrap();
-        assert!(symlink_at < proc_at);
+    }
+
+    #[test]
+    fn every_pod_gets_a_minimal_dev() {
+        for rootfs in [None, Some("/roots/alpine")] {
+            let plan = mount_plan(&config(rootfs, Vec::new()), &pod_dir(), true);
+            let root = rootfs.map_or(Path::new("/run/bramble/pods/p/root"), Path::new);
+            let dev = root.join("dev");
+            let dev_at = position(&plan, |o| {
+                *o == MountOp::Tmpfs {
+                    dst: dev.clone(),
+                    size: 1 << 20,
+                    mode: 0o755,
+                    noexec: true,
+                }
+            });
+            // The host's device nodes bound in (writable), nothing else of the host's /dev.
+            let nodes: Vec<_> = plan
+                .iter()
+                .filter_map(|op| match op {
+                    MountOp::Bind { src, dst, read_only } if src.starts_with("/dev") => {
+                        assert!(!read_only);
+                        assert_eq!(dst.strip_prefix(&dev).unwrap(), src.strip_prefix("/dev").unwrap());
+                        Some(src.file_name().unwrap().to_str().unwrap().to_owned())
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(nodes, DEVICES);
+            let pts = position(&plan, |o| *o == MountOp::Devpts(dev.join("pts")));
+            let ptmx = position(&plan, |o| {
+                *o == MountOp::Symlink {
+                    target: "pts/ptmx".into(),
+                    link: dev.join("ptmx"),
+                }
+            });
+            assert!(dev_at < pts && pts < ptmx);
+            assert!(plan.contains(&MountOp::Tmpfs {
+                dst: dev.join("shm"),
+                size: SHM_SIZE,
+                mode: 0o1777,
+                noexec: true,
+            }));
+            assert!(plan.contains(&MountOp::Mqueue(dev.join("mqueue"))));
+            for (link, target) in [
+                ("fd", "/proc/self/fd"),
+                ("stdin", "/proc/self/fd/0"),
+                ("stdout", "/proc/self/fd/1"),
+                ("stderr", "/proc/self/fd/2"),
+            ] {
+                assert!(plan.contains(&MountOp::Symlink {
+                    target: target.into(),
+                    link: dev.join(link),
+                }));
+            }
+        }
+        // host_ipc: the host's IPC namespace has no mqueue of the pod's own.
+        let mut cfg = config(None, Vec::new());
+        cfg.host_ipc = true;
+        let plan = mount_plan(&cfg, &pod_dir(), true);
+        assert!(!plan.iter().any(|o| matches!(o, MountOp::Mqueue(_))));
+    }
+
+    #[test]
+    fn proc_and_sys_are_masked_and_read_only_after_their_mounts() {
+        let plan = mount_plan(&config(None, Vec::new()), &pod_dir(), true);
+        let root = Path::new("/run/bramble/pods/p/root");
+        let proc_at = position(&plan, |o| *o == MountOp::Proc(root.join("proc")));
+        let sys_at = position(&plan, |o| {
+            *o == MountOp::Sys {
+                dst: root.join("sys"),
+                fresh: true,
+                read_only: true,
+            }
+        });
+        for p in MASKED_PATHS {
+            let at = position(&plan, |o| *o == MountOp::Mask(root.join(&p[1..])));
+            assert!(at > proc_at && at > sys_at, "{p}");
+        }
+        for p in READ_ONLY_PATHS {
+            let at = position(&plan, |o| *o == MountOp::ReadOnly(root.join(&p[1..])));
+            assert!(at > proc_at, "{p}");
+        }
+        // The host's network namespace: the host's /sys, read-only with its submounts.
+        let mut cfg = config(None, Vec::new());
+        cfg.private_network = false;
+        let plan = mount_plan(&cfg, &pod_dir(), true);
+        assert!(plan.contains(&MountOp::Sys {
+            dst: root.join("sys"),
+            fresh: false,
+            read_only: true,
+        }));
+    }
+
+    #[test]
+    fn privileged_pods_get_the_host_dev_writable_sys_and_nothing_masked() {
+        let mut cfg = config(None, Vec::new());
+        cfg.privileged = true;
+        cfg.cgroup = Some(PodCgroup {
+            pod_procs: vec!["/sys/fs/cgroup/bramble/p/cgroup.procs".into()],
+            leaf_procs: vec!["/sys/fs/cgroup/bramble/p/_init/cgroup.procs".into()],
+            v1_hierarchies: Vec::new(),
+        });
+        let plan = mount_plan(&cfg, &pod_dir(), true);
+        let root = Path::new("/run/bramble/pods/p/root");
+        assert!(plan.contains(&bind("/dev", "/run/bramble/pods/p/root/dev", false)));
+        assert!(!plan.iter().any(|o| matches!(o, MountOp::Mask(_) | MountOp::ReadOnly(_))));
+        assert!(plan.contains(&MountOp::Sys {
+            dst: root.join("sys"),
+            fresh: true,
+            read_only: false,
+        }));
+        assert!(plan.contains(&MountOp::Cgroup2 {
+            dst: root.join("sys/fs/cgroup"),
+            read_only: false,
+        }));
+        // Still a new root (like Nomad's exec driver), still its own pts and shm.
+        assert_eq!(plan[1], MountOp::RootTmpfs(root.into()));
+        assert!(plan.contains(&MountOp::Devpts(root.join("dev/pts"))));
+        assert_eq!(plan.last(), Some(&MountOp::PivotRoot(root.into())));
+    }
+
+    #[test]
+    fn the_pods_cgroup_is_mounted_read_only_at_sys_fs_cgroup() {
+        let root = Path::new("/run/bramble/pods/p/root");
+        let dst = root.join("sys/fs/cgroup");
+        // v2: one cgroup2 mount inside the pod's cgroup namespace.
+        let mut cfg = config(None, Vec::new());
+        cfg.cgroup = Some(PodCgroup {
+            pod_procs: vec!["/sys/fs/cgroup/bramble/p/cgroup.procs".into()],
+            leaf_procs: vec!["/sys/fs/cgroup/bramble/p/_init/cgroup.procs".into()],
+            v1_hierarchies: Vec::new(),
+        });
+        let plan = mount_plan(&cfg, &pod_dir(), true);
+        let sys_at = position(&plan, |o| matches!(o, MountOp::Sys { .. }));
+        let cg_at = position(&plan, |o| {
+            *o == MountOp::Cgroup2 {
+                dst: dst.clone(),
+                read_only: true,
+            }
+        });
+        assert!(sys_at < cg_at);
+        // v2, the namespace rooted at the init's leaf: the pod's directory bound instead.
+        let plan = mount_plan(&cfg, &pod_dir(), false);
+        assert!(plan.contains(&MountOp::Bind {
+            src: "/sys/fs/cgroup/bramble/p".into(),
+            dst: dst.clone(),
+            read_only: true,
+        }));
+        // v1: a tmpfs, one cgroup mount per hierarchy, per-controller links, then read-only.
+        cfg.cgroup = Some(PodCgroup {
+            pod_procs: vec![
+                "/sys/fs/cgroup/cpu,cpuacct/bramble/p/cgroup.procs".into(),
+                "/sys/fs/cgroup/memory/bramble/p/cgroup.procs".into(),
+            ],
+            leaf_procs: Vec::new(),
+            v1_hierarchies: vec!["cpu,cpuacct".into(), "memory".into()],
+        });
+        let plan = mount_plan(&cfg, &pod_dir(), true);
+        let at = position(&plan, |o| matches!(o, MountOp::Tmpfs { dst: d, .. } if *d == dst));
+        assert_eq!(
+            plan[at + 1..at + 6],
+            [
+                MountOp::Cgroup1 {
+                    dst: dst.join("cpu,cpuacct"),
+                    controllers: "cpu,cpuacct".into(),
+                    read_only: true,
+                },
+                MountOp::Symlink {
+                    target: "cpu,cpuacct".into(),
+                    link: dst.join("cpu"),
+                },
+                MountOp::Symlink {
+                    target: "cpu,cpuacct".into(),
+                    link: dst.join("cpuacct"),
+                },
+                MountOp::Cgroup1 {
+                    dst: dst.join("memory"),
+                    controllers: "memory".into(),
+                    read_only: true,
+                },
+                MountOp::RemountReadOnly(dst.clone()),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_mount_point_is_inside_the_root() {
+        let vols = vec![volume(
+            "data",
+            "/../../../etc",
+            VolumeSource::HostPath {
+                path: "/var/data".into(),
+                read_only: false,
+            },
+        )];
+        for rootfs in [None, Some("/roots/alpine")] {
+            let mut cfg = config(rootfs, vols.clone());
+            cfg.cgroup = Some(PodCgroup {
+                pod_procs: vec!["/sys/fs/cgroup/memory/bramble/p/cgroup.procs".into()],
+                leaf_procs: Vec::new(),
+                v1_hierarchies: vec!["memory".into()],
+            });
+            let plan = mount_plan(&cfg, &pod_dir(), true);
+            let root = plan_root(&plan).unwrap().to_owned();
+            for op in &plan {
+                if let Some(d) = op_dst(op) {
+                    assert!(d.starts_with(&root), "{op:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -150,31 +150,59 @@ impl InRoot {
     }
 
     /// Makes sure the directory `rel` exists (creating missing ones, mode `mode`, each inside
-    /// the root) and returns an `O_PATH` fd of it.
+    /// the root; a dangling symlink on the way gets its target created, inside the root too) and
+    /// returns an `O_PATH` fd of it.
     pub fn mkdir_all(&self, rel: &Path, mode: u32) -> Result<OwnedFd> {
-        let ps = parts(rel);
+        let ps: Vec<std::ffi::OsString> = parts(rel).into_iter().map(Into::into).collect();
+        self.mkdir_parts(&ps, mode, 40)
+    }
+
+    fn mkdir_parts(&self, ps: &[std::ffi::OsString], mode: u32, links: u32) -> Result<OwnedFd> {
+        let refs: Vec<&std::ffi::OsStr> = ps.iter().map(|p| p.as_os_str()).collect();
+        let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
         let mut parent = self
-            .openat2(Path::new("."), libc::O_PATH | libc::O_DIRECTORY)
+            .openat2(Path::new("."), dir_flags)
             .map_err(|e| SysError::path("openat2", &self.root, e))?;
-        for i in 1..=ps.len() {
-            let prefix = join(&ps[..i]);
-            let fd = match self.openat2(&prefix, libc::O_PATH | libc::O_DIRECTORY) {
-                Ok(fd) => fd,
-                Err(nix::Error::ENOENT) => {
-                    let name = cpath(Path::new(ps[i - 1]))?;
+        for i in 1..=refs.len() {
+            let prefix = join(&refs[..i]);
+            match self.openat2(&prefix, dir_flags) {
+                Ok(fd) => {
+                    parent = fd;
+                    continue;
+                }
+                Err(nix::Error::ENOENT) => {}
+                Err(e) => return Err(SysError::path("openat2", self.shown(&prefix), e)),
+            }
+            let name = refs[i - 1];
+            match nix::fcntl::readlinkat(parent.as_fd(), name) {
+                // A dangling symlink: create what it points to, resolved inside the root.
+                Ok(target) => {
+                    if links == 0 {
+                        return Err(SysError::path("mkdir", self.shown(&prefix), nix::Error::ELOOP));
+                    }
+                    let target = PathBuf::from(target);
+                    let mut resolved: Vec<std::ffi::OsString> = if target.is_absolute() {
+                        Vec::new()
+                    } else {
+                        ps[..i - 1].to_vec()
+                    };
+                    resolved.extend(parts(&target).into_iter().map(Into::into));
+                    self.mkdir_parts(&resolved, mode, links - 1)?;
+                }
+                Err(_) => {
+                    let cname = cpath(Path::new(name))?;
                     // SAFETY: mkdirat reads the NUL-terminated name; the dir fd is open.
                     let r = unsafe {
-                        libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), mode as libc::mode_t)
+                        libc::mkdirat(parent.as_raw_fd(), cname.as_ptr(), mode as libc::mode_t)
                     };
                     if r < 0 && errno() != nix::Error::EEXIST {
                         return Err(SysError::path("mkdirat", self.shown(&prefix), errno()));
                     }
-                    self.openat2(&prefix, libc::O_PATH | libc::O_DIRECTORY)
-                        .map_err(|e| SysError::path("openat2", self.shown(&prefix), e))?
                 }
-                Err(e) => return Err(SysError::path("openat2", self.shown(&prefix), e)),
-            };
-            parent = fd;
+            }
+            parent = self
+                .openat2(&prefix, dir_flags)
+                .map_err(|e| SysError::path("openat2", self.shown(&prefix), e))?;
         }
         Ok(parent)
     }
@@ -237,7 +265,7 @@ pub fn is_read_only(path: &Path) -> bool {
 mod tests {
     use super::*;
 
-    /// A root whose `etc` and `tmp` point out of it, beside a witness directory: creating
+    /// A root whose `etc` and `slash` point out of it, beside a witness directory: creating
     /// through them creates inside the root, and nothing appears in the witness.
     #[test]
     fn symlinks_never_lead_out_of_the_root() {
@@ -247,12 +275,13 @@ mod tests {
         std::fs::create_dir_all(&root).unwrap();
         std::fs::create_dir_all(&witness).unwrap();
         std::os::unix::fs::symlink(&witness, root.join("etc")).unwrap();
-        std::os::unix::fs::symlink("/", root.join("tmp")).unwrap();
+        // (Named `slash`, not `tmp`: the witness itself may live under /tmp.)
+        std::os::unix::fs::symlink("/", root.join("slash")).unwrap();
         std::os::unix::fs::symlink("../../..", root.join("up")).unwrap();
         let r = InRoot::open(&root).unwrap();
         r.mkdir_all(Path::new("/etc/app/conf"), 0o755).unwrap();
         r.create_file(Path::new("etc/hosts"), 0o644).unwrap();
-        r.create_file(Path::new("/tmp/x"), 0o644).unwrap();
+        r.create_file(Path::new("/slash/x"), 0o644).unwrap();
         r.mkdir_all(Path::new("up/escaped"), 0o755).unwrap();
         r.symlink(Path::new("/etc/passwd"), Path::new("etc/link"))
             .unwrap();
@@ -262,7 +291,7 @@ mod tests {
         assert!(inner.join("app/conf").is_dir());
         assert!(inner.join("hosts").is_file());
         assert!(inner.join("link").is_symlink());
-        assert!(root.join("x").is_file(), "tmp -> / is the root itself");
+        assert!(root.join("x").is_file(), "slash -> / is the root itself");
         assert!(root.join("escaped").is_dir(), ".. stops at the root");
         assert!(!top.path().join("escaped").exists());
         // A fd of the target names it through /proc/self/fd.
