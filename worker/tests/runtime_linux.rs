@@ -159,8 +159,8 @@ fn user_drop_and_no_new_privs() {
         "who",
         "id -u; id -g; id -G; grep NoNewPrivs /proc/self/status",
     );
-    p.user = Some(65534);
-    p.group = Some(65534);
+    p.user = Some(bramble_wire::objects::IdRef::Id(65534));
+    p.group = Some(bramble_wire::objects::IdRef::Id(65534));
     let mut h = env.start(&pod("user", vec![p], RestartPolicy::Never));
     let st = wait_for(&h, 10, "completion", finished);
     assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}");
