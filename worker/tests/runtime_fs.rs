@@ -228,3 +228,47 @@ fn a_malicious_root_cannot_make_the_worker_write_outside_it() {
     inside.sort();
     assert_eq!(inside, ["bin", "dev", "etc", "proc", "tmp"], "{inside:?}");
 }
+
+#[test]
+fn privileged_pods_get_the_host_dev_and_a_writable_sys_host_network_a_read_only_host_sys() {
+    let env = Env::new("fspriv");
+    let script = "echo sys=$(grep ' /sys ' /proc/self/mounts | head -1 | cut -d' ' -f3,4 | cut -d, -f1); \
+                  echo devs=$(ls /dev | wc -l); \
+                  echo pts=$(grep ' /dev/pts ' /proc/self/mounts | tail -1 | cut -d' ' -f3,4 | cut -d, -f1); \
+                  echo mqueue=$(grep -c ' /dev/mqueue mqueue ' /proc/self/mounts); \
+                  echo keys=$(wc -c < /proc/keys); \
+                  echo root_rw=$(touch /x 2>/dev/null && echo yes || echo no)";
+    let mut spec = pod("fspriv", vec![process("look", script)], RestartPolicy::Never);
+    spec.spec.privileged = true;
+    spec.spec.network = bramble_wire::objects::NetworkMode::None;
+    let mut h = env.start(&spec);
+    let st = wait_for(&h, 20, "completion", finished);
+    let out = env.log("fspriv", "look");
+    assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}\n{out}");
+    assert_eq!(value(&out, "sys"), "sysfs rw", "{out}");
+    let host_devs = std::fs::read_dir("/dev").unwrap().count();
+    assert!(value(&out, "devs").parse::<usize>().unwrap() >= host_devs.min(15), "{out}");
+    assert_eq!(value(&out, "pts"), "devpts rw", "its own devpts over the host's: {out}");
+    assert_eq!(value(&out, "mqueue"), "1", "{out}");
+    assert_ne!(value(&out, "keys"), "0", "nothing masked: {out}");
+    // Still a new root, read-only, like Nomad's exec driver.
+    assert_eq!(value(&out, "root_rw"), "no", "{out}");
+    h.stop(Duration::from_secs(1)).unwrap();
+
+    // The host's network namespace: the host's /sys, read-only, submounts included; host_ipc:
+    // no mqueue of its own.
+    let script = "echo sys=$(grep ' /sys ' /proc/self/mounts | head -1 | cut -d' ' -f4 | cut -d, -f1); \
+                  echo sub_ro=$(grep ' /sys/kernel/' /proc/self/mounts | grep -vc ' ro,'); \
+                  echo mqueue=$(grep -c ' /dev/mqueue ' /proc/self/mounts)";
+    let mut spec = pod("fshostnet", vec![process("look", script)], RestartPolicy::Never);
+    spec.spec.network = bramble_wire::objects::NetworkMode::Host;
+    spec.spec.host_ipc = true;
+    let mut h = env.start(&spec);
+    let st = wait_for(&h, 20, "completion", finished);
+    let out = env.log("fshostnet", "look");
+    assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}\n{out}");
+    assert_eq!(value(&out, "sys"), "ro", "{out}");
+    assert_eq!(value(&out, "sub_ro"), "0", "every mount under /sys read-only: {out}");
+    assert_eq!(value(&out, "mqueue"), "0", "{out}");
+    h.stop(Duration::from_secs(1)).unwrap();
+}
