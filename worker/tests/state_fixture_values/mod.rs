@@ -126,6 +126,9 @@ pub fn init_config() -> InitConfig {
         config_volume_base: String::new(),
         secret_volume_base: String::new(),
         env_file: None,
+        privileged: false,
+        host_ipc: false,
+        cgroup: None,
     }
 }
 
