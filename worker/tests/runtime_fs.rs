@@ -66,7 +66,10 @@ fn a_pod_without_a_root_sees_only_what_it_is_given() {
     assert_eq!(value(&out, "shadow"), "hidden", "{out}");
     let etc = value(&out, "etc");
     for f in ["passwd", "group", "hosts"] {
-        assert!(etc.split(' ').any(|e| e == f), "{f} missing from /etc: {etc}");
+        assert!(
+            etc.split(' ').any(|e| e == f),
+            "{f} missing from /etc: {etc}"
+        );
     }
     assert_eq!(value(&out, "root_rw"), "no", "{out}");
     assert_eq!(value(&out, "tmp_rw"), "yes", "{out}");
@@ -86,8 +89,15 @@ fn a_pod_without_a_root_sees_only_what_it_is_given() {
     assert!(value(&out, "shm").contains("noexec"), "{out}");
     assert_eq!(value(&out, "mqueue"), "1", "{out}");
     // Masked (the ones this host has): files read empty, directories are empty.
-    for (key, host) in [("keys", "/proc/keys"), ("timer_list", "/proc/timer_list"), ("acpi", "/proc/acpi")] {
-        assert!(Path::new(host).exists(), "this host has no {host}: pick another masked path");
+    for (key, host) in [
+        ("keys", "/proc/keys"),
+        ("timer_list", "/proc/timer_list"),
+        ("acpi", "/proc/acpi"),
+    ] {
+        assert!(
+            Path::new(host).exists(),
+            "this host has no {host}: pick another masked path"
+        );
         assert_eq!(value(&out, key), "0", "{host} is masked: {out}");
     }
     assert_eq!(value(&out, "sysctl_rw"), "no", "{out}");
@@ -201,7 +211,11 @@ fn a_malicious_root_cannot_make_the_worker_write_outside_it() {
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
     std::os::unix::fs::symlink(&witness, root.join("etc")).unwrap();
     std::os::unix::fs::symlink("/", root.join("tmp")).unwrap();
-    let before: Vec<_> = std::fs::read_dir(top.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    let before: Vec<_> = std::fs::read_dir(top.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     let mut p = process("look", "echo hi");
     p.command = vec!["/bin/busybox".into(), "true".into()];
     let mut spec = pod("fsevil", vec![p], RestartPolicy::Never);
@@ -218,13 +232,21 @@ fn a_malicious_root_cannot_make_the_worker_write_outside_it() {
     let _ = st;
     h.stop(Duration::from_secs(1)).unwrap();
     assert_empty(&witness);
-    let after: Vec<_> = std::fs::read_dir(top.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    let after: Vec<_> = std::fs::read_dir(top.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(before, after, "nothing beside the root");
     for host in ["/app", "/hosts"] {
         assert!(!Path::new(host).exists(), "{host} created on the host");
     }
     // The root itself is untouched: a read-only bind, mount points only inside it.
-    let mut inside: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
+    let mut inside: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     inside.sort();
     assert_eq!(inside, ["bin", "dev", "etc", "proc", "tmp"], "{inside:?}");
 }
@@ -238,7 +260,11 @@ fn privileged_pods_get_the_host_dev_and_a_writable_sys_host_network_a_read_only_
                   echo mqueue=$(grep -c ' /dev/mqueue mqueue ' /proc/self/mounts); \
                   echo keys=$(wc -c < /proc/keys); \
                   echo root_rw=$(touch /x 2>/dev/null && echo yes || echo no)";
-    let mut spec = pod("fspriv", vec![process("look", script)], RestartPolicy::Never);
+    let mut spec = pod(
+        "fspriv",
+        vec![process("look", script)],
+        RestartPolicy::Never,
+    );
     spec.spec.privileged = true;
     spec.spec.network = bramble_wire::objects::NetworkMode::None;
     let mut h = env.start(&spec);
@@ -247,8 +273,15 @@ fn privileged_pods_get_the_host_dev_and_a_writable_sys_host_network_a_read_only_
     assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}\n{out}");
     assert_eq!(value(&out, "sys"), "sysfs rw", "{out}");
     let host_devs = std::fs::read_dir("/dev").unwrap().count();
-    assert!(value(&out, "devs").parse::<usize>().unwrap() >= host_devs.min(15), "{out}");
-    assert_eq!(value(&out, "pts"), "devpts rw", "its own devpts over the host's: {out}");
+    assert!(
+        value(&out, "devs").parse::<usize>().unwrap() >= host_devs.min(15),
+        "{out}"
+    );
+    assert_eq!(
+        value(&out, "pts"),
+        "devpts rw",
+        "its own devpts over the host's: {out}"
+    );
     assert_eq!(value(&out, "mqueue"), "1", "{out}");
     assert_ne!(value(&out, "keys"), "0", "nothing masked: {out}");
     // Still a new root, read-only, like Nomad's exec driver.
@@ -260,7 +293,11 @@ fn privileged_pods_get_the_host_dev_and_a_writable_sys_host_network_a_read_only_
     let script = "echo sys=$(grep ' /sys ' /proc/self/mounts | head -1 | cut -d' ' -f4 | cut -d, -f1); \
                   echo sub_ro=$(grep ' /sys/kernel/' /proc/self/mounts | grep -vc ' ro,'); \
                   echo mqueue=$(grep -c ' /dev/mqueue ' /proc/self/mounts)";
-    let mut spec = pod("fshostnet", vec![process("look", script)], RestartPolicy::Never);
+    let mut spec = pod(
+        "fshostnet",
+        vec![process("look", script)],
+        RestartPolicy::Never,
+    );
     spec.spec.network = bramble_wire::objects::NetworkMode::Host;
     spec.spec.host_ipc = true;
     let mut h = env.start(&spec);
@@ -268,7 +305,11 @@ fn privileged_pods_get_the_host_dev_and_a_writable_sys_host_network_a_read_only_
     let out = env.log("fshostnet", "look");
     assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}\n{out}");
     assert_eq!(value(&out, "sys"), "ro", "{out}");
-    assert_eq!(value(&out, "sub_ro"), "0", "every mount under /sys read-only: {out}");
+    assert_eq!(
+        value(&out, "sub_ro"),
+        "0",
+        "every mount under /sys read-only: {out}"
+    );
     assert_eq!(value(&out, "mqueue"), "0", "{out}");
     h.stop(Duration::from_secs(1)).unwrap();
 }

@@ -635,8 +635,14 @@ fn point(root: &Path, dst: &Path, make: Make) -> Result<Option<Point>, Error> {
     })?;
     let fd = match make {
         Make::No => r.open_path(rel)?,
-        Make::Dir => Some(r.mkdir_all(rel, 0o755).map_err(|e| missing_point(root, rel, e))?),
-        Make::File => Some(r.create_file(rel, 0o644).map_err(|e| missing_point(root, rel, e))?),
+        Make::Dir => Some(
+            r.mkdir_all(rel, 0o755)
+                .map_err(|e| missing_point(root, rel, e))?,
+        ),
+        Make::File => Some(
+            r.create_file(rel, 0o644)
+                .map_err(|e| missing_point(root, rel, e))?,
+        ),
     };
     Ok(fd.map(|fd| Point {
         fd,
@@ -853,8 +859,9 @@ pub fn apply_mounts(plan: &[MountOp]) -> Result<(), Error> {
                 let p = if *create {
                     point(root, dst, Make::File)?
                 } else {
-                    point(root, dst, Make::No)?
-                        .filter(|p| fs::kind_of(p.fd.as_fd(), dst).is_ok_and(|k| k != fs::Kind::Dir))
+                    point(root, dst, Make::No)?.filter(|p| {
+                        fs::kind_of(p.fd.as_fd(), dst).is_ok_and(|k| k != fs::Kind::Dir)
+                    })
                 };
                 if let Some(p) = p {
                     std::fs::write(file, contents)?;
@@ -1501,7 +1508,9 @@ mod tests {
             dst: root.join("scratch"),
         }));
         // Volumes inside the new root, after the scratch dir.
-        let vols_at = position(&plan, |o| *o == bind("/var/data", "/run/bramble/pods/p/root/srv/data", true));
+        let vols_at = position(&plan, |o| {
+            *o == bind("/var/data", "/run/bramble/pods/p/root/srv/data", true)
+        });
         assert_eq!(
             plan[vols_at + 1..vols_at + 4],
             [
@@ -1551,7 +1560,11 @@ mod tests {
                 noexec: false,
             }
         );
-        assert!(!plan.iter().any(|o| matches!(o, MountOp::HostEntry { .. } | MountOp::Scratch { .. })));
+        assert!(
+            !plan
+                .iter()
+                .any(|o| matches!(o, MountOp::HostEntry { .. } | MountOp::Scratch { .. }))
+        );
         assert!(plan.contains(&MountOp::Proc("/roots/alpine/proc".into())));
         let n = plan.len();
         assert_eq!(
@@ -1585,9 +1598,16 @@ mod tests {
             let nodes: Vec<_> = plan
                 .iter()
                 .filter_map(|op| match op {
-                    MountOp::Bind { src, dst, read_only } if src.starts_with("/dev") => {
+                    MountOp::Bind {
+                        src,
+                        dst,
+                        read_only,
+                    } if src.starts_with("/dev") => {
                         assert!(!read_only);
-                        assert_eq!(dst.strip_prefix(&dev).unwrap(), src.strip_prefix("/dev").unwrap());
+                        assert_eq!(
+                            dst.strip_prefix(&dev).unwrap(),
+                            src.strip_prefix("/dev").unwrap()
+                        );
                         Some(src.file_name().unwrap().to_str().unwrap().to_owned())
                     }
                     _ => None,
@@ -1671,7 +1691,11 @@ mod tests {
         let plan = mount_plan(&cfg, &pod_dir(), true);
         let root = Path::new("/run/bramble/pods/p/root");
         assert!(plan.contains(&bind("/dev", "/run/bramble/pods/p/root/dev", false)));
-        assert!(!plan.iter().any(|o| matches!(o, MountOp::Mask(_) | MountOp::ReadOnly(_))));
+        assert!(
+            !plan
+                .iter()
+                .any(|o| matches!(o, MountOp::Mask(_) | MountOp::ReadOnly(_)))
+        );
         assert!(plan.contains(&MountOp::Sys {
             dst: root.join("sys"),
             fresh: true,
@@ -1724,7 +1748,10 @@ mod tests {
             v1_hierarchies: vec!["cpu,cpuacct".into(), "memory".into()],
         });
         let plan = mount_plan(&cfg, &pod_dir(), true);
-        let at = position(&plan, |o| matches!(o, MountOp::Tmpfs { dst: d, .. } if *d == dst));
+        let at = position(
+            &plan,
+            |o| matches!(o, MountOp::Tmpfs { dst: d, .. } if *d == dst),
+        );
         assert_eq!(
             plan[at + 1..at + 6],
             [

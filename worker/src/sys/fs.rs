@@ -72,7 +72,9 @@ impl InRoot {
     pub fn open(root: &Path) -> Result<InRoot> {
         let fd = nix::fcntl::open(
             root,
-            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
             nix::sys::stat::Mode::empty(),
         )
         .map_err(|e| SysError::path("open (pod root)", root, e))?;
@@ -178,7 +180,11 @@ impl InRoot {
                 // A dangling symlink: create what it points to, resolved inside the root.
                 Ok(target) => {
                     if links == 0 {
-                        return Err(SysError::path("mkdir", self.shown(&prefix), nix::Error::ELOOP));
+                        return Err(SysError::path(
+                            "mkdir",
+                            self.shown(&prefix),
+                            nix::Error::ELOOP,
+                        ));
                     }
                     let target = PathBuf::from(target);
                     let mut resolved: Vec<std::ffi::OsString> = if target.is_absolute() {
@@ -216,7 +222,11 @@ impl InRoot {
         }
         let ps = parts(rel);
         let Some((_, dir)) = ps.split_last() else {
-            return Err(SysError::path("create", self.shown(rel), nix::Error::EISDIR));
+            return Err(SysError::path(
+                "create",
+                self.shown(rel),
+                nix::Error::EISDIR,
+            ));
         };
         self.mkdir_all(&join(dir), 0o755)?;
         let created = self
@@ -232,7 +242,11 @@ impl InRoot {
     pub fn symlink(&self, target: &Path, rel: &Path) -> Result<()> {
         let ps = parts(rel);
         let Some((name, dir)) = ps.split_last() else {
-            return Err(SysError::path("symlinkat", self.shown(rel), nix::Error::EEXIST));
+            return Err(SysError::path(
+                "symlinkat",
+                self.shown(rel),
+                nix::Error::EEXIST,
+            ));
         };
         let parent = self.mkdir_all(&join(dir), 0o755)?;
         let (t, n) = (cpath(target)?, cpath(Path::new(name))?);

@@ -136,7 +136,8 @@ fn mount_at(
     flags: MsFlags,
     data: Option<&str>,
 ) -> Result<()> {
-    nix::mount::mount(src, &t.path(), fstype, flags, data).map_err(|e| SysError::path(call, t.shown, e))
+    nix::mount::mount(src, &t.path(), fstype, flags, data)
+        .map_err(|e| SysError::path(call, t.shown, e))
 }
 
 const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
@@ -154,7 +155,14 @@ pub fn bind_at(src: &Path, t: Target<'_>, recursive: bool) -> Result<()> {
 
 /// A fresh procfs (of the current PID namespace) on `t`.
 pub fn proc_at(t: Target<'_>) -> Result<()> {
-    mount_at(t, "mount(proc)", Some(Path::new("proc")), Some("proc"), NOSUID_NODEV_NOEXEC, None)
+    mount_at(
+        t,
+        "mount(proc)",
+        Some(Path::new("proc")),
+        Some("proc"),
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )
 }
 
 /// A tmpfs of at most `size` bytes (0: the kernel's default) with root mode `mode` on `t`:
@@ -172,7 +180,14 @@ pub fn tmpfs_at(t: Target<'_>, size: u64, mode: u32, noexec: bool, read_only: bo
     } else {
         format!("mode={mode:o}")
     };
-    mount_at(t, "mount(tmpfs)", Some(Path::new("tmpfs")), Some("tmpfs"), flags, Some(&data))
+    mount_at(
+        t,
+        "mount(tmpfs)",
+        Some(Path::new("tmpfs")),
+        Some("tmpfs"),
+        flags,
+        Some(&data),
+    )
 }
 
 /// A new devpts instance on `t` (its own pty numbers; `ptmx` beside it).
@@ -189,7 +204,14 @@ pub fn devpts_at(t: Target<'_>) -> Result<()> {
 
 /// The POSIX message queue filesystem of the current IPC namespace on `t`.
 pub fn mqueue_at(t: Target<'_>) -> Result<()> {
-    mount_at(t, "mount(mqueue)", Some(Path::new("mqueue")), Some("mqueue"), NOSUID_NODEV_NOEXEC, None)
+    mount_at(
+        t,
+        "mount(mqueue)",
+        Some(Path::new("mqueue")),
+        Some("mqueue"),
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )
 }
 
 /// A fresh sysfs (of the current network namespace) on `t`.
@@ -198,7 +220,14 @@ pub fn sysfs_at(t: Target<'_>, read_only: bool) -> Result<()> {
     if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
-    mount_at(t, "mount(sysfs)", Some(Path::new("sysfs")), Some("sysfs"), flags, None)
+    mount_at(
+        t,
+        "mount(sysfs)",
+        Some(Path::new("sysfs")),
+        Some("sysfs"),
+        flags,
+        None,
+    )
 }
 
 /// The cgroup v2 hierarchy on `t` (rooted at the current cgroup namespace's root).
@@ -207,7 +236,14 @@ pub fn cgroup2_at(t: Target<'_>, read_only: bool) -> Result<()> {
     if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
-    mount_at(t, "mount(cgroup2)", Some(Path::new("cgroup2")), Some("cgroup2"), flags, None)
+    mount_at(
+        t,
+        "mount(cgroup2)",
+        Some(Path::new("cgroup2")),
+        Some("cgroup2"),
+        flags,
+        None,
+    )
 }
 
 /// The existing cgroup v1 hierarchy of `controllers` (`cpu,cpuacct`) on `t`, rooted at the
@@ -217,7 +253,14 @@ pub fn cgroup1_at(t: Target<'_>, controllers: &str, read_only: bool) -> Result<(
     if read_only {
         flags |= MsFlags::MS_RDONLY;
     }
-    mount_at(t, "mount(cgroup)", Some(Path::new("cgroup")), Some("cgroup"), flags, Some(controllers))
+    mount_at(
+        t,
+        "mount(cgroup)",
+        Some(Path::new("cgroup")),
+        Some("cgroup"),
+        flags,
+        Some(controllers),
+    )
 }
 
 /// Flags to set on a mount with [`set_attrs`].
