@@ -908,23 +908,66 @@ fn op_dst(op: &MountOp) -> Option<&Path> {
 
 /// Puts the init into a new cgroup namespace rooted at the pod's cgroup: it joins the pod's
 /// cgroup for a moment (every hierarchy), unshares, and goes back to its leaf. Returns whether
-/// the namespace is rooted at the pod's cgroup: cgroup v2 refuses a process in a cgroup that
-/// enabled controllers for its children (the pod's cgroup does when a process has limits of its
-/// own), and then the namespace is rooted at the init's leaf.
+/// the namespace is rooted at the pod's cgroup.
+///
+/// cgroup v2 refuses a process in a cgroup that enabled controllers for its children, and the
+/// pod's cgroup does (for its leaves). When its only child is the init's own leaf (no process has
+/// limits of its own, so no leaf holds limits), the init disables them for that moment and
+/// enables them again once it is back in its leaf; it is the pod's only process then. Otherwise
+/// (a process with limits of its own) the namespace is rooted at the init's leaf, and the plan
+/// binds the pod's cgroup directory instead.
 fn enter_cgroup_ns(cg: &PodCgroup) -> Result<bool, Error> {
-    let mut at_pod = true;
-    for f in &cg.pod_procs {
-        if std::fs::write(f, "0").is_err() {
-            at_pod = false;
-            break;
+    let join = |files: &[String]| files.iter().all(|f| std::fs::write(f, "0").is_ok());
+    let mut at_pod = join(&cg.pod_procs);
+    let mut reenable = None;
+    if !at_pod
+        && cg.v1_hierarchies.is_empty()
+        && let Some(sc) = v2_controls_to_lift(cg)
+    {
+        let enabled = std::fs::read_to_string(&sc).unwrap_or_default();
+        let names: Vec<&str> = enabled.split_whitespace().collect();
+        let off: Vec<String> = names.iter().map(|c| format!("-{c}")).collect();
+        if !names.is_empty() && std::fs::write(&sc, off.join(" ")).is_ok() {
+            let on: Vec<String> = names.iter().map(|c| format!("+{c}")).collect();
+            reenable = Some((sc, on.join(" ")));
+            at_pod = join(&cg.pod_procs);
         }
     }
-    let unshared = mount::unshare_cgroup();
+    let unshared = if at_pod || reenable.is_none() {
+        mount::unshare_cgroup()
+    } else {
+        Ok(())
+    };
     for f in &cg.leaf_procs {
         std::fs::write(f, "0").map_err(|e| format!("joining the pod init's cgroup {f}: {e}"))?;
     }
+    if let Some((sc, on)) = reenable {
+        std::fs::write(&sc, &on).map_err(|e| {
+            format!(
+                "enabling the controllers {on} again in {}: {e}",
+                sc.display()
+            )
+        })?;
+        if !at_pod {
+            // Could not join even so: rooted at the leaf after all.
+            mount::unshare_cgroup()?;
+        }
+    }
     unshared?;
     Ok(at_pod)
+}
+
+/// v2: the pod's `cgroup.subtree_control` if the init's leaf is the pod cgroup's only child.
+fn v2_controls_to_lift(cg: &PodCgroup) -> Option<PathBuf> {
+    let pod = Path::new(cg.pod_procs.first()?).parent()?;
+    let leaf = Path::new(cg.leaf_procs.first()?).parent()?;
+    let children: Vec<PathBuf> = std::fs::read_dir(pod)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    (children == [leaf]).then(|| pod.join("cgroup.subtree_control"))
 }
 
 /// The init's main loop. Returns its exit code: 0 if the first process completed.
@@ -933,6 +976,12 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
     let (_, cfg): (_, InitConfig) =
         persist::decode_postcard(persist::POD_CONFIG, &std::fs::read(pod_dir.config())?)?;
     spawn::protect_from_oom();
+    // The cgroup namespace first: before the mounts (the cgroup mounts show its root) and before
+    // opening any file of the leaves (on v2 they may be recreated).
+    let cgroup_ns_at_pod = match &cfg.cgroup {
+        Some(cg) => enter_cgroup_ns(cg)?,
+        None => false,
+    };
     let sfd = sysproc::block_signals(&[Signal::CHLD, Signal::TERM, Signal::INT, Signal::HUP])?;
     let state_fd = sysproc::open_dir(state_dir)?;
     let log_fd = sysproc::open_dir(Path::new(&cfg.log_dir))?;
@@ -989,11 +1038,6 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         None => Vec::new(),
     };
     mount::set_hostname(&cfg.hostname)?;
-    // The cgroup namespace before the mounts: the cgroup mounts show its root.
-    let cgroup_ns_at_pod = match &cfg.cgroup {
-        Some(cg) => enter_cgroup_ns(cg)?,
-        None => false,
-    };
     apply_mounts(&mount_plan(&cfg, &pod_dir, cgroup_ns_at_pod))?;
     if cfg.private_network {
         mount::loopback_up()?;
