@@ -7,9 +7,13 @@
 //! 1. reads `<state-dir>/config` (versioned postcard [`InitConfig`], see [`crate::persist`]),
 //!    opens everything it needs across `pivot_root` (state and log directories, `cgroup.procs`
 //!    and OOM-counter files);
-//! 2. sets the hostname, then runs its mount plan ([`mount_plan`], pure, then [`apply_mounts`]):
-//!    mounts private, a fresh `/proc`, the optional rootfs (read-only bind, tmpfs `/tmp`, minimal
-//!    `/dev`, volumes, `/etc/hosts`) and `pivot_root` into it; brings `lo` up in a private
+//! 2. enters a cgroup namespace rooted at the pod's cgroup (`enter_cgroup_ns`), sets the
+//!    hostname, then runs its mount plan ([`mount_plan`], pure, then [`apply_mounts`]): mounts
+//!    private, the pod's root (its rootfs read-only, or a new root of read-only host system
+//!    directories with a `/scratch` working directory), tmpfs `/tmp`, a minimal `/dev`, a fresh
+//!    `/proc` and read-only `/sys` with Kubernetes' masked and read-only paths, its cgroup
+//!    read-only at `/sys/fs/cgroup`, volumes, `/etc/hosts`, and `pivot_root` into it (every
+//!    mount point resolved inside the root: [`crate::sys::fs`]); brings `lo` up in a private
 //!    network namespace;
 //! 3. starts **all** the pod's processes, reaps every zombie (orphans included), copies each
 //!    process's output into its ring log, and applies the restart policy itself with exponential
