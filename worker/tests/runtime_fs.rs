@@ -122,23 +122,37 @@ fn host_paths_come_only_through_host_path_volumes() {
     let d = dir.path().display().to_string();
     let mut p = process(
         "look",
-        &format!("cat {d}/data; echo; echo written > {d}/out; echo done"),
+        &format!("cat {d}/data; echo; echo written > {d}/out; cat /etc/app.conf; echo done"),
     );
     p.workdir = Some(d.clone());
     let mut spec = pod("fshost", vec![p], RestartPolicy::Never);
-    spec.spec.volumes = vec![Volume {
-        name: "host".into(),
-        mount_path: d.clone(),
-        source: VolumeSource::HostPath {
-            path: d.clone(),
-            read_only: false,
+    // A file too (as /dev/console for the QEMU suite's power-cut pods).
+    let file = dir.path().join("app.conf");
+    std::fs::write(&file, b"a single host file").unwrap();
+    spec.spec.volumes = vec![
+        Volume {
+            name: "host".into(),
+            mount_path: d.clone(),
+            source: VolumeSource::HostPath {
+                path: d.clone(),
+                read_only: false,
+            },
         },
-    }];
+        Volume {
+            name: "file".into(),
+            mount_path: "/etc/app.conf".into(),
+            source: VolumeSource::HostPath {
+                path: file.display().to_string(),
+                read_only: true,
+            },
+        },
+    ];
     let mut h = env.start(&spec);
     let st = wait_for(&h, 20, "completion", finished);
     let out = env.log("fshost", "look");
     assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}\n{out}");
     assert!(out.contains("from the host"), "{out}");
+    assert!(out.contains("a single host file"), "{out}");
     assert_eq!(
         std::fs::read_to_string(dir.path().join("out")).unwrap(),
         "written\n"
