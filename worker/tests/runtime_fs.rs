@@ -305,7 +305,8 @@ fn privileged_pods_get_the_host_dev_and_a_writable_sys_host_network_a_read_only_
     // The host's network namespace: the host's /sys, read-only, submounts included; host_ipc:
     // no mqueue of its own.
     let script = "echo sys=$(grep ' /sys ' /proc/self/mounts | head -1 | cut -d' ' -f4 | cut -d, -f1); \
-                  echo sub_ro=$(grep ' /sys/kernel/' /proc/self/mounts | grep -vc ' ro,'); \
+                  echo sub=$(grep -c ' /sys/' /proc/self/mounts); \
+                  echo sub_rw=$(grep ' /sys/' /proc/self/mounts | grep -vc ' ro,'); \
                   echo mqueue=$(grep -c ' /dev/mqueue ' /proc/self/mounts)";
     let mut spec = pod(
         "fshostnet",
@@ -319,8 +320,9 @@ fn privileged_pods_get_the_host_dev_and_a_writable_sys_host_network_a_read_only_
     let out = env.log("fshostnet", "look");
     assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}\n{out}");
     assert_eq!(value(&out, "sys"), "ro", "{out}");
+    assert_ne!(value(&out, "sub"), "0", "the host's /sys submounts: {out}");
     assert_eq!(
-        value(&out, "sub_ro"),
+        value(&out, "sub_rw"),
         "0",
         "every mount under /sys read-only: {out}"
     );

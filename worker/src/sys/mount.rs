@@ -320,9 +320,43 @@ pub fn set_attrs(t: Target<'_>, attrs: Attrs) -> Result<()> {
         )
     };
     if r < 0 {
-        return Err(SysError::path("mount_setattr", t.shown, super::errno()));
+        let e = super::errno();
+        if e == nix::Error::ENOSYS {
+            // Before Linux 5.12: a bind remount, of the top mount only.
+            return remount_bind(t, attrs);
+        }
+        return Err(SysError::path("mount_setattr", t.shown, e));
     }
     Ok(())
+}
+
+/// [`set_attrs`] without `mount_setattr`: `MS_REMOUNT | MS_BIND` keeping the mount's own flags
+/// (submounts keep theirs).
+fn remount_bind(t: Target<'_>, attrs: Attrs) -> Result<()> {
+    use nix::sys::statvfs::FsFlags;
+    let path = t.path();
+    let have = nix::sys::statvfs::statvfs(&path)
+        .map_err(|e| SysError::path("statvfs", t.shown, e))?
+        .flags();
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND;
+    for (f, m) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+    ] {
+        if have.contains(f) {
+            flags |= m;
+        }
+    }
+    if attrs.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    if attrs.no_exec_dev_suid {
+        flags |= NOSUID_NODEV_NOEXEC;
+    }
+    nix::mount::mount(None::<&str>, &path, None::<&str>, flags, None::<&str>)
+        .map_err(|e| SysError::path("mount(remount)", t.shown, e))
 }
 
 /// Moves the calling process into a new cgroup namespace rooted at its current cgroups.
