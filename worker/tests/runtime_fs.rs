@@ -241,9 +241,16 @@ fn a_malicious_root_cannot_make_the_worker_write_outside_it() {
     }];
     let mut h = env.start(&spec);
     let st = wait_for(&h, 20, "completion", finished);
-    // `tmp -> /` put the pod's /tmp over its whole root: it may not start; either way nothing
-    // leaked.
-    let _ = st;
+    // The whole plan ran (the volume's mount point through `etc` included); then `tmp -> /` had
+    // put the pod's /tmp over its whole root, so its command is gone: a start failure, not an
+    // init failure.
+    assert_eq!(
+        st.processes[0].last_exit,
+        Some(bramble_wire::objects::ExitReason::StartFailed),
+        "{st:?}"
+    );
+    let log = env.log("fsevil", "look");
+    assert!(log.contains("cannot start look"), "{log}");
     h.stop(Duration::from_secs(1)).unwrap();
     assert_empty(&witness);
     let after: Vec<_> = std::fs::read_dir(top.path())
