@@ -1172,6 +1172,10 @@ pub fn power_cut(c: &mut Cluster) -> Result<String> {
             Some("16Mi"),
             "echo POD-STARTED $(hostname) > /dev/console; exec sleep 1000",
         ));
+        // A pod's /dev is minimal: the guest's console comes as a host_path volume.
+        manifest.push_str(
+            "[[pod.volume]]\nname = \"console\"\nmount_path = \"/dev/console\"\nhost_path = \"/dev/console\"\n",
+        );
         manifest.push('\n');
     }
     c.master.apply("power-cut", &manifest)?;

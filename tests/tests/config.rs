@@ -97,8 +97,11 @@ fn configmap_volume_updates_in_place_env_from_and_missing_waits() {
     let (m, _w, state) = start(tmp.path(), "cm-node");
     let mnt = tmp.path().join("mnt").join("site");
     let mnt = mnt.to_str().unwrap();
-    let trigger = tmp.path().join("restart");
+    // The restart trigger in a directory of its own, which the pod gets as a host_path volume.
+    let trigger = tmp.path().join("trigger").join("restart");
+    std::fs::create_dir_all(trigger.parent().unwrap()).unwrap();
     let trig = trigger.to_str().unwrap();
+    let trig_dir = trigger.parent().unwrap().to_str().unwrap();
 
     // The pod comes first: it waits, saying what is missing and how to create it.
     let pod = format!(
@@ -113,6 +116,10 @@ env_from = [{{ configmap = "web-config", prefix = "WEB_" }}]
 name = "site"
 mount_path = "{mnt}"
 configmap = "web-config"
+[[pod.volume]]
+name = "trigger"
+mount_path = "{trig_dir}"
+host_path = "{trig_dir}"
 "#
     );
     apply(&m, tmp.path(), "pod.toml", &pod);

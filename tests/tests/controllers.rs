@@ -244,7 +244,9 @@ command = ["/bin/sleep", "1000"]
     assert_eq!(nodes.len(), 3, "one pod per node");
 
     // A job whose first attempt fails succeeds within its backoff limit.
-    let marker = tmp.path().join("attempted");
+    // In a directory of its own, which the job's pods get as a host_path volume.
+    let marker = tmp.path().join("job").join("attempted");
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
     apply(
         &m,
         tmp.path(),
@@ -261,8 +263,13 @@ restart_policy = "Never"
 [[job.template.process]]
 name = "main"
 command = ["/bin/sh", "-c", "if [ -e {m} ]; then echo second try; exit 0; fi; touch {m}; echo first try fails; exit 3"]
+[[job.template.volume]]
+name = "marker"
+mount_path = "{d}"
+host_path = "{d}"
 "#,
-            m = marker.display()
+            m = marker.display(),
+            d = marker.parent().unwrap().display()
         ),
     );
     wait_for(Duration::from_secs(60), "job complete", || {

@@ -16,6 +16,10 @@ labels = { app = "gated" }
 name = "main"
 command = ["/bin/sh", "-c", "exec sleep 1000"]
 readiness = { exec = ["/bin/sh", "-c", "echo >> DIR/gated.probes; test -e DIR/ready"], period = "200ms", timeout = "200ms" }
+[[pod.volume]]
+name = "shared"
+mount_path = "DIR"
+host_path = "DIR"
 
 [[service]]
 name = "gated"
@@ -30,6 +34,10 @@ termination_grace = "500ms"
 name = "main"
 command = ["/bin/sh", "-c", "touch DIR/healthy; if [ ! -e DIR/ran ]; then touch DIR/ran; sleep 0.5; rm DIR/healthy; echo hanging; fi; exec sleep 1000"]
 liveness = { exec = ["test", "-e", "DIR/healthy"], period = "200ms", timeout = "200ms", failure_threshold = 2, initial_delay = "1s" }
+[[pod.volume]]
+name = "shared"
+mount_path = "DIR"
+host_path = "DIR"
 
 [[deployment]]
 name = "web"
@@ -45,6 +53,10 @@ readiness = { http = { port = 8080, path = "/" }, period = "200ms", timeout = "2
 name = "gate"
 command = ["/bin/sh", "-c", "exec sleep 1000"]
 readiness = { exec = ["/bin/sh", "-c", "echo >> DIR/gate.probes; test -e DIR/web-ready"], period = "200ms", timeout = "200ms" }
+[[deployment.template.volume]]
+name = "shared"
+mount_path = "DIR"
+host_path = "DIR"
 "#;
 
 /// Pod `name`'s (processes running and ready, phase, restarts of all its processes).

@@ -157,6 +157,10 @@ name = "http"
 command = ["/bin/sh", "-c", "d={www}/$HOSTNAME; mkdir -p $d && echo $HOSTNAME > $d/id && cd $d && exec {PYTHON} -m http.server {POD_PORT} --bind 0.0.0.0"]
 memory = "64Mi"
 ports = [{{ container_port = {POD_PORT}, host_port = {POD_PORT} }}]
+[[deployment.template.volume]]
+name = "www"
+mount_path = "{www}"
+host_path = "{www}"
 "#,
         www = www.display()
     )
@@ -423,6 +427,10 @@ while True:
     s.sendto(socket.gethostname().encode() + b" " + d, a)
 """]
 memory = "32Mi"
+[[daemonset.template.volume]]
+name = "www"
+mount_path = "WWW"
+host_path = "WWW"
 "#;
 
 /// A UDP client run inside a host's namespace: `n` datagrams to a port on loopback, each from a

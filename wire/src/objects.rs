@@ -1074,7 +1074,8 @@ impl Object {
 /// [`RootfsRef::parse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RootfsRef<'a> {
-    /// No root of its own: the pod sees the node's filesystem.
+    /// No root of its own: the pod gets a new root of the node's system directories (read-only
+    /// `/usr`, `/bin`, `/lib*`, selected `/etc` files), not the node's `/`.
     Host,
     /// The variant of the named artifact for the node's architecture (`artifact:NAME`).
     Artifact(&'a str),

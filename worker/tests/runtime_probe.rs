@@ -64,6 +64,7 @@ fn liveness_probe_restarts_a_hung_process() {
     live.initial_delay_ms = 1000;
     p.liveness = Some(live);
     let mut spec = pod("live", vec![p], RestartPolicy::Always);
+    host_dir(&mut spec, dir.path());
     spec.spec.termination_grace_ms = 500;
     let mut h = env.start(&spec);
     let st = wait_for(&h, 30, "a restart after the liveness probe failed", |s| {
@@ -107,6 +108,7 @@ fn liveness_failure_with_sigterm_restarts_under_on_failure() {
     let mut p = process("main", &script);
     p.liveness = Some(probe(exec(&["test", "!", "-e", &flag]), 150, 1));
     let mut spec = pod("live-term", vec![p], RestartPolicy::OnFailure);
+    host_dir(&mut spec, dir.path());
     spec.spec.termination_grace_ms = 5000;
     let mut h = env.start(&spec);
     let st = wait_for(&h, 30, "a restart", |s| s.processes[0].restarts >= 1);
@@ -129,7 +131,9 @@ fn readiness_probe_holds_a_process_unready_until_its_check_passes() {
         100,
         2,
     ));
-    let mut h = env.start(&pod("ready", vec![p], RestartPolicy::Always));
+    let mut spec = pod("ready", vec![p], RestartPolicy::Always);
+    host_dir(&mut spec, dir.path());
+    let mut h = env.start(&spec);
     wait_for(&h, 10, "running", |s| {
         s.phase == PodPhase::Running && running(s)
     });

@@ -174,6 +174,8 @@ impl From<InitConfigV1> for InitConfig {
             secret_volume_base: c.secret_volume_base,
             env_file: c.env_file,
             privileged: false,
+            host_ipc: false,
+            cgroup: None,
         }
     }
 }

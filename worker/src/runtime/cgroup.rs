@@ -245,6 +245,11 @@ impl V1 {
         V1 { hierarchies }
     }
 
+    /// The hierarchies, in the order of [`CgroupManager::procs_files`].
+    pub fn hierarchies(&self) -> &[V1Hierarchy] {
+        &self.hierarchies
+    }
+
     fn dir_of(&self, controller: &str) -> Option<&Path> {
         self.hierarchies
             .iter()

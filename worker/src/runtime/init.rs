@@ -8,9 +8,13 @@
 //! 1. reads `<state-dir>/config` (versioned postcard [`InitConfig`], see [`crate::persist`]),
 //!    opens everything it needs across `pivot_root` (state and log directories, `cgroup.procs`
 //!    and OOM-counter files);
-//! 2. sets the hostname, then runs its mount plan ([`mount_plan`], pure, then [`apply_mounts`]):
-//!    mounts private, a fresh `/proc`, the optional rootfs (read-only bind, tmpfs `/tmp`, minimal
-//!    `/dev`, volumes, `/etc/hosts`) and `pivot_root` into it; brings `lo` up in a private
+//! 2. enters a cgroup namespace rooted at the pod's cgroup (`enter_cgroup_ns`), sets the
+//!    hostname, then runs its mount plan ([`mount_plan`], pure, then [`apply_mounts`]): mounts
+//!    private, the pod's root (its rootfs read-only, or a new root of read-only host system
+//!    directories with a `/scratch` working directory), tmpfs `/tmp`, a minimal `/dev`, a fresh
+//!    `/proc` and read-only `/sys` with Kubernetes' masked and read-only paths, its cgroup
+//!    read-only at `/sys/fs/cgroup`, volumes, `/etc/hosts`, and `pivot_root` into it (every
+//!    mount point resolved inside the root: [`crate::sys::fs`]); brings `lo` up in a private
 //!    network namespace;
 //! 3. resolves each process's user and groups from the root's `/etc/passwd` and `/etc/group` and
 //!    its capabilities ([`super::security`], pure); starts **all** the pod's processes, reaps every zombie (orphans included), copies each
@@ -27,6 +31,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -47,7 +52,7 @@ use crate::sys::net::Interest;
 use crate::sys::process::{self as sysproc, Exit, ReadOutcome, Signal};
 use crate::sys::seccomp::SeccompProgram;
 use crate::sys::spawn::{Exec, ProcessSetup};
-use crate::sys::{mount, net, spawn};
+use crate::sys::{fs, mount, net, spawn};
 
 /// The hidden first argument that makes the worker binary run as a pod init.
 pub const INIT_ARG: &str = "__bramble_init";
@@ -90,8 +95,13 @@ pub struct InitConfig {
     pub secret_volume_base: String,
     /// The processes' `env_from` variables ([`super::volumes::read_env_file`]), if any.
     pub env_file: Option<String>,
-    /// The pod is privileged: its processes get every capability.
+    /// A privileged pod: the host's `/dev`, writable `/sys` and cgroups, nothing masked (its
+    /// root is still a new one when it has none of its own).
     pub privileged: bool,
+    /// The pod shares the host's IPC namespace: no `/dev/mqueue` of its own.
+    pub host_ipc: bool,
+    /// The pod's cgroup (its cgroup namespace and `/sys/fs/cgroup`); `None` without cgroups.
+    pub cgroup: Option<PodCgroup>,
 }
 
 /// One process, as the init sees it.
@@ -224,21 +234,110 @@ fn hosts_file(hostname: &str, env: &[(String, String)]) -> String {
     out
 }
 
-/// One step of a pod's mount setup (see [`mount_plan`]).
+/// The working directory of processes without a `workdir` in pods without a root filesystem
+/// of their own: a writable directory on disk, private to the pod.
+pub const SCRATCH_DIR: &str = "/scratch";
+
+/// Size of every pod's `/dev/shm` (Docker's default).
+pub const SHM_SIZE: u64 = 64 << 20;
+
+/// What Kubernetes (containerd's defaults) hides from unprivileged pods: files get `/dev/null`
+/// bound over them, directories an empty read-only tmpfs; missing paths are skipped.
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// What Kubernetes makes read-only (nosuid, nodev, noexec) for unprivileged pods.
+pub const READ_ONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The host directories a pod without a root of its own sees (read-only; the ones that are
+/// symlinks on the host, as on merged-`/usr` systems, are recreated as the same symlinks).
+pub const HOST_DIRS: [&str; 7] = ["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
+
+/// The host `/etc` entries a pod without a root of its own sees (read-only, symlinks followed).
+/// Its `/etc/hosts` is the pod's own.
+pub const HOST_ETC: [&str; 15] = [
+    "passwd",
+    "group",
+    "resolv.conf",
+    "nsswitch.conf",
+    "ssl",
+    "ca-certificates",
+    "alternatives",
+    "localtime",
+    "os-release",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "mime.types",
+    "protocols",
+    "services",
+];
+
+/// The device nodes of every unprivileged pod's `/dev` (the host's nodes bound in).
+pub const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The pod's cgroup, as its init needs it for its cgroup namespace and `/sys/fs/cgroup`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodCgroup {
+    /// `cgroup.procs` of the pod's cgroup, one per hierarchy: the init joins it for a moment,
+    /// so that its new cgroup namespace is rooted there.
+    pub pod_procs: Vec<String>,
+    /// `cgroup.procs` of the init's own leaf (`_init`), where it goes back.
+    pub leaf_procs: Vec<String>,
+    /// v1: the controllers of each hierarchy the worker uses (`cpu,cpuacct`), in the order of
+    /// `pod_procs`; empty on v2.
+    pub v1_hierarchies: Vec<String>,
+}
+
+/// One step of a pod's mount setup (see [`mount_plan`]). Every destination is inside the pod's
+/// root and is resolved inside it ([`crate::sys::fs::InRoot`]): a symlink in the root never
+/// leads a mount or a created mount point out of it. Missing mount points are created (inside
+/// the root) as directories, or as files when the source is not a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountOp {
     /// Make every mount private, recursively (nothing propagates to the host).
     MakePrivate,
-    /// Bind-mount `src` on `dst`.
+    /// The pod's root filesystem bind-mounted read-only on itself.
+    RootBind(PathBuf),
+    /// A new root for a pod without one: a tmpfs on this directory of the pod's run dir.
+    RootTmpfs(PathBuf),
+    /// Bind-mount `src` (a host path) on `dst` with its submounts.
     Bind {
         /// Source.
         src: PathBuf,
         /// Mount point.
         dst: PathBuf,
-        /// Remount read-only.
+        /// Read-only, submounts included.
         read_only: bool,
     },
-    /// A tmpfs of at most `size` bytes on `dst`.
+    /// A host entry of a new root: a directory or file bound read-only on `dst`, or, if it is a
+    /// symlink and `keep_symlink`, the same symlink; nothing if the host has no `src`.
+    HostEntry {
+        /// The host path.
+        src: PathBuf,
+        /// Where in the root.
+        dst: PathBuf,
+        /// Recreate a symlink (`/lib -> usr/lib`) instead of following it.
+        keep_symlink: bool,
+    },
+    /// A tmpfs of at most `size` bytes on `dst` (nosuid, nodev).
     Tmpfs {
         /// Mount point.
         dst: PathBuf,
@@ -246,9 +345,9 @@ pub enum MountOp {
         size: u64,
         /// Mode of its root.
         mode: u32,
+        /// noexec too.
+        noexec: bool,
     },
-    /// An empty file (a mount point for a device node).
-    EmptyFile(PathBuf),
     /// A symlink `link` → `target`.
     Symlink {
         /// What it points to.
@@ -258,16 +357,61 @@ pub enum MountOp {
     },
     /// A fresh procfs on this path.
     Proc(PathBuf),
-    /// A config map or secret volume directory, bind-mounted read-only (the mount point is
-    /// created if missing).
+    /// `/sys`: a fresh sysfs (`fresh`, the pod has its own network namespace) or the host's
+    /// `/sys` bound with its submounts. Skipped, with everything below it, if a read-only root
+    /// has no such directory.
+    Sys {
+        /// Mount point.
+        dst: PathBuf,
+        /// A new sysfs rather than the host's.
+        fresh: bool,
+        /// Read-only (submounts included).
+        read_only: bool,
+    },
+    /// A new devpts instance (`/dev/pts`).
+    Devpts(PathBuf),
+    /// The IPC namespace's message queue filesystem (`/dev/mqueue`).
+    Mqueue(PathBuf),
+    /// The cgroup v2 hierarchy as the pod's cgroup namespace shows it.
+    Cgroup2 {
+        /// Mount point.
+        dst: PathBuf,
+        /// Read-only.
+        read_only: bool,
+    },
+    /// A cgroup v1 hierarchy as the pod's cgroup namespace shows it.
+    Cgroup1 {
+        /// Mount point.
+        dst: PathBuf,
+        /// The hierarchy's controllers (`cpu,cpuacct`).
+        controllers: String,
+        /// Read-only.
+        read_only: bool,
+    },
+    /// Hide a path: `/dev/null` over a file, an empty read-only tmpfs over a directory; nothing
+    /// if it is missing.
+    Mask(PathBuf),
+    /// Bind a path on itself read-only, nosuid, nodev, noexec; nothing if it is missing.
+    ReadOnly(PathBuf),
+    /// Make the mount at this path (a mount's root) read-only.
+    RemountReadOnly(PathBuf),
+    /// A config map or secret volume directory, bind-mounted read-only.
     ConfigVolume {
         /// The prepared volume directory.
         src: PathBuf,
         /// Mount point.
         dst: PathBuf,
     },
-    /// If the root has a file `dst` (`/etc/hosts`): write `contents` to `file` (in the run dir)
-    /// and bind-mount it read-only on `dst`.
+    /// The pod's writable scratch directory: `src` (in the run dir, created mode 1777) bound on
+    /// `dst`.
+    Scratch {
+        /// The directory in the pod's run dir.
+        src: PathBuf,
+        /// Where in the root.
+        dst: PathBuf,
+    },
+    /// Write `contents` to `file` (in the run dir) and bind-mount it read-only on `dst` (the
+    /// root's `/etc/hosts`) if the root has that file, or always if `create`.
     Hosts {
         /// The hosts file in the pod's run dir.
         file: PathBuf,
@@ -275,52 +419,183 @@ pub enum MountOp {
         contents: String,
         /// The root's `/etc/hosts`.
         dst: PathBuf,
+        /// Create the mount point (a new root).
+        create: bool,
     },
     /// `pivot_root` into this directory and detach the old root.
     PivotRoot(PathBuf),
 }
 
+/// The root a pod gets when it has none of its own: `<run dir>/root`.
+pub fn new_root_dir(pod_dir: &PodDir) -> PathBuf {
+    pod_dir.path().join("root")
+}
+
 /// The pod's mount setup as a list of steps, pure. [`apply_mounts`] runs it.
-pub fn mount_plan(cfg: &InitConfig, pod_dir: &PodDir) -> Vec<MountOp> {
+///
+/// `cgroup_ns_at_pod`: the init's cgroup namespace is rooted at the pod's cgroup (fresh cgroup
+/// mounts show it); if not (v2 refused the init in a cgroup with controllers enabled for its
+/// children), the pod's cgroup directories are bound instead.
+pub fn mount_plan(cfg: &InitConfig, pod_dir: &PodDir, cgroup_ns_at_pod: bool) -> Vec<MountOp> {
     let mut plan = vec![MountOp::MakePrivate];
+    let new_root = cfg.rootfs.is_none();
     let root = cfg
         .rootfs
         .as_deref()
-        .map_or(PathBuf::from("/"), PathBuf::from);
-    if cfg.rootfs.is_some() {
+        .map_or_else(|| new_root_dir(pod_dir), PathBuf::from);
+    let at = |p: &str| root.join(p.trim_start_matches('/'));
+    let unprivileged = !cfg.privileged;
+    if new_root {
+        plan.push(MountOp::RootTmpfs(root.clone()));
+        for d in HOST_DIRS {
+            plan.push(MountOp::HostEntry {
+                src: Path::new("/").join(d),
+                dst: at(d),
+                keep_symlink: true,
+            });
+        }
+        for e in HOST_ETC {
+            plan.push(MountOp::HostEntry {
+                src: Path::new("/etc").join(e),
+                dst: at("etc").join(e),
+                keep_symlink: false,
+            });
+        }
+    } else {
+        plan.push(MountOp::RootBind(root.clone()));
+    }
+    plan.push(MountOp::Tmpfs {
+        dst: at("tmp"),
+        size: cfg.tmp_size,
+        mode: 0o1777,
+        noexec: false,
+    });
+    // /dev: a minimal one, or the host's for privileged pods; both with their own pts, shm and
+    // mqueue.
+    let dev = at("dev");
+    if cfg.privileged {
         plan.push(MountOp::Bind {
-            src: root.clone(),
-            dst: root.clone(),
-            read_only: true,
+            src: "/dev".into(),
+            dst: dev.clone(),
+            read_only: false,
         });
-        plan.push(MountOp::Tmpfs {
-            dst: root.join("tmp"),
-            size: cfg.tmp_size,
-            mode: 0o1777,
-        });
-        let dev = root.join("dev");
+    } else {
         plan.push(MountOp::Tmpfs {
             dst: dev.clone(),
             size: 1 << 20,
             mode: 0o755,
+            noexec: true,
         });
-        for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-            let target = dev.join(node);
-            plan.push(MountOp::EmptyFile(target.clone()));
+        for node in DEVICES {
             plan.push(MountOp::Bind {
                 src: Path::new("/dev").join(node),
-                dst: target,
+                dst: dev.join(node),
                 read_only: false,
             });
         }
+    }
+    plan.push(MountOp::Devpts(dev.join("pts")));
+    if unprivileged {
         plan.push(MountOp::Symlink {
-            target: "/proc/self/fd".into(),
-            link: dev.join("fd"),
+            target: "pts/ptmx".into(),
+            link: dev.join("ptmx"),
         });
     }
-    plan.push(MountOp::Proc(root.join("proc")));
+    plan.push(MountOp::Tmpfs {
+        dst: dev.join("shm"),
+        size: SHM_SIZE,
+        mode: 0o1777,
+        noexec: true,
+    });
+    if !cfg.host_ipc {
+        plan.push(MountOp::Mqueue(dev.join("mqueue")));
+    }
+    if unprivileged {
+        for (link, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+        ] {
+            plan.push(MountOp::Symlink {
+                target: target.into(),
+                link: dev.join(link),
+            });
+        }
+    }
+    plan.push(MountOp::Proc(at("proc")));
+    plan.push(MountOp::Sys {
+        dst: at("sys"),
+        fresh: cfg.private_network,
+        read_only: unprivileged,
+    });
+    if unprivileged {
+        plan.extend(MASKED_PATHS.iter().map(|p| MountOp::Mask(at(p))));
+        plan.extend(READ_ONLY_PATHS.iter().map(|p| MountOp::ReadOnly(at(p))));
+    }
+    if let Some(cg) = &cfg.cgroup {
+        let dst = at("sys/fs/cgroup");
+        let pod_dirs: Vec<PathBuf> = cg
+            .pod_procs
+            .iter()
+            .filter_map(|f| Path::new(f).parent().map(Path::to_owned))
+            .collect();
+        if cg.v1_hierarchies.is_empty() {
+            plan.push(match (cgroup_ns_at_pod, pod_dirs.first()) {
+                (false, Some(src)) => MountOp::Bind {
+                    src: src.clone(),
+                    dst,
+                    read_only: unprivileged,
+                },
+                _ => MountOp::Cgroup2 {
+                    dst,
+                    read_only: unprivileged,
+                },
+            });
+        } else {
+            plan.push(MountOp::Tmpfs {
+                dst: dst.clone(),
+                size: 1 << 20,
+                mode: 0o755,
+                noexec: true,
+            });
+            for (i, controllers) in cg.v1_hierarchies.iter().enumerate() {
+                let hdst = dst.join(controllers);
+                plan.push(match (cgroup_ns_at_pod, pod_dirs.get(i)) {
+                    (false, Some(src)) => MountOp::Bind {
+                        src: src.clone(),
+                        dst: hdst,
+                        read_only: unprivileged,
+                    },
+                    _ => MountOp::Cgroup1 {
+                        dst: hdst,
+                        controllers: controllers.clone(),
+                        read_only: unprivileged,
+                    },
+                });
+                // `cpu` and `cpuacct` beside `cpu,cpuacct`, as systemd lays them out.
+                if controllers.contains(',') {
+                    for c in controllers.split(',') {
+                        plan.push(MountOp::Symlink {
+                            target: controllers.into(),
+                            link: dst.join(c),
+                        });
+                    }
+                }
+            }
+            if unprivileged {
+                plan.push(MountOp::RemountReadOnly(dst));
+            }
+        }
+    }
+    if new_root {
+        plan.push(MountOp::Scratch {
+            src: pod_dir.path().join("scratch"),
+            dst: at(SCRATCH_DIR),
+        });
+    }
     for v in &cfg.volumes {
-        let dst = root.join(v.mount_path.trim_start_matches('/'));
+        let dst = at(&v.mount_path);
         plan.push(match &v.source {
             VolumeSource::HostPath { path, read_only } => MountOp::Bind {
                 src: path.into(),
@@ -342,47 +617,396 @@ pub fn mount_plan(cfg: &InitConfig, pod_dir: &PodDir) -> Vec<MountOp> {
             },
         });
     }
-    if cfg.rootfs.is_some() {
-        let env = cfg.processes.first().map_or(&[][..], |p| &p.spec.env[..]);
-        plan.push(MountOp::Hosts {
-            file: pod_dir.hosts(),
-            contents: hosts_file(&cfg.hostname, env),
-            dst: root.join("etc/hosts"),
-        });
-        plan.push(MountOp::PivotRoot(root));
+    let env = cfg.processes.first().map_or(&[][..], |p| &p.spec.env[..]);
+    plan.push(MountOp::Hosts {
+        file: pod_dir.hosts(),
+        contents: hosts_file(&cfg.hostname, env),
+        dst: at("etc/hosts"),
+        create: new_root,
+    });
+    if new_root {
+        plan.push(MountOp::RemountReadOnly(root.clone()));
     }
+    plan.push(MountOp::PivotRoot(root));
     plan
+}
+
+/// The root of a plan: where its `RootBind`/`RootTmpfs` mounts.
+fn plan_root(plan: &[MountOp]) -> Option<&Path> {
+    plan.iter().find_map(|op| match op {
+        MountOp::RootBind(r) | MountOp::RootTmpfs(r) => Some(r.as_path()),
+        _ => None,
+    })
+}
+
+/// A mount point inside the pod's root, resolved there (and created if asked).
+struct Point {
+    fd: OwnedFd,
+    shown: PathBuf,
+}
+
+impl Point {
+    fn target(&self) -> mount::Target<'_> {
+        mount::Target {
+            fd: self.fd.as_fd(),
+            shown: &self.shown,
+        }
+    }
+}
+
+enum Make {
+    /// Must exist.
+    No,
+    /// A directory.
+    Dir,
+    /// A file.
+    File,
+}
+
+fn point(root: &Path, dst: &Path, make: Make) -> Result<Option<Point>, Error> {
+    let r = fs::InRoot::open(root)?;
+    let rel = dst.strip_prefix(root).map_err(|_| {
+        format!(
+            "mount point {} is outside the pod's root {}",
+            dst.display(),
+            root.display()
+        )
+    })?;
+    let fd = match make {
+        Make::No => r.open_path(rel)?,
+        Make::Dir => Some(
+            r.mkdir_all(rel, 0o755)
+                .map_err(|e| missing_point(root, rel, e))?,
+        ),
+        Make::File => Some(
+            r.create_file(rel, 0o644)
+                .map_err(|e| missing_point(root, rel, e))?,
+        ),
+    };
+    Ok(fd.map(|fd| Point {
+        fd,
+        shown: dst.to_owned(),
+    }))
+}
+
+fn missing_point(root: &Path, rel: &Path, e: crate::sys::SysError) -> Error {
+    format!(
+        "cannot create the mount point /{} in the pod's root {}: {e}; create it in the pod's \
+         root filesystem or pick an existing directory",
+        rel.display(),
+        root.display()
+    )
+    .into()
+}
+
+/// The mount point of a bind of `src`: a directory for a directory, else a file.
+fn bind_point(root: &Path, src: &Path, dst: &Path) -> Result<Option<Point>, Error> {
+    let make = if src.is_dir() { Make::Dir } else { Make::File };
+    point(root, dst, make)
+}
+
+/// Makes the mount freshly mounted at `dst` read-only (resolved again: the old fd names the
+/// mount point underneath).
+fn read_only_after(root: &Path, dst: &Path, recursive: bool, seal: bool) -> Result<(), Error> {
+    let p = point(root, dst, Make::No)?
+        .ok_or_else(|| format!("{} vanished after mounting", dst.display()))?;
+    mount::set_attrs(
+        p.target(),
+        mount::Attrs {
+            read_only: true,
+            no_exec_dev_suid: seal,
+            recursive,
+        },
+    )?;
+    Ok(())
 }
 
 /// Runs a [`mount_plan`] (inside the pod's mount namespace).
 pub fn apply_mounts(plan: &[MountOp]) -> Result<(), Error> {
+    let root = plan_root(plan)
+        .ok_or("mount plan without a root")?
+        .to_owned();
+    let root = root.as_path();
+    // A read-only root without `/sys`: nothing is mounted there or below.
+    let mut skip_under: Option<PathBuf> = None;
     for op in plan {
+        if let Some(skip) = &skip_under
+            && op_dst(op).is_some_and(|d| d.starts_with(skip))
+        {
+            continue;
+        }
         match op {
             MountOp::MakePrivate => mount::make_rprivate()?,
+            MountOp::RootBind(r) => mount::bind(r, r, true)?,
+            MountOp::RootTmpfs(r) => {
+                std::fs::create_dir_all(r)
+                    .map_err(|e| format!("creating the pod's root {}: {e}", r.display()))?;
+                mount::mount_tmpfs(r, 1 << 20, 0o755)?;
+            }
             MountOp::Bind {
                 src,
                 dst,
                 read_only,
-            } => mount::bind(src, dst, *read_only)?,
-            MountOp::Tmpfs { dst, size, mode } => mount::mount_tmpfs(dst, *size, *mode)?,
-            MountOp::EmptyFile(p) => std::fs::write(p, b"")?,
-            MountOp::Symlink { target, link } => std::os::unix::fs::symlink(target, link)?,
-            MountOp::Proc(p) => mount::mount_proc(p)?,
-            MountOp::ConfigVolume { src, dst } => super::volumes::mount_volume(src, dst)?,
+            } => {
+                let p = bind_point(root, src, dst)?.ok_or("no mount point")?;
+                mount::bind_at(src, p.target(), true)?;
+                if *read_only {
+                    read_only_after(root, dst, true, false)?;
+                }
+            }
+            MountOp::HostEntry {
+                src,
+                dst,
+                keep_symlink,
+            } => {
+                let Ok(meta) = std::fs::symlink_metadata(src) else {
+                    continue;
+                };
+                if meta.file_type().is_symlink() && *keep_symlink {
+                    let target = std::fs::read_link(src)?;
+                    let r = fs::InRoot::open(root)?;
+                    r.symlink(&target, dst.strip_prefix(root)?)?;
+                    continue;
+                }
+                if !src.exists() {
+                    continue;
+                }
+                let p = bind_point(root, src, dst)?.ok_or("no mount point")?;
+                mount::bind_at(src, p.target(), true)?;
+                read_only_after(root, dst, true, false)?;
+            }
+            MountOp::Tmpfs {
+                dst,
+                size,
+                mode,
+                noexec,
+            } => {
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::tmpfs_at(p.target(), *size, *mode, *noexec, false)?;
+            }
+            MountOp::Symlink { target, link } => {
+                fs::InRoot::open(root)?.symlink(target, link.strip_prefix(root)?)?;
+            }
+            MountOp::Proc(dst) => {
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::proc_at(p.target())?;
+            }
+            MountOp::Sys {
+                dst,
+                fresh,
+                read_only,
+            } => {
+                let p = match point(root, dst, Make::Dir) {
+                    Ok(Some(p)) => p,
+                    _ if !root_writable(root) => {
+                        skip_under = Some(dst.clone());
+                        continue;
+                    }
+                    Ok(None) => return Err("no mount point".into()),
+                    Err(e) => return Err(e),
+                };
+                if *fresh {
+                    mount::sysfs_at(p.target(), *read_only)?;
+                } else {
+                    mount::bind_at(Path::new("/sys"), p.target(), true)?;
+                    if *read_only {
+                        read_only_after(root, dst, true, false)?;
+                    }
+                }
+            }
+            MountOp::Devpts(dst) => {
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::devpts_at(p.target())?;
+            }
+            MountOp::Mqueue(dst) => {
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::mqueue_at(p.target())?;
+            }
+            MountOp::Cgroup2 { dst, read_only } => {
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::cgroup2_at(p.target(), *read_only)?;
+            }
+            MountOp::Cgroup1 {
+                dst,
+                controllers,
+                read_only,
+            } => {
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::cgroup1_at(p.target(), controllers, *read_only)?;
+            }
+            MountOp::Mask(dst) => {
+                let Some(p) = point(root, dst, Make::No)? else {
+                    continue;
+                };
+                if fs::kind_of(p.fd.as_fd(), dst)? == fs::Kind::Dir {
+                    mount::tmpfs_at(p.target(), 0, 0o555, true, true)?;
+                } else {
+                    mount::bind_at(Path::new("/dev/null"), p.target(), false)?;
+                }
+            }
+            MountOp::ReadOnly(dst) => {
+                let Some(p) = point(root, dst, Make::No)? else {
+                    continue;
+                };
+                let itself = fs::fd_path(p.fd.as_fd());
+                mount::bind_at(&itself, p.target(), true)?;
+                read_only_after(root, dst, false, true)?;
+            }
+            MountOp::RemountReadOnly(dst) => {
+                if dst == root {
+                    // The root itself: no path inside it to resolve.
+                    let fd = sysproc::open_dir(root)?;
+                    let t = mount::Target {
+                        fd: fd.as_fd(),
+                        shown: root,
+                    };
+                    mount::set_attrs(
+                        t,
+                        mount::Attrs {
+                            read_only: true,
+                            ..Default::default()
+                        },
+                    )?;
+                } else {
+                    read_only_after(root, dst, false, false)?;
+                }
+            }
+            MountOp::ConfigVolume { src, dst } => {
+                if !src.is_dir() {
+                    return Err(format!(
+                        "volume directory {} is missing: the worker did not prepare it",
+                        src.display()
+                    )
+                    .into());
+                }
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::bind_at(src, p.target(), true)?;
+                read_only_after(root, dst, true, false)?;
+            }
+            MountOp::Scratch { src, dst } => {
+                std::fs::create_dir_all(src)?;
+                std::fs::set_permissions(src, std::fs::Permissions::from_mode(0o1777))?;
+                let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                mount::bind_at(src, p.target(), true)?;
+            }
             MountOp::Hosts {
                 file,
                 contents,
                 dst,
+                create,
             } => {
-                if dst.is_file() {
+                let p = if *create {
+                    point(root, dst, Make::File)?
+                } else {
+                    point(root, dst, Make::No)?.filter(|p| {
+                        fs::kind_of(p.fd.as_fd(), dst).is_ok_and(|k| k != fs::Kind::Dir)
+                    })
+                };
+                if let Some(p) = p {
                     std::fs::write(file, contents)?;
-                    mount::bind(file, dst, true)?;
+                    mount::bind_at(file, p.target(), false)?;
+                    read_only_after(root, dst, false, false)?;
                 }
             }
-            MountOp::PivotRoot(root) => mount::pivot_root(root)?,
+            MountOp::PivotRoot(r) => mount::pivot_root(r)?,
         }
     }
     Ok(())
+}
+
+/// Whether the pod's root accepts new directories (a new root before it is sealed).
+fn root_writable(root: &Path) -> bool {
+    !fs::is_read_only(root)
+}
+
+/// The mount point of an op, if it has one inside the root.
+fn op_dst(op: &MountOp) -> Option<&Path> {
+    Some(match op {
+        MountOp::Bind { dst, .. }
+        | MountOp::HostEntry { dst, .. }
+        | MountOp::Tmpfs { dst, .. }
+        | MountOp::Sys { dst, .. }
+        | MountOp::Cgroup2 { dst, .. }
+        | MountOp::Cgroup1 { dst, .. }
+        | MountOp::ConfigVolume { dst, .. }
+        | MountOp::Scratch { dst, .. }
+        | MountOp::Hosts { dst, .. } => dst,
+        MountOp::Symlink { link, .. } => link,
+        MountOp::Proc(d)
+        | MountOp::Devpts(d)
+        | MountOp::Mqueue(d)
+        | MountOp::Mask(d)
+        | MountOp::ReadOnly(d)
+        | MountOp::RemountReadOnly(d) => d,
+        MountOp::MakePrivate
+        | MountOp::RootBind(_)
+        | MountOp::RootTmpfs(_)
+        | MountOp::PivotRoot(_) => return None,
+    })
+}
+
+/// Puts the init into a new cgroup namespace rooted at the pod's cgroup: it joins the pod's
+/// cgroup for a moment (every hierarchy), unshares, and goes back to its leaf. Returns whether
+/// the namespace is rooted at the pod's cgroup.
+///
+/// cgroup v2 refuses a process in a cgroup that enabled controllers for its children, and the
+/// pod's cgroup does (for its leaves). When its only child is the init's own leaf (no process has
+/// limits of its own, so no leaf holds limits), the init disables them for that moment and
+/// enables them again once it is back in its leaf; it is the pod's only process then. Otherwise
+/// (a process with limits of its own) the namespace is rooted at the init's leaf, and the plan
+/// binds the pod's cgroup directory instead.
+fn enter_cgroup_ns(cg: &PodCgroup) -> Result<bool, Error> {
+    let join = |files: &[String]| files.iter().all(|f| std::fs::write(f, "0").is_ok());
+    let mut at_pod = join(&cg.pod_procs);
+    let mut reenable = None;
+    if !at_pod
+        && cg.v1_hierarchies.is_empty()
+        && let Some(sc) = v2_controls_to_lift(cg)
+    {
+        let enabled = std::fs::read_to_string(&sc).unwrap_or_default();
+        let names: Vec<&str> = enabled.split_whitespace().collect();
+        let off: Vec<String> = names.iter().map(|c| format!("-{c}")).collect();
+        if !names.is_empty() && std::fs::write(&sc, off.join(" ")).is_ok() {
+            let on: Vec<String> = names.iter().map(|c| format!("+{c}")).collect();
+            reenable = Some((sc, on.join(" ")));
+            at_pod = join(&cg.pod_procs);
+        }
+    }
+    let unshared = if at_pod || reenable.is_none() {
+        mount::unshare_cgroup()
+    } else {
+        Ok(())
+    };
+    for f in &cg.leaf_procs {
+        std::fs::write(f, "0").map_err(|e| format!("joining the pod init's cgroup {f}: {e}"))?;
+    }
+    if let Some((sc, on)) = reenable {
+        std::fs::write(&sc, &on).map_err(|e| {
+            format!(
+                "enabling the controllers {on} again in {}: {e}",
+                sc.display()
+            )
+        })?;
+        if !at_pod {
+            // Could not join even so: rooted at the leaf after all.
+            mount::unshare_cgroup()?;
+        }
+    }
+    unshared?;
+    Ok(at_pod)
+}
+
+/// v2: the pod's `cgroup.subtree_control` if the init's leaf is the pod cgroup's only child.
+fn v2_controls_to_lift(cg: &PodCgroup) -> Option<PathBuf> {
+    let pod = Path::new(cg.pod_procs.first()?).parent()?;
+    let leaf = Path::new(cg.leaf_procs.first()?).parent()?;
+    let children: Vec<PathBuf> = std::fs::read_dir(pod)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    (children == [leaf]).then(|| pod.join("cgroup.subtree_control"))
 }
 
 /// The init's main loop. Returns its exit code: 0 if the first process completed.
@@ -391,6 +1015,12 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
     let (_, cfg): (_, InitConfig) =
         persist::decode_postcard(persist::POD_CONFIG, &std::fs::read(pod_dir.config())?)?;
     spawn::protect_from_oom();
+    // The cgroup namespace first: before the mounts (the cgroup mounts show its root) and before
+    // opening any file of the leaves (on v2 they may be recreated).
+    let cgroup_ns_at_pod = match &cfg.cgroup {
+        Some(cg) => enter_cgroup_ns(cg)?,
+        None => false,
+    };
     let sfd = sysproc::block_signals(&[Signal::CHLD, Signal::TERM, Signal::INT, Signal::HUP])?;
     let state_fd = sysproc::open_dir(state_dir)?;
     let log_fd = sysproc::open_dir(Path::new(&cfg.log_dir))?;
@@ -418,8 +1048,13 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             .as_ref()
             .and_then(|f| sysproc::open_read(Path::new(f)).ok());
         let log = RingLog::open(&log_fd, &p.spec.name, cfg.log_cap)?;
+        let mut spec = p.spec.clone();
+        if cfg.rootfs.is_none() && spec.workdir.is_none() {
+            // A new root: its scratch directory, not the read-only `/`.
+            spec.workdir = Some(SCRATCH_DIR.into());
+        }
         procs.push(Proc {
-            spec: p.spec.clone(),
+            spec,
             exec: None,
             exec_error: None,
             workdir: None,
@@ -451,7 +1086,7 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         None => Vec::new(),
     };
     mount::set_hostname(&cfg.hostname)?;
-    apply_mounts(&mount_plan(&cfg, &pod_dir))?;
+    apply_mounts(&mount_plan(&cfg, &pod_dir, cgroup_ns_at_pod))?;
     if cfg.private_network {
         mount::loopback_up()?;
     }
@@ -889,6 +1524,8 @@ mod tests {
             secret_volume_base: "/run/bramble/secrets/p".into(),
             env_file: None,
             privileged: false,
+            host_ipc: false,
+            cgroup: None,
         }
     }
 
@@ -908,8 +1545,18 @@ mod tests {
         }
     }
 
+    fn pod_dir() -> PodDir {
+        PodDir::at("/run/bramble/pods/p")
+    }
+
+    fn position(plan: &[MountOp], f: impl Fn(&MountOp) -> bool) -> usize {
+        plan.iter()
+            .position(f)
+            .unwrap_or_else(|| panic!("not in {plan:#?}"))
+    }
+
     #[test]
-    fn host_root_plan_is_private_proc_and_volumes() {
+    fn a_pod_without_a_root_gets_a_new_one_with_host_binaries_and_its_volumes() {
         let vols = vec![
             volume(
                 "data",
@@ -919,7 +1566,7 @@ mod tests {
                     read_only: true,
                 },
             ),
-            volume("scratch", "/scratch", VolumeSource::EmptyDir),
+            volume("scratch", "/cache", VolumeSource::EmptyDir),
             volume(
                 "conf",
                 "/etc/app",
@@ -929,58 +1576,97 @@ mod tests {
             ),
             volume("keys", "/keys", VolumeSource::Secret { name: "tls".into() }),
         ];
-        let plan = mount_plan(&config(None, vols), &PodDir::at("/run/bramble/pods/p"));
+        let plan = mount_plan(&config(None, vols), &pod_dir(), true);
+        let root = Path::new("/run/bramble/pods/p/root");
+        assert_eq!(plan[0], MountOp::MakePrivate);
+        assert_eq!(plan[1], MountOp::RootTmpfs(root.into()));
+        // Host binaries and libraries, symlinks kept (merged /usr); /etc files, symlinks followed.
+        for d in HOST_DIRS {
+            assert!(plan.contains(&MountOp::HostEntry {
+                src: Path::new("/").join(d),
+                dst: root.join(d),
+                keep_symlink: true,
+            }));
+        }
+        for e in ["passwd", "group", "resolv.conf", "ssl", "ld.so.cache"] {
+            assert!(plan.contains(&MountOp::HostEntry {
+                src: Path::new("/etc").join(e),
+                dst: root.join("etc").join(e),
+                keep_symlink: false,
+            }));
+        }
+        // Nothing else of the host: no bind of /, /etc, /home, /root, /var, /run.
+        for op in &plan {
+            if let MountOp::Bind { src, .. } | MountOp::HostEntry { src, .. } = op {
+                assert!(
+                    !["/", "/etc", "/home", "/root", "/var", "/run"]
+                        .contains(&src.to_str().unwrap()),
+                    "{op:?}"
+                );
+            }
+        }
+        assert!(plan.contains(&MountOp::Scratch {
+            src: "/run/bramble/pods/p/scratch".into(),
+            dst: root.join("scratch"),
+        }));
+        // Volumes inside the new root, after the scratch dir.
+        let vols_at = position(&plan, |o| {
+            *o == bind("/var/data", "/run/bramble/pods/p/root/srv/data", true)
+        });
         assert_eq!(
-            plan,
+            plan[vols_at + 1..vols_at + 4],
             [
-                MountOp::MakePrivate,
-                MountOp::Proc("/proc".into()),
-                bind("/var/data", "/srv/data", true),
-                bind("/run/bramble/pods/p/volumes/scratch", "/scratch", false),
+                bind(
+                    "/run/bramble/pods/p/volumes/scratch",
+                    "/run/bramble/pods/p/root/cache",
+                    false
+                ),
                 MountOp::ConfigVolume {
                     src: "/run/bramble/configmaps/p/conf".into(),
-                    dst: "/etc/app".into(),
+                    dst: root.join("etc/app"),
                 },
                 MountOp::ConfigVolume {
                     src: "/run/bramble/secrets/p/keys".into(),
-                    dst: "/keys".into(),
+                    dst: root.join("keys"),
                 },
             ]
         );
+        assert!(vols_at > position(&plan, |o| matches!(o, MountOp::Scratch { .. })));
+        // Its own /etc/hosts (created), then the root goes read-only, then the pivot.
+        let n = plan.len();
+        assert_eq!(
+            plan[n - 3],
+            MountOp::Hosts {
+                file: "/run/bramble/pods/p/hosts".into(),
+                contents: "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tweb\n10.42.0.1\tdb\n"
+                    .into(),
+                dst: root.join("etc/hosts"),
+                create: true,
+            }
+        );
+        assert_eq!(plan[n - 2], MountOp::RemountReadOnly(root.into()));
+        assert_eq!(plan[n - 1], MountOp::PivotRoot(root.into()));
     }
 
     #[test]
     fn rootfs_plan_binds_read_only_adds_tmp_dev_hosts_then_pivots() {
-        let plan = mount_plan(
-            &config(Some("/roots/alpine"), Vec::new()),
-            &PodDir::at("/run/bramble/pods/p"),
-        );
+        let plan = mount_plan(&config(Some("/roots/alpine"), Vec::new()), &pod_dir(), true);
         assert_eq!(plan[0], MountOp::MakePrivate);
-        assert_eq!(plan[1], bind("/roots/alpine", "/roots/alpine", true));
+        assert_eq!(plan[1], MountOp::RootBind("/roots/alpine".into()));
         assert_eq!(
             plan[2],
             MountOp::Tmpfs {
                 dst: "/roots/alpine/tmp".into(),
                 size: 64 << 20,
                 mode: 0o1777,
+                noexec: false,
             }
         );
-        // Device nodes: an empty file, then the host's node bound on it (writable).
-        let devs: Vec<_> = plan
-            .iter()
-            .filter_map(|op| match op {
-                MountOp::Bind {
-                    src,
-                    dst,
-                    read_only,
-                } if src.starts_with("/dev") => {
-                    assert!(!read_only);
-                    Some(dst.strip_prefix("/roots/alpine/dev").unwrap().to_owned())
-                }
-                _ => None,
-            })
-            .collect();
-        assert_eq!(devs.len(), 6, "{devs:?}");
+        assert!(
+            !plan
+                .iter()
+                .any(|o| matches!(o, MountOp::HostEntry { .. } | MountOp::Scratch { .. }))
+        );
         assert!(plan.contains(&MountOp::Proc("/roots/alpine/proc".into())));
         let n = plan.len();
         assert_eq!(
@@ -990,19 +1676,235 @@ mod tests {
                 contents: "127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\tweb\n10.42.0.1\tdb\n"
                     .into(),
                 dst: "/roots/alpine/etc/hosts".into(),
+                create: false,
             }
         );
         assert_eq!(plan[n - 1], MountOp::PivotRoot("/roots/alpine".into()));
-        // Nothing is mounted after the pivot, and proc comes after /dev.
-        let proc_at = plan
-            .iter()
-            .position(|o| matches!(o, MountOp::Proc(_)))
-            .unwrap();
-        let symlink_at = plan
-            .iter()
-            .position(|o| matches!(o, MountOp::Symlink { .. }))
-            .unwrap();
-        assert!(symlink_at < proc_at);
+    }
+
+    #[test]
+    fn every_pod_gets_a_minimal_dev() {
+        for rootfs in [None, Some("/roots/alpine")] {
+            let plan = mount_plan(&config(rootfs, Vec::new()), &pod_dir(), true);
+            let root = rootfs.map_or(Path::new("/run/bramble/pods/p/root"), Path::new);
+            let dev = root.join("dev");
+            let dev_at = position(&plan, |o| {
+                *o == MountOp::Tmpfs {
+                    dst: dev.clone(),
+                    size: 1 << 20,
+                    mode: 0o755,
+                    noexec: true,
+                }
+            });
+            // The host's device nodes bound in (writable), nothing else of the host's /dev.
+            let nodes: Vec<_> = plan
+                .iter()
+                .filter_map(|op| match op {
+                    MountOp::Bind {
+                        src,
+                        dst,
+                        read_only,
+                    } if src.starts_with("/dev") => {
+                        assert!(!read_only);
+                        assert_eq!(
+                            dst.strip_prefix(&dev).unwrap(),
+                            src.strip_prefix("/dev").unwrap()
+                        );
+                        Some(src.file_name().unwrap().to_str().unwrap().to_owned())
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(nodes, DEVICES);
+            let pts = position(&plan, |o| *o == MountOp::Devpts(dev.join("pts")));
+            let ptmx = position(&plan, |o| {
+                *o == MountOp::Symlink {
+                    target: "pts/ptmx".into(),
+                    link: dev.join("ptmx"),
+                }
+            });
+            assert!(dev_at < pts && pts < ptmx);
+            assert!(plan.contains(&MountOp::Tmpfs {
+                dst: dev.join("shm"),
+                size: SHM_SIZE,
+                mode: 0o1777,
+                noexec: true,
+            }));
+            assert!(plan.contains(&MountOp::Mqueue(dev.join("mqueue"))));
+            for (link, target) in [
+                ("fd", "/proc/self/fd"),
+                ("stdin", "/proc/self/fd/0"),
+                ("stdout", "/proc/self/fd/1"),
+                ("stderr", "/proc/self/fd/2"),
+            ] {
+                assert!(plan.contains(&MountOp::Symlink {
+                    target: target.into(),
+                    link: dev.join(link),
+                }));
+            }
+        }
+        // host_ipc: the host's IPC namespace has no mqueue of the pod's own.
+        let mut cfg = config(None, Vec::new());
+        cfg.host_ipc = true;
+        let plan = mount_plan(&cfg, &pod_dir(), true);
+        assert!(!plan.iter().any(|o| matches!(o, MountOp::Mqueue(_))));
+    }
+
+    #[test]
+    fn proc_and_sys_are_masked_and_read_only_after_their_mounts() {
+        let plan = mount_plan(&config(None, Vec::new()), &pod_dir(), true);
+        let root = Path::new("/run/bramble/pods/p/root");
+        let proc_at = position(&plan, |o| *o == MountOp::Proc(root.join("proc")));
+        let sys_at = position(&plan, |o| {
+            *o == MountOp::Sys {
+                dst: root.join("sys"),
+                fresh: true,
+                read_only: true,
+            }
+        });
+        for p in MASKED_PATHS {
+            let at = position(&plan, |o| *o == MountOp::Mask(root.join(&p[1..])));
+            assert!(at > proc_at && at > sys_at, "{p}");
+        }
+        for p in READ_ONLY_PATHS {
+            let at = position(&plan, |o| *o == MountOp::ReadOnly(root.join(&p[1..])));
+            assert!(at > proc_at, "{p}");
+        }
+        // The host's network namespace: the host's /sys, read-only with its submounts.
+        let mut cfg = config(None, Vec::new());
+        cfg.private_network = false;
+        let plan = mount_plan(&cfg, &pod_dir(), true);
+        assert!(plan.contains(&MountOp::Sys {
+            dst: root.join("sys"),
+            fresh: false,
+            read_only: true,
+        }));
+    }
+
+    #[test]
+    fn privileged_pods_get_the_host_dev_writable_sys_and_nothing_masked() {
+        let mut cfg = config(None, Vec::new());
+        cfg.privileged = true;
+        cfg.cgroup = Some(PodCgroup {
+            pod_procs: vec!["/sys/fs/cgroup/bramble/p/cgroup.procs".into()],
+            leaf_procs: vec!["/sys/fs/cgroup/bramble/p/_init/cgroup.procs".into()],
+            v1_hierarchies: Vec::new(),
+        });
+        let plan = mount_plan(&cfg, &pod_dir(), true);
+        let root = Path::new("/run/bramble/pods/p/root");
+        assert!(plan.contains(&bind("/dev", "/run/bramble/pods/p/root/dev", false)));
+        assert!(
+            !plan
+                .iter()
+                .any(|o| matches!(o, MountOp::Mask(_) | MountOp::ReadOnly(_)))
+        );
+        assert!(plan.contains(&MountOp::Sys {
+            dst: root.join("sys"),
+            fresh: true,
+            read_only: false,
+        }));
+        assert!(plan.contains(&MountOp::Cgroup2 {
+            dst: root.join("sys/fs/cgroup"),
+            read_only: false,
+        }));
+        // Still a new root (like Nomad's exec driver), still its own pts and shm.
+        assert_eq!(plan[1], MountOp::RootTmpfs(root.into()));
+        assert!(plan.contains(&MountOp::Devpts(root.join("dev/pts"))));
+        assert_eq!(plan.last(), Some(&MountOp::PivotRoot(root.into())));
+    }
+
+    #[test]
+    fn the_pods_cgroup_is_mounted_read_only_at_sys_fs_cgroup() {
+        let root = Path::new("/run/bramble/pods/p/root");
+        let dst = root.join("sys/fs/cgroup");
+        // v2: one cgroup2 mount inside the pod's cgroup namespace.
+        let mut cfg = config(None, Vec::new());
+        cfg.cgroup = Some(PodCgroup {
+            pod_procs: vec!["/sys/fs/cgroup/bramble/p/cgroup.procs".into()],
+            leaf_procs: vec!["/sys/fs/cgroup/bramble/p/_init/cgroup.procs".into()],
+            v1_hierarchies: Vec::new(),
+        });
+        let plan = mount_plan(&cfg, &pod_dir(), true);
+        let sys_at = position(&plan, |o| matches!(o, MountOp::Sys { .. }));
+        let cg_at = position(&plan, |o| {
+            *o == MountOp::Cgroup2 {
+                dst: dst.clone(),
+                read_only: true,
+            }
+        });
+        assert!(sys_at < cg_at);
+        // v2, the namespace rooted at the init's leaf: the pod's directory bound instead.
+        let plan = mount_plan(&cfg, &pod_dir(), false);
+        assert!(plan.contains(&MountOp::Bind {
+            src: "/sys/fs/cgroup/bramble/p".into(),
+            dst: dst.clone(),
+            read_only: true,
+        }));
+        // v1: a tmpfs, one cgroup mount per hierarchy, per-controller links, then read-only.
+        cfg.cgroup = Some(PodCgroup {
+            pod_procs: vec![
+                "/sys/fs/cgroup/cpu,cpuacct/bramble/p/cgroup.procs".into(),
+                "/sys/fs/cgroup/memory/bramble/p/cgroup.procs".into(),
+            ],
+            leaf_procs: Vec::new(),
+            v1_hierarchies: vec!["cpu,cpuacct".into(), "memory".into()],
+        });
+        let plan = mount_plan(&cfg, &pod_dir(), true);
+        let at = position(
+            &plan,
+            |o| matches!(o, MountOp::Tmpfs { dst: d, .. } if *d == dst),
+        );
+        assert_eq!(
+            plan[at + 1..at + 6],
+            [
+                MountOp::Cgroup1 {
+                    dst: dst.join("cpu,cpuacct"),
+                    controllers: "cpu,cpuacct".into(),
+                    read_only: true,
+                },
+                MountOp::Symlink {
+                    target: "cpu,cpuacct".into(),
+                    link: dst.join("cpu"),
+                },
+                MountOp::Symlink {
+                    target: "cpu,cpuacct".into(),
+                    link: dst.join("cpuacct"),
+                },
+                MountOp::Cgroup1 {
+                    dst: dst.join("memory"),
+                    controllers: "memory".into(),
+                    read_only: true,
+                },
+                MountOp::RemountReadOnly(dst.clone()),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_mount_point_is_inside_the_root() {
+        let vols = vec![volume(
+            "data",
+            "/../../../etc",
+            VolumeSource::HostPath {
+                path: "/var/data".into(),
+                read_only: false,
+            },
+        )];
+        for rootfs in [None, Some("/roots/alpine")] {
+            let mut cfg = config(rootfs, vols.clone());
+            cfg.cgroup = Some(PodCgroup {
+                pod_procs: vec!["/sys/fs/cgroup/memory/bramble/p/cgroup.procs".into()],
+                leaf_procs: Vec::new(),
+                v1_hierarchies: vec!["memory".into()],
+            });
+            let plan = mount_plan(&cfg, &pod_dir(), true);
+            let root = plan_root(&plan).unwrap().to_owned();
+            for op in &plan {
+                if let Some(d) = op_dst(op) {
+                    assert!(d.starts_with(&root), "{op:?}");
+                }
+            }
+        }
     }
 
     #[test]

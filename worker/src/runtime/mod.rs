@@ -504,6 +504,26 @@ impl LinuxRuntime {
         &self.cfg
     }
 
+    /// The pod's cgroup as its init needs it for its cgroup namespace; `None` without cgroups.
+    fn pod_cgroup(&self, rel: &str, init_rel: &str) -> Option<init::PodCgroup> {
+        let s = |p: PathBuf| p.to_string_lossy().into_owned();
+        let v1_hierarchies = match &*self.cgroups {
+            AnyCgroupManager::None(_) => return None,
+            AnyCgroupManager::V1(m) => m
+                .hierarchies()
+                .iter()
+                .map(|h| h.controllers.join(","))
+                .collect(),
+            AnyCgroupManager::V2(_) => Vec::new(),
+        };
+        let cg = self.cgroups.as_dyn();
+        Some(init::PodCgroup {
+            pod_procs: cg.procs_files(rel).into_iter().map(s).collect(),
+            leaf_procs: cg.procs_files(init_rel).into_iter().map(s).collect(),
+            v1_hierarchies,
+        })
+    }
+
     fn rel(&self, key: &PodKey) -> String {
         format!("{}/{}", self.cfg.cgroup_parent, key)
     }
@@ -639,6 +659,8 @@ impl LinuxRuntime {
                 .and_then(|c| c.env_file.as_ref())
                 .map(|f| f.to_string_lossy().into_owned()),
             privileged: pod.spec.privileged,
+            host_ipc: pod.spec.host_ipc,
+            cgroup: self.pod_cgroup(&rel, &init_rel),
         };
         let payload = postcard::to_stdvec(&icfg).map_err(|err| RuntimeError::Encode {
             pod: key.to_string(),

@@ -489,28 +489,6 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Bind-mounts a config map or secret volume directory read-only on `target`, creating the
-/// mount point if it is missing. Called by the pod init inside the pod's mount namespace.
-pub fn mount_volume(src: &Path, target: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    if !src.is_dir() {
-        return Err(format!(
-            "volume directory {} is missing: the worker did not prepare it",
-            src.display()
-        )
-        .into());
-    }
-    if !target.is_dir() {
-        std::fs::create_dir_all(target).map_err(|e| {
-            format!(
-                "cannot create the mount point {}: {e}; create it in the pod's root filesystem or pick an existing directory",
-                target.display()
-            )
-        })?;
-    }
-    mount::bind(src, target, true)?;
-    Ok(())
-}
-
 /// The pod init's handle on its `env_from` file: its directory, opened before `pivot_root`,
 /// read again through `/proc/self/fd` at every process start.
 static ENV_SOURCE: std::sync::OnceLock<(std::os::fd::OwnedFd, String)> = std::sync::OnceLock::new();

@@ -7,8 +7,11 @@
 //!   `setresuid`-family syscalls, `capset` and ambient capabilities ([`caps`]),
 //!   `PR_SET_NO_NEW_PRIVS`, `execve`. Nothing is allocated between `clone`/`fork` and
 //!   `execve`: every `CString` and pointer array is prepared before.
-//! - [`mount`]: the pod's mount namespace: private propagation, a fresh `/proc`, the optional
-//!   rootfs (read-only bind + writable tmpfs scratch) and `pivot_root`; hostname; loopback up.
+//! - [`fs`]: paths inside a pod's root resolved by the kernel inside it (`openat2` with
+//!   `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`), so a root's symlinks never lead the worker out.
+//! - [`mount`]: the pod's mount namespace: private propagation, binds, tmpfs, proc, sysfs, devpts,
+//!   mqueue and cgroup mounts on fds opened through [`fs`], read-only flags (`mount_setattr`),
+//!   the cgroup namespace, `pivot_root`; hostname; loopback up.
 //! - [`net`]: non-blocking TCP connects and `poll` for the pod init's probes.
 //! - [`process`]: signals, `waitpid`, `pidfd`, `poll`, `signalfd` and reading `/proc`.
 //! - [`bpf`]: loading a cgroup v2 device program (`bpf(BPF_PROG_LOAD)`) and attaching it to a
@@ -21,6 +24,7 @@
 
 pub mod bpf;
 pub mod caps;
+pub mod fs;
 pub mod mount;
 pub mod net;
 pub mod netlink;

@@ -99,6 +99,20 @@ pub fn pod(name: &str, processes: Vec<ProcessSpec>, policy: RestartPolicy) -> Po
         .build()
 }
 
+/// Gives `pod` the host directory `dir` at the same path (pods without a root of their own see
+/// host paths only through `host_path` volumes).
+pub fn host_dir(pod: &mut Pod, dir: &Path) {
+    let path = dir.display().to_string();
+    pod.spec.volumes.push(bramble_wire::objects::Volume {
+        name: format!("host{}", pod.spec.volumes.len()),
+        mount_path: path.clone(),
+        source: bramble_wire::objects::VolumeSource::HostPath {
+            path,
+            read_only: false,
+        },
+    });
+}
+
 /// Waits until `pred(status)` holds, failing (with the last status) after `secs` seconds.
 pub fn wait_for(
     h: &PodHandle,

@@ -127,6 +127,8 @@ pub fn init_config() -> InitConfig {
         secret_volume_base: String::new(),
         env_file: None,
         privileged: false,
+        host_ipc: false,
+        cgroup: None,
     }
 }
 
