@@ -177,6 +177,8 @@ read_only = true
 #[test]
 fn a_default_pod_is_contained() {
     let out = run_attack("contain-default", "attack-default", "");
+    // Printed for the record (`--nocapture`): every attack and its answer.
+    eprintln!("default pod:\n{out}");
     let got = parse(&out);
     let v = default_pod_violations(&got);
     assert!(
@@ -191,6 +193,7 @@ fn a_default_pod_is_contained() {
 #[test]
 fn a_privileged_pod_can_do_what_a_privileged_container_can() {
     let out = run_attack("contain-priv", "attack-privileged", "privileged = true");
+    eprintln!("privileged pod:\n{out}");
     let v = privileged_pod_violations(&parse(&out), &own_status("CapBnd"));
     assert!(
         v.is_empty(),
