@@ -7,7 +7,8 @@
 //! - `cg-fork-bomb`: `pids = 24`, waits for a go file, then a doubling fork bomb bounded at
 //!   128 leaves (so a broken limit shows as ~130 tasks instead of taking the guest down).
 //!
-//! A fourth, unlimited pod (`cg-watch`) reads those pods' cgroup files in the guest: it starts
+//! A fourth, unlimited pod (`cg-watch`) reads those pods' cgroup files in the guest (through a
+//! read-only `host_path` volume of `/sys/fs/cgroup`: its own is its cgroup namespace): it starts
 //! the bomb and samples `pids.current` until it is stable, then reads the limited pod's
 //! `cpu.stat` and `/proc/uptime` [`CPU_WINDOW_S`] apart, then starts the unlimited loop (it
 //! waits for a go file, so the two do not compete: `cpu.weight` 10 against 100 would hold the
@@ -38,8 +39,19 @@ pub const PIDS_MAX: u64 = 24;
 /// The bomb's depth: 2^depth leaves if nothing stops it.
 pub const BOMB_DEPTH: u32 = 7;
 
-const GO_FILE: &str = "/tmp/bramble-cg-fork-bomb.go";
-const GO_FREE: &str = "/tmp/bramble-cg-cpu-free.go";
+const GO_FILE: &str = "/go/bramble-cg-fork-bomb.go";
+const GO_FREE: &str = "/go/bramble-cg-cpu-free.go";
+/// The guest directory the pods share for the go files (pods have private `/tmp`s): a
+/// `host_path` volume at `/go` in the bomb, the free loop and the watcher.
+const GO_DIR: &str = "/run";
+/// Where the watcher sees the guest's cgroup tree (a read-only `host_path` volume): its own
+/// `/sys/fs/cgroup` is its pod's cgroup namespace, which shows no other pod.
+const HOST_CG: &str = "/host-cgroup";
+
+/// The volume lines of a pod sharing the go directory.
+fn go_volume() -> String {
+    format!("[[pod.volume]]\nname = \"go\"\nmount_path = \"/go\"\nhost_path = \"{GO_DIR}\"\n")
+}
 
 /// The busy loop pods and the bomb, as one manifest.
 pub fn manifest(node: &str) -> String {
@@ -62,6 +74,7 @@ pub fn manifest(node: &str) -> String {
             "cat /proc/self/cgroup; while [ ! -e {GO_FREE} ]; do sleep 0.2; done; while :; do :; done"
         ),
     ));
+    m.push_str(&go_volume());
     m.push('\n');
     m.push_str(&pod_manifest(
         "cg-fork-bomb",
@@ -76,6 +89,7 @@ pub fn manifest(node: &str) -> String {
         ),
     ));
     m.push_str(&format!("pids = {PIDS_MAX}\n"));
+    m.push_str(&go_volume());
     m
 }
 
@@ -92,9 +106,11 @@ pub fn proc_cgroup_dir(proc_self_cgroup: &str) -> Option<String> {
     plain.then(|| format!("/sys/fs/cgroup{path}"))
 }
 
-/// The pod cgroup's directory in the guest from a pod's `/proc/self/cgroup` output: the v2 line
-/// `0::/bramble/default_NAME_UID/_init` gives `/sys/fs/cgroup/bramble/default_NAME_UID` (the
-/// cgroup that carries the pod's limits; its processes sit in leaves below it).
+/// The pod cgroup's directory in the guest from a pod's `/proc/self/cgroup` output as the node
+/// sees it: the v2 line `0::/bramble/default_NAME_UID/_init` gives
+/// `/sys/fs/cgroup/bramble/default_NAME_UID` (the cgroup that carries the pod's limits; its
+/// processes sit in leaves below it). A pod sees its own lines relative to its cgroup
+/// namespace (`0::/_init`): see [`pod_cgroup_of`].
 pub fn pod_cgroup_dir(proc_self_cgroup: &str, pod: &str) -> Option<String> {
     let path = proc_cgroup_dir(proc_self_cgroup)?;
     let path = path.strip_prefix("/sys/fs/cgroup")?;
@@ -321,6 +337,17 @@ pub fn cgroup_limits_on_aarch64(c: &mut Cluster) -> Result<String> {
     Ok(summary)
 }
 
+/// The pod's cgroup in the guest as the watcher sees it (under [`HOST_CG`]) from its uid (the
+/// worker names it `bramble/<namespace>_<name>_<first 8 of the uid>`), and the leaf its process
+/// sits in from the namespace-relative `0::/LEAF` line it printed.
+pub fn pod_cgroup_of(pod: &str, uid: &str, proc_self_cgroup: &str) -> Option<(String, String)> {
+    let prefix = uid.get(..8)?;
+    let dir = format!("{HOST_CG}/bramble/default_{pod}_{prefix}");
+    let leaf = proc_cgroup_dir(proc_self_cgroup)?;
+    let rel = leaf.strip_prefix("/sys/fs/cgroup")?;
+    Some((dir.clone(), format!("{dir}{rel}")))
+}
+
 fn run(c: &mut Cluster) -> Result<String> {
     let node = c.node(0)?.name().to_string();
     c.master.apply("cg-limits", &manifest(&node))?;
@@ -333,8 +360,13 @@ fn run(c: &mut Cluster) -> Result<String> {
             &format!("the cgroup line in `bramble logs {pod}`"),
             |c, last| {
                 let (_, out, err) = c.master.cli(&["logs", pod])?;
-                *last = format!("{out}{err}");
-                Ok(pod_cgroup_dir(&out, pod).zip(proc_cgroup_dir(&out)))
+                let uid = c
+                    .master
+                    .pod(pod)?
+                    .and_then(|p| p["meta"]["uid"].as_str().map(String::from))
+                    .unwrap_or_default();
+                *last = format!("uid {uid:?}: {out}{err}");
+                Ok(pod_cgroup_of(pod, &uid, &out))
             },
         )?;
         if pod == "cg-fork-bomb" {
@@ -350,7 +382,10 @@ fn run(c: &mut Cluster) -> Result<String> {
         None,
         &watch_script(&dirs[0], &bomb_leaf, &dirs[1], &dirs[2]),
     );
-    watch.push('\n');
+    watch.push_str(&go_volume());
+    watch.push_str(&format!(
+        "[[pod.volume]]\nname = \"cgroups\"\nmount_path = \"{HOST_CG}\"\nhost_path = \"/sys/fs/cgroup\"\nread_only = true\n\n"
+    ));
     c.master.apply("cg-watch", &watch)?;
     let logs = c.wait(
         Duration::from_secs(150),
@@ -407,6 +442,14 @@ mod tests {
             Some("/sys/fs/cgroup/bramble/default_cg-cpu-250m_0123abcd")
         );
         assert_eq!(pod_cgroup_dir("0::/bramble/_init\n", "x"), None);
+        assert_eq!(
+            pod_cgroup_of("cg-fork-bomb", "0123abcd-ffff", "0::/_init\n"),
+            Some((
+                "/host-cgroup/bramble/default_cg-fork-bomb_0123abcd".into(),
+                "/host-cgroup/bramble/default_cg-fork-bomb_0123abcd/_init".into()
+            ))
+        );
+        assert_eq!(pod_cgroup_of("x", "0123", "0::/_init\n"), None);
         assert_eq!(pod_cgroup_dir("", "x"), None);
         assert_eq!(pod_cgroup_dir("0::/b/d_x_1;reboot/_init", "x"), None);
         assert_eq!(
