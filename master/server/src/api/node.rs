@@ -149,9 +149,22 @@ pub(crate) async fn serve(
                     register(&m, &name, &new_info, None).await?;
                     info = new_info;
                 }
-                NodeUp::Status(pods) => {
-                    for r in pods {
+                NodeUp::Status(mut pods) if pods.len() == 1 => {
+                    if let Some(r) = pods.pop() {
                         report_status(&m, &name, r).await?;
+                    }
+                }
+                NodeUp::Status(pods) => {
+                    // Side by side: their writes can share one transaction.
+                    let tasks: Vec<_> = pods
+                        .into_iter()
+                        .map(|r| {
+                            let (m, name) = (m.clone(), name.clone());
+                            smol::spawn(async move { report_status(&m, &name, r).await })
+                        })
+                        .collect();
+                    for t in tasks {
+                        t.await?;
                     }
                 }
                 NodeUp::Log(chunk) => {
@@ -356,7 +369,7 @@ pub(crate) async fn report_status(m: &Master, node: &str, r: PodReport) -> anyho
         }
         let rev = pod.meta.revision;
         let before = std::mem::replace(&mut pod.status, r.status.clone());
-        match m.store.update(Object::Pod(pod.clone()), Some(rev)).await {
+        match m.store.update_status(Object::Pod(pod.clone()), Some(rev)).await {
             Ok(_) => {
                 pod.status = before;
                 status_events(m, &pod, &r.status).await;

@@ -80,6 +80,12 @@ pub struct StoreConfig {
     pub watch_queue: usize,
     /// Most writes in one group commit.
     pub max_batch: usize,
+    /// Under a stream of status reports ([`Store::update_status`]; the previous batch committed
+    /// less than 5 × this ago), a batch of nothing but status reports waits up to this long for
+    /// more writes before it commits (PostgreSQL's `commit_delay`): one transaction and one fsync
+    /// then carry several. Any other write, or a report after a quiet spell, commits at once.
+    /// Zero turns it off.
+    pub linger: std::time::Duration,
     /// Read connections.
     pub readers: u32,
 }
@@ -91,6 +97,7 @@ impl Default for StoreConfig {
             compact_every: 1_000,
             watch_queue: 1_024,
             max_batch: 512,
+            linger: std::time::Duration::from_millis(20),
             readers: 4,
         }
     }
@@ -263,6 +270,24 @@ impl Store {
         .await
     }
 
+    /// [`Store::update`] for a report that may wait a moment to share its transaction (a pod's
+    /// status from its node): under a stream of such reports the writer lingers up to
+    /// [`StoreConfig::linger`] to commit several at once. Any other write ends the wait.
+    pub async fn update_status(
+        &self,
+        obj: Object,
+        expected_revision: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        self.send(
+            Op::Update {
+                obj,
+                expected: expected_revision,
+            },
+            true,
+        )
+        .await
+    }
+
     /// Deletes an object, optionally only if it is at `expected_revision`. Returns the delete's
     /// revision once durable. The namespace is ignored for cluster-scoped kinds.
     pub async fn delete(
@@ -283,10 +308,14 @@ impl Store {
     }
 
     async fn write(&self, op: Op) -> Result<u64, StoreError> {
+        self.send(op, false).await
+    }
+
+    async fn send(&self, op: Op, linger: bool) -> Result<u64, StoreError> {
         let (reply, answer) = async_channel::bounded(1);
         self.shared
             .writes
-            .send(Pending { op, reply })
+            .send(Pending { op, reply, linger })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.recv().await.map_err(|_| StoreError::Closed)?

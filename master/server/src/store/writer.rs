@@ -37,6 +37,8 @@ pub(crate) enum Op {
 pub(crate) struct Pending {
     pub(crate) op: Op,
     pub(crate) reply: async_channel::Sender<Result<u64, StoreError>>,
+    /// May wait for company ([`super::Store::update_status`]).
+    pub(crate) linger: bool,
 }
 
 /// The writer's state.
@@ -59,7 +61,11 @@ pub(crate) struct Writer {
 impl Writer {
     /// Runs until every sender is gone (or the channel is closed) and the queue is drained.
     pub(crate) async fn run(mut self) {
+        use futures_lite::FutureExt;
         let max_batch = self.config.max_batch.max(1);
+        let linger = self.config.linger;
+        // When the previous batch committed: a write soon after it is part of a stream.
+        let mut last_commit: Option<std::time::Instant> = None;
         while let Ok(first) = self.requests.recv().await {
             let mut batch = vec![first];
             while batch.len() < max_batch {
@@ -68,7 +74,24 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let streaming = last_commit.is_some_and(|t| t.elapsed() < linger * 5);
+            if streaming && !linger.is_zero() && batch.iter().all(|p| p.linger) {
+                let deadline = std::time::Instant::now() + linger;
+                while batch.len() < max_batch && batch.last().is_some_and(|p| p.linger) {
+                    let next = async { self.requests.recv().await.ok() }
+                        .or(async {
+                            smol::Timer::at(deadline).await;
+                            None
+                        })
+                        .await;
+                    match next {
+                        Some(p) => batch.push(p),
+                        None => break,
+                    }
+                }
+            }
             self.commit_batch(batch).await;
+            last_commit = Some(std::time::Instant::now());
         }
         self.hub.close();
         if let Err(e) = self.conn.close().await {
