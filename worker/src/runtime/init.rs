@@ -127,6 +127,8 @@ struct Proc {
     exec_error: Option<String>,
     workdir: Option<CString>,
     procs_fds: Vec<OwnedFd>,
+    /// On cgroup v2: the directory of its own cgroup, to be born in (`clone3`).
+    cgroup_dir: Option<OwnedFd>,
     oom_fd: Option<OwnedFd>,
     oom_seen: u64,
     log: Option<RingLog>,
@@ -368,6 +370,11 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             .iter()
             .map(|f| spawn::open_write(Path::new(f)))
             .collect::<Result<Vec<_>, _>>()?;
+        // One `cgroup.procs` on a cgroup v2 filesystem: start it inside with CLONE_INTO_CGROUP.
+        let cgroup_dir = match p.cgroup_procs.as_slice() {
+            [one] => spawn::open_cgroup2_dir_of(Path::new(one)),
+            _ => None,
+        };
         let oom_fd = p
             .oom_file
             .as_ref()
@@ -379,6 +386,7 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             exec_error: None,
             workdir: None,
             procs_fds,
+            cgroup_dir,
             oom_fd,
             oom_seen: 0,
             log: Some(log),
@@ -602,6 +610,7 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
                 let setup = ProcessSetup {
                     exec,
                     cgroup_procs: &procs,
+                    cgroup_dir: p.cgroup_dir.as_ref().map(|d| d.as_fd()),
                     stdin: devnull.as_fd(),
                     output: w.as_fd(),
                     workdir: p.workdir.as_deref(),
@@ -683,6 +692,7 @@ fn probe_step(p: &mut Proc, now: Instant, devnull: &OwnedFd, cfg: &InitConfig) -
     let procs = spawn::borrow_all(&p.procs_fds);
     let ctx = ExecContext {
         cgroup_procs: &procs,
+        cgroup_dir: p.cgroup_dir.as_ref().map(|d| d.as_fd()),
         stdin: devnull.as_fd(),
         workdir: p.workdir.as_deref(),
         uid: p.spec.user,
