@@ -41,7 +41,10 @@ fn arm(fifo: &Path) -> std::os::fd::OwnedFd {
 fn hung_up(fd: &std::os::fd::OwnedFd) {
     let give_up = Instant::now() + Duration::from_secs(10);
     while !sysproc::poll_readable(&[fd.as_fd()], Some(Duration::from_secs(10))).expect("poll")[0] {
-        assert!(Instant::now() < give_up, "the workload never opened the fifo");
+        assert!(
+            Instant::now() < give_up,
+            "the workload never opened the fifo"
+        );
     }
 }
 
@@ -62,8 +65,11 @@ fn main() {
     let fifo = shared.join("fifo");
     sysproc::mkfifo(&fifo).expect("mkfifo");
     let fifo_s = fifo.to_str().expect("utf-8 path").to_owned();
-    let bundle =
-        bramble_testkit::crun::Bundle::new(&state.join("bundle"), &["/usr/bin/tee", "/shared/fifo"], Some(&shared));
+    let bundle = bramble_testkit::crun::Bundle::new(
+        &state.join("bundle"),
+        &["/usr/bin/tee", "/shared/fifo"],
+        Some(&shared),
+    );
     let parent = format!("bramble-bench-{}", std::process::id());
     // The worker binary is the pod init; cargo builds it for benches too.
     let init_exe = PathBuf::from(env!("CARGO_BIN_EXE_bramble-worker"));
@@ -128,7 +134,14 @@ fn main() {
         let r = arm(&fifo);
         let t = Instant::now();
         let mut c = spawn(&[
-            "unshare", "--pid", "--fork", "--mount", "--uts", "--ipc", "/usr/bin/tee", &fifo_s,
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount",
+            "--uts",
+            "--ipc",
+            "/usr/bin/tee",
+            &fifo_s,
         ]);
         hung_up(&r);
         let d = t.elapsed();

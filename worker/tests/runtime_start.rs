@@ -73,9 +73,7 @@ fn v2_cgroup_of(pid: i32) -> String {
 fn relative_to_mount(dir: &Path) -> String {
     format!(
         "/{}",
-        dir.strip_prefix(cgroup2_mount())
-            .unwrap()
-            .to_string_lossy()
+        dir.strip_prefix(cgroup2_mount()).unwrap().to_string_lossy()
     )
 }
 
@@ -183,7 +181,11 @@ fn a_batch_of_pods_starts_and_each_lands_in_its_cgroup() {
         let own = std::fs::read_to_string(format!("/proc/{}/cgroup", h.init_pid())).unwrap();
         let memory = own
             .lines()
-            .find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == "memory")))
+            .find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|c| c.split(',').any(|c| c == "memory"))
+            })
             .unwrap();
         assert!(
             memory.ends_with(&format!("/{}/{key}/_init", env.parent)),

@@ -42,7 +42,11 @@ impl Bundle {
         ] {
             let _ = std::os::unix::fs::symlink(to, root.join(link));
         }
-        let args = args.iter().map(|a| json_str(a)).collect::<Vec<_>>().join(",");
+        let args = args
+            .iter()
+            .map(|a| json_str(a))
+            .collect::<Vec<_>>()
+            .join(",");
         let shared = shared.map_or_else(String::new, |s| {
             format!(
                 r#",{{"destination":"/shared","type":"bind","source":{},"options":["rbind"]}}"#,
@@ -64,7 +68,9 @@ impl Bundle {
 "#
         );
         std::fs::write(dir.join("config.json"), config).expect("config.json");
-        Bundle { dir: dir.to_owned() }
+        Bundle {
+            dir: dir.to_owned(),
+        }
     }
 
     /// Starts `crun run --bundle DIR ID` (it removes the container when it exits).
@@ -117,9 +123,9 @@ pub fn hide_hybrid_cgroup2() {
             .exec();
         panic!("re-executing under unshare --mount: {err}");
     }
-    let st = Command::new("umount")
-        .arg(&point)
-        .status()
-        .expect("umount");
-    assert!(st.success(), "umount {point} in the bench's own mount namespace");
+    let st = Command::new("umount").arg(&point).status().expect("umount");
+    assert!(
+        st.success(),
+        "umount {point} in the bench's own mount namespace"
+    );
 }

@@ -175,10 +175,7 @@ impl LinuxDriver {
     /// Whether `run` can start now, with its config map and secret volumes and `env_from`
     /// prepared: `Ok(dirs)`, or its status: Pending with what it waits for (a config map, a
     /// secret, the pod subnet) and how to fix it, or Failed.
-    fn ready_to_start(
-        &self,
-        run: &PodToRun,
-    ) -> Result<Option<volumes::PodConfigDirs>, PodStatus> {
+    fn ready_to_start(&self, run: &PodToRun) -> Result<Option<volumes::PodConfigDirs>, PodStatus> {
         let p = &run.pod;
         if p.spec.network == NetworkMode::Isolated && self.rt.pod_network().is_none() {
             return Err(PodStatus {
@@ -272,6 +269,7 @@ impl Driver for LinuxDriver {
         }
         // Adopt what is new and was running, collect what is new to start.
         let mut to_start: Vec<(&PodToRun, Option<volumes::PodConfigDirs>)> = Vec::new();
+        let mut starting: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for r in desired {
             let p = &r.pod;
             if self.pods.contains_key(&p.meta.uid) {
@@ -299,7 +297,7 @@ impl Driver for LinuxDriver {
                 );
                 continue;
             }
-            if to_start.iter().any(|(q, _)| q.pod.meta.uid == p.meta.uid) {
+            if !starting.insert(p.meta.uid.as_str()) {
                 continue;
             }
             match self.ready_to_start(r) {

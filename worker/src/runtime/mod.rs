@@ -730,7 +730,7 @@ impl LinuxRuntime {
             err,
         })?;
         let config_path = pod_dir.config();
-        persist::write_file(
+        persist::write_file_volatile(
             &config_path,
             &persist::encode(persist::POD_CONFIG, &payload),
             0o644,
@@ -1116,9 +1116,7 @@ impl PodHandle {
             let host = self.cgroups.as_dyn().pids(&self.rel).unwrap_or_default();
             c.pid_map = host
                 .into_iter()
-                .filter_map(|h| {
-                    sysproc::ns_pids(h).and_then(|v| v.last().map(|&inner| (inner, h)))
-                })
+                .filter_map(|h| sysproc::ns_pids(h).and_then(|v| v.last().map(|&inner| (inner, h))))
                 .collect();
             c.pids_for = running;
         }
@@ -1190,4 +1188,17 @@ impl PodHandle {
     /// Stops tracking the pod without stopping it (as when the agent exits): a later
     /// [`LinuxRuntime::adopt_existing`] finds it again.
     pub fn detach(self) {}
+}
+
+#[cfg(test)]
+mod start_tests {
+    use super::par_map;
+
+    #[test]
+    fn par_map_keeps_order_and_maps_every_item() {
+        let out = par_map((0..100).collect(), 4, |i: u32| i * 2);
+        assert_eq!(out, (0..100).map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(par_map(vec![7], 4, |i: u32| i + 1), vec![8]);
+        assert!(par_map(Vec::<u32>::new(), 4, |i| i).is_empty());
+    }
 }

@@ -222,12 +222,24 @@ pub unsafe fn fork_into(flags: u64, cgroup: Option<RawFd>) -> nix::Result<(i32, 
             return Ok((ret as i32, true));
         }
         let e = errno();
-        if !matches!(e, nix::Error::ENOSYS | nix::Error::E2BIG | nix::Error::EINVAL) {
+        if !matches!(
+            e,
+            nix::Error::ENOSYS | nix::Error::E2BIG | nix::Error::EINVAL
+        ) {
             return Err(e);
         }
     }
     // SAFETY: as above, the legacy call.
-    let ret = unsafe { libc::syscall(libc::SYS_clone, flags as libc::c_long, 0 as libc::c_long, 0, 0, 0) };
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags as libc::c_long,
+            0 as libc::c_long,
+            0,
+            0,
+            0,
+        )
+    };
     if ret < 0 {
         return Err(errno());
     }
