@@ -34,7 +34,7 @@ pub struct Paths {
 #[derive(Debug)]
 enum Slot {
     /// Started or adopted: the runtime's handle.
-    Running(PodHandle),
+    Running(Box<PodHandle>),
     /// Not started: it waits for a config map, a secret or the pod subnet (retried at every
     /// sync).
     Waiting,
@@ -255,7 +255,7 @@ impl Driver for LinuxDriver {
                     Slot::Running(h) => {
                         tracing::info!(pod = %pod.meta.name, namespace = %pod.meta.namespace, "stopping");
                         self.stop_in_background(
-                            h,
+                            *h,
                             Duration::from_millis(u64::from(pod.spec.termination_grace_ms)),
                         );
                     }
@@ -285,8 +285,10 @@ impl Driver for LinuxDriver {
             if let Some(h) = adopted.remove(&key) {
                 tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, pid = h.init_pid(), "re-adopted running pod");
                 let last = h.status();
-                self.pods
-                    .insert(p.meta.uid.clone(), PodSlot::new(r, Slot::Running(h), last));
+                self.pods.insert(
+                    p.meta.uid.clone(),
+                    PodSlot::new(r, Slot::Running(Box::new(h)), last),
+                );
                 continue;
             }
             if terminal(p.status.phase) {
@@ -316,8 +318,10 @@ impl Driver for LinuxDriver {
                     Ok(h) => {
                         tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, pid = h.init_pid(), "started");
                         let st = h.status();
-                        self.pods
-                            .insert(p.meta.uid.clone(), PodSlot::new(r, Slot::Running(h), st));
+                        self.pods.insert(
+                            p.meta.uid.clone(),
+                            PodSlot::new(r, Slot::Running(Box::new(h)), st),
+                        );
                     }
                     Err(e) => {
                         if dirs.is_some()
@@ -405,10 +409,7 @@ impl Driver for LinuxDriver {
                     // Ran to completion: its final status and logs stay; its cgroup and run
                     // dir are removed on the cleaner thread.
                     if let Slot::Running(h) = std::mem::replace(&mut e.slot, Slot::Done) {
-                        if !h.exited() {
-                            e.last = h.status();
-                        }
-                        finished.push(h);
+                        finished.push(*h);
                     }
                 }
             }
