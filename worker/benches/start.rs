@@ -14,7 +14,10 @@
 //! - `bramble+cleanup`: `bramble` until the pod init exited and `PodHandle::stop` removed the
 //!   cgroups and the state dir;
 //! - `isolated`: `bramble` with `network = "isolated"`: a network namespace, a veth pair on the
-//!   pod bridge, address and route (rtnetlink).
+//!   pod bridge, address and route (rtnetlink);
+//! - `bramble, v2 tree` (v1 hosts with a cgroup2 hierarchy beside): `bramble` with the pods'
+//!   cgroups in that v2 tree, the init and the workload born in them (`clone3`); no limits there
+//!   unless that hierarchy has the controllers (this host's has only hugetlb).
 //!
 //! The bench runs in a network namespace of its own (the bridge never touches the host's) and,
 //! on a hybrid v1 host, in a mount namespace of its own without the cgroup2 mount crun refuses.
@@ -26,8 +29,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bramble_testkit::build;
+use bramble_wire::objects::CgroupVersion;
 use bramble_wire::objects::{NetworkMode, PodPhase, ProcessSpec, Resources, RestartPolicy};
-use bramble_worker::runtime::cgroup::CgroupBase;
+use bramble_worker::runtime::cgroup::{self, CgroupBase};
 use bramble_worker::runtime::{LinuxRuntime, PodNetwork, RuntimeConfig};
 use bramble_worker::sys::process as sysproc;
 
@@ -82,6 +86,42 @@ fn main() {
     })
     .expect("runtime");
     rt.set_pod_network(PodNetwork::parse("bench0", "198.51.100.0/24"));
+    // On a v1 host: the same pods with their cgroups in a cgroup v2 tree (the host's cgroup2
+    // hierarchy mounted again in the bench's own mount namespace), born there with clone3. That
+    // hierarchy may have no cpu/memory/pids controllers, so these pods have no limits.
+    let v2 = (rt.preflight().version == CgroupVersion::V1).then(|| {
+        let point = state.join("cgroup2");
+        std::fs::create_dir_all(&point).expect("cgroup2 mount point");
+        let st = Command::new("mount")
+            .args(["-t", "cgroup2", "none"])
+            .arg(&point)
+            .status()
+            .expect("mount");
+        assert!(
+            st.success(),
+            "mount -t cgroup2 in the bench's mount namespace"
+        );
+        let root = point.join(&parent);
+        std::fs::create_dir_all(&root).expect("v2 parent");
+        let m = cgroup::V2::new(root.clone());
+        let pf = cgroup::Preflight {
+            version: CgroupVersion::V2,
+            controllers: cgroup::CgroupManager::controllers(&m),
+            problems: Vec::new(),
+        };
+        let rt2 = LinuxRuntime::with_cgroups(
+            RuntimeConfig {
+                state_dir: state.join("pods-v2"),
+                init_exe: PathBuf::from(env!("CARGO_BIN_EXE_bramble-worker")),
+                cgroup_parent: "pods".into(),
+                ..Default::default()
+            },
+            cgroup::AnyCgroupManager::V2(m),
+            pf,
+        )
+        .expect("v2 runtime");
+        (rt2, root)
+    });
     eprintln!(
         "cgroups: {:?} {:?}",
         rt.preflight().version,
@@ -103,6 +143,7 @@ fn main() {
             .build()
     };
 
+    let mut on_v2 = Vec::new();
     let (mut plain, mut unshare, mut crun, mut bramble, mut full, mut isolated) = (
         Vec::new(),
         Vec::new(),
@@ -176,6 +217,22 @@ fn main() {
             full.push(df);
         }
 
+        if let Some((rt2, _)) = &v2 {
+            let r = arm(&fifo);
+            let t = Instant::now();
+            let mut h = rt2.start_pod(&pod(i), &logs).expect("start_pod (v2)");
+            hung_up(&r);
+            let d = t.elapsed();
+            while !h.exited() {
+                h.wait(Some(Duration::from_secs(5))).expect("wait");
+            }
+            let st = h.stop(Duration::from_secs(1)).expect("stop");
+            assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}");
+            if !warm {
+                on_v2.push(d);
+            }
+        }
+
         let mut p = pod(i);
         p.spec.network = NetworkMode::Isolated;
         let r = arm(&fifo);
@@ -193,6 +250,11 @@ fn main() {
         }
     }
     let _ = rt.cgroups().remove(&parent);
+    if let Some((rt2, root)) = &v2 {
+        let _ = rt2.cgroups().remove("pods");
+        let _ = std::fs::remove_dir(root);
+        let _ = Command::new("umount").arg(state.join("cgroup2")).status();
+    }
     let _ = std::fs::remove_dir_all(&state);
 
     let floor = median(plain.clone());
@@ -214,4 +276,7 @@ fn main() {
     row("bramble", bramble);
     row("bramble+cleanup", full);
     row("isolated", isolated);
+    if !on_v2.is_empty() {
+        row("bramble, v2 tree", on_v2);
+    }
 }
