@@ -154,12 +154,31 @@ pub fn clone_paused_into(
     ];
     let (sync_r_raw, sync_w_raw) = (sync_r.as_raw_fd(), sync_w.as_raw_fd());
 
+    // The child must be born with the init's signals blocked: a SIGTERM sent to a PID
+    // namespace's init that has neither blocked it nor a handler is dropped, and a stop can come
+    // right after `release`, before the child ran at all. This thread blocks them around the
+    // clone (the child inherits the mask), then restores its own.
+    // SAFETY: sigset operations on a local set; pthread_sigmask changes this thread's mask only.
+    let old_mask = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
     // SAFETY: `fork_into` without CLONE_VM and with a null stack behaves like fork: the child
     // gets a copy-on-write copy of the address space and only this thread. The child branch
     // below calls only async-signal-safe functions on data prepared before the clone, and never
     // returns.
-    let (ret, in_cgroup) = unsafe { fork_into(flags as u64, cgroup.map(|c| c.as_raw_fd())) }
-        .map_err(|e| SysError::call("clone (pod init)", e))?;
+    let cloned = unsafe { fork_into(flags as u64, cgroup.map(|c| c.as_raw_fd())) };
+    if !matches!(cloned, Ok((0, _))) {
+        // SAFETY: restores this thread's mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+    }
+    let (ret, in_cgroup) = cloned.map_err(|e| SysError::call("clone (pod init)", e))?;
     if ret == 0 {
         // SAFETY: we are the clone child; see `clone_child`.
         unsafe { clone_child(exec, stdio_raw, sync_r_raw, sync_w_raw) }
