@@ -29,6 +29,12 @@ fn env_u32(name: &str, default: u32) -> u32 {
 
 /// How many pods named `b-*` the master reports Succeeded (and how many there are).
 fn succeeded(c: &mut bramble_client::Client) -> (usize, usize) {
+    let (done, total, _) = progress(c);
+    (done, total)
+}
+
+/// [`succeeded`], and the pods that are not, with their status.
+fn progress(c: &mut bramble_client::Client) -> (usize, usize, String) {
     let body = RequestBody::List {
         kind: Kind::Pod,
         namespace: None,
@@ -47,9 +53,16 @@ fn succeeded(c: &mut bramble_client::Client) -> (usize, usize) {
                 .iter()
                 .filter(|p| p.status.phase == PodPhase::Succeeded)
                 .count();
-            (done, pods.len())
+            let others = pods
+                .iter()
+                .filter(|p| p.status.phase != PodPhase::Succeeded)
+                .take(5)
+                .map(|p| format!("{} {:?}", p.meta.name, p.status))
+                .collect::<Vec<_>>()
+                .join("; ");
+            (done, pods.len(), others)
         }
-        _ => (0, 0),
+        _ => (0, 0, String::new()),
     }
 }
 
@@ -103,13 +116,13 @@ fn batch_100(n: u32, rounds: u32) {
         let t = Instant::now();
         m.ok(&["apply", "-f", manifest.to_str().unwrap()]);
         loop {
-            let (done, total) = succeeded(&mut c);
+            let (done, total, others) = progress(&mut c);
             if done == n as usize {
                 break;
             }
             assert!(
-                t.elapsed() < Duration::from_secs(120),
-                "round {round}: {done} of {total} pods Succeeded after 120 s"
+                t.elapsed() < Duration::from_secs(60),
+                "round {round}: {done} of {total} pods Succeeded after 60 s; the others: {others}"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
