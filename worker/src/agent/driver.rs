@@ -409,6 +409,9 @@ impl Driver for LinuxDriver {
                     // Ran to completion: its final status and logs stay; its cgroup and run
                     // dir are removed on the cleaner thread.
                     if let Slot::Running(h) = std::mem::replace(&mut e.slot, Slot::Done) {
+                        // Read again: the init may have exited after the read above, and this
+                        // is the status the pod keeps.
+                        e.last = h.status();
                         finished.push(*h);
                     }
                 }
