@@ -228,30 +228,25 @@ async fn event_loop(
     loop {
         // Wake on a message, a pod status change, or the tick (heartbeats, restarts' bookkeeping).
         let queued = pending.take();
-        let ev = async {
-            match queued {
-                Some(e) => Some(e),
-                None => ev_rx.recv().await.ok(),
-            }
-        }
-        .or(async { unpacked.recv().await.ok().map(Ev::Unpacked) })
-        .or(async {
-            driver.changed().await;
-            // Rate-limit status wakeups: a burst of process events is one report.
-            smol::Timer::after(Duration::from_millis(5)).await;
-            None
-        })
-        .or(async {
-            let until_hb = next_hb.saturating_duration_since(Instant::now());
-            let tick = if up.is_some() {
-                cfg.poll_interval.min(until_hb)
-            } else {
-                cfg.poll_interval
-            };
-            smol::Timer::after(tick).await;
-            None
-        })
-        .await;
+        let ev = async { next_event(queued, &ev_rx).await }
+            .or(async { unpacked.recv().await.ok().map(Ev::Unpacked) })
+            .or(async {
+                driver.changed().await;
+                // Rate-limit status wakeups: a burst of process events is one report.
+                smol::Timer::after(Duration::from_millis(5)).await;
+                None
+            })
+            .or(async {
+                let until_hb = next_hb.saturating_duration_since(Instant::now());
+                let tick = if up.is_some() {
+                    cfg.poll_interval.min(until_hb)
+                } else {
+                    cfg.poll_interval
+                };
+                smol::Timer::after(tick).await;
+                None
+            })
+            .await;
         match ev {
             Some(Ev::Connected { up: tx, heartbeat }) => {
                 hb_every = heartbeat;
@@ -387,6 +382,14 @@ async fn event_loop(
             }
         }
         streams.retain(|_, c| !c.load(Ordering::Relaxed));
+    }
+}
+
+/// The event put aside while coalescing assignments, else the next from the channel.
+async fn next_event(queued: Option<Ev>, rx: &async_channel::Receiver<Ev>) -> Option<Ev> {
+    match queued {
+        Some(e) => Some(e),
+        None => rx.recv().await.ok(),
     }
 }
 
