@@ -266,6 +266,18 @@ fn tmp_name(name: &str) -> String {
 /// Writes `bytes` to `path` atomically and durably: a temporary file (created with `mode`) in
 /// the same directory, fsync, rename, fsync of the directory. Creates the directory.
 pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_file_sync(path, bytes, mode, true)
+}
+
+/// [`write_file`] without the fsyncs: atomic (readers see the old or the new file), not
+/// durable. For the run dir (pods' `config`, `init`, `ip`, `status`): it describes processes,
+/// which a crash of the host ends anyway, and an fsync there costs milliseconds per pod start
+/// when the run dir is not a tmpfs.
+pub fn write_file_volatile(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_file_sync(path, bytes, mode, false)
+}
+
+fn write_file_sync(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -286,21 +298,25 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         // The umask may have taken bits away; never more than `mode`.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
     }
     fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
+    if sync {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
-/// [`write_file`] relative to the directory `dir` (the pod init, after `pivot_root`).
+/// [`write_file_volatile`] relative to the directory `dir` (the pod init's status, after
+/// `pivot_root`): atomic, not durable.
 pub fn write_file_at(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> crate::sys::Result<()> {
     let tmp = tmp_name(name);
     let fd = sysproc::create_at(dir, &tmp)?;
     sysproc::write_all(fd.as_fd(), bytes)?;
-    sysproc::fsync(fd.as_fd())?;
     drop(fd);
-    sysproc::rename_at(dir, &tmp, name)?;
-    sysproc::fsync(dir)
+    sysproc::rename_at(dir, &tmp, name)
 }
 
 /// The agent's state dir (`--state-dir`, persistent).
@@ -465,7 +481,7 @@ impl PodDir {
     /// Writes the init's `init` file (PID, start ticks, start time).
     pub fn write_init(&self, pid: i32, ticks: u64, started_ms: u64) -> io::Result<()> {
         let text = format!("{pid} {ticks} {started_ms}\n");
-        write_file(&self.init(), &encode(POD_INIT, text.as_bytes()), 0o644)
+        write_file_volatile(&self.init(), &encode(POD_INIT, text.as_bytes()), 0o644)
     }
 
     /// Reads the `init` file (any version): PID, start ticks, start time.
@@ -475,7 +491,7 @@ impl PodDir {
 
     /// Writes the pod's address.
     pub fn write_ip(&self, ip: std::net::Ipv4Addr) -> io::Result<()> {
-        write_file(
+        write_file_volatile(
             &self.ip(),
             &encode(POD_IP, format!("{ip}\n").as_bytes()),
             0o644,

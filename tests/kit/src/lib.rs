@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod crun;
 
 use std::collections::HashMap;
 use std::fmt::Debug;

@@ -34,7 +34,7 @@ pub struct Paths {
 #[derive(Debug)]
 enum Slot {
     /// Started or adopted: the runtime's handle.
-    Running(PodHandle),
+    Running(Box<PodHandle>),
     /// Not started: it waits for a config map, a secret or the pod subnet (retried at every
     /// sync).
     Waiting,
@@ -83,6 +83,8 @@ pub struct LinuxDriver {
     pod_bridge: String,
     /// The routes to other nodes' pod subnets last installed (`None`: not yet synced).
     routes: Option<Vec<(String, String)>>,
+    /// The thread that removes finished pods' cgroups and run dirs (started at the first).
+    cleaner: Option<std::sync::mpsc::Sender<PodHandle>>,
 }
 
 impl std::fmt::Debug for LinuxDriver {
@@ -129,6 +131,7 @@ impl LinuxDriver {
             secrets: None,
             pod_bridge: paths.pod_bridge.clone(),
             routes: None,
+            cleaner: None,
         })
     }
 
@@ -154,16 +157,26 @@ impl LinuxDriver {
         });
     }
 
-    /// Prepares the config map and secret volumes and `env_from` of `p` and starts it; a pod
-    /// whose config maps or secrets are missing waits (Pending, with what is missing and how to
-    /// create it).
-    fn start_with_config(&self, run: &PodToRun) -> Result<PodHandle, PodStatus> {
-        let p = &run.pod;
-        let failed = |message: String| PodStatus {
-            phase: PodPhase::Failed,
-            message,
-            ..Default::default()
+    /// Records a pod that did not start: Pending ones wait (retried at every sync), the others
+    /// are over.
+    fn not_started(&mut self, r: &PodToRun, st: PodStatus) {
+        let p = &r.pod;
+        let slot = if st.phase == PodPhase::Pending {
+            tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, "waiting: {}", st.message);
+            Slot::Waiting
+        } else {
+            tracing::warn!(pod = %p.meta.name, namespace = %p.meta.namespace, "{}", st.message);
+            Slot::Done
         };
+        self.pods
+            .insert(p.meta.uid.clone(), PodSlot::new(r, slot, st));
+    }
+
+    /// Whether `run` can start now, with its config map and secret volumes and `env_from`
+    /// prepared: `Ok(dirs)`, or its status: Pending with what it waits for (a config map, a
+    /// secret, the pod subnet) and how to fix it, or Failed.
+    fn ready_to_start(&self, run: &PodToRun) -> Result<Option<volumes::PodConfigDirs>, PodStatus> {
+        let p = &run.pod;
         if p.spec.network == NetworkMode::Isolated && self.rt.pod_network().is_none() {
             return Err(PodStatus {
                 phase: PodPhase::Pending,
@@ -174,10 +187,7 @@ impl LinuxDriver {
             });
         }
         if !volumes::uses_config(p) {
-            return self
-                .rt
-                .start_pod_with(run, &self.logs, None)
-                .map_err(|e| failed(format!("start failed: {e}")));
+            return Ok(None);
         }
         if let Some(message) = volumes::missing(p, &self.config_maps, self.secrets.as_deref()) {
             return Err(PodStatus {
@@ -188,16 +198,37 @@ impl LinuxDriver {
         }
         let key = PodKey::of(p).map_err(|e| failed(format!("start failed: {e}")))?;
         let secrets = self.secrets.as_deref().unwrap_or_default();
-        let dirs = self
-            .vols
+        self.vols
             .write_pod(&key, p, &self.config_maps, secrets)
-            .map_err(|e| failed(format!("preparing config map and secret volumes: {e}")))?;
-        self.rt
-            .start_pod_with(run, &self.logs, Some(&dirs))
-            .map_err(|e| {
-                self.vols.remove_pod(&key.to_string());
-                failed(format!("start failed: {e}"))
-            })
+            .map(Some)
+            .map_err(|e| failed(format!("preparing config map and secret volumes: {e}")))
+    }
+
+    /// Ends a pod that ran to completion on the cleaner thread: its cgroups and run dir go
+    /// there, not in the event loop between two starts.
+    fn clean_up(&mut self, h: PodHandle) {
+        let tx = self.cleaner.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<PodHandle>();
+            std::thread::spawn(move || {
+                for mut h in rx {
+                    if let Err(e) = h.stop(Duration::from_millis(100)) {
+                        tracing::warn!(pod = %h.key(), "clean-up: {e}");
+                    }
+                }
+            });
+            tx
+        });
+        if let Err(std::sync::mpsc::SendError(mut h)) = tx.send(h) {
+            let _ = h.stop(Duration::from_millis(100));
+        }
+    }
+}
+
+fn failed(message: String) -> PodStatus {
+    PodStatus {
+        phase: PodPhase::Failed,
+        message,
+        ..Default::default()
     }
 }
 
@@ -224,7 +255,7 @@ impl Driver for LinuxDriver {
                     Slot::Running(h) => {
                         tracing::info!(pod = %pod.meta.name, namespace = %pod.meta.namespace, "stopping");
                         self.stop_in_background(
-                            h,
+                            *h,
                             Duration::from_millis(u64::from(pod.spec.termination_grace_ms)),
                         );
                     }
@@ -236,7 +267,9 @@ impl Driver for LinuxDriver {
                 }
             }
         }
-        // Start (or adopt) what is new.
+        // Adopt what is new and was running, collect what is new to start.
+        let mut to_start: Vec<(&PodToRun, Option<volumes::PodConfigDirs>)> = Vec::new();
+        let mut starting: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for r in desired {
             let p = &r.pod;
             if self.pods.contains_key(&p.meta.uid) {
@@ -252,8 +285,10 @@ impl Driver for LinuxDriver {
             if let Some(h) = adopted.remove(&key) {
                 tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, pid = h.init_pid(), "re-adopted running pod");
                 let last = h.status();
-                self.pods
-                    .insert(p.meta.uid.clone(), PodSlot::new(r, Slot::Running(h), last));
+                self.pods.insert(
+                    p.meta.uid.clone(),
+                    PodSlot::new(r, Slot::Running(Box::new(h)), last),
+                );
                 continue;
             }
             if terminal(p.status.phase) {
@@ -264,30 +299,40 @@ impl Driver for LinuxDriver {
                 );
                 continue;
             }
-            let last = match self.start_with_config(r) {
-                Ok(h) => {
-                    tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, pid = h.init_pid(), "started");
-                    let st = h.status();
-                    self.pods
-                        .insert(p.meta.uid.clone(), PodSlot::new(r, Slot::Running(h), st));
-                    continue;
-                }
-                Err(st) => {
-                    if st.phase == PodPhase::Pending {
-                        tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, "waiting: {}", st.message);
-                    } else {
-                        tracing::warn!(pod = %p.meta.name, namespace = %p.meta.namespace, "{}", st.message);
+            if !starting.insert(p.meta.uid.as_str()) {
+                continue;
+            }
+            match self.ready_to_start(r) {
+                Ok(dirs) => to_start.push((r, dirs)),
+                Err(st) => self.not_started(r, st),
+            }
+        }
+        // Start them together: prepared in parallel, one cgroup grace period for the batch.
+        if !to_start.is_empty() {
+            let batch: Vec<(&PodToRun, Option<&volumes::PodConfigDirs>)> =
+                to_start.iter().map(|(r, d)| (*r, d.as_ref())).collect();
+            let results = self.rt.start_pods(&batch, &self.logs);
+            for ((r, dirs), res) in to_start.iter().zip(results) {
+                let p = &r.pod;
+                match res {
+                    Ok(h) => {
+                        tracing::info!(pod = %p.meta.name, namespace = %p.meta.namespace, pid = h.init_pid(), "started");
+                        let st = h.status();
+                        self.pods.insert(
+                            p.meta.uid.clone(),
+                            PodSlot::new(r, Slot::Running(Box::new(h)), st),
+                        );
                     }
-                    st
+                    Err(e) => {
+                        if dirs.is_some()
+                            && let Ok(k) = PodKey::of(p)
+                        {
+                            self.vols.remove_pod(&k.to_string());
+                        }
+                        self.not_started(r, failed(format!("start failed: {e}")));
+                    }
                 }
-            };
-            let slot = if last.phase == PodPhase::Pending {
-                Slot::Waiting
-            } else {
-                Slot::Done
-            };
-            self.pods
-                .insert(p.meta.uid.clone(), PodSlot::new(r, slot, last));
+            }
         }
         // Adopted pods that are not assigned any more (deleted while we were away).
         for (key, h) in adopted {
@@ -356,15 +401,18 @@ impl Driver for LinuxDriver {
 
     fn poll(&mut self) -> Vec<PodReport> {
         let mut out = Vec::with_capacity(self.pods.len());
+        let mut finished = Vec::new();
         for e in self.pods.values_mut() {
             if let Slot::Running(h) = &e.slot {
                 e.last = h.status();
                 if h.exited() || terminal(e.last.phase) {
-                    // Ran to completion: clean up its cgroup, keep its final status and logs.
-                    if let Slot::Running(mut h) = std::mem::replace(&mut e.slot, Slot::Done)
-                        && let Ok(st) = h.stop(Duration::from_millis(100))
-                    {
-                        e.last = st;
+                    // Ran to completion: its final status and logs stay; its cgroup and run
+                    // dir are removed on the cleaner thread.
+                    if let Slot::Running(h) = std::mem::replace(&mut e.slot, Slot::Done) {
+                        // Read again: the init may have exited after the read above, and this
+                        // is the status the pod keeps.
+                        e.last = h.status();
+                        finished.push(*h);
                     }
                 }
             }
@@ -375,6 +423,9 @@ impl Driver for LinuxDriver {
                 uid: pod.meta.uid.clone(),
                 status: e.last.clone(),
             });
+        }
+        for h in finished {
+            self.clean_up(h);
         }
         out
     }

@@ -275,3 +275,40 @@ fn network_and_secrets_reach_the_driver_and_subnets_are_kept() {
             .starts_with(b"bramble network v1\n")
     );
 }
+
+#[test]
+fn a_burst_of_assignments_is_saved_and_synced_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = FakeDriver::new();
+    with_agent(dir.path(), &d.clone(), |h| async move {
+        h.connect().await;
+        h.status().await;
+        h.ev.send(Ev::Disconnected).await.unwrap();
+        let before = d.state().syncs;
+        // Queued before the loop runs again: the master binding a large apply pod by pod.
+        h.ev.send(assign(1, vec![pod("a", "ua")])).await.unwrap();
+        h.ev.send(assign(2, vec![pod("a", "ua"), pod("b", "ub")]))
+            .await
+            .unwrap();
+        h.ev.send(Ev::Down(NodeDown::Ping)).await.unwrap();
+        h.ev.send(assign(
+            3,
+            vec![pod("a", "ua"), pod("b", "ub"), pod("c", "uc")],
+        ))
+        .await
+        .unwrap();
+        h.connect().await;
+        let pods = h.status().await;
+        assert_eq!(names(&pods), ["a", "b", "c"]);
+        let s = d.state();
+        assert_eq!(s.started, ["default/a", "default/b", "default/c"]);
+        // The first two coalesce; the ping between is handled, then the third.
+        assert_eq!(
+            s.syncs,
+            before + 2,
+            "one sync per burst, not one per message"
+        );
+    });
+    let mut f = state::StateFile::new(&StateDir::new(dir.path()));
+    assert_eq!(f.load().unwrap().unwrap().revision, 3);
+}

@@ -223,9 +223,12 @@ async fn event_loop(
     let mut seq = 0u32;
     let mut reported: HashMap<String, PodReport> = HashMap::new();
     let mut streams: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
+    // An event read while coalescing assignments, handled next.
+    let mut pending: Option<Ev> = None;
     loop {
         // Wake on a message, a pod status change, or the tick (heartbeats, restarts' bookkeeping).
-        let ev = async { ev_rx.recv().await.ok() }
+        let queued = pending.take();
+        let ev = async { next_event(queued, &ev_rx).await }
             .or(async { unpacked.recv().await.ok().map(Ev::Unpacked) })
             .or(async {
                 driver.changed().await;
@@ -263,7 +266,19 @@ async fn event_loop(
                     c.store(true, Ordering::Relaxed);
                 }
             }
-            Some(Ev::Down(NodeDown::Assign(a))) => {
+            Some(Ev::Down(NodeDown::Assign(mut a))) => {
+                // A burst of assignments (the master binding a large apply) is one change:
+                // saved once, started as one batch.
+                loop {
+                    match ev_rx.try_recv() {
+                        Ok(Ev::Down(NodeDown::Assign(newer))) => a = newer,
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 if let Err(e) = state.save(&a) {
                     tracing::error!(
                         "cannot persist the assignment in {}: {e}",
@@ -367,6 +382,14 @@ async fn event_loop(
             }
         }
         streams.retain(|_, c| !c.load(Ordering::Relaxed));
+    }
+}
+
+/// The event put aside while coalescing assignments, else the next from the channel.
+async fn next_event(queued: Option<Ev>, rx: &async_channel::Receiver<Ev>) -> Option<Ev> {
+    match queued {
+        Some(e) => Some(e),
+        None => rx.recv().await.ok(),
     }
 }
 

@@ -130,6 +130,10 @@ pub trait CgroupManager: fmt::Debug + Send + Sync {
     fn procs_files(&self, rel: &str) -> Vec<PathBuf>;
     /// The file holding the `oom_kill` counter of `rel`, if the memory controller is there.
     fn oom_file(&self, rel: &str) -> Option<PathBuf>;
+    /// The directory a child can be born in with `clone3(CLONE_INTO_CGROUP)` (cgroup v2 only).
+    fn clone_into_dir(&self, _rel: &str) -> Option<PathBuf> {
+        None
+    }
     /// Moves `pid` into `rel`.
     fn add_pid(&self, rel: &str, pid: i32) -> Result<()> {
         for f in self.procs_files(rel) {
@@ -335,8 +339,10 @@ impl CgroupManager for V1 {
     }
 
     fn pids(&self, rel: &str) -> Result<Vec<i32>> {
+        // One hierarchy is enough: every task of the pod is below `rel` in each of them (a
+        // process between two joins is still in its parent's leaf, which is below `rel` too).
         let mut out = BTreeSet::new();
-        for h in &self.hierarchies {
+        if let Some(h) = self.hierarchies.first() {
             for d in subtree_dirs(&h.base.join(rel)) {
                 read_pids(&d.join("cgroup.procs"), &mut out)?;
             }
@@ -515,6 +521,10 @@ impl CgroupManager for V2 {
 
     fn procs_files(&self, rel: &str) -> Vec<PathBuf> {
         vec![self.root.join(rel).join("cgroup.procs")]
+    }
+
+    fn clone_into_dir(&self, rel: &str) -> Option<PathBuf> {
+        Some(self.root.join(rel))
     }
 
     fn oom_file(&self, rel: &str) -> Option<PathBuf> {

@@ -153,6 +153,8 @@ struct Proc {
     /// Why the last start failed, for the pod's status message (cleared by a start).
     start_error: Option<String>,
     procs_fds: Vec<OwnedFd>,
+    /// On cgroup v2: the directory of its own cgroup, to be born in (`clone3`).
+    cgroup_dir: Option<OwnedFd>,
     oom_fd: Option<OwnedFd>,
     oom_seen: u64,
     log: Option<RingLog>,
@@ -1043,6 +1045,11 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             .iter()
             .map(|f| spawn::open_write(Path::new(f)))
             .collect::<Result<Vec<_>, _>>()?;
+        // One `cgroup.procs` on a cgroup v2 filesystem: start it inside with CLONE_INTO_CGROUP.
+        let cgroup_dir = match p.cgroup_procs.as_slice() {
+            [one] => spawn::open_cgroup2_dir_of(Path::new(one)),
+            _ => None,
+        };
         let oom_fd = p
             .oom_file
             .as_ref()
@@ -1063,6 +1070,7 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             available_caps,
             start_error: None,
             procs_fds,
+            cgroup_dir,
             oom_fd,
             oom_seen: 0,
             log: Some(log),
@@ -1304,6 +1312,7 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
                 let setup = ProcessSetup {
                     exec,
                     cgroup_procs: &procs,
+                    cgroup_dir: p.cgroup_dir.as_ref().map(|d| d.as_fd()),
                     stdin: devnull.as_fd(),
                     output: w.as_fd(),
                     workdir: p.workdir.as_deref(),
@@ -1387,6 +1396,7 @@ fn probe_step(p: &mut Proc, now: Instant, devnull: &OwnedFd, cfg: &InitConfig) -
     let procs = spawn::borrow_all(&p.procs_fds);
     let ctx = ExecContext {
         cgroup_procs: &procs,
+        cgroup_dir: p.cgroup_dir.as_ref().map(|d| d.as_fd()),
         stdin: devnull.as_fd(),
         workdir: p.workdir.as_deref(),
         creds: &p.creds,

@@ -387,6 +387,8 @@ pub struct LinuxRuntime {
     cgroups: Arc<AnyCgroupManager>,
     preflight: Preflight,
     net: std::sync::Mutex<NetState>,
+    /// Held while an isolated pod picks its address (starts run on several threads).
+    ip_lock: std::sync::Mutex<()>,
 }
 
 fn now_ms() -> u64 {
@@ -410,33 +412,92 @@ fn pod_limits(pod: &Pod) -> Resources {
 }
 
 /// Removes what a failed start created.
-struct StartGuard<'a> {
-    cgroups: &'a dyn CgroupManager,
+#[derive(Debug)]
+struct StartGuard {
+    cgroups: Arc<AnyCgroupManager>,
     rel: String,
     state: PathBuf,
     armed: bool,
 }
 
-impl Drop for StartGuard<'_> {
+impl Drop for StartGuard {
     fn drop(&mut self) {
         if self.armed {
-            let _ = self.cgroups.kill_all(&self.rel);
-            let _ = self.cgroups.remove(&self.rel);
+            let cg = self.cgroups.as_dyn();
+            let _ = cg.kill_all(&self.rel);
+            let _ = cg.remove(&self.rel);
             let _ = std::fs::remove_dir_all(&self.state);
         }
     }
+}
+
+/// A pod between the clone of its init and its release: phase one of a start (see
+/// [`LinuxRuntime::start_pods`]). Dropping it kills the paused init and removes what was made.
+#[derive(Debug)]
+struct Prepared {
+    key: PodKey,
+    rel: String,
+    init_rel: String,
+    state: PathBuf,
+    pod_dir: PodDir,
+    names: Vec<String>,
+    isolated: Option<(PodNetwork, std::net::Ipv4Addr)>,
+    // Before `guard`: the paused init is killed before its cgroups are removed.
+    paused: spawn::Paused,
+    guard: StartGuard,
+}
+
+/// How many threads [`LinuxRuntime::start_pods`] prepares and releases pods on.
+pub const START_THREADS: usize = 4;
+
+/// `f` over `items` on up to `threads` scoped threads; results in the order of `items`.
+fn par_map<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let n = items.len();
+    if n <= 1 || threads <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate());
+    let out = std::sync::Mutex::new((0..n).map(|_| None).collect::<Vec<Option<R>>>());
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(n) {
+            s.spawn(|| {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some((i, item)) = next else { break };
+                    let r = f(item);
+                    out.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                }
+            });
+        }
+    });
+    out.into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every item mapped"))
+        .collect()
 }
 
 impl LinuxRuntime {
     /// Detects cgroups (preflight) and prepares the state directory.
     pub fn new(cfg: RuntimeConfig) -> Result<LinuxRuntime> {
         let (cgroups, preflight) = cgroup::detect(cfg.cgroup_base);
+        Self::with_cgroups(cfg, cgroups, preflight)
+    }
+
+    /// A runtime over the given cgroup manager (tests and benches: a cgroup v2 tree on a v1
+    /// host).
+    pub fn with_cgroups(
+        cfg: RuntimeConfig,
+        cgroups: AnyCgroupManager,
+        preflight: Preflight,
+    ) -> Result<LinuxRuntime> {
         std::fs::create_dir_all(&cfg.state_dir).map_err(io("mkdir", &cfg.state_dir))?;
         Ok(LinuxRuntime {
             cfg,
             cgroups: Arc::new(cgroups),
             preflight,
             net: Default::default(),
+            ip_lock: Default::default(),
         })
     }
 
@@ -542,6 +603,43 @@ impl LinuxRuntime {
         log_dir: &Path,
         config: Option<&volumes::PodConfigDirs>,
     ) -> Result<PodHandle> {
+        let mut p = self.prepare(run, log_dir, config)?;
+        self.join(&mut p)?;
+        self.finish(p)
+    }
+
+    /// Starts several pods at once, in three phases: prepare each (cgroups, state directory,
+    /// the init cloned and paused) on up to [`START_THREADS`] threads; move every paused init
+    /// into its cgroup back to back; release each. On cgroup v1 the moves share one RCU grace
+    /// period of the kernel's `cgroup_threadgroup_rwsem` instead of paying one per pod; on v2 the
+    /// inits are born in their cgroups (`clone3`) and the middle phase does nothing. Results are
+    /// in the order of `pods`; a failed pod leaves nothing behind.
+    pub fn start_pods(
+        &self,
+        pods: &[(&PodToRun, Option<&volumes::PodConfigDirs>)],
+        log_dir: &Path,
+    ) -> Vec<Result<PodHandle>> {
+        let prepared = par_map(pods.to_vec(), START_THREADS, |(run, config)| {
+            self.prepare(run, log_dir, config)
+        });
+        let joined: Vec<Result<Prepared>> = prepared
+            .into_iter()
+            .map(|p| {
+                let mut p = p?;
+                self.join(&mut p)?;
+                Ok(p)
+            })
+            .collect();
+        par_map(joined, START_THREADS, |p| p.and_then(|p| self.finish(p)))
+    }
+
+    /// Phase one of a start: everything up to the paused init (born in its cgroup on v2).
+    fn prepare(
+        &self,
+        run: &PodToRun,
+        log_dir: &Path,
+        config: Option<&volumes::PodConfigDirs>,
+    ) -> Result<Prepared> {
         let pod = &run.pod;
         let key = PodKey::of(pod)?;
         let invalid = |reason: &str| RuntimeError::InvalidPod {
@@ -571,8 +669,8 @@ impl LinuxRuntime {
         }
         let rel = self.rel(&key);
         let cg = self.cgroups.as_dyn();
-        let mut guard = StartGuard {
-            cgroups: cg,
+        let guard = StartGuard {
+            cgroups: Arc::clone(&self.cgroups),
             rel: rel.clone(),
             state: state.clone(),
             armed: true,
@@ -627,6 +725,7 @@ impl LinuxRuntime {
         // An isolated pod's address, held by its `ip` file (freed with the state directory).
         let isolated = if pod.spec.network == NetworkMode::Isolated {
             let net = self.ready_bridge(&key)?;
+            let _picking = self.ip_lock.lock().unwrap_or_else(|e| e.into_inner());
             let ip = self.free_address(&net, &key)?;
             pod_dir.write_ip(ip).map_err(io("write", &pod_dir.ip()))?;
             Some((net, ip))
@@ -667,7 +766,7 @@ impl LinuxRuntime {
             err,
         })?;
         let config_path = pod_dir.config();
-        persist::write_file(
+        persist::write_file_volatile(
             &config_path,
             &persist::encode(persist::POD_CONFIG, &payload),
             0o644,
@@ -690,13 +789,52 @@ impl LinuxRuntime {
             host_pid: pod.spec.host_pid,
             host_ipc: pod.spec.host_ipc,
         };
-        let paused = spawn::clone_paused(
+        // cgroup v2: the init is born in its leaf (no migration afterwards).
+        let into = match cg.clone_into_dir(&init_rel) {
+            Some(dir) => Some(sysproc::open_dir(&dir)?),
+            None => None,
+        };
+        let paused = spawn::clone_paused_into(
             &exec,
             ns,
             [devnull.as_fd(), init_log.as_fd(), init_log.as_fd()],
+            into.as_ref().map(|d| d.as_fd()),
         )?;
+        Ok(Prepared {
+            key,
+            rel,
+            init_rel,
+            state,
+            pod_dir,
+            names: pod.spec.processes.iter().map(|p| p.name.clone()).collect(),
+            isolated,
+            paused,
+            guard,
+        })
+    }
+
+    /// Phase two: the paused init joins its cgroup (unless it was born there).
+    fn join(&self, p: &mut Prepared) -> Result<()> {
+        if !p.paused.in_cgroup() {
+            self.cgroups.as_dyn().add_pid(&p.init_rel, p.paused.pid())?;
+        }
+        Ok(())
+    }
+
+    /// Phase three: the pod network, the state files, then the init runs.
+    fn finish(&self, p: Prepared) -> Result<PodHandle> {
+        let Prepared {
+            key,
+            rel,
+            state,
+            pod_dir,
+            names,
+            isolated,
+            paused,
+            mut guard,
+            ..
+        } = p;
         let pid = paused.pid();
-        cg.add_pid(&init_rel, pid)?;
         if let Some((net, ip)) = &isolated {
             // Before the init runs: its processes start with their network in place.
             crate::sys::podnet::attach(
@@ -727,8 +865,9 @@ impl LinuxRuntime {
             pidfd: Some(pidfd),
             events: Some(events),
             cgroups: Arc::clone(&self.cgroups),
-            names: pod.spec.processes.iter().map(|p| p.name.clone()).collect(),
+            names,
             ip: isolated.map(|(_, ip)| ip.to_string()).unwrap_or_default(),
+            cache: Default::default(),
         })
     }
 
@@ -772,6 +911,7 @@ impl LinuxRuntime {
                 pidfd,
                 events,
                 cgroups: Arc::clone(&self.cgroups),
+                cache: Default::default(),
             });
         }
         let cg = self.cgroups.as_dyn();
@@ -803,6 +943,21 @@ pub struct PodHandle {
     names: Vec<String>,
     /// The pod's own address (isolated pods), else empty.
     ip: String,
+    /// The last status read and the host PIDs of its processes, so that asking again without a
+    /// change reads nothing (no status file, no cgroup scan).
+    cache: std::sync::Mutex<StatusCache>,
+}
+
+/// What [`PodHandle::status`] read last.
+#[derive(Debug, Default)]
+struct StatusCache {
+    /// The last status (with host PIDs) and whether the init had exited then.
+    last: Option<(PodStatus, bool)>,
+    /// The `events` fifo had a byte since `last` was read.
+    dirty: bool,
+    /// The pod-namespace PIDs `pid_map` was built for, and their host PIDs.
+    pids_for: Vec<u32>,
+    pid_map: Vec<(i32, i32)>,
 }
 
 impl PodHandle {
@@ -851,12 +1006,23 @@ impl PodHandle {
         self.pidfd.as_ref().map(|f| f.as_fd())
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, StatusCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads what the `events` fifo holds; a byte means the status file changed.
     fn drain_events(&self) {
         if let Some(fd) = &self.events {
             let mut buf = [0u8; 256];
+            let mut any = false;
             while let Ok(sysproc::ReadOutcome::Data(_)) =
                 sysproc::read_nonblocking(fd.as_fd(), &mut buf)
-            {}
+            {
+                any = true;
+            }
+            if any {
+                self.cache().dirty = true;
+            }
         }
     }
 
@@ -914,6 +1080,24 @@ impl PodHandle {
     pub fn status(&self) -> PodStatus {
         self.drain_events();
         let exited = self.exited();
+        {
+            let mut c = self.cache();
+            // Unchanged since the last read (the init writes the file before the fifo byte).
+            if let Some((st, was_exited)) = &c.last
+                && !c.dirty
+                && *was_exited == exited
+                && self.events.is_some()
+            {
+                return st.clone();
+            }
+            c.dirty = false;
+        }
+        let st = self.read_status(exited);
+        self.cache().last = Some((st.clone(), exited));
+        st
+    }
+
+    fn read_status(&self, exited: bool) -> PodStatus {
         // Any version: the init may be of an older build than this agent.
         let mut st: PodStatus = std::fs::read(self.state.join(PodDir::STATUS))
             .ok()
@@ -955,12 +1139,26 @@ impl PodHandle {
     }
 
     /// Maps the pod-namespace PIDs the init reports to host PIDs.
+    /// The cgroup is scanned only when the set of running processes changed.
     fn translate_pids(&self, st: &mut PodStatus) {
-        let host = self.cgroups.as_dyn().pids(&self.rel).unwrap_or_default();
-        let map: Vec<(i32, i32)> = host
-            .into_iter()
-            .filter_map(|h| sysproc::ns_pids(h).and_then(|v| v.last().map(|&inner| (inner, h))))
+        let running: Vec<u32> = st
+            .processes
+            .iter()
+            .filter_map(|p| match p.state {
+                ProcessState::Running { pid, .. } => Some(pid),
+                _ => None,
+            })
             .collect();
+        let mut c = self.cache();
+        if c.pids_for != running {
+            let host = self.cgroups.as_dyn().pids(&self.rel).unwrap_or_default();
+            c.pid_map = host
+                .into_iter()
+                .filter_map(|h| sysproc::ns_pids(h).and_then(|v| v.last().map(|&inner| (inner, h))))
+                .collect();
+            c.pids_for = running;
+        }
+        let map = &c.pid_map;
         for p in &mut st.processes {
             if let ProcessState::Running { pid, .. } = &mut p.state
                 && let Some((_, h)) = map.iter().find(|(inner, _)| *inner == *pid as i32)
@@ -1028,4 +1226,17 @@ impl PodHandle {
     /// Stops tracking the pod without stopping it (as when the agent exits): a later
     /// [`LinuxRuntime::adopt_existing`] finds it again.
     pub fn detach(self) {}
+}
+
+#[cfg(test)]
+mod start_tests {
+    use super::par_map;
+
+    #[test]
+    fn par_map_keeps_order_and_maps_every_item() {
+        let out = par_map((0..100).collect(), 4, |i: u32| i * 2);
+        assert_eq!(out, (0..100).map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(par_map(vec![7], 4, |i: u32| i + 1), vec![8]);
+        assert!(par_map(Vec::<u32>::new(), 4, |i| i).is_empty());
+    }
 }

@@ -121,6 +121,8 @@ impl Counter {
 pub struct ExecContext<'a> {
     /// `cgroup.procs` files of the process's cgroup.
     pub cgroup_procs: &'a [BorrowedFd<'a>],
+    /// The process's cgroup v2 directory, to be born in (see [`ProcessSetup::cgroup_dir`]).
+    pub cgroup_dir: Option<BorrowedFd<'a>>,
     /// Standard input (`/dev/null`).
     pub stdin: BorrowedFd<'a>,
     /// Working directory.
@@ -315,6 +317,7 @@ impl Prober {
                 let setup = ProcessSetup {
                     exec,
                     cgroup_procs: ctx.cgroup_procs,
+                    cgroup_dir: ctx.cgroup_dir,
                     stdin: ctx.stdin,
                     output: w.as_fd(),
                     workdir: ctx.workdir,
@@ -597,6 +600,7 @@ mod tests {
         let null = std::fs::File::open("/dev/null").unwrap();
         let ctx = ExecContext {
             cgroup_procs: &[],
+            cgroup_dir: None,
             stdin: null.as_fd(),
             workdir: None,
             creds: &Default::default(),

@@ -6,6 +6,12 @@
 //! clone child does nothing but `close`, `dup2`, `sigprocmask`, `read` and `execve` on data
 //! prepared before the clone ([`Exec`]), and re-executes the worker binary as the pod init, which
 //! then does the namespace setup as an ordinary single-threaded process.
+//!
+//! On cgroup v2 both are started with `clone3(CLONE_INTO_CGROUP)` ([`fork_into`]): the child is
+//! born in its cgroup, so no migration (no `cgroup.procs` write, no `cgroup_threadgroup_rwsem`)
+//! follows. Kernels without `clone3` or without `CLONE_INTO_CGROUP` (before 5.7), and seccomp
+//! filters that refuse `clone3` with `ENOSYS` (Docker's), fall back to `clone`/`fork` and the
+//! `cgroup.procs` write.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -85,12 +91,19 @@ pub struct Namespaces {
 pub struct Paused {
     pid: i32,
     sync: Option<OwnedFd>,
+    in_cgroup: bool,
 }
 
 impl Paused {
     /// The child's PID (in the worker's PID namespace).
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// Whether the child was born in the cgroup given to [`clone_paused_into`] (cgroup v2 with
+    /// `clone3`); if not, the caller moves it there.
+    pub fn in_cgroup(&self) -> bool {
+        self.in_cgroup
     }
 
     /// Lets the child `execve`.
@@ -123,6 +136,17 @@ impl Drop for Paused {
 ///
 /// Each `stdio` fd must be either its own slot (0, 1, 2) or greater than 2.
 pub fn clone_paused(exec: &Exec, ns: Namespaces, stdio: [BorrowedFd<'_>; 3]) -> Result<Paused> {
+    clone_paused_into(exec, ns, stdio, None)
+}
+
+/// [`clone_paused`], born in the cgroup v2 directory `cgroup` (an fd of the directory) when the
+/// kernel allows it ([`Paused::in_cgroup`] says whether it did; if not, the caller joins it).
+pub fn clone_paused_into(
+    exec: &Exec,
+    ns: Namespaces,
+    stdio: [BorrowedFd<'_>; 3],
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<Paused> {
     let (sync_r, sync_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| SysError::call("pipe2", e))?;
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS;
@@ -143,23 +167,115 @@ pub fn clone_paused(exec: &Exec, ns: Namespaces, stdio: [BorrowedFd<'_>; 3]) -> 
     ];
     let (sync_r_raw, sync_w_raw) = (sync_r.as_raw_fd(), sync_w.as_raw_fd());
 
-    // SAFETY: a raw clone without CLONE_VM and with a null stack behaves like fork: the child
+    // The child must be born with the init's signals blocked: a SIGTERM sent to a PID
+    // namespace's init that has neither blocked it nor a handler is dropped, and a stop can come
+    // right after `release`, before the child ran at all. This thread blocks them around the
+    // clone (the child inherits the mask), then restores its own.
+    // SAFETY: sigset operations on a local set; pthread_sigmask changes this thread's mask only.
+    let old_mask = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD] {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
+    // SAFETY: `fork_into` without CLONE_VM and with a null stack behaves like fork: the child
     // gets a copy-on-write copy of the address space and only this thread. The child branch
     // below calls only async-signal-safe functions on data prepared before the clone, and never
     // returns.
-    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0 as libc::c_long, 0, 0, 0) };
-    if ret < 0 {
-        return Err(SysError::call("clone (pod init)", errno()));
+    let cloned = unsafe { fork_into(flags as u64, cgroup.map(|c| c.as_raw_fd())) };
+    if !matches!(cloned, Ok((0, _))) {
+        // SAFETY: restores this thread's mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
     }
+    let (ret, in_cgroup) = cloned.map_err(|e| SysError::call("clone (pod init)", e))?;
     if ret == 0 {
         // SAFETY: we are the clone child; see `clone_child`.
         unsafe { clone_child(exec, stdio_raw, sync_r_raw, sync_w_raw) }
     }
     drop(sync_r);
     Ok(Paused {
-        pid: ret as i32,
+        pid: ret,
         sync: Some(sync_w),
+        in_cgroup,
     })
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Forks (as `clone` with `flags`: namespace flags and the exit signal in the low byte, no
+/// `CLONE_VM`) into the cgroup v2 directory `cgroup` with `clone3(CLONE_INTO_CGROUP)`, or without
+/// it (plain `clone`) when `cgroup` is `None` or the kernel cannot (`ENOSYS`: no `clone3` or a
+/// seccomp filter; `E2BIG`/`EINVAL`: no `CLONE_INTO_CGROUP`). Returns the child's PID (0 in the
+/// child) and whether it was born in `cgroup`.
+///
+/// # Safety
+/// As `fork`: in a multi-threaded caller the child may only make async-signal-safe calls until
+/// it execs or exits.
+pub unsafe fn fork_into(flags: u64, cgroup: Option<RawFd>) -> nix::Result<(i32, bool)> {
+    if let Some(fd) = cgroup {
+        let args = CloneArgs {
+            flags: (flags & !0xff) | CLONE_INTO_CGROUP,
+            exit_signal: flags & 0xff,
+            cgroup: fd as u64,
+            ..Default::default()
+        };
+        // SAFETY: clone3 without CLONE_VM and with no stack is fork-like; `args` lives across
+        // the call and its size is passed with it.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &raw const args,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if ret >= 0 {
+            return Ok((ret as i32, true));
+        }
+        let e = errno();
+        if !matches!(
+            e,
+            nix::Error::ENOSYS | nix::Error::E2BIG | nix::Error::EINVAL
+        ) {
+            return Err(e);
+        }
+    }
+    // SAFETY: as above, the legacy call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags as libc::c_long,
+            0 as libc::c_long,
+            0,
+            0,
+            0,
+        )
+    };
+    if ret < 0 {
+        return Err(errno());
+    }
+    Ok((ret as i32, false))
 }
 
 /// The clone child: no allocation, no locks, only async-signal-safe calls.
@@ -215,6 +331,9 @@ pub struct ProcessSetup<'a> {
     pub exec: &'a Exec,
     /// `cgroup.procs` files (opened for writing) to join before `execve`.
     pub cgroup_procs: &'a [BorrowedFd<'a>],
+    /// A cgroup v2 directory to be born in (`clone3(CLONE_INTO_CGROUP)`) instead of joining
+    /// `cgroup_procs` after the fork; they are written only if the kernel cannot.
+    pub cgroup_dir: Option<BorrowedFd<'a>>,
     /// Standard input.
     pub stdin: BorrowedFd<'a>,
     /// Standard output and standard error.
@@ -290,12 +409,17 @@ pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
     let creds = setup.creds;
     let seccomp = setup.seccomp;
 
-    // SAFETY: fork is called from the pod init, which is single-threaded; the child branch only
-    // makes async-signal-safe calls on data prepared above and never returns.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(SysError::call("fork", errno()));
+    // SAFETY: the fork is done from the pod init, which is single-threaded; the child branch
+    // only makes async-signal-safe calls on data prepared above and never returns.
+    let (pid, in_cgroup) = unsafe {
+        fork_into(
+            libc::SIGCHLD as u64,
+            setup.cgroup_dir.map(|d| d.as_raw_fd()),
+        )
     }
+    .map_err(|e| SysError::call("fork", e))?;
+    // Born in its cgroup: nothing to join.
+    let procs = if in_cgroup { [-1; 8] } else { procs };
     if pid == 0 {
         // SAFETY: we are the fork child.
         unsafe {
@@ -437,6 +561,16 @@ unsafe fn process_child(
         );
         fail(STEP_EXECVE)
     }
+}
+
+/// Opens the cgroup v2 directory of the `cgroup.procs` file `procs` (for
+/// [`ProcessSetup::cgroup_dir`]); `None` if it is not on a cgroup v2 filesystem.
+pub fn open_cgroup2_dir_of(procs: &Path) -> Option<OwnedFd> {
+    let dir = procs.parent()?;
+    if super::process::statfs_magic(dir).ok()? != super::process::CGROUP2_MAGIC {
+        return None;
+    }
+    super::process::open_dir(dir).ok()
 }
 
 /// Opens `path` for writing (a `cgroup.procs` file) and returns the fd.

@@ -369,7 +369,11 @@ pub(crate) async fn report_status(m: &Master, node: &str, r: PodReport) -> anyho
         }
         let rev = pod.meta.revision;
         let before = std::mem::replace(&mut pod.status, r.status.clone());
-        match m.store.update_status(Object::Pod(pod.clone()), Some(rev)).await {
+        match m
+            .store
+            .update_status(Object::Pod(pod.clone()), Some(rev))
+            .await
+        {
             Ok(_) => {
                 pod.status = before;
                 status_events(m, &pod, &r.status).await;
