@@ -826,7 +826,18 @@ pub fn apply_mounts(plan: &[MountOp]) -> Result<(), Error> {
             }
             MountOp::Cgroup2 { dst, read_only } => {
                 let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
-                mount::cgroup2_at(p.target(), *read_only)?;
+                match mount::cgroup2_at(p.target(), *read_only) {
+                    Err(e) if e.errno() == Some(nix::Error::EBUSY) => {
+                        // The host's cgroup2 mount is already there (a pod on the host's
+                        // network gets a bind of the host's /sys, submounts included), and the
+                        // kernel refuses a superblock on the root of its own mount: cover it
+                        // with an empty tmpfs, then mount the pod's view on that.
+                        mount::tmpfs_at(p.target(), 4096, 0o755, true, true)?;
+                        let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
+                        mount::cgroup2_at(p.target(), *read_only)?;
+                    }
+                    r => r?,
+                }
             }
             MountOp::Cgroup1 {
                 dst,

@@ -253,6 +253,12 @@ pub fn device_rules(privileged: bool) -> Option<devices::DeviceRules> {
     (!privileged).then(devices::DeviceRules::containerd_default)
 }
 
+/// The last non-empty line of `text`, at most 300 characters (a status message, not a log).
+fn last_line(text: &str) -> Option<String> {
+    let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    Some(line.chars().take(300).collect())
+}
+
 fn valid_part(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -1129,7 +1135,14 @@ impl PodHandle {
                 }
             }
             st.phase = PodPhase::Failed;
-            st.message = "pod init exited".into();
+            // Why, if the init said so (its stderr is `init.log` in the pod's run dir).
+            let why = std::fs::read(PodDir::at(&self.state).init_log())
+                .ok()
+                .and_then(|b| last_line(&String::from_utf8_lossy(&b)));
+            st.message = match why {
+                Some(w) => format!("pod init exited: {w}"),
+                None => "pod init exited".into(),
+            };
         }
         if !exited {
             self.translate_pids(&mut st);

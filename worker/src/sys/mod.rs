@@ -88,6 +88,17 @@ pub enum SysError {
 }
 
 impl SysError {
+    /// The kernel's error code, if a syscall failed.
+    pub fn errno(&self) -> Option<nix::Error> {
+        match self {
+            SysError::Call { err, .. }
+            | SysError::Path { err, .. }
+            | SysError::Netlink { err, .. }
+            | SysError::ChildSetup { err, .. } => Some(*err),
+            _ => None,
+        }
+    }
+
     pub(crate) fn call(call: &'static str, err: nix::Error) -> Self {
         SysError::Call { call, err }
     }
