@@ -454,9 +454,28 @@ async fn apply(m: &Master, objs: Vec<Object>) -> Result<Vec<Applied>, ApiError> 
     }
     // Namespaces first so pods in them can follow.
     prepared.sort_by_key(|o| o.kind() != Kind::Namespace);
+    // Namespaces first, then everything else side by side: one apply of many objects shares
+    // the store writer's group commits instead of a transaction per object.
+    let split = prepared
+        .iter()
+        .position(|o| o.kind() != Kind::Namespace)
+        .unwrap_or(prepared.len());
+    let mut seen = std::collections::HashSet::new();
+    let distinct = prepared
+        .iter()
+        .all(|o| seen.insert((o.kind(), o.meta().namespace.clone(), o.meta().name.clone())));
+    // (An object given twice is applied in order, the second over the first.)
+    let rest = if distinct {
+        prepared.split_off(split)
+    } else {
+        Vec::new()
+    };
     let mut out = Vec::new();
     for o in prepared {
         out.push(apply_one(m, o).await?);
+    }
+    for r in super::join_all(rest.into_iter().map(|o| apply_one(m, o)).collect()).await {
+        out.push(r?);
     }
     m.poke_scheduler();
     Ok(out)

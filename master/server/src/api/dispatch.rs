@@ -198,6 +198,7 @@ pub(crate) async fn schedule_once(m: &Master, seed: u64) -> Result<usize, StoreE
         outcomes[f.pod] = Err(f.message());
     }
     let mut left = 0;
+    let mut writes = Vec::new();
     for (pod, outcome) in pending.iter().zip(outcomes) {
         let mut p: Pod = (*pod).clone();
         let rev = p.meta.revision;
@@ -233,7 +234,12 @@ pub(crate) async fn schedule_once(m: &Master, seed: u64) -> Result<usize, StoreE
                 p.status.message = reason;
             }
         }
-        match m.store.update(Object::Pod(p), Some(rev)).await {
+        writes.push(m.store.update(Object::Pod(p), Some(rev)));
+    }
+    // Side by side: the pass's bindings share the writer's group commits (and reach the nodes
+    // as one assignment change), instead of one transaction after another.
+    for r in super::join_all(writes).await {
+        match r {
             Ok(_) | Err(StoreError::Conflict { .. }) | Err(StoreError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }

@@ -398,6 +398,31 @@ async fn reject(
 }
 
 /// Runs `fut` with a timeout, mapping expiry to an I/O timeout error.
+/// Runs `futs` side by side on this task and returns their outputs in order (the few call sites
+/// that send many writes at once, so the store's writer can commit them together).
+pub(crate) async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
+    let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
 pub(crate) async fn with_timeout<T>(
     d: Duration,
     fut: impl std::future::Future<Output = Result<T, IoError>>,
