@@ -292,8 +292,8 @@ pub enum PodSecurity {
     /// No limit (the default, as Kubernetes without Pod Security labels).
     #[default]
     Privileged,
-    /// Refuses `privileged`, `host_pid`, `host_ipc`, the host's network and capabilities added
-    /// beyond the default set.
+    /// Refuses `privileged`, `host_pid`, `host_ipc`, the host's network, capabilities added
+    /// beyond the default set and `seccomp = "unconfined"`.
     Baseline,
 }
 

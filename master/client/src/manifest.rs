@@ -377,38 +377,56 @@ fn de_protocol<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
     }
 }
 
-fn de_seccomp<'de, D: Deserializer<'de>>(d: D) -> Result<SeccompProfile, D::Error> {
+/// One of a fixed set of words; the error names `what` was unknown and the words to use.
+fn de_word<'de, D: Deserializer<'de>, T: Copy>(
+    d: D,
+    words: &[(&str, T)],
+    what: &str,
+    hint: &str,
+) -> Result<T, D::Error> {
     let s = String::deserialize(d)?;
-    match s.as_str() {
-        "runtime-default" => Ok(SeccompProfile::RuntimeDefault),
-        "unconfined" => Ok(SeccompProfile::Unconfined),
-        _ => Err(serde::de::Error::custom(format!(
-            "unknown seccomp profile {s:?}: use \"runtime-default\" (the default filter) or \"unconfined\" (no filter)"
-        ))),
-    }
+    words
+        .iter()
+        .find(|(w, _)| *w == s)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown {what} {s:?}: use {hint}")))
+}
+
+fn de_seccomp<'de, D: Deserializer<'de>>(d: D) -> Result<SeccompProfile, D::Error> {
+    de_word(
+        d,
+        &[
+            ("runtime-default", SeccompProfile::RuntimeDefault),
+            ("unconfined", SeccompProfile::Unconfined),
+        ],
+        "seccomp profile",
+        "\"runtime-default\" (the default filter) or \"unconfined\" (no filter)",
+    )
 }
 
 fn de_pod_security<'de, D: Deserializer<'de>>(d: D) -> Result<PodSecurity, D::Error> {
-    let s = String::deserialize(d)?;
-    match s.as_str() {
-        "privileged" => Ok(PodSecurity::Privileged),
-        "baseline" => Ok(PodSecurity::Baseline),
-        _ => Err(serde::de::Error::custom(format!(
-            "unknown pod_security level {s:?}: use \"privileged\" (no limit) or \"baseline\" (no privileged pods, host namespaces or added capabilities)"
-        ))),
-    }
+    de_word(
+        d,
+        &[
+            ("privileged", PodSecurity::Privileged),
+            ("baseline", PodSecurity::Baseline),
+        ],
+        "pod_security level",
+        "\"privileged\" (no limit) or \"baseline\" (no privileged pods, host namespaces, added capabilities or unconfined seccomp)",
+    )
 }
 
 fn de_network<'de, D: Deserializer<'de>>(d: D) -> Result<NetworkMode, D::Error> {
-    let s = String::deserialize(d)?;
-    match s.as_str() {
-        "host" => Ok(NetworkMode::Host),
-        "none" => Ok(NetworkMode::None),
-        "isolated" => Ok(NetworkMode::Isolated),
-        _ => Err(serde::de::Error::custom(format!(
-            "unknown network {s:?}: use \"host\", \"none\" or \"isolated\""
-        ))),
-    }
+    de_word(
+        d,
+        &[
+            ("host", NetworkMode::Host),
+            ("none", NetworkMode::None),
+            ("isolated", NetworkMode::Isolated),
+        ],
+        "network",
+        "\"host\", \"none\" or \"isolated\"",
+    )
 }
 
 /// Parses a duration like `500ms`, `10s`, `5m`, `1h`, `1m30s`.
@@ -865,6 +883,12 @@ capabilities = { add = ["net_admin", "CAP_SYS_TIME"], drop = ["ALL"] }
         let mut plain = spec.clone();
         (plain.privileged, plain.host_pid, plain.host_ipc) = (false, false, false);
         plain.network = NetworkMode::None;
+        let e =
+            validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("seccomp = \"unconfined\" is refused"), "{e}");
+        plain.processes[0].seccomp = SeccompProfile::RuntimeDefault;
         let e =
             validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)
                 .unwrap_err()

@@ -483,7 +483,8 @@ pub fn check_pod_refs(p: &Pod) -> Result<(), Invalid> {
 }
 
 /// What a namespace's [`PodSecurity`] level refuses of a pod spec (Kubernetes' Pod Security
-/// "baseline": no privileged pods, no host namespaces, no capabilities beyond the default set).
+/// "baseline": no privileged pods, no host namespaces, no capabilities beyond the default set, no
+/// unconfined seccomp).
 /// `what` names the object, e.g. `deployment "web"`.
 pub fn check_pod_security(
     what: &str,
@@ -514,6 +515,12 @@ pub fn check_pod_security(
         ));
     }
     for p in &spec.processes {
+        if p.seccomp == bramble_wire::security::SeccompProfile::Unconfined {
+            return Err(invalid(
+                format!("{what}: process {:?}: seccomp", p.name),
+                format!("seccomp = \"unconfined\" is refused: {fix}"),
+            ));
+        }
         let extra = p.capabilities.add.minus(CapSet::DEFAULT);
         if !extra.is_empty() {
             let names: Vec<_> = extra.names().collect();
