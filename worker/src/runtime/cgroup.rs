@@ -474,8 +474,12 @@ impl CgroupManager for V2 {
                 }
             }
             dir.push(part);
-            if !dir.is_dir() {
-                std::fs::create_dir(&dir).map_err(io("mkdir", &dir))?;
+            // Pods start side by side: another start may create a shared parent first.
+            match std::fs::create_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(io("mkdir", &dir)(e));
+                }
+                _ => {}
             }
             let _ = i;
         }
