@@ -827,7 +827,7 @@ pub fn apply_mounts(plan: &[MountOp]) -> Result<(), Error> {
             MountOp::Cgroup2 { dst, read_only } => {
                 let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
                 match mount::cgroup2_at(p.target(), *read_only) {
-                    Err(e) if e.errno() == Some(nix::Error::EBUSY) => {
+                    Err(e) if e.is_busy() => {
                         // The host's cgroup2 mount is already there (a pod on the host's
                         // network gets a bind of the host's /sys, submounts included), and the
                         // kernel refuses a superblock on the root of its own mount: cover it

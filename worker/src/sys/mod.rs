@@ -88,6 +88,11 @@ pub enum SysError {
 }
 
 impl SysError {
+    /// Whether the kernel answered EBUSY (e.g. a mount on a busy mount point).
+    pub fn is_busy(&self) -> bool {
+        self.errno() == Some(nix::Error::EBUSY)
+    }
+
     /// The kernel's error code, if a syscall failed.
     pub fn errno(&self) -> Option<nix::Error> {
         match self {
