@@ -201,15 +201,18 @@ fn bramble_up_runs_the_demo() {
     assert!(stdout.contains("memory limit: 33554432"), "{stdout}");
 }
 
-/// Rewrites a file the new build wrote into the previous build's format: version 1 is version
-/// 0's bytes behind a `bramble <kind> v1` header line (pinned byte for byte against fixtures
-/// captured from the previous build's writers in `worker/tests/state_upgrade.rs`).
-fn to_previous_format(path: &std::path::Path, kind: &str) {
+/// Rewrites a file the new build wrote into the previous build's format: version 0, the bytes
+/// of version 1 without its `bramble <kind> v1` header line (version 1 as the previous build
+/// wrote it: `persist::previous_format`, pinned against fixtures captured from the previous
+/// builds' writers in `worker/tests/state_upgrade.rs`).
+fn to_previous_format(path: &std::path::Path, kind: bramble_worker::persist::Kind) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let header = format!("bramble {kind} v1\n");
-    let old = bytes
+    let v1 = bramble_worker::persist::previous_format(kind, &bytes)
+        .unwrap_or_else(|| panic!("{} is not a current {} file", path.display(), kind.name));
+    let header = format!("bramble {} v1\n", kind.name);
+    let old = v1
         .strip_prefix(header.as_bytes())
-        .unwrap_or_else(|| panic!("{} is not a {kind} v1 file", path.display()));
+        .expect("a version 1 header");
     std::fs::write(path, old).unwrap();
 }
 
@@ -248,8 +251,11 @@ fn an_upgraded_worker_keeps_its_pods_from_state_in_the_previous_format() {
     m.proc.kill9();
 
     // The state as the previous build left it: every versioned file back to version 0.
-    to_previous_format(&assignment, "assignment");
-    to_previous_format(&state.join("node.credential"), "credential");
+    to_previous_format(&assignment, bramble_worker::persist::ASSIGNMENT);
+    to_previous_format(
+        &state.join("node.credential"),
+        bramble_worker::persist::CREDENTIAL,
+    );
     let pods = state.with_extension("run").join("pods");
     let pod_dirs: Vec<_> = std::fs::read_dir(&pods)
         .unwrap()
@@ -257,9 +263,9 @@ fn an_upgraded_worker_keeps_its_pods_from_state_in_the_previous_format() {
         .collect();
     assert_eq!(pod_dirs.len(), 1, "{pod_dirs:?}");
     let pod_dir = &pod_dirs[0];
-    to_previous_format(&pod_dir.join("config"), "pod-config");
-    to_previous_format(&pod_dir.join("status"), "pod-status");
-    to_previous_format(&pod_dir.join("init"), "pod-init");
+    to_previous_format(&pod_dir.join("config"), bramble_worker::persist::POD_CONFIG);
+    to_previous_format(&pod_dir.join("status"), bramble_worker::persist::POD_STATUS);
+    to_previous_format(&pod_dir.join("init"), bramble_worker::persist::POD_INIT);
 
     // The new build starts with no master: it must adopt the pod, not stop or restart it.
     let _w2 = start_worker(&m, "u1", &state, &[]);

@@ -204,6 +204,29 @@ impl Persisted for bramble_wire::objects::PodStatus {}
 impl Persisted for Vec<bramble_wire::msg::PodSubnet> {}
 impl Persisted for Vec<bramble_wire::objects::Endpoints> {}
 
+/// A file of `kind` written by this build, as the previous build (version 1) wrote the same
+/// values: for upgrade tests. `None` if `bytes` is not a current file of `kind`.
+pub fn previous_format(kind: Kind, bytes: &[u8]) -> Option<Vec<u8>> {
+    let (version, payload) = decode(kind, bytes).ok()?;
+    if version != kind.current {
+        return None;
+    }
+    let v1 = |p: Vec<u8>| [format!("bramble {} v1\n", kind.name).into_bytes(), p].concat();
+    if kind == ASSIGNMENT && kind.current == 2 {
+        let a: bramble_wire::msg::Assignment = postcard::from_bytes(payload).ok()?;
+        return postcard::to_allocvec(&v1::AssignmentV1::from(&a))
+            .ok()
+            .map(v1);
+    }
+    if kind == POD_CONFIG && kind.current == 2 {
+        let c: crate::runtime::init::InitConfig = postcard::from_bytes(payload).ok()?;
+        return postcard::to_allocvec(&v1::InitConfigV1::from(&c))
+            .ok()
+            .map(v1);
+    }
+    (kind.current == 1).then(|| bytes.to_vec())
+}
+
 /// Decodes a postcard file of `kind`, of any version up to the current one.
 pub fn decode_postcard<T: Persisted>(kind: Kind, bytes: &[u8]) -> Result<(u32, T), FormatError> {
     let (version, payload) = decode(kind, bytes)?;

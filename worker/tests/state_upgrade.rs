@@ -111,3 +111,19 @@ fn a_file_of_a_newer_build_is_refused_not_misread() {
     let bytes = b"bramble assignment v99\n\x00";
     assert!(persist::decode(persist::ASSIGNMENT, bytes).is_err());
 }
+
+#[test]
+fn the_previous_format_of_todays_values_is_the_v1_fixture() {
+    let (_, v1) = &fixtures()[1];
+    let now = persist::encode_postcard(persist::ASSIGNMENT, &values::assignment()).unwrap();
+    assert_eq!(
+        persist::previous_format(persist::ASSIGNMENT, &now).unwrap(),
+        std::fs::read(v1.join("state/assignment.bin")).unwrap()
+    );
+    let now = persist::encode_postcard(persist::POD_CONFIG, &values::init_config()).unwrap();
+    let pod = PodDir::new(&RunDir::new(v1.join("run")).pods(), values::POD_KEY);
+    assert_eq!(
+        persist::previous_format(persist::POD_CONFIG, &now).unwrap(),
+        std::fs::read(pod.config()).unwrap()
+    );
+}

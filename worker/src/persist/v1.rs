@@ -7,12 +7,12 @@ use bramble_wire::objects::{
     Arch, Artifact, ConfigMap, EnvFrom, Meta, NetworkMode, Pod, PodSpec, PodStatus, Port, Probe,
     ProcessSpec, Resources, RestartPolicy, Toleration, Volume,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::runtime::init::{InitConfig, InitProcess};
 
 /// `ProcessSpec` of protocol 3: numeric user and group only.
-#[derive(Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug)]
 pub(super) struct ProcessSpecV1 {
     name: String,
     command: Vec<String>,
@@ -47,7 +47,7 @@ impl From<ProcessSpecV1> for ProcessSpec {
 }
 
 /// `PodSpec` of protocol 3: no pod-level security opt-outs.
-#[derive(Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug)]
 pub(super) struct PodSpecV1 {
     processes: Vec<ProcessSpecV1>,
     restart_policy: RestartPolicy,
@@ -80,7 +80,7 @@ impl From<PodSpecV1> for PodSpec {
 }
 
 /// `Pod` of protocol 3.
-#[derive(Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug)]
 pub(super) struct PodV1 {
     meta: Meta,
     spec: PodSpecV1,
@@ -88,7 +88,7 @@ pub(super) struct PodV1 {
 }
 
 /// `Assignment` of protocol 3.
-#[derive(Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug)]
 pub(super) struct AssignmentV1 {
     revision: u64,
     pods: Vec<PodV1>,
@@ -116,7 +116,7 @@ impl From<AssignmentV1> for Assignment {
 }
 
 /// `InitProcess` of version 1.
-#[derive(Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug)]
 pub(super) struct InitProcessV1 {
     spec: ProcessSpecV1,
     cgroup_procs: Vec<String>,
@@ -124,7 +124,7 @@ pub(super) struct InitProcessV1 {
 }
 
 /// `InitConfig` of version 1.
-#[derive(Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug)]
 pub(super) struct InitConfigV1 {
     hostname: String,
     processes: Vec<InitProcessV1>,
@@ -176,6 +176,89 @@ impl From<InitConfigV1> for InitConfig {
             privileged: false,
             host_ipc: false,
             cgroup: None,
+        }
+    }
+}
+
+// The other way, for tests of an upgrade: today's values as the previous build wrote them (the
+// fields protocol 3 did not have are dropped; a named user or group has no protocol 3 form).
+
+impl From<&ProcessSpec> for ProcessSpecV1 {
+    fn from(p: &ProcessSpec) -> Self {
+        ProcessSpecV1 {
+            name: p.name.clone(),
+            command: p.command.clone(),
+            env: p.env.clone(),
+            workdir: p.workdir.clone(),
+            user: p.user.as_ref().and_then(|u| u.id()),
+            group: p.group.as_ref().and_then(|g| g.id()),
+            resources: p.resources.clone(),
+            ports: p.ports.clone(),
+            liveness: p.liveness.clone(),
+            readiness: p.readiness.clone(),
+            env_from: p.env_from.clone(),
+        }
+    }
+}
+
+impl From<&Assignment> for AssignmentV1 {
+    fn from(a: &Assignment) -> Self {
+        AssignmentV1 {
+            revision: a.revision,
+            pods: a
+                .pods
+                .iter()
+                .map(|p| PodV1 {
+                    meta: p.meta.clone(),
+                    spec: PodSpecV1 {
+                        processes: p.spec.processes.iter().map(Into::into).collect(),
+                        restart_policy: p.spec.restart_policy,
+                        node_selector: p.spec.node_selector.clone(),
+                        tolerations: p.spec.tolerations.clone(),
+                        arch: p.spec.arch,
+                        rootfs: p.spec.rootfs.clone(),
+                        network: p.spec.network,
+                        volumes: p.spec.volumes.clone(),
+                        termination_grace_ms: p.spec.termination_grace_ms,
+                        node_name: p.spec.node_name.clone(),
+                    },
+                    status: p.status.clone(),
+                })
+                .collect(),
+            config_maps: a.config_maps.clone(),
+            artifacts: a.artifacts.clone(),
+        }
+    }
+}
+
+impl From<&InitConfig> for InitConfigV1 {
+    fn from(c: &InitConfig) -> Self {
+        InitConfigV1 {
+            hostname: c.hostname.clone(),
+            processes: c
+                .processes
+                .iter()
+                .map(|p| InitProcessV1 {
+                    spec: (&p.spec).into(),
+                    cgroup_procs: p.cgroup_procs.clone(),
+                    oom_file: p.oom_file.clone(),
+                })
+                .collect(),
+            restart_policy: c.restart_policy,
+            rootfs: c.rootfs.clone(),
+            private_network: c.private_network,
+            volumes: c.volumes.clone(),
+            empty_dir_base: c.empty_dir_base.clone(),
+            backoff_initial_ms: c.backoff_initial_ms,
+            backoff_max_ms: c.backoff_max_ms,
+            backoff_reset_ms: c.backoff_reset_ms,
+            log_dir: c.log_dir.clone(),
+            log_cap: c.log_cap,
+            tmp_size: c.tmp_size,
+            termination_grace_ms: c.termination_grace_ms,
+            config_volume_base: c.config_volume_base.clone(),
+            secret_volume_base: c.secret_volume_base.clone(),
+            env_file: c.env_file.clone(),
         }
     }
 }

@@ -1096,7 +1096,6 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             probes: Vec::new(),
             kill_at: None,
             liveness_killed: false,
-            // Integrator: `cfg.privileged` once InitConfig carries it.
             seccomp: seccomp_for(&p.spec, cfg.privileged, default_seccomp.as_ref()),
         });
     }
