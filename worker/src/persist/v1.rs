@@ -192,7 +192,7 @@ impl From<&ProcessSpec> for ProcessSpecV1 {
             workdir: p.workdir.clone(),
             user: p.user.as_ref().and_then(|u| u.id()),
             group: p.group.as_ref().and_then(|g| g.id()),
-            resources: p.resources.clone(),
+            resources: p.resources,
             ports: p.ports.clone(),
             liveness: p.liveness.clone(),
             readiness: p.readiness.clone(),
