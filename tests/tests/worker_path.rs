@@ -278,7 +278,13 @@ fn an_upgraded_worker_keeps_its_pods_from_state_in_the_previous_format() {
     wait_for(Duration::from_secs(10), "the assignment migrated", || {
         std::fs::read(&assignment)
             .ok()
-            .filter(|b| b.starts_with(b"bramble assignment v1\n"))
+            .filter(|b| {
+                let now = format!(
+                    "bramble assignment v{}\n",
+                    bramble_worker::persist::ASSIGNMENT_V
+                );
+                b.starts_with(now.as_bytes())
+            })
             .map(|_| ())
     });
 
