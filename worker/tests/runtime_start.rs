@@ -178,19 +178,27 @@ fn a_batch_of_pods_starts_and_each_lands_in_its_cgroup() {
         .collect();
     for (h, p) in handles.iter().zip(&pods) {
         let key = PodKey::of(&p.pod).unwrap().to_string();
-        let own = std::fs::read_to_string(format!("/proc/{}/cgroup", h.init_pid())).unwrap();
-        let memory = own
-            .lines()
-            .find(|l| {
-                l.split(':')
-                    .nth(1)
-                    .is_some_and(|c| c.split(',').any(|c| c == "memory"))
-            })
-            .unwrap();
-        assert!(
-            memory.ends_with(&format!("/{}/{key}/_init", env.parent)),
-            "{key}: {memory}"
-        );
+        let want = format!("/{}/{key}/_init", env.parent);
+        // The init steps into the pod's cgroup for a moment to root its cgroup namespace there,
+        // then back into `_init`: poll for where it settles.
+        let mut memory = String::new();
+        for _ in 0..100 {
+            let own = std::fs::read_to_string(format!("/proc/{}/cgroup", h.init_pid())).unwrap();
+            memory = own
+                .lines()
+                .find(|l| {
+                    l.split(':')
+                        .nth(1)
+                        .is_some_and(|c| c.split(',').any(|c| c == "memory"))
+                })
+                .unwrap()
+                .to_string();
+            if memory.ends_with(&want) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(memory.ends_with(&want), "{key}: {memory}");
         wait_for(h, 10, "running", |st| st.phase == PodPhase::Running);
     }
     // A second batch holding a pod already running: only that one fails.
