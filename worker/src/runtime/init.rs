@@ -543,6 +543,15 @@ pub fn mount_plan(cfg: &InitConfig, pod_dir: &PodDir, cgroup_ns_at_pod: bool) ->
             .filter_map(|f| Path::new(f).parent().map(Path::to_owned))
             .collect();
         if cg.v1_hierarchies.is_empty() {
+            // An empty tmpfs first: a pod on the host's network has the host's /sys bound, with
+            // the host's cgroup2 mount here, and the kernel refuses to mount a superblock on the
+            // root of its own mount (EBUSY).
+            plan.push(MountOp::Tmpfs {
+                dst: dst.clone(),
+                size: 1 << 20,
+                mode: 0o755,
+                noexec: true,
+            });
             plan.push(match (cgroup_ns_at_pod, pod_dirs.first()) {
                 (false, Some(src)) => MountOp::Bind {
                     src: src.clone(),
@@ -826,18 +835,7 @@ pub fn apply_mounts(plan: &[MountOp]) -> Result<(), Error> {
             }
             MountOp::Cgroup2 { dst, read_only } => {
                 let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
-                match mount::cgroup2_at(p.target(), *read_only) {
-                    Err(e) if e.is_busy() => {
-                        // The host's cgroup2 mount is already there (a pod on the host's
-                        // network gets a bind of the host's /sys, submounts included), and the
-                        // kernel refuses a superblock on the root of its own mount: cover it
-                        // with an empty tmpfs, then mount the pod's view on that.
-                        mount::tmpfs_at(p.target(), 4096, 0o755, true, true)?;
-                        let p = point(root, dst, Make::Dir)?.ok_or("no mount point")?;
-                        mount::cgroup2_at(p.target(), *read_only)?;
-                    }
-                    r => r?,
-                }
+                mount::cgroup2_at(p.target(), *read_only)?;
             }
             MountOp::Cgroup1 {
                 dst,
@@ -1853,6 +1851,9 @@ mod tests {
             }
         });
         assert!(sys_at < cg_at);
+        // Over an empty tmpfs: the host's cgroup2 mount may be there (a bound host /sys), and
+        // the kernel refuses the same superblock on the root of its own mount.
+        assert!(matches!(&plan[cg_at - 1], MountOp::Tmpfs { dst: d, .. } if *d == dst));
         // v2, the namespace rooted at the init's leaf: the pod's directory bound instead.
         let plan = mount_plan(&cfg, &pod_dir(), false);
         assert!(plan.contains(&MountOp::Bind {

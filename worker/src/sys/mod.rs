@@ -88,22 +88,6 @@ pub enum SysError {
 }
 
 impl SysError {
-    /// Whether the kernel answered EBUSY (e.g. a mount on a busy mount point).
-    pub fn is_busy(&self) -> bool {
-        self.errno() == Some(nix::Error::EBUSY)
-    }
-
-    /// The kernel's error code, if a syscall failed.
-    pub fn errno(&self) -> Option<nix::Error> {
-        match self {
-            SysError::Call { err, .. }
-            | SysError::Path { err, .. }
-            | SysError::Netlink { err, .. }
-            | SysError::ChildSetup { err, .. } => Some(*err),
-            _ => None,
-        }
-    }
-
     pub(crate) fn call(call: &'static str, err: nix::Error) -> Self {
         SysError::Call { call, err }
     }
