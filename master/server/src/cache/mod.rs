@@ -333,6 +333,12 @@ impl Inner {
     }
 }
 
+/// The revision up to which a fresh set of lists is whole: the oldest list's (each is at least
+/// the watch's start `from`).
+fn whole_revision(from: u64, listed: &HashMap<Kind, u64>) -> u64 {
+    listed.values().copied().min().unwrap_or(from).max(from)
+}
+
 /// The cache. Create with [`Cache::new`], feed with [`Cache::run`].
 #[derive(Debug, Default)]
 pub struct Cache {
@@ -583,15 +589,17 @@ impl Cache {
         let mut w = store.watch(None, None, from).await?;
         let mut listed = HashMap::new();
         let mut all = Vec::new();
-        let mut top = from;
         for kind in Kind::ALL.into_iter().filter(|k| stored(*k)) {
             let (rev, objs) = store.list(kind, None).await?;
             listed.insert(kind, rev);
-            top = top.max(rev);
             all.extend(objs);
         }
-        self.replace_all(top, all);
-        tracing::debug!(revision = top, "cache: listed the store");
+        // Each kind was listed at its own revision: the cache is whole only up to the oldest of
+        // them (a pod written after the pods' list and before a later kind's list is still in
+        // the watch queue). Claiming the newest would let `catch_up` return before it arrives.
+        let whole = whole_revision(from, &listed);
+        self.replace_all(whole, all);
+        tracing::debug!(revision = whole, "cache: listed the store");
         loop {
             let first = w.next().await?;
             let mut batch = vec![first];

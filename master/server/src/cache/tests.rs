@@ -176,3 +176,16 @@ fn wait_for_returns_once_the_revision_is_applied() {
     let p = c.pod("default", "a").unwrap();
     assert_eq!(p.status.phase, PodPhase::Pending);
 }
+
+#[test]
+fn lists_at_different_revisions_are_whole_only_up_to_the_oldest() {
+    // Pods listed at 7, deployments at 9: a pod written at 8 is still in the watch queue, so the
+    // cache may not claim 9 (catch_up would return before that pod arrives).
+    let listed = HashMap::from([(Kind::Pod, 7), (Kind::Deployment, 9), (Kind::Node, 8)]);
+    assert_eq!(super::whole_revision(5, &listed), 7);
+    assert_eq!(super::whole_revision(5, &HashMap::new()), 5);
+    assert_eq!(
+        super::whole_revision(8, &HashMap::from([(Kind::Pod, 3)])),
+        8
+    );
+}
