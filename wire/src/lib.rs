@@ -75,10 +75,12 @@ pub use error::WireError;
 /// after each connect, and deltas over one TCP connection cannot be lost), and the devices' pod
 /// status (devices get messages of their own). Version 4 added the security context: users and
 /// groups by name, supplementary groups, `run_as_non_root`, capabilities and the seccomp profile
-/// per process, `privileged`, `host_pid` and `host_ipc` per pod. The master speaks the newest
-/// version only: agents are upgraded together with it.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// per process, `privileged`, `host_pid` and `host_ipc` per pod. Version 5 added the service
+/// virtual IP (`cluster_ip` on services and endpoints) and `NodeDown::ClusterNetwork` (the pod
+/// and service ranges and the DNS domain, for NAT, kernel service rules and cluster DNS). The
+/// master speaks the newest version only: agents are upgraded together with it.
+pub const PROTOCOL_VERSION: u16 = 5;
 /// The oldest protocol version this build still accepts.
-pub const MIN_PROTOCOL_VERSION: u16 = 4;
+pub const MIN_PROTOCOL_VERSION: u16 = 5;
 /// Default maximum frame body size: 64 KiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;

@@ -132,6 +132,21 @@ pub enum NodeDown {
     /// Every node's pod subnet and the address it is reached at (the set replaces the previous
     /// one): a worker takes its own subnet for its isolated pods and routes the others'.
     Network(Vec<PodSubnet>),
+    /// The cluster's address plan and DNS domain (sent when a worker connects, before its
+    /// assignment): for the node's NAT, service rules and DNS.
+    ClusterNetwork(ClusterNetwork),
+}
+
+/// The cluster-wide network settings, for [`NodeDown::ClusterNetwork`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterNetwork {
+    /// Every node's pod subnet lies inside it (`10.42.0.0/16`): traffic from it to anywhere
+    /// else is masqueraded.
+    pub cluster_cidr: String,
+    /// The services' virtual IPs come from it (`10.43.0.0/16`).
+    pub service_cidr: String,
+    /// The cluster's DNS domain (`bramble.local`): `NAME.NAMESPACE.svc.DOMAIN`.
+    pub domain: String,
 }
 
 /// One node's pod subnet, for [`NodeDown::Network`].

@@ -863,6 +863,11 @@ pub struct ServiceSpec {
     pub target_port: u16,
     /// TCP (the default) or UDP.
     pub protocol: Protocol,
+    /// The service's virtual IP (Kubernetes' `clusterIP`): `None` in a manifest asks the master
+    /// for one from its service range; `"None"` makes the service headless (no virtual IP: its
+    /// DNS name answers with the ready pods' addresses); an address inside the range asks for
+    /// that one. The master stores the allocated address and keeps it for the service's life.
+    pub cluster_ip: Option<String>,
 }
 
 /// A service's transport protocol.
@@ -923,6 +928,8 @@ pub struct Endpoints {
     pub not_ready: Vec<EndpointAddress>,
     /// The service's protocol.
     pub protocol: Protocol,
+    /// The service's virtual IP (`None`: headless, or none allocated).
+    pub cluster_ip: Option<String>,
 }
 
 /// Configuration data.

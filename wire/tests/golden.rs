@@ -139,18 +139,18 @@ fn hello(role: Role) -> Handshake {
 fn handshake_hello() {
     check(
         hello(Role::Worker),
-        "0004000c706934622d6b69746368656e14626a742d3031323334353637383961626364656605302e
-         312e30",
+        "0005000c706934622d6b69746368656e14626a742d3031323334353637383961
+         626364656605302e312e30",
     );
     check(
         hello(Role::Client),
-        "0004010c706934622d6b69746368656e14626a742d3031323334353637383961626364656605302e
-         312e30",
+        "0005010c706934622d6b69746368656e14626a742d3031323334353637383961
+         626364656605302e312e30",
     );
     check(
         hello(Role::Device),
-        "0004020c706934622d6b69746368656e14626a742d3031323334353637383961626364656605302e
-         312e30",
+        "0005020c706934622d6b69746368656e14626a742d3031323334353637383961
+         626364656605302e312e30",
     );
 }
 
@@ -163,7 +163,7 @@ fn handshake_welcome() {
             heartbeat_interval_ms: 5000,
             master_version: hs("0.1.0"),
         }),
-        "01040c706934622d6b69746368656e882705302e312e30",
+        "01050c706934622d6b69746368656e882705302e312e30",
     );
 }
 
@@ -919,12 +919,13 @@ fn services_config_artifacts_and_tokens() {
             port: 8080,
             target_port: 80,
             protocol: Protocol::Tcp,
+            cluster_ip: Some("10.43.0.10".into()),
         },
     };
     check(
         Object::Service(svc),
         "08037765620764656661756c7400027531070000010361707003776562903f50
-         00",
+         00010a31302e34332e302e3130",
     );
     let ep = |pod: &str, node: &str| EndpointAddress {
         ip: "192.0.2.11".into(),
@@ -938,12 +939,13 @@ fn services_config_artifacts_and_tokens() {
         ready: vec![ep("web-a", "n1")],
         not_ready: vec![ep("web-b", "n2")],
         protocol: Protocol::Udp,
+        cluster_ip: Some("10.43.0.10".into()),
     };
     check(
         Object::Endpoints(eps.clone()),
         "09037765620764656661756c7400027531070000903f010a3139322e302e322e
          313150057765622d61026e31010a3139322e302e322e313150057765622d6202
-         6e3201",
+         6e3201010a31302e34332e302e3130",
     );
     let cm = ConfigMap {
         meta: meta("web-config", "default"),
@@ -995,7 +997,7 @@ fn services_config_artifacts_and_tokens() {
         NodeDown::Endpoints(vec![eps]),
         "0401037765620764656661756c7400027531070000903f010a3139322e302e32
          2e313150057765622d61026e31010a3139322e302e322e313150057765622d62
-         026e3201",
+         026e3201010a31302e34332e302e3130",
     );
     check(
         NodeDown::Secrets(vec![secret]),
@@ -1023,6 +1025,14 @@ fn services_config_artifacts_and_tokens() {
             via: "192.0.2.11".into(),
         }]),
         "08010470692d310c31302e34322e312e302f32340a3139322e302e322e3131",
+    );
+    check(
+        NodeDown::ClusterNetwork(bramble_wire::msg::ClusterNetwork {
+            cluster_cidr: "10.42.0.0/16".into(),
+            service_cidr: "10.43.0.0/16".into(),
+            domain: "bramble.local".into(),
+        }),
+        "090c31302e34322e302e302f31360c31302e34332e302e302f31360d6272616d626c652e6c6f63616c",
     );
     check(
         NodeUp::ArtifactGet {

@@ -743,12 +743,13 @@ fn protocol() -> BoxedStrategy<Protocol> {
 }
 
 fn service() -> BoxedStrategy<Service> {
-    let spec = (labels(), any::<u16>(), any::<u16>(), protocol()).prop_map(
-        |(selector, port, target_port, protocol)| ServiceSpec {
+    let spec = (labels(), any::<u16>(), any::<u16>(), protocol(), of(s())).prop_map(
+        |(selector, port, target_port, protocol, cluster_ip)| ServiceSpec {
             selector,
             port,
             target_port,
             protocol,
+            cluster_ip,
         },
     );
     (meta(), spec)
@@ -771,14 +772,18 @@ fn endpoints() -> BoxedStrategy<Endpoints> {
         vec(address(), 0..3),
         vec(address(), 0..3),
         protocol(),
+        of(s()),
     )
-        .prop_map(|(meta, port, ready, not_ready, protocol)| Endpoints {
-            meta,
-            port,
-            ready,
-            not_ready,
-            protocol,
-        })
+        .prop_map(
+            |(meta, port, ready, not_ready, protocol, cluster_ip)| Endpoints {
+                meta,
+                port,
+                ready,
+                not_ready,
+                protocol,
+                cluster_ip,
+            },
+        )
         .boxed()
 }
 
@@ -903,6 +908,13 @@ fn node_down() -> BoxedStrategy<NodeDown> {
         }),
         s().prop_map(|secret| NodeDown::Credential { secret }),
         vec(subnet, 0..3).prop_map(NodeDown::Network),
+        (s(), s(), s()).prop_map(|(cluster_cidr, service_cidr, domain)| {
+            NodeDown::ClusterNetwork(bramble_wire::msg::ClusterNetwork {
+                cluster_cidr,
+                service_cidr,
+                domain,
+            })
+        }),
     ]
     .boxed()
 }
@@ -1127,7 +1139,8 @@ cases!(
         Secrets,
         ArtifactChunk,
         Credential,
-        Network
+        Network,
+        ClusterNetwork
     ]
 );
 cases!(

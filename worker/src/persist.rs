@@ -64,8 +64,9 @@ pub const ASSIGNMENT_V: u32 = 2;
 pub const CREDENTIAL_V: u32 = 1;
 /// Version of `network` (postcard `Vec<PodSubnet>`).
 pub const NETWORK_V: u32 = 1;
-/// Version of `endpoints` (postcard `Vec<Endpoints>`).
-pub const ENDPOINTS_V: u32 = 1;
+/// Version of `endpoints` (postcard `Vec<Endpoints>`): 2 since protocol 5 (the service's
+/// virtual IP); 0 and 1 hold protocol 4's endpoints ([`v1`]).
+pub const ENDPOINTS_V: u32 = 2;
 /// Version of a pod's `config` (postcard [`crate::runtime::init::InitConfig`]): 2 since
 /// protocol 4; 0 and 1 hold protocol 3's process spec ([`v1`]).
 pub const POD_CONFIG_V: u32 = 2;
@@ -202,7 +203,12 @@ impl Persisted for crate::runtime::init::InitConfig {
 
 impl Persisted for bramble_wire::objects::PodStatus {}
 impl Persisted for Vec<bramble_wire::msg::PodSubnet> {}
-impl Persisted for Vec<bramble_wire::objects::Endpoints> {}
+impl Persisted for Vec<bramble_wire::objects::Endpoints> {
+    fn decode_old(_version: u32, payload: &[u8]) -> postcard::Result<Self> {
+        postcard::from_bytes::<Vec<v1::EndpointsV1>>(payload)
+            .map(|v| v.into_iter().map(Into::into).collect())
+    }
+}
 
 /// A file of `kind` written by this build, as the previous build (version 1) wrote the same
 /// values: for upgrade tests. `None` if `bytes` is not a current file of `kind`.
@@ -223,6 +229,11 @@ pub fn previous_format(kind: Kind, bytes: &[u8]) -> Option<Vec<u8>> {
         return postcard::to_allocvec(&v1::InitConfigV1::from(&c))
             .ok()
             .map(v1);
+    }
+    if kind == ENDPOINTS && kind.current == 2 {
+        let e: Vec<bramble_wire::objects::Endpoints> = postcard::from_bytes(payload).ok()?;
+        let old: Vec<v1::EndpointsV1> = e.iter().map(Into::into).collect();
+        return postcard::to_allocvec(&old).ok().map(v1);
     }
     (kind.current == 1).then(|| bytes.to_vec())
 }

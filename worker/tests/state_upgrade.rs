@@ -1,6 +1,6 @@
 //! An upgraded worker reads the files older builds left (`tests/fixtures/state-v0/`, captured
 //! byte for byte from the writers of the last unversioned build, and `state-v1/`, the same values
-//! as the first versioned build wrote them, with protocol 3's pod spec) and migrates its own. When a
+//! as the first versioned build wrote them, with protocol 3's pod spec and protocol 4's endpoints) and migrates its own. When a
 //! change to a persisted type breaks this test, bump that file's version and keep a decoder for
 //! the old one (see `bramble_worker::persist`).
 
@@ -125,5 +125,10 @@ fn the_previous_format_of_todays_values_is_the_v1_fixture() {
     assert_eq!(
         persist::previous_format(persist::POD_CONFIG, &now).unwrap(),
         std::fs::read(pod.config()).unwrap()
+    );
+    let now = persist::encode_postcard(persist::ENDPOINTS, &values::endpoints()).unwrap();
+    assert_eq!(
+        persist::previous_format(persist::ENDPOINTS, &now).unwrap(),
+        std::fs::read(v1.join("state/endpoints")).unwrap()
     );
 }

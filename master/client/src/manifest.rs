@@ -70,6 +70,9 @@ struct ServiceM {
     target_port: u16,
     #[serde(default, deserialize_with = "de_protocol")]
     protocol: Protocol,
+    /// `"None"` (headless) or an address of the service range; absent: the master picks one.
+    #[serde(default)]
+    cluster_ip: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -609,6 +612,7 @@ impl Manifest {
                     port: v.port,
                     target_port: v.target_port,
                     protocol: v.protocol,
+                    cluster_ip: v.cluster_ip,
                 },
             }));
         }

@@ -442,6 +442,7 @@ async fn session(
                         NodeDown::Endpoints(_)
                         | NodeDown::Secrets(_)
                         | NodeDown::Network(_)
+                        | NodeDown::ClusterNetwork(_)
                         | NodeDown::ArtifactChunk { .. },
                     ) => {}
                     Some(NodeDown::Credential { secret }) => {

@@ -300,6 +300,7 @@ async fn event_loop(
                 // Isolated pods that waited for the subnet can start now.
                 sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
             }
+            Some(Ev::Down(NodeDown::ClusterNetwork(_))) => {}
             Some(Ev::Down(NodeDown::Credential { .. })) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
             Some(Ev::Down(NodeDown::ArtifactChunk {

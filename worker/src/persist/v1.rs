@@ -1,6 +1,7 @@
 //! Frozen copies of the types persisted as version 1 (and 0) of `assignment.bin` and a pod's
-//! `config`: the wire types of protocol 3, before the security context of protocol 4. Never edit
-//! these; a later change freezes its own copies next to them.
+//! `config` (the wire types of protocol 3, before the security context of protocol 4) and of
+//! `endpoints` (protocol 4's, before the service's virtual IP of protocol 5). Never edit these;
+//! a later change freezes its own copies next to them.
 
 use bramble_wire::msg::Assignment;
 use bramble_wire::objects::{
@@ -259,6 +260,41 @@ impl From<&InitConfig> for InitConfigV1 {
             config_volume_base: c.config_volume_base.clone(),
             secret_volume_base: c.secret_volume_base.clone(),
             env_file: c.env_file.clone(),
+        }
+    }
+}
+
+/// `Endpoints` of protocols 3 and 4: no virtual IP.
+#[derive(Serialize, Deserialize, Debug)]
+pub(super) struct EndpointsV1 {
+    meta: Meta,
+    port: u16,
+    ready: Vec<bramble_wire::objects::EndpointAddress>,
+    not_ready: Vec<bramble_wire::objects::EndpointAddress>,
+    protocol: bramble_wire::objects::Protocol,
+}
+
+impl From<EndpointsV1> for bramble_wire::objects::Endpoints {
+    fn from(e: EndpointsV1) -> Self {
+        bramble_wire::objects::Endpoints {
+            meta: e.meta,
+            port: e.port,
+            ready: e.ready,
+            not_ready: e.not_ready,
+            protocol: e.protocol,
+            cluster_ip: None,
+        }
+    }
+}
+
+impl From<&bramble_wire::objects::Endpoints> for EndpointsV1 {
+    fn from(e: &bramble_wire::objects::Endpoints) -> Self {
+        EndpointsV1 {
+            meta: e.meta.clone(),
+            port: e.port,
+            ready: e.ready.clone(),
+            not_ready: e.not_ready.clone(),
+            protocol: e.protocol,
         }
     }
 }

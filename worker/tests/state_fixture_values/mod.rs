@@ -98,6 +98,8 @@ pub fn endpoints() -> Vec<Endpoints> {
         }],
         not_ready: Vec::new(),
         protocol: Protocol::Tcp,
+        // Files of versions 0 and 1 have no virtual IP.
+        cluster_ip: None,
     }]
 }
 

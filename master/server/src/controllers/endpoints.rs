@@ -86,6 +86,7 @@ pub fn compute<'a>(
                 ready,
                 not_ready,
                 protocol: s.spec.protocol,
+                cluster_ip: s.spec.cluster_ip.clone().filter(|ip| ip != "None"),
             }
         })
         .collect();
