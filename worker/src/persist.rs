@@ -17,7 +17,7 @@
 //!                      init    init PID, start ticks, start time                   [pod-init]
 //!                      ip      an isolated pod's address                           [pod-ip]
 //!                      events  fifo: a byte per status change
-//!                      hosts, init.log, volumes/
+//!                      hosts, resolv.conf, init.log, volumes/
 //!           configmaps/<key>/, secrets/<key>/ (a tmpfs): config map and secret volumes,
 //!                      and the pods' `env_from` file
 //! ```
@@ -500,6 +500,12 @@ impl PodDir {
     /// The hosts file for a pod with a rootfs.
     pub fn hosts(&self) -> PathBuf {
         self.path.join(Self::HOSTS)
+    }
+
+    /// An isolated pod's `/etc/resolv.conf` (the cluster DNS), written by the agent before the
+    /// init starts; absent: the pod sees the node's.
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.path.join("resolv.conf")
     }
 
     /// The init's own stdout/stderr.

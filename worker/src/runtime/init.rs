@@ -438,7 +438,12 @@ pub fn new_root_dir(pod_dir: &PodDir) -> PathBuf {
 /// `cgroup_ns_at_pod`: the init's cgroup namespace is rooted at the pod's cgroup (fresh cgroup
 /// mounts show it); if not (v2 refused the init in a cgroup with controllers enabled for its
 /// children), the pod's cgroup directories are bound instead.
-pub fn mount_plan(cfg: &InitConfig, pod_dir: &PodDir, cgroup_ns_at_pod: bool) -> Vec<MountOp> {
+pub fn mount_plan(
+    cfg: &InitConfig,
+    pod_dir: &PodDir,
+    cgroup_ns_at_pod: bool,
+    resolv_conf: Option<&str>,
+) -> Vec<MountOp> {
     let mut plan = vec![MountOp::MakePrivate];
     let new_root = cfg.rootfs.is_none();
     let root = cfg
@@ -635,6 +640,14 @@ pub fn mount_plan(cfg: &InitConfig, pod_dir: &PodDir, cgroup_ns_at_pod: bool) ->
         dst: at("etc/hosts"),
         create: new_root,
     });
+    if let Some(contents) = resolv_conf {
+        plan.push(MountOp::Hosts {
+            file: pod_dir.resolv_conf(),
+            contents: contents.to_string(),
+            dst: at("etc/resolv.conf"),
+            create: new_root,
+        });
+    }
     if new_root {
         plan.push(MountOp::RemountReadOnly(root.clone()));
     }
@@ -1102,7 +1115,17 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
         None => Vec::new(),
     };
     mount::set_hostname(&cfg.hostname)?;
-    apply_mounts(&mount_plan(&cfg, &pod_dir, cgroup_ns_at_pod))?;
+    // An isolated pod's cluster DNS, when the agent wrote it.
+    let resolv_conf = cfg
+        .private_network
+        .then(|| std::fs::read_to_string(pod_dir.resolv_conf()).ok())
+        .flatten();
+    apply_mounts(&mount_plan(
+        &cfg,
+        &pod_dir,
+        cgroup_ns_at_pod,
+        resolv_conf.as_deref(),
+    ))?;
     if cfg.private_network {
         mount::loopback_up()?;
     }
@@ -1594,7 +1617,7 @@ mod tests {
             ),
             volume("keys", "/keys", VolumeSource::Secret { name: "tls".into() }),
         ];
-        let plan = mount_plan(&config(None, vols), &pod_dir(), true);
+        let plan = mount_plan(&config(None, vols), &pod_dir(), true, None);
         let root = Path::new("/run/bramble/pods/p/root");
         assert_eq!(plan[0], MountOp::MakePrivate);
         assert_eq!(plan[1], MountOp::RootTmpfs(root.into()));
@@ -1668,7 +1691,12 @@ mod tests {
 
     #[test]
     fn rootfs_plan_binds_read_only_adds_tmp_dev_hosts_then_pivots() {
-        let plan = mount_plan(&config(Some("/roots/alpine"), Vec::new()), &pod_dir(), true);
+        let plan = mount_plan(
+            &config(Some("/roots/alpine"), Vec::new()),
+            &pod_dir(),
+            true,
+            None,
+        );
         assert_eq!(plan[0], MountOp::MakePrivate);
         assert_eq!(plan[1], MountOp::RootBind("/roots/alpine".into()));
         assert_eq!(
@@ -1703,7 +1731,7 @@ mod tests {
     #[test]
     fn every_pod_gets_a_minimal_dev() {
         for rootfs in [None, Some("/roots/alpine")] {
-            let plan = mount_plan(&config(rootfs, Vec::new()), &pod_dir(), true);
+            let plan = mount_plan(&config(rootfs, Vec::new()), &pod_dir(), true, None);
             let root = rootfs.map_or(Path::new("/run/bramble/pods/p/root"), Path::new);
             let dev = root.join("dev");
             let dev_at = position(&plan, |o| {
@@ -1764,13 +1792,36 @@ mod tests {
         // host_ipc: the host's IPC namespace has no mqueue of the pod's own.
         let mut cfg = config(None, Vec::new());
         cfg.host_ipc = true;
-        let plan = mount_plan(&cfg, &pod_dir(), true);
+        let plan = mount_plan(&cfg, &pod_dir(), true, None);
         assert!(!plan.iter().any(|o| matches!(o, MountOp::Mqueue(_))));
     }
 
     #[test]
+    fn an_isolated_pods_cluster_dns_is_bound_over_its_resolv_conf() {
+        let text = "nameserver 10.42.0.1\nsearch default.svc.bramble.local\n";
+        let plan = mount_plan(&config(None, Vec::new()), &pod_dir(), true, Some(text));
+        let root = Path::new("/run/bramble/pods/p/root");
+        let resolv = position(&plan, |o| {
+            *o == MountOp::Hosts {
+                file: "/run/bramble/pods/p/resolv.conf".into(),
+                contents: text.into(),
+                dst: root.join("etc/resolv.conf"),
+                create: true,
+            }
+        });
+        // Before the new root is sealed read-only and pivoted into.
+        assert!(resolv < position(&plan, |o| *o == MountOp::RemountReadOnly(root.into())));
+        let none = mount_plan(&config(None, Vec::new()), &pod_dir(), true, None);
+        assert!(
+            !none.iter().any(
+                |o| matches!(o, MountOp::Hosts { dst, .. } if dst.ends_with("etc/resolv.conf"))
+            )
+        );
+    }
+
+    #[test]
     fn proc_and_sys_are_masked_and_read_only_after_their_mounts() {
-        let plan = mount_plan(&config(None, Vec::new()), &pod_dir(), true);
+        let plan = mount_plan(&config(None, Vec::new()), &pod_dir(), true, None);
         let root = Path::new("/run/bramble/pods/p/root");
         let proc_at = position(&plan, |o| *o == MountOp::Proc(root.join("proc")));
         let sys_at = position(&plan, |o| {
@@ -1791,7 +1842,7 @@ mod tests {
         // The host's network namespace: the host's /sys, read-only with its submounts.
         let mut cfg = config(None, Vec::new());
         cfg.private_network = false;
-        let plan = mount_plan(&cfg, &pod_dir(), true);
+        let plan = mount_plan(&cfg, &pod_dir(), true, None);
         assert!(plan.contains(&MountOp::Sys {
             dst: root.join("sys"),
             fresh: false,
@@ -1808,7 +1859,7 @@ mod tests {
             leaf_procs: vec!["/sys/fs/cgroup/bramble/p/_init/cgroup.procs".into()],
             v1_hierarchies: Vec::new(),
         });
-        let plan = mount_plan(&cfg, &pod_dir(), true);
+        let plan = mount_plan(&cfg, &pod_dir(), true, None);
         let root = Path::new("/run/bramble/pods/p/root");
         assert!(plan.contains(&bind("/dev", "/run/bramble/pods/p/root/dev", false)));
         assert!(
@@ -1842,7 +1893,7 @@ mod tests {
             leaf_procs: vec!["/sys/fs/cgroup/bramble/p/_init/cgroup.procs".into()],
             v1_hierarchies: Vec::new(),
         });
-        let plan = mount_plan(&cfg, &pod_dir(), true);
+        let plan = mount_plan(&cfg, &pod_dir(), true, None);
         let sys_at = position(&plan, |o| matches!(o, MountOp::Sys { .. }));
         let cg_at = position(&plan, |o| {
             *o == MountOp::Cgroup2 {
@@ -1855,7 +1906,7 @@ mod tests {
         // the kernel refuses the same superblock on the root of its own mount.
         assert!(matches!(&plan[cg_at - 1], MountOp::Tmpfs { dst: d, .. } if *d == dst));
         // v2, the namespace rooted at the init's leaf: the pod's directory bound instead.
-        let plan = mount_plan(&cfg, &pod_dir(), false);
+        let plan = mount_plan(&cfg, &pod_dir(), false, None);
         assert!(plan.contains(&MountOp::Bind {
             src: "/sys/fs/cgroup/bramble/p".into(),
             dst: dst.clone(),
@@ -1870,7 +1921,7 @@ mod tests {
             leaf_procs: Vec::new(),
             v1_hierarchies: vec!["cpu,cpuacct".into(), "memory".into()],
         });
-        let plan = mount_plan(&cfg, &pod_dir(), true);
+        let plan = mount_plan(&cfg, &pod_dir(), true, None);
         let at = position(
             &plan,
             |o| matches!(o, MountOp::Tmpfs { dst: d, .. } if *d == dst),
@@ -1918,7 +1969,7 @@ mod tests {
                 leaf_procs: Vec::new(),
                 v1_hierarchies: vec!["memory".into()],
             });
-            let plan = mount_plan(&cfg, &pod_dir(), true);
+            let plan = mount_plan(&cfg, &pod_dir(), true, None);
             let root = plan_root(&plan).unwrap().to_owned();
             for op in &plan {
                 if let Some(d) = op_dst(op) {

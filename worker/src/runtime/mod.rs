@@ -211,6 +211,9 @@ pub struct PodToRun {
     pub rootfs: Option<String>,
     /// Variables every process gets after its own (service discovery), unless it sets them.
     pub extra_env: Vec<(String, String)>,
+    /// The `/etc/resolv.conf` of a pod with its own network (the cluster DNS); `None`: the
+    /// node's.
+    pub resolv_conf: Option<String>,
 }
 
 impl PodToRun {
@@ -220,6 +223,7 @@ impl PodToRun {
             rootfs: pod.spec.rootfs.clone(),
             pod,
             extra_env: Vec::new(),
+            resolv_conf: None,
         }
     }
 
@@ -779,6 +783,15 @@ impl LinuxRuntime {
         )
         .map_err(io("write", &config_path))?;
         sysproc::mkfifo(&pod_dir.events())?;
+        if let Some(resolv) = run
+            .resolv_conf
+            .as_deref()
+            .filter(|_| pod.spec.network != NetworkMode::Host)
+        {
+            let path = pod_dir.resolv_conf();
+            persist::write_file_volatile(&path, resolv.as_bytes(), 0o644)
+                .map_err(io("write", &path))?;
+        }
 
         let init_log_path = pod_dir.init_log();
         let init_log = std::fs::OpenOptions::new()
