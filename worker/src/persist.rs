@@ -10,6 +10,7 @@
 //!             node.credential  this node's credential, 0600                       [credential]
 //!             network          the last pod subnets                                [network]
 //!             endpoints        the last service endpoints (the proxy)              [endpoints]
+//!             cluster-network  the pod and service ranges, the DNS domain          [cluster-network]
 //!             artifacts/       unpacked artifact trees (content-addressed)
 //!             logs/<ns>_<pod>/<process>.log
 //! <run-dir>/pods/<key>/config  what the pod init runs (agent → init)              [pod-config]
@@ -64,6 +65,8 @@ pub const ASSIGNMENT_V: u32 = 2;
 pub const CREDENTIAL_V: u32 = 1;
 /// Version of `network` (postcard `Vec<PodSubnet>`).
 pub const NETWORK_V: u32 = 1;
+/// Version of `cluster-network` (postcard `ClusterNetwork`).
+pub const CLUSTER_NETWORK_V: u32 = 1;
 /// Version of `endpoints` (postcard `Vec<Endpoints>`): 2 since protocol 5 (the service's
 /// virtual IP); 0 and 1 hold protocol 4's endpoints ([`v1`]).
 pub const ENDPOINTS_V: u32 = 2;
@@ -105,6 +108,11 @@ pub const NETWORK: Kind = Kind {
 pub const ENDPOINTS: Kind = Kind {
     name: "endpoints",
     current: ENDPOINTS_V,
+};
+/// `cluster-network`.
+pub const CLUSTER_NETWORK: Kind = Kind {
+    name: "cluster-network",
+    current: CLUSTER_NETWORK_V,
 };
 /// A pod's `config`.
 pub const POD_CONFIG: Kind = Kind {
@@ -203,6 +211,7 @@ impl Persisted for crate::runtime::init::InitConfig {
 
 impl Persisted for bramble_wire::objects::PodStatus {}
 impl Persisted for Vec<bramble_wire::msg::PodSubnet> {}
+impl Persisted for bramble_wire::msg::ClusterNetwork {}
 impl Persisted for Vec<bramble_wire::objects::Endpoints> {
     fn decode_old(_version: u32, payload: &[u8]) -> postcard::Result<Self> {
         postcard::from_bytes::<Vec<v1::EndpointsV1>>(payload)
@@ -393,6 +402,11 @@ impl StateDir {
     /// The last service endpoints from the master.
     pub fn endpoints(&self) -> PathBuf {
         self.root.join("endpoints")
+    }
+
+    /// The cluster's address plan and DNS domain from the master.
+    pub fn cluster_network(&self) -> PathBuf {
+        self.root.join("cluster-network")
     }
 
     /// The artifact cache.

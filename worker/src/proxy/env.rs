@@ -14,11 +14,22 @@ pub fn env_name(service: &str) -> String {
         .collect()
 }
 
-/// The variables for the services of `namespace`: the host is the node's proxy (`host`).
-pub fn service_env(eps: &[Endpoints], namespace: &str, host: &str) -> Vec<(String, String)> {
+/// The variables for the services of `namespace`: the host is the node's proxy (`host`), or
+/// with `vips` the service's virtual IP when it has one (the kernel path serves it, also while
+/// the agent restarts).
+pub fn service_env(
+    eps: &[Endpoints],
+    namespace: &str,
+    host: &str,
+    vips: bool,
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for e in eps.iter().filter(|e| e.meta.namespace == namespace) {
         let n = env_name(&e.meta.name);
+        let host = match &e.cluster_ip {
+            Some(vip) if vips => vip.as_str(),
+            _ => host,
+        };
         out.push((format!("BRAMBLE_SERVICE_{n}_HOST"), host.to_string()));
         out.push((format!("BRAMBLE_SERVICE_{n}_PORT"), e.port.to_string()));
     }
@@ -34,12 +45,13 @@ pub fn pod_service_env(
     eps: &[Endpoints],
     host: &str,
     isolated_host: Option<&str>,
+    vips: bool,
 ) -> Vec<(String, String)> {
     let host = match (pod.spec.network, isolated_host) {
         (NetworkMode::Isolated, Some(h)) => h,
         _ => host,
     };
-    service_env(eps, &pod.meta.namespace, host)
+    service_env(eps, &pod.meta.namespace, host, vips)
 }
 
 #[cfg(test)]
@@ -60,11 +72,27 @@ mod tests {
     }
 
     #[test]
+    fn with_the_kernel_path_the_host_is_the_virtual_ip() {
+        let mut web = ep("default", "web", 8080);
+        web.cluster_ip = Some("10.43.0.5".into());
+        let eps = [web, ep("default", "headless", 53)];
+        let host = |vips| {
+            service_env(&eps, "default", "127.0.0.1", vips)
+                .into_iter()
+                .filter(|(k, _)| k.ends_with("_HOST"))
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(host(true), ["10.43.0.5", "127.0.0.1"]);
+        assert_eq!(host(false), ["127.0.0.1", "127.0.0.1"]);
+    }
+
+    #[test]
     fn names_and_namespaces() {
         assert_eq!(env_name("web-api"), "WEB_API");
         let eps = [ep("default", "web-api", 8080), ep("other", "db", 5432)];
         assert_eq!(
-            service_env(&eps, "default", "127.0.0.1"),
+            service_env(&eps, "default", "127.0.0.1", false),
             [
                 (
                     "BRAMBLE_SERVICE_WEB_API_HOST".to_string(),
@@ -96,7 +124,7 @@ mod tests {
         isolated.spec.network = NetworkMode::Isolated;
         let run = |p: &Pod| {
             let mut r = crate::runtime::PodToRun::new(p.clone());
-            r.extra_env = pod_service_env(p, &eps, "127.0.0.1", Some("10.42.0.1"));
+            r.extra_env = pod_service_env(p, &eps, "127.0.0.1", Some("10.42.0.1"), false);
             r.env_of(&p.spec.processes[0])
         };
         let out = [run(&pod), run(&isolated)];

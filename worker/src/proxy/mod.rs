@@ -213,6 +213,8 @@ pub struct Proxy {
     endpoints: Vec<Endpoints>,
     /// The node's address on the pod bridge, where isolated pods reach the proxy.
     pod_gateway: Option<std::net::Ipv4Addr>,
+    /// The kernel serves the services' virtual IPs: the pods' variables name those.
+    vips: bool,
     /// How long a UDP session lives without datagrams.
     udp_idle: Duration,
 }
@@ -234,6 +236,7 @@ impl Proxy {
             limit: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             endpoints: Vec::new(),
             pod_gateway: None,
+            vips: false,
             udp_idle: udp::UDP_IDLE,
         }
     }
@@ -247,6 +250,17 @@ impl Proxy {
     /// The node's address on the pod bridge (the gateway of its pod subnet), if it has one.
     pub fn set_pod_gateway(&mut self, gateway: Option<std::net::Ipv4Addr>) {
         self.pod_gateway = gateway;
+    }
+
+    /// Whether the kernel serves the services' virtual IPs (then pods started from now on get
+    /// them in their `BRAMBLE_SERVICE_<NAME>_HOST`).
+    pub fn set_vips(&mut self, on: bool) {
+        self.vips = on;
+    }
+
+    /// The last endpoints set.
+    pub fn endpoints(&self) -> &[Endpoints] {
+        &self.endpoints
     }
 
     /// Where isolated pods reach the proxy: the bridge's address when the proxy listens on
@@ -408,6 +422,7 @@ impl Proxy {
             &self.endpoints,
             &self.host(),
             self.isolated_host().as_deref(),
+            self.vips,
         )
     }
 }

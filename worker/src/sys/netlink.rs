@@ -37,6 +37,7 @@ const RTM_DELROUTE: u16 = 25;
 const RTM_GETROUTE: u16 = 26;
 const RT_TABLE_MAIN: u8 = 254;
 const RT_SCOPE_UNIVERSE: u8 = 0;
+const RT_SCOPE_LINK: u8 = 253;
 const RTN_UNICAST: u8 = 1;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
@@ -347,6 +348,29 @@ impl Rtnl {
             NLM_F_CREATE | flags,
             &m.buf,
             &format!("add route {dst}/{dst_len} via {gateway}"),
+        )
+    }
+
+    /// Adds or replaces a route out of link `oif` with no gateway (scope link), like
+    /// `ip route replace DST/LEN dev IF proto P`.
+    pub fn replace_dev_route(
+        &mut self,
+        dst: Ipv4Addr,
+        dst_len: u8,
+        oif: u32,
+        protocol: u8,
+    ) -> Result<()> {
+        let mut head = rtmsg(dst_len, protocol);
+        head[6] = RT_SCOPE_LINK;
+        let mut m = Msg::default();
+        m.bytes(&head);
+        m.attr(RTA_DST, &dst.octets());
+        m.attr_u32(RTA_OIF, oif);
+        self.request(
+            RTM_NEWROUTE,
+            NLM_F_CREATE | NLM_F_REPLACE,
+            &m.buf,
+            &format!("add route {dst}/{dst_len} dev {oif}"),
         )
     }
 

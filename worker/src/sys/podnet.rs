@@ -14,6 +14,9 @@ use super::{Result, SysError};
 
 /// The routing protocol number marking the worker's routes (`ip route show proto 98`).
 pub const ROUTE_PROTO: u8 = 98;
+/// The protocol number of the route to the service range over the bridge (`proto 99`), kept
+/// apart from [`ROUTE_PROTO`]'s set that [`sync_routes`] owns.
+pub const SERVICE_ROUTE_PROTO: u8 = 99;
 
 /// Creates `bridge` if it is missing, gives it `gateway/prefix`, brings it up, and turns on IPv4
 /// forwarding. Idempotent.
@@ -152,4 +155,60 @@ pub fn sync_routes(want: &[(String, String)]) -> Result<usize> {
 pub fn unshare_net() -> Result<()> {
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| SysError::call("unshare(CLONE_NEWNET)", e))
+}
+
+/// Routes the service range (`cidr`/`prefix`) out of `bridge`, so that the node itself reaches
+/// the services' virtual IPs (the nftables output chain rewrites them; without a route the
+/// connect fails before netfilter sees it). Idempotent; removes a stale service route first.
+pub fn ensure_service_route(bridge: &str, cidr: Ipv4Addr, prefix: u8) -> Result<()> {
+    let mut nl = Rtnl::open()?;
+    let index = netlink::index(bridge)?;
+    for r in nl.routes()? {
+        if r.protocol == SERVICE_ROUTE_PROTO && (r.dst, r.dst_len) != (cidr, prefix) {
+            nl.del_route(r.dst, r.dst_len, SERVICE_ROUTE_PROTO)?;
+        }
+    }
+    nl.replace_dev_route(cidr, prefix, index, SERVICE_ROUTE_PROTO)
+}
+
+/// What [`cleanup`] removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Routes of protocols 98 and 99.
+    pub routes: usize,
+    /// Pods' veth ends (`bp<PID>`) and the bridge.
+    pub links: usize,
+}
+
+/// Removes the worker's network from the calling thread's network namespace: its routes
+/// (protocols [`ROUTE_PROTO`] and [`SERVICE_ROUTE_PROTO`]), the host ends of pods' veth pairs
+/// (`bp<digits>`) and `bridge`. Other links and routes are never touched.
+pub fn cleanup(bridge: &str) -> Result<Removed> {
+    let mut nl = Rtnl::open()?;
+    let mut removed = Removed::default();
+    for r in nl.routes()? {
+        if (r.protocol == ROUTE_PROTO || r.protocol == SERVICE_ROUTE_PROTO) && r.dst_len > 0 {
+            nl.del_route(r.dst, r.dst_len, r.protocol)?;
+            removed.routes += 1;
+        }
+    }
+    // The calling thread's namespace (not `/sys/class/net`, which shows the namespace sysfs
+    // was mounted in).
+    let names = nix::net::if_::if_nameindex().map_err(|e| SysError::call("if_nameindex", e))?;
+    let mut links: Vec<String> = names
+        .iter()
+        .filter_map(|i| i.name().to_str().ok().map(str::to_string))
+        .filter(|n| {
+            n.strip_prefix("bp")
+                .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    links.push(bridge.to_string());
+    for name in links {
+        if let Ok(i) = netlink::index(&name) {
+            nl.del_link(i)?;
+            removed.links += 1;
+        }
+    }
+    Ok(removed)
 }
