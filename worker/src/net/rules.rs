@@ -5,7 +5,10 @@
 //! The table `inet bramble` holds:
 //!
 //! - `prerouting` (nat, hook prerouting, priority dstnat −100) and `output` (nat, hook output,
-//!   −100): IPv4 packets jump to `services`.
+//!   −100): IPv4 packets jump to `services`. Every rule that reads the IPv4 header says
+//!   `meta nfproto ipv4` itself although only IPv4 gets there: `nft list` needs that dependency
+//!   in the rule to show `ip daddr` rather than raw header bits, and NAT chains only see the
+//!   first packet of a connection, so the repetition costs little.
 //! - `services`: a service's cluster IP and port jump to the service's chain; its node port
 //!   (`fib daddr type local`, not `127.0.0.0/8`: loopback to the node's port stays with the
 //!   agent's userspace listener, since DNAT of loopback traffic needs `route_localnet`) jumps
@@ -315,6 +318,7 @@ fn service_chain(i: usize, s: &ServiceRule) -> String {
 /// Matches of "addressed to this node, not over loopback" (node ports and host ports).
 fn local_port(p: Proto, port: u16) -> Vec<Expr> {
     vec![
+        Expr::Ipv4,
         Expr::FibDaddrLocal,
         Expr::Daddr {
             net: (Ipv4Addr::new(127, 0, 0, 0), 8),
@@ -357,6 +361,7 @@ pub fn plan(p: &NetPlan) -> Table {
         let name = service_chain(i, s);
         if let Some(vip) = s.cluster_ip {
             services.push(Rule(vec![
+                Expr::Ipv4,
                 Expr::Daddr {
                     net: (vip, 32),
                     not: false,
@@ -483,7 +488,7 @@ mod tests {
         }
     }
 
-    fn chain<'a>(t: &'a Table, name: &str) -> Vec<String> {
+    fn chain(t: &Table, name: &str) -> Vec<String> {
         t.chains
             .iter()
             .find(|c| c.name == name)
@@ -547,7 +552,10 @@ mod tests {
         let t = plan(&p);
         assert_eq!(
             chain(&t, "services"),
-            ["ip daddr 10.43.0.10 meta l4proto tcp th dport 80 jump svc0-default-web-tcp80"]
+            [
+                "meta nfproto ipv4 ip daddr 10.43.0.10 meta l4proto tcp th dport 80 \
+                 jump svc0-default-web-tcp80"
+            ]
         );
         assert_eq!(
             chain(&t, "svc0-default-web-tcp80"),
@@ -607,11 +615,12 @@ mod tests {
         assert_eq!(
             chain(&t, "services"),
             [
-                "ip daddr 10.43.0.53 meta l4proto udp th dport 53 jump svc0-default-dns-udp53",
-                "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto tcp th dport 30080 \
-                 jump svc1-default-np-tcp30080",
-                "fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto tcp th dport 8443 \
-                 dnat ip to 10.42.1.7:443",
+                "meta nfproto ipv4 ip daddr 10.43.0.53 meta l4proto udp th dport 53 \
+                 jump svc0-default-dns-udp53",
+                "meta nfproto ipv4 fib daddr type local ip daddr != 127.0.0.0/8 \
+                 meta l4proto tcp th dport 30080 jump svc1-default-np-tcp30080",
+                "meta nfproto ipv4 fib daddr type local ip daddr != 127.0.0.0/8 \
+                 meta l4proto tcp th dport 8443 dnat ip to 10.42.1.7:443",
             ]
         );
         assert_eq!(
