@@ -18,6 +18,8 @@
 //!   pod's cgroup (`BPF_PROG_ATTACH`, `BPF_CGROUP_DEVICE`).
 //! - [`seccomp`]: installing a prepared seccomp filter (raw `seccomp(2)`, in the fork child).
 //! - [`netlink`]: a minimal rtnetlink client (links, addresses, routes).
+//! - [`nft`]: a minimal nf_tables client: replaces a whole table (chains, NAT rules) in one
+//!   atomic batch, deletes one, and checks that nf_tables with NAT works.
 //! - [`podnet`]: the pod bridge, veth pairs into isolated pods (configured from a thread that
 //!   joined the pod's network namespace), and routes to other nodes' pod subnets.
 #![allow(unsafe_code)]
@@ -28,6 +30,7 @@ pub mod fs;
 pub mod mount;
 pub mod net;
 pub mod netlink;
+pub mod nft;
 pub mod podnet;
 pub mod process;
 pub mod seccomp;

@@ -15,10 +15,10 @@ use nix::sys::socket::{
 use super::{Result, SysError};
 
 // linux/netlink.h
-const NLMSG_ERROR: u16 = 2;
+pub(super) const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
+pub(super) const NLM_F_REQUEST: u16 = 0x1;
+pub(super) const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 /// With `NLM_F_CREATE`: replace an existing object.
 pub const NLM_F_REPLACE: u16 = 0x100;
@@ -26,7 +26,7 @@ pub const NLM_F_REPLACE: u16 = 0x100;
 pub const NLM_F_EXCL: u16 = 0x200;
 /// Create the object.
 pub const NLM_F_CREATE: u16 = 0x400;
-const NLMSG_HDRLEN: usize = 16;
+pub(super) const NLMSG_HDRLEN: usize = 16;
 
 // linux/rtnetlink.h
 const RTM_NEWLINK: u16 = 16;
@@ -60,23 +60,23 @@ const AF_INET: u8 = 2;
 
 /// A message under construction: payload header, then attributes (4-byte aligned).
 #[derive(Default)]
-struct Msg {
-    buf: Vec<u8>,
+pub(super) struct Msg {
+    pub(super) buf: Vec<u8>,
 }
 
 impl Msg {
-    fn pad(&mut self) {
+    pub(super) fn pad(&mut self) {
         while !self.buf.len().is_multiple_of(4) {
             self.buf.push(0);
         }
     }
 
-    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+    pub(super) fn bytes(&mut self, b: &[u8]) -> &mut Self {
         self.buf.extend_from_slice(b);
         self
     }
 
-    fn attr(&mut self, ty: u16, data: &[u8]) -> &mut Self {
+    pub(super) fn attr(&mut self, ty: u16, data: &[u8]) -> &mut Self {
         self.pad();
         let len = (4 + data.len()) as u16;
         self.buf.extend_from_slice(&len.to_ne_bytes());
@@ -86,18 +86,18 @@ impl Msg {
         self
     }
 
-    fn attr_str(&mut self, ty: u16, s: &str) -> &mut Self {
+    pub(super) fn attr_str(&mut self, ty: u16, s: &str) -> &mut Self {
         let mut d = s.as_bytes().to_vec();
         d.push(0);
         self.attr(ty, &d)
     }
 
-    fn attr_u32(&mut self, ty: u16, v: u32) -> &mut Self {
+    pub(super) fn attr_u32(&mut self, ty: u16, v: u32) -> &mut Self {
         self.attr(ty, &v.to_ne_bytes())
     }
 
     /// Starts a nested attribute; [`Msg::end`] fills in its length.
-    fn begin(&mut self, ty: u16) -> usize {
+    pub(super) fn begin(&mut self, ty: u16) -> usize {
         self.pad();
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0, 0]);
@@ -105,7 +105,7 @@ impl Msg {
         at
     }
 
-    fn end(&mut self, at: usize) {
+    pub(super) fn end(&mut self, at: usize) {
         let len = (self.buf.len() - at) as u16;
         self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
         self.pad();
@@ -159,7 +159,7 @@ pub struct Rtnl {
     seq: u32,
 }
 
-fn nl_err(what: impl Into<String>, err: nix::Error) -> SysError {
+pub(super) fn nl_err(what: impl Into<String>, err: nix::Error) -> SysError {
     SysError::Netlink {
         what: what.into(),
         err,
