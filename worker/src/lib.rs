@@ -3,6 +3,8 @@
 //! Invariant: only [`sys`] calls `nix`/`libc` or holds `unsafe`.
 
 pub mod agent;
+pub mod dns;
+
 pub mod persist;
 pub mod proxy;
 pub mod runtime;
