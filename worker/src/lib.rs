@@ -4,7 +4,6 @@
 
 pub mod agent;
 pub mod dns;
-
 pub mod persist;
 pub mod proxy;
 pub mod runtime;

@@ -285,3 +285,251 @@ pub fn relay(resp: Vec<u8>, limit: usize) -> Option<Vec<u8>> {
     }
     build_within(Packet::parse(&resp).ok()?, limit)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::zone::{ServiceRecord, ZoneInput};
+
+    fn zone(pods: usize) -> Zone {
+        Zone::new(&ZoneInput {
+            domain: "bramble.local".into(),
+            services: vec![
+                ServiceRecord {
+                    namespace: "default".into(),
+                    name: "web".into(),
+                    cluster_ip: Some(Ipv4Addr::new(10, 43, 0, 10)),
+                    pods: vec![],
+                },
+                ServiceRecord {
+                    namespace: "default".into(),
+                    name: "many".into(),
+                    cluster_ip: None,
+                    pods: (0..pods)
+                        .map(|i| {
+                            (
+                                format!("p{i}"),
+                                Ipv4Addr::new(10, 42, (i / 250) as u8, (i % 250) as u8 + 2),
+                            )
+                        })
+                        .collect(),
+                },
+            ],
+        })
+    }
+
+    fn query(name: &str, t: TYPE, edns: Option<u16>) -> Vec<u8> {
+        let mut p = Packet::new_query(0x1234);
+        p.set_flags(PacketFlag::RECURSION_DESIRED);
+        p.questions.push(Question::new(
+            Name::new_unchecked(name),
+            QTYPE::TYPE(t),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        if let Some(size) = edns {
+            *p.opt_mut() = Some(OPT {
+                opt_codes: vec![],
+                udp_packet_size: size,
+                version: 0,
+            });
+        }
+        p.build_bytes_vec().unwrap()
+    }
+
+    /// The reply of a step, parsed (the bytes leak: tests only).
+    fn reply(step: Step) -> &'static [u8] {
+        match step {
+            Step::Reply(r) => Box::leak(r.into_boxed_slice()),
+            s => panic!("expected a reply, got {s:?}"),
+        }
+    }
+
+    #[test]
+    fn a_record_authoritative_with_the_question() {
+        let z = zone(0);
+        let r = reply(handle(
+            &z,
+            &query("Web.Default.svc.bramble.local", TYPE::A, None),
+            false,
+        ));
+        let p = Packet::parse(&r).unwrap();
+        assert_eq!(p.id(), 0x1234);
+        assert!(p.has_flags(
+            PacketFlag::RESPONSE | PacketFlag::AUTHORITATIVE_ANSWER | PacketFlag::RECURSION_DESIRED
+        ));
+        assert_eq!(p.rcode(), RCODE::NoError);
+        assert_eq!(
+            p.questions[0].qname.to_string(),
+            "Web.Default.svc.bramble.local"
+        );
+        assert_eq!(p.answers.len(), 1);
+        assert_eq!(p.answers[0].ttl, CLUSTER_TTL);
+        assert_eq!(
+            p.answers[0].rdata,
+            RData::A(A::from(Ipv4Addr::new(10, 43, 0, 10)))
+        );
+    }
+
+    #[test]
+    fn nxdomain_and_nodata_carry_the_soa() {
+        let z = zone(0);
+        let nx = Packet::parse(reply(handle(
+            &z,
+            &query("nope.default.svc.bramble.local", TYPE::A, None),
+            false,
+        )))
+        .unwrap();
+        assert_eq!(nx.rcode(), RCODE::NameError);
+        assert!(nx.answers.is_empty());
+        assert!(matches!(nx.name_servers[0].rdata, RData::SOA(ref s) if s.minimum == CLUSTER_TTL));
+        assert_eq!(cache_ttl(&nx), Some(CLUSTER_TTL));
+        let nodata = Packet::parse(reply(handle(
+            &z,
+            &query("web.default.svc.bramble.local", TYPE::AAAA, None),
+            false,
+        )))
+        .unwrap();
+        assert_eq!(nodata.rcode(), RCODE::NoError);
+        assert!(nodata.answers.is_empty());
+        assert!(matches!(nodata.name_servers[0].rdata, RData::SOA(_)));
+        let soa = Packet::parse(reply(handle(
+            &z,
+            &query("bramble.local", TYPE::SOA, None),
+            false,
+        )))
+        .unwrap();
+        assert!(matches!(soa.answers[0].rdata, RData::SOA(_)));
+    }
+
+    #[test]
+    fn outside_names_are_forwarded_with_the_clients_limit() {
+        let z = zone(0);
+        match handle(&z, &query("Example.COM.", TYPE::AAAA, Some(4096)), false) {
+            Step::Forward { key, limit } => {
+                assert_eq!(key, ("example.com".to_string(), 28, 1));
+                assert_eq!(limit, MAX_UDP);
+            }
+            s => panic!("{s:?}"),
+        }
+        assert!(matches!(
+            handle(&z, &query("example.com", TYPE::A, None), false),
+            Step::Forward {
+                limit: CLASSIC_UDP,
+                ..
+            }
+        ));
+        assert!(matches!(
+            handle(&z, &query("example.com", TYPE::A, None), true),
+            Step::Forward { limit: MAX_TCP, .. }
+        ));
+    }
+
+    #[test]
+    fn large_answers_are_truncated_over_udp_only() {
+        let z = zone(100);
+        let q = query("many.default.svc.bramble.local", TYPE::A, None);
+        let udp = Packet::parse(reply(handle(&z, &q, false))).unwrap();
+        assert!(udp.has_flags(PacketFlag::TRUNCATION));
+        assert!(udp.answers.is_empty());
+        let tcp = Packet::parse(reply(handle(&z, &q, true))).unwrap();
+        assert!(!tcp.has_flags(PacketFlag::TRUNCATION));
+        assert_eq!(tcp.answers.len(), 100);
+    }
+
+    #[test]
+    fn bad_input_formerr_when_there_is_a_header_else_dropped() {
+        let z = zone(0);
+        assert!(matches!(handle(&z, b"", false), Step::Drop));
+        assert!(matches!(handle(&z, &[0xff; 11], false), Step::Drop));
+        // A header claiming a question that is not there.
+        let r = Packet::parse(reply(handle(
+            &z,
+            &[0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7],
+            false,
+        )))
+        .unwrap();
+        assert_eq!((r.id(), r.rcode()), (0xabcd, RCODE::FormatError));
+        // Responses are never answered.
+        let mut resp = query("web.default.svc.bramble.local", TYPE::A, None);
+        resp[2] |= 0x80;
+        assert!(matches!(handle(&z, &resp, false), Step::Drop));
+        // Two questions, no question.
+        let mut p = Packet::new_query(7);
+        let r = Packet::parse(reply(handle(&z, &p.build_bytes_vec().unwrap(), false))).unwrap();
+        assert_eq!(r.rcode(), RCODE::FormatError);
+        for _ in 0..2 {
+            p.questions.push(Question::new(
+                Name::new_unchecked("a.b"),
+                QTYPE::TYPE(TYPE::A),
+                QCLASS::CLASS(CLASS::IN),
+                false,
+            ));
+        }
+        let r = Packet::parse(reply(handle(&z, &p.build_bytes_vec().unwrap(), false))).unwrap();
+        assert_eq!(r.rcode(), RCODE::FormatError);
+        // Another opcode.
+        let mut notify = query("bramble.local", TYPE::SOA, None);
+        notify[2] |= 4 << 3;
+        let r = Packet::parse(reply(handle(&z, &notify, false))).unwrap();
+        assert_eq!(r.rcode(), RCODE::NotImplemented);
+        // Every prefix and every single-byte corruption of a query: no panic.
+        let q = query("web.default.svc.bramble.local", TYPE::A, Some(1232));
+        for n in 0..q.len() {
+            let _ = handle(&z, &q[..n], false);
+            for b in [0u8, 0x3f, 0xc0, 0xff] {
+                let mut c = q.clone();
+                c[n] = b;
+                let _ = handle(&z, &c, false);
+            }
+        }
+    }
+
+    #[test]
+    fn cached_answers_get_the_new_id_and_question_and_older_ttls() {
+        let mut resp = Packet::new_reply(1);
+        resp.questions.push(Question::new(
+            Name::new_unchecked("example.com"),
+            QTYPE::TYPE(TYPE::A),
+            QCLASS::CLASS(CLASS::IN),
+            false,
+        ));
+        resp.answers.push(ResourceRecord::new(
+            Name::new_unchecked("example.com"),
+            CLASS::IN,
+            300,
+            RData::A(A::from(Ipv4Addr::new(192, 0, 2, 1))),
+        ));
+        resp.answers.push(ResourceRecord::new(
+            Name::new_unchecked("example.com"),
+            CLASS::IN,
+            60,
+            RData::A(A::from(Ipv4Addr::new(192, 0, 2, 2))),
+        ));
+        assert_eq!(cache_ttl(&resp), Some(60));
+        let stored = resp.build_bytes_vec().unwrap();
+        let q = query("EXAMPLE.com", TYPE::A, None);
+        let out = Packet::parse(&from_cache(&stored, &q, 10, CLASSIC_UDP).unwrap())
+            .unwrap()
+            .into_owned_for_test();
+        assert_eq!(out.0, 0x1234);
+        assert_eq!(out.1, "EXAMPLE.com");
+        assert_eq!(out.2, vec![290, 50]);
+        let mut servfail = Packet::new_reply(1);
+        *servfail.rcode_mut() = RCODE::ServerFailure;
+        assert_eq!(cache_ttl(&servfail), None);
+    }
+
+    trait Summary {
+        fn into_owned_for_test(self) -> (u16, String, Vec<u32>);
+    }
+    impl Summary for Packet<'_> {
+        fn into_owned_for_test(self) -> (u16, String, Vec<u32>) {
+            (
+                self.id(),
+                self.questions[0].qname.to_string(),
+                self.answers.iter().map(|r| r.ttl).collect(),
+            )
+        }
+    }
+}
