@@ -353,7 +353,7 @@ mod tests {
             &query("Web.Default.svc.bramble.local", TYPE::A, None),
             false,
         ));
-        let p = Packet::parse(&r).unwrap();
+        let p = Packet::parse(r).unwrap();
         assert_eq!(p.id(), 0x1234);
         assert!(p.has_flags(
             PacketFlag::RESPONSE | PacketFlag::AUTHORITATIVE_ANSWER | PacketFlag::RECURSION_DESIRED
