@@ -93,6 +93,28 @@ impl Dns {
     }
 
     async fn forward(&self, query: &[u8], key: Key, limit: usize) -> Vec<u8> {
+        // Upstream sees an id of ours (random, so an off-path spoofer must guess it and the
+        // port); the client gets its own back.
+        let mut ours = query.to_vec();
+        if let Some(id) = ours.get_mut(..2) {
+            let random = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
+            id.copy_from_slice(&random.to_be_bytes());
+        }
+        let mut r = self.forward_as(&ours, query, key, limit).await;
+        if let (Some(to), Some(from)) = (r.get_mut(..2), query.get(..2)) {
+            to.copy_from_slice(from);
+        }
+        r
+    }
+
+    /// Forwards `query` (our id) on behalf of `client_query`.
+    async fn forward_as(
+        &self,
+        query: &[u8],
+        client_query: &[u8],
+        key: Key,
+        limit: usize,
+    ) -> Vec<u8> {
         let own = *self.listen.lock().unwrap_or_else(|e| e.into_inner());
         let mut last = None;
         for server in self.upstreams.current() {
@@ -121,7 +143,8 @@ impl Dns {
                             Instant::now(),
                         );
                     }
-                    return message::relay(resp, limit).unwrap_or_else(|| message::servfail(query));
+                    return message::relay(resp, limit)
+                        .unwrap_or_else(|| message::servfail(client_query));
                 }
                 Err(e) => {
                     tracing::debug!(%server, name = %key.0, error = %e, "upstream did not answer; trying the next")
@@ -129,7 +152,7 @@ impl Dns {
             }
         }
         last.and_then(|r| message::relay(r, limit))
-            .unwrap_or_else(|| message::servfail(query))
+            .unwrap_or_else(|| message::servfail(client_query))
     }
 
     /// Serves UDP and TCP on `addr` until an error on a listener (returned).
