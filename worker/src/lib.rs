@@ -3,6 +3,7 @@
 //! Invariant: only [`sys`] calls `nix`/`libc` or holds `unsafe`.
 
 pub mod agent;
+pub mod dns;
 pub mod net;
 pub mod persist;
 pub mod proxy;
