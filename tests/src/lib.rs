@@ -426,6 +426,12 @@ impl WorkerSpec {
             .args(["--cgroup-parent", &self.cgroup_parent])
             .arg("--token-file")
             .arg(&self.token_file);
+        // Agents sharing the host's network namespace share its one nftables table and bridge:
+        // they serve services from userspace. A worker in a namespace of its own (a host of
+        // `netns::Topology`, a QEMU guest) keeps the kernel path, the default.
+        if self.ns.is_none() && !self.extra.iter().any(|a| a == "--service-proxy") {
+            cmd.args(["--service-proxy", "userspace"]);
+        }
         let what = match &self.ns {
             Some(ns) => format!("worker {} in {ns}", self.name),
             None => format!("worker {}", self.name),

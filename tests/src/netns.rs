@@ -74,6 +74,8 @@ pub struct Topology {
     pub master: Host,
     /// The workers' hosts, `bw1-...` first.
     pub workers: Vec<Host>,
+    /// Hosts added with [`Topology::add_host`] (`bx1-...`: "the internet", a client...).
+    pub extra: Vec<Host>,
 }
 
 fn list_netns() -> Vec<String> {
@@ -92,9 +94,10 @@ fn owner_pid(name: &str) -> Option<u32> {
     let (role, rest) = name.split_once('-')?;
     let known = role == "br"
         || role == "bm"
-        || role
-            .strip_prefix("bw")
-            .is_some_and(|n| n.parse::<u8>().is_ok());
+        || ["bw", "bx"].iter().any(|p| {
+            role.strip_prefix(p)
+                .is_some_and(|n| n.parse::<u8>().is_ok())
+        });
     if !known {
         return None;
     }
@@ -150,6 +153,7 @@ impl Topology {
                     )
                 })
                 .collect(),
+            extra: Vec::new(),
             id,
         };
         for h in t.all_ns() {
@@ -166,6 +170,36 @@ impl Topology {
         ip(&["-n", b, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", b, "link", "set", "br0", "up"]);
         for h in std::iter::once(&t.master).chain(&t.workers) {
+            t.cable(h);
+        }
+        t
+    }
+
+    /// Adds a host at `addr` (192.0.2.0/24) on the test network: namespace `bx<N>-<id>`.
+    pub fn add_host(&mut self, addr: &str) -> Host {
+        let n = self.extra.len() + 1;
+        let h = Host {
+            ns: format!("bx{n}-{}", self.id),
+            addr: addr.into(),
+            port: format!("px{n}"),
+        };
+        assert!(
+            h.ns.len() <= 15,
+            "netns name {} longer than 15 characters",
+            h.ns
+        );
+        if let Ok(mut live) = LIVE.lock() {
+            live.push(h.ns.clone());
+        }
+        self.cable(&h);
+        self.extra.push(h.clone());
+        h
+    }
+
+    /// Creates `h`'s namespace and cables it to the bridge.
+    fn cable(&self, h: &Host) {
+        let b = self.bridge_ns.as_str();
+        {
             ip(&["netns", "add", &h.ns]);
             ip(&[
                 "-n", b, "link", "add", &h.port, "type", "veth", "peer", "name", "eth0", "netns",
@@ -185,7 +219,6 @@ impl Topology {
             ]);
             ip(&["-n", &h.ns, "link", "set", "eth0", "up"]);
         }
-        t
     }
 
     /// Every namespace name, bridge first.
@@ -193,6 +226,7 @@ impl Topology {
         std::iter::once(self.bridge_ns.clone())
             .chain(std::iter::once(self.master.ns.clone()))
             .chain(self.workers.iter().map(|w| w.ns.clone()))
+            .chain(self.extra.iter().map(|w| w.ns.clone()))
             .collect()
     }
 
@@ -282,14 +316,26 @@ impl Cluster {
     /// Starts a master with `master_flags` and `workers` workers, and waits until every node is
     /// Ready.
     pub fn start(workers: usize, master_flags: &[&str]) -> Cluster {
+        Cluster::start_with(workers, master_flags, |_| Vec::new())
+    }
+
+    /// [`Cluster::start`] with more flags for each worker: `worker_flags(tmp)` (the cluster's
+    /// temporary directory, for files the flags name).
+    pub fn start_with(
+        workers: usize,
+        master_flags: &[&str],
+        worker_flags: impl Fn(&Path) -> Vec<String>,
+    ) -> Cluster {
         let topo = Topology::create(workers);
         let tmp = tempfile::tempdir().unwrap();
+        let flags = worker_flags(tmp.path());
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
         let m = MasterProc::start_in(&topo, &tmp.path().join("master"), master_flags);
         let names: Vec<String> = (1..=workers).map(|i| format!("w{i}")).collect();
         let workers = names
             .iter()
             .zip(&topo.workers)
-            .map(|(n, h)| start_worker(&topo, h, &m, n, &tmp.path().join(n), &[]))
+            .map(|(n, h)| start_worker(&topo, h, &m, n, &tmp.path().join(n), &flags))
             .collect();
         let c = Cluster {
             workers,

@@ -12,11 +12,11 @@ use clap::Parser;
 #[command(name = "bramble-worker", version, about)]
 struct Args {
     /// Master address (host:port).
-    #[arg(long, env = "BRAMBLE_MASTER")]
-    master: String,
+    #[arg(long, env = "BRAMBLE_MASTER", required_unless_present = "cleanup")]
+    master: Option<String>,
     /// File holding the master's join token.
-    #[arg(long, env = "BRAMBLE_TOKEN_FILE")]
-    token_file: PathBuf,
+    #[arg(long, env = "BRAMBLE_TOKEN_FILE", required_unless_present = "cleanup")]
+    token_file: Option<PathBuf>,
     /// Node name (default: the hostname).
     #[arg(long)]
     name: Option<String>,
@@ -42,6 +42,25 @@ struct Args {
     /// gateway address of the node's pod subnet).
     #[arg(long, default_value = "bramble0")]
     pod_bridge: String,
+    /// How services are served: `kernel` (nftables rules for virtual IPs, node ports and host
+    /// ports, egress NAT of the pod range, cluster DNS on the bridge; they outlive the agent)
+    /// or `userspace` (the agent's own proxy only).
+    #[arg(long, default_value = "kernel", value_parser = ["kernel", "userspace"])]
+    service_proxy: String,
+    /// The nftables table (family inet) the agent owns; no other table is touched.
+    #[arg(long, default_value = "bramble")]
+    nft_table: String,
+    /// Port of the cluster DNS on the bridge's gateway address.
+    #[arg(long, default_value_t = 53)]
+    dns_port: u16,
+    /// The node's resolvers (`nameserver` lines), where the cluster DNS forwards names outside
+    /// the cluster domain; re-read when it changes.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    upstream_resolv_conf: PathBuf,
+    /// Remove what the agent added to the node's network (the nftables table, the pod bridge,
+    /// the pods' veth ends, its routes) and exit. Pods' processes are not touched.
+    #[arg(long)]
+    cleanup: bool,
 }
 
 fn main() {
@@ -80,19 +99,51 @@ fn hostname() -> String {
     if n.is_empty() { "node".into() } else { n }
 }
 
+/// `--cleanup`: removes the agent's network state from this network namespace.
+fn cleanup(args: &Args) -> anyhow::Result<()> {
+    bramble_worker::sys::nft::delete_table(&args.nft_table).map_err(|e| {
+        anyhow::anyhow!("cannot delete nftables table inet {}: {e}", args.nft_table)
+    })?;
+    let removed = bramble_worker::sys::podnet::cleanup(&args.pod_bridge)
+        .map_err(|e| anyhow::anyhow!("cannot remove the pod network: {e}"))?;
+    println!(
+        "removed nftables table inet {}, {} links (bridge {} and pods' veths), {} routes",
+        args.nft_table, removed.links, args.pod_bridge, removed.routes
+    );
+    Ok(())
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
-    let token = std::fs::read_to_string(&args.token_file)
+    if args.nft_table.is_empty()
+        || args.nft_table.len() > 64
+        || !args
+            .nft_table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        anyhow::bail!(
+            "--nft-table {:?}: 1 to 64 letters, digits, '-' or '_'",
+            args.nft_table
+        );
+    }
+    if args.cleanup {
+        return cleanup(&args);
+    }
+    let (Some(master), Some(token_file)) = (args.master.clone(), args.token_file.clone()) else {
+        anyhow::bail!("--master and --token-file are required");
+    };
+    let token = std::fs::read_to_string(&token_file)
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot read join token {}: {e}; copy the master's DATA_DIR/join.token here",
-                args.token_file.display()
+                token_file.display()
             )
         })?
         .trim()
         .to_string();
     // Refuse at once a token that cannot authenticate the master.
     bramble_worker::agent::tls::pin_and_credential(&token)
-        .map_err(|e| anyhow::anyhow!("{}: {e:#}", args.token_file.display()))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}", token_file.display()))?;
     let name = args.name.unwrap_or_else(hostname);
     let mut labels = Vec::new();
     for kv in args
@@ -135,14 +186,26 @@ fn run(args: Args) -> anyhow::Result<()> {
         controllers,
     );
     tracing::info!(node = %name, arch = info.arch.as_str(), cgroup = ?version, "bramble-worker starting");
+    let net = bramble_worker::agent::netpath::NetConfig {
+        mode: if args.service_proxy == "userspace" {
+            bramble_worker::agent::netpath::ServiceProxy::Userspace
+        } else {
+            bramble_worker::agent::netpath::ServiceProxy::Kernel
+        },
+        table: args.nft_table.clone(),
+        bridge: args.pod_bridge.clone(),
+        dns_port: args.dns_port,
+        upstream_resolv_conf: args.upstream_resolv_conf.clone(),
+    };
     let cfg = bramble_worker::agent::Config {
-        master: args.master,
+        master,
         token,
         name,
         state,
         info,
         poll_interval: Duration::from_secs(1),
         proxy_address: args.proxy_address,
+        net,
     };
     smol::block_on(bramble_worker::agent::run(cfg, driver))
 }

@@ -48,6 +48,10 @@ fn config(state: &std::path::Path) -> Config {
         info: info::collect("n1", &[], None, CgroupVersion::None, Controllers::default()),
         poll_interval: Duration::from_millis(10),
         proxy_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        net: super::netpath::NetConfig {
+            mode: super::netpath::ServiceProxy::Userspace,
+            ..Default::default()
+        },
     }
 }
 

@@ -10,6 +10,7 @@ pub mod credential;
 pub mod driver;
 pub mod fake;
 pub mod info;
+pub mod netpath;
 pub mod state;
 pub mod tls;
 
@@ -67,6 +68,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Where the service proxy listens (`0.0.0.0`: every address of the node).
     pub proxy_address: std::net::IpAddr,
+    /// The kernel network path (nftables, cluster DNS).
+    pub net: netpath::NetConfig,
 }
 
 /// Splits the master's subnet list into this node's own subnet and the routes to the others.
@@ -93,16 +96,18 @@ fn apply_network(
     cfg: &Config,
     driver: &mut impl Driver,
     proxy: &mut crate::proxy::Proxy,
+    net: &mut netpath::NetPath,
     subnets: &[PodSubnet],
     save: bool,
 ) {
     let (own, routes) = split_network(&cfg.name, subnets);
     driver.network(own.as_deref(), &routes);
-    proxy.set_pod_gateway(
-        own.as_deref()
-            .and_then(|c| crate::runtime::PodNetwork::parse("", c))
-            .map(|n| n.gateway()),
-    );
+    let own = own
+        .as_deref()
+        .and_then(|c| crate::runtime::PodNetwork::parse(&cfg.net.bridge, c));
+    proxy.set_pod_gateway(own.as_ref().map(|n| n.gateway()));
+    net.set_subnet(own);
+    proxy.set_vips(net.serving());
     if save {
         save_network(&cfg.state, subnets);
     }
@@ -162,12 +167,13 @@ fn now_ms() -> u64 {
 fn sync_pods(
     driver: &mut impl Driver,
     arts: &mut artifacts::ArtifactCache,
-    proxy: &crate::proxy::Proxy,
+    (proxy, net): (&crate::proxy::Proxy, &netpath::NetPath),
     desired: &Assignment,
     up: Option<&async_channel::Sender<NodeUp>>,
 ) {
     arts.sync(driver, desired, up, |mut run| {
         run.extra_env = proxy.service_env(&run.pod);
+        run.resolv_conf = net.resolv_conf(&run.pod);
         run
     });
 }
@@ -207,13 +213,15 @@ async fn event_loop(
     // Secrets live in memory only: none until the master sends them.
     let mut secrets: Option<Vec<bramble_wire::objects::Secret>> = None;
     let mut proxy = crate::proxy::Proxy::with_state(cfg.proxy_address, cfg.state.endpoints());
+    let mut net = netpath::NetPath::new(cfg.net.clone(), &cfg.state);
+    net.set_endpoints(proxy.endpoints());
     let mut arts = artifacts::ArtifactCache::new(&cfg.state.artifacts(), cfg.info.arch);
     let unpacked = arts.done();
     driver.configure(&desired.config_maps, None);
     if let Some(subnets) = load_network(&cfg.state) {
-        apply_network(&cfg, &mut driver, &mut proxy, &subnets, false);
+        apply_network(&cfg, &mut driver, &mut proxy, &mut net, &subnets, false);
     }
-    sync_pods(&mut driver, &mut arts, &proxy, &desired, None);
+    sync_pods(&mut driver, &mut arts, (&proxy, &net), &desired, None);
     connect();
 
     let started = Instant::now();
@@ -287,20 +295,53 @@ async fn event_loop(
                 }
                 desired = a;
                 driver.configure(&desired.config_maps, secrets.as_deref());
-                sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
+                sync_pods(
+                    &mut driver,
+                    &mut arts,
+                    (&proxy, &net),
+                    &desired,
+                    up.as_ref(),
+                );
             }
             Some(Ev::Down(NodeDown::Secrets(s))) => {
                 secrets = Some(s);
                 driver.configure(&desired.config_maps, secrets.as_deref());
-                sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
+                sync_pods(
+                    &mut driver,
+                    &mut arts,
+                    (&proxy, &net),
+                    &desired,
+                    up.as_ref(),
+                );
             }
-            Some(Ev::Down(NodeDown::Endpoints(eps))) => proxy.update(eps),
+            Some(Ev::Down(NodeDown::Endpoints(eps))) => {
+                net.set_endpoints(&eps);
+                proxy.set_vips(net.serving());
+                proxy.update(eps);
+            }
             Some(Ev::Down(NodeDown::Network(subnets))) => {
-                apply_network(&cfg, &mut driver, &mut proxy, &subnets, true);
+                apply_network(&cfg, &mut driver, &mut proxy, &mut net, &subnets, true);
                 // Isolated pods that waited for the subnet can start now.
-                sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
+                sync_pods(
+                    &mut driver,
+                    &mut arts,
+                    (&proxy, &net),
+                    &desired,
+                    up.as_ref(),
+                );
             }
-            Some(Ev::Down(NodeDown::ClusterNetwork(_))) => {}
+            Some(Ev::Down(NodeDown::ClusterNetwork(c))) => {
+                net.set_cluster(c);
+                proxy.set_vips(net.serving());
+                // Isolated pods that waited for the cluster DNS can start now.
+                sync_pods(
+                    &mut driver,
+                    &mut arts,
+                    (&proxy, &net),
+                    &desired,
+                    up.as_ref(),
+                );
+            }
             Some(Ev::Down(NodeDown::Credential { .. })) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
             Some(Ev::Down(NodeDown::ArtifactChunk {
@@ -312,7 +353,13 @@ async fn event_loop(
             }
             Some(Ev::Unpacked(u)) => {
                 arts.finish(u);
-                sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
+                sync_pods(
+                    &mut driver,
+                    &mut arts,
+                    (&proxy, &net),
+                    &desired,
+                    up.as_ref(),
+                );
             }
             Some(Ev::Down(NodeDown::Logs {
                 request,
@@ -345,11 +392,25 @@ async fn event_loop(
             None => {}
         }
         if arts.tick(&desired) {
-            sync_pods(&mut driver, &mut arts, &proxy, &desired, up.as_ref());
+            sync_pods(
+                &mut driver,
+                &mut arts,
+                (&proxy, &net),
+                &desired,
+                up.as_ref(),
+            );
         }
         // Status deltas.
         let mut now_pods = driver.poll();
         now_pods.extend(arts.waiting(&desired));
+        net.set_pods(desired.pods.iter().map(|p| {
+            let ip = now_pods
+                .iter()
+                .find(|r| r.uid == p.meta.uid)
+                .map(|r| r.status.ip.as_str())
+                .filter(|ip| !ip.is_empty());
+            (p, ip)
+        }));
         if let Some(tx) = &up {
             let mut delta = Vec::new();
             for r in &now_pods {
