@@ -247,6 +247,12 @@ pub struct MasterArgs {
     /// Prefix length of each node's pod subnet (24: 254 pods per node).
     #[arg(long, default_value_t = bramble_server::api::DEFAULT_NODE_CIDR_SIZE)]
     pub node_cidr_size: u8,
+    /// The service range: each service gets a virtual IP of it (must not overlap --cluster-cidr).
+    #[arg(long, default_value = bramble_server::api::DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: String,
+    /// The cluster's DNS domain: services are `NAME.NAMESPACE.svc.DOMAIN`.
+    #[arg(long, default_value = bramble_server::api::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
 }
 
 /// Flags of `bramble up`.
@@ -362,6 +368,11 @@ fn master_config(a: MasterArgs) -> anyhow::Result<bramble_server::api::Config> {
     cfg.cluster_cidr =
         bramble_server::controllers::podnet::ClusterCidr::parse(&a.cluster_cidr, a.node_cidr_size)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+    cfg.service_cidr = bramble_server::controllers::service_ip::ServiceCidr::parse(&a.service_cidr)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    cfg.cluster_domain = bramble_client::validate::check_domain(&a.cluster_domain)
+        .map_err(|e| anyhow::anyhow!("--cluster-domain {e}"))?;
+    cfg.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(cfg)
 }
 
