@@ -54,6 +54,9 @@ pub enum Output {
     Wide,
     /// JSON for scripts.
     Json,
+    /// A manifest (`bramble apply -f` takes it back; what the master sets is left out, a
+    /// service's cluster_ip is kept).
+    Toml,
 }
 
 /// Subcommands.
@@ -476,6 +479,15 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                 }
             };
             match output {
+                Output::Toml => {
+                    if !reveal && items.iter().any(|o| o.kind() == Kind::Secret) {
+                        return Err(usage(
+                            "-o toml writes secret values: add --reveal to show them".into(),
+                        ));
+                    }
+                    let text = bramble_client::manifest::render(&items).map_err(usage)?;
+                    let _ = write!(out, "{text}");
+                }
                 Output::Json => {
                     let json: Vec<serde_json::Value> = items
                         .iter()
