@@ -595,6 +595,11 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         meta.uid.clear();
         meta.created_ms = 0;
         meta.revision = 0;
+        if let Object::Node(n) = &mut o {
+            // The pod subnet is the master's to give (at registration, never twice), not the
+            // client's: a raw API client could otherwise hand one node another's subnet.
+            n.spec.pod_cidr.clear();
+        }
         let rev = m.store.create(o).await?;
         return Ok(applied(rev, ApplyOutcome::Created));
     };

@@ -260,6 +260,23 @@ fn node_subnets_are_never_given_twice_and_a_full_range_is_refused_cleanly() {
             .collect();
         assert_eq!(stored.len(), 16);
         assert_eq!(stored.iter().collect::<HashSet<_>>().len(), 16);
+        // A client cannot hand out a subnet: a node it creates gets none until it registers.
+        let mut forged = Node {
+            meta: Meta {
+                name: "forged".into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        forged.spec.pod_cidr = "10.42.0.0/28".into();
+        apply(&m, vec![Object::Node(forged)]).await.unwrap();
+        let Some(Object::Node(stored)) = super::get_opt(&m.store, Kind::Node, "", "forged")
+            .await
+            .unwrap()
+        else {
+            panic!("no forged node")
+        };
+        assert_eq!(stored.spec.pod_cidr, "");
         // A deleted node frees its subnet for the next registration.
         let victim = nodes
             .iter()
