@@ -904,6 +904,20 @@ capabilities = { add = ["net_admin", "CAP_SYS_TIME"], drop = ["ALL"] }
         plain.processes[0].capabilities.add = CapSet::parse("CHOWN").unwrap();
         validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)
             .unwrap();
+        // An isolated pod claiming a node port: refused too (as Kubernetes' hostPorts).
+        plain.network = NetworkMode::Isolated;
+        plain.processes[0].ports = vec![bramble_wire::objects::Port {
+            container_port: 80,
+            host_port: Some(8080),
+        }];
+        let e =
+            validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("host_port = 8080 is refused"), "{e}");
+        plain.processes[0].ports[0].host_port = None;
+        validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)
+            .unwrap();
         plain.network = NetworkMode::Host;
         let e =
             validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)

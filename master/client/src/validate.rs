@@ -569,6 +569,13 @@ pub fn check_pod_security(
                 ),
             ));
         }
+        // Kubernetes' baseline refuses host ports too: an isolated pod may claim one.
+        if let Some(port) = p.ports.iter().find_map(|port| port.host_port) {
+            return Err(invalid(
+                format!("{what}: process {:?}: ports", p.name),
+                format!("host_port = {port} is refused: {fix} (or put a [[service]] in front)"),
+            ));
+        }
     }
     Ok(())
 }
