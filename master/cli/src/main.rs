@@ -54,6 +54,9 @@ pub enum Output {
     Wide,
     /// JSON for scripts.
     Json,
+    /// A manifest (`bramble apply -f` takes it back; what the master sets is left out, a
+    /// service's cluster_ip is kept).
+    Toml,
 }
 
 /// Subcommands.
@@ -247,6 +250,12 @@ pub struct MasterArgs {
     /// Prefix length of each node's pod subnet (24: 254 pods per node).
     #[arg(long, default_value_t = bramble_server::api::DEFAULT_NODE_CIDR_SIZE)]
     pub node_cidr_size: u8,
+    /// The service range: each service gets a virtual IP of it (must not overlap --cluster-cidr).
+    #[arg(long, default_value = bramble_server::api::DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: String,
+    /// The cluster's DNS domain: services are `NAME.NAMESPACE.svc.DOMAIN`.
+    #[arg(long, default_value = bramble_server::api::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
 }
 
 /// Flags of `bramble up`.
@@ -362,6 +371,11 @@ fn master_config(a: MasterArgs) -> anyhow::Result<bramble_server::api::Config> {
     cfg.cluster_cidr =
         bramble_server::controllers::podnet::ClusterCidr::parse(&a.cluster_cidr, a.node_cidr_size)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+    cfg.service_cidr = bramble_server::controllers::service_ip::ServiceCidr::parse(&a.service_cidr)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    cfg.cluster_domain = bramble_client::validate::check_domain(&a.cluster_domain)
+        .map_err(|e| anyhow::anyhow!("--cluster-domain {e}"))?;
+    cfg.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(cfg)
 }
 
@@ -465,6 +479,15 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                 }
             };
             match output {
+                Output::Toml => {
+                    if !reveal && items.iter().any(|o| o.kind() == Kind::Secret) {
+                        return Err(usage(
+                            "-o toml writes secret values: add --reveal to show them".into(),
+                        ));
+                    }
+                    let text = bramble_client::manifest::render(&items).map_err(usage)?;
+                    let _ = write!(out, "{text}");
+                }
                 Output::Json => {
                     let json: Vec<serde_json::Value> = items
                         .iter()

@@ -395,7 +395,7 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
         }
         Kind::Service => {
             rows.push(header(
-                &["NAME", "PORT", "TARGET", "SELECTOR", "AGE"],
+                &["NAME", "CLUSTER-IP", "PORT", "TARGET", "SELECTOR", "AGE"],
                 show_ns,
             ));
             for o in items {
@@ -411,6 +411,10 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                     &v.meta.namespace,
                     vec![
                         v.meta.name.clone(),
+                        v.spec
+                            .cluster_ip
+                            .clone()
+                            .unwrap_or_else(|| "<pending>".into()),
                         format!("{}/{}", v.spec.port, v.spec.protocol.as_str()),
                         v.spec.target_port.to_string(),
                         sel.join(","),
@@ -714,6 +718,12 @@ pub fn describe(o: &Object, now: u64) -> String {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             let _ = writeln!(s, "Selector:    {}", sel.join(", "));
+            let ip = match v.spec.cluster_ip.as_deref() {
+                Some("None") => "None (headless: its name answers with the ready pods' addresses)",
+                Some(ip) => ip,
+                None => "<pending>",
+            };
+            let _ = writeln!(s, "Cluster IP:  {ip}");
             let _ = writeln!(
                 s,
                 "Port:        {} (on every node) -> {}",

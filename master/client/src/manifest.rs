@@ -904,6 +904,20 @@ capabilities = { add = ["net_admin", "CAP_SYS_TIME"], drop = ["ALL"] }
         plain.processes[0].capabilities.add = CapSet::parse("CHOWN").unwrap();
         validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)
             .unwrap();
+        // An isolated pod claiming a node port: refused too (as Kubernetes' hostPorts).
+        plain.network = NetworkMode::Isolated;
+        plain.processes[0].ports = vec![bramble_wire::objects::Port {
+            container_port: 80,
+            host_port: Some(8080),
+        }];
+        let e =
+            validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("host_port = 8080 is refused"), "{e}");
+        plain.processes[0].ports[0].host_port = None;
+        validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)
+            .unwrap();
         plain.network = NetworkMode::Host;
         let e =
             validate::check_pod_security("pod \"tools\"", "apps", PodSecurity::Baseline, &plain)
@@ -936,10 +950,18 @@ capabilities = { add = ["net_admin", "CAP_SYS_TIME"], drop = ["ALL"] }
         let e = err("[[pod]]\nname = \"a\"\nnetwork = \"bridge\"\n");
         assert!(e.contains("unknown network"), "{e}");
         let e = err(
-            "[[pod]]\nname = \"a\"\nnetwork = \"isolated\"\n[[pod.process]]\nname = \"m\"\n\
+            "[[pod]]\nname = \"a\"\nnetwork = \"none\"\n[[pod.process]]\nname = \"m\"\n\
              command = [\"x\"]\nports = [{ container_port = 80, host_port = 80 }]\n",
         );
-        assert!(e.contains("host_port needs network = \"host\""), "{e}");
+        assert!(e.contains("host_port needs a network"), "{e}");
+        // An isolated pod may claim a node port: its node forwards it to the pod.
+        parse(
+            "[[pod]]\nname = \"a\"\nnetwork = \"isolated\"\n[[pod.process]]\nname = \"m\"\n\
+             command = [\"x\"]\nports = [{ container_port = 80, host_port = 8080 }]\n",
+            "iso.toml",
+            "default",
+        )
+        .unwrap();
         let e = err("[[pod]]\nname = \"a\"\n");
         assert!(e.contains("at least one"), "{e}");
         let e = err("");
@@ -1057,6 +1079,32 @@ command = ["/bin/sleep", "1000"]
             "[[service]]\nname = \"x\"\nselector = { a = \"b\" }\nport = 1\ntarget_port = 2\nprotocol = \"SCTP\"\n",
         );
         assert!(e.contains("unknown protocol") && e.contains("UDP"), "{e}");
+        assert_eq!(s.spec.cluster_ip, None, "absent: the master picks one");
+        for (given, want) in [("None", "None"), ("10.43.0.20", "10.43.0.20")] {
+            let objs = parse(
+                &format!(
+                    "[[service]]\nname = \"w\"\nselector = {{ a = \"b\" }}\nport = 1\n\
+                     target_port = 2\ncluster_ip = \"{given}\"\n"
+                ),
+                "s.toml",
+                "default",
+            )
+            .unwrap();
+            let Object::Service(c) = &objs[0] else {
+                panic!()
+            };
+            assert_eq!(c.spec.cluster_ip.as_deref(), Some(want));
+        }
+        for bad in ["none", "10.43.0", "10.43.0.300", "fd00::1", ""] {
+            let e = err(&format!(
+                "[[service]]\nname = \"w\"\nselector = {{ a = \"b\" }}\nport = 1\n\
+                 target_port = 2\ncluster_ip = \"{bad}\"\n"
+            ));
+            assert!(
+                e.contains("service \"w\": cluster_ip") && e.contains("leave cluster_ip out"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -54,6 +54,29 @@ pub fn check_name(field: &str, s: &str) -> Result<(), Invalid> {
     }
 }
 
+/// Checks a cluster DNS domain (`--cluster-domain`): dot-separated DNS labels (each 1-63
+/// lowercase letters, digits or '-', not starting or ending with '-'), at most 200 characters in
+/// all (room for `NAME.NAMESPACE.svc.` in front within DNS's 253); a trailing dot is dropped.
+/// Returns the domain as used.
+pub fn check_domain(s: &str) -> Result<String, String> {
+    let d = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= MAX_NAME
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if d.is_empty() || d.len() > 200 || !d.split('.').all(label_ok) {
+        return Err(format!(
+            "{s:?} is not a DNS domain: use dot-separated labels of letters, digits and '-' \
+             (at most 200 characters), like bramble.local or cluster.example.org"
+        ));
+    }
+    Ok(d)
+}
+
 /// Checks a label key or value: at most 63 chars of `A-Za-z0-9-_./`; values may be empty.
 pub fn check_label(field: &str, key: &str, value: &str) -> Result<(), Invalid> {
     let good = |s: &str| {
@@ -221,6 +244,19 @@ pub fn check_object(obj: &Object) -> Result<(), Invalid> {
                 return Err(invalid(
                     at("port"),
                     "port (where every node listens) and target_port (the pods' port) must be 1-65535",
+                ));
+            }
+            if let Some(ip) = &s.spec.cluster_ip
+                && ip != "None"
+                && ip.parse::<std::net::Ipv4Addr>().is_err()
+            {
+                return Err(invalid(
+                    at("cluster_ip"),
+                    format!(
+                        "{ip:?} is neither \"None\" (a headless service) nor an IPv4 address: \
+                         write an address of the master's service range like \"10.43.0.20\", \
+                         \"None\", or leave cluster_ip out and the master picks one"
+                    ),
                 ));
             }
             Ok(())
@@ -395,11 +431,12 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
                     "port 0 is not a port",
                 ));
             }
-            if port.host_port.is_some() && p.spec.network != NetworkMode::Host {
+            if port.host_port.is_some() && p.spec.network == NetworkMode::None {
                 return Err(invalid(
                     at(&format!("process[{i}].ports")),
-                    "host_port needs network = \"host\": a pod with its own network is reached \
-                     at its own address (put a [[service]] in front of it), not on the node's ports",
+                    "host_port needs a network: a pod with network = \"none\" has only loopback, \
+                     so nothing can reach it on the node's port; use network = \"isolated\" \
+                     (the node forwards the port to the pod) or \"host\"",
                 ));
             }
         }
@@ -530,6 +567,13 @@ pub fn check_pod_security(
                     "{} beyond the default set is refused: {fix}",
                     names.join(", ")
                 ),
+            ));
+        }
+        // Kubernetes' baseline refuses host ports too: an isolated pod may claim one.
+        if let Some(port) = p.ports.iter().find_map(|port| port.host_port) {
+            return Err(invalid(
+                format!("{what}: process {:?}: ports", p.name),
+                format!("host_port = {port} is refused: {fix} (or put a [[service]] in front)"),
             ));
         }
     }
@@ -756,5 +800,29 @@ mod tests {
         assert_eq!(format_bytes(32 << 20), "32Mi");
         assert_eq!(format_bytes(1 << 30), "1Gi");
         assert_eq!(format_bytes(1000), "1000");
+    }
+
+    #[test]
+    fn cluster_domains() {
+        assert_eq!(check_domain("bramble.local").unwrap(), "bramble.local");
+        assert_eq!(
+            check_domain("Cluster.Example.org.").unwrap(),
+            "cluster.example.org"
+        );
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "-a.b",
+            "a_b.c",
+            "a b",
+            &"x".repeat(64),
+            &"ab.".repeat(70),
+        ] {
+            assert!(
+                check_domain(bad).unwrap_err().contains("not a DNS domain"),
+                "{bad:?}"
+            );
+        }
     }
 }

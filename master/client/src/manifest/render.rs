@@ -641,6 +641,8 @@ struct ServiceOut {
     port: u16,
     target_port: u16,
     protocol: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster_ip: Option<String>,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
     #[serde(skip_serializing_if = "Labels::is_empty")]
@@ -657,6 +659,7 @@ fn service(s: &Service) -> ServiceOut {
             Protocol::Tcp => "TCP",
             Protocol::Udp => "UDP",
         },
+        cluster_ip: s.spec.cluster_ip.clone(),
         labels: s.meta.labels.clone(),
         selector: s.spec.selector.clone(),
     }

@@ -9,7 +9,7 @@ use bramble_wire::msg::{
     ApiError, Applied, ApplyOutcome, ErrorCode, NodeDown, Request, RequestBody, Response,
     ResponseBody,
 };
-use bramble_wire::objects::{Kind, Meta, Namespace, Node, Object};
+use bramble_wire::objects::{Kind, Meta, Namespace, Node, Object, Service};
 
 use super::{Master, now_ms, with_timeout};
 use crate::store::StoreError;
@@ -46,6 +46,91 @@ pub(crate) async fn ensure_default_namespace(m: &Master) -> anyhow::Result<()> {
             ..Default::default()
         });
         m.store.create(ns).await?;
+    }
+    Ok(())
+}
+
+/// Gives every service stored without a virtual IP (from before service IPs) one, once, when
+/// the master starts: the endpoints and the workers' rules then carry it.
+pub(crate) async fn backfill_service_ips(m: &Master) -> anyhow::Result<()> {
+    use crate::controllers::service_ip;
+    let _ips = m.service_ip_lock.lock().await;
+    let (_, objs) = m.store.list(Kind::Service, None).await?;
+    let services: Vec<Service> = objs
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::Service(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let range = &m.cfg.service_cidr;
+    for s in &services {
+        if let Some(ip) = s.spec.cluster_ip.as_deref().and_then(service_ip::parse_ip)
+            && !range.contains(ip)
+        {
+            tracing::warn!(
+                service = %format!("{}/{}", s.meta.namespace, s.meta.name),
+                %ip,
+                "service keeps its virtual IP from outside --service-cidr {} (it was given under \
+                 another range; delete and re-create the service to move it)",
+                range.as_string()
+            );
+        }
+    }
+    let missing = services
+        .iter()
+        .filter(|s| s.spec.cluster_ip.is_none())
+        .count();
+    let given = service_ip::backfill(range, &services);
+    for (mut s, ip) in given.iter().cloned() {
+        let rev = s.meta.revision;
+        tracing::info!(service = %format!("{}/{}", s.meta.namespace, s.meta.name), %ip, "service virtual IP assigned (service created before service IPs)");
+        s.spec.cluster_ip = Some(ip);
+        m.store.update(Object::Service(s), Some(rev)).await?;
+    }
+    if given.len() < missing {
+        tracing::warn!(
+            "the service range {} is full: {} services stored without a virtual IP stay without \
+             one; restart the master with a larger --service-cidr",
+            range.as_string(),
+            missing - given.len()
+        );
+    }
+    Ok(())
+}
+
+/// Gives the services of an apply their virtual IPs ([`crate::controllers::service_ip::assign`]):
+/// the caller holds `service_ip_lock` until they are written, so the addresses read here as
+/// used are every committed one.
+async fn assign_service_ips(m: &Master, objs: &mut [Object]) -> Result<(), ApiError> {
+    use crate::controllers::service_ip::{self, Assigned};
+    let (_, stored) = m.store.list(Kind::Service, None).await?;
+    let stored: Vec<Service> = stored
+        .into_iter()
+        .filter_map(|o| match o {
+            Object::Service(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    // Given earlier in this apply, by (namespace, name).
+    let mut given: BTreeMap<(String, String), Service> = BTreeMap::new();
+    for o in objs.iter_mut() {
+        let Object::Service(s) = o else { continue };
+        let key = (s.meta.namespace.clone(), s.meta.name.clone());
+        let me = Some((key.0.as_str(), key.1.as_str()));
+        let mut used = service_ip::used_by(&stored, me);
+        used.extend(service_ip::used_by(given.values(), me));
+        let before = given.get(&key).or_else(|| {
+            stored
+                .iter()
+                .find(|x| x.meta.namespace == key.0 && x.meta.name == key.1)
+        });
+        match service_ip::assign(&m.cfg.service_cidr, s, before, &used) {
+            Assigned::Ip(ip) => s.spec.cluster_ip = Some(ip),
+            Assigned::Refused(why) => return Err(err(ErrorCode::Invalid, why)),
+            Assigned::Immutable(why) => return Err(err(ErrorCode::Conflict, why)),
+        }
+        given.insert(key, s.clone());
     }
     Ok(())
 }
@@ -391,7 +476,7 @@ fn not_found(kind: Kind, ns: &str, name: &str) -> ApiError {
     }
 }
 
-async fn apply(m: &Master, objs: Vec<Object>) -> Result<Vec<Applied>, ApiError> {
+pub(crate) async fn apply(m: &Master, objs: Vec<Object>) -> Result<Vec<Applied>, ApiError> {
     // Validate everything first: all or nothing.
     let mut prepared = Vec::with_capacity(objs.len());
     for mut o in objs {
@@ -452,6 +537,14 @@ async fn apply(m: &Master, objs: Vec<Object>) -> Result<Vec<Applied>, ApiError> 
         validate::check_pod_security(&what, ns, level, spec)
             .map_err(|e| err(ErrorCode::Forbidden, e.to_string()))?;
     }
+    // Services' virtual IPs, under a lock held until they are written (the end of this call).
+    let _ips = if prepared.iter().any(|o| o.kind() == Kind::Service) {
+        let guard = m.service_ip_lock.lock().await;
+        assign_service_ips(m, &mut prepared).await?;
+        Some(guard)
+    } else {
+        None
+    };
     // Namespaces first so pods in them can follow.
     prepared.sort_by_key(|o| o.kind() != Kind::Namespace);
     // Namespaces first, then everything else side by side: one apply of many objects shares
@@ -502,6 +595,11 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         meta.uid.clear();
         meta.created_ms = 0;
         meta.revision = 0;
+        if let Object::Node(n) = &mut o {
+            // The pod subnet is the master's to give (at registration, never twice), not the
+            // client's: a raw API client could otherwise hand one node another's subnet.
+            n.spec.pod_cidr.clear();
+        }
         let rev = m.store.create(o).await?;
         return Ok(applied(rev, ApplyOutcome::Created));
     };

@@ -57,7 +57,8 @@ impl Current {
     }
 }
 
-/// Sends a newly connected worker the pod subnets and the current endpoints (before its
+/// Sends a newly connected worker the cluster's address plan and DNS domain
+/// ([`NodeDown::ClusterNetwork`], first), the pod subnets and the current endpoints (before its
 /// assignment, so that its pods start with their network and the services' environment
 /// variables). `own` is the node's own subnet entry, known before the loop sees the node.
 pub(crate) async fn push_to(
@@ -71,6 +72,9 @@ pub(crate) async fn push_to(
         subnets.push(own);
         subnets.sort();
     }
+    let _ = tx
+        .send(NodeDown::ClusterNetwork(m.cfg.cluster_network()))
+        .await;
     let _ = tx.send(NodeDown::Network(subnets)).await;
     let all = m.endpoints.all().await;
     let _ = tx.send(NodeDown::Endpoints(all.as_ref().clone())).await;

@@ -15,6 +15,8 @@ mod config_push;
 pub mod control;
 mod dispatch;
 mod endpoints;
+#[cfg(test)]
+mod net_tests;
 mod node;
 #[cfg(test)]
 mod report_cost;
@@ -68,12 +70,20 @@ pub struct Config {
     pub max_artifact_bytes: u64,
     /// The pod range nodes get their subnets from.
     pub cluster_cidr: crate::controllers::podnet::ClusterCidr,
+    /// The range services get their virtual IPs from.
+    pub service_cidr: crate::controllers::service_ip::ServiceCidr,
+    /// The cluster's DNS domain (`NAME.NAMESPACE.svc.DOMAIN`).
+    pub cluster_domain: String,
 }
 
 /// The default pod range (k3s's): a /24 per node out of 10.42.0.0/16.
 pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
 /// The default size of a node's pod subnet.
 pub const DEFAULT_NODE_CIDR_SIZE: u8 = 24;
+/// The default service range (k3s's).
+pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
+/// The default cluster DNS domain.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "bramble.local";
 
 impl Config {
     /// The node lifecycle's limits, as the controllers take them.
@@ -106,7 +116,34 @@ impl Config {
                 DEFAULT_NODE_CIDR_SIZE,
             )
             .expect("the default pod range parses"),
+            service_cidr: crate::controllers::service_ip::ServiceCidr::parse(DEFAULT_SERVICE_CIDR)
+                .expect("the default service range parses"),
+            cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
         }
+    }
+
+    /// What every worker is told of the cluster's network when it connects.
+    pub fn cluster_network(&self) -> bramble_wire::msg::ClusterNetwork {
+        bramble_wire::msg::ClusterNetwork {
+            cluster_cidr: self.cluster_cidr.as_string(),
+            service_cidr: self.service_cidr.as_string(),
+            domain: self.cluster_domain.clone(),
+        }
+    }
+
+    /// Refuses settings that contradict each other: a service range overlapping the pod range.
+    pub fn check(&self) -> Result<(), String> {
+        let (base, prefix) = self.cluster_cidr.range();
+        if self.service_cidr.overlaps(base, prefix) {
+            return Err(format!(
+                "--service-cidr {} overlaps --cluster-cidr {}: the services' virtual IPs and the \
+                 pods' addresses must not share a range; pick disjoint ranges (the defaults are \
+                 --cluster-cidr {DEFAULT_CLUSTER_CIDR} --service-cidr {DEFAULT_SERVICE_CIDR})",
+                self.service_cidr.as_string(),
+                self.cluster_cidr.as_string()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -142,6 +179,9 @@ pub struct Master {
     pub(crate) endpoints: endpoints::Current,
     /// Held while a registration picks a pod subnet, so that two nodes never get the same one.
     pub(crate) subnet_lock: Mutex<()>,
+    /// Held while an apply gives services their virtual IPs and writes them, so that two
+    /// applies never give one address twice.
+    pub(crate) service_ip_lock: Mutex<()>,
     /// The store's objects in memory, fed by one watch: what every loop reads.
     pub(crate) cache: Arc<crate::cache::Cache>,
 }
@@ -166,6 +206,7 @@ pub fn now_ms() -> u64 {
 impl Master {
     /// Opens the store and the tokens.
     pub async fn open(cfg: Config) -> anyhow::Result<Arc<Master>> {
+        cfg.check().map_err(|e| anyhow::anyhow!("{e}"))?;
         std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
             anyhow::anyhow!("cannot create data dir {}: {e}", cfg.data_dir.display())
         })?;
@@ -210,9 +251,11 @@ impl Master {
             events: control::Events::new(1000),
             endpoints: Default::default(),
             subnet_lock: Mutex::new(()),
+            service_ip_lock: Mutex::new(()),
             cache: crate::cache::Cache::new(),
         });
         client::ensure_default_namespace(&m).await?;
+        client::backfill_service_ips(&m).await?;
         Ok(m)
     }
 

@@ -253,7 +253,7 @@ fn conditions(info: &NodeInfo, ready: bool, prev: &NodeStatus, now: u64) -> Vec<
 }
 
 /// Creates or updates the node object; returns its pod subnet.
-async fn register(
+pub(crate) async fn register(
     m: &Master,
     name: &str,
     info: &NodeInfo,
@@ -351,7 +351,7 @@ async fn pick_subnet(m: &Master, name: &str) -> anyhow::Result<String> {
 /// Writes a pod's reported status when it changed meaning (timestamps alone do not count).
 /// Reads the pod from the cache (no store read); a write that finds the cache behind (conflict)
 /// waits for the cache to reach the pod's revision and tries again.
-pub(crate) async fn report_status(m: &Master, node: &str, r: PodReport) -> anyhow::Result<()> {
+pub(crate) async fn report_status(m: &Master, node: &str, mut r: PodReport) -> anyhow::Result<()> {
     for _ in 0..5 {
         let Some(mut pod) = m.cache.pod(&r.namespace, &r.name) else {
             return Ok(()); // deleted meanwhile; the next assignment stops it
@@ -363,6 +363,21 @@ pub(crate) async fn report_status(m: &Master, node: &str, r: PodReport) -> anyho
         }
         if pod.meta.uid != r.uid {
             return Ok(()); // a stale report about an earlier pod of the same name
+        }
+        if !r.status.ip.is_empty() {
+            // A node reports only addresses of its own pod subnet: anything else would steer
+            // every node's service traffic (`127.0.0.1`: each node's own loopback).
+            let cidr = m
+                .cache
+                .get_typed::<Node>("", node)
+                .map(|n| n.spec.pod_cidr)
+                .unwrap_or_default();
+            if let Err(why) =
+                crate::controllers::podnet::check_pod_ip(&cidr, pod.spec.network, &r.status.ip)
+            {
+                tracing::warn!(%node, pod = %format!("{}/{}", r.namespace, r.name), ip = %r.status.ip, "dropped the pod address the node reported: {why}");
+                r.status.ip.clear();
+            }
         }
         if pod.status.same_meaning(&r.status) {
             return Ok(());

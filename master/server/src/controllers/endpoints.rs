@@ -53,7 +53,19 @@ pub fn compute<'a>(
                         .and_then(|n| n.status.addresses.first())
                         .cloned()
                         .unwrap_or_default(),
-                    NetworkMode::Isolated => p.status.ip.clone(),
+                    // Only an address its node may give (the master drops others at the
+                    // report; checked again here for statuses stored before that).
+                    NetworkMode::Isolated => node
+                        .filter(|n| {
+                            super::podnet::check_pod_ip(
+                                &n.spec.pod_cidr,
+                                NetworkMode::Isolated,
+                                &p.status.ip,
+                            )
+                            .is_ok()
+                        })
+                        .map(|_| p.status.ip.clone())
+                        .unwrap_or_default(),
                     NetworkMode::None => String::new(),
                 };
                 let addr = EndpointAddress {
@@ -139,6 +151,10 @@ mod tests {
                 name: name.into(),
                 ..Default::default()
             },
+            spec: bramble_wire::objects::NodeSpec {
+                pod_cidr: "10.42.0.0/24".into(),
+                ..Default::default()
+            },
             status: NodeStatus {
                 addresses: addr.map(|a| vec![a.to_string()]).unwrap_or_default(),
                 conditions: vec![Condition {
@@ -149,7 +165,6 @@ mod tests {
                 }],
                 ..Default::default()
             },
-            ..Default::default()
         }
     }
 
@@ -238,6 +253,10 @@ mod tests {
         let mut with_ip = pod("default", "isolated-ip", "web", Some("n1"), true);
         with_ip.spec.network = NetworkMode::Isolated;
         with_ip.status.ip = "10.42.0.5".into();
+        // An address outside its node's pod subnet (a hostile or broken node): never used.
+        let mut loopback = pod("default", "loopback", "web", Some("n1"), true);
+        loopback.spec.network = NetworkMode::Isolated;
+        loopback.status.ip = "127.0.0.1".into();
         let mut none = pod("default", "none", "web", Some("n1"), true);
         none.spec.network = NetworkMode::None;
         let mut failed = pod("default", "failed", "web", Some("n1"), false);
@@ -252,6 +271,7 @@ mod tests {
             pod("default", "on-unknown-node", "web", Some("gone"), true),
             isolated,
             with_ip,
+            loopback,
             none,
             failed,
             starting,
@@ -259,6 +279,7 @@ mod tests {
         ];
         let e = &compute(&services, &pods, &nodes)[0];
         assert_eq!(names(&e.ready), ["isolated-ip", "ok"]);
+        assert!(e.not_ready.iter().all(|a| a.ip != "127.0.0.1"));
         assert_eq!(e.ready[0].ip, "10.42.0.5");
         assert_eq!(e.ready[1].ip, "192.0.2.11");
         let mut nr = names(&e.not_ready);
@@ -267,6 +288,7 @@ mod tests {
             nr,
             [
                 "isolated",
+                "loopback",
                 "none",
                 "on-down-node",
                 "on-noaddr-node",

@@ -46,6 +46,7 @@ pub mod job;
 pub mod node;
 pub mod podnet;
 pub mod replicaset;
+pub mod service_ip;
 
 #[cfg(test)]
 mod tests;

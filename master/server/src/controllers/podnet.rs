@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use bramble_wire::msg::PodSubnet;
-use bramble_wire::objects::Node;
+use bramble_wire::objects::{NetworkMode, Node};
 
 /// The cluster's pod range and the size of each node's slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,21 @@ impl ClusterCidr {
         })
     }
 
+    /// The range as (network address, prefix).
+    pub fn range(&self) -> (u32, u8) {
+        (self.base, self.prefix)
+    }
+
+    /// The range as text (`10.42.0.0/16`).
+    pub fn as_string(&self) -> String {
+        format!("{}/{}", Ipv4Addr::from(self.base), self.prefix)
+    }
+
+    /// The size of each node's subnet (its prefix length).
+    pub fn node_prefix(&self) -> u8 {
+        self.node_prefix
+    }
+
     /// How many node subnets the range holds.
     pub fn capacity(&self) -> u32 {
         1 << (self.node_prefix - self.prefix)
@@ -68,6 +83,37 @@ pub fn parse_cidr(s: &str) -> Result<(u32, u8), String> {
         Err(CidrError::Syntax) => Err(format!("{s:?} is not an IPv4 range like 10.42.0.0/16")),
         Err(e) => Err(format!("{s}: {e}")),
     }
+}
+
+/// Whether a pod address reported by a node can be true: the pod runs with its own network
+/// (`network = "isolated"`) and the address is one the node gives its pods, inside its pod
+/// subnet after the gateway and before the broadcast address. Anything else (a host-network
+/// pod with an address, `127.0.0.1`, another node's pod, the gateway) would let one node steer
+/// every node's service traffic: the master drops it. `Err` says why, for the log.
+pub fn check_pod_ip(pod_cidr: &str, network: NetworkMode, ip: &str) -> Result<(), String> {
+    if network != NetworkMode::Isolated {
+        return Err(format!(
+            "only network = \"isolated\" pods have an address of their own, this one runs with \
+             network = {network:?}"
+        ));
+    }
+    let Ok(addr) = ip.parse::<Ipv4Addr>() else {
+        return Err(format!("{ip:?} is not an IPv4 address"));
+    };
+    let Ok((base, prefix)) = parse_cidr(pod_cidr) else {
+        return Err(format!(
+            "the node has no pod subnet (pod_cidr {pod_cidr:?}), so no pod address is valid"
+        ));
+    };
+    let size = 1u64 << (32 - prefix);
+    let n = u64::from(u32::from(addr));
+    let (first, broadcast) = (u64::from(base) + 2, u64::from(base) + size - 1);
+    if n < first || n >= broadcast {
+        return Err(format!(
+            "{ip} is not a pod address of the node's pod subnet {pod_cidr}"
+        ));
+    }
+    Ok(())
 }
 
 /// Every node's subnet and address, sorted by node: what each worker routes. Nodes without a
@@ -128,6 +174,29 @@ mod tests {
         assert!(ClusterCidr::parse("10.42.0.0/24", 16).is_err());
         assert!(ClusterCidr::parse("10.42.0.0/24", 31).is_err());
         assert!(ClusterCidr::parse("10.0.0.0/8", 30).is_err());
+    }
+
+    #[test]
+    fn pod_addresses_must_lie_in_the_node_subnet() {
+        let iso = NetworkMode::Isolated;
+        assert_eq!(check_pod_ip("10.42.3.0/24", iso, "10.42.3.2"), Ok(()));
+        assert_eq!(check_pod_ip("10.42.3.0/24", iso, "10.42.3.254"), Ok(()));
+        for bad in [
+            "127.0.0.1",
+            "10.42.3.0",
+            "10.42.3.1",
+            "10.42.3.255",
+            "10.42.4.2",
+            "192.0.2.1",
+            "0.0.0.0",
+            "bogus",
+            "",
+        ] {
+            assert!(check_pod_ip("10.42.3.0/24", iso, bad).is_err(), "{bad}");
+        }
+        assert!(check_pod_ip("", iso, "10.42.3.2").is_err(), "no subnet");
+        assert!(check_pod_ip("10.42.3.0/24", NetworkMode::Host, "10.42.3.2").is_err());
+        assert!(check_pod_ip("10.42.3.0/24", NetworkMode::None, "10.42.3.2").is_err());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use bramble_wire::objects::{
-    Arch, Kind, Labels, Node, Pod, PodPhase, Resources, Taint, Toleration,
+    Arch, Kind, Labels, NetworkMode, Node, Pod, PodPhase, Resources, Taint, Toleration,
 };
 
 /// Label every node carries with its architecture (`aarch64`, `armv7`, ...), set by the snapshot.
@@ -87,11 +87,19 @@ impl PendingPod {
     /// ports, node selector, tolerations, architecture and owner (the first owner reference).
     /// `spec.node_name` is not looked at: callers pass pods that still need a node.
     pub fn from_pod(pod: &Pod) -> PendingPod {
+        // A host-network pod listens on the node itself: each port it declares is a host port
+        // (its `container_port` and any `host_port`). Other pods claim only their `host_port`s
+        // (an isolated pod's node forwards them to the pod).
+        let host_network = pod.spec.network == NetworkMode::Host;
         let mut host_ports: Vec<u16> = pod
             .spec
             .processes
             .iter()
-            .flat_map(|p| p.ports.iter().filter_map(|port| port.host_port))
+            .flat_map(|p| p.ports.iter())
+            .flat_map(|port| {
+                let own = host_network.then_some(port.container_port);
+                own.into_iter().chain(port.host_port)
+            })
             .collect();
         host_ports.sort_unstable();
         host_ports.dedup();

@@ -714,10 +714,13 @@ fn pod_obj(
             memory_bytes: Some(MI),
             pids: None,
         },
-        ports: vec![Port {
-            container_port: 1,
-            host_port,
-        }],
+        ports: host_port
+            .map(|h| Port {
+                container_port: h,
+                host_port: Some(h),
+            })
+            .into_iter()
+            .collect(),
         ..ProcessSpec::default()
     };
     Pod {
@@ -740,6 +743,97 @@ fn pod_obj(
             phase,
             ..PodStatus::default()
         },
+    }
+}
+
+#[test]
+fn host_network_pods_claim_their_container_ports() {
+    use bramble_wire::objects::NetworkMode;
+    let with = |network: NetworkMode, ports: &[(u16, Option<u16>)]| {
+        let mut p = pod_obj("p", None, PodPhase::Pending, 10, None);
+        p.spec.network = network;
+        p.spec.processes[0].ports = ports
+            .iter()
+            .map(|&(container_port, host_port)| Port {
+                container_port,
+                host_port,
+            })
+            .collect();
+        PendingPod::from_pod(&p).host_ports
+    };
+    // Host network: every declared port is a port of the node.
+    assert_eq!(
+        with(NetworkMode::Host, &[(8080, None), (53, Some(53))]),
+        [53, 8080]
+    );
+    // Isolated: only the node ports it claims (the node forwards them to the pod).
+    assert_eq!(
+        with(NetworkMode::Isolated, &[(8080, None), (80, Some(30080))]),
+        [30080]
+    );
+    assert_eq!(with(NetworkMode::Isolated, &[(8080, None)]), [] as [u16; 0]);
+
+    // Two host-network pods declaring the same port never share a node; isolated pods with the
+    // same container port do, and an isolated pod's host port conflicts with a host pod's port.
+    let nodes = [node_obj("n1", Arch::Aarch64, true)];
+    let mk = |name: &str, network: NetworkMode, port: Port| {
+        let mut p = pod_obj(name, None, PodPhase::Pending, 10, None);
+        p.spec.network = network;
+        p.spec.processes[0].ports = vec![port];
+        p.meta.owners.clear();
+        p
+    };
+    let plain = |c| Port {
+        container_port: c,
+        host_port: None,
+    };
+    let cases: [(Vec<Pod>, usize); 4] = [
+        (
+            vec![
+                mk("h1", NetworkMode::Host, plain(8080)),
+                mk("h2", NetworkMode::Host, plain(8080)),
+            ],
+            1,
+        ),
+        (
+            vec![
+                mk("i1", NetworkMode::Isolated, plain(8080)),
+                mk("i2", NetworkMode::Isolated, plain(8080)),
+            ],
+            2,
+        ),
+        (
+            vec![
+                mk("h1", NetworkMode::Host, plain(8080)),
+                mk(
+                    "i1",
+                    NetworkMode::Isolated,
+                    Port {
+                        container_port: 80,
+                        host_port: Some(8080),
+                    },
+                ),
+            ],
+            1,
+        ),
+        (
+            vec![
+                mk("h1", NetworkMode::Host, plain(8080)),
+                mk("h2", NetworkMode::Host, plain(8081)),
+            ],
+            2,
+        ),
+    ];
+    for (pods, placed) in cases {
+        let snap = Snapshot::from_objects(&nodes, &pods);
+        let pending = PendingPod::all_pending(&pods);
+        let plan = schedule(&snap, &pending, 0, 1);
+        assert_eq!(
+            plan.bindings.len(),
+            placed,
+            "{:?}",
+            pods.iter().map(|p| &p.meta.name).collect::<Vec<_>>()
+        );
     }
 }
 

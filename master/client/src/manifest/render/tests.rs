@@ -146,6 +146,7 @@ selector = { app = "dns" }
 port = 53
 target_port = 5353
 protocol = "udp"
+cluster_ip = "10.43.0.53"
 "#;
 
 fn round_trip(text: &str) -> Vec<Object> {
@@ -186,6 +187,10 @@ fn every_field_survives_a_round_trip() {
         panic!()
     };
     assert_eq!(s.data["key.bin"], [0, 0x9f, 0x92, 0x96]);
+    let Object::Service(v) = &objs[9] else {
+        panic!()
+    };
+    assert_eq!(v.spec.cluster_ip.as_deref(), Some("10.43.0.53"));
 }
 
 #[test]
@@ -196,6 +201,7 @@ fn the_other_manifests_round_trip() {
         "[[namespace]]\nname = \"a\"\n",
         "[[node]]\nname = \"n\"\n",
         "[[service]]\nname = \"s\"\nselector = { a = \"b\" }\nport = 1\ntarget_port = 2\n",
+        "[[service]]\nname = \"h\"\nselector = { a = \"b\" }\nport = 1\ntarget_port = 2\ncluster_ip = \"None\"\n",
         "[[configmap]]\nname = \"c\"\n",
         "[[secret]]\nname = \"s\"\n",
     ] {
