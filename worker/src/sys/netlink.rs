@@ -38,6 +38,7 @@ const RTM_GETROUTE: u16 = 26;
 const RT_TABLE_MAIN: u8 = 254;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_LINK: u8 = 253;
+const RT_SCOPE_NOWHERE: u8 = 255;
 const RTN_UNICAST: u8 = 1;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
@@ -376,9 +377,12 @@ impl Rtnl {
 
     /// Deletes a route.
     pub fn del_route(&mut self, dst: Ipv4Addr, dst_len: u8, protocol: u8) -> Result<()> {
+        // Scope "nowhere" matches a route of any scope (as `ip route del` asks); universe would
+        // miss the link-scope route to the service range.
+        let mut head = rtmsg(dst_len, protocol);
+        head[6] = RT_SCOPE_NOWHERE;
         let mut m = Msg::default();
-        m.bytes(&rtmsg(dst_len, protocol))
-            .attr(RTA_DST, &dst.octets());
+        m.bytes(&head).attr(RTA_DST, &dst.octets());
         self.request(
             RTM_DELROUTE,
             0,
