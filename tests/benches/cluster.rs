@@ -32,6 +32,10 @@
 //!   main branch plus the store's read counter) the same is measured for it first, in the same
 //!   run, and the ratios printed.
 //!
+//! - i. the worker's RSS with the kernel network path serving 100 services (one isolated pod
+//!   behind all of them: 100 virtual IPs and node ports in its nftables table, 100 names in its
+//!   DNS zone), the agent alone in a network namespace of its own with a master in another.
+//!
 //! b's data dir is on a disk, never a tmpfs (where `write_bytes` reads 0 whatever the master
 //! does): `BENCH_DISK_DIR`, default the target dir; a write made after the window must show.
 //!
@@ -1166,6 +1170,60 @@ fn master_churn(r: &mut Report, root: &Path, nodes: u64, pods: u32, rate: u64, w
 }
 
 /// d. apply → Running latency and e. worker memory, on one master and one real worker.
+/// i. Worker RSS with the kernel path serving 100 services.
+fn worker_services_rss(r: &mut Report) {
+    println!("\n[i] worker RSS, kernel network path, 100 services");
+    let c = bramble_tests::netns::Cluster::start(1, &[]);
+    let mut manifest = String::from(
+        "[[pod]]\nname = \"rss-target\"\nnetwork = \"isolated\"\nlabels = { app = \"rss\" }\n\
+         [[pod.process]]\nname = \"main\"\ncommand = [\"/bin/sleep\", \"600\"]\n",
+    );
+    for i in 0..100 {
+        manifest += &format!(
+            "[[service]]\nname = \"svc-{i}\"\nselector = {{ app = \"rss\" }}\nport = {}\ntarget_port = 80\n",
+            20000 + i
+        );
+    }
+    let file = c.tmp.path().join("services.toml");
+    std::fs::write(&file, manifest).expect("write the manifest");
+    c.m.ok(&["apply", "-f", file.to_str().unwrap_or_default()]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        let ok = c.m.endpoints("svc-99").is_some_and(|e| e.ready.len() == 1);
+        if ok || Instant::now() > deadline {
+            break ok;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if !ready {
+        r.row(
+            "i. worker RSS, 100 services",
+            "svc-99 never got its endpoint".into(),
+            "<= 8 MB",
+            Some(false),
+        );
+        return;
+    }
+    // Let the table, the DNS zone and the allocator settle.
+    std::thread::sleep(Duration::from_secs(5));
+    let pid = c.workers[0].pid();
+    match rss_kb(pid) {
+        Some(kb) => r.row(
+            "i. worker RSS, kernel path, 100 services",
+            mb(kb),
+            "<= 8 MB",
+            Some(kb <= 8 * 1024),
+        ),
+        None => r.row(
+            "i. worker RSS, 100 services",
+            "unreadable".into(),
+            "<= 8 MB",
+            None,
+        ),
+    }
+    let _ = c.m.cli(&["delete", "pod", "rss-target"]);
+}
+
 fn worker_path(r: &mut Report, m: &MasterProc, root: &Path, pods: u32) {
     println!("\n[d/e] real worker: idle RSS, apply -> Running latency, memory per pod");
     let w = start_worker(m, None, "bench-w", &root.join("de-worker"));
@@ -1501,7 +1559,10 @@ fn main() {
     {
         tls_handshake(&mut r, m, root, 7);
     }
-    if !root_ok && (on("d") || on("e") || on("f") || on("g")) {
+    if on("i") && root_ok {
+        worker_services_rss(&mut r);
+    }
+    if !root_ok && (on("d") || on("e") || on("f") || on("g") || on("i")) {
         r.note("d, e, f and g skipped: they need root (namespaces, cgroups)".into());
     }
     drop(ma);

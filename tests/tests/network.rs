@@ -9,7 +9,7 @@
 //! - cluster DNS: a service created after the pod started, a pod's name, an outside name
 //!   (forwarded), all through the pod's `/etc/resolv.conf` and its search path;
 //! - service virtual IPs from a pod, TCP and UDP, spread over the three pods (two on other
-//!   nodes);
+//!   nodes); an isolated pod's `host_port` on its node's address;
 //! - `kill -9` of one agent under a request loop through that node's service port (from the
 //!   internet host) and through the virtual IP (from the pod): no request fails; the restarted
 //!   agent reconciles the table (one copy of every rule);
@@ -119,6 +119,7 @@ http.server.ThreadingHTTPServer(("0.0.0.0", 80), H).serve_forever()
 """]
 memory = "64Mi"
 readiness = { tcp = 80 }
+ports = [{ container_port = 80, host_port = 8888 }]
 
 [[pod]]
 name = "client"
@@ -334,6 +335,24 @@ fn isolated_pods_get_nat_dns_and_kernel_services_that_survive_the_agent() {
     assert_eq!(tcp, names, "TCP through {vip}:8080{}", c.diag());
     let udp = answers(format!("udp:{udp_vip}:8081"));
     assert_eq!(udp, names, "UDP through {udp_vip}:8081{}", c.diag());
+
+    // An isolated pod's host port: the internet host reaches w2's pod at w2's address.
+    let on_w2 =
+        c.m.endpoints("web")
+            .and_then(|e| e.ready.into_iter().find(|a| a.node == WORKERS[1]))
+            .map(|a| a.pod)
+            .expect("a web pod on w2");
+    let w2_addr = c.topo.workers[1].addr.clone();
+    let got = in_netns(&internet.ns, PYTHON)
+        .args(["-c", POD_CLIENT, &format!("get:http://{w2_addr}:8888/")])
+        .output()
+        .expect("run the host-port client");
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        on_w2,
+        "host port 8888 on w2{}",
+        c.diag()
+    );
 
     // One copy of every rule; the table is the agent's own.
     let table = c.table(0);
