@@ -378,6 +378,15 @@ fn measure(ns: &str, group: &'static str, paths: Vec<Path>, bulk: u64) -> Vec<Ro
     })
 }
 
+/// Direct to the pod from the LAN client and from the node: `[lan, node]`.
+fn measure_bare(c: &str, r: &str, bulk: u64) -> Vec<Row> {
+    let direct = || vec![path("direct", sa(POD, POD_PORT))];
+    vec![
+        measure(c, "LAN client", direct(), bulk).remove(0),
+        measure(r, "node", direct(), bulk).remove(0),
+    ]
+}
+
 fn bench_plan(services: Vec<ServiceRule>) -> NetPlan {
     NetPlan {
         bridge: "bramble0".into(),
@@ -508,16 +517,7 @@ fn main() {
     // Direct before any table: the node's namespace has no conntrack yet (a NAT chain turns it
     // on for all of the namespace's traffic, direct included).
     println!("without the nftables table (no conntrack in the node), direct only:");
-    let bare = [
-        measure(
-            &c,
-            "LAN client",
-            vec![path("direct", sa(POD, POD_PORT))],
-            bulk,
-        )
-        .remove(0),
-        measure(&r, "node", vec![path("direct", sa(POD, POD_PORT))], bulk).remove(0),
-    ];
+    let bare_before = measure_bare(&c, &r, bulk);
 
     // The node's table: one service with a virtual IP and a node port, its pod the endpoint;
     // the service route as the agent adds it.
@@ -593,12 +593,27 @@ fn main() {
     );
     let lan_rows = measure(&c, "LAN client", lan, bulk);
     let node_rows = measure(&r, "node", node, bulk);
+    // Direct without the table again (deleting it turns conntrack off): the no-table rows are
+    // the mean of before and after, which brackets the interleaved measurement.
+    in_ns(&r, || nft::delete_table("bramble")).expect("delete the bench table");
+    println!("without the table again, direct only:");
+    let bare_after = measure_bare(&c, &r, bulk);
+    let bare: Vec<Row> = bare_before
+        .iter()
+        .zip(&bare_after)
+        .map(|(a, b)| Row {
+            conn: ((a.conn.0 + b.conn.0) / 2.0, (a.conn.1 + b.conn.1) / 2.0),
+            ping: ((a.ping.0 + b.ping.0) / 2.0, (a.ping.1 + b.ping.1) / 2.0),
+            up: (a.up + b.up) / 2.0,
+            down: (a.down + b.down) / 2.0,
+        })
+        .collect();
     let (rules, mut times) = time_replace(&t);
     let load_after = loadavg();
 
     println!();
     println!(
-        "{:<26} {:>17} {:>12} {:>17} {:>12} {:>15} {:>15}",
+        "{:<30} {:>17} {:>12} {:>17} {:>12} {:>15} {:>15}",
         "path",
         "new conn p50/p99",
         "added p50",
@@ -617,7 +632,7 @@ fn main() {
     .enumerate()
     {
         let d = &rows[0];
-        let bare_row = ("direct, no table", &bare[k]);
+        let bare_row = ("direct, no table (mean)", &bare[k]);
         for (name, row) in std::iter::once(bare_row).chain(names.iter().copied().zip(rows.iter())) {
             let added = |a: f64, b: f64| {
                 if std::ptr::eq(row, d) {
@@ -634,7 +649,7 @@ fn main() {
                 }
             };
             println!(
-                "{:<26} {:>17} {:>12} {:>17} {:>12} {:>15} {:>15}",
+                "{:<30} {:>17} {:>12} {:>17} {:>12} {:>15} {:>15}",
                 format!("{from}: {name}"),
                 format!("{:.0}/{:.0} µs", row.conn.0, row.conn.1),
                 added(row.conn.0, d.conn.0),
