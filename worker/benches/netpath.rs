@@ -7,7 +7,11 @@
 //! itself: direct, the virtual IP (output hook) and the proxy on loopback. For each: a request on
 //! a new connection (connect, 1-byte request and answer, close), a 64-byte round trip on an open
 //! connection (p50/p99, added µs against direct from the same place), throughput up and down
-//! (MiB/s, ratio to direct). Then one `replace_table` with 100 services × 3 endpoints (p50 of 20).
+//! (MiB/s, ratio to direct). The paths of one place are measured interleaved, with the table
+//! installed. Direct is also measured without any table, before and after (the table's NAT
+//! chains turn conntrack on in the node's namespace, for direct traffic too): the "no table"
+//! row is the mean of both. Then one `replace_table` with 100 services × 3 endpoints (p50 of
+//! 20), in a namespace of its own.
 //!
 //! `cargo bench -p bramble-worker --bench netpath` (release; root: fails otherwise). Bounded:
 //! fixed counts, socket timeouts, and a watchdog that removes the namespaces and exits after
