@@ -35,7 +35,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 const BULK: u64 = 256 << 20;
 const BULK_MIN: u64 = 16 << 20;
 const BULK_SECS: f64 = 3.0;
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 const CONNECT_REQS: usize = 2000;
 const PINGS: usize = 5000;
 const WARMUP: usize = 200;
@@ -311,7 +311,7 @@ struct Row {
 }
 
 /// Measures `paths` from a thread in `ns`: throughput rounds, then latencies; each measurement
-/// interleaves the paths (direct first) so that the load of the machine spreads over all.
+/// interleaves the paths so that the load of the machine spreads over all.
 fn measure(ns: &str, group: &'static str, paths: Vec<Path>, bulk: u64) -> Vec<Row> {
     in_ns(ns, move || {
         let mut rows = vec![Row::default(); paths.len()];
@@ -321,9 +321,11 @@ fn measure(ns: &str, group: &'static str, paths: Vec<Path>, bulk: u64) -> Vec<Ro
             ("download", download),
         ] {
             let mut secs = vec![Vec::new(); paths.len()];
-            for _ in 0..ROUNDS {
-                for (i, p) in paths.iter().enumerate() {
-                    secs[i].push(f(p.to, bulk));
+            // Each round starts at another path: none always runs right after the same one.
+            for round in 0..ROUNDS {
+                for k in 0..paths.len() {
+                    let i = (round + k) % paths.len();
+                    secs[i].push(f(paths[i].to, bulk));
                 }
             }
             let rates: Vec<f64> = secs.into_iter().map(|s| mib / median(s)).collect();
