@@ -103,8 +103,8 @@ impl Drop for Netns {
 
 fn join_ns(ns: &str) {
     let path = format!("/run/netns/{ns}");
-    let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    bramble_worker::sys::podnet::join_netns(std::path::Path::new(&path))
+        .unwrap_or_else(|e| panic!("join {path}: {e}"));
 }
 
 /// Runs `f` on a thread inside network namespace `ns` and waits for it.
@@ -462,7 +462,7 @@ fn time_replace(ns: &str) -> (usize, Vec<Duration>) {
 
 fn main() {
     assert!(
-        nix::unistd::geteuid().is_root(),
+        bramble_worker::sys::process::is_root(),
         "the netpath benchmark needs root (network namespaces, nftables): run it as root"
     );
     let load_before = loadavg();

@@ -64,8 +64,8 @@ impl Drop for Netns {
 fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/run/netns/{ns}");
     std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        bramble_worker::sys::podnet::join_netns(std::path::Path::new(&path))
+            .unwrap_or_else(|e| panic!("join {path}: {e}"));
         f()
     })
     .join()

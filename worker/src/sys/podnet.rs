@@ -150,6 +150,18 @@ pub fn sync_routes(want: &[(String, String)]) -> Result<usize> {
     Ok(changes)
 }
 
+/// Moves the calling thread into the network namespace at `path` (`/run/netns/NAME`,
+/// `/proc/PID/ns/net`): for tests and benchmarks that work in namespaces of their own.
+pub fn join_netns(path: &std::path::Path) -> Result<()> {
+    let ns = std::fs::File::open(path).map_err(|err| SysError::Io {
+        op: "open",
+        path: path.into(),
+        err,
+    })?;
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| SysError::path("setns", path, e))
+}
+
 /// Moves the calling thread into a new, empty network namespace (only loopback, down): for tests
 /// and benchmarks that set up pod networks without touching the host's.
 pub fn unshare_net() -> Result<()> {
