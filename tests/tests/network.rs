@@ -13,7 +13,9 @@
 //! - `kill -9` of one agent under a request loop through that node's service port (from the
 //!   internet host) and through the virtual IP (from the pod): no request fails; the restarted
 //!   agent reconciles the table (one copy of every rule);
-//! - `bramble-worker --cleanup` leaves no table, bridge, veth or route of Bramble.
+//! - `bramble-worker --cleanup` leaves no table, bridge, veth or route of Bramble;
+//! - a rolling update under a request loop through a virtual IP loses no request (servers that
+//!   drain for 2 s after SIGTERM, as Kubernetes apps do).
 //!
 //! Root only; fails (never skips) without root, `ip`, `nsenter`, `nft` or `/usr/bin/python3`.
 
@@ -475,6 +477,123 @@ fn isolated_pods_get_nat_dns_and_kernel_services_that_survive_the_agent() {
             String::from_utf8_lossy(&routes.stdout)
         );
     }
+    let _ = servers.kill();
+    let _ = servers.wait();
+}
+
+/// A server that says its version, and on SIGTERM keeps serving for 2 s before it exits (as
+/// Kubernetes apps drain; the endpoints leave every node's table in the meantime).
+const ROLLING: &str = r#"
+[[service]]
+name = "roll"
+selector = { app = "roll" }
+port = 8090
+target_port = 80
+
+[[deployment]]
+name = "roll"
+replicas = 3
+[deployment.template]
+labels = { app = "roll" }
+network = "isolated"
+[[deployment.template.process]]
+name = "server"
+env = { VERSION = "VERSION_VALUE" }
+command = ["/usr/bin/python3", "-c", """
+import http.server, os, signal, threading, time
+v = os.environ["VERSION"].encode()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(v)))
+        self.end_headers()
+        self.wfile.write(v)
+    def log_message(self, *a):
+        pass
+def term(*a):
+    threading.Thread(target=lambda: (time.sleep(2), os._exit(0))).start()
+signal.signal(signal.SIGTERM, term)
+http.server.ThreadingHTTPServer(("0.0.0.0", 80), H).serve_forever()
+"""]
+memory = "64Mi"
+readiness = { tcp = 80, period = "200ms", timeout = "100ms" }
+
+[[pod]]
+name = "client"
+network = "isolated"
+[[pod.process]]
+name = "main"
+command = ["/bin/sleep", "3600"]
+"#;
+
+#[test]
+fn a_rolling_update_through_a_virtual_ip_loses_no_request() {
+    let (c, _internet, mut servers) = Cluster::start();
+    let file = c.tmp.path().join("roll.toml");
+    std::fs::write(&file, ROLLING.replace("VERSION_VALUE", "v1")).unwrap();
+    c.m.ok(&["apply", "-f", file.to_str().unwrap()]);
+    c.wait(
+        Duration::from_secs(60),
+        "3 ready v1 pods and the client",
+        || {
+            let ready = c.m.endpoints("roll").map_or(0, |e| e.ready.len());
+            (ready == 3 && c.client_pid().is_some()).then_some(())
+        },
+    );
+    let vip = c.cluster_ip("roll").expect("service roll has a virtual IP");
+    assert_eq!(c.in_pod1(format!("get:http://{vip}:8090/")), "v1");
+
+    // A request every 50 ms through the virtual IP from the client pod, across the rollout.
+    let n = 300;
+    let pid = c.client_pid().unwrap();
+    let requests = std::thread::spawn({
+        let vip = vip.clone();
+        move || {
+            let out = Command::new("nsenter")
+                .args([
+                    "-t",
+                    &pid.to_string(),
+                    "-n",
+                    "-m",
+                    "--",
+                    PYTHON,
+                    "-c",
+                    POD_CLIENT,
+                ])
+                .arg(format!("loop:http://{vip}:8090/:{n}:50"))
+                .output()
+                .expect("run the pod's loop");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(&file, ROLLING.replace("VERSION_VALUE", "v2")).unwrap();
+    c.m.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let out = requests.join().unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    let failed: Vec<&&str> = lines
+        .iter()
+        .filter(|l| **l != "v1" && **l != "v2")
+        .collect();
+    let first_v2 = lines.iter().position(|l| *l == "v2");
+    println!(
+        "{} requests, {} failed, first v2 answer at request {first_v2:?}, last: {:?}",
+        lines.len(),
+        failed.len(),
+        lines.last()
+    );
+    assert!(
+        lines.len() == n && failed.is_empty(),
+        "{} of {n} requests failed during the rollout: {failed:?}{}",
+        failed.len() + n - lines.len().min(n),
+        c.diag()
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some("v2"),
+        "the rollout did not finish within the loop{}",
+        c.diag()
+    );
     let _ = servers.kill();
     let _ = servers.wait();
 }
