@@ -183,6 +183,9 @@ fn bramble_up_runs_the_demo() {
         .args([
             "up",
             "--exit-after-demo",
+            // The test runs in this machine's own network: leave its tables and links alone.
+            "--service-proxy",
+            "userspace",
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--data-dir",

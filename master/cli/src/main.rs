@@ -273,6 +273,10 @@ pub struct UpArgs {
     /// Exit after the demo instead of serving until Ctrl-C.
     #[arg(long)]
     pub exit_after_demo: bool,
+    /// The local worker's `--service-proxy`: `kernel` (nftables, the pod bridge and the cluster
+    /// DNS in this machine's network) or `userspace` (touches no network settings).
+    #[arg(long, default_value = "kernel", value_parser = ["kernel", "userspace"])]
+    pub service_proxy: String,
 }
 
 fn main() {

@@ -100,6 +100,7 @@ pub fn run_up(a: UpArgs, _server: &str) -> anyhow::Result<()> {
             "bramble-up-{}",
             listen.rsplit(':').next().unwrap_or("0")
         ))
+        .args(["--service-proxy", &a.service_proxy])
         .spawn()
         .with_context(|| format!("cannot start {}", worker.display()))?;
     let _worker = KillOnDrop(child);
