@@ -5,7 +5,8 @@
 //!
 //! - From the worker's side: its log (the guest console) has the `cluster DNS` line (the DNS
 //!   only starts in kernel mode) and no `nf_tables with NAT is not usable` preflight warning, no
-//!   `cannot program nftables table` and no stopped DNS.
+//!   `cannot program nftables table` and no stopped DNS; the same on the armv7 guest's console
+//!   when it ran earlier in the suite (it is shut down before the aarch64-only scenarios).
 //! - A service `netcheck` (selecting no pod) is created first; its virtual IP comes from
 //!   `bramble get services -o json`.
 //! - An isolated pod (`netcheck-iso`) then: prints its `/etc/resolv.conf` (the gateway as
@@ -178,6 +179,19 @@ pub fn kernel_network_on_aarch64(c: &mut Cluster) -> Result<String> {
             bad.join("; ")
         )));
     }
+    // The armv7 guest (retired after the both-boards scenarios) booted the same modules: its
+    // worker must have had the kernel path too.
+    let mut armv7 = "armv7 guest not booted in this run".to_string();
+    if let Some((name, log, _)) = c.consoles.iter().find(|(n, _, _)| n.contains("armv7")) {
+        let bad = judge_worker_log(log);
+        if !bad.is_empty() {
+            return Err(c.failure(&format!(
+                "{name}: the kernel network path was not active: {}",
+                bad.join("; ")
+            )));
+        }
+        armv7 = format!("{name}'s worker had it too");
+    }
     let n = c.master.node(&node)?.context("the aarch64 node vanished")?;
     let cidr = n["spec"]["pod_cidr"].as_str().unwrap_or("").to_string();
     let base: std::net::Ipv4Addr = cidr
@@ -267,7 +281,7 @@ pub fn kernel_network_on_aarch64(c: &mut Cluster) -> Result<String> {
     c.delete_pods(&["netcheck-iso", "netcheck-ct"])?;
     c.master.ok(&["delete", "service", SERVICE])?;
     Ok(format!(
-        "kernel path active (cluster DNS on {gateway}:53); pod {pod_ip} reached \
+        "kernel path active (cluster DNS on {gateway}:53; {armv7}); pod {pod_ip} reached \
          {MASTER_IP}:{port} masqueraded to {GUEST_IP} (conntrack); {SERVICE} and \
          {SERVICE}.default.svc.{DOMAIN} -> {vip} through the pod's resolv.conf"
     ))
