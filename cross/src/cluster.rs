@@ -22,6 +22,11 @@
 //!    fork bomb with `pids = 24` never exceeds `pids.max` while the kernel refuses its forks.
 //! 5. **isolated pod**: a `network = "isolated"` pod on the aarch64 board gets an address in
 //!    its node's pod subnet, a default route via the node's bridge, and a ping answered there.
+//!    **kernel network path** ([`network`]): the worker runs with its nftables table and cluster
+//!    DNS (the guests load the nf_tables modules); a service's virtual IP answers its short name
+//!    and FQDN through an isolated pod's own resolv.conf, and the pod reaches the master relay
+//!    (the restricted network's only outside address) masqueraded to the node's address
+//!    (seen in the guest's conntrack table).
 //! 6. **power cut**: with pods running (restart Always), QEMU is SIGKILLed and the master is
 //!    killed; the guest boots again on the same state disk with no master and the worker restarts
 //!    its pods from local state (seen on the guest console); the master comes back on the same
@@ -47,8 +52,10 @@ use crate::util::{run, run_ok};
 
 pub mod containment;
 pub mod limits;
+pub mod network;
 pub use containment::containment_on_both_boards;
 pub use limits::cgroup_limits_on_aarch64;
+pub use network::kernel_network_on_aarch64;
 
 /// QEMU start → `BRAMBLE-GUEST-READY` under TCG.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -1562,6 +1569,11 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<SuiteReport> {
         "isolated pod network on aarch64",
         &mut c,
         &isolated_on_aarch64,
+    );
+    step(
+        "kernel network path (NAT, cluster DNS) on aarch64",
+        &mut c,
+        &kernel_network_on_aarch64,
     );
     step("power cut on aarch64", &mut c, &power_cut);
     step("idle worker connections stay up", &mut c, &|c| {

@@ -44,13 +44,27 @@ pub const MODULES: &[&str] = &[
     // Isolated pods: the worker's pod bridge and veth pairs.
     "bridge",
     "veth",
+    // The worker's kernel network path (`inet bramble` table: egress masquerade, service
+    // virtual IPs, node ports; see worker/src/net/rules.rs): nf_tables and the expressions its
+    // rules use beyond the built-in ones (meta, cmp, payload, bitwise, immediate). Same names
+    // in Debian's arm64 (cloud-arm64) and armhf (armmp-lpae) 6.1 kernels; nf_nat, nf_conntrack,
+    // nf_defrag_ipv4/6, libcrc32c and nft_fib(_ipv4/_ipv6) come in as dependencies. Without
+    // them the worker falls back to its userspace proxy (no NAT, no cluster DNS): the guest
+    // has no modprobe for the kernel's on-demand loading.
+    "nf_tables",
+    "nft_chain_nat",
+    "nft_nat",
+    "nft_masq",
+    "nft_ct",
+    "nft_fib_inet",
+    "nft_numgen",
 ];
 
 /// Modules loaded if the kernel has them (the guest works without).
 pub const OPTIONAL_MODULES: &[&str] = &["rng_core", "virtio_rng"];
 
 /// Bumped when what is extracted changes, so old caches are re-extracted (from the kept .deb).
-const LAYOUT: &str = "layout-2";
+const LAYOUT: &str = "layout-3";
 
 /// A kernel ready to boot.
 #[derive(Debug, Clone)]

@@ -687,6 +687,14 @@ fn build_initramfs(
         )
         .as_bytes(),
     )?;
+    // No nameserver: the restricted network reaches no DNS server (and the suite never uses a
+    // real resolver). The file must exist: the worker mounts an isolated pod's cluster-DNS
+    // resolv.conf over the node's, and forwards outside names to the nameservers listed here.
+    c.file(
+        "etc/resolv.conf",
+        0o644,
+        b"# bramble QEMU guest: no upstream DNS server is reachable (restricted user network)\n",
+    )?;
     let mut order = String::new();
     for m in &kernel.modules {
         let name = m
