@@ -106,10 +106,9 @@ impl NetPath {
             && let Err(e) = crate::sys::nft::available()
         {
             tracing::warn!(
-                "preflight: nf_tables with NAT is not usable here ({e}): services are served by \
-                 the userspace proxy only, isolated pods get no NAT and no cluster DNS; load \
-                 nf_tables and nft_nat (modprobe nf_tables nft_nat) or run with \
-                 --service-proxy userspace to silence this"
+                "preflight: {e}; so services are served by the userspace proxy only, and \
+                 isolated pods get no NAT and no cluster DNS (--service-proxy userspace \
+                 silences this)"
             );
             cfg.mode = ServiceProxy::Userspace;
         }
