@@ -239,6 +239,29 @@ impl Cluster {
             .collect()
     }
 
+    /// In the background: `n` GETs of `url` from the client pod, 50 ms apart; its output.
+    fn pod_loop(&self, url: &str, n: usize) -> std::thread::JoinHandle<String> {
+        let pid = self.client_pid().expect("the client pod runs");
+        let check = format!("loop:{url}:{n}:50");
+        std::thread::spawn(move || {
+            let out = Command::new("nsenter")
+                .args([
+                    "-t",
+                    &pid.to_string(),
+                    "-n",
+                    "-m",
+                    "--",
+                    PYTHON,
+                    "-c",
+                    POD_CLIENT,
+                ])
+                .arg(check)
+                .output()
+                .expect("run the pod's loop");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        })
+    }
+
     fn in_pod1(&self, check: String) -> String {
         self.in_pod(&[check]).pop().unwrap_or_default()
     }
@@ -375,27 +398,7 @@ fn isolated_pods_get_nat_dns_and_kernel_services_that_survive_the_agent() {
             String::from_utf8_lossy(&out.stdout).to_string()
         }
     });
-    let pid = c.client_pid().unwrap();
-    let inside = std::thread::spawn({
-        let vip = vip.clone();
-        move || {
-            let out = Command::new("nsenter")
-                .args([
-                    "-t",
-                    &pid.to_string(),
-                    "-n",
-                    "-m",
-                    "--",
-                    PYTHON,
-                    "-c",
-                    POD_CLIENT,
-                ])
-                .arg(format!("loop:http://{vip}:8080/:{loop_n}:50"))
-                .output()
-                .expect("run the pod's loop");
-            String::from_utf8_lossy(&out.stdout).to_string()
-        }
-    });
+    let inside = c.pod_loop(&format!("http://{vip}:8080/"), loop_n);
     std::thread::sleep(Duration::from_millis(600));
     c.workers[0].kill9();
     let killed = Instant::now();
@@ -545,27 +548,7 @@ fn a_rolling_update_through_a_virtual_ip_loses_no_request() {
 
     // A request every 50 ms through the virtual IP from the client pod, across the rollout.
     let n = 300;
-    let pid = c.client_pid().unwrap();
-    let requests = std::thread::spawn({
-        let vip = vip.clone();
-        move || {
-            let out = Command::new("nsenter")
-                .args([
-                    "-t",
-                    &pid.to_string(),
-                    "-n",
-                    "-m",
-                    "--",
-                    PYTHON,
-                    "-c",
-                    POD_CLIENT,
-                ])
-                .arg(format!("loop:http://{vip}:8090/:{n}:50"))
-                .output()
-                .expect("run the pod's loop");
-            String::from_utf8_lossy(&out.stdout).to_string()
-        }
-    });
+    let requests = c.pod_loop(&format!("http://{vip}:8090/"), n);
     std::thread::sleep(Duration::from_secs(1));
     std::fs::write(&file, ROLLING.replace("VERSION_VALUE", "v2")).unwrap();
     c.m.ok(&["apply", "-f", file.to_str().unwrap()]);

@@ -226,6 +226,19 @@ async fn event_loop(
 
     let started = Instant::now();
     let mut up: Option<async_channel::Sender<NodeUp>> = None;
+    // Hands the driver what it can run now (after any change of the assignment, config, secrets,
+    // network or artifacts).
+    macro_rules! resync {
+        () => {
+            sync_pods(
+                &mut driver,
+                &mut arts,
+                (&proxy, &net),
+                &desired,
+                up.as_ref(),
+            )
+        };
+    }
     let mut hb_every = Duration::from_secs(5);
     let mut next_hb = Instant::now();
     let mut seq = 0u32;
@@ -295,24 +308,12 @@ async fn event_loop(
                 }
                 desired = a;
                 driver.configure(&desired.config_maps, secrets.as_deref());
-                sync_pods(
-                    &mut driver,
-                    &mut arts,
-                    (&proxy, &net),
-                    &desired,
-                    up.as_ref(),
-                );
+                resync!();
             }
             Some(Ev::Down(NodeDown::Secrets(s))) => {
                 secrets = Some(s);
                 driver.configure(&desired.config_maps, secrets.as_deref());
-                sync_pods(
-                    &mut driver,
-                    &mut arts,
-                    (&proxy, &net),
-                    &desired,
-                    up.as_ref(),
-                );
+                resync!();
             }
             Some(Ev::Down(NodeDown::Endpoints(eps))) => {
                 net.set_endpoints(&eps);
@@ -322,25 +323,13 @@ async fn event_loop(
             Some(Ev::Down(NodeDown::Network(subnets))) => {
                 apply_network(&cfg, &mut driver, &mut proxy, &mut net, &subnets, true);
                 // Isolated pods that waited for the subnet can start now.
-                sync_pods(
-                    &mut driver,
-                    &mut arts,
-                    (&proxy, &net),
-                    &desired,
-                    up.as_ref(),
-                );
+                resync!();
             }
             Some(Ev::Down(NodeDown::ClusterNetwork(c))) => {
                 net.set_cluster(c);
                 proxy.set_vips(net.serving());
                 // Isolated pods that waited for the cluster DNS can start now.
-                sync_pods(
-                    &mut driver,
-                    &mut arts,
-                    (&proxy, &net),
-                    &desired,
-                    up.as_ref(),
-                );
+                resync!();
             }
             Some(Ev::Down(NodeDown::Credential { .. })) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
@@ -353,13 +342,7 @@ async fn event_loop(
             }
             Some(Ev::Unpacked(u)) => {
                 arts.finish(u);
-                sync_pods(
-                    &mut driver,
-                    &mut arts,
-                    (&proxy, &net),
-                    &desired,
-                    up.as_ref(),
-                );
+                resync!();
             }
             Some(Ev::Down(NodeDown::Logs {
                 request,
@@ -392,13 +375,7 @@ async fn event_loop(
             None => {}
         }
         if arts.tick(&desired) {
-            sync_pods(
-                &mut driver,
-                &mut arts,
-                (&proxy, &net),
-                &desired,
-                up.as_ref(),
-            );
+            resync!();
         }
         // Status deltas.
         let mut now_pods = driver.poll();
