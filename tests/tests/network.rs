@@ -164,6 +164,22 @@ for arg in sys.argv[1:]:
         print("ERR", kind, rest, e, flush=True)
 "#;
 
+/// [`POD_CLIENT`] inside the network and mount namespaces of process `pid` (a pod's).
+fn pod_client(pid: u32) -> Command {
+    let mut c = Command::new("nsenter");
+    c.args([
+        "-t",
+        &pid.to_string(),
+        "-n",
+        "-m",
+        "--",
+        PYTHON,
+        "-c",
+        POD_CLIENT,
+    ]);
+    c
+}
+
 impl Cluster {
     fn start() -> (Cluster, netns::Host, Child) {
         assert!(
@@ -214,17 +230,7 @@ impl Cluster {
     /// Runs [`POD_CLIENT`] with `checks` inside the client pod; its output lines.
     fn in_pod(&self, checks: &[String]) -> Vec<String> {
         let pid = self.client_pid().expect("the client pod runs");
-        let out = Command::new("nsenter")
-            .args([
-                "-t",
-                &pid.to_string(),
-                "-n",
-                "-m",
-                "--",
-                PYTHON,
-                "-c",
-                POD_CLIENT,
-            ])
+        let out = pod_client(pid)
             .args(checks)
             .output()
             .expect("nsenter into the client pod");
@@ -244,17 +250,7 @@ impl Cluster {
         let pid = self.client_pid().expect("the client pod runs");
         let check = format!("loop:{url}:{n}:50");
         std::thread::spawn(move || {
-            let out = Command::new("nsenter")
-                .args([
-                    "-t",
-                    &pid.to_string(),
-                    "-n",
-                    "-m",
-                    "--",
-                    PYTHON,
-                    "-c",
-                    POD_CLIENT,
-                ])
+            let out = pod_client(pid)
                 .arg(check)
                 .output()
                 .expect("run the pod's loop");
