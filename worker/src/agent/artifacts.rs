@@ -524,13 +524,22 @@ fn verify_and_unpack(dir: &Path, sha256: &str, name: &str) -> Result<(), String>
             }
         }
     }
-    // The pod init bind-mounts the pod's hosts file (services by name) over /etc/hosts: give it a
-    // file to mount onto when the artifact has none.
-    let hosts = tmp.join("etc/hosts");
-    if fs::symlink_metadata(&hosts).is_err() {
-        fs::create_dir_all(tmp.join("etc"))
-            .and_then(|()| fs::write(&hosts, b"127.0.0.1\tlocalhost\n"))
-            .map_err(|e| format!("artifact {name}: cannot create /etc/hosts: {e}"))?;
+    // The pod init bind-mounts the pod's hosts file (services by name) over /etc/hosts, and an
+    // isolated pod's cluster DNS over /etc/resolv.conf: give them files to mount onto when the
+    // artifact has none.
+    for (file, contents) in [
+        ("hosts", &b"127.0.0.1\tlocalhost\n"[..]),
+        (
+            "resolv.conf",
+            &b"# the pod's resolvers are bound over this file\n"[..],
+        ),
+    ] {
+        let path = tmp.join("etc").join(file);
+        if fs::symlink_metadata(&path).is_err() {
+            fs::create_dir_all(tmp.join("etc"))
+                .and_then(|()| fs::write(&path, contents))
+                .map_err(|e| format!("artifact {name}: cannot create /etc/{file}: {e}"))?;
+        }
     }
     let tree = dir.join(sha256);
     fs::rename(&tmp, &tree).map_err(|e| format!("rename to {}: {e}", tree.display()))?;
@@ -608,6 +617,7 @@ mod tests {
             assert!(tree.join(d).is_dir());
         }
         assert!(tree.join("etc/hosts").is_file());
+        assert!(tree.join("etc/resolv.conf").is_file());
         assert!(!dir.path().join(format!("{sha}.partial")).exists());
 
         // A corrupted download is discarded with a message naming the artifact.
