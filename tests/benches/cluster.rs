@@ -239,6 +239,7 @@ impl NodeSim {
                 child,
                 what: "nodesim".into(),
                 cgroup_parent: None,
+                bridge: None,
             },
             stdin,
             lines: rx,

@@ -426,17 +426,30 @@ impl WorkerSpec {
             .args(["--cgroup-parent", &self.cgroup_parent])
             .arg("--token-file")
             .arg(&self.token_file);
-        // Agents sharing the host's network namespace share its one nftables table and bridge:
-        // they serve services from userspace. A worker in a namespace of its own (a host of
-        // `netns::Topology`, a QEMU guest) keeps the kernel path, the default.
-        if self.ns.is_none() && !self.extra.iter().any(|a| a == "--service-proxy") {
-            cmd.args(["--service-proxy", "userspace"]);
+        // Agents sharing the host's network namespace would share its one nftables table and
+        // bridge: they serve services from userspace, each with a pod bridge of its own, deleted
+        // with the worker. A worker in a namespace of its own (a host of `netns::Topology`, a
+        // QEMU guest) keeps the kernel path and `bramble0`, the defaults.
+        let mut bridge = None;
+        if self.ns.is_none() {
+            if !self.extra.iter().any(|a| a == "--service-proxy") {
+                cmd.args(["--service-proxy", "userspace"]);
+            }
+            if !self.extra.iter().any(|a| a == "--pod-bridge") {
+                static BRIDGES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = BRIDGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let name = format!("bt{}-{n}", std::process::id() % 100_000);
+                cmd.args(["--pod-bridge", &name]);
+                bridge = Some(name);
+            }
         }
         let what = match &self.ns {
             Some(ns) => format!("worker {} in {ns}", self.name),
             None => format!("worker {}", self.name),
         };
-        spawn(&mut cmd, &self.extra, log, what, Some(self.cgroup_parent))
+        let mut p = spawn(&mut cmd, &self.extra, log, what, Some(self.cgroup_parent));
+        p.bridge = bridge;
+        p
     }
 }
 
@@ -459,6 +472,7 @@ fn spawn(
         child,
         what,
         cgroup_parent,
+        bridge: None,
     }
 }
 

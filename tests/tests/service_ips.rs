@@ -238,6 +238,7 @@ fn fake_registrations_get_distinct_subnets_until_the_range_is_full() {
         child,
         what: "nodesim".into(),
         cgroup_parent: None,
+        bridge: None,
     };
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {

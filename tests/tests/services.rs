@@ -153,6 +153,7 @@ replicas = 3
 [deployment.template]
 labels = {{ app = "web" }}
 restart_policy = "Never"
+network = "host"
 [[deployment.template.process]]
 name = "http"
 command = ["/bin/sh", "-c", "d={www}/$HOSTNAME; mkdir -p $d && echo $HOSTNAME > $d/id && cd $d && exec {PYTHON} -m http.server {POD_PORT} --bind 0.0.0.0"]

@@ -247,6 +247,7 @@ fn wrong_and_missing_pins_are_refused_with_messages_on_both_sides() {
         child,
         what: "worker w1".into(),
         cgroup_parent: Some(format!("bramble-test-{}-w1", std::process::id())),
+        bridge: None,
     };
     wait_for(
         Duration::from_secs(30),

@@ -194,6 +194,11 @@ fn bramble_up_runs_the_demo() {
         .output()
         .unwrap();
     bramble_tests::remove_cgroup_tree(&format!("bramble-up-{port}"));
+    // The demo pod has its own network: its worker made the default pod bridge here (not
+    // `bramble-worker --cleanup`: it would also take the veths of other tests' pods).
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "bramble0"])
+        .status();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -135,7 +135,7 @@ struct PodM {
     #[serde(default, deserialize_with = "de_arch")]
     arch: Option<Arch>,
     rootfs: Option<String>,
-    #[serde(default, deserialize_with = "de_network")]
+    #[serde(default = "isolated", deserialize_with = "de_network")]
     network: NetworkMode,
     #[serde(default)]
     privileged: bool,
@@ -169,7 +169,7 @@ struct TemplateM {
     #[serde(default, deserialize_with = "de_arch")]
     arch: Option<Arch>,
     rootfs: Option<String>,
-    #[serde(default, deserialize_with = "de_network")]
+    #[serde(default = "isolated", deserialize_with = "de_network")]
     network: NetworkMode,
     #[serde(default)]
     privileged: bool,
@@ -417,6 +417,12 @@ fn de_pod_security<'de, D: Deserializer<'de>>(d: D) -> Result<PodSecurity, D::Er
         "pod_security level",
         "\"privileged\" (no limit) or \"baseline\" (no privileged pods, host namespaces, added capabilities or unconfined seccomp)",
     )
+}
+
+/// A pod's network when its manifest names none: its own, as in Kubernetes (`"host"` is the
+/// explicit opt-out).
+fn isolated() -> NetworkMode {
+    NetworkMode::Isolated
 }
 
 fn de_network<'de, D: Deserializer<'de>>(d: D) -> Result<NetworkMode, D::Error> {

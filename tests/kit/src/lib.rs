@@ -208,6 +208,9 @@ pub struct Proc {
     pub what: String,
     /// For a worker: its pods' cgroup parent, emptied and removed when the test ends.
     pub cgroup_parent: Option<String>,
+    /// For a worker in the host's network namespace: its own pod bridge, deleted when the test
+    /// ends (its pods' veths go with the pods).
+    pub bridge: Option<String>,
 }
 
 impl Proc {
@@ -249,6 +252,12 @@ impl Drop for Proc {
         self.kill9();
         if let Some(parent) = &self.cgroup_parent {
             remove_cgroup_tree(parent);
+        }
+        if let Some(bridge) = &self.bridge {
+            let _ = Command::new("ip")
+                .args(["link", "del", bridge])
+                .stderr(std::process::Stdio::null())
+                .status();
         }
     }
 }
