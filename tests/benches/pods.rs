@@ -99,7 +99,7 @@ fn batch_100(n: u32, rounds: u32) {
     let mut text = String::new();
     for i in 0..n {
         text.push_str(&format!(
-            "[[pod]]\nname = \"b-{i}\"\nrestart_policy = \"Never\"\n\
+            "[[pod]]\nname = \"b-{i}\"\nrestart_policy = \"Never\"\nnetwork = \"host\"\n\
              [[pod.process]]\nname = \"main\"\ncommand = [\"/bin/true\"]\n\
              pids = 16\n"
         ));
