@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 
 use bramble_testkit::build;
 use bramble_wire::objects::CgroupVersion;
-use bramble_wire::objects::{NetworkMode, PodPhase, ProcessSpec, Resources, RestartPolicy};
+use bramble_wire::objects::{
+    NetworkMode, PodPhase, ProcessSpec, Resources, RestartPolicy, Volume, VolumeSource,
+};
 use bramble_worker::runtime::cgroup::{self, CgroupBase};
 use bramble_worker::runtime::{LinuxRuntime, PodNetwork, RuntimeConfig};
 use bramble_worker::sys::process as sysproc;
@@ -128,8 +130,11 @@ fn main() {
         rt.preflight().controllers
     );
 
+    // The pod's root is a new one (its own /tmp): the fifo's directory is bound at /shared, as
+    // in crun's bundle.
+    let shared_s = shared.to_str().expect("utf-8 path").to_owned();
     let pod = |i: usize| {
-        build::pod(&format!("bench{i}"))
+        let mut p = build::pod(&format!("bench{i}"))
             .uid("feedface")
             .process(ProcessSpec {
                 resources: Resources {
@@ -137,10 +142,19 @@ fn main() {
                     memory_bytes: Some(64 << 20),
                     pids: Some(16),
                 },
-                ..build::process("tee", &["/usr/bin/tee", &fifo_s])
+                ..build::process("tee", &["/usr/bin/tee", "/shared/fifo"])
             })
             .restart(RestartPolicy::Never)
-            .build()
+            .build();
+        p.spec.volumes.push(Volume {
+            name: "shared".into(),
+            mount_path: "/shared".into(),
+            source: VolumeSource::HostPath {
+                path: shared_s.clone(),
+                read_only: false,
+            },
+        });
+        p
     };
 
     let mut on_v2 = Vec::new();
