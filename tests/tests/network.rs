@@ -299,6 +299,18 @@ fn isolated_pods_get_nat_dns_and_kernel_services_that_survive_the_agent() {
         },
     );
     let names: BTreeSet<String> = pods.iter().map(|(n, _)| n.clone()).collect();
+    // Every node says it serves the network in the kernel (its KernelNetwork condition).
+    for n in c.m.nodes() {
+        let k = n
+            .status
+            .condition(bramble_wire::objects::ConditionKind::KernelNetwork)
+            .map(|k| (k.status, k.message.clone()));
+        assert!(
+            k.as_ref().is_some_and(|(ok, _)| *ok),
+            "node {}: KernelNetwork {k:?}",
+            n.meta.name
+        );
+    }
     let vip = c.cluster_ip("web").expect("service web has a virtual IP");
     let udp_vip = c
         .cluster_ip("web-udp")

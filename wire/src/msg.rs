@@ -78,6 +78,15 @@ pub enum NodeUp {
         /// Bytes wanted (the master may send fewer; at most 32 KiB).
         len: u32,
     },
+    /// How the node serves services (sent after each connect): in the kernel, or from the
+    /// agent's userspace proxy only, and why; the master shows it as the node's
+    /// `KernelNetwork` condition.
+    NetworkPath {
+        /// nf_tables rules, NAT and the cluster DNS are in use.
+        kernel: bool,
+        /// Why, with the fix when there is one.
+        message: String,
+    },
 }
 
 /// Master → worker.

@@ -564,6 +564,9 @@ pub enum ConditionKind {
     MemoryCgroup,
     /// The state dir's disk is nearly full.
     DiskPressure,
+    /// The node serves services, egress NAT and the cluster DNS in the kernel (nf_tables);
+    /// false: its agent serves services from userspace only (no virtual IPs, NAT or DNS).
+    KernelNetwork,
 }
 
 /// A node condition.

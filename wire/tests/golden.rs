@@ -1046,6 +1046,13 @@ fn services_config_artifacts_and_tokens() {
          626162808004808002",
     );
     check(
+        NodeUp::NetworkPath {
+            kernel: false,
+            message: "no nf_tables".into(),
+        },
+        "06000c6e6f206e665f7461626c6573",
+    );
+    check(
         request(RequestBody::ArtifactBegin {
             name: "busybox".into(),
             arch: bramble_wire::Arch::Armv7,

@@ -533,6 +533,7 @@ fn node() -> BoxedStrategy<Node> {
             ConditionKind::Ready,
             ConditionKind::MemoryCgroup,
             ConditionKind::DiskPressure,
+            ConditionKind::KernelNetwork,
         ]),
         any::<bool>(),
         s(),
@@ -857,6 +858,7 @@ fn node_up() -> BoxedStrategy<NodeUp> {
                 len
             }
         ),
+        (any::<bool>(), s()).prop_map(|(kernel, message)| NodeUp::NetworkPath { kernel, message }),
     ]
     .boxed()
 }
@@ -1124,7 +1126,15 @@ cases!(
     node_up_case,
     NODE_UP,
     NodeUp,
-    [Register, Heartbeat, Status, Log, LogEnd, ArtifactGet]
+    [
+        Register,
+        Heartbeat,
+        Status,
+        Log,
+        LogEnd,
+        ArtifactGet,
+        NetworkPath
+    ]
 );
 cases!(
     node_down_case,
@@ -1245,7 +1255,7 @@ cases!(
     condition_case,
     CONDITION,
     ConditionKind,
-    [Ready, MemoryCgroup, DiskPressure]
+    [Ready, MemoryCgroup, DiskPressure, KernelNetwork]
 );
 cases!(
     ns_phase_case,

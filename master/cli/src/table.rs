@@ -641,6 +641,7 @@ pub fn describe(o: &Object, now: u64) -> String {
                     ConditionKind::Ready => "Ready",
                     ConditionKind::MemoryCgroup => "MemoryCgroup",
                     ConditionKind::DiskPressure => "DiskPressure",
+                    ConditionKind::KernelNetwork => "KernelNetwork",
                 };
                 let _ = writeln!(
                     s,

@@ -278,6 +278,7 @@ async fn event_loop(
                 arts.pump(&tx);
                 reported = pods.iter().map(|r| (r.uid.clone(), r.clone())).collect();
                 let _ = tx.send(NodeUp::Status(pods)).await;
+                let _ = tx.send(net.report()).await;
                 up = Some(tx);
             }
             Some(Ev::Disconnected) => {

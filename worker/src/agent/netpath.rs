@@ -82,6 +82,8 @@ pub struct NetPath {
     dns_at: Option<Ipv4Addr>,
     /// Cleared when the DNS server stops (it could not bind): pods then keep the node's.
     dns_up: Arc<AtomicBool>,
+    /// Whether the kernel path is in use, and why (reported to the master after each connect).
+    report: (bool, String),
 }
 
 impl std::fmt::Debug for NetPath {
@@ -102,6 +104,22 @@ impl NetPath {
     /// checks that nf_tables with NAT works here; if it does not, says why and serves services
     /// from userspace only.
     pub fn new(mut cfg: NetConfig, state: &StateDir) -> NetPath {
+        let mut report = match cfg.mode {
+            ServiceProxy::Kernel => (
+                true,
+                format!(
+                    "services, egress NAT and the cluster DNS in the kernel (nftables table \
+                     inet {})",
+                    cfg.table
+                ),
+            ),
+            ServiceProxy::Userspace => (
+                false,
+                "--service-proxy userspace: services are served by the agent's userspace proxy \
+                 only (no virtual IPs, NAT or cluster DNS)"
+                    .to_string(),
+            ),
+        };
         if cfg.mode == ServiceProxy::Kernel
             && let Err(e) = crate::sys::nft::available()
         {
@@ -109,6 +127,13 @@ impl NetPath {
                 "preflight: {e}; so services are served by the userspace proxy only, and \
                  isolated pods get no NAT and no cluster DNS (--service-proxy userspace \
                  silences this)"
+            );
+            report = (
+                false,
+                format!(
+                    "{e}; services are served by the agent's userspace proxy only (no virtual \
+                     IPs, NAT or cluster DNS)"
+                ),
             );
             cfg.mode = ServiceProxy::Userspace;
         }
@@ -138,6 +163,15 @@ impl NetPath {
             dns: None,
             dns_at: None,
             dns_up: Arc::new(AtomicBool::new(false)),
+            report,
+        }
+    }
+
+    /// What the node tells the master about its network path after connecting.
+    pub fn report(&self) -> bramble_wire::msg::NodeUp {
+        bramble_wire::msg::NodeUp::NetworkPath {
+            kernel: self.report.0,
+            message: self.report.1.clone(),
         }
     }
 

@@ -459,3 +459,46 @@ fn a_connecting_worker_gets_the_cluster_network_first() {
         ));
     });
 }
+
+async fn kernel_network(m: &Master) -> Option<(bool, String)> {
+    let Some(Object::Node(n)) = super::get_opt(&m.store, Kind::Node, "", "pi-0")
+        .await
+        .unwrap()
+    else {
+        panic!("node pi-0 is gone");
+    };
+    n.status
+        .condition(bramble_wire::objects::ConditionKind::KernelNetwork)
+        .map(|c| (c.status, c.message.clone()))
+}
+
+#[test]
+fn a_node_without_the_kernel_path_shows_it_as_a_condition_kept_across_registrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path(), |_| {});
+    smol::block_on(async {
+        let feeder = smol::spawn(m.cache.clone().run(m.store.clone()));
+        super::node::register(&m, "pi-0", &info("pi-0"), None)
+            .await
+            .unwrap();
+        assert_eq!(kernel_network(&m).await, None, "nothing said yet");
+        super::node::set_network_condition(&m, "pi-0", false, "nf_tables missing: modprobe")
+            .await
+            .unwrap();
+        let want = Some((false, "nf_tables missing: modprobe".to_string()));
+        assert_eq!(kernel_network(&m).await, want);
+        // A re-registration (reconnect, Ready again) keeps what the agent said.
+        super::node::register(&m, "pi-0", &info("pi-0"), None)
+            .await
+            .unwrap();
+        assert_eq!(kernel_network(&m).await, want);
+        super::node::set_network_condition(&m, "pi-0", true, "nftables")
+            .await
+            .unwrap();
+        assert_eq!(
+            kernel_network(&m).await,
+            Some((true, "nftables".to_string()))
+        );
+        feeder.cancel().await;
+    });
+}

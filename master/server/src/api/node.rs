@@ -119,6 +119,9 @@ pub(crate) async fn serve(
             }
             match msg {
                 NodeUp::Heartbeat(_) => {}
+                NodeUp::NetworkPath { kernel, message } => {
+                    set_network_condition(&m, &name, kernel, &message).await?;
+                }
                 NodeUp::ArtifactGet {
                     request,
                     sha256,
@@ -216,6 +219,56 @@ pub fn allocatable(info: &NodeInfo) -> Resources {
     }
 }
 
+/// Writes node `name`'s `KernelNetwork` condition (kept across registrations; the agent sends
+/// it after each connect).
+pub(crate) async fn set_network_condition(
+    m: &Master,
+    name: &str,
+    kernel: bool,
+    message: &str,
+) -> anyhow::Result<()> {
+    let message: String = message.chars().take(512).collect();
+    for _ in 0..5 {
+        let Some(Object::Node(n)) = super::get_opt(&m.store, Kind::Node, "", name).await? else {
+            return Ok(());
+        };
+        let mut updated = n.clone();
+        let conds = &mut updated.status.conditions;
+        match conds
+            .iter_mut()
+            .find(|c| c.kind == ConditionKind::KernelNetwork)
+        {
+            Some(c) if c.status == kernel && c.message == message => return Ok(()),
+            Some(c) => {
+                if c.status != kernel {
+                    c.since_ms = now_ms();
+                }
+                c.status = kernel;
+                c.message = message.clone();
+            }
+            None => conds.push(Condition {
+                kind: ConditionKind::KernelNetwork,
+                status: kernel,
+                message: message.clone(),
+                since_ms: now_ms(),
+            }),
+        }
+        if !kernel {
+            tracing::warn!(node = %name, "node serves services from userspace only: {message}");
+        }
+        match m
+            .store
+            .update(Object::Node(updated), Some(n.meta.revision))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::bail!("node {name}: could not write its network condition")
+}
+
 fn conditions(info: &NodeInfo, ready: bool, prev: &NodeStatus, now: u64) -> Vec<Condition> {
     let mem = info.controllers.has(Controllers::MEMORY);
     let mk = |kind, status, message: &str| {
@@ -250,6 +303,10 @@ fn conditions(info: &NodeInfo, ready: bool, prev: &NodeStatus, now: u64) -> Vec<
             },
         ),
     ]
+    .into_iter()
+    // What the agent said about its network after connecting stays.
+    .chain(prev.condition(ConditionKind::KernelNetwork).cloned())
+    .collect()
 }
 
 /// Creates or updates the node object; returns its pod subnet.
