@@ -381,7 +381,15 @@ async fn event_loop(
         // Status deltas.
         let mut now_pods = driver.poll();
         now_pods.extend(arts.waiting(&desired));
-        net.set_pods(desired.pods.iter().map(|p| {
+        // Host ports of isolated pods (most pods have none: no lookup for them, this runs at
+        // every wakeup).
+        let with_host_ports = desired.pods.iter().filter(|p| {
+            p.spec
+                .processes
+                .iter()
+                .any(|pr| pr.ports.iter().any(|q| q.host_port.is_some()))
+        });
+        net.set_pods(with_host_ports.map(|p| {
             let ip = now_pods
                 .iter()
                 .find(|r| r.uid == p.meta.uid)
