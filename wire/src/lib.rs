@@ -77,10 +77,12 @@ pub use error::WireError;
 /// groups by name, supplementary groups, `run_as_non_root`, capabilities and the seccomp profile
 /// per process, `privileged`, `host_pid` and `host_ipc` per pod. Version 5 added the service
 /// virtual IP (`cluster_ip` on services and endpoints) and `NodeDown::ClusterNetwork` (the pod
-/// and service ranges and the DNS domain, for NAT, kernel service rules and cluster DNS). The
+/// and service ranges and the DNS domain, for NAT, kernel service rules and cluster DNS).
+/// Version 6 added images: `image` on pods and `args` on processes, the `Image` and `Registry`
+/// kinds, the images in assignments, and the image pull/import/remove and blob upload calls. The
 /// master speaks the newest version only: agents are upgraded together with it.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// The oldest protocol version this build still accepts.
-pub const MIN_PROTOCOL_VERSION: u16 = 5;
+pub const MIN_PROTOCOL_VERSION: u16 = 6;
 /// Default maximum frame body size: 64 KiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;

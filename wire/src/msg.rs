@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core_msg::Arch;
 use crate::core_msg::{Heartbeat, NodeInfo};
-use crate::objects::{Artifact, ConfigMap, Endpoints, Kind, Object, Pod, PodStatus, Secret};
+use crate::objects::{Artifact, ConfigMap, Endpoints, Image, Kind, Object, Pod, PodStatus, Secret};
 
 /// A pod as assigned to a node: enough to run it.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
@@ -25,6 +25,8 @@ pub struct Assignment {
     pub config_maps: Vec<ConfigMap>,
     /// The artifacts those pods use as rootfs.
     pub artifacts: Vec<Artifact>,
+    /// The images those pods use (their layers are fetched like artifacts, by sha256).
+    pub images: Vec<Image>,
 }
 
 /// Status of one pod as the node sees it.
@@ -271,6 +273,45 @@ pub enum RequestBody {
         /// Token id.
         id: String,
     },
+    /// Pull an image through the master (`bramble image pull REF`): answered by
+    /// [`ResponseBody::ImageProgress`] frames, then the stored [`Object::Image`] (or an error).
+    ImagePull {
+        /// The reference as the user wrote it (`alpine:3.20`, `host:5000/app@sha256:…`).
+        reference: String,
+    },
+    /// Start (or resume) uploading a content-addressed blob (an image archive's manifest, config
+    /// or layer). Answered by [`ResponseBody::ArtifactProgress`] with the bytes held.
+    BlobBegin {
+        /// sha256 of the blob (lowercase hex).
+        sha256: String,
+        /// Size of the blob.
+        size: u64,
+    },
+    /// Bytes of a blob upload begun with [`RequestBody::BlobBegin`]; the chunk that completes it
+    /// makes the master verify its sha256.
+    BlobChunk {
+        /// sha256 given at the beginning.
+        sha256: String,
+        /// Offset of `data` (must equal the bytes held so far).
+        offset: u64,
+        /// Bytes (at most 32 KiB).
+        data: Vec<u8>,
+    },
+    /// Record an image whose blobs were uploaded (`bramble image import`): the master reads the
+    /// index or manifest blob `sha256` and everything it names from its blob store, checks it as a
+    /// pull would, and answers the stored [`Object::Image`].
+    ImageImport {
+        /// The reference to store it under (normalized by the master).
+        reference: String,
+        /// sha256 of the uploaded OCI index or manifest blob.
+        sha256: String,
+    },
+    /// Remove an image by reference (`bramble image rm REF`); refused while pods use it. Answered
+    /// by [`ResponseBody::Deleted`].
+    ImageRemove {
+        /// The reference (normalized by the master).
+        reference: String,
+    },
 }
 
 /// What a token lets its holder do.
@@ -422,4 +463,13 @@ pub enum ResponseBody {
     },
     /// Tokens.
     Tokens(Vec<TokenInfo>),
+    /// Progress of an image pull.
+    ImageProgress {
+        /// What the master is doing (`fetching manifest`, `layer 2/3 of linux/arm64`).
+        message: String,
+        /// Bytes fetched so far.
+        done: u64,
+        /// Bytes to fetch in all (0 until known).
+        total: u64,
+    },
 }

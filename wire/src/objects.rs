@@ -58,11 +58,16 @@ pub enum Kind {
     Secret,
     /// Cluster-scoped artifact: a content-addressed tarball per architecture (a pod's rootfs).
     Artifact,
+    /// Cluster-scoped OCI/Docker image the master pulled or imported: its layers and config per
+    /// architecture (a pod's `image`).
+    Image,
+    /// Cluster-scoped registry settings: a host's scheme, credentials, CA and mirror.
+    Registry,
 }
 
 impl Kind {
     /// Every kind, in tag order.
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -76,6 +81,8 @@ impl Kind {
         Kind::ConfigMap,
         Kind::Secret,
         Kind::Artifact,
+        Kind::Image,
+        Kind::Registry,
     ];
 
     /// Singular lowercase name, as in manifests (`[[pod]]`) and the CLI.
@@ -94,12 +101,17 @@ impl Kind {
             Kind::ConfigMap => "configmap",
             Kind::Secret => "secret",
             Kind::Artifact => "artifact",
+            Kind::Image => "image",
+            Kind::Registry => "registry",
         }
     }
 
     /// Whether objects of this kind live in a namespace.
     pub const fn namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace | Kind::Node | Kind::Artifact)
+        !matches!(
+            self,
+            Kind::Namespace | Kind::Node | Kind::Artifact | Kind::Image | Kind::Registry
+        )
     }
 
     /// Parses singular, plural and short names (`pod`, `pods`, `po`, `no`, `ns`).
@@ -118,6 +130,8 @@ impl Kind {
             "configmap" | "configmaps" | "cm" => Kind::ConfigMap,
             "secret" | "secrets" => Kind::Secret,
             "artifact" | "artifacts" | "art" => Kind::Artifact,
+            "image" | "images" | "img" => Kind::Image,
+            "registry" | "registries" | "reg" => Kind::Registry,
             _ => return None,
         })
     }
@@ -215,6 +229,11 @@ pub struct ProcessSpec {
     /// Environment variables from every key of config maps and secrets (after `env`).
     #[serde(default)]
     pub env_from: Vec<EnvFrom>,
+    /// Arguments (Kubernetes' `args`): with a pod `image`, they replace the image's `Cmd`;
+    /// `command` replaces its `Entrypoint` (and then the `Cmd` is dropped unless `args` is set).
+    /// Without an image they are appended to `command`.
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 /// What a probe does.
@@ -420,6 +439,11 @@ pub struct PodSpec {
     /// The host's IPC namespace.
     #[serde(default)]
     pub host_ipc: bool,
+    /// An OCI/Docker image reference (`docker.io/library/alpine:3.20`, `registry.lan:5000/app@sha256:…`):
+    /// the pod's root is an overlay of the node's architecture's layers, and its processes take the
+    /// image's Entrypoint/Cmd/Env/WorkingDir/User as defaults. Excludes `rootfs`.
+    #[serde(default)]
+    pub image: Option<String>,
 }
 
 impl PodSpec {
@@ -983,6 +1007,121 @@ impl Artifact {
     }
 }
 
+/// How an image layer blob is compressed.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayerCompression {
+    /// A plain tar (`application/vnd.oci.image.layer.v1.tar`, `docker save`'s layers).
+    #[default]
+    None,
+    /// gzip (`…tar+gzip`, Docker's `…rootfs.diff.tar.gzip`).
+    Gzip,
+    /// zstd (`…tar+zstd`).
+    Zstd,
+}
+
+/// One layer of an image variant, bottom first.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ImageLayer {
+    /// sha256 of the blob as stored and transferred (compressed), lowercase hex.
+    pub sha256: String,
+    /// Size of the blob in bytes.
+    pub size: u64,
+    /// Compression of the blob.
+    pub compression: LayerCompression,
+}
+
+/// The parts of an image's config a pod uses (OCI `config`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageConfig {
+    /// `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Cmd`.
+    pub cmd: Vec<String>,
+    /// `Env`, in order, split at the first `=`.
+    pub env: Vec<(String, String)>,
+    /// `WorkingDir`, if set.
+    pub workdir: Option<String>,
+    /// `User` (`name`, `uid`, `uid:gid`, `name:group`), if set.
+    pub user: Option<String>,
+    /// `ExposedPorts` keys (`80/tcp`), informational.
+    pub exposed_ports: Vec<String>,
+}
+
+/// One architecture's manifest of an image.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ImageVariant {
+    /// Architecture (`linux/arm64` = aarch64, `linux/arm/v7` = armv7, `linux/arm/v6` = armv6,
+    /// `linux/amd64` = x86_64, `linux/riscv64` = riscv64).
+    pub arch: Arch,
+    /// The manifest's digest (`sha256:…`).
+    pub manifest_digest: String,
+    /// sha256 of the config blob, lowercase hex.
+    pub config_sha256: String,
+    /// The config's defaults.
+    pub config: ImageConfig,
+    /// Layers, bottom first.
+    pub layers: Vec<ImageLayer>,
+}
+
+impl ImageVariant {
+    /// Bytes of all layer blobs.
+    pub fn size(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+}
+
+/// An image the master holds (pulled from a registry or imported): every variant's blobs are in
+/// its blob store. Its name is derived from `reference`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Image {
+    /// Metadata (cluster-scoped).
+    pub meta: Meta,
+    /// The normalized reference (`docker.io/library/alpine:3.20`, `host:5000/app@sha256:…`).
+    pub reference: String,
+    /// Digest of what the reference resolved to (an index, or a single manifest), `sha256:…`.
+    pub digest: String,
+    /// One entry per architecture, sorted by architecture.
+    pub variants: Vec<ImageVariant>,
+    /// When it was pulled or imported, milliseconds since the Unix epoch.
+    pub pulled_ms: u64,
+}
+
+impl Image {
+    /// The variant a node of `arch` runs: its own, or for armv7 an armv6 one.
+    pub fn variant(&self, arch: Arch) -> Option<&ImageVariant> {
+        self.variants.iter().find(|v| v.arch == arch).or_else(|| {
+            (arch == Arch::Armv7)
+                .then(|| self.variants.iter().find(|v| v.arch == Arch::Armv6))
+                .flatten()
+        })
+    }
+}
+
+/// How the master reaches one registry host.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegistrySpec {
+    /// Host and optional port, as in image references (`registry.lan:5000`, `docker.io`).
+    pub host: String,
+    /// Plain HTTP (a LAN registry without TLS).
+    pub insecure: bool,
+    /// A secret (`NAMESPACE/NAME`, or `NAME` in `default`) with keys `username` and `password`
+    /// for basic auth (and for the token service of bearer auth).
+    pub credentials: Option<String>,
+    /// Pull through this host instead (`mirror.lan:5000`); the reference keeps its own host.
+    pub mirror: Option<String>,
+    /// PEM certificates trusted for this host besides the system's roots.
+    pub ca: Option<String>,
+}
+
+/// Registry settings (`[[registry]]`), cluster-scoped; its name is free, its `host` is the key.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct Registry {
+    /// Metadata (cluster-scoped).
+    pub meta: Meta,
+    /// Settings.
+    pub spec: RegistrySpec,
+}
+
 /// Any object. New kinds are added at the end.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Object {
@@ -1012,6 +1151,10 @@ pub enum Object {
     Secret(Secret),
     /// An artifact.
     Artifact(Artifact),
+    /// An image.
+    Image(Image),
+    /// A registry's settings.
+    Registry(Registry),
 }
 
 macro_rules! each_object {
@@ -1030,6 +1173,8 @@ macro_rules! each_object {
             Object::ConfigMap($x) => $body,
             Object::Secret($x) => $body,
             Object::Artifact($x) => $body,
+            Object::Image($x) => $body,
+            Object::Registry($x) => $body,
         }
     };
 }
@@ -1051,6 +1196,8 @@ impl Object {
             Object::ConfigMap(_) => Kind::ConfigMap,
             Object::Secret(_) => Kind::Secret,
             Object::Artifact(_) => Kind::Artifact,
+            Object::Image(_) => Kind::Image,
+            Object::Registry(_) => Kind::Registry,
         }
     }
 

@@ -57,10 +57,11 @@ use std::path::{Path, PathBuf};
 use crate::sys::process as sysproc;
 
 mod v1;
+mod v2;
 
-/// Version of `assignment.bin` (postcard `bramble_wire::msg::Assignment`): 2 since protocol 4
-/// (the security context); 0 and 1 hold protocol 3's types ([`v1`]).
-pub const ASSIGNMENT_V: u32 = 2;
+/// Version of `assignment.bin` (postcard `bramble_wire::msg::Assignment`): 3 since protocol 6
+/// (images); 2 holds protocols 4 and 5's types ([`v2`]), 0 and 1 protocol 3's ([`v1`]).
+pub const ASSIGNMENT_V: u32 = 3;
 /// Version of `node.credential` (text: `id.secret\n`).
 pub const CREDENTIAL_V: u32 = 1;
 /// Version of `network` (postcard `Vec<PodSubnet>`).
@@ -70,9 +71,10 @@ pub const CLUSTER_NETWORK_V: u32 = 1;
 /// Version of `endpoints` (postcard `Vec<Endpoints>`): 2 since protocol 5 (the service's
 /// virtual IP); 0 and 1 hold protocol 4's endpoints ([`v1`]).
 pub const ENDPOINTS_V: u32 = 2;
-/// Version of a pod's `config` (postcard [`crate::runtime::init::InitConfig`]): 2 since
-/// protocol 4; 0 and 1 hold protocol 3's process spec ([`v1`]).
-pub const POD_CONFIG_V: u32 = 2;
+/// Version of a pod's `config` (postcard [`crate::runtime::init::InitConfig`]): 3 since
+/// protocol 6 (images); 2 holds protocols 4 and 5's process spec ([`v2`]), 0 and 1 protocol 3's
+/// ([`v1`]).
+pub const POD_CONFIG_V: u32 = 3;
 /// Version of a pod's `status` (postcard `PodStatus`).
 pub const POD_STATUS_V: u32 = 1;
 /// Version of a pod's `init` (text: `<pid> <start ticks> <start ms>\n`).
@@ -198,13 +200,19 @@ pub trait Persisted: serde::de::DeserializeOwned {
 }
 
 impl Persisted for bramble_wire::msg::Assignment {
-    fn decode_old(_version: u32, payload: &[u8]) -> postcard::Result<Self> {
+    fn decode_old(version: u32, payload: &[u8]) -> postcard::Result<Self> {
+        if version == 2 {
+            return postcard::from_bytes::<v2::AssignmentV2>(payload).map(Into::into);
+        }
         postcard::from_bytes::<v1::AssignmentV1>(payload).map(Into::into)
     }
 }
 
 impl Persisted for crate::runtime::init::InitConfig {
-    fn decode_old(_version: u32, payload: &[u8]) -> postcard::Result<Self> {
+    fn decode_old(version: u32, payload: &[u8]) -> postcard::Result<Self> {
+        if version == 2 {
+            return postcard::from_bytes::<v2::InitConfigV2>(payload).map(Into::into);
+        }
         postcard::from_bytes::<v1::InitConfigV1>(payload).map(Into::into)
     }
 }
@@ -227,13 +235,13 @@ pub fn previous_format(kind: Kind, bytes: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let v1 = |p: Vec<u8>| [format!("bramble {} v1\n", kind.name).into_bytes(), p].concat();
-    if kind == ASSIGNMENT && kind.current == 2 {
+    if kind == ASSIGNMENT && kind.current >= 2 {
         let a: bramble_wire::msg::Assignment = postcard::from_bytes(payload).ok()?;
         return postcard::to_allocvec(&v1::AssignmentV1::from(&a))
             .ok()
             .map(v1);
     }
-    if kind == POD_CONFIG && kind.current == 2 {
+    if kind == POD_CONFIG && kind.current >= 2 {
         let c: crate::runtime::init::InitConfig = postcard::from_bytes(payload).ok()?;
         return postcard::to_allocvec(&v1::InitConfigV1::from(&c))
             .ok()

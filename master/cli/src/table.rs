@@ -494,6 +494,42 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                 ]);
             }
         }
+        Kind::Image => {
+            rows.push(header(
+                &["REFERENCE", "DIGEST", "ARCHES", "SIZE", "AGE"],
+                false,
+            ));
+            for o in items {
+                let Object::Image(v) = o else { continue };
+                let arches: Vec<&str> = v.variants.iter().map(|x| x.arch.as_str()).collect();
+                let size: u64 = v.variants.iter().map(|x| x.size()).sum();
+                let digest = v.digest.strip_prefix("sha256:").unwrap_or(&v.digest);
+                rows.push(vec![
+                    v.reference.clone(),
+                    format!("sha256:{}", digest.get(..12).unwrap_or(digest)),
+                    arches.join(","),
+                    format_bytes(size),
+                    age(now, v.meta.created_ms),
+                ]);
+            }
+        }
+        Kind::Registry => {
+            rows.push(header(
+                &["NAME", "HOST", "SCHEME", "CREDENTIALS", "MIRROR", "AGE"],
+                false,
+            ));
+            for o in items {
+                let Object::Registry(v) = o else { continue };
+                rows.push(vec![
+                    v.meta.name.clone(),
+                    v.spec.host.clone(),
+                    if v.spec.insecure { "http" } else { "https" }.into(),
+                    v.spec.credentials.clone().unwrap_or_else(|| "-".into()),
+                    v.spec.mirror.clone().unwrap_or_else(|| "-".into()),
+                    age(now, v.meta.created_ms),
+                ]);
+            }
+        }
     }
     columns(&rows)
 }
@@ -766,6 +802,48 @@ pub fn describe(o: &Object, now: u64) -> String {
                     format_bytes(x.size)
                 );
             }
+        }
+        Object::Image(v) => {
+            let _ = writeln!(s, "Reference:   {}", v.reference);
+            let _ = writeln!(s, "Digest:      {}", v.digest);
+            let _ = writeln!(s, "Variants:");
+            for x in &v.variants {
+                let _ = writeln!(
+                    s,
+                    "  {}: {} {} in {} layers",
+                    x.arch.as_str(),
+                    x.manifest_digest,
+                    format_bytes(x.size()),
+                    x.layers.len()
+                );
+            }
+        }
+        Object::Registry(v) => {
+            let _ = writeln!(s, "Host:        {}", v.spec.host);
+            let _ = writeln!(
+                s,
+                "Scheme:      {}",
+                if v.spec.insecure { "http" } else { "https" }
+            );
+            let _ = writeln!(
+                s,
+                "Credentials: {}",
+                v.spec.credentials.as_deref().unwrap_or("<none>")
+            );
+            let _ = writeln!(
+                s,
+                "Mirror:      {}",
+                v.spec.mirror.as_deref().unwrap_or("<none>")
+            );
+            let _ = writeln!(
+                s,
+                "CA:          {}",
+                if v.spec.ca.is_some() {
+                    "custom"
+                } else {
+                    "system roots"
+                }
+            );
         }
     }
     s

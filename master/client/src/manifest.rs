@@ -135,6 +135,7 @@ struct PodM {
     #[serde(default, deserialize_with = "de_arch")]
     arch: Option<Arch>,
     rootfs: Option<String>,
+    image: Option<String>,
     #[serde(default = "isolated", deserialize_with = "de_network")]
     network: NetworkMode,
     #[serde(default)]
@@ -169,6 +170,7 @@ struct TemplateM {
     #[serde(default, deserialize_with = "de_arch")]
     arch: Option<Arch>,
     rootfs: Option<String>,
+    image: Option<String>,
     #[serde(default = "isolated", deserialize_with = "de_network")]
     network: NetworkMode,
     #[serde(default)]
@@ -267,7 +269,10 @@ fn de_opt_duration_ms64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, 
 struct ProcessM {
     #[serde(deserialize_with = "de_name")]
     name: String,
+    #[serde(default)]
     command: Vec<String>,
+    #[serde(default)]
+    args: Vec<String>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     workdir: Option<String>,
@@ -524,6 +529,7 @@ impl Manifest {
                 tolerations: p.tolerations,
                 arch: p.arch,
                 rootfs: p.rootfs,
+                image: p.image,
                 network: p.network,
                 privileged: p.privileged,
                 host_pid: p.host_pid,
@@ -645,6 +651,7 @@ fn pod_spec(mut t: TemplateM, what: &str) -> Result<PodSpec, String> {
         .map(|(pr, env_from)| ProcessSpec {
             name: pr.name,
             command: pr.command,
+            args: pr.args,
             env: pr.env.into_iter().collect(),
             workdir: pr.workdir,
             user: pr.user,
@@ -718,6 +725,7 @@ fn pod_spec(mut t: TemplateM, what: &str) -> Result<PodSpec, String> {
             .collect(),
         arch: t.arch,
         rootfs: t.rootfs,
+        image: t.image,
         network: t.network,
         volumes,
         termination_grace_ms: t.termination_grace.unwrap_or(DEFAULT_GRACE_MS),

@@ -229,6 +229,9 @@ pub fn check_object(obj: &Object) -> Result<(), Invalid> {
             Ok(())
         }
         Object::Node(_) | Object::Namespace(_) | Object::Event(_) => Ok(()),
+        // Checked by the image module of the master (a registry's host and secret reference;
+        // an image is only ever written by the master itself).
+        Object::Image(_) | Object::Registry(_) => Ok(()),
         Object::Service(s) => {
             let at = |f: &str| format!("service {:?}: {f}", meta.name);
             if s.spec.selector.is_empty() {

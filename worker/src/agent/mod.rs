@@ -197,12 +197,7 @@ async fn event_loop(
     connect: impl FnOnce(),
 ) -> anyhow::Result<()> {
     let mut state = state::StateFile::new(&cfg.state);
-    let mut desired = state.load()?.unwrap_or(Assignment {
-        revision: 0,
-        pods: Vec::new(),
-        config_maps: Vec::new(),
-        artifacts: Vec::new(),
-    });
+    let mut desired = state.load()?.unwrap_or_default();
     if !desired.pods.is_empty() {
         tracing::info!(
             pods = desired.pods.len(),

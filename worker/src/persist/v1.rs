@@ -112,6 +112,7 @@ impl From<AssignmentV1> for Assignment {
                 .collect(),
             config_maps: a.config_maps,
             artifacts: a.artifacts,
+            images: Vec::new(),
         }
     }
 }

@@ -68,6 +68,7 @@ pub fn assignment() -> Assignment {
                 .collect(),
         }],
         artifacts: Vec::new(),
+        images: Vec::new(),
     }
 }
 

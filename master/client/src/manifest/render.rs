@@ -46,7 +46,9 @@ pub fn render(objs: &[Object]) -> Result<String, String> {
             Object::ReplicaSet(_)
             | Object::Event(_)
             | Object::Endpoints(_)
-            | Object::Artifact(_) => {
+            | Object::Artifact(_)
+            | Object::Image(_)
+            | Object::Registry(_) => {
                 return Err(format!(
                     "{} {:?}: {} objects are made by the master and cannot be written in a manifest",
                     o.kind().as_str(),

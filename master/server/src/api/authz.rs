@@ -36,6 +36,11 @@ fn verb(body: &RequestBody) -> String {
         RequestBody::TokenCreate { .. } => "create tokens".into(),
         RequestBody::TokenList => "list tokens".into(),
         RequestBody::TokenRevoke { .. } => "revoke tokens".into(),
+        RequestBody::ImagePull { .. } => "pull images".into(),
+        RequestBody::BlobBegin { .. }
+        | RequestBody::BlobChunk { .. }
+        | RequestBody::ImageImport { .. } => "import images".into(),
+        RequestBody::ImageRemove { .. } => "remove images".into(),
     }
 }
 

@@ -327,6 +327,14 @@ async fn handle_unfiltered(m: &Master, body: RequestBody) -> Result<ResponseBody
         RequestBody::TokenCreate { .. }
         | RequestBody::TokenList
         | RequestBody::TokenRevoke { .. } => m.token_call(body).await,
+        RequestBody::ImagePull { .. }
+        | RequestBody::BlobBegin { .. }
+        | RequestBody::BlobChunk { .. }
+        | RequestBody::ImageImport { .. }
+        | RequestBody::ImageRemove { .. } => Err(err(
+            ErrorCode::Unavailable,
+            "images: not wired into this master yet",
+        )),
         RequestBody::Apply(objs) => apply(m, objs).await.map(ResponseBody::Applied),
         RequestBody::Get {
             kind: Kind::Endpoints,

@@ -66,6 +66,7 @@ pub(crate) async fn push_assignment(m: &Master, node: &str) {
             pods,
             config_maps,
             artifacts,
+            images: Vec::new(),
         }))
         .await;
 }
