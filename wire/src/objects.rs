@@ -1301,7 +1301,27 @@ impl PodSpec {
 
 #[cfg(test)]
 mod rootfs_tests {
-    use super::{RootfsError, RootfsRef};
+    use super::{Arch, Image, ImageConfig, ImageVariant, RootfsError, RootfsRef};
+
+    #[test]
+    fn an_armv7_node_runs_an_armv6_variant_only_when_there_is_no_armv7_one() {
+        let v = |arch| ImageVariant {
+            arch,
+            manifest_digest: alloc::string::String::new(),
+            config_sha256: alloc::string::String::new(),
+            config: ImageConfig::default(),
+            layers: alloc::vec::Vec::new(),
+        };
+        let mut img = Image {
+            variants: alloc::vec![v(Arch::Armv6), v(Arch::Aarch64)],
+            ..Image::default()
+        };
+        assert_eq!(img.variant(Arch::Armv7).map(|x| x.arch), Some(Arch::Armv6));
+        assert_eq!(img.variant(Arch::Armv6).map(|x| x.arch), Some(Arch::Armv6));
+        assert_eq!(img.variant(Arch::X86_64), None);
+        img.variants.push(v(Arch::Armv7));
+        assert_eq!(img.variant(Arch::Armv7).map(|x| x.arch), Some(Arch::Armv7));
+    }
 
     #[test]
     fn rootfs_values_have_one_meaning() {

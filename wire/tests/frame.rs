@@ -316,11 +316,11 @@ fn garbage_gets_a_distinct_error() {
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<Request>(&[1, 11]).unwrap_err(),
+        frame::decode::<Request>(&[1, 16]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<Response>(&[1, 11]).unwrap_err(),
+        frame::decode::<Response>(&[1, 12]).unwrap_err(),
         WireError::UnknownTag
     );
     // Nested: a Hello whose role is 3.
@@ -331,14 +331,14 @@ fn garbage_gets_a_distinct_error() {
         frame::decode::<Handshake>(&body).unwrap_err(),
         WireError::UnknownTag
     );
-    // Nested: an Apply of an object of kind 13 (one past the last).
+    // Nested: an Apply of an object of kind 15 (one past the last).
     assert_eq!(
-        frame::decode::<Request>(&[1, 0, 1, 13]).unwrap_err(),
+        frame::decode::<Request>(&[1, 0, 1, 15]).unwrap_err(),
         WireError::UnknownTag
     );
-    // Nested: a Get of kind 13 (one past the last).
+    // Nested: a Get of kind 15 (one past the last).
     assert_eq!(
-        frame::decode::<Request>(&[1, 1, 13, 0, 0]).unwrap_err(),
+        frame::decode::<Request>(&[1, 1, 15, 0, 0]).unwrap_err(),
         WireError::UnknownTag
     );
     // Known tags still decode.

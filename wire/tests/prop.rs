@@ -22,9 +22,10 @@ use bramble_wire::msg::{
 use bramble_wire::objects::{
     Artifact, ArtifactVariant, Condition, ConditionKind, ConfigMap, DaemonSet, DaemonSetSpec,
     DaemonSetStatus, Deployment, DeploymentSpec, DeploymentStatus, EndpointAddress, Endpoints,
-    EnvFrom, Event, Job, JobPhase, JobSpec, JobStatus, Kind, Meta, Namespace, NamespacePhase,
-    NetworkMode, Node, NodeSpec, NodeStatus, Object, OwnerRef, Pod, PodSpec, PodStatus,
-    PodTemplate, Port, Probe, ProbeAction, ProcessSpec, ProcessState, ProcessStatus, Protocol,
+    EnvFrom, Event, Image, ImageConfig, ImageLayer, ImageVariant, Job, JobPhase, JobSpec,
+    JobStatus, Kind, LayerCompression, Meta, Namespace, NamespacePhase, NetworkMode, Node,
+    NodeSpec, NodeStatus, Object, OwnerRef, Pod, PodSpec, PodStatus, PodTemplate, Port, Probe,
+    ProbeAction, ProcessSpec, ProcessState, ProcessStatus, Protocol, Registry, RegistrySpec,
     ReplicaSet, ReplicaSetSpec, ReplicaSetStatus, Resources, RestartPolicy, Secret, Service,
     ServiceSpec, Taint, TaintEffect, Toleration, Volume, VolumeSource,
 };
@@ -364,13 +365,14 @@ fn process_spec() -> BoxedStrategy<ProcessSpec> {
             any::<bool>(),
             (any::<u64>(), any::<u64>()),
             one_of(&[SeccompProfile::RuntimeDefault, SeccompProfile::Unconfined]),
+            vec(s(), 0..3),
         ),
     )
         .prop_map(
             |(
                 (name, command, env, workdir, user, group),
                 (resources, ports, liveness, readiness, env_from),
-                (supplementary_groups, run_as_non_root, (add, drop), seccomp),
+                (supplementary_groups, run_as_non_root, (add, drop), seccomp, args),
             )| ProcessSpec {
                 name,
                 command,
@@ -390,6 +392,7 @@ fn process_spec() -> BoxedStrategy<ProcessSpec> {
                 liveness,
                 readiness,
                 env_from,
+                args,
             },
         )
         .boxed()
@@ -446,13 +449,13 @@ fn pod_spec() -> BoxedStrategy<PodSpec> {
             any::<u32>(),
             of(s()),
         ),
-        (any::<bool>(), any::<bool>(), any::<bool>()),
+        (any::<bool>(), any::<bool>(), any::<bool>(), of(s())),
     )
         .prop_map(
             |(
                 (processes, restart_policy, node_selector, tolerations, arch),
                 (rootfs, network, volumes, termination_grace_ms, node_name),
-                (privileged, host_pid, host_ipc),
+                (privileged, host_pid, host_ipc, image),
             )| PodSpec {
                 processes,
                 restart_policy,
@@ -467,6 +470,7 @@ fn pod_spec() -> BoxedStrategy<PodSpec> {
                 privileged,
                 host_pid,
                 host_ipc,
+                image,
             },
         )
         .boxed()
@@ -815,6 +819,75 @@ fn artifact() -> BoxedStrategy<Artifact> {
         .boxed()
 }
 
+fn layer_compression() -> BoxedStrategy<LayerCompression> {
+    one_of(&[
+        LayerCompression::None,
+        LayerCompression::Gzip,
+        LayerCompression::Zstd,
+    ])
+}
+
+fn image() -> BoxedStrategy<Image> {
+    let layer = (s(), any::<u64>(), layer_compression()).prop_map(|(sha256, size, compression)| {
+        ImageLayer {
+            sha256,
+            size,
+            compression,
+        }
+    });
+    let config = (
+        vec(s(), 0..3),
+        vec(s(), 0..3),
+        vec((s(), s()), 0..3),
+        of(s()),
+        of(s()),
+        vec(s(), 0..2),
+    )
+        .prop_map(
+            |(entrypoint, cmd, env, workdir, user, exposed_ports)| ImageConfig {
+                entrypoint,
+                cmd,
+                env,
+                workdir,
+                user,
+                exposed_ports,
+            },
+        );
+    let variant = (arch(), s(), s(), config, vec(layer, 0..3)).prop_map(
+        |(arch, manifest_digest, config_sha256, config, layers)| ImageVariant {
+            arch,
+            manifest_digest,
+            config_sha256,
+            config,
+            layers,
+        },
+    );
+    (meta(), s(), s(), vec(variant, 0..3), any::<u64>())
+        .prop_map(|(meta, reference, digest, variants, pulled_ms)| Image {
+            meta,
+            reference,
+            digest,
+            variants,
+            pulled_ms,
+        })
+        .boxed()
+}
+
+fn registry() -> BoxedStrategy<Registry> {
+    (meta(), s(), any::<bool>(), of(s()), of(s()), of(s()))
+        .prop_map(|(meta, host, insecure, credentials, mirror, ca)| Registry {
+            meta,
+            spec: RegistrySpec {
+                host,
+                insecure,
+                credentials,
+                mirror,
+                ca,
+            },
+        })
+        .boxed()
+}
+
 fn object() -> BoxedStrategy<Object> {
     prop_oneof![
         namespace().prop_map(Object::Namespace),
@@ -830,6 +903,8 @@ fn object() -> BoxedStrategy<Object> {
         config_map().prop_map(Object::ConfigMap),
         secret().prop_map(Object::Secret),
         artifact().prop_map(Object::Artifact),
+        image().prop_map(Object::Image),
+        registry().prop_map(Object::Registry),
     ]
     .boxed()
 }
@@ -869,13 +944,17 @@ fn node_down() -> BoxedStrategy<NodeDown> {
         vec(pod(), 0..3),
         vec(config_map(), 0..2),
         vec(artifact(), 0..2),
+        vec(image(), 0..2),
     )
-        .prop_map(|(revision, pods, config_maps, artifacts)| Assignment {
-            revision,
-            pods,
-            config_maps,
-            artifacts,
-        });
+        .prop_map(
+            |(revision, pods, config_maps, artifacts, images)| Assignment {
+                revision,
+                pods,
+                config_maps,
+                artifacts,
+                images,
+            },
+        );
     let subnet = (s(), s(), s()).prop_map(|(node, cidr, via)| PodSubnet { node, cidr, via });
     prop_oneof![
         assignment.prop_map(NodeDown::Assign),
@@ -977,6 +1056,15 @@ fn request() -> BoxedStrategy<Request> {
             .prop_map(|(ttl_s, description)| RequestBody::TokenCreate { ttl_s, description }),
         Just(RequestBody::TokenList),
         s().prop_map(|id| RequestBody::TokenRevoke { id }),
+        s().prop_map(|reference| RequestBody::ImagePull { reference }),
+        (s(), any::<u64>()).prop_map(|(sha256, size)| RequestBody::BlobBegin { sha256, size }),
+        (s(), any::<u64>(), bytes()).prop_map(|(sha256, offset, data)| RequestBody::BlobChunk {
+            sha256,
+            offset,
+            data
+        }),
+        (s(), s()).prop_map(|(reference, sha256)| RequestBody::ImageImport { reference, sha256 }),
+        s().prop_map(|reference| RequestBody::ImageRemove { reference }),
     ];
     (any::<u32>(), body)
         .prop_map(|(id, body)| Request { id, body })
@@ -1062,6 +1150,13 @@ fn response() -> BoxedStrategy<Response> {
         any::<u64>().prop_map(|offset| ResponseBody::ArtifactProgress { offset }),
         (token_info(), s()).prop_map(|(info, token)| ResponseBody::TokenCreated { info, token }),
         vec(token_info(), 0..3).prop_map(ResponseBody::Tokens),
+        (s(), any::<u64>(), any::<u64>()).prop_map(|(message, done, total)| {
+            ResponseBody::ImageProgress {
+                message,
+                done,
+                total,
+            }
+        }),
     ];
     (any::<u32>(), body)
         .prop_map(|(id, body)| Response { id, body })
@@ -1168,7 +1263,12 @@ cases!(
         ArtifactChunk,
         TokenCreate,
         TokenList,
-        TokenRevoke
+        TokenRevoke,
+        ImagePull,
+        BlobBegin,
+        BlobChunk,
+        ImageImport,
+        ImageRemove
     ]
 );
 cases!(
@@ -1186,7 +1286,8 @@ cases!(
         Error,
         ArtifactProgress,
         TokenCreated,
-        Tokens
+        Tokens,
+        ImageProgress
     ]
 );
 cases!(token_kind_case, TOKEN_KIND, TokenKind, [Join, Node, Admin]);
@@ -1217,7 +1318,7 @@ cases!(
     Object,
     [
         Namespace, Node, Pod, Deployment, ReplicaSet, DaemonSet, Job, Event, Service, Endpoints,
-        ConfigMap, Secret, Artifact
+        ConfigMap, Secret, Artifact, Image, Registry
     ]
 );
 cases!(
@@ -1226,7 +1327,7 @@ cases!(
     Kind,
     [
         Namespace, Node, Pod, Deployment, ReplicaSet, DaemonSet, Job, Event, Service, Endpoints,
-        ConfigMap, Secret, Artifact
+        ConfigMap, Secret, Artifact, Image, Registry
     ]
 );
 cases!(probe_case, PROBE, ProbeAction, [Exec, Tcp, Http]);
@@ -1270,6 +1371,12 @@ cases!(
     [Running, Complete, Failed]
 );
 cases!(protocol_case, PROTOCOL, Protocol, [Tcp, Udp]);
+cases!(
+    compression_case,
+    COMPRESSION,
+    LayerCompression,
+    [None, Gzip, Zstd]
+);
 
 /// Samples `strategy` until every case in `all` was seen (at most 2000 draws).
 fn covers<T: Debug>(
@@ -1367,6 +1474,12 @@ fn every_variant_is_generated() {
         JOB_PHASE,
     );
     covers("Protocol", protocol(), protocol_case, PROTOCOL);
+    covers(
+        "LayerCompression",
+        layer_compression(),
+        compression_case,
+        COMPRESSION,
+    );
 }
 
 // ---- The decoder ----
