@@ -356,6 +356,7 @@ pub(crate) async fn remove_unused_blobs(m: &Master) {
         let name = e.file_name().to_string_lossy().into_owned();
         if is_sha256_hex(&name) && !used.contains(&name) {
             tracing::info!(blob = %name, "removing unused artifact blob");
+            forget_open(&name);
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -379,13 +380,14 @@ pub(crate) async fn get(
     }
     let path = dir(m).join(&sha256);
     let want = (len as usize).min(CHUNK);
+    let key = sha256.clone();
     let read = smol::unblock(move || -> std::io::Result<Vec<u8>> {
-        let mut f = std::fs::File::open(&path)?;
-        f.seek(SeekFrom::Start(offset))?;
+        use std::os::unix::fs::FileExt;
+        let f = open_blob(&key, &path)?;
         let mut buf = vec![0u8; want];
         let mut n = 0;
         while n < want {
-            let k = f.read(&mut buf[n..])?;
+            let k = f.read_at(&mut buf[n..], offset + n as u64)?;
             if k == 0 {
                 break;
             }
@@ -405,6 +407,37 @@ pub(crate) async fn get(
         ),
         Err(e) => reply(Vec::new(), Some(format!("reading blob {sha256}: {e}"))),
     }
+}
+
+/// Blobs being read by nodes, kept open: a pull reads one blob in many chunks (and several nodes
+/// often pull the same one at once), so each chunk is one `pread` instead of open, seek, read and
+/// close. A few at most; [`forget_open`] drops a removed blob's handle.
+static OPEN: std::sync::Mutex<Vec<(String, Arc<std::fs::File>)>> =
+    std::sync::Mutex::new(Vec::new());
+const OPEN_MAX: usize = 8;
+
+fn open_blob(sha256: &str, path: &Path) -> std::io::Result<Arc<std::fs::File>> {
+    let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = open.iter().position(|(s, _)| s == sha256) {
+        // Most recently used last.
+        let e = open.remove(i);
+        let f = e.1.clone();
+        open.push(e);
+        return Ok(f);
+    }
+    let f = Arc::new(std::fs::File::open(path)?);
+    if open.len() >= OPEN_MAX {
+        open.remove(0);
+    }
+    open.push((sha256.to_string(), f.clone()));
+    Ok(f)
+}
+
+/// Drops the open handle of a blob that was removed.
+fn forget_open(sha256: &str) {
+    OPEN.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(s, _)| s != sha256);
 }
 
 /// The artifacts `pods` use as rootfs (for their node's assignment), sorted by name: one cache
