@@ -456,6 +456,8 @@ impl<'a> Client<'a> {
                                 .get("www-authenticate")
                                 .and_then(|v| v.to_str().ok())
                                 .and_then(parse_challenge);
+                            // Release the connection before the token request.
+                            drop(r);
                             authed_now = true;
                             match self.authenticate(challenge)? {
                                 true => {
