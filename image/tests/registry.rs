@@ -367,7 +367,7 @@ fn serve_blob(
 }
 
 #[test]
-fn bearer_token_flow_with_retries() {
+fn bearer_token_flow_with_redirects_and_retries() {
     let work = tempfile::tempdir().unwrap();
     let (ix, blobs, built) = fake_content(&work.path().join("oci"));
     let port = Arc::new(AtomicU32::new(0));
@@ -376,6 +376,15 @@ fn bearer_token_flow_with_retries() {
     let ix2 = ix.clone();
     let fake = Fake::start(Arc::new(
         move |path: &str, headers: &HashMap<String, String>| {
+            // Blobs are redirected to a "CDN" path that needs no token (and gets none).
+            if let Some(sha) = path.strip_prefix("/cdn/") {
+                assert!(
+                    !headers.contains_key("authorization"),
+                    "the token leaked to the CDN"
+                );
+                return serve_blob(&blobs, &format!("/v2/app/blobs/sha256:{sha}"), &ix2)
+                    .unwrap_or_else(|| status(404));
+            }
             if let Some(q) = path.strip_prefix("/token?") {
                 // Docker Hub's answer shape: access_token (and token); basic creds are passed through.
                 assert!(q.contains("service=fake-registry"), "{q}");
@@ -410,6 +419,15 @@ fn bearer_token_flow_with_retries() {
                     }
                     _ => {}
                 }
+                let sha = path.rsplit_once("sha256:").unwrap().1;
+                return FakeResponse {
+                    status: 307,
+                    headers: vec![(
+                        "Location".into(),
+                        format!("http://127.0.0.1:{}/cdn/{sha}", p2.load(Ordering::SeqCst)),
+                    )],
+                    body: vec![],
+                };
             }
             serve_blob(&blobs, path, &ix2).unwrap_or_else(|| status(404))
         },
@@ -433,6 +451,7 @@ fn bearer_token_flow_with_retries() {
         1,
         "{paths:?}"
     );
+    assert!(paths.iter().any(|p| p.starts_with("/cdn/")), "{paths:?}");
 
     // Wrong credentials at the token service: 401 with its own message.
     let store2 = BlobStore::new(work.path().join("artifacts2"));

@@ -366,10 +366,13 @@ pub struct FakeResponse {
 /// process; the listener is closed by a last connection).
 pub struct Fake {
     pub port: u16,
-    pub log: Arc<Mutex<Vec<(String, HashMap<String, String>)>>>,
+    pub log: Arc<Mutex<RequestLog>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// Path and headers of each request.
+pub type RequestLog = Vec<(String, HashMap<String, String>)>;
 
 type Handler = dyn Fn(&str, &HashMap<String, String>) -> FakeResponse + Send + Sync;
 
@@ -377,7 +380,7 @@ impl Fake {
     pub fn start(handler: Arc<Handler>) -> Fake {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let log: Arc<Mutex<Vec<(String, HashMap<String, String>)>>> = Arc::default();
+        let log: Arc<Mutex<RequestLog>> = Arc::default();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (log2, stop2) = (log.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
@@ -425,11 +428,7 @@ impl Drop for Fake {
     }
 }
 
-fn serve(
-    s: TcpStream,
-    handler: &Handler,
-    log: &Mutex<Vec<(String, HashMap<String, String>)>>,
-) -> std::io::Result<()> {
+fn serve(s: TcpStream, handler: &Handler, log: &Mutex<RequestLog>) -> std::io::Result<()> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut r = BufReader::new(s.try_clone()?);
     loop {
