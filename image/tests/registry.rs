@@ -579,3 +579,44 @@ fn mirror_is_used_instead_of_the_host() {
     assert_eq!(image.reference, "docker.io/library/app:1");
     check_multi(&image, &ix, &built, &store);
 }
+
+#[test]
+fn status_codes_each_have_their_message() {
+    let fake = Fake::start(Arc::new(|path: &str, _: &HashMap<String, String>| {
+        if path.starts_with("/v2/forbidden/") {
+            status(403)
+        } else if path.starts_with("/v2/limited/") {
+            let mut r = status(429);
+            r.headers.push(("Retry-After".into(), "0".into()));
+            r
+        } else if path.starts_with("/v2/broken/") {
+            status(502)
+        } else {
+            status(404)
+        }
+    }));
+    let work = tempfile::tempdir().unwrap();
+    let store = BlobStore::new(work.path());
+    let host = fake.host();
+    let (res, _) = pull_into(&format!("{host}/forbidden:1"), &plain(), &store, &BIG);
+    let e = res.unwrap_err();
+    assert!(matches!(e, PullError::Forbidden { .. }), "{e}");
+    assert!(e.to_string().contains("denied access (403)"), "{e}");
+    assert!(!e.retryable());
+    let (res, _) = pull_into(&format!("{host}/limited:1"), &plain(), &store, &BIG);
+    let e = res.unwrap_err();
+    assert!(matches!(e, PullError::RateLimited { .. }), "{e}");
+    assert!(e.retryable());
+    let (res, _) = pull_into(&format!("{host}/broken:1"), &plain(), &store, &BIG);
+    let e = res.unwrap_err();
+    assert!(matches!(e, PullError::Server { status: 502, .. }), "{e}");
+    assert!(e.to_string().contains("HTTP 502 after 4 attempts"), "{e}");
+    assert!(e.retryable());
+    // Attempts: 4 each for the retried ones, 1 for 403.
+    let paths = fake.paths();
+    let count = |p: &str| paths.iter().filter(|x| x.starts_with(p)).count();
+    assert_eq!(count("/v2/forbidden/"), 1, "{paths:?}");
+    assert_eq!(count("/v2/limited/"), 4, "{paths:?}");
+    assert_eq!(count("/v2/broken/"), 4, "{paths:?}");
+    assert!(check_store(store.dir()).is_empty());
+}
