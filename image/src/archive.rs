@@ -537,7 +537,7 @@ impl ImageArchive {
         };
         let tar = Tar::index(file, &name)?;
         let has = |p: &str| tar.entries.contains_key(p);
-        let result = if has("index.json") && (has("oci-layout") || !has("manifest.json")) {
+        if has("index.json") && (has("oci-layout") || !has("manifest.json")) {
             match Self::oci(&tar, &name, compressed) {
                 // Docker 25+ writes both: fall back to manifest.json when the OCI side is partial
                 // (an index whose other platforms' blobs were not saved).
@@ -567,8 +567,7 @@ impl ImageArchive {
                     "{name}: not an image archive: no manifest.json (docker save) nor index.json (OCI layout) at its root"
                 ))
             }
-        };
-        result
+        }
     }
 
     fn oci(tar: &Tar, name: &str, compressed: bool) -> Result<ImageArchive, ArchiveError> {

@@ -99,7 +99,12 @@ fn root_json(a: &ImageArchive) -> serde_json::Value {
 }
 
 /// A legacy `docker save` (`<id>/layer.tar`, `<hex>.json`).
-fn docker_save(images: &[(&str, Option<&str>, Vec<Vec<u8>>, Vec<&str>)]) -> Vec<u8> {
+/// (architecture, variant, layer tars, RepoTags).
+type DockerImage<'a> = (&'a str, Option<&'a str>, Vec<Vec<u8>>, Vec<&'a str>);
+/// (architecture, variant, layer tars).
+type OciImage<'a> = (&'a str, Option<&'a str>, Vec<Vec<u8>>);
+
+fn docker_save(images: &[DockerImage]) -> Vec<u8> {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut manifest = Vec::new();
     for (arch, variant, layers, tags) in images {
@@ -128,11 +133,7 @@ fn docker_save(images: &[(&str, Option<&str>, Vec<Vec<u8>>, Vec<&str>)]) -> Vec<
 
 /// An OCI layout's files: one manifest per (arch, variant, layers), gzip layers, and index.json
 /// listing either each manifest (`nested = false`) or one index of them.
-fn oci_layout(
-    images: &[(&str, Option<&str>, Vec<Vec<u8>>)],
-    nested: bool,
-    ref_name: &str,
-) -> Vec<(String, Vec<u8>)> {
+fn oci_layout(images: &[OciImage], nested: bool, ref_name: &str) -> Vec<(String, Vec<u8>)> {
     let mut files = vec![(
         "oci-layout".to_string(),
         br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
