@@ -233,7 +233,16 @@ impl Tar {
         {
             let iter = ar.entries_with_seek().map_err(|e| not_tar(&e))?;
             for e in iter {
-                let e = e.map_err(|e| not_tar(&e))?;
+                let e = match e {
+                    Ok(e) => e,
+                    Err(e) if order.is_empty() => return Err(not_tar(&e)),
+                    Err(e) => {
+                        return err(format!(
+                            "{name} is truncated or damaged after {}: {e}; copy it again",
+                            order.last().map(String::as_str).unwrap_or_default()
+                        ));
+                    }
+                };
                 let path = match e.path() {
                     Ok(p) => norm_path(&p.to_string_lossy()),
                     Err(e) => return Err(not_tar(&e)),
@@ -261,6 +270,16 @@ impl Tar {
             }
         }
         let file = ar.into_inner();
+        // Seeking past the end reads as the end of the archive: check the last file is whole.
+        let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+        if let Some(cut) = order.iter().find(|p| {
+            let e = &entries[p.as_str()];
+            e.link.is_none() && e.offset + e.size > len
+        }) {
+            return err(format!(
+                "{name} is truncated or damaged: {cut} ends past the end of the file; copy it again"
+            ));
+        }
         if order.is_empty() {
             return err(format!("{name} holds no files: it is not an image archive"));
         }
@@ -470,24 +489,33 @@ pub fn detect(path: &Path) -> io::Result<Option<Format>> {
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic)?;
     f.rewind()?;
-    let r: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
-        Box::new(flate2::read::GzDecoder::new(BufReader::new(f)))
-    } else {
-        Box::new(BufReader::new(f))
-    };
-    let mut ar = tar::Archive::new(r);
-    let Ok(entries) = ar.entries() else {
-        return Ok(None);
-    };
     let (mut manifest, mut index, mut layout) = (false, false, false);
-    for e in entries {
-        let Ok(e) = e else { break };
-        let Ok(p) = e.path() else { continue };
-        match norm_path(&p.to_string_lossy()).as_str() {
-            "manifest.json" => manifest = true,
-            "index.json" => index = true,
-            "oci-layout" => layout = true,
-            _ => {}
+    let mut seen = |p: &str| match norm_path(p).as_str() {
+        "manifest.json" => manifest = true,
+        "index.json" => index = true,
+        "oci-layout" => layout = true,
+        _ => {}
+    };
+    if n == 2 && magic == [0x1f, 0x8b] {
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(f)));
+        if let Ok(entries) = ar.entries() {
+            for e in entries {
+                let Ok(e) = e else { break };
+                if let Ok(p) = e.path() {
+                    seen(&p.to_string_lossy());
+                }
+            }
+        }
+    } else {
+        // A plain tar: headers only, the data is skipped by seeking.
+        let mut ar = tar::Archive::new(f);
+        if let Ok(entries) = ar.entries_with_seek() {
+            for e in entries {
+                let Ok(e) = e else { break };
+                if let Ok(p) = e.path() {
+                    seen(&p.to_string_lossy());
+                }
+            }
         }
     }
     Ok(if index && layout {

@@ -385,6 +385,9 @@ fn bad_archives_get_clear_messages() {
         e.contains("plain root filesystem tarball") && e.contains("bramble artifact push"),
         "{e}"
     );
+    let t = docker_save(&[("amd64", None, vec![layer(1), layer(2)], vec!["a:1"])]);
+    let e = open("cut.tar", &t[..t.len() / 2 + 100]);
+    assert!(e.contains("truncated or damaged"), "{e}");
     let e = open("other.tar", &tar_of(&[("README", b"hi")]));
     assert!(
         e.contains("no manifest.json") && e.contains("index.json"),
@@ -515,4 +518,40 @@ fn skopeo_archives_import() {
     assert_eq!(a.root_kind, BlobKind::Manifest);
     assert_eq!(a.reference(None, "o").unwrap(), "registry.lan:5000/app:v1");
     assert_eq!(detect(&oci).unwrap(), Some(Format::Oci));
+
+    // Multi-arch: an index of three platforms, every variant copied (--all).
+    let multi = dir.path().join("multi");
+    for (name, data) in oci_layout(
+        &[
+            ("amd64", None, vec![layer(1), layer(2)]),
+            ("arm64", None, vec![layer(1), layer(3)]),
+            ("arm", Some("v7"), vec![layer(1), layer(4)]),
+        ],
+        true,
+        "v2",
+    ) {
+        let p = multi.join(&name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, data).unwrap();
+    }
+    let all = dir.path().join("all.tar");
+    let out = std::process::Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "-q", "--all"])
+        .arg(format!("oci:{}:v2", multi.display()))
+        .arg(format!(
+            "oci-archive:{}:registry.lan:5000/app:v2",
+            all.display()
+        ))
+        .output()
+        .expect("skopeo is needed (apt-get install skopeo)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = ImageArchive::open(&all).unwrap();
+    assert_eq!(a.root_kind, BlobKind::Index);
+    check_blobs(&a);
+    assert_eq!(a.platforms, ["linux/amd64", "linux/arm/v7", "linux/arm64"]);
+    assert_eq!(a.reference(None, "a").unwrap(), "registry.lan:5000/app:v2");
 }
