@@ -87,6 +87,7 @@ pub async fn run(
                     file.display()
                 ))
             })?;
+            refuse_image_archive(&file).await?;
             let r = push(c, &file, &name, arch, out).await;
             r.map_err(|e| match e {
                 ClientError::Api(mut a) => {
@@ -96,6 +97,27 @@ pub async fn run(
                 e => e,
             })
         }
+    }
+}
+
+/// An image archive is not a root filesystem: pushed as an artifact, its pods would fail at
+/// execve with ENOENT. Refused before anything is uploaded.
+async fn refuse_image_archive(file: &Path) -> Result<(), ClientError> {
+    let p = file.to_path_buf();
+    let found = smol::unblock(move || bramble_image::archive::detect(&p))
+        .await
+        .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+    match found {
+        Some(format) => Err(usage(format!(
+            "{} is {} image archive, not a root filesystem tarball: import it with bramble image import {} (and run it with image = \"REF\" in the pod)",
+            file.display(),
+            match format {
+                bramble_image::archive::Format::DockerSave => "a docker save",
+                bramble_image::archive::Format::Oci => "an OCI",
+            },
+            file.display()
+        ))),
+        None => Ok(()),
     }
 }
 

@@ -4,6 +4,7 @@
 mod artifact;
 mod create;
 mod demo;
+mod image;
 mod rollout;
 mod table;
 mod token;
@@ -153,6 +154,12 @@ pub enum Cmd {
         /// What to do.
         #[command(subcommand)]
         action: artifact::ArtifactCmd,
+    },
+    /// Pull, import, list and remove OCI/Docker images (pods run them with `image = "REF"`).
+    Image {
+        /// What to do.
+        #[command(subcommand)]
+        action: image::ImageCmd,
     },
     /// Print a process's log (kept on its node).
     Logs {
@@ -507,6 +514,29 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                 _ => {
                     if items.is_empty() {
                         eprintln!("no {} found", kind.as_str());
+                    } else if kind == Kind::Image {
+                        // With the pods using each image (matched by normalized reference).
+                        let pods = match c
+                            .call(RequestBody::List {
+                                kind: Kind::Pod,
+                                namespace: None,
+                                selector: String::new(),
+                            })
+                            .await?
+                        {
+                            ResponseBody::List { items, .. } => items,
+                            _ => vec![],
+                        };
+                        let _ = write!(
+                            out,
+                            "{}",
+                            table::images(
+                                &items,
+                                &image::used_by(&items, &pods),
+                                output == Output::Wide,
+                                bramble_server::api::now_ms()
+                            )
+                        );
                     } else {
                         let _ = write!(
                             out,
@@ -637,6 +667,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
         Cmd::Create { what } => create::run(&mut c, what, &mut out).await?,
         Cmd::Token { action } => token::run(&mut c, action, &mut out).await?,
         Cmd::Artifact { action } => artifact::run(&mut c, action, &mut out).await?,
+        Cmd::Image { action } => image::run(&mut c, action, &mut out).await?,
         Cmd::Master(_) | Cmd::Up(_) => {}
     }
     Ok(0)

@@ -494,25 +494,7 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                 ]);
             }
         }
-        Kind::Image => {
-            rows.push(header(
-                &["REFERENCE", "DIGEST", "ARCHES", "SIZE", "AGE"],
-                false,
-            ));
-            for o in items {
-                let Object::Image(v) = o else { continue };
-                let arches: Vec<&str> = v.variants.iter().map(|x| x.arch.as_str()).collect();
-                let size: u64 = v.variants.iter().map(|x| x.size()).sum();
-                let digest = v.digest.strip_prefix("sha256:").unwrap_or(&v.digest);
-                rows.push(vec![
-                    v.reference.clone(),
-                    format!("sha256:{}", digest.get(..12).unwrap_or(digest)),
-                    arches.join(","),
-                    format_bytes(size),
-                    age(now, v.meta.created_ms),
-                ]);
-            }
-        }
+        Kind::Image => return images(items, &Default::default(), wide, now),
         Kind::Registry => {
             rows.push(header(
                 &["NAME", "HOST", "SCHEME", "CREDENTIALS", "MIRROR", "AGE"],
@@ -530,6 +512,61 @@ pub fn render(kind: Kind, items: &[Object], wide: bool, show_ns: bool, now: u64)
                 ]);
             }
         }
+    }
+    columns(&rows)
+}
+
+/// Images: REFERENCE, DIGEST, ARCHES, SIZE (each blob once), USED BY (from `used_by`, keyed by
+/// reference: all pods with `wide`, else the first two and a count), AGE (since the pull or import).
+pub fn images(
+    items: &[Object],
+    used_by: &std::collections::BTreeMap<String, Vec<String>>,
+    wide: bool,
+    now: u64,
+) -> String {
+    let mut rows = vec![header(
+        &["REFERENCE", "DIGEST", "ARCHES", "SIZE", "USED BY", "AGE"],
+        false,
+    )];
+    for o in items {
+        let Object::Image(v) = o else { continue };
+        let arches: Vec<&str> = v.variants.iter().map(|x| x.arch.as_str()).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let size: u64 = v
+            .variants
+            .iter()
+            .flat_map(|x| &x.layers)
+            .filter(|l| seen.insert(l.sha256.as_str()))
+            .map(|l| l.size)
+            .sum();
+        let digest = v.digest.strip_prefix("sha256:").unwrap_or(&v.digest);
+        let pods = used_by.get(&v.reference).map(Vec::as_slice).unwrap_or(&[]);
+        let users = match pods.len() {
+            0 => "-".to_string(),
+            n if wide || n <= 2 => pods.join(","),
+            n => format!("{} +{} more", pods[..2].join(","), n - 2),
+        };
+        let when = if v.pulled_ms > 0 {
+            v.pulled_ms
+        } else {
+            v.meta.created_ms
+        };
+        rows.push(vec![
+            v.reference.clone(),
+            if wide {
+                v.digest.clone()
+            } else {
+                format!("sha256:{}", digest.get(..12).unwrap_or(digest))
+            },
+            if arches.is_empty() {
+                "-".into()
+            } else {
+                arches.join(",")
+            },
+            format_bytes(size),
+            users,
+            age(now, when),
+        ]);
     }
     columns(&rows)
 }
@@ -806,6 +843,7 @@ pub fn describe(o: &Object, now: u64) -> String {
         Object::Image(v) => {
             let _ = writeln!(s, "Reference:   {}", v.reference);
             let _ = writeln!(s, "Digest:      {}", v.digest);
+            let _ = writeln!(s, "Pulled:      {} ago", age(now, v.pulled_ms));
             let _ = writeln!(s, "Variants:");
             for x in &v.variants {
                 let _ = writeln!(
@@ -816,6 +854,48 @@ pub fn describe(o: &Object, now: u64) -> String {
                     format_bytes(x.size()),
                     x.layers.len()
                 );
+                let c = &x.config;
+                let list = |v: &[String]| {
+                    if v.is_empty() {
+                        "<none>".to_string()
+                    } else {
+                        format!("{v:?}")
+                    }
+                };
+                let _ = writeln!(s, "    Entrypoint: {}", list(&c.entrypoint));
+                let _ = writeln!(s, "    Cmd:        {}", list(&c.cmd));
+                let _ = writeln!(
+                    s,
+                    "    WorkingDir: {}",
+                    c.workdir.as_deref().unwrap_or("<none>")
+                );
+                let _ = writeln!(
+                    s,
+                    "    User:       {}",
+                    c.user.as_deref().unwrap_or("<none>")
+                );
+                let env: Vec<&str> = c.env.iter().map(|(k, _)| k.as_str()).collect();
+                let _ = writeln!(
+                    s,
+                    "    Env:        {}",
+                    if env.is_empty() {
+                        "<none>".into()
+                    } else {
+                        env.join(", ")
+                    }
+                );
+                if !c.exposed_ports.is_empty() {
+                    let _ = writeln!(s, "    Ports:      {}", c.exposed_ports.join(", "));
+                }
+                for l in &x.layers {
+                    let _ = writeln!(
+                        s,
+                        "    layer sha256:{} {} {:?}",
+                        l.sha256.get(..12).unwrap_or(&l.sha256),
+                        format_bytes(l.size),
+                        l.compression
+                    );
+                }
             }
         }
         Object::Registry(v) => {
@@ -963,5 +1043,107 @@ mod security_tests {
             super::process_security(p, true)[4..],
             ["capabilities=ALL", "seccomp=unconfined"]
         );
+    }
+}
+
+#[cfg(test)]
+mod image_tests {
+    use std::collections::BTreeMap;
+
+    use bramble_wire::Arch;
+    use bramble_wire::objects::{
+        Image, ImageConfig, ImageLayer, ImageVariant, LayerCompression, Meta, Object,
+    };
+
+    fn image() -> Object {
+        let layer = |c: char, size| ImageLayer {
+            sha256: c.to_string().repeat(64),
+            size,
+            compression: LayerCompression::Gzip,
+        };
+        let variant = |arch, layers| ImageVariant {
+            arch,
+            manifest_digest: format!("sha256:{}", "d".repeat(64)),
+            config_sha256: "c".repeat(64),
+            config: ImageConfig {
+                entrypoint: vec!["/init".into()],
+                env: vec![("PATH".into(), "/bin".into())],
+                workdir: Some("/srv".into()),
+                ..Default::default()
+            },
+            layers,
+        };
+        Object::Image(Image {
+            meta: Meta {
+                name: "docker-io-library-alpine-3-20-0123456789".into(),
+                created_ms: 1_000,
+                ..Default::default()
+            },
+            reference: "docker.io/library/alpine:3.20".into(),
+            digest: format!("sha256:{}", "0123456789ab".repeat(5) + "cdef"),
+            // The base layer is shared: counted once.
+            variants: vec![
+                variant(
+                    Arch::Aarch64,
+                    vec![layer('a', 3 << 20), layer('b', 1 << 20)],
+                ),
+                variant(Arch::Armv7, vec![layer('a', 3 << 20), layer('e', 1 << 20)]),
+            ],
+            pulled_ms: 100_000,
+        })
+    }
+
+    #[test]
+    fn images_table_shows_size_arches_and_users() {
+        let items = [image()];
+        let mut used = BTreeMap::new();
+        used.insert(
+            "docker.io/library/alpine:3.20".to_string(),
+            vec!["default/a".to_string(), "default/b".into(), "edge/c".into()],
+        );
+        let t = super::images(&items, &used, false, 160_000);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["REFERENCE", "DIGEST", "ARCHES", "SIZE", "USED", "BY", "AGE"]
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            [
+                "docker.io/library/alpine:3.20",
+                "sha256:0123456789ab",
+                "aarch64,armv7",
+                "5Mi",
+                "default/a,default/b",
+                "+1",
+                "more",
+                "60s"
+            ]
+        );
+        let wide = super::images(&items, &used, true, 160_000);
+        assert!(wide.contains("default/a,default/b,edge/c"), "{wide}");
+        assert!(wide.contains(&"0123456789ab".repeat(5)), "{wide}");
+        // Through render (get images without the pod list): no users.
+        let plain = super::render(
+            bramble_wire::objects::Kind::Image,
+            &items,
+            false,
+            false,
+            160_000,
+        );
+        assert!(plain.lines().nth(1).unwrap().contains("   -   "), "{plain}");
+    }
+
+    #[test]
+    fn image_description_shows_each_variant_config() {
+        let d = super::describe(&image(), 160_000);
+        assert!(
+            d.contains("Reference:   docker.io/library/alpine:3.20"),
+            "{d}"
+        );
+        assert!(d.contains("armv7: sha256:"), "{d}");
+        assert!(d.contains("Entrypoint: [\"/init\"]"), "{d}");
+        assert!(d.contains("WorkingDir: /srv"), "{d}");
+        assert!(d.contains("Env:        PATH"), "{d}");
     }
 }

@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use bramble_wire::objects::{
     Arch, DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, Job, JobSpec, Labels, Meta,
     Namespace, NetworkMode, Node, NodeSpec, Object, Pod, PodSpec, PodTemplate, Port, ProcessSpec,
-    Protocol, Resources, RestartPolicy, Service, ServiceSpec, Taint, TaintEffect, Toleration,
-    Volume, VolumeSource,
+    Protocol, Registry, RegistrySpec, Resources, RestartPolicy, Service, ServiceSpec, Taint,
+    TaintEffect, Toleration, Volume, VolumeSource,
 };
 use bramble_wire::security::{CapChanges, IdRef, PodSecurity, SeccompProfile};
 use serde::{Deserialize, Deserializer};
@@ -53,6 +53,28 @@ pub struct Manifest {
     secret: Vec<crate::config_data::SecretM>,
     #[serde(default)]
     service: Vec<ServiceM>,
+    #[serde(default)]
+    registry: Vec<RegistryM>,
+}
+
+/// `[[registry]]`: how the master reaches one registry host (cluster-scoped).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryM {
+    #[serde(deserialize_with = "de_name")]
+    name: String,
+    #[serde(default)]
+    labels: Labels,
+    #[serde(deserialize_with = "de_host")]
+    host: String,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default, deserialize_with = "de_secret_ref")]
+    credentials: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_host")]
+    mirror: Option<String>,
+    #[serde(default, deserialize_with = "de_pem")]
+    ca: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -343,6 +365,80 @@ fn de_opt_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
     de_name(d).map(Some)
 }
 
+/// A registry host as in image references: `registry.lan`, `registry.lan:5000`, `[::1]:5000`.
+pub fn check_registry_host(s: &str) -> Result<(), String> {
+    let fix = "write a host and optional port, e.g. \"registry.lan:5000\" or \"docker.io\" (no scheme, no path)";
+    if s.contains("://") || s.contains('/') {
+        return Err(format!("registry host {s:?}: {fix}"));
+    }
+    let (host, port) = match s.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((h, p)) if h.parse::<std::net::Ipv6Addr>().is_ok() => (h, p.strip_prefix(':')),
+            _ => return Err(format!("registry host {s:?}: {fix}")),
+        },
+        None => match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        },
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && (s.starts_with('[')
+            || host.split('.').all(|l| {
+                !l.is_empty()
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            }));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    if host_ok && port_ok {
+        Ok(())
+    } else {
+        Err(format!("registry host {s:?}: {fix}"))
+    }
+}
+
+fn de_host<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check_registry_host(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+fn de_opt_host<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    de_host(d).map(Some)
+}
+
+/// A secret reference: `NAME` (in `default`) or `NAMESPACE/NAME`.
+fn de_secret_ref<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = match s.split_once('/') {
+        Some((ns, name)) => {
+            validate::check_name("namespace", ns).is_ok()
+                && validate::check_name("name", name).is_ok()
+        }
+        None => validate::check_name("name", &s).is_ok(),
+    };
+    if !ok {
+        return Err(serde::de::Error::custom(format!(
+            "credentials {s:?}: name a secret as \"NAME\" (namespace default) or \"NAMESPACE/NAME\", with keys username and password"
+        )));
+    }
+    Ok(Some(s))
+}
+
+/// PEM certificates (`-----BEGIN CERTIFICATE-----` blocks).
+fn de_pem<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    let begins = s.matches("-----BEGIN CERTIFICATE-----").count();
+    let ends = s.matches("-----END CERTIFICATE-----").count();
+    if begins == 0 || begins != ends {
+        return Err(serde::de::Error::custom(
+            "ca: give PEM certificates (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----), e.g. ca = '''<the contents of ca.crt>'''",
+        ));
+    }
+    Ok(Some(s))
+}
+
 fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match StrOrNum::deserialize(d)? {
         StrOrNum::S(s) => validate::parse_bytes(&s)
@@ -628,6 +724,18 @@ impl Manifest {
                 },
             }));
         }
+        for r in self.registry {
+            out.push(Object::Registry(Registry {
+                meta: meta(r.name, String::new(), r.labels),
+                spec: RegistrySpec {
+                    host: r.host,
+                    insecure: r.insecure,
+                    credentials: r.credentials,
+                    mirror: r.mirror,
+                    ca: r.ca,
+                },
+            }));
+        }
         for o in &out {
             validate::check_object(o).map_err(|e| e.to_string())?;
         }
@@ -752,7 +860,7 @@ pub fn parse(text: &str, origin: &str, default_ns: &str) -> Result<Vec<Object>, 
         .map_err(|e| format!("{origin}: {e}"))?;
     if objs.is_empty() {
         return Err(format!(
-            "{origin}: no objects: write [[pod]], [[deployment]], [[daemonset]], [[job]], [[service]], [[configmap]], [[secret]], [[namespace]] or [[node]] tables"
+            "{origin}: no objects: write [[pod]], [[deployment]], [[daemonset]], [[job]], [[service]], [[configmap]], [[secret]], [[namespace]], [[node]] or [[registry]] tables"
         ));
     }
     Ok(objs)
@@ -1129,5 +1237,92 @@ command = ["/bin/sleep", "1000"]
         assert!(parse_duration_ms("10").is_err());
         assert!(parse_duration_ms("s").is_err());
         assert!(parse_duration_ms("5d").is_err());
+    }
+
+    #[test]
+    fn pods_and_templates_take_an_image_and_args() {
+        let objs = parse(
+            "[[pod]]\nname = \"ha\"\nimage = \"ghcr.io/home-assistant/home-assistant:2024.6\"\n\
+             [[pod.process]]\nname = \"main\"\n\
+             [[pod.process]]\nname = \"side\"\ncommand = [\"/bin/sh\"]\nargs = [\"-c\", \"sleep 9\"]\n\
+             [[deployment]]\nname = \"web\"\n[deployment.template]\nlabels = { app = \"web\" }\n\
+             image = \"alpine:3.20\"\n[[deployment.template.process]]\nname = \"main\"\nargs = [\"httpd\", \"-f\"]\n",
+            "img.toml",
+            "default",
+        )
+        .unwrap();
+        let Object::Pod(p) = &objs[0] else { panic!() };
+        assert_eq!(
+            p.spec.image.as_deref(),
+            Some("ghcr.io/home-assistant/home-assistant:2024.6")
+        );
+        assert!(p.spec.processes[0].command.is_empty() && p.spec.processes[0].args.is_empty());
+        assert_eq!(p.spec.processes[1].args, ["-c", "sleep 9"]);
+        let Object::Deployment(d) = &objs[1] else {
+            panic!()
+        };
+        assert_eq!(d.spec.template.spec.image.as_deref(), Some("alpine:3.20"));
+        assert_eq!(d.spec.template.spec.processes[0].args, ["httpd", "-f"]);
+
+        // Without an image, a process still needs a command; image and rootfs exclude each other.
+        let e = err("[[pod]]\nname = \"a\"\n[[pod.process]]\nname = \"m\"\nargs = [\"x\"]\n");
+        assert!(e.contains("command") && e.contains("image"), "{e}");
+        let e = err(
+            "[[pod]]\nname = \"a\"\nimage = \"alpine\"\nrootfs = \"artifact:x\"\n[[pod.process]]\nname = \"m\"\n",
+        );
+        assert!(e.contains("not both"), "{e}");
+        let e = err("[[pod]]\nname = \"a\"\nimage = \"al pine\"\n[[pod.process]]\nname = \"m\"\n");
+        assert!(e.contains("not an image reference"), "{e}");
+        let e = err("[[pod]]\nname = \"a\"\nimage = 3\n[[pod.process]]\nname = \"m\"\n");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn registries_parse_and_check_their_values() {
+        let objs = parse(
+            "[[registry]]\nname = \"lan\"\nhost = \"registry.lan:5000\"\ninsecure = true\n\
+             [[registry]]\nname = \"hub\"\nhost = \"docker.io\"\ncredentials = \"hub-login\"\nmirror = \"mirror.lan:5000\"\n\
+             [[registry]]\nname = \"v6\"\nhost = \"[fd00::1]:5000\"\n",
+            "reg.toml",
+            "default",
+        )
+        .unwrap();
+        let Object::Registry(r) = &objs[0] else {
+            panic!()
+        };
+        assert_eq!(r.meta.name, "lan");
+        assert!(r.meta.namespace.is_empty());
+        assert_eq!(r.spec.host, "registry.lan:5000");
+        assert!(r.spec.insecure && r.spec.credentials.is_none());
+        let Object::Registry(r) = &objs[1] else {
+            panic!()
+        };
+        assert_eq!(r.spec.credentials.as_deref(), Some("hub-login"));
+        assert_eq!(r.spec.mirror.as_deref(), Some("mirror.lan:5000"));
+
+        for (field, value, want) in [
+            ("host", "\"https://registry.lan\"", "no scheme"),
+            ("host", "\"registry.lan:99999\"", "no scheme"),
+            ("host", "\"reg_istry\"", "registry host"),
+            ("mirror", "\"mirror.lan/path\"", "no scheme"),
+            ("credentials", "\"a/b/c\"", "NAMESPACE/NAME"),
+            ("ca", "\"not a certificate\"", "PEM"),
+            ("insecure", "\"yes\"", "bool"),
+            ("username", "\"me\"", "unknown field"),
+        ] {
+            let text = if field == "host" {
+                format!("[[registry]]\nname = \"r\"\n{field} = {value}\n")
+            } else {
+                format!("[[registry]]\nname = \"r\"\nhost = \"r.lan\"\n{field} = {value}\n")
+            };
+            let e = err(&text);
+            let line = if field == "host" { "line 3" } else { "line 4" };
+            assert!(
+                e.contains(want) && e.contains(line) && e.contains("app.toml"),
+                "{field}: {e}"
+            );
+        }
+        let e = err("[[registry]]\nname = \"r\"\n");
+        assert!(e.contains("host"), "{e}");
     }
 }

@@ -368,6 +368,25 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
             format!("at most {MAX_PROCESSES} processes per pod"),
         ));
     }
+    if let Some(image) = &p.spec.image {
+        if p.spec.rootfs.is_some() {
+            return Err(invalid(
+                at("image"),
+                "give either image = \"REF\" or rootfs = \"artifact:NAME\", not both",
+            ));
+        }
+        if image.is_empty()
+            || image.len() > 512
+            || image.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                at("image"),
+                format!(
+                    "{image:?} is not an image reference: write e.g. image = \"registry.lan:5000/app:1.4\" or \"alpine:3.20\""
+                ),
+            ));
+        }
+    }
     match bramble_wire::objects::RootfsRef::parse(p.spec.rootfs.as_deref()) {
         Ok(bramble_wire::objects::RootfsRef::Artifact(name)) => {
             check_name(&at("rootfs"), name).map_err(|e| {
@@ -402,13 +421,20 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
                 ),
             ));
         }
-        if proc.command.is_empty() || proc.command[0].is_empty() {
+        // With an image, an empty command takes the image's Entrypoint (and Cmd, or `args`).
+        if (proc.command.is_empty() && p.spec.image.is_none())
+            || proc.command.first().is_some_and(|c| c.is_empty())
+        {
             return Err(invalid(
                 at(&format!("process[{i}].command")),
-                "give the program and its arguments, e.g. [\"/bin/sh\", \"-c\", \"...\"]",
+                "give the program and its arguments, e.g. [\"/bin/sh\", \"-c\", \"...\"] (or image = \"REF\" on the pod to run the image's entrypoint)",
             ));
         }
-        if proc.command.iter().any(|a| a.contains('\0'))
+        if proc
+            .command
+            .iter()
+            .chain(&proc.args)
+            .any(|a| a.contains('\0'))
             || proc.env.iter().any(|(k, v)| {
                 k.contains('\0') || v.contains('\0') || k.contains('=') || k.is_empty()
             })

@@ -6,7 +6,7 @@
 //! master), what the master sets is left out — uid, revision, creation time, owners, status, a
 //! node's pod subnet, a namespace's phase — and environment variables come back sorted by name.
 //! What a manifest cannot say is refused with the reason: the kinds the master makes itself
-//! (replica sets, events, endpoints, artifacts), duplicate environment names, a pod template
+//! (replica sets, events, endpoints, artifacts, images), duplicate environment names, a pod template
 //! pinned to a node, a job template with `restart_policy = "Always"`, a controller whose empty
 //! selector the parser would replace by the template's labels.
 
@@ -21,7 +21,7 @@ use bramble_wire::security::{CapChanges, IdRef, PodSecurity, SeccompProfile};
 use serde::Serialize;
 
 /// Renders objects as one manifest, grouped by kind in the parser's order (namespaces, nodes,
-/// pods, deployments, daemon sets, jobs, config maps, secrets, services), each kind in the
+/// pods, deployments, daemon sets, jobs, config maps, secrets, services, registries), each kind in the
 /// order given.
 pub fn render(objs: &[Object]) -> Result<String, String> {
     let mut m = ManifestOut::default();
@@ -43,12 +43,20 @@ pub fn render(objs: &[Object]) -> Result<String, String> {
             Object::ConfigMap(c) => m.configmap.push(configmap(c)),
             Object::Secret(s) => m.secret.push(secret(s)),
             Object::Service(s) => m.service.push(service(s)),
+            Object::Registry(r) => m.registry.push(RegistryOut {
+                name: r.meta.name.clone(),
+                labels: r.meta.labels.clone(),
+                host: r.spec.host.clone(),
+                insecure: r.spec.insecure,
+                credentials: r.spec.credentials.clone(),
+                mirror: r.spec.mirror.clone(),
+                ca: r.spec.ca.clone(),
+            }),
             Object::ReplicaSet(_)
             | Object::Event(_)
             | Object::Endpoints(_)
             | Object::Artifact(_)
-            | Object::Image(_)
-            | Object::Registry(_) => {
+            | Object::Image(_) => {
                 return Err(format!(
                     "{} {:?}: {} objects are made by the master and cannot be written in a manifest",
                     o.kind().as_str(),
@@ -120,6 +128,24 @@ struct ManifestOut {
     secret: Vec<SecretOut>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     service: Vec<ServiceOut>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    registry: Vec<RegistryOut>,
+}
+
+#[derive(Serialize)]
+struct RegistryOut {
+    name: String,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    labels: Labels,
+    host: String,
+    #[serde(skip_serializing_if = "is_false")]
+    insecure: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credentials: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mirror: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -175,6 +201,8 @@ struct SpecOut {
     arch: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rootfs: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<String>,
     network: &'static str,
     #[serde(skip_serializing_if = "is_false")]
     privileged: bool,
@@ -205,7 +233,10 @@ struct TolerationOut {
 #[derive(Serialize)]
 struct ProcessOut {
     name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     command: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    args: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     workdir: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -330,6 +361,7 @@ fn process(what: &str, p: &ProcessSpec) -> Result<ProcessOut, String> {
     Ok(ProcessOut {
         name: p.name.clone(),
         command: p.command.clone(),
+        args: p.args.clone(),
         workdir: p.workdir.clone(),
         user: p.user.clone(),
         group: p.group.clone(),
@@ -381,6 +413,7 @@ fn spec(what: &str, s: &PodSpec) -> Result<SpecOut, String> {
         restart_policy: s.restart_policy,
         arch: s.arch.map(|a| a.as_str()),
         rootfs: s.rootfs.clone(),
+        image: s.image.clone(),
         network: match s.network {
             NetworkMode::Host => "host",
             NetworkMode::None => "none",

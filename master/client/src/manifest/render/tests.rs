@@ -121,9 +121,10 @@ command = ["/bin/backup"]
 name = "once"
 [job.template]
 labels = { job = "once" }
+image = "registry.lan:5000/tools/once:1.4"
 [[job.template.process]]
 name = "main"
-command = ["/bin/true"]
+args = ["--verbose", "now"]
 
 [[configmap]]
 name = "web-config"
@@ -147,6 +148,19 @@ port = 53
 target_port = 5353
 protocol = "udp"
 cluster_ip = "10.43.0.53"
+
+[[registry]]
+name = "lan"
+labels = { site = "barn" }
+host = "registry.lan:5000"
+insecure = true
+credentials = "edge/registry-login"
+mirror = "mirror.lan:5000"
+ca = """
+-----BEGIN CERTIFICATE-----
+MIIBszCCAVmgAwIBAgIUQ0E=
+-----END CERTIFICATE-----
+"""
 "#;
 
 fn round_trip(text: &str) -> Vec<Object> {
@@ -166,7 +180,8 @@ fn every_field_survives_a_round_trip() {
     assert_eq!(
         kinds,
         [
-            Namespace, Node, Pod, Deployment, DaemonSet, Job, Job, ConfigMap, Secret, Service
+            Namespace, Node, Pod, Deployment, DaemonSet, Job, Job, ConfigMap, Secret, Service,
+            Registry
         ]
     );
     // The round trip would hide a field that parses to its default: make sure none does.
@@ -191,6 +206,18 @@ fn every_field_survives_a_round_trip() {
         panic!()
     };
     assert_eq!(v.spec.cluster_ip.as_deref(), Some("10.43.0.53"));
+    let Object::Job(j) = &objs[6] else { panic!() };
+    assert_eq!(
+        j.spec.template.spec.image.as_deref(),
+        Some("registry.lan:5000/tools/once:1.4")
+    );
+    assert_eq!(j.spec.template.spec.processes[0].args, ["--verbose", "now"]);
+    assert!(j.spec.template.spec.processes[0].command.is_empty());
+    let Object::Registry(r) = &objs[10] else {
+        panic!()
+    };
+    assert!(r.spec.insecure && r.spec.mirror.is_some() && r.spec.ca.is_some());
+    assert_eq!(r.spec.credentials.as_deref(), Some("edge/registry-login"));
 }
 
 #[test]
