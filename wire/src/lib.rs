@@ -53,6 +53,8 @@ extern crate std;
 pub mod core_msg;
 mod error;
 pub mod frame;
+#[cfg(feature = "alloc")]
+pub mod image_ref;
 #[cfg(feature = "std")]
 pub mod io;
 #[cfg(feature = "alloc")]
