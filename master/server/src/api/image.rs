@@ -575,10 +575,29 @@ pub(crate) fn missing(pods: &[Pod], images: &[Image]) -> BTreeMap<String, ImageR
     out
 }
 
+/// Whether a change is of a registry, or of a secret some registry names as its credentials.
+fn settings_changed(m: &Master, c: &crate::cache::Change) -> bool {
+    match c.kind {
+        Kind::Registry => true,
+        Kind::Secret => {
+            let Some(o) = c.new.as_deref().or(c.old.as_deref()) else {
+                return false;
+            };
+            let key = (o.meta().namespace.clone(), o.meta().name.clone());
+            m.cache
+                .list::<Registry>()
+                .iter()
+                .filter_map(|r| r.spec.credentials.as_deref())
+                .any(|cred| secret_ref(cred) == key)
+        }
+        _ => false,
+    }
+}
+
 /// Whether a cache change concerns the puller.
 fn relevant(c: &crate::cache::Change) -> bool {
     match c.kind {
-        Kind::Image | Kind::Registry | Kind::Secret => true,
+        Kind::Image | Kind::Registry => true,
         Kind::Pod => {
             // A pod with an image created, deleted, or changing phase (finished pods want none);
             // its message changing (the scheduler's) is not a reason to look.
@@ -608,15 +627,16 @@ pub(crate) async fn pull_loop(m: Arc<Master>) {
         let run = async {
             match changes.next().await {
                 Delta::Resync => true,
-                Delta::Changes(c) => c.iter().any(|c| {
-                    if matches!(c.kind, Kind::Registry | Kind::Secret) {
-                        // Settings changed: a failing reference may pull now.
+                Delta::Changes(c) => {
+                    let reset = c.iter().any(|c| settings_changed(&m, c));
+                    if reset {
+                        // A registry or its credentials changed: failing references pull now.
                         for s in lock(&m.images.refs).values_mut() {
                             s.next_try = None;
                         }
                     }
-                    relevant(c)
-                }),
+                    reset || c.iter().any(relevant)
+                }
             }
         }
         .or(async {

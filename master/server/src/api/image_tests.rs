@@ -507,6 +507,52 @@ fn a_pod_whose_image_cannot_be_pulled_waits_with_the_error_and_no_retry_storm() 
         assert!(m.cache.catch_up(&m.store).await);
         assert_eq!(m.cache.pod("default", "a").unwrap().meta.revision, rev);
 
+        // Creating the missing secret retries that reference at once (not after the backoff).
+        super::client::apply(
+            &m,
+            vec![Object::Secret(bramble_wire::objects::Secret {
+                meta: Meta {
+                    name: "regcred".into(),
+                    namespace: "default".into(),
+                    ..Default::default()
+                },
+                data: [
+                    ("username".to_string(), b"u".to_vec()),
+                    ("password".to_string(), b"p".to_vec()),
+                ]
+                .into(),
+            })],
+        )
+        .await
+        .unwrap();
+        let mut retried = false;
+        for _ in 0..30 {
+            smol::Timer::after(Duration::from_millis(100)).await;
+            super::dispatch::schedule_once(&m, 3).await.unwrap();
+            assert!(m.cache.catch_up(&m.store).await);
+            if m.cache
+                .pod("default", "c")
+                .unwrap()
+                .status
+                .message
+                .contains("not built yet")
+            {
+                retried = true;
+                break;
+            }
+        }
+        assert!(
+            retried,
+            "{}",
+            m.cache.pod("default", "c").unwrap().status.message
+        );
+        // Both references were retried (the reset is for every failing reference), once each.
+        smol::Timer::after(Duration::from_millis(300)).await;
+        assert_eq!(
+            m.images.attempts.load(std::sync::atomic::Ordering::Relaxed),
+            4
+        );
+
         // `bramble image pull` answers the error as the last frame of its stream.
         let (tx, rx) = async_channel::bounded::<Response>(16);
         super::image::pull_stream(m.clone(), 9, "registry.lan:5000/app:1".into(), tx).await;
