@@ -375,6 +375,23 @@ async fn pull_and_store(
     res
 }
 
+/// A task that is detached, not cancelled, when dropped.
+struct DetachOnDrop<T>(Option<smol::Task<T>>);
+
+impl<T> Drop for DetachOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0.take() {
+            t.detach();
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for DetachOnDrop<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DetachOnDrop")
+    }
+}
+
 /// `ImagePull`: streams `ImageProgress` frames, then the stored image (or the error).
 pub(crate) async fn pull_stream(
     m: Arc<Master>,
@@ -396,8 +413,11 @@ pub(crate) async fn pull_stream(
     };
     let (ptx, prx) = async_channel::bounded::<Progress>(64);
     let m2 = m.clone();
-    // Its own task: a client that goes away does not cancel a pull half-way.
-    let task = smol::spawn(async move { pull_and_store(&m2, &r, Some(ptx)).await });
+    // Its own task, detached if this stream is dropped: a client that goes away does not cancel
+    // a pull half-way (the image is still recorded).
+    let mut task = DetachOnDrop(Some(smol::spawn(async move {
+        pull_and_store(&m2, &r, Some(ptx)).await
+    })));
     let mut client_gone = false;
     while let Ok(p) = prx.recv().await {
         if client_gone {
@@ -410,7 +430,12 @@ pub(crate) async fn pull_stream(
         };
         client_gone = tx.send(Response { id, body }).await.is_err();
     }
-    let body = match task.await {
+    let Some(t) = task.0.as_mut() else {
+        return;
+    };
+    let res = t.await;
+    task.0 = None;
+    let body = match res {
         Ok(i) => {
             m.images.poke();
             ResponseBody::Object(Object::Image(i))
