@@ -476,6 +476,8 @@ pub(crate) async fn import(
         record(m, img, &r).await?
     };
     unpin(&dir, &blobs_of(&stored));
+    // A re-import that moved the reference leaves the old content unused.
+    super::artifact::remove_unused_blobs(m).await;
     m.images.poke();
     tracing::info!(image = %normalized, digest = %stored.digest, variants = stored.variants.len(), "image imported");
     Ok(ResponseBody::Object(Object::Image(stored)))

@@ -128,7 +128,11 @@ const REF: &str = "registry.lan:5000/home/app:1.4";
 
 /// Uploads and imports an arm64 + amd64 image under `reference`.
 async fn import(m: &Master, reference: &str) -> Image {
-    let (blobs, root) = oci_index(reference, &[("arm64", None), ("amd64", None)], 70_000);
+    import_sized(m, reference, 70_000).await
+}
+
+async fn import_sized(m: &Master, reference: &str, layer_len: usize) -> Image {
+    let (blobs, root) = oci_index(reference, &[("arm64", None), ("amd64", None)], layer_len);
     for b in &blobs {
         upload(m, b).await;
     }
@@ -326,7 +330,7 @@ fn import_a_two_arch_index_then_remove_it_when_unused() {
         .unwrap();
         assert!(matches!(r, ResponseBody::Deleted { .. }), "{r:?}");
         let mut left = super::image::blobs_of(&other);
-        left.push(pending);
+        left.push(pending.clone());
         left.sort();
         assert_eq!(blob_files(&m), left);
         let e = super::client::handle_unfiltered(
@@ -338,6 +342,14 @@ fn import_a_two_arch_index_then_remove_it_when_unused() {
         .await
         .unwrap_err();
         assert_eq!(e.code, ErrorCode::NotFound);
+        // Re-imported with other content (the tag moved): the old content's blobs go.
+        let moved = import_sized(&m, "registry.lan:5000/other:2", 1000).await;
+        assert_eq!(moved.meta.uid, other.meta.uid, "the same object, updated");
+        assert_ne!(moved.digest, other.digest);
+        let mut left = super::image::blobs_of(&moved);
+        left.push(pending);
+        left.sort();
+        assert_eq!(blob_files(&m), left);
         // An image cannot be applied by a client.
         let e = super::client::apply(&m, vec![Object::Image(img)])
             .await
