@@ -41,6 +41,7 @@ fn index() -> (Vec<Vec<u8>>, String) {
             .into_bytes();
         let manifest = serde_json::json!({
             "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                        "digest": format!("sha256:{}", sha(&config)), "size": config.len()},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -58,7 +59,7 @@ fn index() -> (Vec<Vec<u8>>, String) {
         }));
         blobs.extend([layer, config, manifest]);
     }
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests})
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests})
         .to_string()
         .into_bytes();
     let root = sha(&index);
