@@ -229,9 +229,9 @@ pub fn check_object(obj: &Object) -> Result<(), Invalid> {
             Ok(())
         }
         Object::Node(_) | Object::Namespace(_) | Object::Event(_) => Ok(()),
-        // Checked by the image module of the master (a registry's host and secret reference;
-        // an image is only ever written by the master itself).
-        Object::Image(_) | Object::Registry(_) => Ok(()),
+        // An image is only ever written by the master itself (never applied).
+        Object::Image(_) => Ok(()),
+        Object::Registry(r) => check_registry(&meta.name, &r.spec),
         Object::Service(s) => {
             let at = |f: &str| format!("service {:?}: {f}", meta.name);
             if s.spec.selector.is_empty() {
@@ -274,6 +274,86 @@ pub fn check_object(obj: &Object) -> Result<(), Invalid> {
         ),
         Object::Endpoints(_) | Object::Artifact(_) => Ok(()),
     }
+}
+
+/// Checks a host in image-reference syntax: `name[:port]`, DNS labels separated by dots (or an
+/// IPv4 address, or `localhost`), optional port 1-65535.
+pub fn check_registry_host(host: &str) -> Result<(), String> {
+    let bad = || {
+        format!(
+            "{host:?} is not a registry host: write NAME[:PORT] as in image references, e.g. \"registry.lan:5000\" or \"docker.io\" (no scheme, no path)"
+        )
+    };
+    let (name, port) = match host.rsplit_once(':') {
+        Some((n, p)) => (n, Some(p)),
+        None => (host, None),
+    };
+    if let Some(p) = port
+        && !p.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Err(bad());
+    }
+    if name.is_empty() || name.len() > 253 {
+        return Err(bad());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !name.split('.').all(label_ok) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Checks a `[[registry]]`: its host and mirror (`name[:port]`), the credentials secret
+/// reference (`NAME` or `NAMESPACE/NAME`), and that `ca` holds at least one PEM certificate.
+pub fn check_registry(
+    name: &str,
+    spec: &bramble_wire::objects::RegistrySpec,
+) -> Result<(), Invalid> {
+    let at = |f: &str| format!("registry {name:?}: {f}");
+    check_registry_host(&spec.host).map_err(|e| invalid(at("host"), e))?;
+    if let Some(m) = &spec.mirror {
+        check_registry_host(m).map_err(|e| invalid(at("mirror"), e))?;
+    }
+    if let Some(c) = &spec.credentials {
+        let hint = "write credentials = \"NAME\" (a secret in namespace default) or \"NAMESPACE/NAME\"; the secret holds keys username and password";
+        let parts: Vec<&str> = c.split('/').collect();
+        if parts.len() > 2 {
+            return Err(invalid(at("credentials"), format!("{c:?}: {hint}")));
+        }
+        for part in parts {
+            check_name(&at("credentials"), part)
+                .map_err(|e| invalid(at("credentials"), format!("{c:?}: {}; {hint}", e.message)))?;
+        }
+    }
+    if let Some(ca) = &spec.ca {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut n = 0;
+        for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            if let Err(e) = c {
+                return Err(invalid(
+                    at("ca"),
+                    format!(
+                        "not valid PEM ({e}): paste the CA certificate(s) as -----BEGIN CERTIFICATE----- blocks"
+                    ),
+                ));
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return Err(invalid(
+                at("ca"),
+                "holds no certificate: paste the registry's CA certificate(s) as -----BEGIN CERTIFICATE----- blocks",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Most bytes of data in one config map or secret (it travels in one frame).
@@ -372,19 +452,11 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
         if p.spec.rootfs.is_some() {
             return Err(invalid(
                 at("image"),
-                "give either image = \"REF\" or rootfs = \"artifact:NAME\", not both",
+                "image and rootfs exclude each other: the image is the pod's root; remove one of them",
             ));
         }
-        if image.is_empty()
-            || image.len() > 512
-            || image.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(invalid(
-                at("image"),
-                format!(
-                    "{image:?} is not an image reference: write e.g. image = \"registry.lan:5000/app:1.4\" or \"alpine:3.20\""
-                ),
-            ));
+        if let Err(e) = bramble_wire::image_ref::ImageRef::parse(image) {
+            return Err(invalid(at("image"), format!("{image:?}: {e}")));
         }
     }
     match bramble_wire::objects::RootfsRef::parse(p.spec.rootfs.as_deref()) {
@@ -421,10 +493,14 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
                 ),
             ));
         }
-        // With an image, an empty command takes the image's Entrypoint (and Cmd, or `args`).
-        if (proc.command.is_empty() && p.spec.image.is_none())
-            || proc.command.first().is_some_and(|c| c.is_empty())
-        {
+        let from_image = p.spec.image.is_some() && proc.command.is_empty();
+        if !from_image && (proc.command.is_empty() || proc.command[0].is_empty()) {
+            if p.spec.image.is_some() {
+                return Err(invalid(
+                    at(&format!("process[{i}].command")),
+                    "the program must not be empty: give it, e.g. [\"/bin/sh\", \"-c\", \"...\"], or leave command out to run the image's entrypoint",
+                ));
+            }
             return Err(invalid(
                 at(&format!("process[{i}].command")),
                 "give the program and its arguments, e.g. [\"/bin/sh\", \"-c\", \"...\"] (or image = \"REF\" on the pod to run the image's entrypoint)",
@@ -774,7 +850,7 @@ fn check_probe(field: &str, p: &Probe, liveness: bool) -> Result<(), Invalid> {
 pub fn client_may_apply(kind: Kind) -> bool {
     !matches!(
         kind,
-        Kind::ReplicaSet | Kind::Event | Kind::Endpoints | Kind::Artifact
+        Kind::ReplicaSet | Kind::Event | Kind::Endpoints | Kind::Artifact | Kind::Image
     )
 }
 
@@ -853,5 +929,128 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    fn image_pod(image: Option<&str>, rootfs: Option<&str>, command: &[&str]) -> Object {
+        use bramble_wire::objects::{PodSpec, ProcessSpec};
+        Object::Pod(Pod {
+            meta: Meta {
+                name: "p".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            },
+            spec: PodSpec {
+                image: image.map(str::to_string),
+                rootfs: rootfs.map(str::to_string),
+                processes: vec![ProcessSpec {
+                    name: "main".into(),
+                    command: command.iter().map(|s| s.to_string()).collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn pod_images() {
+        // An image supplies the command: it may be left out.
+        check_object(&image_pod(Some("alpine:3.20"), None, &[])).unwrap();
+        check_object(&image_pod(
+            Some("registry.lan:5000/app:1.4"),
+            None,
+            &["/app"],
+        ))
+        .unwrap();
+        // Without an image the command is required.
+        let e = check_object(&image_pod(None, None, &[])).unwrap_err();
+        assert!(e.field.contains("process[0].command"), "{e}");
+        // image and rootfs are exclusive.
+        let e = check_object(&image_pod(Some("alpine"), Some("artifact:x"), &[])).unwrap_err();
+        assert!(e.message.contains("exclude each other"), "{e}");
+        // An unparsable reference names the fix.
+        let e = check_object(&image_pod(Some("Bad Ref"), None, &[])).unwrap_err();
+        assert!(
+            e.field.contains("image") && e.message.contains("write"),
+            "{e}"
+        );
+        // An empty program is refused even with an image.
+        let e = check_object(&image_pod(Some("alpine"), None, &[""])).unwrap_err();
+        assert!(e.message.contains("entrypoint"), "{e}");
+    }
+
+    #[test]
+    fn registries() {
+        use bramble_wire::objects::{Registry, RegistrySpec};
+        let reg = |spec: RegistrySpec| {
+            Object::Registry(Registry {
+                meta: Meta {
+                    name: "lan".into(),
+                    ..Default::default()
+                },
+                spec,
+            })
+        };
+        let ok = |host: &str| RegistrySpec {
+            host: host.into(),
+            ..Default::default()
+        };
+        for h in [
+            "docker.io",
+            "registry.lan:5000",
+            "localhost:5000",
+            "10.0.0.1:443",
+            "ghcr.io",
+        ] {
+            check_object(&reg(ok(h))).unwrap();
+        }
+        for h in ["", "http://x", "x/y", "x:0", "x:99999", "-a.b", "a b", "x:"] {
+            let e = check_object(&reg(ok(h))).unwrap_err();
+            assert!(e.message.contains("NAME[:PORT]"), "{h}: {e}");
+        }
+        let mut s = ok("registry.lan");
+        s.mirror = Some("mirror.lan:5000".into());
+        s.credentials = Some("infra/regcred".into());
+        check_object(&reg(s.clone())).unwrap();
+        s.credentials = Some("regcred".into());
+        check_object(&reg(s.clone())).unwrap();
+        for bad in ["a/b/c", "Reg", "ns/"] {
+            s.credentials = Some(bad.into());
+            let e = check_object(&reg(s.clone())).unwrap_err();
+            assert!(e.field.contains("credentials"), "{bad}: {e}");
+        }
+        s.credentials = None;
+        s.mirror = Some("https://m".into());
+        assert!(
+            check_object(&reg(s.clone()))
+                .unwrap_err()
+                .field
+                .contains("mirror")
+        );
+        s.mirror = None;
+        s.ca = Some("not a certificate".into());
+        let e = check_object(&reg(s.clone())).unwrap_err();
+        assert!(e.message.contains("no certificate"), "{e}");
+        let cert = test_ca_pem();
+        s.ca = Some(cert);
+        check_object(&reg(s)).unwrap();
+    }
+
+    /// A self-signed certificate (PEM) made once with openssl for these tests.
+    fn test_ca_pem() -> String {
+        concat!(
+            "-----BEGIN CERTIFICATE-----\n",
+            "MIIBeDCCAR+gAwIBAgIUNFE3ECu1uwRFvotzjeKP0XEBz4EwCgYIKoZIzj0EAwIw\n",
+            "EjEQMA4GA1UEAwwHdGVzdC1jYTAeFw0yNjEyMDcxNjI4MzhaFw0zNjEyMDQxNjI4\n",
+            "MzhaMBIxEDAOBgNVBAMMB3Rlc3QtY2EwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNC\n",
+            "AAToUzxAaPsgQfmLVV9IDtdImtbrw6CaQvlWV/4Th0kiDPDHAjXX5PnLWm3SJa1C\n",
+            "oBRDvZZTHIZZKjA6yVEQAT63o1MwUTAdBgNVHQ4EFgQUustxPlSL851GBg08tCIE\n",
+            "grM++VowHwYDVR0jBBgwFoAUustxPlSL851GBg08tCIEgrM++VowDwYDVR0TAQH/\n",
+            "BAUwAwEB/zAKBggqhkjOPQQDAgNHADBEAiBRuM+mHBQLLu1GrtUxh9OWrN7OtFEF\n",
+            "BcT+nbqB76TkoQIgImyykOBPr0ShEYt7MvMpvYDdvwuszJoYlpw5Fupnf4s=\n",
+            "-----END CERTIFICATE-----\n",
+        )
+        .to_string()
     }
 }

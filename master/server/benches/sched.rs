@@ -155,6 +155,7 @@ fn pods(rng: &mut Rng) -> Vec<PendingPod> {
                     name: format!("app{owner}"),
                 }),
                 artifact: None,
+                image: None,
             });
         }
     }

@@ -7,8 +7,11 @@
 //!   the entry), fsync, rename to `<sha256>`, fsync the directory, and the variant recorded in
 //!   the `Artifact` object. Any failure discards the partial file.
 //! - Download (workers): `ArtifactGet` reads at most [`bramble_artifact::CHUNK`] bytes.
+//! - Bare blobs (`BlobBegin` / `BlobChunk`, an image import): the same resumable upload, sha256
+//!   verified, no tar check and no artifact recorded; the blob is pinned until the
+//!   `ImageImport` that follows records the image that uses it (`api/image.rs`).
 //! - Delete: `bramble delete artifact NAME` removes the object; [`remove_unused_blobs`] then
-//!   removes the blobs no artifact refers to.
+//!   removes the blobs no artifact and no image refers to.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -26,10 +29,29 @@ use crate::store::StoreError;
 /// Default largest artifact tarball (`bramble master --max-artifact-size`).
 pub const DEFAULT_MAX_ARTIFACT_BYTES: u64 = 1 << 30;
 
+/// What an upload is for.
+#[derive(Debug, Clone)]
+enum Purpose {
+    /// An artifact's variant (`ArtifactBegin`): tar-checked and recorded when complete.
+    Artifact { name: String, arch: Arch },
+    /// A bare content-addressed blob (`BlobBegin`: an image import's manifest, config or layer):
+    /// only its sha256 is verified; the `ImageImport` that follows records what uses it.
+    Blob { sha256: String },
+}
+
+impl Purpose {
+    /// For messages: `artifact NAME` or `blob SHA256`.
+    fn what(&self) -> String {
+        match self {
+            Purpose::Artifact { name, .. } => format!("artifact {name}"),
+            Purpose::Blob { sha256 } => format!("blob {sha256}"),
+        }
+    }
+}
+
 /// An upload in progress: the open partial file and the hash of what it holds.
 struct Upload {
-    name: String,
-    arch: Arch,
+    purpose: Purpose,
     size: u64,
     held: u64,
     file: std::fs::File,
@@ -40,9 +62,9 @@ struct Upload {
 type Uploads = HashMap<PathBuf, Arc<async_lock::Mutex<Option<Upload>>>>;
 static UPLOADS: LazyLock<async_lock::Mutex<Uploads>> =
     LazyLock::new(|| async_lock::Mutex::new(HashMap::new()));
-/// Held from a blob's rename until its variant is recorded, and while unused blobs are removed,
-/// so a blob is never removed between the two.
-static BLOBS: async_lock::Mutex<()> = async_lock::Mutex::new(());
+/// Held from a blob's rename until its variant (or pin) is recorded, and while unused blobs are
+/// removed, so a blob is never removed between the two.
+pub(crate) static BLOBS: async_lock::Mutex<()> = async_lock::Mutex::new(());
 
 fn invalid(msg: impl Into<String>) -> ApiError {
     ApiError {
@@ -85,20 +107,46 @@ pub(crate) async fn begin(
     size: u64,
 ) -> Result<ResponseBody, ApiError> {
     crate::validate::check_name("artifact name", &name).map_err(|e| invalid(e.to_string()))?;
-    if !is_sha256_hex(&sha256) {
-        return Err(invalid(format!(
-            "artifact {name}: {sha256:?} is not a sha256 (64 lowercase hex characters)"
-        )));
-    }
     if arch == Arch::Mcu {
         return Err(invalid(format!(
             "artifact {name}: microcontrollers run no pods; use aarch64, armv7, armv6, x86_64 or riscv64"
         )));
     }
+    begin_upload(m, Purpose::Artifact { name, arch }, sha256, size).await
+}
+
+/// `BlobBegin`: the same resumable upload as an artifact's, for a bare blob (image import).
+pub(crate) async fn blob_begin(
+    m: &Master,
+    sha256: String,
+    size: u64,
+) -> Result<ResponseBody, ApiError> {
+    let purpose = Purpose::Blob {
+        sha256: sha256.clone(),
+    };
+    begin_upload(m, purpose, sha256, size).await
+}
+
+async fn begin_upload(
+    m: &Master,
+    purpose: Purpose,
+    sha256: String,
+    size: u64,
+) -> Result<ResponseBody, ApiError> {
+    let what = purpose.what();
+    if !is_sha256_hex(&sha256) {
+        let what = match &purpose {
+            Purpose::Artifact { name, .. } => format!("artifact {name}"),
+            Purpose::Blob { .. } => "blob".to_string(),
+        };
+        return Err(invalid(format!(
+            "{what}: {sha256:?} is not a sha256 (64 lowercase hex characters)"
+        )));
+    }
     let max = m.cfg.max_artifact_bytes;
     if size > max {
         return Err(invalid(format!(
-            "artifact {name}: {size} bytes is over the master's {max}-byte limit (bramble master --max-artifact-size)"
+            "{what}: {size} bytes is over the master's {max}-byte limit (bramble master --max-artifact-size)"
         )));
     }
     let dir = dir(m);
@@ -106,12 +154,20 @@ pub(crate) async fn begin(
         .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
     let done = dir.join(&sha256);
     if std::fs::metadata(&done).is_ok_and(|md| md.len() == size) {
-        // Already held (another name or architecture, or a finished re-run): just record it.
+        // Already held (another name, architecture or image, or a finished re-run).
         let g = BLOBS.lock().await;
-        let r = record(m, &name, arch, &sha256, size).await;
+        let r = match &purpose {
+            Purpose::Artifact { name, arch } => record(m, name, *arch, &sha256, size).await,
+            Purpose::Blob { .. } => {
+                super::image::pin(&dir, &sha256);
+                Ok(())
+            }
+        };
         drop(g);
         r?;
-        remove_unused_blobs(m).await;
+        if matches!(purpose, Purpose::Artifact { .. }) {
+            remove_unused_blobs(m).await;
+        }
         return Ok(ResponseBody::ArtifactProgress { offset: size });
     }
     let partial = dir.join(format!("{sha256}.partial"));
@@ -120,8 +176,7 @@ pub(crate) async fn begin(
     if let Some(u) = up.as_mut()
         && u.size == size
     {
-        u.name = name;
-        u.arch = arch;
+        u.purpose = purpose;
         return Ok(ResponseBody::ArtifactProgress { offset: u.held });
     }
     // Open (or reopen after a restart) the partial file and hash what it holds.
@@ -157,8 +212,7 @@ pub(crate) async fn begin(
     let (file, held, hash) =
         opened.map_err(|e| internal(format!("cannot open {}: {e}", partial.display())))?;
     *up = Some(Upload {
-        name,
-        arch,
+        purpose,
         size,
         held,
         file,
@@ -167,7 +221,8 @@ pub(crate) async fn begin(
     Ok(ResponseBody::ArtifactProgress { offset: held })
 }
 
-/// `ArtifactChunk`: appends at `offset`; the last chunk verifies, checks and records.
+/// `ArtifactChunk` and `BlobChunk`: appends at `offset`; the last chunk verifies (and for an
+/// artifact checks the tarball and records the variant).
 pub(crate) async fn chunk(
     m: &Master,
     sha256: String,
@@ -192,23 +247,25 @@ pub(crate) async fn chunk(
         forget(&partial).await;
         if std::fs::metadata(dir.join(&sha256)).is_ok() {
             return Err(invalid(format!(
-                "upload {sha256} is already complete: run `bramble artifact push` again to record it"
+                "upload {sha256} is already complete: run the push or import again to record it"
             )));
         }
         return Err(invalid(format!(
-            "no upload of {sha256} in progress: send ArtifactBegin first (bramble artifact push resumes)"
+            "no upload of {sha256} in progress: send ArtifactBegin or BlobBegin first (bramble artifact push and bramble image import resume)"
         )));
     };
     if offset != up.held {
         return Err(invalid(format!(
-            "artifact {}: chunk at offset {offset}, but the master holds {} bytes: resume from there",
-            up.name, up.held
+            "{}: chunk at offset {offset}, but the master holds {} bytes: resume from there",
+            up.purpose.what(),
+            up.held
         )));
     }
     if offset + data.len() as u64 > up.size {
         return Err(invalid(format!(
-            "artifact {}: the chunk at {offset} goes past the announced size {}",
-            up.name, up.size
+            "{}: the chunk at {offset} goes past the announced size {}",
+            up.purpose.what(),
+            up.size
         )));
     }
     if let Err(e) = up.file.write_all(&data) {
@@ -224,18 +281,18 @@ pub(crate) async fn chunk(
     drop(guard);
     forget(&partial).await;
     let Upload {
-        name,
-        arch,
+        purpose,
         size,
         file,
         hash,
         ..
     } = up;
+    let what = purpose.what();
     let got = hash.finish_hex();
     if got != sha256 {
         let _ = std::fs::remove_file(&partial);
         return Err(invalid(format!(
-            "artifact {name}: the uploaded file's sha256 is {got}, not {sha256} as announced; it was discarded: push the file again"
+            "{what}: the uploaded file's sha256 is {got}, not {sha256} as announced; it was discarded: push the file again"
         )));
     }
     let limits = Limits {
@@ -244,6 +301,7 @@ pub(crate) async fn chunk(
             .max(m.cfg.max_artifact_bytes * 4),
         ..Limits::default()
     };
+    let tar_check = matches!(purpose, Purpose::Artifact { .. });
     let p = partial.clone();
     let final_path = dir.join(&sha256);
     let fp = final_path.clone();
@@ -252,10 +310,12 @@ pub(crate) async fn chunk(
     let checked = smol::unblock(move || -> Result<(), String> {
         file.sync_all().map_err(|e| format!("fsync: {e}"))?;
         drop(file);
-        let f = std::fs::File::open(&p).map_err(|e| format!("open: {e}"))?;
-        if let Err(e) = bramble_artifact::check(std::io::BufReader::new(f), &limits) {
-            let _ = std::fs::remove_file(&p);
-            return Err(format!("refused: {e}"));
+        if tar_check {
+            let f = std::fs::File::open(&p).map_err(|e| format!("open: {e}"))?;
+            if let Err(e) = bramble_artifact::check(std::io::BufReader::new(f), &limits) {
+                let _ = std::fs::remove_file(&p);
+                return Err(format!("refused: {e}"));
+            }
         }
         std::fs::rename(&p, &fp).map_err(|e| format!("rename: {e}"))?;
         std::fs::File::open(&d)
@@ -266,13 +326,23 @@ pub(crate) async fn chunk(
     .await;
     if let Err(e) = checked {
         let _ = std::fs::remove_file(&partial);
-        return Err(invalid(format!("artifact {name}: {e}")));
+        return Err(invalid(format!("{what}: {e}")));
     }
-    let r = record(m, &name, arch, &sha256, size).await;
-    drop(blobs);
-    r?;
-    remove_unused_blobs(m).await;
-    tracing::info!(artifact = %name, arch = arch.as_str(), %sha256, size, "artifact variant stored");
+    match purpose {
+        Purpose::Artifact { name, arch } => {
+            let r = record(m, &name, arch, &sha256, size).await;
+            drop(blobs);
+            r?;
+            remove_unused_blobs(m).await;
+            tracing::info!(artifact = %name, arch = arch.as_str(), %sha256, size, "artifact variant stored");
+        }
+        Purpose::Blob { .. } => {
+            // Kept until the import that uses it records its image (or the pin expires).
+            super::image::pin(&dir, &sha256);
+            drop(blobs);
+            tracing::debug!(%sha256, size, "blob stored");
+        }
+    }
     Ok(ResponseBody::ArtifactProgress { offset: size })
 }
 
@@ -334,13 +404,23 @@ async fn record(
     })
 }
 
-/// Removes blobs (and stale partial files of no upload in progress) that no artifact refers to.
+/// Removes the blobs that neither an artifact nor an image uses (an image keeps its index or
+/// manifest, every variant's manifest and config, and its layers: [`super::image::blobs_of`]).
+/// Blobs pinned by a recent blob upload (an import not recorded yet) stay; while a pull runs into
+/// the store nothing is removed (its blobs are not recorded yet either).
 pub(crate) async fn remove_unused_blobs(m: &Master) {
     let _g = BLOBS.lock().await;
-    let Ok((_, objs)) = m.store.list(Kind::Artifact, None).await else {
+    let dir = dir(m);
+    if super::image::pulls_active(&dir) {
+        return;
+    }
+    let Ok((_, artifacts)) = m.store.list(Kind::Artifact, None).await else {
         return;
     };
-    let used: std::collections::HashSet<String> = objs
+    let Ok((_, images)) = m.store.list(Kind::Image, None).await else {
+        return;
+    };
+    let mut used: std::collections::HashSet<String> = artifacts
         .iter()
         .filter_map(|o| match o {
             Object::Artifact(a) => Some(a.variants.iter().map(|v| v.sha256.clone())),
@@ -348,14 +428,19 @@ pub(crate) async fn remove_unused_blobs(m: &Master) {
         })
         .flatten()
         .collect();
-    let dir = dir(m);
+    for o in &images {
+        if let Object::Image(i) = o {
+            used.extend(super::image::blobs_of(i));
+        }
+    }
+    used.extend(super::image::pinned(&dir));
     let Ok(rd) = std::fs::read_dir(&dir) else {
         return;
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if is_sha256_hex(&name) && !used.contains(&name) {
-            tracing::info!(blob = %name, "removing unused artifact blob");
+            tracing::info!(blob = %name, "removing unused blob");
             forget_open(&name);
             let _ = std::fs::remove_file(e.path());
         }

@@ -194,6 +194,29 @@ pub fn node_may_get_artifact<'a>(
         .any(|a| a.variants.iter().any(|v| v.sha256 == sha256))
 }
 
+/// Whether a node may fetch the image layer blob with this hash: one of its pods must use
+/// (`image = "REF"`, matched by normalized reference) an image with a layer of that hash in some
+/// variant. Manifests, configs and every other blob stay refused: the worker gets the config in
+/// the `Image` object of its assignment.
+pub fn node_may_get_image_layer<'a>(
+    node: &str,
+    sha256: &str,
+    pods: impl IntoIterator<Item = &'a Pod>,
+    images: &[bramble_wire::objects::Image],
+) -> bool {
+    let used: BTreeSet<String> = pods
+        .into_iter()
+        .filter(|p| p.spec.node_name.as_deref() == Some(node))
+        .filter_map(|p| p.spec.image.as_deref())
+        .filter_map(bramble_wire::image_ref::normalize)
+        .collect();
+    images
+        .iter()
+        .filter(|i| used.contains(&i.reference))
+        .flat_map(|i| i.variants.iter())
+        .any(|v| v.layers.iter().any(|l| l.sha256 == sha256))
+}
+
 /// A node's `Get` of an object that does not exist: `NotFound` only where the node could see the
 /// object if it existed (its own node object, config maps and secrets its pods reference,
 /// services and endpoints); `Forbidden`, exactly as for an existing object, everywhere else, so
@@ -398,5 +421,42 @@ mod tests {
         let arts = [art("web", "aa"), art("db", "bb")];
         assert!(node_may_get_artifact("pi1", "aa", [&a, &b], &arts));
         assert!(!node_may_get_artifact("pi1", "bb", [&a, &b], &arts));
+    }
+
+    #[test]
+    fn image_layers_only_for_own_pods() {
+        use bramble_wire::objects::{Image, ImageLayer, ImageVariant, LayerCompression};
+        let mut a = pod("a", "pi1", "x", "y");
+        a.spec.image = Some("registry.lan:5000/web".into());
+        let mut b = pod("b", "pi2", "x", "y");
+        b.spec.image = Some("registry.lan:5000/db:2".into());
+        let img = |reference: &str, layer: &str| Image {
+            meta: meta("", "i"),
+            reference: reference.into(),
+            digest: "sha256:11".into(),
+            variants: vec![ImageVariant {
+                arch: bramble_wire::Arch::Aarch64,
+                manifest_digest: "sha256:22".into(),
+                config_sha256: "33".into(),
+                config: Default::default(),
+                layers: vec![ImageLayer {
+                    sha256: layer.into(),
+                    size: 1,
+                    compression: LayerCompression::Gzip,
+                }],
+            }],
+            pulled_ms: 0,
+        };
+        let imgs = [
+            img("registry.lan:5000/web:latest", "aa"),
+            img("registry.lan:5000/db:2", "bb"),
+        ];
+        // Matched by normalized reference (the pod wrote no tag).
+        assert!(node_may_get_image_layer("pi1", "aa", [&a, &b], &imgs));
+        assert!(!node_may_get_image_layer("pi1", "bb", [&a, &b], &imgs));
+        // Its config and manifest are not layers.
+        assert!(!node_may_get_image_layer("pi1", "33", [&a, &b], &imgs));
+        assert!(!node_may_get_image_layer("pi1", "22", [&a, &b], &imgs));
+        assert!(node_may_get_image_layer("pi2", "bb", [&a, &b], &imgs));
     }
 }

@@ -221,6 +221,15 @@ pub(crate) async fn serve(
                     tx.clone(),
                 )));
             }
+            RequestBody::ImagePull { reference } => {
+                // Progress frames, then the image: streamed like logs.
+                streams.push(smol::spawn(super::image::pull_stream(
+                    m.clone(),
+                    id,
+                    reference,
+                    tx.clone(),
+                )));
+            }
             RequestBody::Logs {
                 namespace,
                 pod,
@@ -311,7 +320,10 @@ async fn fill_heartbeats(m: &Master, out: &mut ResponseBody) {
     }
 }
 
-async fn handle_unfiltered(m: &Master, body: RequestBody) -> Result<ResponseBody, ApiError> {
+pub(crate) async fn handle_unfiltered(
+    m: &Master,
+    body: RequestBody,
+) -> Result<ResponseBody, ApiError> {
     match body {
         RequestBody::ArtifactBegin {
             name,
@@ -327,14 +339,18 @@ async fn handle_unfiltered(m: &Master, body: RequestBody) -> Result<ResponseBody
         RequestBody::TokenCreate { .. }
         | RequestBody::TokenList
         | RequestBody::TokenRevoke { .. } => m.token_call(body).await,
-        RequestBody::ImagePull { .. }
-        | RequestBody::BlobBegin { .. }
-        | RequestBody::BlobChunk { .. }
-        | RequestBody::ImageImport { .. }
-        | RequestBody::ImageRemove { .. } => Err(err(
-            ErrorCode::Unavailable,
-            "images: not wired into this master yet",
-        )),
+        RequestBody::BlobBegin { sha256, size } => {
+            super::artifact::blob_begin(m, sha256, size).await
+        }
+        RequestBody::BlobChunk {
+            sha256,
+            offset,
+            data,
+        } => super::artifact::chunk(m, sha256, offset, data).await,
+        RequestBody::ImageImport { reference, sha256 } => {
+            super::image::import(m, reference, sha256).await
+        }
+        RequestBody::ImageRemove { reference } => super::image::remove(m, reference).await,
         RequestBody::Apply(objs) => apply(m, objs).await.map(ResponseBody::Applied),
         RequestBody::Get {
             kind: Kind::Endpoints,
@@ -430,18 +446,21 @@ async fn handle_unfiltered(m: &Master, body: RequestBody) -> Result<ResponseBody
             if kind == Kind::Artifact {
                 super::artifact::check_unused(m, &name).await?;
             }
+            if kind == Kind::Image {
+                super::image::check_unused(m, &name).await?;
+            }
             let revision = match m.store.delete(kind, &ns, &name, expected_revision).await {
                 Ok(r) => r,
                 Err(StoreError::NotFound { .. }) => return Err(not_found(kind, &ns, &name)),
                 Err(e) => return Err(e.into()),
             };
-            if kind == Kind::Artifact {
+            if matches!(kind, Kind::Artifact | Kind::Image) {
                 super::artifact::remove_unused_blobs(m).await;
             }
             m.poke_scheduler();
             Ok(ResponseBody::Deleted { revision })
         }
-        RequestBody::Watch { .. } | RequestBody::Logs { .. } => {
+        RequestBody::Watch { .. } | RequestBody::Logs { .. } | RequestBody::ImagePull { .. } => {
             Err(err(ErrorCode::Internal, "streaming call routed wrongly"))
         }
     }
@@ -672,6 +691,7 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         (Object::ConfigMap(_), n @ Object::ConfigMap(_)) => n,
         (Object::Secret(_), n @ Object::Secret(_)) => n,
         (Object::Service(_), Object::Service(n)) => Object::Service(n),
+        (Object::Registry(_), n @ Object::Registry(_)) => n,
         _ => return Err(err(ErrorCode::Internal, "kind mismatch")),
     };
     *merged.meta_mut() = Meta {

@@ -41,8 +41,10 @@ pub(crate) async fn push_assignment(m: &Master, node: &str) {
     let pods = m.cache.pods_on(node);
     let (config_maps, secrets) = super::config_push::resolve(m, &pods);
     let artifacts = super::artifact::used_by(m, &pods);
+    let images = super::image::used_by(m, &pods);
     let hash = super::config_push::hash(spec_hash(&pods), &config_maps, &secrets)
-        ^ super::artifact::hash(&artifacts);
+        ^ super::artifact::hash(&artifacts)
+        ^ super::image::hash(&images).rotate_left(1);
     let tx = {
         let mut nodes = m.nodes.lock().await;
         let Some(live) = nodes.get_mut(node) else {
@@ -66,7 +68,7 @@ pub(crate) async fn push_assignment(m: &Master, node: &str) {
             pods,
             config_maps,
             artifacts,
-            images: Vec::new(),
+            images,
         }))
         .await;
 }
@@ -186,6 +188,7 @@ pub(crate) async fn schedule_once(m: &Master, seed: u64) -> Result<usize, StoreE
     }
     let mut snapshot = sched::Snapshot::from_objects(&snap.nodes, &snap.pods);
     snapshot.add_artifacts(&snap.artifacts);
+    snapshot.add_images(&snap.images);
     let want: Vec<sched::PendingPod> = pending
         .iter()
         .map(|p| sched::PendingPod::from_pod(p))
@@ -196,7 +199,12 @@ pub(crate) async fn schedule_once(m: &Master, seed: u64) -> Result<usize, StoreE
         outcomes[b.pod] = Ok(snapshot.node(b.node).name.to_string());
     }
     for f in &plan.failures {
-        outcomes[f.pod] = Err(f.message());
+        // A pod waiting for its image shows the puller's word ("pulling image REF", the error).
+        let waiting = match &f.image {
+            Some(sched::ImageNote::Missing(r)) => m.images.waiting_message(r),
+            _ => None,
+        };
+        outcomes[f.pod] = Err(waiting.unwrap_or_else(|| f.message()));
     }
     let mut left = 0;
     let mut writes = Vec::new();
@@ -257,7 +265,7 @@ pub(crate) async fn config_loop(m: Arc<Master>) {
             Delta::Resync => true,
             Delta::Changes(c) => c.iter().any(|c| {
                 let o = c.new.as_deref().or(c.old.as_deref());
-                if let Some(o @ (Object::ConfigMap(_) | Object::Secret(_))) = o {
+                if let Some(o @ (Object::ConfigMap(_) | Object::Secret(_) | Object::Image(_))) = o {
                     // Name and kind only: never the data.
                     tracing::debug!(kind = o.kind().as_str(), namespace = %o.meta().namespace, name = %o.meta().name, "config changed");
                     true

@@ -15,6 +15,9 @@ mod config_push;
 pub mod control;
 mod dispatch;
 mod endpoints;
+mod image;
+#[cfg(test)]
+mod image_tests;
 #[cfg(test)]
 mod net_tests;
 mod node;
@@ -184,6 +187,8 @@ pub struct Master {
     pub(crate) service_ip_lock: Mutex<()>,
     /// The store's objects in memory, fed by one watch: what every loop reads.
     pub(crate) cache: Arc<crate::cache::Cache>,
+    /// Image pulls: one per reference at a time, the background puller's backoff.
+    pub(crate) images: image::Images,
 }
 
 impl std::fmt::Debug for Master {
@@ -253,6 +258,7 @@ impl Master {
             subnet_lock: Mutex::new(()),
             service_ip_lock: Mutex::new(()),
             cache: crate::cache::Cache::new(),
+            images: Default::default(),
         });
         client::ensure_default_namespace(&m).await?;
         client::backfill_service_ips(&m).await?;
@@ -283,6 +289,7 @@ impl Master {
         smol::spawn(node::lifecycle_loop(self.clone())).detach();
         smol::spawn(control::controller_loop(self.clone())).detach();
         smol::spawn(endpoints::endpoints_loop(self.clone())).detach();
+        smol::spawn(image::pull_loop(self.clone())).detach();
         let limit = Arc::new(Semaphore::new(self.cfg.max_connections));
         info!(addr = %listener.local_addr()?, "master listening");
         loop {

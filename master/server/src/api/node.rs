@@ -593,8 +593,12 @@ pub(crate) async fn lifecycle_loop(m: Arc<Master>) {
 
 /// Whether `node` may read the artifact tarball `sha256`: one of its pods uses it
 /// ([`super::authz::node_may_get_artifact`]).
-async fn artifact_allowed(m: &Master, node: &str, sha256: &str) -> bool {
+pub(crate) async fn artifact_allowed(m: &Master, node: &str, sha256: &str) -> bool {
     let pods = m.cache.pods_on(node);
     let artifacts = super::artifact::used_by(m, &pods);
-    super::authz::node_may_get_artifact(node, sha256, &pods, &artifacts)
+    if super::authz::node_may_get_artifact(node, sha256, &pods, &artifacts) {
+        return true;
+    }
+    let images = super::image::used_by(m, &pods);
+    super::authz::node_may_get_image_layer(node, sha256, &pods, &images)
 }

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use bramble_wire::msg::WatchEvent;
 use bramble_wire::objects::{
-    Artifact, ConfigMap, DaemonSet, Deployment, Job, Kind, Namespace, Node, Object, Pod, PodPhase,
-    ReplicaSet, Secret, Service,
+    Artifact, ConfigMap, DaemonSet, Deployment, Image, Job, Kind, Namespace, Node, Object, Pod,
+    PodPhase, Registry, ReplicaSet, Secret, Service,
 };
 use futures_lite::FutureExt;
 
@@ -70,7 +70,7 @@ macro_rules! cached {
 }
 cached!(
     Namespace, Node, Pod, Deployment, ReplicaSet, DaemonSet, Job, Service, ConfigMap, Secret,
-    Artifact
+    Artifact, Image, Registry
 );
 
 /// The kinds the store holds (events and endpoints live only in memory elsewhere).
@@ -191,6 +191,8 @@ pub struct Snapshot {
     pub services: Arc<Vec<Service>>,
     /// Artifacts.
     pub artifacts: Arc<Vec<Artifact>>,
+    /// Images.
+    pub images: Arc<Vec<Image>>,
 }
 
 impl Snapshot {
@@ -502,6 +504,7 @@ impl Cache {
             jobs: i.list(),
             services: i.list(),
             artifacts: i.list(),
+            images: i.list(),
         }
     }
 

@@ -22,6 +22,9 @@ pub enum Reason {
     ArchMismatch,
     /// The pod's rootfs artifact has no variant for the node's architecture.
     NoArtifactVariant,
+    /// The pod's image has no variant for the node's architecture (an armv7 node runs an armv6
+    /// variant).
+    NoImageVariant,
     /// A label of the pod's node selector is missing or differs.
     SelectorMismatch,
     /// The node has a taint that the pod does not tolerate.
@@ -38,7 +41,7 @@ pub enum Reason {
 
 impl Reason {
     /// Number of reasons.
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
 
     /// Every reason, in checker order.
     pub const ALL: [Reason; Reason::COUNT] = [
@@ -46,6 +49,7 @@ impl Reason {
         Reason::Unschedulable,
         Reason::ArchMismatch,
         Reason::NoArtifactVariant,
+        Reason::NoImageVariant,
         Reason::SelectorMismatch,
         Reason::UntoleratedTaint,
         Reason::InsufficientCpu,
@@ -61,6 +65,7 @@ impl Reason {
             Reason::Unschedulable => "unschedulable",
             Reason::ArchMismatch => "wrong architecture",
             Reason::NoArtifactVariant => "no artifact variant for their architecture",
+            Reason::NoImageVariant => "no image variant for their architecture",
             Reason::SelectorMismatch => "didn't match node selector",
             Reason::UntoleratedTaint => "untolerated taint",
             Reason::InsufficientCpu => "insufficient cpu",
@@ -78,6 +83,9 @@ pub(crate) struct PodReq<'a> {
     pub(crate) arch: Option<Arch>,
     /// Architectures the pod's rootfs artifact has variants for; `None` = no artifact.
     pub(crate) artifact_archs: Option<&'a [Arch]>,
+    /// Architectures whose nodes can run the pod's image (armv7 included when there is an armv6
+    /// variant); `None` = no image.
+    pub(crate) image_archs: Option<&'a [Arch]>,
     /// (key id, value id) sorted by key id.
     pub(crate) selector: &'a [(u32, u32)],
     /// A selector key or value that no node has: matches nothing.
@@ -125,6 +133,16 @@ pub(crate) fn check_artifact(p: &PodReq<'_>, n: &NodeStatic) -> Result<(), Reaso
         (None, _) => Ok(()),
         (Some(archs), Some(a)) if archs.contains(&a) => Ok(()),
         _ => Err(Reason::NoArtifactVariant),
+    }
+}
+
+/// The pod's image, if any, has a variant the node's architecture runs.
+#[inline]
+pub(crate) fn check_image(p: &PodReq<'_>, n: &NodeStatic) -> Result<(), Reason> {
+    match (p.image_archs, n.arch) {
+        (None, _) => Ok(()),
+        (Some(archs), Some(a)) if archs.contains(&a) => Ok(()),
+        _ => Err(Reason::NoImageVariant),
     }
 }
 
@@ -211,6 +229,7 @@ pub(crate) fn static_fit(p: &PodReq<'_>, n: &NodeStatic) -> Result<(), Reason> {
     check_schedulable(n)?;
     check_arch(p, n)?;
     check_artifact(p, n)?;
+    check_image(p, n)?;
     check_selector(p, n)?;
     check_taints(p, n)
 }

@@ -161,6 +161,36 @@ pub enum ArtifactNote {
     Variants(String, Vec<bramble_wire::objects::Arch>),
 }
 
+/// What a failure says about the pod's image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageNote {
+    /// The image (normalized reference) is not stored yet: no node was looked at.
+    Missing(String),
+    /// Some nodes' architectures have no variant: the reference, the architectures of those
+    /// nodes, and those the image has.
+    Variants {
+        /// The normalized reference.
+        reference: String,
+        /// Architectures of nodes that lacked a variant (sorted).
+        missing: Vec<bramble_wire::objects::Arch>,
+        /// The image's variants (sorted).
+        has: Vec<bramble_wire::objects::Arch>,
+    },
+}
+
+/// The OCI platform name of an architecture (`linux/arm/v7`).
+pub fn platform(arch: bramble_wire::objects::Arch) -> &'static str {
+    use bramble_wire::objects::Arch;
+    match arch {
+        Arch::Aarch64 => "linux/arm64",
+        Arch::Armv7 => "linux/arm/v7",
+        Arch::Armv6 => "linux/arm/v6",
+        Arch::X86_64 => "linux/amd64",
+        Arch::Riscv64 => "linux/riscv64",
+        Arch::Mcu => "none",
+    }
+}
+
 /// A pod no node could take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
@@ -172,6 +202,8 @@ pub struct Failure {
     pub reasons: ReasonCounts,
     /// Set when the pod's artifact is missing, or when some node lacked a variant of it.
     pub artifact: Option<ArtifactNote>,
+    /// Set when the pod's image is not stored yet, or when some node lacked a variant of it.
+    pub image: Option<ImageNote>,
 }
 
 impl Failure {
@@ -189,6 +221,9 @@ impl fmt::Display for Failure {
                 f,
                 "artifact {name} not found: push it with bramble artifact push"
             );
+        }
+        if let Some(ImageNote::Missing(r)) = &self.image {
+            return write!(f, "waiting for image {r} to be pulled");
         }
         write!(f, "0/{} nodes available", self.nodes)?;
         if self.nodes == 0 {
@@ -209,6 +244,25 @@ impl fmt::Display for Failure {
             } else {
                 let names: Vec<&str> = archs.iter().map(|a| a.as_str()).collect();
                 write!(f, " ({name} has {})", names.join(", "))?;
+            }
+        }
+        if let Some(ImageNote::Variants {
+            reference,
+            missing,
+            has,
+        }) = &self.image
+        {
+            let missing: Vec<&str> = missing.iter().map(|a| platform(*a)).collect();
+            let has: Vec<&str> = has.iter().map(|a| platform(*a)).collect();
+            write!(
+                f,
+                ": no {} variant of image {reference}",
+                missing.join(" or ")
+            )?;
+            if has.is_empty() {
+                write!(f, " (it has no variants)")?;
+            } else {
+                write!(f, " (it has {})", has.join(", "))?;
             }
         }
         Ok(())
@@ -268,6 +322,20 @@ pub fn schedule_with(
                 nodes: n as u32,
                 reasons: ReasonCounts::default(),
                 artifact: Some(ArtifactNote::Missing(a.clone())),
+                image: None,
+            });
+            continue;
+        }
+        // So does an image not stored yet.
+        if let Some(i) = &pod.image
+            && !snapshot.images.contains_key(i)
+        {
+            plan.failures.push(Failure {
+                pod: pi,
+                nodes: n as u32,
+                reasons: ReasonCounts::default(),
+                artifact: None,
+                image: Some(ImageNote::Missing(i.clone())),
             });
             continue;
         }
@@ -352,6 +420,27 @@ pub fn schedule_with(
                         if reasons[Reason::NoArtifactVariant as usize] > 0 =>
                     {
                         Some(ArtifactNote::Variants(name.clone(), archs.clone()))
+                    }
+                    _ => None,
+                },
+                image: match &pod.image {
+                    Some(r) if reasons[Reason::NoImageVariant as usize] > 0 => {
+                        let info = snapshot.images.get(r).cloned().unwrap_or_default();
+                        let mut missing: Vec<bramble_wire::objects::Arch> = snapshot
+                            .nodes
+                            .iter()
+                            .filter_map(|n| n.arch)
+                            .filter(|a| {
+                                *a != bramble_wire::objects::Arch::Mcu && !info.runs_on.contains(a)
+                            })
+                            .collect();
+                        missing.sort_unstable();
+                        missing.dedup();
+                        Some(ImageNote::Variants {
+                            reference: r.clone(),
+                            missing,
+                            has: info.variants,
+                        })
                     }
                     _ => None,
                 },
@@ -462,6 +551,8 @@ struct ClassKey {
     arch: Option<bramble_wire::objects::Arch>,
     /// Architectures of the pod's artifact's variants; `None` = no artifact.
     artifact_archs: Option<Vec<bramble_wire::objects::Arch>>,
+    /// Architectures that run the pod's image; `None` = no image.
+    image_archs: Option<Vec<bramble_wire::objects::Arch>>,
     selector_impossible: bool,
     /// (key id, value id), sorted.
     selector: Vec<(u32, u32)>,
@@ -477,6 +568,13 @@ impl ClassKey {
             .artifact
             .as_ref()
             .map(|a| snapshot.artifacts.get(a).cloned().unwrap_or_default());
+        self.image_archs = pod.image.as_ref().map(|i| {
+            snapshot
+                .images
+                .get(i)
+                .map(|x| x.runs_on.clone())
+                .unwrap_or_default()
+        });
         self.selector.clear();
         self.selector_impossible = false;
         for (k, v) in &pod.node_selector {
@@ -538,6 +636,7 @@ impl Classes {
                 let req = PodReq {
                     arch: key.arch,
                     artifact_archs: key.artifact_archs.as_deref(),
+                    image_archs: key.image_archs.as_deref(),
                     selector: &key.selector,
                     selector_impossible: key.selector_impossible,
                     tolerated,

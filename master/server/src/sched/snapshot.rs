@@ -80,6 +80,9 @@ pub struct PendingPod {
     /// The artifact the pod's rootfs comes from (`rootfs = "artifact:NAME"`): only nodes whose
     /// architecture has a variant of it fit.
     pub artifact: Option<String>,
+    /// The image the pod runs (`image = "REF"`), normalized: only nodes whose architecture has a
+    /// variant of it fit, and the pod waits while the image is not stored.
+    pub image: Option<String>,
 }
 
 impl PendingPod {
@@ -117,6 +120,11 @@ impl PendingPod {
                 name: o.name.clone(),
             }),
             artifact: pod.spec.artifact().map(str::to_string),
+            image: pod
+                .spec
+                .image
+                .as_deref()
+                .map(|i| bramble_wire::image_ref::normalize(i).unwrap_or_else(|| i.to_string())),
         }
     }
 
@@ -302,6 +310,18 @@ pub struct Snapshot {
     by_name: HashMap<String, usize>,
     /// Artifact name → architectures it has a variant for (sorted).
     pub(crate) artifacts: HashMap<String, Vec<Arch>>,
+    /// Image reference (normalized) → architectures whose nodes run it (sorted; armv7 included
+    /// when only an armv6 variant exists) and the architectures it has variants for.
+    pub(crate) images: HashMap<String, ImageArchs>,
+}
+
+/// What the scheduler knows of an image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ImageArchs {
+    /// Node architectures that run it.
+    pub(crate) runs_on: Vec<Arch>,
+    /// Its variants' architectures.
+    pub(crate) variants: Vec<Arch>,
 }
 
 impl Snapshot {
@@ -344,6 +364,33 @@ impl Snapshot {
         for a in artifacts {
             let archs: Vec<Arch> = a.variants.iter().map(|v| v.arch).collect();
             self.add_artifact(&a.meta.name, &archs);
+        }
+    }
+
+    /// Records an image (by normalized reference) and the architectures it has variants for.
+    pub fn add_image(&mut self, reference: &str, variants: &[Arch]) {
+        let mut v = variants.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        let mut runs_on = v.clone();
+        if v.contains(&Arch::Armv6) && !v.contains(&Arch::Armv7) {
+            runs_on.push(Arch::Armv7);
+            runs_on.sort_unstable();
+        }
+        self.images.insert(
+            reference.to_string(),
+            ImageArchs {
+                runs_on,
+                variants: v,
+            },
+        );
+    }
+
+    /// Records every image object's variants.
+    pub fn add_images(&mut self, images: &[bramble_wire::objects::Image]) {
+        for i in images {
+            let archs: Vec<Arch> = i.variants.iter().map(|v| v.arch).collect();
+            self.add_image(&i.reference, &archs);
         }
     }
 

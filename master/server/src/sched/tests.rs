@@ -1321,3 +1321,115 @@ fn pending_pod_reads_the_artifact_from_rootfs() {
     p.spec.rootfs = Some("/srv/rootfs".into());
     assert_eq!(PendingPod::from_pod(&p).artifact, None);
 }
+
+// ---- images ---------------------------------------------------------------------------------
+
+fn image_pod(name: &str, image: &str) -> PendingPod {
+    PendingPod {
+        namespace: "default".into(),
+        name: name.into(),
+        image: Some(image.into()),
+        ..Default::default()
+    }
+}
+
+const REF: &str = "registry.lan:5000/app:1.4";
+
+#[test]
+fn image_pods_go_only_where_a_variant_runs() {
+    let mut snap = Snapshot::new();
+    snap.add_node(node("x86").arch(Some(Arch::X86_64)));
+    snap.add_node(node("pi").arch(Some(Arch::Aarch64)));
+    snap.add_node(node("old").arch(Some(Arch::Armv7)));
+    snap.add_image(REF, &[Arch::Aarch64]);
+    for seed in 0..20 {
+        let plan = schedule(&snap, &[image_pod("a", REF)], 0, seed);
+        assert_eq!(plan.bindings.len(), 1);
+        assert_eq!(snap.node(plan.bindings[0].node).name, "pi");
+    }
+}
+
+#[test]
+fn an_armv7_node_runs_an_armv6_variant() {
+    let mut snap = Snapshot::new();
+    snap.add_node(node("old").arch(Some(Arch::Armv7)));
+    snap.add_node(node("x86").arch(Some(Arch::X86_64)));
+    snap.add_image(REF, &[Arch::Armv6]);
+    let plan = schedule(&snap, &[image_pod("a", REF)], 0, 1);
+    assert_eq!(snap.node(plan.bindings[0].node).name, "old");
+    // But an armv6 node does not run an armv7 variant.
+    let mut snap = Snapshot::new();
+    snap.add_node(node("zero").arch(Some(Arch::Armv6)));
+    snap.add_image(REF, &[Arch::Armv7]);
+    let plan = schedule(&snap, &[image_pod("a", REF)], 0, 1);
+    assert_eq!(
+        plan.failures[0].message(),
+        format!(
+            "0/1 nodes available: 1 no image variant for their architecture: no linux/arm/v6 variant of image {REF} (it has linux/arm/v7)"
+        )
+    );
+}
+
+#[test]
+fn no_image_variant_names_the_platform() {
+    let mut snap = Snapshot::new();
+    snap.add_node(node("a").arch(Some(Arch::Armv7)));
+    snap.add_node(node("b").not_ready());
+    snap.add_image(REF, &[Arch::Aarch64, Arch::X86_64]);
+    let plan = schedule(&snap, &[image_pod("p", REF)], 0, 1);
+    assert!(plan.bindings.is_empty());
+    let msg = plan.failures[0].message();
+    assert_eq!(
+        msg,
+        format!(
+            "0/2 nodes available: 1 not ready, 1 no image variant for their architecture: no linux/arm/v7 variant of image {REF} (it has linux/arm64, linux/amd64)"
+        )
+    );
+}
+
+#[test]
+fn a_pod_waits_while_its_image_is_not_stored() {
+    let mut snap = Snapshot::new();
+    snap.add_node(node("a").arch(Some(Arch::X86_64)));
+    let plan = schedule(&snap, &[image_pod("p", REF)], 0, 1);
+    assert!(plan.bindings.is_empty());
+    assert_eq!(
+        plan.failures[0].message(),
+        format!("waiting for image {REF} to be pulled")
+    );
+    assert_eq!(
+        plan.failures[0].image,
+        Some(crate::sched::ImageNote::Missing(REF.into()))
+    );
+}
+
+#[test]
+fn pods_of_different_images_do_not_share_a_class() {
+    let mut snap = Snapshot::new();
+    snap.add_node(node("x86").arch(Some(Arch::X86_64)));
+    snap.add_node(node("pi").arch(Some(Arch::Aarch64)));
+    snap.add_image("h/arm:1", &[Arch::Aarch64]);
+    snap.add_image("h/intel:1", &[Arch::X86_64]);
+    let pods = [
+        image_pod("a", "h/arm:1"),
+        image_pod("b", "h/intel:1"),
+        image_pod("c", "h/arm:1"),
+    ];
+    let plan = schedule(&snap, &pods, 0, 3);
+    assert_eq!(plan.bindings.len(), 3);
+    let on = |i: usize| snap.node(plan.bindings[i].node).name.to_string();
+    assert_eq!(
+        (on(0).as_str(), on(1).as_str(), on(2).as_str()),
+        ("pi", "x86", "pi")
+    );
+}
+
+#[test]
+fn pending_pod_normalizes_the_image() {
+    let mut p = Pod::default();
+    p.spec.image = Some("alpine:3.20".into());
+    assert_eq!(
+        PendingPod::from_pod(&p).image.as_deref(),
+        Some("docker.io/library/alpine:3.20")
+    );
+}
