@@ -268,32 +268,49 @@ impl Layer {
     }
 
     /// A gzip bomb: a small gzip layer holding one file `bomb` of `expanded` zero bytes (about
-    /// 1/1000 of it compressed: 4 GiB in ~4 MiB).
+    /// 1/1000 of it compressed: 4 GiB in ~4 MiB), made in milliseconds: one deflate block of
+    /// 1 MiB of zeros after a full flush is the same bytes every time, so it is repeated. Like a
+    /// real bomb it lies: its gzip CRC is 0 and its `diff_id` is the digest of the tar header
+    /// alone (nobody can check them without inflating it all).
     pub fn gzip_bomb(expanded: u64) -> Layer {
+        use flate2::{Compress, Compression, FlushCompress};
         let mut h = Tar::header(tar::EntryType::Regular, 0o644, expanded);
         h.set_path("bomb").unwrap();
         h.set_cksum();
-        let mut hasher = Sha256::new();
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let mut put = |b: &[u8]| {
-            hasher.update(b);
-            e.write_all(b).unwrap();
+        let mut c = Compress::new(Compression::best(), false);
+        let mut deflate = |input: &[u8], flush: FlushCompress| -> Vec<u8> {
+            let mut out = Vec::with_capacity(input.len() / 2 + 1024);
+            let mut pos = 0;
+            loop {
+                if out.capacity() - out.len() < 1024 {
+                    out.reserve(64 << 10);
+                }
+                let before = c.total_in();
+                c.compress_vec(&input[pos..], &mut out, flush).unwrap();
+                pos += (c.total_in() - before) as usize;
+                if pos == input.len() && out.capacity() > out.len() {
+                    return out;
+                }
+            }
         };
-        put(h.as_bytes());
-        let zeros = vec![0u8; 1 << 20];
-        let mut left = expanded;
-        while left > 0 {
-            let n = left.min(zeros.len() as u64) as usize;
-            put(&zeros[..n]);
-            left -= n as u64;
+        let mut blob = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+        blob.extend(deflate(h.as_bytes(), FlushCompress::Full));
+        const CHUNK: u64 = 1 << 20;
+        let zeros = vec![0u8; CHUNK as usize];
+        let block = deflate(&zeros, FlushCompress::Full);
+        for _ in 0..expanded / CHUNK {
+            blob.extend_from_slice(&block);
         }
-        // Padding to 512 and the two end blocks.
-        let pad = (512 - (expanded % 512) as usize) % 512;
-        put(&zeros[..pad + 1024]);
+        // The rest, the padding to 512 and the two end blocks.
+        let rest = (expanded % CHUNK) as usize + (512 - (expanded % 512) as usize) % 512 + 1024;
+        blob.extend(deflate(&vec![0u8; rest], FlushCompress::Finish));
+        let total = 512 + expanded + rest as u64 - expanded % CHUNK;
+        blob.extend_from_slice(&0u32.to_le_bytes());
+        blob.extend_from_slice(&(total as u32).to_le_bytes());
         Layer {
             media_type: MT_LAYER_GZIP.into(),
-            blob: e.finish().unwrap(),
-            diff_id: format!("sha256:{}", hex(&hasher.finalize())),
+            blob,
+            diff_id: format!("sha256:{}", sha256_hex(h.as_bytes())),
         }
     }
 
@@ -305,10 +322,6 @@ impl Layer {
         rng.fill(&mut data);
         Layer::gzip(Tar::new().file(path, &data, 0o644).finish())
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One platform's image: its layers (bottom first) and config.
@@ -599,4 +612,31 @@ pub fn inspect_layout(layout: &Layout) -> Value {
         String::from_utf8_lossy(&o.stderr)
     );
     serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bomb inflates to what it says (checked with gzip, which then complains about the
+    /// CRC it lies about), in a few MiB.
+    #[test]
+    fn the_gzip_bomb_inflates_to_its_size() {
+        let expanded = (64 << 20) + 1000;
+        let l = Layer::gzip_bomb(expanded);
+        assert!(l.blob.len() < 200 << 10, "{} bytes", l.blob.len());
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("bomb.gz");
+        std::fs::write(&f, &l.blob).unwrap();
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg("gzip -dc \"$0\" 2>/dev/null | tar -tvf - 2>&1; gzip -dc \"$0\" 2>/dev/null | wc -c")
+            .arg(&f)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains(&expanded.to_string()) && out.contains("bomb"), "{out}");
+        let total: u64 = out.lines().last().unwrap().trim().parse().unwrap();
+        assert_eq!(total, 512 + expanded.div_ceil(512) * 512 + 1024, "{out}");
+    }
 }
