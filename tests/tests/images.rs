@@ -7,7 +7,8 @@
 //!   WorkingDir/User, the whiteouts applied; `args` and `command` override Cmd and Entrypoint;
 //!   `bramble get images` lists the three arches; `bramble image rm` is refused while a pod
 //!   uses the image, then removes it;
-//! - HTTPS with a test CA (`[[registry]] ca`), htpasswd basic auth (`credentials = SECRET`);
+//! - HTTPS with a test CA (`[[registry]] ca`), htpasswd basic auth and bearer tokens (Docker's
+//!   token flow) with `credentials = SECRET` (keys `username`, `password`);
 //! - `bramble image import` of a `docker save` tarball and of an OCI archive, a pod from each;
 //! - bad images, each with its message: a missing reference (404), a registry that is down, an
 //!   index with no amd64 variant, a digest mismatch, an unsupported media type, a gzip bomb
@@ -59,7 +60,8 @@ impl Cluster {
     }
 
     fn diag(&self) -> String {
-        self.m.diag(&[&["get", "pods"], &["get", "images"], &["get", "events"]])
+        self.m
+            .diag(&[&["get", "pods"], &["get", "images"], &["get", "events"]])
             + &format!("\nworker log (tail):\n{}", tail(&self.worker_log(), 4000))
     }
 
@@ -146,7 +148,10 @@ fn image_pod(name: &str, image: &str, command: Option<&[&str]>, args: Option<&[&
 
 /// `[[registry]]` for `reg` named `name`, plain HTTP or trusting its CA, with `credentials`.
 fn registry_toml(name: &str, reg: &Registry, credentials: Option<&str>) -> String {
-    let mut s = format!("[[registry]]\nname = \"{name}\"\nhost = \"{}\"\n", reg.host());
+    let mut s = format!(
+        "[[registry]]\nname = \"{name}\"\nhost = \"{}\"\n",
+        reg.host()
+    );
     match &reg.ca_pem {
         None => s += "insecure = true\n",
         Some(pem) => s += &format!("ca = \"\"\"\n{pem}\"\"\"\n"),
@@ -211,7 +216,10 @@ fn a_multi_arch_image_runs_from_a_registry_with_its_config_and_overrides() {
     ));
     c.wait_log(
         "args",
-        &["args-override".into(), "uid=1000 pwd=/app GREETING=hi".into()],
+        &[
+            "args-override".into(),
+            "uid=1000 pwd=/app GREETING=hi".into(),
+        ],
     );
     c.apply(&image_pod(
         "cmd",
@@ -231,7 +239,10 @@ fn a_multi_arch_image_runs_from_a_registry_with_its_config_and_overrides() {
 
     // An explicit pull of a stored image is a no-op that names it.
     let out = c.m.ok(&["image", "pull", &reference]);
-    assert!(out.contains(&reference) || out.contains(&layout.root_digest[..19]), "{out}");
+    assert!(
+        out.contains(&reference) || out.contains(&layout.root_digest[..19]),
+        "{out}"
+    );
 
     // Removal is refused while pods use it, naming them; then it goes, with its blobs.
     let o = c.m.cli(&["image", "rm", &reference]);
@@ -244,11 +255,18 @@ fn a_multi_arch_image_runs_from_a_registry_with_its_config_and_overrides() {
     wait_for_with(
         Duration::from_secs(30),
         "image rm once the pods are gone",
-        || c.m.cli(&["image", "rm", &reference]).status.success().then_some(()),
+        || {
+            c.m.cli(&["image", "rm", &reference])
+                .status
+                .success()
+                .then_some(())
+        },
         || c.diag(),
     );
     assert!(c.images().is_empty());
-    let layer = layout.layers[0].1[2].trim_start_matches("sha256:").to_string();
+    let layer = layout.layers[0].1[2]
+        .trim_start_matches("sha256:")
+        .to_string();
     wait_for_with(
         Duration::from_secs(10),
         "the layer blob gone from the master",
@@ -263,7 +281,7 @@ fn a_multi_arch_image_runs_from_a_registry_with_its_config_and_overrides() {
 }
 
 #[test]
-fn https_registries_with_a_ca_and_htpasswd_credentials() {
+fn https_registries_with_a_ca_htpasswd_credentials_and_bearer_tokens() {
     let c = Cluster::start();
     let layout = oci::demo_layout(&c.tmp.path().join("demo"), "1", &Platform::ALL);
 
@@ -300,6 +318,32 @@ fn https_registries_with_a_ca_and_htpasswd_credentials() {
     c.apply(&registry_toml("auth", &auth, Some("regcreds")));
     c.apply(&image_pod("private", &reference, None, None));
     c.wait_log("private", &amd64_lines());
+
+    // Bearer tokens (Docker's token flow, as Docker Hub and most registries): the registry
+    // answers 401 with a Bearer challenge naming the kit's token server; the master gets a
+    // token there with the same secret's credentials and pulls with it.
+    let bearer = Registry::start(Mode::Token {
+        user: "puller".into(),
+        password: "pa55-w0rd".into(),
+    });
+    let reference = bearer.push(&layout, "tokened/app:1");
+    let before = bearer
+        .token
+        .as_ref()
+        .unwrap()
+        .issued
+        .load(std::sync::atomic::Ordering::SeqCst);
+    c.apply(&registry_toml("bearer", &bearer, Some("regcreds")));
+    c.m.ok(&["image", "pull", &reference]);
+    let after = bearer
+        .token
+        .as_ref()
+        .unwrap()
+        .issued
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(after > before, "the master pulled without a token");
+    c.apply(&image_pod("tokened", &reference, None, None));
+    c.wait_log("tokened", &amd64_lines());
     // A `[[registry]]` naming a malformed CA is refused at apply.
     let f = c.tmp.path().join("bad.toml");
     std::fs::write(
@@ -328,7 +372,13 @@ fn docker_save_tarballs_and_oci_archives_import_and_run() {
     let oa = c.tmp.path().join("app.oci.tar");
     oci::oci_archive(&layout, &oa);
     let reference = "registry.invalid:5000/imported/oci:1";
-    c.m.ok(&["image", "import", oa.to_str().unwrap(), "--reference", reference]);
+    c.m.ok(&[
+        "image",
+        "import",
+        oa.to_str().unwrap(),
+        "--reference",
+        reference,
+    ]);
     c.apply(&image_pod("ocipod", reference, None, None));
     c.wait_log("ocipod", &amd64_lines());
 
@@ -405,8 +455,7 @@ fn bad_images_are_refused_each_with_its_message() {
     let hex = layer.trim_start_matches("sha256:");
     assert!(!c.m.data_dir.join("artifacts").join(hex).exists());
     assert!(
-        !c.m
-            .data_dir
+        !c.m.data_dir
             .join("artifacts")
             .join(format!("{hex}.partial"))
             .exists(),
@@ -462,8 +511,10 @@ fn wchar(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("wchar:").map(|v| v.trim().parse().unwrap_or(0)))
+            s.lines().find_map(|l| {
+                l.strip_prefix("wchar:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
         })
         .unwrap_or(0)
 }
@@ -491,7 +542,9 @@ fn a_gzip_bomb_layer_is_stopped_by_the_workers_expanded_size_limit() {
     const EXPANDED: u64 = 8 << 30;
     let bomb = oci::bomb_layout(&c.tmp.path().join("bomb"), "1", EXPANDED);
     let reference = reg.push(&bomb, "demo/bomb:1");
-    let bomb_sha = bomb.layers[0].1[3].trim_start_matches("sha256:").to_string();
+    let bomb_sha = bomb.layers[0].1[3]
+        .trim_start_matches("sha256:")
+        .to_string();
     // The master stores it (it never inflates layers).
     c.m.ok(&["image", "pull", &reference]);
 

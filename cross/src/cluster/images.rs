@@ -59,7 +59,10 @@ pub fn image_on_both_boards(c: &mut Cluster) -> Result<String> {
             reg.host()
         ),
     )?;
-    let pods = [(0, Platform::Arm64, "img-a64"), (1, Platform::ArmV7, "img-v7")];
+    let pods = [
+        (0, Platform::Arm64, "img-a64"),
+        (1, Platform::ArmV7, "img-v7"),
+    ];
     let mut manifest = String::new();
     let mut nodes = Vec::new();
     for (i, _, pod) in pods {
@@ -85,7 +88,8 @@ pub fn image_on_both_boards(c: &mut Cluster) -> Result<String> {
                 let (_, out, err) = c.master.cli(&["logs", pod])?;
                 *last = format!(
                     "logs {out:?} {err:?}; status {}",
-                    p.as_ref().map_or("no pod".into(), |p| p["status"].to_string())
+                    p.as_ref()
+                        .map_or("no pod".into(), |p| p["status"].to_string())
                 );
                 let lines: Vec<&str> = out.lines().map(str::trim_end).collect();
                 Ok(want

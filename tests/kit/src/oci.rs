@@ -357,9 +357,7 @@ impl Variant {
 /// The demo image's three layers and config for `platform` (see the module doc).
 pub fn demo_variant(platform: Platform) -> Variant {
     let bb = std::fs::read(crate::busybox::busybox(platform.debian_arch())).unwrap();
-    let mut l1 = Tar::new()
-        .dir("bin", 0o755)
-        .file("bin/busybox", &bb, 0o755);
+    let mut l1 = Tar::new().dir("bin", 0o755).file("bin/busybox", &bb, 0o755);
     for a in APPLETS {
         l1 = l1.symlink(&format!("bin/{a}"), "busybox");
     }
@@ -546,7 +544,8 @@ pub fn helm_layout(dir: &Path, tag: &str) -> Layout {
     let v = Variant {
         platform: Platform::Amd64,
         layers: vec![
-            Layer::gzip(chart).with_media_type("application/vnd.cncf.helm.chart.content.v1.tar+gzip"),
+            Layer::gzip(chart)
+                .with_media_type("application/vnd.cncf.helm.chart.content.v1.tar+gzip"),
         ],
         config: json!({}),
         config_media_type: "application/vnd.cncf.helm.config.v1+json".into(),
@@ -635,7 +634,10 @@ mod tests {
             .output()
             .unwrap();
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(out.contains(&expanded.to_string()) && out.contains("bomb"), "{out}");
+        assert!(
+            out.contains(&expanded.to_string()) && out.contains("bomb"),
+            "{out}"
+        );
         let total: u64 = out.lines().last().unwrap().trim().parse().unwrap();
         assert_eq!(total, 512 + expanded.div_ceil(512) * 512 + 1024, "{out}");
     }

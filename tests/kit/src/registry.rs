@@ -2,7 +2,10 @@
 //! registry, `apt-get install docker-registry`) on `127.0.0.1:<free port>` with its own config
 //! and storage in a temp dir, killed by PID when dropped. Three modes ([`Mode`]): plain HTTP,
 //! HTTPS with a test CA (its PEM is [`Registry::ca_pem`], what `[[registry]] ca = ...` takes),
-//! and htpasswd basic auth (bcrypt, over HTTPS). Images are pushed with `skopeo copy --all`.
+//! htpasswd basic auth (bcrypt, over HTTPS), and bearer tokens (HTTPS; Docker's token flow: the
+//! registry answers 401 with `WWW-Authenticate: Bearer realm=...`, the kit's token server on
+//! plain HTTP loopback checks the basic credentials and issues an ES256 JWT the registry
+//! verifies against its `rootcertbundle`). Images are pushed with `skopeo copy --all`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,6 +33,24 @@ pub enum Mode {
         /// Password.
         password: String,
     },
+    /// HTTPS and bearer tokens from the kit's token server, which takes `user`/`password`.
+    Token {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+}
+
+impl Mode {
+    fn creds(&self) -> Option<(&str, &str)> {
+        match self {
+            Mode::Htpasswd { user, password } | Mode::Token { user, password } => {
+                Some((user, password))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A running registry.
@@ -44,6 +65,8 @@ pub struct Registry {
     pub ca_pem: Option<String>,
     /// Its config, storage, certificates and log.
     pub dir: tempfile::TempDir,
+    /// The token server, in [`Mode::Token`].
+    pub token: Option<TokenServer>,
 }
 
 fn tls_files(dir: &Path) -> String {
@@ -106,6 +129,7 @@ impl Registry {
                 mode: mode.clone(),
                 ca_pem: ca_pem.clone(),
                 dir,
+                token: None,
             };
             match r.spawn() {
                 Ok(()) => return r,
@@ -124,8 +148,13 @@ impl Registry {
         if let Some(mut p) = s.proc.take() {
             p.kill9();
         }
-        // Move the dir out (Registry has no Drop of its own beyond the Proc's).
+        // Move the dir out (Registry has no Drop of its own beyond its fields').
         s.dir
+    }
+
+    /// The user and password it takes, if any.
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.mode.creds()
     }
 
     fn config(&self) -> String {
@@ -140,6 +169,12 @@ impl Registry {
         if let Mode::Htpasswd { .. } = self.mode {
             c += &format!("auth:\n  htpasswd:\n    realm: bramble-test\n    path: {d}/htpasswd\n");
         }
+        if let Some(t) = &self.token {
+            c += &format!(
+                "auth:\n  token:\n    realm: http://{}/token\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {d}/token.crt\n",
+                t.addr
+            );
+        }
         c
     }
 
@@ -147,6 +182,13 @@ impl Registry {
         let d = self.dir.path().to_path_buf();
         if let Mode::Htpasswd { user, password } = &self.mode {
             std::fs::write(d.join("htpasswd"), htpasswd_line(user, password)).unwrap();
+        }
+        if let Mode::Token { user, password } = &self.mode
+            && self.token.is_none()
+        {
+            let t = TokenServer::start(user, password);
+            std::fs::write(d.join("token.crt"), &t.cert_pem).unwrap();
+            self.token = Some(t);
         }
         std::fs::create_dir_all(d.join("data")).unwrap();
         std::fs::write(d.join("config.yml"), self.config()).unwrap();
@@ -223,7 +265,7 @@ impl Registry {
                 f.push(p("cert-dir"));
                 f.push(self.dir.path().join("certs").display().to_string());
             }
-            Mode::Htpasswd { user, password } => {
+            Mode::Htpasswd { user, password } | Mode::Token { user, password } => {
                 f.push(p("cert-dir"));
                 f.push(self.dir.path().join("certs").display().to_string());
                 f.push(p("creds"));
@@ -296,7 +338,11 @@ impl Registry {
     /// Uploads `bytes` as a blob of `repo` and returns its digest (plain HTTP mode only: raw
     /// pushes of what skopeo would not push).
     pub fn put_blob(&self, repo: &str, bytes: &[u8]) -> String {
-        assert_eq!(self.mode, Mode::Http, "raw pushes are for the HTTP registry");
+        assert_eq!(
+            self.mode,
+            Mode::Http,
+            "raw pushes are for the HTTP registry"
+        );
         let digest = format!("sha256:{}", crate::oci::sha256_hex(bytes));
         let (s, h, b) = http(
             &self.addr,
@@ -324,7 +370,11 @@ impl Registry {
 
     /// Puts `manifest` (of `media_type`) as `repo:reference` (plain HTTP mode only).
     pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, manifest: &[u8]) {
-        assert_eq!(self.mode, Mode::Http, "raw pushes are for the HTTP registry");
+        assert_eq!(
+            self.mode,
+            Mode::Http,
+            "raw pushes are for the HTTP registry"
+        );
         let (s, _, b) = http(
             &self.addr,
             "PUT",
@@ -342,6 +392,220 @@ impl Registry {
             p.kill9();
         }
     }
+}
+
+/// The token service name the registry expects in tokens (`aud`).
+pub const TOKEN_SERVICE: &str = "bramble-test-registry";
+/// The token issuer (`iss`).
+pub const TOKEN_ISSUER: &str = "bramble-test-token-issuer";
+
+/// A bearer-token server for [`Mode::Token`] (Docker's token flow) on plain HTTP loopback:
+/// `GET /token?service=..&scope=repository:NAME:ACTIONS` with basic auth for the one user
+/// answers `{"token": JWT, "access_token": JWT, "expires_in": 300}`, the JWT signed ES256 with a
+/// self-signed key (`x5c` header) the registry trusts. Wrong credentials: 401. Stopped on drop.
+#[derive(Debug)]
+pub struct TokenServer {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The signing certificate (the registry's `rootcertbundle`).
+    pub cert_pem: String,
+    /// Tokens issued so far.
+    pub issued: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TokenServer {
+    /// Starts it for `user`/`password`.
+    pub fn start(user: &str, password: &str) -> TokenServer {
+        use rcgen::{CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(DnType::CommonName, "bramble test token signer");
+        let cert = p.self_signed(&key).unwrap();
+        let x5c = base64(cert.der(), false);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let want = format!(
+            "Basic {}",
+            base64(format!("{user}:{password}").as_bytes(), false)
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let issued = Arc::new(AtomicU32::new(0));
+        let (stop2, issued2, user) = (stop.clone(), issued.clone(), user.to_string());
+        let thread = std::thread::spawn(move || {
+            for s in l.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut s) = s else { continue };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut b = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&b[..n]),
+                    }
+                }
+                let req = String::from_utf8_lossy(&buf).into_owned();
+                let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+                let auth = req
+                    .lines()
+                    .find_map(|l| {
+                        l.split_once(':')
+                            .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                            .map(|(_, v)| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let (status, body) = if auth != want {
+                    (
+                        "401 Unauthorized",
+                        r#"{"details":"bad credentials"}"#.to_string(),
+                    )
+                } else {
+                    let query = path.split_once('?').map_or("", |x| x.1);
+                    let scopes: Vec<String> = query
+                        .split('&')
+                        .filter_map(|kv| kv.strip_prefix("scope="))
+                        .map(url_decode)
+                        .collect();
+                    let token = jwt(&key, &x5c, &user, &scopes);
+                    issued2.fetch_add(1, Ordering::SeqCst);
+                    (
+                        "200 OK",
+                        serde_json::json!({"token": token, "access_token": token, "expires_in": 300})
+                            .to_string(),
+                    )
+                };
+                let _ = s.write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        TokenServer {
+            addr,
+            cert_pem: cert.pem(),
+            issued,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let h = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(h, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Base64 (standard, padded) or base64url (unpadded).
+pub fn base64(data: &[u8], url: bool) -> String {
+    let abc: &[u8; 64] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..=c.len() {
+            out.push(abc[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+        if !url {
+            for _ in c.len()..3 {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// An ES256 JWT granting `scopes` (`repository:NAME:ACTIONS`) to `user`.
+fn jwt(key: &rcgen::KeyPair, x5c: &str, user: &str, scopes: &[String]) -> String {
+    use rcgen::SigningKey;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let access: Vec<serde_json::Value> = scopes
+        .iter()
+        .flat_map(|s| s.split(' '))
+        .filter_map(|s| {
+            let (kind, rest) = s.split_once(':')?;
+            let (name, actions) = rest.rsplit_once(':')?;
+            Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+        })
+        .collect();
+    let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER, "sub": user, "aud": TOKEN_SERVICE,
+        "exp": now + 300, "nbf": now - 10, "iat": now,
+        "jti": format!("{:016x}", fastrand::u64(..)),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        base64(header.to_string().as_bytes(), true),
+        base64(claims.to_string().as_bytes(), true)
+    );
+    let der = key.sign(signing_input.as_bytes()).unwrap();
+    format!("{signing_input}.{}", base64(&der_to_raw(&der), true))
+}
+
+/// An ASN.1 ECDSA signature (SEQUENCE of two INTEGERs) as JWS's 64 raw bytes.
+fn der_to_raw(der: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    let mut i = 2; // SEQUENCE, length (< 128 for P-256)
+    for _ in 0..2 {
+        assert_eq!(der[i], 2, "INTEGER");
+        let len = der[i + 1] as usize;
+        let mut v = &der[i + 2..i + 2 + len];
+        while v.len() > 32 && v[0] == 0 {
+            v = &v[1..];
+        }
+        out.extend(std::iter::repeat_n(0u8, 32 - v.len()));
+        out.extend_from_slice(v);
+        i += 2 + len;
+    }
+    out
 }
 
 /// The value of header `name` (lowercase) in `headers`.
@@ -413,6 +677,10 @@ mod tests {
                 user: "puller".into(),
                 password: "s3cret".into(),
             },
+            Mode::Token {
+                user: "puller".into(),
+                password: "s3cret".into(),
+            },
         ] {
             let reg = Registry::start(mode.clone());
             let r = reg.push(&layout, "demo/app:1");
@@ -425,19 +693,33 @@ mod tests {
                 .iter()
                 .map(|m| {
                     let p = &m["platform"];
-                    let mut s = format!("{}/{}", p["os"].as_str().unwrap(), p["architecture"].as_str().unwrap());
+                    let mut s = format!(
+                        "{}/{}",
+                        p["os"].as_str().unwrap(),
+                        p["architecture"].as_str().unwrap()
+                    );
                     if let Some(v) = p["variant"].as_str() {
                         s += &format!("/{v}");
                     }
                     s
                 })
                 .collect();
-            assert_eq!(plats, ["linux/amd64", "linux/arm64", "linux/arm/v7"], "{mode:?}");
+            assert_eq!(
+                plats,
+                ["linux/amd64", "linux/arm64", "linux/arm/v7"],
+                "{mode:?}"
+            );
             // The digests are the layout's (pushed as they are).
             let m0 = idx["manifests"][0]["digest"].as_str().unwrap();
             assert_eq!(m0, layout.manifest(Platform::Amd64));
             assert!(reg.blob_path(&layout.layers[0].1[2]).is_file());
-            if let Mode::Htpasswd { .. } = mode {
+            if let Some(t) = &reg.token {
+                assert!(
+                    t.issued.load(std::sync::atomic::Ordering::SeqCst) > 0,
+                    "no token issued"
+                );
+            }
+            if mode.creds().is_some() {
                 // Anonymous: refused.
                 let o = Command::new("skopeo")
                     .args(["inspect", "--raw", "--cert-dir"])
@@ -445,7 +727,10 @@ mod tests {
                     .arg(format!("docker://{r}"))
                     .output()
                     .unwrap();
-                assert!(!o.status.success(), "anonymous inspect of an htpasswd registry");
+                assert!(
+                    !o.status.success(),
+                    "anonymous inspect of an htpasswd registry"
+                );
             }
         }
         let da = tmp.path().join("app.docker.tar");
@@ -457,7 +742,23 @@ mod tests {
         oci_archive(&layout, &oa);
         let list = Command::new("tar").arg("-tf").arg(&oa).output().unwrap();
         let list = String::from_utf8_lossy(&list.stdout);
-        assert!(list.lines().any(|l| l.trim_start_matches("./") == "index.json"), "{list}");
+        assert!(
+            list.lines()
+                .any(|l| l.trim_start_matches("./") == "index.json"),
+            "{list}"
+        );
+    }
+
+    #[test]
+    fn base64_encodes_as_rfc4648() {
+        assert_eq!(base64(b"foobar", false), "Zm9vYmFy");
+        assert_eq!(base64(b"fooba", false), "Zm9vYmE=");
+        assert_eq!(base64(b"foob", false), "Zm9vYg==");
+        assert_eq!(base64(b"fo\xff\xfe", true), "Zm___g");
+        assert_eq!(
+            url_decode("repository%3Ademo%2Fapp%3Apull"),
+            "repository:demo/app:pull"
+        );
     }
 
     /// Raw pushes: a manifest skopeo would not copy (a Helm chart), and a stopped registry.
@@ -475,7 +776,10 @@ mod tests {
         }
         reg.put_manifest("demo/chart", "1", crate::oci::MT_MANIFEST, &m);
         let raw = reg.inspect_raw("demo/chart:1");
-        assert_eq!(raw["config"]["mediaType"], "application/vnd.cncf.helm.config.v1+json");
+        assert_eq!(
+            raw["config"]["mediaType"],
+            "application/vnd.cncf.helm.config.v1+json"
+        );
         let addr = reg.addr.clone();
         reg.stop();
         assert!(TcpStream::connect(&addr).is_err());
