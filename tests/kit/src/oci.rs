@@ -320,7 +320,16 @@ impl Layer {
         let mut rng = fastrand::Rng::with_seed(seed);
         let mut data = vec![0u8; size];
         rng.fill(&mut data);
-        Layer::gzip(Tar::new().file(path, &data, 0o644).finish())
+        let tar = Tar::new().file(path, &data, 0o644).finish();
+        // Stored deflate blocks: what gzip makes of incompressible data anyway, without the
+        // minutes a debug build would spend looking for matches.
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+        e.write_all(&tar).unwrap();
+        Layer {
+            media_type: MT_LAYER_GZIP.into(),
+            blob: e.finish().unwrap(),
+            diff_id: format!("sha256:{}", sha256_hex(&tar)),
+        }
     }
 }
 
@@ -553,8 +562,9 @@ pub fn helm_layout(dir: &Path, tag: &str) -> Layout {
     write_layout(dir, tag, &[v], false)
 }
 
-/// A single-arch image of one random (incompressible) layer of `size` bytes plus a busybox
-/// layer (amd64): the distribution bench's image.
+/// The distribution bench's image (amd64, single manifest): the demo image's three layers plus
+/// one gzip layer of `size` random (incompressible) bytes at `/payload/blob`; its Cmd prints
+/// `ready` and sleeps. `bench_layout(dir, "1", 100 << 20)` is the issue's ~100 MB image.
 pub fn bench_layout(dir: &Path, tag: &str, size: usize) -> Layout {
     let mut v = demo_variant(Platform::Amd64);
     v.layers.push(Layer::random("payload/blob", size, 42));
@@ -640,5 +650,22 @@ mod tests {
         );
         let total: u64 = out.lines().last().unwrap().trim().parse().unwrap();
         assert_eq!(total, 512 + expanded.div_ceil(512) * 512 + 1024, "{out}");
+    }
+
+    /// The bench image: four layers, the last one `size` incompressible bytes; skopeo reads it.
+    #[test]
+    fn the_bench_image_has_its_payload() {
+        let tmp = tempfile::tempdir().unwrap();
+        let size = 1 << 20;
+        let l = bench_layout(&tmp.path().join("b"), "1", size);
+        let m = inspect_layout(&l);
+        assert_eq!(m["mediaType"], MT_MANIFEST);
+        let layers = m["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 4);
+        let payload = layers[3]["size"].as_u64().unwrap();
+        assert!(
+            payload > size as u64 && payload < size as u64 + 4096,
+            "{payload}"
+        );
     }
 }

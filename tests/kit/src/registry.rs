@@ -616,6 +616,9 @@ pub fn header(headers: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
+/// An HTTP answer: status, headers, body.
+pub type Response = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// One plain HTTP/1.1 request (`Connection: close`): status, headers, body.
 pub fn http(
     addr: &str,
@@ -623,7 +626,7 @@ pub fn http(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+) -> std::io::Result<Response> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!(
