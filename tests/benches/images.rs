@@ -159,6 +159,7 @@ fn main() {
             &format!("docker://{big_ref}"),
             &format!("oci:{}:1", out.display()),
         ])
+        .stdout(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(st.success(), "skopeo copy");
