@@ -668,4 +668,70 @@ mod tests {
             "{payload}"
         );
     }
+
+    /// umoci (an independent implementation of the image spec) unpacks the demo image to the
+    /// tree the tests expect: the whiteout and the opaque directory applied.
+    #[test]
+    fn umoci_unpacks_the_demo_image_with_its_whiteouts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = write_layout(
+            &tmp.path().join("oci"),
+            "1",
+            &[demo_variant(Platform::Amd64)],
+            false,
+        );
+        let bundle = tmp.path().join("bundle");
+        let o = Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:1", l.dir.display()))
+            .arg(&bundle)
+            .output()
+            .expect("run umoci (apt-get install umoci)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let root = bundle.join("rootfs");
+        assert!(!root.join("etc/doomed").exists());
+        assert!(root.join("etc/passwd").is_file());
+        let mut data: Vec<String> = std::fs::read_dir(root.join("data"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        data.sort();
+        assert_eq!(data, ["new"]);
+        assert!(root.join("app/hello.txt").is_file());
+        assert!(root.join("bin/sh").is_symlink());
+        // The OCI runtime config umoci derives from the image config.
+        let cfg: Value =
+            serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg["process"]["cwd"], "/app");
+        assert_eq!(cfg["process"]["user"]["uid"], 1000);
+        assert_eq!(cfg["process"]["args"][0], "/bin/sh");
+        // The demo script in that tree (chroot, uid 1000, the image's Env and WorkingDir)
+        // prints the lines the tests expect (root only, as the tests run).
+        let script = DEMO_SCRIPT.replace("exec sleep 3600", "true");
+        let o = Command::new("chroot")
+            .arg("--userspec=1000:1000")
+            .arg(&root)
+            .args([
+                "/bin/env",
+                "-i",
+                "GREETING=hi",
+                "PATH=/bin",
+                "/bin/sh",
+                "-c",
+            ])
+            .arg(format!("cd /app && {script}"))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let lines: Vec<&str> = out.lines().collect();
+        let mut want = demo_expected_lines(Platform::Amd64);
+        want.push("arch=x86_64".into());
+        for w in &want {
+            assert!(
+                lines.contains(&w.as_str()),
+                "{w} missing: {out}{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
 }
