@@ -12,7 +12,8 @@
 //! - `bramble image import` of a `docker save` tarball and of an OCI archive, a pod from each;
 //! - bad images, each with its message: a missing reference (404), a registry that is down, an
 //!   index with no amd64 variant, a digest mismatch, an unsupported media type, a gzip bomb
-//!   (stopped by the worker's expanded-size limit, without a retry storm).
+//!   (stopped by the worker's expanded-size limit, without a retry storm);
+//! - a node whose image disk is full says so in the pod's status and evicts nothing.
 //!
 //! CLI and manifests assumed (issue 15): `bramble image pull REF`, `bramble image import FILE
 //! [--reference REF]`, `bramble image rm REF`, `bramble get images [-o json]`, `[[registry]]`
@@ -33,19 +34,58 @@ use bramble_wire::objects::{Image, Object};
 struct Cluster {
     m: MasterProc,
     w: Proc,
+    /// The state dir's own small disk, unmounted after the worker is killed.
+    _disk: Option<Unmount>,
     state: std::path::PathBuf,
     tmp: tempfile::TempDir,
 }
 
+/// Unmounts (lazily) a test's tmpfs when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with_disk(None)
+    }
+
+    /// With the worker's state dir on a tmpfs of `disk_mib` MiB (a small image disk).
+    fn start_with_disk(disk_mib: Option<u32>) -> Cluster {
         require_root();
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("master");
         let m = MasterProc::start(&data, &["--heartbeat-interval", "500ms"]);
         let state = tmp.path().join("n1");
+        let disk = disk_mib.map(|mib| {
+            std::fs::create_dir_all(&state).unwrap();
+            let st = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(&state)
+                .status()
+                .unwrap();
+            assert!(
+                st.success(),
+                "mount a {mib} MiB tmpfs on {}",
+                state.display()
+            );
+            Unmount(state.clone())
+        });
         let w = start_worker(&m, "n1", &state, &[]);
-        let c = Cluster { m, w, state, tmp };
+        let c = Cluster {
+            m,
+            w,
+            _disk: disk,
+            state,
+            tmp,
+        };
         wait_for_with(
             Duration::from_secs(30),
             "node n1 Ready",
@@ -588,4 +628,57 @@ fn a_gzip_bomb_layer_is_stopped_by_the_workers_expanded_size_limit() {
         state < 2 << 30,
         "the worker's state dir holds {state} bytes after a bomb"
     );
+}
+
+#[test]
+fn a_full_image_disk_is_reported_and_evicts_nothing() {
+    // 48 MiB for the node's state: the small demo image fits, a 64 MiB layer cannot.
+    let c = Cluster::start_with_disk(Some(48));
+    let reg = Registry::start(Mode::Http);
+    c.apply(&registry_toml("local", &reg, None));
+    let small = oci::demo_layout(&c.tmp.path().join("small"), "1", &[Platform::Amd64]);
+    let small_ref = reg.push(&small, "demo/small:1");
+    let big = oci::bench_layout(&c.tmp.path().join("big"), "1", 64 << 20);
+    let big_ref = reg.push(&big, "demo/big:1");
+
+    c.apply(&image_pod("small", &small_ref, None, None));
+    c.wait_log("small", &amd64_lines());
+    let started = |c: &Cluster| {
+        c.m.pod("small")
+            .and_then(|p| match p.status.processes.first().map(|s| &s.state) {
+                Some(bramble_wire::objects::ProcessState::Running { started_ms, .. }) => {
+                    Some(*started_ms)
+                }
+                _ => None,
+            })
+    };
+    let first = started(&c).expect("small is running");
+
+    c.apply(&image_pod("big", &big_ref, None, None));
+    let (phase, msg) = c.wait_message("big", "the image disk is full", |m| {
+        let l = m.to_lowercase();
+        l.contains("space") || l.contains("disk") || l.contains("full")
+    });
+    assert_ne!(phase, "Running", "{msg}");
+    // The running pod is untouched (same process), the node still Ready.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        started(&c),
+        Some(first),
+        "the small pod was restarted or evicted"
+    );
+    assert!(c.m.node_ready("n1"), "{}", c.diag());
+    // Nothing half-written of the big layer stays on the node.
+    let payload = big.layers[0].1[3].trim_start_matches("sha256:").to_string();
+    let mut left = Vec::new();
+    for sub in ["layers", "artifacts"] {
+        if let Ok(rd) = std::fs::read_dir(c.state.join(sub)) {
+            left.extend(
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains(&payload)),
+            );
+        }
+    }
+    assert!(left.is_empty(), "half-written layer left: {left:?}");
 }
