@@ -13,7 +13,8 @@
 //! - bad images, each with its message: a missing reference (404), a registry that is down, an
 //!   index with no amd64 variant, a digest mismatch, an unsupported media type, a gzip bomb
 //!   (stopped by the worker's expanded-size limit, without a retry storm);
-//! - a node whose image disk is full says so in the pod's status and evicts nothing.
+//! - a node whose image disk is full says so in the pod's status and evicts nothing;
+//! - zstd layers run, or are refused naming zstd.
 //!
 //! CLI and manifests assumed (issue 15): `bramble image pull REF`, `bramble image import FILE
 //! [--reference REF]`, `bramble image rm REF`, `bramble get images [-o json]`, `[[registry]]`
@@ -681,4 +682,41 @@ fn a_full_image_disk_is_reported_and_evicts_nothing() {
         }
     }
     assert!(left.is_empty(), "half-written layer left: {left:?}");
+}
+
+#[test]
+fn a_zstd_image_runs_or_is_refused_naming_zstd() {
+    let c = Cluster::start();
+    let reg = Registry::start(Mode::Http);
+    c.apply(&registry_toml("local", &reg, None));
+    let layout = oci::write_layout(
+        &c.tmp.path().join("zstd"),
+        "1",
+        &[oci::demo_variant_zstd(Platform::Amd64)],
+        true,
+    );
+    let reference = reg.push(&layout, "demo/zstd:1");
+    c.apply(&image_pod("zstd", &reference, None, None));
+    // Supported (a pure-Rust decoder on the node), or refused with a message naming zstd and
+    // the fix; never a pod that fails at exec.
+    let t = Instant::now();
+    loop {
+        if let Some((phase, msg)) = c.m.pod_status("zstd") {
+            if msg.to_lowercase().contains("zstd") && phase != "Running" {
+                break;
+            }
+            let log = String::from_utf8_lossy(&c.m.cli(&["logs", "zstd"]).stdout).into_owned();
+            let lines: Vec<&str> = log.lines().collect();
+            if amd64_lines().iter().all(|w| lines.contains(&w.as_str())) {
+                break;
+            }
+            assert_ne!(phase, "Failed", "zstd pod failed: {msg}\n{log}");
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "the zstd image neither ran nor was refused naming zstd{}",
+            c.diag()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -31,6 +31,8 @@ pub const MT_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MT_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// `application/vnd.oci.image.layer.v1.tar+gzip`.
 pub const MT_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// `application/vnd.oci.image.layer.v1.tar+zstd`.
+pub const MT_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 /// `application/vnd.oci.image.layer.v1.tar`.
 pub const MT_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
@@ -252,6 +254,28 @@ impl Layer {
         }
     }
 
+    /// A zstd layer of `tar` (with the `zstd` command: apt-get install zstd).
+    pub fn zstd(tar: Vec<u8>) -> Layer {
+        use std::process::Stdio;
+        let mut child = Command::new("zstd")
+            .args(["-q", "-c", "-3"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run zstd (apt-get install zstd): {e}"));
+        let mut stdin = child.stdin.take().unwrap();
+        let input = tar.clone();
+        let feeder = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap().unwrap();
+        assert!(out.status.success(), "zstd failed");
+        Layer {
+            media_type: MT_LAYER_ZSTD.into(),
+            blob: out.stdout,
+            diff_id: format!("sha256:{}", sha256_hex(&tar)),
+        }
+    }
+
     /// A plain (uncompressed) tar layer.
     pub fn plain(tar: Vec<u8>) -> Layer {
         Layer {
@@ -365,6 +389,41 @@ impl Variant {
 
 /// The demo image's three layers and config for `platform` (see the module doc).
 pub fn demo_variant(platform: Platform) -> Variant {
+    let [l1, l2, l3] = demo_tars(platform);
+    Variant {
+        platform,
+        layers: vec![Layer::gzip(l1), Layer::gzip(l2), Layer::gzip(l3)],
+        config: demo_config(),
+        config_media_type: MT_CONFIG.into(),
+    }
+}
+
+/// The demo image for `platform` with its layers zstd-compressed
+/// (`application/vnd.oci.image.layer.v1.tar+zstd`, as `docker buildx --compression zstd`).
+pub fn demo_variant_zstd(platform: Platform) -> Variant {
+    let [l1, l2, l3] = demo_tars(platform);
+    Variant {
+        platform,
+        layers: vec![Layer::zstd(l1), Layer::zstd(l2), Layer::zstd(l3)],
+        config: demo_config(),
+        config_media_type: MT_CONFIG.into(),
+    }
+}
+
+/// The demo image's config (`config` object).
+pub fn demo_config() -> Value {
+    json!({
+        "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": [DEMO_SCRIPT],
+        "Env": ["GREETING=hi", "PATH=/bin"],
+        "WorkingDir": "/app",
+        "User": "1000",
+        "ExposedPorts": {"8080/tcp": {}},
+    })
+}
+
+/// The demo image's three layer tars (uncompressed) for `platform`.
+pub fn demo_tars(platform: Platform) -> [Vec<u8>; 3] {
     let bb = std::fs::read(crate::busybox::busybox(platform.debian_arch())).unwrap();
     let mut l1 = Tar::new().dir("bin", 0o755).file("bin/busybox", &bb, 0o755);
     for a in APPLETS {
@@ -402,19 +461,7 @@ pub fn demo_variant(platform: Platform) -> Variant {
         .dir("app", 0o755)
         .file("app/hello.txt", b"hello from layer 3\n", 0o644)
         .finish();
-    Variant {
-        platform,
-        layers: vec![Layer::gzip(l1), Layer::gzip(l2), Layer::gzip(l3)],
-        config: json!({
-            "Entrypoint": ["/bin/sh", "-c"],
-            "Cmd": [DEMO_SCRIPT],
-            "Env": ["GREETING=hi", "PATH=/bin"],
-            "WorkingDir": "/app",
-            "User": "1000",
-            "ExposedPorts": {"8080/tcp": {}},
-        }),
-        config_media_type: MT_CONFIG.into(),
-    }
+    [l1, l2, l3]
 }
 
 /// An OCI layout written to disk.
@@ -733,5 +780,31 @@ mod tests {
                 String::from_utf8_lossy(&o.stderr)
             );
         }
+    }
+
+    /// zstd layers decompress to their tars (checked with the zstd command).
+    #[test]
+    fn zstd_layers_hold_their_tars() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = write_layout(
+            &tmp.path().join("z"),
+            "1",
+            &[demo_variant_zstd(Platform::Amd64)],
+            false,
+        );
+        let m = inspect_layout(&l);
+        assert_eq!(m["layers"][2]["mediaType"], MT_LAYER_ZSTD);
+        let blob = l.blob(m["layers"][2]["digest"].as_str().unwrap());
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg("zstd -dc \"$0\" | tar -tf -")
+            .arg(&blob)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("data/.wh..wh..opq") && out.contains("app/hello.txt"),
+            "{out}"
+        );
     }
 }
