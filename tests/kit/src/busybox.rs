@@ -109,7 +109,52 @@ pub fn busybox(debian_arch: &str) -> PathBuf {
     path
 }
 
+/// The tiny static program of the images ([`hello`]).
+pub const HELLO_C: &str = "#include <stdio.h>\nint main(void) { printf(\"static-hello bits=%u\\n\", (unsigned)(sizeof(void *) * 8)); return 0; }\n";
+
+/// A tiny static C program for Debian architecture `debian_arch` (prints
+/// `static-hello bits=64` or `bits=32`), built with the host's gcc or its Debian cross gcc
+/// (`gcc-aarch64-linux-gnu`, `gcc-arm-linux-gnueabihf`) and cached by source.
+pub fn hello(debian_arch: &str) -> PathBuf {
+    let (cc, machine) = match debian_arch {
+        "amd64" => ("gcc", EM_X86_64),
+        "arm64" => ("aarch64-linux-gnu-gcc", EM_AARCH64),
+        "armhf" => ("arm-linux-gnueabihf-gcc", EM_ARM),
+        other => panic!("no C compiler for Debian arch {other}"),
+    };
+    let key = crate::oci::sha256_hex(HELLO_C.as_bytes());
+    let dir = cache_dir().join("kit").join(debian_arch);
+    let out = dir.join(format!("hello-{}", &key[..12]));
+    if !out.is_file() {
+        fs::create_dir_all(&dir).unwrap();
+        // Unique per call: tests of one process build images at the same time.
+        let uniq = format!("{}-{:016x}", std::process::id(), fastrand::u64(..));
+        let src = dir.join(format!("hello-{uniq}.c"));
+        fs::write(&src, HELLO_C).unwrap();
+        let tmp = dir.join(format!("hello.tmp-{uniq}"));
+        let o = Command::new(cc)
+            .args(["-static", "-Os", "-s", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .output()
+            .unwrap_or_else(|e| panic!("run {cc} (apt-get install {cc}): {e}"));
+        let _ = fs::remove_file(&src);
+        assert!(
+            o.status.success(),
+            "{cc} -static failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        fs::rename(&tmp, &out).unwrap();
+    }
+    check_static(&out, machine);
+    out
+}
+
 fn fetch(arch: &str) -> PathBuf {
+    // One fetch at a time in this process (tests build images in parallel); the apt state is
+    // per arch.
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = FETCH.lock().unwrap_or_else(|e| e.into_inner());
     let cross = cache_dir().join("debian").join(arch).join("busybox");
     if cross.join("complete").exists() && cross.join("busybox").is_file() {
         return cross.join("busybox");
@@ -208,6 +253,15 @@ mod tests {
         let p = busybox("amd64");
         let (m, st) = elf_info(&fs::read(p).unwrap()).unwrap();
         assert_eq!((m, st), (EM_X86_64, true));
+    }
+
+    #[test]
+    fn static_hellos_for_every_arch() {
+        for a in ["amd64", "arm64", "armhf"] {
+            hello(a);
+        }
+        let o = Command::new(hello("amd64")).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "static-hello bits=64\n");
     }
 
     #[test]

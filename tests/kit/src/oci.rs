@@ -8,7 +8,8 @@
 //! 1. `/bin/busybox` + applet symlinks, `/etc/passwd` (user `app`, uid 1000), `/etc/variant`
 //!    (`linux/arm64`…), `/etc/doomed`, `/data/old1`, `/data/old2`, `/tmp`;
 //! 2. deletes `/etc/doomed` (`etc/.wh.doomed`), adds `/data/mid`;
-//! 3. makes `/data` opaque (`data/.wh..wh..opq`), adds `/data/new` and `/app/hello.txt`.
+//! 3. makes `/data` opaque (`data/.wh..wh..opq`), adds `/data/new`, `/app/hello.txt` and
+//!    `/app/hello` (a tiny static C program of that arch, `busybox::hello`).
 //!
 //! Config: Entrypoint `["/bin/sh", "-c"]`, Cmd [[`DEMO_SCRIPT`]], Env `GREETING=hi`,
 //! `PATH=/bin`, WorkingDir `/app`, User `1000`.
@@ -41,7 +42,7 @@ pub const MT_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const DEMO_SCRIPT: &str = "echo entry; echo arch=$(uname -m); echo variant=$(cat /etc/variant); \
 echo elf=$(od -An -tu2 -j18 -N2 /bin/busybox | tr -d ' '); echo data=$(ls /data | tr '\\n' ,); \
 cat /etc/doomed 2>/dev/null || echo doomed=gone; echo uid=$(id -u); echo pwd=$(pwd); \
-echo GREETING=$GREETING; cat /app/hello.txt; echo ready; exec sleep 3600";
+echo GREETING=$GREETING; cat /app/hello.txt; /app/hello; echo ready; exec sleep 3600";
 
 /// The lines the demo image's log holds on `platform` when its config took effect (its layers
 /// applied with their whiteouts, its Env, WorkingDir and User): each must be a whole line.
@@ -56,6 +57,7 @@ pub fn demo_expected_lines(platform: Platform) -> Vec<String> {
         "pwd=/app".into(),
         "GREETING=hi".into(),
         "hello from layer 3".into(),
+        format!("static-hello bits={}", platform.bits()),
         "ready".into(),
     ]
 }
@@ -131,6 +133,14 @@ impl Platform {
             Platform::Amd64 => crate::busybox::EM_X86_64,
             Platform::Arm64 => crate::busybox::EM_AARCH64,
             Platform::ArmV7 => crate::busybox::EM_ARM,
+        }
+    }
+
+    /// Pointer width.
+    pub fn bits(self) -> u32 {
+        match self {
+            Platform::ArmV7 => 32,
+            _ => 64,
         }
     }
 
@@ -425,6 +435,7 @@ pub fn demo_config() -> Value {
 /// The demo image's three layer tars (uncompressed) for `platform`.
 pub fn demo_tars(platform: Platform) -> [Vec<u8>; 3] {
     let bb = std::fs::read(crate::busybox::busybox(platform.debian_arch())).unwrap();
+    let hello = std::fs::read(crate::busybox::hello(platform.debian_arch())).unwrap();
     let mut l1 = Tar::new().dir("bin", 0o755).file("bin/busybox", &bb, 0o755);
     for a in APPLETS {
         l1 = l1.symlink(&format!("bin/{a}"), "busybox");
@@ -460,6 +471,7 @@ pub fn demo_tars(platform: Platform) -> [Vec<u8>; 3] {
         .file("data/new", b"new\n", 0o644)
         .dir("app", 0o755)
         .file("app/hello.txt", b"hello from layer 3\n", 0o644)
+        .file("app/hello", &hello, 0o755)
         .finish();
     [l1, l2, l3]
 }
