@@ -15,6 +15,9 @@
 //!    pushed as an artifact, runs as root in a default and a `privileged = true` pod on each
 //!    board; the default pod is refused every attack (14 capabilities, seccomp), the privileged
 //!    one is not.
+//!    **images** ([`images`], both boards up): one multi-arch OCI image from a registry on the
+//!    host's loopback, pulled by the master, runs its own variant on each board (whiteouts,
+//!    Entrypoint/Cmd/Env/WorkingDir/User checked in the pods' logs).
 //! 3. **pods**: a pod pinned to the aarch64 node runs and its output comes back through
 //!    `bramble logs`; a pod with `memory = "32Mi"` that allocates ~100 MB is OOMKilled (cgroup v2).
 //! 4. **cgroup limits** ([`limits`]): a `cpu = "250m"` pod holds 10-40 % of a core (its own
@@ -51,9 +54,11 @@ use crate::qemu::{Guest, GuestSpec, READY_MARKER, StateDisk};
 use crate::util::{run, run_ok};
 
 pub mod containment;
+pub mod images;
 pub mod limits;
 pub mod network;
 pub use containment::containment_on_both_boards;
+pub use images::image_on_both_boards;
 pub use limits::cgroup_limits_on_aarch64;
 pub use network::kernel_network_on_aarch64;
 
@@ -1548,6 +1553,11 @@ pub fn run_suite(opts: &SuiteOptions) -> Result<SuiteReport> {
         "containment of default and privileged pods (both boards)",
         &mut c,
         &containment_on_both_boards,
+    );
+    step(
+        "multi-arch OCI image pulled through the master (both boards)",
+        &mut c,
+        &image_on_both_boards,
     );
     c.retire(1);
     step(

@@ -7,7 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod build;
+pub mod busybox;
 pub mod crun;
+pub mod oci;
+pub mod registry;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
