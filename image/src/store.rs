@@ -32,7 +32,7 @@ pub enum StoreError {
     },
     /// The content does not hash to the announced digest.
     #[error(
-        "blob sha256:{sha256}: content hashes to sha256:{actual} (corrupted or tampered in transit)"
+        "blob sha256:{sha256}: digest mismatch: the content hashes to sha256:{actual} (corrupted at the source or tampered with in transit)"
     )]
     DigestMismatch {
         /// The announced digest.
