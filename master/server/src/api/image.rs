@@ -52,24 +52,12 @@ fn invalid(msg: impl Into<String>) -> ApiError {
 }
 
 /// The sha256 (hex) part of a `sha256:…` digest.
-fn hex(digest: &str) -> Option<&str> {
-    digest
-        .strip_prefix("sha256:")
-        .filter(|h| bramble_artifact::is_sha256_hex(h))
-}
-
 /// Every blob an image uses (what the GC keeps): the digest it resolved to, each variant's
 /// manifest and config, and every layer.
 pub(crate) fn blobs_of(i: &Image) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    out.extend(hex(&i.digest).map(str::to_string));
-    for v in &i.variants {
-        out.extend(hex(&v.manifest_digest).map(str::to_string));
-        out.push(v.config_sha256.clone());
-        out.extend(v.layers.iter().map(|l| l.sha256.clone()));
-    }
+    let mut out = bramble_image::formats::blobs_of(i);
+    out.retain(|h| bramble_artifact::is_sha256_hex(h));
     out.sort_unstable();
-    out.dedup();
     out
 }
 

@@ -180,15 +180,7 @@ pub enum ImageNote {
 
 /// The OCI platform name of an architecture (`linux/arm/v7`).
 pub fn platform(arch: bramble_wire::objects::Arch) -> &'static str {
-    use bramble_wire::objects::Arch;
-    match arch {
-        Arch::Aarch64 => "linux/arm64",
-        Arch::Armv7 => "linux/arm/v7",
-        Arch::Armv6 => "linux/arm/v6",
-        Arch::X86_64 => "linux/amd64",
-        Arch::Riscv64 => "linux/riscv64",
-        Arch::Mcu => "none",
-    }
+    bramble_image::platform::platform_name(arch)
 }
 
 /// A pod no node could take.
