@@ -479,10 +479,10 @@ impl Tree<'_> {
         if let Some(parent) = rel.parent() {
             for c in parent.components() {
                 cur.push(c);
-                if !self.dirs.contains(&cur)
-                    && !(self.replace
-                        && fs::symlink_metadata(self.root.join(&cur)).is_ok_and(|m| m.is_dir()))
-                {
+                let known = self.dirs.contains(&cur)
+                    || (self.replace
+                        && fs::symlink_metadata(self.root.join(&cur)).is_ok_and(|m| m.is_dir()));
+                if !known {
                     return false;
                 }
             }
