@@ -422,6 +422,21 @@ impl StateDir {
         self.root.join("artifacts")
     }
 
+    /// Unpacked image layers, `<layers>/<sha256>/` (overlayfs format).
+    pub fn layers(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    /// Flattened image trees (nodes without overlayfs), `<images>/<manifest sha256>/`.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    /// Image pods' writable layers, `<pod-roots>/<pod key>/{upper,work}`.
+    pub fn pod_roots(&self) -> PathBuf {
+        self.root.join("pod-roots")
+    }
+
     /// The log root: `<logs>/<ns>_<pod>/<process>.log`.
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")

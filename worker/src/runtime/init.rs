@@ -674,14 +674,14 @@ pub fn mount_plan(
         file: pod_dir.hosts(),
         contents: hosts_file(&cfg.hostname, env),
         dst: at("etc/hosts"),
-        create: new_root,
+        create: new_root || cfg.overlay.is_some(),
     });
     if let Some(contents) = resolv_conf {
         plan.push(MountOp::Hosts {
             file: pod_dir.resolv_conf(),
             contents: contents.to_string(),
             dst: at("etc/resolv.conf"),
-            create: new_root,
+            create: new_root || cfg.overlay.is_some(),
         });
     }
     if new_root {
