@@ -1018,4 +1018,120 @@ mod tests {
             "{e}"
         );
     }
+
+    /// An image pod waits while its layer is pulled by sha256 and unpacked, then runs.
+    #[test]
+    fn an_image_pod_waits_for_its_layers_then_runs() {
+        use bramble_wire::objects::{Image, ImageConfig, ImageLayer, ImageVariant, ProcessSpec};
+        let state = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, "bin/x", &b"hi"[..]).unwrap();
+        let blob = b.into_inner().unwrap();
+        let sha = bramble_artifact::sha256_hex(&blob);
+        let variant = |arch, cmd: Vec<String>| ImageVariant {
+            arch,
+            manifest_digest: format!("sha256:{}", hexes('9')),
+            config_sha256: hexes('8'),
+            config: ImageConfig {
+                cmd,
+                ..Default::default()
+            },
+            layers: vec![ImageLayer {
+                sha256: sha.clone(),
+                size: blob.len() as u64,
+                compression: LayerCompression::None,
+            }],
+        };
+        let image = |cmd: Vec<String>| Image {
+            reference: "registry.test/app:1".into(),
+            digest: format!("sha256:{}", hexes('7')),
+            variants: vec![variant(Arch::X86_64, cmd)],
+            ..Default::default()
+        };
+        let mut pod = Pod::default();
+        pod.meta.name = "web".into();
+        pod.meta.namespace = "default".into();
+        pod.meta.uid = "u1".into();
+        pod.spec.image = Some("registry.test/app:1".into());
+        pod.spec.processes = vec![ProcessSpec {
+            name: "main".into(),
+            ..Default::default()
+        }];
+        let mut a = Assignment {
+            pods: vec![pod.clone()],
+            images: vec![image(vec![])],
+            ..Default::default()
+        };
+        let settings = ImageSettings {
+            layers: state.path().join("layers"),
+            images: state.path().join("images"),
+            overlay: true,
+            gc_high: 85,
+            gc_low: 80,
+        };
+        let mut cache = ArtifactCache::new(&state.path().join("artifacts"), Arch::X86_64)
+            .with_images(settings.clone());
+        let mut driver = super::super::fake::FakeDriver::new();
+        // Neither Entrypoint nor Cmd, no command: the pod fails with the fix.
+        cache.sync(&mut driver, &a, None, |r| r);
+        let w = cache.waiting(&a);
+        assert_eq!(w[0].status.phase, PodPhase::Failed, "{w:?}");
+        assert!(w[0].status.message.contains("`command`"), "{w:?}");
+        // An image with a Cmd: pulled, then run.
+        a.images = vec![image(vec!["/bin/x".into()])];
+        let (up, rx) = async_channel::unbounded();
+        cache.sync(&mut driver, &a, Some(&up), |r| r);
+        assert!(driver.state().started.is_empty());
+        let w = cache.waiting(&a);
+        assert_eq!(
+            w[0].status.message,
+            "pulling image registry.test/app:1 (0%)"
+        );
+        let Ok(NodeUp::ArtifactGet {
+            request,
+            sha256,
+            offset,
+            len,
+        }) = rx.try_recv()
+        else {
+            panic!("no ArtifactGet");
+        };
+        assert_eq!((sha256.as_str(), offset), (sha.as_str(), 0));
+        assert!(len as usize >= blob.len());
+        assert!(cache.on_chunk(request, blob.clone(), None, Some(&up)));
+        assert_eq!(
+            cache.waiting(&a)[0].status.message,
+            "unpacking image registry.test/app:1"
+        );
+        let done = smol::block_on(cache.done().recv()).unwrap();
+        assert!(done.result.is_ok(), "{:?}", done.result);
+        cache.finish(done);
+        cache.sync(&mut driver, &a, Some(&up), |r| r);
+        assert_eq!(driver.state().started, vec!["default/web".to_string()]);
+        assert!(cache.waiting(&a).is_empty());
+        assert_eq!(
+            fs::read(settings.layers.join(&sha).join("bin/x")).unwrap(),
+            b"hi"
+        );
+        // A node of another arch says which variant is missing.
+        let other = ArtifactCache::new(&state.path().join("a2"), Arch::Armv7).with_images(settings);
+        let w = other.waiting(&a);
+        assert!(
+            w[0].status
+                .message
+                .contains("no linux/arm/v7 variant of image registry.test/app:1"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn retries_back_off() {
+        assert_eq!(retry_delay(1), RETRY_AFTER);
+        assert_eq!(retry_delay(2), RETRY_AFTER * 2);
+        assert_eq!(retry_delay(30), RETRY_MAX);
+    }
 }

@@ -210,7 +210,7 @@ pub fn verify_and_unpack_layer(
     let f = fs::File::open(&partial).map_err(|e| format!("open {}: {e}", partial.display()))?;
     let opts = LayerOptions {
         limits: layer_limits(free),
-        keep_owners: true,
+        keep_owners: crate::sys::process::is_root(),
     };
     let mut w = crate::sys::layers::OverlayWhiteouts;
     match layer::unpack_layer(
@@ -250,7 +250,7 @@ pub fn flatten_image(
     let free = crate::sys::layers::disk_usage(images).ok().map(|u| u.free);
     let opts = LayerOptions {
         limits: layer_limits(free),
-        keep_owners: true,
+        keep_owners: crate::sys::process::is_root(),
     };
     let r = (|| {
         for l in &v.layers {
