@@ -41,7 +41,11 @@ fn make_layer(dir: &str, files: usize, size: usize) -> Vec<u8> {
 }
 
 fn gzip_file(plain: &Path) -> std::path::PathBuf {
-    let st = Command::new("gzip").args(["-k", "-1", "-f"]).arg(plain).status().unwrap();
+    let st = Command::new("gzip")
+        .args(["-k", "-1", "-f"])
+        .arg(plain)
+        .status()
+        .unwrap();
     assert!(st.success());
     plain.with_extension("tar.gz")
 }
@@ -75,7 +79,11 @@ fn unpack_bench(work: &Path) {
             let t = Instant::now();
             for (i, f) in files.iter().enumerate() {
                 let r = std::io::BufReader::new(std::fs::File::open(f).unwrap());
-                let c = if gz { Compression::Gzip } else { Compression::None };
+                let c = if gz {
+                    Compression::Gzip
+                } else {
+                    Compression::None
+                };
                 unpack_layer(
                     r,
                     c,
@@ -95,7 +103,13 @@ fn unpack_bench(work: &Path) {
                 let d = work.join(format!("tar{m}-{i}"));
                 std::fs::create_dir_all(&d).unwrap();
                 let flag = if gz { "-xzf" } else { "-xf" };
-                let st = Command::new("tar").arg(flag).arg(f).arg("-C").arg(&d).status().unwrap();
+                let st = Command::new("tar")
+                    .arg(flag)
+                    .arg(f)
+                    .arg("-C")
+                    .arg(&d)
+                    .status()
+                    .unwrap();
                 assert!(st.success());
             }
             t.elapsed()

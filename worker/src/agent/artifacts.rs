@@ -94,6 +94,8 @@ pub struct ArtifactCache {
     attempts: HashMap<String, u32>,
     /// Manifests (sha256 hex) being flattened.
     flattening: HashSet<String>,
+    /// The layers and trees the assigned pods use (never collected).
+    in_use: HashSet<String>,
     /// When each layer or tree was last used by an assigned pod (GC order).
     last_used: HashMap<String, SystemTime>,
     next_request: u32,
@@ -166,6 +168,7 @@ impl ArtifactCache {
             images: None,
             flattening: HashSet::new(),
             attempts: HashMap::new(),
+            in_use: HashSet::new(),
             last_used: HashMap::new(),
             next_request: 1,
             last_gc: None,
@@ -199,6 +202,9 @@ impl ArtifactCache {
         resolve: impl Fn(PodToRun) -> PodToRun,
     ) {
         let mut runnable = Vec::with_capacity(desired.pods.len());
+        if self.images.is_some() {
+            self.in_use = images::used_by(desired, self.arch);
+        }
         for p in &desired.pods {
             if p.spec.image.is_some() {
                 match self.image_state(p, desired) {
@@ -344,7 +350,7 @@ impl ArtifactCache {
         let need = size.saturating_sub(held) + if settings.overlay { size } else { 0 };
         let free = || crate::sys::layers::disk_usage(&settings.layers).map(|u| u.free);
         if free().is_ok_and(|f| f < need) {
-            self.collect_images(&HashSet::new(), true);
+            self.collect_images(true);
             if let Ok(f) = free()
                 && f < need
             {
@@ -609,8 +615,8 @@ impl ArtifactCache {
             self.last_gc = Some(Instant::now());
             self.gc(desired, Instant::now(), GC_GRACE);
             if self.images.is_some() {
-                let used = images::used_by(desired, self.arch);
-                self.collect_images(&used, false);
+                self.in_use = images::used_by(desired, self.arch);
+                self.collect_images(false);
             }
         }
         retry
@@ -733,10 +739,11 @@ impl ArtifactCache {
     /// fit), removes layers and trees no assigned pod uses, least recently used first, until
     /// it is under `--image-gc-low`. Leftover `.unpacking`/`.tmp` directories of no running
     /// job go at once.
-    fn collect_images(&mut self, used: &HashSet<String>, force: bool) {
+    fn collect_images(&mut self, force: bool) {
         let Some(settings) = self.images.clone() else {
             return;
         };
+        let used = &self.in_use.clone();
         let now = SystemTime::now();
         for u in used {
             self.last_used.insert(u.clone(), now);
@@ -1103,9 +1110,11 @@ mod tests {
         assert_eq!((sha256.as_str(), offset), (sha.as_str(), 0));
         assert!(len as usize >= blob.len());
         assert!(cache.on_chunk(request, blob.clone(), None, Some(&up)));
-        assert_eq!(
-            cache.waiting(&a)[0].status.message,
-            "unpacking image registry.test/app:1"
+        // Unpacking (unless the thread is already done: the layer's tree is there).
+        let w = cache.waiting(&a);
+        assert!(
+            w.is_empty() || w[0].status.message == "unpacking image registry.test/app:1",
+            "{w:?}"
         );
         let done = smol::block_on(cache.done().recv()).unwrap();
         assert!(done.result.is_ok(), "{:?}", done.result);
@@ -1133,5 +1142,30 @@ mod tests {
         assert_eq!(retry_delay(1), RETRY_AFTER);
         assert_eq!(retry_delay(2), RETRY_AFTER * 2);
         assert_eq!(retry_delay(30), RETRY_MAX);
+    }
+
+    /// A forced collection (a layer does not fit) removes unused layers, never used ones.
+    #[test]
+    fn image_gc_spares_layers_in_use() {
+        let state = tempfile::tempdir().unwrap();
+        let layers = state.path().join("layers");
+        let (used, unused, stale) = (hexes('a'), hexes('b'), hexes('c'));
+        for d in [&used, &unused] {
+            fs::create_dir_all(layers.join(d).join("bin")).unwrap();
+        }
+        fs::create_dir_all(layers.join(format!("{stale}.unpacking"))).unwrap();
+        let mut cache = ArtifactCache::new(&state.path().join("artifacts"), Arch::X86_64)
+            .with_images(ImageSettings {
+                layers: layers.clone(),
+                images: state.path().join("images"),
+                overlay: true,
+                gc_high: 85,
+                gc_low: 80,
+            });
+        cache.in_use = [used.clone()].into();
+        cache.collect_images(true);
+        assert!(layers.join(&used).is_dir());
+        assert!(!layers.join(&unused).exists());
+        assert!(!layers.join(format!("{stale}.unpacking")).exists());
     }
 }
