@@ -71,8 +71,8 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-/// Unpacks the three layers into `<dir>/<sha>/`; returns their names, bottom first.
-fn build_image(dir: &Path) -> Vec<String> {
+/// The three layer blobs, bottom first.
+fn blobs() -> Vec<(Vec<u8>, Compression)> {
     let busybox = std::fs::read("/bin/busybox").expect("/bin/busybox (busybox-static)");
     let base = layer(&[
         E::Dir("bin", 0),
@@ -103,11 +103,16 @@ fn build_image(dir: &Path) -> Vec<String> {
         E::Dir("app", 1234),
         E::File("app/hello.txt", b"hello from layer 3\n", 0o644, 1234),
     ]);
-    let blobs = [
+    vec![
         (gzip(&base), Compression::Gzip),
         (middle, Compression::None),
         (gzip(&top), Compression::Gzip),
-    ];
+    ]
+}
+
+/// Unpacks the three layers into `<dir>/<sha>/`; returns their names, bottom first.
+fn build_image(dir: &Path) -> Vec<String> {
+    let blobs = blobs();
     let opts = LayerOptions {
         limits: bramble_artifact::Limits::default(),
         keep_owners: true,
@@ -251,4 +256,87 @@ fn an_image_pod_runs_on_an_overlay_of_its_layers() {
     assert!(b.contains("command wins"), "{b}");
     h.stop(Duration::from_secs(2)).unwrap();
     let _: PathBuf = layers;
+}
+
+/// Without overlayfs: the same layers flattened into one tree, shared read-only.
+#[test]
+fn a_flattened_image_applies_whiteouts_and_opaque_directories() {
+    use bramble_wire::objects::{ImageLayer, ImageVariant, LayerCompression};
+    let env = Env::new("imgflat");
+    let store = tempfile::tempdir().unwrap();
+    let layers = store.path().join("layers");
+    let images = store.path().join("images");
+    std::fs::create_dir_all(&layers).unwrap();
+    std::fs::create_dir_all(&images).unwrap();
+    let mut v = ImageVariant {
+        arch: bramble_wire::Arch::X86_64,
+        manifest_digest: format!("sha256:{}", "5".repeat(64)),
+        config_sha256: "6".repeat(64),
+        config: ImageConfig::default(),
+        layers: Vec::new(),
+    };
+    for (blob, c) in blobs() {
+        let sha = bramble_artifact::sha256_hex(&blob);
+        std::fs::write(layers.join(format!("{sha}.blob")), &blob).unwrap();
+        v.layers.push(ImageLayer {
+            sha256: sha,
+            size: blob.len() as u64,
+            compression: match c {
+                Compression::Gzip => LayerCompression::Gzip,
+                _ => LayerCompression::None,
+            },
+        });
+    }
+    bramble_worker::agent::images::flatten_image(&layers, &images, "registry.test:5000/app:1", &v)
+        .unwrap();
+    let tree = images.join("5".repeat(64));
+    assert!(!tree.join("etc/gone").exists());
+    assert!(tree.join("etc/passwd").exists());
+    let mut data: Vec<_> = std::fs::read_dir(tree.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    data.sort();
+    assert_eq!(data, ["new"]);
+    assert_eq!(
+        std::fs::read(tree.join("app/hello.txt")).unwrap(),
+        b"hello from layer 3\n"
+    );
+    assert!(!images.join(format!("{}.tmp", "5".repeat(64))).exists());
+
+    let mut p = pod(
+        "imgflat",
+        vec![ProcessSpec {
+            name: "main".into(),
+            command: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "echo data=$(ls /data); test -e /etc/gone && echo gone=present || echo gone=absent; \
+                 touch /app/x 2>/dev/null && echo root=rw || echo root=ro"
+                    .into(),
+            ],
+            env: vec![("PATH".into(), "/bin".into())],
+            ..Default::default()
+        }],
+        RestartPolicy::Never,
+    );
+    p.spec.network = NetworkMode::None;
+    p.spec.image = Some("registry.test:5000/app:1".into());
+    let mut run = PodToRun::new(p);
+    run.rootfs = Some(tree.display().to_string());
+    run.image = Some(PodImage {
+        reference: "registry.test:5000/app:1".into(),
+        config: ImageConfig::default(),
+        overlay: None,
+    });
+    let mut h = env.rt.start_pod_with(&run, env.logs.path(), None).unwrap();
+    let st = wait_for(&h, 20, "completion", finished);
+    let log = env.log("imgflat", "main");
+    assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}\n{log}");
+    assert!(
+        log.contains("data=new") && log.contains("gone=absent"),
+        "{log}"
+    );
+    assert!(log.contains("root=ro"), "{log}");
+    h.stop(Duration::from_secs(2)).unwrap();
 }
