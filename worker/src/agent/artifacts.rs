@@ -691,10 +691,7 @@ impl ArtifactCache {
         let _ = img;
         if settings.overlay {
             if let Some(i) = run.image.as_mut() {
-                i.overlay = Some((
-                    settings.layers.clone(),
-                    v.layers.iter().rev().map(|l| l.sha256.clone()).collect(),
-                ));
+                i.overlay = Some((settings.layers.clone(), images::lowers(v)));
             }
             return ImageState::Ready(Box::new(run));
         }

@@ -142,6 +142,18 @@ pub fn image_of<'a>(
     })
 }
 
+/// The overlay's lowers: the layers top first, each once (overlayfs refuses a directory twice;
+/// a layer repeated higher up already has the whole effect of its lower copies).
+pub fn lowers(v: &ImageVariant) -> Vec<String> {
+    let mut seen = HashSet::new();
+    v.layers
+        .iter()
+        .rev()
+        .filter(|l| seen.insert(l.sha256.as_str()))
+        .map(|l| l.sha256.clone())
+        .collect()
+}
+
 /// The manifest digest's hex (the flattened tree's name).
 pub fn manifest_hex(v: &ImageVariant) -> &str {
     v.manifest_digest
@@ -414,6 +426,24 @@ mod tests {
             vec![format!("{}.blob", h('b')), h('a'), h('d')]
         );
         assert!(gc_due(85, 85) && !gc_due(84, 85));
+    }
+
+    #[test]
+    fn lowers_are_top_first_and_each_once() {
+        let layer = |c: char| bramble_wire::objects::ImageLayer {
+            sha256: c.to_string().repeat(64),
+            size: 1,
+            compression: LayerCompression::Gzip,
+        };
+        let v = ImageVariant {
+            arch: Arch::X86_64,
+            manifest_digest: String::new(),
+            config_sha256: String::new(),
+            config: Default::default(),
+            layers: vec![layer('a'), layer('e'), layer('b'), layer('e')],
+        };
+        let h = |c: char| c.to_string().repeat(64);
+        assert_eq!(lowers(&v), vec![h('e'), h('b'), h('a')]);
     }
 
     #[test]
