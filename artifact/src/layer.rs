@@ -12,7 +12,7 @@
 //!   there, and an entry replaces whatever was in its way.
 //!
 //! Unlike artifacts, ownership is kept when [`LayerOptions::keep_owners`] (the worker runs as
-//! root); setuid/setgid bits are still dropped. Device nodes and fifos in a layer are skipped
+//! root), and files keep their modification time; setuid/setgid bits are still dropped. Device nodes and fifos in a layer are skipped
 //! (pods get `/dev` from the worker).
 
 use std::collections::HashSet;
@@ -310,6 +310,11 @@ fn extract(
                 }
                 f.set_permissions(fs::Permissions::from_mode(mode))
                     .map_err(io_err(format!("chmod {}", full.display())))?;
+                // Files keep their time (Python compares a .pyc's source mtime, build caches too).
+                if let Ok(t) = e.header().mtime() {
+                    let _ =
+                        f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
+                }
                 Some(path)
             }
             Plan::Symlink { path, target } => {

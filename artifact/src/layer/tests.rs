@@ -11,6 +11,7 @@ fn tarball(entries: &[(&str, T, &str)]) -> Vec<u8> {
         h.set_mode(if *kind == T::Directory { 0o755 } else { 0o644 });
         h.set_uid(1000);
         h.set_gid(1001);
+        h.set_mtime(1_600_000_000);
         match kind {
             T::Symlink | T::Link => {
                 h.set_size(0);
@@ -293,6 +294,7 @@ fn owners_are_kept_when_asked() {
     };
     unpack_layer(&t[..], Compression::None, &dest, &o, &mut &Fake::default()).unwrap();
     use std::os::unix::fs::MetadataExt;
+    assert_eq!(dest.join("d/f").metadata().unwrap().mtime(), 1_600_000_000);
     for p in ["d", "d/f", "l"] {
         let m = dest.join(p).symlink_metadata().unwrap();
         assert_eq!((m.uid(), m.gid()), (1000, 1001), "{p}");
