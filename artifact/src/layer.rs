@@ -94,7 +94,46 @@ impl<R: Read> Read for Capped<R> {
 enum Decoded<R: BufRead> {
     Plain(R),
     Gzip(Box<flate2::bufread::MultiGzDecoder<R>>),
-    Zstd(Box<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>),
+    Zstd(Box<ZstdFrames<R>>),
+}
+
+/// A zstd stream of one or more frames (`zstd` and `pzstd` may write several).
+struct ZstdFrames<R: BufRead> {
+    dec: Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>,
+}
+
+fn zstd_error(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the zstd layer has a bad frame: {e}"),
+    )
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let Some(dec) = self.dec.as_mut() else {
+                return Ok(0);
+            };
+            let n = dec.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // End of a frame: another one follows, or the end of the stream.
+            if dec.get_mut().fill_buf()?.is_empty() {
+                return Ok(0);
+            }
+            let (src, fd) = self
+                .dec
+                .take()
+                .map(|d| d.into_parts())
+                .ok_or_else(|| zstd_error("gone"))?;
+            self.dec = Some(
+                ruzstd::decoding::StreamingDecoder::new_with_decoder(src, fd)
+                    .map_err(zstd_error)?,
+            );
+        }
+    }
 }
 
 impl<R: BufRead> Read for Decoded<R> {
@@ -137,14 +176,16 @@ fn decode<R: Read>(
             "the layer's media type says {compression:?} but its bytes are {actual:?}: the image is corrupt, rebuild or re-push it"
         )));
     }
-    let inner = match actual {
-        Compression::None => Decoded::Plain(r),
-        Compression::Gzip => Decoded::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(r))),
-        Compression::Zstd => Decoded::Zstd(Box::new(
-            ruzstd::decoding::StreamingDecoder::new(r)
-                .map_err(|e| bad_input(format!("the zstd layer has a bad frame header: {e}")))?,
-        )),
-    };
+    let inner =
+        match actual {
+            Compression::None => Decoded::Plain(r),
+            Compression::Gzip => Decoded::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(r))),
+            Compression::Zstd => Decoded::Zstd(Box::new(ZstdFrames {
+                dec: Some(ruzstd::decoding::StreamingDecoder::new(r).map_err(|e| {
+                    bad_input(format!("the zstd layer has a bad frame header: {e}"))
+                })?),
+            })),
+        };
     let cap = limits
         .max_total_bytes
         .saturating_add(limits.max_entries.saturating_mul(1024));

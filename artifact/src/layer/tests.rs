@@ -159,6 +159,17 @@ fn gzip_and_zstd_layers_unpack() {
     let z = base.path().join("zst");
     unpack_layer(&zst[..], Compression::Zstd, &z, &opts(), &mut &fake).unwrap();
     assert_eq!(fs::read(z.join("a/b")).unwrap(), b"hello");
+    // Several frames (zstd -T, pzstd) are one stream.
+    let (h1, h2) = t.split_at(512);
+    let mut two =
+        ruzstd::encoding::compress_to_vec(h1, ruzstd::encoding::CompressionLevel::Fastest);
+    two.extend(ruzstd::encoding::compress_to_vec(
+        h2,
+        ruzstd::encoding::CompressionLevel::Fastest,
+    ));
+    let z3 = base.path().join("zst3");
+    unpack_layer(&two[..], Compression::Zstd, &z3, &opts(), &mut &fake).unwrap();
+    assert_eq!(fs::read(z3.join("a/b")).unwrap(), b"hello");
     // Undeclared compression (docker save's layers) is recognised.
     let z2 = base.path().join("zst2");
     unpack_layer(&zst[..], Compression::None, &z2, &opts(), &mut &fake).unwrap();
