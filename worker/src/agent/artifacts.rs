@@ -604,6 +604,22 @@ impl ArtifactCache {
     /// Retries failed pulls whose wait is over and removes unused trees; call on every tick.
     /// Returns whether a retry is due (call [`ArtifactCache::sync`]).
     pub fn tick(&mut self, desired: &Assignment) -> bool {
+        // Failures of what no assigned pod wants any more are forgotten (else their retry
+        // would be due forever, a resync at every tick).
+        if !self.failed.is_empty() {
+            let mut wanted = images::used_by(desired, self.arch);
+            wanted.extend(
+                desired
+                    .pods
+                    .iter()
+                    .filter_map(|p| match need(p, desired, self.arch) {
+                        Need::Variant { sha256, .. } => Some(sha256.to_string()),
+                        _ => None,
+                    }),
+            );
+            self.failed.retain(|k, _| wanted.contains(k));
+            self.attempts.retain(|k, _| wanted.contains(k));
+        }
         let retry = self
             .failed
             .values()
