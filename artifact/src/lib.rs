@@ -140,14 +140,14 @@ impl fmt::Display for TarError {
 
 impl std::error::Error for TarError {}
 
-fn refuse(entry: &str, problem: impl Into<String>) -> TarError {
+pub(crate) fn refuse(entry: &str, problem: impl Into<String>) -> TarError {
     TarError::Entry {
         entry: entry.to_string(),
         problem: problem.into(),
     }
 }
 
-fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> TarError {
+pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> TarError {
     move |err| TarError::Io {
         context: context.into(),
         err,
@@ -165,7 +165,7 @@ pub struct Summary {
 
 /// A checked entry: what to create, at a normalized path relative to the root.
 #[derive(Debug, PartialEq, Eq)]
-enum Plan {
+pub(crate) enum Plan {
     /// The root itself (`./`).
     Root,
     Dir {
@@ -188,7 +188,7 @@ enum Plan {
 }
 
 /// `raw` as a path relative to the root: no absolute path, no `..`; `.` dropped.
-fn normalize(entry: &str, raw: &[u8], what: &str) -> Result<PathBuf, TarError> {
+pub(crate) fn normalize(entry: &str, raw: &[u8], what: &str) -> Result<PathBuf, TarError> {
     let p = Path::new(OsStr::from_bytes(raw));
     let mut out = PathBuf::new();
     for c in p.components() {
@@ -246,7 +246,7 @@ fn check_symlink_target(entry: &str, link: &Path, target: &[u8]) -> Result<PathB
 }
 
 /// Checks one entry against the limits and the rules; `total` accumulates file sizes.
-fn classify<R: Read>(
+pub(crate) fn classify<R: Read>(
     e: &tar::Entry<'_, R>,
     limits: &Limits,
     total: &mut u64,
@@ -399,15 +399,18 @@ pub fn check(reader: impl Read, limits: &Limits) -> Result<Summary, TarError> {
 }
 
 /// The extractor's state: the directories known to be real (not symlinks) under `root`.
-struct Tree<'a> {
-    root: &'a Path,
-    dirs: HashSet<PathBuf>,
+pub(crate) struct Tree<'a> {
+    pub(crate) root: &'a Path,
+    pub(crate) dirs: HashSet<PathBuf>,
+    /// Applying a layer over lower layers' files (flatten): an entry replaces whatever is in
+    /// its way (a directory entry replaces a file or symlink; a file replaces a directory).
+    pub(crate) replace: bool,
 }
 
 impl Tree<'_> {
     /// Makes every component of `rel` a real directory, creating missing ones; refuses a
     /// component that exists as anything else (a symlink above all).
-    fn ensure_dir(&mut self, entry: &str, rel: &Path) -> Result<(), TarError> {
+    pub(crate) fn ensure_dir(&mut self, entry: &str, rel: &Path) -> Result<(), TarError> {
         let mut cur = PathBuf::new();
         for c in rel.components() {
             cur.push(c);
@@ -442,12 +445,17 @@ impl Tree<'_> {
     }
 
     /// Prepares `rel` for a new non-directory entry: real parents, no old file in the way.
-    fn make_room(&mut self, entry: &str, rel: &Path) -> Result<PathBuf, TarError> {
+    pub(crate) fn make_room(&mut self, entry: &str, rel: &Path) -> Result<PathBuf, TarError> {
         if let Some(parent) = rel.parent() {
             self.ensure_dir(entry, parent)?;
         }
         let full = self.root.join(rel);
         match fs::symlink_metadata(&full) {
+            Ok(m) if m.is_dir() && self.replace => {
+                fs::remove_dir_all(&full).map_err(io_err(format!("rm -r {}", full.display())))?;
+                self.forget_under(rel);
+                Ok(full)
+            }
             Ok(m) if m.is_dir() => Err(refuse(
                 entry,
                 "a directory of that name is already in the tarball",
@@ -460,13 +468,21 @@ impl Tree<'_> {
         }
     }
 
+    /// Drops the known directories at and under `rel` (they were removed).
+    pub(crate) fn forget_under(&mut self, rel: &Path) {
+        self.dirs.retain(|d| !d.starts_with(rel));
+    }
+
     /// `rel` is a regular file reached through real directories only.
-    fn is_plain_file(&self, rel: &Path) -> bool {
+    pub(crate) fn is_plain_file(&self, rel: &Path) -> bool {
         let mut cur = PathBuf::new();
         if let Some(parent) = rel.parent() {
             for c in parent.components() {
                 cur.push(c);
-                if !self.dirs.contains(&cur) {
+                let known = self.dirs.contains(&cur)
+                    || (self.replace
+                        && fs::symlink_metadata(self.root.join(&cur)).is_ok_and(|m| m.is_dir()));
+                if !known {
                     return false;
                 }
             }
@@ -483,6 +499,7 @@ pub fn unpack(reader: impl Read, dest: &Path, limits: &Limits) -> Result<Summary
     let mut tree = Tree {
         root: dest,
         dirs: HashSet::new(),
+        replace: false,
     };
     let entries = archive.entries().map_err(io_err("reading the tarball"))?;
     for e in entries {
@@ -547,6 +564,8 @@ pub fn unpack(reader: impl Read, dest: &Path, limits: &Limits) -> Result<Summary
     }
     Ok(sum)
 }
+
+pub mod layer;
 
 #[cfg(test)]
 mod tests;

@@ -57,6 +57,13 @@ struct Args {
     /// the cluster domain; re-read when it changes.
     #[arg(long, default_value = "/etc/resolv.conf")]
     upstream_resolv_conf: PathBuf,
+    /// Collect unused image layers when the state disk is this full (percent, like kubelet's
+    /// `imageGCHighThresholdPercent`).
+    #[arg(long, default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
+    image_gc_high: u8,
+    /// ... until it is under this (percent).
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_low: u8,
     /// Remove what the agent added to the node's network (the nftables table, the pod bridge,
     /// the pods' veth ends, its routes) and exit. Pods' processes are not touched.
     #[arg(long)]
@@ -197,6 +204,27 @@ fn run(args: Args) -> anyhow::Result<()> {
         dns_port: args.dns_port,
         upstream_resolv_conf: args.upstream_resolv_conf.clone(),
     };
+    if args.image_gc_low > args.image_gc_high {
+        anyhow::bail!(
+            "--image-gc-low {} is above --image-gc-high {}: the low mark must not be higher",
+            args.image_gc_low,
+            args.image_gc_high
+        );
+    }
+    let overlay = bramble_worker::sys::layers::overlay_supported();
+    if overlay {
+        tracing::info!("preflight: image pods get overlayfs roots (layers shared on the node)");
+    } else {
+        tracing::warn!(
+            "preflight: no overlayfs in this kernel (/proc/filesystems): image pods get a flattened copy of their image per image under {} (more disk; load the overlay module to share layers)",
+            args.state_dir.join("images").display()
+        );
+    }
+    let images = bramble_worker::agent::NodeImages {
+        overlay,
+        gc_high: args.image_gc_high,
+        gc_low: args.image_gc_low,
+    };
     let cfg = bramble_worker::agent::Config {
         master,
         token,
@@ -206,6 +234,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         poll_interval: Duration::from_secs(1),
         proxy_address: args.proxy_address,
         net,
+        images,
     };
     smol::block_on(bramble_worker::agent::run(cfg, driver))
 }

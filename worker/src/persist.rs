@@ -422,6 +422,21 @@ impl StateDir {
         self.root.join("artifacts")
     }
 
+    /// Unpacked image layers, `<layers>/<sha256>/` (overlayfs format).
+    pub fn layers(&self) -> PathBuf {
+        self.root.join("layers")
+    }
+
+    /// Flattened image trees (nodes without overlayfs), `<images>/<manifest sha256>/`.
+    pub fn images(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    /// Image pods' writable layers, `<pod-roots>/<pod key>/{upper,work}`.
+    pub fn pod_roots(&self) -> PathBuf {
+        self.root.join("pod-roots")
+    }
+
     /// The log root: `<logs>/<ns>_<pod>/<process>.log`.
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")
@@ -581,8 +596,8 @@ mod tests {
     #[test]
     fn header_round_trip_and_version_zero() {
         let bytes = encode(ASSIGNMENT, b"\x2a\x00");
-        assert_eq!(&bytes[..], b"bramble assignment v2\n\x2a\x00");
-        assert_eq!(decode(ASSIGNMENT, &bytes).unwrap(), (2, &b"\x2a\x00"[..]));
+        assert_eq!(&bytes[..], b"bramble assignment v3\n\x2a\x00");
+        assert_eq!(decode(ASSIGNMENT, &bytes).unwrap(), (3, &b"\x2a\x00"[..]));
         // No header: version 0, the whole file.
         assert_eq!(
             decode(ASSIGNMENT, b"\x2a\x00").unwrap(),

@@ -103,6 +103,7 @@ impl LinuxDriver {
         let cfg = RuntimeConfig {
             state_dir: paths.run.pods(),
             cgroup_parent: paths.cgroup_parent.clone(),
+            pod_roots_dir: Some(paths.state.pod_roots()),
             ..Default::default()
         };
         let rt = LinuxRuntime::new(cfg)?;

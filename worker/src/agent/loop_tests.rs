@@ -52,6 +52,7 @@ fn config(state: &std::path::Path) -> Config {
             mode: super::netpath::ServiceProxy::Userspace,
             ..Default::default()
         },
+        images: Default::default(),
     }
 }
 

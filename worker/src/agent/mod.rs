@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod credential;
 pub mod driver;
 pub mod fake;
+pub mod images;
 pub mod info;
 pub mod netpath;
 pub mod state;
@@ -70,6 +71,29 @@ pub struct Config {
     pub proxy_address: std::net::IpAddr,
     /// The kernel network path (nftables, cluster DNS).
     pub net: netpath::NetConfig,
+    /// How images are kept: overlay roots or flattened trees, GC thresholds.
+    pub images: NodeImages,
+}
+
+/// How the node keeps images (`--image-gc-high/low`, overlayfs found at startup).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeImages {
+    /// Pod roots are overlays of the layers (else flattened trees).
+    pub overlay: bool,
+    /// Collect unused layers when the state disk is this full (percent).
+    pub gc_high: u8,
+    /// ... down to this (percent).
+    pub gc_low: u8,
+}
+
+impl Default for NodeImages {
+    fn default() -> NodeImages {
+        NodeImages {
+            overlay: true,
+            gc_high: 85,
+            gc_low: 80,
+        }
+    }
 }
 
 /// Splits the master's subnet list into this node's own subnet and the routes to the others.
@@ -210,7 +234,14 @@ async fn event_loop(
     let mut proxy = crate::proxy::Proxy::with_state(cfg.proxy_address, cfg.state.endpoints());
     let mut net = netpath::NetPath::new(cfg.net.clone(), &cfg.state);
     net.set_endpoints(proxy.endpoints());
-    let mut arts = artifacts::ArtifactCache::new(&cfg.state.artifacts(), cfg.info.arch);
+    let mut arts = artifacts::ArtifactCache::new(&cfg.state.artifacts(), cfg.info.arch)
+        .with_images(artifacts::ImageSettings {
+            layers: cfg.state.layers(),
+            images: cfg.state.images(),
+            overlay: cfg.images.overlay,
+            gc_high: cfg.images.gc_high,
+            gc_low: cfg.images.gc_low,
+        });
     let unpacked = arts.done();
     driver.configure(&desired.config_maps, None);
     if let Some(subnets) = load_network(&cfg.state) {

@@ -178,6 +178,7 @@ impl From<InitConfigV1> for InitConfig {
             privileged: false,
             host_ipc: false,
             cgroup: None,
+            overlay: None,
         }
     }
 }

@@ -219,6 +219,7 @@ impl From<InitConfigV2> for InitConfig {
             privileged: c.privileged,
             host_ipc: c.host_ipc,
             cgroup: c.cgroup,
+            overlay: None,
         }
     }
 }

@@ -102,6 +102,21 @@ pub struct InitConfig {
     pub host_ipc: bool,
     /// The pod's cgroup (its cgroup namespace and `/sys/fs/cgroup`); `None` without cgroups.
     pub cgroup: Option<PodCgroup>,
+    /// An image root: an overlayfs mounted on `rootfs` (which is then an empty mount point).
+    pub overlay: Option<OverlayRoot>,
+}
+
+/// The overlayfs root of a pod with an image.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct OverlayRoot {
+    /// The directory holding the unpacked layers (`<state>/layers`).
+    pub lower_base: String,
+    /// Layer directory names in `lower_base`, top first.
+    pub lowers: Vec<String>,
+    /// The pod's writable layer.
+    pub upper: String,
+    /// overlayfs's work directory (same file system as `upper`).
+    pub work: String,
 }
 
 /// One process, as the init sees it.
@@ -320,6 +335,19 @@ pub enum MountOp {
     RootBind(PathBuf),
     /// A new root for a pod without one: a tmpfs on this directory of the pod's run dir.
     RootTmpfs(PathBuf),
+    /// An image root: overlayfs of read-only layers under a writable upper, on `root`.
+    RootOverlay {
+        /// Mount point (an empty directory of the pod's run dir).
+        root: PathBuf,
+        /// Where the layer directories are.
+        lower_base: PathBuf,
+        /// Layer directory names, top first.
+        lowers: Vec<String>,
+        /// The pod's writable layer.
+        upper: PathBuf,
+        /// overlayfs's work directory.
+        work: PathBuf,
+    },
     /// Bind-mount `src` (a host path) on `dst` with its submounts.
     Bind {
         /// Source.
@@ -468,6 +496,14 @@ pub fn mount_plan(
                 keep_symlink: false,
             });
         }
+    } else if let Some(o) = &cfg.overlay {
+        plan.push(MountOp::RootOverlay {
+            root: root.clone(),
+            lower_base: PathBuf::from(&o.lower_base),
+            lowers: o.lowers.clone(),
+            upper: PathBuf::from(&o.upper),
+            work: PathBuf::from(&o.work),
+        });
     } else {
         plan.push(MountOp::RootBind(root.clone()));
     }
@@ -638,14 +674,14 @@ pub fn mount_plan(
         file: pod_dir.hosts(),
         contents: hosts_file(&cfg.hostname, env),
         dst: at("etc/hosts"),
-        create: new_root,
+        create: new_root || cfg.overlay.is_some(),
     });
     if let Some(contents) = resolv_conf {
         plan.push(MountOp::Hosts {
             file: pod_dir.resolv_conf(),
             contents: contents.to_string(),
             dst: at("etc/resolv.conf"),
-            create: new_root,
+            create: new_root || cfg.overlay.is_some(),
         });
     }
     if new_root {
@@ -658,7 +694,9 @@ pub fn mount_plan(
 /// The root of a plan: where its `RootBind`/`RootTmpfs` mounts.
 fn plan_root(plan: &[MountOp]) -> Option<&Path> {
     plan.iter().find_map(|op| match op {
-        MountOp::RootBind(r) | MountOp::RootTmpfs(r) => Some(r.as_path()),
+        MountOp::RootBind(r) | MountOp::RootTmpfs(r) | MountOp::RootOverlay { root: r, .. } => {
+            Some(r.as_path())
+        }
         _ => None,
     })
 }
@@ -762,6 +800,13 @@ pub fn apply_mounts(plan: &[MountOp]) -> Result<(), Error> {
         match op {
             MountOp::MakePrivate => mount::make_rprivate()?,
             MountOp::RootBind(r) => mount::bind(r, r, true)?,
+            MountOp::RootOverlay {
+                root,
+                lower_base,
+                lowers,
+                upper,
+                work,
+            } => crate::sys::layers::mount_overlay(root, lower_base, lowers, upper, work)?,
             MountOp::RootTmpfs(r) => {
                 std::fs::create_dir_all(r)
                     .map_err(|e| format!("creating the pod's root {}: {e}", r.display()))?;
@@ -965,6 +1010,7 @@ fn op_dst(op: &MountOp) -> Option<&Path> {
         MountOp::MakePrivate
         | MountOp::RootBind(_)
         | MountOp::RootTmpfs(_)
+        | MountOp::RootOverlay { .. }
         | MountOp::PivotRoot(_) => return None,
     })
 }
@@ -1567,6 +1613,7 @@ mod tests {
             privileged: false,
             host_ipc: false,
             cgroup: None,
+            overlay: None,
         }
     }
 
@@ -1594,6 +1641,52 @@ mod tests {
         plan.iter()
             .position(f)
             .unwrap_or_else(|| panic!("not in {plan:#?}"))
+    }
+
+    #[test]
+    fn an_image_pod_gets_an_overlay_root_and_the_usual_rest() {
+        let mut cfg = config(Some("/run/bramble/pods/p/root"), Vec::new());
+        cfg.overlay = Some(OverlayRoot {
+            lower_base: "/var/lib/bramble-worker/layers".into(),
+            lowers: vec!["top".into(), "bottom".into()],
+            upper: "/var/lib/bramble-worker/pod-roots/p/upper".into(),
+            work: "/var/lib/bramble-worker/pod-roots/p/work".into(),
+        });
+        let plan = mount_plan(&cfg, &pod_dir(), true, Some("nameserver 10.43.0.10\n"));
+        let root = Path::new("/run/bramble/pods/p/root");
+        assert_eq!(
+            plan[1],
+            MountOp::RootOverlay {
+                root: root.into(),
+                lower_base: "/var/lib/bramble-worker/layers".into(),
+                lowers: vec!["top".into(), "bottom".into()],
+                upper: "/var/lib/bramble-worker/pod-roots/p/upper".into(),
+                work: "/var/lib/bramble-worker/pod-roots/p/work".into(),
+            }
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|op| matches!(op, MountOp::RootBind(_) | MountOp::RootTmpfs(_)))
+        );
+        assert_eq!(plan_root(&plan), Some(root));
+        // The rest as with any root of its own: /tmp, proc, hosts, resolv.conf, pivot.
+        assert!(plan.contains(&MountOp::Proc(root.join("proc"))));
+        assert!(
+            plan.iter()
+                .any(|op| matches!(op, MountOp::Tmpfs { dst, .. } if dst == &root.join("tmp")))
+        );
+        assert!(plan.iter().any(
+            |op| matches!(op, MountOp::Hosts { dst, .. } if dst == &root.join("etc/resolv.conf"))
+        ));
+        assert_eq!(plan.last(), Some(&MountOp::PivotRoot(root.into())));
+        let without = mount_plan(
+            &config(Some("/run/bramble/pods/p/root"), Vec::new()),
+            &pod_dir(),
+            true,
+            None,
+        );
+        assert_eq!(without[1], MountOp::RootBind(root.into()));
     }
 
     #[test]

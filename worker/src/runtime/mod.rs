@@ -42,6 +42,7 @@
 
 pub mod cgroup;
 pub mod devices;
+pub mod image_config;
 pub mod init;
 pub mod log;
 pub mod probe;
@@ -183,6 +184,9 @@ pub struct RuntimeConfig {
     pub log_cap_bytes: u64,
     /// Size of the `/tmp` tmpfs in pods with a rootfs.
     pub tmp_size_bytes: u64,
+    /// Where image pods' writable layers live (`<dir>/<key>/upper` and `work`, on the state
+    /// disk), removed with the pod; `None`: in the pod's state directory (`<key>/rw`).
+    pub pod_roots_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -195,6 +199,7 @@ impl Default for RuntimeConfig {
             backoff: Backoff::default(),
             log_cap_bytes: 1 << 20,
             tmp_size_bytes: 64 << 20,
+            pod_roots_dir: None,
         }
     }
 }
@@ -214,6 +219,21 @@ pub struct PodToRun {
     /// The `/etc/resolv.conf` of a pod with its own network (the cluster DNS); `None`: the
     /// node's.
     pub resolv_conf: Option<String>,
+    /// The pod's image, if it has one.
+    pub image: Option<PodImage>,
+}
+
+/// What a pod with an `image` runs from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodImage {
+    /// The reference as the pod wrote it (for messages).
+    pub reference: String,
+    /// The image config's defaults ([`image_config::resolve_process`]).
+    pub config: bramble_wire::objects::ImageConfig,
+    /// With overlayfs: the directory holding the unpacked layers and their names in it, top
+    /// first (the overlay's lowers); the pod gets a writable upper of its own. `None`:
+    /// [`PodToRun::rootfs`] is the image's flattened tree, shared read-only.
+    pub overlay: Option<(PathBuf, Vec<String>)>,
 }
 
 impl PodToRun {
@@ -224,7 +244,21 @@ impl PodToRun {
             pod,
             extra_env: Vec::new(),
             resolv_conf: None,
+            image: None,
         }
+    }
+
+    /// Process `p` as it runs: `args` folded into `command`, the image's defaults applied.
+    pub fn resolve_process(
+        &self,
+        p: &bramble_wire::objects::ProcessSpec,
+    ) -> std::result::Result<bramble_wire::objects::ProcessSpec, String> {
+        image_config::resolve_process(
+            p,
+            self.image
+                .as_ref()
+                .map(|i| (i.reference.as_str(), &i.config)),
+        )
     }
 
     /// The environment of process `p`: its own, then the extra variables it does not set.
@@ -427,6 +461,7 @@ struct StartGuard {
     cgroups: Arc<AnyCgroupManager>,
     rel: String,
     state: PathBuf,
+    writable: PathBuf,
     armed: bool,
 }
 
@@ -437,6 +472,7 @@ impl Drop for StartGuard {
             let _ = cg.kill_all(&self.rel);
             let _ = cg.remove(&self.rel);
             let _ = std::fs::remove_dir_all(&self.state);
+            let _ = std::fs::remove_dir_all(&self.writable);
         }
     }
 }
@@ -643,6 +679,14 @@ impl LinuxRuntime {
         par_map(joined, START_THREADS, |p| p.and_then(|p| self.finish(p)))
     }
 
+    /// Where pod `key`'s writable root layer lives.
+    fn writable_dir(&self, key: &PodKey) -> PathBuf {
+        match &self.cfg.pod_roots_dir {
+            Some(d) => d.join(key.to_string()),
+            None => self.cfg.state_dir.join(key.to_string()).join("rw"),
+        }
+    }
+
     /// Phase one of a start: everything up to the paused init (born in its cgroup on v2).
     fn prepare(
         &self,
@@ -679,10 +723,12 @@ impl LinuxRuntime {
         }
         let rel = self.rel(&key);
         let cg = self.cgroups.as_dyn();
+        let writable = self.writable_dir(&key);
         let guard = StartGuard {
             cgroups: Arc::clone(&self.cgroups),
             rel: rel.clone(),
             state: state.clone(),
+            writable: writable.clone(),
             armed: true,
         };
         std::fs::create_dir_all(&state).map_err(io("mkdir", &state))?;
@@ -707,10 +753,11 @@ impl LinuxRuntime {
                 cg.create(&leaf, &p.resources)?;
             }
             let s = |p: PathBuf| p.to_string_lossy().into_owned();
+            let spec = run.resolve_process(p).map_err(|e| invalid(&e))?;
             processes.push(InitProcess {
                 spec: ProcessSpec {
-                    env: run.env_of(p),
-                    ..p.clone()
+                    env: run.env_of(&spec),
+                    ..spec
                 },
                 // Processes sharing the init's leaf inherit it through fork: joining it again
                 // would cost a cgroup migration (an RCU grace period on v1) per start.
@@ -742,12 +789,37 @@ impl LinuxRuntime {
         } else {
             None
         };
+        // An image root: overlayfs of the layers with a writable upper of the pod's own.
+        let (rootfs, overlay) = match run.image.as_ref().and_then(|i| i.overlay.as_ref()) {
+            Some((base, lowers)) => {
+                let upper = writable.join("upper");
+                let work = writable.join("work");
+                let _ = std::fs::remove_dir_all(&writable);
+                for d in [&upper, &work] {
+                    std::fs::create_dir_all(d).map_err(io("mkdir", d))?;
+                }
+                let root = init::new_root_dir(&pod_dir);
+                std::fs::create_dir_all(&root).map_err(io("mkdir", &root))?;
+                let s = |p: &Path| p.to_string_lossy().into_owned();
+                (
+                    Some(s(&root)),
+                    Some(init::OverlayRoot {
+                        lower_base: s(base),
+                        lowers: lowers.clone(),
+                        upper: s(&upper),
+                        work: s(&work),
+                    }),
+                )
+            }
+            None => (run.rootfs.clone(), None),
+        };
         let b = &self.cfg.backoff;
         let icfg = InitConfig {
             hostname: pod.meta.name.clone(),
             processes,
             restart_policy: pod.spec.restart_policy,
-            rootfs: run.rootfs.clone(),
+            rootfs,
+            overlay,
             private_network: pod.spec.network != NetworkMode::Host,
             volumes: pod.spec.volumes.clone(),
             empty_dir_base: empty_dirs.to_string_lossy().into_owned(),
@@ -878,6 +950,7 @@ impl LinuxRuntime {
             key,
             rel,
             state,
+            writable: guard.writable.clone(),
             init_pid: pid,
             started_ms,
             child: true,
@@ -921,6 +994,7 @@ impl LinuxRuntime {
             out.push(PodHandle {
                 ip,
                 names,
+                writable: self.writable_dir(&key),
                 rel: self.rel(&key),
                 key,
                 state,
@@ -932,6 +1006,16 @@ impl LinuxRuntime {
                 cgroups: Arc::clone(&self.cgroups),
                 cache: Default::default(),
             });
+        }
+        // Writable roots of pods that are gone (the run dir is a tmpfs: after a reboot).
+        if let Some(Ok(rd)) = self.cfg.pod_roots_dir.as_ref().map(std::fs::read_dir) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                if !out.iter().any(|h| name == h.key.to_string().as_str()) {
+                    tracing::info!(dir = %e.path().display(), "removing the writable root of a pod that is gone");
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
         }
         let cg = self.cgroups.as_dyn();
         for child in cg.children(&self.cfg.cgroup_parent) {
@@ -953,6 +1037,8 @@ pub struct PodHandle {
     key: PodKey,
     rel: String,
     state: PathBuf,
+    /// The writable layer of an image root (`<pod_roots_dir>/<key>`), if any.
+    writable: PathBuf,
     init_pid: i32,
     started_ms: u64,
     child: bool,
@@ -1232,6 +1318,17 @@ impl PodHandle {
         }
         let status = self.status();
         cg.remove(&self.rel)?;
+        match std::fs::remove_dir_all(&self.writable) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(RuntimeError::Io {
+                    op: "remove",
+                    path: self.writable.clone(),
+                    err: e,
+                });
+            }
+        }
         match std::fs::remove_dir_all(&self.state) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -14,6 +14,8 @@
 //!   the cgroup namespace, `pivot_root`; hostname; loopback up.
 //! - [`net`]: non-blocking TCP connects and `poll` for the pod init's probes.
 //! - [`process`]: signals, `waitpid`, `pidfd`, `poll`, `signalfd` and reading `/proc`.
+//! - [`layers`]: overlayfs whiteouts (mknod 0:0, the opaque xattr), the overlay root mount,
+//!   overlayfs detection and `statvfs` of the state disk.
 //! - [`bpf`]: loading a cgroup v2 device program (`bpf(BPF_PROG_LOAD)`) and attaching it to a
 //!   pod's cgroup (`BPF_PROG_ATTACH`, `BPF_CGROUP_DEVICE`).
 //! - [`seccomp`]: installing a prepared seccomp filter (raw `seccomp(2)`, in the fork child).
@@ -27,6 +29,7 @@
 pub mod bpf;
 pub mod caps;
 pub mod fs;
+pub mod layers;
 pub mod mount;
 pub mod net;
 pub mod netlink;

@@ -82,6 +82,7 @@ pub fn config(state: &Path, parent: &str) -> RuntimeConfig {
         },
         log_cap_bytes: 64 * 1024,
         tmp_size_bytes: 8 << 20,
+        pod_roots_dir: None,
     }
 }
 

@@ -132,6 +132,7 @@ pub fn init_config() -> InitConfig {
         privileged: false,
         host_ipc: false,
         cgroup: None,
+        overlay: None,
     }
 }
 
