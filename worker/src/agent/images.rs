@@ -100,9 +100,20 @@ pub fn compression(c: LayerCompression) -> Compression {
     }
 }
 
-/// Bounds on one layer: at most 8 GiB expanded, and never more than the disk has free.
-pub fn layer_limits(free_bytes: Option<u64>) -> Limits {
-    let total = free_bytes.map_or(8 << 30, |f| f.min(8 << 30));
+/// How far a layer may expand: 100 times its compressed size plus 256 MiB (real layers expand
+/// 2–10 times; a gzip bomb of zeros a thousand times), at most 8 GiB.
+pub fn max_expanded(compressed: u64) -> u64 {
+    compressed
+        .saturating_mul(100)
+        .saturating_add(256 << 20)
+        .min(8 << 30)
+}
+
+/// Bounds on one layer of `compressed` bytes: [`max_expanded`], and never more than the disk
+/// has free.
+pub fn layer_limits(free_bytes: Option<u64>, compressed: u64) -> Limits {
+    let cap = max_expanded(compressed);
+    let total = free_bytes.map_or(cap, |f| f.min(cap));
     Limits {
         max_entry_bytes: total,
         max_total_bytes: total,
@@ -125,7 +136,8 @@ pub fn storage_full_message(reference: &str, what: &str, dir: &Path) -> String {
 
 /// The verify-and-unpack thread's work for a layer: hash `<sha>.partial`, then (overlay)
 /// unpack it into `<sha>/` and drop it, or (flatten) keep it as `<sha>.blob`. A hash mismatch
-/// discards the file; an unpack error keeps the verified blob (a retry does not download again).
+/// discards the file; a full disk keeps the verified blob (a retry does not download again), any
+/// other unpack error (a bomb, an unsafe entry) discards it too.
 pub fn verify_and_unpack_layer(
     dir: &Path,
     sha256: &str,
@@ -150,8 +162,9 @@ pub fn verify_and_unpack_layer(
     }
     let free = crate::sys::layers::disk_usage(dir).ok().map(|u| u.free);
     let f = fs::File::open(&partial).map_err(|e| format!("open {}: {e}", partial.display()))?;
+    let compressed = f.metadata().map(|m| m.len()).unwrap_or(0);
     let opts = LayerOptions {
-        limits: layer_limits(free),
+        limits: layer_limits(free, compressed),
         keep_owners: crate::sys::process::is_root(),
     };
     let mut w = crate::sys::layers::OverlayWhiteouts;
@@ -169,10 +182,15 @@ pub fn verify_and_unpack_layer(
             }
             Ok(())
         }
+        // A full disk may pass: keep the verified blob, so a retry does not download it again.
         Err(bramble_artifact::TarError::Io { err, .. }) if storage_full(&err) => Err(
             storage_full_message(reference, &format!("layer {short}"), dir),
         ),
-        Err(e) => Err(format!("image {reference}: layer {short}: {e}")),
+        // Anything else is in the layer's bytes (fixed by its digest): nothing of it is kept.
+        Err(e) => {
+            let _ = fs::remove_file(&partial);
+            Err(format!("image {reference}: layer {short}: {e}"))
+        }
     }
 }
 
@@ -191,7 +209,7 @@ pub fn flatten_image(
     fs::create_dir_all(&tmp).map_err(|e| format!("mkdir {}: {e}", tmp.display()))?;
     let free = crate::sys::layers::disk_usage(images).ok().map(|u| u.free);
     let opts = LayerOptions {
-        limits: layer_limits(free),
+        limits: layer_limits(free, v.size()),
         keep_owners: crate::sys::process::is_root(),
     };
     let r = (|| {
@@ -339,8 +357,17 @@ mod tests {
 
     #[test]
     fn limits_follow_the_free_space() {
-        assert_eq!(layer_limits(Some(1 << 20)).max_total_bytes, 1 << 20);
-        assert_eq!(layer_limits(None).max_total_bytes, 8 << 30);
-        assert_eq!(layer_limits(Some(1 << 40)).max_total_bytes, 8 << 30);
+        assert_eq!(
+            layer_limits(Some(1 << 20), 1 << 30).max_total_bytes,
+            1 << 20
+        );
+        assert_eq!(layer_limits(None, 1 << 30).max_total_bytes, 8 << 30);
+        assert_eq!(
+            layer_limits(Some(1 << 40), 1 << 30).max_total_bytes,
+            8 << 30
+        );
+        // An 8 MiB gzip bomb stops at 1056 MiB, a 10 MiB layer may hold 1256 MiB.
+        assert_eq!(layer_limits(None, 8 << 20).max_total_bytes, 1056 << 20);
+        assert_eq!(max_expanded(10 << 20), 1256 << 20);
     }
 }
