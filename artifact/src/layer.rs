@@ -20,7 +20,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::{Limits, Plan, Summary, TarError, Tree, classify, io_err, normalize, refuse};
@@ -334,23 +334,7 @@ fn extract(
                 Some(path)
             }
             Plan::File { path, mode, size } => {
-                let full = tree.make_room(&name, &path)?;
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode)
-                    .open(&full)
-                    .map_err(io_err(format!("create {}", full.display())))?;
-                let n = io::copy(&mut (&mut e).take(size), &mut f)
-                    .map_err(io_err(format!("reading {name:?} from the layer")))?;
-                if n != size {
-                    return Err(refuse(
-                        &name,
-                        format!("the layer ends inside it ({n} of {size} bytes)"),
-                    ));
-                }
-                f.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(io_err(format!("chmod {}", full.display())))?;
+                let f = tree.extract_file(&name, &path, mode, size, &mut e, "layer")?;
                 // Files keep their time (Python compares a .pyc's source mtime, build caches too).
                 if let Ok(t) = e.header().mtime() {
                     let _ =

@@ -468,6 +468,39 @@ impl Tree<'_> {
         }
     }
 
+    /// Creates the regular file `rel` (never through a symlink: `O_CREAT|O_EXCL` after
+    /// [`Tree::make_room`]) with `mode` and copies exactly `size` bytes of `r` into it; `what`
+    /// names the archive in messages (`tarball`, `layer`).
+    pub(crate) fn extract_file(
+        &mut self,
+        entry: &str,
+        rel: &Path,
+        mode: u32,
+        size: u64,
+        r: &mut impl Read,
+        what: &str,
+    ) -> Result<fs::File, TarError> {
+        let full = self.make_room(entry, rel)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&full)
+            .map_err(io_err(format!("create {}", full.display())))?;
+        let n = io::copy(&mut r.take(size), &mut f)
+            .map_err(io_err(format!("reading {entry:?} from the {what}")))?;
+        if n != size {
+            return Err(refuse(
+                entry,
+                format!("the {what} ends inside it ({n} of {size} bytes)"),
+            ));
+        }
+        // The umask may have cut bits from `mode`.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_err(format!("chmod {}", full.display())))?;
+        Ok(f)
+    }
+
     /// Drops the known directories at and under `rel` (they were removed).
     pub(crate) fn forget_under(&mut self, rel: &Path) {
         self.dirs.retain(|d| !d.starts_with(rel));
@@ -521,24 +554,7 @@ pub fn unpack(reader: impl Read, dest: &Path, limits: &Limits) -> Result<Summary
                     .map_err(io_err(format!("chmod {}", full.display())))?;
             }
             Plan::File { path, mode, size } => {
-                let full = tree.make_room(&name, &path)?;
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode)
-                    .open(&full)
-                    .map_err(io_err(format!("create {}", full.display())))?;
-                let n = io::copy(&mut (&mut e).take(size), &mut f)
-                    .map_err(io_err(format!("reading {name:?} from the tarball")))?;
-                if n != size {
-                    return Err(refuse(
-                        &name,
-                        format!("the tarball ends inside it ({n} of {size} bytes)"),
-                    ));
-                }
-                // The umask may have cut bits from `mode`.
-                f.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(io_err(format!("chmod {}", full.display())))?;
+                tree.extract_file(&name, &path, mode, size, &mut e, "tarball")?;
             }
             Plan::Symlink { path, target } => {
                 let full = tree.make_room(&name, &path)?;
