@@ -1,7 +1,7 @@
 //! `bramble artifact push|list`: uploads a tarball in 32 KiB chunks, a few in flight, resuming
 //! from what the master already holds; a progress bar when stderr is a terminal.
 
-use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::io::{IsTerminal, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use bramble_artifact::CHUNK;
@@ -170,47 +170,31 @@ pub async fn push(
         None
     };
     f.seek(SeekFrom::Start(start)).map_err(open)?;
-    let mut sent = start;
-    let mut acked = start;
-    let mut pending: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
-    let mut buf = vec![0u8; CHUNK];
-    while acked < size {
-        // Keep a few chunks in flight.
-        while sent < size && pending.len() < IN_FLIGHT {
-            let want = (size - sent).min(CHUNK as u64) as usize;
-            f.read_exact(&mut buf[..want]).map_err(open)?;
-            let id = c
-                .start(RequestBody::ArtifactChunk {
-                    sha256: sha256.clone(),
-                    offset: sent,
-                    data: buf[..want].to_vec(),
-                })
-                .await?;
-            pending.push_back(id);
-            sent += want as u64;
+    let sent = send_chunks(
+        c,
+        start,
+        size,
+        &mut f,
+        |offset, data| RequestBody::ArtifactChunk {
+            sha256: sha256.clone(),
+            offset,
+            data,
+        },
+        |acked| {
+            if let Some(b) = &bar {
+                b.set_position(acked);
+            }
+        },
+    )
+    .await;
+    if let Err(e) = sent {
+        if let Some(b) = &bar {
+            b.abandon();
         }
-        let Some(id) = pending.pop_front() else { break };
-        let r = loop {
-            let r = c.next().await?;
-            if r.id == id {
-                break r;
-            }
-        };
-        match r.body {
-            ResponseBody::ArtifactProgress { offset } => {
-                acked = offset;
-                if let Some(b) = &bar {
-                    b.set_position(acked);
-                }
-            }
-            ResponseBody::Error(e) => {
-                if let Some(b) = &bar {
-                    b.abandon();
-                }
-                return Err(ClientError::Api(e));
-            }
-            _ => return Err(usage("unexpected answer to ArtifactChunk".into())),
-        }
+        return Err(match e {
+            ChunkError::Read(e) => open(e),
+            ChunkError::Client(e) => e,
+        });
     }
     if let Some(b) = &bar {
         b.finish_and_clear();
@@ -241,4 +225,63 @@ mod tests {
         assert_eq!(default_name(Path::new("busybox.tar.gz")), "busybox");
         assert_eq!(default_name(Path::new("web")), "web");
     }
+}
+
+/// Why [`send_chunks`] stopped.
+#[derive(Debug)]
+pub(crate) enum ChunkError {
+    /// Reading the source failed.
+    Read(std::io::Error),
+    /// The master refused a chunk, or the connection failed.
+    Client(ClientError),
+}
+
+/// Sends bytes `from..size` of `r` (positioned at `from`) in [`CHUNK`]-byte requests made by
+/// `chunk(offset, data)`, [`IN_FLIGHT`] of them ahead, each answered by
+/// `ArtifactProgress { offset }` (`acked` sees each answer's offset); returns once the master
+/// acknowledged `size` bytes.
+pub(crate) async fn send_chunks(
+    c: &mut Client,
+    from: u64,
+    size: u64,
+    r: &mut impl std::io::Read,
+    chunk: impl Fn(u64, Vec<u8>) -> RequestBody,
+    mut acked: impl FnMut(u64),
+) -> Result<(), ChunkError> {
+    let mut sent = from;
+    let mut held = from;
+    let mut pending: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
+    let mut buf = vec![0u8; CHUNK];
+    while held < size {
+        while sent < size && pending.len() < IN_FLIGHT {
+            let want = (size - sent).min(CHUNK as u64) as usize;
+            r.read_exact(&mut buf[..want]).map_err(ChunkError::Read)?;
+            let id = c
+                .start(chunk(sent, buf[..want].to_vec()))
+                .await
+                .map_err(ChunkError::Client)?;
+            pending.push_back(id);
+            sent += want as u64;
+        }
+        let Some(id) = pending.pop_front() else { break };
+        let resp = loop {
+            let resp = c.next().await.map_err(ChunkError::Client)?;
+            if resp.id == id {
+                break resp;
+            }
+        };
+        match resp.body {
+            ResponseBody::ArtifactProgress { offset } => {
+                held = offset;
+                acked(held);
+            }
+            ResponseBody::Error(e) => return Err(ChunkError::Client(ClientError::Api(e))),
+            _ => {
+                return Err(ChunkError::Client(usage(
+                    "unexpected answer to an upload chunk".into(),
+                )));
+            }
+        }
+    }
+    Ok(())
 }

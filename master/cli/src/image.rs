@@ -4,18 +4,14 @@
 //! progress; `ls` (= `bramble get images`) adds the pods using each image.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use bramble_artifact::CHUNK;
 use bramble_image::archive::{Blob, ImageArchive};
 use bramble_wire::msg::{RequestBody, ResponseBody};
 use bramble_wire::objects::{Image, Kind, Object};
 
 use super::{Client, ClientError, usage};
-
-/// Chunks sent ahead of the master's answers.
-const IN_FLIGHT: usize = 8;
 
 /// `bramble image ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -323,44 +319,28 @@ async fn upload(
     if start >= blob.size {
         return Ok(blob.size);
     }
-    let read_err = |e: std::io::Error| usage(format!("cannot read the archive: {e}"));
     let mut r = archive.reader(blob, start);
-    let mut sent = start;
-    let mut acked = start;
-    let mut pending = std::collections::VecDeque::new();
-    let mut buf = vec![0u8; CHUNK];
-    while acked < blob.size {
-        while sent < blob.size && pending.len() < IN_FLIGHT {
-            let want = (blob.size - sent).min(CHUNK as u64) as usize;
-            r.read_exact(&mut buf[..want]).map_err(read_err)?;
-            let id = c
-                .start(RequestBody::BlobChunk {
-                    sha256: blob.sha256.clone(),
-                    offset: sent,
-                    data: buf[..want].to_vec(),
-                })
-                .await?;
-            pending.push_back(id);
-            sent += want as u64;
-        }
-        let Some(id) = pending.pop_front() else { break };
-        let resp = loop {
-            let resp = c.next().await?;
-            if resp.id == id {
-                break resp;
+    super::artifact::send_chunks(
+        c,
+        start,
+        blob.size,
+        &mut r,
+        |offset, data| RequestBody::BlobChunk {
+            sha256: blob.sha256.clone(),
+            offset,
+            data,
+        },
+        |acked| {
+            if let Some(b) = bar {
+                b.set_position(base + acked);
             }
-        };
-        match resp.body {
-            ResponseBody::ArtifactProgress { offset } => {
-                acked = offset;
-                if let Some(b) = bar {
-                    b.set_position(base + acked);
-                }
-            }
-            ResponseBody::Error(e) => return Err(ClientError::Api(e)),
-            _ => return Err(usage("unexpected answer to BlobChunk".into())),
-        }
-    }
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        super::artifact::ChunkError::Read(e) => usage(format!("cannot read the archive: {e}")),
+        super::artifact::ChunkError::Client(e) => e,
+    })?;
     Ok(start)
 }
 
