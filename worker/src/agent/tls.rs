@@ -10,7 +10,14 @@
 //! embedded-tls speaks embedded-io-async and its split reader/writer borrow the connection's
 //! buffers, so one task owns the TLS connection and pumps plaintext to a Unix socket pair; the
 //! agent's framing code runs unchanged on the other end.
+//!
+//! Bulk downloads (artifacts, image layers) go through here, so the pump keeps system calls per
+//! byte low: TCP is read [`RX_BUF`] bytes at a time ([`Io`] buffers them: embedded-tls itself
+//! asks for a 5-byte record header, then for the record), and the records already received
+//! whole are decrypted and written to the socket pair in one write of up to [`STAGE`] bytes.
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use async_net::TcpStream;
@@ -23,12 +30,19 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use p256::ecdsa::signature::Verifier as _;
 use sha2::{Digest, Sha256};
 
-/// Plaintext bytes the master puts in one record at most (its `MAX_FRAGMENT`).
-const MASTER_MAX_FRAGMENT: usize = 4096;
-/// Receive buffer: one record of the master's plus header, content type, tag and slack.
-const READ_BUF: usize = MASTER_MAX_FRAGMENT + 256;
-/// Send buffer: records of up to 4 KiB.
-const WRITE_BUF: usize = 4096 + embedded_tls::TLS_RECORD_OVERHEAD;
+/// Plaintext bytes in one TLS record at most (TLS's own limit; the master caps its records at
+/// 4 KiB today, its `MAX_FRAGMENT`, but a receive buffer of the full size costs 12 KiB and
+/// accepts any server).
+const MAX_RECORD: usize = 16 * 1024;
+/// Receive buffer: one record plus header, content type, tag and slack (the 16640 bytes
+/// embedded-tls asks for).
+const READ_BUF: usize = MAX_RECORD + 256;
+/// Send buffer: records of up to 16 KiB.
+const WRITE_BUF: usize = MAX_RECORD + embedded_tls::TLS_RECORD_OVERHEAD;
+/// Bytes read from TCP at once.
+const RX_BUF: usize = 64 * 1024;
+/// Most plaintext the pump gathers for one write to the socket pair.
+const STAGE: usize = 64 * 1024;
 
 /// The DER prefix of a P-256 SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, BIT STRING of 66
 /// bytes with no unused bits); the 65-byte uncompressed point follows.
@@ -237,27 +251,91 @@ impl CryptoProvider for Provider {
     }
 }
 
-/// A futures-io stream seen as embedded-io-async.
+/// Bytes read from TCP and not yet handed to embedded-tls.
+#[derive(Debug)]
+struct RxBuf {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+impl RxBuf {
+    fn new() -> Rc<RefCell<RxBuf>> {
+        Rc::new(RefCell::new(RxBuf {
+            buf: vec![0u8; RX_BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }))
+    }
+
+    fn held(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Whether a whole TLS record (header and body) is already here: reading it cannot block.
+    fn has_record(&self) -> bool {
+        match self.held() {
+            [_, _, _, hi, lo, body @ ..] => {
+                body.len() >= usize::from(u16::from_be_bytes([*hi, *lo]))
+            }
+            _ => false,
+        }
+    }
+
+    /// Copies out what is held, at most `out.len()` bytes.
+    fn take_into(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.end - self.start);
+        out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+        self.start += n;
+        n
+    }
+}
+
+/// A TCP stream seen as embedded-io-async, with reads buffered in an [`RxBuf`] (shared by the
+/// clones the split connection makes: only the reader reads).
 #[derive(Clone)]
-struct Io(TcpStream);
+struct Io {
+    tcp: TcpStream,
+    rx: Rc<RefCell<RxBuf>>,
+}
 
 impl embedded_io::ErrorType for Io {
     type Error = std::io::Error;
 }
 
 impl embedded_io_async::Read for Io {
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, std::io::Error> {
-        self.0.read(buf).await
+    async fn read(&mut self, out: &mut [u8]) -> Result<usize, std::io::Error> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        {
+            let mut rx = self.rx.borrow_mut();
+            if rx.start < rx.end {
+                return Ok(rx.take_into(out));
+            }
+        }
+        // Empty: refill with one read (the buffer is lent out meanwhile; a read cancelled
+        // mid-way leaves an empty one, replaced here).
+        let mut buf = std::mem::take(&mut self.rx.borrow_mut().buf);
+        if buf.is_empty() {
+            buf = vec![0u8; RX_BUF].into_boxed_slice();
+        }
+        let r = self.tcp.read(&mut buf).await;
+        let mut rx = self.rx.borrow_mut();
+        rx.buf = buf;
+        rx.start = 0;
+        rx.end = r?;
+        Ok(rx.take_into(out))
     }
 }
 
 impl embedded_io_async::Write for Io {
     async fn write(&mut self, buf: &[u8]) -> Result<usize, std::io::Error> {
-        self.0.write(buf).await
+        self.tcp.write(buf).await
     }
 
     async fn flush(&mut self) -> Result<(), std::io::Error> {
-        self.0.flush().await
+        self.tcp.flush().await
     }
 }
 
@@ -339,8 +417,13 @@ pub async fn connect(addr: &str, pin: [u8; 32]) -> Result<Connected, ConnectErro
     let run = move || async move {
         let mut rbuf = vec![0u8; READ_BUF];
         let mut wbuf = vec![0u8; WRITE_BUF];
+        let rx = RxBuf::new();
+        let io = Io {
+            tcp,
+            rx: rx.clone(),
+        };
         let mut conn: TlsConnection<'_, Io, Aes128GcmSha256> =
-            TlsConnection::new(Io(tcp), &mut rbuf, &mut wbuf);
+            TlsConnection::new(io, &mut rbuf, &mut wbuf);
         let config = TlsConfig::new().with_server_name("bramble-master");
         let mut provider = Provider {
             rng: rand_core::OsRng,
@@ -371,7 +454,7 @@ pub async fn connect(addr: &str, pin: [u8; 32]) -> Result<Connected, ConnectErro
         let ok = result.is_ok();
         let _ = done_tx.send(result).await;
         if ok {
-            pump(conn, theirs).await;
+            pump(conn, &rx, theirs).await;
         }
     };
     std::thread::Builder::new()
@@ -408,24 +491,37 @@ fn tls_error(e: TlsError) -> String {
 }
 
 /// Carries bytes both ways until either side closes.
-async fn pump(mut conn: TlsConnection<'_, Io, Aes128GcmSha256>, plain: UnixStream) {
+async fn pump(
+    mut conn: TlsConnection<'_, Io, Aes128GcmSha256>,
+    rx: &RefCell<RxBuf>,
+    plain: UnixStream,
+) {
     let (mut tls_r, mut tls_w) = conn.split();
     let mut plain_r = plain.clone();
     let mut plain_w = plain;
     let down = async {
-        let mut buf = vec![0u8; 4096];
-        loop {
-            let n = match embedded_io_async::Read::read(&mut tls_r, &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            if plain_w.write_all(&buf[..n]).await.is_err() {
+        let mut stage: Vec<u8> = Vec::with_capacity(STAGE);
+        'conn: loop {
+            // One record (waiting for it if need be), then those already received whole, up
+            // to STAGE bytes: one write for them all.
+            loop {
+                let Ok(mut record) = tls_r.read_buffered().await else {
+                    break 'conn;
+                };
+                stage.extend_from_slice(record.pop_all());
+                drop(record);
+                if stage.len() + MAX_RECORD > STAGE || !rx.borrow().has_record() {
+                    break;
+                }
+            }
+            if plain_w.write_all(&stage).await.is_err() {
                 break;
             }
+            stage.clear();
         }
     };
     let up = async {
-        let mut buf = vec![0u8; 4096];
+        let mut buf = vec![0u8; MAX_RECORD];
         loop {
             let n = match plain_r.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -447,6 +543,31 @@ async fn pump(mut conn: TlsConnection<'_, Io, Aes128GcmSha256>, plain: UnixStrea
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_records_are_told_from_partial_ones() {
+        let rx = RxBuf::new();
+        let fill = |bytes: &[u8]| {
+            let mut r = rx.borrow_mut();
+            r.buf[..bytes.len()].copy_from_slice(bytes);
+            r.start = 0;
+            r.end = bytes.len();
+        };
+        fill(&[]);
+        assert!(!rx.borrow().has_record());
+        fill(&[23, 3, 3, 0]);
+        assert!(!rx.borrow().has_record());
+        fill(&[23, 3, 3, 0, 3, 1, 2]);
+        assert!(!rx.borrow().has_record());
+        fill(&[23, 3, 3, 0, 3, 1, 2, 3]);
+        assert!(rx.borrow().has_record());
+        fill(&[23, 3, 3, 1, 0, 1, 2, 3]);
+        assert!(!rx.borrow().has_record(), "256 bytes announced");
+        let mut out = [0u8; 3];
+        assert_eq!(rx.borrow_mut().take_into(&mut out), 3);
+        assert_eq!(out, [23, 3, 3]);
+        assert_eq!(rx.borrow().held(), &[1, 0, 1, 2, 3]);
+    }
 
     #[test]
     fn pins_parse() {
