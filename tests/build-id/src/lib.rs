@@ -41,7 +41,7 @@ pub const BRAMBLE: Binary = Binary {
 pub const BRAMBLE_WORKER: Binary = Binary {
     name: "bramble-worker",
     package: "bramble-worker",
-    crates: &["worker", "wire", "artifact"],
+    crates: &["worker", "worker/tls", "wire", "artifact"],
 };
 
 /// Every binary the test harness starts.
