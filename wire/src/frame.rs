@@ -185,6 +185,15 @@ impl<B: FrameBuf> Decoder<B> {
         Ok((used, None))
     }
 
+    /// The body of the frame [`Decoder::feed`] completed last (empty before then).
+    pub fn body(&self) -> &[u8] {
+        if self.state == State::Done {
+            self.buf.bytes()
+        } else {
+            &[]
+        }
+    }
+
     fn fail<T>(&mut self, e: WireError) -> Result<T, WireError> {
         self.state = State::Failed;
         self.buf.clear();

@@ -45,7 +45,7 @@ impl From<WireError> for IoError {
 }
 
 /// Reads frames from a byte stream, buffering at most one frame body of `max` bytes plus a
-/// small read buffer.
+/// read buffer (8 KiB; [`FrameReader::with_read_buf`] sets it).
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
@@ -58,10 +58,16 @@ pub struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Wraps `inner`, accepting bodies of at most `max` bytes.
     pub fn new(inner: R, max: usize) -> Self {
+        Self::with_read_buf(inner, max, 8 * 1024)
+    }
+
+    /// Like [`FrameReader::new`], reading up to `read_buf` bytes from the stream at once (a
+    /// receiver of bulk data wants one `read` per frame or less).
+    pub fn with_read_buf(inner: R, max: usize, read_buf: usize) -> Self {
         FrameReader {
             inner,
             decoder: Decoder::new(Vec::new(), max),
-            buf: vec![0u8; 8 * 1024].into_boxed_slice(),
+            buf: vec![0u8; read_buf.max(1)].into_boxed_slice(),
             start: 0,
             end: 0,
         }
@@ -70,12 +76,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Reads the next frame body. `Ok(None)` means the peer closed the stream cleanly between
     /// frames; a close in the middle of a frame is [`WireError::Truncated`].
     pub async fn next_frame(&mut self) -> Result<Option<Vec<u8>>, IoError> {
+        Ok(self.next_body().await?.map(<[u8]>::to_vec))
+    }
+
+    /// Reads the next frame body into the decoder's buffer and lends it (no copy).
+    async fn next_body(&mut self) -> Result<Option<&[u8]>, IoError> {
         loop {
             if self.start < self.end {
-                let (used, body) = self.decoder.feed(&self.buf[self.start..self.end])?;
+                let (used, done) = {
+                    let (used, body) = self.decoder.feed(&self.buf[self.start..self.end])?;
+                    (used, body.is_some())
+                };
                 self.start += used;
-                if let Some(body) = body {
-                    return Ok(Some(body.to_vec()));
+                if done {
+                    return Ok(Some(self.decoder.body()));
                 }
             }
             let n = self.inner.read(&mut self.buf).await?;
@@ -91,10 +105,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Reads and decodes the next message.
+    /// Reads and decodes the next message, straight from the frame buffer.
     pub async fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<T>, IoError> {
-        match self.next_frame().await? {
-            Some(body) => Ok(Some(frame::decode(&body)?)),
+        match self.next_body().await? {
+            Some(body) => Ok(Some(frame::decode(body)?)),
             None => Ok(None),
         }
     }

@@ -50,6 +50,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "alloc")]
+pub mod bytes;
 pub mod core_msg;
 mod error;
 pub mod frame;

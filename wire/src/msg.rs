@@ -48,6 +48,7 @@ pub struct LogChunk {
     /// The request this answers.
     pub request: u32,
     /// Bytes, at most a few KiB.
+    #[serde(with = "crate::bytes")]
     pub data: Vec<u8>,
 }
 
@@ -130,6 +131,7 @@ pub enum NodeDown {
         /// The request.
         request: u32,
         /// Bytes from the requested offset (empty at the end of the file).
+        #[serde(with = "crate::bytes")]
         data: Vec<u8>,
         /// Why the read failed, if it did.
         error: Option<String>,
@@ -256,6 +258,7 @@ pub enum RequestBody {
         /// Offset of `data` (must equal the bytes held so far).
         offset: u64,
         /// Bytes (at most 32 KiB).
+        #[serde(with = "crate::bytes")]
         data: Vec<u8>,
     },
     /// Create a join token (admin only).
@@ -295,6 +298,7 @@ pub enum RequestBody {
         /// Offset of `data` (must equal the bytes held so far).
         offset: u64,
         /// Bytes (at most 32 KiB).
+        #[serde(with = "crate::bytes")]
         data: Vec<u8>,
     },
     /// Record an image whose blobs were uploaded (`bramble image import`): the master reads the
@@ -443,7 +447,7 @@ pub enum ResponseBody {
         revision: u64,
     },
     /// Log bytes.
-    Log(Vec<u8>),
+    Log(#[serde(with = "crate::bytes")] Vec<u8>),
     /// The end of a stream.
     End,
     /// The call failed.

@@ -41,7 +41,7 @@ pub const BRAMBLE: Binary = Binary {
 pub const BRAMBLE_WORKER: Binary = Binary {
     name: "bramble-worker",
     package: "bramble-worker",
-    crates: &["worker", "wire", "artifact"],
+    crates: &["worker", "worker/tls", "wire", "artifact"],
 };
 
 /// Every binary the test harness starts.
@@ -280,7 +280,7 @@ mod tests {
     fn the_id_changes_with_a_source_file() {
         let tmp = std::env::temp_dir().join(format!("bramble-build-id-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
-        for c in ["worker", "wire", "artifact"] {
+        for c in ["worker", "worker/tls", "wire", "artifact"] {
             std::fs::create_dir_all(tmp.join(c).join("src")).unwrap();
             std::fs::write(tmp.join(c).join("Cargo.toml"), "[package]\n").unwrap();
             std::fs::write(tmp.join(c).join("src/lib.rs"), "").unwrap();

@@ -506,7 +506,8 @@ async fn session(
     let conn = tls::connect(&cfg.master, pin).await?;
     tracing::info!(master = %cfg.master, "tls handshake took {} ms", conn.handshake.as_millis());
     let stream = conn.stream;
-    let mut reader = FrameReader::new(stream.clone(), max);
+    // Artifact and layer chunks arrive back to back: read them 64 KiB at a time.
+    let mut reader = FrameReader::with_read_buf(stream.clone(), max, 64 * 1024);
     let mut writer = stream;
     let hello = Hello {
         protocol_version: bramble_wire::PROTOCOL_VERSION,

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bramble_wire::NodeInfo;
-use bramble_wire::io::send;
 use bramble_wire::msg::{NodeDown, NodeUp, PodReport, ResponseBody};
 use bramble_wire::objects::{
     Condition, ConditionKind, Controllers, Kind, Meta, Node, NodeStatus, Object, Resources,
@@ -16,6 +15,9 @@ use futures_lite::FutureExt;
 
 use super::{Master, NodeLive, now_ms, with_timeout};
 use crate::store::StoreError;
+
+/// Bytes of queued frames the writer gathers for one write.
+const BATCH: usize = 256 * 1024;
 
 pub(crate) async fn serve(
     m: Arc<Master>,
@@ -67,7 +69,9 @@ pub(crate) async fn serve(
     let max = super::config_push::NODE_DOWN_MAX_FRAME;
     let node = name.clone();
     let writer_task = smol::spawn(async move {
+        use futures_lite::AsyncWriteExt;
         let mut w = writer;
+        let mut batch: Vec<u8> = Vec::new();
         // A quiet master still pings every 3 heartbeat intervals (the worker's idle timeout is 6).
         let keepalive = hb * 3;
         loop {
@@ -78,12 +82,34 @@ pub(crate) async fn serve(
                 })
                 .await;
             let Some(msg) = msg else { break };
-            match send(&mut w, &msg, max).await {
-                Ok(()) => {}
-                Err(bramble_wire::io::IoError::Wire(bramble_wire::WireError::EncodeTooLarge)) => {
-                    super::config_push::too_large(&node, &msg)
+            // What is queued already (artifact chunks answering a window of requests) goes
+            // out in one write and one flush: fewer TLS flushes, TCP segments and wakeups at
+            // the worker.
+            batch.clear();
+            let mut next = Some(msg);
+            let mut broken = false;
+            while let Some(msg) = next.take() {
+                match bramble_wire::frame::encode_vec(&msg, max) {
+                    Ok(frame) => batch.extend_from_slice(&frame),
+                    Err(bramble_wire::WireError::EncodeTooLarge) => {
+                        super::config_push::too_large(&node, &msg)
+                    }
+                    Err(_) => broken = true,
                 }
-                Err(_) => break,
+                if batch.len() < BATCH && !broken {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if broken {
+                break;
+            }
+            if !batch.is_empty() && (w.write_all(&batch).await.is_err() || w.flush().await.is_err())
+            {
+                break;
+            }
+            // An idle connection keeps no large buffer (a master has many of them).
+            if rx.is_empty() && batch.capacity() > 64 * 1024 {
+                batch = Vec::new();
             }
         }
     });
