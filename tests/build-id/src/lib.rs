@@ -34,6 +34,7 @@ pub const BRAMBLE: Binary = Binary {
         "master/server",
         "wire",
         "artifact",
+        "image",
     ],
 };
 
