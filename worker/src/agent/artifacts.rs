@@ -27,8 +27,9 @@ use super::Driver;
 use super::images;
 use crate::runtime::{PodImage, PodToRun};
 
-/// Chunk requests kept in flight per pull.
-pub const IN_FLIGHT: usize = 8;
+/// Chunk requests kept in flight per pull: a 1 MiB window (8 of them left the pull waiting on
+/// round trips: 110 against 140 MB/s on loopback).
+pub const IN_FLIGHT: usize = 32;
 /// How long an unused tree is kept (a pod may come back, e.g. a rollout undone).
 pub const GC_GRACE: Duration = Duration::from_secs(600);
 /// How long a failed pull waits before it is tried again.
