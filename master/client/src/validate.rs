@@ -972,7 +972,7 @@ mod tests {
         // An unparsable reference names the fix.
         let e = check_object(&image_pod(Some("Bad Ref"), None, &[])).unwrap_err();
         assert!(
-            e.field.contains("image") && e.message.contains("write"),
+            e.field.contains("image") && e.message.contains("expected"),
             "{e}"
         );
         // An empty program is refused even with an image.
