@@ -564,6 +564,33 @@ pub(crate) async fn apply(m: &Master, objs: Vec<Object>) -> Result<Vec<Applied>,
         validate::check_pod_security(&what, ns, level, spec)
             .map_err(|e| err(ErrorCode::Forbidden, e.to_string()))?;
     }
+    // One [[registry]] per host: a pull uses the registry of its host, so a second one for the
+    // same host would be ignored without a word.
+    for o in &prepared {
+        let Object::Registry(r) = o else { continue };
+        let other_for_host = |x: &Object| match x {
+            Object::Registry(y)
+                if y.meta.name != r.meta.name && y.spec.host.eq_ignore_ascii_case(&r.spec.host) =>
+            {
+                Some(y.meta.name.clone())
+            }
+            _ => None,
+        };
+        let mut clash = prepared.iter().find_map(other_for_host);
+        if clash.is_none() {
+            let (_, stored) = m.store.list(Kind::Registry, None).await?;
+            clash = stored.iter().find_map(other_for_host);
+        }
+        if let Some(other) = clash {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!(
+                    "registry {:?}: host {:?} already has registry {other:?}: change that one, or delete it first (bramble delete registry {other})",
+                    r.meta.name, r.spec.host
+                ),
+            ));
+        }
+    }
     // Services' virtual IPs, under a lock held until they are written (the end of this call).
     let _ips = if prepared.iter().any(|o| o.kind() == Kind::Service) {
         let guard = m.service_ip_lock.lock().await;

@@ -603,3 +603,44 @@ fn a_pod_whose_image_cannot_be_pulled_waits_with_the_error_and_no_retry_storm() 
         feeder.cancel().await;
     });
 }
+
+#[test]
+fn a_second_registry_for_the_same_host_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path());
+    let reg = |name: &str, host: &str| {
+        Object::Registry(Registry {
+            meta: Meta {
+                name: name.into(),
+                ..Default::default()
+            },
+            spec: RegistrySpec {
+                host: host.into(),
+                insecure: true,
+                ..Default::default()
+            },
+        })
+    };
+    smol::block_on(async {
+        super::client::apply(&m, vec![reg("lan", "registry.lan:5000")])
+            .await
+            .unwrap();
+        // Applying the same registry again (changed) is fine.
+        let mut again = reg("lan", "registry.lan:5000");
+        if let Object::Registry(r) = &mut again {
+            r.spec.insecure = false;
+        }
+        super::client::apply(&m, vec![again]).await.unwrap();
+        // Another name for the same host is refused, naming the one that has it.
+        let e = super::client::apply(&m, vec![reg("lan2", "Registry.lan:5000")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Conflict, "{e:?}");
+        assert!(e.message.contains("\"lan\""), "{e:?}");
+        // And so are two in one apply.
+        let e = super::client::apply(&m, vec![reg("a", "h.lan"), reg("b", "h.lan")])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Conflict, "{e:?}");
+    });
+}
