@@ -10,8 +10,8 @@
 //! size. The image is the kit's `oci::bench_layout` (the demo image's three busybox layers plus
 //! one layer of incompressible bytes), pushed to a `docker-registry` on loopback (plain HTTP).
 //!
-//! - baselines, same run: a loopback TLS copy of the same number of bytes (rustls, 32 KiB
-//!   writes); `skopeo copy` of the image from the registry to a local OCI dir; `tar -xzf` of
+//! - baselines, same run: a loopback TLS copy of the same number of bytes (rustls, AES-128-GCM
+//!   as the worker speaks, 32 KiB writes; `common/throughput.rs`); `skopeo copy` of the image from the registry to a local OCI dir; `tar -xzf` of
 //!   the image's layers (what the node's unpack does);
 //! - pull: `bramble image pull` (registry → master, digests verified, blobs stored);
 //! - node: apply → Running of a pod with the image on a real worker (layer fetch master → node,
@@ -21,74 +21,17 @@
 //!   a pod whose root is an artifact of the same busybox.
 #![forbid(unsafe_code)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bramble_testkit::oci::{self, Platform};
 use bramble_testkit::registry::{Mode, Registry};
 use bramble_tests::{MasterProc, start_worker, wait_for};
 
-fn mb_s(bytes: u64, d: Duration) -> f64 {
-    bytes as f64 / 1e6 / d.as_secs_f64()
-}
-
-/// `bytes` through a rustls connection on loopback (one handshake, 32 KiB writes).
-fn tls_baseline(bytes: u64) -> Duration {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let der = rustls::pki_types::CertificateDer::from(cert.der().to_vec());
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![der.clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(der).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let t = Instant::now();
-    let rx = std::thread::spawn(move || {
-        let (s, _) = l.accept().unwrap();
-        let conn = rustls::ServerConnection::new(Arc::new(server)).unwrap();
-        let mut s = rustls::StreamOwned::new(conn, s);
-        let mut buf = vec![0u8; 64 << 10];
-        let mut got = 0u64;
-        while got < bytes {
-            let n = s.read(&mut buf).unwrap();
-            assert!(n > 0);
-            got += n as u64;
-        }
-    });
-    let conn =
-        rustls::ClientConnection::new(Arc::new(client), "localhost".try_into().unwrap()).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
-    let chunk = vec![7u8; 32 << 10];
-    let mut sent = 0u64;
-    while sent < bytes {
-        s.write_all(&chunk).unwrap();
-        sent += chunk.len() as u64;
-    }
-    s.flush().unwrap();
-    rx.join().unwrap();
-    t.elapsed()
-}
+#[path = "common/throughput.rs"]
+mod throughput;
+use throughput::{mb_s, tls_baseline};
 
 fn apply_to_running(m: &MasterProc, dir: &Path, pod: &str, root: &str) -> Duration {
     let f = dir.join(format!("{pod}.toml"));
@@ -143,7 +86,7 @@ fn main() {
     let big_ref = reg.push(&big, "bench/big:1");
     let small_ref = reg.push(&small, "bench/small:1");
 
-    let tls = tls_baseline(size);
+    let tls = tls_baseline(size, None);
     println!(
         "baseline: loopback TLS copy {:.0} MB/s ({:.2} s)",
         mb_s(size, tls),

@@ -83,6 +83,16 @@ pub async fn list(c: &mut Client, wide: bool, out: &mut impl Write) -> Result<()
         );
         return Ok(());
     }
+    write_table(c, &images, wide, out).await
+}
+
+/// Writes the images table, with the pods using each image (a list of every pod).
+pub async fn write_table(
+    c: &mut Client,
+    images: &[Object],
+    wide: bool,
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
     let pods = match c
         .call(RequestBody::List {
             kind: Kind::Pod,
@@ -98,7 +108,7 @@ pub async fn list(c: &mut Client, wide: bool, out: &mut impl Write) -> Result<()
     let _ = write!(
         out,
         "{}",
-        super::table::images(&images, &used_by(&images, &pods), wide, now)
+        super::table::images(images, &used_by(images, &pods), wide, now)
     );
     Ok(())
 }

@@ -516,27 +516,8 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                         eprintln!("no {} found", kind.as_str());
                     } else if kind == Kind::Image {
                         // With the pods using each image (matched by normalized reference).
-                        let pods = match c
-                            .call(RequestBody::List {
-                                kind: Kind::Pod,
-                                namespace: None,
-                                selector: String::new(),
-                            })
-                            .await?
-                        {
-                            ResponseBody::List { items, .. } => items,
-                            _ => vec![],
-                        };
-                        let _ = write!(
-                            out,
-                            "{}",
-                            table::images(
-                                &items,
-                                &image::used_by(&items, &pods),
-                                output == Output::Wide,
-                                bramble_server::api::now_ms()
-                            )
-                        );
+                        image::write_table(&mut c, &items, output == Output::Wide, &mut out)
+                            .await?;
                     } else {
                         let _ = write!(
                             out,
