@@ -475,9 +475,14 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// The local ports of `pid`'s established TCP connections to `ip:port`, read from
 /// `/proc/PID/net/tcp`, which shows the process's own network namespace.
+///
+/// The kernel prints `/proc/net/tcp` one page per `read` and resumes by position in its
+/// socket hash table, so when sockets come or go between two reads an entry can be printed
+/// twice (CI saw one connection listed as `[55160, 55160]`). A connection's
+/// four-tuple is unique, so repeats are dropped (the list is sorted by local port).
 pub fn tcp_connections_to(pid: u32, ip: [u8; 4], port: u16) -> Vec<u16> {
     let remote = format!("{:08X}:{port:04X}", u32::from_ne_bytes(ip));
-    std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
+    let mut ports: Vec<u16> = std::fs::read_to_string(format!("/proc/{pid}/net/tcp"))
         .unwrap_or_default()
         .lines()
         .skip(1)
@@ -489,7 +494,10 @@ pub fn tcp_connections_to(pid: u32, ip: [u8; 4], port: u16) -> Vec<u16> {
                 .flatten()
                 .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
         })
-        .collect()
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 #[cfg(test)]
