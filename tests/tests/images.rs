@@ -720,3 +720,65 @@ fn a_zstd_image_runs_or_is_refused_naming_zstd() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_tmpfs_writable_layer_is_capped_and_writes_nothing_to_the_state_disk() {
+    let c = Cluster::start();
+    let reg = Registry::start(Mode::Http);
+    c.apply(&registry_toml("local", &reg, None));
+    let layout = oci::demo_layout(&c.tmp.path().join("demo"), "1", &[Platform::Amd64]);
+    let reference = reg.push(&layout, "demo/app:1");
+    // As root in the pod (the image's user is 1000): 4 MiB into a 2 MiB layer fails with
+    // ENOSPC; once it is removed a small file fits; the root is an overlay.
+    let script = "dd if=/dev/zero of=/big bs=1024 count=4096 2>&1 | grep -o 'No space left' | head -1; \
+                  rm /big; echo small > /small && echo small-ok; \
+                  grep -c '^overlay / ' /proc/mounts | sed 's/^/overlay-root=/'; sleep 3600";
+    let mut pod = image_pod("eph", &reference, Some(&["/bin/sh", "-c", script]), None);
+    pod = pod.replacen(
+        "[[pod.process]]",
+        "ephemeral_storage = \"tmpfs\"\nephemeral_storage_limit = \"2Mi\"\n[[pod.process]]",
+        1,
+    );
+    pod += "user = 0\n";
+    c.apply(&pod);
+    c.wait_log(
+        "eph",
+        &[
+            "No space left".into(),
+            "small-ok".into(),
+            "overlay-root=1".into(),
+        ],
+    );
+    // The writable layer lives in the pod's own mount namespace: on the node's disk its
+    // directory stays empty.
+    let roots = c.state.join("pod-roots");
+    let on_disk: Vec<_> = walk(&roots);
+    assert!(
+        on_disk.iter().all(|p| p.is_dir()),
+        "files of the tmpfs layer on the state disk: {on_disk:?}"
+    );
+    // A limit on a disk layer, or without an image, is refused at apply with the fix.
+    let f = c.tmp.path().join("bad.toml");
+    std::fs::write(
+        &f,
+        pod.replace("ephemeral_storage = \"tmpfs\"\n", "")
+            .replace("name = \"eph\"", "name = \"eph2\""),
+    )
+    .unwrap();
+    let o = c.m.cli(&["apply", "-f", f.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("tmpfs"), "{err}");
+}
+
+/// Every path under `dir` (not following links).
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}

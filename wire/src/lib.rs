@@ -83,10 +83,12 @@ pub use error::WireError;
 /// virtual IP (`cluster_ip` on services and endpoints) and `NodeDown::ClusterNetwork` (the pod
 /// and service ranges and the DNS domain, for NAT, kernel service rules and cluster DNS).
 /// Version 6 added images: `image` on pods and `args` on processes, the `Image` and `Registry`
-/// kinds, the images in assignments, and the image pull/import/remove and blob upload calls. The
-/// master speaks the newest version only: agents are upgraded together with it.
-pub const PROTOCOL_VERSION: u16 = 6;
+/// kinds, the images in assignments, and the image pull/import/remove and blob upload calls.
+/// Version 7 added a pod's `ephemeral_storage` (its writable layer on disk or a capped tmpfs)
+/// and lets a node ask for 256 KiB of a blob in one `ArtifactGet` (32 KiB before). The master
+/// speaks the newest version only: agents are upgraded together with it.
+pub const PROTOCOL_VERSION: u16 = 7;
 /// The oldest protocol version this build still accepts.
-pub const MIN_PROTOCOL_VERSION: u16 = 6;
+pub const MIN_PROTOCOL_VERSION: u16 = 7;
 /// Default maximum frame body size: 64 KiB.
 pub const DEFAULT_MAX_FRAME: usize = 64 * 1024;

@@ -78,7 +78,7 @@ pub enum NodeUp {
         sha256: String,
         /// Byte offset.
         offset: u64,
-        /// Bytes wanted (the master may send fewer; at most 32 KiB).
+        /// Bytes wanted (the master may send fewer; at most 256 KiB since protocol 7).
         len: u32,
     },
     /// How the node serves services (sent after each connect): in the kernel, or from the

@@ -444,6 +444,43 @@ pub struct PodSpec {
     /// image's Entrypoint/Cmd/Env/WorkingDir/User as defaults. Excludes `rootfs`.
     #[serde(default)]
     pub image: Option<String>,
+    /// The writable layer of an image pod (what its processes write outside volumes): where it
+    /// lives and its cap.
+    #[serde(default)]
+    pub ephemeral_storage: EphemeralStorage,
+}
+
+/// Where an image pod's writable layer lives.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageMedium {
+    /// A directory on the node's state disk, removed with the pod.
+    #[default]
+    Disk,
+    /// A tmpfs of the pod's own (counted in the pod's memory), gone with the pod: no flash
+    /// writes.
+    Tmpfs,
+}
+
+/// An image pod's writable layer (`ephemeral_storage = "tmpfs"`, `ephemeral_storage_limit =
+/// "256Mi"` in a manifest).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EphemeralStorage {
+    /// Where it lives.
+    pub medium: StorageMedium,
+    /// Its cap in bytes: a tmpfs's size (default [`EphemeralStorage::TMPFS_DEFAULT`]). A layer
+    /// on disk has no cap but the disk's (the master refuses a limit there).
+    pub limit_bytes: Option<u64>,
+}
+
+impl EphemeralStorage {
+    /// A tmpfs layer's size when no limit is given: 64 MiB.
+    pub const TMPFS_DEFAULT: u64 = 64 << 20;
+
+    /// The tmpfs size for this layer, if it is one.
+    pub fn tmpfs_size(&self) -> Option<u64> {
+        (self.medium == StorageMedium::Tmpfs)
+            .then(|| self.limit_bytes.unwrap_or(Self::TMPFS_DEFAULT))
+    }
 }
 
 impl PodSpec {

@@ -22,12 +22,12 @@ use bramble_wire::msg::{
 use bramble_wire::objects::{
     Artifact, ArtifactVariant, Condition, ConditionKind, ConfigMap, DaemonSet, DaemonSetSpec,
     DaemonSetStatus, Deployment, DeploymentSpec, DeploymentStatus, EndpointAddress, Endpoints,
-    EnvFrom, Event, Image, ImageConfig, ImageLayer, ImageVariant, Job, JobPhase, JobSpec,
-    JobStatus, Kind, LayerCompression, Meta, Namespace, NamespacePhase, NetworkMode, Node,
+    EnvFrom, EphemeralStorage, Event, Image, ImageConfig, ImageLayer, ImageVariant, Job, JobPhase,
+    JobSpec, JobStatus, Kind, LayerCompression, Meta, Namespace, NamespacePhase, NetworkMode, Node,
     NodeSpec, NodeStatus, Object, OwnerRef, Pod, PodSpec, PodStatus, PodTemplate, Port, Probe,
     ProbeAction, ProcessSpec, ProcessState, ProcessStatus, Protocol, Registry, RegistrySpec,
     ReplicaSet, ReplicaSetSpec, ReplicaSetStatus, Resources, RestartPolicy, Secret, Service,
-    ServiceSpec, Taint, TaintEffect, Toleration, Volume, VolumeSource,
+    ServiceSpec, StorageMedium, Taint, TaintEffect, Toleration, Volume, VolumeSource,
 };
 use bramble_wire::security::{CapChanges, CapSet, IdRef, PodSecurity, SeccompProfile};
 use bramble_wire::{
@@ -449,13 +449,20 @@ fn pod_spec() -> BoxedStrategy<PodSpec> {
             any::<u32>(),
             of(s()),
         ),
-        (any::<bool>(), any::<bool>(), any::<bool>(), of(s())),
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            of(s()),
+            any::<bool>(),
+            of(any::<u64>()),
+        ),
     )
         .prop_map(
             |(
                 (processes, restart_policy, node_selector, tolerations, arch),
                 (rootfs, network, volumes, termination_grace_ms, node_name),
-                (privileged, host_pid, host_ipc, image),
+                (privileged, host_pid, host_ipc, image, tmpfs, limit_bytes),
             )| PodSpec {
                 processes,
                 restart_policy,
@@ -471,6 +478,14 @@ fn pod_spec() -> BoxedStrategy<PodSpec> {
                 host_pid,
                 host_ipc,
                 image,
+                ephemeral_storage: EphemeralStorage {
+                    medium: if tmpfs {
+                        StorageMedium::Tmpfs
+                    } else {
+                        StorageMedium::Disk
+                    },
+                    limit_bytes,
+                },
             },
         )
         .boxed()

@@ -58,10 +58,12 @@ use crate::sys::process as sysproc;
 
 mod v1;
 mod v2;
+mod v3;
 
-/// Version of `assignment.bin` (postcard `bramble_wire::msg::Assignment`): 3 since protocol 6
-/// (images); 2 holds protocols 4 and 5's types ([`v2`]), 0 and 1 protocol 3's ([`v1`]).
-pub const ASSIGNMENT_V: u32 = 3;
+/// Version of `assignment.bin` (postcard `bramble_wire::msg::Assignment`): 4 since protocol 7
+/// (a pod's `ephemeral_storage`); 3 holds protocol 6's types ([`v3`]), 2 protocols 4 and 5's
+/// ([`v2`]), 0 and 1 protocol 3's ([`v1`]).
+pub const ASSIGNMENT_V: u32 = 4;
 /// Version of `node.credential` (text: `id.secret\n`).
 pub const CREDENTIAL_V: u32 = 1;
 /// Version of `network` (postcard `Vec<PodSubnet>`).
@@ -71,10 +73,10 @@ pub const CLUSTER_NETWORK_V: u32 = 1;
 /// Version of `endpoints` (postcard `Vec<Endpoints>`): 2 since protocol 5 (the service's
 /// virtual IP); 0 and 1 hold protocol 4's endpoints ([`v1`]).
 pub const ENDPOINTS_V: u32 = 2;
-/// Version of a pod's `config` (postcard [`crate::runtime::init::InitConfig`]): 3 since
-/// protocol 6 (images); 2 holds protocols 4 and 5's process spec ([`v2`]), 0 and 1 protocol 3's
-/// ([`v1`]).
-pub const POD_CONFIG_V: u32 = 3;
+/// Version of a pod's `config` (postcard [`crate::runtime::init::InitConfig`]): 4 since
+/// protocol 7 (the writable layer's tmpfs); 3 holds protocol 6's ([`v3`]), 2 protocols 4 and 5's
+/// process spec ([`v2`]), 0 and 1 protocol 3's ([`v1`]).
+pub const POD_CONFIG_V: u32 = 4;
 /// Version of a pod's `status` (postcard `PodStatus`).
 pub const POD_STATUS_V: u32 = 1;
 /// Version of a pod's `init` (text: `<pid> <start ticks> <start ms>\n`).
@@ -201,6 +203,9 @@ pub trait Persisted: serde::de::DeserializeOwned {
 
 impl Persisted for bramble_wire::msg::Assignment {
     fn decode_old(version: u32, payload: &[u8]) -> postcard::Result<Self> {
+        if version == 3 {
+            return postcard::from_bytes::<v3::AssignmentV3>(payload).map(Into::into);
+        }
         if version == 2 {
             return postcard::from_bytes::<v2::AssignmentV2>(payload).map(Into::into);
         }
@@ -210,6 +215,9 @@ impl Persisted for bramble_wire::msg::Assignment {
 
 impl Persisted for crate::runtime::init::InitConfig {
     fn decode_old(version: u32, payload: &[u8]) -> postcard::Result<Self> {
+        if version == 3 {
+            return postcard::from_bytes::<v3::InitConfigV3>(payload).map(Into::into);
+        }
         if version == 2 {
             return postcard::from_bytes::<v2::InitConfigV2>(payload).map(Into::into);
         }
@@ -596,8 +604,8 @@ mod tests {
     #[test]
     fn header_round_trip_and_version_zero() {
         let bytes = encode(ASSIGNMENT, b"\x2a\x00");
-        assert_eq!(&bytes[..], b"bramble assignment v3\n\x2a\x00");
-        assert_eq!(decode(ASSIGNMENT, &bytes).unwrap(), (3, &b"\x2a\x00"[..]));
+        assert_eq!(&bytes[..], b"bramble assignment v4\n\x2a\x00");
+        assert_eq!(decode(ASSIGNMENT, &bytes).unwrap(), (4, &b"\x2a\x00"[..]));
         // No header: version 0, the whole file.
         assert_eq!(
             decode(ASSIGNMENT, b"\x2a\x00").unwrap(),

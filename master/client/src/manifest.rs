@@ -16,10 +16,10 @@
 use std::collections::BTreeMap;
 
 use bramble_wire::objects::{
-    Arch, DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, Job, JobSpec, Labels, Meta,
-    Namespace, NetworkMode, Node, NodeSpec, Object, Pod, PodSpec, PodTemplate, Port, ProcessSpec,
-    Protocol, Registry, RegistrySpec, Resources, RestartPolicy, Service, ServiceSpec, Taint,
-    TaintEffect, Toleration, Volume, VolumeSource,
+    Arch, DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, EphemeralStorage, Job, JobSpec,
+    Labels, Meta, Namespace, NetworkMode, Node, NodeSpec, Object, Pod, PodSpec, PodTemplate, Port,
+    ProcessSpec, Protocol, Registry, RegistrySpec, Resources, RestartPolicy, Service, ServiceSpec,
+    StorageMedium, Taint, TaintEffect, Toleration, Volume, VolumeSource,
 };
 use bramble_wire::security::{CapChanges, IdRef, PodSecurity, SeccompProfile};
 use serde::{Deserialize, Deserializer};
@@ -158,6 +158,10 @@ struct PodM {
     arch: Option<Arch>,
     rootfs: Option<String>,
     image: Option<String>,
+    #[serde(default, deserialize_with = "de_medium")]
+    ephemeral_storage: StorageMedium,
+    #[serde(default, deserialize_with = "de_opt_bytes")]
+    ephemeral_storage_limit: Option<u64>,
     #[serde(default = "isolated", deserialize_with = "de_network")]
     network: NetworkMode,
     #[serde(default)]
@@ -193,6 +197,10 @@ struct TemplateM {
     arch: Option<Arch>,
     rootfs: Option<String>,
     image: Option<String>,
+    #[serde(default, deserialize_with = "de_medium")]
+    ephemeral_storage: StorageMedium,
+    #[serde(default, deserialize_with = "de_opt_bytes")]
+    ephemeral_storage_limit: Option<u64>,
     #[serde(default = "isolated", deserialize_with = "de_network")]
     network: NetworkMode,
     #[serde(default)]
@@ -526,6 +534,18 @@ fn isolated() -> NetworkMode {
     NetworkMode::Isolated
 }
 
+fn de_medium<'de, D: Deserializer<'de>>(d: D) -> Result<StorageMedium, D::Error> {
+    de_word(
+        d,
+        &[
+            ("disk", StorageMedium::Disk),
+            ("tmpfs", StorageMedium::Tmpfs),
+        ],
+        "ephemeral_storage medium",
+        "\"disk\" (the node's state disk, the default) or \"tmpfs\" (memory, no flash writes)",
+    )
+}
+
 fn de_network<'de, D: Deserializer<'de>>(d: D) -> Result<NetworkMode, D::Error> {
     de_word(
         d,
@@ -626,6 +646,8 @@ impl Manifest {
                 arch: p.arch,
                 rootfs: p.rootfs,
                 image: p.image,
+                ephemeral_storage: p.ephemeral_storage,
+                ephemeral_storage_limit: p.ephemeral_storage_limit,
                 network: p.network,
                 privileged: p.privileged,
                 host_pid: p.host_pid,
@@ -841,6 +863,10 @@ fn pod_spec(mut t: TemplateM, what: &str) -> Result<PodSpec, String> {
         privileged: t.privileged,
         host_pid: t.host_pid,
         host_ipc: t.host_ipc,
+        ephemeral_storage: EphemeralStorage {
+            medium: t.ephemeral_storage,
+            limit_bytes: t.ephemeral_storage_limit,
+        },
     })
 }
 
@@ -1262,6 +1288,27 @@ command = ["/bin/sleep", "1000"]
             panic!()
         };
         assert_eq!(d.spec.template.spec.image.as_deref(), Some("alpine:3.20"));
+        // The writable layer: on disk by default, or a capped tmpfs.
+        assert_eq!(p.spec.ephemeral_storage, Default::default());
+        let objs = parse(
+            "[[pod]]\nname = \"t\"\nimage = \"alpine\"\nephemeral_storage = \"tmpfs\"\n\
+             ephemeral_storage_limit = \"128Mi\"\n[[pod.process]]\nname = \"m\"\n",
+            "t.toml",
+            "default",
+        )
+        .unwrap();
+        let Object::Pod(t) = &objs[0] else { panic!() };
+        assert_eq!(
+            t.spec.ephemeral_storage,
+            bramble_wire::objects::EphemeralStorage {
+                medium: StorageMedium::Tmpfs,
+                limit_bytes: Some(128 << 20)
+            }
+        );
+        let e = err(
+            "[[pod]]\nname = \"a\"\nimage = \"alpine\"\nephemeral_storage = \"ram\"\n[[pod.process]]\nname = \"m\"\n",
+        );
+        assert!(e.contains("\"tmpfs\""), "{e}");
         assert_eq!(d.spec.template.spec.processes[0].args, ["httpd", "-f"]);
 
         // Without an image, a process still needs a command; image and rootfs exclude each other.

@@ -16,6 +16,8 @@ pub const MAX_NAME: usize = 63;
 pub const MAX_LABELS: usize = 32;
 /// Most processes per pod.
 pub const MAX_PROCESSES: usize = 16;
+/// The largest writable layer a pod may ask for (`ephemeral_storage_limit`).
+pub const MAX_EPHEMERAL: u64 = 1 << 40;
 
 /// A validation failure: `field` is a path like `pod.process[0].memory`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -458,6 +460,32 @@ fn check_pod(p: &Pod) -> Result<(), Invalid> {
         if let Err(e) = bramble_wire::image_ref::ImageRef::parse(image) {
             return Err(invalid(at("image"), format!("{image:?}: {e}")));
         }
+    }
+    let es = p.spec.ephemeral_storage;
+    if es != Default::default() && p.spec.image.is_none() {
+        return Err(invalid(
+            at("ephemeral_storage"),
+            "ephemeral_storage and ephemeral_storage_limit apply to the writable layer of a pod with an image; \
+             give the pod an image, or use an empty_dir volume",
+        ));
+    }
+    if es.limit_bytes.is_some() && es.medium == bramble_wire::objects::StorageMedium::Disk {
+        return Err(invalid(
+            at("ephemeral_storage_limit"),
+            "a cap is enforced on a tmpfs layer only (this version does not measure a layer on disk): \
+             add ephemeral_storage = \"tmpfs\", or remove the limit",
+        ));
+    }
+    if let Some(limit) = es.limit_bytes
+        && !(1 << 20..=MAX_EPHEMERAL).contains(&limit)
+    {
+        return Err(invalid(
+            at("ephemeral_storage_limit"),
+            format!(
+                "{limit} bytes: give between 1Mi and {}Gi",
+                MAX_EPHEMERAL >> 30
+            ),
+        ));
     }
     match bramble_wire::objects::RootfsRef::parse(p.spec.rootfs.as_deref()) {
         Ok(bramble_wire::objects::RootfsRef::Artifact(name)) => {
@@ -978,6 +1006,26 @@ mod tests {
         // An empty program is refused even with an image.
         let e = check_object(&image_pod(Some("alpine"), None, &[""])).unwrap_err();
         assert!(e.message.contains("entrypoint"), "{e}");
+        // A writable layer's medium and cap: only with an image, a cap in range.
+        let with_storage = |image: Option<&str>, medium, limit_bytes| {
+            let mut o = image_pod(image, None, &["/app"]);
+            if let Object::Pod(p) = &mut o {
+                p.spec.ephemeral_storage = bramble_wire::objects::EphemeralStorage {
+                    medium,
+                    limit_bytes,
+                };
+            }
+            o
+        };
+        use bramble_wire::objects::StorageMedium::{Disk, Tmpfs};
+        check_object(&with_storage(Some("alpine"), Tmpfs, Some(256 << 20))).unwrap();
+        check_object(&with_storage(Some("alpine"), Disk, None)).unwrap();
+        let e = check_object(&with_storage(Some("alpine"), Disk, Some(1 << 30))).unwrap_err();
+        assert!(e.message.contains("tmpfs"), "{e}");
+        let e = check_object(&with_storage(None, Tmpfs, None)).unwrap_err();
+        assert!(e.message.contains("empty_dir"), "{e}");
+        let e = check_object(&with_storage(Some("alpine"), Tmpfs, Some(4096))).unwrap_err();
+        assert!(e.field.contains("ephemeral_storage_limit"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Artifacts on the node: pods with `rootfs = "artifact:NAME"` wait (Pending, "pulling artifact
 //! NAME (34%)") until this node's architecture's variant is pulled, verified and unpacked.
 //!
-//! - Pull: `NodeUp::ArtifactGet` for 32 KiB at a time, [`IN_FLIGHT`] requests ahead, appended to
+//! - Pull: `NodeUp::ArtifactGet` for 256 KiB at a time, [`IN_FLIGHT`] requests ahead, appended to
 //!   `<state>/artifacts/<sha>.partial`; after a reconnect or an agent restart the pull resumes
 //!   from the partial file's length.
 //! - Verify and unpack (a thread, off the event loop): sha256 of the whole file, then
@@ -27,9 +27,8 @@ use super::Driver;
 use super::images;
 use crate::runtime::{PodImage, PodToRun};
 
-/// Chunk requests kept in flight per pull: a 1 MiB window (8 of them left the pull waiting on
-/// round trips: 110 against 140 MB/s on loopback).
-pub const IN_FLIGHT: usize = 32;
+/// Chunk requests kept in flight per pull: a 4 MiB window of 256 KiB chunks.
+pub const IN_FLIGHT: usize = 16;
 /// How long an unused tree is kept (a pod may come back, e.g. a rollout undone).
 pub const GC_GRACE: Duration = Duration::from_secs(600);
 /// How long a failed pull waits before it is tried again.
@@ -448,7 +447,7 @@ impl ArtifactCache {
             }
             let mut next = pull.held + pull.inflight.iter().map(|r| u64::from(r.2)).sum::<u64>();
             while pull.inflight.len() < IN_FLIGHT && next < pull.size {
-                let len = (pull.size - next).min(bramble_artifact::CHUNK as u64) as u32;
+                let len = (pull.size - next).min(bramble_artifact::PULL_CHUNK as u64) as u32;
                 let request = self.next_request;
                 let msg = NodeUp::ArtifactGet {
                     request,

@@ -366,6 +366,24 @@ async fn event_loop(
                 error,
             })) => {
                 arts.on_chunk(request, data, error, up.as_ref());
+                // The chunks queued behind it are written now: one pass of the loop (status
+                // poll, waiting pods' messages) for the lot, not one per chunk.
+                loop {
+                    match ev_rx.try_recv() {
+                        Ok(Ev::Down(NodeDown::ArtifactChunk {
+                            request,
+                            data,
+                            error,
+                        })) => {
+                            arts.on_chunk(request, data, error, up.as_ref());
+                        }
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
             }
             Some(Ev::Unpacked(u)) => {
                 arts.finish(u);
@@ -506,8 +524,8 @@ async fn session(
     let conn = tls::connect(&cfg.master, pin).await?;
     tracing::info!(master = %cfg.master, "tls handshake took {} ms", conn.handshake.as_millis());
     let stream = conn.stream;
-    // Artifact and layer chunks arrive back to back: read them 64 KiB at a time.
-    let mut reader = FrameReader::with_read_buf(stream.clone(), max, 64 * 1024);
+    // Artifact and layer chunks (256 KiB) arrive back to back: one read per chunk.
+    let mut reader = FrameReader::with_read_buf(stream.clone(), max, 256 * 1024 + 64);
     let mut writer = stream;
     let hello = Hello {
         protocol_version: bramble_wire::PROTOCOL_VERSION,

@@ -114,6 +114,7 @@ impl From<PodSpecV2> for PodSpec {
             host_pid: s.host_pid,
             host_ipc: s.host_ipc,
             image: None,
+            ephemeral_storage: Default::default(),
         }
     }
 }

@@ -117,6 +117,9 @@ pub struct OverlayRoot {
     pub upper: String,
     /// overlayfs's work directory (same file system as `upper`).
     pub work: String,
+    /// A tmpfs of this size holds `upper` and `work` (mounted on their parent in the pod's
+    /// mount namespace, gone with it); `None`: they are on the state disk.
+    pub tmpfs_size: Option<u64>,
 }
 
 /// One process, as the init sees it.
@@ -347,6 +350,9 @@ pub enum MountOp {
         upper: PathBuf,
         /// overlayfs's work directory.
         work: PathBuf,
+        /// Mount a tmpfs of this size on `upper`'s parent first and make `upper` and `work` in
+        /// it.
+        tmpfs: Option<u64>,
     },
     /// Bind-mount `src` (a host path) on `dst` with its submounts.
     Bind {
@@ -503,6 +509,7 @@ pub fn mount_plan(
             lowers: o.lowers.clone(),
             upper: PathBuf::from(&o.upper),
             work: PathBuf::from(&o.work),
+            tmpfs: o.tmpfs_size,
         });
     } else {
         plan.push(MountOp::RootBind(root.clone()));
@@ -806,7 +813,19 @@ pub fn apply_mounts(plan: &[MountOp]) -> Result<(), Error> {
                 lowers,
                 upper,
                 work,
-            } => crate::sys::layers::mount_overlay(root, lower_base, lowers, upper, work)?,
+                tmpfs,
+            } => {
+                if let Some(size) = tmpfs {
+                    let rw = upper.parent().ok_or("the writable layer has no parent")?;
+                    mount::mount_tmpfs(rw, *size, 0o755)?;
+                    for d in [upper, work] {
+                        std::fs::create_dir(d).map_err(|e| {
+                            format!("making the writable layer's {}: {e}", d.display())
+                        })?;
+                    }
+                }
+                crate::sys::layers::mount_overlay(root, lower_base, lowers, upper, work)?
+            }
             MountOp::RootTmpfs(r) => {
                 std::fs::create_dir_all(r)
                     .map_err(|e| format!("creating the pod's root {}: {e}", r.display()))?;
@@ -1651,6 +1670,7 @@ mod tests {
             lowers: vec!["top".into(), "bottom".into()],
             upper: "/var/lib/bramble-worker/pod-roots/p/upper".into(),
             work: "/var/lib/bramble-worker/pod-roots/p/work".into(),
+            tmpfs_size: Some(64 << 20),
         });
         let plan = mount_plan(&cfg, &pod_dir(), true, Some("nameserver 10.43.0.10\n"));
         let root = Path::new("/run/bramble/pods/p/root");
@@ -1662,6 +1682,7 @@ mod tests {
                 lowers: vec!["top".into(), "bottom".into()],
                 upper: "/var/lib/bramble-worker/pod-roots/p/upper".into(),
                 work: "/var/lib/bramble-worker/pod-roots/p/work".into(),
+                tmpfs: Some(64 << 20),
             }
         );
         assert!(

@@ -795,7 +795,15 @@ impl LinuxRuntime {
                 let upper = writable.join("upper");
                 let work = writable.join("work");
                 let _ = std::fs::remove_dir_all(&writable);
-                for d in [&upper, &work] {
+                // On a tmpfs the init mounts on `writable` (in the pod's mount namespace), it
+                // makes them itself.
+                let tmpfs_size = pod.spec.ephemeral_storage.tmpfs_size();
+                let dirs = if tmpfs_size.is_some() {
+                    vec![&writable]
+                } else {
+                    vec![&upper, &work]
+                };
+                for d in dirs {
                     std::fs::create_dir_all(d).map_err(io("mkdir", d))?;
                 }
                 let root = init::new_root_dir(&pod_dir);
@@ -808,6 +816,7 @@ impl LinuxRuntime {
                         lowers: lowers.clone(),
                         upper: s(&upper),
                         work: s(&work),
+                        tmpfs_size,
                     }),
                 )
             }

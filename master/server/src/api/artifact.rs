@@ -464,7 +464,7 @@ pub(crate) async fn get(
         return reply(Vec::new(), Some(format!("{sha256:?} is not a sha256")));
     }
     let path = dir(m).join(&sha256);
-    let want = (len as usize).min(CHUNK);
+    let want = (len as usize).min(bramble_artifact::PULL_CHUNK);
     let key = sha256.clone();
     let read = smol::unblock(move || -> std::io::Result<Vec<u8>> {
         use std::os::unix::fs::FileExt;
