@@ -927,7 +927,7 @@ fn verify_and_unpack(dir: &Path, sha256: &str, name: &str) -> Result<(), String>
 /// errors.
 pub fn add_mount_points(tmp: &Path, what: &str) -> Result<(), String> {
     // The runtime mounts /proc, a /dev tmpfs and a /tmp tmpfs: they must be real directories.
-    for d in ["proc", "dev", "tmp"] {
+    for d in bramble_artifact::MOUNT_DIRS {
         let p = tmp.join(d);
         match fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => {}
