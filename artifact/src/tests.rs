@@ -170,7 +170,9 @@ fn writing_through_a_symlink_is_refused() {
 #[test]
 fn check_and_unpack_agree_on_tree_conflicts() {
     type Entry = (&'static str, T, &'static str);
-    let cases: &[(&[Entry], Option<(&str, &str)>)] = &[
+    /// The entry refused and a word of the problem; `None`: unpacks.
+    type Verdict = Option<(&'static str, &'static str)>;
+    let cases: &[(&[Entry], Verdict)] = &[
         // A file, then a directory of the same name.
         (
             &[("a", T::Regular, ""), ("a/", T::Directory, "")],

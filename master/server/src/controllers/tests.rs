@@ -714,8 +714,11 @@ fn replicaset_backs_off_replacing_pods_that_fail_fast() {
     };
     assert_eq!(rs.status.backoff.failures, 1);
     assert_eq!(rs.status.backoff.until_ms, w.now + 500);
-    assert!(a.iter().any(|x| matches!(x, Action::Event { reason, message, .. }
-        if reason == "BackOff" && message.contains("mount /data"))));
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Event { reason, message, .. }
+        if reason == "BackOff" && message.contains("mount /data")))
+    );
     w.replicasets[0] = rs;
     // A fixed point while waiting, and the loop is told when to come back.
     let a = replicaset::reconcile(&w.snap(), &w.replicasets[0]);
@@ -733,7 +736,10 @@ fn replicaset_backs_off_replacing_pods_that_fail_fast() {
     let Object::ReplicaSet(rs) = updates(&a)[0].clone() else {
         panic!()
     };
-    assert_eq!((rs.status.backoff.failures, rs.status.backoff.until_ms), (1, 0));
+    assert_eq!(
+        (rs.status.backoff.failures, rs.status.backoff.until_ms),
+        (1, 0)
+    );
 }
 
 #[test]
