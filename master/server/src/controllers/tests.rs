@@ -972,6 +972,35 @@ fn daemonset_places_one_bound_pod_per_eligible_node() {
 }
 
 #[test]
+fn daemonset_backs_off_replacing_a_pod_that_fails_fast() {
+    let mut w = World::new();
+    w.nodes = vec![node("a", true)];
+    w.daemonsets.push(daemonset("agent"));
+    let mut p = pod(
+        "agent-0",
+        (Kind::DaemonSet, "agent", "uid-agent"),
+        Some("a"),
+    );
+    p.meta.created_ms = T0;
+    p.status = phase(PodPhase::Failed);
+    p.status.updated_ms = T0 + 10;
+    w.pods.push(p);
+    w.now = T0 + 20;
+    let a = daemonset::reconcile(&w.snap(), &w.daemonsets[0]);
+    assert!(deletes(&a).is_empty() && creates(&a).is_empty(), "{a:?}");
+    let Object::DaemonSet(ds) = updates(&a)[0].clone() else {
+        panic!()
+    };
+    assert_eq!(ds.status.backoff.until_ms, T0 + 520);
+    w.daemonsets[0] = ds;
+    assert!(daemonset::reconcile(&w.snap(), &w.daemonsets[0]).is_empty());
+    w.now = T0 + 520;
+    let a = daemonset::reconcile(&w.snap(), &w.daemonsets[0]);
+    assert_eq!(deletes(&a), vec![(Kind::Pod, "agent-0")]);
+    assert_eq!(creates(&a).len(), 1);
+}
+
+#[test]
 fn daemonset_selector_and_arch() {
     let mut w = World::new();
     w.nodes = vec![node("a", true), node("b", true)];
