@@ -520,3 +520,10 @@ pub fn mount_tmpfs(dir: &Path, mib: u32) -> Unmount {
     assert!(st.success(), "mount a {mib} MiB tmpfs on {}", dir.display());
     Unmount(dir.to_path_buf())
 }
+
+/// Writes `text` to `dir/name` (a manifest for `bramble apply -f`); returns the path as a string.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}

@@ -7,13 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bramble_tests::{MasterProc, bin, mount_tmpfs, require_root};
-
-fn write(dir: &Path, name: &str, text: &str) -> String {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p.display().to_string()
-}
+use bramble_tests::{MasterProc, bin, mount_tmpfs, require_root, write_file};
 
 /// `count` config maps of about 40 KB each, named `PREFIX-i`.
 fn big_config_maps(prefix: &str, count: usize) -> String {
@@ -72,7 +66,7 @@ fn store_writes_resume_after_disk_full() {
     m.ok(&[
         "apply",
         "-f",
-        &write(tmp.path(), "b.toml", &big_config_maps("before", 1)),
+        &write_file(tmp.path(), "b.toml", &big_config_maps("before", 1)),
     ]);
 
     let filler = data.join("filler");
@@ -81,7 +75,7 @@ fn store_writes_resume_after_disk_full() {
     // Writes may fit in the WAL's free tail for a while; then one fails.
     let mut failed = None;
     for i in 0..300 {
-        let f = write(
+        let f = write_file(
             tmp.path(),
             "during.toml",
             &big_config_maps(&format!("during{i}"), 1),
@@ -114,7 +108,7 @@ fn store_writes_resume_after_disk_full() {
     assert!(out.contains(" created"), "{out}");
     assert!(t.elapsed() < Duration::from_secs(10));
     for i in 0..5 {
-        let f = write(
+        let f = write_file(
             tmp.path(),
             "after.toml",
             &big_config_maps(&format!("after{i}"), 1),
@@ -168,7 +162,7 @@ fn corrupt_store_second_start_refused() {
     m.ok(&[
         "apply",
         "-f",
-        &write(tmp.path(), "c.toml", &big_config_maps("c", 1)),
+        &write_file(tmp.path(), "c.toml", &big_config_maps("c", 1)),
     ]);
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data), 0o700, "data dir");
@@ -348,7 +342,11 @@ fn crash_looping_deployment_is_bounded_and_says_why() {
     bramble_tests::wait_for(Duration::from_secs(20), "node n1 ready", || {
         m.node_ready("n1").then_some(())
     });
-    m.ok(&["apply", "-f", &write(tmp.path(), "crash.toml", CRASH_LOOP)]);
+    m.ok(&[
+        "apply",
+        "-f",
+        &write_file(tmp.path(), "crash.toml", CRASH_LOOP),
+    ]);
     // Let the backoff reach its cap (0.5 + 1 + 2 + 4 + 8 s), then measure 10 s of it.
     std::thread::sleep(Duration::from_secs(20));
     let r0 = store_revision(&m);
