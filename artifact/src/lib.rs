@@ -3,7 +3,14 @@
 //! pointed at; no async, no network.
 //!
 //! - [`Sha256`] / [`sha256_file`]: the content address (lowercase hex).
-//! - [`check`]: reads a tarball and refuses it at the first unsafe entry.
+//! - [`check`]: reads a tarball and refuses it at the first unsafe entry. It walks the same
+//!   rules as [`unpack`] over an in-memory model of the tree (which paths are directories,
+//!   files, symlinks), so a tarball that passes `check` at push also unpacks on every worker:
+//!   writing through a symlink, a directory over a file (or a file over a directory), a hard
+//!   link to something that is no longer a plain file, and a rootfs whose `/proc`, `/dev` or
+//!   `/tmp` is not a directory ([`MOUNT_DIRS`]) fail at push, not on the nodes.
+//! - [`Limits::default`] is the one limit set the master (at push) and the workers (at unpack)
+//!   share.
 //! - Tarballs may be gzip-compressed (`.tar.gz`, recognised by their first bytes, inflated on
 //!   the fly; the limits count the uncompressed entries, so a gzip bomb stops at them); xz,
 //!   zstd and bzip2 are refused with the fix.
@@ -93,7 +100,13 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     }
 }
 
-/// Bounds on what a tarball may hold.
+/// The directories the worker's runtime mounts over in a root it unpacked (`/proc`, `/dev`, a
+/// `/tmp` tmpfs): a tarball may leave them out (the worker creates them) but may not hold them
+/// as anything but a directory.
+pub const MOUNT_DIRS: [&str; 3] = ["proc", "dev", "tmp"];
+
+/// Bounds on what a tarball may hold. The default is the one limit set that the master checks
+/// at push and every worker applies at unpack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest single file.
@@ -372,34 +385,137 @@ fn input<R: Read>(reader: R) -> Result<Input<BufReader<R>>, TarError> {
 pub fn check(reader: impl Read, limits: &Limits) -> Result<Summary, TarError> {
     let mut archive = tar::Archive::new(input(reader)?);
     let mut sum = Summary::default();
-    let mut files: HashSet<PathBuf> = HashSet::new();
+    let mut tree = Shadow::default();
     let entries = archive.entries().map_err(io_err("reading the tarball"))?;
     for e in entries {
-        let e = e.map_err(io_err("reading the tarball"))?;
+        let mut e = e.map_err(io_err("reading the tarball"))?;
+        let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
         sum.entries += 1;
         if sum.entries > limits.max_entries {
             return Err(refuse(
-                &String::from_utf8_lossy(&e.path_bytes()),
+                &name,
                 format!("more than {} entries", limits.max_entries),
             ));
         }
         match classify(&e, limits, &mut sum.bytes)? {
-            Plan::File { path, .. } => {
-                files.insert(path);
+            Plan::Root => {}
+            Plan::Dir { path, .. } => tree.ensure_dir(&name, &path)?,
+            Plan::File { path, size, .. } => {
+                tree.make_room(&name, &path)?;
+                // Read the data as unpack does: a tarball that ends inside a file is refused.
+                let n = io::copy(&mut (&mut e).take(size), &mut io::sink())
+                    .map_err(io_err(format!("reading {name:?} from the tarball")))?;
+                if n != size {
+                    return Err(refuse(
+                        &name,
+                        format!("the tarball ends inside it ({n} of {size} bytes)"),
+                    ));
+                }
+                tree.nodes.insert(path, Node::File);
             }
-            Plan::Hardlink { target, .. } if !files.contains(&target) => {
-                return Err(refuse(
-                    &String::from_utf8_lossy(&e.path_bytes()),
-                    format!(
-                        "hard link to {:?}, which is not a file earlier in the tarball",
-                        target.display()
-                    ),
-                ));
+            Plan::Symlink { path, .. } => {
+                tree.make_room(&name, &path)?;
+                tree.nodes.insert(path, Node::Symlink);
             }
-            _ => {}
+            Plan::Hardlink { path, target } => {
+                if !tree.is_plain_file(&target) {
+                    return Err(refuse(
+                        &name,
+                        format!(
+                            "hard link to {:?}, which is not a file earlier in the tarball",
+                            target.display()
+                        ),
+                    ));
+                }
+                tree.make_room(&name, &path)?;
+                tree.nodes.insert(path, Node::File);
+            }
+        }
+    }
+    for d in MOUNT_DIRS {
+        if tree
+            .nodes
+            .get(Path::new(d))
+            .is_some_and(|n| *n != Node::Dir)
+        {
+            return Err(refuse(
+                d,
+                format!(
+                    "/{d} is not a directory; a rootfs needs real /proc, /dev and /tmp directories (the worker mounts over them)"
+                ),
+            ));
         }
     }
     Ok(sum)
+}
+
+/// What a path of the modelled tree is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// [`check`]'s model of the tree [`unpack`] would build: the same rules as [`Tree`] (with
+/// `replace` off), without a file system.
+#[derive(Debug, Default)]
+struct Shadow {
+    nodes: std::collections::HashMap<PathBuf, Node>,
+}
+
+impl Shadow {
+    /// [`Tree::ensure_dir`].
+    fn ensure_dir(&mut self, entry: &str, rel: &Path) -> Result<(), TarError> {
+        let mut cur = PathBuf::new();
+        for c in rel.components() {
+            cur.push(c);
+            match self.nodes.get(&cur) {
+                Some(Node::Dir) => {}
+                Some(_) => {
+                    return Err(refuse(
+                        entry,
+                        format!(
+                            "{:?} is already a file or symlink in the tarball, not a directory",
+                            cur.display()
+                        ),
+                    ));
+                }
+                None => {
+                    self.nodes.insert(cur.clone(), Node::Dir);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Tree::make_room`]: real parents, and no directory of that name.
+    fn make_room(&mut self, entry: &str, rel: &Path) -> Result<(), TarError> {
+        if let Some(parent) = rel.parent() {
+            self.ensure_dir(entry, parent)?;
+        }
+        if self.nodes.get(rel) == Some(&Node::Dir) {
+            return Err(refuse(
+                entry,
+                "a directory of that name is already in the tarball",
+            ));
+        }
+        Ok(())
+    }
+
+    /// [`Tree::is_plain_file`].
+    fn is_plain_file(&self, rel: &Path) -> bool {
+        let mut cur = PathBuf::new();
+        if let Some(parent) = rel.parent() {
+            for c in parent.components() {
+                cur.push(c);
+                if self.nodes.get(&cur) != Some(&Node::Dir) {
+                    return false;
+                }
+            }
+        }
+        self.nodes.get(rel) == Some(&Node::File)
+    }
 }
 
 /// The extractor's state: the directories known to be real (not symlinks) under `root`.

@@ -160,15 +160,139 @@ fn writing_through_a_symlink_is_refused() {
     entry(&mut v, "a", T::Symlink, "/tmp", b"");
     entry(&mut v, "a/evil", T::Regular, "", b"x");
     let v = finish(v);
-    // `check` cannot know the tree; `unpack` refuses to follow the symlink.
-    let dir = tempfile::tempdir().unwrap();
-    let e = unpack(&v[..], dir.path(), &Limits::default()).unwrap_err();
+    // `check` models the tree, so the push is refused too; `unpack` never follows the symlink.
+    refused(&v, "a/evil", "not a directory");
+    assert!(!Path::new("/tmp/evil").exists() || fs::read("/tmp/evil").unwrap() != b"x");
+}
+
+/// Tarballs that a check without a model of the tree passed and every worker then failed to
+/// unpack (a retry storm on each node): `check` and `unpack` now agree on each.
+#[test]
+fn check_and_unpack_agree_on_tree_conflicts() {
+    type Entry = (&'static str, T, &'static str);
+    /// The entry refused and a word of the problem; `None`: unpacks.
+    type Verdict = Option<(&'static str, &'static str)>;
+    let cases: &[(&[Entry], Verdict)] = &[
+        // A file, then a directory of the same name.
+        (
+            &[("a", T::Regular, ""), ("a/", T::Directory, "")],
+            Some(("a/", "not a directory")),
+        ),
+        // A directory, then a file of the same name.
+        (
+            &[("d/", T::Directory, ""), ("d", T::Regular, "")],
+            Some(("d", "directory of that name")),
+        ),
+        // A hard link to a file that a symlink replaced.
+        (
+            &[
+                ("f", T::Regular, ""),
+                ("f", T::Symlink, "x"),
+                ("h", T::Link, "f"),
+            ],
+            Some(("h", "not a file earlier")),
+        ),
+        // A hard link to a hard link is fine (it is a plain file).
+        (
+            &[
+                ("f", T::Regular, ""),
+                ("g", T::Link, "f"),
+                ("h", T::Link, "g"),
+            ],
+            None,
+        ),
+        // A file under a directory given by a symlink to a directory in the tarball.
+        (
+            &[
+                ("real/", T::Directory, ""),
+                ("l", T::Symlink, "real"),
+                ("l/f", T::Regular, ""),
+            ],
+            Some(("l/f", "not a directory")),
+        ),
+        // A file that replaces a file (tar's last-one-wins) is fine.
+        (&[("f", T::Regular, ""), ("f", T::Regular, "")], None),
+        // A rootfs whose /proc or /tmp the runtime cannot mount over.
+        (
+            &[("proc", T::Regular, "")],
+            Some(("proc", "not a directory")),
+        ),
+        (
+            &[("tmp", T::Symlink, "/var/tmp")],
+            Some(("tmp", "not a directory")),
+        ),
+        (
+            &[("dev/", T::Directory, ""), ("tmp/", T::Directory, "")],
+            None,
+        ),
+    ];
+    for (entries, verdict) in cases {
+        let mut v = Vec::new();
+        for (name, kind, link) in *entries {
+            entry(
+                &mut v,
+                name,
+                *kind,
+                link,
+                if *kind == T::Regular { b"x" } else { b"" },
+            );
+        }
+        let v = finish(v);
+        let checked = check(&v[..], &Limits::default());
+        let dir = tempfile::tempdir().unwrap();
+        let unpacked = unpack(&v[..], dir.path(), &Limits::default()).and_then(|s| {
+            // The worker's rule after unpacking (`add_mount_points`).
+            for d in MOUNT_DIRS {
+                let p = dir.path().join(d);
+                if fs::symlink_metadata(&p).is_ok_and(|m| !m.is_dir()) {
+                    return Err(refuse(d, "/{d} is not a directory"));
+                }
+            }
+            Ok(s)
+        });
+        match verdict {
+            None => {
+                checked.unwrap_or_else(|e| panic!("{entries:?}: check: {e}"));
+                unpacked.unwrap_or_else(|e| panic!("{entries:?}: unpack: {e}"));
+            }
+            Some((name, problem)) => {
+                let e = checked.expect_err(&format!("{entries:?}: check passed"));
+                assert!(
+                    matches!(&e, TarError::Entry { entry, .. } if entry == name),
+                    "{entries:?}: {e}"
+                );
+                assert!(e.to_string().contains(problem), "{entries:?}: {e}");
+                unpacked.expect_err(&format!("{entries:?}: unpack passed"));
+            }
+        }
+    }
+}
+
+#[test]
+fn one_limit_for_push_and_unpack() {
+    // 2 GiB expanded: the master refuses at push what a worker would refuse at unpack.
+    assert_eq!(Limits::default().max_total_bytes, 2 << 30);
+    let limits = Limits {
+        max_total_bytes: 10,
+        ..Limits::default()
+    };
+    let mut v = Vec::new();
+    entry(&mut v, "a", T::Regular, "", b"123456");
+    entry(&mut v, "b", T::Regular, "", b"123456");
+    let v = finish(v);
+    let e = check(&v[..], &limits).unwrap_err();
     assert!(
-        matches!(&e, TarError::Entry { entry, .. } if entry == "a/evil"),
+        e.to_string()
+            .contains("over the 10-byte limit per artifact"),
         "{e}"
     );
-    assert!(e.to_string().contains("not a directory"), "{e}");
-    assert!(!Path::new("/tmp/evil").exists() || fs::read("/tmp/evil").unwrap() != b"x");
+    let dir = tempfile::tempdir().unwrap();
+    let e = unpack(&v[..], dir.path(), &limits).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("over the 10-byte limit per artifact"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -495,3 +495,35 @@ pub fn objects(s: &str) -> Vec<Object> {
     }
     .unwrap_or_else(|e| panic!("not wire objects in JSON ({e}): {s}"))
 }
+
+/// Unmounts (lazily) a mount the test made or caused when dropped: a test's tmpfs, the worker's
+/// secrets tmpfs.
+#[derive(Debug)]
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Mounts a `mib` MiB tmpfs on `dir` (created if missing): a small disk for a state or data dir.
+/// Unmounted when the returned guard drops. Needs root.
+pub fn mount_tmpfs(dir: &Path, mib: u32) -> Unmount {
+    require_root();
+    std::fs::create_dir_all(dir).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .expect("run mount");
+    assert!(st.success(), "mount a {mib} MiB tmpfs on {}", dir.display());
+    Unmount(dir.to_path_buf())
+}
+
+/// Writes `text` to `dir/name` (a manifest for `bramble apply -f`); returns the path as a string.
+pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bramble_tests::{MasterProc, json, require_root, start_worker, wait_for};
+use bramble_tests::{MasterProc, Unmount, json, require_root, start_worker, wait_for};
 use bramble_wire::objects::Object;
 
 /// A master and one worker named `node` (node names differ between tests: the harness derives
@@ -67,19 +67,6 @@ fn entries(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Unmounts the worker's secrets tmpfs when the test ends (the worker keeps it across restarts
-/// by design).
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
 
 /// The data of config map `name`.

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use bramble_testkit::oci::{self, Platform};
 use bramble_testkit::registry::{Mode, Registry};
-use bramble_tests::{MasterProc, Proc, require_root, start_worker, tail, wait_for_with};
+use bramble_tests::{
+    MasterProc, Proc, Unmount, mount_tmpfs, require_root, start_worker, tail, wait_for_with,
+};
 use bramble_wire::objects::{Image, Object};
 
 /// A master and one x86_64 worker `n1`, with a scratch dir for manifests and images.
@@ -39,18 +41,6 @@ struct Cluster {
     _disk: Option<Unmount>,
     state: std::path::PathBuf,
     tmp: tempfile::TempDir,
-}
-
-/// Unmounts (lazily) a test's tmpfs when dropped.
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
 
 impl Cluster {
@@ -65,20 +55,7 @@ impl Cluster {
         let data = tmp.path().join("master");
         let m = MasterProc::start(&data, &["--heartbeat-interval", "500ms"]);
         let state = tmp.path().join("n1");
-        let disk = disk_mib.map(|mib| {
-            std::fs::create_dir_all(&state).unwrap();
-            let st = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-                .arg(&state)
-                .status()
-                .unwrap();
-            assert!(
-                st.success(),
-                "mount a {mib} MiB tmpfs on {}",
-                state.display()
-            );
-            Unmount(state.clone())
-        });
+        let disk = disk_mib.map(|mib| mount_tmpfs(&state, mib));
         let w = start_worker(&m, "n1", &state, &[]);
         let c = Cluster {
             m,

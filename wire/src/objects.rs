@@ -792,6 +792,40 @@ pub struct ReplicaSetStatus {
     pub replicas: u32,
     /// Available pods.
     pub available: u32,
+    /// Backoff of replacing pods that fail fast.
+    #[serde(default)]
+    pub backoff: ReplaceBackoff,
+}
+
+/// The restart backoff of processes (the worker) and of replacing failed pods (replica sets and
+/// daemon sets): the first delay, doubling with each consecutive failure...
+pub const RESTART_BACKOFF_INITIAL_MS: u64 = 500;
+/// ... up to this cap ...
+pub const RESTART_BACKOFF_MAX_MS: u64 = 10_000;
+/// ... and a run at least this long starts the doubling over.
+pub const RESTART_BACKOFF_RESET_MS: u64 = 600_000;
+
+/// The delay after `failures` consecutive failures (0 for none): [`RESTART_BACKOFF_INITIAL_MS`]
+/// doubling, capped at [`RESTART_BACKOFF_MAX_MS`].
+pub fn restart_backoff_ms(failures: u32) -> u64 {
+    if failures == 0 {
+        return 0;
+    }
+    RESTART_BACKOFF_INITIAL_MS
+        .saturating_mul(1 << (failures - 1).min(30))
+        .min(RESTART_BACKOFF_MAX_MS)
+}
+
+/// A controller's backoff of creating replacements for pods that fail fast (Kubernetes'
+/// `CrashLoopBackOff`, per owner): kept in the owner's status, so the reconciler stays pure.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplaceBackoff {
+    /// Consecutive pods that failed within [`RESTART_BACKOFF_RESET_MS`] of their creation.
+    pub failures: u32,
+    /// No replacement is created before this time (ms since the epoch); 0: none pending.
+    pub until_ms: u64,
+    /// Why the last of them failed (its status message).
+    pub reason: String,
 }
 
 /// A replica set.
@@ -827,6 +861,9 @@ pub struct DaemonSetStatus {
     pub updated: u32,
     /// Nodes whose pod is available.
     pub available: u32,
+    /// Backoff of replacing pods that fail fast.
+    #[serde(default)]
+    pub backoff: ReplaceBackoff,
 }
 
 /// A daemon set.

@@ -26,8 +26,8 @@ use bramble_wire::objects::{
     JobSpec, JobStatus, Kind, LayerCompression, Meta, Namespace, NamespacePhase, NetworkMode, Node,
     NodeSpec, NodeStatus, Object, OwnerRef, Pod, PodSpec, PodStatus, PodTemplate, Port, Probe,
     ProbeAction, ProcessSpec, ProcessState, ProcessStatus, Protocol, Registry, RegistrySpec,
-    ReplicaSet, ReplicaSetSpec, ReplicaSetStatus, Resources, RestartPolicy, Secret, Service,
-    ServiceSpec, StorageMedium, Taint, TaintEffect, Toleration, Volume, VolumeSource,
+    ReplaceBackoff, ReplicaSet, ReplicaSetSpec, ReplicaSetStatus, Resources, RestartPolicy, Secret,
+    Service, ServiceSpec, StorageMedium, Taint, TaintEffect, Toleration, Volume, VolumeSource,
 };
 use bramble_wire::security::{CapChanges, CapSet, IdRef, PodSecurity, SeccompProfile};
 use bramble_wire::{
@@ -661,10 +661,17 @@ fn replica_set() -> BoxedStrategy<ReplicaSet> {
                 min_ready_ms,
             },
         );
-    let status = (any::<u32>(), any::<u32>()).prop_map(|(replicas, available)| ReplicaSetStatus {
-        replicas,
-        available,
-    });
+    let status = (any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
+        |(replicas, available, failures, until_ms)| ReplicaSetStatus {
+            replicas,
+            available,
+            backoff: ReplaceBackoff {
+                failures,
+                until_ms,
+                reason: "mount /data: no such directory".into(),
+            },
+        },
+    );
     (meta(), spec, status)
         .prop_map(|(meta, spec, status)| ReplicaSet { meta, spec, status })
         .boxed()
@@ -685,6 +692,7 @@ fn daemon_set() -> BoxedStrategy<DaemonSet> {
             current,
             updated,
             available,
+            ..Default::default()
         },
     );
     (meta(), spec, status)

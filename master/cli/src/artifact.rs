@@ -88,6 +88,7 @@ pub async fn run(
                 ))
             })?;
             refuse_image_archive(&file).await?;
+            refuse_unpackable(&file).await?;
             let r = push(c, &file, &name, arch, out).await;
             r.map_err(|e| match e {
                 ClientError::Api(mut a) => {
@@ -119,6 +120,28 @@ async fn refuse_image_archive(file: &Path) -> Result<(), ClientError> {
         ))),
         None => Ok(()),
     }
+}
+
+/// Runs the checker the master runs at push and every worker at unpack (the same limits and
+/// tree rules), so a tarball no node could unpack is refused before anything is uploaded.
+async fn refuse_unpackable(file: &Path) -> Result<(), ClientError> {
+    let p = file.to_path_buf();
+    let checked = smol::unblock(move || -> Result<(), String> {
+        let f = std::fs::File::open(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        bramble_artifact::check(
+            std::io::BufReader::new(f),
+            &bramble_artifact::Limits::default(),
+        )
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "{}: refused before upload (workers could not unpack it): {e}",
+                p.display()
+            )
+        })
+    })
+    .await;
+    checked.map_err(usage)
 }
 
 /// Uploads `file`; returns once the master holds and has verified all of it.

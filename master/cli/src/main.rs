@@ -263,6 +263,10 @@ pub struct MasterArgs {
     /// The cluster's DNS domain: services are `NAME.NAMESPACE.svc.DOMAIN`.
     #[arg(long, default_value = bramble_server::api::DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
+    /// Start with an empty store even though a damaged database was moved aside to
+    /// DATA_DIR/bramble.db.corrupt-* (without it the master refuses to start).
+    #[arg(long)]
+    pub accept_empty_store: bool,
 }
 
 /// Flags of `bramble up`.
@@ -339,7 +343,17 @@ pub fn run(cli: Cli) -> i32 {
         Cmd::Master(a) => match master_config(a).and_then(bramble_server::server::run_master) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                use std::io::IsTerminal;
+                let refused = matches!(
+                    e.downcast_ref::<bramble_server::store::StoreError>(),
+                    Some(bramble_server::store::StoreError::CorruptKept { .. })
+                );
+                if refused && std::io::stderr().is_terminal() {
+                    // Bold: this start would have served an empty cluster.
+                    eprintln!("\x1b[1merror: {e:#}\x1b[0m");
+                } else {
+                    eprintln!("error: {e:#}");
+                }
                 1
             }
         },
@@ -379,6 +393,7 @@ fn master_config(a: MasterArgs) -> anyhow::Result<bramble_server::api::Config> {
     cfg.eviction_timeout = a.eviction_timeout.0;
     cfg.max_connections = a.max_connections;
     cfg.max_artifact_bytes = a.max_artifact_size;
+    cfg.accept_empty_store = a.accept_empty_store;
     cfg.cluster_cidr =
         bramble_server::controllers::podnet::ClusterCidr::parse(&a.cluster_cidr, a.node_cidr_size)
             .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -141,6 +141,7 @@ fn cluster() -> (Vec<Node>, Vec<Deployment>, Vec<ReplicaSet>, Vec<Pod>) {
             status: ReplicaSetStatus {
                 replicas: REPLICAS,
                 available: REPLICAS,
+                ..Default::default()
             },
         };
         for r in 0..REPLICAS {

@@ -36,6 +36,9 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 /// The longest wait between retries of a failing pull.
 pub const RETRY_MAX: Duration = Duration::from_secs(600);
 
+/// The attempt count a refused tarball jumps to: its wait is [`RETRY_MAX`] at once.
+const REFUSED_ATTEMPTS: u32 = 6;
+
 /// The wait before retry number `attempts` (1 = after the first failure).
 pub fn retry_delay(attempts: u32) -> Duration {
     RETRY_AFTER
@@ -63,6 +66,9 @@ pub struct ImageSettings {
 pub struct Unpacked {
     sha256: String,
     result: Result<(), String>,
+    /// The tarball itself was refused (an unsafe entry, over a limit): the same bytes can never
+    /// unpack, so the retry waits the longest delay at once.
+    refused: bool,
 }
 
 #[derive(Debug)]
@@ -555,13 +561,20 @@ impl ArtifactCache {
         let layer = pull.layer;
         let overlay = self.images.as_ref().is_some_and(|i| i.overlay);
         std::thread::spawn(move || {
-            let result = match layer {
-                Some(c) => images::verify_and_unpack_layer(&dir, &sha, &name, c, overlay),
-                None => verify_and_unpack(&dir, &sha, &name),
+            let (result, refused) = match layer {
+                Some(c) => (
+                    images::verify_and_unpack_layer(&dir, &sha, &name, c, overlay),
+                    false,
+                ),
+                None => match verify_and_unpack(&dir, &sha, &name) {
+                    Ok(()) => (Ok(()), false),
+                    Err((e, refused)) => (Err(e), refused),
+                },
             };
             let _ = tx.send_blocking(Unpacked {
                 sha256: sha,
                 result,
+                refused,
             });
         });
     }
@@ -596,6 +609,15 @@ impl ArtifactCache {
         match u.result {
             Ok(()) => {
                 tracing::info!(artifact = %pull.name, sha256 = %u.sha256, "artifact unpacked");
+            }
+            Err(e) if u.refused => {
+                // Content-addressed: these bytes fail the same way every time. Wait the longest
+                // delay at once (a new push has another sha256 and is pulled at once).
+                self.attempts.insert(u.sha256.clone(), REFUSED_ATTEMPTS - 1);
+                self.fail(
+                    &u.sha256,
+                    format!("{e}; this tarball cannot be unpacked: push a fixed one"),
+                );
             }
             Err(e) => self.fail(&u.sha256, e),
         }
@@ -744,6 +766,7 @@ impl ArtifactCache {
             let _ = tx.send_blocking(Unpacked {
                 sha256: format!("flat:{hex}"),
                 result,
+                refused: false,
             });
         });
     }
@@ -882,7 +905,28 @@ pub fn gc_plan(
 
 /// The thread's work: hash, unpack to `<sha>.tmp`, make the mount points the runtime needs,
 /// rename to `<sha>`, drop the tarball.
-fn verify_and_unpack(dir: &Path, sha256: &str, name: &str) -> Result<(), String> {
+fn verify_and_unpack(dir: &Path, sha256: &str, name: &str) -> Result<(), (String, bool)> {
+    verify_and_unpack_inner(dir, sha256, name).map_err(|e| match e {
+        Failure::Refused(e) => (e, true),
+        Failure::Other(e) => (e, false),
+    })
+}
+
+/// Why a verify-and-unpack failed.
+enum Failure {
+    /// The tarball was refused by the checker.
+    Refused(String),
+    /// Anything else (I/O, a damaged download).
+    Other(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Other(e)
+    }
+}
+
+fn verify_and_unpack_inner(dir: &Path, sha256: &str, name: &str) -> Result<(), Failure> {
     let partial = dir.join(format!("{sha256}.partial"));
     let got = bramble_artifact::sha256_file(&partial)
         .map_err(|e| format!("artifact {name}: reading {}: {e}", partial.display()))?;
@@ -890,7 +934,8 @@ fn verify_and_unpack(dir: &Path, sha256: &str, name: &str) -> Result<(), String>
         let _ = fs::remove_file(&partial);
         return Err(format!(
             "artifact {name}: the pulled file's sha256 is {got}, not {sha256}; discarded"
-        ));
+        )
+        .into());
     }
     let tmp = dir.join(format!("{sha256}.tmp"));
     if tmp.exists() {
@@ -906,11 +951,17 @@ fn verify_and_unpack(dir: &Path, sha256: &str, name: &str) -> Result<(), String>
     if let Err(e) = unpacked {
         let _ = fs::remove_dir_all(&tmp);
         let _ = fs::remove_file(&partial);
-        return Err(format!("artifact {name}: {e}"));
+        let refused = matches!(e, bramble_artifact::TarError::Entry { .. });
+        let e = format!("artifact {name}: {e}");
+        return Err(if refused {
+            Failure::Refused(e)
+        } else {
+            Failure::Other(e)
+        });
     }
     if let Err(e) = add_mount_points(&tmp, &format!("artifact {name}")) {
         let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
+        return Err(Failure::Other(e));
     }
     let tree = dir.join(sha256);
     fs::rename(&tmp, &tree).map_err(|e| format!("rename to {}: {e}", tree.display()))?;
@@ -926,7 +977,7 @@ fn verify_and_unpack(dir: &Path, sha256: &str, name: &str) -> Result<(), String>
 /// errors.
 pub fn add_mount_points(tmp: &Path, what: &str) -> Result<(), String> {
     // The runtime mounts /proc, a /dev tmpfs and a /tmp tmpfs: they must be real directories.
-    for d in ["proc", "dev", "tmp"] {
+    for d in bramble_artifact::MOUNT_DIRS {
         let p = tmp.join(d);
         match fs::symlink_metadata(&p) {
             Ok(m) if m.is_dir() => {}
@@ -1032,7 +1083,7 @@ mod tests {
 
         // A corrupted download is discarded with a message naming the artifact.
         fs::write(dir.path().join(format!("{}.partial", hexes('d'))), b"junk").unwrap();
-        let e = verify_and_unpack(dir.path(), &hexes('d'), "busybox").unwrap_err();
+        let (e, _) = verify_and_unpack(dir.path(), &hexes('d'), "busybox").unwrap_err();
         assert!(
             e.contains("artifact busybox: the pulled file's sha256"),
             "{e}"
@@ -1155,6 +1206,38 @@ mod tests {
         assert_eq!(retry_delay(1), RETRY_AFTER);
         assert_eq!(retry_delay(2), RETRY_AFTER * 2);
         assert_eq!(retry_delay(30), RETRY_MAX);
+        assert_eq!(retry_delay(REFUSED_ATTEMPTS), RETRY_MAX);
+    }
+
+    /// A tarball the checker refuses is reported as refused (its retry waits the longest delay);
+    /// a damaged download is not.
+    #[test]
+    fn refused_tarballs_are_told_apart_from_damaged_downloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        h.set_mode(0o777);
+        b.append_link(&mut h, "l", "/tmp").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(1);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "l/f", &b"x"[..]).unwrap();
+        let bytes = b.into_inner().unwrap();
+        let sha = bramble_artifact::sha256_hex(&bytes);
+        fs::write(dir.path().join(format!("{sha}.partial")), &bytes).unwrap();
+        let (e, refused) = verify_and_unpack(dir.path(), &sha, "bad").unwrap_err();
+        assert!(refused, "{e}");
+        assert!(
+            e.contains("artifact bad") && e.contains("not a directory"),
+            "{e}"
+        );
+        let other = hexes('d');
+        fs::write(dir.path().join(format!("{other}.partial")), &bytes).unwrap();
+        let (e, refused) = verify_and_unpack(dir.path(), &other, "bad").unwrap_err();
+        assert!(!refused && e.contains("sha256"), "{e}");
     }
 
     /// A forced collection (a layer does not fit) removes unused layers, never used ones.

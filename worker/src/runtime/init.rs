@@ -759,12 +759,23 @@ fn point(root: &Path, dst: &Path, make: Make) -> Result<Option<Point>, Error> {
 }
 
 fn missing_point(root: &Path, rel: &Path, e: crate::sys::SysError) -> Error {
-    format!(
-        "cannot create the mount point /{} in the pod's root {}: {e}; create it in the pod's \
-         root filesystem or pick an existing directory",
-        rel.display(),
-        root.display()
-    )
+    // The fix first: the agent keeps the first 300 characters of this line as the pod's reason.
+    let text = e.to_string();
+    if text.contains("EROFS") || text.contains("ENOENT") {
+        format!(
+            "mount /{}: no such directory; create it or give the pod a rootfs (cannot create it \
+             in the pod's root {}: {text})",
+            rel.display(),
+            root.display()
+        )
+    } else {
+        format!(
+            "mount /{}: cannot create the mount point; pick an existing directory or give the pod \
+             a rootfs (in the pod's root {}: {text})",
+            rel.display(),
+            root.display()
+        )
+    }
     .into()
 }
 

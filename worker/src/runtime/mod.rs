@@ -159,10 +159,14 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
+        // The one definition, shared with the controllers' replacement backoff.
+        use bramble_wire::objects::{
+            RESTART_BACKOFF_INITIAL_MS, RESTART_BACKOFF_MAX_MS, RESTART_BACKOFF_RESET_MS,
+        };
         Backoff {
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(10),
-            reset_after: Duration::from_secs(600),
+            initial: Duration::from_millis(RESTART_BACKOFF_INITIAL_MS),
+            max: Duration::from_millis(RESTART_BACKOFF_MAX_MS),
+            reset_after: Duration::from_millis(RESTART_BACKOFF_RESET_MS),
         }
     }
 }
@@ -1229,11 +1233,11 @@ impl PodHandle {
                 ..Default::default()
             });
         if exited && matches!(st.phase, PodPhase::Running | PodPhase::Pending) {
+            // Processes that ran are reported killed; ones that never started (the init failed
+            // while setting the pod up) stay Waiting, so the master tells a failed setup
+            // (`FailedCreate`) from a crash.
             for p in &mut st.processes {
-                if matches!(
-                    p.state,
-                    ProcessState::Running { .. } | ProcessState::Waiting
-                ) {
+                if matches!(p.state, ProcessState::Running { .. }) {
                     let reason = ExitReason::Signaled(sysproc::Signal::KILL.number());
                     p.last_exit = Some(reason);
                     p.state = ProcessState::Terminated {
@@ -1247,8 +1251,12 @@ impl PodHandle {
             let why = std::fs::read(PodDir::at(&self.state).init_log())
                 .ok()
                 .and_then(|b| last_line(&String::from_utf8_lossy(&b)));
+            // The init's own error is the reason (`bramble pod init: ` is its log prefix).
             st.message = match why {
-                Some(w) => format!("pod init exited: {w}"),
+                Some(w) => w
+                    .strip_prefix("bramble pod init: ")
+                    .map(str::to_string)
+                    .unwrap_or(w),
                 None => "pod init exited".into(),
             };
         }

@@ -295,12 +295,8 @@ pub(crate) async fn chunk(
             "{what}: the uploaded file's sha256 is {got}, not {sha256} as announced; it was discarded: push the file again"
         )));
     }
-    let limits = Limits {
-        max_total_bytes: Limits::default()
-            .max_total_bytes
-            .max(m.cfg.max_artifact_bytes * 4),
-        ..Limits::default()
-    };
+    // The workers' limits, exactly: what passes here unpacks on every node.
+    let limits = Limits::default();
     let tar_check = matches!(purpose, Purpose::Artifact { .. });
     let p = partial.clone();
     let final_path = dir.join(&sha256);

@@ -77,6 +77,9 @@ pub struct Config {
     pub service_cidr: crate::controllers::service_ip::ServiceCidr,
     /// The cluster's DNS domain (`NAME.NAMESPACE.svc.DOMAIN`).
     pub cluster_domain: String,
+    /// Start with an empty store even though a damaged one was moved aside
+    /// ([`crate::store::StoreConfig::accept_empty_store`]).
+    pub accept_empty_store: bool,
 }
 
 /// The default pod range (k3s's): a /24 per node out of 10.42.0.0/16.
@@ -122,6 +125,7 @@ impl Config {
             service_cidr: crate::controllers::service_ip::ServiceCidr::parse(DEFAULT_SERVICE_CIDR)
                 .expect("the default service range parses"),
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
+            accept_empty_store: false,
         }
     }
 
@@ -236,7 +240,14 @@ impl Master {
             )?,
         };
         tls::pin_tokens(&cfg, &admin_default, &join_default, &identity.pin)?;
-        let store = Store::open(&cfg.data_dir).await?;
+        let store = Store::open_with(
+            &cfg.data_dir,
+            crate::store::StoreConfig {
+                accept_empty_store: cfg.accept_empty_store,
+                ..Default::default()
+            },
+        )
+        .await?;
         let tokens = auth::Tokens::load(&store, &admin_token, &join_token, now_ms()).await?;
         let auth_limit = auth::FailLimiter::new(cfg.auth_fail_burst, cfg.auth_fail_per_s, 4096);
         let (wake_sched, wake_sched_rx) = async_channel::bounded(1);

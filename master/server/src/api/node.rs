@@ -502,6 +502,15 @@ async fn status_events(
             bramble_wire::PodPhase::Succeeded => {
                 ("Completed", "all processes exited successfully".to_string())
             }
+            // No process ever started: the pod's setup failed (Kubernetes' FailedCreate).
+            bramble_wire::PodPhase::Failed
+                if new.processes.iter().all(|p| {
+                    p.restarts == 0
+                        && matches!(p.state, bramble_wire::objects::ProcessState::Waiting)
+                }) =>
+            {
+                ("FailedCreate", new.message.clone())
+            }
             bramble_wire::PodPhase::Failed => ("Failed", new.message.clone()),
             _ => ("", String::new()),
         };

@@ -94,14 +94,33 @@ pub(crate) fn reconcile_in(ctx: &mut Ctx<'_>, ds: &DaemonSet) -> Vec<Action> {
     tmpl.labels.insert(LABEL_TEMPLATE_HASH.into(), hash.clone());
     let may_create = !ctx.terminating(&ds.meta.namespace);
 
-    // Active pods per node; terminal and unbound pods are deleted.
+    // Active pods per node; unbound pods are deleted, terminal ones too unless the daemon set
+    // backs off replacing pods that failed fast (then they stay, with their reason).
     let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    let mut terminal: Vec<&Pod> = Vec::new();
     for p in ctx.pods_of(&ds.meta.namespace, &ds.meta.uid) {
         match p.spec.node_name.as_deref() {
-            Some(n) if !is_terminal(p) => by_node.entry(n).or_default().push(p),
-            _ => out.push(delete_of(Kind::Pod, &p.meta)),
+            Some(_) if is_terminal(p) => terminal.push(p),
+            Some(n) => by_node.entry(n).or_default().push(p),
+            None => out.push(delete_of(Kind::Pod, &p.meta)),
         }
     }
+    let stable = by_node.values().flatten().any(|p| super::stable(p, now));
+    let gate = super::backoff::gate(&ds.status.backoff, &terminal, stable, now);
+    if gate.replace {
+        for p in &terminal {
+            out.push(delete_of(Kind::Pod, &p.meta));
+        }
+    }
+    if let Some(delay) = gate.started_ms {
+        out.push(event(
+            Kind::DaemonSet,
+            &ds.meta,
+            "BackOff",
+            super::backoff::message("failed pods", gate.next.failures, delay, &gate.next.reason),
+        ));
+    }
+    let may_create = may_create && gate.replace;
     let updated_pod = |p: &Pod| p.meta.labels.get(LABEL_TEMPLATE_HASH) == Some(&hash);
     let available_pod = |p: &Pod| pod_available(p, 0, now);
 
@@ -199,6 +218,7 @@ pub(crate) fn reconcile_in(ctx: &mut Ctx<'_>, ds: &DaemonSet) -> Vec<Action> {
         current,
         updated,
         available,
+        backoff: gate.next,
     };
     if status != ds.status {
         let mut next = ds.clone();

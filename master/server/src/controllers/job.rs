@@ -7,6 +7,9 @@
 //!   `active_deadline_ms` past `start_ms` → Failed ("deadline exceeded"); `completions` succeeded
 //!   pods → Complete with `completion_ms`. A finished job's active pods are deleted; finished pods
 //!   are kept (for logs) until the job is deleted and [`super::gc`] removes them.
+//! - After a failed pod, the next one is created only after the process restart backoff for
+//!   the failures so far (Kubernetes' job backoff; [`next_start_ms`]): a failing job's retries
+//!   never run in a tight loop.
 //! - `status` is written only when it changes.
 
 use bramble_wire::objects::{Job, JobPhase, Kind, Object, Pod, PodPhase};
@@ -17,6 +20,24 @@ use super::{Action, Ctx, Snapshot, delete_of, event, is_terminal};
 pub fn reconcile(snap: &Snapshot, j: &Job) -> Vec<Action> {
     let mut ctx = Ctx::new(snap);
     reconcile_in(&mut ctx, j)
+}
+
+/// When a failing job may create its next pod: its last failure plus the restart backoff for
+/// its failures so far. `None` if no pod failed.
+fn backoff_until<'a>(failed: impl Iterator<Item = &'a Pod>) -> Option<u64> {
+    let (n, last) = failed.fold((0u32, 0u64), |(n, last), p| {
+        (n + 1, last.max(p.status.updated_ms))
+    });
+    (n > 0).then(|| last.saturating_add(bramble_wire::objects::restart_backoff_ms(n)))
+}
+
+/// [`backoff_until`] of a job in a snapshot (for the loop's next deadline).
+pub(crate) fn next_start_ms(snap: &Snapshot, j: &Job) -> Option<u64> {
+    backoff_until(snap.pods.iter().filter(|p| {
+        p.status.phase == PodPhase::Failed
+            && p.meta.namespace == j.meta.namespace
+            && p.meta.owners.iter().any(|o| o.uid == j.meta.uid)
+    }))
 }
 
 /// [`reconcile`] with shared indexes.
@@ -35,6 +56,12 @@ pub(crate) fn reconcile_in(ctx: &mut Ctx<'_>, j: &Job) -> Vec<Action> {
         .iter()
         .filter(|p| p.status.phase == PodPhase::Failed)
         .count() as u32;
+    let backing_off = backoff_until(
+        pods.iter()
+            .copied()
+            .filter(|p| p.status.phase == PodPhase::Failed),
+    )
+    .is_some_and(|t| t > now);
     let mut active: Vec<&Pod> = pods.into_iter().filter(|p| !is_terminal(p)).collect();
 
     let mut status = j.status.clone();
@@ -107,7 +134,7 @@ pub(crate) fn reconcile_in(ctx: &mut Ctx<'_>, j: &Job) -> Vec<Action> {
         for p in active.drain(..surplus) {
             out.push(delete_of(Kind::Pod, &p.meta));
         }
-    } else if active.len() < want && !ctx.terminating(&j.meta.namespace) {
+    } else if active.len() < want && !backing_off && !ctx.terminating(&j.meta.namespace) {
         let mut created = Vec::new();
         for _ in active.len()..want {
             let pod = ctx.new_pod(Kind::Job, &j.meta, &j.spec.template);

@@ -8,6 +8,7 @@
 //! that fails (conflict, not found) is simply recomputed on the next pass.
 //!
 //! - [`replicaset`]: keeps `replicas` non-terminal pods per replica set.
+//! - [`backoff`]: replica sets, daemon sets and jobs back off replacing pods that fail fast.
 //! - [`deployment`]: one replica set per template, rolling updates between them.
 //! - [`daemonset`]: one pod per eligible node, created already bound to it.
 //! - [`job`]: pods until `completions` succeeded, at most `parallelism` at once.
@@ -38,6 +39,7 @@ use bramble_wire::objects::{
     PodPhase, PodTemplate, ProcessState, ReplicaSet,
 };
 
+pub mod backoff;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -263,6 +265,13 @@ fn ready_since(pod: &Pod) -> Option<u64> {
     Some(at)
 }
 
+/// Whether a pod has been available long enough to reset its owner's replacement backoff.
+pub(crate) fn stable(pod: &Pod, now_ms: u64) -> bool {
+    ready_since(pod).is_some_and(|t| {
+        t.saturating_add(bramble_wire::objects::RESTART_BACKOFF_RESET_MS) <= now_ms
+    })
+}
+
 /// Whether a pod has finished for good (Succeeded or Failed).
 pub fn is_terminal(pod: &Pod) -> bool {
     matches!(pod.status.phase, PodPhase::Succeeded | PodPhase::Failed)
@@ -308,6 +317,20 @@ pub fn next_deadline(snap: &Snapshot, timings: &Timings) -> Option<u64> {
             .filter(|c| !c.status)
         {
             consider(c.since_ms.saturating_add(timings.eviction_timeout_ms));
+        }
+    }
+    // Replacement backoffs ending; a stable pod resetting a count changes nothing to do.
+    for rs in snap.replicasets {
+        consider(rs.status.backoff.until_ms);
+    }
+    for ds in snap.daemonsets {
+        consider(ds.status.backoff.until_ms);
+    }
+    for j in snap.jobs {
+        if j.status.phase == bramble_wire::objects::JobPhase::Running
+            && let Some(t) = job::next_start_ms(snap, j)
+        {
+            consider(t);
         }
     }
     for j in snap.jobs {

@@ -2,6 +2,9 @@
 //!
 //! - Owned pods are those whose owners hold the replica set's uid (the selector is for display).
 //! - Terminal pods (Succeeded, Failed) are deleted and replaced: a replica set runs services.
+//!   Pods that fail fast are replaced after a backoff ([`super::backoff`], kept in
+//!   `status.backoff`): meanwhile the failed pod stays with its reason and a `BackOff` event says
+//!   how long.
 //! - Missing pods are created from the template; surplus pods are deleted, preferring pods not
 //!   bound to a node, then Pending ones, then ones whose phase is Unknown, then unavailable ones,
 //!   then the newest.
@@ -12,7 +15,7 @@ use std::cmp::Reverse;
 
 use bramble_wire::objects::{Kind, Object, Pod, PodPhase, ReplicaSet};
 
-use super::{Action, Ctx, Snapshot, delete_of, event, is_terminal, pod_available};
+use super::{Action, Ctx, Snapshot, backoff, delete_of, event, is_terminal, pod_available};
 
 /// Actions that bring one replica set's pods to `spec.replicas` and its status up to date.
 pub fn reconcile(snap: &Snapshot, rs: &ReplicaSet) -> Vec<Action> {
@@ -48,9 +51,21 @@ pub(crate) fn reconcile_in(ctx: &mut Ctx<'_>, rs: &ReplicaSet, dirty: bool) -> V
         .filter(|p| pod_available(p, min_ready, now))
         .count() as u32;
 
+    let stable = active.iter().any(|p| super::stable(p, now));
+    let gate = backoff::gate(&rs.status.backoff, &terminal, stable, now);
     let mut deleted = Vec::new();
-    for p in &terminal {
-        out.push(delete_of(Kind::Pod, &p.meta));
+    if gate.replace {
+        for p in &terminal {
+            out.push(delete_of(Kind::Pod, &p.meta));
+        }
+    }
+    if let Some(delay) = gate.started_ms {
+        out.push(event(
+            Kind::ReplicaSet,
+            &rs.meta,
+            "BackOff",
+            backoff::message("failed pods", gate.next.failures, delay, &gate.next.reason),
+        ));
     }
     let want = rs.spec.replicas as usize;
     let mut created = Vec::new();
@@ -64,7 +79,10 @@ pub(crate) fn reconcile_in(ctx: &mut Ctx<'_>, rs: &ReplicaSet, dirty: bool) -> V
             out.push(delete_of(Kind::Pod, &p.meta));
             deleted.push(p.meta.name.clone());
         }
-    } else if active.len() < want && !ctx.terminating(&rs.meta.namespace) && !rs.meta.uid.is_empty()
+    } else if active.len() < want
+        && gate.replace
+        && !ctx.terminating(&rs.meta.namespace)
+        && !rs.meta.uid.is_empty()
     {
         for _ in active.len()..want {
             let pod = ctx.new_pod(Kind::ReplicaSet, &rs.meta, &rs.spec.template);
@@ -89,11 +107,15 @@ pub(crate) fn reconcile_in(ctx: &mut Ctx<'_>, rs: &ReplicaSet, dirty: bool) -> V
         ));
     }
 
-    if dirty || rs.status.replicas != observed_replicas || rs.status.available != observed_available
+    if dirty
+        || rs.status.replicas != observed_replicas
+        || rs.status.available != observed_available
+        || rs.status.backoff != gate.next
     {
         let mut next = rs.clone();
         next.status.replicas = observed_replicas;
         next.status.available = observed_available;
+        next.status.backoff = gate.next;
         out.push(Action::Update(Object::ReplicaSet(next)));
     }
     out

@@ -683,7 +683,10 @@ fn replicaset_deletes_surplus_unscheduled_then_pending_then_newest() {
 #[test]
 fn replicaset_replaces_terminal_pods() {
     let mut w = rs_world(2, 2);
+    // A pod that ran for longer than the backoff's reset time: replaced at once.
+    w.now = T0 + bramble_wire::objects::RESTART_BACKOFF_RESET_MS + 10;
     w.pods[0].status = phase(PodPhase::Failed);
+    w.pods[0].status.updated_ms = w.now - 1;
     let a = replicaset::reconcile(&w.snap(), &w.replicasets[0]);
     assert_eq!(deletes(&a), vec![(Kind::Pod, "web-0")]);
     assert_eq!(creates(&a).len(), 1);
@@ -694,6 +697,80 @@ fn replicaset_replaces_terminal_pods() {
     };
     assert_eq!((rs.status.replicas, rs.status.available), (1, 1));
     assert_eq!(rs.meta.revision, 1);
+}
+
+#[test]
+fn replicaset_backs_off_replacing_pods_that_fail_fast() {
+    let mut w = rs_world(1, 1);
+    w.pods[0].status = phase(PodPhase::Failed);
+    w.pods[0].status.message = "mount /data: no such directory".into();
+    w.pods[0].status.updated_ms = T0 + 100;
+    w.now = T0 + 200;
+    // First sight: the failed pod stays, nothing is created, the wait is in the status.
+    let a = replicaset::reconcile(&w.snap(), &w.replicasets[0]);
+    assert!(deletes(&a).is_empty() && creates(&a).is_empty(), "{a:?}");
+    let Object::ReplicaSet(rs) = updates(&a)[0].clone() else {
+        panic!()
+    };
+    assert_eq!(rs.status.backoff.failures, 1);
+    assert_eq!(rs.status.backoff.until_ms, w.now + 500);
+    assert!(
+        a.iter()
+            .any(|x| matches!(x, Action::Event { reason, message, .. }
+        if reason == "BackOff" && message.contains("mount /data")))
+    );
+    w.replicasets[0] = rs;
+    // A fixed point while waiting, and the loop is told when to come back.
+    let a = replicaset::reconcile(&w.snap(), &w.replicasets[0]);
+    assert!(a.is_empty(), "{a:?}");
+    let timings = crate::controllers::Timings::default();
+    assert_eq!(
+        crate::controllers::next_deadline(&w.snap(), &timings),
+        Some(T0 + 700)
+    );
+    // At the deadline: deleted and replaced in one pass, the count kept.
+    w.now = T0 + 700;
+    let a = replicaset::reconcile(&w.snap(), &w.replicasets[0]);
+    assert_eq!(deletes(&a), vec![(Kind::Pod, "web-0")]);
+    assert_eq!(creates(&a).len(), 1);
+    let Object::ReplicaSet(rs) = updates(&a)[0].clone() else {
+        panic!()
+    };
+    assert_eq!(
+        (rs.status.backoff.failures, rs.status.backoff.until_ms),
+        (1, 0)
+    );
+}
+
+#[test]
+fn job_backs_off_after_a_failed_pod() {
+    let mut w = World::new();
+    w.nodes = vec![node("n1", true)];
+    let mut j = bramble_wire::objects::Job {
+        meta: meta("batch", "uid-batch"),
+        ..Default::default()
+    };
+    j.spec.completions = 1;
+    j.spec.parallelism = 1;
+    j.spec.backoff_limit = 6;
+    j.spec.template = template("v1");
+    j.status.start_ms = T0;
+    w.jobs.push(j);
+    let mut p = pod("batch-0", (Kind::Job, "batch", "uid-batch"), Some("n1"));
+    p.status = phase(PodPhase::Failed);
+    p.status.updated_ms = T0 + 100;
+    w.pods.push(p);
+    w.now = T0 + 200;
+    let a = job::reconcile(&w.snap(), &w.jobs[0]);
+    assert!(creates(&a).is_empty(), "{a:?}");
+    let timings = crate::controllers::Timings::default();
+    assert_eq!(
+        crate::controllers::next_deadline(&w.snap(), &timings),
+        Some(T0 + 600)
+    );
+    w.now = T0 + 600;
+    let a = job::reconcile(&w.snap(), &w.jobs[0]);
+    assert_eq!(creates(&a).len(), 1);
 }
 
 #[test]
@@ -892,6 +969,35 @@ fn daemonset_places_one_bound_pod_per_eligible_node() {
         });
     let a = daemonset::reconcile(&w.snap(), &w.daemonsets[0]);
     assert_eq!(creates(&a).len(), 2);
+}
+
+#[test]
+fn daemonset_backs_off_replacing_a_pod_that_fails_fast() {
+    let mut w = World::new();
+    w.nodes = vec![node("a", true)];
+    w.daemonsets.push(daemonset("agent"));
+    let mut p = pod(
+        "agent-0",
+        (Kind::DaemonSet, "agent", "uid-agent"),
+        Some("a"),
+    );
+    p.meta.created_ms = T0;
+    p.status = phase(PodPhase::Failed);
+    p.status.updated_ms = T0 + 10;
+    w.pods.push(p);
+    w.now = T0 + 20;
+    let a = daemonset::reconcile(&w.snap(), &w.daemonsets[0]);
+    assert!(deletes(&a).is_empty() && creates(&a).is_empty(), "{a:?}");
+    let Object::DaemonSet(ds) = updates(&a)[0].clone() else {
+        panic!()
+    };
+    assert_eq!(ds.status.backoff.until_ms, T0 + 520);
+    w.daemonsets[0] = ds;
+    assert!(daemonset::reconcile(&w.snap(), &w.daemonsets[0]).is_empty());
+    w.now = T0 + 520;
+    let a = daemonset::reconcile(&w.snap(), &w.daemonsets[0]);
+    assert_eq!(deletes(&a), vec![(Kind::Pod, "agent-0")]);
+    assert_eq!(creates(&a).len(), 1);
 }
 
 #[test]

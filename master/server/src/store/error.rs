@@ -83,7 +83,7 @@ pub enum StoreError {
 
     /// The database file failed its integrity check at boot and was moved aside.
     #[error(
-        "store database {} is corrupt ({detail}); it was moved aside to {} (with its -wal and -shm files, if any) and nothing was replaced: restore a backup to {}, or start again to create an empty store and re-apply your manifests",
+        "store database {} is corrupt ({detail}); it was moved aside to {} (with its -wal and -shm files, if any) and nothing was replaced: restore a backup to {}, or start again with --accept-empty-store to create an empty store and re-apply your manifests",
         path.display(), moved_to.display(), path.display()
     )]
     Corrupt {
@@ -91,6 +91,31 @@ pub enum StoreError {
         path: PathBuf,
         /// Where it is now.
         moved_to: PathBuf,
+        /// What SQLite reported.
+        detail: String,
+    },
+
+    /// A damaged database was moved aside and nothing replaced it: starting would serve an
+    /// empty store ([`super::StoreConfig::accept_empty_store`] allows it).
+    #[error(
+        "REFUSING TO START WITH AN EMPTY STORE: {} is newer than the database {}: a damaged store was moved aside there and nothing replaced it, so starting now would serve an empty cluster: restore a backup to {} (or copy the damaged file back to recover what SQLite can with `sqlite3 FILE .recover`), or start with --accept-empty-store to begin empty and re-apply your manifests",
+        corrupt.display(), path.display(), path.display()
+    )]
+    CorruptKept {
+        /// The database.
+        path: PathBuf,
+        /// The newest moved-aside damaged database.
+        corrupt: PathBuf,
+    },
+
+    /// A write could not commit because the data directory's filesystem is full.
+    #[error(
+        "the master's store is full: {} could not grow ({detail}); nothing was written: free space on the data directory's filesystem: writes resume by themselves once there is room (reads still work)",
+        path.display()
+    )]
+    Full {
+        /// The database.
+        path: PathBuf,
         /// What SQLite reported.
         detail: String,
     },
@@ -171,6 +196,8 @@ impl StoreError {
             StoreError::Compacted { .. } | StoreError::Lagged => ErrorCode::Compacted,
             StoreError::Closed
             | StoreError::Corrupt { .. }
+            | StoreError::CorruptKept { .. }
+            | StoreError::Full { .. }
             | StoreError::Io { .. }
             | StoreError::BatchFailed(_)
             | StoreError::Db(_) => ErrorCode::Unavailable,

@@ -15,7 +15,14 @@
 //! - **Zero bytes written at idle**: no timers. Compaction runs inside write batches; read
 //!   connections never expire (no pool reaper).
 //! - **Boot**: `PRAGMA quick_check`; a damaged file is moved aside to `bramble.db.corrupt-<ts>`
-//!   and [`StoreError::Corrupt`] says where, never silently replaced.
+//!   and [`StoreError::Corrupt`] says where, never silently replaced. The next start refuses
+//!   ([`StoreError::CorruptKept`]) while a `bramble.db.corrupt-*` file is newer than the
+//!   database (a supervisor restarting the master would otherwise serve an empty store), unless
+//!   [`StoreConfig::accept_empty_store`].
+//! - **Disk full**: a batch that cannot commit fails with [`StoreError::Full`]; the writer then
+//!   opens a fresh write connection (a failed `COMMIT` can leave the old one inside a
+//!   transaction), so writes resume by themselves once there is room. Reads are unaffected.
+//! - **Permissions**: the data directory is made 0700, the database and its -wal/-shm 0600.
 //!
 //! ```no_run
 //! # smol::block_on(async {
@@ -88,6 +95,10 @@ pub struct StoreConfig {
     pub linger: std::time::Duration,
     /// Read connections.
     pub readers: u32,
+    /// Open (or create) the database even if a `bramble.db.corrupt-*` file is newer than it,
+    /// i.e. accept starting with an empty store after a damaged one was moved aside
+    /// (`bramble master --accept-empty-store`).
+    pub accept_empty_store: bool,
 }
 
 impl Default for StoreConfig {
@@ -99,6 +110,7 @@ impl Default for StoreConfig {
             max_batch: 512,
             linger: std::time::Duration::from_millis(20),
             readers: 4,
+            accept_empty_store: false,
         }
     }
 }
@@ -134,7 +146,14 @@ impl Store {
             path: data_dir.to_owned(),
             source,
         })?;
+        set_mode(data_dir, 0o700)?;
         let path = data_dir.join(DB_FILE);
+        if !config.accept_empty_store
+            && let Some(corrupt) = newer_corrupt_file(data_dir, &path)?
+        {
+            tracing::error!(path = %path.display(), corrupt = %corrupt.display(), "refusing to start: a damaged store was moved aside and nothing replaced it");
+            return Err(StoreError::CorruptKept { path, corrupt });
+        }
         let options = SqliteConnectOptions::new()
             .filename(&path)
             .journal_mode(SqliteJournalMode::Wal)
@@ -155,6 +174,12 @@ impl Store {
             return Err(move_aside(&path, detail));
         }
         MIGRATOR.run(&mut conn).await?;
+        for suffix in ["", "-wal", "-shm"] {
+            let f = PathBuf::from(format!("{}{suffix}", path.display()));
+            if f.exists() {
+                set_mode(&f, 0o600)?;
+            }
+        }
         let sealer = open_sealer(&mut conn, data_dir).await?;
 
         let revision: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM log")
@@ -170,7 +195,7 @@ impl Store {
             .min_connections(0)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
 
         let hub = Arc::new(Hub::new(revision, compacted));
@@ -179,6 +204,9 @@ impl Store {
         let (done_tx, writer_done) = async_channel::bounded::<()>(1);
         let writer = Writer {
             conn,
+            options: options.clone(),
+            path: path.clone(),
+            broken: false,
             requests,
             hub: hub.clone(),
             config: config.clone(),
@@ -470,6 +498,68 @@ async fn open_sealer(
         );
     }
     Ok(sealer)
+}
+
+/// `chmod mode path` (the data directory 0700, database files 0600).
+fn set_mode(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        StoreError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+/// When a file last changed (its inode: a rename or a restore counts), for ordering files.
+fn changed_at(m: &std::fs::Metadata) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    (m.ctime(), m.ctime_nsec()).max((m.mtime(), m.mtime_nsec()))
+}
+
+/// The newest `bramble.db.corrupt-*` file in `data_dir` if it is newer than the database at
+/// `db` (or the database is missing): a damaged store was moved aside and nothing replaced it.
+fn newer_corrupt_file(data_dir: &Path, db: &Path) -> Result<Option<PathBuf>, StoreError> {
+    let io = |source| StoreError::Io {
+        path: data_dir.to_owned(),
+        source,
+    };
+    let prefix = format!("{DB_FILE}.corrupt-");
+    let mut newest: Option<((i64, i64), PathBuf)> = None;
+    for entry in std::fs::read_dir(data_dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        // The database itself, not its moved-aside -wal/-shm companions.
+        if !name.starts_with(&prefix) || name.ends_with("-wal") || name.ends_with("-shm") {
+            continue;
+        }
+        let Ok(m) = entry.metadata() else { continue };
+        let at = changed_at(&m);
+        if newest.as_ref().is_none_or(|(t, _)| at > *t) {
+            newest = Some((at, entry.path()));
+        }
+    }
+    let Some((corrupt_at, corrupt)) = newest else {
+        return Ok(None);
+    };
+    match std::fs::metadata(db) {
+        Ok(m) if changed_at(&m) > corrupt_at => Ok(None),
+        Ok(_) => Ok(Some(corrupt)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(corrupt)),
+        Err(source) => Err(StoreError::Io {
+            path: db.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// SQLITE_FULL (13), in any extended form: the disk (or the database's size limit) is full.
+pub(crate) fn is_full(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i64>().ok())
+        .is_some_and(|c| c & 0xff == 13)
 }
 
 /// SQLITE_CORRUPT (11) or SQLITE_NOTADB (26), in any extended form.

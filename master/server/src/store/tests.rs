@@ -570,9 +570,67 @@ fn garbage_file_is_moved_aside() {
         let e = Store::open(dir.path()).await.unwrap_err();
         corrupt_check(dir.path(), e);
         assert!(!dir.path().join("bramble.db-wal").exists());
-        // Starting again creates an empty store next to the kept file.
-        let s = open(dir.path()).await;
+        // Starting again (a supervisor's restart) refuses to serve an empty store...
+        for _ in 0..2 {
+            let e = Store::open(dir.path()).await.unwrap_err();
+            assert!(matches!(e, StoreError::CorruptKept { .. }), "{e}");
+            let msg = e.to_string();
+            assert!(msg.contains("REFUSING TO START"), "{msg}");
+            assert!(msg.contains("bramble.db.corrupt-"), "{msg}");
+            assert!(msg.contains("--accept-empty-store"), "{msg}");
+            assert!(!db.exists(), "a refused start creates nothing");
+        }
+        // ... until told to: then an empty store next to the kept file.
+        let accept = StoreConfig {
+            accept_empty_store: true,
+            ..StoreConfig::default()
+        };
+        let s = Store::open_with(dir.path(), accept).await.unwrap();
         assert_eq!(s.current_revision(), 0);
+        s.create(pod("default", "p")).await.unwrap();
+        s.close().await;
+        // The new database is newer than the damaged file: later starts need no flag.
+        let s = open(dir.path()).await;
+        assert_eq!(s.current_revision(), 1);
+        s.close().await;
+    });
+}
+
+#[test]
+fn a_restored_backup_starts_without_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = open(backup.path()).await;
+        s.create(pod("default", "kept")).await.unwrap();
+        s.close().await;
+    });
+    std::fs::write(dir.path().join(DB_FILE), vec![0x5a; 64 * 1024]).unwrap();
+    smol::block_on(async {
+        let e = Store::open(dir.path()).await.unwrap_err();
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
+        std::fs::copy(backup.path().join(DB_FILE), dir.path().join(DB_FILE)).unwrap();
+        let s = open(dir.path()).await;
+        assert_eq!(s.current_revision(), 1);
+        s.close().await;
+    });
+}
+
+#[test]
+fn data_dir_and_database_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    smol::block_on(async {
+        let s = open(&dir).await;
+        s.create(pod("default", "p")).await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        for f in ["bramble.db", "bramble.db-wal", "bramble.db-shm"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
         s.close().await;
     });
 }

@@ -45,6 +45,14 @@ pub(crate) struct Pending {
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub(crate) conn: SqliteConnection,
+    /// How to open a fresh write connection after a failed batch.
+    pub(crate) options: sqlx::sqlite::SqliteConnectOptions,
+    /// The database (named in errors).
+    pub(crate) path: std::path::PathBuf,
+    /// The last batch failed: `conn` may be stuck inside a transaction (a `COMMIT` that failed
+    /// with SQLITE_FULL leaves it open, and sqlx's transaction depth with it), so the next batch
+    /// opens a fresh connection first.
+    pub(crate) broken: bool,
     pub(crate) requests: async_channel::Receiver<Pending>,
     pub(crate) hub: Arc<Hub>,
     pub(crate) config: StoreConfig,
@@ -117,6 +125,14 @@ impl Writer {
                 }
             }
             Err(e) => {
+                self.broken = true;
+                let e = match e {
+                    StoreError::Db(db) if super::is_full(&db) => StoreError::Full {
+                        path: self.path.clone(),
+                        detail: db.to_string(),
+                    },
+                    e => e,
+                };
                 tracing::error!(error = %e, writes = n, "store batch failed to commit");
                 let msg = e.to_string();
                 let mut first = Some(e);
@@ -131,6 +147,30 @@ impl Writer {
         }
     }
 
+    /// Replaces the write connection after a failed batch; the old one is closed, which rolls
+    /// back whatever it still held. Checks that the failed batch really left nothing behind.
+    async fn reconnect(&mut self) -> Result<(), StoreError> {
+        use sqlx::ConnectOptions;
+        let mut conn = self.options.connect().await?;
+        let revision: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(revision), 0) FROM log")
+            .fetch_one(&mut conn)
+            .await?;
+        let old = std::mem::replace(&mut self.conn, conn);
+        drop(old);
+        self.broken = false;
+        if revision as u64 != self.revision {
+            // A COMMIT reported as failed that landed after all: follow the database.
+            tracing::error!(
+                expected = self.revision,
+                found = revision,
+                "the store's last revision moved under a failed commit; watchers should re-list"
+            );
+            self.revision = revision as u64;
+        }
+        tracing::info!(path = %self.path.display(), revision = self.revision, "store write connection reopened after a failed batch");
+        Ok(())
+    }
+
     /// Applies a batch in one transaction. The outer error means nothing was committed; inner
     /// errors are per-write verdicts (nothing written for those).
     #[allow(clippy::type_complexity)]
@@ -138,6 +178,9 @@ impl Writer {
         &mut self,
         batch: &[Pending],
     ) -> Result<(Vec<Result<u64, StoreError>>, Vec<Event>, u64), StoreError> {
+        if self.broken {
+            self.reconnect().await?;
+        }
         let mut tx = self.conn.begin_with("BEGIN IMMEDIATE").await?;
         let mut revision = self.revision;
         let mut results = Vec::with_capacity(batch.len());
