@@ -23,7 +23,7 @@ fn master_log(m: &MasterProc) -> String {
 fn credential_of(m: &MasterProc, node: &str) -> Option<String> {
     m.ok(&["token", "list"]).lines().find_map(|l| {
         let c: Vec<&str> = l.split_whitespace().collect();
-        (c.len() >= 6 && c[1] == "node" && c[2] == node && c[5] == "no").then(|| c[0].to_string())
+        (c.len() >= 7 && c[1] == "node" && c[2] == node && c[6] == "no").then(|| c[0].to_string())
     })
 }
 

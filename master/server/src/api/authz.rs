@@ -41,6 +41,8 @@ fn verb(body: &RequestBody) -> String {
         | RequestBody::BlobChunk { .. }
         | RequestBody::ImageImport { .. } => "import images".into(),
         RequestBody::ImageRemove { .. } => "remove images".into(),
+        RequestBody::Patch { kind, .. } => format!("label {}s", kind.as_str()),
+        RequestBody::TokenRotateJoin => "rotate the join token".into(),
     }
 }
 
