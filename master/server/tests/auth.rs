@@ -316,6 +316,8 @@ fn created_tokens_join_expire_and_revoke() {
         let create = |ttl_s| RequestBody::TokenCreate {
             ttl_s,
             description: "rack 2".into(),
+            uses: None,
+            node: None,
         };
         let ResponseBody::TokenCreated { info, token } = c.call(create(None)).await.unwrap() else {
             panic!()
@@ -519,6 +521,8 @@ fn a_node_credential_reads_only_what_is_assigned_to_it() {
             n.call(RequestBody::TokenCreate {
                 ttl_s: None,
                 description: String::new(),
+                uses: None,
+                node: None,
             })
             .await,
             "token create",
@@ -697,6 +701,8 @@ fn secrets_never_reach_the_log() {
             .call(RequestBody::TokenCreate {
                 ttl_s: Some(60),
                 description: String::new(),
+                uses: None,
+                node: None,
             })
             .await
             .unwrap()

@@ -508,6 +508,7 @@ impl Tokens {
 
     /// Creates a token. Returns its row and its `id.secret`. For a node credential, `Ok(None)`
     /// means the node already has a live one.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
         store: &Store,
