@@ -169,15 +169,17 @@ pub fn parse_changes(args: &[String]) -> Result<Vec<(String, Option<String>)>, S
     Ok(out)
 }
 
-/// Applies a [`MetaPatch`] to `obj`: labels and annotations set or removed, a node cordoned or
+/// Applies a [`MetaPatch`] to `target`: labels and annotations set or removed, a node cordoned or
 /// uncordoned. Returns whether anything changed. Refuses (with the fix) a changed value
 /// without `overwrite` (kubectl's rule), a label of a node's own tier, `unschedulable` on
 /// another kind, and labels or annotations that would not validate.
-pub fn apply_patch(obj: &mut Object, patch: &MetaPatch) -> Result<bool, String> {
-    let kind = obj.kind();
-    let name = obj.meta().name.clone();
+pub fn apply_patch(target: &mut Object, patch: &MetaPatch) -> Result<bool, String> {
+    let kind = target.kind();
+    let name = target.meta().name.clone();
     let what = format!("{} {name:?}", kind.as_str());
-    let before = obj.clone();
+    // Changed on a copy: a refused patch leaves the object as it was.
+    let mut next = target.clone();
+    let obj = &mut next;
     for (tier, changes) in [("label", &patch.labels), ("annotation", &patch.annotations)] {
         for (k, v) in changes {
             if tier == "label" && kind == bramble_wire::objects::Kind::Node && node_owned(k) {
@@ -232,7 +234,9 @@ pub fn apply_patch(obj: &mut Object, patch: &MetaPatch) -> Result<bool, String> 
             }
         }
     }
-    Ok(*obj != before)
+    let changed = next != *target;
+    *target = next;
+    Ok(changed)
 }
 
 #[cfg(test)]
