@@ -606,8 +606,8 @@ mod tests {
     #[test]
     fn header_round_trip_and_version_zero() {
         let bytes = encode(ASSIGNMENT, b"\x2a\x00");
-        assert_eq!(&bytes[..], b"bramble assignment v3\n\x2a\x00");
-        assert_eq!(decode(ASSIGNMENT, &bytes).unwrap(), (3, &b"\x2a\x00"[..]));
+        assert_eq!(&bytes[..], b"bramble assignment v4\n\x2a\x00");
+        assert_eq!(decode(ASSIGNMENT, &bytes).unwrap(), (4, &b"\x2a\x00"[..]));
         // No header: version 0, the whole file.
         assert_eq!(
             decode(ASSIGNMENT, b"\x2a\x00").unwrap(),

@@ -114,7 +114,7 @@ mod tests {
         let mut s = StateFile::new(&dir);
         assert_eq!(s.load().unwrap(), Some(a.clone()));
         let now = fs::read(dir.assignment()).unwrap();
-        assert!(now.starts_with(b"bramble assignment v3\n"), "migrated");
+        assert!(now.starts_with(b"bramble assignment v4\n"), "migrated");
         assert!(!s.save(&a).unwrap(), "nothing more to write");
     }
 }

@@ -460,6 +460,16 @@ pub(crate) async fn handle_unfiltered(
             }
             let revision = match m.store.delete(kind, &ns, &name, expected_revision).await {
                 Ok(r) => r,
+                // A node that never registered (or was deleted) may still hold credentials
+                // that block its name: deleting it frees the name.
+                Err(StoreError::NotFound { .. })
+                    if kind == Kind::Node
+                        && m.tokens.list().iter().any(|t| {
+                            t.kind == "node" && t.node.as_deref() == Some(name.as_str())
+                        }) =>
+                {
+                    m.store.current_revision()
+                }
                 Err(StoreError::NotFound { .. }) => return Err(not_found(kind, &ns, &name)),
                 Err(e) => return Err(e.into()),
             };
