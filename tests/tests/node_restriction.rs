@@ -186,6 +186,30 @@ memory = "8Mi"
     assert!(m.ok(&["cordon", "w1"]).contains("unchanged"));
     assert!(node(&m, "w1").spec.unschedulable);
     assert!(m.ok(&["get", "nodes"]).contains("SchedulingDisabled"));
+
+    // Deleting a connected node: its pods go (their replica set makes new ones, which wait for a
+    // `zone=secure` node), its agent is told to stop them, its credential is deleted.
+    let old: Vec<String> = m
+        .pods("app=vault")
+        .into_iter()
+        .map(|p| p.meta.uid)
+        .collect();
+    assert!(m.ok(&["delete", "node", "w2"]).contains("node/w2 deleted"));
+    assert!(plain(&m.log()).contains("node deleted: told its agent to stop its pods"));
+    wait_for(
+        Duration::from_secs(30),
+        "vault pods replaced, unbound",
+        || {
+            let pods = m.pods("app=vault");
+            (pods.len() == 2
+                && pods
+                    .iter()
+                    .all(|p| !old.contains(&p.meta.uid) && p.spec.node_name.is_none()))
+            .then_some(())
+        },
+    );
+    assert_eq!(m.node_credential("w2"), None);
+    assert!(m.node("w2").is_none());
 }
 
 /// A revoked node cannot come back with the original join token (a reflashed SD card) until an

@@ -855,6 +855,12 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
             ..cur.meta().clone()
         };
     }
+    // Merged annotations are checked again as a whole (their count and size).
+    validate::check_annotations(
+        &format!("{} {name:?}: annotations", kind.as_str()),
+        &merged.meta().annotations,
+    )
+    .map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
     if merged == cur {
         return Ok(applied(cur.meta().revision, ApplyOutcome::Unchanged));
     }
