@@ -965,6 +965,43 @@ capabilities = { add = ["net_admin", "CAP_SYS_TIME"], drop = ["ALL"] }
     }
 
     #[test]
+    fn annotations_parse_validate_and_render_back() {
+        let text = "[[node]]\nname = \"pi1\"\nannotations = { note = \"new SD card\" }\n\
+                    [[configmap]]\nname = \"c\"\nannotations = { \"team.example/owner\" = \"ops\" }\ndata = { k = \"v\" }\n\
+                    [[deployment]]\nname = \"web\"\nannotations = { why = \"line one\\nline two\" }\n\
+                    [deployment.template]\nlabels = { app = \"web\" }\n[[deployment.template.process]]\nname = \"m\"\ncommand = [\"x\"]\n";
+        let objs = parse(text, "a.toml", "default").unwrap();
+        let notes: Vec<_> = objs
+            .iter()
+            .map(|o| {
+                o.meta()
+                    .annotations
+                    .values()
+                    .next()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(notes, ["new SD card", "line one\nline two", "ops"]);
+        for o in &objs {
+            crate::validate::check_object(o).unwrap();
+        }
+        let back = super::render::render(&objs).unwrap();
+        assert_eq!(
+            parse(&back, "again.toml", "default").unwrap(),
+            objs,
+            "{back}"
+        );
+        // Bounded: a value over 4 KiB is refused, naming the key and the fix.
+        let mut big = objs[0].clone();
+        big.meta_mut()
+            .annotations
+            .insert("blob".into(), "x".repeat(5000));
+        let e = crate::validate::check_object(&big).unwrap_err().to_string();
+        assert!(e.contains("\"blob\"") && e.contains("config map"), "{e}");
+    }
+
+    #[test]
     fn security_context_bad_inputs_are_refused() {
         let proc = |extra: &str| {
             err(&format!(
