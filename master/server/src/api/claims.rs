@@ -83,10 +83,23 @@ pub fn claimed_labels(name: &str, info: &NodeInfo) -> (Labels, Vec<String>) {
 
 /// A node's labels after a registration: the admin's tier of `stored` as it is, the node's own
 /// tier replaced by `claimed` (so a label dropped from `--labels` goes away).
-pub fn registered_labels(stored: &Labels, claimed: &Labels) -> Labels {
+///
+/// Upgrade from masters that stored a node's `--labels` as they came (`zone=secure`): a label
+/// equal to one the node reported last time (`previous`), with no `node.bramble.io/` twin yet
+/// (the node never registered under this rule), was the node's claim, not an admin's: it moves
+/// to the node's tier. Once registered under this rule, an admin label equal to the node's report
+/// stays.
+pub fn registered_labels(stored: &Labels, previous: Option<&NodeInfo>, claimed: &Labels) -> Labels {
+    let legacy_claim = |k: &str, v: &str| {
+        previous.is_some_and(|i| {
+            i.labels
+                .iter()
+                .any(|l| l.key.as_str() == k && l.value.as_str() == v)
+        }) && !stored.contains_key(&format!("{NODE_LABEL_PREFIX}{k}"))
+    };
     let mut out: Labels = stored
         .iter()
-        .filter(|(k, _)| !node_owned(k))
+        .filter(|(k, v)| !node_owned(k) && !legacy_claim(k, v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     out.extend(
@@ -320,7 +333,7 @@ mod tests {
             ("bramble.io/arch", "aarch64"),
         ]);
         let (claimed, _) = claimed_labels("pi1", &info(&[("zone", "evil")]));
-        let l = registered_labels(&stored, &claimed);
+        let l = registered_labels(&stored, None, &claimed);
         assert_eq!(l.get("zone").map(String::as_str), Some("secure"));
         assert_eq!(
             l.get("node.bramble.io/zone").map(String::as_str),
@@ -328,8 +341,32 @@ mod tests {
         );
         assert!(!l.contains_key("node.bramble.io/old"));
         // Only the node's tier of `claimed` counts (a forged admin key is ignored).
-        let l = registered_labels(&stored, &labels(&[("zone", "evil")]));
+        let l = registered_labels(&stored, None, &labels(&[("zone", "evil")]));
         assert_eq!(l.get("zone").map(String::as_str), Some("secure"));
+    }
+
+    #[test]
+    fn labels_an_older_master_stored_raw_move_to_the_nodes_tier() {
+        // An older master stored `--labels zone=secure` as `zone=secure`.
+        let report = info(&[("zone", "secure")]);
+        let stored = labels(&[
+            ("zone", "secure"),
+            ("team", "a"),
+            ("bramble.io/arch", "aarch64"),
+        ]);
+        let (claimed, _) = claimed_labels("pi1", &report);
+        let l = registered_labels(&stored, Some(&report), &claimed);
+        assert_eq!(l.get("zone"), None);
+        assert_eq!(
+            l.get("node.bramble.io/zone").map(String::as_str),
+            Some("secure")
+        );
+        assert_eq!(l.get("team").map(String::as_str), Some("a"));
+        // Registered under this rule: an admin's equal label stays.
+        let mut now = l.clone();
+        now.insert("zone".into(), "secure".into());
+        let again = registered_labels(&now, Some(&report), &claimed);
+        assert_eq!(again.get("zone").map(String::as_str), Some("secure"));
     }
 
     fn node(l: &[(&str, &str)], taints: &[&str], unschedulable: bool) -> Node {

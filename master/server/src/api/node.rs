@@ -419,7 +419,11 @@ pub(crate) async fn register(
         }
         // The node's own tier of labels (its reports under node.bramble.io/ and the derived
         // facts); the admin's labels, taints and the rest of the spec are not the node's to set.
-        node.meta.labels = super::claims::registered_labels(&node.meta.labels, &claimed);
+        node.meta.labels = super::claims::registered_labels(
+            &node.meta.labels,
+            before.status.info.as_deref(),
+            &claimed,
+        );
         node.status = status;
         if node.spec.pod_cidr.is_empty() {
             node.spec.pod_cidr = pick_subnet(m, name).await?;
