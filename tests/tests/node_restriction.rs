@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bramble_tests::{MasterProc, Proc, plain, require_root, wait_for, worker, worker_log};
+use bramble_tests::{
+    MasterProc, Proc, plain, require_root, wait_for, wait_for_with, worker, worker_log,
+};
 use bramble_wire::objects::Node;
 
 const FAST: &[&str] = &["--heartbeat-interval", "300ms", "--node-grace", "4s"];
@@ -342,12 +344,24 @@ fn a_second_session_replaces_the_first() {
     std::fs::create_dir_all(&s2).unwrap();
     std::fs::copy(&cred, s2.join("node.credential")).unwrap();
     let _w2 = worker(&m, "n1", &s2).start();
-    let told = wait_for(Duration::from_secs(20), "the first agent told", || {
-        worker_log(&s1)
-            .lines()
-            .find(|l| l.contains("replaced this session"))
-            .map(str::to_string)
-    });
+    let told = wait_for_with(
+        Duration::from_secs(20),
+        "the first agent told",
+        || {
+            worker_log(&s1)
+                .lines()
+                .find(|l| l.contains("replaced this session"))
+                .map(str::to_string)
+        },
+        || {
+            format!(
+                "\nfirst:\n{}\nclone:\n{}\nmaster:\n{}",
+                worker_log(&s1),
+                worker_log(&s2),
+                plain(&m.log())
+            )
+        },
+    );
     assert!(
         told.contains("another agent connected as node n1") && told.contains("stopped dialing"),
         "{told}"

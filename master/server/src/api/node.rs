@@ -127,6 +127,10 @@ pub(crate) async fn serve(
                 break;
             }
             if last {
+                // Leave the peer time to read `Replaced` before the close (a TLS close right
+                // behind the frame may reach an agent before it decoded the frame); the agent
+                // hangs up itself once it has read it.
+                smol::Timer::after(Duration::from_secs(1)).await;
                 let _ = w.close().await;
                 break;
             }
