@@ -1050,6 +1050,12 @@ fn services_config_artifacts_and_tokens() {
         "090c31302e34322e302e302f31360c31302e34332e302e302f31360d6272616d626c652e6c6f63616c",
     );
     check(
+        NodeDown::Replaced {
+            message: "another agent".into(),
+        },
+        "0a0d616e6f74686572206167656e74",
+    );
+    check(
         NodeUp::ArtifactGet {
             request: 3,
             sha256: "ab".repeat(32),
@@ -1287,6 +1293,22 @@ fn images_registries_and_their_calls() {
         }),
         "ac020f0a64656d6f2f6170703a31",
     );
+    check(
+        request(RequestBody::Patch {
+            kind: Kind::Node,
+            namespace: String::new(),
+            name: "pi1".into(),
+            patch: bramble_wire::msg::MetaPatch {
+                labels: vec![("zone".into(), Some("a".into())), ("old".into(), None)],
+                annotations: vec![("note".into(), Some("hi".into()))],
+                overwrite: true,
+                unschedulable: Some(true),
+            },
+        }),
+        "ac021001000370693102047a6f6e65010161036f6c640001046e6f7465010268
+         69010101",
+    );
+    check(request(RequestBody::TokenRotateJoin), "ac0211");
     check(
         response(ResponseBody::ImageProgress {
             message: "layer 1/2 of linux/arm/v7".into(),
