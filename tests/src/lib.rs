@@ -269,6 +269,17 @@ impl MasterProc {
         self.nodes().into_iter().find(|n| n.meta.name == name)
     }
 
+    /// The id of node `node`'s live (not revoked) credential in `bramble token list`.
+    pub fn node_credential(&self, node: &str) -> Option<String> {
+        self.ok(&["token", "list"]).lines().find_map(|l| {
+            // ID KIND NODE AGE EXPIRES USES REVOKED DESCRIPTION (a node credential's EXPIRES
+            // is `never`, its USES `-`: one word each).
+            let c: Vec<&str> = l.split_whitespace().collect();
+            (c.len() >= 7 && c[1] == "node" && c[2] == node && c[6] == "no")
+                .then(|| c[0].to_string())
+        })
+    }
+
     /// The names of the nodes whose Ready condition holds (not `NotReady`, not unknown).
     pub fn ready_nodes(&self) -> Vec<String> {
         self.nodes()
@@ -402,6 +413,12 @@ impl WorkerSpec {
         self
     }
 
+    /// Joins with the token in `path` instead of the master's `join.token`.
+    pub fn token_file(mut self, path: &Path) -> Self {
+        self.token_file = path.to_path_buf();
+        self
+    }
+
     /// More flags for `bramble-worker`.
     pub fn args(mut self, extra: &[&str]) -> Self {
         self.extra.extend(extra.iter().map(|s| s.to_string()));
@@ -474,6 +491,11 @@ fn spawn(
         cgroup_parent,
         bridge: None,
     }
+}
+
+/// The log of the worker whose state dir is `state` (`STATE.worker.log`), without colours.
+pub fn worker_log(state: &Path) -> String {
+    plain(&std::fs::read_to_string(state.with_extension("worker.log")).unwrap_or_default())
 }
 
 /// Starts `bramble-worker` against `master`.

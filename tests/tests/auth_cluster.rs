@@ -5,26 +5,14 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use bramble_tests::{MasterProc, plain, require_root, start_worker, wait_for};
+use bramble_tests::{MasterProc, plain, require_root, start_worker, wait_for, worker_log};
 
 fn node_ready(m: &MasterProc, name: &str) -> bool {
     m.node_ready(name)
 }
 
-fn worker_log(state: &std::path::Path) -> String {
-    plain(&std::fs::read_to_string(state.with_extension("worker.log")).unwrap_or_default())
-}
-
 fn master_log(m: &MasterProc) -> String {
     plain(&m.log())
-}
-
-/// The id of `node`'s live credential in `bramble token list`.
-fn credential_of(m: &MasterProc, node: &str) -> Option<String> {
-    m.ok(&["token", "list"]).lines().find_map(|l| {
-        let c: Vec<&str> = l.split_whitespace().collect();
-        (c.len() >= 6 && c[1] == "node" && c[2] == node && c[5] == "no").then(|| c[0].to_string())
-    })
 }
 
 #[test]
@@ -48,7 +36,7 @@ fn worker_joins_keeps_its_credential_and_is_cut_off_when_revoked() {
     });
     let mode = std::fs::metadata(&cred_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let id = credential_of(&m, "n1").expect("n1's credential listed");
+    let id = m.node_credential("n1").expect("n1's credential listed");
     assert!(cred.trim().starts_with(&format!("{id}.")));
     let secret = cred.trim().split_once('.').unwrap().1.to_string();
     assert!(!m.ok(&["token", "list"]).contains(&secret));

@@ -148,6 +148,13 @@ pub enum NodeDown {
     /// The cluster's address plan and DNS domain (sent when a worker connects, before its
     /// assignment): for the node's NAT, service rules and DNS.
     ClusterNetwork(ClusterNetwork),
+    /// Another agent connected with this node's credential and took over the node's session:
+    /// this connection ends. The agent stops dialing (two agents with one credential would
+    /// take the session from each other) and keeps its pods running until restarted.
+    Replaced {
+        /// Why, with the fix.
+        message: String,
+    },
 }
 
 /// The cluster-wide network settings, for [`NodeDown::ClusterNetwork`].
@@ -267,6 +274,12 @@ pub enum RequestBody {
         ttl_s: Option<u64>,
         /// Free text.
         description: String,
+        /// How many nodes may join with it; `None` = any number until it expires.
+        #[serde(default)]
+        uses: Option<u32>,
+        /// The one node name it may join (and re-admit after a revocation); `None` = any name.
+        #[serde(default)]
+        node: Option<String>,
     },
     /// List join tokens and node credentials (admin only; secrets are not included).
     TokenList,
@@ -316,6 +329,37 @@ pub enum RequestBody {
         /// The reference (normalized by the master).
         reference: String,
     },
+    /// Change an object's labels and annotations, or a node's `unschedulable` (`bramble label`,
+    /// `annotate`, `cordon`, `uncordon`): applied by the master to the stored object with the
+    /// revision it read, retried on a conflict, so concurrent writers lose nothing. Answered by
+    /// [`ResponseBody::Applied`].
+    Patch {
+        /// Kind.
+        kind: Kind,
+        /// Namespace (ignored for cluster-scoped kinds).
+        namespace: String,
+        /// Name.
+        name: String,
+        /// The change.
+        patch: MetaPatch,
+    },
+    /// Replace the bootstrap join token (`DATA_DIR/join.token`): the old one is revoked, the new
+    /// one written to the file and answered once by [`ResponseBody::TokenCreated`].
+    TokenRotateJoin,
+}
+
+/// A change of an object's labels and annotations (`bramble label|annotate`), or of a node's
+/// `unschedulable` (`bramble cordon|uncordon`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetaPatch {
+    /// Labels to set (`Some(value)`) or remove (`None`), in order.
+    pub labels: Vec<(String, Option<String>)>,
+    /// Annotations to set or remove, in order.
+    pub annotations: Vec<(String, Option<String>)>,
+    /// Whether a key that has a different value may be changed (kubectl's `--overwrite`).
+    pub overwrite: bool,
+    /// Nodes only: cordon (`Some(true)`) or uncordon (`Some(false)`).
+    pub unschedulable: Option<bool>,
 }
 
 /// What a token lets its holder do.
@@ -346,6 +390,9 @@ pub struct TokenInfo {
     pub expires_ms: Option<u64>,
     /// Revoked.
     pub revoked: bool,
+    /// Joins left for a join token created with `--uses`; `None` = unlimited.
+    #[serde(default)]
+    pub uses_left: Option<u32>,
 }
 
 /// Outcome of applying one object.

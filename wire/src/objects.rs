@@ -166,6 +166,10 @@ pub struct Meta {
     pub created_ms: u64,
     /// Owners of this object.
     pub owners: Vec<OwnerRef>,
+    /// Annotations: free-form key → value notes for people and tools (`bramble annotate`);
+    /// selectors never read them.
+    #[serde(default)]
+    pub annotations: Labels,
 }
 
 /// CPU, memory and process limits or capacities. `None` means "not set".

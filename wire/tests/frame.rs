@@ -312,11 +312,11 @@ fn garbage_gets_a_distinct_error() {
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<NodeDown>(&[10]).unwrap_err(),
+        frame::decode::<NodeDown>(&[11]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<Request>(&[1, 16]).unwrap_err(),
+        frame::decode::<Request>(&[1, 18]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(

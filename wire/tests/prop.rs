@@ -275,9 +275,10 @@ fn meta() -> BoxedStrategy<Meta> {
         any::<u64>(),
         any::<u64>(),
         vec(owner, 0..2),
+        labels(),
     )
         .prop_map(
-            |(name, namespace, labels, uid, revision, created_ms, owners)| Meta {
+            |(name, namespace, labels, uid, revision, created_ms, owners, annotations)| Meta {
                 name,
                 namespace,
                 labels,
@@ -285,6 +286,7 @@ fn meta() -> BoxedStrategy<Meta> {
                 revision,
                 created_ms,
                 owners,
+                annotations,
             },
         )
         .boxed()
@@ -1019,6 +1021,7 @@ fn node_down() -> BoxedStrategy<NodeDown> {
                 domain,
             })
         }),
+        s().prop_map(|message| NodeDown::Replaced { message }),
     ]
     .boxed()
 }
@@ -1075,8 +1078,14 @@ fn request() -> BoxedStrategy<Request> {
                 data,
             }
         }),
-        (of(any::<u64>()), s())
-            .prop_map(|(ttl_s, description)| RequestBody::TokenCreate { ttl_s, description }),
+        (of(any::<u64>()), s(), of(any::<u32>()), of(s())).prop_map(
+            |(ttl_s, description, uses, node)| RequestBody::TokenCreate {
+                ttl_s,
+                description,
+                uses,
+                node
+            }
+        ),
         Just(RequestBody::TokenList),
         s().prop_map(|id| RequestBody::TokenRevoke { id }),
         s().prop_map(|reference| RequestBody::ImagePull { reference }),
@@ -1088,6 +1097,31 @@ fn request() -> BoxedStrategy<Request> {
         }),
         (s(), s()).prop_map(|(reference, sha256)| RequestBody::ImageImport { reference, sha256 }),
         s().prop_map(|reference| RequestBody::ImageRemove { reference }),
+        (
+            kind(),
+            s(),
+            s(),
+            vec((s(), of(s())), 0..3),
+            vec((s(), of(s())), 0..3),
+            any::<bool>(),
+            of(any::<bool>())
+        )
+            .prop_map(
+                |(kind, namespace, name, labels, annotations, overwrite, unschedulable)| {
+                    RequestBody::Patch {
+                        kind,
+                        namespace,
+                        name,
+                        patch: bramble_wire::msg::MetaPatch {
+                            labels,
+                            annotations,
+                            overwrite,
+                            unschedulable,
+                        },
+                    }
+                }
+            ),
+        Just(RequestBody::TokenRotateJoin),
     ];
     (any::<u32>(), body)
         .prop_map(|(id, body)| Request { id, body })
@@ -1103,9 +1137,10 @@ fn token_info() -> BoxedStrategy<TokenInfo> {
         any::<u64>(),
         of(any::<u64>()),
         any::<bool>(),
+        of(any::<u32>()),
     )
         .prop_map(
-            |(id, kind, node, description, created_ms, expires_ms, revoked)| TokenInfo {
+            |(id, kind, node, description, created_ms, expires_ms, revoked, uses_left)| TokenInfo {
                 id,
                 kind,
                 node,
@@ -1113,6 +1148,7 @@ fn token_info() -> BoxedStrategy<TokenInfo> {
                 created_ms,
                 expires_ms,
                 revoked,
+                uses_left,
             },
         )
         .boxed()
@@ -1268,7 +1304,8 @@ cases!(
         ArtifactChunk,
         Credential,
         Network,
-        ClusterNetwork
+        ClusterNetwork,
+        Replaced
     ]
 );
 cases!(
@@ -1291,7 +1328,9 @@ cases!(
         BlobBegin,
         BlobChunk,
         ImageImport,
-        ImageRemove
+        ImageRemove,
+        Patch,
+        TokenRotateJoin
     ]
 );
 cases!(

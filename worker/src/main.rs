@@ -23,7 +23,9 @@ struct Args {
     /// Where the assignment, pod state and logs live.
     #[arg(long, default_value = "/var/lib/bramble-worker")]
     state_dir: PathBuf,
-    /// Node labels, `k=v,k2=v2`.
+    /// Labels this node reports about itself, `k=v,k2=v2`: the master files them under
+    /// `node.bramble.io/` (`zone=b` becomes `node.bramble.io/zone=b`); other labels are an
+    /// admin's to set (`bramble label node NAME k=v`).
     #[arg(long, default_value = "")]
     labels: String,
     /// Board profile name, if the device tree does not tell.
@@ -162,6 +164,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--labels: {kv:?} is not k=v"))?;
+        if k.contains('/') && !k.starts_with("node.bramble.io/") {
+            anyhow::bail!(
+                "--labels: {k:?}: a node reports labels under node.bramble.io/ only (write {:?}); an admin sets other labels with `bramble label node NAME {k}={v}`",
+                k.rsplit('/').next().unwrap_or(k)
+            );
+        }
         labels.push((k.to_string(), v.to_string()));
     }
     std::fs::create_dir_all(&args.state_dir).map_err(|e| {

@@ -61,7 +61,8 @@ mod v2;
 mod v3;
 
 /// Version of `assignment.bin` (postcard `bramble_wire::msg::Assignment`): 4 since protocol 7
-/// (a pod's `ephemeral_storage`); 3 holds protocol 6's types ([`v3`]), 2 protocols 4 and 5's
+/// (object metadata's annotations, a pod's `ephemeral_storage`); 3 holds protocol 6's types
+/// ([`v3`]), 2 protocols 4 and 5's
 /// ([`v2`]), 0 and 1 protocol 3's ([`v1`]).
 pub const ASSIGNMENT_V: u32 = 4;
 /// Version of `node.credential` (text: `id.secret\n`).
@@ -70,9 +71,10 @@ pub const CREDENTIAL_V: u32 = 1;
 pub const NETWORK_V: u32 = 1;
 /// Version of `cluster-network` (postcard `ClusterNetwork`).
 pub const CLUSTER_NETWORK_V: u32 = 1;
-/// Version of `endpoints` (postcard `Vec<Endpoints>`): 2 since protocol 5 (the service's
-/// virtual IP); 0 and 1 hold protocol 4's endpoints ([`v1`]).
-pub const ENDPOINTS_V: u32 = 2;
+/// Version of `endpoints` (postcard `Vec<Endpoints>`): 3 since object metadata has
+/// annotations; 2 holds protocols 5 and 6's endpoints ([`v3`]: the service's virtual IP), 0 and
+/// 1 protocol 4's ([`v1`]).
+pub const ENDPOINTS_V: u32 = 3;
 /// Version of a pod's `config` (postcard [`crate::runtime::init::InitConfig`]): 4 since
 /// protocol 7 (the writable layer's tmpfs); 3 holds protocol 6's ([`v3`]), 2 protocols 4 and 5's
 /// process spec ([`v2`]), 0 and 1 protocol 3's ([`v1`]).
@@ -229,7 +231,11 @@ impl Persisted for bramble_wire::objects::PodStatus {}
 impl Persisted for Vec<bramble_wire::msg::PodSubnet> {}
 impl Persisted for bramble_wire::msg::ClusterNetwork {}
 impl Persisted for Vec<bramble_wire::objects::Endpoints> {
-    fn decode_old(_version: u32, payload: &[u8]) -> postcard::Result<Self> {
+    fn decode_old(version: u32, payload: &[u8]) -> postcard::Result<Self> {
+        if version == 2 {
+            return postcard::from_bytes::<Vec<v3::EndpointsV2>>(payload)
+                .map(|v| v.into_iter().map(Into::into).collect());
+        }
         postcard::from_bytes::<Vec<v1::EndpointsV1>>(payload)
             .map(|v| v.into_iter().map(Into::into).collect())
     }
@@ -255,7 +261,7 @@ pub fn previous_format(kind: Kind, bytes: &[u8]) -> Option<Vec<u8>> {
             .ok()
             .map(v1);
     }
-    if kind == ENDPOINTS && kind.current == 2 {
+    if kind == ENDPOINTS && kind.current >= 2 {
         let e: Vec<bramble_wire::objects::Endpoints> = postcard::from_bytes(payload).ok()?;
         let old: Vec<v1::EndpointsV1> = e.iter().map(Into::into).collect();
         return postcard::to_allocvec(&old).ok().map(v1);

@@ -110,6 +110,12 @@ impl NodeConfig {
                     "--label {l}: the key must be 1-63 characters of letters, digits, '-', '_', '.', '/'"
                 );
             }
+            if k.contains('/') && !k.starts_with("node.bramble.io/") {
+                bail!(
+                    "--label {l}: a node reports labels under node.bramble.io/ only (write {}={v}); set other labels from the master: bramble label node NAME {k}={v}",
+                    k.rsplit('/').next().unwrap_or(k)
+                );
+            }
             if v.len() > 63 || !ok(v, false) {
                 bail!(
                     "--label {l}: the value must be at most 63 characters of letters, digits, '-', '_', '.'"
@@ -391,6 +397,7 @@ mod tests {
             ("h:70", "-x", "", "--hostname -x"),
             ("h:70", "n", "novalue", "KEY=VALUE"),
             ("h:70", "n", "k=$(reboot)", "the value"),
+            ("h:70", "n", "example.com/zone=a", "node.bramble.io/ only"),
         ] {
             let labels: Vec<String> = if label.is_empty() {
                 vec![]

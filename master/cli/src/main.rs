@@ -5,6 +5,7 @@ mod artifact;
 mod create;
 mod demo;
 mod image;
+mod label;
 mod rollout;
 mod table;
 mod token;
@@ -160,6 +161,51 @@ pub enum Cmd {
         /// What to do.
         #[command(subcommand)]
         action: image::ImageCmd,
+    },
+    /// Set or remove labels of an object (`KEY=VALUE`, `KEY-`); changing a label's value needs
+    /// --overwrite. A node's own labels (`node.bramble.io/…`, arch, board, hostname) are the
+    /// node's to report, not an admin's to set.
+    Label {
+        /// Kind (nodes, pods, deployments, …).
+        kind: String,
+        /// Name.
+        name: String,
+        /// `KEY=VALUE` to set, `KEY-` to remove.
+        #[arg(required = true)]
+        changes: Vec<String>,
+        /// Change labels that have another value.
+        #[arg(long)]
+        overwrite: bool,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Set or remove annotations of an object: free-form notes selectors never read (`KEY=VALUE`,
+    /// `KEY-`); changing one's value needs --overwrite.
+    Annotate {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+        /// `KEY=VALUE` to set, `KEY-` to remove.
+        #[arg(required = true)]
+        changes: Vec<String>,
+        /// Change annotations that have another value.
+        #[arg(long)]
+        overwrite: bool,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Mark a node unschedulable: no new pod is placed there (its pods keep running).
+    Cordon {
+        /// Node name.
+        node: String,
+    },
+    /// Mark a node schedulable again.
+    Uncordon {
+        /// Node name.
+        node: String,
     },
     /// Print a process's log (kept on its node).
     Logs {
@@ -658,6 +704,57 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                 }
             };
             let _ = writeln!(out, "deployment/{name} scaled from {from} to {replicas}");
+        }
+        Cmd::Label {
+            kind,
+            name,
+            changes,
+            overwrite,
+            namespace,
+        } => {
+            let patch = bramble_wire::msg::MetaPatch {
+                labels: bramble_server::api::claims::parse_changes(&changes).map_err(usage)?,
+                overwrite,
+                ..Default::default()
+            };
+            label::run(&mut c, &kind, &name, &namespace, patch, "labeled", &mut out).await?
+        }
+        Cmd::Annotate {
+            kind,
+            name,
+            changes,
+            overwrite,
+            namespace,
+        } => {
+            let patch = bramble_wire::msg::MetaPatch {
+                annotations: bramble_server::api::claims::parse_changes(&changes).map_err(usage)?,
+                overwrite,
+                ..Default::default()
+            };
+            label::run(
+                &mut c,
+                &kind,
+                &name,
+                &namespace,
+                patch,
+                "annotated",
+                &mut out,
+            )
+            .await?
+        }
+        Cmd::Cordon { node } => {
+            let patch = bramble_wire::msg::MetaPatch {
+                unschedulable: Some(true),
+                ..Default::default()
+            };
+            label::run(&mut c, "node", &node, "", patch, "cordoned", &mut out).await?
+        }
+        Cmd::Uncordon { node } => {
+            let patch = bramble_wire::msg::MetaPatch {
+                unschedulable: Some(false),
+                ..Default::default()
+            };
+            label::run(&mut c, "node", &node, "", patch, "uncordoned", &mut out).await?
         }
         Cmd::Rollout { action } => rollout::run(&mut c, action, &mut out).await?,
         Cmd::Create { what } => create::run(&mut c, what, &mut out).await?,

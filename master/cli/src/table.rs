@@ -590,6 +590,17 @@ pub fn describe(o: &Object, now: u64) -> String {
             labels.join(", ")
         }
     );
+    // Annotations: one per line (values may be long or span lines; continuation lines are
+    // indented under the value).
+    if m.annotations.is_empty() {
+        let _ = writeln!(s, "Annotations: <none>");
+    } else {
+        let _ = writeln!(s, "Annotations:");
+        for (k, v) in &m.annotations {
+            let v = v.replace('\n', "\n               ");
+            let _ = writeln!(s, "  {k}={v}");
+        }
+    }
     let _ = writeln!(s, "UID:         {}", m.uid);
     let _ = writeln!(s, "Revision:    {}", m.revision);
     let _ = writeln!(s, "Age:         {}", age(now, m.created_ms));

@@ -1,4 +1,5 @@
-//! `bramble token create|list|revoke`: join tokens and node credentials (admin only).
+//! `bramble token create|list|revoke|rotate-join`: join tokens and node credentials (admin
+//! only).
 
 use std::io::Write;
 use std::time::Duration;
@@ -13,13 +14,23 @@ use super::{Client, ClientError, table, usage};
 pub enum TokenCmd {
     /// Create a join token; prints it once (give it to `bramble-worker --token-file`).
     Create {
-        /// Lifetime, e.g. `24h` (default: until revoked).
-        #[arg(long, value_parser = super::parse_duration)]
-        ttl: Option<Duration>,
+        /// Lifetime, e.g. `2h`; `0` = until revoked (as kubeadm's `--ttl 0`).
+        #[arg(long, default_value = "24h", value_parser = super::parse_duration)]
+        ttl: Duration,
+        /// How many nodes may join with it (default: any number until it expires).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// The one node name it admits (default uses 1); also lets a node whose credential was
+        /// revoked join again.
+        #[arg(long)]
+        node: Option<String>,
         /// What it is for.
         #[arg(long, default_value = "")]
         description: String,
     },
+    /// Replace the bootstrap join token in the master's DATA_DIR/join.token (the old one is
+    /// revoked; joined nodes keep working with their own credentials). Prints the new one once.
+    RotateJoin,
     /// List join tokens, node credentials and admin tokens (never their secrets).
     List,
     /// Revoke a token or a node credential; a node using it is cut off at its next message.
@@ -46,6 +57,7 @@ pub fn render(tokens: &[TokenInfo], now_ms: u64) -> String {
             "NODE",
             "AGE",
             "EXPIRES",
+            "USES",
             "REVOKED",
             "DESCRIPTION",
         ]
@@ -64,6 +76,8 @@ pub fn render(tokens: &[TokenInfo], now_ms: u64) -> String {
             t.node.clone().unwrap_or_else(|| "-".into()),
             table::age(now_ms, t.created_ms),
             expires,
+            t.uses_left
+                .map_or_else(|| "-".to_string(), |n| format!("{n} left")),
             if t.revoked { "yes" } else { "no" }.into(),
             t.description.clone(),
         ]);
@@ -74,27 +88,55 @@ pub fn render(tokens: &[TokenInfo], now_ms: u64) -> String {
 /// Runs a token subcommand.
 pub async fn run(c: &mut Client, cmd: TokenCmd, out: &mut impl Write) -> Result<(), ClientError> {
     match cmd {
-        TokenCmd::Create { ttl, description } => {
-            let ttl_s = ttl.map(|d| d.as_secs().max(1));
+        TokenCmd::Create {
+            ttl,
+            uses,
+            node,
+            description,
+        } => {
+            let ttl_s = (!ttl.is_zero()).then(|| ttl.as_secs().max(1));
             match c
-                .call(RequestBody::TokenCreate { ttl_s, description })
+                .call(RequestBody::TokenCreate {
+                    ttl_s,
+                    description,
+                    uses,
+                    node: node.clone(),
+                })
                 .await?
             {
                 ResponseBody::TokenCreated { info, token } => {
                     // The token on stdout alone (for `> join.token`); the rest on stderr.
                     let _ = writeln!(out, "{token}");
                     eprintln!(
-                        "created join token {} ({}); it is shown only once: put it in the worker's --token-file (mode 0600)",
+                        "created join token {} ({}{}{}); it is shown only once: put it in the worker's --token-file (mode 0600)",
                         info.id,
                         match info.expires_ms {
-                            Some(_) => format!("expires in {}", humantime(ttl.unwrap_or_default())),
+                            Some(_) => format!("expires in {}", humantime(ttl)),
                             None => "valid until revoked".into(),
+                        },
+                        match info.uses_left {
+                            Some(n) => format!(", {n} join{}", if n == 1 { "" } else { "s" }),
+                            None => String::new(),
+                        },
+                        match &node {
+                            Some(n) => format!(", for node {n} only"),
+                            None => String::new(),
                         }
                     );
                 }
                 _ => return Err(usage("unexpected answer to token create".into())),
             }
         }
+        TokenCmd::RotateJoin => match c.call(RequestBody::TokenRotateJoin).await? {
+            ResponseBody::TokenCreated { info, token } => {
+                let _ = writeln!(out, "{token}");
+                eprintln!(
+                    "join token rotated: the master's join token file now holds {} (shown only once); the previous one is revoked, joined nodes are not affected",
+                    info.id
+                );
+            }
+            _ => return Err(usage("unexpected answer to token rotate-join".into())),
+        },
         TokenCmd::List => match c.call(RequestBody::TokenList).await? {
             ResponseBody::Tokens(t) => {
                 let _ = write!(out, "{}", render(&t, bramble_server::api::now_ms()));
@@ -108,7 +150,7 @@ pub async fn run(c: &mut Client, cmd: TokenCmd, out: &mut impl Write) -> Result<
                         Some(n) => {
                             let _ = writeln!(
                                 out,
-                                "token/{} revoked: node {n} is cut off and may join again with a join token",
+                                "token/{} revoked: node {n} is cut off and may not join again until you delete it (`bramble delete node {n}`) or create a token for it (`bramble token create --node {n}`)",
                                 t.id
                             );
                         }
@@ -147,6 +189,7 @@ mod tests {
             created_ms: 1_000,
             expires_ms: None,
             revoked: true,
+            uses_left: None,
         };
         let s = render(&[t], 61_000);
         assert!(s.contains("node-abc") && s.contains("pi1") && s.contains("yes"));

@@ -19,6 +19,8 @@ pub(crate) struct ConfigMapM {
     #[serde(default)]
     labels: Labels,
     #[serde(default)]
+    annotations: Labels,
+    #[serde(default)]
     data: BTreeMap<String, String>,
 }
 
@@ -30,6 +32,8 @@ pub(crate) struct SecretM {
     namespace: Option<String>,
     #[serde(default)]
     labels: Labels,
+    #[serde(default)]
+    annotations: Labels,
     #[serde(default)]
     data: BTreeMap<String, String>,
     #[serde(default)]
@@ -50,7 +54,13 @@ pub(crate) struct EnvFromM {
 impl ConfigMapM {
     pub(crate) fn into_object(self, default_ns: &str) -> Object {
         Object::ConfigMap(ConfigMap {
-            meta: meta(self.name, self.namespace, default_ns, self.labels),
+            meta: meta(
+                self.name,
+                self.namespace,
+                default_ns,
+                self.labels,
+                self.annotations,
+            ),
             data: self.data,
         })
     }
@@ -73,7 +83,13 @@ impl SecretM {
             }
         }
         Ok(Object::Secret(Secret {
-            meta: meta(self.name, self.namespace, default_ns, self.labels),
+            meta: meta(
+                self.name,
+                self.namespace,
+                default_ns,
+                self.labels,
+                self.annotations,
+            ),
             data,
         }))
     }
@@ -97,11 +113,18 @@ impl EnvFromM {
     }
 }
 
-fn meta(name: String, ns: Option<String>, default_ns: &str, labels: Labels) -> Meta {
+fn meta(
+    name: String,
+    ns: Option<String>,
+    default_ns: &str,
+    labels: Labels,
+    annotations: Labels,
+) -> Meta {
     Meta {
         name,
         namespace: ns.unwrap_or_else(|| default_ns.to_string()),
         labels,
+        annotations,
         ..Default::default()
     }
 }

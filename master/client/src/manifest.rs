@@ -65,6 +65,8 @@ struct RegistryM {
     name: String,
     #[serde(default)]
     labels: Labels,
+    #[serde(default)]
+    annotations: Labels,
     #[serde(deserialize_with = "de_host")]
     host: String,
     #[serde(default)]
@@ -87,6 +89,8 @@ struct ServiceM {
     #[serde(default)]
     labels: Labels,
     #[serde(default)]
+    annotations: Labels,
+    #[serde(default)]
     selector: Labels,
     port: u16,
     target_port: u16,
@@ -104,6 +108,8 @@ struct NamespaceM {
     name: String,
     #[serde(default)]
     labels: Labels,
+    #[serde(default)]
+    annotations: Labels,
     #[serde(default, deserialize_with = "de_pod_security")]
     pod_security: PodSecurity,
 }
@@ -115,6 +121,8 @@ struct NodeM {
     name: String,
     #[serde(default)]
     labels: Labels,
+    #[serde(default)]
+    annotations: Labels,
     #[serde(default)]
     taints: Vec<TaintM>,
     #[serde(default)]
@@ -148,6 +156,8 @@ struct PodM {
     namespace: Option<String>,
     #[serde(default)]
     labels: Labels,
+    #[serde(default)]
+    annotations: Labels,
     #[serde(default)]
     restart_policy: RestartPolicy,
     #[serde(default)]
@@ -226,6 +236,8 @@ struct DeploymentM {
     namespace: Option<String>,
     #[serde(default)]
     labels: Labels,
+    #[serde(default)]
+    annotations: Labels,
     #[serde(default = "one")]
     replicas: u32,
     #[serde(default)]
@@ -251,6 +263,8 @@ struct DaemonSetM {
     #[serde(default)]
     labels: Labels,
     #[serde(default)]
+    annotations: Labels,
+    #[serde(default)]
     selector: Labels,
     #[serde(default = "one")]
     max_unavailable: u32,
@@ -266,6 +280,8 @@ struct JobM {
     namespace: Option<String>,
     #[serde(default)]
     labels: Labels,
+    #[serde(default)]
+    annotations: Labels,
     #[serde(default = "one")]
     completions: u32,
     #[serde(default = "one")]
@@ -612,14 +628,14 @@ impl Manifest {
         let mut out = Vec::new();
         for n in self.namespace {
             out.push(Object::Namespace(Namespace {
-                meta: meta(n.name, String::new(), n.labels),
+                meta: meta(n.name, String::new(), n.labels, n.annotations),
                 pod_security: n.pod_security,
                 ..Default::default()
             }));
         }
         for n in self.node {
             out.push(Object::Node(Node {
-                meta: meta(n.name, String::new(), n.labels),
+                meta: meta(n.name, String::new(), n.labels, n.annotations),
                 spec: NodeSpec {
                     taints: n
                         .taints
@@ -659,7 +675,7 @@ impl Manifest {
             let mut spec = pod_spec(t, &format!("pod {:?}", p.name))?;
             spec.node_name = p.node;
             out.push(Object::Pod(Pod {
-                meta: meta(p.name, ns, p.labels),
+                meta: meta(p.name, ns, p.labels, p.annotations),
                 spec,
                 status: Default::default(),
             }));
@@ -674,7 +690,7 @@ impl Manifest {
                 d.selector
             };
             out.push(Object::Deployment(Deployment {
-                meta: meta(d.name, ns, d.labels),
+                meta: meta(d.name, ns, d.labels, d.annotations),
                 spec: DeploymentSpec {
                     replicas: d.replicas,
                     selector,
@@ -697,7 +713,7 @@ impl Manifest {
                 d.selector
             };
             out.push(Object::DaemonSet(DaemonSet {
-                meta: meta(d.name, ns, d.labels),
+                meta: meta(d.name, ns, d.labels, d.annotations),
                 spec: DaemonSetSpec {
                     selector,
                     template: PodTemplate { labels, spec },
@@ -716,7 +732,7 @@ impl Manifest {
             }
             let spec = pod_spec(t, &format!("job {:?}", j.name))?;
             out.push(Object::Job(Job {
-                meta: meta(j.name, ns, j.labels),
+                meta: meta(j.name, ns, j.labels, j.annotations),
                 spec: JobSpec {
                     completions: j.completions,
                     parallelism: j.parallelism,
@@ -736,7 +752,7 @@ impl Manifest {
         for v in self.service {
             let ns = v.namespace.unwrap_or_else(|| default_ns.to_string());
             out.push(Object::Service(Service {
-                meta: meta(v.name, ns, v.labels),
+                meta: meta(v.name, ns, v.labels, v.annotations),
                 spec: ServiceSpec {
                     selector: v.selector,
                     port: v.port,
@@ -748,7 +764,7 @@ impl Manifest {
         }
         for r in self.registry {
             out.push(Object::Registry(Registry {
-                meta: meta(r.name, String::new(), r.labels),
+                meta: meta(r.name, String::new(), r.labels, r.annotations),
                 spec: RegistrySpec {
                     host: r.host,
                     insecure: r.insecure,
@@ -870,11 +886,12 @@ fn pod_spec(mut t: TemplateM, what: &str) -> Result<PodSpec, String> {
     })
 }
 
-fn meta(name: String, namespace: String, labels: Labels) -> Meta {
+fn meta(name: String, namespace: String, labels: Labels, annotations: Labels) -> Meta {
     Meta {
         name,
         namespace,
         labels,
+        annotations,
         ..Default::default()
     }
 }
@@ -971,6 +988,43 @@ capabilities = { add = ["net_admin", "CAP_SYS_TIME"], drop = ["ALL"] }
             objs,
             "{text}"
         );
+    }
+
+    #[test]
+    fn annotations_parse_validate_and_render_back() {
+        let text = "[[node]]\nname = \"pi1\"\nannotations = { note = \"new SD card\" }\n\
+                    [[configmap]]\nname = \"c\"\nannotations = { \"team.example/owner\" = \"ops\" }\ndata = { k = \"v\" }\n\
+                    [[deployment]]\nname = \"web\"\nannotations = { why = \"line one\\nline two\" }\n\
+                    [deployment.template]\nlabels = { app = \"web\" }\n[[deployment.template.process]]\nname = \"m\"\ncommand = [\"x\"]\n";
+        let objs = parse(text, "a.toml", "default").unwrap();
+        let notes: Vec<_> = objs
+            .iter()
+            .map(|o| {
+                o.meta()
+                    .annotations
+                    .values()
+                    .next()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(notes, ["new SD card", "line one\nline two", "ops"]);
+        for o in &objs {
+            crate::validate::check_object(o).unwrap();
+        }
+        let back = super::render::render(&objs).unwrap();
+        assert_eq!(
+            parse(&back, "again.toml", "default").unwrap(),
+            objs,
+            "{back}"
+        );
+        // Bounded: a value over 4 KiB is refused, naming the key and the fix.
+        let mut big = objs[0].clone();
+        big.meta_mut()
+            .annotations
+            .insert("blob".into(), "x".repeat(5000));
+        let e = crate::validate::check_object(&big).unwrap_err().to_string();
+        assert!(e.contains("\"blob\"") && e.contains("config map"), "{e}");
     }
 
     #[test]

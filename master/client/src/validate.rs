@@ -14,6 +14,14 @@ use bramble_wire::objects::{
 pub const MAX_NAME: usize = 63;
 /// Most labels per object.
 pub const MAX_LABELS: usize = 32;
+/// Most annotations per object.
+pub const MAX_ANNOTATIONS: usize = 64;
+/// Longest annotation key.
+pub const MAX_ANNOTATION_KEY: usize = 253;
+/// Largest annotation value, in bytes.
+pub const MAX_ANNOTATION_VALUE: usize = 4096;
+/// Largest sum of an object's annotation keys and values, in bytes.
+pub const MAX_ANNOTATIONS_BYTES: usize = 32 * 1024;
 /// Most processes per pod.
 pub const MAX_PROCESSES: usize = 16;
 /// The largest writable layer a pod may ask for (`ephemeral_storage_limit`).
@@ -91,6 +99,63 @@ pub fn check_label(field: &str, key: &str, value: &str) -> Result<(), Invalid> {
             field,
             format!(
                 "label {key:?}={value:?} is invalid: keys and values are at most 63 characters of letters, digits, '-', '_', '.', '/' (keys non-empty)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an object's annotations: free-form notes, bounded in count and size. Keys are like
+/// label keys (at most 253 characters of `A-Za-z0-9-_./`); values any text up to 4 KiB without
+/// control characters other than newline and tab; at most 64 of them, 32 KiB in all.
+pub fn check_annotations(field: &str, annotations: &Labels) -> Result<(), Invalid> {
+    if annotations.len() > MAX_ANNOTATIONS {
+        return Err(invalid(
+            field,
+            format!(
+                "{} annotations: at most {MAX_ANNOTATIONS}; remove some with `bramble annotate KIND NAME key-`",
+                annotations.len()
+            ),
+        ));
+    }
+    let mut total = 0;
+    for (k, v) in annotations {
+        let key_ok = !k.is_empty()
+            && k.len() <= MAX_ANNOTATION_KEY
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+        if !key_ok {
+            return Err(invalid(
+                field,
+                format!(
+                    "annotation key {k:?} is invalid: at most {MAX_ANNOTATION_KEY} characters of letters, digits, '-', '_', '.', '/'"
+                ),
+            ));
+        }
+        if v.len() > MAX_ANNOTATION_VALUE {
+            return Err(invalid(
+                field,
+                format!(
+                    "annotation {k:?} is {} bytes: at most {MAX_ANNOTATION_VALUE}; keep large data in a config map",
+                    v.len()
+                ),
+            ));
+        }
+        if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return Err(invalid(
+                field,
+                format!(
+                    "annotation {k:?}: control characters other than newline and tab are not allowed"
+                ),
+            ));
+        }
+        total += k.len() + v.len();
+    }
+    if total > MAX_ANNOTATIONS_BYTES {
+        return Err(invalid(
+            field,
+            format!(
+                "annotations hold {total} bytes: at most {MAX_ANNOTATIONS_BYTES}; keep large data in a config map"
             ),
         ));
     }
@@ -196,6 +261,10 @@ pub fn check_object(obj: &Object) -> Result<(), Invalid> {
     for (k, v) in &meta.labels {
         check_label(&format!("{kind} {:?}: labels", meta.name), k, v)?;
     }
+    check_annotations(
+        &format!("{kind} {:?}: annotations", meta.name),
+        &meta.annotations,
+    )?;
     match obj {
         Object::Pod(p) => check_pod(p),
         Object::Deployment(d) => {

@@ -130,6 +130,7 @@ fn cluster() -> (Vec<Node>, Vec<Deployment>, Vec<ReplicaSet>, Vec<Pod>) {
                     name: name.clone(),
                     uid: dep.meta.uid.clone(),
                 }],
+                ..Default::default()
             },
             spec: ReplicaSetSpec {
                 replicas: REPLICAS,
@@ -161,6 +162,7 @@ fn cluster() -> (Vec<Node>, Vec<Deployment>, Vec<ReplicaSet>, Vec<Pod>) {
                         name: rs.meta.name.clone(),
                         uid: rs.meta.uid.clone(),
                     }],
+                    ..Default::default()
                 },
                 spec,
                 status: PodStatus {

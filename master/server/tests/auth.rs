@@ -237,12 +237,12 @@ fn join_once_per_name_then_only_with_the_node_credential() {
     smol::block_on(async {
         let (_s, cred) = join(&m.addr, "pi1", &m.join).await;
         assert!(cred.starts_with("node-") && cred.contains('.'));
-        // A second join of the same name is refused, naming the credential to revoke.
+        // A second join of the same name is refused, naming the credential and the fix.
         let (_, h) = hello(&m.addr, Role::Worker, "pi1", &m.join).await;
         let (reason, msg) = rejected(&h);
         assert_eq!(reason, RejectReason::BadIdentity);
         assert!(msg.contains("pi1 already joined"), "{msg}");
-        assert!(msg.contains("bramble token revoke"), "{msg}");
+        assert!(msg.contains("bramble delete node pi1"), "{msg}");
         // The credential works for its own name only.
         let _s2 = reconnect(&m.addr, "pi1", &cred).await;
         let (_, h) = hello(&m.addr, Role::Worker, "pi2", &cred).await;
@@ -280,7 +280,7 @@ fn join_once_per_name_then_only_with_the_node_credential() {
 }
 
 #[test]
-fn revoking_a_node_credential_cuts_it_off_and_frees_the_name() {
+fn revoking_a_node_credential_cuts_it_off_and_blocks_the_name_until_deleted() {
     let m = start(|_| {}, |_| {});
     smol::block_on(async {
         let (mut s, cred) = join(&m.addr, "pi1", &m.join).await;
@@ -297,7 +297,23 @@ fn revoking_a_node_credential_cuts_it_off_and_frees_the_name() {
         let (reason, msg) = rejected(&h);
         assert_eq!(reason, RejectReason::BadCredentials);
         assert!(msg.contains(&format!("token {id} was revoked")), "{msg}");
-        // The name may join again, and gets a new credential.
+        // The name may not join again with the join token...
+        let (_, h) = hello(&m.addr, Role::Worker, "pi1", &m.join).await;
+        let (reason, msg) = rejected(&h);
+        assert_eq!(reason, RejectReason::BadIdentity);
+        assert!(
+            msg.contains(&format!("{id} was revoked")) && msg.contains("bramble delete node pi1"),
+            "{msg}"
+        );
+        // ...until an admin deletes the node; then it gets a new credential.
+        c.call(RequestBody::Delete {
+            kind: bramble_wire::objects::Kind::Node,
+            namespace: String::new(),
+            name: "pi1".into(),
+            expected_revision: None,
+        })
+        .await
+        .unwrap();
         let (_s, cred2) = join(&m.addr, "pi1", &m.join).await;
         assert_ne!(cred, cred2);
         // Unknown ids are NotFound.
@@ -316,6 +332,8 @@ fn created_tokens_join_expire_and_revoke() {
         let create = |ttl_s| RequestBody::TokenCreate {
             ttl_s,
             description: "rack 2".into(),
+            uses: None,
+            node: None,
         };
         let ResponseBody::TokenCreated { info, token } = c.call(create(None)).await.unwrap() else {
             panic!()
@@ -519,6 +537,8 @@ fn a_node_credential_reads_only_what_is_assigned_to_it() {
             n.call(RequestBody::TokenCreate {
                 ttl_s: None,
                 description: String::new(),
+                uses: None,
+                node: None,
             })
             .await,
             "token create",
@@ -697,6 +717,8 @@ fn secrets_never_reach_the_log() {
             .call(RequestBody::TokenCreate {
                 ttl_s: Some(60),
                 description: String::new(),
+                uses: None,
+                node: None,
             })
             .await
             .unwrap()

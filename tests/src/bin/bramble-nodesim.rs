@@ -448,6 +448,9 @@ async fn session(
                     Some(NodeDown::Credential { secret }) => {
                         *credential.borrow_mut() = Some(secret);
                     }
+                    Some(NodeDown::Replaced { message }) => {
+                        bail!("the master replaced this session: {message}")
+                    }
                     Some(NodeDown::Assign(a)) => {
                         stats.assigns.fetch_add(1, Ordering::Relaxed);
                         if !*first_ready {

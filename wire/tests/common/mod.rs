@@ -76,6 +76,7 @@ pub fn hello_pod(name: &str) -> Pod {
             revision: 42,
             created_ms: 1_700_000_000_000,
             owners: Vec::new(),
+            annotations: Default::default(),
         },
         spec: PodSpec {
             processes: vec![ProcessSpec {

@@ -358,7 +358,7 @@ async fn event_loop(
                 // Isolated pods that waited for the cluster DNS can start now.
                 resync!();
             }
-            Some(Ev::Down(NodeDown::Credential { .. })) => {}
+            Some(Ev::Down(NodeDown::Credential { .. } | NodeDown::Replaced { .. })) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
             Some(Ev::Down(NodeDown::ArtifactChunk {
                 request,
@@ -491,12 +491,21 @@ async fn connection_loop(cfg: Config, ev: async_channel::Sender<Ev>) {
     let mut rng = (now_ms() ^ u64::from(std::process::id()) << 32) | 1;
     loop {
         let registered = AtomicBool::new(false);
-        match session(&cfg, &ev, &registered).await {
+        let mut replaced = None;
+        match session(&cfg, &ev, &registered, &mut replaced).await {
             Ok(()) => tracing::warn!("master closed the connection"),
             Err(e) => tracing::warn!("master connection: {e:#}"),
         }
         if ev.send(Ev::Disconnected).await.is_err() {
             return;
+        }
+        if let Some(why) = replaced {
+            // Another agent holds this node's session: dialing again would take it back and
+            // forth. Pods keep running; a restart of this agent dials again.
+            tracing::error!(
+                "the master replaced this session: {why}; stopped dialing the master (pods keep running; restart the agent to reconnect)"
+            );
+            std::future::pending::<()>().await;
         }
         if registered.load(Ordering::Relaxed) {
             // The master took us: a later drop starts the backoff over.
@@ -518,6 +527,7 @@ async fn session(
     cfg: &Config,
     ev: &async_channel::Sender<Ev>,
     registered: &AtomicBool,
+    replaced: &mut Option<String>,
 ) -> anyhow::Result<()> {
     let max = bramble_wire::DEFAULT_MAX_FRAME * 16;
     let (pin, credential) = tls::pin_and_credential(&cfg.token)?;
@@ -580,6 +590,10 @@ async fn session(
                         cfg.state.root().display()
                     ),
                 }
+            }
+            Ok(Some(NodeDown::Replaced { message })) => {
+                *replaced = Some(message);
+                break Ok(());
             }
             Ok(Some(m)) => {
                 if ev.send(Ev::Down(m)).await.is_err() {

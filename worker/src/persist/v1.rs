@@ -5,10 +5,12 @@
 
 use bramble_wire::msg::Assignment;
 use bramble_wire::objects::{
-    Arch, Artifact, ConfigMap, EnvFrom, Meta, NetworkMode, Pod, PodSpec, PodStatus, Port, Probe,
-    ProcessSpec, Resources, RestartPolicy, Toleration, Volume,
+    Arch, EnvFrom, NetworkMode, Pod, PodSpec, PodStatus, Port, Probe, ProcessSpec, Resources,
+    RestartPolicy, Toleration, Volume,
 };
 use serde::{Deserialize, Serialize};
+
+use super::v3::{ArtifactV3, ConfigMapV3, MetaV3};
 
 use crate::runtime::init::{InitConfig, InitProcess};
 
@@ -83,7 +85,7 @@ impl From<PodSpecV1> for PodSpec {
 /// `Pod` of protocol 3.
 #[derive(Serialize, Deserialize, Debug)]
 pub(super) struct PodV1 {
-    meta: Meta,
+    meta: MetaV3,
     spec: PodSpecV1,
     status: PodStatus,
 }
@@ -93,8 +95,8 @@ pub(super) struct PodV1 {
 pub(super) struct AssignmentV1 {
     revision: u64,
     pods: Vec<PodV1>,
-    config_maps: Vec<ConfigMap>,
-    artifacts: Vec<Artifact>,
+    config_maps: Vec<ConfigMapV3>,
+    artifacts: Vec<ArtifactV3>,
 }
 
 impl From<AssignmentV1> for Assignment {
@@ -105,13 +107,13 @@ impl From<AssignmentV1> for Assignment {
                 .pods
                 .into_iter()
                 .map(|p| Pod {
-                    meta: p.meta,
+                    meta: p.meta.into(),
                     spec: p.spec.into(),
                     status: p.status,
                 })
                 .collect(),
-            config_maps: a.config_maps,
-            artifacts: a.artifacts,
+            config_maps: a.config_maps.into_iter().map(Into::into).collect(),
+            artifacts: a.artifacts.into_iter().map(Into::into).collect(),
             images: Vec::new(),
         }
     }
@@ -212,7 +214,7 @@ impl From<&Assignment> for AssignmentV1 {
                 .pods
                 .iter()
                 .map(|p| PodV1 {
-                    meta: p.meta.clone(),
+                    meta: (&p.meta).into(),
                     spec: PodSpecV1 {
                         processes: p.spec.processes.iter().map(Into::into).collect(),
                         restart_policy: p.spec.restart_policy,
@@ -228,8 +230,8 @@ impl From<&Assignment> for AssignmentV1 {
                     status: p.status.clone(),
                 })
                 .collect(),
-            config_maps: a.config_maps.clone(),
-            artifacts: a.artifacts.clone(),
+            config_maps: a.config_maps.iter().map(Into::into).collect(),
+            artifacts: a.artifacts.iter().map(Into::into).collect(),
         }
     }
 }
@@ -269,7 +271,7 @@ impl From<&InitConfig> for InitConfigV1 {
 /// `Endpoints` of protocols 3 and 4: no virtual IP.
 #[derive(Serialize, Deserialize, Debug)]
 pub(super) struct EndpointsV1 {
-    meta: Meta,
+    meta: MetaV3,
     port: u16,
     ready: Vec<bramble_wire::objects::EndpointAddress>,
     not_ready: Vec<bramble_wire::objects::EndpointAddress>,
@@ -279,7 +281,7 @@ pub(super) struct EndpointsV1 {
 impl From<EndpointsV1> for bramble_wire::objects::Endpoints {
     fn from(e: EndpointsV1) -> Self {
         bramble_wire::objects::Endpoints {
-            meta: e.meta,
+            meta: e.meta.into(),
             port: e.port,
             ready: e.ready,
             not_ready: e.not_ready,
@@ -292,7 +294,7 @@ impl From<EndpointsV1> for bramble_wire::objects::Endpoints {
 impl From<&bramble_wire::objects::Endpoints> for EndpointsV1 {
     fn from(e: &bramble_wire::objects::Endpoints) -> Self {
         EndpointsV1 {
-            meta: e.meta.clone(),
+            meta: (&e.meta).into(),
             port: e.port,
             ready: e.ready.clone(),
             not_ready: e.not_ready.clone(),

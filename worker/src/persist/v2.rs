@@ -5,11 +5,12 @@
 
 use bramble_wire::msg::Assignment;
 use bramble_wire::objects::{
-    Arch, Artifact, CapChanges, ConfigMap, EnvFrom, IdRef, Meta, NetworkMode, Pod, PodSpec,
-    PodStatus, Port, Probe, ProcessSpec, Resources, RestartPolicy, SeccompProfile, Toleration,
-    Volume,
+    Arch, CapChanges, EnvFrom, IdRef, NetworkMode, Pod, PodSpec, PodStatus, Port, Probe,
+    ProcessSpec, Resources, RestartPolicy, SeccompProfile, Toleration, Volume,
 };
 use serde::{Deserialize, Serialize};
+
+use super::v3::{ArtifactV3, ConfigMapV3, MetaV3};
 
 use crate::runtime::init::{InitConfig, InitProcess, PodCgroup};
 
@@ -122,7 +123,7 @@ impl From<PodSpecV2> for PodSpec {
 /// `Pod` of protocols 4 and 5.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub(super) struct PodV2 {
-    meta: Meta,
+    meta: MetaV3,
     spec: PodSpecV2,
     status: PodStatus,
 }
@@ -132,8 +133,8 @@ pub(super) struct PodV2 {
 pub(super) struct AssignmentV2 {
     revision: u64,
     pods: Vec<PodV2>,
-    config_maps: Vec<ConfigMap>,
-    artifacts: Vec<Artifact>,
+    config_maps: Vec<ConfigMapV3>,
+    artifacts: Vec<ArtifactV3>,
 }
 
 impl From<AssignmentV2> for Assignment {
@@ -144,13 +145,13 @@ impl From<AssignmentV2> for Assignment {
                 .pods
                 .into_iter()
                 .map(|p| Pod {
-                    meta: p.meta,
+                    meta: p.meta.into(),
                     spec: p.spec.into(),
                     status: p.status,
                 })
                 .collect(),
-            config_maps: a.config_maps,
-            artifacts: a.artifacts,
+            config_maps: a.config_maps.into_iter().map(Into::into).collect(),
+            artifacts: a.artifacts.into_iter().map(Into::into).collect(),
             images: Vec::new(),
         }
     }
@@ -228,6 +229,7 @@ impl From<InitConfigV2> for InitConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bramble_wire::objects::Meta;
 
     /// A version 2 file's payload decodes through the frozen types into today's values.
     #[test]
@@ -252,10 +254,11 @@ mod tests {
         let a = AssignmentV2 {
             revision: 7,
             pods: vec![PodV2 {
-                meta: Meta {
+                meta: (&Meta {
                     name: "p".into(),
                     ..Default::default()
-                },
+                })
+                    .into(),
                 spec: PodSpecV2 {
                     processes: vec![p.clone()],
                     restart_policy: RestartPolicy::Always,

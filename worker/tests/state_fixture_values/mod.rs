@@ -25,6 +25,7 @@ fn meta(name: &str, uid: &str) -> Meta {
         revision: 7,
         created_ms: 1_765_000_000_000,
         owners: Vec::new(),
+        annotations: Default::default(),
     }
 }
 

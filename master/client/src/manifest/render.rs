@@ -30,6 +30,7 @@ pub fn render(objs: &[Object]) -> Result<String, String> {
             Object::Namespace(n) => m.namespace.push(NamespaceOut {
                 name: n.meta.name.clone(),
                 labels: n.meta.labels.clone(),
+                annotations: n.meta.annotations.clone(),
                 pod_security: match n.pod_security {
                     PodSecurity::Privileged => None,
                     PodSecurity::Baseline => Some("baseline"),
@@ -46,6 +47,7 @@ pub fn render(objs: &[Object]) -> Result<String, String> {
             Object::Registry(r) => m.registry.push(RegistryOut {
                 name: r.meta.name.clone(),
                 labels: r.meta.labels.clone(),
+                annotations: r.meta.annotations.clone(),
                 host: r.spec.host.clone(),
                 insecure: r.spec.insecure,
                 credentials: r.spec.credentials.clone(),
@@ -137,6 +139,8 @@ struct RegistryOut {
     name: String,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    annotations: Labels,
     host: String,
     #[serde(skip_serializing_if = "is_false")]
     insecure: bool,
@@ -153,6 +157,8 @@ struct NamespaceOut {
     name: String,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    annotations: Labels,
     #[serde(skip_serializing_if = "Option::is_none")]
     pod_security: Option<&'static str>,
 }
@@ -164,6 +170,8 @@ struct NodeOut {
     unschedulable: bool,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    annotations: Labels,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     taints: Vec<TaintOut>,
 }
@@ -180,6 +188,7 @@ fn node(n: &Node) -> NodeOut {
         name: n.meta.name.clone(),
         unschedulable: n.spec.unschedulable,
         labels: n.meta.labels.clone(),
+        annotations: n.meta.annotations.clone(),
         taints: n
             .spec
             .taints
@@ -480,6 +489,8 @@ struct PodOut {
     node: Option<String>,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    annotations: Labels,
     #[serde(flatten)]
     spec: SpecOut,
 }
@@ -490,6 +501,7 @@ fn pod(p: &Pod) -> Result<PodOut, String> {
         namespace: namespace(&p.meta),
         node: p.spec.node_name.clone(),
         labels: p.meta.labels.clone(),
+        annotations: p.meta.annotations.clone(),
         spec: spec(&format!("pod {:?}", p.meta.name), &p.spec)?,
     })
 }
@@ -536,6 +548,8 @@ struct DeploymentOut {
     revision_history: u32,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    annotations: Labels,
     #[serde(skip_serializing_if = "Option::is_none")]
     selector: Option<Labels>,
     template: TemplateOut,
@@ -552,6 +566,7 @@ fn deployment(d: &Deployment) -> Result<DeploymentOut, String> {
         min_ready: duration_text(d.spec.min_ready_ms.into()),
         revision_history: d.spec.revision_history,
         labels: d.meta.labels.clone(),
+        annotations: d.meta.annotations.clone(),
         selector: selector(&what, &d.spec.selector, &d.spec.template)?,
         template: template(&what, &d.spec.template)?,
     })
@@ -565,6 +580,8 @@ struct DaemonSetOut {
     max_unavailable: u32,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    annotations: Labels,
     #[serde(skip_serializing_if = "Option::is_none")]
     selector: Option<Labels>,
     template: TemplateOut,
@@ -577,6 +594,7 @@ fn daemonset(d: &DaemonSet) -> Result<DaemonSetOut, String> {
         namespace: namespace(&d.meta),
         max_unavailable: d.spec.max_unavailable,
         labels: d.meta.labels.clone(),
+        annotations: d.meta.annotations.clone(),
         selector: selector(&what, &d.spec.selector, &d.spec.template)?,
         template: template(&what, &d.spec.template)?,
     })
@@ -594,6 +612,8 @@ struct JobOut {
     active_deadline: Option<String>,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    annotations: Labels,
     template: TemplateOut,
 }
 
@@ -612,6 +632,7 @@ fn job(j: &Job) -> Result<JobOut, String> {
         backoff_limit: j.spec.backoff_limit,
         active_deadline: j.spec.active_deadline_ms.map(duration_text),
         labels: j.meta.labels.clone(),
+        annotations: j.meta.annotations.clone(),
         template: template(&what, &j.spec.template)?,
     })
 }
@@ -623,6 +644,8 @@ struct ConfigMapOut {
     namespace: Option<String>,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    annotations: Labels,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     data: BTreeMap<String, String>,
 }
@@ -632,6 +655,7 @@ fn configmap(c: &ConfigMap) -> ConfigMapOut {
         name: c.meta.name.clone(),
         namespace: namespace(&c.meta),
         labels: c.meta.labels.clone(),
+        annotations: c.meta.annotations.clone(),
         data: c.data.clone(),
     }
 }
@@ -643,6 +667,8 @@ struct SecretOut {
     namespace: Option<String>,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
+    annotations: Labels,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     data: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -663,6 +689,7 @@ fn secret(s: &Secret) -> SecretOut {
         name: s.meta.name.clone(),
         namespace: namespace(&s.meta),
         labels: s.meta.labels.clone(),
+        annotations: s.meta.annotations.clone(),
         data,
         data_base64,
     }
@@ -681,6 +708,8 @@ struct ServiceOut {
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
     #[serde(skip_serializing_if = "Labels::is_empty")]
+    annotations: Labels,
+    #[serde(skip_serializing_if = "Labels::is_empty")]
     selector: Labels,
 }
 
@@ -696,6 +725,7 @@ fn service(s: &Service) -> ServiceOut {
         },
         cluster_ip: s.spec.cluster_ip.clone(),
         labels: s.meta.labels.clone(),
+        annotations: s.meta.annotations.clone(),
         selector: s.spec.selector.clone(),
     }
 }

@@ -71,6 +71,30 @@ fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Replaces a file holding a secret (`bramble token rotate-join`): written aside with mode
+/// 0600, fsynced, renamed over the old one, the directory fsynced: a crash leaves the old file
+/// or the new one, never a partial one.
+fn replace_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| anyhow::anyhow!("cannot create token file {}: {e}", tmp.display()))?;
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    writeln!(f, "{content}")?;
+    f.sync_all()?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        anyhow::anyhow!("cannot replace token file {}: {e}", path.display())
+    })?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
 /// Reads a token file given on the command line.
 pub fn read_token(path: &Path) -> anyhow::Result<String> {
     let t = fs::read_to_string(path).map_err(|e| {
@@ -323,6 +347,26 @@ pub fn check(
             }
         }
         (Role::Worker | Role::Device, TokenKind::Join) => {
+            if let Some(bound) = row.node.as_deref()
+                && bound != identity
+            {
+                return Err(denied(
+                    RejectReason::BadIdentity,
+                    false,
+                    format!(
+                        "join token {id} was created for node {bound:?}, not {identity:?}: use a token for this name (`bramble token create --node {identity}`)"
+                    ),
+                ));
+            }
+            if row.uses_left == Some(0) {
+                return Err(denied(
+                    RejectReason::BadCredentials,
+                    false,
+                    format!(
+                        "join token {id} is used up (all its --uses joined); create a new one with `bramble token create`"
+                    ),
+                ));
+            }
             if let Some(c) = rows
                 .values()
                 .find(|r| r.kind == "node" && !r.revoked && r.node.as_deref() == Some(identity))
@@ -331,8 +375,23 @@ pub fn check(
                     RejectReason::BadIdentity,
                     false,
                     format!(
-                        "node {identity} already joined (credential {}); it must use the credential in its state dir, or revoke it with `bramble token revoke {}` to re-join",
-                        c.id, c.id
+                        "node {identity} already joined (credential {}); it must use the credential in its state dir; to re-join, delete the node (`bramble delete node {identity}`, which deletes its credential)",
+                        c.id
+                    ),
+                ));
+            }
+            // A revoked node stays out until an admin deletes it or makes a token for it.
+            if row.node.as_deref() != Some(identity)
+                && let Some(r) = rows
+                    .values()
+                    .find(|r| r.kind == "node" && r.revoked && r.node.as_deref() == Some(identity))
+            {
+                return Err(denied(
+                    RejectReason::BadIdentity,
+                    false,
+                    format!(
+                        "node {identity}'s credential {} was revoked: the name may not join again until an admin deletes the node (`bramble delete node {identity}`) or creates a token for it (`bramble token create --node {identity}`)",
+                        r.id
                     ),
                 ));
             }
@@ -358,6 +417,7 @@ pub fn info(r: &TokenRow) -> TokenInfo {
         created_ms: r.created_ms,
         expires_ms: r.expires_ms,
         revoked: r.revoked,
+        uses_left: r.uses_left,
     }
 }
 
@@ -395,6 +455,7 @@ impl Tokens {
                 expires_ms: None,
                 revoked: false,
                 secret_hash: hash.clone(),
+                uses_left: None,
             };
             if !store.token_insert(&row).await? && store.token_set_hash(&id, &hash).await? {
                 tracing::info!(token = %id, "{what} changed on disk: its row now holds the new secret's hash");
@@ -447,6 +508,7 @@ impl Tokens {
 
     /// Creates a token. Returns its row and its `id.secret`. For a node credential, `Ok(None)`
     /// means the node already has a live one.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
         store: &Store,
@@ -454,6 +516,7 @@ impl Tokens {
         node: Option<&str>,
         description: &str,
         ttl_ms: Option<u64>,
+        uses: Option<u32>,
         now_ms: u64,
     ) -> Result<Option<(TokenRow, String)>, CreateError> {
         let (id, secret) = new_credential(kind).map_err(CreateError::Random)?;
@@ -466,6 +529,7 @@ impl Tokens {
             expires_ms: ttl_ms.map(|t| now_ms.saturating_add(t)),
             revoked: false,
             secret_hash: hash_secret(&secret),
+            uses_left: uses,
         };
         if !store.token_insert(&row).await? {
             return Ok(None);
@@ -479,6 +543,31 @@ impl Tokens {
         let mut v: Vec<TokenRow> = self.lock().values().cloned().collect();
         v.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
         v
+    }
+
+    /// Takes one use of join token `id` (durably first): `Ok(false)` when it has none left.
+    pub async fn take_use(&self, store: &Store, id: &str) -> Result<bool, StoreError> {
+        if !store.token_use(id).await? {
+            return Ok(false);
+        }
+        if let Some(r) = self.lock().get_mut(id)
+            && let Some(n) = &mut r.uses_left
+        {
+            *n = n.saturating_sub(1);
+        }
+        Ok(true)
+    }
+
+    /// Deletes node `node`'s credentials, live or revoked (`bramble delete node`): a session
+    /// using one is cut off at its next frame, and the name may join again. Returns their ids.
+    pub async fn forget_node(&self, store: &Store, node: &str) -> Result<Vec<String>, StoreError> {
+        let ids = store.token_delete_node(node).await?;
+        {
+            let mut rows = self.lock();
+            rows.retain(|_, r| !(r.kind == "node" && r.node.as_deref() == Some(node)));
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(ids)
     }
 
     /// Revokes a token (durably first). `Ok(None)` if there is no such id.
@@ -677,11 +766,39 @@ impl super::Master {
                 format!("token {token} is an admin token: workers join with a join token"),
             )),
             Principal::Joining { token } => {
+                match self.tokens.take_use(&self.store, token).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Err(denied(
+                            RejectReason::BadCredentials,
+                            false,
+                            format!(
+                                "join token {token} is used up (all its --uses joined); create a new one with `bramble token create`"
+                            ),
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::error!(%node, "cannot count a use of join token {token}: {e}");
+                        return Err(denied(
+                            RejectReason::Busy,
+                            false,
+                            "the master cannot record the join right now: retry later".into(),
+                        ));
+                    }
+                }
                 let desc = format!("node {node}, joined with {token}");
                 let now = super::now_ms();
                 match self
                     .tokens
-                    .create(&self.store, TokenKind::Node, Some(node), &desc, None, now)
+                    .create(
+                        &self.store,
+                        TokenKind::Node,
+                        Some(node),
+                        &desc,
+                        None,
+                        None,
+                        now,
+                    )
                     .await
                 {
                     Ok(Some((row, cred))) => {
@@ -692,7 +809,7 @@ impl super::Master {
                         RejectReason::BadIdentity,
                         false,
                         format!(
-                            "node {node} already joined; find its credential with `bramble token list` and revoke it with `bramble token revoke ID` to re-join"
+                            "node {node} already joined; to re-join, delete the node (`bramble delete node {node}`, which deletes its credential)"
                         ),
                     )),
                     Err(e) => {
@@ -726,7 +843,22 @@ impl super::Master {
         use bramble_wire::msg::{ApiError, ErrorCode, RequestBody, ResponseBody};
         let err = |code, message: String| ApiError { code, message };
         match body {
-            RequestBody::TokenCreate { ttl_s, description } => {
+            RequestBody::TokenCreate {
+                ttl_s,
+                description,
+                uses,
+                node,
+            } => {
+                if uses == Some(0) {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        "token --uses must be at least 1 (omit it for any number of joins)".into(),
+                    ));
+                }
+                if let Some(n) = &node {
+                    crate::validate::check_name("token --node", n)
+                        .map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+                }
                 if description.len() > 200 || description.chars().any(char::is_control) {
                     return Err(err(
                         ErrorCode::Invalid,
@@ -746,9 +878,11 @@ impl super::Master {
                     .create(
                         &self.store,
                         TokenKind::Join,
-                        None,
+                        node.as_deref(),
                         &description,
                         ttl_ms,
+                        // A token for one node name admits it once unless told otherwise.
+                        uses.or(node.as_ref().map(|_| 1)),
                         now,
                     )
                     .await
@@ -770,6 +904,7 @@ impl super::Master {
                     )),
                 }
             }
+            RequestBody::TokenRotateJoin => self.rotate_join().await,
             RequestBody::TokenList => Ok(ResponseBody::Tokens(
                 self.tokens.list().iter().map(info).collect(),
             )),
@@ -789,6 +924,65 @@ impl super::Master {
     }
 }
 
+impl super::Master {
+    /// `bramble token rotate-join`: a new bootstrap join token in the join token file, the old
+    /// one revoked. Nodes that joined keep their own credentials; only new joins need the new
+    /// token.
+    async fn rotate_join(
+        &self,
+    ) -> Result<bramble_wire::msg::ResponseBody, bramble_wire::msg::ApiError> {
+        use bramble_wire::msg::{ApiError, ErrorCode, ResponseBody};
+        let internal = |message: String| ApiError {
+            code: ErrorCode::Internal,
+            message,
+        };
+        let path = self
+            .cfg
+            .join_token_file
+            .clone()
+            .unwrap_or_else(|| default_paths(&self.cfg.data_dir).1);
+        let old = fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| parse_credential(&t))
+            .map(|(id, _)| id);
+        let now = super::now_ms();
+        let desc = "join token file (rotated with `bramble token rotate-join`)";
+        let (row, cred) = match self
+            .tokens
+            .create(&self.store, TokenKind::Join, None, desc, None, None, now)
+            .await
+        {
+            Ok(Some(x)) => x,
+            Ok(None) => return Err(internal("a token id collided: retry".into())),
+            Err(e) => return Err(internal(format!("cannot create the join token: {e}"))),
+        };
+        let text = self.token_text(&cred);
+        if let Err(e) = replace_secret_file(&path, &text) {
+            // The file still holds the old token, which stays valid: nothing half-done.
+            let _ = self.tokens.revoke(&self.store, &row.id).await;
+            return Err(internal(format!("{e:#}; the old join token stays valid")));
+        }
+        if let Some(old) = old
+            && old != row.id
+        {
+            match self.tokens.revoke(&self.store, &old).await {
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(internal(format!(
+                        "the new join token is in {} but the old one ({old}) could not be revoked: {e}; revoke it with `bramble token revoke {old}`",
+                        path.display()
+                    )));
+                }
+            }
+            tracing::info!(old = %old, new = %row.id, path = %path.display(), "join token rotated");
+        }
+        Ok(ResponseBody::TokenCreated {
+            info: info(&row),
+            token: text,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -803,6 +997,7 @@ mod tests {
             expires_ms: None,
             revoked: false,
             secret_hash: hash_secret(secret),
+            uses_left: None,
         }
     }
 
@@ -865,8 +1060,33 @@ mod tests {
         let e = check(&t, Role::Worker, "pi1", "join-1.j", now).unwrap_err();
         assert_eq!(e.reason, RejectReason::BadIdentity);
         assert!(e.message.contains("pi1 already joined") && e.message.contains("node-1"));
-        // A revoked credential frees the name.
-        assert!(check(&t, Role::Worker, "pi2", "join-1.j", now).is_ok());
+        // A revoked credential blocks the name (not the original join token: a token for it).
+        let e = check(&t, Role::Worker, "pi2", "join-1.j", now).unwrap_err();
+        assert_eq!(e.reason, RejectReason::BadIdentity);
+        assert!(
+            e.message.contains("node-r was revoked")
+                && e.message.contains("bramble delete node pi2")
+                && e.message.contains("--node pi2"),
+            "{}",
+            e.message
+        );
+        let mut for_pi2 = row("join-pi2", "join", Some("pi2"), "p");
+        for_pi2.uses_left = Some(1);
+        let mut used = row("join-used", "join", None, "u");
+        used.uses_left = Some(0);
+        let mut t = t;
+        t.insert(for_pi2.id.clone(), for_pi2);
+        t.insert(used.id.clone(), used);
+        assert!(check(&t, Role::Worker, "pi2", "join-pi2.p", now).is_ok());
+        // A token for one name admits no other.
+        let e = check(&t, Role::Worker, "pi5", "join-pi2.p", now).unwrap_err();
+        assert!(
+            e.message.contains("created for node \"pi2\""),
+            "{}",
+            e.message
+        );
+        let e = check(&t, Role::Worker, "pi5", "join-used.u", now).unwrap_err();
+        assert!(e.message.contains("used up"), "{}", e.message);
         assert!(check(&t, Role::Client, "x", "join-1.j", now).is_err());
         // Node credentials: own name only.
         assert!(matches!(

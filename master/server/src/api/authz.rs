@@ -41,6 +41,8 @@ fn verb(body: &RequestBody) -> String {
         | RequestBody::BlobChunk { .. }
         | RequestBody::ImageImport { .. } => "import images".into(),
         RequestBody::ImageRemove { .. } => "remove images".into(),
+        RequestBody::Patch { kind, .. } => format!("label {}s", kind.as_str()),
+        RequestBody::TokenRotateJoin => "rotate the join token".into(),
     }
 }
 
@@ -377,6 +379,16 @@ mod tests {
         // Requests.
         assert!(check_request(&me, &RequestBody::Apply(vec![])).is_err());
         assert!(check_request(&me, &RequestBody::TokenList).is_err());
+        // A node labels nothing, not even itself, and rotates no token.
+        let patch = RequestBody::Patch {
+            kind: Kind::Node,
+            namespace: String::new(),
+            name: "pi1".into(),
+            patch: Default::default(),
+        };
+        let e = check_request(&me, &patch).unwrap_err();
+        assert!(e.message.contains("label nodes"), "{}", e.message);
+        assert!(check_request(&me, &RequestBody::TokenRotateJoin).is_err());
         assert!(
             check_request(
                 &me,

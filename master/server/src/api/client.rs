@@ -338,7 +338,16 @@ pub(crate) async fn handle_unfiltered(
         } => super::artifact::chunk(m, sha256, offset, data).await,
         RequestBody::TokenCreate { .. }
         | RequestBody::TokenList
-        | RequestBody::TokenRevoke { .. } => m.token_call(body).await,
+        | RequestBody::TokenRevoke { .. }
+        | RequestBody::TokenRotateJoin => m.token_call(body).await,
+        RequestBody::Patch {
+            kind,
+            namespace,
+            name,
+            patch,
+        } => patch_object(m, kind, &scope(kind, &namespace), &name, &patch)
+            .await
+            .map(|a| ResponseBody::Applied(vec![a])),
         RequestBody::BlobBegin { sha256, size } => {
             super::artifact::blob_begin(m, sha256, size).await
         }
@@ -451,11 +460,24 @@ pub(crate) async fn handle_unfiltered(
             }
             let revision = match m.store.delete(kind, &ns, &name, expected_revision).await {
                 Ok(r) => r,
+                // A node that never registered (or was deleted) may still hold credentials
+                // that block its name: deleting it frees the name.
+                Err(StoreError::NotFound { .. })
+                    if kind == Kind::Node
+                        && m.tokens.list().iter().any(|t| {
+                            t.kind == "node" && t.node.as_deref() == Some(name.as_str())
+                        }) =>
+                {
+                    m.store.current_revision()
+                }
                 Err(StoreError::NotFound { .. }) => return Err(not_found(kind, &ns, &name)),
                 Err(e) => return Err(e.into()),
             };
             if matches!(kind, Kind::Artifact | Kind::Image) {
                 super::artifact::remove_unused_blobs(m).await;
+            }
+            if kind == Kind::Node {
+                node_deleted(m, &name, revision).await?;
             }
             m.poke_scheduler();
             Ok(ResponseBody::Deleted { revision })
@@ -464,6 +486,109 @@ pub(crate) async fn handle_unfiltered(
             Err(err(ErrorCode::Internal, "streaming call routed wrongly"))
         }
     }
+}
+
+/// `bramble label|annotate|cordon|uncordon`: the patch applied to the stored object with the
+/// revision read, again on a conflict (a controller or a node wrote meanwhile): no lost update.
+async fn patch_object(
+    m: &Master,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    patch: &bramble_wire::msg::MetaPatch,
+) -> Result<Applied, ApiError> {
+    if matches!(kind, Kind::Event | Kind::Endpoints) {
+        return Err(err(
+            ErrorCode::Invalid,
+            format!(
+                "{}s are made by the master and not stored: they cannot be labelled",
+                kind.as_str()
+            ),
+        ));
+    }
+    for _ in 0..20 {
+        let Some(mut o) = super::get_opt(&m.store, kind, ns, name).await? else {
+            return Err(not_found(kind, ns, name));
+        };
+        let rev = o.meta().revision;
+        let changed =
+            super::claims::apply_patch(&mut o, patch).map_err(|e| err(ErrorCode::Invalid, e))?;
+        let applied = |revision, outcome| Applied {
+            kind,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            revision,
+            outcome,
+        };
+        if !changed {
+            return Ok(applied(rev, ApplyOutcome::Unchanged));
+        }
+        match m.store.update(o, Some(rev)).await {
+            Ok(r) => {
+                if patch.unschedulable.is_some() || kind == Kind::Node {
+                    m.poke_scheduler();
+                }
+                return Ok(applied(r, ApplyOutcome::Updated));
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(StoreError::NotFound { .. }) => return Err(not_found(kind, ns, name)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(err(
+        ErrorCode::Unavailable,
+        format!(
+            "{} {name:?} kept changing under 20 attempts to write it: retry",
+            kind.as_str()
+        ),
+    ))
+}
+
+/// After `bramble delete node NAME`: the pods bound to it are deleted (their owners replace
+/// them elsewhere), its agent, if connected, is pushed an empty assignment (it stops its pods)
+/// and then cut off, and its credentials are deleted, so the name may join again (with a join
+/// token) — also after a revocation.
+async fn node_deleted(m: &Master, name: &str, revision: u64) -> Result<(), ApiError> {
+    let (_, pods) = m.store.list(Kind::Pod, None).await?;
+    for p in pods {
+        let Object::Pod(p) = p else { continue };
+        if p.spec.node_name.as_deref() == Some(name) {
+            match m
+                .store
+                .delete(Kind::Pod, &p.meta.namespace, &p.meta.name, None)
+                .await
+            {
+                Ok(_) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let written = m.store.current_revision().max(revision);
+    m.cache
+        .wait_for(written, std::time::Duration::from_secs(5))
+        .await;
+    let session = m
+        .nodes
+        .lock()
+        .await
+        .remove(name)
+        .and_then(|l| l.session.map(|(_, tx)| tx));
+    if let Some(tx) = session {
+        let assignment = NodeDown::Assign(bramble_wire::msg::Assignment {
+            revision: written,
+            ..Default::default()
+        });
+        let _ = tx.send(assignment).await;
+        tracing::info!(node = %name, "node deleted: told its agent to stop its pods");
+    }
+    match m.tokens.forget_node(&m.store, name).await {
+        Ok(ids) if !ids.is_empty() => {
+            tracing::info!(node = %name, credentials = ?ids, "node deleted: its credentials are deleted; the name may join again")
+        }
+        Ok(_) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
 }
 
 fn scope(kind: Kind, ns: &str) -> String {
@@ -670,7 +795,10 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         ));
     }
     // Merge: keep identity and status from the stored object; the user owns spec and labels.
+    // Annotations merge (those set with `bramble annotate` stay unless the manifest sets them).
     let labels = o.meta().labels.clone();
+    let mut annotations = cur.meta().annotations.clone();
+    annotations.extend(o.meta().annotations.clone());
     let immutable = |what: &str| {
         err(
             ErrorCode::Conflict,
@@ -697,11 +825,10 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
             n.status = c.status;
             Object::Job(n)
         }
-        (Object::Node(c), Object::Node(mut n)) => {
-            n.status = c.status;
-            // The pod subnet is the master's to give, not the manifest's.
-            n.spec.pod_cidr = c.spec.pod_cidr;
-            Object::Node(n)
+        // Merges, never wipes: the node's own labels, the system's taints, the pod subnet (the
+        // master's to give) and the status stay (`claims::merge_applied_node`).
+        (Object::Node(c), Object::Node(n)) => {
+            Object::Node(super::claims::merge_applied_node(&c, n))
         }
         (Object::Namespace(c), Object::Namespace(mut n)) => {
             n.phase = c.phase;
@@ -721,10 +848,19 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         (Object::Registry(_), n @ Object::Registry(_)) => n,
         _ => return Err(err(ErrorCode::Internal, "kind mismatch")),
     };
-    *merged.meta_mut() = Meta {
-        labels,
-        ..cur.meta().clone()
-    };
+    if kind != Kind::Node {
+        *merged.meta_mut() = Meta {
+            labels,
+            annotations,
+            ..cur.meta().clone()
+        };
+    }
+    // Merged annotations are checked again as a whole (their count and size).
+    validate::check_annotations(
+        &format!("{} {name:?}: annotations", kind.as_str()),
+        &merged.meta().annotations,
+    )
+    .map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
     if merged == cur {
         return Ok(applied(cur.meta().revision, ApplyOutcome::Unchanged));
     }

@@ -9,6 +9,7 @@ mod artifact;
 pub use artifact::DEFAULT_MAX_ARTIFACT_BYTES;
 pub mod auth;
 pub mod authz;
+pub mod claims;
 mod client;
 pub use client::CLIENT_RESPONSE_MAX;
 mod config_push;

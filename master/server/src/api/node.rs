@@ -57,12 +57,29 @@ pub(crate) async fn serve(
 
     let session_id = m.next_id();
     let (tx, rx) = async_channel::bounded::<NodeDown>(64);
-    {
+    let replaced = {
         let mut nodes = m.nodes.lock().await;
         let live = nodes.entry(name.clone()).or_insert_with(NodeLive::default);
-        live.session = Some((session_id, tx.clone()));
+        let old = live.session.replace((session_id, tx.clone()));
         live.last_seen_ms = now_ms();
         live.pushed_hash = None; // a new connection always gets a full assignment
+        old
+    };
+    if let Some((_, old)) = replaced {
+        // One session per node: the newest wins (a reconnect after a dead link must not wait
+        // for the old session's timeout); the old one is told why, and its writer then closes
+        // that connection (the `Replaced` frame is its last).
+        tracing::warn!(node = %name, peer = ?peer, "a second session with node {name}'s credential: it replaces the first, which is told and closed");
+        let msg = NodeDown::Replaced {
+            message: format!(
+                "another agent connected as node {name} with this node's credential{}: this session is closed; if two machines share one state dir (a cloned SD card), give each its own state dir and join, or revoke the credential (`bramble token list`, `bramble token revoke ID`)",
+                peer.map(|p| format!(" from {}", p.ip()))
+                    .unwrap_or_default()
+            ),
+        };
+        if old.try_send(msg).is_err() {
+            old.close();
+        }
     }
     tracing::info!(node = %name, "node connected");
     // Down: up to what workers read (assignments carry config maps, secrets travel whole).
@@ -88,7 +105,9 @@ pub(crate) async fn serve(
             batch.clear();
             let mut next = Some(msg);
             let mut broken = false;
+            let mut last = false;
             while let Some(msg) = next.take() {
+                last |= matches!(msg, NodeDown::Replaced { .. });
                 match bramble_wire::frame::encode_vec(&msg, max) {
                     Ok(frame) => batch.extend_from_slice(&frame),
                     Err(bramble_wire::WireError::EncodeTooLarge) => {
@@ -96,7 +115,7 @@ pub(crate) async fn serve(
                     }
                     Err(_) => broken = true,
                 }
-                if batch.len() < BATCH && !broken {
+                if batch.len() < BATCH && !broken && !last {
                     next = rx.try_recv().ok();
                 }
             }
@@ -105,6 +124,14 @@ pub(crate) async fn serve(
             }
             if !batch.is_empty() && (w.write_all(&batch).await.is_err() || w.flush().await.is_err())
             {
+                break;
+            }
+            if last {
+                // Leave the peer time to read `Replaced` before the close (a TLS close right
+                // behind the frame may reach an agent before it decoded the frame); the agent
+                // hangs up itself once it has read it.
+                smol::Timer::after(Duration::from_secs(1)).await;
+                let _ = w.close().await;
                 break;
             }
             // An idle connection keeps no large buffer (a master has many of them).
@@ -131,11 +158,17 @@ pub(crate) async fn serve(
                 return Ok(());
             }
             let came_back = match m.nodes.lock().await.get_mut(&name) {
+                // Replaced by a newer session of this node: this one says nothing more.
+                Some(l) if l.session.as_ref().map(|s| s.0) != Some(session_id) => {
+                    tracing::info!(node = %name, "replaced session: closing it");
+                    return Ok(());
+                }
                 Some(l) => {
                     l.last_seen_ms = now_ms();
                     std::mem::take(&mut l.marked_not_ready)
                 }
-                None => false,
+                // The node was deleted (`bramble delete node`): nothing more from this session.
+                None => return Ok(()),
             };
             if came_back {
                 // Heartbeats resumed after the node was marked NotReady: Ready again.
@@ -220,15 +253,29 @@ pub(crate) async fn serve(
         }
     }
     .await;
-    {
+    let replaced = {
         let mut nodes = m.nodes.lock().await;
-        if let Some(l) = nodes.get_mut(&name)
-            && l.session.as_ref().is_some_and(|(id, _)| *id == session_id)
-        {
-            l.session = None;
+        match nodes.get_mut(&name) {
+            Some(l) if l.session.as_ref().is_some_and(|(id, _)| *id == session_id) => {
+                l.session = None;
+                false
+            }
+            _ => true,
         }
-    }
+    };
     drop(tx);
+    let mut writer_task = writer_task;
+    if replaced {
+        // Let the writer send what it was told last (`Replaced`, an empty assignment after
+        // `bramble delete node`) before the connection goes.
+        async {
+            (&mut writer_task).await;
+        }
+        .or(async {
+            smol::Timer::after(Duration::from_secs(2)).await;
+        })
+        .await;
+    }
     writer_task.cancel().await;
     tracing::info!(node = %name, "node disconnected");
     result
@@ -343,6 +390,10 @@ pub(crate) async fn register(
     addr: Option<String>,
 ) -> anyhow::Result<String> {
     let now = now_ms();
+    let (claimed, refused) = super::claims::claimed_labels(name, info);
+    for why in &refused {
+        tracing::warn!(node = %name, "ignored a label the node reported: {why}");
+    }
     let _subnets = m.subnet_lock.lock().await;
     for _ in 0..5 {
         let existing = super::get_opt(&m.store, Kind::Node, "", name).await?;
@@ -370,18 +421,13 @@ pub(crate) async fn register(
         if let Some(a) = &addr {
             status.addresses = vec![a.clone()];
         }
-        // Built-in labels and the agent's labels.
-        node.meta
-            .labels
-            .insert("bramble.io/arch".into(), info.arch.as_str().into());
-        node.meta
-            .labels
-            .insert("bramble.io/hostname".into(), name.into());
-        for l in &info.labels {
-            node.meta
-                .labels
-                .insert(l.key.to_string(), l.value.to_string());
-        }
+        // The node's own tier of labels (its reports under node.bramble.io/ and the derived
+        // facts); the admin's labels, taints and the rest of the spec are not the node's to set.
+        node.meta.labels = super::claims::registered_labels(
+            &node.meta.labels,
+            before.status.info.as_deref(),
+            &claimed,
+        );
         node.status = status;
         if node.spec.pod_cidr.is_empty() {
             node.spec.pod_cidr = pick_subnet(m, name).await?;

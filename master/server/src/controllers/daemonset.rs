@@ -1,7 +1,8 @@
 //! The daemon set controller: one pod per eligible node, created already bound to it.
 //!
-//! - A node *matches* when the template's node selector is a subset of its labels (its own, the
-//!   ones it registered with, and the built-in `bramble.io/arch` / `bramble.io/hostname`), its
+//! - A node *matches* when the template's node selector is a subset of its labels (the admin's,
+//!   the node's own under `node.bramble.io/`, and the built-in `bramble.io/arch` /
+//!   `bramble.io/hostname`), its
 //!   architecture is the template's (if set) and every `NoExecute` taint is tolerated. A pod on a
 //!   node that stops matching (or is deleted) is deleted.
 //! - A *new* pod goes only to a matching node that is also Ready, not cordoned and whose
@@ -35,14 +36,9 @@ fn labels_match(node: &Node, selector: &Labels) -> bool {
         } else if k == LABEL_ARCH {
             node.status.info.as_ref().map(|i| i.arch.as_str())
         } else {
-            node.meta.labels.get(k).map(String::as_str).or_else(|| {
-                node.status.info.as_ref().and_then(|i| {
-                    i.labels
-                        .iter()
-                        .find(|l| l.key.as_str() == k)
-                        .map(|l| l.value.as_str())
-                })
-            })
+            // Never the agent's raw report (`status.info.labels`): a node's own labels are in
+            // `meta.labels` under `node.bramble.io/` (docs/security.md).
+            node.meta.labels.get(k).map(String::as_str)
         };
         got == Some(v.as_str())
     })

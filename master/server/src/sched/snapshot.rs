@@ -159,17 +159,11 @@ pub struct SchedNode {
 
 impl SchedNode {
     /// Reads a node object: arch from `status.info`, ready from the Ready condition, labels from
-    /// the agent's labels (`status.info.labels`) overridden by `meta.labels`.
+    /// `meta.labels` only. What the agent reported (`status.info.labels`) is never read here: the
+    /// master files it under `node.bramble.io/` at registration (`api::claims`), so a node cannot
+    /// claim a label an admin's selector trusts.
     pub fn from_node(node: &Node) -> SchedNode {
-        let mut labels = Labels::new();
-        if let Some(info) = &node.status.info {
-            for l in &info.labels {
-                labels.insert(l.key.as_str().into(), l.value.as_str().into());
-            }
-        }
-        for (k, v) in &node.meta.labels {
-            labels.insert(k.clone(), v.clone());
-        }
+        let labels = node.meta.labels.clone();
         SchedNode {
             name: node.meta.name.clone(),
             arch: node.status.info.as_ref().map(|i| i.arch),

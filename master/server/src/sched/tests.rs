@@ -901,14 +901,20 @@ fn from_objects() {
     assert_eq!(p.host_ports, vec![82]); // both processes claim 82: once
     assert_eq!(p.owner, Some(owner));
 
-    // Labels: agent's, then meta's, then built-ins; taints kept.
+    // Labels: meta's and the built-ins; taints kept. The agent's raw report is never read (a
+    // node claims only `node.bramble.io/` labels, filed at registration).
+    check_objects(
+        &snap,
+        &[p.clone().sel("disk", "ssd").tol("k", None, None)],
+        "n1",
+    );
     check_objects(
         &snap,
         &[p.clone()
             .sel("zone", "agent")
             .sel("disk", "ssd")
             .tol("k", None, None)],
-        "n1",
+        "0/2 nodes available: 1 not ready, 1 didn't match node selector",
     );
     check_objects(
         &snap,

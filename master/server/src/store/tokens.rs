@@ -25,6 +25,8 @@ pub struct TokenRow {
     pub revoked: bool,
     /// sha256 of the secret, lowercase hex.
     pub secret_hash: String,
+    /// Joins left for a join token with a use limit; `None` = no limit.
+    pub uses_left: Option<u32>,
 }
 
 fn row(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRow, StoreError> {
@@ -37,6 +39,9 @@ fn row(r: &sqlx::sqlite::SqliteRow) -> Result<TokenRow, StoreError> {
         expires_ms: r.try_get::<Option<i64>, _>("expires_ms")?.map(|v| v as u64),
         revoked: r.try_get::<i64, _>("revoked")? != 0,
         secret_hash: r.try_get("secret_hash")?,
+        uses_left: r
+            .try_get::<Option<i64>, _>("uses_left")?
+            .map(|v| v.clamp(0, i64::from(u32::MAX)) as u32),
     })
 }
 
@@ -53,8 +58,8 @@ impl Store {
     /// (the unique index refused it) or its id exists.
     pub async fn token_insert(&self, t: &TokenRow) -> Result<bool, StoreError> {
         let res = sqlx::query(
-            "INSERT INTO tokens (id, kind, node, description, created_ms, expires_ms, revoked, secret_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO tokens (id, kind, node, description, created_ms, expires_ms, revoked, secret_hash, uses_left)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .bind(&t.id)
         .bind(&t.kind)
@@ -64,6 +69,7 @@ impl Store {
         .bind(t.expires_ms.map(|v| v as i64))
         .bind(i64::from(t.revoked))
         .bind(&t.secret_hash)
+        .bind(t.uses_left.map(i64::from))
         .execute(&self.shared.pool)
         .await;
         match res {
@@ -92,5 +98,36 @@ impl Store {
             .execute(&self.shared.pool)
             .await?;
         Ok(r.rows_affected() > 0)
+    }
+
+    /// Takes one use of a join token: `Ok(true)` if it had one left (or has no limit), `Ok(false)`
+    /// if it is used up. Atomic: two joins never share the last use.
+    pub async fn token_use(&self, id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE tokens SET uses_left = uses_left - 1 WHERE id = ?1 AND uses_left > 0",
+        )
+        .bind(id)
+        .execute(&self.shared.pool)
+        .await?;
+        if r.rows_affected() > 0 {
+            return Ok(true);
+        }
+        let unlimited = sqlx::query("SELECT 1 FROM tokens WHERE id = ?1 AND uses_left IS NULL")
+            .bind(id)
+            .fetch_optional(&self.shared.pool)
+            .await?;
+        Ok(unlimited.is_some())
+    }
+
+    /// Deletes every credential of node `node` (live or revoked): `bramble delete node` frees the
+    /// name for a new join. Returns the ids deleted.
+    pub async fn token_delete_node(&self, node: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("DELETE FROM tokens WHERE kind = 'node' AND node = ?1 RETURNING id")
+            .bind(node)
+            .fetch_all(&self.shared.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("id").map_err(StoreError::from))
+            .collect()
     }
 }
