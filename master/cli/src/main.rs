@@ -4,6 +4,7 @@
 mod artifact;
 mod create;
 mod demo;
+mod edit;
 mod image;
 mod rollout;
 mod table;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use bramble_wire::msg::{ApplyOutcome, RequestBody, ResponseBody};
 use bramble_wire::objects::{Kind, Object};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use bramble_client::{Client, ClientError};
 use bramble_server::controllers::Timings;
@@ -46,18 +47,49 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
-/// Output formats.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+/// Output formats of `get` (`-o`).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Aligned columns for people.
     Table,
     /// More columns.
     Wide,
-    /// JSON for scripts.
+    /// Kubernetes-shaped JSON (`{"kind": "List", "items": [...]}` for a list, always).
     Json,
+    /// The same as YAML.
+    Yaml,
     /// A manifest (`bramble apply -f` takes it back; what the master sets is left out, a
     /// service's cluster_ip is kept).
     Toml,
+    /// `KIND/NAME` per line.
+    Name,
+    /// A kubectl JSONPath template over the JSON document.
+    JsonPath(bramble_client::jsonpath::Template),
+}
+
+/// The values `-o` takes (for `--help` and completions).
+pub const OUTPUT_FORMATS: &str = "table, wide, json, yaml, toml, name, jsonpath=TEMPLATE";
+
+impl std::str::FromStr for Output {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Output, String> {
+        Ok(match s {
+            "table" => Output::Table,
+            "wide" => Output::Wide,
+            "json" => Output::Json,
+            "yaml" => Output::Yaml,
+            "toml" => Output::Toml,
+            "name" => Output::Name,
+            s => match s.strip_prefix("jsonpath=") {
+                Some(t) => Output::JsonPath(bramble_client::jsonpath::Template::parse(t)?),
+                None => {
+                    return Err(format!(
+                        "unknown output format {s:?}: one of {OUTPUT_FORMATS}"
+                    ));
+                }
+            },
+        })
+    }
 }
 
 /// Subcommands.
@@ -67,7 +99,8 @@ pub enum Cmd {
     Master(MasterArgs),
     /// Run a single-node cluster here: a master and a local worker, with a demo pod.
     Up(UpArgs),
-    /// Create or update the objects of a TOML manifest.
+    /// Create or update the objects of a manifest: TOML, or JSON/YAML as `get -o json|yaml`
+    /// prints them (by extension; by content for stdin).
     Apply {
         /// Manifest file (`-` for stdin).
         #[arg(short = 'f', long = "file")]
@@ -77,8 +110,9 @@ pub enum Cmd {
         namespace: String,
     },
     /// List objects, or show one.
+    #[command(after_help = kinds_help())]
     Get {
-        /// nodes, pods, namespaces (singular and short forms work too).
+        /// What to list: any kind below (singular, plural and short forms work).
         kind: String,
         /// One object's name.
         name: Option<String>,
@@ -91,12 +125,26 @@ pub enum Cmd {
         /// Label selector, e.g. `app=web,tier!=db`.
         #[arg(short = 'l', long, default_value = "")]
         selector: String,
-        /// Output format.
-        #[arg(short, long, value_enum, default_value = "table")]
+        /// Output format: table, wide, json, yaml, toml, name or jsonpath=TEMPLATE (e.g.
+        /// `jsonpath={.items[*].metadata.name}`; see docs/cli.md).
+        #[arg(short, long, default_value = "table")]
         output: Output,
         /// Show secret values (hidden in every output format otherwise).
         #[arg(long)]
         reveal: bool,
+        /// Leave out the header line of tables.
+        #[arg(long)]
+        no_headers: bool,
+    },
+    /// Edit an object's YAML in $EDITOR and apply it (refused if it changed meanwhile).
+    Edit {
+        /// Kind.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
     },
     /// Create a config map or a secret from files and literals.
     Create {
@@ -403,11 +451,35 @@ fn token(file: &Option<PathBuf>) -> Result<String, String> {
     bramble_client::read_token_file(&path).map_err(|e| e.to_string())
 }
 
+/// Every kind with its short form, for `get --help` and errors.
+fn kinds_list() -> String {
+    Kind::ALL
+        .iter()
+        .map(|k| match short_name(*k) {
+            Some(s) => format!("{} ({s})", k.as_str()),
+            None => k.as_str().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn short_name(k: Kind) -> Option<&'static str> {
+    [
+        "ns", "no", "po", "deploy", "rs", "ds", "ev", "svc", "ep", "cm", "art", "img", "reg",
+    ]
+    .into_iter()
+    .find(|s| Kind::parse(s) == Some(k))
+}
+
+fn kinds_help() -> String {
+    format!("Kinds: {}.", kinds_list())
+}
+
 fn parse_kind(s: &str) -> Result<Kind, ClientError> {
     Kind::parse(s).ok_or_else(|| {
         ClientError::Api(bramble_wire::msg::ApiError {
             code: bramble_wire::msg::ErrorCode::Invalid,
-            message: format!("unknown kind {s:?}: use pods, nodes or namespaces"),
+            message: format!("unknown kind {s:?}: one of {}", kinds_list()),
         })
     })
 }
@@ -434,20 +506,19 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                     .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
                 (t, file.display().to_string())
             };
-            let objs =
-                bramble_client::manifest::parse(&text, &origin, &namespace).map_err(usage)?;
-            let ResponseBody::Applied(res) = c.call(RequestBody::Apply(objs)).await? else {
-                return Err(usage("unexpected answer".into()));
+            let origin = if file.as_os_str() == "-" {
+                "-".to_string()
+            } else {
+                origin
             };
-            for a in res {
-                let what = match a.outcome {
-                    ApplyOutcome::Created => "created",
-                    ApplyOutcome::Updated => "configured",
-                    ApplyOutcome::Unchanged => "unchanged",
-                };
-                let _ = writeln!(out, "{}/{} {what}", a.kind.as_str(), a.name);
-            }
+            let objs = bramble_client::doc::parse(&text, &origin, &namespace).map_err(usage)?;
+            apply_objects(&mut c, objs, &mut out).await?;
         }
+        Cmd::Edit {
+            kind,
+            name,
+            namespace,
+        } => edit::run(&mut c, &parse_kind(&kind)?, &name, &namespace, &mut out).await?,
         Cmd::Get {
             kind,
             name,
@@ -456,8 +527,10 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             selector,
             output,
             reveal,
+            no_headers,
         } => {
             let kind = parse_kind(&kind)?;
+            let single = name.is_some();
             let items = match name {
                 Some(name) => match c
                     .call(RequestBody::Get {
@@ -489,7 +562,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                     }
                 }
             };
-            match output {
+            match &output {
                 Output::Toml => {
                     if !reveal && items.iter().any(|o| o.kind() == Kind::Secret) {
                         return Err(usage(
@@ -499,37 +572,45 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                     let text = bramble_client::manifest::render(&items).map_err(usage)?;
                     let _ = write!(out, "{text}");
                 }
-                Output::Json => {
-                    let json: Vec<serde_json::Value> = items
-                        .iter()
-                        .map(|o| bramble_client::config_data::to_json(o, reveal))
-                        .collect();
-                    let v = if json.len() == 1 {
-                        serde_json::to_string_pretty(&json[0])
-                    } else {
-                        serde_json::to_string_pretty(&json)
+                Output::Json | Output::Yaml | Output::JsonPath(_) => {
+                    use bramble_client::doc;
+                    // One object asked for by name is that object; a list is always a List.
+                    let v = match (single, items.first()) {
+                        (true, Some(o)) => doc::to_doc(o, reveal),
+                        _ => doc::list_doc(&items, reveal),
                     };
-                    let _ = writeln!(out, "{}", v.unwrap_or_default());
+                    let text = match &output {
+                        Output::Json => doc::to_json_text(&v),
+                        Output::Yaml => doc::to_yaml(&v),
+                        Output::JsonPath(t) => t.render(&v),
+                        _ => String::new(),
+                    };
+                    let _ = write!(out, "{text}");
                 }
-                _ => {
+                Output::Name => {
+                    for o in &items {
+                        let _ = writeln!(out, "{}", object_ref(o));
+                    }
+                }
+                Output::Table | Output::Wide => {
+                    let wide = output == Output::Wide;
                     if items.is_empty() {
                         eprintln!("no {} found", kind.as_str());
                     } else if kind == Kind::Image {
                         // With the pods using each image (matched by normalized reference).
-                        image::write_table(&mut c, &items, output == Output::Wide, &mut out)
-                            .await?;
+                        let mut buf = Vec::new();
+                        image::write_table(&mut c, &items, wide, &mut buf).await?;
+                        let text = String::from_utf8_lossy(&buf);
+                        let _ = write!(out, "{}", table::skip_header(&text, no_headers));
                     } else {
-                        let _ = write!(
-                            out,
-                            "{}",
-                            table::render(
-                                kind,
-                                &items,
-                                output == Output::Wide,
-                                all_namespaces,
-                                bramble_server::api::now_ms()
-                            )
+                        let text = table::render(
+                            kind,
+                            &items,
+                            wide,
+                            all_namespaces,
+                            bramble_server::api::now_ms(),
                         );
+                        let _ = write!(out, "{}", table::skip_header(&text, no_headers));
                     }
                 }
             }
@@ -679,6 +760,26 @@ async fn get_deployment(
         ResponseBody::Object(Object::Deployment(d)) => Ok(d),
         _ => Err(usage(format!("deployment {name:?} not found"))),
     }
+}
+
+/// Applies `objs`, printing `KIND/NAME created|configured|unchanged` per object.
+pub(crate) async fn apply_objects(
+    c: &mut Client,
+    objs: Vec<Object>,
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
+    let ResponseBody::Applied(res) = c.call(RequestBody::Apply(objs)).await? else {
+        return Err(usage("unexpected answer".into()));
+    };
+    for a in res {
+        let what = match a.outcome {
+            ApplyOutcome::Created => "created",
+            ApplyOutcome::Updated => "configured",
+            ApplyOutcome::Unchanged => "unchanged",
+        };
+        let _ = writeln!(out, "{}/{} {what}", a.kind.as_str(), a.name);
+    }
+    Ok(())
 }
 
 /// Short display of an object's kind and name.

@@ -87,6 +87,20 @@ pub fn to_doc(o: &Object, reveal: bool) -> Value {
     Value::Object(doc)
 }
 
+/// What `apply` takes from the user in `o` (metadata name, namespace and labels, and everything
+/// but the status): two reads with the same user part differ only by what the system wrote.
+pub fn user_part(o: &Object) -> Value {
+    let mut d = to_doc(o, true);
+    if let Value::Object(m) = &mut d {
+        m.remove("status");
+        m.remove("phase");
+        if let Some(Value::Object(meta)) = m.get_mut("metadata") {
+            meta.retain(|k, _| matches!(k.as_str(), "name" | "namespace" | "labels"));
+        }
+    }
+    d
+}
+
 /// `items` as a `List` document (always a list, whatever the number of items).
 pub fn list_doc(items: &[Object], reveal: bool) -> Value {
     let mut doc = Map::new();
@@ -170,8 +184,8 @@ pub fn parse(text: &str, origin: &str, default_ns: &str) -> Result<Vec<Object>, 
         Format::Yaml => {
             let mut out = Vec::new();
             for d in serde_norway::Deserializer::from_str(text) {
-                let v: Value = serde::Deserialize::deserialize(d)
-                    .map_err(|e| format!("{origin}: {e}"))?;
+                let v: Value =
+                    serde::Deserialize::deserialize(d).map_err(|e| format!("{origin}: {e}"))?;
                 if !v.is_null() {
                     out.push(v);
                 }
@@ -280,6 +294,47 @@ pub fn from_doc(doc: Value, default_ns: &str) -> Result<Object, String> {
     Ok(obj)
 }
 
+/// An object printed by the master (`get -o json`), read back as it is: no defaults, no checks
+/// (for scripts and tests; `apply` goes through [`from_doc`]).
+pub fn object_of(doc: &Value) -> Result<Object, String> {
+    let Value::Object(m) = doc else {
+        return Err("not an object".into());
+    };
+    let mut m = m.clone();
+    m.remove("apiVersion");
+    let kind = match m.remove("kind") {
+        Some(Value::String(k)) => {
+            parse_kind_name(&k).ok_or_else(|| format!("unknown kind {k:?}"))?
+        }
+        _ => return Err("no kind".into()),
+    };
+    if let Some(meta) = m.remove("metadata") {
+        m.insert("meta".into(), meta);
+    }
+    if kind == Kind::Secret {
+        secret_data(&mut m)?;
+    }
+    let mut tagged = Map::new();
+    tagged.insert(kind_name(kind), Value::Object(m));
+    serde_json::from_value(Value::Object(tagged)).map_err(|e| e.to_string())
+}
+
+/// `get -o json` output (one object, or a `List`) as objects, read with [`object_of`].
+pub fn objects_of_json(text: &str) -> Result<Vec<Object>, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if v.get("kind").and_then(Value::as_str) == Some("List") {
+        v["items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(object_of)
+            .collect()
+    } else {
+        object_of(&v).map(|o| vec![o])
+    }
+}
+
 /// A secret document's `data` (text) and `data_base64` back to the wire's bytes.
 fn secret_data(doc: &mut Map<String, Value>) -> Result<(), String> {
     let mut bytes: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -294,7 +349,9 @@ fn secret_data(doc: &mut Map<String, Value>) -> Result<(), String> {
     };
     for (k, v) in as_map(text, "data")? {
         let Value::String(s) = v else {
-            return Err(format!("data.{k}: must be text (binary values go in data_base64)"));
+            return Err(format!(
+                "data.{k}: must be text (binary values go in data_base64)"
+            ));
         };
         if s.starts_with(HIDDEN_PREFIX) && s.ends_with("--reveal shows it)") {
             return Err(format!(
@@ -336,7 +393,10 @@ fn base_of(kind: Kind) -> Option<Value> {
         }
         Kind::ConfigMap => "[[configmap]]\nname = \"x\"\n".to_string(),
         Kind::Secret => "[[secret]]\nname = \"x\"\n".to_string(),
-        Kind::Service => "[[service]]\nname = \"x\"\nport = 8080\ntarget_port = 8080\nselector = { a = \"b\" }\n".to_string(),
+        Kind::Service => {
+            "[[service]]\nname = \"x\"\nport = 8080\ntarget_port = 8080\nselector = { a = \"b\" }\n"
+                .to_string()
+        }
         Kind::Registry => "[[registry]]\nname = \"x\"\nhost = \"reg.lan\"\n".to_string(),
         _ => return None,
     };
@@ -492,14 +552,23 @@ data_base64 = { bin = "AAEC" }
         for o in &all {
             let d = to_doc(o, true);
             let json = to_json_text(&d);
-            assert_eq!(parse(&json, "-", "default").unwrap(), vec![o.clone()], "{json}");
+            assert_eq!(
+                parse(&json, "-", "default").unwrap(),
+                vec![o.clone()],
+                "{json}"
+            );
             let yaml = to_yaml(&d);
-            assert_eq!(parse(&yaml, "-", "default").unwrap(), vec![o.clone()], "{yaml}");
+            assert_eq!(
+                parse(&yaml, "-", "default").unwrap(),
+                vec![o.clone()],
+                "{yaml}"
+            );
         }
         let list = to_yaml(&list_doc(&all, true));
         assert_eq!(parse(&list, "x.yaml", "default").unwrap(), all);
         let list = to_json_text(&list_doc(&all, true));
         assert_eq!(parse(&list, "x.json", "default").unwrap(), all);
+        assert_eq!(objects_of_json(&list).unwrap(), all);
         // Several YAML documents.
         let two = format!(
             "{}---\n{}",
@@ -573,6 +642,19 @@ spec:
         )
         .unwrap_err();
         assert!(e.contains("spec.processes[0].cmd"), "{e}");
+    }
+
+    #[test]
+    fn the_user_part_leaves_out_what_the_system_writes() {
+        let Object::Deployment(mut d) = objs().remove(0) else {
+            panic!()
+        };
+        let a = user_part(&Object::Deployment(d.clone()));
+        d.meta.revision = 9;
+        d.status.updated = 2;
+        assert_eq!(user_part(&Object::Deployment(d.clone())), a);
+        d.spec.replicas = 5;
+        assert_ne!(user_part(&Object::Deployment(d)), a);
     }
 
     #[test]

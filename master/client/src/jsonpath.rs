@@ -79,7 +79,11 @@ fn find_close(s: &str) -> Option<usize> {
     None
 }
 
-fn nest(it: &mut impl Iterator<Item = Piece>, t: &str, in_range: bool) -> Result<Vec<Node>, String> {
+fn nest(
+    it: &mut impl Iterator<Item = Piece>,
+    t: &str,
+    in_range: bool,
+) -> Result<Vec<Node>, String> {
     let mut out = Vec::new();
     while let Some(p) = it.next() {
         match p {
@@ -178,7 +182,11 @@ fn select<'a>(v: &'a Value, steps: &[Step]) -> Vec<&'a Value> {
         (Step::Key(k), Value::Object(m)) => m.get(k).into_iter().collect(),
         (Step::Index(i), Value::Array(a)) => {
             let i = if *i < 0 { a.len() as i64 + i } else { *i };
-            usize::try_from(i).ok().and_then(|i| a.get(i)).into_iter().collect()
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| a.get(i))
+                .into_iter()
+                .collect()
         }
         (Step::All, Value::Array(a)) => a.iter().collect(),
         (Step::All, Value::Object(m)) => m.values().collect(),
@@ -231,7 +239,10 @@ mod tests {
         assert_eq!(r("{.items[0].spec.replicas}", &v), "2");
         assert_eq!(r("{.items[-1].metadata.name}", &v), "b");
         assert_eq!(
-            r("{range .items[*]}{.metadata.name}={.spec.replicas}{\"\\n\"}{end}", &v),
+            r(
+                "{range .items[*]}{.metadata.name}={.spec.replicas}{\"\\n\"}{end}",
+                &v
+            ),
             "a=2\nb=3\n"
         );
         assert_eq!(r("{.items[0].metadata.labels['app.io/n']}", &v), "x");

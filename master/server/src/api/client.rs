@@ -657,18 +657,6 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         let rev = m.store.create(o).await?;
         return Ok(applied(rev, ApplyOutcome::Created));
     };
-    if let Some(e) = expected
-        && e != cur.meta().revision
-    {
-        return Err(err(
-            ErrorCode::Conflict,
-            format!(
-                "{} {name:?} changed since revision {e} (now {}); get it again and re-apply",
-                kind.as_str(),
-                cur.meta().revision
-            ),
-        ));
-    }
     // Merge: keep identity and status from the stored object; the user owns spec and labels.
     let labels = o.meta().labels.clone();
     let immutable = |what: &str| {
@@ -725,8 +713,22 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         labels,
         ..cur.meta().clone()
     };
+    // An apply that changes nothing overwrites nothing: `Unchanged` even when its expected
+    // revision is old (`get -o yaml | apply -f -` while controllers write the status).
     if merged == cur {
         return Ok(applied(cur.meta().revision, ApplyOutcome::Unchanged));
+    }
+    if let Some(e) = expected
+        && e != cur.meta().revision
+    {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "{} {name:?} changed since revision {e} (now {}); get it again and re-apply",
+                kind.as_str(),
+                cur.meta().revision
+            ),
+        ));
     }
     let rev = m.store.update(merged, Some(cur.meta().revision)).await?;
     Ok(applied(rev, ApplyOutcome::Updated))

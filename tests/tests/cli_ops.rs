@@ -1,0 +1,226 @@
+//! Day-2 commands through the real binaries: Kubernetes-shaped `-o json|yaml|name|jsonpath`,
+//! `apply -f` of JSON/YAML (the `get | apply` round trip), `edit`, `rollout status` and
+//! `restart`, `get -w`, `logs -f` of a finished process, `completion`.
+
+use std::process::Output;
+use std::time::Duration;
+
+use bramble_tests::{MasterProc, json, wait_for};
+use bramble_wire::objects::Object;
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const WEB: &str = r#"
+[[deployment]]
+name = "web"
+replicas = 2
+[deployment.template]
+labels = { app = "web" }
+[[deployment.template.process]]
+name = "main"
+command = ["/bin/sleep", "3600"]
+memory = "16Mi"
+
+[[configmap]]
+name = "site"
+data = { "index.html" = "<h1>hi</h1>" }
+
+[[secret]]
+name = "db"
+data = { password = "hunter2" }
+"#;
+
+fn revision(m: &MasterProc, kind: &str, name: &str) -> u64 {
+    m.one(kind, name)
+        .unwrap_or_else(|| panic!("{kind} {name} missing"))
+        .meta()
+        .revision
+}
+
+/// The revision of `kind`/`name` once the controllers stopped writing it (equal over 500 ms).
+fn settled(m: &MasterProc, kind: &str, name: &str) -> u64 {
+    let mut last = revision(m, kind, name);
+    wait_for(Duration::from_secs(20), "the controllers to settle", || {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = revision(m, kind, name);
+        let same = now == last;
+        last = now;
+        same.then_some(now)
+    })
+}
+
+#[test]
+fn documents_round_trip_through_get_apply_and_edit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(&tmp.path().join("m"), &[]);
+    let f = tmp.path().join("web.toml");
+    std::fs::write(&f, WEB).unwrap();
+    m.ok(&["apply", "-f", f.to_str().unwrap()]);
+
+    // The Kubernetes shape: an object by name, a List otherwise (also of one).
+    let one = json(&m.ok(&["get", "deployment", "web", "-o", "json"]));
+    assert_eq!(one["apiVersion"], "bramble.io/v1", "{one}");
+    assert_eq!(one["kind"], "Deployment");
+    assert_eq!(one["metadata"]["name"], "web");
+    assert_eq!(one["spec"]["replicas"], 2);
+    assert!(one["status"].is_object(), "{one}");
+    let list = json(&m.ok(&["get", "deployments", "-o", "json"]));
+    assert_eq!(list["kind"], "List", "{list}");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["kind"], "Deployment");
+    let none = json(&m.ok(&["get", "jobs", "-o", "json"]));
+    assert_eq!(none["items"], serde_json::json!([]), "{none}");
+    let yaml = m.ok(&["get", "deployment", "web", "-o", "yaml"]);
+    assert!(
+        yaml.contains("apiVersion: bramble.io/v1") && yaml.contains("kind: Deployment"),
+        "{yaml}"
+    );
+    assert_eq!(m.ok(&["get", "deploy", "-o", "name"]), "deployment/web\n");
+    assert_eq!(
+        m.ok(&[
+            "get",
+            "cm",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}:{.data['index.html']}{\"\\n\"}{end}"
+        ]),
+        "site:<h1>hi</h1>\n"
+    );
+    let rows = m.ok(&["get", "cm", "--no-headers"]);
+    assert!(rows.starts_with("site"), "{rows}");
+    let secret = m.ok(&["get", "secret", "db", "-o", "yaml"]);
+    assert!(!secret.contains("hunter2"), "{secret}");
+
+    // get -o yaml | apply -f -: a no-op, the revision unchanged; the same for JSON and a List.
+    // (Read while the controllers still write the status, the document's revision may be old:
+    // a no-op apply is no conflict.)
+    let o = m.cli_with(&["apply", "-f", "-"], &yaml, &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "deployment/web unchanged\n",
+        "{}",
+        text(&o)
+    );
+    let rev = settled(&m, "deployment", "web");
+    let yaml = m.ok(&["get", "deployment", "web", "-o", "yaml"]);
+    let o = m.cli_with(&["apply", "-f", "-"], &yaml, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "deployment/web unchanged\n"
+    );
+    let all = m.ok(&["get", "cm", "-o", "json"]);
+    let o = m.cli_with(&["apply", "-f", "-"], &all, &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "configmap/site unchanged\n",
+        "{}",
+        text(&o)
+    );
+    assert_eq!(revision(&m, "deployment", "web"), rev);
+    // A changed document is applied; another change made to the same read (its revision now
+    // old) conflicts; the first again is a no-op.
+    let changed = yaml.replace("replicas: 2", "replicas: 3");
+    assert_ne!(changed, yaml);
+    let o = m.cli_with(&["apply", "-f", "-"], &changed, &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "deployment/web configured\n",
+        "{}",
+        text(&o)
+    );
+    let o = m.cli_with(&["apply", "-f", "-"], &changed, &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "deployment/web unchanged\n",
+        "{}",
+        text(&o)
+    );
+    let other = yaml.replace("replicas: 2", "replicas: 7");
+    let o = m.cli_with(&["apply", "-f", "-"], &other, &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("changed since revision"),
+        "{}",
+        text(&o)
+    );
+    // A hidden secret is refused rather than applied with the placeholders.
+    let o = m.cli_with(&["apply", "-f", "-"], &secret, &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--reveal"),
+        "{}",
+        text(&o)
+    );
+    // A file by extension; a typo names its path.
+    let y = tmp.path().join("typo.yaml");
+    std::fs::write(
+        &y,
+        "apiVersion: bramble.io/v1\nkind: ConfigMap\nmetadata: { name: other }\ndta: {}\n",
+    )
+    .unwrap();
+    let o = m.cli(&["apply", "-f", y.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown field dta"),
+        "{}",
+        text(&o)
+    );
+
+    // edit: $EDITOR changes the YAML, the result is applied.
+    let sed = "sed -i -e 's/replicas: 3/replicas: 4/'";
+    let o = m.cli_with(&["edit", "deployment", "web"], "", &[("EDITOR", sed)]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "deployment/web configured\n",
+        "{}",
+        text(&o)
+    );
+    let Some(Object::Deployment(d)) = m.one("deployment", "web") else {
+        panic!()
+    };
+    assert_eq!(d.spec.replicas, 4);
+    // Nothing changed: cancelled, no write.
+    let rev = revision(&m, "deployment", "web");
+    let o = m.cli_with(&["edit", "deployment", "web"], "", &[("EDITOR", "true")]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("no changes"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(revision(&m, "deployment", "web"), rev);
+    // Someone else writes while the editor is open: a conflict naming the object, the edit kept.
+    let bramble = bramble_tests::bin("bramble");
+    let editor = format!(
+        "{} scale deployment web --replicas 1 >/dev/null && sed -i -e 's/replicas: 4/replicas: 5/'",
+        bramble.display()
+    );
+    let o = m.cli_with(&["edit", "deployment", "web"], "", &[("EDITOR", &editor)]);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        err.contains("deployment/web") && err.contains("changed since") && err.contains("kept in"),
+        "{err}"
+    );
+    let kept = err
+        .split("kept in ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap()
+        .to_string();
+    assert!(
+        std::fs::read_to_string(&kept)
+            .unwrap()
+            .contains("replicas: 5")
+    );
+    let _ = std::fs::remove_file(&kept);
+    let Some(Object::Deployment(d)) = m.one("deployment", "web") else {
+        panic!()
+    };
+    assert_eq!(d.spec.replicas, 1, "the other writer's change stays");
+}
