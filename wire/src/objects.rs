@@ -705,7 +705,15 @@ pub struct DeploymentSpec {
     pub min_ready_ms: u32,
     /// Old replica sets kept for `rollout undo`.
     pub revision_history: u32,
+    /// A rollout that makes no progress for this long is stalled (Kubernetes'
+    /// `progressDeadlineSeconds`): `status.stalled`, and `rollout status` fails. 0: the default,
+    /// [`DEFAULT_PROGRESS_DEADLINE_MS`].
+    #[serde(default)]
+    pub progress_deadline_ms: u32,
 }
+
+/// The progress deadline of a deployment that sets none (10 minutes, as Kubernetes').
+pub const DEFAULT_PROGRESS_DEADLINE_MS: u32 = 600_000;
 
 /// Observed state of a deployment.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
@@ -720,6 +728,24 @@ pub struct DeploymentStatus {
     pub revision: u64,
     /// Progress or the reason it is stuck.
     pub message: String,
+    /// Generation of the spec: bumped by the master on every apply that changes the spec
+    /// (Kubernetes' `metadata.generation`; kept here, in the system-owned status).
+    #[serde(default)]
+    pub generation: u64,
+    /// The generation the controller last acted on: the status describes the current spec
+    /// only when it equals `generation`.
+    #[serde(default)]
+    pub observed_generation: u64,
+    /// Available pods of the current template.
+    #[serde(default)]
+    pub updated_available: u32,
+    /// When the rollout last made progress (a new generation, pods created, updated, available
+    /// or removed), ms since the epoch.
+    #[serde(default)]
+    pub last_progress_ms: u64,
+    /// No progress within `spec.progress_deadline_ms` while not complete.
+    #[serde(default)]
+    pub stalled: bool,
 }
 
 /// A deployment.

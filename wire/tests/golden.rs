@@ -842,6 +842,7 @@ fn controller_objects_and_ping() {
                 max_unavailable: 0,
                 min_ready_ms: 0,
                 revision_history: 10,
+                progress_deadline_ms: 0,
             },
             status: Default::default(),
         }),

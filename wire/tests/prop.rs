@@ -612,6 +612,7 @@ fn deployment() -> BoxedStrategy<Deployment> {
                     max_unavailable,
                     min_ready_ms,
                     revision_history: rh,
+                    progress_deadline_ms: min_ready_ms / 2,
                 }
             },
         );
@@ -622,6 +623,11 @@ fn deployment() -> BoxedStrategy<Deployment> {
             available,
             revision,
             message,
+            generation: revision / 2,
+            observed_generation: revision / 3,
+            updated_available: updated / 2,
+            last_progress_ms: revision / 5,
+            stalled: revision % 2 == 1,
         },
     );
     (meta(), spec, status)

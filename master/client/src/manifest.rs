@@ -230,6 +230,9 @@ struct DeploymentM {
     min_ready: Option<u32>,
     #[serde(default = "ten")]
     revision_history: u32,
+    /// No progress for this long fails the rollout (default 10m).
+    #[serde(default, deserialize_with = "de_opt_duration_ms")]
+    progress_deadline: Option<u32>,
     template: TemplateM,
 }
 
@@ -661,6 +664,7 @@ impl Manifest {
                     max_unavailable: d.max_unavailable,
                     min_ready_ms: d.min_ready.unwrap_or(0),
                     revision_history: d.revision_history,
+                    progress_deadline_ms: d.progress_deadline.unwrap_or(0),
                 },
                 status: Default::default(),
             }));

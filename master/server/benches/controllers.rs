@@ -107,6 +107,7 @@ fn cluster() -> (Vec<Node>, Vec<Deployment>, Vec<ReplicaSet>, Vec<Pod>) {
                 max_unavailable: 0,
                 min_ready_ms: 0,
                 revision_history: 3,
+                progress_deadline_ms: 0,
             },
             status: Default::default(),
         };
@@ -187,6 +188,7 @@ fn cluster() -> (Vec<Node>, Vec<Deployment>, Vec<ReplicaSet>, Vec<Pod>) {
             available: REPLICAS,
             revision: 1,
             message: "complete".into(),
+            ..Default::default()
         };
         deployments.push(dep);
         replicasets.push(rs);

@@ -649,6 +649,13 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         meta.uid.clear();
         meta.created_ms = 0;
         meta.revision = 0;
+        if let Object::Deployment(d) = &mut o {
+            // The status is the system's: a document's is not taken over.
+            d.status = bramble_wire::objects::DeploymentStatus {
+                generation: 1,
+                ..Default::default()
+            };
+        }
         if let Object::Node(n) = &mut o {
             // The pod subnet is the master's to give (at registration, never twice), not the
             // client's: a raw API client could otherwise hand one node another's subnet.
@@ -696,7 +703,12 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
             Object::Namespace(n)
         }
         (Object::Deployment(c), Object::Deployment(mut n)) => {
+            let changed = n.spec != c.spec;
             n.status = c.status;
+            if changed {
+                // A new generation: `rollout status` waits until the controller observed it.
+                n.status.generation = n.status.generation.max(n.status.observed_generation) + 1;
+            }
             Object::Deployment(n)
         }
         (Object::DaemonSet(c), Object::DaemonSet(mut n)) => {

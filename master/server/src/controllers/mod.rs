@@ -310,6 +310,12 @@ pub fn next_deadline(snap: &Snapshot, timings: &Timings) -> Option<u64> {
             consider(c.since_ms.saturating_add(timings.eviction_timeout_ms));
         }
     }
+    for d in snap.deployments {
+        if let Some(t) = deployment::stall_at(d) {
+            // Just past it: the pass at `t` sees the deadline reached.
+            consider(t + 1);
+        }
+    }
     for j in snap.jobs {
         if let (Some(d), bramble_wire::objects::JobPhase::Running) =
             (j.spec.active_deadline_ms, j.status.phase)

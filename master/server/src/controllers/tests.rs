@@ -155,6 +155,7 @@ fn deployment(name: &str, replicas: u32, cmd: &str) -> Deployment {
             max_unavailable: 0,
             min_ready_ms: 0,
             revision_history: 2,
+            progress_deadline_ms: 0,
         },
         status: Default::default(),
     }
@@ -543,6 +544,50 @@ fn deployment_rollout_waits_for_readiness() {
     assert_eq!(pods.len(), 2);
     assert!(pods.iter().all(|p| p.spec.processes[0].command[0] == "v2"));
     assert_eq!(w.deployments[0].status.message, "complete");
+}
+
+#[test]
+fn deployment_rollout_stalls_past_its_progress_deadline_and_recovers() {
+    let mut w = dep_world(2);
+    w.deployments[0].spec.progress_deadline_ms = 5_000;
+    w.converge(10);
+    let s = &w.deployments[0].status;
+    assert!(!s.stalled && s.observed_generation == s.generation, "{s:?}");
+    assert_eq!(s.updated_available, 2);
+    // A new generation whose pods never get ready.
+    w.unready_cmd = Some("v2");
+    w.deployments[0].spec.template = template("v2");
+    w.deployments[0].status.generation += 1;
+    w.step();
+    let s = w.deployments[0].status.clone();
+    assert_eq!(s.observed_generation, s.generation, "observed at once");
+    assert!(!s.stalled);
+    // The wake-up for the deadline is planned; past it, the rollout is stalled.
+    let at = deployment::stall_at(&w.deployments[0]).expect("a deadline");
+    assert_eq!(at, s.last_progress_ms + 5_000);
+    assert!(next_deadline(&w.snap(), &Timings::DEFAULT).is_some_and(|t| t <= at + 1));
+    for _ in 0..7 {
+        w.step();
+    }
+    let s = &w.deployments[0].status;
+    assert!(s.stalled, "{s:?}");
+    assert!(s.message.starts_with("stalled: no progress for 5s"), "{s:?}");
+    assert_eq!(deployment::stall_at(&w.deployments[0]), None);
+    // It gets ready: progress again, then complete.
+    w.unready_cmd = None;
+    let now = w.now;
+    for p in &mut w.pods {
+        if p.status.phase == PodPhase::Running && !p.status.processes[0].ready {
+            p.status.processes[0].ready = true;
+            p.status.updated_ms = now;
+            w.rev += 1;
+            p.meta.revision = w.rev;
+        }
+    }
+    w.converge(30);
+    let s = &w.deployments[0].status;
+    assert!(!s.stalled && s.message == "complete", "{s:?}");
+    assert_eq!((s.updated, s.updated_available, s.replicas), (2, 2, 2));
 }
 
 #[test]
