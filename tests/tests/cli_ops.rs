@@ -2,11 +2,48 @@
 //! `apply -f` of JSON/YAML (the `get | apply` round trip), `edit`, `rollout status` and
 //! `restart`, `get -w`, `logs -f` of a finished process, `completion`.
 
-use std::process::Output;
-use std::time::Duration;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 
-use bramble_tests::{MasterProc, json, wait_for};
+use bramble_tests::{MasterProc, bin, json, require_root, start_worker, wait_for};
 use bramble_wire::objects::Object;
+
+/// Runs the CLI, killed (by PID) if it is still running after `limit`: its output and how long
+/// it ran.
+fn bounded(m: &MasterProc, args: &[&str], limit: Duration) -> (Output, Duration) {
+    let t0 = Instant::now();
+    let mut child = std::process::Command::new(bin("bramble"))
+        .args(args)
+        .env("BRAMBLE_SERVER", &m.addr)
+        .env("BRAMBLE_TOKEN_FILE", m.data_dir.join("admin.token"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bramble");
+    while child.try_wait().expect("wait").is_none() && t0.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let o = child.wait_with_output().expect("output");
+    (o, t0.elapsed())
+}
+
+fn deployment(name: &str, cmd: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[deployment]]
+name = "{name}"
+replicas = 2
+{extra}
+[deployment.template]
+labels = {{ app = "{name}" }}
+[[deployment.template.process]]
+name = "main"
+command = ["/bin/sh", "-c", "{cmd}"]
+memory = "16Mi"
+"#
+    )
+}
 
 fn text(o: &Output) -> String {
     format!(
@@ -186,7 +223,7 @@ fn documents_round_trip_through_get_apply_and_edit() {
     };
     assert_eq!(d.spec.replicas, 4);
     // Nothing changed: cancelled, no write.
-    let rev = revision(&m, "deployment", "web");
+    let rev = settled(&m, "deployment", "web");
     let o = m.cli_with(&["edit", "deployment", "web"], "", &[("EDITOR", "true")]);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("no changes"),
@@ -195,7 +232,7 @@ fn documents_round_trip_through_get_apply_and_edit() {
     );
     assert_eq!(revision(&m, "deployment", "web"), rev);
     // Someone else writes while the editor is open: a conflict naming the object, the edit kept.
-    let bramble = bramble_tests::bin("bramble");
+    let bramble = bin("bramble");
     let editor = format!(
         "{} scale deployment web --replicas 1 >/dev/null && sed -i -e 's/replicas: 4/replicas: 5/'",
         bramble.display()
@@ -223,4 +260,134 @@ fn documents_round_trip_through_get_apply_and_edit() {
         panic!()
     };
     assert_eq!(d.spec.replicas, 1, "the other writer's change stays");
+}
+
+#[test]
+fn rollout_status_waits_for_the_new_revision_and_fails_a_stalled_one() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(&tmp.path().join("m"), &["--heartbeat-interval", "500ms"]);
+    let _w = start_worker(&m, "n1", &tmp.path().join("n1"), &[]);
+    wait_for(Duration::from_secs(30), "node n1 Ready", || {
+        m.node_ready("n1").then_some(())
+    });
+    let apply = |name: &str, text: &str| {
+        let f = tmp.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        m.ok(&["apply", "-f", f.to_str().unwrap()])
+    };
+    apply("web.toml", &deployment("web", "exec sleep 3600", ""));
+    let (o, _) = bounded(
+        &m,
+        &["rollout", "status", "deployment", "web", "--timeout", "60s"],
+        Duration::from_secs(90),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("successfully rolled out (revision 1)"),
+        "{}",
+        text(&o)
+    );
+
+    // apply && rollout status: waits for revision 2, not the finished revision 1.
+    assert_eq!(
+        apply("web2.toml", &deployment("web", "exec sleep 3601", "")),
+        "deployment/web configured\n"
+    );
+    let (o, _) = bounded(
+        &m,
+        &["rollout", "status", "deployment", "web", "--timeout", "60s"],
+        Duration::from_secs(90),
+    );
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.contains("Waiting for"), "no progress line: {out}");
+    assert!(
+        out.trim_end()
+            .ends_with("successfully rolled out (revision 2)"),
+        "{out}"
+    );
+    // Done means done: every pod runs the new template and is ready, none of the old is left.
+    let pods = m.pods("app=web");
+    let live: Vec<_> = pods
+        .iter()
+        .filter(|p| p.status.phase.as_str() == "Running")
+        .collect();
+    assert_eq!(live.len(), 2, "{pods:?}");
+    assert!(
+        live.iter()
+            .all(|p| p.spec.processes[0].command[2] == "exec sleep 3601"),
+        "{pods:?}"
+    );
+
+    // A rollout that cannot progress (its pods exit at once, never available) fails at its
+    // progress deadline, not at the timeout.
+    apply(
+        "stuck.toml",
+        &deployment("stuck", "exit 3", "progress_deadline = \"3s\""),
+    );
+    let (o, took) = bounded(
+        &m,
+        &[
+            "rollout",
+            "status",
+            "deployment",
+            "stuck",
+            "--timeout",
+            "60s",
+        ],
+        Duration::from_secs(90),
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("exceeded its progress deadline"),
+        "{}",
+        text(&o)
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    // --timeout: non-zero, naming it.
+    apply("slow.toml", &deployment("slow", "exit 3", ""));
+    let (o, took) = bounded(
+        &m,
+        &["rollout", "status", "deployment", "slow", "--timeout", "2s"],
+        Duration::from_secs(30),
+    );
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("within 2s"),
+        "{}",
+        text(&o)
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    // logs -f of a process that ends: ends with it, with all its output.
+    apply(
+        "once.toml",
+        "[[pod]]\nname = \"once\"\nrestart_policy = \"Never\"\n[[pod.process]]\nname = \"main\"\ncommand = [\"/bin/sh\", \"-c\", \"echo hello; sleep 2; echo bye\"]\n",
+    );
+    wait_for(Duration::from_secs(30), "pod once started", || {
+        m.pod("once")
+            .filter(|p| p.status.phase.as_str() != "Pending")
+    });
+    let (o, took) = bounded(&m, &["logs", "-f", "once"], Duration::from_secs(30));
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello\nbye\n",
+        "{}",
+        text(&o)
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "logs -f did not end with the process: {took:?}"
+    );
+    // Of a finished one: at once.
+    let (o, took) = bounded(&m, &["logs", "-f", "once"], Duration::from_secs(30));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello\nbye\n",
+        "{}",
+        text(&o)
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
 }

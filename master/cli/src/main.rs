@@ -672,29 +672,63 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
         } => {
             let id = c
                 .start(RequestBody::Logs {
-                    namespace,
-                    pod,
-                    process,
+                    namespace: namespace.clone(),
+                    pod: pod.clone(),
+                    process: process.clone(),
                     follow,
                     tail_bytes,
                 })
                 .await?;
             drop(out);
-            loop {
-                let r = c.next().await?;
-                if r.id != id {
-                    continue;
-                }
-                match r.body {
-                    ResponseBody::Log(data) => {
-                        let mut o = std::io::stdout().lock();
-                        let _ = o.write_all(&data);
-                        let _ = o.flush();
+            let stream = async {
+                loop {
+                    let r = c.next().await?;
+                    if r.id != id {
+                        continue;
                     }
-                    ResponseBody::End => break,
-                    ResponseBody::Error(e) => return Err(ClientError::Api(e)),
-                    _ => {}
+                    match r.body {
+                        ResponseBody::Log(data) => {
+                            let mut o = std::io::stdout().lock();
+                            let _ = o.write_all(&data);
+                            let _ = o.flush();
+                        }
+                        ResponseBody::End => return Ok(()),
+                        ResponseBody::Error(e) => return Err(ClientError::Api(e)),
+                        _ => {}
+                    }
                 }
+            };
+            if follow {
+                // `-f` ends when the process does (as kubectl's): watched on a second connection,
+                // then what the node still sends is drained.
+                let ended = async {
+                    let mut w = Client::connect(server, token).await?;
+                    loop {
+                        smol::Timer::after(Duration::from_millis(500)).await;
+                        let get = RequestBody::Get {
+                            kind: Kind::Pod,
+                            namespace: namespace.clone(),
+                            name: pod.clone(),
+                        };
+                        let p = match w.call(get).await {
+                            Ok(ResponseBody::Object(Object::Pod(p))) => Some(p),
+                            Ok(_) => None,
+                            Err(ClientError::Api(e))
+                                if e.code == bramble_wire::msg::ErrorCode::NotFound =>
+                            {
+                                None
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        if p.is_none_or(|p| process_ended(&p, process.as_deref())) {
+                            smol::Timer::after(Duration::from_millis(1000)).await;
+                            return Ok(());
+                        }
+                    }
+                };
+                smol::future::or(stream, ended).await?;
+            } else {
+                stream.await?;
             }
         }
         Cmd::Scale {
@@ -780,6 +814,25 @@ pub(crate) async fn apply_objects(
         let _ = writeln!(out, "{}/{} {what}", a.kind.as_str(), a.name);
     }
     Ok(())
+}
+
+/// Whether `process` (default: the first) of pod `p` has ended: the pod finished, or the process
+/// exited (terminated, or waiting to be restarted after an exit).
+fn process_ended(p: &bramble_wire::objects::Pod, process: Option<&str>) -> bool {
+    use bramble_wire::objects::{PodPhase, ProcessState};
+    if matches!(p.status.phase, PodPhase::Succeeded | PodPhase::Failed) {
+        return true;
+    }
+    let name = process.or_else(|| p.spec.processes.first().map(|x| x.name.as_str()));
+    p.status
+        .processes
+        .iter()
+        .find(|s| Some(s.name.as_str()) == name)
+        .is_some_and(|s| match s.state {
+            ProcessState::Terminated { .. } => true,
+            ProcessState::Waiting => s.last_exit.is_some(),
+            ProcessState::Running { .. } => false,
+        })
 }
 
 /// Short display of an object's kind and name.

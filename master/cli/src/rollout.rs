@@ -245,7 +245,10 @@ mod tests {
             ..done.clone()
         };
         let (line, end) = status_line("web", &dep(2, rolling));
-        assert!(end.is_none() && line.contains("1 of 2 new replicas"), "{line}");
+        assert!(
+            end.is_none() && line.contains("1 of 2 new replicas"),
+            "{line}"
+        );
         let old_left = DeploymentStatus {
             replicas: 3,
             ..done.clone()
@@ -257,7 +260,10 @@ mod tests {
             ..done.clone()
         };
         let (line, _) = status_line("web", &dep(2, unavailable));
-        assert!(line.contains("1 of 2 updated replicas are available"), "{line}");
+        assert!(
+            line.contains("1 of 2 updated replicas are available"),
+            "{line}"
+        );
         let stalled = DeploymentStatus {
             updated_available: 0,
             stalled: true,

@@ -571,7 +571,10 @@ fn deployment_rollout_stalls_past_its_progress_deadline_and_recovers() {
     }
     let s = &w.deployments[0].status;
     assert!(s.stalled, "{s:?}");
-    assert!(s.message.starts_with("stalled: no progress for 5s"), "{s:?}");
+    assert!(
+        s.message.starts_with("stalled: no progress for 5s"),
+        "{s:?}"
+    );
     assert_eq!(deployment::stall_at(&w.deployments[0]), None);
     // It gets ready: progress again, then complete.
     w.unready_cmd = None;
