@@ -391,3 +391,100 @@ fn rollout_status_waits_for_the_new_revision_and_fails_a_stalled_one() {
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+#[test]
+fn get_watch_streams_changes_in_order_across_a_master_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("m");
+    let mut m = MasterProc::start(&data, &[]);
+    let lines_file = tmp.path().join("watch.jsonl");
+    let rows_file = tmp.path().join("watch.txt");
+    let spawn = |m: &MasterProc, args: &[&str], to: &std::path::Path| {
+        std::process::Command::new(bin("bramble"))
+            .args(args)
+            .env("BRAMBLE_SERVER", &m.addr)
+            .env("BRAMBLE_TOKEN_FILE", m.data_dir.join("admin.token"))
+            .stdout(std::fs::File::create(to).unwrap())
+            .stderr(std::fs::File::create(to.with_extension("err")).unwrap())
+            .spawn()
+            .expect("run bramble")
+    };
+    let cm = |name: &str, v: &str| {
+        format!("[[configmap]]\nname = \"{name}\"\ndata = {{ k = \"{v}\" }}\n")
+    };
+    let apply = |m: &MasterProc, text: &str| {
+        let f = tmp.path().join("cm.toml");
+        std::fs::write(&f, text).unwrap();
+        m.ok(&["apply", "-f", f.to_str().unwrap()]);
+    };
+    apply(&m, &cm("before", "0"));
+    let mut json_watch = spawn(&m, &["get", "cm", "-w", "-o", "json"], &lines_file);
+    let mut table_watch = spawn(&m, &["get", "cm", "--watch-only"], &rows_file);
+    let events = || -> Vec<(String, String, String)> {
+        std::fs::read_to_string(&lines_file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v = json(l);
+                (
+                    v["type"].as_str().unwrap_or("").to_string(),
+                    v["object"]["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    v["object"]["data"]["k"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    };
+    let wait_events = |n: usize| {
+        wait_for(
+            Duration::from_secs(20),
+            &format!("{n} watch events"),
+            || {
+                let e = events();
+                (e.len() >= n).then_some(e)
+            },
+        )
+    };
+    wait_events(1);
+    // Both watches are connected once the JSON one printed its list; the table one has no list
+    // to show, so give it a moment to register.
+    std::thread::sleep(Duration::from_millis(500));
+    apply(&m, &cm("a", "1"));
+    apply(&m, &cm("a", "2"));
+    m.ok(&["delete", "cm", "a"]);
+    wait_events(4);
+    // The master restarts: the watches reconnect and resume after what they printed.
+    let addr = m.addr.clone();
+    m.proc.terminate(Duration::from_secs(5));
+    m = MasterProc::start_on(&data, &addr, &[]);
+    apply(&m, &cm("b", "3"));
+    apply(&m, &cm("b", "4"));
+    let got = wait_events(6);
+    std::thread::sleep(Duration::from_millis(1000));
+    let got_after = events();
+    let _ = json_watch.kill();
+    let _ = json_watch.wait();
+    let _ = table_watch.kill();
+    let _ = table_watch.wait();
+    let want: Vec<(String, String, String)> = [
+        ("ADDED", "before", "0"),
+        ("ADDED", "a", "1"),
+        ("MODIFIED", "a", "2"),
+        ("DELETED", "a", "2"),
+        ("ADDED", "b", "3"),
+        ("MODIFIED", "b", "4"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(got_after, want, "no row twice after the reconnect");
+    let rows = std::fs::read_to_string(&rows_file).unwrap();
+    let names: Vec<&str> = rows
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or(""))
+        .collect();
+    assert_eq!(names, ["NAME", "a", "a", "a", "b", "b"], "{rows}");
+}

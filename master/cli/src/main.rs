@@ -10,6 +10,7 @@ mod rollout;
 mod table;
 mod token;
 mod up;
+mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -135,6 +136,12 @@ pub enum Cmd {
         /// Leave out the header line of tables.
         #[arg(long)]
         no_headers: bool,
+        /// After the list, print a row (a JSON line with -o json) per change, until Ctrl-C.
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// Like --watch, without the list first.
+        #[arg(long)]
+        watch_only: bool,
     },
     /// Edit an object's YAML in $EDITOR and apply it (refused if it changed meanwhile).
     Edit {
@@ -528,8 +535,37 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             output,
             reveal,
             no_headers,
+            watch,
+            watch_only,
         } => {
             let kind = parse_kind(&kind)?;
+            if watch || watch_only {
+                if !matches!(output, Output::Table | Output::Wide | Output::Json) {
+                    return Err(usage(
+                        "--watch prints table rows or JSON lines: use -o table, wide or json"
+                            .into(),
+                    ));
+                }
+                drop(c);
+                drop(out);
+                let namespace = (!all_namespaces && kind.namespaced()).then_some(namespace);
+                watch::run(
+                    server,
+                    token,
+                    watch::Watch {
+                        kind,
+                        name,
+                        namespace,
+                        selector,
+                        output,
+                        list_first: !watch_only,
+                        no_headers,
+                        reveal,
+                    },
+                )
+                .await?;
+                return Ok(0);
+            }
             let single = name.is_some();
             let items = match name {
                 Some(name) => match c

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod authz;
 mod client;
 pub use client::CLIENT_RESPONSE_MAX;
+pub use client::Selector;
 mod config_push;
 pub mod control;
 mod dispatch;
