@@ -260,6 +260,60 @@ fn documents_round_trip_through_get_apply_and_edit() {
         panic!()
     };
     assert_eq!(d.spec.replicas, 1, "the other writer's change stays");
+
+    // Completion: bash completes the names of the cluster's objects after a kind.
+    let script = m.ok(&["completion", "bash"]);
+    let sh = format!(
+        "{script}\nCOMP_WORDS=(\"$BRAMBLE\" get configmaps s); COMP_CWORD=3; _bramble_names; echo \"${{COMPREPLY[@]}}\"\n\
+         COMP_WORDS=(\"$BRAMBLE\" rollout st); COMP_CWORD=2; _bramble_names \"$BRAMBLE\" st rollout; echo \"${{COMPREPLY[@]}}\"\n"
+    );
+    let o = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&sh)
+        .env("BRAMBLE", bin("bramble"))
+        .env("BRAMBLE_SERVER", &m.addr)
+        .env("BRAMBLE_TOKEN_FILE", m.data_dir.join("admin.token"))
+        .output()
+        .unwrap();
+    let lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        lines.first().map(String::as_str),
+        Some("site"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        lines.get(1).is_some_and(|l| l.contains("status")),
+        "{}",
+        text(&o)
+    );
+    for sh in ["zsh", "fish"] {
+        assert!(m.ok(&["completion", sh]).contains("bramble"));
+    }
+    // get --help lists every kind.
+    let help = m.ok(&["get", "--help"]);
+    for k in [
+        "namespaces",
+        "nodes",
+        "pods",
+        "deployments",
+        "replicasets",
+        "daemonsets",
+        "jobs",
+        "events",
+        "services",
+        "endpoints",
+        "configmaps",
+        "secrets",
+        "artifacts",
+        "images",
+        "registries",
+    ] {
+        assert!(help.contains(k), "{k}: {help}");
+    }
 }
 
 #[test]

@@ -686,6 +686,11 @@ pub struct PodTemplate {
     pub labels: Labels,
     /// Spec of the pods.
     pub spec: PodSpec,
+    /// `bramble rollout restart` time (ms since the epoch; 0: never): a new value is a new
+    /// template, so the controller replaces every pod (Kubernetes' `restartedAt` annotation).
+    /// An apply that leaves it out (0) keeps the stored value.
+    #[serde(default)]
+    pub restarted_at_ms: u64,
 }
 
 /// Desired state of a deployment.

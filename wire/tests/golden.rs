@@ -830,6 +830,7 @@ fn controller_objects_and_ping() {
             }],
             ..Default::default()
         },
+        restarted_at_ms: 0,
     };
     check(
         Object::Deployment(Deployment {

@@ -525,7 +525,11 @@ fn pod() -> BoxedStrategy<Pod> {
 
 fn template() -> BoxedStrategy<PodTemplate> {
     (labels(), pod_spec())
-        .prop_map(|(labels, spec)| PodTemplate { labels, spec })
+        .prop_map(|(labels, spec)| PodTemplate {
+            labels,
+            spec,
+            restarted_at_ms: 0,
+        })
         .boxed()
 }
 

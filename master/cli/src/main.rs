@@ -2,6 +2,7 @@
 //! API clients (`bramble-client`).
 
 mod artifact;
+mod completion;
 mod create;
 mod demo;
 mod edit;
@@ -114,6 +115,7 @@ pub enum Cmd {
     #[command(after_help = kinds_help())]
     Get {
         /// What to list: any kind below (singular, plural and short forms work).
+        #[arg(value_parser = kind_values())]
         kind: String,
         /// One object's name.
         name: Option<String>,
@@ -146,6 +148,7 @@ pub enum Cmd {
     /// Edit an object's YAML in $EDITOR and apply it (refused if it changed meanwhile).
     Edit {
         /// Kind.
+        #[arg(value_parser = kind_values())]
         kind: String,
         /// Name.
         name: String,
@@ -162,6 +165,7 @@ pub enum Cmd {
     /// Show one object in detail.
     Describe {
         /// Kind.
+        #[arg(value_parser = kind_values())]
         kind: String,
         /// Name.
         name: String,
@@ -172,6 +176,7 @@ pub enum Cmd {
     /// Delete an object.
     Delete {
         /// Kind.
+        #[arg(value_parser = kind_values())]
         kind: String,
         /// Name.
         name: String,
@@ -216,6 +221,12 @@ pub enum Cmd {
         #[command(subcommand)]
         action: image::ImageCmd,
     },
+    /// Print a shell completion script (bash, zsh or fish; see docs/cli.md).
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: completion::CompletionShell,
+    },
     /// Print a process's log (kept on its node).
     Logs {
         /// Pod name.
@@ -254,6 +265,17 @@ pub enum RolloutCmd {
     /// List the revisions kept.
     History {
         /// `deployment`.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Replace every pod of a deployment or daemon set (a new template generation, the same
+    /// spec), as a rolling update.
+    Restart {
+        /// `deployment` or `daemonset`.
         kind: String,
         /// Name.
         name: String,
@@ -398,6 +420,10 @@ pub fn run(cli: Cli) -> i32 {
                 1
             }
         },
+        Cmd::Completion { shell } => {
+            completion::write(shell, &mut std::io::stdout().lock());
+            0
+        }
         Cmd::Up(a) => match up::run_up(a, &cli.server) {
             Ok(()) => 0,
             Err(e) => {
@@ -476,6 +502,46 @@ fn short_name(k: Kind) -> Option<&'static str> {
     ]
     .into_iter()
     .find(|s| Kind::parse(s) == Some(k))
+}
+
+/// The plural of a kind, as `get` lists it.
+fn plural(k: Kind) -> &'static str {
+    match k {
+        Kind::Namespace => "namespaces",
+        Kind::Node => "nodes",
+        Kind::Pod => "pods",
+        Kind::Deployment => "deployments",
+        Kind::ReplicaSet => "replicasets",
+        Kind::DaemonSet => "daemonsets",
+        Kind::Job => "jobs",
+        Kind::Event => "events",
+        Kind::Service => "services",
+        Kind::Endpoints => "endpoints",
+        Kind::ConfigMap => "configmaps",
+        Kind::Secret => "secrets",
+        Kind::Artifact => "artifacts",
+        Kind::Image => "images",
+        Kind::Registry => "registries",
+    }
+}
+
+/// The kinds a KIND argument takes (plural names; singular and short forms as aliases): for
+/// `--help` and shell completion.
+fn kind_values() -> clap::builder::PossibleValuesParser {
+    Kind::ALL
+        .into_iter()
+        .map(|k| {
+            let mut v = clap::builder::PossibleValue::new(plural(k));
+            if plural(k) != k.as_str() {
+                v = v.alias(k.as_str());
+            }
+            if let Some(s) = short_name(k) {
+                v = v.alias(s);
+            }
+            v
+        })
+        .collect::<Vec<_>>()
+        .into()
 }
 
 fn kinds_help() -> String {
@@ -800,7 +866,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
         Cmd::Token { action } => token::run(&mut c, action, &mut out).await?,
         Cmd::Artifact { action } => artifact::run(&mut c, action, &mut out).await?,
         Cmd::Image { action } => image::run(&mut c, action, &mut out).await?,
-        Cmd::Master(_) | Cmd::Up(_) => {}
+        Cmd::Master(_) | Cmd::Up(_) | Cmd::Completion { .. } => {}
     }
     Ok(0)
 }
@@ -869,6 +935,34 @@ fn process_ended(p: &bramble_wire::objects::Pod, process: Option<&str>) -> bool 
             ProcessState::Waiting => s.last_exit.is_some(),
             ProcessState::Running { .. } => false,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_offered_and_parses() {
+        use clap::CommandFactory;
+        use clap::builder::TypedValueParser;
+        let p = kind_values();
+        let names: Vec<String> = p
+            .possible_values()
+            .unwrap()
+            .map(|v| v.get_name().to_string())
+            .collect();
+        assert_eq!(names.len(), Kind::ALL.len());
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(plural(k)), Some(k));
+            assert!(names.iter().any(|n| n == plural(k)));
+            if let Some(s) = short_name(k) {
+                assert_eq!(Kind::parse(s), Some(k));
+            }
+        }
+        let help = kinds_help();
+        assert!(help.contains("deployment (deploy)") && help.contains("registry (reg)"));
+        Cli::command().debug_assert();
+    }
 }
 
 /// Short display of an object's kind and name.

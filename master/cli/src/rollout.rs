@@ -1,4 +1,4 @@
-//! `bramble rollout status|history|undo deployment NAME`.
+//! `bramble rollout status|history|undo deployment NAME`, `rollout restart deployment|daemonset NAME`.
 
 use std::io::Write;
 use std::time::Instant;
@@ -125,6 +125,52 @@ pub async fn run(c: &mut Client, cmd: RolloutCmd, out: &mut impl Write) -> Resul
                     )));
                 }
                 smol::Timer::after(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        RolloutCmd::Restart {
+            kind,
+            name,
+            namespace,
+        } => {
+            let kind = match Kind::parse(&kind) {
+                Some(k @ (Kind::Deployment | Kind::DaemonSet)) => k,
+                _ => {
+                    return Err(usage(format!(
+                        "{kind:?}: only deployments and daemon sets can be restarted: use `deployment NAME` or `daemonset NAME`"
+                    )));
+                }
+            };
+            let mut tries = 0;
+            loop {
+                let get = RequestBody::Get {
+                    kind,
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                };
+                let mut o = match c.call(get).await? {
+                    ResponseBody::Object(o) => o,
+                    _ => return Err(usage(format!("{} {name:?} not found", kind.as_str()))),
+                };
+                let template = match &mut o {
+                    Object::Deployment(d) => &mut d.spec.template,
+                    Object::DaemonSet(d) => &mut d.spec.template,
+                    _ => return Err(usage("unexpected answer".into())),
+                };
+                // A new stamp, later than any before (clocks may step back).
+                template.restarted_at_ms =
+                    bramble_server::api::now_ms().max(template.restarted_at_ms + 1);
+                match c.call(RequestBody::Apply(vec![o])).await {
+                    Ok(_) => {
+                        let _ = writeln!(out, "{}/{name} restarted", kind.as_str());
+                        return Ok(());
+                    }
+                    Err(ClientError::Api(e))
+                        if e.code == bramble_wire::msg::ErrorCode::Conflict && tries < 10 =>
+                    {
+                        tries += 1
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         RolloutCmd::History {

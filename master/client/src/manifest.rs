@@ -659,7 +659,11 @@ impl Manifest {
                 spec: DeploymentSpec {
                     replicas: d.replicas,
                     selector,
-                    template: PodTemplate { labels, spec },
+                    template: PodTemplate {
+                        labels,
+                        spec,
+                        ..Default::default()
+                    },
                     max_surge: d.max_surge,
                     max_unavailable: d.max_unavailable,
                     min_ready_ms: d.min_ready.unwrap_or(0),
@@ -682,7 +686,11 @@ impl Manifest {
                 meta: meta(d.name, ns, d.labels),
                 spec: DaemonSetSpec {
                     selector,
-                    template: PodTemplate { labels, spec },
+                    template: PodTemplate {
+                        labels,
+                        spec,
+                        ..Default::default()
+                    },
                     max_unavailable: d.max_unavailable,
                 },
                 status: Default::default(),
@@ -704,7 +712,11 @@ impl Manifest {
                     parallelism: j.parallelism,
                     backoff_limit: j.backoff_limit,
                     active_deadline_ms: j.active_deadline,
-                    template: PodTemplate { labels, spec },
+                    template: PodTemplate {
+                        labels,
+                        spec,
+                        ..Default::default()
+                    },
                 },
                 status: Default::default(),
             }));

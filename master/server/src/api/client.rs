@@ -703,6 +703,10 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
             Object::Namespace(n)
         }
         (Object::Deployment(c), Object::Deployment(mut n)) => {
+            if n.spec.template.restarted_at_ms == 0 {
+                // A manifest does not say when the pods were last restarted: keep it.
+                n.spec.template.restarted_at_ms = c.spec.template.restarted_at_ms;
+            }
             let changed = n.spec != c.spec;
             n.status = c.status;
             if changed {
@@ -712,6 +716,9 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
             Object::Deployment(n)
         }
         (Object::DaemonSet(c), Object::DaemonSet(mut n)) => {
+            if n.spec.template.restarted_at_ms == 0 {
+                n.spec.template.restarted_at_ms = c.spec.template.restarted_at_ms;
+            }
             n.status = c.status;
             Object::DaemonSet(n)
         }

@@ -35,6 +35,7 @@ fn template(cmd: &str) -> PodTemplate {
             }],
             ..Default::default()
         },
+        restarted_at_ms: 0,
     }
 }
 
@@ -628,6 +629,19 @@ fn template_hash_is_stable_and_sensitive() {
     assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
     assert_eq!(a, template_hash(&template("v1")));
     assert_ne!(a, template_hash(&template("v2")));
+    // Unchanged by the restart stamp's arrival: the hash of the encoding of PodTemplate as it
+    // was (labels, spec), so no replica set is renamed (and no pod replaced) by an upgrade.
+    let t = template("v1");
+    let now = postcard::to_allocvec(&t).unwrap();
+    // Today's encoding is the old one and a last byte 0 for `restarted_at_ms` (a varint).
+    let (old, last) = now.split_at(now.len() - 1);
+    assert_eq!(last, [0]);
+    let h = fnv1a(old, FNV_OFFSET);
+    assert_eq!(a, format!("{:08x}", (h ^ (h >> 32)) as u32));
+    // A restart is a new template.
+    let mut r = template("v1");
+    r.restarted_at_ms = 1_700_000_000_000;
+    assert_ne!(template_hash(&r), a);
 }
 
 #[test]
