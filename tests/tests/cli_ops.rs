@@ -374,6 +374,45 @@ fn rollout_status_waits_for_the_new_revision_and_fails_a_stalled_one() {
         "{pods:?}"
     );
 
+    // rollout restart: every pod replaced (revision 3), the same spec; applying the manifest
+    // again keeps the restart (no rollout back).
+    let before: Vec<String> = m.pods("app=web").into_iter().map(|p| p.meta.uid).collect();
+    assert_eq!(
+        m.ok(&["rollout", "restart", "deployment", "web"]),
+        "deployment/web restarted\n"
+    );
+    let (o, _) = bounded(
+        &m,
+        &["rollout", "status", "deployment", "web", "--timeout", "60s"],
+        Duration::from_secs(90),
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("successfully rolled out (revision 3)"),
+        "{}",
+        text(&o)
+    );
+    let after: Vec<_> = m
+        .pods("app=web")
+        .into_iter()
+        .filter(|p| p.status.phase.as_str() == "Running")
+        .collect();
+    assert_eq!(after.len(), 2);
+    assert!(
+        after.iter().all(|p| !before.contains(&p.meta.uid)),
+        "{after:?}"
+    );
+    assert!(
+        after
+            .iter()
+            .all(|p| p.spec.processes[0].command[2] == "exec sleep 3601")
+    );
+    assert_eq!(
+        apply("web2.toml", &deployment("web", "exec sleep 3601", "")),
+        "deployment/web unchanged\n"
+    );
+    let o = m.cli(&["rollout", "restart", "job", "x"]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("daemon sets"));
+
     // A rollout that cannot progress (its pods exit at once, never available) fails at its
     // progress deadline, not at the timeout.
     apply(
