@@ -937,6 +937,11 @@ fn process_ended(p: &bramble_wire::objects::Pod, process: Option<&str>) -> bool 
         })
 }
 
+/// Short display of an object's kind and name.
+pub fn object_ref(o: &Object) -> String {
+    format!("{}/{}", o.kind().as_str(), o.meta().name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -963,9 +968,4 @@ mod tests {
         assert!(help.contains("deployment (deploy)") && help.contains("registry (reg)"));
         Cli::command().debug_assert();
     }
-}
-
-/// Short display of an object's kind and name.
-pub fn object_ref(o: &Object) -> String {
-    format!("{}/{}", o.kind().as_str(), o.meta().name)
 }

@@ -423,9 +423,9 @@ fn base_of(kind: Kind) -> Option<Value> {
         if let Some(Value::Object(ps)) = pod_spec {
             ps.insert("processes".into(), Value::Array(Vec::new()));
         }
-        spec.remove("processes").map(|_| {
+        if spec.contains_key("processes") {
             spec.insert("processes".into(), Value::Array(Vec::new()));
-        });
+        }
     }
     Some(body)
 }
