@@ -581,3 +581,115 @@ fn get_watch_streams_changes_in_order_across_a_master_restart() {
         .collect();
     assert_eq!(names, ["NAME", "a", "a", "a", "b", "b"], "{rows}");
 }
+
+#[test]
+fn up_stops_its_worker_on_its_own_sigterm_and_its_try_lines_work() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = bramble_tests::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut up = std::process::Command::new(bin("bramble"))
+        .args([
+            "up",
+            "--listen",
+            &listen,
+            "--service-proxy",
+            "userspace",
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .env_remove("BRAMBLE_SERVER")
+        .env_remove("BRAMBLE_TOKEN_FILE")
+        // Its own process group: a signal for `up` alone, not for a terminal's whole group.
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(tmp.path().join("up.log")).unwrap())
+        .spawn()
+        .expect("bramble up");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = up.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    let t0 = Instant::now();
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("serving until Ctrl-C"))
+    {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(l) => lines.push(l),
+            Err(_) if t0.elapsed() < Duration::from_secs(120) => {}
+            Err(_) => {
+                let _ = up.kill();
+                panic!(
+                    "bramble up did not come up: {lines:?}\n{}",
+                    std::fs::read_to_string(tmp.path().join("up.log")).unwrap_or_default()
+                );
+            }
+        }
+    }
+    let worker_pid: u32 = lines
+        .iter()
+        .find_map(|l| l.split("(pid ").nth(1))
+        .and_then(|r| r.trim_end_matches(')').parse().ok())
+        .expect("worker pid");
+    // The "try:" lines work as printed (in a shell without bramble on PATH).
+    let i = lines.iter().position(|l| l.starts_with("try:")).unwrap();
+    let script = format!(
+        "{}\n{}\n",
+        lines[i].trim_start_matches("try:").trim(),
+        lines[i + 1].trim()
+    );
+    let o = std::process::Command::new("sh")
+        .arg("-ec")
+        .arg(&script)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{script}\n{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("hello"),
+        "{}",
+        text(&o)
+    );
+
+    // SIGTERM to `up` alone: it stops its worker and removes the worker's cgroup parent.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &up.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let t0 = Instant::now();
+    while up.try_wait().unwrap().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "bramble up still running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !std::path::Path::new(&format!("/proc/{worker_pid}")).exists(),
+        "the worker outlived bramble up"
+    );
+    let parent = format!("bramble-up-{port}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for line in mounts.lines().filter(|l| l.contains(" - cgroup")) {
+        let mp = line.split(' ').nth(4).unwrap();
+        let dir = std::path::Path::new(mp).join(&parent);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+    // No colour codes in the log written to a file.
+    let log = std::fs::read_to_string(tmp.path().join("up.log")).unwrap();
+    assert!(!log.contains('\u{1b}'), "ANSI codes in a log file: {log}");
+    assert!(!log.is_empty());
+}
