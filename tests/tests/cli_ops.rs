@@ -688,6 +688,11 @@ fn up_stops_its_worker_on_its_own_sigterm_and_its_try_lines_work() {
         let dir = std::path::Path::new(mp).join(&parent);
         assert!(!dir.exists(), "{} left behind", dir.display());
     }
+    // The demo pod has its own network: its worker made the default pod bridge here (as in
+    // worker_path's `bramble_up_runs_the_demo`).
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "bramble0"])
+        .status();
     // No colour codes in the log written to a file.
     let log = std::fs::read_to_string(tmp.path().join("up.log")).unwrap();
     assert!(!log.contains('\u{1b}'), "ANSI codes in a log file: {log}");
