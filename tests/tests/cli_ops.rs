@@ -410,6 +410,25 @@ fn rollout_status_waits_for_the_new_revision_and_fails_a_stalled_one() {
         apply("web2.toml", &deployment("web", "exec sleep 3601", "")),
         "deployment/web unchanged\n"
     );
+    // Undo after a restart goes back to revision 2's replica set itself (revision 4), not a
+    // new one with the restart stamp.
+    let rs_before = m.get("replicasets", &[]).len();
+    m.ok(&["rollout", "undo", "deployment", "web"]);
+    let (o, _) = bounded(
+        &m,
+        &["rollout", "status", "deployment", "web", "--timeout", "60s"],
+        Duration::from_secs(90),
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("successfully rolled out (revision 4)"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        m.get("replicasets", &[]).len(),
+        rs_before,
+        "undo reuses a replica set"
+    );
     let o = m.cli(&["rollout", "restart", "job", "x"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("daemon sets"));
 

@@ -686,11 +686,13 @@ pub struct PodTemplate {
     pub labels: Labels,
     /// Spec of the pods.
     pub spec: PodSpec,
-    /// `bramble rollout restart` time (ms since the epoch; 0: never): a new value is a new
-    /// template, so the controller replaces every pod (Kubernetes' `restartedAt` annotation).
-    /// An apply that leaves it out (0) keeps the stored value.
+    /// `bramble rollout restart` time (ms since the epoch): a new value is a new template, so
+    /// the controller replaces every pod (Kubernetes' `restartedAt` annotation). `None` in an
+    /// apply (a manifest does not say) keeps the stored value; `Some(0)` is "never restarted"
+    /// (what `rollout undo` sends for a template from before any restart). `None` and `Some(0)`
+    /// hash alike.
     #[serde(default)]
-    pub restarted_at_ms: u64,
+    pub restarted_at_ms: Option<u64>,
 }
 
 /// Desired state of a deployment.

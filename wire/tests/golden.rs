@@ -830,7 +830,7 @@ fn controller_objects_and_ping() {
             }],
             ..Default::default()
         },
-        restarted_at_ms: 0,
+        restarted_at_ms: None,
     };
     check(
         Object::Deployment(Deployment {

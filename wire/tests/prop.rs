@@ -528,7 +528,7 @@ fn template() -> BoxedStrategy<PodTemplate> {
         .prop_map(|(labels, spec)| PodTemplate {
             labels,
             spec,
-            restarted_at_ms: 0,
+            restarted_at_ms: None,
         })
         .boxed()
 }

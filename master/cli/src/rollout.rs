@@ -157,8 +157,9 @@ pub async fn run(c: &mut Client, cmd: RolloutCmd, out: &mut impl Write) -> Resul
                     _ => return Err(usage("unexpected answer".into())),
                 };
                 // A new stamp, later than any before (clocks may step back).
-                template.restarted_at_ms =
-                    bramble_server::api::now_ms().max(template.restarted_at_ms + 1);
+                template.restarted_at_ms = Some(
+                    bramble_server::api::now_ms().max(template.restarted_at_ms.unwrap_or(0) + 1),
+                );
                 match c.call(RequestBody::Apply(vec![o])).await {
                     Ok(_) => {
                         let _ = writeln!(out, "{}/{name} restarted", kind.as_str());
@@ -229,6 +230,8 @@ pub async fn run(c: &mut Client, cmd: RolloutCmd, out: &mut impl Write) -> Resul
                 };
                 let mut t = target.spec.template.clone();
                 t.labels.remove(TEMPLATE_HASH);
+                // That revision's restart stamp, "never" included (not the current one).
+                t.restarted_at_ms = Some(t.restarted_at_ms.unwrap_or(0));
                 let rev = target.spec.revision;
                 d.spec.template = t;
                 // The controllers write the deployment's status too: retry on a revision conflict.

@@ -89,7 +89,7 @@ fn cluster() -> (Vec<Node>, Vec<Deployment>, Vec<ReplicaSet>, Vec<Pod>) {
                 }],
                 ..Default::default()
             },
-            restarted_at_ms: 0,
+            restarted_at_ms: None,
         };
         let dep = Deployment {
             meta: Meta {

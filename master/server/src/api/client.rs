@@ -703,7 +703,7 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
             Object::Namespace(n)
         }
         (Object::Deployment(c), Object::Deployment(mut n)) => {
-            if n.spec.template.restarted_at_ms == 0 {
+            if n.spec.template.restarted_at_ms.is_none() {
                 // A manifest does not say when the pods were last restarted: keep it.
                 n.spec.template.restarted_at_ms = c.spec.template.restarted_at_ms;
             }
@@ -716,7 +716,7 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
             Object::Deployment(n)
         }
         (Object::DaemonSet(c), Object::DaemonSet(mut n)) => {
-            if n.spec.template.restarted_at_ms == 0 {
+            if n.spec.template.restarted_at_ms.is_none() {
                 n.spec.template.restarted_at_ms = c.spec.template.restarted_at_ms;
             }
             n.status = c.status;

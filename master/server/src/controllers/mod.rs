@@ -345,8 +345,8 @@ pub fn template_hash(t: &PodTemplate) -> String {
     // a struct is its fields in order), so existing replica sets keep their names; a restart
     // stamp is folded in only when set.
     let mut bytes = postcard::to_allocvec(&(&t.labels, &t.spec)).unwrap_or_default();
-    if t.restarted_at_ms != 0 {
-        bytes.extend_from_slice(&t.restarted_at_ms.to_le_bytes());
+    if let Some(at) = t.restarted_at_ms.filter(|&at| at != 0) {
+        bytes.extend_from_slice(&at.to_le_bytes());
     }
     let h = fnv1a(&bytes, FNV_OFFSET);
     format!("{:08x}", (h ^ (h >> 32)) as u32)

@@ -35,7 +35,7 @@ fn template(cmd: &str) -> PodTemplate {
             }],
             ..Default::default()
         },
-        restarted_at_ms: 0,
+        restarted_at_ms: None,
     }
 }
 
@@ -633,15 +633,17 @@ fn template_hash_is_stable_and_sensitive() {
     // was (labels, spec), so no replica set is renamed (and no pod replaced) by an upgrade.
     let t = template("v1");
     let now = postcard::to_allocvec(&t).unwrap();
-    // Today's encoding is the old one and a last byte 0 for `restarted_at_ms` (a varint).
+    // Today's encoding is the old one and a last byte 0 for `restarted_at_ms` (`None`).
     let (old, last) = now.split_at(now.len() - 1);
     assert_eq!(last, [0]);
     let h = fnv1a(old, FNV_OFFSET);
     assert_eq!(a, format!("{:08x}", (h ^ (h >> 32)) as u32));
     // A restart is a new template.
     let mut r = template("v1");
-    r.restarted_at_ms = 1_700_000_000_000;
+    r.restarted_at_ms = Some(1_700_000_000_000);
     assert_ne!(template_hash(&r), a);
+    r.restarted_at_ms = Some(0);
+    assert_eq!(template_hash(&r), a, "Some(0) is never restarted");
 }
 
 #[test]
