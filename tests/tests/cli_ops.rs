@@ -429,6 +429,30 @@ fn rollout_status_waits_for_the_new_revision_and_fails_a_stalled_one() {
         rs_before,
         "undo reuses a replica set"
     );
+    // A daemon set's pod is replaced too.
+    apply(
+        "agent.toml",
+        "[[daemonset]]\nname = \"agent\"\n[daemonset.template]\nlabels = { app = \"agent\" }\n\
+         [[daemonset.template.process]]\nname = \"main\"\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 3600\"]\n",
+    );
+    let running_agent = || {
+        m.pods("app=agent")
+            .into_iter()
+            .find(|p| p.status.phase.as_str() == "Running")
+            .map(|p| p.meta.uid)
+    };
+    let first = wait_for(
+        Duration::from_secs(60),
+        "the agent pod running",
+        running_agent,
+    );
+    assert_eq!(
+        m.ok(&["rollout", "restart", "ds", "agent"]),
+        "daemonset/agent restarted\n"
+    );
+    wait_for(Duration::from_secs(60), "a new agent pod running", || {
+        running_agent().filter(|u| *u != first)
+    });
     let o = m.cli(&["rollout", "restart", "job", "x"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("daemon sets"));
 
