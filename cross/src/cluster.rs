@@ -326,12 +326,13 @@ impl Master {
         self.ok(&["apply", "-f", &p.display().to_string()])
     }
 
-    /// `bramble get KIND -o json`, each item unwrapped from its `{"Kind": ...}` envelope.
+    /// `bramble get KIND -o json`, each item of the `List` read as the wire object's body
+    /// (`meta`, `spec`, `status`: see [`unwrap_kind`]).
     pub fn list(&self, kind: &str) -> Result<Vec<Value>> {
         let out = self.ok(&["get", kind, "-o", "json"])?;
         let v: Value = serde_json::from_str(&out)
             .with_context(|| format!("`bramble get {kind} -o json` is not JSON: {out}"))?;
-        let items = v.as_array().cloned().unwrap_or_else(|| vec![v]);
+        let items = v["items"].as_array().cloned().unwrap_or_default();
         Ok(items.into_iter().map(unwrap_kind).collect())
     }
 
@@ -415,10 +416,17 @@ pub fn connection_stability(c: &Cluster) -> Result<String> {
     )
 }
 
+/// A Kubernetes-shaped document of `get -o json` (`apiVersion`, `kind`, `metadata`, ...) as the
+/// wire object's body (`meta`, `spec`, `status`), which the suite reads.
 fn unwrap_kind(v: Value) -> Value {
     match v {
-        Value::Object(m) if m.len() == 1 && !m.contains_key("meta") => {
-            m.into_iter().next().map(|(_, v)| v).unwrap_or(Value::Null)
+        Value::Object(mut m) => {
+            m.remove("apiVersion");
+            m.remove("kind");
+            if let Some(meta) = m.remove("metadata") {
+                m.insert("meta".into(), meta);
+            }
+            Value::Object(m)
         }
         v => v,
     }
@@ -1638,7 +1646,7 @@ mod tests {
     #[test]
     fn objects_are_unwrapped_and_read() {
         let n: Value = serde_json::from_str(
-            r#"{"Node":{"meta":{"name":"a"},"status":{"conditions":[{"kind":"Ready","status":true}]}}}"#,
+            r#"{"apiVersion":"bramble.io/v1","kind":"Node","metadata":{"name":"a"},"status":{"conditions":[{"kind":"Ready","status":true}]}}"#,
         )
         .unwrap();
         let n = unwrap_kind(n);

@@ -198,7 +198,7 @@ fn apply_to_running(m: &MasterProc, dir: &Path, pod: &str, artifact: &str) -> Du
         || {
             let o = m.cli(&["get", "pod", pod, "-o", "json"]);
             let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-            let phase = v["Pod"]["status"]["phase"].as_str()?.to_string();
+            let phase = v["status"]["phase"].as_str()?.to_string();
             assert_ne!(phase, "Failed", "{v}");
             (phase == "Running").then_some(())
         },

@@ -230,6 +230,25 @@ impl MasterProc {
             .expect("run bramble")
     }
 
+    /// Runs the real CLI with `input` on its stdin and `env` added to its environment.
+    pub fn cli_with(&self, args: &[&str], input: &str, env: &[(&str, &str)]) -> Output {
+        use std::io::Write;
+        let mut child = command_in(self.ns.as_deref(), bin("bramble"))
+            .args(args)
+            .env("BRAMBLE_SERVER", &self.addr)
+            .env("BRAMBLE_TOKEN_FILE", self.data_dir.join("admin.token"))
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run bramble");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.as_bytes()).expect("write stdin");
+        drop(stdin);
+        child.wait_with_output().expect("wait for bramble")
+    }
+
     /// Runs the CLI and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         succeeded(args, self.cli(args))
@@ -508,14 +527,10 @@ pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
-/// Parses `bramble get ... -o json` output into wire objects (one object or a list of them).
+/// Parses `bramble get ... -o json` output (one object, or a `List`) into wire objects.
 pub fn objects(s: &str) -> Vec<Object> {
-    if s.trim_start().starts_with('[') {
-        serde_json::from_str(s)
-    } else {
-        serde_json::from_str(s).map(|o| vec![o])
-    }
-    .unwrap_or_else(|e| panic!("not wire objects in JSON ({e}): {s}"))
+    bramble_client::doc::objects_of_json(s)
+        .unwrap_or_else(|e| panic!("not wire objects in JSON ({e}): {s}"))
 }
 
 /// Unmounts (lazily) a mount the test made or caused when dropped: a test's tmpfs, the worker's

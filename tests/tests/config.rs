@@ -351,7 +351,7 @@ secret = "db"
     let all = m.ok(&["get", "secrets", "-o", "json"]);
     assert!(!all.contains(&marker), "{all}");
     let shown = json(&m.ok(&["get", "secret", "db", "-o", "json", "--reveal"]));
-    assert_eq!(shown["Secret"]["data"]["password"], marker2.as_str());
+    assert_eq!(shown["data"]["password"], marker2.as_str());
     let described = m.ok(&["describe", "secret", "db"]);
     assert!(
         !described.contains(&marker) && described.contains("password"),

@@ -43,11 +43,8 @@ fn apply_get_describe_delete() {
     );
     // No nodes: the scheduler says why.
     let v = json(&m.ok(&["get", "pod", "hello", "-o", "json"]));
-    assert_eq!(v["Pod"]["meta"]["name"], "hello");
-    let msg = v["Pod"]["status"]["message"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    assert_eq!(v["metadata"]["name"], "hello");
+    let msg = v["status"]["message"].as_str().unwrap_or("").to_string();
     assert!(msg.is_empty() || msg.contains("0/0 nodes"), "{msg}");
     let d = m.ok(&["describe", "pod", "hello"]);
     assert!(d.contains("memory=32Mi") && d.contains("cpu=250m"), "{d}");
@@ -166,12 +163,12 @@ fn restart_keeps_everything() {
     // Identity survives (the revision may move: the scheduler records why the pod waits).
     for field in ["uid", "created_ms", "name", "namespace"] {
         assert_eq!(
-            json(&before)["Pod"]["meta"][field],
-            json(&after)["Pod"]["meta"][field],
+            json(&before)["metadata"][field],
+            json(&after)["metadata"][field],
             "{field}"
         );
     }
-    assert_eq!(json(&before)["Pod"]["spec"], json(&after)["Pod"]["spec"]);
+    assert_eq!(json(&before)["spec"], json(&after)["spec"]);
     // Deleting the namespace takes everything in it along (a deployment too).
     let d = write(
         tmp.path(),

@@ -727,6 +727,13 @@ pub struct PodTemplate {
     pub labels: Labels,
     /// Spec of the pods.
     pub spec: PodSpec,
+    /// `bramble rollout restart` time (ms since the epoch): a new value is a new template, so
+    /// the controller replaces every pod (Kubernetes' `restartedAt` annotation). `None` in an
+    /// apply (a manifest does not say) keeps the stored value; `Some(0)` is "never restarted"
+    /// (what `rollout undo` sends for a template from before any restart). `None` and `Some(0)`
+    /// hash alike.
+    #[serde(default)]
+    pub restarted_at_ms: Option<u64>,
 }
 
 /// Desired state of a deployment.
@@ -746,7 +753,15 @@ pub struct DeploymentSpec {
     pub min_ready_ms: u32,
     /// Old replica sets kept for `rollout undo`.
     pub revision_history: u32,
+    /// A rollout that makes no progress for this long is stalled (Kubernetes'
+    /// `progressDeadlineSeconds`): `status.stalled`, and `rollout status` fails. 0: the default,
+    /// [`DEFAULT_PROGRESS_DEADLINE_MS`].
+    #[serde(default)]
+    pub progress_deadline_ms: u32,
 }
+
+/// The progress deadline of a deployment that sets none (10 minutes, as Kubernetes').
+pub const DEFAULT_PROGRESS_DEADLINE_MS: u32 = 600_000;
 
 /// Observed state of a deployment.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
@@ -761,6 +776,24 @@ pub struct DeploymentStatus {
     pub revision: u64,
     /// Progress or the reason it is stuck.
     pub message: String,
+    /// Generation of the spec: bumped by the master on every apply that changes the spec
+    /// (Kubernetes' `metadata.generation`; kept here, in the system-owned status).
+    #[serde(default)]
+    pub generation: u64,
+    /// The generation the controller last acted on: the status describes the current spec
+    /// only when it equals `generation`.
+    #[serde(default)]
+    pub observed_generation: u64,
+    /// Available pods of the current template.
+    #[serde(default)]
+    pub updated_available: u32,
+    /// When the rollout last made progress (a new generation, pods created, updated, available
+    /// or removed), ms since the epoch.
+    #[serde(default)]
+    pub last_progress_ms: u64,
+    /// No progress within `spec.progress_deadline_ms` while not complete.
+    #[serde(default)]
+    pub stalled: bool,
 }
 
 /// A deployment.

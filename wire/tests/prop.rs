@@ -542,7 +542,11 @@ fn pod() -> BoxedStrategy<Pod> {
 
 fn template() -> BoxedStrategy<PodTemplate> {
     (labels(), pod_spec())
-        .prop_map(|(labels, spec)| PodTemplate { labels, spec })
+        .prop_map(|(labels, spec)| PodTemplate {
+            labels,
+            spec,
+            restarted_at_ms: None,
+        })
         .boxed()
 }
 
@@ -629,6 +633,7 @@ fn deployment() -> BoxedStrategy<Deployment> {
                     max_unavailable,
                     min_ready_ms,
                     revision_history: rh,
+                    progress_deadline_ms: min_ready_ms / 2,
                 }
             },
         );
@@ -639,6 +644,11 @@ fn deployment() -> BoxedStrategy<Deployment> {
             available,
             revision,
             message,
+            generation: revision / 2,
+            observed_generation: revision / 3,
+            updated_available: updated / 2,
+            last_progress_ms: revision / 5,
+            stalled: revision % 2 == 1,
         },
     );
     (meta(), spec, status)

@@ -85,8 +85,10 @@ fn main() {
         .ok()
         .and_then(|l| l.parse().ok())
         .unwrap_or(tracing::Level::INFO);
+    // Colour only on a terminal: a log file or journal gets no escape codes.
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
     let args = Args::parse();

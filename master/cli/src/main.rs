@@ -2,14 +2,17 @@
 //! API clients (`bramble-client`).
 
 mod artifact;
+mod completion;
 mod create;
 mod demo;
+mod edit;
 mod image;
 mod label;
 mod rollout;
 mod table;
 mod token;
 mod up;
+mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,7 +20,7 @@ use std::time::Duration;
 
 use bramble_wire::msg::{ApplyOutcome, RequestBody, ResponseBody};
 use bramble_wire::objects::{Kind, Object};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use bramble_client::{Client, ClientError};
 use bramble_server::controllers::Timings;
@@ -47,18 +50,49 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
-/// Output formats.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+/// Output formats of `get` (`-o`).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Aligned columns for people.
     Table,
     /// More columns.
     Wide,
-    /// JSON for scripts.
+    /// Kubernetes-shaped JSON (`{"kind": "List", "items": [...]}` for a list, always).
     Json,
+    /// The same as YAML.
+    Yaml,
     /// A manifest (`bramble apply -f` takes it back; what the master sets is left out, a
     /// service's cluster_ip is kept).
     Toml,
+    /// `KIND/NAME` per line.
+    Name,
+    /// A kubectl JSONPath template over the JSON document.
+    JsonPath(bramble_client::jsonpath::Template),
+}
+
+/// The values `-o` takes (for `--help` and completions).
+pub const OUTPUT_FORMATS: &str = "table, wide, json, yaml, toml, name, jsonpath=TEMPLATE";
+
+impl std::str::FromStr for Output {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Output, String> {
+        Ok(match s {
+            "table" => Output::Table,
+            "wide" => Output::Wide,
+            "json" => Output::Json,
+            "yaml" => Output::Yaml,
+            "toml" => Output::Toml,
+            "name" => Output::Name,
+            s => match s.strip_prefix("jsonpath=") {
+                Some(t) => Output::JsonPath(bramble_client::jsonpath::Template::parse(t)?),
+                None => {
+                    return Err(format!(
+                        "unknown output format {s:?}: one of {OUTPUT_FORMATS}"
+                    ));
+                }
+            },
+        })
+    }
 }
 
 /// Subcommands.
@@ -68,7 +102,8 @@ pub enum Cmd {
     Master(MasterArgs),
     /// Run a single-node cluster here: a master and a local worker, with a demo pod.
     Up(UpArgs),
-    /// Create or update the objects of a TOML manifest.
+    /// Create or update the objects of a manifest: TOML, or JSON/YAML as `get -o json|yaml`
+    /// prints them (by extension; by content for stdin).
     Apply {
         /// Manifest file (`-` for stdin).
         #[arg(short = 'f', long = "file")]
@@ -78,8 +113,10 @@ pub enum Cmd {
         namespace: String,
     },
     /// List objects, or show one.
+    #[command(after_help = kinds_help())]
     Get {
-        /// nodes, pods, namespaces (singular and short forms work too).
+        /// What to list: any kind below (singular, plural and short forms work).
+        #[arg(value_parser = kind_values())]
         kind: String,
         /// One object's name.
         name: Option<String>,
@@ -92,12 +129,33 @@ pub enum Cmd {
         /// Label selector, e.g. `app=web,tier!=db`.
         #[arg(short = 'l', long, default_value = "")]
         selector: String,
-        /// Output format.
-        #[arg(short, long, value_enum, default_value = "table")]
+        /// Output format: table, wide, json, yaml, toml, name or jsonpath=TEMPLATE (e.g.
+        /// `jsonpath={.items[*].metadata.name}`; see docs/cli.md).
+        #[arg(short, long, default_value = "table")]
         output: Output,
         /// Show secret values (hidden in every output format otherwise).
         #[arg(long)]
         reveal: bool,
+        /// Leave out the header line of tables.
+        #[arg(long)]
+        no_headers: bool,
+        /// After the list, print a row (a JSON line with -o json) per change, until Ctrl-C.
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// Like --watch, without the list first.
+        #[arg(long)]
+        watch_only: bool,
+    },
+    /// Edit an object's YAML in $EDITOR and apply it (refused if it changed meanwhile).
+    Edit {
+        /// Kind.
+        #[arg(value_parser = kind_values())]
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
     },
     /// Create a config map or a secret from files and literals.
     Create {
@@ -108,6 +166,7 @@ pub enum Cmd {
     /// Show one object in detail.
     Describe {
         /// Kind.
+        #[arg(value_parser = kind_values())]
         kind: String,
         /// Name.
         name: String,
@@ -118,6 +177,7 @@ pub enum Cmd {
     /// Delete an object.
     Delete {
         /// Kind.
+        #[arg(value_parser = kind_values())]
         kind: String,
         /// Name.
         name: String,
@@ -207,6 +267,12 @@ pub enum Cmd {
         /// Node name.
         node: String,
     },
+    /// Print a shell completion script (bash, zsh or fish; see docs/cli.md).
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: completion::CompletionShell,
+    },
     /// Print a process's log (kept on its node).
     Logs {
         /// Pod name.
@@ -245,6 +311,17 @@ pub enum RolloutCmd {
     /// List the revisions kept.
     History {
         /// `deployment`.
+        kind: String,
+        /// Name.
+        name: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Replace every pod of a deployment or daemon set (a new template generation, the same
+    /// spec), as a rolling update.
+    Restart {
+        /// `deployment` or `daemonset`.
         kind: String,
         /// Name.
         name: String,
@@ -403,6 +480,10 @@ pub fn run(cli: Cli) -> i32 {
                 1
             }
         },
+        Cmd::Completion { shell } => {
+            completion::write(shell, &mut std::io::stdout().lock());
+            0
+        }
         Cmd::Up(a) => match up::run_up(a, &cli.server) {
             Ok(()) => 0,
             Err(e) => {
@@ -464,11 +545,75 @@ fn token(file: &Option<PathBuf>) -> Result<String, String> {
     bramble_client::read_token_file(&path).map_err(|e| e.to_string())
 }
 
+/// Every kind with its short form, for `get --help` and errors.
+fn kinds_list() -> String {
+    Kind::ALL
+        .iter()
+        .map(|k| match short_name(*k) {
+            Some(s) => format!("{} ({s})", k.as_str()),
+            None => k.as_str().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn short_name(k: Kind) -> Option<&'static str> {
+    [
+        "ns", "no", "po", "deploy", "rs", "ds", "ev", "svc", "ep", "cm", "art", "img", "reg",
+    ]
+    .into_iter()
+    .find(|s| Kind::parse(s) == Some(k))
+}
+
+/// The plural of a kind, as `get` lists it.
+fn plural(k: Kind) -> &'static str {
+    match k {
+        Kind::Namespace => "namespaces",
+        Kind::Node => "nodes",
+        Kind::Pod => "pods",
+        Kind::Deployment => "deployments",
+        Kind::ReplicaSet => "replicasets",
+        Kind::DaemonSet => "daemonsets",
+        Kind::Job => "jobs",
+        Kind::Event => "events",
+        Kind::Service => "services",
+        Kind::Endpoints => "endpoints",
+        Kind::ConfigMap => "configmaps",
+        Kind::Secret => "secrets",
+        Kind::Artifact => "artifacts",
+        Kind::Image => "images",
+        Kind::Registry => "registries",
+    }
+}
+
+/// The kinds a KIND argument takes (plural names; singular and short forms as aliases): for
+/// `--help` and shell completion.
+fn kind_values() -> clap::builder::PossibleValuesParser {
+    Kind::ALL
+        .into_iter()
+        .map(|k| {
+            let mut v = clap::builder::PossibleValue::new(plural(k));
+            if plural(k) != k.as_str() {
+                v = v.alias(k.as_str());
+            }
+            if let Some(s) = short_name(k) {
+                v = v.alias(s);
+            }
+            v
+        })
+        .collect::<Vec<_>>()
+        .into()
+}
+
+fn kinds_help() -> String {
+    format!("Kinds: {}.", kinds_list())
+}
+
 fn parse_kind(s: &str) -> Result<Kind, ClientError> {
     Kind::parse(s).ok_or_else(|| {
         ClientError::Api(bramble_wire::msg::ApiError {
             code: bramble_wire::msg::ErrorCode::Invalid,
-            message: format!("unknown kind {s:?}: use pods, nodes or namespaces"),
+            message: format!("unknown kind {s:?}: one of {}", kinds_list()),
         })
     })
 }
@@ -495,20 +640,19 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                     .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
                 (t, file.display().to_string())
             };
-            let objs =
-                bramble_client::manifest::parse(&text, &origin, &namespace).map_err(usage)?;
-            let ResponseBody::Applied(res) = c.call(RequestBody::Apply(objs)).await? else {
-                return Err(usage("unexpected answer".into()));
+            let origin = if file.as_os_str() == "-" {
+                "-".to_string()
+            } else {
+                origin
             };
-            for a in res {
-                let what = match a.outcome {
-                    ApplyOutcome::Created => "created",
-                    ApplyOutcome::Updated => "configured",
-                    ApplyOutcome::Unchanged => "unchanged",
-                };
-                let _ = writeln!(out, "{}/{} {what}", a.kind.as_str(), a.name);
-            }
+            let objs = bramble_client::doc::parse(&text, &origin, &namespace).map_err(usage)?;
+            apply_objects(&mut c, objs, &mut out).await?;
         }
+        Cmd::Edit {
+            kind,
+            name,
+            namespace,
+        } => edit::run(&mut c, &parse_kind(&kind)?, &name, &namespace, &mut out).await?,
         Cmd::Get {
             kind,
             name,
@@ -517,8 +661,39 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             selector,
             output,
             reveal,
+            no_headers,
+            watch,
+            watch_only,
         } => {
             let kind = parse_kind(&kind)?;
+            if watch || watch_only {
+                if !matches!(output, Output::Table | Output::Wide | Output::Json) {
+                    return Err(usage(
+                        "--watch prints table rows or JSON lines: use -o table, wide or json"
+                            .into(),
+                    ));
+                }
+                drop(c);
+                drop(out);
+                let namespace = (!all_namespaces && kind.namespaced()).then_some(namespace);
+                watch::run(
+                    server,
+                    token,
+                    watch::Watch {
+                        kind,
+                        name,
+                        namespace,
+                        selector,
+                        output,
+                        list_first: !watch_only,
+                        no_headers,
+                        reveal,
+                    },
+                )
+                .await?;
+                return Ok(0);
+            }
+            let single = name.is_some();
             let items = match name {
                 Some(name) => match c
                     .call(RequestBody::Get {
@@ -550,7 +725,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                     }
                 }
             };
-            match output {
+            match &output {
                 Output::Toml => {
                     if !reveal && items.iter().any(|o| o.kind() == Kind::Secret) {
                         return Err(usage(
@@ -560,37 +735,45 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                     let text = bramble_client::manifest::render(&items).map_err(usage)?;
                     let _ = write!(out, "{text}");
                 }
-                Output::Json => {
-                    let json: Vec<serde_json::Value> = items
-                        .iter()
-                        .map(|o| bramble_client::config_data::to_json(o, reveal))
-                        .collect();
-                    let v = if json.len() == 1 {
-                        serde_json::to_string_pretty(&json[0])
-                    } else {
-                        serde_json::to_string_pretty(&json)
+                Output::Json | Output::Yaml | Output::JsonPath(_) => {
+                    use bramble_client::doc;
+                    // One object asked for by name is that object; a list is always a List.
+                    let v = match (single, items.first()) {
+                        (true, Some(o)) => doc::to_doc(o, reveal),
+                        _ => doc::list_doc(&items, reveal),
                     };
-                    let _ = writeln!(out, "{}", v.unwrap_or_default());
+                    let text = match &output {
+                        Output::Json => doc::to_json_text(&v),
+                        Output::Yaml => doc::to_yaml(&v),
+                        Output::JsonPath(t) => t.render(&v),
+                        _ => String::new(),
+                    };
+                    let _ = write!(out, "{text}");
                 }
-                _ => {
+                Output::Name => {
+                    for o in &items {
+                        let _ = writeln!(out, "{}", object_ref(o));
+                    }
+                }
+                Output::Table | Output::Wide => {
+                    let wide = output == Output::Wide;
                     if items.is_empty() {
                         eprintln!("no {} found", kind.as_str());
                     } else if kind == Kind::Image {
                         // With the pods using each image (matched by normalized reference).
-                        image::write_table(&mut c, &items, output == Output::Wide, &mut out)
-                            .await?;
+                        let mut buf = Vec::new();
+                        image::write_table(&mut c, &items, wide, &mut buf).await?;
+                        let text = String::from_utf8_lossy(&buf);
+                        let _ = write!(out, "{}", table::skip_header(&text, no_headers));
                     } else {
-                        let _ = write!(
-                            out,
-                            "{}",
-                            table::render(
-                                kind,
-                                &items,
-                                output == Output::Wide,
-                                all_namespaces,
-                                bramble_server::api::now_ms()
-                            )
+                        let text = table::render(
+                            kind,
+                            &items,
+                            wide,
+                            all_namespaces,
+                            bramble_server::api::now_ms(),
                         );
+                        let _ = write!(out, "{}", table::skip_header(&text, no_headers));
                     }
                 }
             }
@@ -652,29 +835,63 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
         } => {
             let id = c
                 .start(RequestBody::Logs {
-                    namespace,
-                    pod,
-                    process,
+                    namespace: namespace.clone(),
+                    pod: pod.clone(),
+                    process: process.clone(),
                     follow,
                     tail_bytes,
                 })
                 .await?;
             drop(out);
-            loop {
-                let r = c.next().await?;
-                if r.id != id {
-                    continue;
-                }
-                match r.body {
-                    ResponseBody::Log(data) => {
-                        let mut o = std::io::stdout().lock();
-                        let _ = o.write_all(&data);
-                        let _ = o.flush();
+            let stream = async {
+                loop {
+                    let r = c.next().await?;
+                    if r.id != id {
+                        continue;
                     }
-                    ResponseBody::End => break,
-                    ResponseBody::Error(e) => return Err(ClientError::Api(e)),
-                    _ => {}
+                    match r.body {
+                        ResponseBody::Log(data) => {
+                            let mut o = std::io::stdout().lock();
+                            let _ = o.write_all(&data);
+                            let _ = o.flush();
+                        }
+                        ResponseBody::End => return Ok(()),
+                        ResponseBody::Error(e) => return Err(ClientError::Api(e)),
+                        _ => {}
+                    }
                 }
+            };
+            if follow {
+                // `-f` ends when the process does (as kubectl's): watched on a second connection,
+                // then what the node still sends is drained.
+                let ended = async {
+                    let mut w = Client::connect(server, token).await?;
+                    loop {
+                        smol::Timer::after(Duration::from_millis(500)).await;
+                        let get = RequestBody::Get {
+                            kind: Kind::Pod,
+                            namespace: namespace.clone(),
+                            name: pod.clone(),
+                        };
+                        let p = match w.call(get).await {
+                            Ok(ResponseBody::Object(Object::Pod(p))) => Some(p),
+                            Ok(_) => None,
+                            Err(ClientError::Api(e))
+                                if e.code == bramble_wire::msg::ErrorCode::NotFound =>
+                            {
+                                None
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        if p.is_none_or(|p| process_ended(&p, process.as_deref())) {
+                            smol::Timer::after(Duration::from_millis(1000)).await;
+                            return Ok(());
+                        }
+                    }
+                };
+                smol::future::or(stream, ended).await?;
+            } else {
+                stream.await?;
             }
         }
         Cmd::Scale {
@@ -761,7 +978,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
         Cmd::Token { action } => token::run(&mut c, action, &mut out).await?,
         Cmd::Artifact { action } => artifact::run(&mut c, action, &mut out).await?,
         Cmd::Image { action } => image::run(&mut c, action, &mut out).await?,
-        Cmd::Master(_) | Cmd::Up(_) => {}
+        Cmd::Master(_) | Cmd::Up(_) | Cmd::Completion { .. } => {}
     }
     Ok(0)
 }
@@ -793,7 +1010,74 @@ async fn get_deployment(
     }
 }
 
+/// Applies `objs`, printing `KIND/NAME created|configured|unchanged` per object.
+pub(crate) async fn apply_objects(
+    c: &mut Client,
+    objs: Vec<Object>,
+    out: &mut impl Write,
+) -> Result<(), ClientError> {
+    let ResponseBody::Applied(res) = c.call(RequestBody::Apply(objs)).await? else {
+        return Err(usage("unexpected answer".into()));
+    };
+    for a in res {
+        let what = match a.outcome {
+            ApplyOutcome::Created => "created",
+            ApplyOutcome::Updated => "configured",
+            ApplyOutcome::Unchanged => "unchanged",
+        };
+        let _ = writeln!(out, "{}/{} {what}", a.kind.as_str(), a.name);
+    }
+    Ok(())
+}
+
+/// Whether `process` (default: the first) of pod `p` has ended: the pod finished, or the process
+/// exited (terminated, or waiting to be restarted after an exit).
+fn process_ended(p: &bramble_wire::objects::Pod, process: Option<&str>) -> bool {
+    use bramble_wire::objects::{PodPhase, ProcessState};
+    if matches!(p.status.phase, PodPhase::Succeeded | PodPhase::Failed) {
+        return true;
+    }
+    let name = process.or_else(|| p.spec.processes.first().map(|x| x.name.as_str()));
+    p.status
+        .processes
+        .iter()
+        .find(|s| Some(s.name.as_str()) == name)
+        .is_some_and(|s| match s.state {
+            ProcessState::Terminated { .. } => true,
+            ProcessState::Waiting => s.last_exit.is_some(),
+            ProcessState::Running { .. } => false,
+        })
+}
+
 /// Short display of an object's kind and name.
 pub fn object_ref(o: &Object) -> String {
     format!("{}/{}", o.kind().as_str(), o.meta().name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_offered_and_parses() {
+        use clap::CommandFactory;
+        use clap::builder::TypedValueParser;
+        let p = kind_values();
+        let names: Vec<String> = p
+            .possible_values()
+            .unwrap()
+            .map(|v| v.get_name().to_string())
+            .collect();
+        assert_eq!(names.len(), Kind::ALL.len());
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(plural(k)), Some(k));
+            assert!(names.iter().any(|n| n == plural(k)));
+            if let Some(s) = short_name(k) {
+                assert_eq!(Kind::parse(s), Some(k));
+            }
+        }
+        let help = kinds_help();
+        assert!(help.contains("deployment (deploy)") && help.contains("registry (reg)"));
+        Cli::command().debug_assert();
+    }
 }

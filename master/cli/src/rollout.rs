@@ -1,10 +1,10 @@
-//! `bramble rollout status|history|undo deployment NAME`.
+//! `bramble rollout status|history|undo deployment NAME`, `rollout restart deployment|daemonset NAME`.
 
 use std::io::Write;
 use std::time::Instant;
 
 use bramble_wire::msg::{RequestBody, ResponseBody};
-use bramble_wire::objects::{Kind, Object, ReplicaSet};
+use bramble_wire::objects::{Deployment, Kind, Object, ReplicaSet};
 
 use super::{Client, ClientError, RolloutCmd, get_deployment, usage, want_deployment};
 
@@ -37,6 +37,61 @@ async fn replicasets(
     Ok(rss)
 }
 
+fn failed(message: String) -> ClientError {
+    ClientError::Api(bramble_wire::msg::ApiError {
+        code: bramble_wire::msg::ErrorCode::Unavailable,
+        message,
+    })
+}
+
+/// Where a rollout stands, as kubectl words it, and whether it is over: `Some(Ok)` rolled out,
+/// `Some(Err)` stalled (past its progress deadline), `None` still going. Only a status that
+/// observed the current spec generation counts.
+pub fn status_line(name: &str, d: &Deployment) -> (String, Option<Result<(), String>>) {
+    let want = d.spec.replicas;
+    let s = &d.status;
+    if s.observed_generation < s.generation {
+        return (
+            format!("Waiting for deployment {name:?} spec update to be observed..."),
+            None,
+        );
+    }
+    if s.stalled {
+        return (
+            format!("deployment {name:?}: {}", s.message),
+            Some(Err(format!(
+                "deployment {name:?} exceeded its progress deadline: {}",
+                s.message
+            ))),
+        );
+    }
+    let line = if s.updated < want {
+        format!(
+            "Waiting for deployment {name:?} rollout to finish: {} of {want} new replicas have been updated...",
+            s.updated
+        )
+    } else if s.replicas > s.updated {
+        format!(
+            "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
+            s.replicas - s.updated
+        )
+    } else if s.updated_available < want {
+        format!(
+            "Waiting for deployment {name:?} rollout to finish: {} of {want} updated replicas are available...",
+            s.updated_available
+        )
+    } else {
+        return (
+            format!(
+                "deployment {name:?} successfully rolled out (revision {})",
+                s.revision
+            ),
+            Some(Ok(())),
+        );
+    };
+    (line, None)
+}
+
 /// Runs a rollout subcommand.
 pub async fn run(c: &mut Client, cmd: RolloutCmd, out: &mut impl Write) -> Result<(), ClientError> {
     match cmd {
@@ -51,48 +106,72 @@ pub async fn run(c: &mut Client, cmd: RolloutCmd, out: &mut impl Write) -> Resul
             let mut last = String::new();
             loop {
                 let d = get_deployment(c, &namespace, &name).await?;
-                let want = d.spec.replicas;
-                let s = &d.status;
-                let done = s.updated >= want
-                    && s.available >= want
-                    && s.replicas == want
-                    && s.revision > 0;
-                let line = if done {
-                    format!(
-                        "deployment {name:?} successfully rolled out (revision {})",
-                        s.revision
-                    )
-                } else if s.updated < want {
-                    format!(
-                        "waiting for rollout: {} of {want} new replicas updated, {} available...",
-                        s.updated, s.available
-                    )
-                } else if s.replicas > want {
-                    format!(
-                        "waiting for rollout: {} old replicas pending termination...",
-                        s.replicas - want
-                    )
-                } else {
-                    format!(
-                        "waiting for rollout: {} of {want} updated replicas available...",
-                        s.available
-                    )
-                };
+                let (line, done) = status_line(&name, &d);
                 if line != last {
                     let _ = writeln!(out, "{line}");
                     let _ = out.flush();
                     last = line;
                 }
-                if done {
-                    return Ok(());
+                match done {
+                    Some(Ok(())) => return Ok(()),
+                    Some(Err(why)) => return Err(failed(why)),
+                    None => {}
                 }
                 if t0.elapsed() > timeout {
-                    return Err(usage(format!(
-                        "deployment {name:?} did not finish rolling out within {timeout:?}: {}",
-                        s.message
+                    return Err(failed(format!(
+                        "deployment {name:?} did not finish rolling out within {}: {}; see `bramble describe deployment {name}` and `bramble get pods`",
+                        super::Dur(timeout),
+                        d.status.message
                     )));
                 }
                 smol::Timer::after(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        RolloutCmd::Restart {
+            kind,
+            name,
+            namespace,
+        } => {
+            let kind = match Kind::parse(&kind) {
+                Some(k @ (Kind::Deployment | Kind::DaemonSet)) => k,
+                _ => {
+                    return Err(usage(format!(
+                        "{kind:?}: only deployments and daemon sets can be restarted: use `deployment NAME` or `daemonset NAME`"
+                    )));
+                }
+            };
+            let mut tries = 0;
+            loop {
+                let get = RequestBody::Get {
+                    kind,
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                };
+                let mut o = match c.call(get).await? {
+                    ResponseBody::Object(o) => o,
+                    _ => return Err(usage(format!("{} {name:?} not found", kind.as_str()))),
+                };
+                let template = match &mut o {
+                    Object::Deployment(d) => &mut d.spec.template,
+                    Object::DaemonSet(d) => &mut d.spec.template,
+                    _ => return Err(usage("unexpected answer".into())),
+                };
+                // A new stamp, later than any before (clocks may step back).
+                template.restarted_at_ms = Some(
+                    bramble_server::api::now_ms().max(template.restarted_at_ms.unwrap_or(0) + 1),
+                );
+                match c.call(RequestBody::Apply(vec![o])).await {
+                    Ok(_) => {
+                        let _ = writeln!(out, "{}/{name} restarted", kind.as_str());
+                        return Ok(());
+                    }
+                    Err(ClientError::Api(e))
+                        if e.code == bramble_wire::msg::ErrorCode::Conflict && tries < 10 =>
+                    {
+                        tries += 1
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         RolloutCmd::History {
@@ -151,6 +230,8 @@ pub async fn run(c: &mut Client, cmd: RolloutCmd, out: &mut impl Write) -> Resul
                 };
                 let mut t = target.spec.template.clone();
                 t.labels.remove(TEMPLATE_HASH);
+                // That revision's restart stamp, "never" included (not the current one).
+                t.restarted_at_ms = Some(t.restarted_at_ms.unwrap_or(0));
                 let rev = target.spec.revision;
                 d.spec.template = t;
                 // The controllers write the deployment's status too: retry on a revision conflict.
@@ -171,5 +252,74 @@ pub async fn run(c: &mut Client, cmd: RolloutCmd, out: &mut impl Write) -> Resul
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bramble_wire::objects::DeploymentStatus;
+
+    fn dep(replicas: u32, status: DeploymentStatus) -> Deployment {
+        let mut d = Deployment::default();
+        d.spec.replicas = replicas;
+        d.status = status;
+        d
+    }
+
+    #[test]
+    fn only_the_observed_generation_rolled_out_is_done() {
+        let done = DeploymentStatus {
+            replicas: 2,
+            updated: 2,
+            available: 2,
+            updated_available: 2,
+            revision: 1,
+            generation: 1,
+            observed_generation: 1,
+            ..Default::default()
+        };
+        assert_eq!(status_line("web", &dep(2, done.clone())).1, Some(Ok(())));
+        // Just applied: the old revision's counts describe the old spec.
+        let applied = DeploymentStatus {
+            generation: 2,
+            ..done.clone()
+        };
+        let (line, end) = status_line("web", &dep(2, applied));
+        assert!(end.is_none() && line.contains("spec update"), "{line}");
+        let rolling = DeploymentStatus {
+            updated: 1,
+            replicas: 3,
+            updated_available: 0,
+            ..done.clone()
+        };
+        let (line, end) = status_line("web", &dep(2, rolling));
+        assert!(
+            end.is_none() && line.contains("1 of 2 new replicas"),
+            "{line}"
+        );
+        let old_left = DeploymentStatus {
+            replicas: 3,
+            ..done.clone()
+        };
+        let (line, _) = status_line("web", &dep(2, old_left));
+        assert!(line.contains("1 old replicas"), "{line}");
+        let unavailable = DeploymentStatus {
+            updated_available: 1,
+            ..done.clone()
+        };
+        let (line, _) = status_line("web", &dep(2, unavailable));
+        assert!(
+            line.contains("1 of 2 updated replicas are available"),
+            "{line}"
+        );
+        let stalled = DeploymentStatus {
+            updated_available: 0,
+            stalled: true,
+            message: "stalled: no progress for 5s".into(),
+            ..done
+        };
+        let (_, end) = status_line("web", &dep(2, stalled));
+        assert!(matches!(end, Some(Err(e)) if e.contains("progress deadline")));
     }
 }

@@ -35,6 +35,14 @@ pub fn columns(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// `text` without its first line (the header) when `skip`.
+pub fn skip_header(text: &str, skip: bool) -> &str {
+    if !skip {
+        return text;
+    }
+    text.split_once('\n').map_or("", |(_, rest)| rest)
+}
+
 /// Human age: `5s`, `3m`, `2h`, `4d`.
 pub fn age(now_ms: u64, then_ms: u64) -> String {
     if then_ms == 0 {

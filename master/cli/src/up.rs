@@ -35,7 +35,7 @@ impl Drop for KillOnDrop {
             .arg("-TERM")
             .arg(self.0.id().to_string())
             .status();
-        for _ in 0..50 {
+        for _ in 0..150 {
             if let Ok(Some(_)) = self.0.try_wait() {
                 return;
             }
@@ -49,6 +49,14 @@ impl Drop for KillOnDrop {
 /// Runs a master and a local worker, applies the demo, shows it, and serves until Ctrl-C.
 pub fn run_up(a: UpArgs, _server: &str) -> anyhow::Result<()> {
     bramble_server::server::init_tracing();
+    // SIGINT and SIGTERM sent to `bramble up` alone (not its process group: `kill PID`, a
+    // service manager) stop the worker too, and remove its cgroup parent.
+    let mut signals = async_signal::Signals::new([
+        async_signal::Signal::Int,
+        async_signal::Signal::Term,
+        async_signal::Signal::Hup,
+    ])
+    .context("cannot handle SIGINT/SIGTERM")?;
     let data = a.data_dir.clone();
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let cfg = Config::new(data.join("master"), a.listen.clone());
@@ -84,6 +92,7 @@ pub fn run_up(a: UpArgs, _server: &str) -> anyhow::Result<()> {
         master_dir.display()
     );
     let worker = worker_binary()?;
+    let cgroup_parent = format!("bramble-up-{}", listen.rsplit(':').next().unwrap_or("0"));
     let child = Command::new(&worker)
         .arg("--master")
         .arg(&listen)
@@ -96,32 +105,107 @@ pub fn run_up(a: UpArgs, _server: &str) -> anyhow::Result<()> {
         .arg("--run-dir")
         .arg(data.join("run"))
         .arg("--cgroup-parent")
-        .arg(format!(
-            "bramble-up-{}",
-            listen.rsplit(':').next().unwrap_or("0")
-        ))
+        .arg(&cgroup_parent)
         .args(["--service-proxy", &a.service_proxy])
         .spawn()
         .with_context(|| format!("cannot start {}", worker.display()))?;
-    let _worker = KillOnDrop(child);
-    println!("worker:  {} (pid {})", worker.display(), _worker.0.id());
+    let worker_proc = KillOnDrop(child);
+    println!("worker:  {} (pid {})", worker.display(), worker_proc.0.id());
     let token_file = master_dir.join("admin.token");
     let token = bramble_client::read_token_file(&token_file)?;
     if !a.no_demo {
         smol::block_on(crate::demo::run(&listen, &token, DEMO))?;
     }
     println!();
+    // The binary's own path: after `./scripts/dev up` it is not on PATH.
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "bramble".into());
     println!(
         "try:     export BRAMBLE_SERVER={listen} BRAMBLE_TOKEN_FILE={}",
         token_file.display()
     );
-    println!("         bramble get nodes; bramble get pods; bramble logs hello");
-    if a.exit_after_demo {
-        return Ok(());
+    println!("         {me} get nodes; {me} get pods; {me} logs hello");
+    if !a.exit_after_demo {
+        println!("serving until Ctrl-C");
+        let sig = smol::block_on(next_signal(&mut signals));
+        println!("stopping ({sig}): the worker, then the master");
     }
-    println!("serving until Ctrl-C");
-    wait_for_signal();
+    drop(worker_proc);
+    remove_cgroup_parent(&cgroup_parent);
     Ok(())
+}
+
+async fn next_signal(s: &mut async_signal::Signals) -> String {
+    use smol::stream::StreamExt;
+    match s.next().await {
+        Some(Ok(sig)) => format!("{sig:?}"),
+        _ => "signal".into(),
+    }
+}
+
+/// Stops what the worker left running under its cgroup parent (pods outlive a worker by design,
+/// but `bramble up` is one cluster that stops as a whole: SIGTERM, then SIGKILL after 5 s), and
+/// removes the parent from every cgroup hierarchy, deepest directories first.
+fn remove_cgroup_parent(name: &str) {
+    let procs = || -> Vec<String> {
+        let mut out: Vec<String> = cgroup_dirs(name)
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|s| s.lines().map(String::from).collect::<Vec<_>>())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    for (signal, wait) in [("-TERM", 50), ("-KILL", 50)] {
+        let left = procs();
+        if left.is_empty() {
+            break;
+        }
+        let _ = Command::new("kill").arg(signal).args(&left).status();
+        for _ in 0..wait {
+            if procs().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for d in cgroup_dirs(name).iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+}
+
+/// The directories of cgroup `name` in every hierarchy, parents before children.
+fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for line in mounts.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mount_point) = pre.split(' ').nth(4).filter(|_| post.starts_with("cgroup")) else {
+            continue;
+        };
+        let root = std::path::Path::new(mount_point).join(name);
+        if !root.is_dir() {
+            continue;
+        }
+        let mut i = dirs.len();
+        dirs.push(root);
+        while i < dirs.len() {
+            if let Ok(rd) = std::fs::read_dir(&dirs[i]) {
+                let children: Vec<PathBuf> = rd
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect();
+                dirs.extend(children);
+            }
+            i += 1;
+        }
+    }
+    dirs
 }
 
 fn local_node_name() -> String {
@@ -137,12 +221,5 @@ fn local_node_name() -> String {
         "local".into()
     } else {
         name
-    }
-}
-
-fn wait_for_signal() {
-    // Ctrl-C (SIGINT) reaches the whole foreground process group: the worker stops with us.
-    loop {
-        std::thread::sleep(Duration::from_secs(3600));
     }
 }

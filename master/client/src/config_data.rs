@@ -1,5 +1,5 @@
 //! Config maps and secrets on the master side, pure: their manifest tables, which of them a set
-//! of pods references, and the JSON form the CLI prints (secret values hidden unless revealed).
+//! of pods references, and base64 (the JSON form the CLI prints is [`crate::doc`]).
 //! The pod-side checks (volumes and `env_from` that name them) are in
 //! [`crate::validate`].
 
@@ -226,36 +226,6 @@ pub fn select(refs: &Refs, all: Vec<Object>) -> (Vec<ConfigMap>, Vec<Secret>) {
     (cms, secrets)
 }
 
-/// The JSON the CLI prints for `o`: a secret's values are replaced by their sizes unless
-/// `reveal`; revealed values are text in `data` when they are UTF-8, else base64 in
-/// `data_base64` (the manifest's two fields).
-pub fn to_json(o: &Object, reveal: bool) -> serde_json::Value {
-    let mut v = serde_json::to_value(o).unwrap_or(serde_json::Value::Null);
-    if let Object::Secret(s) = o
-        && let Some(inner) = v.get_mut("Secret").and_then(|x| x.as_object_mut())
-    {
-        let mut data = serde_json::Map::new();
-        let mut b64 = serde_json::Map::new();
-        for (k, bytes) in &s.data {
-            if !reveal {
-                data.insert(
-                    k.clone(),
-                    format!("(hidden: {} bytes; --reveal shows it)", bytes.len()).into(),
-                );
-            } else if let Ok(text) = std::str::from_utf8(bytes) {
-                data.insert(k.clone(), text.into());
-            } else {
-                b64.insert(k.clone(), base64_encode(bytes).into());
-            }
-        }
-        inner.insert("data".into(), data.into());
-        if !b64.is_empty() {
-            inner.insert("data_base64".into(), b64.into());
-        }
-    }
-    v
-}
-
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard base64 with padding.
@@ -344,12 +314,12 @@ mod tests {
         s.data.insert("password".into(), b"hunter2".to_vec());
         s.data.insert("key".into(), vec![0, 159, 146, 150]);
         let o = Object::Secret(s);
-        let hidden = to_json(&o, false).to_string();
+        let hidden = crate::doc::to_doc(&o, false).to_string();
         assert!(!hidden.contains("hunter2"), "{hidden}");
         assert!(hidden.contains("7 bytes"), "{hidden}");
-        let shown = to_json(&o, true);
-        assert_eq!(shown["Secret"]["data"]["password"], "hunter2");
-        assert_eq!(shown["Secret"]["data_base64"]["key"], "AJ+Slg==");
+        let shown = crate::doc::to_doc(&o, true);
+        assert_eq!(shown["data"]["password"], "hunter2");
+        assert_eq!(shown["data_base64"]["key"], "AJ+Slg==");
     }
 }
 

@@ -9,6 +9,8 @@
 
 pub mod config_data;
 pub mod conn;
+pub mod doc;
+pub mod jsonpath;
 pub mod manifest;
 pub mod tls;
 pub mod validate;

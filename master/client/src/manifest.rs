@@ -250,6 +250,9 @@ struct DeploymentM {
     min_ready: Option<u32>,
     #[serde(default = "ten")]
     revision_history: u32,
+    /// No progress for this long fails the rollout (default 10m).
+    #[serde(default, deserialize_with = "de_opt_duration_ms")]
+    progress_deadline: Option<u32>,
     template: TemplateM,
 }
 
@@ -694,11 +697,16 @@ impl Manifest {
                 spec: DeploymentSpec {
                     replicas: d.replicas,
                     selector,
-                    template: PodTemplate { labels, spec },
+                    template: PodTemplate {
+                        labels,
+                        spec,
+                        ..Default::default()
+                    },
                     max_surge: d.max_surge,
                     max_unavailable: d.max_unavailable,
                     min_ready_ms: d.min_ready.unwrap_or(0),
                     revision_history: d.revision_history,
+                    progress_deadline_ms: d.progress_deadline.unwrap_or(0),
                 },
                 status: Default::default(),
             }));
@@ -716,7 +724,11 @@ impl Manifest {
                 meta: meta(d.name, ns, d.labels, d.annotations),
                 spec: DaemonSetSpec {
                     selector,
-                    template: PodTemplate { labels, spec },
+                    template: PodTemplate {
+                        labels,
+                        spec,
+                        ..Default::default()
+                    },
                     max_unavailable: d.max_unavailable,
                 },
                 status: Default::default(),
@@ -738,7 +750,11 @@ impl Manifest {
                     parallelism: j.parallelism,
                     backoff_limit: j.backoff_limit,
                     active_deadline_ms: j.active_deadline,
-                    template: PodTemplate { labels, spec },
+                    template: PodTemplate {
+                        labels,
+                        spec,
+                        ..Default::default()
+                    },
                 },
                 status: Default::default(),
             }));

@@ -89,6 +89,7 @@ fn cluster() -> (Vec<Node>, Vec<Deployment>, Vec<ReplicaSet>, Vec<Pod>) {
                 }],
                 ..Default::default()
             },
+            restarted_at_ms: None,
         };
         let dep = Deployment {
             meta: Meta {
@@ -107,6 +108,7 @@ fn cluster() -> (Vec<Node>, Vec<Deployment>, Vec<ReplicaSet>, Vec<Pod>) {
                 max_unavailable: 0,
                 min_ready_ms: 0,
                 revision_history: 3,
+                progress_deadline_ms: 0,
             },
             status: Default::default(),
         };
@@ -190,6 +192,7 @@ fn cluster() -> (Vec<Node>, Vec<Deployment>, Vec<ReplicaSet>, Vec<Pod>) {
             available: REPLICAS,
             revision: 1,
             message: "complete".into(),
+            ..Default::default()
         };
         deployments.push(dep);
         replicasets.push(rs);

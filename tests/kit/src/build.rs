@@ -185,6 +185,7 @@ pub fn deployment(name: &str, replicas: u32, template: PodBuilder) -> Deployment
             template: PodTemplate {
                 labels: t.meta.labels,
                 spec: t.spec,
+                restarted_at_ms: None,
             },
             max_surge: 1,
             max_unavailable: 0,

@@ -546,6 +546,8 @@ struct DeploymentOut {
     max_unavailable: u32,
     min_ready: String,
     revision_history: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress_deadline: Option<String>,
     #[serde(skip_serializing_if = "Labels::is_empty")]
     labels: Labels,
     #[serde(skip_serializing_if = "Labels::is_empty")]
@@ -565,6 +567,9 @@ fn deployment(d: &Deployment) -> Result<DeploymentOut, String> {
         max_unavailable: d.spec.max_unavailable,
         min_ready: duration_text(d.spec.min_ready_ms.into()),
         revision_history: d.spec.revision_history,
+        progress_deadline: Some(d.spec.progress_deadline_ms)
+            .filter(|&ms| ms != 0)
+            .map(|ms| duration_text(ms.into())),
         labels: d.meta.labels.clone(),
         annotations: d.meta.annotations.clone(),
         selector: selector(&what, &d.spec.selector, &d.spec.template)?,

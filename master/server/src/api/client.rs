@@ -774,6 +774,13 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         meta.uid.clear();
         meta.created_ms = 0;
         meta.revision = 0;
+        if let Object::Deployment(d) = &mut o {
+            // The status is the system's: a document's is not taken over.
+            d.status = bramble_wire::objects::DeploymentStatus {
+                generation: 1,
+                ..Default::default()
+            };
+        }
         if let Object::Node(n) = &mut o {
             // The pod subnet is the master's to give (at registration, never twice), not the
             // client's: a raw API client could otherwise hand one node another's subnet.
@@ -782,18 +789,6 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         let rev = m.store.create(o).await?;
         return Ok(applied(rev, ApplyOutcome::Created));
     };
-    if let Some(e) = expected
-        && e != cur.meta().revision
-    {
-        return Err(err(
-            ErrorCode::Conflict,
-            format!(
-                "{} {name:?} changed since revision {e} (now {}); get it again and re-apply",
-                kind.as_str(),
-                cur.meta().revision
-            ),
-        ));
-    }
     // Merge: keep identity and status from the stored object; the user owns spec and labels.
     // Annotations merge (those set with `bramble annotate` stay unless the manifest sets them).
     let labels = o.meta().labels.clone();
@@ -835,10 +830,22 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
             Object::Namespace(n)
         }
         (Object::Deployment(c), Object::Deployment(mut n)) => {
+            if n.spec.template.restarted_at_ms.is_none() {
+                // A manifest does not say when the pods were last restarted: keep it.
+                n.spec.template.restarted_at_ms = c.spec.template.restarted_at_ms;
+            }
+            let changed = n.spec != c.spec;
             n.status = c.status;
+            if changed {
+                // A new generation: `rollout status` waits until the controller observed it.
+                n.status.generation = n.status.generation.max(n.status.observed_generation) + 1;
+            }
             Object::Deployment(n)
         }
         (Object::DaemonSet(c), Object::DaemonSet(mut n)) => {
+            if n.spec.template.restarted_at_ms.is_none() {
+                n.spec.template.restarted_at_ms = c.spec.template.restarted_at_ms;
+            }
             n.status = c.status;
             Object::DaemonSet(n)
         }
@@ -861,8 +868,22 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         &merged.meta().annotations,
     )
     .map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+    // An apply that changes nothing overwrites nothing: `Unchanged` even when its expected
+    // revision is old (`get -o yaml | apply -f -` while controllers write the status).
     if merged == cur {
         return Ok(applied(cur.meta().revision, ApplyOutcome::Unchanged));
+    }
+    if let Some(e) = expected
+        && e != cur.meta().revision
+    {
+        return Err(err(
+            ErrorCode::Conflict,
+            format!(
+                "{} {name:?} changed since revision {e} (now {}); get it again and re-apply",
+                kind.as_str(),
+                cur.meta().revision
+            ),
+        ));
     }
     let rev = m.store.update(merged, Some(cur.meta().revision)).await?;
     Ok(applied(rev, ApplyOutcome::Updated))

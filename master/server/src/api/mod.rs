@@ -12,6 +12,7 @@ pub mod authz;
 pub mod claims;
 mod client;
 pub use client::CLIENT_RESPONSE_MAX;
+pub use client::Selector;
 mod config_push;
 pub mod control;
 mod dispatch;

@@ -12,6 +12,9 @@
 //!   current replica set.
 //! - At most `revision_history` old replica sets are kept at 0 replicas; older ones are deleted.
 //! - `status` (replicas, updated, available, revision, message) is written only when it changes.
+//!   `observed_generation` records the spec generation acted on (the API bumps `generation` on
+//!   every spec change), so a status is known to describe the current spec; a rollout that makes
+//!   no progress for `progress_deadline_ms` is `stalled` (Kubernetes' ProgressDeadlineExceeded).
 
 use bramble_wire::objects::{
     Deployment, Kind, Meta, Object, ReplicaSet, ReplicaSetSpec, ReplicaSetStatus,
@@ -21,6 +24,29 @@ use super::{
     Action, Ctx, LABEL_TEMPLATE_HASH, Snapshot, event, is_terminal, owner_ref, pod_available,
     template_hash,
 };
+
+/// The deployment's progress deadline (its own, or the default).
+pub fn progress_deadline_ms(d: &Deployment) -> u32 {
+    match d.spec.progress_deadline_ms {
+        0 => bramble_wire::objects::DEFAULT_PROGRESS_DEADLINE_MS,
+        ms => ms,
+    }
+}
+
+/// Whether a rollout is done: every wanted pod runs the current template and is available, and
+/// no old pod is left.
+pub fn rollout_complete(wanted: u32, pods: u32, updated: u32, updated_available: u32) -> bool {
+    updated == wanted && pods == wanted && updated_available >= wanted
+}
+
+/// When the rollout of `d` will be stalled if nothing moves (for the controllers' wake-up).
+pub fn stall_at(d: &Deployment) -> Option<u64> {
+    let s = &d.status;
+    let done = rollout_complete(d.spec.replicas, s.replicas, s.updated, s.updated_available)
+        && s.observed_generation == s.generation;
+    (!done && !s.stalled && s.last_progress_ms != 0)
+        .then(|| s.last_progress_ms + u64::from(progress_deadline_ms(d)))
+}
 
 /// Actions that move one deployment's replica sets towards its template and size.
 pub fn reconcile(snap: &Snapshot, d: &Deployment) -> Vec<Action> {
@@ -269,8 +295,32 @@ pub(crate) fn reconcile_in(ctx: &mut Ctx<'_>, d: &Deployment) -> Vec<Action> {
     let observed_replicas: u32 = plans.iter().map(|p| p.active).sum();
     let updated = plans[new_idx].active;
     let available: u32 = plans.iter().map(|p| p.available).sum();
+    let updated_available = plans[new_idx].available;
+    let revision = plans[new_idx].revision;
     let old_pods = observed_replicas - updated;
-    let message = if old_pods > 0 || updated != replicas {
+    let prev = &d.status;
+    // Progress (Kubernetes' Progressing condition): a new generation, or pods created, updated,
+    // made available or removed.
+    let progressed = prev.last_progress_ms == 0
+        || prev.observed_generation != prev.generation
+        || prev.revision != revision
+        || prev.updated != updated
+        || prev.updated_available != updated_available
+        || prev.replicas != observed_replicas;
+    let last_progress_ms = if progressed {
+        now
+    } else {
+        prev.last_progress_ms
+    };
+    let deadline = u64::from(progress_deadline_ms(d));
+    let complete = rollout_complete(replicas, observed_replicas, updated, updated_available);
+    let stalled = !complete && now.saturating_sub(last_progress_ms) >= deadline;
+    let message = if stalled {
+        format!(
+            "stalled: no progress for {}s ({updated_available}/{replicas} new pods available): see `bramble get pods -l` and `bramble describe pod`",
+            deadline / 1000
+        )
+    } else if old_pods > 0 || updated != replicas {
         format!("rolling out: {updated}/{replicas} updated")
     } else if available < replicas {
         format!("waiting: {available}/{replicas} available")
@@ -281,8 +331,13 @@ pub(crate) fn reconcile_in(ctx: &mut Ctx<'_>, d: &Deployment) -> Vec<Action> {
         replicas: observed_replicas,
         updated,
         available,
-        revision: plans[new_idx].revision,
+        revision,
         message,
+        generation: prev.generation,
+        observed_generation: prev.generation,
+        updated_available,
+        last_progress_ms,
+        stalled,
     };
     if status != d.status {
         let mut next = d.clone();

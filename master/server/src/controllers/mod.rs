@@ -333,6 +333,12 @@ pub fn next_deadline(snap: &Snapshot, timings: &Timings) -> Option<u64> {
             consider(t);
         }
     }
+    for d in snap.deployments {
+        if let Some(t) = deployment::stall_at(d) {
+            // Just past it: the pass at `t` sees the deadline reached.
+            consider(t + 1);
+        }
+    }
     for j in snap.jobs {
         if let (Some(d), bramble_wire::objects::JobPhase::Running) =
             (j.spec.active_deadline_ms, j.status.phase)
@@ -358,7 +364,13 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// A stable 8-hex-digit hash of a pod template: FNV-1a over its postcard encoding, folded to 32
 /// bits. Used in replica set names (`<deployment>-<hash>`) and the [`LABEL_TEMPLATE_HASH`] label.
 pub fn template_hash(t: &PodTemplate) -> String {
-    let bytes = postcard::to_allocvec(t).unwrap_or_default();
+    // Labels and spec as PodTemplate encoded before `restarted_at_ms` existed (the same bytes:
+    // a struct is its fields in order), so existing replica sets keep their names; a restart
+    // stamp is folded in only when set.
+    let mut bytes = postcard::to_allocvec(&(&t.labels, &t.spec)).unwrap_or_default();
+    if let Some(at) = t.restarted_at_ms.filter(|&at| at != 0) {
+        bytes.extend_from_slice(&at.to_le_bytes());
+    }
     let h = fnv1a(&bytes, FNV_OFFSET);
     format!("{:08x}", (h ^ (h >> 32)) as u32)
 }

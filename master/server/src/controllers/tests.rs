@@ -35,6 +35,7 @@ fn template(cmd: &str) -> PodTemplate {
             }],
             ..Default::default()
         },
+        restarted_at_ms: None,
     }
 }
 
@@ -155,6 +156,7 @@ fn deployment(name: &str, replicas: u32, cmd: &str) -> Deployment {
             max_unavailable: 0,
             min_ready_ms: 0,
             revision_history: 2,
+            progress_deadline_ms: 0,
         },
         status: Default::default(),
     }
@@ -546,6 +548,53 @@ fn deployment_rollout_waits_for_readiness() {
 }
 
 #[test]
+fn deployment_rollout_stalls_past_its_progress_deadline_and_recovers() {
+    let mut w = dep_world(2);
+    w.deployments[0].spec.progress_deadline_ms = 5_000;
+    w.converge(10);
+    let s = &w.deployments[0].status;
+    assert!(!s.stalled && s.observed_generation == s.generation, "{s:?}");
+    assert_eq!(s.updated_available, 2);
+    // A new generation whose pods never get ready.
+    w.unready_cmd = Some("v2");
+    w.deployments[0].spec.template = template("v2");
+    w.deployments[0].status.generation += 1;
+    w.step();
+    let s = w.deployments[0].status.clone();
+    assert_eq!(s.observed_generation, s.generation, "observed at once");
+    assert!(!s.stalled);
+    // The wake-up for the deadline is planned; past it, the rollout is stalled.
+    let at = deployment::stall_at(&w.deployments[0]).expect("a deadline");
+    assert_eq!(at, s.last_progress_ms + 5_000);
+    assert!(next_deadline(&w.snap(), &Timings::DEFAULT).is_some_and(|t| t <= at + 1));
+    for _ in 0..7 {
+        w.step();
+    }
+    let s = &w.deployments[0].status;
+    assert!(s.stalled, "{s:?}");
+    assert!(
+        s.message.starts_with("stalled: no progress for 5s"),
+        "{s:?}"
+    );
+    assert_eq!(deployment::stall_at(&w.deployments[0]), None);
+    // It gets ready: progress again, then complete.
+    w.unready_cmd = None;
+    let now = w.now;
+    for p in &mut w.pods {
+        if p.status.phase == PodPhase::Running && !p.status.processes[0].ready {
+            p.status.processes[0].ready = true;
+            p.status.updated_ms = now;
+            w.rev += 1;
+            p.meta.revision = w.rev;
+        }
+    }
+    w.converge(30);
+    let s = &w.deployments[0].status;
+    assert!(!s.stalled && s.message == "complete", "{s:?}");
+    assert_eq!((s.updated, s.updated_available, s.replicas), (2, 2, 2));
+}
+
+#[test]
 fn daemonset_and_replicaset_count_only_ready_pods() {
     let mut w = rs_world(2, 0);
     w.unready_cmd = Some("v1");
@@ -580,6 +629,21 @@ fn template_hash_is_stable_and_sensitive() {
     assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
     assert_eq!(a, template_hash(&template("v1")));
     assert_ne!(a, template_hash(&template("v2")));
+    // Unchanged by the restart stamp's arrival: the hash of the encoding of PodTemplate as it
+    // was (labels, spec), so no replica set is renamed (and no pod replaced) by an upgrade.
+    let t = template("v1");
+    let now = postcard::to_allocvec(&t).unwrap();
+    // Today's encoding is the old one and a last byte 0 for `restarted_at_ms` (`None`).
+    let (old, last) = now.split_at(now.len() - 1);
+    assert_eq!(last, [0]);
+    let h = fnv1a(old, FNV_OFFSET);
+    assert_eq!(a, format!("{:08x}", (h ^ (h >> 32)) as u32));
+    // A restart is a new template.
+    let mut r = template("v1");
+    r.restarted_at_ms = Some(1_700_000_000_000);
+    assert_ne!(template_hash(&r), a);
+    r.restarted_at_ms = Some(0);
+    assert_eq!(template_hash(&r), a, "Some(0) is never restarted");
 }
 
 #[test]

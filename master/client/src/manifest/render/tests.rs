@@ -352,6 +352,7 @@ fn a_minimal_template_round_trips() {
     d.spec.template = PodTemplate {
         labels: [("a".to_string(), "b".to_string())].into(),
         spec,
+        restarted_at_ms: None,
     };
     d.spec.selector = d.spec.template.labels.clone();
     let o = Object::Deployment(d);
