@@ -399,16 +399,29 @@ pub struct WorkerSpec {
 }
 
 /// A `bramble-worker` named `name` joining `master` with its own state dir, run dir
-/// (`STATE_DIR.run`) and cgroup parent (`bramble-test-PID-NAME`, emptied and removed when its
-/// [`Proc`] drops); set more with the methods, then [`WorkerSpec::start`].
+/// (`STATE_DIR.run`) and cgroup parent (`bramble-test-PID-HASH-NAME`, emptied and removed when
+/// its [`Proc`] drops); set more with the methods, then [`WorkerSpec::start`].
+///
+/// The parent is keyed by the state dir too: tests of one binary run side by side and often
+/// name their workers alike (`n1`), and a worker's parent is emptied when it stops, which took
+/// down the pods of another test's `n1` (CI saw `start failed: write .../_init/cgroup.procs: No
+/// such file or directory`). A worker restarted on the same state dir gets the same parent, so
+/// it finds its pods again.
 pub fn worker(master: &MasterProc, name: &str, state_dir: &Path) -> WorkerSpec {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    state_dir.hash(&mut h);
     WorkerSpec {
         name: name.into(),
         state_dir: state_dir.to_path_buf(),
         master_addr: master.addr.clone(),
         token_file: master.data_dir.join("join.token"),
         ns: None,
-        cgroup_parent: format!("bramble-test-{}-{name}", std::process::id()),
+        cgroup_parent: format!(
+            "bramble-test-{}-{:08x}-{name}",
+            std::process::id(),
+            h.finish() as u32
+        ),
         extra: Vec::new(),
     }
 }
