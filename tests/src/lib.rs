@@ -524,7 +524,11 @@ pub fn start_worker(master: &MasterProc, name: &str, state_dir: &Path, extra: &[
 
 /// Starts a master with `master_args` in `tmp/master` and one worker per name (state in
 /// `tmp/NAME`), and waits until every worker's node is Ready (30 s, then the logs).
-pub fn start_cluster(tmp: &Path, master_args: &[&str], workers: &[&str]) -> (MasterProc, Vec<Proc>) {
+pub fn start_cluster(
+    tmp: &Path,
+    master_args: &[&str],
+    workers: &[&str],
+) -> (MasterProc, Vec<Proc>) {
     let m = MasterProc::start(&tmp.join("master"), master_args);
     let ws: Vec<Proc> = workers
         .iter()

@@ -74,16 +74,24 @@ fn drain_keeps_replicas_available_refuses_bare_pods_and_times_out() {
     let tmp = tempfile::tempdir().unwrap();
     let (m, _ws) = start_cluster(tmp.path(), FAST, &["n1", "n2", "n3"]);
     apply(&m, tmp.path(), "web.toml", MANIFEST);
-    wait_for(Duration::from_secs(60), "4 web and 3 agent pods ready", || {
-        (ready(&m.pods("app=web")) == 4 && ready(&m.pods("app=agent")) == 3 && available(&m, "web") == 4)
-            .then_some(())
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "4 web and 3 agent pods ready",
+        || {
+            (ready(&m.pods("app=web")) == 4
+                && ready(&m.pods("app=agent")) == 3
+                && available(&m, "web") == 4)
+                .then_some(())
+        },
+    );
 
     // The node with the most replicas (4 over 3 nodes: at least 2).
     let web = m.pods("app=web");
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     for p in &web {
-        *per_node.entry(p.spec.node_name.clone().unwrap()).or_default() += 1;
+        *per_node
+            .entry(p.spec.node_name.clone().unwrap())
+            .or_default() += 1;
     }
     let (node, n) = per_node.iter().max_by_key(|(_, n)| **n).unwrap();
     let node = node.clone();
@@ -121,14 +129,36 @@ fn drain_keeps_replicas_available_refuses_bare_pods_and_times_out() {
     eprintln!(
         "drained {node} ({n} web pods) in {took:?}; min ready {min_ready}, min status.available {min_status}\n{stdout}"
     );
-    assert!(min_ready >= 3, "ready web pods fell to {min_ready}\n{stdout}");
-    assert!(min_status >= 3, "status.available fell to {min_status}\n{stdout}");
-    assert!(strays.is_empty(), "new pods on the cordoned node: {strays:?}");
-    assert!(stdout.contains(&format!("node/{node} cordoned")), "{stdout}");
-    assert_eq!(stdout.matches("evicting pod default/web-").count(), *n, "{stdout}");
+    assert!(
+        min_ready >= 3,
+        "ready web pods fell to {min_ready}\n{stdout}"
+    );
+    assert!(
+        min_status >= 3,
+        "status.available fell to {min_status}\n{stdout}"
+    );
+    assert!(
+        strays.is_empty(),
+        "new pods on the cordoned node: {strays:?}"
+    );
+    assert!(
+        stdout.contains(&format!("node/{node} cordoned")),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("evicting pod default/web-").count(),
+        *n,
+        "{stdout}"
+    );
     assert_eq!(stdout.matches("evicted").count(), *n, "{stdout}");
-    assert!(stdout.contains("at least 3 must stay"), "waited for a replacement: {stdout}");
-    assert!(stdout.trim_end().ends_with(&format!("node/{node} drained")), "{stdout}");
+    assert!(
+        stdout.contains("at least 3 must stay"),
+        "waited for a replacement: {stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with(&format!("node/{node} drained")),
+        "{stdout}"
+    );
     assert!(m.node(&node).unwrap().spec.unschedulable);
     // Only the daemon pod is left there; the deployment is whole again elsewhere.
     assert!(on(&m.pods("app=web"), &node).is_empty());
@@ -218,5 +248,9 @@ memory = "8Mi"
             && stderr.contains("deployment default/pin"),
         "names the pod left and why: {stderr}"
     );
-    assert_eq!(stdout.matches("evicting pod default/pin-").count(), 1, "{stdout}");
+    assert_eq!(
+        stdout.matches("evicting pod default/pin-").count(),
+        1,
+        "{stdout}"
+    );
 }

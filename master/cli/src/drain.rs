@@ -466,7 +466,12 @@ mod tests {
     #[test]
     fn zero_max_unavailable_blocks_with_the_fix() {
         let (d, rs) = web(1, 0);
-        let pods = vec![pod("web-a", "n1", Some(owner(Kind::ReplicaSet, "web-1")), true)];
+        let pods = vec![pod(
+            "web-a",
+            "n1",
+            Some(owner(Kind::ReplicaSet, "web-1")),
+            true,
+        )];
         let p = run_plan(&pods, &[rs], &[d], false);
         assert!(p.evict.is_empty());
         assert!(p.waiting[0].1.contains("max_unavailable = 0"), "{p:?}");
