@@ -96,7 +96,8 @@ fn drain_keeps_replicas_available_refuses_bare_pods_and_times_out() {
     let (node, n) = per_node.iter().max_by_key(|(_, n)| **n).unwrap();
     let node = node.clone();
     assert!(*n >= 2, "{per_node:?}");
-    let before: Vec<String> = web.iter().map(|p| p.meta.name.clone()).collect();
+    // By UID: a replacement may take the evicted pod's name.
+    let before: Vec<String> = web.iter().map(|p| p.meta.uid.clone()).collect();
 
     // Drain, sampling availability meanwhile.
     let t0 = Instant::now();
@@ -109,9 +110,10 @@ fn drain_keeps_replicas_available_refuses_bare_pods_and_times_out() {
             min_ready = min_ready.min(ready(&pods));
             min_status = min_status.min(available(&m, "web"));
             // Nothing new lands on the cordoned node.
-            for p in on(&pods, &node) {
-                if !before.contains(&p) && !strays.contains(&p) {
-                    strays.push(p);
+            for p in &pods {
+                let here = p.spec.node_name.as_deref() == Some(node.as_str());
+                if here && !before.contains(&p.meta.uid) && !strays.contains(&p.meta.name) {
+                    strays.push(p.meta.name.clone());
                 }
             }
             std::thread::sleep(Duration::from_millis(50));

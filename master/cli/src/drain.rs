@@ -207,7 +207,8 @@ pub async fn run(
     };
     super::label::run(c, "node", node, "", patch, "cordoned", out).await?;
     let t0 = Instant::now();
-    let mut evicting: BTreeSet<PodKey> = BTreeSet::new();
+    // By UID: a replica set's replacement may take the evicted pod's name.
+    let mut evicting: BTreeMap<String, PodKey> = BTreeMap::new();
     let mut said: BTreeSet<String> = BTreeSet::new();
     loop {
         let pods = list(c, Kind::Pod, |o| match o {
@@ -232,11 +233,14 @@ pub async fn run(
             now_ms: bramble_server::api::now_ms(),
         };
         // Pods deleted earlier that the list no longer holds are gone.
-        let present: BTreeSet<PodKey> = pods.iter().map(key).collect();
-        for k in evicting.iter().filter(|k| !present.contains(*k)) {
+        let present: BTreeSet<&str> = pods.iter().map(|p| p.meta.uid.as_str()).collect();
+        for (_, k) in evicting
+            .iter()
+            .filter(|(u, _)| !present.contains(u.as_str()))
+        {
             let _ = writeln!(out, "pod {k} evicted");
         }
-        evicting.retain(|k| present.contains(k));
+        evicting.retain(|u, _| present.contains(u.as_str()));
         let p = plan(&snap, node, force);
         if !p.bare.is_empty() {
             let names: Vec<String> = p
@@ -257,7 +261,14 @@ pub async fn run(
             return Ok(());
         }
         for (k, bare) in &p.evict {
-            if evicting.contains(k) {
+            let Some(uid) = pods
+                .iter()
+                .find(|p| key(p) == *k && p.spec.node_name.as_deref() == Some(node))
+                .map(|p| p.meta.uid.clone())
+            else {
+                continue;
+            };
+            if evicting.contains_key(&uid) {
                 continue;
             }
             let _ = writeln!(out, "evicting pod {k}");
@@ -282,7 +293,7 @@ pub async fn run(
                 Err(ClientError::Api(e)) if e.code == ErrorCode::NotFound => {}
                 Err(e) => return Err(e),
             }
-            evicting.insert(k.clone());
+            evicting.insert(uid, k.clone());
         }
         for (_, why) in &p.waiting {
             if said.insert(why.clone()) {
@@ -295,7 +306,7 @@ pub async fn run(
                 .waiting
                 .iter()
                 .map(|(k, why)| format!("{k} ({why})"))
-                .chain(evicting.iter().map(|k| format!("{k} (being deleted)")))
+                .chain(evicting.values().map(|k| format!("{k} (being deleted)")))
                 .collect();
             return Err(failed(format!(
                 "drain of node {node} timed out after {}; pods left: {}. The node stays cordoned; \
