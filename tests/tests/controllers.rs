@@ -22,10 +22,6 @@ fn cluster(tmp: &std::path::Path, workers: &[&str]) -> (MasterProc, Vec<Proc>) {
     bramble_tests::start_cluster(tmp, FAST, workers)
 }
 
-fn ready_nodes(m: &MasterProc) -> Vec<String> {
-    m.ready_nodes()
-}
-
 /// Pods as (name, phase, node, running-since-ms) from `get pods -o json`.
 fn pods(m: &MasterProc, selector: &str) -> Vec<(String, String, String, u64)> {
     m.pods(selector)

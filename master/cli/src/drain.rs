@@ -414,7 +414,12 @@ mod tests {
             pod("web-c", "n2", o.clone(), true),
             pod("agent-x", "n1", Some(owner(Kind::DaemonSet, "agent")), true),
         ];
-        let p = run_plan(&pods, &[rs.clone()], &[d.clone()], false);
+        let p = run_plan(
+            &pods,
+            std::slice::from_ref(&rs),
+            std::slice::from_ref(&d),
+            false,
+        );
         assert_eq!(keys(&p.evict), ["default/web-a"]);
         assert_eq!(p.waiting.len(), 1);
         assert!(p.waiting[0].1.contains("2 of 3 available, at least 2"));
@@ -425,13 +430,23 @@ mod tests {
         let mut pods2 = pods.clone();
         pods2.remove(0);
         pods2.push(pod("web-d", "n2", o.clone(), false));
-        let p = run_plan(&pods2, &[rs.clone()], &[d.clone()], false);
+        let p = run_plan(
+            &pods2,
+            std::slice::from_ref(&rs),
+            std::slice::from_ref(&d),
+            false,
+        );
         assert!(p.evict.is_empty());
         assert_eq!(p.waiting[0].0, "default/web-b");
 
         // The replacement is available: web-b goes.
         pods2.last_mut().unwrap().status = pods[0].status.clone();
-        let p = run_plan(&pods2, &[rs.clone()], &[d.clone()], false);
+        let p = run_plan(
+            &pods2,
+            std::slice::from_ref(&rs),
+            std::slice::from_ref(&d),
+            false,
+        );
         assert_eq!(keys(&p.evict), ["default/web-b"]);
 
         // Only the daemon pod left: done.
