@@ -49,6 +49,7 @@ name = "web"
 replicas = 4
 max_surge = 1
 max_unavailable = 1
+min_ready = "1500ms"
 [deployment.template]
 labels = { app = "web" }
 termination_grace = "1s"
@@ -101,11 +102,13 @@ fn drain_keeps_replicas_available_refuses_bare_pods_and_times_out() {
 
     // Drain, sampling availability meanwhile.
     let t0 = Instant::now();
-    let (out, min_ready, min_status, strays) = std::thread::scope(|s| {
+    let (out, min_ready, min_status, strays, samples) = std::thread::scope(|s| {
         let h = s.spawn(|| m.cli(&["drain", &node, "--timeout", "2m"]));
         let (mut min_ready, mut min_status) = (usize::MAX, u32::MAX);
         let mut strays = Vec::new();
+        let mut samples = 0;
         while !h.is_finished() {
+            samples += 1;
             let pods = m.pods("app=web");
             min_ready = min_ready.min(ready(&pods));
             min_status = min_status.min(available(&m, "web"));
@@ -118,7 +121,7 @@ fn drain_keeps_replicas_available_refuses_bare_pods_and_times_out() {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        (h.join().unwrap(), min_ready, min_status, strays)
+        (h.join().unwrap(), min_ready, min_status, strays, samples)
     });
     let took = t0.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -129,7 +132,7 @@ fn drain_keeps_replicas_available_refuses_bare_pods_and_times_out() {
         m.log()
     );
     eprintln!(
-        "drained {node} ({n} web pods) in {took:?}; min ready {min_ready}, min status.available {min_status}\n{stdout}"
+        "drained {node} ({n} web pods) in {took:?}; {samples} samples: min ready {min_ready}, min status.available {min_status}\n{stdout}"
     );
     assert!(
         min_ready >= 3,

@@ -145,8 +145,9 @@ pub fn plan(snap: &Snapshot<'_>, node: &str, force: bool) -> Plan {
                 } else {
                     let why = if d.spec.max_unavailable == 0 {
                         format!(
-                            "deployment {}/{} allows no unavailable pod (max_unavailable = 0): \
-                             scale it up or raise max_unavailable",
+                            "deployment {}/{} allows no unavailable pod (max_unavailable = 0, the \
+                             manifest default): set max_unavailable = 1 (or more) and apply it, \
+                             or delete the pod yourself",
                             d.meta.namespace, d.meta.name
                         )
                     } else {
@@ -210,6 +211,7 @@ pub async fn run(
     // By UID: a replica set's replacement may take the evicted pod's name.
     let mut evicting: BTreeMap<String, PodKey> = BTreeMap::new();
     let mut said: BTreeSet<String> = BTreeSet::new();
+    let mut first = true;
     loop {
         let pods = list(c, Kind::Pod, |o| match o {
             Object::Pod(p) => Some(p),
@@ -256,6 +258,10 @@ pub async fn run(
                 names.join(", ")
             )));
         }
+        if first && !p.kept.is_empty() {
+            let _ = writeln!(out, "ignoring daemon-set pods: {}", p.kept.join(", "));
+        }
+        first = false;
         if p.done() && evicting.is_empty() {
             let _ = writeln!(out, "node/{node} drained");
             return Ok(());
