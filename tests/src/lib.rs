@@ -535,6 +535,35 @@ pub fn start_worker(master: &MasterProc, name: &str, state_dir: &Path, extra: &[
     worker(master, name, state_dir).args(extra).start()
 }
 
+/// Starts a master with `master_args` in `tmp/master` and one worker per name (state in
+/// `tmp/NAME`), and waits until every worker's node is Ready (30 s, then the logs).
+pub fn start_cluster(
+    tmp: &Path,
+    master_args: &[&str],
+    workers: &[&str],
+) -> (MasterProc, Vec<Proc>) {
+    let m = MasterProc::start(&tmp.join("master"), master_args);
+    let ws: Vec<Proc> = workers
+        .iter()
+        .map(|n| start_worker(&m, n, &tmp.join(n), &[]))
+        .collect();
+    let t0 = Instant::now();
+    for n in workers {
+        while !m.node_ready(n) {
+            if t0.elapsed() > Duration::from_secs(30) {
+                panic!(
+                    "node {n} not Ready after 30 s; nodes:\n{}\nworker log:\n{}\nmaster log:\n{}",
+                    m.ok(&["get", "nodes"]),
+                    worker_log(&tmp.join(n)),
+                    m.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    (m, ws)
+}
+
 /// Parses `bramble get ... -o json` output, untyped.
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))

@@ -19,31 +19,7 @@ const FAST: &[&str] = &[
 ];
 
 fn cluster(tmp: &std::path::Path, workers: &[&str]) -> (MasterProc, Vec<Proc>) {
-    let m = MasterProc::start(&tmp.join("master"), FAST);
-    let ws: Vec<Proc> = workers
-        .iter()
-        .map(|n| start_worker(&m, n, &tmp.join(n), &[]))
-        .collect();
-    let t0 = Instant::now();
-    for n in workers {
-        while !ready_nodes(&m).contains(&n.to_string()) {
-            if t0.elapsed() > Duration::from_secs(30) {
-                let log = std::fs::read_to_string(tmp.join(n).with_extension("worker.log"))
-                    .unwrap_or_default();
-                panic!(
-                    "node {n} not Ready after 30 s; nodes:\n{}\nworker log:\n{log}\nmaster log:\n{}",
-                    m.ok(&["get", "nodes"]),
-                    m.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    (m, ws)
-}
-
-fn ready_nodes(m: &MasterProc) -> Vec<String> {
-    m.ready_nodes()
+    bramble_tests::start_cluster(tmp, FAST, workers)
 }
 
 /// Pods as (name, phase, node, running-since-ms) from `get pods -o json`.

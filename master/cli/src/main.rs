@@ -5,6 +5,7 @@ mod artifact;
 mod completion;
 mod create;
 mod demo;
+mod drain;
 mod edit;
 mod image;
 mod label;
@@ -266,6 +267,20 @@ pub enum Cmd {
     Uncordon {
         /// Node name.
         node: String,
+    },
+    /// Cordon a node, then evict its pods (all but daemon-set pods) so their owners recreate them
+    /// elsewhere, never taking a deployment below `replicas − max_unavailable` available. Pods
+    /// no controller manages are refused unless --force.
+    Drain {
+        /// Node name.
+        node: String,
+        /// Also delete pods no deployment, replica set, job or daemon set manages (they will
+        /// not come back).
+        #[arg(long)]
+        force: bool,
+        /// Give up after this long (exit 1, naming the pods left; the node stays cordoned).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// Print a shell completion script (bash, zsh or fish; see docs/cli.md).
     Completion {
@@ -973,6 +988,11 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             };
             label::run(&mut c, "node", &node, "", patch, "uncordoned", &mut out).await?
         }
+        Cmd::Drain {
+            node,
+            force,
+            timeout,
+        } => drain::run(&mut c, &node, force, timeout, &mut out).await?,
         Cmd::Rollout { action } => rollout::run(&mut c, action, &mut out).await?,
         Cmd::Create { what } => create::run(&mut c, what, &mut out).await?,
         Cmd::Token { action } => token::run(&mut c, action, &mut out).await?,
