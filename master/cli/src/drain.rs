@@ -1,6 +1,6 @@
 //! `bramble drain NODE [--timeout] [--force]`, as kubectl's: cordon the node, then evict (delete)
 //! every pod on it but daemon-set pods, so their owners (replica sets of deployments, jobs)
-//! create replacements elsewhere. A deployment is never taken below `replicas − max_unavailable`
+//! create replacements elsewhere. A deployment is never taken below `replicas − max(max_unavailable, 1)`
 //! available pods: [`plan`] evicts only as many of its available pods as that budget allows, and
 //! the loop re-plans from a fresh snapshot until the replacements are available. Bare pods (no
 //! owner, or an owner that is gone) come back nowhere: refused unless `--force`.
@@ -88,6 +88,16 @@ fn classify<'a>(snap: &Snapshot<'a>, p: &Pod) -> Class<'a> {
     }
 }
 
+/// How many of a deployment's pods a drain may take away at once: its `max_unavailable`, but at
+/// least one. `max_unavailable = 0` (the manifest default) is a rollout's rule: a rollout adds
+/// a new pod before it removes an old one, which a drain cannot do without changing the
+/// deployment. Kubernetes keeps the two apart too (a rollout's `maxUnavailable`, a disruption
+/// budget for evictions, and `kubectl drain` with no budget evicts every pod at once); one at a
+/// time, each replacement available before the next goes, is the safe middle.
+pub fn disruption_budget(d: &Deployment) -> u32 {
+    d.spec.max_unavailable.max(1)
+}
+
 /// Which pods of `node` to evict now, given `snap`. For a deployment with `A` available pods
 /// (over all its replica sets, counted as its controller counts them), at most
 /// `A − (replicas − max_unavailable)` of its available pods on the node are evicted at once;
@@ -137,30 +147,19 @@ pub fn plan(snap: &Snapshot<'_>, node: &str, force: bool) -> Plan {
                     out.evict.push((key(p), false));
                     continue;
                 }
-                let floor = d.spec.replicas.saturating_sub(d.spec.max_unavailable);
+                let budget = disruption_budget(d);
+                let floor = d.spec.replicas.saturating_sub(budget);
                 let a = avail_of.entry(d.meta.uid.as_str()).or_default();
                 if *a > floor {
                     *a -= 1;
                     out.evict.push((key(p), false));
                 } else {
-                    let why = if d.spec.max_unavailable == 0 {
-                        format!(
-                            "deployment {}/{} allows no unavailable pod (max_unavailable = 0, the \
-                             manifest default): set max_unavailable = 1 (or more) and apply it, \
-                             or delete the pod yourself",
-                            d.meta.namespace, d.meta.name
-                        )
-                    } else {
-                        format!(
-                            "deployment {}/{}: {} of {} available, at least {floor} must stay \
-                             (max_unavailable = {}): waiting for a replacement elsewhere",
-                            d.meta.namespace,
-                            d.meta.name,
-                            *a,
-                            d.spec.replicas,
-                            d.spec.max_unavailable
-                        )
-                    };
+                    let why = format!(
+                        "deployment {}/{}: {} of {} available, at least {floor} must stay \
+                         (max_unavailable = {}, at least 1 for a drain): waiting for a \
+                         replacement elsewhere",
+                        d.meta.namespace, d.meta.name, *a, d.spec.replicas, d.spec.max_unavailable
+                    );
                     out.waiting.push((key(p), why));
                 }
             }
@@ -496,16 +495,14 @@ mod tests {
     }
 
     #[test]
-    fn zero_max_unavailable_blocks_with_the_fix() {
-        let (d, rs) = web(1, 0);
-        let pods = vec![pod(
-            "web-a",
-            "n1",
-            Some(owner(Kind::ReplicaSet, "web-1")),
-            true,
-        )];
+    fn zero_max_unavailable_drains_one_pod_at_a_time() {
+        let (d, rs) = web(2, 0);
+        let pods = vec![
+            pod("web-a", "n1", Some(owner(Kind::ReplicaSet, "web-1")), true),
+            pod("web-b", "n1", Some(owner(Kind::ReplicaSet, "web-1")), true),
+        ];
         let p = run_plan(&pods, &[rs], &[d], false);
-        assert!(p.evict.is_empty());
+        assert_eq!(keys(&p.evict), ["default/web-a"]);
         assert!(p.waiting[0].1.contains("max_unavailable = 0"), "{p:?}");
     }
 
