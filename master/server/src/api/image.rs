@@ -319,6 +319,10 @@ async fn pull_and_store(
     m.images
         .attempts
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Read your writes: `bramble apply -f registry.toml && bramble image pull REF` must see the
+    // `[[registry]]` just applied (the cache follows the store's watch a moment behind; the
+    // bench's pull right after the apply went to HTTPS for an `insecure` registry).
+    m.cache.catch_up(&m.store).await;
     let registries = m.cache.list::<Registry>();
     let settings = settings_for(
         &registries,
