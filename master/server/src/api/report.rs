@@ -1,0 +1,103 @@
+//! The pure part of a node's status report: whether a [`PodReport`] may change the stored pod,
+//! what status is written, and which events that change records. No store, no cache, no I/O:
+//! [`super::node`] does those around it (and `master/fuzz`'s `status` target fuzzes it).
+
+use bramble_wire::objects::{Pod, PodStatus, ProcessState};
+use bramble_wire::{ExitReason, PodPhase};
+
+/// What to do with one pod's reported status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The pod is bound to another node (or none): only its own node reports its status.
+    BoundElsewhere,
+    /// A report about an earlier pod of the same name (another UID).
+    Stale,
+    /// Same meaning as the stored status (timestamps alone do not count): no write.
+    Unchanged,
+    /// Write this status.
+    Write(PodStatus),
+}
+
+/// Judges `reported` (from node `node`, whose pod subnet is `pod_cidr`) against the stored `pod`
+/// whose report names `uid`. An address outside the node's pod subnet (or on a pod without an
+/// address of its own) is dropped, never written: it would steer every node's service traffic.
+/// The second value says why an address was dropped.
+pub fn judge(
+    pod: &Pod,
+    node: &str,
+    pod_cidr: &str,
+    uid: &str,
+    mut reported: PodStatus,
+) -> (Verdict, Option<String>) {
+    if pod.spec.node_name.as_deref() != Some(node) {
+        return (Verdict::BoundElsewhere, None);
+    }
+    if pod.meta.uid != uid {
+        return (Verdict::Stale, None);
+    }
+    let mut dropped = None;
+    if !reported.ip.is_empty()
+        && let Err(why) =
+            crate::controllers::podnet::check_pod_ip(pod_cidr, pod.spec.network, &reported.ip)
+    {
+        dropped = Some(why);
+        reported.ip.clear();
+    }
+    if pod.status.same_meaning(&reported) {
+        return (Verdict::Unchanged, dropped);
+    }
+    (Verdict::Write(reported), dropped)
+}
+
+/// The events a status change from `old` to `new` records, as (reason, message): started,
+/// completed, failed (FailedCreate when no process ever started), OOMKilled, restarted.
+pub fn status_events(old: &PodStatus, new: &PodStatus) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if new.phase != old.phase {
+        let (reason, msg) = match new.phase {
+            PodPhase::Running => ("Started", "pod is running".to_string()),
+            PodPhase::Succeeded => ("Completed", "all processes exited successfully".to_string()),
+            // No process ever started: the pod's setup failed (Kubernetes' FailedCreate).
+            PodPhase::Failed
+                if new
+                    .processes
+                    .iter()
+                    .all(|p| p.restarts == 0 && matches!(p.state, ProcessState::Waiting)) =>
+            {
+                ("FailedCreate", new.message.clone())
+            }
+            PodPhase::Failed => ("Failed", new.message.clone()),
+            _ => ("", String::new()),
+        };
+        if !reason.is_empty() {
+            out.push((reason, msg));
+        }
+    }
+    for p in &new.processes {
+        let before = old.processes.iter().find(|o| o.name == p.name);
+        if before.map(|o| o.restarts) != Some(p.restarts)
+            || before.and_then(|o| o.last_exit) != p.last_exit
+        {
+            match p.last_exit {
+                Some(ExitReason::OOMKilled) => out.push((
+                    "OOMKilled",
+                    format!(
+                        "process {} was killed by the OOM killer at its memory limit",
+                        p.name
+                    ),
+                )),
+                Some(r) if p.restarts > 0 && before.map(|o| o.restarts) != Some(p.restarts) => {
+                    out.push((
+                        "Restarted",
+                        format!(
+                            "process {} restarted ({} times; last exit {r:?})",
+                            p.name, p.restarts
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
