@@ -59,7 +59,10 @@ struct Markers<'a> {
 
 impl Whiteouts for Markers<'_> {
     fn whiteout(&mut self, path: &Path) -> io::Result<()> {
-        assert!(path.starts_with(self.root), "whiteout outside the layer: {path:?}");
+        assert!(
+            path.starts_with(self.root),
+            "whiteout outside the layer: {path:?}"
+        );
         assert!(
             fs::symlink_metadata(path).is_err(),
             "whiteout over an existing {path:?}"
@@ -71,7 +74,10 @@ impl Whiteouts for Markers<'_> {
     }
 
     fn opaque(&mut self, dir: &Path) -> io::Result<()> {
-        assert!(dir.starts_with(self.root), "opaque marker outside the layer: {dir:?}");
+        assert!(
+            dir.starts_with(self.root),
+            "opaque marker outside the layer: {dir:?}"
+        );
         assert!(fs::symlink_metadata(dir).unwrap().is_dir(), "{dir:?}");
         self.asked += 1;
         Ok(())
@@ -119,7 +125,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(fs::symlink_metadata(unpacking_dir(&layer)).is_err());
             }
             Err(_) => {
-                assert!(fs::symlink_metadata(&layer).is_err(), "a failed layer was left");
+                assert!(
+                    fs::symlink_metadata(&layer).is_err(),
+                    "a failed layer was left"
+                );
                 assert!(
                     fs::symlink_metadata(unpacking_dir(&layer)).is_err(),
                     "a failed layer's .unpacking was left"
@@ -135,7 +144,9 @@ fuzz_target!(|data: &[u8]| {
         symlink(base.join("outside/file"), layer.join("etc/abs-file")).unwrap();
         apply_layer(tar, compression, &layer, &OPTS)
     };
-    let _ = result.map(|s| assert!(s.entries <= OPTS.limits.max_entries && s.bytes <= OPTS.limits.max_total_bytes));
+    let _ = result.map(|s| {
+        assert!(s.entries <= OPTS.limits.max_entries && s.bytes <= OPTS.limits.max_total_bytes)
+    });
 
     // Nothing beside the layer, nothing in `outside` changed.
     let mut top: Vec<String> = fs::read_dir(base)
@@ -149,9 +160,16 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut outside = Vec::new();
     walk(&base.join("outside"), &mut outside);
-    assert_eq!(outside.len(), 1, "the unpacker wrote outside the layer: {outside:?}");
+    assert_eq!(
+        outside.len(),
+        1,
+        "the unpacker wrote outside the layer: {outside:?}"
+    );
     let (_, m) = &outside[0];
-    assert!(m.is_file() && m.nlink() == 1, "the file outside was linked: {m:?}");
+    assert!(
+        m.is_file() && m.nlink() == 1,
+        "the file outside was linked: {m:?}"
+    );
     assert_eq!(fs::read(base.join("outside/file")).unwrap(), SENTINEL);
 
     if fs::symlink_metadata(&layer).is_err() {
@@ -162,8 +180,17 @@ fuzz_target!(|data: &[u8]| {
     for (p, m) in &tree {
         let t = m.file_type();
         if t.is_file() {
-            assert_eq!(m.mode() & 0o6000, 0, "{p:?} is setuid or setgid: {:o}", m.mode());
-            assert!(m.len() <= OPTS.limits.max_entry_bytes, "{p:?}: {} bytes", m.len());
+            assert_eq!(
+                m.mode() & 0o6000,
+                0,
+                "{p:?} is setuid or setgid: {:o}",
+                m.mode()
+            );
+            assert!(
+                m.len() <= OPTS.limits.max_entry_bytes,
+                "{p:?}: {} bytes",
+                m.len()
+            );
         } else {
             assert!(t.is_dir() || t.is_symlink(), "{p:?}: {t:?}");
         }

@@ -24,8 +24,10 @@ fn additions(m: BootMount) -> Vec<String> {
 }
 
 fn inert(s: &str) -> bool {
-    s.chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | ',' | '=' | '[' | ']'))
+    s.chars().all(|c| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, '-' | '_' | '.' | '/' | ':' | ',' | '=' | '[' | ']')
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -54,15 +56,19 @@ fuzz_target!(|data: &[u8]| {
         let line = original.lines().find(|l| !l.trim().is_empty()).unwrap();
         for w in line.split_whitespace() {
             let replaced = w.starts_with("systemd.run=") && w.ends_with(&ours);
-            assert!(replaced || words.contains(&w), "{w:?} of {line:?} lost: {out:?}");
+            assert!(
+                replaced || words.contains(&w),
+                "{w:?} of {line:?} lost: {out:?}"
+            );
         }
-        let runs = |s: &str| s.split_whitespace().filter(|w| w.starts_with("systemd.run=")).count();
-        assert_eq!(
-            runs(&out),
-            runs(line).max(1),
-            "{line:?} -> {out:?}"
-        );
-        let again = edit_cmdline("fuzz.img", &out, &adds).expect("an edited cmdline.txt is refused");
+        let runs = |s: &str| {
+            s.split_whitespace()
+                .filter(|w| w.starts_with("systemd.run="))
+                .count()
+        };
+        assert_eq!(runs(&out), runs(line).max(1), "{line:?} -> {out:?}");
+        let again =
+            edit_cmdline("fuzz.img", &out, &adds).expect("an edited cmdline.txt is refused");
         assert_eq!(again, out, "a second edit changed it");
     }
 
@@ -72,7 +78,12 @@ fuzz_target!(|data: &[u8]| {
         let lines: Vec<&str> = env.lines().collect();
         assert_eq!(lines.len(), 6, "{env:?}");
         assert!(lines[0].starts_with('#') && lines[1].starts_with('#'));
-        for (l, key) in lines[2..].iter().zip(["BRAMBLE_MASTER=", "BRAMBLE_NAME=", "BRAMBLE_BOARD=", "BRAMBLE_LABELS="]) {
+        for (l, key) in lines[2..].iter().zip([
+            "BRAMBLE_MASTER=",
+            "BRAMBLE_NAME=",
+            "BRAMBLE_BOARD=",
+            "BRAMBLE_LABELS=",
+        ]) {
             let value = l.strip_prefix(key).unwrap_or_else(|| panic!("{l:?}"));
             assert!(inert(value), "{l:?}");
         }

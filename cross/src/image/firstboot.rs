@@ -382,16 +382,25 @@ mod tests {
 
     #[test]
     fn cmdline_rewrites_only_our_whole_word() {
-        // Found writing the `firstboot` fuzz target's invariants: a substring replace also rewrote another
-        // word that merely contained our old first-boot argument.
+        // Found writing the `firstboot` fuzz target's invariants: a substring replace also
+        // rewrote another word that merely contained our old first-boot argument.
         let old = format!(
             "{} systemd.run=/boot/bramble-firstrun.sh\tinit=x,systemd.run=/boot/bramble-firstrun.sh\n",
             RPI.trim_end()
         );
         let out = edit_cmdline("x", &old, &adds(BootMount::Firmware)).unwrap();
-        assert!(out.contains(" systemd.run=/boot/firmware/bramble-firstrun.sh\t"), "{out}");
-        assert!(out.contains("\tinit=x,systemd.run=/boot/bramble-firstrun.sh "), "{out}");
-        assert_eq!(edit_cmdline("x", &out, &adds(BootMount::Firmware)).unwrap(), out);
+        assert!(
+            out.contains(" systemd.run=/boot/firmware/bramble-firstrun.sh\t"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\tinit=x,systemd.run=/boot/bramble-firstrun.sh "),
+            "{out}"
+        );
+        assert_eq!(
+            edit_cmdline("x", &out, &adds(BootMount::Firmware)).unwrap(),
+            out
+        );
     }
 
     #[test]

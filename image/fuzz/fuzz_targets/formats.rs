@@ -131,7 +131,10 @@ fuzz_target!(|data: &[u8]| {
 
     let root = parts[0];
     let mut fake = Fake {
-        by_sha: parts[1..].iter().map(|b| (sha256_hex(b), b.to_vec())).collect(),
+        by_sha: parts[1..]
+            .iter()
+            .map(|b| (sha256_hex(b), b.to_vec()))
+            .collect(),
         order: parts[1..].iter().map(|b| b.to_vec()).collect(),
         next: 0,
         configs: Vec::new(),

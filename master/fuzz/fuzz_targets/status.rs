@@ -47,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
         let mut pod = Pod::default();
         pod.meta.namespace = r.namespace.clone();
         pod.meta.name = r.name.clone();
-        pod.meta.uid = if sel & 1 == 0 { r.uid.clone() } else { format!("{}-old", r.uid) };
+        pod.meta.uid = if sel & 1 == 0 {
+            r.uid.clone()
+        } else {
+            format!("{}-old", r.uid)
+        };
         pod.spec.node_name = match sel & 6 {
             0 | 2 => Some(NODE.into()),
             4 => Some("pi2".into()),
@@ -71,7 +75,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(verdict, Verdict::Stale);
             continue;
         }
-        assert_eq!(dropped.is_some(), !r.status.ip.is_empty() && check_pod_ip(cidr, pod.spec.network, &r.status.ip).is_err());
+        assert_eq!(
+            dropped.is_some(),
+            !r.status.ip.is_empty() && check_pod_ip(cidr, pod.spec.network, &r.status.ip).is_err()
+        );
         let mut want = r.status.clone();
         if dropped.is_some() {
             want.ip.clear();
@@ -83,9 +90,14 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!pod.status.same_meaning(s));
                 if !s.ip.is_empty() {
                     assert_eq!(pod.spec.network, NetworkMode::Isolated);
-                    check_pod_ip(cidr, pod.spec.network, &s.ip).expect("wrote an address outside the node's subnet");
+                    check_pod_ip(cidr, pod.spec.network, &s.ip)
+                        .expect("wrote an address outside the node's subnet");
                     let last: u8 = s.ip.rsplit('.').next().unwrap().parse().unwrap();
-                    assert!(cidr != "10.42.1.0/24" || (2..255).contains(&last), "{}", s.ip);
+                    assert!(
+                        cidr != "10.42.1.0/24" || (2..255).contains(&last),
+                        "{}",
+                        s.ip
+                    );
                 }
             }
             v => panic!("{v:?} for the pod's own node and UID"),
@@ -96,12 +108,27 @@ fuzz_target!(|data: &[u8]| {
         let events = status_events(&pod.status, &written);
         for (reason, msg) in &events {
             assert!(REASONS.contains(reason), "{reason}");
-            assert!(msg.len() <= written.message.len() + 200 + written.processes.iter().map(|p| p.name.len()).max().unwrap_or(0), "{msg}");
+            assert!(
+                msg.len()
+                    <= written.message.len()
+                        + 200
+                        + written
+                            .processes
+                            .iter()
+                            .map(|p| p.name.len())
+                            .max()
+                            .unwrap_or(0),
+                "{msg}"
+            );
         }
         // Idempotent: the same report about the stored result changes nothing more.
         let before = std::mem::replace(&mut pod.status, written.clone());
         let (again, _) = judge(&pod, NODE, cidr, &r.uid, r.status.clone());
-        assert_eq!(again, Verdict::Unchanged, "written {written:?} over {before:?}");
+        assert_eq!(
+            again,
+            Verdict::Unchanged,
+            "written {written:?} over {before:?}"
+        );
         assert!(status_events(&written, &written).is_empty());
         let _: PodStatus = before;
     }

@@ -86,18 +86,99 @@ pub fn status_events(old: &PodStatus, new: &PodStatus) -> Vec<(&'static str, Str
                         p.name
                     ),
                 )),
-                Some(r) if p.restarts > 0 && before.map(|o| o.restarts) != Some(p.restarts) => {
-                    out.push((
+                Some(r) if p.restarts > 0 && before.map(|o| o.restarts) != Some(p.restarts) => out
+                    .push((
                         "Restarted",
                         format!(
                             "process {} restarted ({} times; last exit {r:?})",
                             p.name, p.restarts
                         ),
-                    ))
-                }
+                    )),
                 _ => {}
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use bramble_wire::objects::{NetworkMode, ProcessStatus};
+
+    use super::*;
+
+    fn pod() -> Pod {
+        let mut p = Pod::default();
+        p.meta.uid = "u1".into();
+        p.spec.node_name = Some("pi1".into());
+        p.spec.network = NetworkMode::Isolated;
+        p
+    }
+
+    fn running(ip: &str) -> PodStatus {
+        PodStatus {
+            phase: PodPhase::Running,
+            ip: ip.into(),
+            updated_ms: 5,
+            ..PodStatus::default()
+        }
+    }
+
+    #[test]
+    fn only_the_pods_own_node_and_uid_write() {
+        let p = pod();
+        let cidr = "10.42.1.0/24";
+        assert_eq!(
+            judge(&p, "pi2", cidr, "u1", running("")).0,
+            Verdict::BoundElsewhere
+        );
+        assert_eq!(judge(&p, "pi1", cidr, "u0", running("")).0, Verdict::Stale);
+        assert_eq!(
+            judge(&p, "pi1", cidr, "u1", running("10.42.1.7")),
+            (Verdict::Write(running("10.42.1.7")), None)
+        );
+    }
+
+    #[test]
+    fn addresses_outside_the_subnet_are_dropped_and_timestamps_alone_write_nothing() {
+        let mut p = pod();
+        let (v, why) = judge(&p, "pi1", "10.42.1.0/24", "u1", running("127.0.0.1"));
+        assert_eq!(v, Verdict::Write(running("")));
+        assert!(why.unwrap().contains("127.0.0.1"));
+        p.status = running("10.42.1.7");
+        let mut later = running("10.42.1.7");
+        later.updated_ms = 99;
+        assert_eq!(
+            judge(&p, "pi1", "10.42.1.0/24", "u1", later).0,
+            Verdict::Unchanged
+        );
+    }
+
+    #[test]
+    fn events_of_a_change() {
+        let failed = PodStatus {
+            phase: PodPhase::Failed,
+            message: "mount /data: no such directory".into(),
+            processes: vec![ProcessStatus {
+                name: "app".into(),
+                ..ProcessStatus::default()
+            }],
+            ..PodStatus::default()
+        };
+        assert_eq!(
+            status_events(&PodStatus::default(), &failed),
+            [("FailedCreate", "mount /data: no such directory".to_string())]
+        );
+        let mut oom = running("");
+        oom.processes = vec![ProcessStatus {
+            name: "app".into(),
+            restarts: 2,
+            last_exit: Some(ExitReason::OOMKilled),
+            ..ProcessStatus::default()
+        }];
+        let ev = status_events(&running(""), &oom);
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].0, "OOMKilled");
+        assert!(status_events(&oom, &oom).is_empty());
+    }
 }
