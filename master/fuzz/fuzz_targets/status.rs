@@ -10,6 +10,7 @@
 //! - a written address is always inside the node's pod subnet, on an isolated pod, and never
 //!   the subnet's network, gateway or broadcast address; a dropped address is never written;
 //! - `Unchanged` exactly when the stored status has the same meaning as what would be written;
+//! - a process reported twice keeps its first entry;
 //! - judging is idempotent: once written, the same report again is `Unchanged` with no events;
 //! - events are only recorded for a change, with a known reason and a bounded message.
 #![no_main]
@@ -75,14 +76,19 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(verdict, Verdict::Stale);
             continue;
         }
-        assert_eq!(
-            dropped.is_some(),
-            !r.status.ip.is_empty() && check_pod_ip(cidr, pod.spec.network, &r.status.ip).is_err()
-        );
+        let bad_ip =
+            !r.status.ip.is_empty() && check_pod_ip(cidr, pod.spec.network, &r.status.ip).is_err();
         let mut want = r.status.clone();
-        if dropped.is_some() {
+        if bad_ip {
             want.ip.clear();
         }
+        let mut names = std::collections::HashSet::new();
+        want.processes.retain(|p| names.insert(p.name.clone()));
+        assert_eq!(
+            dropped.len(),
+            usize::from(bad_ip) + usize::from(want.processes.len() != r.status.processes.len()),
+            "{dropped:?}"
+        );
         match &verdict {
             Verdict::Unchanged => assert!(pod.status.same_meaning(&want)),
             Verdict::Write(s) => {

@@ -493,8 +493,8 @@ pub(crate) async fn report_status(m: &Master, node: &str, r: PodReport) -> anyho
             .map(|n| n.spec.pod_cidr)
             .unwrap_or_default();
         let (verdict, dropped) = super::report::judge(&pod, node, &cidr, &r.uid, r.status.clone());
-        if let Some(why) = dropped {
-            tracing::warn!(%node, pod = %format!("{}/{}", r.namespace, r.name), ip = %r.status.ip, "dropped the pod address the node reported: {why}");
+        for why in dropped {
+            tracing::warn!(%node, pod = %format!("{}/{}", r.namespace, r.name), "dropped from the status the node reported: {why}");
         }
         let status = match verdict {
             Verdict::BoundElsewhere => {

@@ -21,27 +21,43 @@ pub enum Verdict {
 /// Judges `reported` (from node `node`, whose pod subnet is `pod_cidr`) against the stored `pod`
 /// whose report names `uid`. An address outside the node's pod subnet (or on a pod without an
 /// address of its own) is dropped, never written: it would steer every node's service traffic.
-/// The second value says why an address was dropped.
+/// Processes reported twice under one name keep their first entry (a second would make every
+/// later report look like a restart of the first). The second value says what was dropped.
 pub fn judge(
     pod: &Pod,
     node: &str,
     pod_cidr: &str,
     uid: &str,
     mut reported: PodStatus,
-) -> (Verdict, Option<String>) {
+) -> (Verdict, Vec<String>) {
     if pod.spec.node_name.as_deref() != Some(node) {
-        return (Verdict::BoundElsewhere, None);
+        return (Verdict::BoundElsewhere, Vec::new());
     }
     if pod.meta.uid != uid {
-        return (Verdict::Stale, None);
+        return (Verdict::Stale, Vec::new());
     }
-    let mut dropped = None;
+    let mut dropped = Vec::new();
     if !reported.ip.is_empty()
         && let Err(why) =
             crate::controllers::podnet::check_pod_ip(pod_cidr, pod.spec.network, &reported.ip)
     {
-        dropped = Some(why);
+        dropped.push(format!("address {}: {why}", reported.ip));
         reported.ip.clear();
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut twice = Vec::new();
+    reported.processes.retain(|p| {
+        let first = seen.insert(p.name.clone());
+        if !first {
+            twice.push(p.name.clone());
+        }
+        first
+    });
+    if !twice.is_empty() {
+        dropped.push(format!(
+            "processes reported more than once (the first entry is kept): {}",
+            twice.join(", ")
+        ));
     }
     if pod.status.same_meaning(&reported) {
         return (Verdict::Unchanged, dropped);
@@ -135,8 +151,29 @@ mod tests {
         assert_eq!(judge(&p, "pi1", cidr, "u0", running("")).0, Verdict::Stale);
         assert_eq!(
             judge(&p, "pi1", cidr, "u1", running("10.42.1.7")),
-            (Verdict::Write(running("10.42.1.7")), None)
+            (Verdict::Write(running("10.42.1.7")), Vec::new())
         );
+    }
+
+    #[test]
+    fn a_process_reported_twice_keeps_its_first_entry() {
+        // Found by the `status` fuzz target: with two entries named `app`, the second was
+        // compared with the first, so every report recorded a `Restarted`/`OOMKilled` event.
+        let app = |restarts| ProcessStatus {
+            name: "app".into(),
+            restarts,
+            last_exit: Some(ExitReason::OOMKilled),
+            ..ProcessStatus::default()
+        };
+        let mut twice = running("");
+        twice.processes = vec![app(0), app(3)];
+        let (v, why) = judge(&pod(), "pi1", "", "u1", twice);
+        let Verdict::Write(written) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(written.processes, [app(0)]);
+        assert!(why[0].contains("more than once"), "{why:?}");
+        assert!(status_events(&written, &written).is_empty());
     }
 
     #[test]
@@ -144,7 +181,7 @@ mod tests {
         let mut p = pod();
         let (v, why) = judge(&p, "pi1", "10.42.1.0/24", "u1", running("127.0.0.1"));
         assert_eq!(v, Verdict::Write(running("")));
-        assert!(why.unwrap().contains("127.0.0.1"));
+        assert!(why[0].contains("127.0.0.1"), "{why:?}");
         p.status = running("10.42.1.7");
         let mut later = running("10.42.1.7");
         later.updated_ms = 99;
