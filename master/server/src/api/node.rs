@@ -487,11 +487,15 @@ pub(crate) async fn report_status(m: &Master, node: &str, r: PodReport) -> anyho
         let Some(mut pod) = m.cache.pod(&r.namespace, &r.name) else {
             return Ok(()); // deleted meanwhile; the next assignment stops it
         };
-        let cidr = m
-            .cache
-            .get_typed::<Node>("", node)
-            .map(|n| n.spec.pod_cidr)
-            .unwrap_or_default();
+        // The node's pod subnet matters only for an address (and costs a cache visit).
+        let cidr = if r.status.ip.is_empty() {
+            String::new()
+        } else {
+            m.cache
+                .get_typed::<Node>("", node)
+                .map(|n| n.spec.pod_cidr)
+                .unwrap_or_default()
+        };
         let (verdict, dropped) = super::report::judge(&pod, node, &cidr, &r.uid, r.status.clone());
         for why in dropped {
             tracing::warn!(%node, pod = %format!("{}/{}", r.namespace, r.name), "dropped from the status the node reported: {why}");
