@@ -312,7 +312,7 @@ pub fn edit_cmdline(file: &str, old: &str, additions: &[String]) -> Result<Strin
             if key == "systemd.run" {
                 if existing.ends_with(&format!("/{FIRSTRUN}")) {
                     // Our own script at the other mount point: replace it.
-                    out = out.replace(existing.as_str(), add);
+                    out = replace_word(&out, existing, add);
                     let existing = existing.clone();
                     tokens.retain(|t| *t != existing);
                     tokens.push(add.clone());
@@ -334,6 +334,23 @@ pub fn edit_cmdline(file: &str, old: &str, additions: &[String]) -> Result<Strin
     }
     out.push('\n');
     Ok(out)
+}
+
+/// `line` with every whitespace-separated word equal to `old` replaced by `new`, the rest (other
+/// words, even those containing `old`, and the whitespace between them) kept byte for byte.
+fn replace_word(line: &str, old: &str, new: &str) -> String {
+    let mut out = String::with_capacity(line.len() + new.len());
+    let mut rest = line;
+    while !rest.is_empty() {
+        let word_at = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..word_at]);
+        rest = &rest[word_at..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let word = &rest[..end];
+        out.push_str(if word == old { new } else { word });
+        rest = &rest[end..];
+    }
+    out
 }
 
 #[cfg(test)]
@@ -361,6 +378,29 @@ mod tests {
         let other = edit_cmdline("x", &once, &adds(BootMount::Boot)).unwrap();
         assert_eq!(other.matches("systemd.run=").count(), 1);
         assert!(other.contains("systemd.run=/boot/bramble-firstrun.sh"));
+    }
+
+    #[test]
+    fn cmdline_rewrites_only_our_whole_word() {
+        // Found writing the `firstboot` fuzz target's invariants: a substring replace also
+        // rewrote another word that merely contained our old first-boot argument.
+        let old = format!(
+            "{} systemd.run=/boot/bramble-firstrun.sh\tinit=x,systemd.run=/boot/bramble-firstrun.sh\n",
+            RPI.trim_end()
+        );
+        let out = edit_cmdline("x", &old, &adds(BootMount::Firmware)).unwrap();
+        assert!(
+            out.contains(" systemd.run=/boot/firmware/bramble-firstrun.sh\t"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\tinit=x,systemd.run=/boot/bramble-firstrun.sh "),
+            "{out}"
+        );
+        assert_eq!(
+            edit_cmdline("x", &out, &adds(BootMount::Firmware)).unwrap(),
+            out
+        );
     }
 
     #[test]

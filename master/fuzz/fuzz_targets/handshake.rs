@@ -25,6 +25,7 @@ fn row(id: &str, kind: &str, node: Option<&str>, secret: &str) -> TokenRow {
         expires_ms: if id == "join-old" { Some(10) } else { None },
         revoked: id == "node-gone",
         secret_hash: auth::hash_secret(secret),
+        uses_left: None,
     }
 }
 

@@ -23,6 +23,7 @@ mod image_tests;
 #[cfg(test)]
 mod net_tests;
 mod node;
+pub mod report;
 #[cfg(test)]
 mod report_cost;
 pub mod tls;

@@ -13,6 +13,7 @@ use bramble_wire::objects::{
 
 use futures_lite::FutureExt;
 
+use super::report::Verdict;
 use super::{Master, NodeLive, now_ms, with_timeout};
 use crate::store::StoreError;
 
@@ -479,48 +480,47 @@ async fn pick_subnet(m: &Master, name: &str) -> anyhow::Result<String> {
 
 /// Writes a pod's reported status when it changed meaning (timestamps alone do not count).
 /// Reads the pod from the cache (no store read); a write that finds the cache behind (conflict)
-/// waits for the cache to reach the pod's revision and tries again.
-pub(crate) async fn report_status(m: &Master, node: &str, mut r: PodReport) -> anyhow::Result<()> {
+/// waits for the cache to reach the pod's revision and tries again. What may be written is
+/// decided by [`super::report::judge`] (pure, fuzzed).
+pub(crate) async fn report_status(m: &Master, node: &str, r: PodReport) -> anyhow::Result<()> {
     for _ in 0..5 {
         let Some(mut pod) = m.cache.pod(&r.namespace, &r.name) else {
             return Ok(()); // deleted meanwhile; the next assignment stops it
         };
-        if pod.spec.node_name.as_deref() != Some(node) {
-            // Only a pod's own node reports its status.
-            tracing::warn!(%node, pod = %format!("{}/{}", r.namespace, r.name), bound_to = ?pod.spec.node_name, "ignored a status report for a pod bound elsewhere");
-            return Ok(());
-        }
-        if pod.meta.uid != r.uid {
-            return Ok(()); // a stale report about an earlier pod of the same name
-        }
-        if !r.status.ip.is_empty() {
-            // A node reports only addresses of its own pod subnet: anything else would steer
-            // every node's service traffic (`127.0.0.1`: each node's own loopback).
-            let cidr = m
-                .cache
+        // The node's pod subnet matters only for an address (and costs a cache visit).
+        let cidr = if r.status.ip.is_empty() {
+            String::new()
+        } else {
+            m.cache
                 .get_typed::<Node>("", node)
                 .map(|n| n.spec.pod_cidr)
-                .unwrap_or_default();
-            if let Err(why) =
-                crate::controllers::podnet::check_pod_ip(&cidr, pod.spec.network, &r.status.ip)
-            {
-                tracing::warn!(%node, pod = %format!("{}/{}", r.namespace, r.name), ip = %r.status.ip, "dropped the pod address the node reported: {why}");
-                r.status.ip.clear();
+                .unwrap_or_default()
+        };
+        let (verdict, dropped) = super::report::judge(&pod, node, &cidr, &r.uid, r.status.clone());
+        for why in dropped {
+            tracing::warn!(%node, pod = %format!("{}/{}", r.namespace, r.name), "dropped from the status the node reported: {why}");
+        }
+        let status = match verdict {
+            Verdict::BoundElsewhere => {
+                tracing::warn!(%node, pod = %format!("{}/{}", r.namespace, r.name), bound_to = ?pod.spec.node_name, "ignored a status report for a pod bound elsewhere");
+                return Ok(());
             }
-        }
-        if pod.status.same_meaning(&r.status) {
-            return Ok(());
-        }
+            // A stale report about an earlier pod of the same name, or nothing new.
+            Verdict::Stale | Verdict::Unchanged => return Ok(()),
+            Verdict::Write(status) => status,
+        };
         let rev = pod.meta.revision;
-        let before = std::mem::replace(&mut pod.status, r.status.clone());
+        let before = std::mem::replace(&mut pod.status, status.clone());
         match m
             .store
             .update_status(Object::Pod(pod.clone()), Some(rev))
             .await
         {
             Ok(_) => {
-                pod.status = before;
-                status_events(m, &pod, &r.status).await;
+                let (ns, name) = (&pod.meta.namespace, &pod.meta.name);
+                for (reason, msg) in super::report::status_events(&before, &status) {
+                    m.events.record(Kind::Pod, ns, name, reason, &msg).await;
+                }
                 return Ok(());
             }
             Err(StoreError::Conflict { actual, .. }) => {
@@ -532,76 +532,6 @@ pub(crate) async fn report_status(m: &Master, node: &str, mut r: PodReport) -> a
         }
     }
     Ok(())
-}
-
-/// Records what a status change means: started, OOMKilled, failed, restarted.
-async fn status_events(
-    m: &Master,
-    pod: &bramble_wire::objects::Pod,
-    new: &bramble_wire::objects::PodStatus,
-) {
-    use bramble_wire::ExitReason;
-    let (ns, name) = (&pod.meta.namespace, &pod.meta.name);
-    if new.phase != pod.status.phase {
-        let (reason, msg) = match new.phase {
-            bramble_wire::PodPhase::Running => ("Started", "pod is running".to_string()),
-            bramble_wire::PodPhase::Succeeded => {
-                ("Completed", "all processes exited successfully".to_string())
-            }
-            // No process ever started: the pod's setup failed (Kubernetes' FailedCreate).
-            bramble_wire::PodPhase::Failed
-                if new.processes.iter().all(|p| {
-                    p.restarts == 0
-                        && matches!(p.state, bramble_wire::objects::ProcessState::Waiting)
-                }) =>
-            {
-                ("FailedCreate", new.message.clone())
-            }
-            bramble_wire::PodPhase::Failed => ("Failed", new.message.clone()),
-            _ => ("", String::new()),
-        };
-        if !reason.is_empty() {
-            m.events.record(Kind::Pod, ns, name, reason, &msg).await;
-        }
-    }
-    for p in &new.processes {
-        let old = pod.status.processes.iter().find(|o| o.name == p.name);
-        if old.map(|o| o.restarts) != Some(p.restarts)
-            || old.and_then(|o| o.last_exit) != p.last_exit
-        {
-            match p.last_exit {
-                Some(ExitReason::OOMKilled) => {
-                    m.events
-                        .record(
-                            Kind::Pod,
-                            ns,
-                            name,
-                            "OOMKilled",
-                            &format!(
-                                "process {} was killed by the OOM killer at its memory limit",
-                                p.name
-                            ),
-                        )
-                        .await
-                }
-                Some(r) if p.restarts > 0 && old.map(|o| o.restarts) != Some(p.restarts) => {
-                    m.events
-                        .record(
-                            Kind::Pod,
-                            ns,
-                            name,
-                            "Restarted",
-                            &format!(
-                                "process {} restarted ({} times; last exit {r:?})",
-                                p.name, p.restarts
-                            ),
-                        )
-                        .await
-                }
-                _ => {}
-            }
-        }
-    }
 }
 
 /// Marks nodes NotReady when they miss heartbeats for `node_grace`, and Ready again when they
