@@ -535,6 +535,18 @@ pub fn start_worker(master: &MasterProc, name: &str, state_dir: &Path, extra: &[
     worker(master, name, state_dir).args(extra).start()
 }
 
+/// Master flags for tests that wait through evictions: fast enough to wait through one,
+/// slow enough that a healthy worker's heartbeats, delayed on a loaded machine, never make it
+/// look gone.
+pub const FAST_EVICTION: &[&str] = &[
+    "--heartbeat-interval",
+    "300ms",
+    "--node-grace",
+    "4s",
+    "--eviction-timeout",
+    "3s",
+];
+
 /// Starts a master with `master_args` in `tmp/master` and one worker per name (state in
 /// `tmp/NAME`), and waits until every worker's node is Ready (30 s, then the logs).
 pub fn start_cluster(

@@ -7,16 +7,7 @@ use std::time::{Duration, Instant};
 use bramble_tests::{MasterProc, Proc, require_root, start_worker, wait_for};
 use bramble_wire::objects::{Deployment, Job, JobPhase, Object, ProcessState};
 
-// Fast enough to wait through one eviction, slow enough that a healthy worker's heartbeats,
-// delayed on a loaded machine, never make it look gone.
-const FAST: &[&str] = &[
-    "--heartbeat-interval",
-    "300ms",
-    "--node-grace",
-    "4s",
-    "--eviction-timeout",
-    "3s",
-];
+const FAST: &[&str] = bramble_tests::FAST_EVICTION;
 
 fn cluster(tmp: &std::path::Path, workers: &[&str]) -> (MasterProc, Vec<Proc>) {
     bramble_tests::start_cluster(tmp, FAST, workers)

@@ -10,14 +10,7 @@ use std::time::{Duration, Instant};
 use bramble_tests::{MasterProc, require_root, start_cluster, wait_for};
 use bramble_wire::objects::{Object, Pod};
 
-const FAST: &[&str] = &[
-    "--heartbeat-interval",
-    "300ms",
-    "--node-grace",
-    "4s",
-    "--eviction-timeout",
-    "3s",
-];
+const FAST: &[&str] = bramble_tests::FAST_EVICTION;
 
 fn apply(m: &MasterProc, dir: &std::path::Path, name: &str, text: &str) {
     let f = dir.join(name);

@@ -51,6 +51,19 @@ pub fn load_or_create(path: &Path, kind: TokenKind, pin: &str) -> anyhow::Result
 /// Writes a file holding a secret: mode 0600 from its creation, fsynced, complete before it
 /// appears (written aside, then linked into place, which fails rather than replace a file).
 fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
+    put_secret_file(path, content, false)
+}
+
+/// Replaces a file holding a secret (`bramble token rotate-join`): written aside with mode
+/// 0600, fsynced, renamed over the old one, the directory fsynced: a crash leaves the old file
+/// or the new one, never a partial one.
+fn replace_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
+    put_secret_file(path, content, true)
+}
+
+/// The two above: the content in a 0600 file aside, fsynced, then linked into place (never
+/// over a file) or renamed over the old one (`replace`), and the directory fsynced.
+fn put_secret_file(path: &Path, content: &str, replace: bool) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
@@ -64,33 +77,16 @@ fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
     f.set_permissions(fs::Permissions::from_mode(0o600))?;
     writeln!(f, "{content}")?;
     f.sync_all()?;
-    let linked = fs::hard_link(&tmp, path);
-    let _ = fs::remove_file(&tmp);
-    linked.map_err(|e| anyhow::anyhow!("cannot create token file {}: {e}", path.display()))?;
-    fs::File::open(dir)?.sync_all()?;
-    Ok(())
-}
-
-/// Replaces a file holding a secret (`bramble token rotate-join`): written aside with mode
-/// 0600, fsynced, renamed over the old one, the directory fsynced: a crash leaves the old file
-/// or the new one, never a partial one.
-fn replace_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| anyhow::anyhow!("cannot create token file {}: {e}", tmp.display()))?;
-    f.set_permissions(fs::Permissions::from_mode(0o600))?;
-    writeln!(f, "{content}")?;
-    f.sync_all()?;
-    fs::rename(&tmp, path).map_err(|e| {
+    if replace {
+        fs::rename(&tmp, path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            anyhow::anyhow!("cannot replace token file {}: {e}", path.display())
+        })?;
+    } else {
+        let linked = fs::hard_link(&tmp, path);
         let _ = fs::remove_file(&tmp);
-        anyhow::anyhow!("cannot replace token file {}: {e}", path.display())
-    })?;
+        linked.map_err(|e| anyhow::anyhow!("cannot create token file {}: {e}", path.display()))?;
+    }
     fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
