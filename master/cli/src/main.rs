@@ -97,6 +97,24 @@ impl std::str::FromStr for Output {
 }
 
 /// Subcommands.
+/// What `label` and `annotate` take.
+#[derive(clap::Args, Debug)]
+pub struct MetaChange {
+    /// Kind (nodes, pods, deployments, …).
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// `KEY=VALUE` to set, `KEY-` to remove.
+    #[arg(required = true)]
+    pub changes: Vec<String>,
+    /// Change keys that have another value.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Run the master: API server, scheduler and store.
@@ -226,38 +244,10 @@ pub enum Cmd {
     /// Set or remove labels of an object (`KEY=VALUE`, `KEY-`); changing a label's value needs
     /// --overwrite. A node's own labels (`node.bramble.io/…`, arch, board, hostname) are the
     /// node's to report, not an admin's to set.
-    Label {
-        /// Kind (nodes, pods, deployments, …).
-        kind: String,
-        /// Name.
-        name: String,
-        /// `KEY=VALUE` to set, `KEY-` to remove.
-        #[arg(required = true)]
-        changes: Vec<String>,
-        /// Change labels that have another value.
-        #[arg(long)]
-        overwrite: bool,
-        /// Namespace.
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
-    },
+    Label(MetaChange),
     /// Set or remove annotations of an object: free-form notes selectors never read (`KEY=VALUE`,
     /// `KEY-`); changing one's value needs --overwrite.
-    Annotate {
-        /// Kind.
-        kind: String,
-        /// Name.
-        name: String,
-        /// `KEY=VALUE` to set, `KEY-` to remove.
-        #[arg(required = true)]
-        changes: Vec<String>,
-        /// Change annotations that have another value.
-        #[arg(long)]
-        overwrite: bool,
-        /// Namespace.
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
-    },
+    Annotate(MetaChange),
     /// Mark a node unschedulable: no new pod is placed there (its pods keep running).
     Cordon {
         /// Node name.
@@ -937,13 +927,13 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             };
             let _ = writeln!(out, "deployment/{name} scaled from {from} to {replicas}");
         }
-        Cmd::Label {
+        Cmd::Label(MetaChange {
             kind,
             name,
             changes,
             overwrite,
             namespace,
-        } => {
+        }) => {
             let patch = bramble_wire::msg::MetaPatch {
                 labels: bramble_server::api::claims::parse_changes(&changes).map_err(usage)?,
                 overwrite,
@@ -951,13 +941,13 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             };
             label::run(&mut c, &kind, &name, &namespace, patch, "labeled", &mut out).await?
         }
-        Cmd::Annotate {
+        Cmd::Annotate(MetaChange {
             kind,
             name,
             changes,
             overwrite,
             namespace,
-        } => {
+        }) => {
             let patch = bramble_wire::msg::MetaPatch {
                 annotations: bramble_server::api::claims::parse_changes(&changes).map_err(usage)?,
                 overwrite,
