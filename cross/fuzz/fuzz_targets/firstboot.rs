@@ -52,8 +52,11 @@ fuzz_target!(|data: &[u8]| {
             assert!(words.contains(&a.as_str()), "{a} missing from {out:?}");
         }
         let ours = format!("/{FIRSTRUN}");
-        let original = cmdline.strip_prefix('\u{feff}').unwrap_or(cmdline);
-        let line = original.lines().find(|l| !l.trim().is_empty()).unwrap();
+        let line = cmdline
+            .lines()
+            .map(|l| l.trim_start_matches('\u{feff}'))
+            .find(|l| !l.trim().is_empty())
+            .unwrap();
         for w in line.split_whitespace() {
             let replaced = w.starts_with("systemd.run=") && w.ends_with(&ours);
             assert!(

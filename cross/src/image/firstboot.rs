@@ -288,8 +288,12 @@ log "bramble-worker.service enabled (master $BRAMBLE_MASTER, node $BRAMBLE_NAME,
 /// with another value, that is an error (the caller decides), except for our own first-boot
 /// arguments, which a second run may rewrite (`systemd.run=` pointing at our script).
 pub fn edit_cmdline(file: &str, old: &str, additions: &[String]) -> Result<String> {
-    let body = old.strip_prefix('\u{feff}').unwrap_or(old);
-    let mut lines = body.lines().filter(|l| !l.trim().is_empty());
+    // A byte-order mark is no part of the command line, wherever an editor left it at the start
+    // of the line: drop them all, so that a second edit finds nothing to change.
+    let mut lines = old
+        .lines()
+        .map(|l| l.trim_start_matches('\u{feff}'))
+        .filter(|l| !l.trim().is_empty());
     let Some(line) = lines.next() else {
         bail!(
             "{file}: cmdline.txt is empty; a Raspberry Pi OS image has the kernel command line (console=... root=...) there: use an unmodified base image"
@@ -420,6 +424,13 @@ mod tests {
         )
         .unwrap();
         assert!(out.starts_with("root=/dev/sda2 rw cgroup_enable=memory"));
+        // Two BOMs (found by the fuzzer): both go, so a second edit changes nothing.
+        let adds = adds(BootMount::Boot);
+        let out = edit_cmdline("img", "\u{feff}\u{feff}root=/dev/sda2\n", &adds).unwrap();
+        assert!(out.starts_with("root=/dev/sda2 "), "{out:?}");
+        assert_eq!(edit_cmdline("img", &out, &adds).unwrap(), out);
+        let out = edit_cmdline("img", "\n\u{feff}root=/dev/sda2\n", &adds).unwrap();
+        assert!(out.starts_with("root=/dev/sda2 "), "{out:?}");
     }
 
     #[test]
