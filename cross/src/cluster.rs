@@ -56,6 +56,7 @@ use crate::util::{run, run_ok};
 pub mod containment;
 pub mod images;
 pub mod limits;
+pub mod master_power;
 pub mod network;
 pub use containment::containment_on_both_boards;
 pub use images::image_on_both_boards;

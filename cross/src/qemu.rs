@@ -98,6 +98,9 @@ pub struct GuestSpec {
     pub relay: Option<PathBuf>,
     /// Directory for the initramfs and logs (default: `target/bramble-qemu/<name>-<pid>-<n>`).
     pub work_dir: Option<PathBuf>,
+    /// Host → guest TCP forwards: (port on the host's 127.0.0.1, port on the guest's address),
+    /// e.g. to reach a master running inside the guest. The network stays restricted.
+    pub host_forwards: Vec<(u16, u16)>,
 }
 
 impl GuestSpec {
@@ -127,6 +130,7 @@ impl GuestSpec {
             smp,
             relay: None,
             work_dir: None,
+            host_forwards: Vec::new(),
         }
     }
 
@@ -367,6 +371,10 @@ impl Guest {
             "user,id=n0,restrict=on,net=192.0.2.0/24,host=192.0.2.2,guestfwd=tcp:{MASTER_IP}:{port}-cmd:{} relay 127.0.0.1:{port}",
             relay.display()
         );
+        let mut netdev = netdev;
+        for (host, guest) in &spec.host_forwards {
+            let _ = write!(netdev, ",hostfwd=tcp:127.0.0.1:{host}-:{guest}");
+        }
         let mut cmd = Command::new(system);
         cmd.args(["-M", &q.machine, "-cpu", &q.cpu])
             .args([
@@ -771,6 +779,12 @@ pub struct StateDisk;
 impl StateDisk {
     /// Create (or recreate) an empty ext4 image of `size_mib` at `path`. Returns `path`.
     pub fn create(path: &Path, size_mib: u64) -> Result<PathBuf> {
+        Self::create_from(path, size_mib, None)
+    }
+
+    /// [`StateDisk::create`], populated with the contents of the host directory `seed`
+    /// (`mkfs.ext4 -d`: modes and owners kept), e.g. a master's data dir made on the host.
+    pub fn create_from(path: &Path, size_mib: u64, seed: Option<&Path>) -> Result<PathBuf> {
         let mkfs = which("mkfs.ext4").or_else(|| {
             ["/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4"]
                 .into_iter()
@@ -794,6 +808,11 @@ impl StateDisk {
                     "-E",
                     "lazy_itable_init=0,lazy_journal_init=0",
                 ])
+                .args(
+                    seed.map(|d| [std::ffi::OsStr::new("-d"), d.as_os_str()])
+                        .into_iter()
+                        .flatten(),
+                )
                 .arg(path),
             Duration::from_secs(60),
         )?;
@@ -808,6 +827,15 @@ impl StateDisk {
     /// the journal replay and so reports metadata that is still only in the journal.) Returns
     /// e2fsck's report.
     pub fn fsck(path: &Path) -> Result<String> {
+        let copy = path.with_extension("fsck-copy.img");
+        let report = Self::repaired_copy(path, &copy);
+        let _ = fs::remove_file(&copy);
+        report
+    }
+
+    /// [`StateDisk::fsck`] on a copy made at `copy`, which is kept: the disk as the next boot
+    /// would mount it (the journal replayed), for reading files with [`StateDisk::read_file`].
+    pub fn repaired_copy(path: &Path, copy: &Path) -> Result<String> {
         let e2fsck = which("e2fsck").or_else(|| {
             ["/sbin/e2fsck", "/usr/sbin/e2fsck"]
                 .into_iter()
@@ -815,14 +843,11 @@ impl StateDisk {
                 .find(|p| p.is_file())
         });
         let e2fsck = e2fsck.context("e2fsck not found: apt-get install e2fsprogs")?;
-        let copy = path.with_extension("fsck-copy.img");
-        fs::copy(path, &copy).with_context(|| format!("copy {} for the check", path.display()))?;
+        fs::copy(path, copy).with_context(|| format!("copy {} for the check", path.display()))?;
         let out = crate::util::run(
-            Command::new(e2fsck).arg("-fp").arg(&copy),
+            Command::new(e2fsck).arg("-fp").arg(copy),
             Duration::from_secs(120),
-        );
-        let _ = fs::remove_file(&copy);
-        let out = out?;
+        )?;
         match out.status.code() {
             Some(0 | 1) => Ok(format!("{}{}", out.stdout, out.stderr)),
             _ => bail!(

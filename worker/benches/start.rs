@@ -13,6 +13,9 @@
 //!   fork+exec of the workload);
 //! - `bramble+cleanup`: `bramble` until the pod init exited and `PodHandle::stop` removed the
 //!   cgroups and the state dir;
+//! - `privileged`: `bramble` with `privileged = true` (every capability, no seccomp filter, no
+//!   masked paths, the host's `/dev`, no device filter): `bramble − privileged` is what the
+//!   default security context costs at start;
 //! - `isolated`: `bramble` with `network = "isolated"`: a network namespace, a veth pair on the
 //!   pod bridge, address and route (rtnetlink);
 //! - `bramble, v2 tree` (v1 hosts with a cgroup2 hierarchy beside): `bramble` with the pods'
@@ -157,7 +160,7 @@ fn main() {
         p
     };
 
-    let mut on_v2 = Vec::new();
+    let (mut on_v2, mut privileged) = (Vec::new(), Vec::new());
     let (mut plain, mut unshare, mut crun, mut bramble, mut full, mut isolated) = (
         Vec::new(),
         Vec::new(),
@@ -248,6 +251,22 @@ fn main() {
         }
 
         let mut p = pod(i);
+        p.spec.privileged = true;
+        let r = arm(&fifo);
+        let t = Instant::now();
+        let mut h = rt.start_pod(&p, &logs).expect("start_pod (privileged)");
+        hung_up(&r);
+        let d = t.elapsed();
+        while !h.exited() {
+            h.wait(Some(Duration::from_secs(5))).expect("wait");
+        }
+        let st = h.stop(Duration::from_secs(1)).expect("stop");
+        assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}");
+        if !warm {
+            privileged.push(d);
+        }
+
+        let mut p = pod(i);
         p.spec.network = NetworkMode::Isolated;
         let r = arm(&fifo);
         let t = Instant::now();
@@ -287,7 +306,13 @@ fn main() {
     row("fork+exec", plain);
     row("unshare", unshare);
     row("crun", crun);
+    let (default_m, privileged_m) = (median(bramble.clone()), median(privileged.clone()));
     row("bramble", bramble);
+    row("privileged", privileged);
+    println!(
+        "security context (bramble - privileged): {:+.3} ms",
+        (default_m.as_secs_f64() - privileged_m.as_secs_f64()) * 1e3
+    );
     row("bramble+cleanup", full);
     row("isolated", isolated);
     if !on_v2.is_empty() {
