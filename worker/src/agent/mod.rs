@@ -14,6 +14,7 @@ pub mod info;
 pub mod netpath;
 pub mod state;
 pub mod tls;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,6 +51,11 @@ pub trait Driver {
     /// The node's own pod subnet (`None`: not assigned) and the routes to the other nodes'
     /// (subnet, via). Called before [`Driver::sync`] when the master sends them.
     fn network(&mut self, _own: Option<&str>, _routes: &[(String, String)]) {}
+    /// Cumulative CPU and memory counters of the running pods (`bramble top`; read only while
+    /// the master wants usage reports).
+    fn usage(&self) -> Vec<usage::PodSample> {
+        Vec::new()
+    }
 }
 
 /// Agent settings (the worker's flags).
@@ -270,6 +276,8 @@ async fn event_loop(
     let mut seq = 0u32;
     let mut reported: HashMap<String, PodReport> = HashMap::new();
     let mut streams: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
+    // `bramble top`: samples only while the master asks.
+    let mut sampler = usage::Sampler::default();
     // An event read while coalescing assignments, handled next.
     let mut pending: Option<Ev> = None;
     loop {
@@ -285,11 +293,14 @@ async fn event_loop(
             })
             .or(async {
                 let until_hb = next_hb.saturating_duration_since(Instant::now());
-                let tick = if up.is_some() {
+                let mut tick = if up.is_some() {
                     cfg.poll_interval.min(until_hb)
                 } else {
                     cfg.poll_interval
                 };
+                if let Some(due) = sampler.due() {
+                    tick = tick.min(due.saturating_duration_since(Instant::now()));
+                }
                 smol::Timer::after(tick).await;
                 None
             })
@@ -360,6 +371,9 @@ async fn event_loop(
             }
             Some(Ev::Down(NodeDown::Credential { .. } | NodeDown::Replaced { .. })) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
+            Some(Ev::Down(NodeDown::UsageWanted { seconds })) => {
+                sampler.want(Instant::now(), seconds.min(3600));
+            }
             Some(Ev::Down(NodeDown::ArtifactChunk {
                 request,
                 data,
@@ -471,6 +485,14 @@ async fn event_loop(
                     uptime_s: started.elapsed().as_secs() as u32,
                 };
                 let _ = tx.send(NodeUp::Heartbeat(hb)).await;
+            }
+            let report = sampler.tick(Instant::now(), || usage::Sample {
+                at: Instant::now(),
+                node: usage::node_counters(),
+                pods: driver.usage(),
+            });
+            if let Some(u) = report {
+                let _ = tx.send(NodeUp::Usage(u)).await;
             }
         }
         streams.retain(|_, c| !c.load(Ordering::Relaxed));
