@@ -984,16 +984,17 @@ fn usage() -> BoxedStrategy<bramble_wire::msg::Usage> {
 }
 
 fn node_usage() -> BoxedStrategy<bramble_wire::msg::NodeUsage> {
-    let process = (s(), usage())
-        .prop_map(|(name, usage)| bramble_wire::msg::ProcessUsage { name, usage });
-    let pod = (s(), s(), usage(), vec(process, 0..3)).prop_map(
-        |(namespace, name, usage, processes)| bramble_wire::msg::PodUsage {
-            namespace,
-            name,
-            usage,
-            processes,
-        },
-    );
+    let process =
+        (s(), usage()).prop_map(|(name, usage)| bramble_wire::msg::ProcessUsage { name, usage });
+    let pod =
+        (s(), s(), usage(), vec(process, 0..3)).prop_map(|(namespace, name, usage, processes)| {
+            bramble_wire::msg::PodUsage {
+                namespace,
+                name,
+                usage,
+                processes,
+            }
+        });
     (any::<u32>(), usage(), vec(pod, 0..3))
         .prop_map(|(window_ms, node, pods)| bramble_wire::msg::NodeUsage {
             window_ms,

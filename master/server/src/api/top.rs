@@ -15,9 +15,9 @@ use bramble_wire::objects::Node;
 use super::{Master, now_ms};
 
 /// How long nodes report after a `top`.
-pub(crate) const WANTED_SECONDS: u32 = 300;
+pub(crate) const WANTED_SECONDS: u32 = 120;
 /// Nodes are asked again when less than this is left of the window.
-const ASK_AGAIN_MS: u64 = 120_000;
+const ASK_AGAIN_MS: u64 = 60_000;
 /// How long a call waits for the nodes' first reports.
 const FIRST_WAIT: Duration = Duration::from_secs(3);
 /// A report older than this (the node stopped reporting) does not count as fresh.
