@@ -29,7 +29,7 @@ pub(crate) fn still_wanted(m: &Master) -> Option<NodeDown> {
         .top_until_ms
         .load(Ordering::Relaxed)
         .saturating_sub(now_ms());
-    (left >= 1000).then(|| NodeDown::UsageWanted {
+    (left >= 1000).then_some(NodeDown::UsageWanted {
         seconds: (left / 1000) as u32,
     })
 }
