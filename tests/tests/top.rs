@@ -8,17 +8,21 @@
 use std::time::{Duration, Instant};
 
 use bramble_tests::relay::Relay;
-use bramble_tests::{MasterProc, json, require_root, wait_for, worker, worker_log, write_file};
+use bramble_tests::{
+    MasterProc, free_port, json, require_root, wait_for, worker, worker_log, write_file,
+};
 
 const PODS: &str = r#"
 [[pod]]
 name = "burn"
+node = "n2"
 [[pod.process]]
 name = "spin"
 command = ["/bin/sh", "-c", "while :; do :; done"]
 
 [[pod]]
 name = "mem"
+node = "n2"
 [[pod.process]]
 name = "hog"
 command = ["/usr/bin/python3", "-c", "import time\nb = b'x' * (64 << 20)\ntime.sleep(100000)"]
@@ -32,6 +36,7 @@ name = "other"
 [[pod]]
 name = "quiet"
 namespace = "other"
+node = "n1"
 [[pod.process]]
 name = "main"
 command = ["/bin/sleep", "100000"]
@@ -78,7 +83,10 @@ fn top_pods_and_nodes_match_what_runs_and_cost_nothing_at_idle() {
     let _w1 = worker(&m, "n1", &tmp.path().join("n1"))
         .via(&relay.addr)
         .start();
-    let _w2 = worker(&m, "n2", &tmp.path().join("n2")).start();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let _w2 = worker(&m, "n2", &tmp.path().join("n2"))
+        .args(&["--metrics-listen", &metrics])
+        .start();
     wait_for(Duration::from_secs(30), "n1 and n2 Ready", || {
         (m.node_ready("n1") && m.node_ready("n2")).then_some(())
     });
@@ -200,7 +208,7 @@ fn top_pods_and_nodes_match_what_runs_and_cost_nothing_at_idle() {
     let reporting = traffic(&relay, Duration::from_secs(30));
     eprintln!(
         "top: first `top pods` {first_took:?}; node n1's traffic: idle {idle:.0} B/min, \
-         reporting {reporting:.0} B/min (+{:.0} B/min with 3 pods)",
+         reporting {reporting:.0} B/min (+{:.0} B/min with 1 pod)",
         reporting - idle
     );
     assert!(idle <= 1024.0, "idle traffic {idle:.0} B/min");
@@ -209,10 +217,83 @@ fn top_pods_and_nodes_match_what_runs_and_cost_nothing_at_idle() {
         "reports cost {:.0} B/min",
         reporting - idle
     );
+    // n2's Prometheus endpoint, scraped with curl: cAdvisor's names for its pods.
+    check_metrics(&metrics);
+
     let log = worker_log(&tmp.path().join("n1"));
     assert!(!log.contains("panicked"), "{log}");
     for p in ["burn", "mem"] {
         m.ok(&["delete", "pod", p]);
     }
     m.ok(&["delete", "pod", "quiet", "-n", "other"]);
+}
+
+/// The value of the series `name{labels…}` (labels given as `k="v"` substrings) in `text`.
+fn series(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn curl(url: &str) -> String {
+    let o = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", url])
+        .output()
+        .expect("run curl (apt-get install curl)");
+    assert!(o.status.success(), "curl {url}: {o:?}");
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Scrapes `bramble-worker --metrics-listen` of n2 (which runs `burn` and `mem`) and checks the
+/// format and their numbers.
+fn check_metrics(addr: &str) {
+    let text = curl(&format!("http://{addr}/metrics"));
+    for family in [
+        "container_cpu_usage_seconds_total counter",
+        "container_memory_working_set_bytes gauge",
+        "bramble_node_cpu_seconds_total counter",
+        "bramble_node_memory_working_set_bytes gauge",
+        "node_load1 gauge",
+        "bramble_state_disk_written_bytes_total counter",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family}\n")),
+            "no {family}:\n{text}"
+        );
+    }
+    assert!(series(&text, "bramble_node_memory_working_set_bytes", &[]).unwrap() > 0.0);
+    let ws = series(
+        &text,
+        "container_memory_working_set_bytes",
+        &["pod=\"mem\"", "container=\"\""],
+    )
+    .unwrap_or_else(|| panic!("no mem series:\n{text}"));
+    let mib = ws / f64::from(1 << 20);
+    assert!((48.0..=96.0).contains(&mib), "mem: {mib} MiB\n{text}");
+    // A counter: it rises at about one second per second.
+    let cpu = |t: &str| {
+        series(
+            t,
+            "container_cpu_usage_seconds_total",
+            &["pod=\"burn\"", "container=\"spin\""],
+        )
+        .unwrap_or_else(|| panic!("no burn/spin series:\n{t}"))
+    };
+    let a = cpu(&text);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let b = cpu(&curl(&format!("http://{addr}/metrics")));
+    let rate = (b - a) / t0.elapsed().as_secs_f64();
+    assert!(rate >= 0.3, "burn's CPU rose at {rate} s/s");
+    assert!(
+        !text.contains("pod=\"quiet\""),
+        "n1's pod in n2's metrics:\n{text}"
+    );
+    let o = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "404");
 }

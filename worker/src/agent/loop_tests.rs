@@ -53,6 +53,7 @@ fn config(state: &std::path::Path) -> Config {
             ..Default::default()
         },
         images: Default::default(),
+        metrics_listen: None,
     }
 }
 

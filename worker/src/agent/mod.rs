@@ -11,6 +11,7 @@ pub mod driver;
 pub mod fake;
 pub mod images;
 pub mod info;
+pub mod metrics;
 pub mod netpath;
 pub mod state;
 pub mod tls;
@@ -79,6 +80,8 @@ pub struct Config {
     pub net: netpath::NetConfig,
     /// How images are kept: overlay roots or flattened trees, GC thresholds.
     pub images: NodeImages,
+    /// Serve Prometheus metrics here (`--metrics-listen`; `None`: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// How the node keeps images (`--image-gc-high/low`, overlayfs found at startup).
@@ -182,6 +185,8 @@ enum Ev {
     Down(NodeDown),
     Disconnected,
     Unpacked(artifacts::Unpacked),
+    /// A metrics scrape: the exposition text goes back on the channel.
+    Metrics(async_channel::Sender<String>),
 }
 
 fn now_ms() -> u64 {
@@ -211,6 +216,25 @@ fn sync_pods(
 /// Runs the agent forever.
 pub async fn run(cfg: Config, driver: impl Driver) -> anyhow::Result<()> {
     let (ev_tx, ev_rx) = async_channel::bounded::<Ev>(64);
+    if let Some(addr) = cfg.metrics_listen {
+        let listener = smol::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot serve metrics on {addr}: {e}; give --metrics-listen a free address (e.g. 127.0.0.1:9101) or leave it out"
+            )
+        })?;
+        tracing::info!(%addr, "serving Prometheus metrics at http://{addr}/metrics");
+        let (ask_tx, ask_rx) = async_channel::bounded(4);
+        smol::spawn(metrics::serve(listener, ask_tx)).detach();
+        let ev = ev_tx.clone();
+        smol::spawn(async move {
+            while let Ok(reply) = ask_rx.recv().await {
+                if ev.send(Ev::Metrics(reply)).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
     let conn = cfg.clone();
     event_loop(cfg, driver, ev_rx, move || {
         smol::spawn(connection_loop(conn, ev_tx)).detach();
@@ -371,6 +395,15 @@ async fn event_loop(
             }
             Some(Ev::Down(NodeDown::Credential { .. } | NodeDown::Replaced { .. })) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
+            Some(Ev::Metrics(reply)) => {
+                let sample = usage::Sample {
+                    at: Instant::now(),
+                    node: usage::node_counters(),
+                    pods: driver.usage(),
+                };
+                let extra = metrics::read_extra(cfg.info.memory_bytes);
+                let _ = reply.try_send(metrics::render(&sample, &extra));
+            }
             Some(Ev::Down(NodeDown::UsageWanted { seconds })) => {
                 sampler.want(Instant::now(), seconds.min(3600));
             }
