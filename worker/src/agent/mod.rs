@@ -322,7 +322,7 @@ async fn event_loop(
                 } else {
                     cfg.poll_interval
                 };
-                if let Some(due) = sampler.due() {
+                if let (Some(due), true) = (sampler.due(), up.is_some()) {
                     tick = tick.min(due.saturating_duration_since(Instant::now()));
                 }
                 smol::Timer::after(tick).await;
@@ -344,6 +344,9 @@ async fn event_loop(
             }
             Some(Ev::Disconnected) => {
                 up = None;
+                // Reports go to this session only; a master that still wants them asks again
+                // when the agent reconnects.
+                sampler = usage::Sampler::default();
                 arts.disconnected();
                 for (_, c) in streams.drain() {
                     c.store(true, Ordering::Relaxed);
