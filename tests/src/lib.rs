@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod netns;
+pub mod relay;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -90,6 +90,52 @@ pub enum NodeUp {
         /// Why, with the fix when there is one.
         message: String,
     },
+    /// Resource usage of the node and its pods (`bramble top`), sent only while the master
+    /// asked for it with [`NodeDown::UsageWanted`]. Kept in the master's memory only.
+    Usage(NodeUsage),
+}
+
+/// CPU and memory of a node, pod or process over the last sampling window.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// CPU used over the window, in millicores (1000 = one core busy).
+    pub cpu_millis: u32,
+    /// Memory working set in bytes (cAdvisor's: usage minus inactive file pages).
+    pub memory_bytes: u64,
+}
+
+/// One process's usage, for [`PodUsage`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProcessUsage {
+    /// Process name.
+    pub name: String,
+    /// Its usage: its own cgroup's when it has one (own limits), else its process tree's CPU
+    /// time and resident memory.
+    pub usage: Usage,
+}
+
+/// One pod's usage, for [`NodeUsage`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodUsage {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The pod's whole cgroup (init and every process).
+    pub usage: Usage,
+    /// Per process.
+    pub processes: Vec<ProcessUsage>,
+}
+
+/// A node's usage report, for [`NodeUp::Usage`] and [`ResponseBody::Top`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeUsage {
+    /// The window the CPU rates cover, in ms.
+    pub window_ms: u32,
+    /// The whole node (`/proc/stat`, `/proc/meminfo`).
+    pub node: Usage,
+    /// The pods running on it.
+    pub pods: Vec<PodUsage>,
 }
 
 /// Master → worker.
@@ -154,6 +200,12 @@ pub enum NodeDown {
     Replaced {
         /// Why, with the fix.
         message: String,
+    },
+    /// Someone ran `bramble top`: report [`NodeUp::Usage`] soon (within about a second) and
+    /// then periodically for the next `seconds`; nothing is sampled or sent otherwise.
+    UsageWanted {
+        /// How long to keep reporting.
+        seconds: u32,
     },
 }
 
@@ -346,6 +398,10 @@ pub enum RequestBody {
     /// Replace the bootstrap join token (`DATA_DIR/join.token`): the old one is revoked, the new
     /// one written to the file and answered once by [`ResponseBody::TokenCreated`].
     TokenRotateJoin,
+    /// The nodes' and pods' resource usage (`bramble top`), answered by [`ResponseBody::Top`].
+    /// Asks the nodes to report for a few minutes; the first call waits up to a few seconds for
+    /// their first reports.
+    Top,
 }
 
 /// A change of an object's labels and annotations (`bramble label|annotate`), or of a node's
@@ -523,4 +579,20 @@ pub enum ResponseBody {
         /// Bytes to fetch in all (0 until known).
         total: u64,
     },
+    /// Resource usage per node (`bramble top`), for [`RequestBody::Top`]: every known node,
+    /// sorted by name.
+    Top(Vec<NodeTop>),
+}
+
+/// One node's row of [`ResponseBody::Top`].
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeTop {
+    /// Node name.
+    pub node: String,
+    /// Allocatable CPU (millicores) and memory (bytes) of the node, for percentages.
+    pub allocatable: Usage,
+    /// How old the report is, in ms.
+    pub age_ms: u64,
+    /// The last report, `None` when the node has sent none (not connected, or not yet).
+    pub usage: Option<NodeUsage>,
 }

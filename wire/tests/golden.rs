@@ -1321,4 +1321,39 @@ fn images_registries_and_their_calls() {
         }),
         "ac020b196c6179657220312f32206f66206c696e75782f61726d2f763764e807",
     );
+    // `bramble top`: the master asks, the node reports, the client reads.
+    check(NodeDown::UsageWanted { seconds: 120 }, "0b78");
+    let usage = |cpu_millis, memory_bytes| bramble_wire::msg::Usage {
+        cpu_millis,
+        memory_bytes,
+    };
+    let report = bramble_wire::msg::NodeUsage {
+        window_ms: 15_000,
+        node: usage(1200, 512 << 20),
+        pods: vec![bramble_wire::msg::PodUsage {
+            namespace: "default".into(),
+            name: "web".into(),
+            usage: usage(250, 64 << 20),
+            processes: vec![bramble_wire::msg::ProcessUsage {
+                name: "main".into(),
+                usage: usage(250, 60 << 20),
+            }],
+        }],
+    };
+    check(
+        NodeUp::Usage(report.clone()),
+        "079875b0098080808002010764656661756c7403776562fa018080802001046d
+         61696efa018080801e",
+    );
+    check(request(RequestBody::Top), "ac0212");
+    check(
+        response(ResponseBody::Top(vec![bramble_wire::msg::NodeTop {
+            node: "pi1".into(),
+            allocatable: usage(4000, 1 << 30),
+            age_ms: 2000,
+            usage: Some(report),
+        }])),
+        "ac020c0103706931a01f8080808004d00f019875b00980808080020107646566
+         61756c7403776562fa018080802001046d61696efa018080801e",
+    );
 }

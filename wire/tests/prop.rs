@@ -969,8 +969,39 @@ fn node_up() -> BoxedStrategy<NodeUp> {
             }
         ),
         (any::<bool>(), s()).prop_map(|(kernel, message)| NodeUp::NetworkPath { kernel, message }),
+        node_usage().prop_map(NodeUp::Usage),
     ]
     .boxed()
+}
+
+fn usage() -> BoxedStrategy<bramble_wire::msg::Usage> {
+    (any::<u32>(), any::<u64>())
+        .prop_map(|(cpu_millis, memory_bytes)| bramble_wire::msg::Usage {
+            cpu_millis,
+            memory_bytes,
+        })
+        .boxed()
+}
+
+fn node_usage() -> BoxedStrategy<bramble_wire::msg::NodeUsage> {
+    let process =
+        (s(), usage()).prop_map(|(name, usage)| bramble_wire::msg::ProcessUsage { name, usage });
+    let pod =
+        (s(), s(), usage(), vec(process, 0..3)).prop_map(|(namespace, name, usage, processes)| {
+            bramble_wire::msg::PodUsage {
+                namespace,
+                name,
+                usage,
+                processes,
+            }
+        });
+    (any::<u32>(), usage(), vec(pod, 0..3))
+        .prop_map(|(window_ms, node, pods)| bramble_wire::msg::NodeUsage {
+            window_ms,
+            node,
+            pods,
+        })
+        .boxed()
 }
 
 fn node_down() -> BoxedStrategy<NodeDown> {
@@ -1032,6 +1063,7 @@ fn node_down() -> BoxedStrategy<NodeDown> {
             })
         }),
         s().prop_map(|message| NodeDown::Replaced { message }),
+        any::<u32>().prop_map(|seconds| NodeDown::UsageWanted { seconds }),
     ]
     .boxed()
 }
@@ -1132,6 +1164,7 @@ fn request() -> BoxedStrategy<Request> {
                 }
             ),
         Just(RequestBody::TokenRotateJoin),
+        Just(RequestBody::Top),
     ];
     (any::<u32>(), body)
         .prop_map(|(id, body)| Request { id, body })
@@ -1226,6 +1259,18 @@ fn response() -> BoxedStrategy<Response> {
                 total,
             }
         }),
+        vec(
+            (s(), usage(), any::<u64>(), of(node_usage())).prop_map(
+                |(node, allocatable, age_ms, usage)| bramble_wire::msg::NodeTop {
+                    node,
+                    allocatable,
+                    age_ms,
+                    usage,
+                }
+            ),
+            0..3
+        )
+        .prop_map(ResponseBody::Top),
     ];
     (any::<u32>(), body)
         .prop_map(|(id, body)| Response { id, body })
@@ -1297,7 +1342,8 @@ cases!(
         Log,
         LogEnd,
         ArtifactGet,
-        NetworkPath
+        NetworkPath,
+        Usage
     ]
 );
 cases!(
@@ -1315,7 +1361,8 @@ cases!(
         Credential,
         Network,
         ClusterNetwork,
-        Replaced
+        Replaced,
+        UsageWanted
     ]
 );
 cases!(
@@ -1340,7 +1387,8 @@ cases!(
         ImageImport,
         ImageRemove,
         Patch,
-        TokenRotateJoin
+        TokenRotateJoin,
+        Top
     ]
 );
 cases!(
@@ -1359,7 +1407,8 @@ cases!(
         ArtifactProgress,
         TokenCreated,
         Tokens,
-        ImageProgress
+        ImageProgress,
+        Top
     ]
 );
 cases!(token_kind_case, TOKEN_KIND, TokenKind, [Join, Node, Admin]);

@@ -66,6 +66,11 @@ struct Args {
     /// ... until it is under this (percent).
     #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
     image_gc_low: u8,
+    /// Serve Prometheus metrics (cAdvisor's container names, node CPU/memory/load, bytes the
+    /// agent wrote) at http://ADDR/metrics, e.g. `127.0.0.1:9101`. Off by default; plain HTTP
+    /// without authentication: prefer a loopback or private address.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Remove what the agent added to the node's network (the nftables table, the pod bridge,
     /// the pods' veth ends, its routes) and exit. Pods' processes are not touched.
     #[arg(long)]
@@ -245,6 +250,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         proxy_address: args.proxy_address,
         net,
         images,
+        metrics_listen: args.metrics_listen,
     };
     smol::block_on(bramble_worker::agent::run(cfg, driver))
 }

@@ -12,6 +12,7 @@ mod label;
 mod rollout;
 mod table;
 mod token;
+mod top;
 mod up;
 mod watch;
 
@@ -271,6 +272,13 @@ pub enum Cmd {
         /// Give up after this long (exit 1, naming the pods left; the node stays cordoned).
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
+    },
+    /// Show CPU (millicores) and memory (working set) of pods, processes or nodes, as the
+    /// agents measure them from cgroups (the first call waits a few seconds for their reports).
+    Top {
+        /// Pods or nodes.
+        #[command(subcommand)]
+        what: top::TopCmd,
     },
     /// Print a shell completion script (bash, zsh or fish; see docs/cli.md).
     Completion {
@@ -984,6 +992,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             timeout,
         } => drain::run(&mut c, &node, force, timeout, &mut out).await?,
         Cmd::Rollout { action } => rollout::run(&mut c, action, &mut out).await?,
+        Cmd::Top { what } => top::run(&mut c, what, &mut out).await?,
         Cmd::Create { what } => create::run(&mut c, what, &mut out).await?,
         Cmd::Token { action } => token::run(&mut c, action, &mut out).await?,
         Cmd::Artifact { action } => artifact::run(&mut c, action, &mut out).await?,

@@ -497,7 +497,9 @@ async fn session(
                         .await
                         .context("send LogEnd")?;
                     }
-                    Some(NodeDown::CancelLogs { .. }) => {}
+                    // Simulated nodes run no pods: no usage reports (`bramble top` shows
+                    // them as `<unknown>`).
+                    Some(NodeDown::CancelLogs { .. } | NodeDown::UsageWanted { .. }) => {}
                 },
             }
         }

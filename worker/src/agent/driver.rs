@@ -458,6 +458,48 @@ impl Driver for LinuxDriver {
         }))
     }
 
+    fn usage(&self) -> Vec<super::usage::PodSample> {
+        use super::usage::{Counters, PodSample, process_counters};
+        use bramble_wire::objects::ProcessState;
+        let cg = self.rt.cgroups();
+        let of_cgroup = |rel: &str| Counters {
+            cpu_ns: cg.cpu_usage_ns(rel).unwrap_or(0),
+            memory_bytes: cg.memory_working_set(rel).ok().flatten().unwrap_or(0),
+        };
+        let mut out = Vec::new();
+        for e in self.pods.values() {
+            let Some(h) = e.handle() else { continue };
+            let pod = &e.run.pod;
+            // Cached: rereads the status file only after the init signalled a change.
+            let status = h.status();
+            let processes = pod
+                .spec
+                .processes
+                .iter()
+                .map(|p| {
+                    let c = if crate::runtime::own_cgroup(pod, p) {
+                        of_cgroup(&format!("{}/p-{}", h.cgroup(), p.name))
+                    } else {
+                        let pid = status.processes.iter().find_map(|s| match s.state {
+                            ProcessState::Running { pid, .. } if s.name == p.name => Some(pid),
+                            _ => None,
+                        });
+                        pid.and_then(process_counters).unwrap_or_default()
+                    };
+                    (p.name.clone(), c)
+                })
+                .collect();
+            out.push(PodSample {
+                namespace: pod.meta.namespace.clone(),
+                name: pod.meta.name.clone(),
+                uid: pod.meta.uid.clone(),
+                total: of_cgroup(h.cgroup()),
+                processes,
+            });
+        }
+        out
+    }
+
     fn log_file(&self, namespace: &str, pod: &str, process: Option<&str>) -> Option<PathBuf> {
         let p = &self
             .pods

@@ -53,6 +53,7 @@ fn config(state: &std::path::Path) -> Config {
             ..Default::default()
         },
         images: Default::default(),
+        metrics_listen: None,
     }
 }
 
@@ -316,4 +317,46 @@ fn a_burst_of_assignments_is_saved_and_synced_once() {
     });
     let mut f = state::StateFile::new(&StateDir::new(dir.path()));
     assert_eq!(f.load().unwrap().unwrap().revision, 3);
+}
+
+#[test]
+fn usage_is_reported_only_after_the_master_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = FakeDriver::new();
+    with_agent(dir.path(), &d.clone(), |h| async move {
+        h.connect().await;
+        let _ = h.status().await;
+        // Not asked: no usage report for a while.
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_millis(1500) {
+            let m = future::or(async { h.up.recv().await.ok() }, async {
+                smol::Timer::after(Duration::from_millis(100)).await;
+                None
+            })
+            .await;
+            assert!(!matches!(m, Some(NodeUp::Usage(_))), "unasked {m:?}");
+        }
+        h.ev.send(Ev::Down(NodeDown::UsageWanted { seconds: 60 }))
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let report = loop {
+            let m = future::or(async { h.up.recv().await.ok() }, async {
+                smol::Timer::after(Duration::from_secs(5)).await;
+                None
+            })
+            .await
+            .expect("a usage report within 5 s of the ask");
+            if let NodeUp::Usage(u) = m {
+                break u;
+            }
+        };
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+        assert!((900..=3000).contains(&report.window_ms), "{report:?}");
+        // A metrics scrape is answered from the loop.
+        let (tx, rx) = async_channel::bounded(1);
+        h.ev.send(Ev::Metrics(tx)).await.unwrap();
+        let text = rx.recv().await.unwrap();
+        assert!(text.contains("# TYPE container_cpu_usage_seconds_total counter"));
+    });
 }

@@ -11,9 +11,11 @@ pub mod driver;
 pub mod fake;
 pub mod images;
 pub mod info;
+pub mod metrics;
 pub mod netpath;
 pub mod state;
 pub mod tls;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,6 +52,11 @@ pub trait Driver {
     /// The node's own pod subnet (`None`: not assigned) and the routes to the other nodes'
     /// (subnet, via). Called before [`Driver::sync`] when the master sends them.
     fn network(&mut self, _own: Option<&str>, _routes: &[(String, String)]) {}
+    /// Cumulative CPU and memory counters of the running pods (`bramble top`; read only while
+    /// the master wants usage reports).
+    fn usage(&self) -> Vec<usage::PodSample> {
+        Vec::new()
+    }
 }
 
 /// Agent settings (the worker's flags).
@@ -73,6 +80,8 @@ pub struct Config {
     pub net: netpath::NetConfig,
     /// How images are kept: overlay roots or flattened trees, GC thresholds.
     pub images: NodeImages,
+    /// Serve Prometheus metrics here (`--metrics-listen`; `None`: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// How the node keeps images (`--image-gc-high/low`, overlayfs found at startup).
@@ -176,6 +185,8 @@ enum Ev {
     Down(NodeDown),
     Disconnected,
     Unpacked(artifacts::Unpacked),
+    /// A metrics scrape: the exposition text goes back on the channel.
+    Metrics(async_channel::Sender<String>),
 }
 
 fn now_ms() -> u64 {
@@ -205,6 +216,25 @@ fn sync_pods(
 /// Runs the agent forever.
 pub async fn run(cfg: Config, driver: impl Driver) -> anyhow::Result<()> {
     let (ev_tx, ev_rx) = async_channel::bounded::<Ev>(64);
+    if let Some(addr) = cfg.metrics_listen {
+        let listener = smol::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot serve metrics on {addr}: {e}; give --metrics-listen a free address (e.g. 127.0.0.1:9101) or leave it out"
+            )
+        })?;
+        tracing::info!(%addr, "serving Prometheus metrics at http://{addr}/metrics");
+        let (ask_tx, ask_rx) = async_channel::bounded(4);
+        smol::spawn(metrics::serve(listener, ask_tx)).detach();
+        let ev = ev_tx.clone();
+        smol::spawn(async move {
+            while let Ok(reply) = ask_rx.recv().await {
+                if ev.send(Ev::Metrics(reply)).await.is_err() {
+                    break;
+                }
+            }
+        })
+        .detach();
+    }
     let conn = cfg.clone();
     event_loop(cfg, driver, ev_rx, move || {
         smol::spawn(connection_loop(conn, ev_tx)).detach();
@@ -270,6 +300,8 @@ async fn event_loop(
     let mut seq = 0u32;
     let mut reported: HashMap<String, PodReport> = HashMap::new();
     let mut streams: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
+    // `bramble top`: samples only while the master asks.
+    let mut sampler = usage::Sampler::default();
     // An event read while coalescing assignments, handled next.
     let mut pending: Option<Ev> = None;
     loop {
@@ -285,11 +317,14 @@ async fn event_loop(
             })
             .or(async {
                 let until_hb = next_hb.saturating_duration_since(Instant::now());
-                let tick = if up.is_some() {
+                let mut tick = if up.is_some() {
                     cfg.poll_interval.min(until_hb)
                 } else {
                     cfg.poll_interval
                 };
+                if let (Some(due), true) = (sampler.due(), up.is_some()) {
+                    tick = tick.min(due.saturating_duration_since(Instant::now()));
+                }
                 smol::Timer::after(tick).await;
                 None
             })
@@ -309,6 +344,9 @@ async fn event_loop(
             }
             Some(Ev::Disconnected) => {
                 up = None;
+                // Reports go to this session only; a master that still wants them asks again
+                // when the agent reconnects.
+                sampler = usage::Sampler::default();
                 arts.disconnected();
                 for (_, c) in streams.drain() {
                     c.store(true, Ordering::Relaxed);
@@ -360,6 +398,18 @@ async fn event_loop(
             }
             Some(Ev::Down(NodeDown::Credential { .. } | NodeDown::Replaced { .. })) => {}
             Some(Ev::Down(NodeDown::Ping)) => {}
+            Some(Ev::Metrics(reply)) => {
+                let sample = usage::Sample {
+                    at: Instant::now(),
+                    node: usage::node_counters(),
+                    pods: driver.usage(),
+                };
+                let extra = metrics::read_extra(cfg.info.memory_bytes);
+                let _ = reply.try_send(metrics::render(&sample, &extra));
+            }
+            Some(Ev::Down(NodeDown::UsageWanted { seconds })) => {
+                sampler.want(Instant::now(), seconds.min(3600));
+            }
             Some(Ev::Down(NodeDown::ArtifactChunk {
                 request,
                 data,
@@ -471,6 +521,14 @@ async fn event_loop(
                     uptime_s: started.elapsed().as_secs() as u32,
                 };
                 let _ = tx.send(NodeUp::Heartbeat(hb)).await;
+            }
+            let report = sampler.tick(Instant::now(), || usage::Sample {
+                at: Instant::now(),
+                node: usage::node_counters(),
+                pods: driver.usage(),
+            });
+            if let Some(u) = report {
+                let _ = tx.send(NodeUp::Usage(u)).await;
             }
         }
         streams.retain(|_, c| !c.load(Ordering::Relaxed));

@@ -112,6 +112,24 @@ pub fn parse_oom_kills(content: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The memory working set of a cgroup as cAdvisor and the kubelet compute it (what `kubectl
+/// top` shows and the OOM killer weighs): `usage` (v1 `memory.usage_in_bytes`, v2
+/// `memory.current`) minus the inactive file pages of its `memory.stat` (`total_inactive_file`
+/// on v1, which counts the whole subtree; `inactive_file` on v2), never below 0.
+pub fn working_set(usage: u64, memory_stat: &str, v1: bool) -> u64 {
+    let key = if v1 {
+        "total_inactive_file "
+    } else {
+        "inactive_file "
+    };
+    let inactive = memory_stat
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    usage.saturating_sub(inactive)
+}
+
 /// What a cgroup manager can do. Paths are relative to the manager's base.
 pub trait CgroupManager: fmt::Debug + Send + Sync {
     /// The hierarchy version.
@@ -147,6 +165,11 @@ pub trait CgroupManager: fmt::Debug + Send + Sync {
     fn children(&self, rel: &str) -> Vec<String>;
     /// CPU time used by `rel` and below, in ns.
     fn cpu_usage_ns(&self, rel: &str) -> Result<u64>;
+    /// Memory working set of `rel` and below ([`working_set`]), `None` without the memory
+    /// controller.
+    fn memory_working_set(&self, _rel: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
     /// Kills every task in `rel` and below until none is left.
     fn kill_all(&self, rel: &str) -> Result<()>;
     /// Removes `rel` and its children (they must be empty of tasks). Missing is fine.
@@ -364,6 +387,22 @@ impl CgroupManager for V1 {
         Ok(read(&p)?.trim().parse().unwrap_or(0))
     }
 
+    fn memory_working_set(&self, rel: &str) -> Result<Option<u64>> {
+        let Some(dir) = self.dir_of("memory") else {
+            return Ok(None);
+        };
+        let d = dir.join(rel);
+        let usage = read(&d.join("memory.usage_in_bytes"))?
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        Ok(Some(working_set(
+            usage,
+            &read(&d.join("memory.stat"))?,
+            true,
+        )))
+    }
+
     fn kill_all(&self, rel: &str) -> Result<()> {
         let path = self
             .hierarchies
@@ -557,6 +596,19 @@ impl CgroupManager for V2 {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .unwrap_or(0)
             * 1000)
+    }
+
+    fn memory_working_set(&self, rel: &str) -> Result<Option<u64>> {
+        if !self.controllers.has(Controllers::MEMORY) {
+            return Ok(None);
+        }
+        let d = self.root.join(rel);
+        let usage = read(&d.join("memory.current"))?.trim().parse().unwrap_or(0);
+        Ok(Some(working_set(
+            usage,
+            &read(&d.join("memory.stat"))?,
+            false,
+        )))
     }
 
     fn kill_all(&self, rel: &str) -> Result<()> {
@@ -936,8 +988,42 @@ mod tests {
         assert_eq!(m.pids("b/p").unwrap(), vec![12, 34]);
         std::fs::write(r.join("b/p/cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
         assert_eq!(m.cpu_usage_ns("b/p").unwrap(), 1_500_000);
+        std::fs::write(r.join("b/p/memory.current"), "10485760\n").unwrap();
+        std::fs::write(
+            r.join("b/p/memory.stat"),
+            "anon 8388608\nfile 2097152\nactive_file 1048576\ninactive_file 1048576\n",
+        )
+        .unwrap();
+        assert_eq!(m.memory_working_set("b/p").unwrap(), Some(9_437_184));
         let ev = "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n";
         assert_eq!(parse_oom_kills(ev), 1);
+    }
+
+    #[test]
+    fn working_set_subtracts_inactive_file() {
+        // v1 counts the subtree's `total_` fields; the local `inactive_file` is not the one.
+        let v1 = "cache 300\ninactive_file 50\ntotal_cache 400\ntotal_inactive_file 100\n";
+        assert_eq!(working_set(1000, v1, true), 900);
+        let v2 = "anon 700\nfile 300\ninactive_file 250\nactive_file 50\n";
+        assert_eq!(working_set(1000, v2, false), 750);
+        // Never negative (cAdvisor clamps at 0), and a stat without the field subtracts nothing.
+        assert_eq!(working_set(10, v2, false), 0);
+        assert_eq!(working_set(1000, "", true), 1000);
+    }
+
+    #[test]
+    fn v1_reads_memory_working_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = dir.path().join("memory");
+        std::fs::create_dir_all(mem.join("b/p")).unwrap();
+        std::fs::write(mem.join("b/p/memory.usage_in_bytes"), "4096000\n").unwrap();
+        std::fs::write(mem.join("b/p/memory.stat"), "total_inactive_file 96000\n").unwrap();
+        let m = V1::new(vec![V1Hierarchy {
+            controllers: vec!["memory".into()],
+            base: mem,
+        }]);
+        assert_eq!(m.memory_working_set("b/p").unwrap(), Some(4_000_000));
+        assert_eq!(Noop.memory_working_set("b/p").unwrap(), None);
     }
 
     #[test]

@@ -277,6 +277,12 @@ impl PodToRun {
     }
 }
 
+/// Whether process `p` of `pod` has a cgroup leaf of its own (`<pod>/p-<name>`): it sets
+/// limits and the pod has other processes. The others share the `_init` leaf.
+pub fn own_cgroup(pod: &Pod, p: &bramble_wire::objects::ProcessSpec) -> bool {
+    p.resources != Resources::default() && pod.spec.processes.len() > 1
+}
+
 /// A pod's key on this node: `<namespace>_<name>_<uid prefix>`, the name of its cgroup, state
 /// directory and log directory. Names are DNS labels, so `_` separates unambiguously.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -747,7 +753,7 @@ impl LinuxRuntime {
         cg.create(&init_rel, &Resources::default())?;
         let mut processes = Vec::new();
         for p in &pod.spec.processes {
-            let own = p.resources != Resources::default() && pod.spec.processes.len() > 1;
+            let own = own_cgroup(pod, p);
             let leaf = if own {
                 format!("{rel}/p-{}", p.name)
             } else {

@@ -380,6 +380,14 @@ pub fn ns_pids(pid: i32) -> Option<Vec<i32>> {
         .collect()
 }
 
+/// Clock ticks per second of the times in `/proc/<pid>/stat` (`sysconf(_SC_CLK_TCK)`; 100 on
+/// every Linux we run on, used when the call fails).
+pub fn clock_ticks() -> u64 {
+    // SAFETY: sysconf reads a constant of the C library; no pointers, no memory of ours.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
 /// Our PID.
 pub fn getpid() -> i32 {
     nix::unistd::getpid().as_raw()

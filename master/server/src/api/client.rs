@@ -482,6 +482,7 @@ pub(crate) async fn handle_unfiltered(
             m.poke_scheduler();
             Ok(ResponseBody::Deleted { revision })
         }
+        RequestBody::Top => Ok(ResponseBody::Top(super::top::top(m).await)),
         RequestBody::Watch { .. } | RequestBody::Logs { .. } | RequestBody::ImagePull { .. } => {
             Err(err(ErrorCode::Internal, "streaming call routed wrongly"))
         }

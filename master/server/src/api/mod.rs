@@ -27,6 +27,7 @@ pub mod report;
 #[cfg(test)]
 mod report_cost;
 pub mod tls;
+mod top;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -168,6 +169,8 @@ pub(crate) struct NodeLive {
     pub pushed_hash: Option<u64>,
     /// Set when the lifecycle loop wrote NotReady; the next heartbeat writes Ready back.
     pub marked_not_ready: bool,
+    /// The node's last usage report (`bramble top`) and when it came, ms since the epoch.
+    pub usage: Option<(u64, bramble_wire::msg::NodeUsage)>,
 }
 
 /// Shared state of a running master.
@@ -196,6 +199,8 @@ pub struct Master {
     pub(crate) cache: Arc<crate::cache::Cache>,
     /// Image pulls: one per reference at a time, the background puller's backoff.
     pub(crate) images: image::Images,
+    /// Until when (ms since the epoch) the nodes were asked to report usage (`bramble top`).
+    pub(crate) top_until_ms: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Master {
@@ -273,6 +278,7 @@ impl Master {
             service_ip_lock: Mutex::new(()),
             cache: crate::cache::Cache::new(),
             images: Default::default(),
+            top_until_ms: Default::default(),
         });
         client::ensure_default_namespace(&m).await?;
         client::backfill_service_ips(&m).await?;

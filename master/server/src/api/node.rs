@@ -143,6 +143,10 @@ pub(crate) async fn serve(
     });
     super::endpoints::push_to(&m, &tx, own_subnet).await;
     super::dispatch::push_assignment(&m, &name).await;
+    if let Some(wanted) = super::top::still_wanted(&m) {
+        // Someone ran `bramble top` recently: this node reports too.
+        let _ = tx.send(wanted).await;
+    }
     m.poke_scheduler();
 
     // Artifact tarballs this node was found to use (checked once per hash, not per chunk).
@@ -179,6 +183,7 @@ pub(crate) async fn serve(
             }
             match msg {
                 NodeUp::Heartbeat(_) => {}
+                NodeUp::Usage(u) => super::top::received(&m, &name, u).await,
                 NodeUp::NetworkPath { kernel, message } => {
                     set_network_condition(&m, &name, kernel, &message).await?;
                 }
