@@ -1,0 +1,267 @@
+//! Per-client limits (Kubernetes' API priority and fairness, in small): what one source address
+//! may hold before it authenticated, and what one credential may hold after.
+//!
+//! - **Unauthenticated connections** (the TLS handshake and the Hello) live in a [`Pending`]
+//!   table with a cap per source address and a global cap. A new connection is always taken; when
+//!   a cap is hit, an older pending connection is evicted instead: the idle ones first (no byte
+//!   received yet), oldest first, from the address holding the most. So a flood of idle sockets
+//!   from one address never keeps a worker or an admin out, even from that address: their
+//!   handshake is newer and not idle, and it leaves the table within milliseconds.
+//! - **Authenticated sessions** do not count against the pending caps (their room is reserved).
+//! - **Watches** are counted per credential ([`WatchSlots`]).
+//!
+//! The tables are pure (no I/O, time passed in); the accept loop and the client sessions drive
+//! them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bramble_wire::msg::{ApiError, ErrorCode};
+
+/// A connection that has not authenticated yet, as the [`Pending`] table holds it.
+#[derive(Debug)]
+struct Entry<H> {
+    ip: IpAddr,
+    /// Bytes received so far (shared with the connection's reader): 0 means idle.
+    read: Arc<AtomicUsize>,
+    /// Dropped to evict the connection (its task watches the other end).
+    handle: H,
+}
+
+/// Unauthenticated connections, in arrival order, with per-address and global caps.
+#[derive(Debug)]
+pub struct Pending<H> {
+    per_addr: usize,
+    total: usize,
+    next: u64,
+    conns: BTreeMap<u64, Entry<H>>,
+    by_addr: HashMap<IpAddr, usize>,
+}
+
+impl<H> Pending<H> {
+    /// At most `per_addr` pending connections per address and `total` in all.
+    pub fn new(per_addr: usize, total: usize) -> Pending<H> {
+        Pending {
+            per_addr: per_addr.max(1),
+            total: total.max(1),
+            next: 0,
+            conns: BTreeMap::new(),
+            by_addr: HashMap::new(),
+        }
+    }
+
+    /// Pending connections now.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether none is pending.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Pending connections from `ip`.
+    pub fn from_addr(&self, ip: IpAddr) -> usize {
+        self.by_addr.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// Takes a new connection from `ip`; returns its key and the handles of the connections it
+    /// evicted (drop them to close those connections).
+    pub fn admit(&mut self, ip: IpAddr, read: Arc<AtomicUsize>, handle: H) -> (u64, Vec<H>) {
+        let mut evicted = Vec::new();
+        while self.from_addr(ip) >= self.per_addr {
+            match self.victim(Some(ip)) {
+                Some(h) => evicted.push(h),
+                None => break,
+            }
+        }
+        while self.conns.len() >= self.total {
+            // From the address holding the most (an attacker's, not a lone board's).
+            let heaviest = self
+                .by_addr
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(ip, _)| *ip);
+            match self.victim(heaviest) {
+                Some(h) => evicted.push(h),
+                None => break,
+            }
+        }
+        let key = self.next;
+        self.next += 1;
+        self.conns.insert(key, Entry { ip, read, handle });
+        *self.by_addr.entry(ip).or_insert(0) += 1;
+        (key, evicted)
+    }
+
+    /// The connection `key` authenticated or closed: it leaves the table.
+    pub fn remove(&mut self, key: u64) -> Option<H> {
+        let e = self.conns.remove(&key)?;
+        self.forget_one(e.ip);
+        Some(e.handle)
+    }
+
+    fn forget_one(&mut self, ip: IpAddr) {
+        if let Some(n) = self.by_addr.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_addr.remove(&ip);
+            }
+        }
+    }
+
+    /// Evicts one connection of `ip` (or of any address): the oldest idle one, else the oldest.
+    fn victim(&mut self, ip: Option<IpAddr>) -> Option<H> {
+        let mine = |e: &Entry<H>| ip.is_none_or(|ip| e.ip == ip);
+        let key = self
+            .conns
+            .iter()
+            .find(|(_, e)| mine(e) && e.read.load(Ordering::Relaxed) == 0)
+            .or_else(|| self.conns.iter().find(|(_, e)| mine(e)))
+            .map(|(k, _)| *k)?;
+        self.remove(key)
+    }
+}
+
+/// Open watches per credential (token id), with a cap.
+#[derive(Debug)]
+pub struct WatchSlots {
+    max: usize,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One open watch; dropping it gives the slot back.
+#[derive(Debug)]
+pub struct WatchSlot {
+    slots: Arc<WatchSlots>,
+    token: String,
+}
+
+impl WatchSlots {
+    /// At most `max` open watches per credential.
+    pub fn new(max: usize) -> Arc<WatchSlots> {
+        Arc::new(WatchSlots {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes a slot for credential `token`, or says which limit and flag refused it.
+    pub fn take(self: &Arc<Self>, token: &str) -> Result<WatchSlot, ApiError> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(token.to_string()).or_insert(0);
+        if *n >= self.max {
+            return Err(ApiError {
+                code: ErrorCode::Unavailable,
+                message: format!(
+                    "credential {token} already has {} watches open, the master's limit \
+                     (--max-watches-per-credential {}): close some (each `bramble get -w` or \
+                     controller holds one) or raise the limit",
+                    *n, self.max
+                ),
+            });
+        }
+        *n += 1;
+        Ok(WatchSlot {
+            slots: self.clone(),
+            token: token.to_string(),
+        })
+    }
+
+    /// Open watches of credential `token`.
+    pub fn open(&self, token: &str) -> usize {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(token).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.token) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.token);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([192, 0, 2, last])
+    }
+
+    fn counter(n: usize) -> Arc<AtomicUsize> {
+        Arc::new(AtomicUsize::new(n))
+    }
+
+    #[test]
+    fn a_full_address_evicts_its_own_idle_connections_first() {
+        let mut p = Pending::new(3, 100);
+        let busy = counter(0);
+        let (_, e) = p.admit(ip(1), busy.clone(), "a0");
+        assert!(e.is_empty());
+        p.admit(ip(1), counter(0), "a1");
+        p.admit(ip(1), counter(0), "a2");
+        busy.store(10, Ordering::Relaxed); // a0 is handshaking
+        let (_, e) = p.admit(ip(1), counter(0), "a3");
+        assert_eq!(e, vec!["a1"], "the oldest idle one goes, not the busy one");
+        p.admit(ip(2), counter(0), "b0");
+        assert_eq!(p.from_addr(ip(1)), 3);
+        assert_eq!(p.from_addr(ip(2)), 1);
+        // Only busy ones left: the oldest goes.
+        for (k, v) in p.conns.iter() {
+            v.read.store(1, Ordering::Relaxed);
+            let _ = k;
+        }
+        let (_, e) = p.admit(ip(1), counter(0), "a4");
+        assert_eq!(e, vec!["a0"]);
+    }
+
+    #[test]
+    fn the_global_cap_evicts_from_the_heaviest_address() {
+        let mut p = Pending::new(100, 5);
+        for name in ["x0", "x1", "x2", "x3"] {
+            p.admit(ip(9), counter(0), name);
+        }
+        p.admit(ip(1), counter(0), "lone");
+        let (_, e) = p.admit(ip(2), counter(0), "worker");
+        assert_eq!(e, vec!["x0"]);
+        assert_eq!(p.len(), 5);
+        assert_eq!(p.from_addr(ip(1)), 1);
+    }
+
+    #[test]
+    fn remove_frees_the_address() {
+        let mut p = Pending::new(1, 10);
+        let (k, _) = p.admit(ip(1), counter(0), 1);
+        assert_eq!(p.remove(k), Some(1));
+        assert!(p.is_empty() && p.by_addr.is_empty());
+        assert_eq!(p.remove(k), None);
+        // 10,000 connections from one address: the table stays at its cap.
+        let mut p = Pending::new(64, 256);
+        for i in 0..10_000 {
+            p.admit(ip(1), counter(0), i);
+        }
+        assert_eq!(p.len(), 64);
+    }
+
+    #[test]
+    fn watch_slots_cap_per_credential_and_come_back() {
+        let s = WatchSlots::new(2);
+        let a = s.take("node-1").unwrap();
+        let _b = s.take("node-1").unwrap();
+        let e = s.take("node-1").unwrap_err();
+        assert!(e.message.contains("--max-watches-per-credential 2"), "{e:?}");
+        assert!(s.take("admin-1").is_ok(), "another credential has its own slots");
+        drop(a);
+        assert_eq!(s.open("node-1"), 1);
+        assert!(s.take("node-1").is_ok());
+    }
+}
