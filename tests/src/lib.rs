@@ -618,3 +618,72 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&p, text).unwrap();
     p.display().to_string()
 }
+
+/// A `Key:   123 kB` field of `/proc/PID/status` or `smaps_rollup`, in kB.
+pub fn proc_kb(pid: u32, file: &str, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    s.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// A process's resident memory (`VmRSS`), in kB.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    proc_kb(pid, "status", "VmRSS")
+}
+
+/// `bramble-nodesim` (its path: `env!("CARGO_BIN_EXE_bramble-nodesim")` in a test or bench)
+/// running `nodes` simulated nodes named `prefix-I` against `master` until it is dropped, with
+/// `extra` flags; waits (`timeout`) until every node got its first assignment. Its stdout lines
+/// after that come on the receiver.
+pub fn nodesim(
+    program: &Path,
+    master: &MasterProc,
+    prefix: &str,
+    nodes: usize,
+    extra: &[&str],
+    timeout: Duration,
+) -> (Proc, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = with_nofile(program)
+        .args(["--master", &master.addr, "--token-file"])
+        .arg(master.data_dir.join("join.token"))
+        .args(["--nodes", &nodes.to_string(), "--prefix", prefix])
+        .args(["--duration", "30m", "--until-stdin-closes"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn bramble-nodesim");
+    let out = child.stdout.take().expect("stdout");
+    // Its stdin stays open (in the child handle) until the Proc drops.
+    let sim = Proc {
+        child,
+        what: format!("nodesim {prefix}"),
+        cgroup_parent: None,
+        bridge: None,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let ready = format!("nodesim: ready {nodes}/{nodes}");
+    let t = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let l = rx
+            .recv_timeout(timeout.saturating_sub(t.elapsed()))
+            .unwrap_or_else(|_| panic!("nodesim never ready: {seen:?}\n{}", tail(&master.log(), 3000)));
+        let done = l.starts_with(&ready);
+        seen.push(l);
+        if done {
+            return (sim, rx);
+        }
+    }
+}

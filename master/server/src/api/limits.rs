@@ -3,10 +3,11 @@
 //!
 //! - **Unauthenticated connections** (the TLS handshake and the Hello) live in a [`Pending`]
 //!   table with a cap per source address and a global cap. A new connection is always taken; when
-//!   a cap is hit, an older pending connection is evicted instead: the idle ones first (no byte
-//!   received yet), oldest first, from the address holding the most. So a flood of idle sockets
-//!   from one address never keeps a worker or an admin out, even from that address: their
-//!   handshake is newer and not idle, and it leaves the table within milliseconds.
+//!   a cap is hit, a pending connection of that address (or of the address holding the most) is
+//!   evicted instead: the oldest idle one (no byte received, none waiting unread), and a
+//!   connection that sent bytes only when no idle one is left. A worker or an admin sends its TLS
+//!   ClientHello at once, so a flood of idle sockets from one address, even theirs, never keeps
+//!   them out: they are not idle, and leave the table within milliseconds.
 //! - **Authenticated sessions** do not count against the pending caps (their room is reserved).
 //! - **Watches** are counted per credential ([`WatchSlots`]).
 //!
@@ -67,32 +68,45 @@ impl<H> Pending<H> {
         self.by_addr.get(&ip).copied().unwrap_or(0)
     }
 
-    /// Takes a new connection from `ip`; returns its key and the handles of the connections it
-    /// evicted (drop them to close those connections).
-    pub fn admit(&mut self, ip: IpAddr, read: Arc<AtomicUsize>, handle: H) -> (u64, Vec<H>) {
+    /// Takes a new connection from `ip`; returns its key and the handles of the
+    /// connections it evicted (drop them to close those connections; the newcomer's own handle
+    /// may be among them). `waiting(h)` says whether bytes wait unread on a connection (its task
+    /// has not read them yet): such a connection is not idle.
+    pub fn admit(
+        &mut self,
+        ip: IpAddr,
+        read: Arc<AtomicUsize>,
+        handle: H,
+        waiting: impl Fn(&H) -> bool,
+    ) -> (u64, Vec<H>) {
+        let key = self.next;
+        self.next += 1;
+        let entry = Entry {
+            ip,
+            read,
+            handle,
+        };
+        self.conns.insert(key, entry);
+        *self.by_addr.entry(ip).or_insert(0) += 1;
         let mut evicted = Vec::new();
-        while self.from_addr(ip) >= self.per_addr {
-            match self.victim(Some(ip)) {
+        while self.from_addr(ip) > self.per_addr {
+            match self.victim(Some(ip), &waiting) {
                 Some(h) => evicted.push(h),
                 None => break,
             }
         }
-        while self.conns.len() >= self.total {
+        while self.conns.len() > self.total {
             // From the address holding the most (an attacker's, not a lone board's).
             let heaviest = self
                 .by_addr
                 .iter()
                 .max_by_key(|(_, n)| **n)
                 .map(|(ip, _)| *ip);
-            match self.victim(heaviest) {
+            match self.victim(heaviest, &waiting) {
                 Some(h) => evicted.push(h),
                 None => break,
             }
         }
-        let key = self.next;
-        self.next += 1;
-        self.conns.insert(key, Entry { ip, read, handle });
-        *self.by_addr.entry(ip).or_insert(0) += 1;
         (key, evicted)
     }
 
@@ -113,12 +127,13 @@ impl<H> Pending<H> {
     }
 
     /// Evicts one connection of `ip` (or of any address): the oldest idle one, else the oldest.
-    fn victim(&mut self, ip: Option<IpAddr>) -> Option<H> {
+    fn victim(&mut self, ip: Option<IpAddr>, waiting: &impl Fn(&H) -> bool) -> Option<H> {
         let mine = |e: &Entry<H>| ip.is_none_or(|ip| e.ip == ip);
+        let idle = |e: &Entry<H>| e.read.load(Ordering::Relaxed) == 0 && !waiting(&e.handle);
         let key = self
             .conns
             .iter()
-            .find(|(_, e)| mine(e) && e.read.load(Ordering::Relaxed) == 0)
+            .find(|(_, e)| mine(e) && idle(e))
             .or_else(|| self.conns.iter().find(|(_, e)| mine(e)))
             .map(|(k, _)| *k)?;
         self.remove(key)
@@ -197,6 +212,10 @@ mod tests {
         IpAddr::from([192, 0, 2, last])
     }
 
+    fn nothing_waiting<H>(_: &H) -> bool {
+        false
+    }
+
     fn counter(n: usize) -> Arc<AtomicUsize> {
         Arc::new(AtomicUsize::new(n))
     }
@@ -204,23 +223,29 @@ mod tests {
     #[test]
     fn a_full_address_evicts_its_own_idle_connections_first() {
         let mut p = Pending::new(3, 100);
+        // a2's and a5's ClientHellos wait unread.
+        let waits = |h: &&str| *h == "a2" || *h == "a5";
         let busy = counter(0);
-        let (_, e) = p.admit(ip(1), busy.clone(), "a0");
+        let (_, e) = p.admit(ip(1), busy.clone(), "a0", waits);
         assert!(e.is_empty());
-        p.admit(ip(1), counter(0), "a1");
-        p.admit(ip(1), counter(0), "a2");
+        p.admit(ip(1), counter(0), "a1", waits);
+        p.admit(ip(1), counter(0), "a2", waits);
         busy.store(10, Ordering::Relaxed); // a0 is handshaking
-        let (_, e) = p.admit(ip(1), counter(0), "a3");
-        assert_eq!(e, vec!["a1"], "the oldest idle one goes, not the busy one");
-        p.admit(ip(2), counter(0), "b0");
+        let (_, e) = p.admit(ip(1), counter(0), "a3", waits);
+        assert_eq!(e, vec!["a1"], "the oldest idle one goes, not the busy ones");
+        p.admit(ip(2), counter(0), "b0", waits);
         assert_eq!(p.from_addr(ip(1)), 3);
         assert_eq!(p.from_addr(ip(2)), 1);
-        // Only busy ones left: the oldest goes.
-        for (k, v) in p.conns.iter() {
+        // A newcomer that has not spoken yet is idle too, but the older idle one goes first.
+        let (_, e) = p.admit(ip(1), counter(0), "a4", waits);
+        assert_eq!(e, vec!["a3"]);
+        // Only busy ones left besides a4: a4 goes; then the oldest busy one.
+        let (_, e) = p.admit(ip(1), counter(0), "a5", waits);
+        assert_eq!(e, vec!["a4"]);
+        for v in p.conns.values() {
             v.read.store(1, Ordering::Relaxed);
-            let _ = k;
         }
-        let (_, e) = p.admit(ip(1), counter(0), "a4");
+        let (_, e) = p.admit(ip(1), counter(0), "a6", |_: &&str| true);
         assert_eq!(e, vec!["a0"]);
     }
 
@@ -228,10 +253,10 @@ mod tests {
     fn the_global_cap_evicts_from_the_heaviest_address() {
         let mut p = Pending::new(100, 5);
         for name in ["x0", "x1", "x2", "x3"] {
-            p.admit(ip(9), counter(0), name);
+            p.admit(ip(9), counter(0), name, nothing_waiting);
         }
-        p.admit(ip(1), counter(0), "lone");
-        let (_, e) = p.admit(ip(2), counter(0), "worker");
+        p.admit(ip(1), counter(0), "lone", nothing_waiting);
+        let (_, e) = p.admit(ip(2), counter(0), "worker", nothing_waiting);
         assert_eq!(e, vec!["x0"]);
         assert_eq!(p.len(), 5);
         assert_eq!(p.from_addr(ip(1)), 1);
@@ -240,14 +265,14 @@ mod tests {
     #[test]
     fn remove_frees_the_address() {
         let mut p = Pending::new(1, 10);
-        let (k, _) = p.admit(ip(1), counter(0), 1);
+        let (k, _) = p.admit(ip(1), counter(0), 1, nothing_waiting);
         assert_eq!(p.remove(k), Some(1));
         assert!(p.is_empty() && p.by_addr.is_empty());
         assert_eq!(p.remove(k), None);
         // 10,000 connections from one address: the table stays at its cap.
         let mut p = Pending::new(64, 256);
         for i in 0..10_000 {
-            p.admit(ip(1), counter(0), i);
+            p.admit(ip(1), counter(0), i, nothing_waiting);
         }
         assert_eq!(p.len(), 64);
     }

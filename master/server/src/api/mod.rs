@@ -378,13 +378,20 @@ impl Master {
             // unauthenticated one instead, so workers and admins always get through.
             let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let (evict, evicted_rx) = async_channel::bounded::<()>(1);
-            let (key, evicted) = pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .admit(peer.ip(), read.clone(), evict);
+            let (key, evicted) = pending.lock().unwrap_or_else(|e| e.into_inner()).admit(
+                peer.ip(),
+                read.clone(),
+                (evict, stream.clone()),
+                // Bytes waiting unread (a ClientHello its task has not read yet): not idle.
+                |(_, s): &(async_channel::Sender<()>, TcpStream)| {
+                    let mut b = [0u8; 1];
+                    let peek = futures_lite::future::poll_once(s.peek(&mut b));
+                    matches!(futures_lite::future::block_on(peek), Some(Ok(n)) if n > 0)
+                },
+            );
             if !evicted.is_empty() && now_ms().saturating_sub(evictions_logged_ms) > 10_000 {
                 evictions_logged_ms = now_ms();
-                warn!(%peer, evicted = evicted.len(), "too many unauthenticated connections (--max-pending-per-addr {}, --max-pending {}): closing the oldest idle ones (logged once per 10 s)", self.cfg.max_pending_per_addr, self.cfg.max_pending);
+                warn!(%peer, evicted = evicted.len(), "too many unauthenticated connections (--max-pending-per-addr {}, --max-pending {}): closing idle ones (logged once per 10 s)", self.cfg.max_pending_per_addr, self.cfg.max_pending);
             }
             drop(evicted); // closes their eviction channels: those connections end
             let m = self.clone();

@@ -147,6 +147,8 @@ pub(crate) async fn serve(
 
     // Artifact tarballs this node was found to use (checked once per hash, not per chunk).
     let mut may_get: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Whether this session was logged sending log chunks of streams it was not asked for.
+    let mut warned_foreign_logs = false;
     let result: anyhow::Result<()> = async {
         loop {
             let msg = match with_timeout(idle, reader.recv::<NodeUp>()).await? {
@@ -241,7 +243,10 @@ pub(crate) async fn serve(
                             let _ = r.try_send(ResponseBody::Log(chunk.data));
                         }
                         Some((false, _)) => {
-                            tracing::warn!(node = %name, request = chunk.request, "node sent log lines for a request it was not asked: dropped");
+                            if !warned_foreign_logs {
+                                warned_foreign_logs = true;
+                                tracing::warn!(node = %name, request = chunk.request, "node sent log lines for a request it was not asked: dropped (logged once per session)");
+                            }
                         }
                         _ => {}
                     }
