@@ -4,19 +4,18 @@
 //! bounded; a wrong token does not lock out the right one from the same address; a node cannot
 //! write into another node's `bramble logs -f` stream. Loopback only, bounded in count and time.
 
-use std::io::Read;
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bramble_client::Client;
-use futures_lite::FutureExt;
 use bramble_tests::{
-    MasterProc, bin, nodesim, plain, require_root, rss_kb, tail, wait_for, worker, worker_log,
+    IdleFlood, MasterProc, bin, nodesim, plain, require_root, rss_kb, tail, wait_for, worker,
+    worker_log,
 };
 use bramble_wire::msg::{RequestBody, ResponseBody};
 use bramble_wire::objects::Kind;
+use futures_lite::FutureExt;
 
 const FAST: &[&str] = &["--heartbeat-interval", "300ms", "--node-grace", "4s"];
 
@@ -30,77 +29,16 @@ fn pinned(m: &MasterProc, credential: &str) -> String {
 /// A started worker `name` whose node is Ready, and its credential (`id.secret`).
 fn ready_worker(m: &MasterProc, name: &str, state: &Path) -> (bramble_tests::Proc, String) {
     let w = worker(m, name, state).start();
-    wait_for(Duration::from_secs(30), &format!("node {name} Ready"), || {
-        m.node_ready(name).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        &format!("node {name} Ready"),
+        || m.node_ready(name).then_some(()),
+    );
     let file = state.join("node.credential");
     let cred = wait_for(Duration::from_secs(10), "the node credential file", || {
         bramble_worker::persist::read_text(bramble_worker::persist::CREDENTIAL, &file)
     });
     (w, cred.trim().to_string())
-}
-
-/// Connections from this host that connect and then say nothing, kept at `n` for as long as the
-/// returned guard lives: closed ones are reopened every quarter second (as an attacker would).
-struct IdleFlood {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<u64>>,
-}
-
-impl IdleFlood {
-    fn start(addr: &str, n: usize, limit: Duration) -> IdleFlood {
-        use std::sync::atomic::Ordering;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (addr, stop2) = (addr.to_string(), stop.clone());
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let t = Instant::now();
-            let mut opened = 0u64;
-            let mut socks: Vec<Option<TcpStream>> = (0..n).map(|_| None).collect();
-            let mut first = true;
-            while !stop2.load(Ordering::Relaxed) && t.elapsed() < limit {
-                for s in socks.iter_mut() {
-                    let alive = s.as_mut().is_some_and(|c| {
-                        let mut b = [0u8; 64];
-                        matches!(c.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
-                    });
-                    if !alive && let Ok(c) = TcpStream::connect(&addr) {
-                        let _ = c.set_nonblocking(true);
-                        *s = Some(c);
-                        opened += 1;
-                    }
-                }
-                if first {
-                    first = false;
-                    let _ = ready_tx.send(());
-                }
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            opened
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the idle sockets opened");
-        IdleFlood {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops it; returns how many connections it opened in all.
-    fn stop(mut self) -> u64 {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.thread.take().map(|t| t.join().unwrap()).unwrap_or(0)
-    }
-}
-
-impl Drop for IdleFlood {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 /// 1,030 idle sockets from 127.0.0.1 (the count: over the old global cap of 1,024),

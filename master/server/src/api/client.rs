@@ -216,7 +216,14 @@ pub(crate) async fn serve(
                 let slot = match m.watch_slot(principal.token_id()) {
                     Ok(s) => s,
                     Err(e) => {
-                        if tx.send(Response { id, body: ResponseBody::Error(e) }).await.is_err() {
+                        if tx
+                            .send(Response {
+                                id,
+                                body: ResponseBody::Error(e),
+                            })
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                         continue;
@@ -1037,7 +1044,8 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    fn new(
+    /// An outbox of at most `frames` queued frames, and its writer's end.
+    pub(crate) fn new(
         frames: usize,
     ) -> (
         Outbox,

@@ -81,11 +81,7 @@ impl<H> Pending<H> {
     ) -> (u64, Vec<H>) {
         let key = self.next;
         self.next += 1;
-        let entry = Entry {
-            ip,
-            read,
-            handle,
-        };
+        let entry = Entry { ip, read, handle };
         self.conns.insert(key, entry);
         *self.by_addr.entry(ip).or_insert(0) += 1;
         let mut evicted = Vec::new();
@@ -283,8 +279,14 @@ mod tests {
         let a = s.take("node-1").unwrap();
         let _b = s.take("node-1").unwrap();
         let e = s.take("node-1").unwrap_err();
-        assert!(e.message.contains("--max-watches-per-credential 2"), "{e:?}");
-        assert!(s.take("admin-1").is_ok(), "another credential has its own slots");
+        assert!(
+            e.message.contains("--max-watches-per-credential 2"),
+            "{e:?}"
+        );
+        assert!(
+            s.take("admin-1").is_ok(),
+            "another credential has its own slots"
+        );
         drop(a);
         assert_eq!(s.open("node-1"), 1);
         assert!(s.take("node-1").is_ok());
