@@ -391,6 +391,13 @@ pub struct MasterArgs {
     /// Most watches one credential (admin or node) may have open at once.
     #[arg(long, default_value_t = bramble_server::api::DEFAULT_MAX_WATCHES_PER_CREDENTIAL)]
     pub max_watches_per_credential: usize,
+    /// Failed authentications an address may make at once; past them its wrong tokens are
+    /// answered Busy (right tokens always get in).
+    #[arg(long, default_value_t = 10)]
+    pub auth_fail_burst: u32,
+    /// Failed authentications an address regains per second.
+    #[arg(long, default_value_t = 2.0)]
+    pub auth_fail_per_s: f64,
     /// Largest artifact tarball accepted, e.g. `1Gi`.
     #[arg(long, default_value = "1Gi", value_parser = bramble_client::validate::parse_bytes)]
     pub max_artifact_size: u64,
@@ -543,6 +550,8 @@ fn master_config(a: MasterArgs) -> anyhow::Result<bramble_server::api::Config> {
     cfg.max_pending = a.max_pending;
     cfg.handshake_timeout = a.handshake_timeout.0;
     cfg.max_watches_per_credential = a.max_watches_per_credential;
+    cfg.auth_fail_burst = a.auth_fail_burst;
+    cfg.auth_fail_per_s = a.auth_fail_per_s;
     cfg.max_artifact_bytes = a.max_artifact_size;
     cfg.accept_empty_store = a.accept_empty_store;
     cfg.cluster_cidr =
