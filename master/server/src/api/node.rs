@@ -242,11 +242,9 @@ pub(crate) async fn serve(
                         Some((true, r)) if r.len() < super::LogRoute::MAX_QUEUED => {
                             let _ = r.try_send(ResponseBody::Log(chunk.data));
                         }
-                        Some((false, _)) => {
-                            if !warned_foreign_logs {
-                                warned_foreign_logs = true;
-                                tracing::warn!(node = %name, request = chunk.request, "node sent log lines for a request it was not asked: dropped (logged once per session)");
-                            }
+                        Some((false, _)) if !warned_foreign_logs => {
+                            warned_foreign_logs = true;
+                            tracing::warn!(node = %name, request = chunk.request, "node sent log lines for a request it was not asked: dropped (logged once per session)");
                         }
                         _ => {}
                     }
