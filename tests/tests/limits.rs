@@ -314,3 +314,39 @@ command = ["sleep", "3600"]
         tail(&plain(&m.log()), 2000)
     );
 }
+
+/// `--max-connections` bounds a node credential's client sessions: past it they are refused
+/// `Busy` naming the flag, while the node's own worker session and the admin's calls get in.
+#[test]
+fn node_client_sessions_past_max_connections_are_refused_busy_admins_and_workers_are_not() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = MasterProc::start(
+        &tmp.path().join("master"),
+        &[FAST, &["--max-connections", "3"]].concat(),
+    );
+    let state = tmp.path().join("w1");
+    let (mut w, cred) = ready_worker(&m, "w1", &state);
+    let token = pinned(&m, &cred);
+    let held: Vec<Client> = (0..3)
+        .map(|_| smol::block_on(Client::connect(&m.addr, &token)).expect("inside the limit"))
+        .collect();
+    let err = smol::block_on(Client::connect(&m.addr, &token))
+        .err()
+        .expect("a 4th node client session is refused");
+    assert!(
+        err.to_string()
+            .contains("too many connections (--max-connections 3)"),
+        "{err}"
+    );
+    m.ok(&["get", "nodes"]);
+    w.kill9();
+    let _w = worker(&m, "w1", &state).start();
+    wait_for(Duration::from_secs(20), "w1 reconnected", || {
+        (plain(&m.log()).matches("node connected node=w1").count() >= 2).then_some(())
+    });
+    drop(held);
+    wait_for(Duration::from_secs(10), "a slot given back", || {
+        smol::block_on(Client::connect(&m.addr, &token)).ok()
+    });
+}

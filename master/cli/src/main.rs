@@ -374,7 +374,7 @@ pub struct MasterArgs {
     #[arg(long, default_value_t = Dur::ms(Timings::DEFAULT.eviction_timeout_ms))]
     pub eviction_timeout: Dur,
     /// Most authenticated sessions of node credentials used as clients; admins' and workers'
-    /// sessions are always let in.
+    /// sessions are always let in and take no slot.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
     /// Most unauthenticated connections (TLS handshake and Hello) from one source address; past

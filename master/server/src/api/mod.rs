@@ -57,8 +57,8 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     /// Join token file (default `DATA_DIR/join.token`).
     pub join_token_file: Option<PathBuf>,
-    /// Most authenticated sessions of node credentials used as clients (and joins); admins' and
-    /// workers' sessions are always let in (their room is reserved).
+    /// Most authenticated sessions of node credentials used as clients; admins' and workers'
+    /// sessions are always let in (their room is reserved) and take no slot.
     pub max_connections: usize,
     /// Most unauthenticated connections (TLS handshake and Hello) from one source address; past
     /// it the address's idle ones are evicted, oldest first.
@@ -431,7 +431,14 @@ impl Master {
         let hs = tls::handshake_counted(&self.tls, stream, max, limit, Some(peer), read);
         let (mut reader, mut writer) = hs.await?;
         let left = deadline.saturating_duration_since(Instant::now());
-        let body = with_timeout(left, reader.next_frame()).await.ok()??;
+        let body = match with_timeout(left, reader.next_frame()).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(%peer, "connection closed: {e}");
+                return None;
+            }
+        };
         let hello = match auth::parse_hello(&body) {
             Ok(h) => h,
             Err(d) => {
@@ -468,10 +475,11 @@ impl Master {
         let peer = Some(peer);
         let reserved = matches!(principal, auth::Principal::Admin { .. })
             || matches!(hello.role, Role::Worker | Role::Device);
-        let _permit = match sessions.try_acquire_arc() {
-            Some(p) => Some(p),
-            None if reserved => None,
-            None => {
+        // Reserved sessions take no slot: they never crowd out each other or the others.
+        let _permit = match (reserved, sessions.try_acquire_arc()) {
+            (true, _) => None,
+            (false, Some(p)) => Some(p),
+            (false, None) => {
                 let msg = format!(
                     "too many connections (--max-connections {}); retry later",
                     self.cfg.max_connections
