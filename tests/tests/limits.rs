@@ -104,10 +104,7 @@ fn idle_sockets_from_one_address_lock_out_neither_workers_nor_admins() {
 fn a_thousand_watches_from_one_node_credential_are_capped_and_memory_stays_bounded() {
     require_root();
     let tmp = tempfile::tempdir().unwrap();
-    let m = MasterProc::start(
-        &tmp.path().join("master"),
-        &[FAST, &["--max-watches-per-credential", "256"]].concat(),
-    );
+    let m = MasterProc::start(&tmp.path().join("master"), FAST);
     let state = tmp.path().join("w1");
     let (_w, cred) = ready_worker(&m, "w1", &state);
     let token = pinned(&m, &cred);

@@ -4,10 +4,11 @@
 //! - **Unauthenticated connections** (the TLS handshake and the Hello) live in a [`Pending`]
 //!   table with a cap per source address and a global cap. A new connection is always taken; when
 //!   a cap is hit, a pending connection of that address (or of the address holding the most) is
-//!   evicted instead: the oldest idle one (no byte received, none waiting unread), and a
-//!   connection that sent bytes only when no idle one is left. A worker or an admin sends its TLS
-//!   ClientHello at once, so a flood of idle sockets from one address, even theirs, never keeps
-//!   them out: they are not idle, and leave the table within milliseconds.
+//!   evicted instead: the oldest idle one (no byte received, none waiting unread); when none is
+//!   idle, the oldest one still handshaking after [`BUSY_GRACE_MS`] (a slow or stalled peer);
+//!   else the newcomer itself. A worker or an admin sends its TLS ClientHello at once and is
+//!   through in milliseconds, so a flood of idle sockets from one address, even theirs, never
+//!   keeps them out (and the CLI dials again if its connection was closed before it spoke).
 //! - **Authenticated sessions** do not count against the pending caps (their room is reserved).
 //! - **Watches** are counted per credential ([`WatchSlots`]).
 //!
@@ -21,10 +22,16 @@ use std::sync::{Arc, Mutex};
 
 use bramble_wire::msg::{ApiError, ErrorCode};
 
+/// A connection that sent bytes is evicted (when no idle one is left) only once it has been
+/// handshaking this long: a real client is through well before.
+pub const BUSY_GRACE_MS: u64 = 1_000;
+
 /// A connection that has not authenticated yet, as the [`Pending`] table holds it.
 #[derive(Debug)]
 struct Entry<H> {
     ip: IpAddr,
+    /// When it was accepted (ms).
+    since_ms: u64,
     /// Bytes received so far (shared with the connection's reader): 0 means idle.
     read: Arc<AtomicUsize>,
     /// Dropped to evict the connection (its task watches the other end).
@@ -68,25 +75,31 @@ impl<H> Pending<H> {
         self.by_addr.get(&ip).copied().unwrap_or(0)
     }
 
-    /// Takes a new connection from `ip`; returns its key and the handles of the
+    /// Takes a new connection from `ip` at `now_ms`; returns its key and the handles of the
     /// connections it evicted (drop them to close those connections; the newcomer's own handle
     /// may be among them). `waiting(h)` says whether bytes wait unread on a connection (its task
     /// has not read them yet): such a connection is not idle.
     pub fn admit(
         &mut self,
         ip: IpAddr,
+        now_ms: u64,
         read: Arc<AtomicUsize>,
         handle: H,
         waiting: impl Fn(&H) -> bool,
     ) -> (u64, Vec<H>) {
         let key = self.next;
         self.next += 1;
-        let entry = Entry { ip, read, handle };
+        let entry = Entry {
+            ip,
+            since_ms: now_ms,
+            read,
+            handle,
+        };
         self.conns.insert(key, entry);
         *self.by_addr.entry(ip).or_insert(0) += 1;
         let mut evicted = Vec::new();
         while self.from_addr(ip) > self.per_addr {
-            match self.victim(Some(ip), &waiting) {
+            match self.victim(Some(ip), key, now_ms, &waiting) {
                 Some(h) => evicted.push(h),
                 None => break,
             }
@@ -98,7 +111,7 @@ impl<H> Pending<H> {
                 .iter()
                 .max_by_key(|(_, n)| **n)
                 .map(|(ip, _)| *ip);
-            match self.victim(heaviest, &waiting) {
+            match self.victim(heaviest, key, now_ms, &waiting) {
                 Some(h) => evicted.push(h),
                 None => break,
             }
@@ -122,16 +135,25 @@ impl<H> Pending<H> {
         }
     }
 
-    /// Evicts one connection of `ip` (or of any address): the oldest idle one, else the oldest.
-    fn victim(&mut self, ip: Option<IpAddr>, waiting: &impl Fn(&H) -> bool) -> Option<H> {
+    /// Evicts one connection of `ip` (or of any address): the oldest idle one, else the oldest
+    /// handshaking past [`BUSY_GRACE_MS`], else the newcomer `new`.
+    fn victim(
+        &mut self,
+        ip: Option<IpAddr>,
+        new: u64,
+        now_ms: u64,
+        waiting: &impl Fn(&H) -> bool,
+    ) -> Option<H> {
         let mine = |e: &Entry<H>| ip.is_none_or(|ip| e.ip == ip);
         let idle = |e: &Entry<H>| e.read.load(Ordering::Relaxed) == 0 && !waiting(&e.handle);
+        let stalled = |e: &Entry<H>| now_ms.saturating_sub(e.since_ms) >= BUSY_GRACE_MS;
         let key = self
             .conns
             .iter()
             .find(|(_, e)| mine(e) && idle(e))
-            .or_else(|| self.conns.iter().find(|(_, e)| mine(e)))
-            .map(|(k, _)| *k)?;
+            .or_else(|| self.conns.iter().find(|(_, e)| mine(e) && stalled(e)))
+            .map(|(k, _)| *k)
+            .unwrap_or(new);
         self.remove(key)
     }
 }
@@ -222,37 +244,43 @@ mod tests {
         // a2's and a5's ClientHellos wait unread.
         let waits = |h: &&str| *h == "a2" || *h == "a5";
         let busy = counter(0);
-        let (_, e) = p.admit(ip(1), busy.clone(), "a0", waits);
+        let (_, e) = p.admit(ip(1), 0, busy.clone(), "a0", waits);
         assert!(e.is_empty());
-        p.admit(ip(1), counter(0), "a1", waits);
-        p.admit(ip(1), counter(0), "a2", waits);
+        p.admit(ip(1), 0, counter(0), "a1", waits);
+        p.admit(ip(1), 0, counter(0), "a2", waits);
         busy.store(10, Ordering::Relaxed); // a0 is handshaking
-        let (_, e) = p.admit(ip(1), counter(0), "a3", waits);
+        let (_, e) = p.admit(ip(1), 0, counter(0), "a3", waits);
         assert_eq!(e, vec!["a1"], "the oldest idle one goes, not the busy ones");
-        p.admit(ip(2), counter(0), "b0", waits);
+        p.admit(ip(2), 0, counter(0), "b0", waits);
         assert_eq!(p.from_addr(ip(1)), 3);
         assert_eq!(p.from_addr(ip(2)), 1);
         // A newcomer that has not spoken yet is idle too, but the older idle one goes first.
-        let (_, e) = p.admit(ip(1), counter(0), "a4", waits);
+        let (_, e) = p.admit(ip(1), 0, counter(0), "a4", waits);
         assert_eq!(e, vec!["a3"]);
         // Only busy ones left besides a4: a4 goes; then the oldest busy one.
-        let (_, e) = p.admit(ip(1), counter(0), "a5", waits);
+        let (_, e) = p.admit(ip(1), 0, counter(0), "a5", waits);
         assert_eq!(e, vec!["a4"]);
         for v in p.conns.values() {
             v.read.store(1, Ordering::Relaxed);
         }
-        let (_, e) = p.admit(ip(1), counter(0), "a6", |_: &&str| true);
-        assert_eq!(e, vec!["a0"]);
+        let (_, e) = p.admit(ip(1), 0, counter(0), "a6", |_: &&str| true);
+        assert_eq!(
+            e,
+            vec!["a6"],
+            "busy ones inside the grace stay; the newcomer goes"
+        );
+        let (_, e) = p.admit(ip(1), BUSY_GRACE_MS, counter(0), "a7", |_: &&str| true);
+        assert_eq!(e, vec!["a0"], "past the grace, the oldest busy one goes");
     }
 
     #[test]
     fn the_global_cap_evicts_from_the_heaviest_address() {
         let mut p = Pending::new(100, 5);
         for name in ["x0", "x1", "x2", "x3"] {
-            p.admit(ip(9), counter(0), name, nothing_waiting);
+            p.admit(ip(9), 0, counter(0), name, nothing_waiting);
         }
-        p.admit(ip(1), counter(0), "lone", nothing_waiting);
-        let (_, e) = p.admit(ip(2), counter(0), "worker", nothing_waiting);
+        p.admit(ip(1), 0, counter(0), "lone", nothing_waiting);
+        let (_, e) = p.admit(ip(2), 0, counter(0), "worker", nothing_waiting);
         assert_eq!(e, vec!["x0"]);
         assert_eq!(p.len(), 5);
         assert_eq!(p.from_addr(ip(1)), 1);
@@ -261,14 +289,14 @@ mod tests {
     #[test]
     fn remove_frees_the_address() {
         let mut p = Pending::new(1, 10);
-        let (k, _) = p.admit(ip(1), counter(0), 1, nothing_waiting);
+        let (k, _) = p.admit(ip(1), 0, counter(0), 1, nothing_waiting);
         assert_eq!(p.remove(k), Some(1));
         assert!(p.is_empty() && p.by_addr.is_empty());
         assert_eq!(p.remove(k), None);
         // 10,000 connections from one address: the table stays at its cap.
         let mut p = Pending::new(64, 256);
         for i in 0..10_000 {
-            p.admit(ip(1), counter(0), i, nothing_waiting);
+            p.admit(ip(1), i, counter(0), i, nothing_waiting);
         }
         assert_eq!(p.len(), 64);
     }

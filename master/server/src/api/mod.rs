@@ -380,6 +380,7 @@ impl Master {
             let (evict, evicted_rx) = async_channel::bounded::<()>(1);
             let (key, evicted) = pending.lock().unwrap_or_else(|e| e.into_inner()).admit(
                 peer.ip(),
+                now_ms(),
                 read.clone(),
                 (evict, stream.clone()),
                 // Bytes waiting unread (a ClientHello its task has not read yet): not idle.
