@@ -69,6 +69,17 @@ impl ClientError {
     }
 }
 
+/// Whether an I/O error says the master closed the connection (as it does to a new connection
+/// it evicts under a flood of idle sockets).
+fn closed_early(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+    )
+}
+
 /// Whether a failed dial may be tried again.
 enum Retry {
     Again(ClientError),
@@ -88,8 +99,8 @@ impl Client {
     /// Connects over TLS, pinning the certificate named by the admin token (`K10<pin>::cred`),
     /// and authenticates with the token's credential.
     ///
-    /// A connection the master closed during the TLS handshake (before any request was sent) is
-    /// dialled again, up to 3 times: a master under a flood of idle sockets may close a new
+    /// A connection the master closed during the TLS handshake or the Hello (before any request
+    /// was sent) is dialled again, up to 3 times: a master under a flood of idle sockets may close a new
     /// connection that had not spoken yet (docs/security.md, "Limits").
     pub async fn connect(addr: &str, token: &str) -> Result<Client, ClientError> {
         let mut tries = 0;
@@ -136,12 +147,7 @@ impl Client {
             .await
             .map_err(|e| match e {
                 DialError::Io(e) => {
-                    let closed = matches!(
-                        e.kind(),
-                        std::io::ErrorKind::UnexpectedEof
-                            | std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::BrokenPipe
-                    );
+                    let closed = closed_early(&e);
                     let err = conn_err(format!("TLS handshake failed: {e}"));
                     if closed {
                         Retry::Again(err)
@@ -168,6 +174,19 @@ impl Client {
             Ok(_) => {}
             Err(HandshakeError::Rejected(r)) => {
                 return Err(Retry::Final(ClientError::Rejected(r.message.to_string())));
+            }
+            // Closed before the Welcome: nothing was asked yet, dialling again is safe.
+            Err(e @ (HandshakeError::Closed | HandshakeError::Io(IoError::Io(_)))) => {
+                let closed = match &e {
+                    HandshakeError::Io(IoError::Io(io)) => closed_early(io),
+                    _ => true,
+                };
+                let err = conn_err(e.to_string());
+                return Err(if closed {
+                    Retry::Again(err)
+                } else {
+                    Retry::Final(err)
+                });
             }
             Err(e) => return Err(Retry::Final(conn_err(e.to_string()))),
         }
