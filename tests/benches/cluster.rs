@@ -63,18 +63,7 @@ use bramble_wire::objects::{Kind, Object, Pod, ProcessState, RestartPolicy};
 // /proc readers
 // ---------------------------------------------------------------------------------------------
 
-/// A `Key:   123 kB` field of `/proc/PID/status` or `smaps_rollup`, in kB.
-fn proc_kb(pid: u32, file: &str, key: &str) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
-    s.lines().find_map(|l| {
-        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
-}
-
-fn rss_kb(pid: u32) -> Option<u64> {
-    proc_kb(pid, "status", "VmRSS")
-}
+use bramble_tests::{proc_kb, rss_kb};
 
 fn pss_kb(pid: u32) -> Option<u64> {
     proc_kb(pid, "smaps_rollup", "Pss")

@@ -619,3 +619,143 @@ pub fn write_file(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&p, text).unwrap();
     p.display().to_string()
 }
+
+/// A `Key:   123 kB` field of `/proc/PID/status` or `smaps_rollup`, in kB.
+pub fn proc_kb(pid: u32, file: &str, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+    s.lines().find_map(|l| {
+        let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// A process's resident memory (`VmRSS`), in kB.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    proc_kb(pid, "status", "VmRSS")
+}
+
+/// `bramble-nodesim` (its path: `env!("CARGO_BIN_EXE_bramble-nodesim")` in a test or bench)
+/// running `nodes` simulated nodes named `prefix-I` against `master` until it is dropped, with
+/// `extra` flags; waits (`timeout`) until every node got its first assignment. Its stdout lines
+/// after that come on the receiver.
+pub fn nodesim(
+    program: &Path,
+    master: &MasterProc,
+    prefix: &str,
+    nodes: usize,
+    extra: &[&str],
+    timeout: Duration,
+) -> (Proc, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = with_nofile(program)
+        .args(["--master", &master.addr, "--token-file"])
+        .arg(master.data_dir.join("join.token"))
+        .args(["--nodes", &nodes.to_string(), "--prefix", prefix])
+        .args(["--duration", "30m", "--until-stdin-closes"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn bramble-nodesim");
+    let out = child.stdout.take().expect("stdout");
+    // Its stdin stays open (in the child handle) until the Proc drops.
+    let sim = Proc {
+        child,
+        what: format!("nodesim {prefix}"),
+        cgroup_parent: None,
+        bridge: None,
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    let ready = format!("nodesim: ready {nodes}/{nodes}");
+    let t = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let l = rx
+            .recv_timeout(timeout.saturating_sub(t.elapsed()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "nodesim never ready: {seen:?}\n{}",
+                    tail(&master.log(), 3000)
+                )
+            });
+        let done = l.starts_with(&ready);
+        seen.push(l);
+        if done {
+            return (sim, rx);
+        }
+    }
+}
+
+/// Connections from this host that connect and then say nothing, kept at `n` for as long as the
+/// returned guard lives: closed ones are reopened every quarter second (as an attacker would).
+#[derive(Debug)]
+pub struct IdleFlood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl IdleFlood {
+    /// Opens `n` connections to `addr` and keeps them for at most `limit`.
+    pub fn start(addr: &str, n: usize, limit: Duration) -> IdleFlood {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (addr, stop2) = (addr.to_string(), stop.clone());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let t = Instant::now();
+            let mut opened = 0u64;
+            let mut socks: Vec<Option<std::net::TcpStream>> = (0..n).map(|_| None).collect();
+            let mut first = true;
+            while !stop2.load(Ordering::Relaxed) && t.elapsed() < limit {
+                for s in socks.iter_mut() {
+                    let alive = s.as_mut().is_some_and(|c| {
+                        use std::io::Read;
+                        let mut b = [0u8; 64];
+                        matches!(c.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+                    });
+                    if !alive && let Ok(c) = std::net::TcpStream::connect(&addr) {
+                        let _ = c.set_nonblocking(true);
+                        *s = Some(c);
+                        opened += 1;
+                    }
+                }
+                if first {
+                    first = false;
+                    let _ = ready_tx.send(());
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            opened
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the idle sockets opened");
+        IdleFlood {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops it; returns how many connections it opened in all.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.take().map(|t| t.join().unwrap()).unwrap_or(0)
+    }
+}
+
+impl Drop for IdleFlood {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -381,9 +381,31 @@ pub struct MasterArgs {
     /// NotReady time after which a node's pods are replaced elsewhere, e.g. `60s`.
     #[arg(long, default_value_t = Dur::ms(Timings::DEFAULT.eviction_timeout_ms))]
     pub eviction_timeout: Dur,
-    /// Most simultaneous connections.
+    /// Most authenticated sessions of node credentials used as clients; admins' and workers'
+    /// sessions are always let in and take no slot.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
+    /// Most unauthenticated connections (TLS handshake and Hello) from one source address; past
+    /// it the address's oldest idle ones are closed.
+    #[arg(long, default_value_t = bramble_server::api::DEFAULT_MAX_PENDING_PER_ADDR)]
+    pub max_pending_per_addr: usize,
+    /// Most unauthenticated connections in all; past it the busiest address's oldest idle ones
+    /// are closed.
+    #[arg(long, default_value_t = bramble_server::api::DEFAULT_MAX_PENDING)]
+    pub max_pending: usize,
+    /// Time a new connection has for its TLS handshake and its Hello, e.g. `10s`.
+    #[arg(long, default_value_t = Dur::ms(10_000))]
+    pub handshake_timeout: Dur,
+    /// Most watches one credential (admin or node) may have open at once.
+    #[arg(long, default_value_t = bramble_server::api::DEFAULT_MAX_WATCHES_PER_CREDENTIAL)]
+    pub max_watches_per_credential: usize,
+    /// Failed authentications an address may make at once; past them its wrong tokens are
+    /// answered Busy (right tokens always get in).
+    #[arg(long, default_value_t = 10)]
+    pub auth_fail_burst: u32,
+    /// Failed authentications an address regains per second.
+    #[arg(long, default_value_t = 2.0)]
+    pub auth_fail_per_s: f64,
     /// Largest artifact tarball accepted, e.g. `1Gi`.
     #[arg(long, default_value = "1Gi", value_parser = bramble_client::validate::parse_bytes)]
     pub max_artifact_size: u64,
@@ -532,6 +554,12 @@ fn master_config(a: MasterArgs) -> anyhow::Result<bramble_server::api::Config> {
     cfg.node_grace = a.node_grace.0;
     cfg.eviction_timeout = a.eviction_timeout.0;
     cfg.max_connections = a.max_connections;
+    cfg.max_pending_per_addr = a.max_pending_per_addr;
+    cfg.max_pending = a.max_pending;
+    cfg.handshake_timeout = a.handshake_timeout.0;
+    cfg.max_watches_per_credential = a.max_watches_per_credential;
+    cfg.auth_fail_burst = a.auth_fail_burst;
+    cfg.auth_fail_per_s = a.auth_fail_per_s;
     cfg.max_artifact_bytes = a.max_artifact_size;
     cfg.accept_empty_store = a.accept_empty_store;
     cfg.cluster_cidr =

@@ -69,6 +69,23 @@ impl ClientError {
     }
 }
 
+/// Whether an I/O error says the master closed the connection (as it does to a new connection
+/// it evicts under a flood of idle sockets).
+fn closed_early(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::UnexpectedEof
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::BrokenPipe
+    )
+}
+
+/// Whether a failed dial may be tried again.
+enum Retry {
+    Again(ClientError),
+    Final(ClientError),
+}
+
 /// A connection to the master as an admin client.
 #[derive(Debug)]
 pub struct Client {
@@ -81,7 +98,25 @@ pub struct Client {
 impl Client {
     /// Connects over TLS, pinning the certificate named by the admin token (`K10<pin>::cred`),
     /// and authenticates with the token's credential.
+    ///
+    /// A connection the master closed during the TLS handshake or the Hello (before any request
+    /// was sent) is dialled again, up to 3 times: a master under a flood of idle sockets may close a new
+    /// connection that had not spoken yet (docs/security.md, "Limits").
     pub async fn connect(addr: &str, token: &str) -> Result<Client, ClientError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::connect_once(addr, token).await {
+                Err(Retry::Again(_)) if tries < 3 => {
+                    smol::Timer::after(Duration::from_millis(50 * tries)).await;
+                }
+                Err(Retry::Again(e) | Retry::Final(e)) => return Err(e),
+                Ok(c) => return Ok(c),
+            }
+        }
+    }
+
+    async fn connect_once(addr: &str, token: &str) -> Result<Client, Retry> {
         let conn_err = |detail: String| ClientError::Connect {
             addr: addr.to_string(),
             detail,
@@ -96,9 +131,9 @@ impl Client {
             })
             .await
             .map_err(|e| {
-                conn_err(format!(
+                Retry::Final(conn_err(format!(
                     "{e}; is `bramble master` running? set --server or BRAMBLE_SERVER"
-                ))
+                )))
             })?;
         let _ = stream.set_nodelay(true);
         let (tls, credential) = dial_pinned(stream, token, "admin.token")
@@ -111,11 +146,19 @@ impl Client {
             })
             .await
             .map_err(|e| match e {
-                DialError::Io(e) => conn_err(format!("TLS handshake failed: {e}")),
-                other => ClientError::Untrusted {
+                DialError::Io(e) => {
+                    let closed = closed_early(&e);
+                    let err = conn_err(format!("TLS handshake failed: {e}"));
+                    if closed {
+                        Retry::Again(err)
+                    } else {
+                        Retry::Final(err)
+                    }
+                }
+                other => Retry::Final(ClientError::Untrusted {
                     addr: addr.to_string(),
                     detail: other.to_string(),
-                },
+                }),
             })?;
         let max = CLIENT_RESPONSE_MAX;
         let (r, mut writer) = futures_lite::io::split(tls);
@@ -130,9 +173,22 @@ impl Client {
         match client_handshake(&mut reader, &mut writer, hello, max).await {
             Ok(_) => {}
             Err(HandshakeError::Rejected(r)) => {
-                return Err(ClientError::Rejected(r.message.to_string()));
+                return Err(Retry::Final(ClientError::Rejected(r.message.to_string())));
             }
-            Err(e) => return Err(conn_err(e.to_string())),
+            // Closed before the Welcome: nothing was asked yet, dialling again is safe.
+            Err(e @ (HandshakeError::Closed | HandshakeError::Io(IoError::Io(_)))) => {
+                let closed = match &e {
+                    HandshakeError::Io(IoError::Io(io)) => closed_early(io),
+                    _ => true,
+                };
+                let err = conn_err(e.to_string());
+                return Err(if closed {
+                    Retry::Again(err)
+                } else {
+                    Retry::Final(err)
+                });
+            }
+            Err(e) => return Err(Retry::Final(conn_err(e.to_string()))),
         }
         Ok(Client {
             addr: addr.to_string(),

@@ -648,7 +648,7 @@ fn a_node_session_reports_status_only_for_its_own_pods() {
 }
 
 #[test]
-fn failed_authentications_are_rate_limited_per_address() {
+fn failed_authentications_are_rate_limited_per_address_never_the_right_token() {
     let m = start(
         |c| {
             c.auth_fail_burst = 3;
@@ -661,14 +661,18 @@ fn failed_authentications_are_rate_limited_per_address() {
             let (_, h) = hello(&m.addr, Role::Client, "admin", "admin-x.wrong").await;
             assert_eq!(rejected(&h).0, RejectReason::BadCredentials);
         }
-        // Even the right token is refused until the bucket refills.
-        let (_, h) = hello(&m.addr, Role::Client, "admin", &m.admin).await;
+        // Past the budget, the address's wrong tokens are answered Busy...
+        let (_, h) = hello(&m.addr, Role::Client, "admin", "admin-x.wrong").await;
         let (reason, msg) = rejected(&h);
         assert_eq!(reason, RejectReason::Busy);
         assert!(
             msg.contains("too many failed authentications from 127.0.0.1"),
             "{msg}"
         );
+        // ...but the right one still gets in from the same address: one bad client does not
+        // lock out the others behind it.
+        let (_, h) = hello(&m.addr, Role::Client, "admin", &m.admin).await;
+        assert!(matches!(h, Handshake::Welcome(_)), "{h:?}");
         // A refused-but-valid token (a join token used as a client) does not count.
         let m2 = start(|c| c.auth_fail_burst = 1, |_| {});
         for _ in 0..3 {

@@ -3,7 +3,7 @@
 //! ```text
 //! bramble-nodesim --master 127.0.0.1:7000 --token-file DATA/join.token --nodes 100 \
 //!     --heartbeat 1s [--prefix sim] [--duration 60s] [--concurrency 64] [--churn 100]
-//!     [--until-stdin-closes]
+//!     [--until-stdin-closes] [--spray-logs N]
 //! ```
 //!
 //! Each simulated node dials the master, says `Hello` (role worker, identity `<prefix>-<i>`),
@@ -11,6 +11,11 @@
 //! at a random offset within it) and answers every `Assign` with a `Status` that
 //! reports the newly assigned pods Running, so pods scheduled onto simulated nodes look alive.
 //! A dropped connection is redialled after a second, like a real agent.
+//!
+//! A `Logs` request is answered with one line, `NAME: log of POD`, then the end of the stream
+//! (with `follow`, the stream stays open). `--spray-logs N` makes node 0 hostile: at every
+//! heartbeat it also sends a log chunk `INJECTED by NAME` for each request id 1..=N, as a node
+//! trying to write into other nodes' `bramble logs -f` streams would.
 //!
 //! `--churn N` adds N pod status changes per second across the cluster: nodes that run pods take
 //! turns (round robin) reporting one of their pods restarted once more (a change of meaning the
@@ -45,7 +50,8 @@ const MAX_DURATION: Duration = Duration::from_secs(3600);
 const MAX_FRAME: usize = bramble_wire::DEFAULT_MAX_FRAME * 16;
 
 const USAGE: &str = "usage: bramble-nodesim --master ADDR --token-file FILE --nodes N --heartbeat 1s \
-[--prefix sim] [--duration 60s] [--concurrency 64] [--churn 0] [--until-stdin-closes]";
+[--prefix sim] [--duration 60s] [--concurrency 64] [--churn 0] [--until-stdin-closes] \
+[--spray-logs N]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -58,6 +64,7 @@ struct Args {
     concurrency: usize,
     churn: u32,
     until_stdin_closes: bool,
+    spray_logs: u32,
 }
 
 /// Parses `500ms`, `5s`, `2m`, `1h` (a bare number is seconds).
@@ -94,6 +101,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let mut concurrency = 64usize;
     let mut churn = 0u32;
     let mut until_stdin_closes = false;
+    let mut spray_logs = 0u32;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -132,6 +140,11 @@ fn parse_args() -> anyhow::Result<Args> {
                     .context("--churn must be a number of status changes per second")?
             }
             "--until-stdin-closes" => until_stdin_closes = true,
+            "--spray-logs" => {
+                spray_logs = val("--spray-logs")?
+                    .parse()
+                    .context("--spray-logs must be a number of request ids")?
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -159,6 +172,7 @@ fn parse_args() -> anyhow::Result<Args> {
         "--concurrency must be within 1..=1024"
     );
     anyhow::ensure!(churn <= 10_000, "--churn must be at most 10000 per second");
+    anyhow::ensure!(spray_logs <= 100_000, "--spray-logs must be at most 100000");
     // Node names are `<prefix>-<i>`: a DNS-1123 label of at most 63 bytes.
     anyhow::ensure!(
         !prefix.is_empty()
@@ -194,6 +208,7 @@ fn parse_args() -> anyhow::Result<Args> {
         concurrency,
         churn,
         until_stdin_closes,
+        spray_logs,
     })
 }
 
@@ -430,6 +445,15 @@ async fn session(
                     send(&mut writer, &NodeUp::Heartbeat(hb), MAX_FRAME)
                         .await
                         .context("send Heartbeat")?;
+                    if idx == 0 {
+                        for request in 1..=args.spray_logs {
+                            let data = format!("INJECTED by {name}\n").into_bytes();
+                            let chunk = bramble_wire::msg::LogChunk { request, data };
+                            send(&mut writer, &NodeUp::Log(chunk), MAX_FRAME)
+                                .await
+                                .context("send Log")?;
+                        }
+                    }
                     stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                     if permit.is_some() && registered.elapsed() > Duration::from_secs(15) {
                         // No assignment yet: do not hold up the other nodes forever.
@@ -485,17 +509,26 @@ async fn session(
                         }
                     }
                     Some(NodeDown::Ping) => {}
-                    Some(NodeDown::Logs { request, .. }) => {
-                        send(
-                            &mut writer,
-                            &NodeUp::LogEnd {
+                    Some(NodeDown::Logs {
+                        request,
+                        pod,
+                        follow,
+                        ..
+                    }) => {
+                        let data = format!("{name}: log of {pod}\n").into_bytes();
+                        let chunk = bramble_wire::msg::LogChunk { request, data };
+                        send(&mut writer, &NodeUp::Log(chunk), MAX_FRAME)
+                            .await
+                            .context("send Log")?;
+                        if !follow {
+                            let end = NodeUp::LogEnd {
                                 request,
-                                error: Some("simulated node: no logs".into()),
-                            },
-                            MAX_FRAME,
-                        )
-                        .await
-                        .context("send LogEnd")?;
+                                error: None,
+                            };
+                            send(&mut writer, &end, MAX_FRAME)
+                                .await
+                                .context("send LogEnd")?;
+                        }
                     }
                     // Simulated nodes run no pods: no usage reports (`bramble top` shows
                     // them as `<unknown>`).

@@ -595,8 +595,9 @@ pub enum CreateError {
 }
 
 /// Limits failed authentications per source address: a token bucket of `burst` failures that
-/// refills at `per_s` a second. An address with an empty bucket is refused (`Busy`) before its
-/// Hello is read. Each address is logged once per blocked window. Pure: time is an argument.
+/// refills at `per_s` a second. An address with an empty bucket has its wrong secrets answered
+/// `Busy` (never its right ones). Each address is logged once per blocked window. Pure: time is
+/// an argument.
 #[derive(Debug)]
 pub struct FailLimiter {
     burst: f64,
@@ -696,7 +697,12 @@ impl FailLimiter {
 }
 
 impl super::Master {
-    /// Checks a Hello's credential; a wrong secret counts against the peer's address.
+    /// Checks a Hello's credential. A wrong secret counts against the peer's address; once the
+    /// address is over its budget ([`FailLimiter`]), its wrong secrets are answered `Busy` and no
+    /// longer logged one by one. A right credential is never throttled: secrets are 192 random
+    /// bits, so the budget is there to quiet a misconfigured or hostile client, and one bad
+    /// client must not lock out the valid credentials of others behind the same address (a NAT,
+    /// the admin's laptop next to a board with a stale token).
     pub(crate) fn authenticate(
         &self,
         hello: &bramble_wire::Hello,
@@ -707,40 +713,32 @@ impl super::Master {
         let r = self
             .tokens
             .authenticate(hello.role, identity, hello.credentials.as_str(), now);
-        if let Err(d) = &r {
-            // The message names token ids, never secrets.
-            tracing::warn!(peer = ?peer, role = ?hello.role, %identity, "authentication refused: {}", d.message);
-            if d.bad_secret
-                && let Some(p) = peer
-            {
-                self.auth_limit
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .failed(p.ip(), now);
+        let Err(d) = r else { return r };
+        let budget = match peer {
+            Some(p) if d.bad_secret => {
+                let mut l = self.auth_limit.lock().unwrap_or_else(|e| e.into_inner());
+                let admit = l.admit(p.ip(), now);
+                l.failed(p.ip(), now);
+                Some((p.ip(), admit))
             }
-        }
-        r
-    }
-
-    /// Refuses an address that failed to authenticate too often (before reading its Hello).
-    pub(crate) fn over_auth_limit(&self, peer: Option<std::net::SocketAddr>) -> Option<Denied> {
-        let ip = peer?.ip();
-        let admit = self
-            .auth_limit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .admit(ip, super::now_ms());
-        let retry_s = match admit {
-            Admit::Yes => return None,
-            Admit::NoLog { retry_s } => {
-                tracing::warn!(%ip, "too many failed authentications: refusing this address for about {retry_s} s (logged once per window)");
+            _ => None,
+        };
+        let retry_s = match budget {
+            None | Some((_, Admit::Yes)) => {
+                // The message names token ids, never secrets.
+                tracing::warn!(peer = ?peer, role = ?hello.role, %identity, "authentication refused: {}", d.message);
+                return Err(d);
+            }
+            Some((ip, Admit::NoLog { retry_s })) => {
+                tracing::warn!(%ip, "too many failed authentications: answering this address's wrong tokens Busy for about {retry_s} s (valid tokens still get in; logged once per window)");
                 retry_s
             }
-            Admit::No { retry_s } => retry_s,
+            Some((_, Admit::No { retry_s })) => retry_s,
         };
-        Some(denied(
+        let ip = budget.map(|(ip, _)| ip.to_string()).unwrap_or_default();
+        Err(denied(
             RejectReason::Busy,
-            false,
+            true,
             format!(
                 "too many failed authentications from {ip}: retry in {retry_s} s with the right token"
             ),

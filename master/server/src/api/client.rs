@@ -11,6 +11,8 @@ use bramble_wire::msg::{
 };
 use bramble_wire::objects::{Kind, Meta, Namespace, Node, Object, Service};
 
+use futures_lite::FutureExt;
+
 use super::{Master, now_ms, with_timeout};
 use crate::store::StoreError;
 use crate::validate;
@@ -142,12 +144,12 @@ pub(crate) async fn serve(
     writer: super::tls::ConnWriter,
 ) -> anyhow::Result<()> {
     // One writer task per connection; requests that stream (watch, logs) send through it.
-    let (tx, rx) = async_channel::bounded::<Response>(256);
+    let (tx, rx) = Outbox::new(OUTBOX_FRAMES);
     // Answers (lists) may be large; requests stay bounded by the reader's `max_frame`.
     let max = CLIENT_RESPONSE_MAX;
     let writer_task = smol::spawn(async move {
         let mut w = writer;
-        while let Ok(r) = rx.recv().await {
+        while let Ok((r, _room)) = rx.recv().await {
             let id = r.id;
             match send(&mut w, &r, max).await {
                 Ok(()) => {}
@@ -211,6 +213,22 @@ pub(crate) async fn serve(
                 namespace,
                 from_revision,
             } => {
+                let slot = match m.watch_slot(principal.token_id()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        if tx
+                            .send(Response {
+                                id,
+                                body: ResponseBody::Error(e),
+                            })
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                        continue;
+                    }
+                };
                 streams.push(smol::spawn(watch(
                     m.clone(),
                     principal.clone(),
@@ -219,6 +237,7 @@ pub(crate) async fn serve(
                     namespace,
                     from_revision,
                     tx.clone(),
+                    slot,
                 )));
             }
             RequestBody::ImagePull { reference } => {
@@ -890,6 +909,7 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
     Ok(applied(rev, ApplyOutcome::Updated))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn watch(
     m: Arc<Master>,
     principal: Arc<super::auth::Principal>,
@@ -897,7 +917,8 @@ async fn watch(
     kind: Kind,
     namespace: Option<String>,
     from: u64,
-    tx: async_channel::Sender<Response>,
+    tx: Outbox,
+    _slot: super::limits::WatchSlot,
 ) {
     let ns = if kind.namespaced() { namespace } else { None };
     let from = if from == 0 {
@@ -958,7 +979,7 @@ async fn logs(
     process: Option<String>,
     follow: bool,
     tail_bytes: Option<u64>,
-    tx: async_channel::Sender<Response>,
+    tx: Outbox,
 ) {
     let result = async {
         let ns = scope(Kind::Pod, &namespace);
@@ -975,12 +996,15 @@ async fn logs(
             return Err(err(ErrorCode::NotFound, format!("pod {pod:?} has no process {proc_name:?}; it has {names:?}")));
         }
         let session = m.nodes.lock().await.get(&node).and_then(|n| n.session.clone());
-        let Some((_, node_tx)) = session else {
+        let Some((session, node_tx)) = session else {
             return Err(err(ErrorCode::Unavailable, format!("node {node:?} running pod {pod:?} is not connected; logs stay on the node until it is back")));
         };
         let request = (m.next_id() & 0xffff_ffff) as u32;
-        let (rtx, rrx) = async_channel::bounded(64);
-        m.log_routes.lock().await.insert(request, rtx);
+        // Unbounded, so an idle stream holds no buffer; the node's side drops chunks past
+        // `LogRoute::MAX_QUEUED` (a slow client must not stall the node).
+        let (rtx, rrx) = async_channel::unbounded();
+        // Bound to the session asked: a chunk with this id from any other session is dropped.
+        m.log_routes.lock().await.insert(request, super::LogRoute { node: node.clone(), session, tx: rtx });
         let _guard = RouteGuard { m: m.clone(), request, node_tx: node_tx.clone() };
         node_tx
             .send(NodeDown::Logs { request, namespace: ns, pod: pod.clone(), process, follow, tail_bytes })
@@ -1005,6 +1029,53 @@ async fn logs(
                 body: ResponseBody::Error(e),
             })
             .await;
+    }
+}
+
+/// Frames a client connection may have queued for its writer (watch events, log chunks, answers);
+/// a stream that gets ahead of the socket waits for room.
+const OUTBOX_FRAMES: usize = 256;
+
+/// The queue of a client connection's writer: at most `room` frames, but memory only for the
+/// frames queued (a bounded channel would allocate every slot, ~560 bytes each, up front).
+#[derive(Clone, Debug)]
+pub(crate) struct Outbox {
+    tx: async_channel::Sender<(Response, async_lock::SemaphoreGuardArc)>,
+    room: Arc<async_lock::Semaphore>,
+}
+
+impl Outbox {
+    /// An outbox of at most `frames` queued frames, and its writer's end.
+    pub(crate) fn new(
+        frames: usize,
+    ) -> (
+        Outbox,
+        async_channel::Receiver<(Response, async_lock::SemaphoreGuardArc)>,
+    ) {
+        let (tx, rx) = async_channel::unbounded();
+        let room = Arc::new(async_lock::Semaphore::new(frames.max(1)));
+        (Outbox { tx, room }, rx)
+    }
+
+    /// Queues `r`, waiting for room; fails once the writer is gone.
+    pub(crate) async fn send(&self, r: Response) -> Result<(), async_channel::SendError<Response>> {
+        if self.tx.is_closed() {
+            return Err(async_channel::SendError(r));
+        }
+        // Waiting for room must not outlive the writer.
+        let permit = async { Some(self.room.acquire_arc().await) }
+            .or(async {
+                self.tx.closed().await;
+                None
+            })
+            .await;
+        let Some(permit) = permit else {
+            return Err(async_channel::SendError(r));
+        };
+        self.tx
+            .send((r, permit))
+            .await
+            .map_err(|e| async_channel::SendError(e.0.0))
     }
 }
 

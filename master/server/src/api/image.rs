@@ -389,7 +389,7 @@ pub(crate) async fn pull_stream(
     m: Arc<Master>,
     id: u32,
     reference: String,
-    tx: async_channel::Sender<Response>,
+    tx: super::client::Outbox,
 ) {
     let r = match parse(&reference) {
         Ok(r) => r,

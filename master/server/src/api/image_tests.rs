@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bramble_wire::image_ref::ImageRef;
-use bramble_wire::msg::{ErrorCode, NodeDown, RequestBody, Response, ResponseBody};
+use bramble_wire::msg::{ErrorCode, NodeDown, RequestBody, ResponseBody};
 use bramble_wire::objects::{
     Arch, Image, Kind, Meta, Node, NodeInfo, Object, Pod, PodSpec, ProcessSpec, Registry,
     RegistrySpec,
@@ -579,10 +579,10 @@ fn a_pod_whose_image_cannot_be_pulled_waits_with_the_error_and_no_retry_storm() 
         );
 
         // `bramble image pull` answers the error as the last frame of its stream.
-        let (tx, rx) = async_channel::bounded::<Response>(16);
+        let (tx, rx) = super::client::Outbox::new(16);
         super::image::pull_stream(m.clone(), 9, "127.0.0.1:1/app:1".into(), tx).await;
         let mut last = None;
-        while let Ok(r) = rx.try_recv() {
+        while let Ok((r, _)) = rx.try_recv() {
             assert_eq!(r.id, 9);
             last = Some(r.body);
         }
@@ -593,10 +593,10 @@ fn a_pod_whose_image_cannot_be_pulled_waits_with_the_error_and_no_retry_storm() 
             other => panic!("{other:?}"),
         }
         // A reference that does not parse is refused at once.
-        let (tx, rx) = async_channel::bounded::<Response>(16);
+        let (tx, rx) = super::client::Outbox::new(16);
         super::image::pull_stream(m.clone(), 10, "Bad Ref".into(), tx).await;
         assert!(matches!(
-            rx.try_recv().map(|r| r.body),
+            rx.try_recv().map(|(r, _)| r.body),
             Ok(ResponseBody::Error(e)) if e.code == ErrorCode::Invalid
         ));
         puller.cancel().await;

@@ -20,6 +20,7 @@ mod endpoints;
 mod image;
 #[cfg(test)]
 mod image_tests;
+pub mod limits;
 #[cfg(test)]
 mod net_tests;
 mod node;
@@ -57,8 +58,19 @@ pub struct Config {
     pub admin_token_file: Option<PathBuf>,
     /// Join token file (default `DATA_DIR/join.token`).
     pub join_token_file: Option<PathBuf>,
-    /// Most simultaneous connections.
+    /// Most authenticated sessions of node credentials used as clients; admins' and workers'
+    /// sessions are always let in (their room is reserved) and take no slot.
     pub max_connections: usize,
+    /// Most unauthenticated connections (TLS handshake and Hello) from one source address; past
+    /// it the address's idle ones are evicted, oldest first.
+    pub max_pending_per_addr: usize,
+    /// Most unauthenticated connections in all; past it the heaviest address's idle ones are
+    /// evicted.
+    pub max_pending: usize,
+    /// Time a new connection has for its TLS handshake and its Hello.
+    pub handshake_timeout: Duration,
+    /// Most watches one credential may have open at once.
+    pub max_watches_per_credential: usize,
     /// Largest frame accepted.
     pub max_frame: usize,
     /// Heartbeat interval asked of workers.
@@ -92,6 +104,12 @@ pub const DEFAULT_CLUSTER_CIDR: &str = "10.42.0.0/16";
 pub const DEFAULT_NODE_CIDR_SIZE: u8 = 24;
 /// The default service range (k3s's).
 pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
+/// Default most unauthenticated connections from one address.
+pub const DEFAULT_MAX_PENDING_PER_ADDR: usize = 64;
+/// Default most unauthenticated connections in all.
+pub const DEFAULT_MAX_PENDING: usize = 512;
+/// Default most open watches per credential.
+pub const DEFAULT_MAX_WATCHES_PER_CREDENTIAL: usize = 256;
 /// The default cluster DNS domain.
 pub const DEFAULT_CLUSTER_DOMAIN: &str = "bramble.local";
 
@@ -113,6 +131,10 @@ impl Config {
             admin_token_file: None,
             join_token_file: None,
             max_connections: 1024,
+            max_pending_per_addr: DEFAULT_MAX_PENDING_PER_ADDR,
+            max_pending: DEFAULT_MAX_PENDING,
+            handshake_timeout: Duration::from_secs(10),
+            max_watches_per_credential: DEFAULT_MAX_WATCHES_PER_CREDENTIAL,
             max_frame: bramble_wire::DEFAULT_MAX_FRAME,
             heartbeat_interval: Duration::from_millis(Timings::DEFAULT.heartbeat_interval_ms),
             node_grace: Duration::from_millis(Timings::DEFAULT.node_grace_ms),
@@ -173,6 +195,25 @@ pub(crate) struct NodeLive {
     pub usage: Option<(u64, bramble_wire::msg::NodeUsage)>,
 }
 
+/// Where a node's log chunks for one `bramble logs` request go: bound to the node session the
+/// request was sent to, so that another node cannot write into the stream by guessing its id.
+#[derive(Debug)]
+pub(crate) struct LogRoute {
+    pub node: String,
+    pub session: u64,
+    pub tx: async_channel::Sender<ResponseBody>,
+}
+
+impl LogRoute {
+    /// Chunks queued for a slow client before the next ones are dropped.
+    pub const MAX_QUEUED: usize = 64;
+
+    /// Whether a chunk from `node`'s session `session` belongs to this stream.
+    pub fn from(&self, node: &str, session: u64) -> bool {
+        self.node == node && self.session == session
+    }
+}
+
 /// Shared state of a running master.
 pub struct Master {
     pub(crate) store: Store,
@@ -183,7 +224,9 @@ pub struct Master {
     /// sha256 of the master's certificate: the pin in the tokens it hands out.
     pub(crate) pin: String,
     pub(crate) nodes: Mutex<HashMap<String, NodeLive>>,
-    pub(crate) log_routes: Mutex<HashMap<u32, async_channel::Sender<ResponseBody>>>,
+    pub(crate) log_routes: Mutex<HashMap<u32, LogRoute>>,
+    /// Open watches per credential.
+    pub(crate) watches: Arc<limits::WatchSlots>,
     pub(crate) next_id: std::sync::atomic::AtomicU64,
     pub(crate) wake_sched: async_channel::Sender<()>,
     wake_sched_rx: async_channel::Receiver<()>,
@@ -259,6 +302,7 @@ impl Master {
         let tokens = auth::Tokens::load(&store, &admin_token, &join_token, now_ms()).await?;
         let auth_limit = auth::FailLimiter::new(cfg.auth_fail_burst, cfg.auth_fail_per_s, 4096);
         let (wake_sched, wake_sched_rx) = async_channel::bounded(1);
+        let cfg_watches = cfg.max_watches_per_credential;
         let m = Arc::new(Master {
             store,
             cfg,
@@ -268,6 +312,7 @@ impl Master {
             pin: identity.pin.clone(),
             nodes: Mutex::new(HashMap::new()),
             log_routes: Mutex::new(HashMap::new()),
+            watches: limits::WatchSlots::new(cfg_watches),
             next_id: std::sync::atomic::AtomicU64::new(1),
             wake_sched,
             wake_sched_rx,
@@ -291,6 +336,14 @@ impl Master {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// A watch slot for credential `token` ([`Config::max_watches_per_credential`]).
+    pub(crate) fn watch_slot(
+        &self,
+        token: &str,
+    ) -> Result<limits::WatchSlot, bramble_wire::msg::ApiError> {
+        self.watches.take(token)
+    }
+
     /// Asks the scheduler loop to run soon.
     pub(crate) fn poke_scheduler(&self) {
         let _ = self.wake_sched.try_send(());
@@ -310,8 +363,13 @@ impl Master {
         smol::spawn(control::controller_loop(self.clone())).detach();
         smol::spawn(endpoints::endpoints_loop(self.clone())).detach();
         smol::spawn(image::pull_loop(self.clone())).detach();
-        let limit = Arc::new(Semaphore::new(self.cfg.max_connections));
+        let sessions = Arc::new(Semaphore::new(self.cfg.max_connections));
+        let pending = Arc::new(std::sync::Mutex::new(limits::Pending::new(
+            self.cfg.max_pending_per_addr,
+            self.cfg.max_pending,
+        )));
         info!(addr = %listener.local_addr()?, "master listening");
+        let mut evictions_logged_ms = 0u64;
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -322,76 +380,122 @@ impl Master {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let m = self.clone();
-            match limit.try_acquire_arc() {
-                Some(permit) => {
-                    smol::spawn(async move {
-                        if let Err(e) = m.handle(stream).await {
-                            tracing::debug!(%peer, "connection closed: {e}");
-                        }
-                        drop(permit);
-                    })
-                    .detach();
-                }
-                None => {
-                    smol::spawn(async move {
-                        let hs = tls::handshake(
-                            &m.tls,
-                            stream,
-                            m.cfg.max_frame,
-                            Duration::from_secs(5),
-                            None,
-                        );
-                        let Some((_, mut s)) = hs.await else {
-                            return;
-                        };
-                        let _ = reject(
-                            &mut s,
-                            RejectReason::Busy,
-                            "too many connections; retry later",
-                            m.cfg.max_frame,
-                        )
-                        .await;
-                    })
-                    .detach();
-                }
+            // Every new connection is taken; a full address (or table) gives up an older idle
+            // unauthenticated one instead, so workers and admins always get through.
+            let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let (evict, evicted_rx) = async_channel::bounded::<()>(1);
+            let (key, evicted) = pending.lock().unwrap_or_else(|e| e.into_inner()).admit(
+                peer.ip(),
+                now_ms(),
+                read.clone(),
+                (evict, stream.clone()),
+                // Bytes waiting unread (a ClientHello its task has not read yet): not idle.
+                |(_, s): &(async_channel::Sender<()>, TcpStream)| {
+                    let mut b = [0u8; 1];
+                    let peek = futures_lite::future::poll_once(s.peek(&mut b));
+                    matches!(futures_lite::future::block_on(peek), Some(Ok(n)) if n > 0)
+                },
+            );
+            if !evicted.is_empty() && now_ms().saturating_sub(evictions_logged_ms) > 10_000 {
+                evictions_logged_ms = now_ms();
+                warn!(%peer, evicted = evicted.len(), "too many unauthenticated connections (--max-pending-per-addr {}, --max-pending {}): closing idle ones (logged once per 10 s)", self.cfg.max_pending_per_addr, self.cfg.max_pending);
             }
+            drop(evicted); // closes their eviction channels: those connections end
+            let m = self.clone();
+            let (pending, sessions) = (pending.clone(), sessions.clone());
+            smol::spawn(async move {
+                let admitted = m
+                    .admit(stream, peer, read)
+                    .or(async {
+                        let _ = evicted_rx.recv().await;
+                        None
+                    })
+                    .await;
+                pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(key);
+                let Some(a) = admitted else { return };
+                if let Err(e) = m.session(a, sessions).await {
+                    tracing::debug!(%peer, "connection closed: {e}");
+                }
+            })
+            .detach();
         }
     }
 
-    async fn handle(self: Arc<Self>, stream: TcpStream) -> anyhow::Result<()> {
-        let peer = stream.peer_addr().ok();
-        // One deadline covers the TLS handshake and the Hello.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let limit = Duration::from_secs(10);
-        let hs = tls::handshake(&self.tls, stream, self.cfg.max_frame, limit, peer);
-        let Some((mut reader, mut writer)) = hs.await else {
-            return Ok(());
-        };
-        if let Some(d) = self.over_auth_limit(peer) {
-            reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
-            return Ok(());
-        }
+    /// The unauthenticated part of a connection: TLS handshake, Hello, credential check, all
+    /// within `--handshake-timeout`. `None` when the peer was refused or went away.
+    async fn admit(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: std::net::SocketAddr,
+        read: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> Option<Admitted> {
+        let limit = self.cfg.handshake_timeout;
+        let deadline = Instant::now() + limit;
+        let max = self.cfg.max_frame;
+        let hs = tls::handshake_counted(&self.tls, stream, max, limit, Some(peer), read);
+        let (mut reader, mut writer) = hs.await?;
         let left = deadline.saturating_duration_since(Instant::now());
-        let body = match with_timeout(left, reader.next_frame()).await? {
-            Some(b) => b,
-            None => return Ok(()),
+        let body = match with_timeout(left, reader.next_frame()).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(%peer, "connection closed: {e}");
+                return None;
+            }
         };
         let hello = match auth::parse_hello(&body) {
             Ok(h) => h,
             Err(d) => {
-                reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
+                let _ = reject(&mut writer, d.reason, &d.message, max).await;
+                return None;
+            }
+        };
+        let principal = match self.authenticate(&hello, Some(peer)) {
+            Ok(p) => p,
+            Err(d) => {
+                let _ = reject(&mut writer, d.reason, &d.message, max).await;
+                return None;
+            }
+        };
+        Some(Admitted {
+            peer,
+            hello,
+            principal,
+            reader,
+            writer,
+        })
+    }
+
+    /// An authenticated connection. Admins' and workers' sessions always get in (reserved room);
+    /// a node credential used as a client needs one of `--max-connections` session slots.
+    async fn session(self: Arc<Self>, a: Admitted, sessions: Arc<Semaphore>) -> anyhow::Result<()> {
+        let Admitted {
+            peer,
+            hello,
+            principal,
+            reader,
+            mut writer,
+        } = a;
+        let peer = Some(peer);
+        let reserved = matches!(principal, auth::Principal::Admin { .. })
+            || matches!(hello.role, Role::Worker | Role::Device);
+        // Reserved sessions take no slot: they never crowd out each other or the others.
+        let _permit = match (reserved, sessions.try_acquire_arc()) {
+            (true, _) => None,
+            (false, Some(p)) => Some(p),
+            (false, None) => {
+                let msg = format!(
+                    "too many connections (--max-connections {}); retry later",
+                    self.cfg.max_connections
+                );
+                reject(&mut writer, RejectReason::Busy, &msg, self.cfg.max_frame).await?;
                 return Ok(());
             }
         };
         let identity = hello.identity.as_str().to_string();
-        let principal = match self.authenticate(&hello, peer) {
-            Ok(p) => p,
-            Err(d) => {
-                reject(&mut writer, d.reason, &d.message, self.cfg.max_frame).await?;
-                return Ok(());
-            }
-        };
         match hello.role {
             Role::Client => {
                 self.welcome(&mut writer, &identity).await?;
@@ -432,6 +536,15 @@ impl Master {
         });
         send(w, &welcome, self.cfg.max_frame).await
     }
+}
+
+/// A connection that authenticated.
+struct Admitted {
+    peer: std::net::SocketAddr,
+    hello: bramble_wire::Hello,
+    principal: auth::Principal,
+    reader: tls::ConnReader,
+    writer: tls::ConnWriter,
 }
 
 /// `Store::get` with "not found" as `None`.

@@ -151,6 +151,8 @@ pub(crate) async fn serve(
 
     // Artifact tarballs this node was found to use (checked once per hash, not per chunk).
     let mut may_get: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Whether this session was logged sending log chunks of streams it was not asked for.
+    let mut warned_foreign_logs = false;
     let result: anyhow::Result<()> = async {
         loop {
             let msg = match with_timeout(idle, reader.recv::<NodeUp>()).await? {
@@ -236,14 +238,30 @@ pub(crate) async fn serve(
                     }
                 }
                 NodeUp::Log(chunk) => {
-                    let route = m.log_routes.lock().await.get(&chunk.request).cloned();
-                    if let Some(r) = route {
+                    let route = {
+                        let routes = m.log_routes.lock().await;
+                        routes.get(&chunk.request).map(|r| (r.from(&name, session_id), r.tx.clone()))
+                    };
+                    match route {
                         // A slow client must not stall the node: drop chunks it cannot take.
-                        let _ = r.try_send(ResponseBody::Log(chunk.data));
+                        Some((true, r)) if r.len() < super::LogRoute::MAX_QUEUED => {
+                            let _ = r.try_send(ResponseBody::Log(chunk.data));
+                        }
+                        Some((false, _)) if !warned_foreign_logs => {
+                            warned_foreign_logs = true;
+                            tracing::warn!(node = %name, request = chunk.request, "node sent log lines for a request it was not asked: dropped (logged once per session)");
+                        }
+                        _ => {}
                     }
                 }
                 NodeUp::LogEnd { request, error } => {
-                    let route = m.log_routes.lock().await.remove(&request);
+                    let route = {
+                        let mut routes = m.log_routes.lock().await;
+                        match routes.get(&request) {
+                            Some(r) if r.from(&name, session_id) => routes.remove(&request).map(|r| r.tx),
+                            _ => None,
+                        }
+                    };
                     if let Some(r) = route {
                         let body = match error {
                             None => ResponseBody::End,

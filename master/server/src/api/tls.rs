@@ -287,9 +287,22 @@ pub async fn handshake(
     limit: std::time::Duration,
     peer: Option<std::net::SocketAddr>,
 ) -> Option<(ConnReader, ConnWriter)> {
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    handshake_counted(acceptor, stream, max_frame, limit, peer, read).await
+}
+
+/// [`handshake`], counting the bytes received into `read` (the accept loop's measure of whether
+/// an unauthenticated connection is idle).
+pub async fn handshake_counted(
+    acceptor: &futures_rustls::TlsAcceptor,
+    stream: TcpStream,
+    max_frame: usize,
+    limit: std::time::Duration,
+    peer: Option<std::net::SocketAddr>,
+    read: Arc<std::sync::atomic::AtomicUsize>,
+) -> Option<(ConnReader, ConnWriter)> {
     use futures_lite::FutureExt;
     let tcp = stream.clone();
-    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = Counted {
         inner: stream,
         read: read.clone(),

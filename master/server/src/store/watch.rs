@@ -55,7 +55,12 @@ impl Filter {
 #[derive(Debug)]
 struct Subscriber {
     filter: Filter,
+    /// Unbounded on purpose: its memory grows with what is queued and is given back as the
+    /// watcher reads (a bounded channel allocates every slot up front: 1,024 events of ~430
+    /// bytes each, ~440 KB per idle watch). `limit` bounds it instead.
     queue: async_channel::Sender<Event>,
+    /// Most events queued before the watcher counts as lagged.
+    limit: usize,
     lagged: Arc<AtomicBool>,
 }
 
@@ -100,6 +105,11 @@ impl Hub {
         st.compacted = compacted;
         st.subscribers.retain(|sub| {
             for ev in events.iter().filter(|ev| sub.filter.matches(ev.object())) {
+                if sub.queue.len() >= sub.limit {
+                    sub.lagged.store(true, Ordering::Release);
+                    tracing::debug!(revision = ev.revision, "store watcher lagged; dropping it");
+                    return false;
+                }
                 match sub.queue.try_send(ev.clone()) {
                     Ok(()) => {}
                     Err(async_channel::TrySendError::Full(_)) => {
@@ -159,7 +169,7 @@ impl Watcher {
         queue: usize,
         reads: Arc<super::reads::Counter>,
     ) -> Result<Watcher, StoreError> {
-        let (tx, rx) = async_channel::bounded(queue.max(1));
+        let (tx, rx) = async_channel::unbounded();
         let lagged = Arc::new(AtomicBool::new(false));
         let mut st = hub.lock();
         if st.closed {
@@ -174,6 +184,7 @@ impl Watcher {
         st.subscribers.push(Subscriber {
             filter: filter.clone(),
             queue: tx,
+            limit: queue.max(1),
             lagged: lagged.clone(),
         });
         let catch_up_to = st.revision;
