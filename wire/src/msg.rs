@@ -90,6 +90,38 @@ pub enum NodeUp {
         /// Why, with the fix when there is one.
         message: String,
     },
+    /// Every conflict the node has now (the set replaces the previous one; sent after each
+    /// connect and when it changes): a service port or a pod's host port it cannot bind, a volume
+    /// it cannot mount. The master records an event about the object and the node for each new one.
+    Conflicts(Vec<Conflict>),
+}
+
+/// What a [`Conflict`] is about.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConflictKind {
+    /// A service's port cannot be bound on the node (another process holds it).
+    ServicePort,
+    /// A pod's host port is already in use on the node.
+    HostPort,
+    /// A pod's volume cannot be mounted.
+    Volume,
+}
+
+/// Something the node was asked to do and cannot, because of something else on the node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Conflict {
+    /// What kind of conflict (the event's reason).
+    pub kind: ConflictKind,
+    /// Namespace of the service or pod.
+    pub namespace: String,
+    /// Name of the service or pod.
+    pub name: String,
+    /// UID of the pod (empty for a service).
+    pub uid: String,
+    /// The port (0 for a volume).
+    pub port: u16,
+    /// What went wrong and the fix.
+    pub message: String,
 }
 
 /// Master → worker.
@@ -111,6 +143,10 @@ pub enum NodeDown {
         follow: bool,
         /// Start this many bytes before the end (`None` = from the start of what is kept).
         tail_bytes: Option<u64>,
+        /// UID of the pod (logs are kept per pod UID; empty: the pod of that name).
+        uid: String,
+        /// The log of the previous run of a restarted process.
+        previous: bool,
     },
     /// Stop streaming a log.
     CancelLogs {
@@ -244,6 +280,8 @@ pub enum RequestBody {
         follow: bool,
         /// Start this many bytes before the end.
         tail_bytes: Option<u64>,
+        /// The log of the previous run of a restarted process (`logs --previous`).
+        previous: bool,
     },
     /// Start (or resume) uploading an artifact variant. Answered by
     /// [`ResponseBody::ArtifactProgress`] with the bytes the master already holds.
