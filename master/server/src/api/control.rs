@@ -40,7 +40,8 @@ impl Events {
     }
 
     /// Records an event about the object `kind` `namespace/name` with UID `uid`, folding a
-    /// repeat into a count. A store failure is logged, never the caller's failure.
+    /// repeat into a count (queued for the store's writer, not waited for). A store failure is
+    /// logged, never the caller's failure.
     pub async fn record(
         &self,
         kind: Kind,
@@ -79,7 +80,8 @@ impl Events {
             last_ms: now,
             object_uid: uid.to_string(),
         };
-        if let Err(e) = self.store.record_event(ev).await {
+        // Not waited for: it commits with the writes around it.
+        if let Err(e) = self.store.queue_event(ev) {
             tracing::warn!(object = %format!("{}/{name}", kind.as_str()), %namespace, %reason, "event not recorded: {e}");
         }
     }

@@ -122,6 +122,21 @@ impl Store {
             .map(|_| ())
     }
 
+    /// Queues an event for the writer without waiting for its commit: it shares the batch of
+    /// whatever writes are queued with it (a scheduler pass binding many pods records as many
+    /// events without as many commits). Fails only when the store is closed.
+    pub fn queue_event(&self, ev: Event) -> Result<(), StoreError> {
+        let (reply, _) = async_channel::bounded(1);
+        self.shared
+            .writes
+            .try_send(super::writer::Pending {
+                op: super::writer::Op::Event(Box::new(ev)),
+                reply,
+                linger: true,
+            })
+            .map_err(|_| StoreError::Closed)
+    }
+
     /// Events of a namespace (`None`: all; cluster-scoped objects' events, with an empty
     /// namespace, are in every namespace's list), least recently seen first.
     pub async fn events(&self, namespace: Option<&str>) -> Result<Vec<Event>, StoreError> {
