@@ -1,7 +1,7 @@
 //! The controller loop (level-triggered, like kube-controller-manager): read a snapshot, run the
 //! pure reconcilers of [`crate::controllers`], apply their actions with optimistic concurrency,
-//! record events (in the store). Runs again after its own writes and on store changes; a conflict just
-//! means the next pass sees newer state.
+//! record events (in the store). Runs again after its own writes and on store changes; a
+//! conflict just means the next pass sees newer state.
 
 use std::collections::HashSet;
 use std::sync::Arc;
