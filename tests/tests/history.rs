@@ -9,17 +9,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use bramble_tests::{MasterProc, require_root, start_cluster, tail, wait_for, write_file};
-use bramble_wire::objects::{Event, Object, PodPhase};
-
-fn events(m: &MasterProc) -> Vec<Event> {
-    m.get("events", &[])
-        .into_iter()
-        .filter_map(|o| match o {
-            Object::Event(e) => Some(e),
-            _ => None,
-        })
-        .collect()
-}
+use bramble_wire::objects::{Event, PodPhase};
 
 fn pod_manifest(name: &str, command: &str) -> String {
     format!(
@@ -44,23 +34,6 @@ fn running(m: &MasterProc, name: &str) -> bramble_wire::objects::Pod {
     )
 }
 
-fn logs_contain(m: &MasterProc, args: &[&str], needle: &str) -> String {
-    let mut last = String::new();
-    for _ in 0..150 {
-        let o = m.cli(args);
-        last =
-            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-        if last.contains(needle) {
-            return last;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "`bramble {}` never showed {needle:?}: {last}",
-        args.join(" ")
-    );
-}
-
 /// Before: logs were kept per pod name, so the re-created pod's log began with the deleted
 /// pod's output, and its `Scheduled` event counted both pods (`Scheduled 2`).
 #[test]
@@ -79,7 +52,7 @@ fn a_recreated_pod_has_its_own_logs_and_events() {
         ),
     ]);
     let first = running(&m, "echo");
-    logs_contain(&m, &["logs", "echo"], "first-pod");
+    m.wait_log(&["logs", "echo"], "first-pod");
     m.ok(&["delete", "pod", "echo"]);
     wait_for(Duration::from_secs(30), "pod echo gone", || {
         m.pod("echo").is_none().then_some(())
@@ -95,11 +68,12 @@ fn a_recreated_pod_has_its_own_logs_and_events() {
     ]);
     let second = running(&m, "echo");
     assert_ne!(first.meta.uid, second.meta.uid);
-    let log = logs_contain(&m, &["logs", "echo"], "second-pod");
+    let log = m.wait_log(&["logs", "echo"], "second-pod");
     assert!(!log.contains("first-pod"), "the old pod's output: {log}");
 
     // Each pod its own events; `describe` shows the current pod's only.
-    let scheduled: Vec<Event> = events(&m)
+    let scheduled: Vec<Event> = m
+        .events()
         .into_iter()
         .filter(|e| e.object_name == "echo" && e.reason == "Scheduled")
         .collect();
@@ -193,7 +167,7 @@ fn logs_previous_shows_the_last_run() {
         ),
     ]);
     running(&m, "steady");
-    logs_contain(&m, &["logs", "steady"], "up");
+    m.wait_log(&["logs", "steady"], "up");
     assert_eq!(runs(&["logs", "steady", "--previous"]), Vec::<u32>::new());
 }
 
@@ -216,7 +190,8 @@ fn events_survive_a_master_restart_and_stay_bounded() {
     ]);
     let pod = running(&m, "kept");
     let before = wait_for(Duration::from_secs(20), "the pod's events", || {
-        let ev: Vec<Event> = events(&m)
+        let ev: Vec<Event> = m
+            .events()
             .into_iter()
             .filter(|e| e.object_name == "kept")
             .collect();
@@ -225,7 +200,8 @@ fn events_survive_a_master_restart_and_stay_bounded() {
     let addr = m.addr.clone();
     m.proc.terminate(Duration::from_secs(5));
     m = MasterProc::start_on(&data, &addr, &["--max-events", "20"]);
-    let after: Vec<Event> = events(&m)
+    let after: Vec<Event> = m
+        .events()
         .into_iter()
         .filter(|e| e.object_name == "kept")
         .collect();
@@ -251,11 +227,11 @@ fn events_survive_a_master_restart_and_stay_bounded() {
     }
     m.ok(&["apply", "-f", &write_file(tmp.path(), "many.toml", &many)]);
     wait_for(Duration::from_secs(30), "FailedScheduling events", || {
-        let ev = events(&m);
+        let ev = m.events();
         (ev.iter().filter(|e| e.reason == "FailedScheduling").count() >= 15).then_some(())
     });
     std::thread::sleep(Duration::from_secs(2));
-    let n = events(&m).len();
+    let n = m.events().len();
     assert!(n <= 20, "{n} events kept with --max-events 20");
 }
 
@@ -304,7 +280,7 @@ ports = [{host_port}]
             Duration::from_secs(30),
             &format!("{reason} event about {name}"),
             || {
-                events(&m)
+                m.events()
                     .into_iter()
                     .find(|e| e.reason == reason && e.object_name == name)
             },
@@ -334,7 +310,8 @@ ports = [{host_port}]
     assert!(table.contains("PortConflict"), "{table}");
     // Reported once while it lasts: the event does not count up.
     std::thread::sleep(Duration::from_secs(3));
-    let again = events(&m)
+    let again = m
+        .events()
         .into_iter()
         .find(|e| e.reason == "PortConflict" && e.object_name == "web")
         .unwrap();
