@@ -91,8 +91,9 @@ pub enum NodeUp {
         message: String,
     },
     /// Every conflict the node has now (the set replaces the previous one; sent after each
-    /// connect and when it changes): a service port or a pod's host port it cannot bind, a volume
-    /// it cannot mount. The master records an event about the object and the node for each new one.
+    /// connect and when it changes): a service port or a pod's host port it cannot bind. The
+    /// master records an event about the object and the node for each new one. (A volume that
+    /// cannot be mounted fails its pod: the pod's reason and its `FailedCreate` event say why.)
     Conflicts(Vec<Conflict>),
 }
 
@@ -103,8 +104,6 @@ pub enum ConflictKind {
     ServicePort,
     /// A pod's host port is already in use on the node.
     HostPort,
-    /// A pod's volume cannot be mounted.
-    Volume,
 }
 
 /// Something the node was asked to do and cannot, because of something else on the node.
@@ -118,7 +117,7 @@ pub struct Conflict {
     pub name: String,
     /// UID of the pod (empty for a service).
     pub uid: String,
-    /// The port (0 for a volume).
+    /// The port.
     pub port: u16,
     /// What went wrong and the fix.
     pub message: String,

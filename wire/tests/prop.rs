@@ -976,8 +976,7 @@ fn node_up() -> BoxedStrategy<NodeUp> {
             (
                 prop_oneof![
                     Just(ConflictKind::ServicePort),
-                    Just(ConflictKind::HostPort),
-                    Just(ConflictKind::Volume)
+                    Just(ConflictKind::HostPort)
                 ],
                 s(),
                 s(),

@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(kept.len() <= MAX_CONFLICTS && events.len() == kept.len());
             for e in &events {
                 assert!(e.message.len() <= MAX_CONFLICT_MESSAGE + NODE.len() + 8, "{}", e.message);
-                assert!(["PortConflict", "HostPortConflict", "FailedMount"].contains(&e.reason));
+                assert!(["PortConflict", "HostPortConflict"].contains(&e.reason));
             }
             // The same set again records nothing.
             let (again, kept2, _) = judge_conflicts(NODE, &kept, now, uid_of);

@@ -315,7 +315,7 @@ async fn report_conflicts(
             .cache
             .get_typed::<bramble_wire::objects::Service>(&c.namespace, &c.name)
             .map(|s| s.meta.uid),
-        ConflictKind::HostPort | ConflictKind::Volume => m
+        ConflictKind::HostPort => m
             .cache
             .pod(&c.namespace, &c.name)
             .filter(|p| p.spec.node_name.as_deref() == Some(node) && p.meta.uid == c.uid)

@@ -135,7 +135,7 @@ pub struct ConflictEvent {
     pub name: String,
     /// Its UID.
     pub uid: String,
-    /// `PortConflict`, `HostPortConflict` or `FailedMount`.
+    /// `PortConflict` or `HostPortConflict`.
     pub reason: &'static str,
     /// What happened on which node, and the fix.
     pub message: String,
@@ -146,7 +146,6 @@ pub fn conflict_reason(kind: ConflictKind) -> &'static str {
     match kind {
         ConflictKind::ServicePort => "PortConflict",
         ConflictKind::HostPort => "HostPortConflict",
-        ConflictKind::Volume => "FailedMount",
     }
 }
 
@@ -194,7 +193,7 @@ pub fn judge_conflicts(
         if !before.contains(&c) {
             let kind = match c.kind {
                 ConflictKind::ServicePort => bramble_wire::objects::Kind::Service,
-                ConflictKind::HostPort | ConflictKind::Volume => bramble_wire::objects::Kind::Pod,
+                ConflictKind::HostPort => bramble_wire::objects::Kind::Pod,
             };
             events.push(ConflictEvent {
                 kind,
@@ -369,7 +368,7 @@ mod tests {
     #[test]
     fn conflicts_about_other_objects_are_dropped_and_bounded() {
         let uid_of = |c: &Conflict| (c.name == "p1" && c.uid == "p1-uid").then(|| c.uid.clone());
-        let mut other = conflict(ConflictKind::Volume, "p1", 0);
+        let mut other = conflict(ConflictKind::HostPort, "p1", 0);
         other.uid = "someone-else".into();
         let mut long = conflict(ConflictKind::HostPort, "p1", 1);
         long.message = "é".repeat(MAX_CONFLICT_MESSAGE);
