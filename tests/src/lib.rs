@@ -268,6 +268,37 @@ impl MasterProc {
         objects(&succeeded(&all, o))
     }
 
+    /// Every event (`bramble get events -o json`).
+    pub fn events(&self) -> Vec<bramble_wire::objects::Event> {
+        self.get("events", &[])
+            .into_iter()
+            .filter_map(|o| match o {
+                Object::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Runs `bramble ARGS` (`logs POD ...`) until its output holds `needle` (30 s, then panics
+    /// with the last output); returns that output.
+    pub fn wait_log(&self, args: &[&str], needle: &str) -> String {
+        let t = Instant::now();
+        loop {
+            let o = self.cli(args);
+            let l = String::from_utf8_lossy(&o.stdout).into_owned();
+            if l.contains(needle) {
+                return l;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no {needle:?} in `bramble {}` after 30 s: {l}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Object `kind`/`name` of namespace `default`, if it exists.
     pub fn one(&self, kind: &str, name: &str) -> Option<Object> {
         self.get(kind, &[name]).into_iter().next()

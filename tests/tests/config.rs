@@ -42,23 +42,6 @@ fn apply(m: &MasterProc, dir: &Path, name: &str, text: &str) -> String {
     m.ok(&["apply", "-f", f.to_str().unwrap()])
 }
 
-fn wait_log(m: &MasterProc, pod: &str, needle: &str) -> String {
-    let t = std::time::Instant::now();
-    loop {
-        let o = m.cli(&["logs", pod]);
-        let l = String::from_utf8_lossy(&o.stdout).into_owned();
-        if l.contains(needle) {
-            return l;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no {needle:?} in the log of {pod} after 30 s: {l}{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|rd| {
@@ -132,7 +115,7 @@ host_path = "{trig_dir}"
         "mode=fast",
     ]);
     assert!(out.contains("configmap/web-config created"), "{out}");
-    let log = wait_log(&m, "web", "page=v1");
+    let log = m.wait_log(&["logs", "web"], "page=v1");
     assert!(log.contains("env=fast"), "{log}");
     assert!(log.contains("read-only"), "{log}");
 
@@ -154,7 +137,7 @@ host_path = "{trig_dir}"
         "[[configmap]]\nname = \"web-config\"\ndata = { \"index.html\" = \"v2\", mode = \"slow\" }\n",
     );
     assert!(out.contains("configmap/web-config configured"), "{out}");
-    wait_log(&m, "web", "page=v2");
+    m.wait_log(&["logs", "web"], "page=v2");
     assert_eq!(m.pod_status("web").unwrap().0, phase_before.0);
     let log = m.ok(&["logs", "web"]);
     assert_eq!(
@@ -165,7 +148,7 @@ host_path = "{trig_dir}"
     // env_from is read when a process starts: its next restart sees the new value.
     assert!(!log.contains("env=slow"), "{log}");
     std::fs::write(&trigger, "").unwrap();
-    wait_log(&m, "web", "env=slow");
+    m.wait_log(&["logs", "web"], "env=slow");
 
     // The atomic-writer layout on the node.
     let cm_root = state.with_extension("run").join("configmaps");
@@ -250,7 +233,7 @@ configmap = "big-b"
 "#
         ),
     );
-    wait_log(&m, "big", "sizes 40960 40960");
+    m.wait_log(&["logs", "big"], "sizes 40960 40960");
     m.ok(&["delete", "pod", "big"]);
 
     // The pod goes: so do its volumes.
@@ -307,7 +290,7 @@ secret = "db"
 "#
     );
     apply(&m, tmp.path(), "app.toml", &manifest);
-    let log = wait_log(&m, "app", &format!("file={}", rot13(&marker)));
+    let log = m.wait_log(&["logs", "app"], &format!("file={}", rot13(&marker)));
     assert!(
         log.contains(&format!("env={} greeting=hello", rot13(&marker))),
         "env_from from a secret and a config map: {log}"
@@ -340,7 +323,7 @@ secret = "db"
         "secret.toml",
         &format!("[[secret]]\nname = \"db\"\ndata = {{ password = \"{marker2}\" }}\n"),
     );
-    wait_log(&m, "app", &format!("file={}", rot13(&marker2)));
+    m.wait_log(&["logs", "app"], &format!("file={}", rot13(&marker2)));
 
     // Hidden unless revealed.
     let hidden = m.ok(&["get", "secret", "db", "-o", "json"]);

@@ -93,6 +93,11 @@ pub enum NodeUp {
     /// Resource usage of the node and its pods (`bramble top`), sent only while the master
     /// asked for it with [`NodeDown::UsageWanted`]. Kept in the master's memory only.
     Usage(NodeUsage),
+    /// Every conflict the node has now (the set replaces the previous one; sent after each
+    /// connect and when it changes): a service port or a pod's host port it cannot bind. The
+    /// master records an event about the object and the node for each new one. (A volume that
+    /// cannot be mounted fails its pod: the pod's reason and its `FailedCreate` event say why.)
+    Conflicts(Vec<Conflict>),
 }
 
 /// CPU and memory of a node, pod or process over the last sampling window.
@@ -138,6 +143,32 @@ pub struct NodeUsage {
     pub pods: Vec<PodUsage>,
 }
 
+/// What a [`Conflict`] is about.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConflictKind {
+    /// A service's port cannot be bound on the node (another process holds it).
+    ServicePort,
+    /// A pod's host port is already in use on the node.
+    HostPort,
+}
+
+/// Something the node was asked to do and cannot, because of something else on the node.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Conflict {
+    /// What kind of conflict (the event's reason).
+    pub kind: ConflictKind,
+    /// Namespace of the service or pod.
+    pub namespace: String,
+    /// Name of the service or pod.
+    pub name: String,
+    /// UID of the pod (empty for a service).
+    pub uid: String,
+    /// The port.
+    pub port: u16,
+    /// What went wrong and the fix.
+    pub message: String,
+}
+
 /// Master → worker.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum NodeDown {
@@ -157,6 +188,10 @@ pub enum NodeDown {
         follow: bool,
         /// Start this many bytes before the end (`None` = from the start of what is kept).
         tail_bytes: Option<u64>,
+        /// UID of the pod (logs are kept per pod UID; empty: the pod of that name).
+        uid: String,
+        /// The log of the previous run of a restarted process.
+        previous: bool,
     },
     /// Stop streaming a log.
     CancelLogs {
@@ -296,6 +331,8 @@ pub enum RequestBody {
         follow: bool,
         /// Start this many bytes before the end.
         tail_bytes: Option<u64>,
+        /// The log of the previous run of a restarted process (`logs --previous`).
+        previous: bool,
     },
     /// Start (or resume) uploading an artifact variant. Answered by
     /// [`ResponseBody::ArtifactProgress`] with the bytes the master already holds.

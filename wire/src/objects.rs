@@ -988,6 +988,10 @@ pub struct Event {
     pub count: u32,
     /// Last time, ms since the epoch.
     pub last_ms: u64,
+    /// UID of the object it is about (empty when unknown): events of a re-created object of the
+    /// same name are its own.
+    #[serde(default)]
+    pub object_uid: String,
 }
 
 /// Desired state of a service.

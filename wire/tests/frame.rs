@@ -308,7 +308,7 @@ fn garbage_gets_a_distinct_error() {
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<NodeUp>(&[8]).unwrap_err(),
+        frame::decode::<NodeUp>(&[9]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(

@@ -615,8 +615,10 @@ fn node_down_each_case() {
             process: Some("main".into()),
             follow: true,
             tail_bytes: Some(4096),
+            uid: "u1".into(),
+            previous: false,
         },
-        "01090764656661756c740568656c6c6f01046d61696e01018020",
+        "01090764656661756c740568656c6c6f01046d61696e0101802002753100",
     );
     check(
         NodeDown::Logs {
@@ -626,8 +628,10 @@ fn node_down_each_case() {
             process: None,
             follow: false,
             tail_bytes: None,
+            uid: String::new(),
+            previous: true,
         },
-        "010a0764656661756c740568656c6c6f000000",
+        "010a0764656661756c740568656c6c6f0000000001",
     );
     check(NodeDown::CancelLogs { request: 9 }, "0209");
 }
@@ -699,8 +703,9 @@ fn request_each_body() {
             process: None,
             follow: true,
             tail_bytes: Some(1024),
+            previous: true,
         }),
-        "ac02050764656661756c740568656c6c6f0001018008",
+        "ac02050764656661756c740568656c6c6f000101800801",
     );
 }
 
@@ -909,10 +914,11 @@ fn controller_objects_and_ping() {
             message: "assigned to node n1".into(),
             count: 1,
             last_ms: 1_700_000_000_000,
+            object_uid: "u9".into(),
         }),
         "07057765622e310764656661756c7400027531070000000102057765622d7809
          5363686564756c65641361737369676e656420746f206e6f6465206e310180d0
-         95ffbc31",
+         95ffbc31027539",
     );
 }
 
@@ -1076,6 +1082,17 @@ fn services_config_artifacts_and_tokens() {
             message: "no nf_tables".into(),
         },
         "06000c6e6f206e665f7461626c6573",
+    );
+    check(
+        NodeUp::Conflicts(vec![bramble_wire::msg::Conflict {
+            kind: bramble_wire::msg::ConflictKind::ServicePort,
+            namespace: "default".into(),
+            name: "web".into(),
+            uid: String::new(),
+            port: 8080,
+            message: "in use".into(),
+        }]),
+        "0801000764656661756c740377656200903f06696e20757365",
     );
     check(
         request(RequestBody::ArtifactBegin {

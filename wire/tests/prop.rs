@@ -16,8 +16,9 @@ use std::rc::Rc;
 
 use bramble_wire::frame::{self, Decoder};
 use bramble_wire::msg::{
-    ApiError, Applied, ApplyOutcome, Assignment, ErrorCode, LogChunk, NodeDown, NodeUp, PodReport,
-    PodSubnet, Request, RequestBody, Response, ResponseBody, TokenInfo, TokenKind, WatchEvent,
+    ApiError, Applied, ApplyOutcome, Assignment, Conflict, ConflictKind, ErrorCode, LogChunk,
+    NodeDown, NodeUp, PodReport, PodSubnet, Request, RequestBody, Response, ResponseBody,
+    TokenInfo, TokenKind, WatchEvent,
 };
 use bramble_wire::objects::{
     Artifact, ArtifactVariant, Condition, ConditionKind, ConfigMap, DaemonSet, DaemonSetSpec,
@@ -763,9 +764,10 @@ fn event() -> BoxedStrategy<Event> {
         s(),
         any::<u32>(),
         any::<u64>(),
+        s(),
     )
         .prop_map(
-            |(meta, object_kind, object_name, reason, message, count, last_ms)| Event {
+            |(meta, object_kind, object_name, reason, message, count, last_ms, object_uid)| Event {
                 meta,
                 object_kind,
                 object_name,
@@ -773,6 +775,7 @@ fn event() -> BoxedStrategy<Event> {
                 message,
                 count,
                 last_ms,
+                object_uid,
             },
         )
         .boxed()
@@ -970,6 +973,29 @@ fn node_up() -> BoxedStrategy<NodeUp> {
         ),
         (any::<bool>(), s()).prop_map(|(kernel, message)| NodeUp::NetworkPath { kernel, message }),
         node_usage().prop_map(NodeUp::Usage),
+        vec(
+            (
+                prop_oneof![
+                    Just(ConflictKind::ServicePort),
+                    Just(ConflictKind::HostPort)
+                ],
+                s(),
+                s(),
+                s(),
+                any::<u16>(),
+                s()
+            )
+                .prop_map(|(kind, namespace, name, uid, port, message)| Conflict {
+                    kind,
+                    namespace,
+                    name,
+                    uid,
+                    port,
+                    message
+                }),
+            0..3
+        )
+        .prop_map(NodeUp::Conflicts),
     ]
     .boxed()
 }
@@ -1030,18 +1056,24 @@ fn node_down() -> BoxedStrategy<NodeDown> {
             s(),
             of(s()),
             any::<bool>(),
-            of(any::<u64>())
+            of(any::<u64>()),
+            s(),
+            any::<bool>(),
         )
-            .prop_map(|(request, namespace, pod, process, follow, tail_bytes)| {
-                NodeDown::Logs {
-                    request,
-                    namespace,
-                    pod,
-                    process,
-                    follow,
-                    tail_bytes,
+            .prop_map(
+                |(request, namespace, pod, process, follow, tail_bytes, uid, previous)| {
+                    NodeDown::Logs {
+                        request,
+                        namespace,
+                        pod,
+                        process,
+                        follow,
+                        tail_bytes,
+                        uid,
+                        previous,
+                    }
                 }
-            }),
+            ),
         any::<u32>().prop_map(|request| NodeDown::CancelLogs { request }),
         Just(NodeDown::Ping),
         vec(endpoints(), 0..3).prop_map(NodeDown::Endpoints),
@@ -1096,15 +1128,24 @@ fn request() -> BoxedStrategy<Request> {
                 expected_revision
             }
         ),
-        (s(), s(), of(s()), any::<bool>(), of(any::<u64>())).prop_map(
-            |(namespace, pod, process, follow, tail_bytes)| RequestBody::Logs {
-                namespace,
-                pod,
-                process,
-                follow,
-                tail_bytes
-            }
-        ),
+        (
+            s(),
+            s(),
+            of(s()),
+            any::<bool>(),
+            of(any::<u64>()),
+            any::<bool>()
+        )
+            .prop_map(|(namespace, pod, process, follow, tail_bytes, previous)| {
+                RequestBody::Logs {
+                    namespace,
+                    pod,
+                    process,
+                    follow,
+                    tail_bytes,
+                    previous,
+                }
+            }),
         (s(), arch(), s(), any::<u64>()).prop_map(|(name, arch, sha256, size)| {
             RequestBody::ArtifactBegin {
                 name,
@@ -1343,7 +1384,8 @@ cases!(
         LogEnd,
         ArtifactGet,
         NetworkPath,
-        Usage
+        Usage,
+        Conflicts
     ]
 );
 cases!(

@@ -12,7 +12,7 @@
 //!             endpoints        the last service endpoints (the proxy)              [endpoints]
 //!             cluster-network  the pod and service ranges, the DNS domain          [cluster-network]
 //!             artifacts/       unpacked artifact trees (content-addressed)
-//!             logs/<ns>_<pod>/<process>.log
+//!             logs/<ns>_<pod>_<uid prefix>/<process>.log (+ .log.1, .log.previous)
 //! <run-dir>/pods/<key>/config  what the pod init runs (agent → init)              [pod-config]
 //!                      status  the pod's status (init → agent)                     [pod-status]
 //!                      init    init PID, start ticks, start time                   [pod-init]

@@ -96,6 +96,7 @@ async fn fetch_logs(c: &mut Client) -> anyhow::Result<Result<String, String>> {
             process: None,
             follow: false,
             tail_bytes: None,
+            previous: false,
         })
         .await?;
     let mut text = String::new();

@@ -302,6 +302,9 @@ pub enum Cmd {
         /// Namespace.
         #[arg(short, long, default_value = "default")]
         namespace: String,
+        /// The log of the previous run of a restarted process (one is kept per process).
+        #[arg(long, conflicts_with = "follow")]
+        previous: bool,
     },
 }
 
@@ -425,6 +428,12 @@ pub struct MasterArgs {
     /// DATA_DIR/bramble.db.corrupt-* (without it the master refuses to start).
     #[arg(long)]
     pub accept_empty_store: bool,
+    /// Most events kept in the store (the most recently seen stay).
+    #[arg(long, default_value_t = bramble_server::store::DEFAULT_MAX_EVENTS)]
+    pub max_events: usize,
+    /// Events not seen again for this long are removed, e.g. `1h`.
+    #[arg(long, default_value_t = Dur(bramble_server::store::DEFAULT_EVENT_TTL))]
+    pub event_ttl: Dur,
 }
 
 /// Flags of `bramble up`.
@@ -562,6 +571,8 @@ fn master_config(a: MasterArgs) -> anyhow::Result<bramble_server::api::Config> {
     cfg.auth_fail_per_s = a.auth_fail_per_s;
     cfg.max_artifact_bytes = a.max_artifact_size;
     cfg.accept_empty_store = a.accept_empty_store;
+    cfg.max_events = a.max_events;
+    cfg.event_ttl = a.event_ttl.0;
     cfg.cluster_cidr =
         bramble_server::controllers::podnet::ClusterCidr::parse(&a.cluster_cidr, a.node_cidr_size)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -841,7 +852,9 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                 if let ResponseBody::List { items, .. } = c.call(list).await? {
                     let mine: Vec<Object> = items
                         .into_iter()
-                        .filter(|e| matches!(e, Object::Event(e) if e.object_kind == Some(kind) && e.object_name == name))
+                        // This object's events: not those of an earlier object of the name.
+                        .filter(|e| matches!(e, Object::Event(e) if e.object_kind == Some(kind) && e.object_name == name
+                            && (e.object_uid.is_empty() || e.object_uid == o.meta().uid)))
                         .collect();
                     if !mine.is_empty() {
                         let _ = writeln!(out, "Events:");
@@ -873,6 +886,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             follow,
             tail_bytes,
             namespace,
+            previous,
         } => {
             let id = c
                 .start(RequestBody::Logs {
@@ -881,6 +895,7 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
                     process: process.clone(),
                     follow,
                     tail_bytes,
+                    previous,
                 })
                 .await?;
             drop(out);

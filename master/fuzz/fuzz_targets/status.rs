@@ -12,13 +12,16 @@
 //! - `Unchanged` exactly when the stored status has the same meaning as what would be written;
 //! - a process reported twice keeps its first entry;
 //! - judging is idempotent: once written, the same report again is `Unchanged` with no events;
-//! - events are only recorded for a change, with a known reason and a bounded message.
+//! - events are only recorded for a change, with a known reason and a bounded message;
+//! - a `Conflicts` report: bounded, each conflict an event once, the same set again nothing.
 #![no_main]
 
-use bramble_server::api::report::{Verdict, judge, status_events};
+use bramble_server::api::report::{
+    MAX_CONFLICT_MESSAGE, MAX_CONFLICTS, Verdict, judge, judge_conflicts, status_events,
+};
 use bramble_server::controllers::podnet::check_pod_ip;
 use bramble_wire::frame;
-use bramble_wire::msg::NodeUp;
+use bramble_wire::msg::{Conflict, NodeUp};
 use bramble_wire::objects::{NetworkMode, Pod, PodStatus};
 use libfuzzer_sys::fuzz_target;
 
@@ -40,8 +43,24 @@ fuzz_target!(|data: &[u8]| {
     let Ok(msg) = frame::decode::<NodeUp>(body) else {
         return;
     };
-    let NodeUp::Status(reports) = msg else {
-        return;
+    let reports = match msg {
+        NodeUp::Status(reports) => reports,
+        NodeUp::Conflicts(now) => {
+            // The conflict judge: only objects the node may speak of, bounded, once each.
+            let uid_of = |c: &Conflict| (sel & 1 == 0 || c.name.len() % 2 == 0).then(|| c.uid.clone());
+            let (events, kept, _) = judge_conflicts(NODE, &[], now.clone(), uid_of);
+            assert!(kept.len() <= MAX_CONFLICTS && events.len() == kept.len());
+            for e in &events {
+                assert!(e.message.len() <= MAX_CONFLICT_MESSAGE + NODE.len() + 8, "{}", e.message);
+                assert!(["PortConflict", "HostPortConflict"].contains(&e.reason));
+            }
+            // The same set again records nothing.
+            let (again, kept2, _) = judge_conflicts(NODE, &kept, now, uid_of);
+            assert!(again.is_empty());
+            assert_eq!(kept, kept2);
+            return;
+        }
+        _ => return,
     };
     let cidr = CIDRS[usize::from(sel >> 4) % CIDRS.len()];
     for r in reports {

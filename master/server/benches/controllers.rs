@@ -200,6 +200,10 @@ fn cluster() -> (Vec<Node>, Vec<Deployment>, Vec<ReplicaSet>, Vec<Pod>) {
     (nodes, deployments, replicasets, pods)
 }
 
+/// No deleted pods' names to avoid.
+static NO_NAMES: std::sync::LazyLock<std::collections::HashSet<(String, String)>> =
+    std::sync::LazyLock::new(Default::default);
+
 fn snapshot<'a>(
     nodes: &'a [Node],
     pods: &'a [Pod],
@@ -215,6 +219,8 @@ fn snapshot<'a>(
         daemonsets: &[],
         jobs: &[],
         namespaces: &[],
+        seed: 1,
+        used_names: &NO_NAMES,
     }
 }
 

@@ -557,6 +557,7 @@ fn a_node_credential_reads_only_what_is_assigned_to_it() {
                 process: None,
                 follow: false,
                 tail_bytes: None,
+                previous: false,
             })
             .await,
             "logs",

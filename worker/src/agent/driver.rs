@@ -149,12 +149,14 @@ impl LinuxDriver {
 
     fn stop_in_background(&self, mut h: PodHandle, grace: Duration) {
         let vols = Arc::clone(&self.vols);
+        let logs = self.logs.join(h.key().log_dir_name());
         std::thread::spawn(move || {
             let key = h.key().to_string();
             if let Err(e) = h.stop(grace) {
                 tracing::warn!(pod = %key, "stop: {e}");
             }
             vols.remove_pod(&key);
+            remove_logs(&logs);
         });
     }
 
@@ -225,6 +227,16 @@ impl LinuxDriver {
     }
 }
 
+/// Removes the logs of a pod that is no longer assigned (they are kept per pod UID: nothing
+/// else reads them once the master forgot the pod).
+fn remove_logs(dir: &std::path::Path) {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(dir = %dir.display(), "removing a gone pod's logs: {e}"),
+    }
+}
+
 fn failed(message: String) -> PodStatus {
     PodStatus {
         phase: PodPhase::Failed,
@@ -263,6 +275,7 @@ impl Driver for LinuxDriver {
                     Slot::Waiting | Slot::Done => {
                         if let Ok(k) = PodKey::of(pod) {
                             self.vols.remove_pod(&k.to_string());
+                            remove_logs(&self.logs.join(k.log_dir_name()));
                         }
                     }
                 }
@@ -500,11 +513,21 @@ impl Driver for LinuxDriver {
         out
     }
 
-    fn log_file(&self, namespace: &str, pod: &str, process: Option<&str>) -> Option<PathBuf> {
+    fn log_file(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        process: Option<&str>,
+        previous: bool,
+    ) -> Option<PathBuf> {
         let p = &self
             .pods
             .values()
-            .find(|e| e.run.pod.meta.namespace == namespace && e.run.pod.meta.name == pod)?
+            .find(|e| {
+                let m = &e.run.pod.meta;
+                m.namespace == namespace && m.name == pod && (uid.is_empty() || m.uid == uid)
+            })?
             .run
             .pod;
         let proc_name = match process {
@@ -512,11 +535,16 @@ impl Driver for LinuxDriver {
             None => p.spec.processes.first()?.name.clone(),
         };
         let key = PodKey::of(p).ok()?;
-        Some(
-            self.logs
-                .join(key.log_dir_name())
-                .join(format!("{proc_name}.log")),
-        )
+        let mut dir = self.logs.join(key.log_dir_name());
+        if !dir.exists() {
+            // A pod started by an agent from before logs were kept per UID writes to the
+            // directory of its name.
+            let legacy = self.logs.join(key.legacy_log_dir_name());
+            if legacy.exists() {
+                dir = legacy;
+            }
+        }
+        Some(dir.join(crate::runtime::log::file_name(&proc_name, previous)))
     }
 }
 

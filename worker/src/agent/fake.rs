@@ -162,7 +162,14 @@ impl Driver for FakeDriver {
             .collect()
     }
 
-    fn log_file(&self, _namespace: &str, _pod: &str, _process: Option<&str>) -> Option<PathBuf> {
+    fn log_file(
+        &self,
+        _namespace: &str,
+        _pod: &str,
+        _uid: &str,
+        _process: Option<&str>,
+        _previous: bool,
+    ) -> Option<PathBuf> {
         None
     }
 

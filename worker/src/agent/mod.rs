@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod credential;
 pub mod driver;
 pub mod fake;
+pub mod hostports;
 pub mod images;
 pub mod info;
 pub mod metrics;
@@ -37,8 +38,16 @@ pub trait Driver {
     fn sync(&mut self, desired: &[PodToRun]);
     /// Advances restarts and returns the status of every pod the driver knows.
     fn poll(&mut self) -> Vec<PodReport>;
-    /// The log file of a process (`None` = the pod's first process).
-    fn log_file(&self, namespace: &str, pod: &str, process: Option<&str>) -> Option<PathBuf>;
+    /// The log file of a process (`None` = the pod's first process) of the pod with that name
+    /// and UID (empty: any UID); `previous`: of its previous run.
+    fn log_file(
+        &self,
+        namespace: &str,
+        pod: &str,
+        uid: &str,
+        process: Option<&str>,
+        previous: bool,
+    ) -> Option<PathBuf>;
     /// Resolves when a pod's status may have changed (never, if nothing runs).
     fn changed(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
     /// The config maps of the assignment and the secrets from the master (`None`: not received
@@ -277,8 +286,13 @@ async fn event_loop(
     if let Some(subnets) = load_network(&cfg.state) {
         apply_network(&cfg, &mut driver, &mut proxy, &mut net, &subnets, false);
     }
+    // Host ports: isolated pods' reservations (the pods found running hold their own).
+    let mut host_ports = hostports::HostPorts::default();
+    host_ports.update(&desired.pods, &Default::default());
     sync_pods(&mut driver, &mut arts, (&proxy, &net), &desired, None);
     connect();
+    // The conflicts the master was told of (on this connection).
+    let mut told_conflicts: Vec<bramble_wire::msg::Conflict> = Vec::new();
 
     let started = Instant::now();
     let mut up: Option<async_channel::Sender<NodeUp>> = None;
@@ -340,6 +354,8 @@ async fn event_loop(
                 reported = pods.iter().map(|r| (r.uid.clone(), r.clone())).collect();
                 let _ = tx.send(NodeUp::Status(pods)).await;
                 let _ = tx.send(net.report()).await;
+                // A new session: the master knows none of them (sent below when there are any).
+                told_conflicts.clear();
                 up = Some(tx);
             }
             Some(Ev::Disconnected) => {
@@ -371,6 +387,16 @@ async fn event_loop(
                         cfg.state.root().display()
                     );
                 }
+                // New pods' host ports are checked before they start.
+                let old: std::collections::HashSet<&str> =
+                    desired.pods.iter().map(|p| p.meta.uid.as_str()).collect();
+                let new_uids = a
+                    .pods
+                    .iter()
+                    .map(|p| p.meta.uid.as_str())
+                    .filter(|u| !old.contains(u))
+                    .collect();
+                host_ports.update(&a.pods, &new_uids);
                 desired = a;
                 driver.configure(&desired.config_maps, secrets.as_deref());
                 resync!();
@@ -446,15 +472,19 @@ async fn event_loop(
                 process,
                 follow,
                 tail_bytes,
+                uid,
+                previous,
             })) => {
                 if let Some(tx) = &up {
                     let cancel = Arc::new(AtomicBool::new(false));
                     streams.insert(request, cancel.clone());
-                    let file = driver.log_file(&namespace, &pod, process.as_deref());
+                    let file =
+                        driver.log_file(&namespace, &pod, &uid, process.as_deref(), previous);
                     smol::spawn(stream_log(
                         request,
                         file,
-                        follow,
+                        // The previous run's log does not grow.
+                        follow && !previous,
                         tail_bytes,
                         tx.clone(),
                         cancel,
@@ -507,6 +537,17 @@ async fn event_loop(
                     reported.insert(r.uid.clone(), r.clone());
                 }
                 let _ = tx.send(NodeUp::Status(delta)).await;
+            }
+            // Service and host ports this node cannot give (events on the master).
+            if host_ports.retry_due() {
+                host_ports.update(&desired.pods, &Default::default());
+            }
+            let mut conflicts = proxy.conflicts();
+            conflicts.extend(host_ports.conflicts());
+            conflicts.sort();
+            if conflicts != told_conflicts {
+                let _ = tx.send(NodeUp::Conflicts(conflicts.clone())).await;
+                told_conflicts = conflicts;
             }
             if Instant::now() >= next_hb {
                 next_hb = Instant::now() + hb_every;

@@ -11,13 +11,14 @@ pub mod copy;
 pub mod env;
 pub mod udp;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_net::{TcpListener, TcpStream, UdpSocket};
+use bramble_wire::msg::{Conflict, ConflictKind};
 use bramble_wire::objects::{Endpoints, Pod, Protocol};
 use futures_lite::FutureExt;
 use smol::lock::Semaphore;
@@ -165,11 +166,18 @@ pub async fn serve(
 
 /// Binds `addr` with `bind` (TCP or UDP), retrying every [`BIND_RETRY`] and logging when it fails
 /// and when it recovers.
-async fn bind_retrying<T, F>(addr: SocketAddr, what: &str, protocol: Protocol, bind: F) -> T
+async fn bind_retrying<T, F>(
+    addr: SocketAddr,
+    what: &str,
+    protocol: Protocol,
+    conflicts: &Conflicts,
+    bind: F,
+) -> T
 where
     F: AsyncFn(SocketAddr) -> std::io::Result<T>,
 {
     let proto = protocol.as_str();
+    let key = (addr.port(), protocol);
     let mut failing = false;
     loop {
         match bind(addr).await {
@@ -177,18 +185,45 @@ where
                 if failing {
                     tracing::info!(service = %what, %addr, "listening now ({proto})");
                 }
+                conflicts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&key);
                 return l;
             }
             Err(e) => {
                 if !failing {
-                    tracing::error!(service = %what, %addr,
+                    let message = format!(
                         "cannot listen on {proto} {addr} for service {what}: {e}; another process (or service) holds {proto} port {}: free it or change the service's port; retrying every {} s",
-                        addr.port(), BIND_RETRY.as_secs());
+                        addr.port(),
+                        BIND_RETRY.as_secs()
+                    );
+                    tracing::error!(service = %what, %addr, "{message}");
+                    conflicts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, service_conflict(what, addr.port(), message));
                     failing = true;
                 }
                 smol::Timer::after(BIND_RETRY).await;
             }
         }
+    }
+}
+
+/// The service ports this node cannot serve, by port and protocol.
+type Conflicts = Arc<Mutex<BTreeMap<(u16, Protocol), Conflict>>>;
+
+/// A [`ConflictKind::ServicePort`] conflict about the service `what` (`namespace/name`).
+fn service_conflict(what: &str, port: u16, message: String) -> Conflict {
+    let (namespace, name) = what.split_once('/').unwrap_or(("", what));
+    Conflict {
+        kind: ConflictKind::ServicePort,
+        namespace: namespace.into(),
+        name: name.into(),
+        uid: String::new(),
+        port,
+        message,
     }
 }
 
@@ -217,6 +252,10 @@ pub struct Proxy {
     vips: bool,
     /// How long a UDP session lives without datagrams.
     udp_idle: Duration,
+    /// Service ports that cannot be served: bound elsewhere, or wanted by two services.
+    conflicts: Conflicts,
+    /// The second services of ports two services want.
+    duplicates: BTreeMap<(u16, Protocol), Conflict>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -238,7 +277,19 @@ impl Proxy {
             pod_gateway: None,
             vips: false,
             udp_idle: udp::UDP_IDLE,
+            conflicts: Arc::default(),
+            duplicates: BTreeMap::new(),
         }
+    }
+
+    /// The service ports this node cannot serve now: another process holds the port, or
+    /// another service has it (the agent reports them to the master as events).
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        let held = self.conflicts.lock().unwrap_or_else(|e| e.into_inner());
+        held.values()
+            .chain(self.duplicates.values())
+            .cloned()
+            .collect()
     }
 
     /// How long UDP sessions live without datagrams (default [`udp::UDP_IDLE`]); applies to
@@ -342,6 +393,7 @@ impl Proxy {
     /// get their backends swapped in place. Must run inside a smol executor context.
     pub fn update(&mut self, eps: Vec<Endpoints>) {
         let mut wanted: HashMap<(u16, Protocol), (String, Vec<SocketAddr>)> = HashMap::new();
+        let mut duplicates = BTreeMap::new();
         for e in &eps {
             let what = format!("{}/{}", e.meta.namespace, e.meta.name);
             if e.port == 0 {
@@ -349,8 +401,13 @@ impl Proxy {
             }
             let key = (e.port, e.protocol);
             if let Some((other, _)) = wanted.get(&key) {
-                tracing::error!(service = %what, port = e.port,
-                    "service {what} wants {} port {} that service {other} already has: only {other} is served; give one of them another port", e.protocol.as_str(), e.port);
+                let message = format!(
+                    "service {what} wants {} port {} that service {other} already has: only {other} is served; give one of them another port",
+                    e.protocol.as_str(),
+                    e.port
+                );
+                tracing::error!(service = %what, port = e.port, "{message}");
+                duplicates.insert(key, service_conflict(&what, e.port, message));
                 continue;
             }
             let mut addrs = Vec::with_capacity(e.ready.len());
@@ -364,10 +421,13 @@ impl Proxy {
             }
             wanted.insert(key, (what, addrs));
         }
+        self.duplicates = duplicates;
+        let conflicts = self.conflicts.clone();
         self.listeners.retain(|key, l| {
             let keep = wanted.get(key).is_some_and(|(w, _)| *w == l.service);
             if !keep {
                 tracing::info!(service = %l.service, port = key.0, "service removed: closing its listener");
+                conflicts.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
             }
             keep
         });
@@ -386,16 +446,21 @@ impl Proxy {
             let (b, pool, w) = (backends.clone(), self.pool.clone(), what.clone());
             let limit = self.limit.clone();
             let idle = self.udp_idle;
+            let conflicts = self.conflicts.clone();
             let task = match protocol {
                 Protocol::Tcp => smol::spawn(async move {
-                    let l = bind_retrying(addr, &w, protocol, async |a| TcpListener::bind(a).await)
-                        .await;
+                    let l = bind_retrying(addr, &w, protocol, &conflicts, async |a| {
+                        TcpListener::bind(a).await
+                    })
+                    .await;
                     tracing::info!(service = %w, %addr, "proxy listening");
                     serve(l, w, b, pool, limit).await;
                 }),
                 Protocol::Udp => smol::spawn(async move {
-                    let s =
-                        bind_retrying(addr, &w, protocol, async |a| UdpSocket::bind(a).await).await;
+                    let s = bind_retrying(addr, &w, protocol, &conflicts, async |a| {
+                        UdpSocket::bind(a).await
+                    })
+                    .await;
                     tracing::info!(service = %w, %addr, "proxy listening (UDP)");
                     udp::serve(s, w, b, idle).await;
                 }),

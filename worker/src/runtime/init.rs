@@ -176,6 +176,8 @@ struct Proc {
     oom_fd: Option<OwnedFd>,
     oom_seen: u64,
     log: Option<RingLog>,
+    /// Runs started so far (a start after the first is a restart: its log starts anew).
+    runs: u32,
     pipe: Option<OwnedFd>,
     old_pipes: Vec<OwnedFd>,
     status: ProcessStatus,
@@ -1172,6 +1174,7 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
             oom_fd,
             oom_seen: 0,
             log: Some(log),
+            runs: 0,
             pipe: None,
             old_pipes: Vec::new(),
             status: ProcessStatus {
@@ -1403,6 +1406,17 @@ fn drain(p: &mut Proc, buf: &mut [u8]) {
 }
 
 fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
+    if p.runs > 0 {
+        // A restart: what the last run still had in its pipes goes to its log, which then
+        // becomes the previous run's (`bramble logs --previous`).
+        drain(p, &mut vec![0u8; 16 * 1024]);
+        if let Some(l) = p.log.as_mut()
+            && let Err(e) = l.new_run()
+        {
+            eprintln!("bramble: process {}: rotating its log: {e}", p.spec.name);
+        }
+    }
+    p.runs += 1;
     if let Some(old) = p.pipe.take() {
         p.old_pipes.push(old);
     }

@@ -363,8 +363,15 @@ impl PodKey {
         })
     }
 
-    /// `<namespace>_<name>`: the pod's log directory under the log root.
+    /// `<namespace>_<name>_<uid prefix>`: the pod's log directory under the log root (per UID:
+    /// a re-created pod of the same name starts its own logs).
     pub fn log_dir_name(&self) -> String {
+        self.to_string()
+    }
+
+    /// `<namespace>_<name>`: where agents before per-UID logs put a pod's logs (read for pods
+    /// they started, which keep writing there).
+    pub fn legacy_log_dir_name(&self) -> String {
         format!("{}_{}", self.namespace, self.name)
     }
 }

@@ -105,6 +105,15 @@ impl SysError {
             err,
         }
     }
+
+    /// Whether the call failed because a file does not exist.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            SysError::Call { err, .. } | SysError::Path { err, .. } => *err == nix::Error::ENOENT,
+            SysError::Io { err, .. } => err.kind() == std::io::ErrorKind::NotFound,
+            _ => false,
+        }
+    }
 }
 
 /// Result of the syscall layer.

@@ -329,6 +329,14 @@ pub fn rename_at(dir: BorrowedFd<'_>, from: &str, to: &str) -> Result<()> {
     nix::fcntl::renameat(dir, from, dir, to).map_err(|e| SysError::path("renameat", to, e))
 }
 
+/// Removes the file `name` in `dir`; a missing file is not an error.
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &str) -> Result<()> {
+    match nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(nix::Error::ENOENT) => Ok(()),
+        Err(e) => Err(SysError::path("unlinkat", name, e)),
+    }
+}
+
 /// Writes all of `buf` to `fd`.
 pub fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> Result<()> {
     while !buf.is_empty() {

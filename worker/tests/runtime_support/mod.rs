@@ -50,7 +50,18 @@ impl Env {
     }
 
     pub fn log(&self, pod: &str, process: &str) -> String {
-        let dir = self.logs.path().join(format!("default_{pod}"));
+        // Logs are kept per pod UID: `default_<pod>_<uid prefix>`.
+        let prefix = format!("default_{pod}_");
+        let dir = std::fs::read_dir(self.logs.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            })
+            .unwrap_or_else(|| self.logs.path().join(&prefix));
         String::from_utf8_lossy(&log::read_tail(&dir, process, 1 << 20).unwrap_or_default())
             .into_owned()
     }

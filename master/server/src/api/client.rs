@@ -255,6 +255,7 @@ pub(crate) async fn serve(
                 process,
                 follow,
                 tail_bytes,
+                previous,
             } => {
                 streams.push(smol::spawn(logs(
                     m.clone(),
@@ -262,7 +263,7 @@ pub(crate) async fn serve(
                     namespace,
                     pod,
                     process,
-                    follow,
+                    (follow, previous),
                     tail_bytes,
                     tx.clone(),
                 )));
@@ -408,7 +409,7 @@ pub(crate) async fn handle_unfiltered(
             ..
         } => Ok(ResponseBody::List {
             revision: m.store.current_revision(),
-            items: m.events.list(namespace.as_deref()).await,
+            items: m.events.list(namespace.as_deref()).await?,
         }),
         RequestBody::List {
             kind: Kind::Endpoints,
@@ -977,7 +978,7 @@ async fn logs(
     namespace: String,
     pod: String,
     process: Option<String>,
-    follow: bool,
+    (follow, previous): (bool, bool),
     tail_bytes: Option<u64>,
     tx: Outbox,
 ) {
@@ -1007,7 +1008,7 @@ async fn logs(
         m.log_routes.lock().await.insert(request, super::LogRoute { node: node.clone(), session, tx: rtx });
         let _guard = RouteGuard { m: m.clone(), request, node_tx: node_tx.clone() };
         node_tx
-            .send(NodeDown::Logs { request, namespace: ns, pod: pod.clone(), process, follow, tail_bytes })
+            .send(NodeDown::Logs { request, namespace: ns, pod: pod.clone(), process, follow, tail_bytes, uid: p.meta.uid.clone(), previous })
             .await
             .map_err(|_| err(ErrorCode::Unavailable, format!("node {node:?} disconnected")))?;
         while let Ok(body) = rrx.recv().await {

@@ -1,9 +1,9 @@
 //! The controller loop (level-triggered, like kube-controller-manager): read a snapshot, run the
 //! pure reconcilers of [`crate::controllers`], apply their actions with optimistic concurrency,
-//! record events in memory. Runs again after its own writes and on store changes; a conflict just
-//! means the next pass sees newer state.
+//! record events (in the store). Runs again after its own writes and on store changes; a
+//! conflict just means the next pass sees newer state.
 
-use std::collections::VecDeque;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,53 +15,59 @@ use crate::cache::{Change, Delta};
 use crate::controllers::{self, Action};
 use crate::store::StoreError;
 
-/// Events kept in memory (bounded): what `bramble get events` and `describe` show.
+/// Events: what `bramble get events` and `describe` show, persisted in the store (bounded by
+/// count and age there, see [`crate::store::events`]) and keyed by the UID of the object they are
+/// about. Also remembers which pod names have events, so that generated names are not given
+/// again while their history exists.
 #[derive(Debug)]
 pub struct Events {
-    buf: async_lock::Mutex<VecDeque<Event>>,
-    cap: usize,
-    seq: std::sync::atomic::AtomicU64,
+    store: crate::store::Store,
+    /// (namespace, name) of pods with events (a superset: reloaded from the store when it grows
+    /// past twice the store's bound).
+    pod_names: std::sync::Mutex<Arc<HashSet<(String, String)>>>,
+    reload_at: usize,
 }
 
 impl Events {
-    /// At most `cap` events; the oldest go first.
-    pub fn new(cap: usize) -> Events {
-        Events {
-            buf: async_lock::Mutex::new(VecDeque::new()),
-            cap,
-            seq: Default::default(),
-        }
+    /// Events in `store`; loads the names of pods that have events.
+    pub async fn new(store: crate::store::Store, max_events: usize) -> Result<Events, StoreError> {
+        let names = store.names_with_events(Kind::Pod).await?;
+        Ok(Events {
+            store,
+            pod_names: std::sync::Mutex::new(Arc::new(names.into_iter().collect())),
+            reload_at: max_events.max(64).saturating_mul(2),
+        })
     }
 
-    /// Records an event, folding a repeat of the last identical one into a count.
+    /// Records an event about the object `kind` `namespace/name` with UID `uid`, folding a
+    /// repeat into a count (queued for the store's writer, not waited for). A store failure is
+    /// logged, never the caller's failure.
     pub async fn record(
         &self,
         kind: Kind,
         namespace: &str,
         name: &str,
+        uid: &str,
         reason: &str,
         message: &str,
     ) {
         let now = now_ms();
-        let mut buf = self.buf.lock().await;
-        if let Some(e) = buf.iter_mut().rev().take(32).find(|e| {
-            e.object_kind == Some(kind)
-                && e.meta.namespace == namespace
-                && e.object_name == name
-                && e.reason == reason
-                && e.message == message
-        }) {
-            e.count += 1;
-            e.last_ms = now;
-            return;
+        if kind == Kind::Pod {
+            let key = (namespace.to_string(), name.to_string());
+            let reload = {
+                let mut names = self.pod_names.lock().unwrap_or_else(|e| e.into_inner());
+                if !names.contains(&key) {
+                    Arc::make_mut(&mut names).insert(key);
+                }
+                names.len() > self.reload_at
+            };
+            if reload && let Ok(fresh) = self.store.names_with_events(Kind::Pod).await {
+                *self.pod_names.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Arc::new(fresh.into_iter().collect());
+            }
         }
-        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if buf.len() >= self.cap {
-            buf.pop_front();
-        }
-        buf.push_back(Event {
+        let ev = Event {
             meta: Meta {
-                name: format!("{name}.{n:x}"),
                 namespace: namespace.to_string(),
                 created_ms: now,
                 ..Default::default()
@@ -72,32 +78,31 @@ impl Events {
             message: message.to_string(),
             count: 1,
             last_ms: now,
-        });
+            object_uid: uid.to_string(),
+        };
+        // Not waited for: it commits with the writes around it.
+        if let Err(e) = self.store.queue_event(ev) {
+            tracing::warn!(object = %format!("{}/{name}", kind.as_str()), %namespace, %reason, "event not recorded: {e}");
+        }
     }
 
-    /// Events of a namespace (or all), oldest first.
-    pub async fn list(&self, namespace: Option<&str>) -> Vec<Object> {
-        let buf = self.buf.lock().await;
-        buf.iter()
-            .filter(|e| {
-                namespace.is_none_or(|ns| e.meta.namespace == ns || e.meta.namespace.is_empty())
-            })
-            .cloned()
+    /// Events of a namespace (or all), least recently seen first.
+    pub async fn list(&self, namespace: Option<&str>) -> Result<Vec<Object>, StoreError> {
+        Ok(self
+            .store
+            .events(namespace)
+            .await?
+            .into_iter()
             .map(Object::Event)
-            .collect()
+            .collect())
     }
 
-    /// Events about one object.
-    pub async fn about(&self, kind: Kind, namespace: &str, name: &str) -> Vec<Event> {
-        let buf = self.buf.lock().await;
-        buf.iter()
-            .filter(|e| {
-                e.object_kind == Some(kind)
-                    && e.object_name == name
-                    && e.meta.namespace == namespace
-            })
-            .cloned()
-            .collect()
+    /// The (namespace, name) of pods that have events (or had, recently).
+    pub fn pod_names(&self) -> Arc<HashSet<(String, String)>> {
+        self.pod_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -143,7 +148,8 @@ pub(crate) async fn reconcile_once(m: &Master) -> Result<(usize, Option<u64>), S
         return Ok((0, Some(now_ms() + 500)));
     }
     let view = m.cache.snapshot();
-    let snap = view.controllers(now_ms());
+    let used = m.events.pod_names();
+    let snap = view.controllers(now_ms(), random_seed(), &used);
     let timings = m.cfg.timings();
     let actions = controllers::reconcile(&snap, &timings);
     let deadline = controllers::next_deadline(&snap, &timings);
@@ -176,12 +182,13 @@ pub(crate) async fn reconcile_once(m: &Master) -> Result<(usize, Option<u64>), S
                 kind,
                 namespace,
                 name,
+                uid,
                 reason,
                 message,
             } => {
                 tracing::info!(object = %format!("{}/{name}", kind.as_str()), %namespace, %reason, "{message}");
                 m.events
-                    .record(kind, &namespace, &name, &reason, &message)
+                    .record(kind, &namespace, &name, &uid, &reason, &message)
                     .await;
                 continue;
             }
@@ -198,6 +205,14 @@ pub(crate) async fn reconcile_once(m: &Master) -> Result<(usize, Option<u64>), S
         }
     }
     Ok((applied, deadline))
+}
+
+/// A fresh random value per pass, for generated names (std's per-instance random hasher keys).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    h.finish()
 }
 
 /// Runs the controllers on every store change (coalesced), after their own writes, and when a

@@ -221,6 +221,7 @@ pub(crate) async fn schedule_once(m: &Master, seed: u64) -> Result<usize, StoreE
                         Kind::Pod,
                         &p.meta.namespace,
                         &p.meta.name,
+                        &p.meta.uid,
                         "Scheduled",
                         &format!("assigned to node {node}"),
                     )
@@ -236,6 +237,7 @@ pub(crate) async fn schedule_once(m: &Master, seed: u64) -> Result<usize, StoreE
                         Kind::Pod,
                         &p.meta.namespace,
                         &p.meta.name,
+                        &p.meta.uid,
                         "FailedScheduling",
                         &reason,
                     )

@@ -734,6 +734,7 @@ async fn pull_one(m: Arc<Master>, normalized: String, r: ImageRef) {
                     Kind::Pod,
                     &p.meta.namespace,
                     &p.meta.name,
+                    &p.meta.uid,
                     "FailedPull",
                     &format!("image {normalized}: {e} (retrying in {} s)", wait.as_secs()),
                 )

@@ -517,7 +517,7 @@ fn a_pod_whose_image_cannot_be_pulled_waits_with_the_error_and_no_retry_storm() 
             c.status.message
         );
         // One event per failure and waiting pod.
-        let events = m.events.list(Some("default")).await;
+        let events = m.events.list(Some("default")).await.unwrap();
         let failed: Vec<String> = events
             .iter()
             .filter_map(|o| match o {

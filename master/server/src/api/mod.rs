@@ -96,6 +96,10 @@ pub struct Config {
     /// Start with an empty store even though a damaged one was moved aside
     /// ([`crate::store::StoreConfig::accept_empty_store`]).
     pub accept_empty_store: bool,
+    /// Most events kept ([`crate::store::StoreConfig::max_events`]).
+    pub max_events: usize,
+    /// How long an event not seen again is kept ([`crate::store::StoreConfig::event_ttl`]).
+    pub event_ttl: Duration,
 }
 
 /// The default pod range (k3s's): a /24 per node out of 10.42.0.0/16.
@@ -152,6 +156,8 @@ impl Config {
                 .expect("the default service range parses"),
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             accept_empty_store: false,
+            max_events: crate::store::DEFAULT_MAX_EVENTS,
+            event_ttl: crate::store::DEFAULT_EVENT_TTL,
         }
     }
 
@@ -295,10 +301,13 @@ impl Master {
             &cfg.data_dir,
             crate::store::StoreConfig {
                 accept_empty_store: cfg.accept_empty_store,
+                max_events: cfg.max_events,
+                event_ttl: cfg.event_ttl,
                 ..Default::default()
             },
         )
         .await?;
+        let events = control::Events::new(store.clone(), cfg.max_events).await?;
         let tokens = auth::Tokens::load(&store, &admin_token, &join_token, now_ms()).await?;
         let auth_limit = auth::FailLimiter::new(cfg.auth_fail_burst, cfg.auth_fail_per_s, 4096);
         let (wake_sched, wake_sched_rx) = async_channel::bounded(1);
@@ -317,7 +326,7 @@ impl Master {
             wake_sched,
             wake_sched_rx,
             started_ms: now_ms(),
-            events: control::Events::new(1000),
+            events,
             endpoints: Default::default(),
             subnet_lock: Mutex::new(()),
             service_ip_lock: Mutex::new(()),

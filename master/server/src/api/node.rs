@@ -153,6 +153,8 @@ pub(crate) async fn serve(
     let mut may_get: std::collections::HashSet<String> = std::collections::HashSet::new();
     // Whether this session was logged sending log chunks of streams it was not asked for.
     let mut warned_foreign_logs = false;
+    // The conflicts this session reported last (a conflict records its event once).
+    let mut conflicts: Vec<bramble_wire::msg::Conflict> = Vec::new();
     let result: anyhow::Result<()> = async {
         loop {
             let msg = match with_timeout(idle, reader.recv::<NodeUp>()).await? {
@@ -188,6 +190,9 @@ pub(crate) async fn serve(
                 NodeUp::Usage(u) => super::top::received(&m, &name, u).await,
                 NodeUp::NetworkPath { kernel, message } => {
                     set_network_condition(&m, &name, kernel, &message).await?;
+                }
+                NodeUp::Conflicts(now) => {
+                    conflicts = report_conflicts(&m, &name, &conflicts, now).await;
                 }
                 NodeUp::ArtifactGet {
                     request,
@@ -318,6 +323,55 @@ pub fn allocatable(info: &NodeInfo) -> Resources {
 
 /// Writes node `name`'s `KernelNetwork` condition (kept across registrations; the agent sends
 /// it after each connect).
+/// Records an event about the object and the node for each conflict `node` reports that it
+/// did not report before ([`super::report::judge_conflicts`]); returns the set to remember.
+async fn report_conflicts(
+    m: &Master,
+    node: &str,
+    before: &[bramble_wire::msg::Conflict],
+    now: Vec<bramble_wire::msg::Conflict>,
+) -> Vec<bramble_wire::msg::Conflict> {
+    use bramble_wire::msg::ConflictKind;
+    m.cache.catch_up(&m.store).await;
+    let uid_of = |c: &bramble_wire::msg::Conflict| match c.kind {
+        ConflictKind::ServicePort => m
+            .cache
+            .get_typed::<bramble_wire::objects::Service>(&c.namespace, &c.name)
+            .map(|s| s.meta.uid),
+        ConflictKind::HostPort => m
+            .cache
+            .pod(&c.namespace, &c.name)
+            .filter(|p| p.spec.node_name.as_deref() == Some(node) && p.meta.uid == c.uid)
+            .map(|p| p.meta.uid),
+    };
+    let (events, kept, dropped) = super::report::judge_conflicts(node, before, now, uid_of);
+    for d in dropped {
+        tracing::warn!(%node, "ignored part of a conflict report: {d}");
+    }
+    let node_uid = m
+        .cache
+        .get_typed::<Node>("", node)
+        .map(|n| n.meta.uid)
+        .unwrap_or_default();
+    for e in events {
+        tracing::warn!(%node, object = %format!("{}/{}/{}", e.kind.as_str(), e.namespace, e.name), reason = e.reason, "{}", e.message);
+        m.events
+            .record(e.kind, &e.namespace, &e.name, &e.uid, e.reason, &e.message)
+            .await;
+        let about = format!(
+            "{} {}/{}: {}",
+            e.kind.as_str(),
+            e.namespace,
+            e.name,
+            e.message
+        );
+        m.events
+            .record(Kind::Node, "", node, &node_uid, e.reason, &about)
+            .await;
+    }
+    kept
+}
+
 pub(crate) async fn set_network_condition(
     m: &Master,
     name: &str,
@@ -540,9 +594,11 @@ pub(crate) async fn report_status(m: &Master, node: &str, r: PodReport) -> anyho
             .await
         {
             Ok(_) => {
-                let (ns, name) = (&pod.meta.namespace, &pod.meta.name);
+                let (ns, name, uid) = (&pod.meta.namespace, &pod.meta.name, &pod.meta.uid);
                 for (reason, msg) in super::report::status_events(&before, &status) {
-                    m.events.record(Kind::Pod, ns, name, reason, &msg).await;
+                    m.events
+                        .record(Kind::Pod, ns, name, uid, reason, &msg)
+                        .await;
                 }
                 return Ok(());
             }
@@ -611,6 +667,7 @@ pub(crate) async fn lifecycle_loop(m: Arc<Master>) {
                             Kind::Node,
                             "",
                             &n.meta.name,
+                            &n.meta.uid,
                             "NodeNotReady",
                             "missed heartbeats for the grace period",
                         )

@@ -1,7 +1,9 @@
 //! The pure part of a node's status report: whether a [`PodReport`] may change the stored pod,
-//! what status is written, and which events that change records. No store, no cache, no I/O:
+//! what status is written, and which events that change records; and which of a node's
+//! reported conflicts (ports, volumes) record events. No store, no cache, no I/O:
 //! [`super::node`] does those around it (and `master/fuzz`'s `status` target fuzzes it).
 
+use bramble_wire::msg::{Conflict, ConflictKind};
 use bramble_wire::objects::{Pod, PodStatus, ProcessState};
 use bramble_wire::{ExitReason, PodPhase};
 
@@ -117,6 +119,96 @@ pub fn status_events(old: &PodStatus, new: &PodStatus) -> Vec<(&'static str, Str
     out
 }
 
+/// Most conflicts of one report that are judged (the rest are dropped, and said so).
+pub const MAX_CONFLICTS: usize = 64;
+/// The longest conflict message recorded (cut at a character boundary).
+pub const MAX_CONFLICT_MESSAGE: usize = 512;
+
+/// An event a node's conflict report records: about the object (`kind`) and about the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictEvent {
+    /// Kind of the object it is about (service or pod).
+    pub kind: bramble_wire::objects::Kind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its UID.
+    pub uid: String,
+    /// `PortConflict` or `HostPortConflict`.
+    pub reason: &'static str,
+    /// What happened on which node, and the fix.
+    pub message: String,
+}
+
+/// The event reason of a conflict kind.
+pub fn conflict_reason(kind: ConflictKind) -> &'static str {
+    match kind {
+        ConflictKind::ServicePort => "PortConflict",
+        ConflictKind::HostPort => "HostPortConflict",
+    }
+}
+
+/// Judges node `node`'s conflict set `now` against the set it reported before: which conflicts
+/// are new (each records one event about its object; a conflict still present records nothing
+/// again), and what was dropped. `uid_of` gives the UID of the object a conflict names if the
+/// node may speak of it — a service that exists, a pod bound to this node with the reported
+/// UID — and `None` otherwise (dropped: a node cannot write events about other nodes' pods).
+/// Returns the events, the set to remember (what was judged, deduplicated), and what was dropped.
+pub fn judge_conflicts(
+    node: &str,
+    before: &[Conflict],
+    mut now: Vec<Conflict>,
+    uid_of: impl Fn(&Conflict) -> Option<String>,
+) -> (Vec<ConflictEvent>, Vec<Conflict>, Vec<String>) {
+    let mut dropped = Vec::new();
+    if now.len() > MAX_CONFLICTS {
+        dropped.push(format!(
+            "{} conflicts past the first {MAX_CONFLICTS}",
+            now.len() - MAX_CONFLICTS
+        ));
+        now.truncate(MAX_CONFLICTS);
+    }
+    for c in &mut now {
+        if c.message.len() > MAX_CONFLICT_MESSAGE {
+            let mut end = MAX_CONFLICT_MESSAGE;
+            while !c.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            c.message.truncate(end);
+        }
+    }
+    now.sort();
+    now.dedup();
+    let mut events = Vec::new();
+    let mut kept = Vec::with_capacity(now.len());
+    for c in now {
+        let Some(uid) = uid_of(&c) else {
+            dropped.push(format!(
+                "{:?} conflict about {}/{}: no such object for this node",
+                c.kind, c.namespace, c.name
+            ));
+            continue;
+        };
+        if !before.contains(&c) {
+            let kind = match c.kind {
+                ConflictKind::ServicePort => bramble_wire::objects::Kind::Service,
+                ConflictKind::HostPort => bramble_wire::objects::Kind::Pod,
+            };
+            events.push(ConflictEvent {
+                kind,
+                namespace: c.namespace.clone(),
+                name: c.name.clone(),
+                uid,
+                reason: conflict_reason(c.kind),
+                message: format!("node {node}: {}", c.message),
+            });
+        }
+        kept.push(c);
+    }
+    (events, kept, dropped)
+}
+
 #[cfg(test)]
 mod tests {
     use bramble_wire::objects::{NetworkMode, ProcessStatus};
@@ -217,5 +309,82 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].0, "OOMKilled");
         assert!(status_events(&oom, &oom).is_empty());
+    }
+
+    fn conflict(kind: ConflictKind, name: &str, port: u16) -> Conflict {
+        Conflict {
+            kind,
+            namespace: "default".into(),
+            name: name.into(),
+            uid: if kind == ConflictKind::ServicePort {
+                String::new()
+            } else {
+                format!("{name}-uid")
+            },
+            port,
+            message: format!("port {port} is in use"),
+        }
+    }
+
+    #[test]
+    fn a_conflict_records_one_event_while_it_lasts() {
+        let uid_of = |c: &Conflict| match c.kind {
+            ConflictKind::ServicePort => (c.name == "web").then(|| "svc-uid".to_string()),
+            // Only pods bound to this node with the reported UID.
+            _ => (c.name == "p1" && c.uid == "p1-uid").then(|| c.uid.clone()),
+        };
+        let web = conflict(ConflictKind::ServicePort, "web", 8080);
+        let hp = conflict(ConflictKind::HostPort, "p1", 9090);
+        let (ev, kept, dropped) = judge_conflicts(
+            "pi1",
+            &[],
+            vec![web.clone(), hp.clone(), web.clone()],
+            uid_of,
+        );
+        assert!(dropped.is_empty(), "{dropped:?}");
+        assert_eq!(kept.len(), 2);
+        assert_eq!(ev.len(), 2);
+        let svc = ev
+            .iter()
+            .find(|e| e.kind == bramble_wire::objects::Kind::Service)
+            .unwrap();
+        assert_eq!((svc.reason, svc.uid.as_str()), ("PortConflict", "svc-uid"));
+        assert_eq!(svc.message, "node pi1: port 8080 is in use");
+        let pod = ev
+            .iter()
+            .find(|e| e.kind == bramble_wire::objects::Kind::Pod)
+            .unwrap();
+        assert_eq!((pod.reason, pod.name.as_str()), ("HostPortConflict", "p1"));
+        // The same set again: nothing new.
+        let (ev, kept2, _) = judge_conflicts("pi1", &kept, kept.clone(), uid_of);
+        assert!(ev.is_empty());
+        assert_eq!(kept2, kept);
+        // Gone, then back: a new event.
+        let (_, none, _) = judge_conflicts("pi1", &kept, vec![], uid_of);
+        let (ev, _, _) = judge_conflicts("pi1", &none, vec![web], uid_of);
+        assert_eq!(ev.len(), 1);
+    }
+
+    #[test]
+    fn conflicts_about_other_objects_are_dropped_and_bounded() {
+        let uid_of = |c: &Conflict| (c.name == "p1" && c.uid == "p1-uid").then(|| c.uid.clone());
+        let mut other = conflict(ConflictKind::HostPort, "p1", 0);
+        other.uid = "someone-else".into();
+        let mut long = conflict(ConflictKind::HostPort, "p1", 1);
+        long.message = "é".repeat(MAX_CONFLICT_MESSAGE);
+        let mut many: Vec<Conflict> = (2..200)
+            .map(|p| conflict(ConflictKind::HostPort, "p1", p))
+            .collect();
+        many.insert(0, long);
+        many.insert(0, other);
+        let (ev, kept, dropped) = judge_conflicts("pi1", &[], many, uid_of);
+        assert_eq!(dropped.len(), 2, "{dropped:?}");
+        assert!(dropped[0].contains("conflicts past the first"));
+        assert_eq!(kept.len(), MAX_CONFLICTS - 1);
+        assert_eq!(ev.len(), MAX_CONFLICTS - 1);
+        assert!(
+            ev.iter()
+                .all(|e| e.message.len() <= MAX_CONFLICT_MESSAGE + 20)
+        );
     }
 }

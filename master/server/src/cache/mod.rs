@@ -197,7 +197,12 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The controllers' view of this snapshot.
-    pub fn controllers(&self, now_ms: u64) -> crate::controllers::Snapshot<'_> {
+    pub fn controllers<'a>(
+        &'a self,
+        now_ms: u64,
+        seed: u64,
+        used_names: &'a std::collections::HashSet<(String, String)>,
+    ) -> crate::controllers::Snapshot<'a> {
         crate::controllers::Snapshot {
             now_ms,
             nodes: &self.nodes,
@@ -207,6 +212,8 @@ impl Snapshot {
             daemonsets: &self.daemonsets,
             jobs: &self.jobs,
             namespaces: &self.namespaces,
+            seed,
+            used_names,
         }
     }
 }

@@ -78,6 +78,11 @@ pub struct Snapshot<'a> {
     pub jobs: &'a [Job],
     /// Namespaces (nothing new is created in a `Terminating` one).
     pub namespaces: &'a [Namespace],
+    /// Randomness for generated names (a fresh value per pass; tests pin it).
+    pub seed: u64,
+    /// (namespace, name) of pods that no longer exist but whose history (events, logs) does:
+    /// generated names avoid them as they avoid live pods' names.
+    pub used_names: &'a HashSet<(String, String)>,
 }
 
 /// Time limits of the node lifecycle: the one owner of their defaults (the master's flags and
@@ -135,6 +140,8 @@ pub enum Action {
         namespace: String,
         /// Name of the object.
         name: String,
+        /// UID of the object (events are kept per UID).
+        uid: String,
         /// Short CamelCase reason (`ScalingReplicaSet`, `Evicted`...).
         reason: String,
         /// What happened.
@@ -378,9 +385,11 @@ pub fn template_hash(t: &PodTemplate) -> String {
 /// Characters of generated name suffixes (Kubernetes' set: no vowels, no look-alikes).
 const SUFFIX_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
-/// `<prefix>-<5 chars>` from the owner uid and a counter.
-fn suffixed(prefix: &str, owner_uid: &str, counter: u64) -> String {
-    let mut h = fnv1a(owner_uid.as_bytes(), FNV_OFFSET);
+/// `<prefix>-<5 chars>` (27^5 ≈ 14.3 million suffixes) from the pass's random seed, the owner
+/// uid and a counter.
+fn suffixed(prefix: &str, seed: u64, owner_uid: &str, counter: u64) -> String {
+    let mut h = fnv1a(&seed.to_le_bytes(), FNV_OFFSET);
+    h = fnv1a(owner_uid.as_bytes(), h);
     h = fnv1a(&counter.to_le_bytes(), h);
     // Finalise (splitmix64) so consecutive counters spread.
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -421,6 +430,7 @@ fn event(kind: Kind, meta: &bramble_wire::objects::Meta, reason: &str, message: 
         kind,
         namespace: meta.namespace.clone(),
         name: meta.name.clone(),
+        uid: meta.uid.clone(),
         reason: reason.into(),
         message,
     }
@@ -521,13 +531,22 @@ impl<'a> Ctx<'a> {
         self.terminating.contains(namespace)
     }
 
-    /// A pod name `<owner>-<5 chars>` free in `namespace`, derived from the owner's uid.
+    /// A pod name `<owner>-<5 random chars>` free in `namespace`: no live pod has it, none
+    /// generated in this pass, and no deleted pod whose events still exist
+    /// ([`Snapshot::used_names`]), so a name is never given twice while its history exists.
     pub(crate) fn pod_name(&mut self, namespace: &str, owner: &str, owner_uid: &str) -> String {
         let mut counter = 0u64;
         loop {
-            let name = suffixed(owner, owner_uid, counter);
+            let name = suffixed(owner, self.snap.seed, owner_uid, counter);
             counter += 1;
             if self.pod_names.contains(&(namespace, name.as_str())) {
+                continue;
+            }
+            if self
+                .snap
+                .used_names
+                .contains(&(namespace.to_string(), name.clone()))
+            {
                 continue;
             }
             let key = (namespace.to_string(), name);

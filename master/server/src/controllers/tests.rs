@@ -1,6 +1,6 @@
 //! Table tests per controller and property tests over an in-memory "apply actions" simulator.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bramble_wire::objects::{
     Arch, Condition, ConditionKind, DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec,
@@ -214,6 +214,8 @@ struct World {
     conflicts: usize,
     /// Pods running this command start unready (a readiness probe not passing yet).
     unready_cmd: Option<&'static str>,
+    /// Names of deleted pods whose history still exists.
+    used_names: HashSet<(String, String)>,
 }
 
 trait Stored {
@@ -249,6 +251,8 @@ impl World {
             daemonsets: &self.daemonsets,
             jobs: &self.jobs,
             namespaces: &self.namespaces,
+            seed: 7,
+            used_names: &self.used_names,
         }
     }
 
@@ -647,8 +651,9 @@ fn template_hash_is_stable_and_sensitive() {
 }
 
 #[test]
-fn pod_names_are_deterministic_and_free() {
+fn pod_names_are_random_and_free_of_live_and_past_names() {
     let pods = vec![pod("web-abcde", (Kind::ReplicaSet, "web", "u1"), None)];
+    let none = HashSet::new();
     let snap = Snapshot {
         now_ms: 0,
         nodes: &[],
@@ -658,6 +663,8 @@ fn pod_names_are_deterministic_and_free() {
         daemonsets: &[],
         jobs: &[],
         namespaces: &[],
+        seed: 1,
+        used_names: &none,
     };
     let mut ctx = Ctx::new(&snap);
     let a = ctx.pod_name("default", "web", "u1");
@@ -665,16 +672,36 @@ fn pod_names_are_deterministic_and_free() {
     assert_ne!(a, b);
     assert!(a.starts_with("web-") && a.len() == 9, "{a}");
     assert!(a[4..].bytes().all(|c| SUFFIX_CHARS.contains(&c)));
-    let mut again = Ctx::new(&snap);
-    assert_eq!(again.pod_name("default", "web", "u1"), a);
-    // A name already taken is skipped.
-    let first = suffixed("web", "u1", 0);
+    // Same seed, same names (tests pin the seed); another pass has another seed.
+    assert_eq!(Ctx::new(&snap).pod_name("default", "web", "u1"), a);
+    let other = Snapshot { seed: 2, ..snap };
+    assert_ne!(Ctx::new(&other).pod_name("default", "web", "u1"), a);
+    // A name a live pod has is skipped.
+    let first = suffixed("web", 1, "u1", 0);
+    assert_eq!(first, a);
     let taken = vec![pod(&first, (Kind::ReplicaSet, "web", "u1"), None)];
     let snap2 = Snapshot {
         pods: &taken,
         ..snap
     };
     assert_ne!(Ctx::new(&snap2).pod_name("default", "web", "u1"), first);
+    // So is the name of a deleted pod whose events still exist: delete and re-create never
+    // brings a name back.
+    let used: HashSet<(String, String)> = [("default".to_string(), first.clone())].into();
+    let snap3 = Snapshot {
+        used_names: &used,
+        ..snap
+    };
+    let n = Ctx::new(&snap3).pod_name("default", "web", "u1");
+    assert_ne!(n, first);
+    // Only in its namespace.
+    assert_eq!(Ctx::new(&snap3).pod_name("other", "web", "u1"), first);
+    // Many passes over the same owner: no repeats.
+    let mut seen = HashSet::new();
+    for seed in 0..300 {
+        let s = Snapshot { seed, ..snap };
+        assert!(seen.insert(Ctx::new(&s).pod_name("default", "web", "u1")));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod events;
 mod reads;
 pub mod seal;
 mod tokens;
@@ -99,7 +100,16 @@ pub struct StoreConfig {
     /// i.e. accept starting with an empty store after a damaged one was moved aside
     /// (`bramble master --accept-empty-store`).
     pub accept_empty_store: bool,
+    /// Most events kept (the most recently seen stay; `bramble master --max-events`).
+    pub max_events: usize,
+    /// Events not seen again for this long are removed (`bramble master --event-ttl`).
+    pub event_ttl: std::time::Duration,
 }
+
+/// Default of [`StoreConfig::max_events`].
+pub const DEFAULT_MAX_EVENTS: usize = 5_000;
+/// Default of [`StoreConfig::event_ttl`] (Kubernetes' `--event-ttl`).
+pub const DEFAULT_EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -111,6 +121,8 @@ impl Default for StoreConfig {
             linger: std::time::Duration::from_millis(20),
             readers: 4,
             accept_empty_store: false,
+            max_events: DEFAULT_MAX_EVENTS,
+            event_ttl: DEFAULT_EVENT_TTL,
         }
     }
 }

@@ -770,3 +770,133 @@ fn secrets_are_sealed_at_rest() {
         assert!(e.contains("secrets.key") && e.contains("restore"), "{e}");
     });
 }
+
+fn ev(
+    name: &str,
+    uid: &str,
+    reason: &str,
+    message: &str,
+    last_ms: u64,
+) -> bramble_wire::objects::Event {
+    bramble_wire::objects::Event {
+        meta: Meta {
+            namespace: "default".into(),
+            ..Meta::default()
+        },
+        object_kind: Some(Kind::Pod),
+        object_name: name.into(),
+        reason: reason.into(),
+        message: message.into(),
+        count: 1,
+        last_ms,
+        object_uid: uid.into(),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn events_fold_per_uid_survive_a_reopen_and_move_no_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let s = open(dir.path()).await;
+        let rev = s.create(pod("default", "web")).await.unwrap();
+        let t = now();
+        s.record_event(ev("web", "u1", "Scheduled", "assigned to node n1", t))
+            .await
+            .unwrap();
+        s.record_event(ev("web", "u1", "Scheduled", "assigned to node n1", t + 1))
+            .await
+            .unwrap();
+        // Another pod of the same name (re-created): its own event, never added to the first.
+        s.record_event(ev("web", "u2", "Scheduled", "assigned to node n1", t + 2))
+            .await
+            .unwrap();
+        assert_eq!(s.current_revision(), rev, "events do not move the revision");
+        let got = s.events(Some("default")).await.unwrap();
+        let counts: Vec<(&str, u32)> = got
+            .iter()
+            .map(|e| (e.object_uid.as_str(), e.count))
+            .collect();
+        assert_eq!(counts, [("u1", 2), ("u2", 1)]);
+        assert_ne!(got[0].meta.name, got[1].meta.name);
+        assert!(s.events(Some("other")).await.unwrap().is_empty());
+        assert_eq!(
+            s.names_with_events(Kind::Pod).await.unwrap(),
+            [("default".to_string(), "web".to_string())]
+        );
+        s.close().await;
+        // A restart keeps them.
+        let s = open(dir.path()).await;
+        let again = s.events(None).await.unwrap();
+        assert_eq!(again, got);
+        s.close().await;
+    });
+}
+
+#[test]
+fn events_are_bounded_by_count_and_age_when_written() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let cfg = StoreConfig {
+            max_events: 10,
+            event_ttl: std::time::Duration::from_secs(60),
+            ..StoreConfig::default()
+        };
+        let s = Store::open_with(dir.path(), cfg).await.unwrap();
+        let t = now();
+        // Older than the age bound: gone with the next write of an event.
+        s.record_event(ev("old", "u0", "Started", "x", t - 120_000))
+            .await
+            .unwrap();
+        for i in 0..25u64 {
+            s.record_event(ev(
+                &format!("p{i}"),
+                &format!("u{i}"),
+                "Started",
+                "pod is running",
+                t + i,
+            ))
+            .await
+            .unwrap();
+        }
+        let got = s.events(None).await.unwrap();
+        let names: Vec<&str> = got.iter().map(|e| e.object_name.as_str()).collect();
+        let want: Vec<String> = (15..25).map(|i| format!("p{i}")).collect();
+        assert_eq!(names, want, "the 10 most recently seen stay");
+        s.close().await;
+    });
+}
+
+#[test]
+fn an_idle_store_with_events_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let cfg = StoreConfig {
+            event_ttl: std::time::Duration::from_secs(1),
+            ..StoreConfig::default()
+        };
+        let s = Store::open_with(dir.path(), cfg).await.unwrap();
+        s.record_event(ev("web", "u1", "Started", "pod is running", now()))
+            .await
+            .unwrap();
+        let snapshot = || {
+            ["bramble.db", "bramble.db-wal", "bramble.db-shm"].map(|f| {
+                std::fs::metadata(dir.path().join(f))
+                    .ok()
+                    .map(|m| (m.len(), m.modified().unwrap()))
+            })
+        };
+        let before = snapshot();
+        // The event passes its age meanwhile, but nothing removes it before the next write.
+        smol::Timer::after(std::time::Duration::from_millis(1500)).await;
+        assert_eq!(before, snapshot());
+        assert_eq!(s.events(None).await.unwrap().len(), 1);
+        s.close().await;
+    });
+}

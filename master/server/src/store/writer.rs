@@ -30,6 +30,8 @@ pub(crate) enum Op {
         name: String,
         expected: Option<u64>,
     },
+    /// Record an event (the `events` table; no revision, no watch event).
+    Event(Box<bramble_wire::objects::Event>),
 }
 
 /// A write request and where its answer goes.
@@ -185,7 +187,14 @@ impl Writer {
         let mut revision = self.revision;
         let mut results = Vec::with_capacity(batch.len());
         let mut events = Vec::new();
+        let mut recorded = false;
         for p in batch {
+            if let Op::Event(ev) = &p.op {
+                super::events::write(&mut tx, ev).await?;
+                recorded = true;
+                results.push(Ok(revision));
+                continue;
+            }
             match apply(&mut tx, &self.sealer, &p.op, revision + 1).await {
                 Ok(event) => {
                     revision = event.revision;
@@ -214,7 +223,19 @@ impl Writer {
                 .await?;
             tracing::debug!(compacted, removed, "store log compacted");
         }
-        if events.is_empty() {
+        if recorded {
+            // Bounded where events are written: an idle store writes nothing.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let oldest = now.saturating_sub(self.config.event_ttl.as_millis() as u64);
+            let removed = super::events::trim(&mut tx, self.config.max_events, oldest).await?;
+            if removed > 0 {
+                tracing::debug!(removed, "old events removed");
+            }
+        }
+        if events.is_empty() && !recorded {
             // Only failed verdicts: nothing to make durable.
             tx.rollback().await?;
         } else {
@@ -288,6 +309,8 @@ async fn apply(
             name,
             expected,
         } => (*kind, namespace.as_str(), name.as_str(), *expected),
+        // Written by `events::write`, never here.
+        Op::Event(_) => return Err(StoreError::BatchFailed("an event reached apply".into())),
     };
     check_key(kind, namespace, name)?;
     let existing = current(&mut *conn, kind, namespace, name).await?;
@@ -338,6 +361,7 @@ async fn apply(
             obj.meta_mut().revision = revision;
             (true, WatchEvent::Deleted(obj))
         }
+        Op::Event(_) => return Err(StoreError::BatchFailed("an event reached apply".into())),
     };
     let (WatchEvent::Put(obj) | WatchEvent::Deleted(obj)) = &event;
     let value =
