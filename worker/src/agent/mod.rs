@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub mod credential;
 pub mod driver;
+pub mod exec;
 pub mod fake;
 pub mod images;
 pub mod info;
@@ -37,6 +38,18 @@ pub trait Driver {
     fn poll(&mut self) -> Vec<PodReport>;
     /// The log file of a process (`None` = the pod's first process).
     fn log_file(&self, namespace: &str, pod: &str, process: Option<&str>) -> Option<PathBuf>;
+    /// Where to run `bramble exec` in a pod: its running init and state directory, or why not
+    /// (a message naming the pod and what to do).
+    fn exec_target(
+        &self,
+        namespace: &str,
+        pod: &str,
+        _process: Option<&str>,
+    ) -> Result<exec::ExecTarget, String> {
+        Err(format!(
+            "pod {namespace}/{pod}: this node's runtime cannot exec into pods"
+        ))
+    }
     /// Resolves when a pod's status may have changed (never, if nothing runs).
     fn changed(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
     /// The config maps of the assignment and the secrets from the master (`None`: not received
@@ -270,6 +283,7 @@ async fn event_loop(
     let mut seq = 0u32;
     let mut reported: HashMap<String, PodReport> = HashMap::new();
     let mut streams: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
+    let mut execs = exec::Sessions::default();
     // An event read while coalescing assignments, handled next.
     let mut pending: Option<Ev> = None;
     loop {
@@ -313,6 +327,7 @@ async fn event_loop(
                 for (_, c) in streams.drain() {
                     c.store(true, Ordering::Relaxed);
                 }
+                execs.clear();
             }
             Some(Ev::Down(NodeDown::Assign(mut a))) => {
                 // A burst of assignments (the master binding a large apply) is one change:
@@ -411,6 +426,16 @@ async fn event_loop(
                     ))
                     .detach();
                 }
+            }
+            Some(Ev::Down(NodeDown::Exec { request, spec })) => {
+                if let Some(tx) = &up {
+                    let target =
+                        driver.exec_target(&spec.namespace, &spec.pod, spec.process.as_deref());
+                    execs.start(request, spec, target, tx);
+                }
+            }
+            Some(Ev::Down(NodeDown::ExecInput { request, input })) => {
+                execs.input(request, input);
             }
             Some(Ev::Down(NodeDown::CancelLogs { request })) => {
                 if let Some(c) = streams.remove(&request) {
