@@ -7,6 +7,7 @@ mod create;
 mod demo;
 mod drain;
 mod edit;
+mod exec;
 mod image;
 mod label;
 mod rollout;
@@ -277,6 +278,27 @@ pub enum Cmd {
         /// The shell.
         #[arg(value_enum)]
         shell: completion::CompletionShell,
+    },
+    /// Run a command inside a running pod: its namespaces, cgroup, root, user, capabilities and
+    /// seccomp filter (those of the process `-p`, default the first); exits with its exit code.
+    Exec {
+        /// Pod name.
+        pod: String,
+        /// The process whose security context and cgroup the command takes (default: the first).
+        #[arg(short, long)]
+        process: Option<String>,
+        /// Pass stdin to the command (end of input closes its stdin).
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// Allocate a pseudo-terminal (raw mode here; Ctrl-C and Ctrl-D go to the pod).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
     },
     /// Print a process's log (kept on its node).
     Logs {
@@ -830,6 +852,17 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             })
             .await?;
             let _ = writeln!(out, "{}/{name} deleted", kind.as_str());
+        }
+        Cmd::Exec {
+            pod,
+            process,
+            stdin,
+            tty,
+            namespace,
+            command,
+        } => {
+            drop(out);
+            return exec::run(c, namespace, pod, process, stdin, tty, command).await;
         }
         Cmd::Logs {
             pod,

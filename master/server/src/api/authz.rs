@@ -43,6 +43,7 @@ fn verb(body: &RequestBody) -> String {
         RequestBody::ImageRemove { .. } => "remove images".into(),
         RequestBody::Patch { kind, .. } => format!("label {}s", kind.as_str()),
         RequestBody::TokenRotateJoin => "rotate the join token".into(),
+        RequestBody::Exec(_) | RequestBody::ExecInput { .. } => "exec into pods".into(),
     }
 }
 

@@ -173,6 +173,7 @@ pub(crate) async fn serve(
         let _ = w.shutdown(std::net::Shutdown::Both);
     });
     let mut streams = Vec::new();
+    let execs = super::exec::ClientExecs::default();
     let principal = Arc::new(principal);
     let mut token_gen = m.tokens.generation();
     loop {
@@ -247,6 +248,18 @@ pub(crate) async fn serve(
                     tail_bytes,
                     tx.clone(),
                 )));
+            }
+            RequestBody::Exec(spec) => {
+                streams.push(smol::spawn(super::exec::run(
+                    m.clone(),
+                    id,
+                    spec,
+                    tx.clone(),
+                    execs.clone(),
+                )));
+            }
+            RequestBody::ExecInput { exec, input } => {
+                super::exec::input(&m, &execs, exec, input).await;
             }
             body => {
                 let out = match handle(&m, &principal, body).await {
@@ -482,7 +495,11 @@ pub(crate) async fn handle_unfiltered(
             m.poke_scheduler();
             Ok(ResponseBody::Deleted { revision })
         }
-        RequestBody::Watch { .. } | RequestBody::Logs { .. } | RequestBody::ImagePull { .. } => {
+        RequestBody::Watch { .. }
+        | RequestBody::Logs { .. }
+        | RequestBody::ImagePull { .. }
+        | RequestBody::Exec(_)
+        | RequestBody::ExecInput { .. } => {
             Err(err(ErrorCode::Internal, "streaming call routed wrongly"))
         }
     }
@@ -591,7 +608,7 @@ async fn node_deleted(m: &Master, name: &str, revision: u64) -> Result<(), ApiEr
     Ok(())
 }
 
-fn scope(kind: Kind, ns: &str) -> String {
+pub(super) fn scope(kind: Kind, ns: &str) -> String {
     if kind.namespaced() {
         if ns.is_empty() {
             DEFAULT_NAMESPACE.to_string()
@@ -603,7 +620,7 @@ fn scope(kind: Kind, ns: &str) -> String {
     }
 }
 
-fn not_found(kind: Kind, ns: &str, name: &str) -> ApiError {
+pub(super) fn not_found(kind: Kind, ns: &str, name: &str) -> ApiError {
     let hint = match kind {
         Kind::Node => "list them with `bramble get nodes`".to_string(),
         Kind::Namespace => "list them with `bramble get namespaces`".to_string(),

@@ -237,6 +237,9 @@ pub(crate) async fn serve(
                         let _ = r.try_send(ResponseBody::Log(chunk.data));
                     }
                 }
+                NodeUp::Exec { request, output } => {
+                    super::exec::from_node(&m, &name, request, output).await;
+                }
                 NodeUp::LogEnd { request, error } => {
                     let route = m.log_routes.lock().await.remove(&request);
                     if let Some(r) = route {
@@ -264,6 +267,9 @@ pub(crate) async fn serve(
             _ => true,
         }
     };
+    if !replaced {
+        super::exec::node_gone(&m, &name).await;
+    }
     drop(tx);
     let mut writer_task = writer_task;
     if replaced {
