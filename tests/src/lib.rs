@@ -249,6 +249,20 @@ impl MasterProc {
         child.wait_with_output().expect("wait for bramble")
     }
 
+    /// Starts the real CLI in the background (stdio to /dev/null), for commands that run until
+    /// something ends them (`exec`, `logs -f`).
+    pub fn cli_child(&self, args: &[&str]) -> std::process::Child {
+        command_in(self.ns.as_deref(), bin("bramble"))
+            .args(args)
+            .env("BRAMBLE_SERVER", &self.addr)
+            .env("BRAMBLE_TOKEN_FILE", self.data_dir.join("admin.token"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run bramble")
+    }
+
     /// Runs the CLI and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         succeeded(args, self.cli(args))

@@ -24,7 +24,7 @@ fn busybox_root(dir: &Path) -> String {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::copy(busybox("amd64"), root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "cat", "echo", "grep", "stty", "sleep", "head", "wc", "id", "kill", "cut", "ls"] {
+    for applet in ["sh", "cat", "echo", "grep", "stty", "sleep", "head", "wc", "id", "kill", "cut", "ls", "tr"] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(root.join("etc/marker"), "only-in-the-pod-root\n").unwrap();
@@ -167,6 +167,34 @@ fn exec_runs_inside_the_pod_with_and_without_a_terminal() {
     assert!(text(&o.stderr).contains("admin token"), "{o:?}");
 
     tty_session(&m);
+    lifetime(&m);
+}
+
+/// An exec ends with its client, and with its pod.
+fn lifetime(m: &MasterProc) {
+    let spawn = |marker: &str| {
+        m.cli_child(&["exec", "box", "--", "sleep", marker])
+    };
+    let running = |marker: &str| {
+        let o = exec(m, &["box", "--", "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"]);
+        text(&o.stdout).contains(&format!("sleep {marker}"))
+    };
+    // The client goes away: the process is killed.
+    let mut c = spawn("4242");
+    wait_for(Duration::from_secs(20), "the exec running", || running("4242").then_some(()));
+    c.kill().unwrap();
+    let _ = c.wait();
+    wait_for(Duration::from_secs(20), "the exec killed with its client", || {
+        (!running("4242")).then_some(())
+    });
+    // The pod goes: so does the exec, and the client exits with the signal's code.
+    let mut c = spawn("4343");
+    wait_for(Duration::from_secs(20), "the exec running", || running("4343").then_some(()));
+    m.ok(&["delete", "pod", "box"]);
+    let status = wait_for(Duration::from_secs(60), "the exec ending with its pod", || {
+        c.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(137));
 }
 
 /// `bramble exec -it` on a pseudo-terminal of the test, as a user's terminal.
