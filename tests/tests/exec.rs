@@ -13,8 +13,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bramble_tests::{MasterProc, require_root, start_cluster, wait_for, wait_for_with};
 use bramble_testkit::{bin, busybox::busybox};
+use bramble_tests::{MasterProc, require_root, start_cluster, wait_for, wait_for_with};
 use bramble_worker::sys::exec as pty;
 
 /// A busybox root with a marker file only this root has.
@@ -24,7 +24,9 @@ fn busybox_root(dir: &Path) -> String {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::copy(busybox("amd64"), root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "cat", "echo", "grep", "stty", "sleep", "head", "wc", "id", "kill", "cut", "ls", "tr"] {
+    for applet in [
+        "sh", "cat", "echo", "grep", "stty", "sleep", "head", "wc", "id", "kill", "cut", "ls", "tr",
+    ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(root.join("etc/marker"), "only-in-the-pod-root\n").unwrap();
@@ -81,7 +83,10 @@ fn exec_runs_inside_the_pod_with_and_without_a_terminal() {
     );
 
     // Separate stdout and stderr; the exit code comes back.
-    let o = exec(&m, &["box", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    let o = exec(
+        &m,
+        &["box", "--", "sh", "-c", "echo out; echo err >&2; exit 3"],
+    );
     assert_eq!(o.status.code(), Some(3), "{o:?}");
     assert_eq!(text(&o.stdout), "out\n");
     assert_eq!(text(&o.stderr), "err\n");
@@ -91,7 +96,10 @@ fn exec_runs_inside_the_pod_with_and_without_a_terminal() {
     // Not in the pod's root: 127 and a message naming it.
     let o = exec(&m, &["box", "--", "no-such-command"]);
     assert_eq!(o.status.code(), Some(127), "{o:?}");
-    assert!(text(&o.stderr).contains("\"no-such-command\" not found"), "{o:?}");
+    assert!(
+        text(&o.stderr).contains("\"no-such-command\" not found"),
+        "{o:?}"
+    );
     // The host's binaries are not there either.
     let o = exec(&m, &["box", "--", "/usr/bin/env"]);
     assert_eq!(o.status.code(), Some(127), "{o:?}");
@@ -119,20 +127,42 @@ fn exec_runs_inside_the_pod_with_and_without_a_terminal() {
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
     assert!(out.contains("Seccomp:\t2"), "{out}");
     // Another process's context with -p: the default capability set, not the first's.
-    let o = exec(&m, &["box", "-p", "side", "--", "grep", "CapBnd", "/proc/self/status"]);
+    let o = exec(
+        &m,
+        &[
+            "box",
+            "-p",
+            "side",
+            "--",
+            "grep",
+            "CapBnd",
+            "/proc/self/status",
+        ],
+    );
     assert!(!text(&o.stdout).contains("0000000000000420"), "{o:?}");
     let o = exec(&m, &["box", "-p", "nope", "--", "true"]);
     assert_ne!(o.status.code(), Some(0));
     assert!(text(&o.stderr).contains("has no process \"nope\""), "{o:?}");
     // The pod's PID namespace: the pod's own processes and this one, not the host's.
-    let o = exec(&m, &["box", "--", "sh", "-c", "ls /proc | grep -c '^[0-9]'"]);
+    let o = exec(
+        &m,
+        &["box", "--", "sh", "-c", "ls /proc | grep -c '^[0-9]'"],
+    );
     let n: u32 = text(&o.stdout).trim().parse().unwrap_or(999);
     assert!(n < 10, "{o:?}");
 
     // Stdin piped: EOF closes the remote stdin; a megabyte passes the window several times.
     let big = "x".repeat(1 << 20);
-    let o = m.cli_with(&["exec", "-i", "box", "--", "sh", "-c", "wc -c; echo done"], &big, &[]);
-    assert_eq!(text(&o.stdout).split_whitespace().collect::<Vec<_>>(), ["1048576", "done"], "{o:?}");
+    let o = m.cli_with(
+        &["exec", "-i", "box", "--", "sh", "-c", "wc -c; echo done"],
+        &big,
+        &[],
+    );
+    assert_eq!(
+        text(&o.stdout).split_whitespace().collect::<Vec<_>>(),
+        ["1048576", "done"],
+        "{o:?}"
+    );
     let o = m.cli_with(&["exec", "-i", "box", "--", "cat"], "hello\nworld\n", &[]);
     assert_eq!(text(&o.stdout), "hello\nworld\n");
     // Without -i the process reads nothing.
@@ -172,28 +202,43 @@ fn exec_runs_inside_the_pod_with_and_without_a_terminal() {
 
 /// An exec ends with its client, and with its pod.
 fn lifetime(m: &MasterProc) {
-    let spawn = |marker: &str| {
-        m.cli_child(&["exec", "box", "--", "sleep", marker])
-    };
+    let spawn = |marker: &str| m.cli_child(&["exec", "box", "--", "sleep", marker]);
     let running = |marker: &str| {
-        let o = exec(m, &["box", "--", "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"]);
+        let o = exec(
+            m,
+            &[
+                "box",
+                "--",
+                "sh",
+                "-c",
+                "cat /proc/[0-9]*/cmdline | tr '\\0' ' '",
+            ],
+        );
         text(&o.stdout).contains(&format!("sleep {marker}"))
     };
     // The client goes away: the process is killed.
     let mut c = spawn("4242");
-    wait_for(Duration::from_secs(20), "the exec running", || running("4242").then_some(()));
+    wait_for(Duration::from_secs(20), "the exec running", || {
+        running("4242").then_some(())
+    });
     c.kill().unwrap();
     let _ = c.wait();
-    wait_for(Duration::from_secs(20), "the exec killed with its client", || {
-        (!running("4242")).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the exec killed with its client",
+        || (!running("4242")).then_some(()),
+    );
     // The pod goes: so does the exec, and the client exits with the signal's code.
     let mut c = spawn("4343");
-    wait_for(Duration::from_secs(20), "the exec running", || running("4343").then_some(()));
-    m.ok(&["delete", "pod", "box"]);
-    let status = wait_for(Duration::from_secs(60), "the exec ending with its pod", || {
-        c.try_wait().unwrap()
+    wait_for(Duration::from_secs(20), "the exec running", || {
+        running("4343").then_some(())
     });
+    m.ok(&["delete", "pod", "box"]);
+    let status = wait_for(
+        Duration::from_secs(60),
+        "the exec ending with its pod",
+        || c.try_wait().unwrap(),
+    );
     assert_eq!(status.code(), Some(137));
 }
 
@@ -224,7 +269,9 @@ fn tty_session(m: &MasterProc) {
             if n == 0 {
                 break;
             }
-            s2.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            s2.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
     let mut w = std::fs::File::from(master.try_clone().unwrap());
@@ -243,7 +290,11 @@ fn tty_session(m: &MasterProc) {
     assert!(so_far.contains("24 80"), "{so_far:?}");
     // Raw mode here: the shell's echo is the remote terminal's, no local echo doubling it.
     let so_far = seen.lock().unwrap().clone();
-    assert_eq!(so_far.matches("stty size; echo mark").count(), 1, "{so_far:?}");
+    assert_eq!(
+        so_far.matches("stty size; echo mark").count(),
+        1,
+        "{so_far:?}"
+    );
     // A resize: SIGWINCH to the CLI, the new size on the remote terminal.
     pty::set_winsize(master.as_fd(), 50, 132).unwrap();
     wait_for(Duration::from_secs(20), "the new size inside", || {

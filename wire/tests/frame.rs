@@ -308,19 +308,19 @@ fn garbage_gets_a_distinct_error() {
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<NodeUp>(&[7]).unwrap_err(),
+        frame::decode::<NodeUp>(&[8]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<NodeDown>(&[11]).unwrap_err(),
+        frame::decode::<NodeDown>(&[13]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<Request>(&[1, 18]).unwrap_err(),
+        frame::decode::<Request>(&[1, 20]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<Response>(&[1, 12]).unwrap_err(),
+        frame::decode::<Response>(&[1, 13]).unwrap_err(),
         WireError::UnknownTag
     );
     // Nested: a Hello whose role is 3.

@@ -944,6 +944,61 @@ fn object() -> BoxedStrategy<Object> {
     .boxed()
 }
 
+fn exec_spec() -> BoxedStrategy<bramble_wire::msg::ExecSpec> {
+    (
+        s(),
+        s(),
+        of(s()),
+        vec(s(), 0..3),
+        any::<bool>(),
+        any::<bool>(),
+        any::<u16>(),
+        any::<u16>(),
+    )
+        .prop_map(
+            |(namespace, pod, process, command, stdin, tty, rows, cols)| {
+                bramble_wire::msg::ExecSpec {
+                    namespace,
+                    pod,
+                    process,
+                    command,
+                    stdin,
+                    tty,
+                    rows,
+                    cols,
+                }
+            },
+        )
+        .boxed()
+}
+
+fn exec_input() -> BoxedStrategy<bramble_wire::msg::ExecInput> {
+    use bramble_wire::msg::ExecInput;
+    prop_oneof![
+        bytes().prop_map(ExecInput::Stdin),
+        Just(ExecInput::StdinEof),
+        (any::<u16>(), any::<u16>()).prop_map(|(rows, cols)| ExecInput::Resize { rows, cols }),
+        any::<u32>().prop_map(ExecInput::Ack),
+        Just(ExecInput::Kill),
+    ]
+    .boxed()
+}
+
+fn exec_output() -> BoxedStrategy<bramble_wire::msg::ExecOutput> {
+    use bramble_wire::msg::ExecOutput;
+    prop_oneof![
+        Just(ExecOutput::Started),
+        bytes().prop_map(ExecOutput::Stdout),
+        bytes().prop_map(ExecOutput::Stderr),
+        any::<u32>().prop_map(ExecOutput::StdinAck),
+        (any::<i32>(), of(any::<u8>()))
+            .prop_map(|(code, signal)| ExecOutput::Exit { code, signal }),
+        (error_code(), s())
+            .prop_map(|(code, message)| ExecOutput::Error(ApiError { code, message })),
+    ]
+    .boxed()
+}
+
 // ---- Channel messages ----
 
 fn node_up() -> BoxedStrategy<NodeUp> {
@@ -969,6 +1024,8 @@ fn node_up() -> BoxedStrategy<NodeUp> {
             }
         ),
         (any::<bool>(), s()).prop_map(|(kernel, message)| NodeUp::NetworkPath { kernel, message }),
+        (any::<u32>(), exec_output())
+            .prop_map(|(request, output)| NodeUp::Exec { request, output }),
     ]
     .boxed()
 }
@@ -1032,6 +1089,9 @@ fn node_down() -> BoxedStrategy<NodeDown> {
             })
         }),
         s().prop_map(|message| NodeDown::Replaced { message }),
+        (any::<u32>(), exec_spec()).prop_map(|(request, spec)| NodeDown::Exec { request, spec }),
+        (any::<u32>(), exec_input())
+            .prop_map(|(request, input)| NodeDown::ExecInput { request, input }),
     ]
     .boxed()
 }
@@ -1132,6 +1192,9 @@ fn request() -> BoxedStrategy<Request> {
                 }
             ),
         Just(RequestBody::TokenRotateJoin),
+        exec_spec().prop_map(RequestBody::Exec),
+        (any::<u32>(), exec_input())
+            .prop_map(|(exec, input)| RequestBody::ExecInput { exec, input }),
     ];
     (any::<u32>(), body)
         .prop_map(|(id, body)| Request { id, body })
@@ -1226,6 +1289,7 @@ fn response() -> BoxedStrategy<Response> {
                 total,
             }
         }),
+        exec_output().prop_map(ResponseBody::Exec),
     ];
     (any::<u32>(), body)
         .prop_map(|(id, body)| Response { id, body })
@@ -1297,7 +1361,8 @@ cases!(
         Log,
         LogEnd,
         ArtifactGet,
-        NetworkPath
+        NetworkPath,
+        Exec
     ]
 );
 cases!(
@@ -1315,7 +1380,9 @@ cases!(
         Credential,
         Network,
         ClusterNetwork,
-        Replaced
+        Replaced,
+        Exec,
+        ExecInput
     ]
 );
 cases!(
@@ -1340,7 +1407,9 @@ cases!(
         ImageImport,
         ImageRemove,
         Patch,
-        TokenRotateJoin
+        TokenRotateJoin,
+        Exec,
+        ExecInput
     ]
 );
 cases!(
@@ -1359,7 +1428,8 @@ cases!(
         ArtifactProgress,
         TokenCreated,
         Tokens,
-        ImageProgress
+        ImageProgress,
+        Exec
     ]
 );
 cases!(token_kind_case, TOKEN_KIND, TokenKind, [Join, Node, Admin]);

@@ -49,7 +49,7 @@ fn window_size() -> Option<(u16, u16)> {
 }
 
 enum Step {
-    Resp(Option<Response>),
+    Resp(Option<Box<Response>>),
     Stdin(std::io::Result<usize>),
     Winch,
     Quit,
@@ -127,28 +127,29 @@ pub async fn run(
     let send = |input: ExecInput| RequestBody::ExecInput { exec: id, input };
     loop {
         let avail = credit.available();
-        let step = async { Step::Resp(resp_rx.recv().await.ok().and_then(Result::ok)) }
-            .or(async {
-                match &mut input {
-                    Some(i) if avail > 0 => {
-                        let n = buf.len().min(avail as usize);
-                        Step::Stdin(i.read(&mut buf[..n]).await)
-                    }
-                    _ => std::future::pending().await,
-                }
-            })
-            .or(async {
-                use smol::stream::StreamExt;
-                match &mut signals {
-                    Some(s) => match s.next().await {
-                        Some(Ok(async_signal::Signal::Winch)) => Step::Winch,
-                        Some(Ok(_)) => Step::Quit,
+        let step =
+            async { Step::Resp(resp_rx.recv().await.ok().and_then(Result::ok).map(Box::new)) }
+                .or(async {
+                    match &mut input {
+                        Some(i) if avail > 0 => {
+                            let n = buf.len().min(avail as usize);
+                            Step::Stdin(i.read(&mut buf[..n]).await)
+                        }
                         _ => std::future::pending().await,
-                    },
-                    None => std::future::pending().await,
-                }
-            })
-            .await;
+                    }
+                })
+                .or(async {
+                    use smol::stream::StreamExt;
+                    match &mut signals {
+                        Some(s) => match s.next().await {
+                            Some(Ok(async_signal::Signal::Winch)) => Step::Winch,
+                            Some(Ok(_)) => Step::Quit,
+                            _ => std::future::pending().await,
+                        },
+                        None => std::future::pending().await,
+                    }
+                })
+                .await;
         match step {
             Step::Resp(None) => return Err(closed()),
             Step::Resp(Some(r)) if r.id != id => {}

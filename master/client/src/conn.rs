@@ -257,12 +257,16 @@ impl ClientTx {
     pub async fn start(&mut self, body: RequestBody) -> Result<u32, ClientError> {
         let id = self.next;
         self.next += 1;
-        send(&mut self.writer, &Request { id, body }, bramble_wire::DEFAULT_MAX_FRAME)
-            .await
-            .map_err(|e| ClientError::Connect {
-                addr: self.addr.clone(),
-                detail: e.to_string(),
-            })?;
+        send(
+            &mut self.writer,
+            &Request { id, body },
+            bramble_wire::DEFAULT_MAX_FRAME,
+        )
+        .await
+        .map_err(|e| ClientError::Connect {
+            addr: self.addr.clone(),
+            detail: e.to_string(),
+        })?;
         Ok(id)
     }
 }

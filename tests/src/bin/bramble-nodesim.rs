@@ -499,12 +499,11 @@ async fn session(
                     }
                     Some(NodeDown::CancelLogs { .. } | NodeDown::ExecInput { .. }) => {}
                     Some(NodeDown::Exec { request, .. }) => {
-                        let output = bramble_wire::msg::ExecOutput::Error(
-                            bramble_wire::msg::ApiError {
+                        let output =
+                            bramble_wire::msg::ExecOutput::Error(bramble_wire::msg::ApiError {
                                 code: bramble_wire::msg::ErrorCode::Unavailable,
                                 message: "simulated node: no exec".into(),
-                            },
-                        );
+                            });
                         send(&mut writer, &NodeUp::Exec { request, output }, MAX_FRAME)
                             .await
                             .context("send Exec")?;

@@ -472,7 +472,14 @@ impl Driver for LinuxDriver {
         if let Some(name) = process
             && !e.run.pod.spec.processes.iter().any(|p| p.name == name)
         {
-            let names: Vec<&str> = e.run.pod.spec.processes.iter().map(|p| p.name.as_str()).collect();
+            let names: Vec<&str> = e
+                .run
+                .pod
+                .spec
+                .processes
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
             return Err(format!(
                 "pod {namespace}/{pod} has no process {name:?}; it has {names:?} (pick one with -p)"
             ));

@@ -149,7 +149,10 @@ async fn run(
             let (r, w) = sysproc::pipe().map_err(e)?;
             (r, Some(file(w)?))
         } else {
-            (sysproc::open_read(std::path::Path::new("/dev/null")).map_err(e)?, None)
+            (
+                sysproc::open_read(std::path::Path::new("/dev/null")).map_err(e)?,
+                None,
+            )
         };
         let (or, ow) = sysproc::pipe().map_err(e)?;
         let (er, ew) = sysproc::pipe().map_err(e)?;
@@ -218,9 +221,9 @@ async fn run(
                 if exit.is_none() {
                     let status = (&mut wait).await;
                     Step::Exited(match status {
-                        Ok(s) => s
-                            .code()
-                            .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
+                        Ok(s) => s.code().unwrap_or_else(|| {
+                            128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
+                        }),
                         Err(_) => 1,
                     })
                 } else {
@@ -234,7 +237,11 @@ async fn run(
             Step::Out(0, true) => err_r = None,
             Step::Out(n, is_err) => {
                 let _ = credit.take(n);
-                let data = if is_err { ebuf[..n].to_vec() } else { obuf[..n].to_vec() };
+                let data = if is_err {
+                    ebuf[..n].to_vec()
+                } else {
+                    obuf[..n].to_vec()
+                };
                 let out = if is_err {
                     ExecOutput::Stderr(data)
                 } else {

@@ -153,8 +153,7 @@ fn run(a: &HelperArgs) -> Result<i32, Failed> {
     let default_seccomp = init::default_seccomp();
     let seccomp = init::seccomp_for(&spec, cfg.privileged, default_seccomp.as_ref());
     let available = crate::sys::caps::available();
-    let sfd = sysproc::block_signals(&[Signal::TERM, Signal::INT, Signal::HUP])
-        .map_err(cannot)?;
+    let sfd = sysproc::block_signals(&[Signal::TERM, Signal::INT, Signal::HUP]).map_err(cannot)?;
 
     crate::sys::exec::enter_namespaces_of(a.init_pid).map_err(|e| {
         cannot(format!(
@@ -182,7 +181,14 @@ fn run(a: &HelperArgs) -> Result<i32, Failed> {
         ));
     };
     if std::fs::metadata(&path).is_err() {
-        return Err((NOT_FOUND, format!("{} not found in pod {:?}'s root", path.display(), cfg.hostname)));
+        return Err((
+            NOT_FOUND,
+            format!(
+                "{} not found in pod {:?}'s root",
+                path.display(),
+                cfg.hostname
+            ),
+        ));
     }
     let exec = Exec::new(&path, &a.command, &env).map_err(cannot)?;
     let workdir = spec.workdir.as_deref().and_then(|w| CString::new(w).ok());
@@ -206,7 +212,9 @@ fn run(a: &HelperArgs) -> Result<i32, Failed> {
     let pidfd = sysproc::pidfd_open(pid).map_err(cannot)?;
     loop {
         let ready = sysproc::poll_readable(&[pidfd.as_fd(), sfd.as_fd()], None).map_err(cannot)?;
-        if ready.get(1).copied().unwrap_or(false) && !sysproc::read_signals(&sfd).map_err(cannot)?.is_empty() {
+        if ready.get(1).copied().unwrap_or(false)
+            && !sysproc::read_signals(&sfd).map_err(cannot)?.is_empty()
+        {
             // The session ended: the exec goes with it.
             let _ = sysproc::kill(pid, Signal::KILL);
         }
@@ -240,7 +248,11 @@ mod tests {
             .map(|s| s.into_string().unwrap())
             .collect();
         assert_eq!(HelperArgs::parse(&args), Some(a.clone()));
-        let first = HelperArgs { process: None, tty: false, ..a };
+        let first = HelperArgs {
+            process: None,
+            tty: false,
+            ..a
+        };
         let args: Vec<String> = first
             .to_args()
             .into_iter()
@@ -252,9 +264,21 @@ mod tests {
     #[test]
     fn bad_helper_arguments_are_refused() {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert_eq!(HelperArgs::parse(&s(&[EXEC_ARG, "/s", "1", "", "tty", "--"])), None);
-        assert_eq!(HelperArgs::parse(&s(&[EXEC_ARG, "/s", "0", "", "tty", "--", "sh"])), None);
-        assert_eq!(HelperArgs::parse(&s(&[EXEC_ARG, "/s", "1", "", "maybe", "--", "sh"])), None);
-        assert_eq!(HelperArgs::parse(&s(&["x", "/s", "1", "", "tty", "--", "sh"])), None);
+        assert_eq!(
+            HelperArgs::parse(&s(&[EXEC_ARG, "/s", "1", "", "tty", "--"])),
+            None
+        );
+        assert_eq!(
+            HelperArgs::parse(&s(&[EXEC_ARG, "/s", "0", "", "tty", "--", "sh"])),
+            None
+        );
+        assert_eq!(
+            HelperArgs::parse(&s(&[EXEC_ARG, "/s", "1", "", "maybe", "--", "sh"])),
+            None
+        );
+        assert_eq!(
+            HelperArgs::parse(&s(&["x", "/s", "1", "", "tty", "--", "sh"])),
+            None
+        );
     }
 }

@@ -19,8 +19,11 @@ pub fn openpty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd)> {
     };
     let pty = nix::pty::openpty(Some(&ws), None).map_err(|e| SysError::call("openpty", e))?;
     for fd in [&pty.master, &pty.slave] {
-        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-            .map_err(|e| SysError::call("fcntl(FD_CLOEXEC)", e))?;
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| SysError::call("fcntl(FD_CLOEXEC)", e))?;
     }
     Ok((pty.master, pty.slave))
 }
@@ -118,9 +121,8 @@ pub fn enter_namespaces_of(pid: i32) -> Result<()> {
         fds.push((open(&format!("{base}/ns/{name}"))?, flag, name));
     }
     for (fd, flag, name) in fds {
-        nix::sched::setns(fd.as_fd(), flag).map_err(|e| {
-            SysError::path("setns", format!("{base}/ns/{name}"), e)
-        })?;
+        nix::sched::setns(fd.as_fd(), flag)
+            .map_err(|e| SysError::path("setns", format!("{base}/ns/{name}"), e))?;
     }
     nix::unistd::fchdir(root.as_fd()).map_err(|e| SysError::call("fchdir (pod root)", e))?;
     nix::unistd::chroot(".").map_err(|e| SysError::call("chroot (pod root)", e))?;

@@ -136,7 +136,12 @@ pub(crate) async fn run(
     }
     .await;
     if let Err(e) = result {
-        let _ = tx.send(Response { id, body: ResponseBody::Error(e) }).await;
+        let _ = tx
+            .send(Response {
+                id,
+                body: ResponseBody::Error(e),
+            })
+            .await;
     }
 }
 
