@@ -30,6 +30,9 @@ fn busybox_root(dir: &Path) -> String {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     std::fs::write(root.join("etc/marker"), "only-in-the-pod-root\n").unwrap();
+    std::fs::create_dir_all(root.join("www")).unwrap();
+    std::fs::write(root.join("www/index.html"), "hello from the pod\n").unwrap();
+    std::fs::write(root.join("www/big"), "0123456789abcdef".repeat(200_000)).unwrap();
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
     root.to_str().unwrap().to_string()
 }
@@ -325,4 +328,72 @@ fn stty_g(tty: &std::os::fd::OwnedFd) -> String {
         .output()
         .unwrap();
     text(&o.stdout)
+}
+
+const WEB: &str = r#"
+[[pod]]
+name = "web"
+rootfs = "ROOT"
+network = "isolated"
+[[pod.process]]
+name = "httpd"
+command = ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+"#;
+
+/// One HTTP/1.0 GET through `addr`: the whole answer.
+fn http_get(addr: &str, path: &str) -> Vec<u8> {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn port_forward_reaches_an_http_server_in_an_isolated_pod() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, _w) = start_cluster(tmp.path(), &["--heartbeat-interval", "500ms"], &["n1"]);
+    let root = busybox_root(tmp.path());
+    let f = tmp.path().join("web.toml");
+    std::fs::write(&f, WEB.replace("ROOT", &root)).unwrap();
+    m.ok(&["apply", "-f", f.to_str().unwrap()]);
+    wait_for(Duration::from_secs(60), "web Running", || {
+        m.pod_status("web").filter(|(phase, _)| phase == "Running")
+    });
+    let local = bramble_testkit::free_port();
+    let mut pf = m.cli_child(&["port-forward", "web", &format!("{local}:8080")]);
+    let addr = format!("127.0.0.1:{local}");
+    wait_for(Duration::from_secs(20), "the local listener", || {
+        std::net::TcpStream::connect(&addr).ok()
+    });
+    let page = wait_for(Duration::from_secs(20), "the page through the tunnel", || {
+        let a = http_get(&addr, "/index.html");
+        text(&a).contains("hello from the pod").then_some(a)
+    });
+    assert!(text(&page).starts_with("HTTP/1.1 200 OK"), "{}", text(&page));
+    // Several connections at once, and 3.2 MB through the window, whole.
+    let big: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || http_get(&addr, "/big"))
+        })
+        .collect();
+    for t in big {
+        let a = t.join().unwrap();
+        let head = a.windows(4).position(|w| w == b"\r\n\r\n").expect("headers") + 4;
+        assert_eq!(a.len() - head, 3_200_000);
+        assert!(a.ends_with(b"0123456789abcdef"));
+    }
+    // A port nothing listens on: the connection is closed, the forwarder lives on.
+    let mut bad = m.cli_child(&["port-forward", "web", &format!("{}:9", bramble_testkit::free_port())]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(bad.try_wait().unwrap().is_none());
+    bad.kill().unwrap();
+    let _ = bad.wait();
+    let again = http_get(&addr, "/index.html");
+    assert!(text(&again).contains("hello from the pod"));
+    pf.kill().unwrap();
+    let _ = pf.wait();
 }

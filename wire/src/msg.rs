@@ -176,6 +176,26 @@ pub enum NodeDown {
         /// The input.
         input: ExecInput,
     },
+    /// Open a TCP connection to `port` inside a pod's network namespace (`bramble
+    /// port-forward`): a stream like an exec's ([`NodeDown::ExecInput`] carries the bytes to the
+    /// pod as `Stdin`, [`NodeUp::Exec`] the bytes back as `Stdout`; `Exit` when it closes).
+    PortForward {
+        /// Correlates the events.
+        request: u32,
+        /// Where to connect.
+        spec: PortForwardSpec,
+    },
+}
+
+/// One tunnelled TCP connection to a pod's port (`bramble port-forward`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortForwardSpec {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// The port on the pod's loopback (its network namespace).
+    pub port: u16,
 }
 
 /// What `bramble exec` runs: a new process in a running pod's namespaces, cgroup, root and
@@ -445,6 +465,10 @@ pub enum RequestBody {
         /// The input.
         input: ExecInput,
     },
+    /// Tunnel one TCP connection to a pod's port (admins only): a stream like
+    /// [`RequestBody::Exec`]'s (bytes to the pod as [`ExecInput::Stdin`] in
+    /// [`RequestBody::ExecInput`], bytes back as [`ExecOutput::Stdout`], `Exit` when closed).
+    PortForward(PortForwardSpec),
 }
 
 /// A change of an object's labels and annotations (`bramble label|annotate`), or of a node's

@@ -10,6 +10,7 @@ mod edit;
 mod exec;
 mod image;
 mod label;
+mod portfwd;
 mod rollout;
 mod table;
 mod token;
@@ -299,6 +300,22 @@ pub enum Cmd {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,
+    },
+    /// Forward local ports to a pod's ports, through the master and the pod's node (works for
+    /// isolated pods): `[LOCAL:]REMOTE`, `:REMOTE` picks a free local port. Runs until
+    /// interrupted.
+    PortForward {
+        /// Pod name.
+        pod: String,
+        /// `[LOCAL:]REMOTE` port pairs.
+        #[arg(required = true, value_name = "[LOCAL:]REMOTE")]
+        ports: Vec<String>,
+        /// Local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
     },
     /// Print a process's log (kept on its node).
     Logs {
@@ -863,6 +880,15 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
         } => {
             drop(out);
             return exec::run(c, namespace, pod, process, stdin, tty, command).await;
+        }
+        Cmd::PortForward {
+            pod,
+            ports,
+            address,
+            namespace,
+        } => {
+            drop(out);
+            return portfwd::run(c, namespace, pod, ports, address).await;
         }
         Cmd::Logs {
             pod,

@@ -253,6 +253,11 @@ pub struct ClientTx {
 }
 
 impl ClientTx {
+    /// The id the next [`ClientTx::start`] gives its request (to route its answers first).
+    pub fn next_id(&self) -> u32 {
+        self.next
+    }
+
     /// Sends a request (it must fit the master's request limit) and returns its id.
     pub async fn start(&mut self, body: RequestBody) -> Result<u32, ClientError> {
         let id = self.next;

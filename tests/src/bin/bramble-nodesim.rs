@@ -498,7 +498,9 @@ async fn session(
                         .context("send LogEnd")?;
                     }
                     Some(NodeDown::CancelLogs { .. } | NodeDown::ExecInput { .. }) => {}
-                    Some(NodeDown::Exec { request, .. }) => {
+                    Some(
+                        NodeDown::Exec { request, .. } | NodeDown::PortForward { request, .. },
+                    ) => {
                         let output =
                             bramble_wire::msg::ExecOutput::Error(bramble_wire::msg::ApiError {
                                 code: bramble_wire::msg::ErrorCode::Unavailable,

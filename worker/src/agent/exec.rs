@@ -15,7 +15,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bramble_wire::msg::{ApiError, ErrorCode, ExecInput, ExecOutput, ExecSpec, NodeUp};
+use bramble_wire::msg::{
+    ApiError, ErrorCode, ExecInput, ExecOutput, ExecSpec, NodeUp, PortForwardSpec,
+};
 use bramble_wire::stream::{CHUNK, Credit};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use smol::Async;
@@ -84,6 +86,39 @@ impl Sessions {
         .detach();
     }
 
+    /// Starts a tunnelled TCP connection to `spec.port` inside the pod's network namespace.
+    pub fn port_forward(
+        &mut self,
+        request: u32,
+        spec: PortForwardSpec,
+        target: Result<ExecTarget, String>,
+        up: &async_channel::Sender<NodeUp>,
+    ) {
+        self.map.retain(|_, tx| !tx.is_closed());
+        let up = up.clone();
+        let (tx, rx) = async_channel::bounded(INPUT_QUEUE);
+        if target.is_ok() {
+            self.map.insert(request, tx);
+        }
+        smol::spawn(async move {
+            let output = match forward(request, &spec, target, &up, rx).await {
+                Ok(()) => ExecOutput::Exit {
+                    code: 0,
+                    signal: None,
+                },
+                Err(message) => ExecOutput::Error(ApiError {
+                    code: ErrorCode::Unavailable,
+                    message: format!(
+                        "port-forward to pod {}/{} port {}: {message}",
+                        spec.namespace, spec.pod, spec.port
+                    ),
+                }),
+            };
+            let _ = up.send(NodeUp::Exec { request, output }).await;
+        })
+        .detach();
+    }
+
     /// Hands a session its input; a session that cannot take it (the master ignored the
     /// window) is ended.
     pub fn input(&mut self, request: u32, input: ExecInput) {
@@ -105,6 +140,61 @@ fn file(fd: OwnedFd) -> Result<Async<File>, String> {
     Async::new(File::from(fd)).map_err(|e| format!("registering an fd: {e}"))
 }
 
+/// Where stdin goes: the process's pipe or terminal, or a tunnelled socket.
+enum Writer {
+    File(Async<File>),
+    Tcp(Async<std::net::TcpStream>),
+}
+
+impl Writer {
+    async fn write_all(&mut self, d: &[u8]) -> std::io::Result<()> {
+        match self {
+            Writer::File(f) => f.write_all(d).await,
+            Writer::Tcp(t) => t.write_all(d).await,
+        }
+    }
+
+    /// The end of input: a pipe or socket is closed for writing; a terminal reads ^D.
+    async fn end(&mut self, tty: bool) {
+        match self {
+            Writer::File(f) if tty => {
+                let _ = f.write_all(&[4]).await;
+            }
+            Writer::File(_) => {}
+            Writer::Tcp(t) => {
+                let _ = t.get_ref().shutdown(std::net::Shutdown::Write);
+            }
+        }
+    }
+}
+
+/// Output readers.
+enum Reader {
+    File(Async<File>),
+    Tcp(Async<std::net::TcpStream>),
+}
+
+impl Reader {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Reader::File(f) => f.read(buf).await,
+            Reader::Tcp(t) => t.read(buf).await,
+        }
+    }
+}
+
+/// A session's I/O, however it was set up.
+struct Io {
+    stdin: Option<Writer>,
+    out: Option<Reader>,
+    err: Option<Reader>,
+    /// The terminal, for resizes.
+    pty: Option<OwnedFd>,
+    /// The helper's PID and its exit (`None`: a tunnel, over when its output ends).
+    helper: Option<(i32, smol::Task<i32>)>,
+    tty: bool,
+}
+
 enum Step {
     Out(usize, bool),
     Input(Option<ExecInput>),
@@ -113,7 +203,7 @@ enum Step {
 }
 
 /// Reads into `buf` if the stream is open and credit allows; never resolves otherwise.
-async fn read_some(r: &mut Option<Async<File>>, buf: &mut [u8], credit: u32) -> usize {
+async fn read_some(r: &mut Option<Reader>, buf: &mut [u8], credit: u32) -> usize {
     match r {
         Some(f) if credit > 0 => {
             let n = buf.len().min(credit as usize);
@@ -132,7 +222,6 @@ async fn run(
     rx: async_channel::Receiver<ExecInput>,
 ) -> Result<i32, String> {
     let e = |e: crate::sys::SysError| e.to_string();
-    let send = |output: ExecOutput| up.send(NodeUp::Exec { request, output });
     // (helper's stdin, stdout, stderr), our stdin writer, stdout and stderr readers, the pty.
     let (stdio, stdin_w, out_r, err_r, pty) = if spec.tty {
         let (master, slave) = sysexec::openpty(spec.rows.max(1), spec.cols.max(1)).map_err(e)?;
@@ -166,14 +255,101 @@ async fn run(
         command: spec.command.clone(),
     };
     let [i, o, er] = stdio;
-    let mut child = sysexec::spawn_self(&args.to_args(), i, o, er).map_err(e)?;
+    let child = sysexec::spawn_self(&args.to_args(), i, o, er).map_err(e)?;
     let helper = child.id() as i32;
-    let mut wait = smol::unblock(move || child.wait());
-    let _ = send(ExecOutput::Started).await;
+    let mut child = child;
+    let wait = smol::spawn(smol::unblock(move || match child.wait() {
+        Ok(s) => s.code().unwrap_or_else(|| {
+            128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
+        }),
+        Err(_) => 1,
+    }));
+    let _ = up
+        .send(NodeUp::Exec {
+            request,
+            output: ExecOutput::Started,
+        })
+        .await;
+    let io = Io {
+        stdin: stdin_w.map(Writer::File),
+        out: out_r.map(Reader::File),
+        err: err_r.map(Reader::File),
+        pty,
+        helper: Some((helper, wait)),
+        tty: spec.tty,
+    };
+    Ok(pump(request, up, rx, io).await.unwrap_or(1))
+}
+
+/// Connects to the pod's port from a thread inside the pod's network namespace.
+async fn forward(
+    request: u32,
+    spec: &PortForwardSpec,
+    target: Result<ExecTarget, String>,
+    up: &async_channel::Sender<NodeUp>,
+    rx: async_channel::Receiver<ExecInput>,
+) -> Result<(), String> {
+    let target = target?;
+    let port = spec.port;
+    let netns = PathBuf::from(format!("/proc/{}/ns/net", target.init_pid));
+    let stream = smol::unblock(move || {
+        std::thread::spawn(move || {
+            crate::sys::podnet::join_netns(&netns).map_err(|e| e.to_string())?;
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(5),
+            )
+            .map_err(|e| format!("connecting inside the pod: {e}"))
+        })
+        .join()
+        .map_err(|_| "the connecting thread panicked".to_string())?
+    })
+    .await?;
+    let _ = stream.set_nodelay(true);
+    let r = stream.try_clone().map_err(|e| e.to_string())?;
+    let w = Async::new(stream).map_err(|e| e.to_string())?;
+    let r = Async::new(r).map_err(|e| e.to_string())?;
+    let _ = up
+        .send(NodeUp::Exec {
+            request,
+            output: ExecOutput::Started,
+        })
+        .await;
+    let io = Io {
+        stdin: Some(Writer::Tcp(w)),
+        out: Some(Reader::Tcp(r)),
+        err: None,
+        pty: None,
+        helper: None,
+        tty: false,
+    };
+    pump(request, up, rx, io).await;
+    Ok(())
+}
+
+/// Moves a session's bytes until it ends; returns the process's exit code (`None` for a tunnel).
+async fn pump(
+    request: u32,
+    up: &async_channel::Sender<NodeUp>,
+    rx: async_channel::Receiver<ExecInput>,
+    io: Io,
+) -> Option<i32> {
+    let send = |output: ExecOutput| up.send(NodeUp::Exec { request, output });
+    let Io {
+        stdin: stdin_w,
+        out: out_r,
+        err: err_r,
+        pty,
+        helper,
+        tty,
+    } = io;
+    let (helper, mut wait) = match helper {
+        Some((pid, w)) => (Some(pid), Some(w)),
+        None => (None, None),
+    };
 
     // Stdin: its own task, so a process that does not read never blocks output or resizes.
     let (stdin_tx, stdin_rx) = async_channel::unbounded::<Option<Vec<u8>>>();
-    let tty = spec.tty;
     let stdin_task = stdin_w.map(|mut w| {
         let up = up.clone();
         smol::spawn(async move {
@@ -186,11 +362,13 @@ async fn run(
                         let output = ExecOutput::StdinAck(d.len() as u32);
                         let _ = up.send(NodeUp::Exec { request, output }).await;
                     }
-                    // A terminal reads ^D as the end of input; a pipe is closed.
-                    None if tty => {
-                        let _ = w.write_all(&[4]).await;
+                    None => {
+                        w.end(tty).await;
+                        // A terminal may get more input after ^D; a pipe or socket is done.
+                        if !tty {
+                            return;
+                        }
                     }
-                    None => return,
                 }
             }
         })
@@ -204,7 +382,7 @@ async fn run(
     let mut input_open = true;
     let mut killed = false;
     loop {
-        if exit.is_some() && out_r.is_none() && err_r.is_none() {
+        if (exit.is_some() || wait.is_none()) && out_r.is_none() && err_r.is_none() {
             break;
         }
         let avail = credit.available();
@@ -218,14 +396,12 @@ async fn run(
                 }
             })
             .or(async {
-                if exit.is_none() {
-                    let status = (&mut wait).await;
-                    Step::Exited(match status {
-                        Ok(s) => s.code().unwrap_or_else(|| {
-                            128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
-                        }),
-                        Err(_) => 1,
-                    })
+                if exit.is_none()
+                    && let Some(w) = &mut wait
+                {
+                    Step::Exited(w.await)
+                } else if wait.is_none() {
+                    std::future::pending().await
                 } else {
                     smol::Timer::after(DRAIN).await;
                     Step::Drained
@@ -271,7 +447,13 @@ async fn run(
                 input_open = false;
                 if !killed && exit.is_none() {
                     killed = true;
-                    let _ = sysproc::kill(helper, Signal::TERM);
+                    match helper {
+                        Some(pid) => {
+                            let _ = sysproc::kill(pid, Signal::TERM);
+                        }
+                        // A tunnel: closing it is the end.
+                        None => break,
+                    }
                 }
             }
             Step::Exited(code) => exit = Some(code),
@@ -279,5 +461,5 @@ async fn run(
         }
     }
     drop(stdin_task);
-    Ok(exit.unwrap_or(1))
+    exit
 }

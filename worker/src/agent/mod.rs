@@ -434,6 +434,12 @@ async fn event_loop(
                     execs.start(request, spec, target, tx);
                 }
             }
+            Some(Ev::Down(NodeDown::PortForward { request, spec })) => {
+                if let Some(tx) = &up {
+                    let target = driver.exec_target(&spec.namespace, &spec.pod, None);
+                    execs.port_forward(request, spec, target, tx);
+                }
+            }
             Some(Ev::Down(NodeDown::ExecInput { request, input })) => {
                 execs.input(request, input);
             }

@@ -253,7 +253,16 @@ pub(crate) async fn serve(
                 streams.push(smol::spawn(super::exec::run(
                     m.clone(),
                     id,
-                    spec,
+                    super::exec::Start::Exec(spec),
+                    tx.clone(),
+                    execs.clone(),
+                )));
+            }
+            RequestBody::PortForward(spec) => {
+                streams.push(smol::spawn(super::exec::run(
+                    m.clone(),
+                    id,
+                    super::exec::Start::PortForward(spec),
                     tx.clone(),
                     execs.clone(),
                 )));
@@ -499,7 +508,8 @@ pub(crate) async fn handle_unfiltered(
         | RequestBody::Logs { .. }
         | RequestBody::ImagePull { .. }
         | RequestBody::Exec(_)
-        | RequestBody::ExecInput { .. } => {
+        | RequestBody::ExecInput { .. }
+        | RequestBody::PortForward(_) => {
             Err(err(ErrorCode::Internal, "streaming call routed wrongly"))
         }
     }

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bramble_wire::msg::{
-    ApiError, ErrorCode, ExecInput, ExecOutput, ExecSpec, NodeDown, Response, ResponseBody,
+    ApiError, ErrorCode, ExecInput, ExecOutput, ExecSpec, NodeDown, PortForwardSpec, Response,
+    ResponseBody,
 };
 use bramble_wire::objects::{Kind, Object, PodPhase};
 use bramble_wire::stream::{CHUNK, Credit};
@@ -43,28 +44,47 @@ fn err(code: ErrorCode, message: impl Into<String>) -> ApiError {
     }
 }
 
+/// What a session runs on the node.
+#[derive(Debug)]
+pub(crate) enum Start {
+    /// `bramble exec`.
+    Exec(ExecSpec),
+    /// One `bramble port-forward` connection.
+    PortForward(PortForwardSpec),
+}
+
 /// Runs one session for the client's request `id`: checks, starts it on the node, relays its
 /// events until the exit.
 pub(crate) async fn run(
     m: Arc<Master>,
     id: u32,
-    mut spec: ExecSpec,
+    start: Start,
     tx: async_channel::Sender<Response>,
     execs: ClientExecs,
 ) {
     let result = async {
-        if spec.command.is_empty() {
-            return Err(err(
-                ErrorCode::Invalid,
-                "no command: `bramble exec POD -- CMD ARGS…`",
-            ));
-        }
-        let ns = scope(Kind::Pod, &spec.namespace);
-        let name = spec.pod.clone();
+        let (namespace, name, process) = match &start {
+            Start::Exec(spec) => {
+                if spec.command.is_empty() {
+                    return Err(err(
+                        ErrorCode::Invalid,
+                        "no command: `bramble exec POD -- CMD ARGS…`",
+                    ));
+                }
+                (spec.namespace.clone(), spec.pod.clone(), spec.process.clone())
+            }
+            Start::PortForward(spec) => {
+                if spec.port == 0 {
+                    return Err(err(ErrorCode::Invalid, "port 0: give the pod's port (1-65535)"));
+                }
+                (spec.namespace.clone(), spec.pod.clone(), None)
+            }
+        };
+        let ns = scope(Kind::Pod, &namespace);
         let Some(Object::Pod(p)) = super::get_opt(&m.store, Kind::Pod, &ns, &name).await? else {
             return Err(not_found(Kind::Pod, &ns, &name));
         };
-        if let Some(proc_name) = &spec.process
+        if let Some(proc_name) = &process
             && !p.spec.processes.iter().any(|x| &x.name == proc_name)
         {
             let names: Vec<_> = p.spec.processes.iter().map(|x| x.name.as_str()).collect();
@@ -79,7 +99,7 @@ pub(crate) async fn run(
                 return Err(err(
                     ErrorCode::Invalid,
                     format!(
-                        "pod {ns}/{name} is {phase:?}, not Running: exec needs a running pod; see `bramble describe pod {name} -n {ns}`"
+                        "pod {ns}/{name} is {phase:?}, not Running: exec and port-forward need a running pod; see `bramble describe pod {name} -n {ns}`"
                     ),
                 ));
             }
@@ -91,7 +111,6 @@ pub(crate) async fn run(
                 format!("node {node:?} running pod {ns}/{name} is not connected; try again when it is back (`bramble get nodes`)"),
             ));
         };
-        spec.namespace = ns.clone();
         let request = (m.next_id() & 0xffff_ffff) as u32;
         let (rtx, rrx) = async_channel::unbounded();
         m.exec_routes.lock().await.insert(
@@ -110,8 +129,18 @@ pub(crate) async fn run(
             node_tx: node_tx.clone(),
             execs: execs.clone(),
         };
+        let down = match start {
+            Start::Exec(mut spec) => {
+                spec.namespace = ns.clone();
+                NodeDown::Exec { request, spec }
+            }
+            Start::PortForward(mut spec) => {
+                spec.namespace = ns.clone();
+                NodeDown::PortForward { request, spec }
+            }
+        };
         node_tx
-            .send(NodeDown::Exec { request, spec })
+            .send(down)
             .await
             .map_err(|_| err(ErrorCode::Unavailable, format!("node {node:?} disconnected")))?;
         while let Ok(out) = rrx.recv().await {
