@@ -8,6 +8,10 @@
 //! sudo cargo bench -p bramble-tests --bench exec     # release binaries (build them first)
 //! sudo cargo test -p bramble-tests --bench exec      # debug binaries
 //! ```
+//! And `bramble port-forward` throughput: a 32 MiB HTTP download from busybox `httpd` in an
+//! isolated pod through the tunnel (client → master → agent → the pod's network namespace)
+//! against the same download straight from the pod's address over the node's bridge.
+//!
 //! `BENCH_EXECS` (default 30, at most 300) round trips of each. Root (namespaces, cgroups).
 //! Everything it starts is killed by PID.
 #![forbid(unsafe_code)]
@@ -16,8 +20,8 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bramble_tests::{MasterProc, require_root, start_cluster, wait_for};
 use bramble_testkit::bin;
+use bramble_tests::{MasterProc, require_root, start_cluster, wait_for};
 use bramble_wire::objects::ProcessState;
 use bramble_worker::sys::exec as pty;
 
@@ -141,4 +145,92 @@ fn main() {
         ms(shell) / ms(direct_shell)
     );
     m.ok(&["delete", "pod", "bench"]);
+    port_forward(&m, tmp.path());
+}
+
+/// Seconds to download `path` over HTTP/1.0 from `addr`, and the bytes read.
+fn download(addr: &str, path: &str) -> (f64, usize) {
+    use std::io::Write;
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) => panic!("reading from {addr}: {e}"),
+        }
+    }
+    (t.elapsed().as_secs_f64(), n)
+}
+
+fn port_forward(m: &MasterProc, dir: &std::path::Path) {
+    let root = dir.join("webroot");
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "www"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy(
+        bramble_testkit::busybox::busybox("amd64"),
+        root.join("bin/busybox"),
+    )
+    .unwrap();
+    std::fs::write(root.join("www/big"), vec![b'x'; 32 << 20]).unwrap();
+    let pod = format!(
+        r#"
+[[pod]]
+name = "web"
+rootfs = "{}"
+network = "isolated"
+[[pod.process]]
+name = "httpd"
+command = ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+"#,
+        root.display()
+    );
+    let f = dir.join("web.toml");
+    std::fs::write(&f, pod).unwrap();
+    m.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let ip = wait_for(Duration::from_secs(60), "web Running", || {
+        let p = m.pod("web")?;
+        (p.status.phase == bramble_wire::PodPhase::Running && !p.status.ip.is_empty())
+            .then(|| p.status.ip.clone())
+    });
+    let direct = format!("{ip}:8080");
+    wait_for(Duration::from_secs(20), "httpd up", || {
+        std::net::TcpStream::connect(&direct).ok()
+    });
+    let local = bramble_testkit::free_port();
+    let mut pf = Command::new(bin("bramble"))
+        .args(["port-forward", "web", &format!("{local}:8080")])
+        .env("BRAMBLE_SERVER", &m.addr)
+        .env("BRAMBLE_TOKEN_FILE", m.data_dir.join("admin.token"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let tunnel = format!("127.0.0.1:{local}");
+    wait_for(Duration::from_secs(20), "the forwarder", || {
+        std::net::TcpStream::connect(&tunnel).ok()
+    });
+    let rate = |addr: &str| {
+        let mut v: Vec<f64> = (0..5)
+            .map(|_| {
+                let (s, n) = download(addr, "/big");
+                assert!(n > 32 << 20, "short download from {addr}: {n}");
+                n as f64 / s / 1e6
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let d = rate(&direct);
+    let t = rate(&tunnel);
+    println!(
+        "port-forward throughput, 32 MiB download, median of 5: {t:.0} MB/s through the tunnel, {d:.0} MB/s direct to the pod: {:.2}x",
+        t / d
+    );
+    pf.kill().unwrap();
+    let _ = pf.wait();
+    m.ok(&["delete", "pod", "web"]);
 }

@@ -368,11 +368,19 @@ fn port_forward_reaches_an_http_server_in_an_isolated_pod() {
     wait_for(Duration::from_secs(20), "the local listener", || {
         std::net::TcpStream::connect(&addr).ok()
     });
-    let page = wait_for(Duration::from_secs(20), "the page through the tunnel", || {
-        let a = http_get(&addr, "/index.html");
-        text(&a).contains("hello from the pod").then_some(a)
-    });
-    assert!(text(&page).starts_with("HTTP/1.1 200 OK"), "{}", text(&page));
+    let page = wait_for(
+        Duration::from_secs(20),
+        "the page through the tunnel",
+        || {
+            let a = http_get(&addr, "/index.html");
+            text(&a).contains("hello from the pod").then_some(a)
+        },
+    );
+    assert!(
+        text(&page).starts_with("HTTP/1.1 200 OK"),
+        "{}",
+        text(&page)
+    );
     // Several connections at once, and 3.2 MB through the window, whole.
     let big: Vec<_> = (0..3)
         .map(|_| {
@@ -382,12 +390,20 @@ fn port_forward_reaches_an_http_server_in_an_isolated_pod() {
         .collect();
     for t in big {
         let a = t.join().unwrap();
-        let head = a.windows(4).position(|w| w == b"\r\n\r\n").expect("headers") + 4;
+        let head = a
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("headers")
+            + 4;
         assert_eq!(a.len() - head, 3_200_000);
         assert!(a.ends_with(b"0123456789abcdef"));
     }
     // A port nothing listens on: the connection is closed, the forwarder lives on.
-    let mut bad = m.cli_child(&["port-forward", "web", &format!("{}:9", bramble_testkit::free_port())]);
+    let mut bad = m.cli_child(&[
+        "port-forward",
+        "web",
+        &format!("{}:9", bramble_testkit::free_port()),
+    ]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(bad.try_wait().unwrap().is_none());
     bad.kill().unwrap();

@@ -312,11 +312,11 @@ fn garbage_gets_a_distinct_error() {
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<NodeDown>(&[13]).unwrap_err(),
+        frame::decode::<NodeDown>(&[14]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<Request>(&[1, 20]).unwrap_err(),
+        frame::decode::<Request>(&[1, 21]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(

@@ -972,6 +972,18 @@ fn exec_spec() -> BoxedStrategy<bramble_wire::msg::ExecSpec> {
         .boxed()
 }
 
+fn port_forward_spec() -> BoxedStrategy<bramble_wire::msg::PortForwardSpec> {
+    (s(), s(), any::<u16>())
+        .prop_map(
+            |(namespace, pod, port)| bramble_wire::msg::PortForwardSpec {
+                namespace,
+                pod,
+                port,
+            },
+        )
+        .boxed()
+}
+
 fn exec_input() -> BoxedStrategy<bramble_wire::msg::ExecInput> {
     use bramble_wire::msg::ExecInput;
     prop_oneof![
@@ -1092,6 +1104,8 @@ fn node_down() -> BoxedStrategy<NodeDown> {
         (any::<u32>(), exec_spec()).prop_map(|(request, spec)| NodeDown::Exec { request, spec }),
         (any::<u32>(), exec_input())
             .prop_map(|(request, input)| NodeDown::ExecInput { request, input }),
+        (any::<u32>(), port_forward_spec())
+            .prop_map(|(request, spec)| NodeDown::PortForward { request, spec }),
     ]
     .boxed()
 }
@@ -1195,6 +1209,7 @@ fn request() -> BoxedStrategy<Request> {
         exec_spec().prop_map(RequestBody::Exec),
         (any::<u32>(), exec_input())
             .prop_map(|(exec, input)| RequestBody::ExecInput { exec, input }),
+        port_forward_spec().prop_map(RequestBody::PortForward),
     ];
     (any::<u32>(), body)
         .prop_map(|(id, body)| Request { id, body })
@@ -1382,7 +1397,8 @@ cases!(
         ClusterNetwork,
         Replaced,
         Exec,
-        ExecInput
+        ExecInput,
+        PortForward
     ]
 );
 cases!(
@@ -1409,7 +1425,8 @@ cases!(
         Patch,
         TokenRotateJoin,
         Exec,
-        ExecInput
+        ExecInput,
+        PortForward
     ]
 );
 cases!(

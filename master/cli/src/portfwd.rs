@@ -68,7 +68,8 @@ pub async fn run(
     let routes: Routes = Arc::default();
     let mut tasks = Vec::new();
     for (l, remote) in listeners {
-        let (tx, routes, namespace, pod) = (tx.clone(), routes.clone(), namespace.clone(), pod.clone());
+        let (tx, routes, namespace, pod) =
+            (tx.clone(), routes.clone(), namespace.clone(), pod.clone());
         tasks.push(smol::spawn(async move {
             while let Ok((conn, _)) = l.accept().await {
                 let _ = conn.set_nodelay(true);
