@@ -123,13 +123,13 @@ async fn tunnel(
     let mut buf = vec![0u8; CHUNK];
     let mut reading = true;
     enum Step {
-        Resp(Option<ResponseBody>),
+        Resp(Option<Box<ResponseBody>>),
         Read(std::io::Result<usize>),
     }
     loop {
         let avail = if started { credit.available() } else { 0 };
         let mut c2 = conn.clone();
-        let step = async { Step::Resp(rrx.recv().await.ok()) }
+        let step = async { Step::Resp(rrx.recv().await.ok().map(Box::new)) }
             .or(async {
                 if reading && avail > 0 {
                     let n = buf.len().min(avail as usize);
@@ -140,9 +140,9 @@ async fn tunnel(
             })
             .await;
         match step {
-            Step::Resp(Some(ResponseBody::Exec(out))) => match out {
-                ExecOutput::Started => started = true,
-                ExecOutput::Stdout(d) | ExecOutput::Stderr(d) => {
+            Step::Resp(Some(b)) => match *b {
+                ResponseBody::Exec(ExecOutput::Started) => started = true,
+                ResponseBody::Exec(ExecOutput::Stdout(d) | ExecOutput::Stderr(d)) => {
                     if conn.write_all(&d).await.is_err() {
                         let _ = send(&tx, input(ExecInput::Kill)).await;
                         break;
@@ -153,20 +153,16 @@ async fn tunnel(
                         break;
                     }
                 }
-                ExecOutput::StdinAck(n) => {
+                ResponseBody::Exec(ExecOutput::StdinAck(n)) => {
                     let _ = credit.ack(n);
                 }
-                ExecOutput::Exit { .. } => break,
-                ExecOutput::Error(e) => {
+                ResponseBody::Exec(ExecOutput::Exit { .. }) => break,
+                ResponseBody::Exec(ExecOutput::Error(e)) | ResponseBody::Error(e) => {
                     eprintln!("error forwarding port {port}: {}", e.message);
                     break;
                 }
+                _ => {}
             },
-            Step::Resp(Some(ResponseBody::Error(e))) => {
-                eprintln!("error forwarding port {port}: {}", e.message);
-                break;
-            }
-            Step::Resp(Some(_)) => {}
             Step::Resp(None) => break,
             Step::Read(Ok(0)) | Step::Read(Err(_)) => {
                 reading = false;
