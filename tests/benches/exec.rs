@@ -148,24 +148,6 @@ fn main() {
     port_forward(&m, tmp.path());
 }
 
-/// Seconds to download `path` over HTTP/1.0 from `addr`, and the bytes read.
-fn download(addr: &str, path: &str) -> (f64, usize) {
-    use std::io::Write;
-    let t = Instant::now();
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n = 0;
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) => panic!("reading from {addr}: {e}"),
-        }
-    }
-    (t.elapsed().as_secs_f64(), n)
-}
-
 fn port_forward(m: &MasterProc, dir: &std::path::Path) {
     let root = dir.join("webroot");
     for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "www"] {
@@ -216,7 +198,9 @@ command = ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
     let rate = |addr: &str| {
         let mut v: Vec<f64> = (0..5)
             .map(|_| {
-                let (s, n) = download(addr, "/big");
+                let t = Instant::now();
+                let n = bramble_tests::http_get(addr, "/big").len();
+                let s = t.elapsed().as_secs_f64();
                 assert!(n > 32 << 20, "short download from {addr}: {n}");
                 n as f64 / s / 1e6
             })

@@ -590,6 +590,19 @@ pub fn start_cluster(
     (m, ws)
 }
 
+/// One HTTP/1.0 `GET path` to `addr` (20 s read timeout): the whole answer, headers included.
+pub fn http_get(addr: &str, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("reading from {addr}: {e}"));
+    out
+}
+
 /// Parses `bramble get ... -o json` output, untyped.
 pub fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))

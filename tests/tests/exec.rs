@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bramble_testkit::{bin, busybox::busybox};
-use bramble_tests::{MasterProc, require_root, start_cluster, wait_for, wait_for_with};
+use bramble_tests::{MasterProc, http_get, require_root, start_cluster, wait_for, wait_for_with};
 use bramble_worker::sys::exec as pty;
 
 /// A busybox root with a marker file only this root has.
@@ -339,16 +339,6 @@ network = "isolated"
 name = "httpd"
 command = ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
 "#;
-
-/// One HTTP/1.0 GET through `addr`: the whole answer.
-fn http_get(addr: &str, path: &str) -> Vec<u8> {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    out
-}
 
 #[test]
 fn port_forward_reaches_an_http_server_in_an_isolated_pod() {
