@@ -250,6 +250,20 @@ impl MasterProc {
         child.wait_with_output().expect("wait for bramble")
     }
 
+    /// Starts the real CLI in the background (stdio to /dev/null), for commands that run until
+    /// something ends them (`exec`, `logs -f`).
+    pub fn cli_child(&self, args: &[&str]) -> std::process::Child {
+        command_in(self.ns.as_deref(), bin("bramble"))
+            .args(args)
+            .env("BRAMBLE_SERVER", &self.addr)
+            .env("BRAMBLE_TOKEN_FILE", self.data_dir.join("admin.token"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run bramble")
+    }
+
     /// Runs the CLI and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         succeeded(args, self.cli(args))
@@ -606,6 +620,19 @@ pub fn start_cluster(
         }
     }
     (m, ws)
+}
+
+/// One HTTP/1.0 `GET path` to `addr` (20 s read timeout): the whole answer, headers included.
+pub fn http_get(addr: &str, path: &str) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("reading from {addr}: {e}"));
+    out
 }
 
 /// Parses `bramble get ... -o json` output, untyped.

@@ -66,6 +66,7 @@ pub mod net;
 pub mod objects;
 #[cfg(feature = "alloc")]
 pub mod security;
+pub mod stream;
 pub mod token;
 
 pub use core_msg::*;

@@ -98,6 +98,13 @@ pub enum NodeUp {
     /// master records an event about the object and the node for each new one. (A volume that
     /// cannot be mounted fails its pod: the pod's reason and its `FailedCreate` event say why.)
     Conflicts(Vec<Conflict>),
+    /// Output, credit and the end of an exec session ([`NodeDown::Exec`]).
+    Exec {
+        /// The request.
+        request: u32,
+        /// What happened.
+        output: ExecOutput,
+    },
 }
 
 /// CPU and memory of a node, pod or process over the last sampling window.
@@ -242,6 +249,108 @@ pub enum NodeDown {
         /// How long to keep reporting.
         seconds: u32,
     },
+    /// Run a process inside a pod (`bramble exec`); answered by [`NodeUp::Exec`] events.
+    Exec {
+        /// Correlates the events.
+        request: u32,
+        /// What to run.
+        spec: ExecSpec,
+    },
+    /// Input to an exec session (stdin, window size, output credit, kill).
+    ExecInput {
+        /// The request.
+        request: u32,
+        /// The input.
+        input: ExecInput,
+    },
+    /// Open a TCP connection to `port` inside a pod's network namespace (`bramble
+    /// port-forward`): a stream like an exec's ([`NodeDown::ExecInput`] carries the bytes to the
+    /// pod as `Stdin`, [`NodeUp::Exec`] the bytes back as `Stdout`; `Exit` when it closes).
+    PortForward {
+        /// Correlates the events.
+        request: u32,
+        /// Where to connect.
+        spec: PortForwardSpec,
+    },
+}
+
+/// One tunnelled TCP connection to a pod's port (`bramble port-forward`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct PortForwardSpec {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// The port on the pod's loopback (its network namespace).
+    pub port: u16,
+}
+
+/// What `bramble exec` runs: a new process in a running pod's namespaces, cgroup, root and
+/// security context.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecSpec {
+    /// Pod namespace.
+    pub namespace: String,
+    /// Pod name.
+    pub pod: String,
+    /// The process whose user, capabilities, seccomp and cgroup the exec takes; `None` = the
+    /// pod's first process.
+    pub process: Option<String>,
+    /// Command and arguments (resolved with the process's `PATH` inside the pod's root).
+    pub command: Vec<String>,
+    /// Pass stdin (`-i`); without it the process reads `/dev/null`.
+    pub stdin: bool,
+    /// A pseudo-terminal (`-t`): stdout and stderr are one stream.
+    pub tty: bool,
+    /// Terminal rows (with `tty`).
+    pub rows: u16,
+    /// Terminal columns (with `tty`).
+    pub cols: u16,
+}
+
+/// Client → master → worker events of an exec session ([`RequestBody::ExecInput`],
+/// [`NodeDown::ExecInput`]).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ExecInput {
+    /// Bytes for the process's stdin (at most [`crate::stream::CHUNK`]; a sender keeps at most
+    /// [`crate::stream::WINDOW`] bytes unacknowledged by [`ExecOutput::StdinAck`]).
+    Stdin(#[serde(with = "crate::bytes")] Vec<u8>),
+    /// Close the process's stdin (EOF).
+    StdinEof,
+    /// The terminal's new size.
+    Resize {
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+    /// The client consumed this many output bytes: the worker may send that many more.
+    Ack(u32),
+    /// Kill the process (the client went away).
+    Kill,
+}
+
+/// Worker → master → client events of an exec session ([`NodeUp::Exec`],
+/// [`ResponseBody::Exec`]).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutput {
+    /// The process runs: input may flow.
+    Started,
+    /// Standard output (with a TTY: the terminal's output).
+    Stdout(#[serde(with = "crate::bytes")] Vec<u8>),
+    /// Standard error (never with a TTY).
+    Stderr(#[serde(with = "crate::bytes")] Vec<u8>),
+    /// This many stdin bytes were written to the process: the sender may send that many more.
+    StdinAck(u32),
+    /// The process ended: `code` is its exit status, or 128 + the signal that killed it.
+    Exit {
+        /// Exit code (shell convention for signals).
+        code: i32,
+        /// The signal that killed it, if one did.
+        signal: Option<u8>,
+    },
+    /// The exec failed before or instead of running the process.
+    Error(ApiError),
 }
 
 /// The cluster-wide network settings, for [`NodeDown::ClusterNetwork`].
@@ -439,6 +548,20 @@ pub enum RequestBody {
     /// Asks the nodes to report for a few minutes; the first call waits up to a few seconds for
     /// their first reports.
     Top,
+    /// Run a process inside a pod (admins only): answered by [`ResponseBody::Exec`] events,
+    /// `Started` first, `Exit` or `Error` last, then [`ResponseBody::End`].
+    Exec(ExecSpec),
+    /// Input to the exec session started by request `exec` on this connection.
+    ExecInput {
+        /// The id of the [`RequestBody::Exec`] request.
+        exec: u32,
+        /// The input.
+        input: ExecInput,
+    },
+    /// Tunnel one TCP connection to a pod's port (admins only): a stream like
+    /// [`RequestBody::Exec`]'s (bytes to the pod as [`ExecInput::Stdin`] in
+    /// [`RequestBody::ExecInput`], bytes back as [`ExecOutput::Stdout`], `Exit` when closed).
+    PortForward(PortForwardSpec),
 }
 
 /// A change of an object's labels and annotations (`bramble label|annotate`), or of a node's
@@ -619,6 +742,8 @@ pub enum ResponseBody {
     /// Resource usage per node (`bramble top`), for [`RequestBody::Top`]: every known node,
     /// sorted by name.
     Top(Vec<NodeTop>),
+    /// An exec session's event.
+    Exec(ExecOutput),
 }
 
 /// One node's row of [`ResponseBody::Top`].

@@ -308,19 +308,19 @@ fn garbage_gets_a_distinct_error() {
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<NodeUp>(&[9]).unwrap_err(),
+        frame::decode::<NodeUp>(&[10]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<NodeDown>(&[12]).unwrap_err(),
+        frame::decode::<NodeDown>(&[15]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<Request>(&[1, 19]).unwrap_err(),
+        frame::decode::<Request>(&[1, 22]).unwrap_err(),
         WireError::UnknownTag
     );
     assert_eq!(
-        frame::decode::<Response>(&[1, 13]).unwrap_err(),
+        frame::decode::<Response>(&[1, 14]).unwrap_err(),
         WireError::UnknownTag
     );
     // Nested: a Hello whose role is 3.

@@ -947,6 +947,73 @@ fn object() -> BoxedStrategy<Object> {
     .boxed()
 }
 
+fn exec_spec() -> BoxedStrategy<bramble_wire::msg::ExecSpec> {
+    (
+        s(),
+        s(),
+        of(s()),
+        vec(s(), 0..3),
+        any::<bool>(),
+        any::<bool>(),
+        any::<u16>(),
+        any::<u16>(),
+    )
+        .prop_map(
+            |(namespace, pod, process, command, stdin, tty, rows, cols)| {
+                bramble_wire::msg::ExecSpec {
+                    namespace,
+                    pod,
+                    process,
+                    command,
+                    stdin,
+                    tty,
+                    rows,
+                    cols,
+                }
+            },
+        )
+        .boxed()
+}
+
+fn port_forward_spec() -> BoxedStrategy<bramble_wire::msg::PortForwardSpec> {
+    (s(), s(), any::<u16>())
+        .prop_map(
+            |(namespace, pod, port)| bramble_wire::msg::PortForwardSpec {
+                namespace,
+                pod,
+                port,
+            },
+        )
+        .boxed()
+}
+
+fn exec_input() -> BoxedStrategy<bramble_wire::msg::ExecInput> {
+    use bramble_wire::msg::ExecInput;
+    prop_oneof![
+        bytes().prop_map(ExecInput::Stdin),
+        Just(ExecInput::StdinEof),
+        (any::<u16>(), any::<u16>()).prop_map(|(rows, cols)| ExecInput::Resize { rows, cols }),
+        any::<u32>().prop_map(ExecInput::Ack),
+        Just(ExecInput::Kill),
+    ]
+    .boxed()
+}
+
+fn exec_output() -> BoxedStrategy<bramble_wire::msg::ExecOutput> {
+    use bramble_wire::msg::ExecOutput;
+    prop_oneof![
+        Just(ExecOutput::Started),
+        bytes().prop_map(ExecOutput::Stdout),
+        bytes().prop_map(ExecOutput::Stderr),
+        any::<u32>().prop_map(ExecOutput::StdinAck),
+        (any::<i32>(), of(any::<u8>()))
+            .prop_map(|(code, signal)| ExecOutput::Exit { code, signal }),
+        (error_code(), s())
+            .prop_map(|(code, message)| ExecOutput::Error(ApiError { code, message })),
+    ]
+    .boxed()
+}
+
 // ---- Channel messages ----
 
 fn node_up() -> BoxedStrategy<NodeUp> {
@@ -996,6 +1063,8 @@ fn node_up() -> BoxedStrategy<NodeUp> {
             0..3
         )
         .prop_map(NodeUp::Conflicts),
+        (any::<u32>(), exec_output())
+            .prop_map(|(request, output)| NodeUp::Exec { request, output }),
     ]
     .boxed()
 }
@@ -1096,6 +1165,11 @@ fn node_down() -> BoxedStrategy<NodeDown> {
         }),
         s().prop_map(|message| NodeDown::Replaced { message }),
         any::<u32>().prop_map(|seconds| NodeDown::UsageWanted { seconds }),
+        (any::<u32>(), exec_spec()).prop_map(|(request, spec)| NodeDown::Exec { request, spec }),
+        (any::<u32>(), exec_input())
+            .prop_map(|(request, input)| NodeDown::ExecInput { request, input }),
+        (any::<u32>(), port_forward_spec())
+            .prop_map(|(request, spec)| NodeDown::PortForward { request, spec }),
     ]
     .boxed()
 }
@@ -1206,6 +1280,10 @@ fn request() -> BoxedStrategy<Request> {
             ),
         Just(RequestBody::TokenRotateJoin),
         Just(RequestBody::Top),
+        exec_spec().prop_map(RequestBody::Exec),
+        (any::<u32>(), exec_input())
+            .prop_map(|(exec, input)| RequestBody::ExecInput { exec, input }),
+        port_forward_spec().prop_map(RequestBody::PortForward),
     ];
     (any::<u32>(), body)
         .prop_map(|(id, body)| Request { id, body })
@@ -1312,6 +1390,7 @@ fn response() -> BoxedStrategy<Response> {
             0..3
         )
         .prop_map(ResponseBody::Top),
+        exec_output().prop_map(ResponseBody::Exec),
     ];
     (any::<u32>(), body)
         .prop_map(|(id, body)| Response { id, body })
@@ -1385,7 +1464,8 @@ cases!(
         ArtifactGet,
         NetworkPath,
         Usage,
-        Conflicts
+        Conflicts,
+        Exec
     ]
 );
 cases!(
@@ -1404,7 +1484,10 @@ cases!(
         Network,
         ClusterNetwork,
         Replaced,
-        UsageWanted
+        UsageWanted,
+        Exec,
+        ExecInput,
+        PortForward
     ]
 );
 cases!(
@@ -1430,7 +1513,10 @@ cases!(
         ImageRemove,
         Patch,
         TokenRotateJoin,
-        Top
+        Top,
+        Exec,
+        ExecInput,
+        PortForward
     ]
 );
 cases!(
@@ -1450,7 +1536,8 @@ cases!(
         TokenCreated,
         Tokens,
         ImageProgress,
-        Top
+        Top,
+        Exec
     ]
 );
 cases!(token_kind_case, TOKEN_KIND, TokenKind, [Join, Node, Admin]);

@@ -86,6 +86,9 @@ fn main() {
     if let Some(code) = bramble_worker::runtime::run_init_if_requested() {
         std::process::exit(code);
     }
+    if let Some(code) = bramble_worker::runtime::run_exec_if_requested() {
+        std::process::exit(code);
+    }
     let level = std::env::var("RUST_LOG")
         .ok()
         .and_then(|l| l.parse().ok())

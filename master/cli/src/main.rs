@@ -7,8 +7,10 @@ mod create;
 mod demo;
 mod drain;
 mod edit;
+mod exec;
 mod image;
 mod label;
+mod portfwd;
 mod rollout;
 mod table;
 mod token;
@@ -285,6 +287,43 @@ pub enum Cmd {
         /// The shell.
         #[arg(value_enum)]
         shell: completion::CompletionShell,
+    },
+    /// Run a command inside a running pod: its namespaces, cgroup, root, user, capabilities and
+    /// seccomp filter (those of the process `-p`, default the first); exits with its exit code.
+    Exec {
+        /// Pod name.
+        pod: String,
+        /// The process whose security context and cgroup the command takes (default: the first).
+        #[arg(short, long)]
+        process: Option<String>,
+        /// Pass stdin to the command (end of input closes its stdin).
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// Allocate a pseudo-terminal (raw mode here; Ctrl-C and Ctrl-D go to the pod).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Forward local ports to a pod's ports, through the master and the pod's node (works for
+    /// isolated pods): `[LOCAL:]REMOTE`, `:REMOTE` picks a free local port. Runs until
+    /// interrupted.
+    PortForward {
+        /// Pod name.
+        pod: String,
+        /// `[LOCAL:]REMOTE` port pairs.
+        #[arg(required = true, value_name = "[LOCAL:]REMOTE")]
+        ports: Vec<String>,
+        /// Local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: String,
+        /// Namespace.
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
     },
     /// Print a process's log (kept on its node).
     Logs {
@@ -879,6 +918,26 @@ async fn client_cmd(server: &str, token: &str, cmd: Cmd) -> Result<i32, ClientEr
             })
             .await?;
             let _ = writeln!(out, "{}/{name} deleted", kind.as_str());
+        }
+        Cmd::Exec {
+            pod,
+            process,
+            stdin,
+            tty,
+            namespace,
+            command,
+        } => {
+            drop(out);
+            return exec::run(c, namespace, pod, process, stdin, tty, command).await;
+        }
+        Cmd::PortForward {
+            pod,
+            ports,
+            address,
+            namespace,
+        } => {
+            drop(out);
+            return portfwd::run(c, namespace, pod, ports, address).await;
         }
         Cmd::Logs {
             pod,

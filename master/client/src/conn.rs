@@ -230,6 +230,22 @@ impl Client {
         Ok(id)
     }
 
+    /// Splits the connection into its reading and writing halves, for a session that sends
+    /// while it waits for answers (`bramble exec`).
+    pub fn split(self) -> (ClientRx, ClientTx) {
+        (
+            ClientRx {
+                addr: self.addr.clone(),
+                reader: self.reader,
+            },
+            ClientTx {
+                addr: self.addr,
+                writer: self.writer,
+                next: self.next,
+            },
+        )
+    }
+
     /// Reads the next response (of any request).
     pub async fn next(&mut self) -> Result<Response, ClientError> {
         match self.reader.recv::<Response>().await {
@@ -259,3 +275,59 @@ impl Client {
 }
 
 use futures_lite::FutureExt;
+
+/// The reading half of a [`Client`] ([`Client::split`]).
+#[derive(Debug)]
+pub struct ClientRx {
+    addr: String,
+    reader: FrameReader<ReadHalf<ClientStream>>,
+}
+
+impl ClientRx {
+    /// Reads the next response (of any request).
+    pub async fn next(&mut self) -> Result<Response, ClientError> {
+        match self.reader.recv::<Response>().await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(ClientError::Connect {
+                addr: self.addr.clone(),
+                detail: "the master closed the connection".into(),
+            }),
+            Err(e) => Err(ClientError::Connect {
+                addr: self.addr.clone(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// The writing half of a [`Client`] ([`Client::split`]).
+#[derive(Debug)]
+pub struct ClientTx {
+    addr: String,
+    writer: WriteHalf<ClientStream>,
+    next: u32,
+}
+
+impl ClientTx {
+    /// The id the next [`ClientTx::start`] gives its request (to route its answers first).
+    pub fn next_id(&self) -> u32 {
+        self.next
+    }
+
+    /// Sends a request (it must fit the master's request limit) and returns its id.
+    pub async fn start(&mut self, body: RequestBody) -> Result<u32, ClientError> {
+        let id = self.next;
+        self.next += 1;
+        send(
+            &mut self.writer,
+            &Request { id, body },
+            bramble_wire::DEFAULT_MAX_FRAME,
+        )
+        .await
+        .map_err(|e| ClientError::Connect {
+            addr: self.addr.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(id)
+    }
+}

@@ -15,7 +15,7 @@ pub mod manifest;
 pub mod tls;
 pub mod validate;
 
-pub use conn::{CLIENT_RESPONSE_MAX, Client, ClientError, read_token_file};
+pub use conn::{CLIENT_RESPONSE_MAX, Client, ClientError, ClientRx, ClientTx, read_token_file};
 
 /// Copies `s` into a bounded string, truncating at a char boundary.
 pub fn heapless_str<const N: usize>(s: &str) -> heapless::String<N> {

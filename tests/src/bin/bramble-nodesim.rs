@@ -532,7 +532,23 @@ async fn session(
                     }
                     // Simulated nodes run no pods: no usage reports (`bramble top` shows
                     // them as `<unknown>`).
-                    Some(NodeDown::CancelLogs { .. } | NodeDown::UsageWanted { .. }) => {}
+                    Some(
+                        NodeDown::CancelLogs { .. }
+                        | NodeDown::UsageWanted { .. }
+                        | NodeDown::ExecInput { .. },
+                    ) => {}
+                    Some(
+                        NodeDown::Exec { request, .. } | NodeDown::PortForward { request, .. },
+                    ) => {
+                        let output =
+                            bramble_wire::msg::ExecOutput::Error(bramble_wire::msg::ApiError {
+                                code: bramble_wire::msg::ErrorCode::Unavailable,
+                                message: "simulated node: no exec".into(),
+                            });
+                        send(&mut writer, &NodeUp::Exec { request, output }, MAX_FRAME)
+                            .await
+                            .context("send Exec")?;
+                    }
                 },
             }
         }

@@ -513,6 +513,44 @@ impl Driver for LinuxDriver {
         out
     }
 
+    fn exec_target(
+        &self,
+        namespace: &str,
+        pod: &str,
+        process: Option<&str>,
+    ) -> Result<super::exec::ExecTarget, String> {
+        let e = self
+            .pods
+            .values()
+            .find(|e| e.run.pod.meta.namespace == namespace && e.run.pod.meta.name == pod)
+            .ok_or_else(|| format!("pod {namespace}/{pod} is not on this node (any more)"))?;
+        if let Some(name) = process
+            && !e.run.pod.spec.processes.iter().any(|p| p.name == name)
+        {
+            let names: Vec<&str> = e
+                .run
+                .pod
+                .spec
+                .processes
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect();
+            return Err(format!(
+                "pod {namespace}/{pod} has no process {name:?}; it has {names:?} (pick one with -p)"
+            ));
+        }
+        match e.handle() {
+            Some(h) if h.init_pid() > 0 && !h.exited() => Ok(super::exec::ExecTarget {
+                state_dir: h.state_dir().to_path_buf(),
+                init_pid: h.init_pid(),
+            }),
+            _ => Err(format!(
+                "pod {namespace}/{pod} is not running on this node ({:?}); see `bramble describe pod {pod} -n {namespace}`",
+                e.last.phase
+            )),
+        }
+    }
+
     fn log_file(
         &self,
         namespace: &str,

@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub mod credential;
 pub mod driver;
+pub mod exec;
 pub mod fake;
 pub mod hostports;
 pub mod images;
@@ -48,6 +49,18 @@ pub trait Driver {
         process: Option<&str>,
         previous: bool,
     ) -> Option<PathBuf>;
+    /// Where to run `bramble exec` in a pod: its running init and state directory, or why not
+    /// (a message naming the pod and what to do).
+    fn exec_target(
+        &self,
+        namespace: &str,
+        pod: &str,
+        _process: Option<&str>,
+    ) -> Result<exec::ExecTarget, String> {
+        Err(format!(
+            "pod {namespace}/{pod}: this node's runtime cannot exec into pods"
+        ))
+    }
     /// Resolves when a pod's status may have changed (never, if nothing runs).
     fn changed(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + '_>>;
     /// The config maps of the assignment and the secrets from the master (`None`: not received
@@ -316,6 +329,7 @@ async fn event_loop(
     let mut streams: HashMap<u32, Arc<AtomicBool>> = HashMap::new();
     // `bramble top`: samples only while the master asks.
     let mut sampler = usage::Sampler::default();
+    let mut execs = exec::Sessions::default();
     // An event read while coalescing assignments, handled next.
     let mut pending: Option<Ev> = None;
     loop {
@@ -367,6 +381,7 @@ async fn event_loop(
                 for (_, c) in streams.drain() {
                     c.store(true, Ordering::Relaxed);
                 }
+                execs.clear();
             }
             Some(Ev::Down(NodeDown::Assign(mut a))) => {
                 // A burst of assignments (the master binding a large apply) is one change:
@@ -491,6 +506,22 @@ async fn event_loop(
                     ))
                     .detach();
                 }
+            }
+            Some(Ev::Down(NodeDown::Exec { request, spec })) => {
+                if let Some(tx) = &up {
+                    let target =
+                        driver.exec_target(&spec.namespace, &spec.pod, spec.process.as_deref());
+                    execs.start(request, spec, target, tx);
+                }
+            }
+            Some(Ev::Down(NodeDown::PortForward { request, spec })) => {
+                if let Some(tx) = &up {
+                    let target = driver.exec_target(&spec.namespace, &spec.pod, None);
+                    execs.port_forward(request, spec, target, tx);
+                }
+            }
+            Some(Ev::Down(NodeDown::ExecInput { request, input })) => {
+                execs.input(request, input);
             }
             Some(Ev::Down(NodeDown::CancelLogs { request })) => {
                 if let Some(c) = streams.remove(&request) {

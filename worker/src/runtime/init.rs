@@ -223,7 +223,7 @@ fn oom_count(fd: &Option<OwnedFd>) -> u64 {
 }
 
 /// Resolves a command like `execvp` would, inside the (already pivoted) root.
-fn resolve(cmd: &str, env: &[(String, String)]) -> Option<PathBuf> {
+pub(crate) fn resolve(cmd: &str, env: &[(String, String)]) -> Option<PathBuf> {
     if cmd.contains('/') {
         return Some(PathBuf::from(cmd));
     }
@@ -1338,12 +1338,14 @@ pub fn run(state_dir: &Path) -> Result<i32, Error> {
     Ok(if first_ok { 0 } else { 1 })
 }
 
-/// Builds a process's exec: its own `env` over its `env_from` variables.
-/// Resolves a process's command and environment; returns the environment (for its probes).
-fn prepare(p: &mut Proc, hostname: &str, env_from: &[(String, String)]) -> Vec<(String, String)> {
-    p.exec = None;
-    p.exec_error = None;
-    let mut env = p.spec.env.clone();
+/// A process's environment: its own `env` over its `env_from` variables, with `PATH` and
+/// `HOSTNAME` when it sets neither (the pod's processes and `bramble exec` share it).
+pub(crate) fn process_env(
+    spec: &ProcessSpec,
+    hostname: &str,
+    env_from: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env = spec.env.clone();
     super::volumes::merge_env(&mut env, env_from);
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.insert(0, ("PATH".into(), super::DEFAULT_PATH.into()));
@@ -1351,12 +1353,18 @@ fn prepare(p: &mut Proc, hostname: &str, env_from: &[(String, String)]) -> Vec<(
     if !env.iter().any(|(k, _)| k == "HOSTNAME") {
         env.push(("HOSTNAME".into(), hostname.to_string()));
     }
-    let Some(cmd) = p.spec.command.first() else {
-        p.exec_error = Some("empty command".into());
-        return env;
-    };
-    // Users and groups by name come from the pod's root (this runs after pivot_root).
-    let accounts = if security::needs_accounts(&p.spec) {
+    env
+}
+
+/// A process's user, groups and capabilities, resolved inside the pod's root (after
+/// `pivot_root` or the exec's `chroot`: users and groups by name come from its `/etc/passwd`
+/// and `/etc/group`).
+pub(crate) fn process_credentials(
+    spec: &ProcessSpec,
+    privileged: bool,
+    available_caps: u64,
+) -> Result<Credentials, String> {
+    let accounts = if security::needs_accounts(spec) {
         security::Accounts {
             passwd: std::fs::read_to_string("/etc/passwd").ok(),
             group: std::fs::read_to_string("/etc/group").ok(),
@@ -1364,7 +1372,19 @@ fn prepare(p: &mut Proc, hostname: &str, env_from: &[(String, String)]) -> Vec<(
     } else {
         security::Accounts::default()
     };
-    match security::credentials(&p.spec, p.privileged, &accounts, p.available_caps) {
+    security::credentials(spec, privileged, &accounts, available_caps)
+}
+
+/// Resolves a process's command and environment; returns the environment (for its probes).
+fn prepare(p: &mut Proc, hostname: &str, env_from: &[(String, String)]) -> Vec<(String, String)> {
+    p.exec = None;
+    p.exec_error = None;
+    let env = process_env(&p.spec, hostname, env_from);
+    let Some(cmd) = p.spec.command.first() else {
+        p.exec_error = Some("empty command".into());
+        return env;
+    };
+    match process_credentials(&p.spec, p.privileged, p.available_caps) {
         Ok(c) => p.creds = c,
         Err(e) => {
             p.exec_error = Some(e);
@@ -1439,6 +1459,8 @@ fn start(p: &mut Proc, devnull: &OwnedFd, cfg: &InitConfig) {
                     workdir: p.workdir.as_deref(),
                     creds: &p.creds,
                     seccomp: p.seccomp.as_deref(),
+                    stderr: None,
+                    controlling_tty: false,
                 };
                 let pid = spawn::fork_exec(&setup).map_err(|e| e.to_string())?;
                 let _ = sysproc::set_nonblocking(r.as_fd());

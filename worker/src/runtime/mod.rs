@@ -42,6 +42,7 @@
 
 pub mod cgroup;
 pub mod devices;
+pub mod exec;
 pub mod image_config;
 pub mod init;
 pub mod log;
@@ -69,6 +70,7 @@ use crate::sys::spawn::{self, Exec, Namespaces};
 use cgroup::{AnyCgroupManager, CgroupBase, CgroupError, CgroupManager, Preflight};
 use init::{INIT_ARG, InitConfig, InitProcess};
 
+pub use exec::run_if_requested as run_exec_if_requested;
 pub use init::run_if_requested as run_init_if_requested;
 
 /// `PATH` for processes that do not set one.
@@ -1100,6 +1102,11 @@ impl PodHandle {
     /// Host PID of the pod init (0 if it is gone).
     pub fn init_pid(&self) -> i32 {
         self.init_pid
+    }
+
+    /// The pod's state directory (its init's `config`, status and events).
+    pub fn state_dir(&self) -> &Path {
+        &self.state
     }
 
     /// When the pod init started, ms since the Unix epoch.

@@ -323,6 +323,8 @@ impl Prober {
                     workdir: ctx.workdir,
                     creds: ctx.creds,
                     seccomp: ctx.seccomp,
+                    stderr: None,
+                    controlling_tty: false,
                 };
                 let pid = spawn::fork_exec(&setup).map_err(|e| format!("exec: {e}"))?;
                 drop(w);

@@ -28,6 +28,7 @@
 
 pub mod bpf;
 pub mod caps;
+pub mod exec;
 pub mod fs;
 pub mod layers;
 pub mod mount;

@@ -344,10 +344,15 @@ pub struct ProcessSetup<'a> {
     pub creds: &'a Credentials,
     /// The seccomp filter, installed last before `execve`; `None` runs unconfined.
     pub seccomp: Option<&'a SeccompProgram>,
+    /// Standard error, if not `output` (`bramble exec` without a terminal).
+    pub stderr: Option<BorrowedFd<'a>>,
+    /// `stdin` is a terminal that becomes the new session's controlling terminal
+    /// (`bramble exec -t`).
+    pub controlling_tty: bool,
 }
 
 /// The child's steps, in order; a failure reports its index.
-const STEPS: [&str; 14] = [
+const STEPS: [&str; 15] = [
     "cgroup join",
     "setsid",
     "dup2",
@@ -362,6 +367,7 @@ const STEPS: [&str; 14] = [
     "prctl(no_new_privs)",
     "seccomp",
     "execve",
+    "ioctl(TIOCSCTTY)",
 ];
 const STEP_EXECVE: u8 = 13;
 
@@ -405,6 +411,8 @@ pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
     let workdir = setup.workdir.map_or(std::ptr::null(), |w| w.as_ptr());
     let stdin = setup.stdin.as_raw_fd();
     let output = setup.output.as_raw_fd();
+    let stderr = setup.stderr.map_or(output, |e| e.as_raw_fd());
+    let tty = setup.controlling_tty;
     let err_w_raw = err_w.as_raw_fd();
     let creds = setup.creds;
     let seccomp = setup.seccomp;
@@ -424,7 +432,14 @@ pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
         // SAFETY: we are the fork child.
         unsafe {
             process_child(
-                setup.exec, &procs, stdin, output, workdir, creds, seccomp, err_w_raw,
+                setup.exec,
+                &procs,
+                [stdin, output, stderr],
+                tty,
+                workdir,
+                creds,
+                seccomp,
+                err_w_raw,
             )
         }
     }
@@ -459,8 +474,8 @@ pub fn fork_exec(setup: &ProcessSetup<'_>) -> Result<i32> {
 unsafe fn process_child(
     exec: &Exec,
     procs: &[RawFd; 8],
-    stdin: RawFd,
-    output: RawFd,
+    [stdin, output, stderr]: [RawFd; 3],
+    tty: bool,
     workdir: *const libc::c_char,
     creds: &Credentials,
     seccomp: Option<&SeccompProgram>,
@@ -506,8 +521,11 @@ unsafe fn process_child(
         if libc::setsid() < 0 {
             fail(1);
         }
-        if libc::dup2(stdin, 0) < 0 || libc::dup2(output, 1) < 0 || libc::dup2(output, 2) < 0 {
+        if libc::dup2(stdin, 0) < 0 || libc::dup2(output, 1) < 0 || libc::dup2(stderr, 2) < 0 {
             fail(2);
+        }
+        if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            fail(14);
         }
         if !workdir.is_null() && libc::chdir(workdir) < 0 {
             fail(3);

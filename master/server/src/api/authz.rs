@@ -44,6 +44,8 @@ fn verb(body: &RequestBody) -> String {
         RequestBody::Patch { kind, .. } => format!("label {}s", kind.as_str()),
         RequestBody::TokenRotateJoin => "rotate the join token".into(),
         RequestBody::Top => "read resource usage".into(),
+        RequestBody::Exec(_) | RequestBody::ExecInput { .. } => "exec into pods".into(),
+        RequestBody::PortForward(_) => "forward ports of pods".into(),
     }
 }
 

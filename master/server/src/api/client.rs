@@ -175,6 +175,7 @@ pub(crate) async fn serve(
         let _ = w.shutdown(std::net::Shutdown::Both);
     });
     let mut streams = Vec::new();
+    let execs = super::exec::ClientExecs::default();
     let principal = Arc::new(principal);
     let mut token_gen = m.tokens.generation();
     loop {
@@ -267,6 +268,27 @@ pub(crate) async fn serve(
                     tail_bytes,
                     tx.clone(),
                 )));
+            }
+            RequestBody::Exec(spec) => {
+                streams.push(smol::spawn(super::exec::run(
+                    m.clone(),
+                    id,
+                    super::exec::Start::Exec(spec),
+                    tx.clone(),
+                    execs.clone(),
+                )));
+            }
+            RequestBody::PortForward(spec) => {
+                streams.push(smol::spawn(super::exec::run(
+                    m.clone(),
+                    id,
+                    super::exec::Start::PortForward(spec),
+                    tx.clone(),
+                    execs.clone(),
+                )));
+            }
+            RequestBody::ExecInput { exec, input } => {
+                super::exec::input(&m, &execs, exec, input).await;
             }
             body => {
                 let out = match handle(&m, &principal, body).await {
@@ -503,7 +525,12 @@ pub(crate) async fn handle_unfiltered(
             Ok(ResponseBody::Deleted { revision })
         }
         RequestBody::Top => Ok(ResponseBody::Top(super::top::top(m).await)),
-        RequestBody::Watch { .. } | RequestBody::Logs { .. } | RequestBody::ImagePull { .. } => {
+        RequestBody::Watch { .. }
+        | RequestBody::Logs { .. }
+        | RequestBody::ImagePull { .. }
+        | RequestBody::Exec(_)
+        | RequestBody::ExecInput { .. }
+        | RequestBody::PortForward(_) => {
             Err(err(ErrorCode::Internal, "streaming call routed wrongly"))
         }
     }
@@ -612,7 +639,7 @@ async fn node_deleted(m: &Master, name: &str, revision: u64) -> Result<(), ApiEr
     Ok(())
 }
 
-fn scope(kind: Kind, ns: &str) -> String {
+pub(super) fn scope(kind: Kind, ns: &str) -> String {
     if kind.namespaced() {
         if ns.is_empty() {
             DEFAULT_NAMESPACE.to_string()
@@ -624,7 +651,7 @@ fn scope(kind: Kind, ns: &str) -> String {
     }
 }
 
-fn not_found(kind: Kind, ns: &str, name: &str) -> ApiError {
+pub(super) fn not_found(kind: Kind, ns: &str, name: &str) -> ApiError {
     let hint = match kind {
         Kind::Node => "list them with `bramble get nodes`".to_string(),
         Kind::Namespace => "list them with `bramble get namespaces`".to_string(),

@@ -17,6 +17,7 @@ mod config_push;
 pub mod control;
 mod dispatch;
 mod endpoints;
+mod exec;
 mod image;
 #[cfg(test)]
 mod image_tests;
@@ -233,6 +234,8 @@ pub struct Master {
     pub(crate) log_routes: Mutex<HashMap<u32, LogRoute>>,
     /// Open watches per credential.
     pub(crate) watches: Arc<limits::WatchSlots>,
+    /// `bramble exec` sessions by the master's request id to the node.
+    pub(crate) exec_routes: Mutex<HashMap<u32, exec::ExecRoute>>,
     pub(crate) next_id: std::sync::atomic::AtomicU64,
     pub(crate) wake_sched: async_channel::Sender<()>,
     wake_sched_rx: async_channel::Receiver<()>,
@@ -322,6 +325,7 @@ impl Master {
             nodes: Mutex::new(HashMap::new()),
             log_routes: Mutex::new(HashMap::new()),
             watches: limits::WatchSlots::new(cfg_watches),
+            exec_routes: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),
             wake_sched,
             wake_sched_rx,

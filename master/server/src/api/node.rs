@@ -259,6 +259,9 @@ pub(crate) async fn serve(
                         _ => {}
                     }
                 }
+                NodeUp::Exec { request, output } => {
+                    super::exec::from_node(&m, &name, request, output).await;
+                }
                 NodeUp::LogEnd { request, error } => {
                     let route = {
                         let mut routes = m.log_routes.lock().await;
@@ -292,6 +295,9 @@ pub(crate) async fn serve(
             _ => true,
         }
     };
+    if !replaced {
+        super::exec::node_gone(&m, &name).await;
+    }
     drop(tx);
     let mut writer_task = writer_task;
     if replaced {
