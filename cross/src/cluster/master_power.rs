@@ -3,10 +3,10 @@
 //! applies config maps through the real CLI (two streams side by side, over a host → guest
 //! forward) and QEMU is SIGKILLed in the middle of them, at a different moment each round. The
 //! next round boots the guest again on the same disk: the master opens its store (its boot runs
-//! `PRAGMA quick_check` and refuses a damaged file), and every write the CLI saw acknowledged in
-//! any earlier round must be there. After the last cut the disk is checked on the host as well:
-//! `e2fsck` replays the journal on a copy, and `sqlite3` runs `PRAGMA quick_check` on the
-//! database read from it.
+//! SQLite's quick check and moves a damaged file aside), and every write the CLI saw acknowledged
+//! in any earlier round must be there. After each cut `e2fsck` replays the journal on a copy of
+//! the disk and must find it consistent; after the last, the host's master opens the database
+//! read from that copy (the same check at its boot) and lists every acknowledged write.
 //!
 //! A process kill of the master loses nothing (the store's own tests); this adds what a power
 //! cut adds: whatever the guest kernel had not yet written to its disk is gone.
@@ -179,7 +179,7 @@ pub fn master_power_cuts(opts: &PowerCutOptions) -> Result<PowerCutReport> {
         StateDisk::fsck(&disk)
             .with_context(|| format!("round {}: the state disk after the cut", round + 1))?;
     }
-    quick_check(&disk, &dir)?;
+    check_on_host(&disk, &dir, &bramble, &host_data, &acked)?;
     let _ = fs::remove_dir_all(&dir);
     Ok(report)
 }
@@ -306,28 +306,53 @@ fn applies_until_cut(
 }
 
 /// After the last cut, on the host: a journal-replayed copy of the disk, the database and its
-/// WAL read from it, and `sqlite3 … 'PRAGMA quick_check'` printing `ok`.
-fn quick_check(disk: &Path, dir: &Path) -> Result<()> {
+/// WAL read from it into a copy of the master's data dir, and the host's master started on that
+/// copy. Its boot checks the file (the store's integrity check) and moves a damaged one aside:
+/// it must come up with no `bramble.db.corrupt-*` beside the database and list all `acked`.
+fn check_on_host(
+    disk: &Path,
+    dir: &Path,
+    bramble: &Path,
+    host_data: &Path,
+    acked: &[String],
+) -> Result<()> {
     let copy = dir.join("checked.img");
     StateDisk::repaired_copy(disk, &copy)?;
-    let db = dir.join("checked.db");
-    fs::write(&db, StateDisk::read_file(&copy, "master/bramble.db")?)?;
+    let data = dir.join("checked");
+    fs::create_dir_all(&data)?;
+    for f in fs::read_dir(host_data)? {
+        let f = f?;
+        let name = f.file_name().to_string_lossy().to_string();
+        if f.file_type()?.is_file() && !name.starts_with("bramble.db") {
+            fs::copy(f.path(), data.join(&name))?;
+        }
+    }
+    fs::write(
+        data.join("bramble.db"),
+        StateDisk::read_file(&copy, "master/bramble.db")?,
+    )?;
     // The WAL holds the last commits until a checkpoint: it is part of the database.
     if let Ok(wal) = StateDisk::read_file(&copy, "master/bramble.db-wal") {
-        fs::write(dir.join("checked.db-wal"), wal)?;
-    }
-    let out = run(
-        Command::new("sqlite3").arg(&db).arg("PRAGMA quick_check"),
-        Duration::from_secs(60),
-    )
-    .context("run sqlite3 (apt-get install sqlite3)")?;
-    if !out.status.success() || out.stdout.trim() != "ok" {
-        bail!(
-            "PRAGMA quick_check of the master's database after the last power cut: {}{}",
-            out.stdout.trim(),
-            out.stderr.trim()
-        );
+        fs::write(data.join("bramble.db-wal"), wal)?;
     }
     let _ = fs::remove_file(&copy);
+    let master = Master::start(bramble, &data, free_port()?)
+        .context("the host's master on the database of the last power cut")?;
+    let moved: Vec<String> = fs::read_dir(&data)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".corrupt-"))
+        .collect();
+    if !moved.is_empty() {
+        bail!(
+            "the master's database after the last power cut failed its integrity check (moved aside: {moved:?}); log:\n{}",
+            master.log_tail(20)
+        );
+    }
+    let have = configmaps(&master)?;
+    let lost: Vec<&String> = acked.iter().filter(|n| !have.contains(n)).collect();
+    if !lost.is_empty() {
+        bail!("read on the host, the database lacks acknowledged writes: {lost:?}");
+    }
     Ok(())
 }
