@@ -218,66 +218,42 @@ fn main() {
             crun.push(d);
         }
 
-        let r = arm(&fifo);
-        let t = Instant::now();
-        let mut h = rt.start_pod(&pod(i), &logs).expect("start_pod");
-        hung_up(&r);
-        let d = t.elapsed();
-        while !h.exited() {
-            h.wait(Some(Duration::from_secs(5))).expect("wait");
-        }
-        let st = h.stop(Duration::from_secs(1)).expect("stop");
-        let df = t.elapsed();
-        assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}");
-        if !warm {
-            bramble.push(d);
-            full.push(df);
-        }
-
-        if let Some((rt2, _)) = &v2 {
+        // One pod on `rt`: (to the workload's first instructions, until stopped and cleaned up).
+        let run = |rt: &LinuxRuntime, p: &bramble_wire::objects::Pod, what: &str| {
             let r = arm(&fifo);
             let t = Instant::now();
-            let mut h = rt2.start_pod(&pod(i), &logs).expect("start_pod (v2)");
+            let mut h = rt
+                .start_pod(p, &logs)
+                .unwrap_or_else(|e| panic!("start_pod ({what}): {e}"));
             hung_up(&r);
             let d = t.elapsed();
             while !h.exited() {
                 h.wait(Some(Duration::from_secs(5))).expect("wait");
             }
             let st = h.stop(Duration::from_secs(1)).expect("stop");
-            assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}");
+            assert_eq!(st.phase, PodPhase::Succeeded, "{what}: {st:?}");
+            (d, t.elapsed())
+        };
+        let (d, df) = run(&rt, &pod(i), "default");
+        if !warm {
+            bramble.push(d);
+            full.push(df);
+        }
+        if let Some((rt2, _)) = &v2 {
+            let (d, _) = run(rt2, &pod(i), "v2 tree");
             if !warm {
                 on_v2.push(d);
             }
         }
-
         let mut p = pod(i);
         p.spec.privileged = true;
-        let r = arm(&fifo);
-        let t = Instant::now();
-        let mut h = rt.start_pod(&p, &logs).expect("start_pod (privileged)");
-        hung_up(&r);
-        let d = t.elapsed();
-        while !h.exited() {
-            h.wait(Some(Duration::from_secs(5))).expect("wait");
-        }
-        let st = h.stop(Duration::from_secs(1)).expect("stop");
-        assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}");
+        let (d, _) = run(&rt, &p, "privileged");
         if !warm {
             privileged.push(d);
         }
-
         let mut p = pod(i);
         p.spec.network = NetworkMode::Isolated;
-        let r = arm(&fifo);
-        let t = Instant::now();
-        let mut h = rt.start_pod(&p, &logs).expect("start_pod (isolated)");
-        hung_up(&r);
-        let d = t.elapsed();
-        while !h.exited() {
-            h.wait(Some(Duration::from_secs(5))).expect("wait");
-        }
-        let st = h.stop(Duration::from_secs(1)).expect("stop");
-        assert_eq!(st.phase, PodPhase::Succeeded, "{st:?}");
+        let (d, _) = run(&rt, &p, "isolated");
         if !warm {
             isolated.push(d);
         }
