@@ -62,8 +62,13 @@ impl Env {
                     .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
             })
             .unwrap_or_else(|| self.logs.path().join(&prefix));
-        String::from_utf8_lossy(&log::read_tail(&dir, process, 1 << 20).unwrap_or_default())
-            .into_owned()
+        // The previous run's log (a restart moves it aside) and then the current run's, so a
+        // test sees what every run it caused printed (one previous run is kept).
+        let prev = log::file_name(process, true);
+        let mut out = std::fs::read(dir.join(format!("{prev}.1"))).unwrap_or_default();
+        out.extend(std::fs::read(dir.join(&prev)).unwrap_or_default());
+        out.extend(log::read_tail(&dir, process, 1 << 20).unwrap_or_default());
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     pub fn start(&self, pod: &Pod) -> PodHandle {
