@@ -801,10 +801,13 @@ pub(crate) async fn apply(m: &Master, objs: Vec<Object>) -> Result<Vec<Applied>,
     Ok(out)
 }
 
-async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
-    let kind = o.kind();
-    let (ns, name) = (o.meta().namespace.clone(), o.meta().name.clone());
-    let expected = match o.meta().revision {
+async fn apply_one(m: &Master, original: Object) -> Result<Applied, ApiError> {
+    let kind = original.kind();
+    let (ns, name) = (
+        original.meta().namespace.clone(),
+        original.meta().name.clone(),
+    );
+    let expected = match original.meta().revision {
         0 => None,
         r => Some(r),
     };
@@ -815,126 +818,138 @@ async fn apply_one(m: &Master, mut o: Object) -> Result<Applied, ApiError> {
         revision,
         outcome,
     };
-    let existing = super::get_opt(&m.store, kind, &ns, &name).await?;
-    let Some(cur) = existing else {
-        // Identity is the store's to give (`Store::create`), never the client's.
-        let meta = o.meta_mut();
-        meta.uid.clear();
-        meta.created_ms = 0;
-        meta.revision = 0;
-        if let Object::Deployment(d) = &mut o {
-            // The status is the system's: a document's is not taken over.
-            d.status = bramble_wire::objects::DeploymentStatus {
-                generation: 1,
-                ..Default::default()
+    // A document without a revision is applied over whatever is stored: when a controller
+    // writes the object (its status) between our read and our write, read and merge again
+    // rather than hand the user a conflict that is not theirs.
+    let mut raced = 0;
+    loop {
+        let mut o = original.clone();
+        let existing = super::get_opt(&m.store, kind, &ns, &name).await?;
+        let Some(cur) = existing else {
+            // Identity is the store's to give (`Store::create`), never the client's.
+            let meta = o.meta_mut();
+            meta.uid.clear();
+            meta.created_ms = 0;
+            meta.revision = 0;
+            if let Object::Deployment(d) = &mut o {
+                // The status is the system's: a document's is not taken over.
+                d.status = bramble_wire::objects::DeploymentStatus {
+                    generation: 1,
+                    ..Default::default()
+                };
+            }
+            if let Object::Node(n) = &mut o {
+                // The pod subnet is the master's to give (at registration, never twice), not the
+                // client's: a raw API client could otherwise hand one node another's subnet.
+                n.spec.pod_cidr.clear();
+            }
+            let rev = m.store.create(o).await?;
+            return Ok(applied(rev, ApplyOutcome::Created));
+        };
+        // Merge: keep identity and status from the stored object; the user owns spec and labels.
+        // Annotations merge (those set with `bramble annotate` stay unless the manifest sets them).
+        let labels = o.meta().labels.clone();
+        let mut annotations = cur.meta().annotations.clone();
+        annotations.extend(o.meta().annotations.clone());
+        let immutable = |what: &str| {
+            err(
+                ErrorCode::Conflict,
+                format!(
+                    "{what} {name:?} in namespace {ns:?} exists with a different spec, which cannot change: `bramble delete {what} {name} -n {ns}` and apply again"
+                ),
+            )
+        };
+        let mut merged = match (cur.clone(), o) {
+            (Object::Pod(c), Object::Pod(mut n)) => {
+                if n.spec.node_name.is_none() {
+                    n.spec.node_name = c.spec.node_name.clone();
+                }
+                if n.spec != c.spec {
+                    return Err(immutable("pod"));
+                }
+                n.status = c.status;
+                Object::Pod(n)
+            }
+            (Object::Job(c), Object::Job(mut n)) => {
+                if n.spec != c.spec {
+                    return Err(immutable("job"));
+                }
+                n.status = c.status;
+                Object::Job(n)
+            }
+            // Merges, never wipes: the node's own labels, the system's taints, the pod subnet (the
+            // master's to give) and the status stay (`claims::merge_applied_node`).
+            (Object::Node(c), Object::Node(n)) => {
+                Object::Node(super::claims::merge_applied_node(&c, n))
+            }
+            (Object::Namespace(c), Object::Namespace(mut n)) => {
+                n.phase = c.phase;
+                Object::Namespace(n)
+            }
+            (Object::Deployment(c), Object::Deployment(mut n)) => {
+                if n.spec.template.restarted_at_ms.is_none() {
+                    // A manifest does not say when the pods were last restarted: keep it.
+                    n.spec.template.restarted_at_ms = c.spec.template.restarted_at_ms;
+                }
+                let changed = n.spec != c.spec;
+                n.status = c.status;
+                if changed {
+                    // A new generation: `rollout status` waits until the controller observed it.
+                    n.status.generation = n.status.generation.max(n.status.observed_generation) + 1;
+                }
+                Object::Deployment(n)
+            }
+            (Object::DaemonSet(c), Object::DaemonSet(mut n)) => {
+                if n.spec.template.restarted_at_ms.is_none() {
+                    n.spec.template.restarted_at_ms = c.spec.template.restarted_at_ms;
+                }
+                n.status = c.status;
+                Object::DaemonSet(n)
+            }
+            (Object::ConfigMap(_), n @ Object::ConfigMap(_)) => n,
+            (Object::Secret(_), n @ Object::Secret(_)) => n,
+            (Object::Service(_), Object::Service(n)) => Object::Service(n),
+            (Object::Registry(_), n @ Object::Registry(_)) => n,
+            _ => return Err(err(ErrorCode::Internal, "kind mismatch")),
+        };
+        if kind != Kind::Node {
+            *merged.meta_mut() = Meta {
+                labels,
+                annotations,
+                ..cur.meta().clone()
             };
         }
-        if let Object::Node(n) = &mut o {
-            // The pod subnet is the master's to give (at registration, never twice), not the
-            // client's: a raw API client could otherwise hand one node another's subnet.
-            n.spec.pod_cidr.clear();
-        }
-        let rev = m.store.create(o).await?;
-        return Ok(applied(rev, ApplyOutcome::Created));
-    };
-    // Merge: keep identity and status from the stored object; the user owns spec and labels.
-    // Annotations merge (those set with `bramble annotate` stay unless the manifest sets them).
-    let labels = o.meta().labels.clone();
-    let mut annotations = cur.meta().annotations.clone();
-    annotations.extend(o.meta().annotations.clone());
-    let immutable = |what: &str| {
-        err(
-            ErrorCode::Conflict,
-            format!(
-                "{what} {name:?} in namespace {ns:?} exists with a different spec, which cannot change: `bramble delete {what} {name} -n {ns}` and apply again"
-            ),
+        // Merged annotations are checked again as a whole (their count and size).
+        validate::check_annotations(
+            &format!("{} {name:?}: annotations", kind.as_str()),
+            &merged.meta().annotations,
         )
-    };
-    let mut merged = match (cur.clone(), o) {
-        (Object::Pod(c), Object::Pod(mut n)) => {
-            if n.spec.node_name.is_none() {
-                n.spec.node_name = c.spec.node_name.clone();
-            }
-            if n.spec != c.spec {
-                return Err(immutable("pod"));
-            }
-            n.status = c.status;
-            Object::Pod(n)
+        .map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+        // An apply that changes nothing overwrites nothing: `Unchanged` even when its expected
+        // revision is old (`get -o yaml | apply -f -` while controllers write the status).
+        if merged == cur {
+            return Ok(applied(cur.meta().revision, ApplyOutcome::Unchanged));
         }
-        (Object::Job(c), Object::Job(mut n)) => {
-            if n.spec != c.spec {
-                return Err(immutable("job"));
+        if let Some(e) = expected
+            && e != cur.meta().revision
+        {
+            return Err(err(
+                ErrorCode::Conflict,
+                format!(
+                    "{} {name:?} changed since revision {e} (now {}); get it again and re-apply",
+                    kind.as_str(),
+                    cur.meta().revision
+                ),
+            ));
+        }
+        match m.store.update(merged, Some(cur.meta().revision)).await {
+            Ok(rev) => return Ok(applied(rev, ApplyOutcome::Updated)),
+            Err(crate::store::StoreError::Conflict { .. }) if expected.is_none() && raced < 8 => {
+                raced += 1;
             }
-            n.status = c.status;
-            Object::Job(n)
+            Err(e) => return Err(e.into()),
         }
-        // Merges, never wipes: the node's own labels, the system's taints, the pod subnet (the
-        // master's to give) and the status stay (`claims::merge_applied_node`).
-        (Object::Node(c), Object::Node(n)) => {
-            Object::Node(super::claims::merge_applied_node(&c, n))
-        }
-        (Object::Namespace(c), Object::Namespace(mut n)) => {
-            n.phase = c.phase;
-            Object::Namespace(n)
-        }
-        (Object::Deployment(c), Object::Deployment(mut n)) => {
-            if n.spec.template.restarted_at_ms.is_none() {
-                // A manifest does not say when the pods were last restarted: keep it.
-                n.spec.template.restarted_at_ms = c.spec.template.restarted_at_ms;
-            }
-            let changed = n.spec != c.spec;
-            n.status = c.status;
-            if changed {
-                // A new generation: `rollout status` waits until the controller observed it.
-                n.status.generation = n.status.generation.max(n.status.observed_generation) + 1;
-            }
-            Object::Deployment(n)
-        }
-        (Object::DaemonSet(c), Object::DaemonSet(mut n)) => {
-            if n.spec.template.restarted_at_ms.is_none() {
-                n.spec.template.restarted_at_ms = c.spec.template.restarted_at_ms;
-            }
-            n.status = c.status;
-            Object::DaemonSet(n)
-        }
-        (Object::ConfigMap(_), n @ Object::ConfigMap(_)) => n,
-        (Object::Secret(_), n @ Object::Secret(_)) => n,
-        (Object::Service(_), Object::Service(n)) => Object::Service(n),
-        (Object::Registry(_), n @ Object::Registry(_)) => n,
-        _ => return Err(err(ErrorCode::Internal, "kind mismatch")),
-    };
-    if kind != Kind::Node {
-        *merged.meta_mut() = Meta {
-            labels,
-            annotations,
-            ..cur.meta().clone()
-        };
     }
-    // Merged annotations are checked again as a whole (their count and size).
-    validate::check_annotations(
-        &format!("{} {name:?}: annotations", kind.as_str()),
-        &merged.meta().annotations,
-    )
-    .map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
-    // An apply that changes nothing overwrites nothing: `Unchanged` even when its expected
-    // revision is old (`get -o yaml | apply -f -` while controllers write the status).
-    if merged == cur {
-        return Ok(applied(cur.meta().revision, ApplyOutcome::Unchanged));
-    }
-    if let Some(e) = expected
-        && e != cur.meta().revision
-    {
-        return Err(err(
-            ErrorCode::Conflict,
-            format!(
-                "{} {name:?} changed since revision {e} (now {}); get it again and re-apply",
-                kind.as_str(),
-                cur.meta().revision
-            ),
-        ));
-    }
-    let rev = m.store.update(merged, Some(cur.meta().revision)).await?;
-    Ok(applied(rev, ApplyOutcome::Updated))
 }
 
 #[allow(clippy::too_many_arguments)]
