@@ -673,18 +673,22 @@ fn idle_store_writes_nothing() {
         s.create(pod("default", "p")).await.unwrap();
         let _ = s.list(Kind::Pod, None).await.unwrap();
         let _w = s.watch(None, None, 0).await.unwrap();
-        let snapshot = || {
-            ["bramble.db", "bramble.db-wal", "bramble.db-shm"].map(|f| {
-                std::fs::metadata(dir.path().join(f))
-                    .ok()
-                    .map(|m| (m.len(), m.modified().unwrap()))
-            })
-        };
+        let snapshot = || db_files(dir.path());
         let before = snapshot();
         smol::Timer::after(std::time::Duration::from_millis(1500)).await;
         assert_eq!(before, snapshot());
         s.close().await;
     });
+}
+
+/// Size and modification time of the database's files: equal before and after means no write.
+type FileStamp = Option<(u64, std::time::SystemTime)>;
+fn db_files(dir: &std::path::Path) -> [FileStamp; 3] {
+    ["bramble.db", "bramble.db-wal", "bramble.db-shm"].map(|f| {
+        std::fs::metadata(dir.join(f))
+            .ok()
+            .map(|m| (m.len(), m.modified().unwrap()))
+    })
 }
 
 fn secret(name: &str, value: &[u8]) -> Object {
@@ -885,13 +889,7 @@ fn an_idle_store_with_events_writes_nothing() {
         s.record_event(ev("web", "u1", "Started", "pod is running", now()))
             .await
             .unwrap();
-        let snapshot = || {
-            ["bramble.db", "bramble.db-wal", "bramble.db-shm"].map(|f| {
-                std::fs::metadata(dir.path().join(f))
-                    .ok()
-                    .map(|m| (m.len(), m.modified().unwrap()))
-            })
-        };
+        let snapshot = || db_files(dir.path());
         let before = snapshot();
         // The event passes its age meanwhile, but nothing removes it before the next write.
         smol::Timer::after(std::time::Duration::from_millis(1500)).await;
